@@ -1,0 +1,519 @@
+//! Versioned CBOR snapshots of a whole engine, and restore with state
+//! migration by operator id.
+//!
+//! The layout (format version 1) is documented field by field in
+//! `docs/design.md`. Restoring into a changed pipeline keeps the state of
+//! every operator whose `id` and state type still match, resets the others,
+//! and reports both ([`RestoreReport`]).
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+use core::fmt;
+use core::fmt::Write as _;
+
+use minicbor::data::Type;
+use minicbor::{Decoder, Encoder};
+
+use crate::agg::Moments;
+use crate::detect::DetectorState;
+use crate::engine::{Engine, EngineStats, Op};
+use crate::keys::KeyId;
+use crate::spec::{OperatorKind, OperatorSpec, WindowKind};
+use crate::window::{KeyState, OpStats, OpenWindow, Pending};
+
+/// Leading magic string of every snapshot.
+pub const MAGIC: &str = "weir-snapshot";
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+type EncErr = minicbor::encode::Error<core::convert::Infallible>;
+
+/// Why a snapshot could not be taken or restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// Outputs are still queued: drain `poll_output` first.
+    OutputsPending,
+    /// Not a weir snapshot, or written by an unknown format version.
+    Version {
+        /// The version found (0 if the magic was wrong).
+        found: u32,
+    },
+    /// The bytes are not valid CBOR of the expected shape.
+    Decode(String),
+    /// Well-formed but inconsistent (e.g. a key id that does not exist).
+    Corrupt(&'static str),
+    /// `restore` was called on an engine that has already processed input.
+    NotFresh,
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::OutputsPending => f.write_str("outputs are still queued: drain poll_output before snapshot"),
+            SnapshotError::Version { found } => {
+                write!(f, "unsupported snapshot format version {found} (this build reads {VERSION})")
+            }
+            SnapshotError::Decode(e) => write!(f, "snapshot is not valid: {e}"),
+            SnapshotError::Corrupt(e) => write!(f, "snapshot is inconsistent: {e}"),
+            SnapshotError::NotFresh => f.write_str("restore needs a freshly built engine"),
+        }
+    }
+}
+
+impl core::error::Error for SnapshotError {}
+
+impl From<minicbor::decode::Error> for SnapshotError {
+    fn from(e: minicbor::decode::Error) -> Self {
+        let mut s = String::new();
+        let _ = write!(s, "{e}");
+        SnapshotError::Decode(s)
+    }
+}
+
+/// What happened to one operator's state on restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpRestore {
+    /// State carried over.
+    Kept,
+    /// Windows carried over, detector baselines reset (detector changed).
+    KeptWindows,
+    /// Same id, but the state type changed: started empty.
+    Reset {
+        /// The snapshot's state type.
+        was: String,
+        /// The pipeline's state type.
+        now: String,
+    },
+    /// No state for this id in the snapshot: started empty.
+    New,
+}
+
+/// Per-operator outcome of a restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// `(operator id, outcome)` in pipeline order.
+    pub operators: Vec<(String, OpRestore)>,
+    /// Ids present in the snapshot but not in the pipeline (state dropped).
+    pub dropped: Vec<String>,
+}
+
+/// The state type of an operator: state is kept across a pipeline change
+/// only when this string is unchanged.
+pub fn state_type(op: &OperatorSpec) -> String {
+    let mut s = String::new();
+    match &op.kind {
+        OperatorKind::Window(w) => {
+            let _ = match w.kind {
+                WindowKind::Tumbling { size } => write!(s, "window/1 tumbling {size}"),
+                WindowKind::Sliding { size, slide } => write!(s, "window/1 sliding {size} {slide}"),
+                WindowKind::Session { gap } => write!(s, "window/1 session {gap}"),
+                WindowKind::Count { size } => write!(s, "window/1 count {size}"),
+            };
+            let tier = w.aggregates.iter().map(|a| a.tier()).max();
+            let _ = write!(s, " lateness {} tier {:?} field {}", w.allowed_lateness, tier, op.field);
+        }
+        OperatorKind::Detect(d) => {
+            let _ = write!(s, "detect/1 {} field {}", d.detector.state_type(), op.field);
+        }
+    }
+    s
+}
+
+fn detector_type(op: &OperatorSpec) -> Option<&'static str> {
+    match &op.kind {
+        OperatorKind::Window(w) => w.detect.as_ref().map(|d| d.detector.state_type()),
+        OperatorKind::Detect(d) => Some(d.detector.state_type()),
+    }
+}
+
+fn opt_i64(e: &mut Encoder<&mut Vec<u8>>, v: Option<i64>) -> Result<(), EncErr> {
+    match v {
+        Some(v) => e.i64(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+fn enc_stats(e: &mut Encoder<&mut Vec<u8>>, s: &OpStats) -> Result<(), EncErr> {
+    e.array(7)?.u64(s.routed)?.u64(s.on_time)?.u64(s.updated)?.u64(s.late)?.u64(s.fired)?.u64(s.updates)?.u64(s.flagged)?;
+    Ok(())
+}
+
+fn dec_stats(d: &mut Decoder<'_>) -> Result<OpStats, SnapshotError> {
+    expect_array(d, 7)?;
+    Ok(OpStats {
+        routed: d.u64()?,
+        on_time: d.u64()?,
+        updated: d.u64()?,
+        late: d.u64()?,
+        fired: d.u64()?,
+        updates: d.u64()?,
+        flagged: d.u64()?,
+    })
+}
+
+fn enc_pending(e: &mut Encoder<&mut Vec<u8>>, p: &alloc::collections::BinaryHeap<Reverse<Pending>>) -> Result<(), EncErr> {
+    let mut v: Vec<Pending> = p.iter().map(|r| r.0).collect();
+    v.sort_unstable();
+    e.array(v.len() as u64)?;
+    for p in v {
+        e.array(3)?.i64(p.ts)?.u32(p.key)?.u64(p.bits)?;
+    }
+    Ok(())
+}
+
+fn dec_pending(d: &mut Decoder<'_>, nkeys: usize) -> Result<alloc::collections::BinaryHeap<Reverse<Pending>>, SnapshotError> {
+    let n = array_len(d)?;
+    let mut h = alloc::collections::BinaryHeap::new();
+    for _ in 0..n {
+        expect_array(d, 3)?;
+        let p = Pending { ts: d.i64()?, key: d.u32()?, bits: d.u64()? };
+        if p.key as usize >= nkeys {
+            return Err(SnapshotError::Corrupt("pending sample refers to an unknown key"));
+        }
+        h.push(Reverse(p));
+    }
+    Ok(h)
+}
+
+fn expect_array(d: &mut Decoder<'_>, n: u64) -> Result<(), SnapshotError> {
+    match d.array()? {
+        Some(m) if m == n => Ok(()),
+        _ => Err(SnapshotError::Corrupt("unexpected array length")),
+    }
+}
+
+fn array_len(d: &mut Decoder<'_>) -> Result<u64, SnapshotError> {
+    let n = d.array()?.ok_or(SnapshotError::Corrupt("indefinite array"))?;
+    // Every element takes at least one byte: a larger count is a lie.
+    if n > d.input().len() as u64 {
+        return Err(SnapshotError::Corrupt("array longer than the snapshot"));
+    }
+    Ok(n)
+}
+
+fn opt_i64_dec(d: &mut Decoder<'_>) -> Result<Option<i64>, SnapshotError> {
+    if d.datatype()? == Type::Null {
+        d.null()?;
+        Ok(None)
+    } else {
+        Ok(Some(d.i64()?))
+    }
+}
+
+impl Engine {
+    /// Serialises the whole engine state.
+    ///
+    /// # Errors
+    /// [`SnapshotError::OutputsPending`] if outputs are still queued: a
+    /// snapshot is taken between calls, with the queue drained, so that it
+    /// and the outputs already handed out describe the same point.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        if self.has_output() {
+            return Err(SnapshotError::OutputsPending);
+        }
+        let mut buf = Vec::with_capacity(256 + self.keys.names.len() * 64);
+        self.encode(&mut Encoder::new(&mut buf)).map_err(|_| SnapshotError::Corrupt("encode"))?;
+        Ok(buf)
+    }
+
+    fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), EncErr> {
+        e.array(11)?.str(MAGIC)?.u32(VERSION)?.str(&self.spec.name)?;
+        e.i64(self.now)?.i64(self.wm)?.i64(self.next_sweep)?;
+        let s = &self.stats;
+        e.array(3 + s.rejected.len() as u64)?.u64(s.input)?.u64(s.accepted)?.u64(s.keys_evicted)?;
+        for r in s.rejected {
+            e.u64(r)?;
+        }
+        e.array(self.sources.len() as u64)?;
+        for (st, sp) in self.sources.iter().zip(&self.spec.sources) {
+            e.array(4)?.str(&sp.name)?;
+            opt_i64(e, st.max_ts)?;
+            e.i64(st.last_now)?.bool(st.idle)?;
+        }
+        let k = &self.keys;
+        e.array(k.names.len() as u64)?;
+        for (n, t) in k.names.iter().zip(&k.last_ts) {
+            match n {
+                Some(n) => e.array(2)?.str(n)?.i64(*t)?,
+                None => e.null()?,
+            };
+        }
+        e.array(k.free.len() as u64)?;
+        for f in &k.free {
+            e.u32(*f)?;
+        }
+        e.array(k.pending_free.len() as u64)?;
+        for f in &k.pending_free {
+            e.u32(*f)?;
+        }
+        e.array(self.ops.len() as u64)?;
+        for (op, spec) in self.ops.iter().zip(&self.spec.operators) {
+            e.array(4)?.str(&spec.id)?.str(&state_type(spec))?;
+            match detector_type(spec) {
+                Some(t) => e.str(t)?,
+                None => e.null()?,
+            };
+            match op {
+                Op::Window(w) => {
+                    e.array(5)?;
+                    enc_stats(e, &w.stats)?;
+                    e.array(w.timers.len() as u64)?;
+                    for (t, keys) in &w.timers {
+                        e.array(2)?.i64(*t)?.array(keys.len() as u64)?;
+                        for k in keys {
+                            e.u32(*k)?;
+                        }
+                    }
+                    let live: Vec<(usize, &KeyState)> = w
+                        .keys
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, k)| !k.windows.is_empty() || k.detector.is_some())
+                        .collect();
+                    e.array(live.len() as u64)?;
+                    for (id, ks) in live {
+                        e.array(3)?.u32(id as u32)?.array(ks.windows.len() as u64)?;
+                        for win in &ks.windows {
+                            e.array(4)?.i64(win.start)?.i64(win.end)?.bool(win.emitted)?;
+                            win.m.encode(e)?;
+                        }
+                        match &ks.detector {
+                            Some(det) => det.encode(e)?,
+                            None => {
+                                e.null()?;
+                            }
+                        }
+                    }
+                    enc_pending(e, &w.pending)?;
+                    e.null()?; // reserved
+                }
+                Op::Detect(dop) => {
+                    e.array(3)?;
+                    enc_stats(e, &dop.stats)?;
+                    let live: Vec<(usize, &DetectorState)> =
+                        dop.states.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s))).collect();
+                    e.array(live.len() as u64)?;
+                    for (id, st) in live {
+                        e.array(2)?.u32(id as u32)?;
+                        st.encode(e)?;
+                    }
+                    enc_pending(e, &dop.pending)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a snapshot into this freshly built engine. Operators are matched
+    /// by id; state is kept where the state type matches (see [`state_type`]).
+    /// Sources are matched by name. Keys, watermark and counters come back.
+    ///
+    /// # Errors
+    /// [`SnapshotError::NotFresh`] if the engine has seen input; a decode,
+    /// version or consistency error for bad bytes (the engine is then left
+    /// fresh). Never panics on any input.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<RestoreReport, SnapshotError> {
+        if self.stats.input != 0 || self.key_count() != 0 || self.has_output() {
+            return Err(SnapshotError::NotFresh);
+        }
+        let fresh = self.spec.clone().build().map_err(|_| SnapshotError::Corrupt("pipeline"))?;
+        match self.decode(&mut Decoder::new(bytes)) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                *self = fresh;
+                Err(e)
+            }
+        }
+    }
+
+    fn decode(&mut self, d: &mut Decoder<'_>) -> Result<RestoreReport, SnapshotError> {
+        if d.array()? != Some(11) || d.str().ok() != Some(MAGIC) {
+            return Err(SnapshotError::Version { found: 0 });
+        }
+        let version = d.u32()?;
+        if version != VERSION {
+            return Err(SnapshotError::Version { found: version });
+        }
+        let _name = d.str()?;
+        self.now = d.i64()?;
+        self.wm = d.i64()?;
+        self.next_sweep = d.i64()?;
+        let n = array_len(d)?;
+        if n != 3 + self.stats.rejected.len() as u64 {
+            return Err(SnapshotError::Corrupt("counters"));
+        }
+        let mut stats = EngineStats { input: d.u64()?, accepted: d.u64()?, keys_evicted: d.u64()?, ..Default::default() };
+        for r in stats.rejected.iter_mut() {
+            *r = d.u64()?;
+        }
+        self.stats = stats;
+        for _ in 0..array_len(d)? {
+            expect_array(d, 4)?;
+            let name = d.str()?;
+            let max_ts = opt_i64_dec(d)?;
+            let last_now = d.i64()?;
+            let idle = d.bool()?;
+            if let Some(i) = self.source_index(name) {
+                self.sources[i].max_ts = max_ts;
+                self.sources[i].last_now = last_now;
+                self.sources[i].idle = idle;
+            }
+        }
+        let nk = array_len(d)? as usize;
+        let mut names = Vec::with_capacity(nk);
+        let mut last_ts = Vec::with_capacity(nk);
+        for _ in 0..nk {
+            if d.datatype()? == Type::Null {
+                d.null()?;
+                names.push(None);
+                last_ts.push(i64::MIN);
+            } else {
+                expect_array(d, 2)?;
+                let name = d.str()?;
+                if name.is_empty() || name.len() > crate::engine::MAX_KEY_LEN {
+                    return Err(SnapshotError::Corrupt("bad key name"));
+                }
+                names.push(Some(name.into()));
+                last_ts.push(d.i64()?);
+            }
+        }
+        let mut free = Vec::new();
+        let mut pending_free = Vec::new();
+        for list in [&mut free, &mut pending_free] {
+            for _ in 0..array_len(d)? {
+                let id = d.u32()?;
+                if id as usize >= nk || names[id as usize].is_some() {
+                    return Err(SnapshotError::Corrupt("free list names a live key"));
+                }
+                list.push(id);
+            }
+        }
+        self.keys.names = names;
+        self.keys.last_ts = last_ts;
+        self.keys.free = free;
+        self.keys.pending_free = pending_free;
+        self.keys.reindex();
+        if self.keys.live() != self.keys.names.iter().filter(|n| n.is_some()).count() {
+            return Err(SnapshotError::Corrupt("duplicate key names"));
+        }
+        let live = |k: KeyId, names: &[Option<alloc::boxed::Box<str>>]| names.get(k as usize).is_some_and(|n| n.is_some());
+
+        let mut report = RestoreReport::default();
+        let mut seen = alloc::vec![false; self.ops.len()];
+        for _ in 0..array_len(d)? {
+            expect_array(d, 4)?;
+            let id = d.str()?.to_string();
+            let stype = d.str()?.to_string();
+            let dtype = if d.datatype()? == Type::Null {
+                d.null()?;
+                None
+            } else {
+                Some(d.str()?.to_string())
+            };
+            let idx = self.spec.operators.iter().position(|o| o.id == id);
+            let Some(idx) = idx.filter(|&i| !seen[i]) else {
+                report.dropped.push(id);
+                d.skip()?;
+                continue;
+            };
+            seen[idx] = true;
+            let spec = self.spec.operators[idx].clone();
+            let now_type = state_type(&spec);
+            if now_type != stype {
+                report.operators.push((id, OpRestore::Reset { was: stype, now: now_type }));
+                d.skip()?;
+                continue;
+            }
+            let keep_det = dtype.as_deref() == detector_type(&spec);
+            let det_spec = match &spec.kind {
+                OperatorKind::Window(w) => w.detect.as_ref().map(|x| x.detector),
+                OperatorKind::Detect(x) => Some(x.detector),
+            };
+            match &mut self.ops[idx] {
+                Op::Window(w) => {
+                    expect_array(d, 5)?;
+                    w.stats = dec_stats(d)?;
+                    for _ in 0..array_len(d)? {
+                        expect_array(d, 2)?;
+                        let t = d.i64()?;
+                        let mut keys = Vec::new();
+                        for _ in 0..array_len(d)? {
+                            let k = d.u32()?;
+                            if !live(k, &self.keys.names) {
+                                return Err(SnapshotError::Corrupt("timer refers to an unknown key"));
+                            }
+                            keys.push(k);
+                        }
+                        w.timers.insert(t, keys);
+                    }
+                    w.next_timer = w.timers.first_key_value().map_or(i64::MAX, |(t, _)| *t);
+                    for _ in 0..array_len(d)? {
+                        expect_array(d, 3)?;
+                        let k = d.u32()?;
+                        if !live(k, &self.keys.names) {
+                            return Err(SnapshotError::Corrupt("window state refers to an unknown key"));
+                        }
+                        let mut ks = KeyState::default();
+                        for _ in 0..array_len(d)? {
+                            expect_array(d, 4)?;
+                            let start = d.i64()?;
+                            let end = d.i64()?;
+                            let emitted = d.bool()?;
+                            let m = Moments::decode(d)?;
+                            ks.windows.push(OpenWindow { start, end, emitted, m });
+                        }
+                        if d.datatype()? == Type::Null {
+                            d.null()?;
+                        } else {
+                            match (keep_det, &det_spec) {
+                                (true, Some(ds)) => ks.detector = Some(DetectorState::decode(ds, d)?),
+                                _ => d.skip()?,
+                            }
+                        }
+                        let k = k as usize;
+                        if k >= w.keys.len() {
+                            w.keys.resize_with(k + 1, KeyState::default);
+                        }
+                        w.keys[k] = ks;
+                    }
+                    w.pending = dec_pending(d, nk)?;
+                    d.skip()?;
+                }
+                Op::Detect(dop) => {
+                    expect_array(d, 3)?;
+                    dop.stats = dec_stats(d)?;
+                    for _ in 0..array_len(d)? {
+                        expect_array(d, 2)?;
+                        let k = d.u32()?;
+                        if !live(k, &self.keys.names) {
+                            return Err(SnapshotError::Corrupt("detector state refers to an unknown key"));
+                        }
+                        let k = k as usize;
+                        if k >= dop.states.len() {
+                            dop.states.resize_with(k + 1, || None);
+                        }
+                        if keep_det {
+                            dop.states[k] = Some(DetectorState::decode(&dop.spec, d)?);
+                        } else {
+                            d.skip()?;
+                        }
+                    }
+                    dop.pending = dec_pending(d, nk)?;
+                }
+            }
+            let outcome = if keep_det { OpRestore::Kept } else { OpRestore::KeptWindows };
+            report.operators.push((id, outcome));
+        }
+        for (i, op) in self.spec.operators.iter().enumerate() {
+            if !seen[i] {
+                report.operators.push((op.id.clone(), OpRestore::New));
+            }
+        }
+        let order = |id: &str| self.spec.operators.iter().position(|o| o.id == id);
+        report.operators.sort_by_key(|(id, _)| order(id));
+        Ok(report)
+    }
+}

@@ -1,0 +1,504 @@
+//! The pipeline description and the builder API that produces it.
+//!
+//! A [`PipelineSpec`] is plain data: sources, operators (each with a stable
+//! `id`, Flink's uid) and keyed-state limits. The agent's TOML format maps
+//! onto it one to one; Rust code builds it with [`PipelineBuilder`].
+//! [`PipelineSpec::build`] validates it and returns a ready [`Engine`].
+//!
+//! [`Engine`]: crate::engine::Engine
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::agg::AggKind;
+use crate::detect::DetectorSpec;
+use crate::time::{TimeMode, TimeUnit};
+
+/// Largest number of aggregates one window operator may emit.
+pub const MAX_AGGS: usize = 16;
+/// Largest number of windows one sample may fall into (sliding size / slide).
+pub const MAX_WINDOWS_PER_SAMPLE: i64 = 64;
+
+/// A whole pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineSpec {
+    /// A name for logs and snapshots.
+    pub name: String,
+    /// Time mode, unit and plausible range.
+    pub time: TimeSpec,
+    /// Inputs, referenced by index in `Engine::handle_sample`.
+    pub sources: Vec<SourceSpec>,
+    /// Keyed operators; each reads one source.
+    pub operators: Vec<OperatorSpec>,
+    /// Limits on keyed state.
+    pub state: StateSpec,
+}
+
+/// How samples are stamped and which timestamps are plausible.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimeSpec {
+    /// Event (default), ingestion or processing time.
+    pub mode: TimeMode,
+    /// Milliseconds (default) or microseconds.
+    pub unit: TimeUnit,
+    /// Samples stamped before this are rejected (`TimestampOutOfRange`).
+    /// Default: 2000-01-01.
+    pub min_ts: i64,
+    /// Samples stamped after this are rejected. Default: 2200-01-01.
+    pub max_ts: i64,
+}
+
+impl Default for TimeSpec {
+    fn default() -> Self {
+        TimeSpec::new(TimeUnit::Millis)
+    }
+}
+
+impl TimeSpec {
+    /// Event time in `unit` with the default plausible range.
+    pub fn new(unit: TimeUnit) -> Self {
+        TimeSpec {
+            mode: TimeMode::Event,
+            unit,
+            min_ts: unit.from_millis(946_684_800_000),
+            max_ts: unit.from_millis(7_258_118_400_000),
+        }
+    }
+}
+
+/// One input stream (an MQTT topic filter, a CSV file, a bus).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSpec {
+    /// Unique name.
+    pub name: String,
+    /// Names of the numeric fields every sample of this source carries, in order.
+    pub fields: Vec<String>,
+    /// Bounded out-of-orderness: this source's watermark is its largest
+    /// timestamp minus this (ticks).
+    pub max_out_of_orderness: i64,
+    /// After this much processing time without a sample the source stops
+    /// holding the watermark back (ticks). `None`: never idle.
+    pub idle_timeout: Option<i64>,
+    /// Samples stamped more than this ahead of the gateway clock (`now`) are
+    /// rejected (`TooFarAhead`) instead of dragging the watermark forward.
+    pub max_ahead: Option<i64>,
+}
+
+impl SourceSpec {
+    /// A source with the given fields, no disorder allowed, never idle.
+    pub fn new<I, S>(name: &str, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        SourceSpec {
+            name: name.to_string(),
+            fields: fields.into_iter().map(Into::into).collect(),
+            max_out_of_orderness: 0,
+            idle_timeout: None,
+            max_ahead: None,
+        }
+    }
+
+    /// Sets the out-of-orderness bound (ticks).
+    pub fn out_of_orderness(mut self, ticks: i64) -> Self {
+        self.max_out_of_orderness = ticks;
+        self
+    }
+
+    /// Sets the idle timeout (ticks of processing time).
+    pub fn idle_timeout(mut self, ticks: i64) -> Self {
+        self.idle_timeout = Some(ticks);
+        self
+    }
+
+    /// Sets the future guard (ticks ahead of `now`).
+    pub fn max_ahead(mut self, ticks: i64) -> Self {
+        self.max_ahead = Some(ticks);
+        self
+    }
+}
+
+/// One keyed operator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorSpec {
+    /// Stable id: state is matched by it across pipeline updates.
+    pub id: String,
+    /// The source it reads.
+    pub source: String,
+    /// The field of that source it reads.
+    pub field: String,
+    /// What it does.
+    pub kind: OperatorKind,
+}
+
+/// The operator kinds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OperatorKind {
+    /// Window → aggregate (→ detect on a window aggregate).
+    Window(WindowSpec),
+    /// Per-sample anomaly scoring of the raw field.
+    Detect(DetectSpec),
+}
+
+/// A window operator.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowSpec {
+    /// Window shape.
+    pub kind: WindowKind,
+    /// How long after firing a window still accepts (and re-emits) late
+    /// samples (ticks of event time). 0: late samples go to the late output.
+    pub allowed_lateness: i64,
+    /// Aggregates emitted per window, in this order.
+    pub aggregates: Vec<AggKind>,
+    /// Optional detector over one of the window's aggregates.
+    pub detect: Option<DetectSpec>,
+}
+
+/// Window shapes. Sizes are in ticks, counts in samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `[k·size, (k+1)·size)`, aligned to the epoch.
+    Tumbling {
+        /// Length.
+        size: i64,
+    },
+    /// Windows of `size` starting every `slide` (aligned to the epoch).
+    Sliding {
+        /// Length.
+        size: i64,
+        /// Distance between starts.
+        slide: i64,
+    },
+    /// Per key, samples closer than `gap` form one session `[first, last + gap)`.
+    Session {
+        /// Inactivity gap.
+        gap: i64,
+    },
+    /// Every `size` samples of a key, in event-time order.
+    Count {
+        /// Samples per window.
+        size: u64,
+    },
+}
+
+/// Anomaly detection: which value, which detector, when to alert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectSpec {
+    /// For a detector chained to a window: the aggregate it watches (must be
+    /// one of the window's aggregates). Ignored for raw-sample detectors.
+    pub on: Option<AggKind>,
+    /// The detector and its parameters.
+    pub detector: DetectorSpec,
+}
+
+/// What the engine does when a new key arrives and `max_keys` are live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// Reject the new key's samples (counted as `KeyBudget`). The default.
+    #[default]
+    RejectNew,
+    /// Evict the least recently active key that holds no open window; reject
+    /// if there is none.
+    EvictIdle,
+}
+
+/// Limits on keyed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSpec {
+    /// Most keys alive at once.
+    pub max_keys: usize,
+    /// Forget a key (and its detector baseline) once the watermark is this far
+    /// past its last sample and it has no open window. `None`: keep forever.
+    pub ttl: Option<i64>,
+    /// Policy at `max_keys`.
+    pub on_full: FullPolicy,
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        StateSpec {
+            max_keys: 100_000,
+            ttl: None,
+            on_full: FullPolicy::RejectNew,
+        }
+    }
+}
+
+/// Why a pipeline description is invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two sources or two operators share a name / id.
+    Duplicate {
+        /// `source` or `operator`.
+        what: &'static str,
+        /// The repeated name.
+        name: String,
+    },
+    /// An operator reads a source that does not exist.
+    UnknownSource {
+        /// Operator id.
+        op: String,
+        /// The missing source.
+        source: String,
+    },
+    /// An operator reads a field its source does not declare.
+    UnknownField {
+        /// Operator id.
+        op: String,
+        /// The missing field.
+        field: String,
+    },
+    /// A parameter is out of range; `what` says which and why.
+    Invalid {
+        /// Operator id, source name or `pipeline`.
+        at: String,
+        /// What is wrong and what is allowed.
+        what: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Duplicate { what, name } => {
+                write!(f, "{what} `{name}` is defined twice; names must be unique")
+            }
+            BuildError::UnknownSource { op, source } => {
+                write!(f, "operator `{op}` reads source `{source}`, which is not defined")
+            }
+            BuildError::UnknownField { op, field } => write!(
+                f,
+                "operator `{op}` reads field `{field}`, which its source does not declare in `fields`"
+            ),
+            BuildError::Invalid { at, what } => write!(f, "`{at}`: {what}"),
+        }
+    }
+}
+
+impl core::error::Error for BuildError {}
+
+impl PipelineSpec {
+    /// Checks the description without building an engine.
+    ///
+    /// # Errors
+    /// The first problem found, naming the operator or source.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let inv = |at: &str, what: String| BuildError::Invalid { at: at.to_string(), what };
+        if self.time.min_ts >= self.time.max_ts {
+            return Err(inv("time", "min_ts must be below max_ts".into()));
+        }
+        if self.state.max_keys == 0 {
+            return Err(inv("state", "max_keys must be at least 1".into()));
+        }
+        if matches!(self.state.ttl, Some(t) if t <= 0) {
+            return Err(inv("state", "ttl must be positive".into()));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if self.sources[..i].iter().any(|o| o.name == s.name) {
+                return Err(BuildError::Duplicate { what: "source", name: s.name.clone() });
+            }
+            if s.fields.is_empty() {
+                return Err(inv(&s.name, "a source needs at least one field".into()));
+            }
+            if s.max_out_of_orderness < 0 {
+                return Err(inv(&s.name, "max_out_of_orderness must not be negative".into()));
+            }
+            if matches!(s.idle_timeout, Some(t) if t <= 0) || matches!(s.max_ahead, Some(t) if t < 0) {
+                return Err(inv(&s.name, "idle_timeout must be positive and max_ahead not negative".into()));
+            }
+        }
+        if self.operators.is_empty() {
+            return Err(inv("pipeline", "no operators: add at least one window or detect operator".into()));
+        }
+        for (i, op) in self.operators.iter().enumerate() {
+            if op.id.is_empty() {
+                return Err(inv("pipeline", "an operator has an empty id".into()));
+            }
+            if self.operators[..i].iter().any(|o| o.id == op.id) {
+                return Err(BuildError::Duplicate { what: "operator", name: op.id.clone() });
+            }
+            let Some(src) = self.sources.iter().find(|s| s.name == op.source) else {
+                return Err(BuildError::UnknownSource { op: op.id.clone(), source: op.source.clone() });
+            };
+            if !src.fields.iter().any(|f| *f == op.field) {
+                return Err(BuildError::UnknownField { op: op.id.clone(), field: op.field.clone() });
+            }
+            match &op.kind {
+                OperatorKind::Window(w) => validate_window(&op.id, w)?,
+                OperatorKind::Detect(d) => d.detector.validate().map_err(|e| inv(&op.id, e.into()))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {
+    let inv = |what: &str| BuildError::Invalid { at: id.to_string(), what: what.to_string() };
+    match w.kind {
+        WindowKind::Tumbling { size } if size <= 0 => return Err(inv("window size must be positive")),
+        WindowKind::Sliding { size, slide } => {
+            if size <= 0 || slide <= 0 || slide > size {
+                return Err(inv("sliding window needs 0 < slide <= size"));
+            }
+            if size / slide > MAX_WINDOWS_PER_SAMPLE {
+                return Err(inv("sliding window size / slide must be at most 64"));
+            }
+        }
+        WindowKind::Session { gap } if gap <= 0 => return Err(inv("session gap must be positive")),
+        WindowKind::Count { size: 0 } => return Err(inv("count window size must be at least 1")),
+        _ => {}
+    }
+    if w.allowed_lateness < 0 {
+        return Err(inv("allowed_lateness must not be negative"));
+    }
+    if w.aggregates.is_empty() || w.aggregates.len() > MAX_AGGS {
+        return Err(inv("a window needs between 1 and 16 aggregates"));
+    }
+    if let Some(d) = &w.detect {
+        let Some(on) = d.on else {
+            return Err(inv("a detector on a window needs `on`: the aggregate it watches, e.g. \"mean\""));
+        };
+        if !w.aggregates.contains(&on) {
+            return Err(inv("the detector's `on` aggregate must be one of the window's aggregates"));
+        }
+        d.detector.validate().map_err(inv)?;
+    }
+    Ok(())
+}
+
+/// Builds a [`PipelineSpec`] in the style of a DataStream program:
+///
+/// ```
+/// use weir_core::prelude::*;
+/// let engine = PipelineBuilder::new("pumps")
+///     .source(SourceSpec::new("vibration", ["rms"]).out_of_orderness(2_000))
+///     .window("rms_10s", "vibration", "rms", WindowKind::Tumbling { size: 10_000 })
+///     .aggregate([AggKind::Count, AggKind::Mean, AggKind::Max])
+///     .detect(AggKind::Mean, DetectorSpec::default())
+///     .done()
+///     .build()
+///     .unwrap();
+/// assert_eq!(engine.spec().operators.len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct PipelineBuilder {
+    spec: PipelineSpec,
+}
+
+impl PipelineBuilder {
+    /// An empty event-time pipeline in milliseconds.
+    pub fn new(name: &str) -> Self {
+        PipelineBuilder {
+            spec: PipelineSpec {
+                name: name.to_string(),
+                time: TimeSpec::default(),
+                sources: Vec::new(),
+                operators: Vec::new(),
+                state: StateSpec::default(),
+            },
+        }
+    }
+
+    /// Sets the time mode, unit and range.
+    pub fn time(mut self, time: TimeSpec) -> Self {
+        self.spec.time = time;
+        self
+    }
+
+    /// Sets keyed-state limits.
+    pub fn state(mut self, state: StateSpec) -> Self {
+        self.spec.state = state;
+        self
+    }
+
+    /// Adds a source.
+    pub fn source(mut self, source: SourceSpec) -> Self {
+        self.spec.sources.push(source);
+        self
+    }
+
+    /// Starts a window operator `id` over `source.field`, keyed by sensor.
+    pub fn window(self, id: &str, source: &str, field: &str, kind: WindowKind) -> WindowBuilder {
+        WindowBuilder {
+            parent: self,
+            op: OperatorSpec {
+                id: id.to_string(),
+                source: source.to_string(),
+                field: field.to_string(),
+                kind: OperatorKind::Window(WindowSpec {
+                    kind,
+                    allowed_lateness: 0,
+                    aggregates: Vec::new(),
+                    detect: None,
+                }),
+            },
+        }
+    }
+
+    /// Adds a per-sample detector `id` over `source.field`, keyed by sensor.
+    pub fn detect(mut self, id: &str, source: &str, field: &str, detector: DetectorSpec) -> Self {
+        self.spec.operators.push(OperatorSpec {
+            id: id.to_string(),
+            source: source.to_string(),
+            field: field.to_string(),
+            kind: OperatorKind::Detect(DetectSpec { on: None, detector }),
+        });
+        self
+    }
+
+    /// The description, unvalidated.
+    pub fn spec(self) -> PipelineSpec {
+        self.spec
+    }
+
+    /// Validates and builds the engine.
+    ///
+    /// # Errors
+    /// See [`PipelineSpec::validate`].
+    pub fn build(self) -> Result<crate::engine::Engine, BuildError> {
+        self.spec.build()
+    }
+}
+
+/// Configures one window operator; [`WindowBuilder::done`] returns to the pipeline.
+#[derive(Debug)]
+pub struct WindowBuilder {
+    parent: PipelineBuilder,
+    op: OperatorSpec,
+}
+
+impl WindowBuilder {
+    fn w(&mut self) -> &mut WindowSpec {
+        match &mut self.op.kind {
+            OperatorKind::Window(w) => w,
+            OperatorKind::Detect(_) => unreachable!("WindowBuilder always holds a window"),
+        }
+    }
+
+    /// Appends aggregates.
+    pub fn aggregate<I: IntoIterator<Item = AggKind>>(mut self, aggs: I) -> Self {
+        self.w().aggregates.extend(aggs);
+        self
+    }
+
+    /// Keeps fired windows updatable for `ticks` of event time.
+    pub fn allowed_lateness(mut self, ticks: i64) -> Self {
+        self.w().allowed_lateness = ticks;
+        self
+    }
+
+    /// Chains a detector over aggregate `on` of every fired window.
+    pub fn detect(mut self, on: AggKind, detector: DetectorSpec) -> Self {
+        self.w().detect = Some(DetectSpec { on: Some(on), detector });
+        self
+    }
+
+    /// Finishes the operator.
+    pub fn done(mut self) -> PipelineBuilder {
+        self.parent.spec.operators.push(self.op);
+        self.parent
+    }
+}

@@ -1,0 +1,79 @@
+//! Time: timestamps, time modes and watermarks.
+//!
+//! Timestamps are integer ticks since the Unix epoch, in the pipeline's
+//! [`TimeUnit`] (milliseconds or microseconds); never floats. The engine never
+//! reads a clock: processing time enters as the `now` argument of the
+//! `handle_*` calls, in the same unit.
+
+/// A timestamp in ticks (ms or µs, see [`TimeUnit`]) since the Unix epoch.
+pub type Timestamp = i64;
+
+/// The unit of every timestamp and duration in a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeUnit {
+    /// Milliseconds since the epoch (the default).
+    #[default]
+    Millis,
+    /// Microseconds since the epoch.
+    Micros,
+}
+
+impl TimeUnit {
+    /// Ticks in one millisecond.
+    pub const fn per_milli(self) -> i64 {
+        match self {
+            TimeUnit::Millis => 1,
+            TimeUnit::Micros => 1000,
+        }
+    }
+
+    /// Converts a duration in milliseconds to ticks (saturating).
+    pub const fn from_millis(self, ms: i64) -> i64 {
+        ms.saturating_mul(self.per_milli())
+    }
+
+    /// The unit's short name (`ms` or `us`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Millis => "ms",
+            TimeUnit::Micros => "us",
+        }
+    }
+}
+
+/// Which clock stamps a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeMode {
+    /// The timestamp carried in the payload (the default). Deterministic under
+    /// replay; watermarks come from bounded out-of-orderness.
+    #[default]
+    Event,
+    /// The `now` passed to `handle_sample` (the driver's receipt time). A driver
+    /// that journals the receipt time replays deterministically.
+    Ingestion,
+    /// The `now` passed to the engine when the sample is processed; windows
+    /// also fire on `handle_time`. Not reproducible by replay.
+    Processing,
+}
+
+/// "No event with a timestamp at or before this will come."
+///
+/// The engine's watermark is monotonic: it never moves back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watermark {
+    /// Events with timestamp `<= t` are complete.
+    EventTime(Timestamp),
+    /// No source has produced data yet (or all are idle and none ever
+    /// advanced it): nothing is complete.
+    Idle,
+}
+
+impl Watermark {
+    /// The watermark as a timestamp, `i64::MIN` when idle.
+    pub fn ts(self) -> Timestamp {
+        match self {
+            Watermark::EventTime(t) => t,
+            Watermark::Idle => i64::MIN,
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The keyed window operator: assigns samples to windows, keeps their
+//! aggregates, fires them when the watermark passes their end, keeps them
+//! updatable for the allowed lateness, and sends later samples to the late
+//! output.
+//!
+//! Time windows (tumbling, sliding, session) accept samples in any order and
+//! are decided by the watermark at arrival. Count windows count samples in
+//! event-time order: samples wait in a buffer until the watermark passes
+//! them, so the result does not depend on arrival order either.
+
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+
+use crate::agg::{AggKind, Moments, Tier};
+use crate::detect::{DetectorSpec, DetectorState, Verdict};
+use crate::keys::KeyId;
+use crate::output::{AggValues, Emission, LateSample, Output, WindowResult};
+use crate::spec::{WindowKind, WindowSpec};
+
+/// One open window of one key.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct OpenWindow {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) emitted: bool,
+    pub(crate) m: Moments,
+}
+
+impl OpenWindow {
+    #[inline]
+    fn fire_at(&self) -> i64 {
+        self.end - 1
+    }
+}
+
+/// Per-key state of a window operator.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct KeyState {
+    pub(crate) windows: Vec<OpenWindow>,
+    pub(crate) detector: Option<DetectorState>,
+}
+
+/// A sample waiting for the watermark (count windows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pending {
+    pub(crate) ts: i64,
+    pub(crate) key: KeyId,
+    pub(crate) bits: u64,
+}
+
+/// Counters of one operator. `on_time + late == routed` always holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpStats {
+    /// Samples routed to the operator.
+    pub routed: u64,
+    /// Samples that entered a window before it fired (or, for count windows,
+    /// before the watermark passed them).
+    pub on_time: u64,
+    /// Samples that updated an already fired window within allowed lateness.
+    pub updated: u64,
+    /// Samples later than that, sent to the late output.
+    pub late: u64,
+    /// Windows emitted on time.
+    pub fired: u64,
+    /// Update emissions of fired windows.
+    pub updates: u64,
+    /// Windows flagged by the chained detector.
+    pub flagged: u64,
+}
+
+pub(crate) struct WindowOp {
+    pub(crate) op: u16,
+    pub(crate) kind: WindowKind,
+    pub(crate) lateness: i64,
+    pub(crate) aggs: Vec<AggKind>,
+    pub(crate) tier: Tier,
+    pub(crate) detect: Option<(AggKind, DetectorSpec)>,
+    pub(crate) keys: Vec<KeyState>,
+    /// fire/purge time → keys, in registration order.
+    pub(crate) timers: BTreeMap<i64, Vec<KeyId>>,
+    pub(crate) next_timer: i64,
+    spare: Vec<Vec<KeyId>>,
+    pub(crate) pending: BinaryHeap<Reverse<Pending>>,
+    pub(crate) stats: OpStats,
+}
+
+impl WindowOp {
+    pub(crate) fn new(op: u16, spec: &WindowSpec) -> Self {
+        let tier = spec.aggregates.iter().map(|a| a.tier()).max().unwrap_or(Tier::Basic);
+        let tier = match &spec.detect {
+            Some(d) => tier.max(d.on.map_or(Tier::Basic, |a| a.tier())),
+            None => tier,
+        };
+        WindowOp {
+            op,
+            kind: spec.kind,
+            lateness: spec.allowed_lateness,
+            aggs: spec.aggregates.clone(),
+            tier,
+            detect: spec.detect.as_ref().and_then(|d| d.on.map(|on| (on, d.detector))),
+            keys: Vec::new(),
+            timers: BTreeMap::new(),
+            next_timer: i64::MAX,
+            spare: Vec::new(),
+            pending: BinaryHeap::new(),
+            stats: OpStats::default(),
+        }
+    }
+
+    #[inline]
+    fn key_state(&mut self, key: KeyId) -> &mut KeyState {
+        let k = key as usize;
+        if k >= self.keys.len() {
+            self.keys.resize_with(k + 1, KeyState::default);
+        }
+        &mut self.keys[k]
+    }
+
+    pub(crate) fn is_empty(&self, key: KeyId) -> bool {
+        self.keys.get(key as usize).is_none_or(|k| k.windows.is_empty())
+            && !self.pending.iter().any(|p| p.0.key == key)
+    }
+
+    pub(crate) fn clear_key(&mut self, key: KeyId) {
+        if let Some(k) = self.keys.get_mut(key as usize) {
+            *k = KeyState::default();
+        }
+    }
+
+    fn register(&mut self, at: i64, key: KeyId) {
+        let spare = &mut self.spare;
+        self.timers.entry(at).or_insert_with(|| spare.pop().unwrap_or_default()).push(key);
+        if at < self.next_timer {
+            self.next_timer = at;
+        }
+    }
+
+    /// Routes one accepted sample; `wm` is the watermark before it.
+    #[inline]
+    pub(crate) fn on_sample(&mut self, key: KeyId, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
+        self.stats.routed += 1;
+        match self.kind {
+            WindowKind::Tumbling { size } => {
+                let start = ts - ts.rem_euclid(size);
+                self.add(key, start, start.saturating_add(size), ts, x, wm, out);
+            }
+            WindowKind::Sliding { size, slide } => {
+                let last = ts - ts.rem_euclid(slide);
+                let mut start = last - (size - slide);
+                // Earliest window that still contains ts.
+                while start.saturating_add(size) <= ts {
+                    start += slide;
+                }
+                let mut any_on_time = false;
+                let mut all_late = true;
+                while start <= last {
+                    match self.add_inner(key, start, start.saturating_add(size), x, wm, out) {
+                        Placed::OnTime => {
+                            any_on_time = true;
+                            all_late = false;
+                        }
+                        Placed::Updated => all_late = false,
+                        Placed::Late => {}
+                    }
+                    start += slide;
+                }
+                self.count_placement(any_on_time, all_late, key, ts, x, out);
+            }
+            WindowKind::Session { gap } => self.session(key, ts, x, gap, wm, out),
+            WindowKind::Count { .. } => {
+                if ts <= wm {
+                    self.stats.late += 1;
+                    out.push_back(Output::Late(LateSample { op: self.op, key, ts, value: x }));
+                } else {
+                    self.stats.on_time += 1;
+                    self.pending.push(Reverse(Pending { ts, key, bits: x.to_bits() }));
+                }
+            }
+        }
+    }
+
+    fn count_placement(&mut self, on_time: bool, late: bool, key: KeyId, ts: i64, x: f64, out: &mut VecDeque<Output>) {
+        if late {
+            self.stats.late += 1;
+            out.push_back(Output::Late(LateSample { op: self.op, key, ts, value: x }));
+        } else if on_time {
+            self.stats.on_time += 1;
+        } else {
+            self.stats.updated += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn add(&mut self, key: KeyId, start: i64, end: i64, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
+        let placed = self.add_inner(key, start, end, x, wm, out);
+        self.count_placement(placed == Placed::OnTime, placed == Placed::Late, key, ts, x, out);
+    }
+
+    #[inline]
+    fn add_inner(&mut self, key: KeyId, start: i64, end: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) -> Placed {
+        let fire_at = end - 1;
+        let purge_at = fire_at.saturating_add(self.lateness);
+        if wm >= purge_at {
+            return Placed::Late;
+        }
+        let tier = self.tier;
+        let ks = self.key_state(key);
+        if let Some(w) = ks.windows.iter_mut().find(|w| w.start == start) {
+            w.m.push(x, tier);
+            if w.emitted {
+                let w = w.clone();
+                self.emit(key, &w, Emission::Update, out);
+                return Placed::Updated;
+            }
+            return Placed::OnTime;
+        }
+        let mut m = Moments::new();
+        m.push(x, tier);
+        let fired = wm >= fire_at;
+        let w = OpenWindow { start, end, emitted: fired, m };
+        ks.windows.push(w.clone());
+        if fired {
+            // A late firing of a window that had no data when it was due.
+            self.emit(key, &w, Emission::Update, out);
+        } else {
+            self.register(fire_at, key);
+        }
+        if purge_at != fire_at {
+            self.register(purge_at, key);
+        }
+        if fired {
+            Placed::Updated
+        } else {
+            Placed::OnTime
+        }
+    }
+
+    fn session(&mut self, key: KeyId, ts: i64, x: f64, gap: i64, wm: i64, out: &mut VecDeque<Output>) {
+        let end = ts.saturating_add(gap);
+        if wm >= (end - 1).saturating_add(self.lateness) {
+            self.stats.late += 1;
+            out.push_back(Output::Late(LateSample { op: self.op, key, ts, value: x }));
+            return;
+        }
+        let tier = self.tier;
+        let ks = self.key_state(key);
+        let mut merged = OpenWindow { start: ts, end, emitted: false, m: Moments::new() };
+        merged.m.push(x, tier);
+        let mut i = 0;
+        while i < ks.windows.len() {
+            let w = &ks.windows[i];
+            if w.start < merged.end && merged.start < w.end {
+                let w = ks.windows.swap_remove(i);
+                merged.start = merged.start.min(w.start);
+                merged.end = merged.end.max(w.end);
+                merged.emitted |= w.emitted;
+                let mut m = w.m;
+                m.merge(&merged.m);
+                merged.m = m;
+            } else {
+                i += 1;
+            }
+        }
+        let fire_at = merged.fire_at();
+        let was_emitted = merged.emitted;
+        if merged.emitted && wm < fire_at {
+            // A late sample bridged a fired session into a longer one that is
+            // not due yet: it fires again when its new end passes.
+            merged.emitted = false;
+        }
+        ks.windows.push(merged.clone());
+        ks.windows.sort_unstable_by_key(|w| w.start);
+        if was_emitted {
+            self.stats.updated += 1;
+            if wm >= fire_at {
+                self.emit(key, &merged, Emission::Update, out);
+            }
+        } else {
+            self.stats.on_time += 1;
+        }
+        if wm < fire_at {
+            self.register(fire_at, key);
+        }
+        if self.lateness > 0 {
+            self.register(fire_at.saturating_add(self.lateness), key);
+        }
+    }
+
+    /// Fires and purges everything due at or before `wm`.
+    pub(crate) fn advance(&mut self, wm: i64, out: &mut VecDeque<Output>) {
+        while self.next_timer <= wm {
+            let Some((t, mut keys)) = self.timers.pop_first() else { break };
+            for &key in &keys {
+                self.on_timer(key, t, out);
+            }
+            keys.clear();
+            self.spare.push(keys);
+            self.next_timer = self.timers.first_key_value().map_or(i64::MAX, |(t, _)| *t);
+        }
+        if let WindowKind::Count { size } = self.kind {
+            while let Some(Reverse(p)) = self.pending.peek().copied() {
+                if p.ts > wm {
+                    break;
+                }
+                self.pending.pop();
+                self.count_push(p, size, out);
+            }
+        }
+    }
+
+    fn count_push(&mut self, p: Pending, size: u64, out: &mut VecDeque<Output>) {
+        let tier = self.tier;
+        let ks = self.key_state(p.key);
+        if ks.windows.is_empty() {
+            ks.windows.push(OpenWindow { start: p.ts, end: p.ts, emitted: false, m: Moments::new() });
+        }
+        let w = &mut ks.windows[0];
+        w.m.push(f64::from_bits(p.bits), tier);
+        w.end = p.ts.saturating_add(1);
+        if w.m.n >= size {
+            let w = ks.windows.pop().expect("count window present");
+            self.emit(p.key, &w, Emission::OnTime, out);
+        }
+    }
+
+    /// End of input: everything fires, count windows emit what they hold.
+    pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
+        self.advance(i64::MAX, out);
+        if let WindowKind::Count { .. } = self.kind {
+            for key in 0..self.keys.len() {
+                if let Some(w) = self.keys[key].windows.pop() {
+                    self.emit(key as KeyId, &w, Emission::OnTime, out);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, key: KeyId, t: i64, out: &mut VecDeque<Output>) {
+        let lateness = self.lateness;
+        let Some(ks) = self.keys.get_mut(key as usize) else { return };
+        // Fire the windows due at t (in order of end), then purge.
+        let mut due: heapless::Vec<usize, 64> = heapless::Vec::new();
+        for (i, w) in ks.windows.iter().enumerate() {
+            if !w.emitted && w.fire_at() == t {
+                let _ = due.push(i);
+            }
+        }
+        due.sort_unstable_by_key(|&i| ks.windows[i].end);
+        for &i in &due {
+            let w = {
+                let w = &mut self.keys[key as usize].windows[i];
+                w.emitted = true;
+                w.clone()
+            };
+            self.emit(key, &w, Emission::OnTime, out);
+        }
+        let ks = &mut self.keys[key as usize];
+        ks.windows.retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= t));
+    }
+
+    fn emit(&mut self, key: KeyId, w: &OpenWindow, emission: Emission, out: &mut VecDeque<Output>) {
+        let mut values = AggValues::default();
+        for &a in &self.aggs {
+            values.push(w.m.get(a));
+        }
+        let mut anomaly = None;
+        if emission == Emission::OnTime {
+            self.stats.fired += 1;
+            if let Some((on, spec)) = self.detect {
+                let x = w.m.get(on);
+                let ks = self.key_state(key);
+                let det = ks.detector.get_or_insert_with(|| spec.new_state());
+                anomaly = det.update(w.start, x);
+                if matches!(anomaly, Some(Verdict { flag: true, .. })) {
+                    self.stats.flagged += 1;
+                }
+            }
+        } else {
+            self.stats.updates += 1;
+        }
+        out.push_back(Output::Window(WindowResult {
+            op: self.op,
+            key,
+            start: w.start,
+            end: w.end,
+            emission,
+            values,
+            anomaly,
+        }));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placed {
+    OnTime,
+    Updated,
+    Late,
+}
