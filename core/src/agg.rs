@@ -46,7 +46,7 @@ pub enum AggKind {
 pub enum Tier {
     /// count, sum, min, max.
     Basic,
-    /// plus mean and M2 (Welford), max |x|.
+    /// plus mean and M2 (Welford).
     Second,
     /// plus M3 and M4.
     Fourth,
@@ -124,8 +124,6 @@ pub struct Moments {
     pub min: f64,
     /// Maximum (-inf when empty).
     pub max: f64,
-    /// Largest |x| (tier `Second` and up).
-    pub max_abs: f64,
     /// Running mean (tier `Second` and up).
     pub mean: f64,
     /// Sum of squared deviations from the mean.
@@ -150,7 +148,6 @@ impl Moments {
             sum: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            max_abs: 0.0,
             mean: 0.0,
             m2: 0.0,
             m3: 0.0,
@@ -172,10 +169,6 @@ impl Moments {
         }
         if tier == Tier::Basic {
             return;
-        }
-        let ax = if x < 0.0 { -x } else { x };
-        if ax > self.max_abs {
-            self.max_abs = ax;
         }
         let n = self.n as f64;
         let delta = x - self.mean;
@@ -221,7 +214,6 @@ impl Moments {
         self.sum += o.sum;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
-        self.max_abs = self.max_abs.max(o.max_abs);
     }
 
     /// Population variance (NaN when empty).
@@ -237,7 +229,7 @@ impl Moments {
         }
     }
 
-    /// The value of a scalar aggregate (NaN where undefined; `Quantile` is
+    /// The value of a scalar aggregate (NaN where undefined; `Percentile` is
     /// not scalar and yields NaN here).
     pub fn get(&self, kind: AggKind) -> f64 {
         let n = self.n as f64;
@@ -271,7 +263,7 @@ impl Moments {
             AggKind::CrestFactor => {
                 let r = self.rms();
                 if r > 0.0 {
-                    self.max_abs / r
+                    self.max.abs().max(self.min.abs()) / r
                 } else {
                     f64::NAN
                 }
@@ -291,12 +283,11 @@ impl Moments {
         &self,
         e: &mut minicbor::Encoder<W>,
     ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        e.array(9)?
+        e.array(8)?
             .u64(self.n)?
             .f64(self.sum)?
             .f64(self.min)?
             .f64(self.max)?
-            .f64(self.max_abs)?
             .f64(self.mean)?
             .f64(self.m2)?
             .f64(self.m3)?
@@ -306,15 +297,14 @@ impl Moments {
 
     /// Reads moments written by [`Moments::encode`].
     pub fn decode(d: &mut minicbor::Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
-        if d.array()? != Some(9) {
-            return Err(minicbor::decode::Error::message("moments: expected array of 9"));
+        if d.array()? != Some(8) {
+            return Err(minicbor::decode::Error::message("moments: expected array of 8"));
         }
         Ok(Moments {
             n: d.u64()?,
             sum: d.f64()?,
             min: d.f64()?,
             max: d.f64()?,
-            max_abs: d.f64()?,
             mean: d.f64()?,
             m2: d.f64()?,
             m3: d.f64()?,

@@ -329,7 +329,7 @@ impl Engine {
 
     #[inline]
     fn admit(&mut self, now: i64, source: usize, key: &str, ts: i64, values: &[f64]) -> Result<(), Reject> {
-        if self.out.is_empty() {
+        if !self.keys.pending_free.is_empty() && self.out.is_empty() {
             self.keys.release_pending();
         }
         if now > self.now {

@@ -48,6 +48,7 @@ extern crate std;
 pub mod agg;
 pub mod detect;
 pub mod fixed;
+pub mod sketch;
 pub mod time;
 
 #[cfg(feature = "alloc")]

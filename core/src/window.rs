@@ -180,6 +180,7 @@ impl WindowOp {
         }
     }
 
+    #[inline(always)]
     fn count_placement(&mut self, on_time: bool, late: bool, key: KeyId, ts: i64, x: f64, out: &mut VecDeque<Output>) {
         if late {
             self.stats.late += 1;
@@ -192,35 +193,42 @@ impl WindowOp {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, key: KeyId, start: i64, end: i64, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
         let placed = self.add_inner(key, start, end, x, wm, out);
         self.count_placement(placed == Placed::OnTime, placed == Placed::Late, key, ts, x, out);
     }
 
-    #[inline]
+    #[inline(always)]
     fn add_inner(&mut self, key: KeyId, start: i64, end: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) -> Placed {
         let fire_at = end - 1;
-        let purge_at = fire_at.saturating_add(self.lateness);
-        if wm >= purge_at {
+        if wm >= fire_at.saturating_add(self.lateness) {
             return Placed::Late;
         }
         let tier = self.tier;
-        let ks = self.key_state(key);
-        if let Some(w) = ks.windows.iter_mut().find(|w| w.start == start) {
-            w.m.push(x, tier);
-            if w.emitted {
+        if let Some(ks) = self.keys.get_mut(key as usize) {
+            if let Some(w) = ks.windows.iter_mut().find(|w| w.start == start) {
+                w.m.push(x, tier);
+                if !w.emitted {
+                    return Placed::OnTime;
+                }
                 let w = w.clone();
                 self.emit(key, &w, Emission::Update, out);
                 return Placed::Updated;
             }
-            return Placed::OnTime;
         }
+        self.open_window(key, start, end, x, wm, out)
+    }
+
+    #[inline(never)]
+    fn open_window(&mut self, key: KeyId, start: i64, end: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) -> Placed {
+        let fire_at = end - 1;
+        let purge_at = fire_at.saturating_add(self.lateness);
         let mut m = Moments::new();
-        m.push(x, tier);
+        m.push(x, self.tier);
         let fired = wm >= fire_at;
         let w = OpenWindow { start, end, emitted: fired, m };
-        ks.windows.push(w.clone());
+        self.key_state(key).windows.push(w.clone());
         if fired {
             // A late firing of a window that had no data when it was due.
             self.emit(key, &w, Emission::Update, out);

@@ -1,0 +1,31 @@
+//! # weir-agent
+//!
+//! The gateway side of weir: the `weir` command-line tool and (as it grows)
+//! the daemon that subscribes to MQTT, journals, checkpoints and drives
+//! [`weir_core`]'s engine.
+//!
+//! ## Layout
+//! - [`cli`]: the `weir` commands; `main.rs` only calls [`cli::main`].
+//! - [`pipeline_file`]: the pipeline TOML format, with file:line:column errors.
+//! - [`replay`]: a CSV file through a pipeline (`weir replay`).
+//! - [`gen`]: deterministic synthetic inputs (`weir gen w1`).
+//! - [`numfmt`], [`timefmt`]: exact, fast number and date formatting.
+//!
+//! ## Example
+//! ```
+//! let pf = weir_agent::pipeline_file::parse("w1.toml", include_str!("../../examples/w1.toml")).unwrap();
+//! let mut csv = Vec::new();
+//! weir_agent::gen::W1::new(50_000, 1).write(&mut csv).unwrap();
+//! let mut out = Vec::new();
+//! let (summary, _engine) = weir_agent::replay::replay(&pf, 0, &csv[..], &mut out, |_, _| {}).unwrap();
+//! assert_eq!(summary.rows, 50_000);
+//! assert_eq!(summary.bad_rows, 0);
+//! assert!(summary.windows >= 4_000);
+//! ```
+
+pub mod cli;
+pub mod gen;
+pub mod numfmt;
+pub mod pipeline_file;
+pub mod replay;
+pub mod timefmt;

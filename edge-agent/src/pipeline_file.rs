@@ -1,0 +1,556 @@
+//! The pipeline file (TOML) and its mapping onto [`PipelineSpec`].
+//!
+//! Every error names the file, line and column it is about and says what to
+//! do. The format is documented in `docs/pipeline.md`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+use weir_core::agg::AggKind;
+use weir_core::detect::DetectorSpec;
+use weir_core::prelude::*;
+use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, WindowSpec};
+use weir_core::BuildError;
+
+/// A pipeline file, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    /// The engine's description.
+    pub spec: PipelineSpec,
+    /// How each source's CSV rows map onto samples (for `weir replay`).
+    pub csv: Vec<CsvMapping>,
+}
+
+/// What one CSV column holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// The key (sensor id).
+    Key,
+    /// The timestamp.
+    Ts,
+    /// A numeric field, by index in the source's `fields`.
+    Field(usize),
+    /// Ignored.
+    Skip,
+}
+
+/// How timestamps are written in an input file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TsFormat {
+    /// Integer seconds since the epoch.
+    Seconds,
+    /// Integer milliseconds.
+    Millis,
+    /// Integer microseconds.
+    Micros,
+    /// `YYYY-MM-DD HH:MM:SS[.fff]`, UTC.
+    Datetime,
+}
+
+/// Mapping of one source's CSV rows.
+#[derive(Debug, Clone)]
+pub struct CsvMapping {
+    /// Columns in order.
+    pub columns: Vec<Column>,
+    /// Skip the first line.
+    pub header: bool,
+    /// Timestamp format.
+    pub timestamp: TsFormat,
+    /// Key used when no column holds one.
+    pub key: String,
+}
+
+/// An error in a configuration file, with its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// 1-based line (0 when the error is about the whole file).
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub msg: String,
+    /// What to do.
+    pub help: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.col, self.msg)?;
+        } else {
+            write!(f, "{}: error: {}", self.file, self.msg)?;
+        }
+        if !self.help.is_empty() {
+            write!(f, "\n  help: {}", self.help)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum DurationValue {
+    Int(i64),
+    Str(String),
+}
+
+type Dur = Spanned<DurationValue>;
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTime {
+    mode: Option<Spanned<String>>,
+    unit: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    max_keys: Option<Spanned<i64>>,
+    ttl: Option<Dur>,
+    on_full: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCsv {
+    columns: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    header: bool,
+    timestamp: Option<Spanned<String>>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    fields: Spanned<Vec<String>>,
+    max_out_of_orderness: Option<Dur>,
+    idle_timeout: Option<Dur>,
+    max_ahead: Option<Dur>,
+    csv: Option<RawCsv>,
+    /// MQTT settings are read by `weir run`; accepted here so one file serves both.
+    #[allow(dead_code)]
+    mqtt: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawDetector {
+    on: Option<Spanned<String>>,
+    kind: Spanned<String>,
+    alpha: Option<f64>,
+    k: Option<f64>,
+    warmup: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    id: Spanned<String>,
+    source: Spanned<String>,
+    field: Spanned<String>,
+    kind: Spanned<String>,
+    size: Option<Dur>,
+    slide: Option<Dur>,
+    gap: Option<Dur>,
+    allowed_lateness: Option<Dur>,
+    aggregates: Spanned<Vec<Spanned<String>>>,
+    detect: Option<RawDetector>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawDetect {
+    id: Spanned<String>,
+    source: Spanned<String>,
+    field: Spanned<String>,
+    kind: Spanned<String>,
+    alpha: Option<f64>,
+    k: Option<f64>,
+    warmup: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: Option<String>,
+    #[serde(default)]
+    time: RawTime,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default, rename = "window")]
+    windows: Vec<RawWindow>,
+    #[serde(default, rename = "detect")]
+    detects: Vec<RawDetect>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Option<Range<usize>>, msg: impl Into<String>, help: impl Into<String>) -> ConfigError {
+        let (line, col) = match span {
+            Some(r) => line_col(self.text, r.start),
+            None => (0, 0),
+        };
+        ConfigError { file: self.file.to_string(), line, col, msg: msg.into(), help: help.into() }
+    }
+
+    fn duration(&self, d: &Dur, unit: TimeUnit, what: &str) -> Result<i64, ConfigError> {
+        let bad = |m: String| {
+            self.err(
+                Some(d.span()),
+                m,
+                format!("write {what} as a whole number of {} or with a unit: \"250ms\", \"10s\", \"5m\", \"1h\", \"1d\" (\"us\" for microseconds)", unit.name()),
+            )
+        };
+        match d.get_ref() {
+            DurationValue::Int(v) if *v >= 0 => Ok(*v),
+            DurationValue::Int(v) => Err(bad(format!("{what} is negative ({v})"))),
+            DurationValue::Str(s) => parse_duration(s, unit).ok_or_else(|| bad(format!("`{s}` is not a duration"))),
+        }
+    }
+}
+
+/// Parses `"10s"`, `"250ms"`, `"5m"`, `"1h"`, `"1d"`, `"20us"` into ticks of `unit`.
+pub fn parse_duration(s: &str, unit: TimeUnit) -> Option<i64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, u) = s.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let micros: i64 = match u.trim() {
+        "us" | "µs" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" | "min" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return None,
+    };
+    let total = n.checked_mul(micros)?;
+    match unit {
+        TimeUnit::Micros => Some(total),
+        TimeUnit::Millis if total % 1000 == 0 => Some(total / 1000),
+        TimeUnit::Millis => None,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |p| offset - p - 1) + 1;
+    (line, col)
+}
+
+fn detector(ctx: &Ctx, kind: &Spanned<String>, alpha: Option<f64>, k: Option<f64>, warmup: Option<u32>) -> Result<DetectorSpec, ConfigError> {
+    let spec = match kind.get_ref().as_str() {
+        "ewma_z" => {
+            let DetectorSpec::EwmaZ { alpha: a0, k: k0, warmup: w0 } = DetectorSpec::default();
+            DetectorSpec::EwmaZ { alpha: alpha.unwrap_or(a0), k: k.unwrap_or(k0), warmup: warmup.unwrap_or(w0) }
+        }
+        other => {
+            return Err(ctx.err(Some(kind.span()), format!("unknown detector kind `{other}`"), "use one of: ewma_z"))
+        }
+    };
+    spec.validate().map_err(|e| ctx.err(Some(kind.span()), e, "fix the detector's parameters"))?;
+    Ok(spec)
+}
+
+/// Reads and validates a pipeline file.
+///
+/// # Errors
+/// The file cannot be read, is not valid TOML, or describes an invalid
+/// pipeline; the error says where.
+pub fn load(path: &Path) -> Result<PipelineFile, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: 0,
+        col: 0,
+        msg: format!("cannot read the pipeline file: {e}"),
+        help: "check the path passed with --pipeline".into(),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates pipeline text; `file` names it in errors.
+///
+/// # Errors
+/// See [`load`].
+pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
+    let ctx = Ctx { file, text };
+    let raw: RawPipeline = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        ctx.err(e.span(), msg, "see docs/pipeline.md for the pipeline format")
+    })?;
+    let unit = match raw.time.unit.as_ref().map(|u| u.get_ref().as_str()) {
+        None | Some("ms") => TimeUnit::Millis,
+        Some("us") => TimeUnit::Micros,
+        Some(o) => {
+            let sp = raw.time.unit.as_ref().map(|u| u.span());
+            return Err(ctx.err(sp, format!("unknown time unit `{o}`"), "use \"ms\" or \"us\""));
+        }
+    };
+    let mut time = TimeSpec::new(unit);
+    time.mode = match raw.time.mode.as_ref().map(|u| u.get_ref().as_str()) {
+        None | Some("event") => TimeMode::Event,
+        Some("ingestion") => TimeMode::Ingestion,
+        Some("processing") => TimeMode::Processing,
+        Some(o) => {
+            let sp = raw.time.mode.as_ref().map(|u| u.span());
+            return Err(ctx.err(sp, format!("unknown time mode `{o}`"), "use \"event\", \"ingestion\" or \"processing\""));
+        }
+    };
+    let mut state = StateSpec::default();
+    if let Some(m) = &raw.state.max_keys {
+        if *m.get_ref() < 1 {
+            return Err(ctx.err(Some(m.span()), "max_keys must be at least 1", "set a positive key budget"));
+        }
+        state.max_keys = *m.get_ref() as usize;
+    }
+    if let Some(t) = &raw.state.ttl {
+        state.ttl = Some(ctx.duration(t, unit, "ttl")?.max(1));
+    }
+    if let Some(p) = &raw.state.on_full {
+        state.on_full = match p.get_ref().as_str() {
+            "reject" => FullPolicy::RejectNew,
+            "evict_idle" => FullPolicy::EvictIdle,
+            o => return Err(ctx.err(Some(p.span()), format!("unknown policy `{o}`"), "use \"reject\" or \"evict_idle\"")),
+        };
+    }
+
+    let mut sources = Vec::new();
+    let mut csv = Vec::new();
+    for s in &raw.sources {
+        let mut spec = SourceSpec::new(s.name.get_ref(), s.fields.get_ref().iter().cloned());
+        if let Some(d) = &s.max_out_of_orderness {
+            spec.max_out_of_orderness = ctx.duration(d, unit, "max_out_of_orderness")?;
+        }
+        if let Some(d) = &s.idle_timeout {
+            spec.idle_timeout = Some(ctx.duration(d, unit, "idle_timeout")?);
+        }
+        if let Some(d) = &s.max_ahead {
+            spec.max_ahead = Some(ctx.duration(d, unit, "max_ahead")?);
+        }
+        if spec.fields.is_empty() {
+            return Err(ctx.err(Some(s.fields.span()), "a source needs at least one field", "list the numeric fields, e.g. fields = [\"value\"]"));
+        }
+        csv.push(csv_mapping(&ctx, s, unit)?);
+        sources.push(spec);
+    }
+    let mut operators = Vec::new();
+    for w in &raw.windows {
+        let need = |d: &Option<Dur>, what: &str| -> Result<i64, ConfigError> {
+            match d {
+                Some(d) => ctx.duration(d, unit, what),
+                None => Err(ctx.err(Some(w.kind.span()), format!("a {} window needs `{what}`", w.kind.get_ref()), format!("add {what} = \"10s\" (for example) to this window"))),
+            }
+        };
+        let kind = match w.kind.get_ref().as_str() {
+            "tumbling" => WindowKind::Tumbling { size: need(&w.size, "size")? },
+            "sliding" => WindowKind::Sliding { size: need(&w.size, "size")?, slide: need(&w.slide, "slide")? },
+            "session" => WindowKind::Session { gap: need(&w.gap, "gap")? },
+            "count" => match w.size.as_ref().map(|s| s.get_ref()) {
+                Some(DurationValue::Int(n)) if *n > 0 => WindowKind::Count { size: *n as u64 },
+                _ => return Err(ctx.err(Some(w.kind.span()), "a count window needs `size`, a positive number of samples", "add size = 100 (for example)")),
+            },
+            o => return Err(ctx.err(Some(w.kind.span()), format!("unknown window kind `{o}`"), "use \"tumbling\", \"sliding\", \"session\" or \"count\"")),
+        };
+        let mut aggregates = Vec::new();
+        for a in w.aggregates.get_ref() {
+            match AggKind::parse(a.get_ref()) {
+                Some(k) => aggregates.push(k),
+                None => return Err(ctx.err(Some(a.span()), format!("unknown aggregate `{}`", a.get_ref()), "use count, sum, min, max, mean, stddev, stddev_sample, variance, rms, p2p, kurtosis, crest, or a percentile such as p95 / p99.9")),
+            }
+        }
+        let detect = match &w.detect {
+            None => None,
+            Some(d) => {
+                let on = match &d.on {
+                    Some(on) => Some(AggKind::parse(on.get_ref()).ok_or_else(|| ctx.err(Some(on.span()), format!("unknown aggregate `{}`", on.get_ref()), "`on` names one of the window's aggregates, e.g. \"mean\""))?),
+                    None => None,
+                };
+                Some(DetectSpec { on, detector: detector(&ctx, &d.kind, d.alpha, d.k, d.warmup)? })
+            }
+        };
+        let allowed_lateness = match &w.allowed_lateness {
+            Some(d) => ctx.duration(d, unit, "allowed_lateness")?,
+            None => 0,
+        };
+        operators.push(OperatorSpec {
+            id: w.id.get_ref().clone(),
+            source: w.source.get_ref().clone(),
+            field: w.field.get_ref().clone(),
+            kind: OperatorKind::Window(WindowSpec { kind, allowed_lateness, aggregates, detect }),
+        });
+    }
+    for d in &raw.detects {
+        let det = detector(&ctx, &d.kind, d.alpha, d.k, d.warmup)?;
+        operators.push(OperatorSpec {
+            id: d.id.get_ref().clone(),
+            source: d.source.get_ref().clone(),
+            field: d.field.get_ref().clone(),
+            kind: OperatorKind::Detect(DetectSpec { on: None, detector: det }),
+        });
+    }
+    let spec = PipelineSpec { name: raw.name.clone().unwrap_or_else(|| "pipeline".into()), time, sources, operators, state };
+    spec.validate().map_err(|e| build_error(&ctx, &raw, &e))?;
+    Ok(PipelineFile { spec, csv })
+}
+
+fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, ConfigError> {
+    let fields = s.fields.get_ref();
+    let default_ts = match unit {
+        TimeUnit::Millis => TsFormat::Millis,
+        TimeUnit::Micros => TsFormat::Micros,
+    };
+    let Some(c) = &s.csv else {
+        let mut columns = vec![Column::Key, Column::Ts];
+        columns.extend((0..fields.len()).map(Column::Field));
+        return Ok(CsvMapping { columns, header: false, timestamp: default_ts, key: s.name.get_ref().clone() });
+    };
+    let timestamp = match c.timestamp.as_ref().map(|t| t.get_ref().as_str()) {
+        None => default_ts,
+        Some("s") => TsFormat::Seconds,
+        Some("ms") => TsFormat::Millis,
+        Some("us") => TsFormat::Micros,
+        Some("datetime") => TsFormat::Datetime,
+        Some(o) => return Err(ctx.err(c.timestamp.as_ref().map(|t| t.span()), format!("unknown timestamp format `{o}`"), "use \"s\", \"ms\", \"us\" or \"datetime\" (YYYY-MM-DD HH:MM:SS, UTC)")),
+    };
+    let columns = match &c.columns {
+        None => {
+            let mut v = vec![Column::Key, Column::Ts];
+            v.extend((0..fields.len()).map(Column::Field));
+            v
+        }
+        Some(cols) => {
+            let mut v = Vec::new();
+            for name in cols.get_ref() {
+                v.push(match name.as_str() {
+                    "key" => Column::Key,
+                    "ts" => Column::Ts,
+                    "_" => Column::Skip,
+                    f => match fields.iter().position(|x| x == f) {
+                        Some(i) => Column::Field(i),
+                        None => return Err(ctx.err(Some(cols.span()), format!("column `{f}` is neither key, ts, _ nor one of the source's fields"), "name each column key, ts, _ (skip) or a field from `fields`")),
+                    },
+                });
+            }
+            if v.iter().filter(|c| **c == Column::Ts).count() != 1 {
+                return Err(ctx.err(Some(cols.span()), "the columns need exactly one `ts`", "mark the timestamp column as \"ts\""));
+            }
+            for i in 0..fields.len() {
+                if !v.contains(&Column::Field(i)) {
+                    return Err(ctx.err(Some(cols.span()), format!("field `{}` has no column", fields[i]), "add the field's name to `columns`"));
+                }
+            }
+            v
+        }
+    };
+    Ok(CsvMapping { columns, header: c.header, timestamp, key: c.key.clone().unwrap_or_else(|| s.name.get_ref().clone()) })
+}
+
+fn build_error(ctx: &Ctx, raw: &RawPipeline, e: &BuildError) -> ConfigError {
+    let op_span = |id: &str, which: &str| -> Option<Range<usize>> {
+        for w in &raw.windows {
+            if w.id.get_ref() == id {
+                return Some(match which {
+                    "source" => w.source.span(),
+                    "field" => w.field.span(),
+                    _ => w.id.span(),
+                });
+            }
+        }
+        for d in &raw.detects {
+            if d.id.get_ref() == id {
+                return Some(match which {
+                    "source" => d.source.span(),
+                    "field" => d.field.span(),
+                    _ => d.id.span(),
+                });
+            }
+        }
+        raw.sources.iter().find(|s| s.name.get_ref() == id).map(|s| s.name.span())
+    };
+    let (span, help) = match e {
+        BuildError::Duplicate { what, name } => {
+            let span = if *what == "source" {
+                raw.sources.iter().filter(|s| s.name.get_ref() == name).nth(1).map(|s| s.name.span())
+            } else {
+                let ids = raw.windows.iter().map(|w| &w.id).chain(raw.detects.iter().map(|d| &d.id));
+                ids.filter(|i| i.get_ref() == name).nth(1).map(|i| i.span())
+            };
+            (span, "give each a unique name; operator ids are how state is matched across updates, so keep existing ones")
+        }
+        BuildError::UnknownSource { op, .. } => (op_span(op, "source"), "name a source defined with [[source]]"),
+        BuildError::UnknownField { op, .. } => (op_span(op, "field"), "use a field listed in the source's `fields`"),
+        BuildError::Invalid { at, .. } => (op_span(at, "id"), "fix the value as described"),
+        _ => (None, ""),
+    };
+    ctx.err(span, e.to_string(), help)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W1: &str = include_str!("../../examples/w1.toml");
+
+    #[test]
+    fn w1_example_parses() {
+        let p = parse("w1.toml", W1).unwrap();
+        assert_eq!(p.spec.operators.len(), 1);
+        assert_eq!(p.spec.sources[0].max_out_of_orderness, 2000);
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse("p.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_point_at_the_line() {
+        let base = "[[source]]\nname = \"s\"\nfields = [\"v\"]\n\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"count\"]\n";
+        assert!(parse("p.toml", base).is_ok());
+        let e = err(&base.replace("source = \"s\"\nfield", "source = \"nope\"\nfield"));
+        assert_eq!((e.line, e.msg.contains("nope")), (7, true), "{e}");
+        let e = err(&base.replace("\"count\"", "\"count\", \"median\""));
+        assert_eq!(e.line, 11, "{e}");
+        assert!(e.help.contains("p95"));
+        let e = err(&base.replace("\"10s\"", "\"10 parsecs\""));
+        assert_eq!(e.line, 10, "{e}");
+        let e = err(&base.replace("kind = \"tumbling\"", "kind = \"tumbling\"\nsizee = 3"));
+        assert_eq!(e.line, 10, "{e}");
+        let e = err(&base.replace("field = \"v\"\nkind", "field = \"x\"\nkind"));
+        assert_eq!(e.line, 8, "{e}");
+        let e = err(&format!("{base}\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"count\"\nsize = 5\naggregates = [\"count\"]\n"));
+        assert_eq!(e.line, 14, "{e}");
+        let e = err("[[source]\nname = 1");
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.to_string().starts_with("p.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s", TimeUnit::Millis), Some(10_000));
+        assert_eq!(parse_duration("250us", TimeUnit::Millis), None);
+        assert_eq!(parse_duration("250us", TimeUnit::Micros), Some(250));
+        assert_eq!(parse_duration("2h", TimeUnit::Millis), Some(7_200_000));
+        assert_eq!(parse_duration("s", TimeUnit::Millis), None);
+        assert_eq!(parse_duration("99999999999999999d", TimeUnit::Micros), None);
+    }
+}

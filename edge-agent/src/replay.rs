@@ -1,0 +1,407 @@
+//! `weir replay`: a CSV file through a pipeline, as fast as it goes.
+//!
+//! Rows are decoded with the source's CSV mapping and offered to the engine
+//! with the row's own timestamp as the clock (`now`), so a replay is
+//! deterministic: the same file and pipeline always give the same bytes.
+//! Bad rows are counted, reported with their line numbers, and skipped.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use weir_core::engine::Reject;
+use weir_core::output::{Emission, Output};
+use weir_core::spec::OperatorKind;
+use weir_core::engine::Engine;
+
+use crate::numfmt::{push_f64, push_i64, push_u64};
+use crate::pipeline_file::{Column, CsvMapping, PipelineFile, TsFormat};
+use crate::timefmt::{format_datetime_ms, parse_datetime_ms};
+
+/// Longest input line accepted, in bytes.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Why a row could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowError {
+    /// Fewer or more columns than the mapping.
+    ColumnCount,
+    /// The timestamp column does not parse in the configured format.
+    BadTimestamp,
+    /// A value column is not a number.
+    BadNumber,
+    /// Not UTF-8.
+    NotUtf8,
+    /// Longer than [`MAX_LINE`].
+    TooLong,
+    /// Decoded, but refused by the engine.
+    Rejected(Reject),
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowError::ColumnCount => f.write_str("wrong number of columns"),
+            RowError::BadTimestamp => f.write_str("timestamp does not parse in the configured format"),
+            RowError::BadNumber => f.write_str("value is not a number"),
+            RowError::NotUtf8 => f.write_str("row is not valid UTF-8"),
+            RowError::TooLong => f.write_str("row longer than 64 KiB"),
+            RowError::Rejected(r) => write!(f, "rejected: {r}"),
+        }
+    }
+}
+
+/// One bad row, for reporting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRow {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// What was wrong.
+    pub error: RowError,
+}
+
+/// Counts from one replay.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Data rows read (header excluded).
+    pub rows: u64,
+    /// Rows that could not be decoded or were rejected, by kind.
+    pub bad_rows: u64,
+    /// Window results written (on-time firings).
+    pub windows: u64,
+    /// Window updates written.
+    pub updates: u64,
+    /// Windows or samples flagged anomalous.
+    pub flagged: u64,
+    /// Per-sample scores written.
+    pub scores: u64,
+    /// Samples sent to the late output.
+    pub late: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "{} rows in {:.3} s ({:.2} M rows/s): {} windows, {} updates, {} scores, {} flagged, {} late, {} bad rows",
+            self.rows,
+            secs,
+            self.rows as f64 / secs / 1e6,
+            self.windows,
+            self.updates,
+            self.scores,
+            self.flagged,
+            self.late,
+            self.bad_rows
+        )
+    }
+}
+
+struct Writer<'a, W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    engine_ops: Vec<OpInfo>,
+    prefix_op: bool,
+    ts_format: TsFormat,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+struct OpInfo {
+    id: String,
+    anomaly_col: bool,
+    update_col: bool,
+}
+
+impl<W: Write> Writer<'_, W> {
+    fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.buf.len() >= 1 << 16 {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary) -> io::Result<()> {
+        let b = &mut self.buf;
+        match o {
+            Output::Window(w) => {
+                let info = &self.engine_ops[w.op as usize];
+                if self.prefix_op {
+                    b.extend_from_slice(info.id.as_bytes());
+                    b.push(b',');
+                }
+                b.extend_from_slice(engine.key_name(w.key).as_bytes());
+                b.push(b',');
+                push_i64(b, w.start);
+                b.push(b',');
+                push_i64(b, w.end);
+                for (i, v) in w.values.as_slice().iter().enumerate() {
+                    b.push(b',');
+                    if i == 0 && is_count(engine, w.op) {
+                        push_u64(b, *v as u64);
+                    } else {
+                        push_f64(b, *v);
+                    }
+                }
+                if info.anomaly_col {
+                    let flag = w.anomaly.is_some_and(|a| a.flag);
+                    b.extend_from_slice(if flag { b",true" } else { b",false" });
+                    sum.flagged += flag as u64;
+                }
+                if info.update_col {
+                    b.extend_from_slice(if w.emission == Emission::Update { b",update" } else { b",final" });
+                }
+                b.push(b'\n');
+                match w.emission {
+                    Emission::OnTime => sum.windows += 1,
+                    Emission::Update => sum.updates += 1,
+                }
+            }
+            Output::Score(s) => {
+                if self.prefix_op {
+                    b.extend_from_slice(self.engine_ops[s.op as usize].id.as_bytes());
+                    b.push(b',');
+                    b.extend_from_slice(engine.key_name(s.key).as_bytes());
+                    b.push(b',');
+                }
+                match self.ts_format {
+                    TsFormat::Datetime => b.extend_from_slice(format_datetime_ms(s.ts).as_bytes()),
+                    _ => push_i64(b, s.ts),
+                }
+                b.push(b',');
+                b.extend_from_slice(s.value.to_string().as_bytes());
+                b.push(b',');
+                push_f64(b, s.verdict.score);
+                b.push(b'\n');
+                sum.scores += 1;
+                sum.flagged += s.verdict.flag as u64;
+            }
+            Output::Late(_) => sum.late += 1,
+        }
+        self.flush_if_full()
+    }
+}
+
+fn is_count(engine: &Engine, op: u16) -> bool {
+    match &engine.spec().operators[op as usize].kind {
+        OperatorKind::Window(w) => w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
+        OperatorKind::Detect(_) => false,
+    }
+}
+
+#[inline(always)]
+fn parse_f64(field: &[u8]) -> Result<f64, RowError> {
+    let s = std::str::from_utf8(field).map_err(|_| RowError::NotUtf8)?;
+    match s.parse() {
+        Ok(v) => Ok(v),
+        Err(_) => s.trim().parse().map_err(|_| RowError::BadNumber),
+    }
+}
+
+#[inline(always)]
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return std::str::from_utf8(b).ok()?.parse().ok();
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as i64;
+    }
+    Some(if neg { -v } else { v })
+}
+
+struct Decoder<'m> {
+    map: &'m CsvMapping,
+    simple: bool,
+    unit_per_ms: i64,
+    values: Vec<f64>,
+}
+
+impl Decoder<'_> {
+    /// Splits and decodes one line (without its newline).
+    #[inline]
+    fn decode<'l>(&mut self, line: &'l [u8]) -> Result<(Option<&'l [u8]>, i64), RowError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.simple {
+            // The common layout `key,ts,value`: no column loop.
+            let c1 = line.iter().position(|&c| c == b',').ok_or(RowError::ColumnCount)?;
+            let rest = &line[c1 + 1..];
+            let c2 = rest.iter().position(|&c| c == b',').ok_or(RowError::ColumnCount)?;
+            let ts = self.ts(&rest[..c2])?;
+            let v = &rest[c2 + 1..];
+            self.values[0] = parse_f64(v).map_err(|e| if v.contains(&b',') { RowError::ColumnCount } else { e })?;
+            return Ok((Some(&line[..c1]), ts));
+        }
+        let mut key = None;
+        let mut ts = None;
+        let mut rest = line;
+        let n = self.map.columns.len();
+        for (i, col) in self.map.columns.iter().enumerate() {
+            let field = if i + 1 == n {
+                // A stray comma in the last column makes its parse fail; the
+                // column count is checked only then, off the hot path.
+                std::mem::take(&mut rest)
+            } else {
+                let p = rest.iter().position(|&c| c == b',').ok_or(RowError::ColumnCount)?;
+                let f = &rest[..p];
+                rest = &rest[p + 1..];
+                f
+            };
+            let last = i + 1 == n;
+            let miscount = |e: RowError| if last && field.contains(&b',') { RowError::ColumnCount } else { e };
+            match col {
+                Column::Key => {
+                    if last && field.contains(&b',') {
+                        return Err(RowError::ColumnCount);
+                    }
+                    key = Some(field)
+                }
+                Column::Ts => ts = Some(self.ts(field).map_err(miscount)?),
+                Column::Field(k) => self.values[*k] = parse_f64(field).map_err(miscount)?,
+                Column::Skip => {}
+            }
+        }
+        Ok((key, ts.ok_or(RowError::BadTimestamp)?))
+    }
+
+    #[inline(always)]
+    fn ts(&self, field: &[u8]) -> Result<i64, RowError> {
+        let scale = |v: i64, num: i64, den: i64| v.checked_mul(num).map(|x| x / den).ok_or(RowError::BadTimestamp);
+        match self.map.timestamp {
+            TsFormat::Millis => scale(parse_i64(field).ok_or(RowError::BadTimestamp)?, self.unit_per_ms, 1),
+            TsFormat::Seconds => scale(parse_i64(field).ok_or(RowError::BadTimestamp)?, 1000 * self.unit_per_ms, 1),
+            TsFormat::Micros => scale(parse_i64(field).ok_or(RowError::BadTimestamp)?, self.unit_per_ms, 1000),
+            TsFormat::Datetime => {
+                let s = std::str::from_utf8(field).map_err(|_| RowError::NotUtf8)?;
+                scale(parse_datetime_ms(s).ok_or(RowError::BadTimestamp)?, self.unit_per_ms, 1)
+            }
+        }
+    }
+}
+
+/// Runs `input` through `pf`'s pipeline reading source `source` (index),
+/// writes results to `out`, and calls `on_bad` for each bad row.
+///
+/// # Errors
+/// I/O errors of `input` or `out`. Bad rows are not errors.
+pub fn replay<R: Read, W: Write>(
+    pf: &PipelineFile,
+    source: usize,
+    mut input: R,
+    out: W,
+    mut on_bad: impl FnMut(&BadRow, &[u8]),
+) -> io::Result<(Summary, Engine)> {
+    let started = Instant::now();
+    let mut engine = pf.spec.clone().build().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let map = &pf.csv[source];
+    let nfields = pf.spec.sources[source].fields.len();
+    let simple = map.columns == [Column::Key, Column::Ts, Column::Field(0)] && nfields == 1;
+    let mut dec = Decoder { map, simple, unit_per_ms: pf.spec.time.unit.per_milli(), values: vec![0.0; nfields] };
+    let ops: Vec<OpInfo> = pf
+        .spec
+        .operators
+        .iter()
+        .map(|o| match &o.kind {
+            OperatorKind::Window(w) => OpInfo { id: o.id.clone(), anomaly_col: w.detect.is_some(), update_col: w.allowed_lateness > 0 },
+            OperatorKind::Detect(_) => OpInfo { id: o.id.clone(), anomaly_col: false, update_col: false },
+        })
+        .collect();
+    let only_scores = pf.spec.operators.len() == 1 && matches!(pf.spec.operators[0].kind, OperatorKind::Detect(_));
+    let mut w = Writer {
+        out,
+        buf: Vec::with_capacity(1 << 17),
+        engine_ops: ops,
+        prefix_op: pf.spec.operators.len() > 1,
+        ts_format: map.timestamp,
+        _p: std::marker::PhantomData,
+    };
+    if only_scores {
+        w.buf.extend_from_slice(b"timestamp,value,anomaly_score\n");
+    }
+    let mut sum = Summary::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0usize;
+    let mut line_no = 0u64;
+    let mut skip_header = map.header;
+    let mut eof = false;
+    let mut overlong = false;
+    while !eof {
+        let n = input.read(&mut buf[filled..])?;
+        if n == 0 {
+            eof = true;
+            if filled > 0 && buf[filled - 1] != b'\n' {
+                buf[filled] = b'\n';
+                filled += 1;
+            }
+        }
+        filled += n;
+        let mut pos = 0;
+        while let Some(nl) = buf[pos..filled].iter().position(|&c| c == b'\n') {
+            let line = &buf[pos..pos + nl];
+            pos += nl + 1;
+            line_no += 1;
+            if overlong {
+                overlong = false;
+                sum.rows += 1;
+                sum.bad_rows += 1;
+                on_bad(&BadRow { line: line_no, error: RowError::TooLong }, b"");
+                continue;
+            }
+            if skip_header {
+                skip_header = false;
+                continue;
+            }
+            if line.is_empty() || line == b"\r" {
+                continue;
+            }
+            sum.rows += 1;
+            let res = match dec.decode(line) {
+                Ok((key, ts)) => match key.map_or(Ok(map.key.as_str()), std::str::from_utf8) {
+                    Ok(key) => engine.handle_sample(ts, source, key, ts, &dec.values).map_err(RowError::Rejected),
+                    Err(_) => Err(RowError::NotUtf8),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(error) = res {
+                sum.bad_rows += 1;
+                on_bad(&BadRow { line: line_no, error }, line);
+            }
+            while let Some(o) = engine.poll_output() {
+                w.write(&engine, &o, &mut sum)?;
+            }
+        }
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+        if filled == buf.len() - 1 || (filled >= MAX_LINE && !eof) {
+            // A line longer than the limit: drop what we have of it.
+            filled = 0;
+            overlong = true;
+        }
+    }
+    engine.handle_end_of_input();
+    while let Some(o) = engine.poll_output() {
+        w.write(&engine, &o, &mut sum)?;
+    }
+    w.out.write_all(&w.buf)?;
+    w.out.flush()?;
+    sum.elapsed = started.elapsed();
+    Ok((sum, engine))
+}
+
+/// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,110 @@
+//! Calendar timestamps (`2014-04-10 07:15:00`, UTC) ↔ milliseconds since
+//! the epoch, without a time-zone database: input timestamps are UTC.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn num(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u32, |a, &c| a * 10 + (c - b'0') as u32))
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.fff][Z]` (or with `T`) as UTC milliseconds.
+pub fn parse_datetime_ms(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    let b = b.strip_suffix(b"Z").unwrap_or(b);
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (h, mi, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y as i64, mo) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut ms = 0i64;
+    if b.len() > 19 {
+        let frac = b[19..].strip_prefix(b".")?;
+        if frac.is_empty() || frac.len() > 9 || !frac.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut v = 0i64;
+        for i in 0..3 {
+            v = v * 10 + frac.get(i).map_or(0, |c| (c - b'0') as i64);
+        }
+        ms = v;
+    }
+    let days = days_from_civil(y as i64, mo, d);
+    Some(((days * 24 + h as i64) * 60 + mi as i64) * 60_000 + sec as i64 * 1000 + ms)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Formats UTC milliseconds as `YYYY-MM-DD HH:MM:SS` (with `.fff` when the
+/// milliseconds are not zero).
+pub fn format_datetime_ms(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, s, f) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    if f == 0 {
+        format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+    } else {
+        format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{f:03}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_points() {
+        assert_eq!(parse_datetime_ms("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(parse_datetime_ms("2014-04-10 07:15:00"), Some(1_397_114_100_000));
+        assert_eq!(parse_datetime_ms("2000-02-29T12:00:00.5Z"), Some(951_825_600_500));
+        assert_eq!(parse_datetime_ms("2001-02-29 00:00:00"), None);
+        assert_eq!(parse_datetime_ms("2014-04-10 7:15:00"), None);
+        assert_eq!(parse_datetime_ms("garbage"), None);
+    }
+
+    #[test]
+    fn round_trip_over_centuries() {
+        let mut t = -2_208_988_800_000i64; // 1900
+        while t < 7_258_118_400_000 {
+            let s = format_datetime_ms(t);
+            assert_eq!(parse_datetime_ms(&s), Some(t), "{s}");
+            t += 86_400_000 * 37 + 3_723_456;
+        }
+    }
+}
