@@ -315,7 +315,10 @@ impl Moments {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::string::ToString;
+    use std::vec::Vec;
 
     fn naive(xs: &[f64]) -> (f64, f64, f64) {
         let n = xs.len() as f64;

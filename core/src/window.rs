@@ -12,6 +12,8 @@ use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
+use strength_reduce::StrengthReducedU64;
+
 use crate::agg::{AggKind, Moments, Tier};
 use crate::detect::{DetectorSpec, DetectorState, Verdict};
 use crate::keys::KeyId;
@@ -71,6 +73,9 @@ pub struct OpStats {
 
 pub(crate) struct WindowOp {
     pub(crate) op: u16,
+    /// Tumbling size or sliding slide, as a multiply-shift divisor: window
+    /// assignment is on every sample's path and a hardware divide is slow.
+    align: Option<StrengthReducedU64>,
     pub(crate) kind: WindowKind,
     pub(crate) lateness: i64,
     pub(crate) aggs: Vec<AggKind>,
@@ -92,8 +97,14 @@ impl WindowOp {
             Some(d) => tier.max(d.on.map_or(Tier::Basic, |a| a.tier())),
             None => tier,
         };
+        let align = match spec.kind {
+            WindowKind::Tumbling { size } => Some(StrengthReducedU64::new(size as u64)),
+            WindowKind::Sliding { slide, .. } => Some(StrengthReducedU64::new(slide as u64)),
+            _ => None,
+        };
         WindowOp {
             op,
+            align,
             kind: spec.kind,
             lateness: spec.allowed_lateness,
             aggs: spec.aggregates.clone(),
@@ -142,15 +153,15 @@ impl WindowOp {
         self.stats.routed += 1;
         match self.kind {
             WindowKind::Tumbling { size } => {
-                let start = ts - ts.rem_euclid(size);
+                let start = self.align_down(ts, size);
                 self.add(key, start, start.saturating_add(size), ts, x, wm, out);
             }
             WindowKind::Sliding { size, slide } => {
-                let last = ts - ts.rem_euclid(slide);
-                let mut start = last - (size - slide);
+                let last = self.align_down(ts, slide);
+                let mut start = last.saturating_sub(size - slide);
                 // Earliest window that still contains ts.
-                while start.saturating_add(size) <= ts {
-                    start += slide;
+                while start.saturating_add(size) <= ts && start < last {
+                    start = start.saturating_add(slide);
                 }
                 let mut any_on_time = false;
                 let mut all_late = true;
@@ -163,7 +174,10 @@ impl WindowOp {
                         Placed::Updated => all_late = false,
                         Placed::Late => {}
                     }
-                    start += slide;
+                    match start.checked_add(slide) {
+                        Some(s) => start = s,
+                        None => break,
+                    }
                 }
                 self.count_placement(any_on_time, all_late, key, ts, x, out);
             }
@@ -177,6 +191,15 @@ impl WindowOp {
                     self.pending.push(Reverse(Pending { ts, key, bits: x.to_bits() }));
                 }
             }
+        }
+    }
+
+    /// `ts` rounded down to a multiple of `step` (the divisor in `align`).
+    #[inline(always)]
+    fn align_down(&self, ts: i64, step: i64) -> i64 {
+        match &self.align {
+            Some(d) if ts >= 0 => ts - (ts as u64 % *d) as i64,
+            _ => ts.saturating_sub(ts.rem_euclid(step)),
         }
     }
 
