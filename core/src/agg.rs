@@ -83,7 +83,9 @@ impl AggKind {
             "crest" | "crest_factor" => AggKind::CrestFactor,
             _ => {
                 let pct: f64 = name.strip_prefix('p')?.parse().ok()?;
-                if !(0.0..=100.0).contains(&pct) || !name[1..].starts_with(|c: char| c.is_ascii_digit()) {
+                if !(0.0..=100.0).contains(&pct)
+                    || !name[1..].starts_with(|c: char| c.is_ascii_digit())
+                {
                     return None;
                 }
                 AggKind::Percentile(pct)
@@ -199,7 +201,9 @@ impl Moments {
         let d = o.mean - self.mean;
         let d2 = d * d;
         let m2 = self.m2 + o.m2 + d2 * na * nb / n;
-        let m3 = self.m3 + o.m3 + d2 * d * na * nb * (na - nb) / (n * n)
+        let m3 = self.m3
+            + o.m3
+            + d2 * d * na * nb * (na - nb) / (n * n)
             + 3.0 * d * (na * o.m2 - nb * self.m2) / n;
         let m4 = self.m4
             + o.m4
@@ -234,7 +238,11 @@ impl Moments {
     pub fn get(&self, kind: AggKind) -> f64 {
         let n = self.n as f64;
         if self.n == 0 {
-            return if kind == AggKind::Count || kind == AggKind::Sum { 0.0 } else { f64::NAN };
+            return if kind == AggKind::Count || kind == AggKind::Sum {
+                0.0
+            } else {
+                f64::NAN
+            };
         }
         match kind {
             AggKind::Count => n,
@@ -298,7 +306,9 @@ impl Moments {
     /// Reads moments written by [`Moments::encode`].
     pub fn decode(d: &mut minicbor::Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
         if d.array()? != Some(8) {
-            return Err(minicbor::decode::Error::message("moments: expected array of 8"));
+            return Err(minicbor::decode::Error::message(
+                "moments: expected array of 8",
+            ));
         }
         Ok(Moments {
             n: d.u64()?,
@@ -330,7 +340,9 @@ mod tests {
 
     #[test]
     fn moments_match_two_pass_and_merge_matches_push() {
-        let xs: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 7.0 + 1e6).collect();
+        let xs: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 7.0 + 1e6)
+            .collect();
         let mut m = Moments::new();
         for &x in &xs {
             m.push(x, Tier::Fourth);
@@ -344,7 +356,12 @@ mod tests {
         a.iter().for_each(|&x| ma.push(x, Tier::Fourth));
         b.iter().for_each(|&x| mb.push(x, Tier::Fourth));
         ma.merge(&mb);
-        for k in [AggKind::Mean, AggKind::Variance, AggKind::Kurtosis, AggKind::Rms] {
+        for k in [
+            AggKind::Mean,
+            AggKind::Variance,
+            AggKind::Kurtosis,
+            AggKind::Rms,
+        ] {
             let (x, y) = (ma.get(k), m.get(k));
             assert!((x - y).abs() <= 1e-9 * y.abs().max(1.0), "{k}: {x} vs {y}");
         }
@@ -356,7 +373,10 @@ mod tests {
     fn sine_has_crest_sqrt2_and_kurtosis_1_5() {
         let mut m = Moments::new();
         for i in 0..10_000 {
-            m.push(libm::sin(i as f64 * core::f64::consts::TAU / 100.0), Tier::Fourth);
+            m.push(
+                libm::sin(i as f64 * core::f64::consts::TAU / 100.0),
+                Tier::Fourth,
+            );
         }
         assert!((m.get(AggKind::CrestFactor) - core::f64::consts::SQRT_2).abs() < 1e-3);
         assert!((m.get(AggKind::Kurtosis) - 1.5).abs() < 1e-3);
@@ -364,7 +384,9 @@ mod tests {
 
     #[test]
     fn parse_names_round_trip() {
-        for n in ["count", "mean", "stddev", "p2p", "kurtosis", "crest", "p99", "p99.9", "p50"] {
+        for n in [
+            "count", "mean", "stddev", "p2p", "kurtosis", "crest", "p99", "p99.9", "p50",
+        ] {
             let k = AggKind::parse(n).unwrap();
             assert_eq!(AggKind::parse(&k.to_string()), Some(k), "{n}");
         }

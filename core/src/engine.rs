@@ -155,7 +155,13 @@ impl DetectOp {
                 if verdict.flag {
                     self.stats.flagged += 1;
                 }
-                out.push_back(Output::Score(ScoreResult { op: self.op, key: p.key, ts: p.ts, value: x, verdict }));
+                out.push_back(Output::Score(ScoreResult {
+                    op: self.op,
+                    key: p.key,
+                    ts: p.ts,
+                    value: x,
+                    verdict,
+                }));
             }
         }
     }
@@ -229,8 +235,16 @@ impl PipelineSpec {
         let mut routes = alloc::vec![Vec::new(); self.sources.len()];
         let mut ops = Vec::with_capacity(self.operators.len());
         for (i, op) in self.operators.iter().enumerate() {
-            let si = self.sources.iter().position(|s| s.name == op.source).expect("validated");
-            let fi = self.sources[si].fields.iter().position(|f| *f == op.field).expect("validated");
+            let si = self
+                .sources
+                .iter()
+                .position(|s| s.name == op.source)
+                .expect("validated");
+            let fi = self.sources[si]
+                .fields
+                .iter()
+                .position(|f| *f == op.field)
+                .expect("validated");
             routes[si].push((i as u16, fi));
             ops.push(match &op.kind {
                 OperatorKind::Window(w) => Op::Window(WindowOp::new(i as u16, w)),
@@ -301,7 +315,9 @@ impl Engine {
 
     /// Whether source `i` is currently idle (not holding the watermark back).
     pub fn source_idle(&self, i: usize) -> bool {
-        self.sources.get(i).is_none_or(|s| s.idle || s.max_ts.is_none())
+        self.sources
+            .get(i)
+            .is_none_or(|s| s.idle || s.max_ts.is_none())
     }
 
     /// Offers one sample from source `source`, with the driver's clock at `now`.
@@ -313,7 +329,14 @@ impl Engine {
     /// # Errors
     /// The reason the sample was refused; it is counted and nothing changes.
     #[inline]
-    pub fn handle_sample(&mut self, now: i64, source: usize, key: &str, ts: i64, values: &[f64]) -> Result<(), Reject> {
+    pub fn handle_sample(
+        &mut self,
+        now: i64,
+        source: usize,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+    ) -> Result<(), Reject> {
         self.stats.input += 1;
         match self.admit(now, source, key, ts, values) {
             Ok(()) => {
@@ -328,14 +351,23 @@ impl Engine {
     }
 
     #[inline]
-    fn admit(&mut self, now: i64, source: usize, key: &str, ts: i64, values: &[f64]) -> Result<(), Reject> {
+    fn admit(
+        &mut self,
+        now: i64,
+        source: usize,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+    ) -> Result<(), Reject> {
         if !self.keys.pending_free.is_empty() && self.out.is_empty() {
             self.keys.release_pending();
         }
         if now > self.now {
             self.now = now;
         }
-        let Some(sspec) = self.spec.sources.get(source) else { return Err(Reject::UnknownSource) };
+        let Some(sspec) = self.spec.sources.get(source) else {
+            return Err(Reject::UnknownSource);
+        };
         if values.len() != sspec.fields.len() {
             return Err(Reject::FieldCount);
         }
@@ -373,10 +405,19 @@ impl Engine {
                     d.stats.routed += 1;
                     if ts <= wm {
                         d.stats.late += 1;
-                        self.out.push_back(Output::Late(LateSample { op, key: kid, ts, value: x }));
+                        self.out.push_back(Output::Late(LateSample {
+                            op,
+                            key: kid,
+                            ts,
+                            value: x,
+                        }));
                     } else {
                         d.stats.on_time += 1;
-                        d.pending.push(Reverse(Pending { ts, key: kid, bits: x.to_bits() }));
+                        d.pending.push(Reverse(Pending {
+                            ts,
+                            key: kid,
+                            bits: x.to_bits(),
+                        }));
                     }
                 }
             }
@@ -407,7 +448,9 @@ impl Engine {
                 return Err(Reject::KeyBudget);
             }
             let victim = (0..self.keys.names.len() as KeyId)
-                .filter(|&k| self.keys.names[k as usize].is_some() && self.ops.iter().all(|o| o.is_empty(k)))
+                .filter(|&k| {
+                    self.keys.names[k as usize].is_some() && self.ops.iter().all(|o| o.is_empty(k))
+                })
                 .min_by_key(|&k| self.keys.last_ts[k as usize]);
             match victim {
                 Some(v) => self.evict(v),

@@ -51,9 +51,14 @@ pub enum SnapshotError {
 impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SnapshotError::OutputsPending => f.write_str("outputs are still queued: drain poll_output before snapshot"),
+            SnapshotError::OutputsPending => {
+                f.write_str("outputs are still queued: drain poll_output before snapshot")
+            }
             SnapshotError::Version { found } => {
-                write!(f, "unsupported snapshot format version {found} (this build reads {VERSION})")
+                write!(
+                    f,
+                    "unsupported snapshot format version {found} (this build reads {VERSION})"
+                )
             }
             SnapshotError::Decode(e) => write!(f, "snapshot is not valid: {e}"),
             SnapshotError::Corrupt(e) => write!(f, "snapshot is inconsistent: {e}"),
@@ -112,7 +117,11 @@ pub fn state_type(op: &OperatorSpec) -> String {
                 WindowKind::Count { size } => write!(s, "window/1 count {size}"),
             };
             let tier = w.aggregates.iter().map(|a| a.tier()).max();
-            let _ = write!(s, " lateness {} tier {:?} field {}", w.allowed_lateness, tier, op.field);
+            let _ = write!(
+                s,
+                " lateness {} tier {:?} field {}",
+                w.allowed_lateness, tier, op.field
+            );
         }
         OperatorKind::Detect(d) => {
             let _ = write!(s, "detect/1 {} field {}", d.detector.state_type(), op.field);
@@ -137,7 +146,14 @@ fn opt_i64(e: &mut Encoder<&mut Vec<u8>>, v: Option<i64>) -> Result<(), EncErr> 
 }
 
 fn enc_stats(e: &mut Encoder<&mut Vec<u8>>, s: &OpStats) -> Result<(), EncErr> {
-    e.array(7)?.u64(s.routed)?.u64(s.on_time)?.u64(s.updated)?.u64(s.late)?.u64(s.fired)?.u64(s.updates)?.u64(s.flagged)?;
+    e.array(7)?
+        .u64(s.routed)?
+        .u64(s.on_time)?
+        .u64(s.updated)?
+        .u64(s.late)?
+        .u64(s.fired)?
+        .u64(s.updates)?
+        .u64(s.flagged)?;
     Ok(())
 }
 
@@ -154,7 +170,10 @@ fn dec_stats(d: &mut Decoder<'_>) -> Result<OpStats, SnapshotError> {
     })
 }
 
-fn enc_pending(e: &mut Encoder<&mut Vec<u8>>, p: &alloc::collections::BinaryHeap<Reverse<Pending>>) -> Result<(), EncErr> {
+fn enc_pending(
+    e: &mut Encoder<&mut Vec<u8>>,
+    p: &alloc::collections::BinaryHeap<Reverse<Pending>>,
+) -> Result<(), EncErr> {
     let mut v: Vec<Pending> = p.iter().map(|r| r.0).collect();
     v.sort_unstable();
     e.array(v.len() as u64)?;
@@ -164,14 +183,23 @@ fn enc_pending(e: &mut Encoder<&mut Vec<u8>>, p: &alloc::collections::BinaryHeap
     Ok(())
 }
 
-fn dec_pending(d: &mut Decoder<'_>, nkeys: usize) -> Result<alloc::collections::BinaryHeap<Reverse<Pending>>, SnapshotError> {
+fn dec_pending(
+    d: &mut Decoder<'_>,
+    nkeys: usize,
+) -> Result<alloc::collections::BinaryHeap<Reverse<Pending>>, SnapshotError> {
     let n = array_len(d)?;
     let mut h = alloc::collections::BinaryHeap::new();
     for _ in 0..n {
         expect_array(d, 3)?;
-        let p = Pending { ts: d.i64()?, key: d.u32()?, bits: d.u64()? };
+        let p = Pending {
+            ts: d.i64()?,
+            key: d.u32()?,
+            bits: d.u64()?,
+        };
         if p.key as usize >= nkeys {
-            return Err(SnapshotError::Corrupt("pending sample refers to an unknown key"));
+            return Err(SnapshotError::Corrupt(
+                "pending sample refers to an unknown key",
+            ));
         }
         h.push(Reverse(p));
     }
@@ -186,7 +214,9 @@ fn expect_array(d: &mut Decoder<'_>, n: u64) -> Result<(), SnapshotError> {
 }
 
 fn array_len(d: &mut Decoder<'_>) -> Result<u64, SnapshotError> {
-    let n = d.array()?.ok_or(SnapshotError::Corrupt("indefinite array"))?;
+    let n = d
+        .array()?
+        .ok_or(SnapshotError::Corrupt("indefinite array"))?;
     // Every element takes at least one byte: a larger count is a lie.
     if n > d.input().len() as u64 {
         return Err(SnapshotError::Corrupt("array longer than the snapshot"));
@@ -215,15 +245,22 @@ impl Engine {
             return Err(SnapshotError::OutputsPending);
         }
         let mut buf = Vec::with_capacity(256 + self.keys.names.len() * 64);
-        self.encode(&mut Encoder::new(&mut buf)).map_err(|_| SnapshotError::Corrupt("encode"))?;
+        self.encode(&mut Encoder::new(&mut buf))
+            .map_err(|_| SnapshotError::Corrupt("encode"))?;
         Ok(buf)
     }
 
     fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), EncErr> {
-        e.array(11)?.str(MAGIC)?.u32(VERSION)?.str(&self.spec.name)?;
+        e.array(11)?
+            .str(MAGIC)?
+            .u32(VERSION)?
+            .str(&self.spec.name)?;
         e.i64(self.now)?.i64(self.wm)?.i64(self.next_sweep)?;
         let s = &self.stats;
-        e.array(3 + s.rejected.len() as u64)?.u64(s.input)?.u64(s.accepted)?.u64(s.keys_evicted)?;
+        e.array(3 + s.rejected.len() as u64)?
+            .u64(s.input)?
+            .u64(s.accepted)?
+            .u64(s.keys_evicted)?;
         for r in s.rejected {
             e.u64(r)?;
         }
@@ -277,7 +314,10 @@ impl Engine {
                     for (id, ks) in live {
                         e.array(3)?.u32(id as u32)?.array(ks.windows.len() as u64)?;
                         for win in &ks.windows {
-                            e.array(4)?.i64(win.start)?.i64(win.end)?.bool(win.emitted)?;
+                            e.array(4)?
+                                .i64(win.start)?
+                                .i64(win.end)?
+                                .bool(win.emitted)?;
                             win.m.encode(e)?;
                         }
                         match &ks.detector {
@@ -293,8 +333,12 @@ impl Engine {
                 Op::Detect(dop) => {
                     e.array(3)?;
                     enc_stats(e, &dop.stats)?;
-                    let live: Vec<(usize, &DetectorState)> =
-                        dop.states.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s))).collect();
+                    let live: Vec<(usize, &DetectorState)> = dop
+                        .states
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+                        .collect();
                     e.array(live.len() as u64)?;
                     for (id, st) in live {
                         e.array(2)?.u32(id as u32)?;
@@ -319,7 +363,11 @@ impl Engine {
         if self.stats.input != 0 || self.key_count() != 0 || self.has_output() {
             return Err(SnapshotError::NotFresh);
         }
-        let fresh = self.spec.clone().build().map_err(|_| SnapshotError::Corrupt("pipeline"))?;
+        let fresh = self
+            .spec
+            .clone()
+            .build()
+            .map_err(|_| SnapshotError::Corrupt("pipeline"))?;
         match self.decode(&mut Decoder::new(bytes)) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -345,7 +393,12 @@ impl Engine {
         if n != 3 + self.stats.rejected.len() as u64 {
             return Err(SnapshotError::Corrupt("counters"));
         }
-        let mut stats = EngineStats { input: d.u64()?, accepted: d.u64()?, keys_evicted: d.u64()?, ..Default::default() };
+        let mut stats = EngineStats {
+            input: d.u64()?,
+            accepted: d.u64()?,
+            keys_evicted: d.u64()?,
+            ..Default::default()
+        };
         for r in stats.rejected.iter_mut() {
             *r = d.u64()?;
         }
@@ -399,7 +452,9 @@ impl Engine {
         if self.keys.live() != self.keys.names.iter().filter(|n| n.is_some()).count() {
             return Err(SnapshotError::Corrupt("duplicate key names"));
         }
-        let live = |k: KeyId, names: &[Option<alloc::boxed::Box<str>>]| names.get(k as usize).is_some_and(|n| n.is_some());
+        let live = |k: KeyId, names: &[Option<alloc::boxed::Box<str>>]| {
+            names.get(k as usize).is_some_and(|n| n.is_some())
+        };
 
         let mut report = RestoreReport::default();
         let mut seen = alloc::vec![false; self.ops.len()];
@@ -423,7 +478,13 @@ impl Engine {
             let spec = self.spec.operators[idx].clone();
             let now_type = state_type(&spec);
             if now_type != stype {
-                report.operators.push((id, OpRestore::Reset { was: stype, now: now_type }));
+                report.operators.push((
+                    id,
+                    OpRestore::Reset {
+                        was: stype,
+                        now: now_type,
+                    },
+                ));
                 d.skip()?;
                 continue;
             }
@@ -443,7 +504,9 @@ impl Engine {
                         for _ in 0..array_len(d)? {
                             let k = d.u32()?;
                             if !live(k, &self.keys.names) {
-                                return Err(SnapshotError::Corrupt("timer refers to an unknown key"));
+                                return Err(SnapshotError::Corrupt(
+                                    "timer refers to an unknown key",
+                                ));
                             }
                             keys.push(k);
                         }
@@ -454,7 +517,9 @@ impl Engine {
                         expect_array(d, 3)?;
                         let k = d.u32()?;
                         if !live(k, &self.keys.names) {
-                            return Err(SnapshotError::Corrupt("window state refers to an unknown key"));
+                            return Err(SnapshotError::Corrupt(
+                                "window state refers to an unknown key",
+                            ));
                         }
                         let mut ks = KeyState::default();
                         for _ in 0..array_len(d)? {
@@ -463,13 +528,20 @@ impl Engine {
                             let end = d.i64()?;
                             let emitted = d.bool()?;
                             let m = Moments::decode(d)?;
-                            ks.windows.push(OpenWindow { start, end, emitted, m });
+                            ks.windows.push(OpenWindow {
+                                start,
+                                end,
+                                emitted,
+                                m,
+                            });
                         }
                         if d.datatype()? == Type::Null {
                             d.null()?;
                         } else {
                             match (keep_det, &det_spec) {
-                                (true, Some(ds)) => ks.detector = Some(DetectorState::decode(ds, d)?),
+                                (true, Some(ds)) => {
+                                    ks.detector = Some(DetectorState::decode(ds, d)?)
+                                }
                                 _ => d.skip()?,
                             }
                         }
@@ -489,7 +561,9 @@ impl Engine {
                         expect_array(d, 2)?;
                         let k = d.u32()?;
                         if !live(k, &self.keys.names) {
-                            return Err(SnapshotError::Corrupt("detector state refers to an unknown key"));
+                            return Err(SnapshotError::Corrupt(
+                                "detector state refers to an unknown key",
+                            ));
                         }
                         let k = k as usize;
                         if k >= dop.states.len() {
@@ -504,7 +578,11 @@ impl Engine {
                     dop.pending = dec_pending(d, nk)?;
                 }
             }
-            let outcome = if keep_det { OpRestore::Kept } else { OpRestore::KeptWindows };
+            let outcome = if keep_det {
+                OpRestore::Kept
+            } else {
+                OpRestore::KeptWindows
+            };
             report.operators.push((id, outcome));
         }
         for (i, op) in self.spec.operators.iter().enumerate() {

@@ -286,7 +286,10 @@ impl PipelineSpec {
     /// # Errors
     /// The first problem found, naming the operator or source.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let inv = |at: &str, what: String| BuildError::Invalid { at: at.to_string(), what };
+        let inv = |at: &str, what: String| BuildError::Invalid {
+            at: at.to_string(),
+            what,
+        };
         if self.time.min_ts >= self.time.max_ts {
             return Err(inv("time", "min_ts must be below max_ts".into()));
         }
@@ -298,37 +301,62 @@ impl PipelineSpec {
         }
         for (i, s) in self.sources.iter().enumerate() {
             if self.sources[..i].iter().any(|o| o.name == s.name) {
-                return Err(BuildError::Duplicate { what: "source", name: s.name.clone() });
+                return Err(BuildError::Duplicate {
+                    what: "source",
+                    name: s.name.clone(),
+                });
             }
             if s.fields.is_empty() {
                 return Err(inv(&s.name, "a source needs at least one field".into()));
             }
             if s.max_out_of_orderness < 0 {
-                return Err(inv(&s.name, "max_out_of_orderness must not be negative".into()));
+                return Err(inv(
+                    &s.name,
+                    "max_out_of_orderness must not be negative".into(),
+                ));
             }
-            if matches!(s.idle_timeout, Some(t) if t <= 0) || matches!(s.max_ahead, Some(t) if t < 0) {
-                return Err(inv(&s.name, "idle_timeout must be positive and max_ahead not negative".into()));
+            if matches!(s.idle_timeout, Some(t) if t <= 0)
+                || matches!(s.max_ahead, Some(t) if t < 0)
+            {
+                return Err(inv(
+                    &s.name,
+                    "idle_timeout must be positive and max_ahead not negative".into(),
+                ));
             }
         }
         if self.operators.is_empty() {
-            return Err(inv("pipeline", "no operators: add at least one window or detect operator".into()));
+            return Err(inv(
+                "pipeline",
+                "no operators: add at least one window or detect operator".into(),
+            ));
         }
         for (i, op) in self.operators.iter().enumerate() {
             if op.id.is_empty() {
                 return Err(inv("pipeline", "an operator has an empty id".into()));
             }
             if self.operators[..i].iter().any(|o| o.id == op.id) {
-                return Err(BuildError::Duplicate { what: "operator", name: op.id.clone() });
+                return Err(BuildError::Duplicate {
+                    what: "operator",
+                    name: op.id.clone(),
+                });
             }
             let Some(src) = self.sources.iter().find(|s| s.name == op.source) else {
-                return Err(BuildError::UnknownSource { op: op.id.clone(), source: op.source.clone() });
+                return Err(BuildError::UnknownSource {
+                    op: op.id.clone(),
+                    source: op.source.clone(),
+                });
             };
-            if !src.fields.iter().any(|f| *f == op.field) {
-                return Err(BuildError::UnknownField { op: op.id.clone(), field: op.field.clone() });
+            if !src.fields.contains(&op.field) {
+                return Err(BuildError::UnknownField {
+                    op: op.id.clone(),
+                    field: op.field.clone(),
+                });
             }
             match &op.kind {
                 OperatorKind::Window(w) => validate_window(&op.id, w)?,
-                OperatorKind::Detect(d) => d.detector.validate().map_err(|e| inv(&op.id, e.into()))?,
+                OperatorKind::Detect(d) => {
+                    d.detector.validate().map_err(|e| inv(&op.id, e.into()))?
+                }
             }
         }
         Ok(())
@@ -336,9 +364,14 @@ impl PipelineSpec {
 }
 
 fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {
-    let inv = |what: &str| BuildError::Invalid { at: id.to_string(), what: what.to_string() };
+    let inv = |what: &str| BuildError::Invalid {
+        at: id.to_string(),
+        what: what.to_string(),
+    };
     match w.kind {
-        WindowKind::Tumbling { size } if size <= 0 => return Err(inv("window size must be positive")),
+        WindowKind::Tumbling { size } if size <= 0 => {
+            return Err(inv("window size must be positive"))
+        }
         WindowKind::Sliding { size, slide } => {
             if size <= 0 || slide <= 0 || slide > size {
                 return Err(inv("sliding window needs 0 < slide <= size"));
@@ -359,10 +392,14 @@ fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {
     }
     if let Some(d) = &w.detect {
         let Some(on) = d.on else {
-            return Err(inv("a detector on a window needs `on`: the aggregate it watches, e.g. \"mean\""));
+            return Err(inv(
+                "a detector on a window needs `on`: the aggregate it watches, e.g. \"mean\"",
+            ));
         };
         if !w.aggregates.contains(&on) {
-            return Err(inv("the detector's `on` aggregate must be one of the window's aggregates"));
+            return Err(inv(
+                "the detector's `on` aggregate must be one of the window's aggregates",
+            ));
         }
         d.detector.validate().map_err(inv)?;
     }
@@ -492,7 +529,10 @@ impl WindowBuilder {
 
     /// Chains a detector over aggregate `on` of every fired window.
     pub fn detect(mut self, on: AggKind, detector: DetectorSpec) -> Self {
-        self.w().detect = Some(DetectSpec { on: Some(on), detector });
+        self.w().detect = Some(DetectSpec {
+            on: Some(on),
+            detector,
+        });
         self
     }
 

@@ -92,7 +92,12 @@ pub(crate) struct WindowOp {
 
 impl WindowOp {
     pub(crate) fn new(op: u16, spec: &WindowSpec) -> Self {
-        let tier = spec.aggregates.iter().map(|a| a.tier()).max().unwrap_or(Tier::Basic);
+        let tier = spec
+            .aggregates
+            .iter()
+            .map(|a| a.tier())
+            .max()
+            .unwrap_or(Tier::Basic);
         let tier = match &spec.detect {
             Some(d) => tier.max(d.on.map_or(Tier::Basic, |a| a.tier())),
             None => tier,
@@ -109,7 +114,10 @@ impl WindowOp {
             lateness: spec.allowed_lateness,
             aggs: spec.aggregates.clone(),
             tier,
-            detect: spec.detect.as_ref().and_then(|d| d.on.map(|on| (on, d.detector))),
+            detect: spec
+                .detect
+                .as_ref()
+                .and_then(|d| d.on.map(|on| (on, d.detector))),
             keys: Vec::new(),
             timers: BTreeMap::new(),
             next_timer: i64::MAX,
@@ -129,7 +137,9 @@ impl WindowOp {
     }
 
     pub(crate) fn is_empty(&self, key: KeyId) -> bool {
-        self.keys.get(key as usize).is_none_or(|k| k.windows.is_empty())
+        self.keys
+            .get(key as usize)
+            .is_none_or(|k| k.windows.is_empty())
             && !self.pending.iter().any(|p| p.0.key == key)
     }
 
@@ -141,7 +151,10 @@ impl WindowOp {
 
     fn register(&mut self, at: i64, key: KeyId) {
         let spare = &mut self.spare;
-        self.timers.entry(at).or_insert_with(|| spare.pop().unwrap_or_default()).push(key);
+        self.timers
+            .entry(at)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(key);
         if at < self.next_timer {
             self.next_timer = at;
         }
@@ -149,7 +162,14 @@ impl WindowOp {
 
     /// Routes one accepted sample; `wm` is the watermark before it.
     #[inline]
-    pub(crate) fn on_sample(&mut self, key: KeyId, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
+    pub(crate) fn on_sample(
+        &mut self,
+        key: KeyId,
+        ts: i64,
+        x: f64,
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) {
         self.stats.routed += 1;
         match self.kind {
             WindowKind::Tumbling { size } => {
@@ -185,10 +205,19 @@ impl WindowOp {
             WindowKind::Count { .. } => {
                 if ts <= wm {
                     self.stats.late += 1;
-                    out.push_back(Output::Late(LateSample { op: self.op, key, ts, value: x }));
+                    out.push_back(Output::Late(LateSample {
+                        op: self.op,
+                        key,
+                        ts,
+                        value: x,
+                    }));
                 } else {
                     self.stats.on_time += 1;
-                    self.pending.push(Reverse(Pending { ts, key, bits: x.to_bits() }));
+                    self.pending.push(Reverse(Pending {
+                        ts,
+                        key,
+                        bits: x.to_bits(),
+                    }));
                 }
             }
         }
@@ -204,10 +233,23 @@ impl WindowOp {
     }
 
     #[inline(always)]
-    fn count_placement(&mut self, on_time: bool, late: bool, key: KeyId, ts: i64, x: f64, out: &mut VecDeque<Output>) {
+    fn count_placement(
+        &mut self,
+        on_time: bool,
+        late: bool,
+        key: KeyId,
+        ts: i64,
+        x: f64,
+        out: &mut VecDeque<Output>,
+    ) {
         if late {
             self.stats.late += 1;
-            out.push_back(Output::Late(LateSample { op: self.op, key, ts, value: x }));
+            out.push_back(Output::Late(LateSample {
+                op: self.op,
+                key,
+                ts,
+                value: x,
+            }));
         } else if on_time {
             self.stats.on_time += 1;
         } else {
@@ -217,13 +259,37 @@ impl WindowOp {
 
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn add(&mut self, key: KeyId, start: i64, end: i64, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
+    fn add(
+        &mut self,
+        key: KeyId,
+        start: i64,
+        end: i64,
+        ts: i64,
+        x: f64,
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) {
         let placed = self.add_inner(key, start, end, x, wm, out);
-        self.count_placement(placed == Placed::OnTime, placed == Placed::Late, key, ts, x, out);
+        self.count_placement(
+            placed == Placed::OnTime,
+            placed == Placed::Late,
+            key,
+            ts,
+            x,
+            out,
+        );
     }
 
     #[inline(always)]
-    fn add_inner(&mut self, key: KeyId, start: i64, end: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) -> Placed {
+    fn add_inner(
+        &mut self,
+        key: KeyId,
+        start: i64,
+        end: i64,
+        x: f64,
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) -> Placed {
         let fire_at = end - 1;
         if wm >= fire_at.saturating_add(self.lateness) {
             return Placed::Late;
@@ -244,13 +310,26 @@ impl WindowOp {
     }
 
     #[inline(never)]
-    fn open_window(&mut self, key: KeyId, start: i64, end: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) -> Placed {
+    fn open_window(
+        &mut self,
+        key: KeyId,
+        start: i64,
+        end: i64,
+        x: f64,
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) -> Placed {
         let fire_at = end - 1;
         let purge_at = fire_at.saturating_add(self.lateness);
         let mut m = Moments::new();
         m.push(x, self.tier);
         let fired = wm >= fire_at;
-        let w = OpenWindow { start, end, emitted: fired, m };
+        let w = OpenWindow {
+            start,
+            end,
+            emitted: fired,
+            m,
+        };
         self.key_state(key).windows.push(w.clone());
         if fired {
             // A late firing of a window that had no data when it was due.
@@ -268,16 +347,34 @@ impl WindowOp {
         }
     }
 
-    fn session(&mut self, key: KeyId, ts: i64, x: f64, gap: i64, wm: i64, out: &mut VecDeque<Output>) {
+    fn session(
+        &mut self,
+        key: KeyId,
+        ts: i64,
+        x: f64,
+        gap: i64,
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) {
         let end = ts.saturating_add(gap);
         if wm >= (end - 1).saturating_add(self.lateness) {
             self.stats.late += 1;
-            out.push_back(Output::Late(LateSample { op: self.op, key, ts, value: x }));
+            out.push_back(Output::Late(LateSample {
+                op: self.op,
+                key,
+                ts,
+                value: x,
+            }));
             return;
         }
         let tier = self.tier;
         let ks = self.key_state(key);
-        let mut merged = OpenWindow { start: ts, end, emitted: false, m: Moments::new() };
+        let mut merged = OpenWindow {
+            start: ts,
+            end,
+            emitted: false,
+            m: Moments::new(),
+        };
         merged.m.push(x, tier);
         let mut i = 0;
         while i < ks.windows.len() {
@@ -322,7 +419,9 @@ impl WindowOp {
     /// Fires and purges everything due at or before `wm`.
     pub(crate) fn advance(&mut self, wm: i64, out: &mut VecDeque<Output>) {
         while self.next_timer <= wm {
-            let Some((t, mut keys)) = self.timers.pop_first() else { break };
+            let Some((t, mut keys)) = self.timers.pop_first() else {
+                break;
+            };
             for &key in &keys {
                 self.on_timer(key, t, out);
             }
@@ -345,7 +444,12 @@ impl WindowOp {
         let tier = self.tier;
         let ks = self.key_state(p.key);
         if ks.windows.is_empty() {
-            ks.windows.push(OpenWindow { start: p.ts, end: p.ts, emitted: false, m: Moments::new() });
+            ks.windows.push(OpenWindow {
+                start: p.ts,
+                end: p.ts,
+                emitted: false,
+                m: Moments::new(),
+            });
         }
         let w = &mut ks.windows[0];
         w.m.push(f64::from_bits(p.bits), tier);
@@ -370,7 +474,9 @@ impl WindowOp {
 
     fn on_timer(&mut self, key: KeyId, t: i64, out: &mut VecDeque<Output>) {
         let lateness = self.lateness;
-        let Some(ks) = self.keys.get_mut(key as usize) else { return };
+        let Some(ks) = self.keys.get_mut(key as usize) else {
+            return;
+        };
         // Fire the windows due at t (in order of end), then purge.
         let mut due: heapless::Vec<usize, 64> = heapless::Vec::new();
         for (i, w) in ks.windows.iter().enumerate() {
@@ -388,7 +494,8 @@ impl WindowOp {
             self.emit(key, &w, Emission::OnTime, out);
         }
         let ks = &mut self.keys[key as usize];
-        ks.windows.retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= t));
+        ks.windows
+            .retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= t));
     }
 
     fn emit(&mut self, key: KeyId, w: &OpenWindow, emission: Emission, out: &mut VecDeque<Output>) {

@@ -8,7 +8,9 @@ use weir_core::prelude::*;
 
 #[test]
 fn non_finite_and_absurd_timestamps_are_rejected_and_counted() {
-    let mut e = spec(WindowKind::Tumbling { size: 100 }, 10, 0).build().unwrap();
+    let mut e = spec(WindowKind::Tumbling { size: 100 }, 10, 0)
+        .build()
+        .unwrap();
     let bad: [(i64, f64, Reject); 6] = [
         (T0, f64::NAN, Reject::NonFinite),
         (T0, f64::INFINITY, Reject::NonFinite),
@@ -18,13 +20,26 @@ fn non_finite_and_absurd_timestamps_are_rejected_and_counted() {
         (-1, 1.0, Reject::TimestampOutOfRange),
     ];
     for (i, (ts, v, why)) in bad.iter().enumerate() {
-        assert_eq!(e.handle_sample(T0, 0, "a", *ts, &[*v]), Err(*why), "case {i}");
+        assert_eq!(
+            e.handle_sample(T0, 0, "a", *ts, &[*v]),
+            Err(*why),
+            "case {i}"
+        );
         e.handle_sample(T0, 0, "a", T0 + i as i64, &[1.0]).unwrap();
     }
-    assert_eq!(e.handle_sample(T0, 0, "a", T0, &[1.0, 2.0]), Err(Reject::FieldCount));
-    assert_eq!(e.handle_sample(T0, 7, "a", T0, &[1.0]), Err(Reject::UnknownSource));
+    assert_eq!(
+        e.handle_sample(T0, 0, "a", T0, &[1.0, 2.0]),
+        Err(Reject::FieldCount)
+    );
+    assert_eq!(
+        e.handle_sample(T0, 7, "a", T0, &[1.0]),
+        Err(Reject::UnknownSource)
+    );
     assert_eq!(e.handle_sample(T0, 0, "", T0, &[1.0]), Err(Reject::BadKey));
-    assert_eq!(e.handle_sample(T0, 0, &"k".repeat(300), T0, &[1.0]), Err(Reject::BadKey));
+    assert_eq!(
+        e.handle_sample(T0, 0, &"k".repeat(300), T0, &[1.0]),
+        Err(Reject::BadKey)
+    );
     let st = *e.stats();
     assert_eq!(st.input, 16);
     assert_eq!(st.accepted, 6);
@@ -88,7 +103,10 @@ fn key_budget_evict_policy_evicts_only_keys_without_open_windows() {
     e.handle_sample(T0, 0, "a", T0, &[1.0]).unwrap();
     e.handle_sample(T0, 0, "b", T0 + 1, &[1.0]).unwrap();
     // Both hold open windows: nothing to evict.
-    assert_eq!(e.handle_sample(T0, 0, "c", T0 + 2, &[1.0]), Err(Reject::KeyBudget));
+    assert_eq!(
+        e.handle_sample(T0, 0, "c", T0 + 2, &[1.0]),
+        Err(Reject::KeyBudget)
+    );
     // Fire a's and b's windows, then c evicts the least recent (a).
     e.handle_sample(T0, 0, "b", T0 + 250, &[1.0]).unwrap();
     while e.poll_output().is_some() {}

@@ -19,21 +19,45 @@ fn full_spec() -> PipelineSpec {
         kind: OperatorKind::Window(WindowSpec {
             kind,
             allowed_lateness: lateness,
-            aggregates: vec![AggKind::Count, AggKind::Mean, AggKind::Stddev, AggKind::Kurtosis, AggKind::Max],
-            detect: detect.then(|| DetectSpec { on: Some(AggKind::Mean), detector: DetectorSpec::default() }),
+            aggregates: vec![
+                AggKind::Count,
+                AggKind::Mean,
+                AggKind::Stddev,
+                AggKind::Kurtosis,
+                AggKind::Max,
+            ],
+            detect: detect.then(|| DetectSpec {
+                on: Some(AggKind::Mean),
+                detector: DetectorSpec::default(),
+            }),
         }),
     };
     let mut spec = spec(WindowKind::Tumbling { size: 40 }, 30, 0);
     spec.operators = vec![
         win("tumble", WindowKind::Tumbling { size: 40 }, 25, true),
-        win("slide", WindowKind::Sliding { size: 60, slide: 20 }, 0, false),
+        win(
+            "slide",
+            WindowKind::Sliding {
+                size: 60,
+                slide: 20,
+            },
+            0,
+            false,
+        ),
         win("session", WindowKind::Session { gap: 15 }, 10, true),
         win("count", WindowKind::Count { size: 7 }, 0, false),
         OperatorSpec {
             id: "raw".into(),
             source: "s".into(),
             field: "v".into(),
-            kind: OperatorKind::Detect(DetectSpec { on: None, detector: DetectorSpec::EwmaZ { alpha: 0.2, k: 2.0, warmup: 3 } }),
+            kind: OperatorKind::Detect(DetectSpec {
+                on: None,
+                detector: DetectorSpec::EwmaZ {
+                    alpha: 0.2,
+                    k: 2.0,
+                    warmup: 3,
+                },
+            }),
         },
     ];
     spec.state.ttl = Some(500);
@@ -46,7 +70,11 @@ fn events() -> impl Strategy<Value = Vec<Ev>> {
     prop::collection::vec((0u8..7, -60i64..40, -100i32..100), 1..400).prop_map(|raw| {
         raw.iter()
             .enumerate()
-            .map(|(i, (k, d, v))| Ev { key: *k, ts: T0 + i as i64 * 4 + d, v: *v as f64 / 3.0 })
+            .map(|(i, (k, d, v))| Ev {
+                key: *k,
+                ts: T0 + i as i64 * 4 + d,
+                v: *v as f64 / 3.0,
+            })
             .collect()
     })
 }
@@ -104,25 +132,41 @@ proptest! {
 
 #[test]
 fn every_truncation_is_an_error_not_a_panic() {
-    let evs: Vec<Ev> = (0..200).map(|i| Ev { key: (i % 7) as u8, ts: T0 + i * 5 - (i % 9) * 7, v: i as f64 }).collect();
+    let evs: Vec<Ev> = (0..200)
+        .map(|i| Ev {
+            key: (i % 7) as u8,
+            ts: T0 + i * 5 - (i % 9) * 7,
+            v: i as f64,
+        })
+        .collect();
     let spec = full_spec();
     let (_, _, e) = run(&spec, &evs[..150]);
     let bytes = e.snapshot().unwrap();
     for n in 0..bytes.len() {
         let mut fresh = spec.clone().build().unwrap();
-        assert!(fresh.restore(&bytes[..n]).is_err(), "truncation at {n} accepted");
+        assert!(
+            fresh.restore(&bytes[..n]).is_err(),
+            "truncation at {n} accepted"
+        );
     }
 }
 
 #[test]
 fn restore_into_a_changed_pipeline_keeps_matching_state() {
-    let evs: Vec<Ev> = (0..100).map(|i| Ev { key: (i % 3) as u8, ts: T0 + i * 3, v: (i % 11) as f64 }).collect();
+    let evs: Vec<Ev> = (0..100)
+        .map(|i| Ev {
+            key: (i % 3) as u8,
+            ts: T0 + i * 3,
+            v: (i % 11) as f64,
+        })
+        .collect();
     let spec = full_spec();
     let (_, _, e) = run(&spec, &evs[..0]);
     drop(e);
     let mut e = spec.clone().build().unwrap();
     for ev in &evs {
-        e.handle_sample(ev.ts, 0, &key_name(ev.key), ev.ts, &[ev.v]).unwrap();
+        e.handle_sample(ev.ts, 0, &key_name(ev.key), ev.ts, &[ev.v])
+            .unwrap();
         while e.poll_output().is_some() {}
     }
     let bytes = e.snapshot().unwrap();
@@ -130,11 +174,21 @@ fn restore_into_a_changed_pipeline_keeps_matching_state() {
     let mut changed = spec.clone();
     // "slide" changes its window size: state type changes, state resets.
     if let OperatorKind::Window(w) = &mut changed.operators[1].kind {
-        w.kind = WindowKind::Sliding { size: 80, slide: 20 };
+        w.kind = WindowKind::Sliding {
+            size: 80,
+            slide: 20,
+        };
     }
     // "session" changes its detector: windows kept, baselines reset.
     if let OperatorKind::Window(w) = &mut changed.operators[2].kind {
-        w.detect = Some(DetectSpec { on: Some(AggKind::Max), detector: DetectorSpec::EwmaZ { alpha: 0.5, k: 3.0, warmup: 5 } });
+        w.detect = Some(DetectSpec {
+            on: Some(AggKind::Max),
+            detector: DetectorSpec::EwmaZ {
+                alpha: 0.5,
+                k: 3.0,
+                warmup: 5,
+            },
+        });
     }
     // "count" is removed; "fresh" is new.
     changed.operators.remove(3);
@@ -144,10 +198,21 @@ fn restore_into_a_changed_pipeline_keeps_matching_state() {
 
     let mut r = changed.build().unwrap();
     let report = r.restore(&bytes).unwrap();
-    let outcome = |id: &str| report.operators.iter().find(|(i, _)| i == id).map(|(_, o)| o.clone()).unwrap();
+    let outcome = |id: &str| {
+        report
+            .operators
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, o)| o.clone())
+            .unwrap()
+    };
     assert_eq!(outcome("tumble"), OpRestore::Kept);
     assert!(matches!(outcome("slide"), OpRestore::Reset { .. }));
-    assert_eq!(outcome("session"), OpRestore::Kept, "EwmaZ state type is the same: kept");
+    assert_eq!(
+        outcome("session"),
+        OpRestore::Kept,
+        "EwmaZ state type is the same: kept"
+    );
     assert_eq!(outcome("raw"), OpRestore::Kept);
     assert_eq!(outcome("fresh"), OpRestore::New);
     assert_eq!(report.dropped, vec!["count".to_string()]);
@@ -162,7 +227,10 @@ fn restore_into_a_changed_pipeline_keeps_matching_state() {
             }
         }
     }
-    assert!(tumble_total > 0.0, "open tumbling windows survived the update");
+    assert!(
+        tumble_total > 0.0,
+        "open tumbling windows survived the update"
+    );
 }
 
 #[test]
@@ -170,7 +238,8 @@ fn snapshot_refuses_with_outputs_pending_and_restore_needs_a_fresh_engine() {
     let spec = full_spec();
     let mut e = spec.clone().build().unwrap();
     for i in 0..100 {
-        e.handle_sample(T0 + i * 10, 0, "a", T0 + i * 10, &[1.0]).unwrap();
+        e.handle_sample(T0 + i * 10, 0, "a", T0 + i * 10, &[1.0])
+            .unwrap();
     }
     assert_eq!(e.snapshot(), Err(SnapshotError::OutputsPending));
     while e.poll_output().is_some() {}
@@ -178,5 +247,8 @@ fn snapshot_refuses_with_outputs_pending_and_restore_needs_a_fresh_engine() {
     assert_eq!(e.restore(&bytes), Err(SnapshotError::NotFresh));
     let mut wrong = bytes.clone();
     wrong[14] = 0x02; // version 1 -> 2
-    assert!(matches!(spec.build().unwrap().restore(&wrong), Err(SnapshotError::Version { .. })));
+    assert!(matches!(
+        spec.build().unwrap().restore(&wrong),
+        Err(SnapshotError::Version { .. })
+    ));
 }

@@ -13,13 +13,21 @@ const BOUND: i64 = 50;
 /// Events on a base clock, then an arrival order within the bound: sort by
 /// ts + jitter with jitter in [0, BOUND).
 fn stream() -> impl Strategy<Value = (Vec<Ev>, Vec<Ev>)> {
-    prop::collection::vec((0u8..4, 0i64..15, -1000i32..1000, 0i64..BOUND, 0i64..BOUND), 1..250).prop_map(|raw| {
+    prop::collection::vec(
+        (0u8..4, 0i64..15, -1000i32..1000, 0i64..BOUND, 0i64..BOUND),
+        1..250,
+    )
+    .prop_map(|raw| {
         let mut base = T0;
         let mut evs = Vec::new();
         let mut jit = Vec::new();
         for (k, step, v, _, j) in &raw {
             base += step;
-            evs.push(Ev { key: *k, ts: base, v: *v as f64 / 8.0 });
+            evs.push(Ev {
+                key: *k,
+                ts: base,
+                v: *v as f64 / 8.0,
+            });
             jit.push(*j);
         }
         let in_order = evs.clone();
@@ -33,7 +41,10 @@ fn stream() -> impl Strategy<Value = (Vec<Ev>, Vec<Ev>)> {
 fn kinds() -> impl Strategy<Value = WindowKind> {
     prop_oneof![
         (1i64..200).prop_map(|size| WindowKind::Tumbling { size }),
-        (1i64..8, 1i64..40).prop_map(|(k, slide)| WindowKind::Sliding { size: slide * k, slide }),
+        (1i64..8, 1i64..40).prop_map(|(k, slide)| WindowKind::Sliding {
+            size: slide * k,
+            slide
+        }),
         (1i64..60).prop_map(|gap| WindowKind::Session { gap }),
         (1u64..12).prop_map(|size| WindowKind::Count { size }),
     ]
@@ -114,13 +125,17 @@ fn late_samples_update_within_lateness_then_go_to_the_late_output() {
     drain(&mut e, &mut rows, &mut late);
     assert_eq!(late, 1);
     let st = e.op_stats(0).unwrap();
-    assert_eq!((st.on_time, st.updated, st.late, st.fired, st.updates), (4, 1, 1, 2, 1));
+    assert_eq!(
+        (st.on_time, st.updated, st.late, st.fired, st.updates),
+        (4, 1, 1, 2, 1)
+    );
 }
 
 #[test]
 fn idle_source_stops_holding_the_watermark() {
     let mut spec = spec(WindowKind::Tumbling { size: 1000 }, 0, 0);
-    spec.sources.push(SourceSpec::new("quiet", ["v"]).idle_timeout(5_000));
+    spec.sources
+        .push(SourceSpec::new("quiet", ["v"]).idle_timeout(5_000));
     spec.sources[0].idle_timeout = Some(5_000);
     let mut e = spec.build().unwrap();
     let mut rows = Vec::new();
@@ -131,11 +146,18 @@ fn idle_source_stops_holding_the_watermark() {
         e.handle_sample(t, 0, "a", t, &[1.0]).unwrap();
         drain(&mut e, &mut rows, &mut late);
     }
-    assert!(rows.is_empty(), "the quiet source holds the watermark at its last sample");
+    assert!(
+        rows.is_empty(),
+        "the quiet source holds the watermark at its last sample"
+    );
     e.handle_time(T0 + 9_500);
     drain(&mut e, &mut rows, &mut late);
     assert!(e.source_idle(1));
-    assert_eq!(rows.len(), 9, "once idle, windows up to the active source's watermark fire");
+    assert_eq!(
+        rows.len(),
+        9,
+        "once idle, windows up to the active source's watermark fire"
+    );
 }
 
 #[test]
@@ -143,7 +165,10 @@ fn future_guard_rejects_instead_of_dragging_the_watermark() {
     let mut spec = spec(WindowKind::Tumbling { size: 1000 }, 0, 0);
     spec.sources[0].max_ahead = Some(60_000);
     let mut e = spec.build().unwrap();
-    assert_eq!(e.handle_sample(T0, 0, "a", T0 + 3_600_000, &[1.0]), Err(Reject::TooFarAhead));
+    assert_eq!(
+        e.handle_sample(T0, 0, "a", T0 + 3_600_000, &[1.0]),
+        Err(Reject::TooFarAhead)
+    );
     assert_eq!(e.watermark(), Watermark::Idle);
     e.handle_sample(T0, 0, "a", T0 + 1, &[1.0]).unwrap();
     assert_eq!(e.watermark(), Watermark::EventTime(T0 + 1));
@@ -162,7 +187,10 @@ fn processing_time_stamps_with_now_and_fires_on_handle_time() {
     e.handle_time(T0 + 999);
     drain(&mut e, &mut rows, &mut late);
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].start, rows[0].vals[0], rows[0].vals[1]), (T0, 2.0, 2.0));
+    assert_eq!(
+        (rows[0].start, rows[0].vals[0], rows[0].vals[1]),
+        (T0, 2.0, 2.0)
+    );
 }
 
 #[test]
@@ -175,6 +203,13 @@ fn a_window_first_seen_after_it_was_due_fires_at_once_as_an_update() {
     assert_eq!(rows.len(), 1);
     e.handle_sample(T0, 0, "b", T0 + 2, &[7.0]).unwrap(); // b's window is already due
     drain(&mut e, &mut rows, &mut late);
-    assert_eq!(rows.len(), 2, "emitted at once, not at some later watermark");
-    assert_eq!((rows[1].key.as_str(), rows[1].update, rows[1].vals[0]), ("b", true, 1.0));
+    assert_eq!(
+        rows.len(),
+        2,
+        "emitted at once, not at some later watermark"
+    );
+    assert_eq!(
+        (rows[1].key.as_str(), rows[1].update, rows[1].vals[0]),
+        ("b", true, 1.0)
+    );
 }

@@ -36,7 +36,11 @@ struct Sensor {
 }
 
 fn parse_i64(b: &[u8]) -> Option<i64> {
-    let (neg, d) = if b.first() == Some(&b'-') { (true, &b[1..]) } else { (false, b) };
+    let (neg, d) = if b.first() == Some(&b'-') {
+        (true, &b[1..])
+    } else {
+        (false, b)
+    };
     let mut v = 0i64;
     for &c in d {
         let x = c.wrapping_sub(b'0');
@@ -66,7 +70,11 @@ fn main() {
     let mut filled = 0;
 
     let fire = |s: &mut Sensor, name: &str, end: i64, ob: &mut Vec<u8>| {
-        let i = s.wins.iter().position(|w| w.start + SIZE == end).expect("window");
+        let i = s
+            .wins
+            .iter()
+            .position(|w| w.start + SIZE == end)
+            .expect("window");
         let w = s.wins.remove(i);
         let sd = (w.m2 / w.n as f64).max(0.0).sqrt();
         let flag = if s.seen == 0 {
@@ -107,7 +115,10 @@ fn main() {
             let c2 = c1 + 1 + line[c1 + 1..].iter().position(|&c| c == b',').expect("row");
             let name = std::str::from_utf8(&line[..c1]).expect("utf8");
             let ts = parse_i64(&line[c1 + 1..c2]).expect("ts");
-            let x: f64 = std::str::from_utf8(&line[c2 + 1..]).expect("utf8").parse().expect("value");
+            let x: f64 = std::str::from_utf8(&line[c2 + 1..])
+                .expect("utf8")
+                .parse()
+                .expect("value");
             rows += 1;
             let id = match ids.get(name) {
                 Some(&id) => id,
@@ -135,7 +146,14 @@ fn main() {
                         w.max = w.max.max(x);
                     }
                     None => {
-                        s.wins.push(Win { start, n: 1, mean: x, m2: 0.0, min: x, max: x });
+                        s.wins.push(Win {
+                            start,
+                            n: 1,
+                            mean: x,
+                            m2: 0.0,
+                            min: x,
+                            max: x,
+                        });
                         let at = start + SIZE - 1;
                         timers.entry(at).or_default().push(id);
                         next_timer = next_timer.min(at);
@@ -146,7 +164,12 @@ fn main() {
             while next_timer <= wm {
                 let (at, keys) = timers.pop_first().expect("timer");
                 for k in keys {
-                    fire(&mut sensors[k as usize], &names[k as usize], at + 1, &mut ob);
+                    fire(
+                        &mut sensors[k as usize],
+                        &names[k as usize],
+                        at + 1,
+                        &mut ob,
+                    );
                     windows += 1;
                 }
                 next_timer = timers.first_key_value().map_or(i64::MAX, |(t, _)| *t);
@@ -164,7 +187,12 @@ fn main() {
     }
     while let Some((at, keys)) = timers.pop_first() {
         for k in keys {
-            fire(&mut sensors[k as usize], &names[k as usize], at + 1, &mut ob);
+            fire(
+                &mut sensors[k as usize],
+                &names[k as usize],
+                at + 1,
+                &mut ob,
+            );
             windows += 1;
         }
     }
@@ -173,7 +201,11 @@ fn main() {
     let secs = t.elapsed().as_secs_f64();
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1).map(String::from)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        })
         .unwrap_or_default();
     eprintln!("w1_loop: {rows} rows in {secs:.3} s ({:.2} M rows/s): {windows} windows, {late} late; peak RSS {rss} KiB", rows as f64 / secs / 1e6);
 }

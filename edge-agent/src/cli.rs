@@ -103,7 +103,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file } => {
             let pf = pipeline_file::load(&file).map_err(config_error)?;
-            let windows = pf.spec.operators.iter().filter(|o| matches!(o.kind, OperatorKind::Window(_))).count();
+            let windows = pf
+                .spec
+                .operators
+                .iter()
+                .filter(|o| matches!(o.kind, OperatorKind::Window(_)))
+                .count();
             println!(
                 "{}: ok: pipeline `{}`: {} source(s), {} window operator(s), {} detect operator(s)",
                 file.display(),
@@ -114,28 +119,61 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gen { workload: Workload::W1 { events, seed, output } } => {
+        Command::Gen {
+            workload:
+                Workload::W1 {
+                    events,
+                    seed,
+                    output,
+                },
+        } => {
             let mut out = open_out(output.as_deref())?;
             crate::gen::W1::new(events, seed).write(&mut out)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { pipeline, input, output, source, show_bad } => {
+        Command::Replay {
+            pipeline,
+            input,
+            output,
+            source,
+            show_bad,
+        } => {
             let pf = pipeline_file::load(&pipeline).map_err(config_error)?;
             let src = match &source {
                 None => 0,
-                Some(name) => pf.spec.sources.iter().position(|s| &s.name == name).ok_or_else(|| {
-                    anyhow::anyhow!("{}: no source named `{name}` (sources: {})", pipeline.display(), pf.spec.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))
-                })?,
+                Some(name) => pf
+                    .spec
+                    .sources
+                    .iter()
+                    .position(|s| &s.name == name)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}: no source named `{name}` (sources: {})",
+                            pipeline.display(),
+                            pf.spec
+                                .sources
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?,
             };
             if pf.spec.sources.is_empty() {
-                anyhow::bail!("{}: the pipeline has no [[source]] to read rows into", pipeline.display());
+                anyhow::bail!(
+                    "{}: the pipeline has no [[source]] to read rows into",
+                    pipeline.display()
+                );
             }
-            let reader: Box<dyn io::Read> = if input.as_os_str() == "-" {
-                Box::new(io::stdin().lock())
-            } else {
-                Box::new(File::open(&input).map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?)
-            };
+            let reader: Box<dyn io::Read> =
+                if input.as_os_str() == "-" {
+                    Box::new(io::stdin().lock())
+                } else {
+                    Box::new(File::open(&input).map_err(|e| {
+                        anyhow::anyhow!("cannot open input {}: {e}", input.display())
+                    })?)
+                };
             let out = open_out(output.as_deref())?;
             let mut shown = 0u64;
             let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
@@ -150,7 +188,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             eprintln!("weir replay: {summary}");
             if !by_reason.is_empty() {
-                let parts: Vec<String> = by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let parts: Vec<String> =
+                    by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
             }
             let st = engine.stats();

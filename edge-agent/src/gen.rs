@@ -65,7 +65,13 @@ pub struct W1 {
 impl W1 {
     /// The reference workload: 1,000 sensors, 2 s disorder.
     pub fn new(events: u64, seed: u64) -> Self {
-        W1 { events, seed, sensors: 1000, t0: 1_700_000_000_000, disorder: 2000 }
+        W1 {
+            events,
+            seed,
+            sensors: 1000,
+            t0: 1_700_000_000_000,
+            disorder: 2000,
+        }
     }
 
     /// Writes the CSV (`sensor,ts_ms,value`, no header).
@@ -80,7 +86,10 @@ impl W1 {
             let ts = self.t0 + i as i64 - rng.below(self.disorder.max(1)) as i64;
             let period = 60_000.0 + (s % 13) as f64 * 10_000.0;
             let phase = (s % 17) as f64 * 0.37;
-            let base = 20.0 + (s % 10) as f64 + (1.0 + (s % 7) as f64 * 0.5) * libm::sin(core::f64::consts::TAU * ts as f64 / period + phase);
+            let base = 20.0
+                + (s % 10) as f64
+                + (1.0 + (s % 7) as f64 * 0.5)
+                    * libm::sin(core::f64::consts::TAU * ts as f64 / period + phase);
             let sigma = 0.1 + (s % 5) as f64 * 0.05;
             let mut v = base + sigma * rng.gaussian();
             if rng.below(10_000) == 0 {
@@ -107,7 +116,12 @@ impl W1 {
             push_u64(&mut buf, a / 10_000);
             buf.push(b'.');
             let f = a % 10_000;
-            buf.extend_from_slice(&[b'0' + (f / 1000) as u8, b'0' + (f / 100 % 10) as u8, b'0' + (f / 10 % 10) as u8, b'0' + (f % 10) as u8]);
+            buf.extend_from_slice(&[
+                b'0' + (f / 1000) as u8,
+                b'0' + (f / 100 % 10) as u8,
+                b'0' + (f / 10 % 10) as u8,
+                b'0' + (f % 10) as u8,
+            ]);
             buf.push(b'\n');
             if buf.len() > (1 << 16) - 64 {
                 out.write_all(&buf)?;
@@ -141,7 +155,7 @@ mod tests {
             assert!(f[0].len() == 5 && f[0].starts_with('s'));
             sensors.insert(f[0].to_string());
             let ts: i64 = f[1].parse().unwrap();
-            assert!(ts > max - 2000, "disorder beyond the bound");
+            assert!(ts > max.saturating_sub(2000), "disorder beyond the bound");
             max = max.max(ts);
             let v: f64 = f[2].parse().unwrap();
             assert!(v.is_finite() && f[2].split('.').nth(1).unwrap().len() == 4);

@@ -10,21 +10,23 @@ use std::io::Write;
 
 /// Appends `x` with 6 decimals (`NaN`, `inf`, `-inf` for non-finite values).
 pub fn push_f64(out: &mut Vec<u8>, x: f64) {
-    if x.is_finite() && x.abs() < 1e12 {
-        let scaled = x * 1e6;
+    // 2^52: the scaled value and its unit in the last place are exact here.
+    const LIMIT: f64 = 4_503_599_627_370_496.0;
+    let scaled = x * 1e6;
+    if scaled.is_finite() && scaled.abs() < LIMIT {
         let r = scaled.round();
         let frac = (scaled - scaled.trunc()).abs();
-        // The product carries at most half an ulp of error: only near .5 can
-        // that change the rounding. ulp(1e18) = 128, so 1e-3 is ample margin.
-        if (frac - 0.5).abs() > 1e-3 {
+        let a = scaled.abs();
+        let ulp = f64::from_bits(a.to_bits() + 1) - a;
+        // The product is within half an ulp of x·10⁶: only a fraction within
+        // an ulp of .5 could round differently from the exact value.
+        if (frac - 0.5).abs() > ulp {
             let v = r as i64;
             if v == 0 && x.is_sign_negative() && x != 0.0 {
                 out.extend_from_slice(b"-0.000000");
                 return;
             }
-            if v < 0 {
-                out.push(b'-');
-            } else if v == 0 && x.is_sign_negative() {
+            if v < 0 || (v == 0 && x.is_sign_negative()) {
                 out.push(b'-');
             }
             let a = v.unsigned_abs();
@@ -80,7 +82,23 @@ mod tests {
 
     #[test]
     fn matches_std_on_edge_cases() {
-        for x in [0.0, -0.0, 1.0, -1.5, 0.0000005, 0.0000015, 2.5e-7, -2.5e-7, 123456.1234565, 1e11, 1e13, -1e300, f64::MIN_POSITIVE, 21.8924, 0.1 + 0.2] {
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            0.0000005,
+            0.0000015,
+            2.5e-7,
+            -2.5e-7,
+            123456.1234565,
+            1e11,
+            1e13,
+            -1e300,
+            f64::MIN_POSITIVE,
+            21.8924,
+            0.1 + 0.2,
+        ] {
             assert_eq!(f(x), format!("{x:.6}"), "{x}");
         }
         assert_eq!(f(f64::NAN), "NaN");

@@ -81,7 +81,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: error: {}", self.file, self.line, self.col, self.msg)?;
+            write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.file, self.line, self.col, self.msg
+            )?;
         } else {
             write!(f, "{}: error: {}", self.file, self.msg)?;
         }
@@ -201,12 +205,23 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<Range<usize>>, msg: impl Into<String>, help: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        span: Option<Range<usize>>,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) -> ConfigError {
         let (line, col) = match span {
             Some(r) => line_col(self.text, r.start),
             None => (0, 0),
         };
-        ConfigError { file: self.file.to_string(), line, col, msg: msg.into(), help: help.into() }
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            col,
+            msg: msg.into(),
+            help: help.into(),
+        }
     }
 
     fn duration(&self, d: &Dur, unit: TimeUnit, what: &str) -> Result<i64, ConfigError> {
@@ -220,7 +235,9 @@ impl Ctx<'_> {
         match d.get_ref() {
             DurationValue::Int(v) if *v >= 0 => Ok(*v),
             DurationValue::Int(v) => Err(bad(format!("{what} is negative ({v})"))),
-            DurationValue::Str(s) => parse_duration(s, unit).ok_or_else(|| bad(format!("`{s}` is not a duration"))),
+            DurationValue::Str(s) => {
+                parse_duration(s, unit).ok_or_else(|| bad(format!("`{s}` is not a duration")))
+            }
         }
     }
 }
@@ -257,17 +274,36 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn detector(ctx: &Ctx, kind: &Spanned<String>, alpha: Option<f64>, k: Option<f64>, warmup: Option<u32>) -> Result<DetectorSpec, ConfigError> {
+fn detector(
+    ctx: &Ctx,
+    kind: &Spanned<String>,
+    alpha: Option<f64>,
+    k: Option<f64>,
+    warmup: Option<u32>,
+) -> Result<DetectorSpec, ConfigError> {
     let spec = match kind.get_ref().as_str() {
         "ewma_z" => {
-            let DetectorSpec::EwmaZ { alpha: a0, k: k0, warmup: w0 } = DetectorSpec::default();
-            DetectorSpec::EwmaZ { alpha: alpha.unwrap_or(a0), k: k.unwrap_or(k0), warmup: warmup.unwrap_or(w0) }
+            let DetectorSpec::EwmaZ {
+                alpha: a0,
+                k: k0,
+                warmup: w0,
+            } = DetectorSpec::default();
+            DetectorSpec::EwmaZ {
+                alpha: alpha.unwrap_or(a0),
+                k: k.unwrap_or(k0),
+                warmup: warmup.unwrap_or(w0),
+            }
         }
         other => {
-            return Err(ctx.err(Some(kind.span()), format!("unknown detector kind `{other}`"), "use one of: ewma_z"))
+            return Err(ctx.err(
+                Some(kind.span()),
+                format!("unknown detector kind `{other}`"),
+                "use one of: ewma_z",
+            ))
         }
     };
-    spec.validate().map_err(|e| ctx.err(Some(kind.span()), e, "fix the detector's parameters"))?;
+    spec.validate()
+        .map_err(|e| ctx.err(Some(kind.span()), e, "fix the detector's parameters"))?;
     Ok(spec)
 }
 
@@ -296,14 +332,22 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
     let ctx = Ctx { file, text };
     let raw: RawPipeline = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
-        ctx.err(e.span(), msg, "see docs/pipeline.md for the pipeline format")
+        ctx.err(
+            e.span(),
+            msg,
+            "see docs/pipeline.md for the pipeline format",
+        )
     })?;
     let unit = match raw.time.unit.as_ref().map(|u| u.get_ref().as_str()) {
         None | Some("ms") => TimeUnit::Millis,
         Some("us") => TimeUnit::Micros,
         Some(o) => {
             let sp = raw.time.unit.as_ref().map(|u| u.span());
-            return Err(ctx.err(sp, format!("unknown time unit `{o}`"), "use \"ms\" or \"us\""));
+            return Err(ctx.err(
+                sp,
+                format!("unknown time unit `{o}`"),
+                "use \"ms\" or \"us\"",
+            ));
         }
     };
     let mut time = TimeSpec::new(unit);
@@ -313,13 +357,21 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         Some("processing") => TimeMode::Processing,
         Some(o) => {
             let sp = raw.time.mode.as_ref().map(|u| u.span());
-            return Err(ctx.err(sp, format!("unknown time mode `{o}`"), "use \"event\", \"ingestion\" or \"processing\""));
+            return Err(ctx.err(
+                sp,
+                format!("unknown time mode `{o}`"),
+                "use \"event\", \"ingestion\" or \"processing\"",
+            ));
         }
     };
     let mut state = StateSpec::default();
     if let Some(m) = &raw.state.max_keys {
         if *m.get_ref() < 1 {
-            return Err(ctx.err(Some(m.span()), "max_keys must be at least 1", "set a positive key budget"));
+            return Err(ctx.err(
+                Some(m.span()),
+                "max_keys must be at least 1",
+                "set a positive key budget",
+            ));
         }
         state.max_keys = *m.get_ref() as usize;
     }
@@ -330,7 +382,13 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         state.on_full = match p.get_ref().as_str() {
             "reject" => FullPolicy::RejectNew,
             "evict_idle" => FullPolicy::EvictIdle,
-            o => return Err(ctx.err(Some(p.span()), format!("unknown policy `{o}`"), "use \"reject\" or \"evict_idle\"")),
+            o => {
+                return Err(ctx.err(
+                    Some(p.span()),
+                    format!("unknown policy `{o}`"),
+                    "use \"reject\" or \"evict_idle\"",
+                ))
+            }
         };
     }
 
@@ -348,7 +406,11 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             spec.max_ahead = Some(ctx.duration(d, unit, "max_ahead")?);
         }
         if spec.fields.is_empty() {
-            return Err(ctx.err(Some(s.fields.span()), "a source needs at least one field", "list the numeric fields, e.g. fields = [\"value\"]"));
+            return Err(ctx.err(
+                Some(s.fields.span()),
+                "a source needs at least one field",
+                "list the numeric fields, e.g. fields = [\"value\"]",
+            ));
         }
         csv.push(csv_mapping(&ctx, s, unit)?);
         sources.push(spec);
@@ -358,18 +420,41 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         let need = |d: &Option<Dur>, what: &str| -> Result<i64, ConfigError> {
             match d {
                 Some(d) => ctx.duration(d, unit, what),
-                None => Err(ctx.err(Some(w.kind.span()), format!("a {} window needs `{what}`", w.kind.get_ref()), format!("add {what} = \"10s\" (for example) to this window"))),
+                None => Err(ctx.err(
+                    Some(w.kind.span()),
+                    format!("a {} window needs `{what}`", w.kind.get_ref()),
+                    format!("add {what} = \"10s\" (for example) to this window"),
+                )),
             }
         };
         let kind = match w.kind.get_ref().as_str() {
-            "tumbling" => WindowKind::Tumbling { size: need(&w.size, "size")? },
-            "sliding" => WindowKind::Sliding { size: need(&w.size, "size")?, slide: need(&w.slide, "slide")? },
-            "session" => WindowKind::Session { gap: need(&w.gap, "gap")? },
+            "tumbling" => WindowKind::Tumbling {
+                size: need(&w.size, "size")?,
+            },
+            "sliding" => WindowKind::Sliding {
+                size: need(&w.size, "size")?,
+                slide: need(&w.slide, "slide")?,
+            },
+            "session" => WindowKind::Session {
+                gap: need(&w.gap, "gap")?,
+            },
             "count" => match w.size.as_ref().map(|s| s.get_ref()) {
                 Some(DurationValue::Int(n)) if *n > 0 => WindowKind::Count { size: *n as u64 },
-                _ => return Err(ctx.err(Some(w.kind.span()), "a count window needs `size`, a positive number of samples", "add size = 100 (for example)")),
+                _ => {
+                    return Err(ctx.err(
+                        Some(w.kind.span()),
+                        "a count window needs `size`, a positive number of samples",
+                        "add size = 100 (for example)",
+                    ))
+                }
             },
-            o => return Err(ctx.err(Some(w.kind.span()), format!("unknown window kind `{o}`"), "use \"tumbling\", \"sliding\", \"session\" or \"count\"")),
+            o => {
+                return Err(ctx.err(
+                    Some(w.kind.span()),
+                    format!("unknown window kind `{o}`"),
+                    "use \"tumbling\", \"sliding\", \"session\" or \"count\"",
+                ))
+            }
         };
         let mut aggregates = Vec::new();
         for a in w.aggregates.get_ref() {
@@ -382,10 +467,19 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             None => None,
             Some(d) => {
                 let on = match &d.on {
-                    Some(on) => Some(AggKind::parse(on.get_ref()).ok_or_else(|| ctx.err(Some(on.span()), format!("unknown aggregate `{}`", on.get_ref()), "`on` names one of the window's aggregates, e.g. \"mean\""))?),
+                    Some(on) => Some(AggKind::parse(on.get_ref()).ok_or_else(|| {
+                        ctx.err(
+                            Some(on.span()),
+                            format!("unknown aggregate `{}`", on.get_ref()),
+                            "`on` names one of the window's aggregates, e.g. \"mean\"",
+                        )
+                    })?),
                     None => None,
                 };
-                Some(DetectSpec { on, detector: detector(&ctx, &d.kind, d.alpha, d.k, d.warmup)? })
+                Some(DetectSpec {
+                    on,
+                    detector: detector(&ctx, &d.kind, d.alpha, d.k, d.warmup)?,
+                })
             }
         };
         let allowed_lateness = match &w.allowed_lateness {
@@ -396,7 +490,12 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             id: w.id.get_ref().clone(),
             source: w.source.get_ref().clone(),
             field: w.field.get_ref().clone(),
-            kind: OperatorKind::Window(WindowSpec { kind, allowed_lateness, aggregates, detect }),
+            kind: OperatorKind::Window(WindowSpec {
+                kind,
+                allowed_lateness,
+                aggregates,
+                detect,
+            }),
         });
     }
     for d in &raw.detects {
@@ -405,10 +504,19 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             id: d.id.get_ref().clone(),
             source: d.source.get_ref().clone(),
             field: d.field.get_ref().clone(),
-            kind: OperatorKind::Detect(DetectSpec { on: None, detector: det }),
+            kind: OperatorKind::Detect(DetectSpec {
+                on: None,
+                detector: det,
+            }),
         });
     }
-    let spec = PipelineSpec { name: raw.name.clone().unwrap_or_else(|| "pipeline".into()), time, sources, operators, state };
+    let spec = PipelineSpec {
+        name: raw.name.clone().unwrap_or_else(|| "pipeline".into()),
+        time,
+        sources,
+        operators,
+        state,
+    };
     spec.validate().map_err(|e| build_error(&ctx, &raw, &e))?;
     Ok(PipelineFile { spec, csv })
 }
@@ -422,7 +530,12 @@ fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, C
     let Some(c) = &s.csv else {
         let mut columns = vec![Column::Key, Column::Ts];
         columns.extend((0..fields.len()).map(Column::Field));
-        return Ok(CsvMapping { columns, header: false, timestamp: default_ts, key: s.name.get_ref().clone() });
+        return Ok(CsvMapping {
+            columns,
+            header: false,
+            timestamp: default_ts,
+            key: s.name.get_ref().clone(),
+        });
     };
     let timestamp = match c.timestamp.as_ref().map(|t| t.get_ref().as_str()) {
         None => default_ts,
@@ -430,7 +543,13 @@ fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, C
         Some("ms") => TsFormat::Millis,
         Some("us") => TsFormat::Micros,
         Some("datetime") => TsFormat::Datetime,
-        Some(o) => return Err(ctx.err(c.timestamp.as_ref().map(|t| t.span()), format!("unknown timestamp format `{o}`"), "use \"s\", \"ms\", \"us\" or \"datetime\" (YYYY-MM-DD HH:MM:SS, UTC)")),
+        Some(o) => {
+            return Err(ctx.err(
+                c.timestamp.as_ref().map(|t| t.span()),
+                format!("unknown timestamp format `{o}`"),
+                "use \"s\", \"ms\", \"us\" or \"datetime\" (YYYY-MM-DD HH:MM:SS, UTC)",
+            ))
+        }
     };
     let columns = match &c.columns {
         None => {
@@ -447,22 +566,43 @@ fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, C
                     "_" => Column::Skip,
                     f => match fields.iter().position(|x| x == f) {
                         Some(i) => Column::Field(i),
-                        None => return Err(ctx.err(Some(cols.span()), format!("column `{f}` is neither key, ts, _ nor one of the source's fields"), "name each column key, ts, _ (skip) or a field from `fields`")),
+                        None => {
+                            return Err(ctx.err(
+                                Some(cols.span()),
+                                format!(
+                                "column `{f}` is neither key, ts, _ nor one of the source's fields"
+                            ),
+                                "name each column key, ts, _ (skip) or a field from `fields`",
+                            ))
+                        }
                     },
                 });
             }
             if v.iter().filter(|c| **c == Column::Ts).count() != 1 {
-                return Err(ctx.err(Some(cols.span()), "the columns need exactly one `ts`", "mark the timestamp column as \"ts\""));
+                return Err(ctx.err(
+                    Some(cols.span()),
+                    "the columns need exactly one `ts`",
+                    "mark the timestamp column as \"ts\"",
+                ));
             }
-            for i in 0..fields.len() {
+            for (i, f) in fields.iter().enumerate() {
                 if !v.contains(&Column::Field(i)) {
-                    return Err(ctx.err(Some(cols.span()), format!("field `{}` has no column", fields[i]), "add the field's name to `columns`"));
+                    return Err(ctx.err(
+                        Some(cols.span()),
+                        format!("field `{f}` has no column"),
+                        "add the field's name to `columns`",
+                    ));
                 }
             }
             v
         }
     };
-    Ok(CsvMapping { columns, header: c.header, timestamp, key: c.key.clone().unwrap_or_else(|| s.name.get_ref().clone()) })
+    Ok(CsvMapping {
+        columns,
+        header: c.header,
+        timestamp,
+        key: c.key.clone().unwrap_or_else(|| s.name.get_ref().clone()),
+    })
 }
 
 fn build_error(ctx: &Ctx, raw: &RawPipeline, e: &BuildError) -> ConfigError {
@@ -485,20 +625,37 @@ fn build_error(ctx: &Ctx, raw: &RawPipeline, e: &BuildError) -> ConfigError {
                 });
             }
         }
-        raw.sources.iter().find(|s| s.name.get_ref() == id).map(|s| s.name.span())
+        raw.sources
+            .iter()
+            .find(|s| s.name.get_ref() == id)
+            .map(|s| s.name.span())
     };
     let (span, help) = match e {
         BuildError::Duplicate { what, name } => {
             let span = if *what == "source" {
-                raw.sources.iter().filter(|s| s.name.get_ref() == name).nth(1).map(|s| s.name.span())
+                raw.sources
+                    .iter()
+                    .filter(|s| s.name.get_ref() == name)
+                    .nth(1)
+                    .map(|s| s.name.span())
             } else {
-                let ids = raw.windows.iter().map(|w| &w.id).chain(raw.detects.iter().map(|d| &d.id));
+                let ids = raw
+                    .windows
+                    .iter()
+                    .map(|w| &w.id)
+                    .chain(raw.detects.iter().map(|d| &d.id));
                 ids.filter(|i| i.get_ref() == name).nth(1).map(|i| i.span())
             };
             (span, "give each a unique name; operator ids are how state is matched across updates, so keep existing ones")
         }
-        BuildError::UnknownSource { op, .. } => (op_span(op, "source"), "name a source defined with [[source]]"),
-        BuildError::UnknownField { op, .. } => (op_span(op, "field"), "use a field listed in the source's `fields`"),
+        BuildError::UnknownSource { op, .. } => (
+            op_span(op, "source"),
+            "name a source defined with [[source]]",
+        ),
+        BuildError::UnknownField { op, .. } => (
+            op_span(op, "field"),
+            "use a field listed in the source's `fields`",
+        ),
         BuildError::Invalid { at, .. } => (op_span(at, "id"), "fix the value as described"),
         _ => (None, ""),
     };

@@ -9,10 +9,10 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
+use weir_core::engine::Engine;
 use weir_core::engine::Reject;
 use weir_core::output::{Emission, Output};
 use weir_core::spec::OperatorKind;
-use weir_core::engine::Engine;
 
 use crate::numfmt::{push_f64, push_i64, push_u64};
 use crate::pipeline_file::{Column, CsvMapping, PipelineFile, TsFormat};
@@ -42,7 +42,9 @@ impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RowError::ColumnCount => f.write_str("wrong number of columns"),
-            RowError::BadTimestamp => f.write_str("timestamp does not parse in the configured format"),
+            RowError::BadTimestamp => {
+                f.write_str("timestamp does not parse in the configured format")
+            }
             RowError::BadNumber => f.write_str("value is not a number"),
             RowError::NotUtf8 => f.write_str("row is not valid UTF-8"),
             RowError::TooLong => f.write_str("row longer than 64 KiB"),
@@ -152,7 +154,11 @@ impl<W: Write> Writer<'_, W> {
                     sum.flagged += flag as u64;
                 }
                 if info.update_col {
-                    b.extend_from_slice(if w.emission == Emission::Update { b",update" } else { b",final" });
+                    b.extend_from_slice(if w.emission == Emission::Update {
+                        b",update"
+                    } else {
+                        b",final"
+                    });
                 }
                 b.push(b'\n');
                 match w.emission {
@@ -235,12 +241,24 @@ impl Decoder<'_> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if self.simple {
             // The common layout `key,ts,value`: no column loop.
-            let c1 = line.iter().position(|&c| c == b',').ok_or(RowError::ColumnCount)?;
+            let c1 = line
+                .iter()
+                .position(|&c| c == b',')
+                .ok_or(RowError::ColumnCount)?;
             let rest = &line[c1 + 1..];
-            let c2 = rest.iter().position(|&c| c == b',').ok_or(RowError::ColumnCount)?;
+            let c2 = rest
+                .iter()
+                .position(|&c| c == b',')
+                .ok_or(RowError::ColumnCount)?;
             let ts = self.ts(&rest[..c2])?;
             let v = &rest[c2 + 1..];
-            self.values[0] = parse_f64(v).map_err(|e| if v.contains(&b',') { RowError::ColumnCount } else { e })?;
+            self.values[0] = parse_f64(v).map_err(|e| {
+                if v.contains(&b',') {
+                    RowError::ColumnCount
+                } else {
+                    e
+                }
+            })?;
             return Ok((Some(&line[..c1]), ts));
         }
         let mut key = None;
@@ -253,13 +271,22 @@ impl Decoder<'_> {
                 // column count is checked only then, off the hot path.
                 std::mem::take(&mut rest)
             } else {
-                let p = rest.iter().position(|&c| c == b',').ok_or(RowError::ColumnCount)?;
+                let p = rest
+                    .iter()
+                    .position(|&c| c == b',')
+                    .ok_or(RowError::ColumnCount)?;
                 let f = &rest[..p];
                 rest = &rest[p + 1..];
                 f
             };
             let last = i + 1 == n;
-            let miscount = |e: RowError| if last && field.contains(&b',') { RowError::ColumnCount } else { e };
+            let miscount = |e: RowError| {
+                if last && field.contains(&b',') {
+                    RowError::ColumnCount
+                } else {
+                    e
+                }
+            };
             match col {
                 Column::Key => {
                     if last && field.contains(&b',') {
@@ -277,14 +304,34 @@ impl Decoder<'_> {
 
     #[inline(always)]
     fn ts(&self, field: &[u8]) -> Result<i64, RowError> {
-        let scale = |v: i64, num: i64, den: i64| v.checked_mul(num).map(|x| x / den).ok_or(RowError::BadTimestamp);
+        let scale = |v: i64, num: i64, den: i64| {
+            v.checked_mul(num)
+                .map(|x| x / den)
+                .ok_or(RowError::BadTimestamp)
+        };
         match self.map.timestamp {
-            TsFormat::Millis => scale(parse_i64(field).ok_or(RowError::BadTimestamp)?, self.unit_per_ms, 1),
-            TsFormat::Seconds => scale(parse_i64(field).ok_or(RowError::BadTimestamp)?, 1000 * self.unit_per_ms, 1),
-            TsFormat::Micros => scale(parse_i64(field).ok_or(RowError::BadTimestamp)?, self.unit_per_ms, 1000),
+            TsFormat::Millis => scale(
+                parse_i64(field).ok_or(RowError::BadTimestamp)?,
+                self.unit_per_ms,
+                1,
+            ),
+            TsFormat::Seconds => scale(
+                parse_i64(field).ok_or(RowError::BadTimestamp)?,
+                1000 * self.unit_per_ms,
+                1,
+            ),
+            TsFormat::Micros => scale(
+                parse_i64(field).ok_or(RowError::BadTimestamp)?,
+                self.unit_per_ms,
+                1000,
+            ),
             TsFormat::Datetime => {
                 let s = std::str::from_utf8(field).map_err(|_| RowError::NotUtf8)?;
-                scale(parse_datetime_ms(s).ok_or(RowError::BadTimestamp)?, self.unit_per_ms, 1)
+                scale(
+                    parse_datetime_ms(s).ok_or(RowError::BadTimestamp)?,
+                    self.unit_per_ms,
+                    1,
+                )
             }
         }
     }
@@ -303,21 +350,39 @@ pub fn replay<R: Read, W: Write>(
     mut on_bad: impl FnMut(&BadRow, &[u8]),
 ) -> io::Result<(Summary, Engine)> {
     let started = Instant::now();
-    let mut engine = pf.spec.clone().build().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut engine = pf
+        .spec
+        .clone()
+        .build()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let map = &pf.csv[source];
     let nfields = pf.spec.sources[source].fields.len();
     let simple = map.columns == [Column::Key, Column::Ts, Column::Field(0)] && nfields == 1;
-    let mut dec = Decoder { map, simple, unit_per_ms: pf.spec.time.unit.per_milli(), values: vec![0.0; nfields] };
+    let mut dec = Decoder {
+        map,
+        simple,
+        unit_per_ms: pf.spec.time.unit.per_milli(),
+        values: vec![0.0; nfields],
+    };
     let ops: Vec<OpInfo> = pf
         .spec
         .operators
         .iter()
         .map(|o| match &o.kind {
-            OperatorKind::Window(w) => OpInfo { id: o.id.clone(), anomaly_col: w.detect.is_some(), update_col: w.allowed_lateness > 0 },
-            OperatorKind::Detect(_) => OpInfo { id: o.id.clone(), anomaly_col: false, update_col: false },
+            OperatorKind::Window(w) => OpInfo {
+                id: o.id.clone(),
+                anomaly_col: w.detect.is_some(),
+                update_col: w.allowed_lateness > 0,
+            },
+            OperatorKind::Detect(_) => OpInfo {
+                id: o.id.clone(),
+                anomaly_col: false,
+                update_col: false,
+            },
         })
         .collect();
-    let only_scores = pf.spec.operators.len() == 1 && matches!(pf.spec.operators[0].kind, OperatorKind::Detect(_));
+    let only_scores = pf.spec.operators.len() == 1
+        && matches!(pf.spec.operators[0].kind, OperatorKind::Detect(_));
     let mut w = Writer {
         out,
         buf: Vec::with_capacity(1 << 17),
@@ -355,7 +420,13 @@ pub fn replay<R: Read, W: Write>(
                 overlong = false;
                 sum.rows += 1;
                 sum.bad_rows += 1;
-                on_bad(&BadRow { line: line_no, error: RowError::TooLong }, b"");
+                on_bad(
+                    &BadRow {
+                        line: line_no,
+                        error: RowError::TooLong,
+                    },
+                    b"",
+                );
                 continue;
             }
             if skip_header {
@@ -368,14 +439,22 @@ pub fn replay<R: Read, W: Write>(
             sum.rows += 1;
             let res = match dec.decode(line) {
                 Ok((key, ts)) => match key.map_or(Ok(map.key.as_str()), std::str::from_utf8) {
-                    Ok(key) => engine.handle_sample(ts, source, key, ts, &dec.values).map_err(RowError::Rejected),
+                    Ok(key) => engine
+                        .handle_sample(ts, source, key, ts, &dec.values)
+                        .map_err(RowError::Rejected),
                     Err(_) => Err(RowError::NotUtf8),
                 },
                 Err(e) => Err(e),
             };
             if let Err(error) = res {
                 sum.bad_rows += 1;
-                on_bad(&BadRow { line: line_no, error }, line);
+                on_bad(
+                    &BadRow {
+                        line: line_no,
+                        error,
+                    },
+                    line,
+                );
             }
             while let Some(o) = engine.poll_output() {
                 w.write(&engine, &o, &mut sum)?;

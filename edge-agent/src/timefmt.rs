@@ -37,12 +37,24 @@ fn num(s: &[u8]) -> Option<u32> {
 pub fn parse_datetime_ms(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
     let b = b.strip_suffix(b"Z").unwrap_or(b);
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b' ' || b[10] == b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
     let (h, mi, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y as i64, mo) || h > 23 || mi > 59 || sec > 60 {
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days_in_month(y as i64, mo)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     let mut ms = 0i64;
@@ -76,7 +88,12 @@ pub fn format_datetime_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
-    let (h, mi, s, f) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, mi, s, f) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     if f == 0 {
         format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
     } else {
@@ -91,8 +108,14 @@ mod tests {
     #[test]
     fn known_points() {
         assert_eq!(parse_datetime_ms("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(parse_datetime_ms("2014-04-10 07:15:00"), Some(1_397_114_100_000));
-        assert_eq!(parse_datetime_ms("2000-02-29T12:00:00.5Z"), Some(951_825_600_500));
+        assert_eq!(
+            parse_datetime_ms("2014-04-10 07:15:00"),
+            Some(1_397_114_100_000)
+        );
+        assert_eq!(
+            parse_datetime_ms("2000-02-29T12:00:00.5Z"),
+            Some(951_825_600_500)
+        );
         assert_eq!(parse_datetime_ms("2001-02-29 00:00:00"), None);
         assert_eq!(parse_datetime_ms("2014-04-10 7:15:00"), None);
         assert_eq!(parse_datetime_ms("garbage"), None);

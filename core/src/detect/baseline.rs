@@ -23,7 +23,14 @@ pub struct EwmaBaseline {
 impl EwmaBaseline {
     /// A fresh baseline.
     pub fn new(alpha: f64, k: f64, warmup: u32) -> Self {
-        EwmaBaseline { alpha, k, warmup, seen: 0, mean: 0.0, var: 0.0 }
+        EwmaBaseline {
+            alpha,
+            k,
+            warmup,
+            seen: 0,
+            mean: 0.0,
+            var: 0.0,
+        }
     }
 
     /// Scores `x` against the baseline, then folds it in.
@@ -32,14 +39,27 @@ impl EwmaBaseline {
             self.seen = 1;
             self.mean = x;
             self.var = 0.0;
-            return Verdict { score: 0.0, flag: false };
+            return Verdict {
+                score: 0.0,
+                flag: false,
+            };
         }
         let d = x - self.mean;
         let sd = libm::sqrt(self.var);
         let ad = if d < 0.0 { -d } else { d };
         let flag = self.seen >= self.warmup && ad > self.k * sd;
-        let z = if sd > 0.0 { ad / sd } else if ad > 0.0 { f64::INFINITY } else { 0.0 };
-        let score = if self.seen >= self.warmup { (z / (2.0 * self.k)).min(1.0) } else { 0.0 };
+        let z = if sd > 0.0 {
+            ad / sd
+        } else if ad > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+        let score = if self.seen >= self.warmup {
+            (z / (2.0 * self.k)).min(1.0)
+        } else {
+            0.0
+        };
         self.mean += self.alpha * d;
         self.var = (1.0 - self.alpha) * (self.var + self.alpha * d * d);
         self.seen = self.seen.saturating_add(1);
@@ -51,14 +71,22 @@ impl EwmaBaseline {
         &self,
         e: &mut minicbor::Encoder<W>,
     ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        e.array(6)?.f64(self.alpha)?.f64(self.k)?.u32(self.warmup)?.u32(self.seen)?.f64(self.mean)?.f64(self.var)?;
+        e.array(6)?
+            .f64(self.alpha)?
+            .f64(self.k)?
+            .u32(self.warmup)?
+            .u32(self.seen)?
+            .f64(self.mean)?
+            .f64(self.var)?;
         Ok(())
     }
 
     /// Reads state written by [`EwmaBaseline::encode`].
     pub fn decode(d: &mut minicbor::Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
         if d.array()? != Some(6) {
-            return Err(minicbor::decode::Error::message("ewma baseline: expected array of 6"));
+            return Err(minicbor::decode::Error::message(
+                "ewma baseline: expected array of 6",
+            ));
         }
         Ok(EwmaBaseline {
             alpha: d.f64()?,

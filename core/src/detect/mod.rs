@@ -25,7 +25,11 @@ pub enum DetectorSpec {
 
 impl Default for DetectorSpec {
     fn default() -> Self {
-        DetectorSpec::EwmaZ { alpha: 0.1, k: 3.0, warmup: 5 }
+        DetectorSpec::EwmaZ {
+            alpha: 0.1,
+            k: 3.0,
+            warmup: 5,
+        }
     }
 }
 
@@ -104,7 +108,10 @@ impl DetectorState {
     }
 
     /// Reads state written by [`DetectorState::encode`] for `spec`.
-    pub fn decode(spec: &DetectorSpec, d: &mut minicbor::Decoder<'_>) -> Result<Self, minicbor::decode::Error> {
+    pub fn decode(
+        spec: &DetectorSpec,
+        d: &mut minicbor::Decoder<'_>,
+    ) -> Result<Self, minicbor::decode::Error> {
         match spec {
             DetectorSpec::EwmaZ { .. } => Ok(DetectorState::EwmaZ(EwmaBaseline::decode(d)?)),
         }

@@ -35,11 +35,25 @@ pub struct Row {
 impl Row {
     /// Everything, floats as bits (so NaN equals NaN).
     pub fn bits(&self) -> (u16, &str, i64, i64, bool, Vec<u64>, Option<bool>) {
-        (self.op, &self.key, self.start, self.end, self.update, self.vals.iter().map(|v| v.to_bits()).collect(), self.flag)
+        (
+            self.op,
+            &self.key,
+            self.start,
+            self.end,
+            self.update,
+            self.vals.iter().map(|v| v.to_bits()).collect(),
+            self.flag,
+        )
     }
 }
 
-pub const AGGS: [AggKind; 5] = [AggKind::Count, AggKind::Mean, AggKind::Min, AggKind::Max, AggKind::Stddev];
+pub const AGGS: [AggKind; 5] = [
+    AggKind::Count,
+    AggKind::Mean,
+    AggKind::Min,
+    AggKind::Max,
+    AggKind::Stddev,
+];
 
 pub fn spec(kind: WindowKind, bound: i64, lateness: i64) -> PipelineSpec {
     PipelineSpec {
@@ -50,7 +64,12 @@ pub fn spec(kind: WindowKind, bound: i64, lateness: i64) -> PipelineSpec {
             id: "w".into(),
             source: "s".into(),
             field: "v".into(),
-            kind: OperatorKind::Window(WindowSpec { kind, allowed_lateness: lateness, aggregates: AGGS.to_vec(), detect: None }),
+            kind: OperatorKind::Window(WindowSpec {
+                kind,
+                allowed_lateness: lateness,
+                aggregates: AGGS.to_vec(),
+                detect: None,
+            }),
         }],
         state: StateSpec::default(),
     }
@@ -121,14 +140,20 @@ pub fn reference(kind: WindowKind, evs: &[Ev]) -> Vec<Row> {
             WindowKind::Tumbling { size } => {
                 for e in &es {
                     let s = e.ts.div_euclid(size) * size;
-                    groups.entry((name.clone(), s, s + size)).or_default().push(e.v);
+                    groups
+                        .entry((name.clone(), s, s + size))
+                        .or_default()
+                        .push(e.v);
                 }
             }
             WindowKind::Sliding { size, slide } => {
                 for e in &es {
                     let mut s = e.ts.div_euclid(slide) * slide;
                     while s + size > e.ts {
-                        groups.entry((name.clone(), s, s + size)).or_default().push(e.v);
+                        groups
+                            .entry((name.clone(), s, s + size))
+                            .or_default()
+                            .push(e.v);
                         s -= slide;
                     }
                 }
@@ -156,7 +181,10 @@ pub fn reference(kind: WindowKind, evs: &[Ev]) -> Vec<Row> {
             WindowKind::Count { size } => {
                 for chunk in es.chunks(size as usize) {
                     let vs: Vec<f64> = chunk.iter().map(|e| e.v).collect();
-                    counted.push(((name.clone(), chunk[0].ts, chunk[chunk.len() - 1].ts + 1), vs));
+                    counted.push((
+                        (name.clone(), chunk[0].ts, chunk[chunk.len() - 1].ts + 1),
+                        vs,
+                    ));
                 }
             }
         }
@@ -164,21 +192,40 @@ pub fn reference(kind: WindowKind, evs: &[Ev]) -> Vec<Row> {
     groups
         .into_iter()
         .chain(counted)
-        .map(|((key, start, end), vs)| Row { op: 0, key, start, end, update: false, vals: stats(&vs), flag: None })
+        .map(|((key, start, end), vs)| Row {
+            op: 0,
+            key,
+            start,
+            end,
+            update: false,
+            vals: stats(&vs),
+            flag: None,
+        })
         .collect()
 }
 
 /// Sorts rows and compares them with a relative tolerance on floats.
 pub fn assert_same_windows(mut got: Vec<Row>, mut want: Vec<Row>) {
-    let ord = |a: &Row, b: &Row| (a.op, &a.key, a.start, a.end).cmp(&(b.op, &b.key, b.start, b.end));
+    let ord =
+        |a: &Row, b: &Row| (a.op, &a.key, a.start, a.end).cmp(&(b.op, &b.key, b.start, b.end));
     got.sort_by(ord);
     want.sort_by(ord);
-    assert_eq!(got.len(), want.len(), "window count differs\n got: {got:?}\nwant: {want:?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "window count differs\n got: {got:?}\nwant: {want:?}"
+    );
     for (g, w) in got.iter().zip(&want) {
         assert_eq!((&g.key, g.start, g.end), (&w.key, w.start, w.end));
         for (i, (a, b)) in g.vals.iter().zip(&w.vals).enumerate() {
             let tol = 1e-9 * b.abs().max(1.0);
-            assert!((a - b).abs() <= tol, "{} [{},{}) agg {i}: {a} vs {b}", g.key, g.start, g.end);
+            assert!(
+                (a - b).abs() <= tol,
+                "{} [{},{}) agg {i}: {a} vs {b}",
+                g.key,
+                g.start,
+                g.end
+            );
         }
     }
 }
