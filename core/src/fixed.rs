@@ -12,10 +12,15 @@
 //! ```
 //! use weir_core::fixed::FixedTumbling;
 //! let mut w: FixedTumbling<4, 2> = FixedTumbling::new(1_000, 100);
+//! let mut first = None;
 //! for i in 0..25 {
 //!     w.push(7, i * 100, 1.0).unwrap();
+//!     // Poll after each push: open windows hold slots until drained.
+//!     while let Some(win) = w.poll() {
+//!         first.get_or_insert(win);
+//!     }
 //! }
-//! let first = w.poll().unwrap();
+//! let first = first.unwrap();
 //! assert_eq!((first.key, first.start, first.moments.n), (7, 0, 10));
 //! ```
 

@@ -90,9 +90,8 @@
 //!
 //! # Example
 //!
-//! (Mirrored by the unit test `module_doc_example`.)
-//!
-//! ```ignore
+//! ```
+//! use weir_core::sketch::DefaultSketch;
 //! let mut a = DefaultSketch::new(0.02);
 //! let mut b = DefaultSketch::new(0.02);
 //! for i in 1..=1000 {

@@ -19,6 +19,7 @@ use crate::agg::Moments;
 use crate::detect::DetectorState;
 use crate::engine::{Engine, EngineStats, Op};
 use crate::keys::KeyId;
+use crate::sketch::DefaultSketch;
 use crate::spec::{OperatorKind, OperatorSpec, WindowKind};
 use crate::window::{KeyState, OpStats, OpenWindow, Pending};
 
@@ -314,11 +315,17 @@ impl Engine {
                     for (id, ks) in live {
                         e.array(3)?.u32(id as u32)?.array(ks.windows.len() as u64)?;
                         for win in &ks.windows {
-                            e.array(4)?
+                            e.array(5)?
                                 .i64(win.start)?
                                 .i64(win.end)?
                                 .bool(win.emitted)?;
                             win.m.encode(e)?;
+                            match &win.q {
+                                Some(q) => q.encode(e)?,
+                                None => {
+                                    e.null()?;
+                                }
+                            }
                         }
                         match &ks.detector {
                             Some(det) => det.encode(e)?,
@@ -523,16 +530,28 @@ impl Engine {
                         }
                         let mut ks = KeyState::default();
                         for _ in 0..array_len(d)? {
-                            expect_array(d, 4)?;
+                            expect_array(d, 5)?;
                             let start = d.i64()?;
                             let end = d.i64()?;
                             let emitted = d.bool()?;
                             let m = Moments::decode(d)?;
+                            let q = if d.datatype()? == Type::Null {
+                                d.null()?;
+                                None
+                            } else {
+                                Some(alloc::boxed::Box::new(DefaultSketch::decode(d)?))
+                            };
+                            if q.is_some() != w.has_sketch() {
+                                return Err(SnapshotError::Corrupt(
+                                    "window sketch does not match the operator",
+                                ));
+                            }
                             ks.windows.push(OpenWindow {
                                 start,
                                 end,
                                 emitted,
                                 m,
+                                q,
                             });
                         }
                         if d.datatype()? == Type::Null {

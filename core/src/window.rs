@@ -14,10 +14,13 @@ use core::cmp::Reverse;
 
 use strength_reduce::StrengthReducedU64;
 
+use alloc::boxed::Box;
+
 use crate::agg::{AggKind, Moments, Tier};
 use crate::detect::{DetectorSpec, DetectorState, Verdict};
 use crate::keys::KeyId;
 use crate::output::{AggValues, Emission, LateSample, Output, WindowResult};
+use crate::sketch::DefaultSketch;
 use crate::spec::{WindowKind, WindowSpec};
 
 /// One open window of one key.
@@ -27,9 +30,37 @@ pub(crate) struct OpenWindow {
     pub(crate) end: i64,
     pub(crate) emitted: bool,
     pub(crate) m: Moments,
+    /// Present only when the operator emits percentiles.
+    pub(crate) q: Option<Box<DefaultSketch>>,
 }
 
 impl OpenWindow {
+    fn new(start: i64, end: i64, emitted: bool, sketch: bool) -> Self {
+        OpenWindow {
+            start,
+            end,
+            emitted,
+            m: Moments::new(),
+            q: sketch.then(Box::default),
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, x: f64, tier: Tier) {
+        self.m.push(x, tier);
+        if let Some(q) = self.q.as_mut() {
+            q.insert(x);
+        }
+    }
+
+    fn merge(&mut self, o: &OpenWindow) {
+        self.m.merge(&o.m);
+        if let (Some(a), Some(b)) = (self.q.as_mut(), o.q.as_ref()) {
+            // Same alpha by construction: merge cannot fail.
+            let _ = a.merge(b);
+        }
+    }
+
     #[inline]
     fn fire_at(&self) -> i64 {
         self.end - 1
@@ -80,6 +111,7 @@ pub(crate) struct WindowOp {
     pub(crate) lateness: i64,
     pub(crate) aggs: Vec<AggKind>,
     pub(crate) tier: Tier,
+    sketch: bool,
     pub(crate) detect: Option<(AggKind, DetectorSpec)>,
     pub(crate) keys: Vec<KeyState>,
     /// fire/purge time → keys, in registration order.
@@ -114,6 +146,10 @@ impl WindowOp {
             lateness: spec.allowed_lateness,
             aggs: spec.aggregates.clone(),
             tier,
+            sketch: spec
+                .aggregates
+                .iter()
+                .any(|a| matches!(a, AggKind::Percentile(_))),
             detect: spec
                 .detect
                 .as_ref()
@@ -134,6 +170,10 @@ impl WindowOp {
             self.keys.resize_with(k + 1, KeyState::default);
         }
         &mut self.keys[k]
+    }
+
+    pub(crate) fn has_sketch(&self) -> bool {
+        self.sketch
     }
 
     pub(crate) fn is_empty(&self, key: KeyId) -> bool {
@@ -297,7 +337,7 @@ impl WindowOp {
         let tier = self.tier;
         if let Some(ks) = self.keys.get_mut(key as usize) {
             if let Some(w) = ks.windows.iter_mut().find(|w| w.start == start) {
-                w.m.push(x, tier);
+                w.add(x, tier);
                 if !w.emitted {
                     return Placed::OnTime;
                 }
@@ -321,15 +361,9 @@ impl WindowOp {
     ) -> Placed {
         let fire_at = end - 1;
         let purge_at = fire_at.saturating_add(self.lateness);
-        let mut m = Moments::new();
-        m.push(x, self.tier);
         let fired = wm >= fire_at;
-        let w = OpenWindow {
-            start,
-            end,
-            emitted: fired,
-            m,
-        };
+        let mut w = OpenWindow::new(start, end, fired, self.sketch);
+        w.add(x, self.tier);
         self.key_state(key).windows.push(w.clone());
         if fired {
             // A late firing of a window that had no data when it was due.
@@ -368,14 +402,10 @@ impl WindowOp {
             return;
         }
         let tier = self.tier;
+        let sketch = self.sketch;
         let ks = self.key_state(key);
-        let mut merged = OpenWindow {
-            start: ts,
-            end,
-            emitted: false,
-            m: Moments::new(),
-        };
-        merged.m.push(x, tier);
+        let mut merged = OpenWindow::new(ts, end, false, sketch);
+        merged.add(x, tier);
         let mut i = 0;
         while i < ks.windows.len() {
             let w = &ks.windows[i];
@@ -384,9 +414,12 @@ impl WindowOp {
                 merged.start = merged.start.min(w.start);
                 merged.end = merged.end.max(w.end);
                 merged.emitted |= w.emitted;
-                let mut m = w.m;
-                m.merge(&merged.m);
-                merged.m = m;
+                // Merge into the older session's state, so the order of
+                // summation is the order of arrival.
+                let mut older = w;
+                older.merge(&merged);
+                merged.m = older.m;
+                merged.q = older.q;
             } else {
                 i += 1;
             }
@@ -442,17 +475,13 @@ impl WindowOp {
 
     fn count_push(&mut self, p: Pending, size: u64, out: &mut VecDeque<Output>) {
         let tier = self.tier;
+        let sketch = self.sketch;
         let ks = self.key_state(p.key);
         if ks.windows.is_empty() {
-            ks.windows.push(OpenWindow {
-                start: p.ts,
-                end: p.ts,
-                emitted: false,
-                m: Moments::new(),
-            });
+            ks.windows.push(OpenWindow::new(p.ts, p.ts, false, sketch));
         }
         let w = &mut ks.windows[0];
-        w.m.push(f64::from_bits(p.bits), tier);
+        w.add(f64::from_bits(p.bits), tier);
         w.end = p.ts.saturating_add(1);
         if w.m.n >= size {
             let w = ks.windows.pop().expect("count window present");
@@ -501,7 +530,14 @@ impl WindowOp {
     fn emit(&mut self, key: KeyId, w: &OpenWindow, emission: Emission, out: &mut VecDeque<Output>) {
         let mut values = AggValues::default();
         for &a in &self.aggs {
-            values.push(w.m.get(a));
+            values.push(match a {
+                AggKind::Percentile(p) => {
+                    w.q.as_ref()
+                        .and_then(|q| q.quantile(p / 100.0))
+                        .unwrap_or(f64::NAN)
+                }
+                _ => w.m.get(a),
+            });
         }
         let mut anomaly = None;
         if emission == Emission::OnTime {

@@ -29,7 +29,10 @@ fn tmp(name: &str) -> PathBuf {
 /// W1 computed the obvious way: read all rows, replay the watermark rule to
 /// find late rows, group the rest by (sensor, window), run the EWMA rule
 /// over each sensor's windows in time order.
-fn w1_reference(csv: &str) -> BTreeMap<(String, i64), (u64, f64, f64, f64, f64, bool)> {
+/// (sensor, window start) → (count, mean, min, max, stddev, flag)
+type W1Rows = BTreeMap<(String, i64), (u64, f64, f64, f64, f64, bool)>;
+
+fn w1_reference(csv: &str) -> W1Rows {
     let mut max_ts = i64::MIN;
     let mut groups: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
     let mut fired_upto: i64 = i64::MIN; // watermark
