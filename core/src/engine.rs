@@ -21,6 +21,7 @@ use core::fmt;
 use crate::detect::{DetectorSpec, DetectorState};
 use crate::keys::{KeyId, KeyTable};
 use crate::output::{LateSample, Output, ScoreResult};
+use crate::process::ProcessOp;
 use crate::spec::{FullPolicy, OperatorKind, PipelineSpec};
 use crate::time::{TimeMode, Watermark};
 use crate::window::{OpStats, Pending, WindowOp};
@@ -170,6 +171,7 @@ impl DetectOp {
 pub(crate) enum Op {
     Window(WindowOp),
     Detect(DetectOp),
+    Process(ProcessOp),
 }
 
 impl Op {
@@ -177,6 +179,7 @@ impl Op {
         match self {
             Op::Window(w) => &w.stats,
             Op::Detect(d) => &d.stats,
+            Op::Process(p) => &p.stats,
         }
     }
 
@@ -184,6 +187,7 @@ impl Op {
         match self {
             Op::Window(w) => w.is_empty(key),
             Op::Detect(d) => !d.pending.iter().any(|p| p.0.key == key),
+            Op::Process(p) => p.is_empty(key),
         }
     }
 
@@ -195,6 +199,7 @@ impl Op {
                     *s = None;
                 }
             }
+            Op::Process(p) => p.clear_key(key),
         }
     }
 }
@@ -253,6 +258,12 @@ impl PipelineSpec {
                     spec: d.detector,
                     states: Vec::new(),
                     pending: BinaryHeap::new(),
+                    stats: OpStats::default(),
+                }),
+                OperatorKind::Process(p) => Op::Process(ProcessOp {
+                    op: i as u16,
+                    f: (p.factory.0)(),
+                    timers: Default::default(),
                     stats: OpStats::default(),
                 }),
             });
@@ -401,6 +412,7 @@ impl Engine {
             let x = values[field];
             match &mut self.ops[op as usize] {
                 Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
+                Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
                 Op::Detect(d) => {
                     d.stats.routed += 1;
                     if ts <= wm {
@@ -506,10 +518,17 @@ impl Engine {
         let cand = match self.spec.time.mode {
             TimeMode::Processing => now,
             _ if changed => self.combined_watermark(),
-            _ => return,
+            _ => self.wm,
         };
         if cand > self.wm {
             self.advance(cand);
+        } else {
+            // Processing-time timers of custom operators.
+            for op in &mut self.ops {
+                if let Op::Process(p) = op {
+                    p.advance(self.wm, now, &mut self.out);
+                }
+            }
         }
     }
 
@@ -521,6 +540,7 @@ impl Engine {
             match op {
                 Op::Window(w) => w.flush(&mut self.out),
                 Op::Detect(d) => d.advance(i64::MAX, &mut self.out),
+                Op::Process(p) => p.advance(i64::MAX, self.now, &mut self.out),
             }
         }
     }
@@ -535,6 +555,7 @@ impl Engine {
                     }
                 }
                 Op::Detect(d) => d.advance(wm, &mut self.out),
+                Op::Process(p) => p.advance(wm, self.now, &mut self.out),
             }
         }
         if let Some(ttl) = self.spec.state.ttl {

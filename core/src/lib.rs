@@ -58,6 +58,8 @@ pub mod keys;
 #[cfg(feature = "alloc")]
 pub mod output;
 #[cfg(feature = "alloc")]
+pub mod process;
+#[cfg(feature = "alloc")]
 pub mod snapshot;
 #[cfg(feature = "alloc")]
 pub mod spec;

@@ -82,6 +82,21 @@ pub struct ScoreResult {
     pub verdict: Verdict,
 }
 
+/// A result emitted by a custom operator ([`crate::process`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CustomResult {
+    /// Operator index.
+    pub op: u16,
+    /// Key.
+    pub key: KeyId,
+    /// Timestamp chosen by the operator.
+    pub ts: i64,
+    /// Value chosen by the operator.
+    pub value: f64,
+    /// Tag chosen by the operator.
+    pub tag: u32,
+}
+
 /// Everything an engine emits, in order.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Output {
@@ -91,4 +106,6 @@ pub enum Output {
     Score(ScoreResult),
     /// The late side output.
     Late(LateSample),
+    /// A custom operator's result.
+    Custom(CustomResult),
 }

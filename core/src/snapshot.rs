@@ -123,9 +123,18 @@ pub fn state_type(op: &OperatorSpec) -> String {
                 " lateness {} tier {:?} field {}",
                 w.allowed_lateness, tier, op.field
             );
+            if w.aggregates
+                .iter()
+                .any(|a| matches!(a, crate::agg::AggKind::Percentile(_)))
+            {
+                s.push_str(" sketch");
+            }
         }
         OperatorKind::Detect(d) => {
             let _ = write!(s, "detect/1 {} field {}", d.detector.state_type(), op.field);
+        }
+        OperatorKind::Process(p) => {
+            let _ = write!(s, "process/1 {} field {}", p.state_type, op.field);
         }
     }
     s
@@ -135,7 +144,36 @@ fn detector_type(op: &OperatorSpec) -> Option<&'static str> {
     match &op.kind {
         OperatorKind::Window(w) => w.detect.as_ref().map(|d| d.detector.state_type()),
         OperatorKind::Detect(d) => Some(d.detector.state_type()),
+        OperatorKind::Process(_) => None,
     }
+}
+
+fn enc_timers(
+    e: &mut Encoder<&mut Vec<u8>>,
+    t: &alloc::collections::BTreeSet<(i64, KeyId)>,
+) -> Result<(), EncErr> {
+    e.array(t.len() as u64)?;
+    for (at, k) in t {
+        e.array(2)?.i64(*at)?.u32(*k)?;
+    }
+    Ok(())
+}
+
+fn dec_timers(
+    d: &mut Decoder<'_>,
+    names: &[Option<alloc::boxed::Box<str>>],
+) -> Result<alloc::collections::BTreeSet<(i64, KeyId)>, SnapshotError> {
+    let mut t = alloc::collections::BTreeSet::new();
+    for _ in 0..array_len(d)? {
+        expect_array(d, 2)?;
+        let at = d.i64()?;
+        let k = d.u32()?;
+        if !names.get(k as usize).is_some_and(|n| n.is_some()) {
+            return Err(SnapshotError::Corrupt("timer refers to an unknown key"));
+        }
+        t.insert((at, k));
+    }
+    Ok(t)
 }
 
 fn opt_i64(e: &mut Encoder<&mut Vec<u8>>, v: Option<i64>) -> Result<(), EncErr> {
@@ -353,6 +391,13 @@ impl Engine {
                     }
                     enc_pending(e, &dop.pending)?;
                 }
+                Op::Process(p) => {
+                    e.array(4)?;
+                    enc_stats(e, &p.stats)?;
+                    enc_timers(e, &p.timers.event)?;
+                    enc_timers(e, &p.timers.processing)?;
+                    p.f.encode(e)?;
+                }
             }
         }
         Ok(())
@@ -499,6 +544,7 @@ impl Engine {
             let det_spec = match &spec.kind {
                 OperatorKind::Window(w) => w.detect.as_ref().map(|x| x.detector),
                 OperatorKind::Detect(x) => Some(x.detector),
+                OperatorKind::Process(_) => None,
             };
             match &mut self.ops[idx] {
                 Op::Window(w) => {
@@ -595,6 +641,13 @@ impl Engine {
                         }
                     }
                     dop.pending = dec_pending(d, nk)?;
+                }
+                Op::Process(p) => {
+                    expect_array(d, 4)?;
+                    p.stats = dec_stats(d)?;
+                    p.timers.event = dec_timers(d, &self.keys.names)?;
+                    p.timers.processing = dec_timers(d, &self.keys.names)?;
+                    p.f.decode(d)?;
                 }
             }
             let outcome = if keep_det {

@@ -140,6 +140,17 @@ pub enum OperatorKind {
     Window(WindowSpec),
     /// Per-sample anomaly scoring of the raw field.
     Detect(DetectSpec),
+    /// A custom operator with timers ([`crate::process`]).
+    Process(ProcessSpec),
+}
+
+/// A custom operator: its state type and how to make one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessSpec {
+    /// Must equal what the instances' `state_type()` return.
+    pub state_type: String,
+    /// Makes instances.
+    pub factory: crate::process::ProcessFactory,
 }
 
 /// A window operator.
@@ -357,6 +368,14 @@ impl PipelineSpec {
                 OperatorKind::Detect(d) => {
                     d.detector.validate().map_err(|e| inv(&op.id, e.into()))?
                 }
+                OperatorKind::Process(p) => {
+                    if (p.factory.0)().state_type() != p.state_type {
+                        return Err(inv(
+                            &op.id,
+                            "the factory's state_type() differs from the spec's state_type".into(),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -486,6 +505,31 @@ impl PipelineBuilder {
         self
     }
 
+    /// Adds a custom operator `id` over `source.field`, keyed by sensor;
+    /// `make` builds an instance whose `state_type()` is `state_type`.
+    pub fn process<F>(
+        mut self,
+        id: &str,
+        source: &str,
+        field: &str,
+        state_type: &str,
+        make: F,
+    ) -> Self
+    where
+        F: Fn() -> alloc::boxed::Box<dyn crate::process::KeyedProcess> + Send + Sync + 'static,
+    {
+        self.spec.operators.push(OperatorSpec {
+            id: id.to_string(),
+            source: source.to_string(),
+            field: field.to_string(),
+            kind: OperatorKind::Process(ProcessSpec {
+                state_type: state_type.to_string(),
+                factory: crate::process::ProcessFactory(alloc::sync::Arc::new(make)),
+            }),
+        });
+        self
+    }
+
     /// The description, unvalidated.
     pub fn spec(self) -> PipelineSpec {
         self.spec
@@ -511,7 +555,7 @@ impl WindowBuilder {
     fn w(&mut self) -> &mut WindowSpec {
         match &mut self.op.kind {
             OperatorKind::Window(w) => w,
-            OperatorKind::Detect(_) => unreachable!("WindowBuilder always holds a window"),
+            _ => unreachable!("WindowBuilder always holds a window"),
         }
     }
 

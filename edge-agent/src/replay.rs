@@ -115,6 +115,8 @@ struct OpInfo {
     id: String,
     anomaly_col: bool,
     update_col: bool,
+    /// Write the first aggregate (count) as an integer.
+    count_first: bool,
 }
 
 impl<W: Write> Writer<'_, W> {
@@ -142,7 +144,7 @@ impl<W: Write> Writer<'_, W> {
                 push_i64(b, w.end);
                 for (i, v) in w.values.as_slice().iter().enumerate() {
                     b.push(b',');
-                    if i == 0 && is_count(engine, w.op) {
+                    if i == 0 && info.count_first {
                         push_u64(b, *v as u64);
                     } else {
                         push_f64(b, *v);
@@ -186,15 +188,20 @@ impl<W: Write> Writer<'_, W> {
                 sum.flagged += s.verdict.flag as u64;
             }
             Output::Late(_) => sum.late += 1,
+            Output::Custom(c) => {
+                b.extend_from_slice(self.engine_ops[c.op as usize].id.as_bytes());
+                b.push(b',');
+                b.extend_from_slice(engine.key_name(c.key).as_bytes());
+                b.push(b',');
+                push_i64(b, c.ts);
+                b.push(b',');
+                push_f64(b, c.value);
+                b.push(b',');
+                push_u64(b, c.tag as u64);
+                b.push(b'\n');
+            }
         }
         self.flush_if_full()
-    }
-}
-
-fn is_count(engine: &Engine, op: u16) -> bool {
-    match &engine.spec().operators[op as usize].kind {
-        OperatorKind::Window(w) => w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
-        OperatorKind::Detect(_) => false,
     }
 }
 
@@ -373,11 +380,13 @@ pub fn replay<R: Read, W: Write>(
                 id: o.id.clone(),
                 anomaly_col: w.detect.is_some(),
                 update_col: w.allowed_lateness > 0,
+                count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
             },
-            OperatorKind::Detect(_) => OpInfo {
+            _ => OpInfo {
                 id: o.id.clone(),
                 anomaly_col: false,
                 update_col: false,
+                count_first: false,
             },
         })
         .collect();

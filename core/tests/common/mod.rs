@@ -88,6 +88,15 @@ pub fn drain(e: &mut Engine, rows: &mut Vec<Row>, late: &mut u64) {
                 flag: w.anomaly.map(|a| a.flag),
             }),
             Output::Late(_) => *late += 1,
+            Output::Custom(c) => rows.push(Row {
+                op: c.op,
+                key: e.key_name(c.key).to_string(),
+                start: c.ts,
+                end: c.ts,
+                update: false,
+                vals: vec![c.value, c.tag as f64],
+                flag: None,
+            }),
             Output::Score(s) => rows.push(Row {
                 op: s.op,
                 key: e.key_name(s.key).to_string(),
