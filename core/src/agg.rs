@@ -160,7 +160,8 @@ impl Moments {
     /// Adds one finite value, doing the work of `tier`.
     #[inline(always)]
     pub fn push(&mut self, x: f64, tier: Tier) {
-        let n1 = self.n as f64;
+        // Through i64: a single instruction on x86-64, unlike u64 → f64.
+        let n1 = self.n as i64 as f64;
         self.n += 1;
         self.sum += x;
         if x < self.min {
@@ -172,7 +173,7 @@ impl Moments {
         if tier == Tier::Basic {
             return;
         }
-        let n = self.n as f64;
+        let n = n1 + 1.0;
         let delta = x - self.mean;
         let delta_n = delta / n;
         let term1 = delta * delta_n * n1;

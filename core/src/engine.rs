@@ -139,6 +139,26 @@ pub(crate) struct DetectOp {
 }
 
 impl DetectOp {
+    fn on_sample(&mut self, key: KeyId, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
+        self.stats.routed += 1;
+        if ts <= wm {
+            self.stats.late += 1;
+            out.push_back(Output::Late(LateSample {
+                op: self.op,
+                key,
+                ts,
+                value: x,
+            }));
+        } else {
+            self.stats.on_time += 1;
+            self.pending.push(Reverse(Pending {
+                ts,
+                key,
+                bits: x.to_bits(),
+            }));
+        }
+    }
+
     fn advance(&mut self, wm: i64, out: &mut VecDeque<Output>) {
         while let Some(Reverse(p)) = self.pending.peek().copied() {
             if p.ts > wm {
@@ -204,8 +224,30 @@ impl Op {
     }
 }
 
+/// Settings read on every sample, copied out of the spec.
+#[derive(Clone, Copy, Debug)]
+struct Hot {
+    min_ts: i64,
+    max_ts: i64,
+    event_time: bool,
+    processing: bool,
+    single_source: bool,
+    /// Per-key last timestamps are needed only for TTL and eviction.
+    track_last_ts: bool,
+}
+
+/// Per-source constants, copied out of the spec.
+#[derive(Clone, Copy, Debug)]
+struct SrcRt {
+    nfields: usize,
+    bound: i64,
+    max_ahead: i64,
+}
+
 /// A running pipeline. See the module docs for the call order.
 pub struct Engine {
+    hot: Hot,
+    src_rt: Vec<SrcRt>,
     pub(crate) spec: PipelineSpec,
     pub(crate) keys: KeyTable,
     pub(crate) sources: Vec<SourceState>,
@@ -269,7 +311,26 @@ impl PipelineSpec {
             });
         }
         let sources = alloc::vec![SourceState { max_ts: None, last_now: i64::MIN, idle: false }; self.sources.len()];
+        let hot = Hot {
+            min_ts: self.time.min_ts,
+            max_ts: self.time.max_ts,
+            event_time: self.time.mode == TimeMode::Event,
+            processing: self.time.mode == TimeMode::Processing,
+            single_source: self.sources.len() == 1,
+            track_last_ts: self.state.ttl.is_some() || self.state.on_full == FullPolicy::EvictIdle,
+        };
+        let src_rt = self
+            .sources
+            .iter()
+            .map(|s| SrcRt {
+                nfields: s.fields.len(),
+                bound: s.max_out_of_orderness,
+                max_ahead: s.max_ahead.unwrap_or(i64::MAX),
+            })
+            .collect();
         Ok(Engine {
+            hot,
+            src_rt,
             spec: self,
             keys: KeyTable::default(),
             sources,
@@ -361,7 +422,7 @@ impl Engine {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn admit(
         &mut self,
         now: i64,
@@ -376,62 +437,42 @@ impl Engine {
         if now > self.now {
             self.now = now;
         }
-        let Some(sspec) = self.spec.sources.get(source) else {
+        let hot = self.hot;
+        let Some(src) = self.src_rt.get(source) else {
             return Err(Reject::UnknownSource);
         };
-        if values.len() != sspec.fields.len() {
+        if values.len() != src.nfields {
             return Err(Reject::FieldCount);
         }
         if values.iter().any(|v| !v.is_finite()) {
             return Err(Reject::NonFinite);
         }
-        let ts = match self.spec.time.mode {
-            TimeMode::Event => ts,
-            TimeMode::Ingestion | TimeMode::Processing => now,
-        };
-        if ts < self.spec.time.min_ts || ts > self.spec.time.max_ts {
+        let ts = if hot.event_time { ts } else { now };
+        if ts < hot.min_ts || ts > hot.max_ts {
             return Err(Reject::TimestampOutOfRange);
         }
-        if let Some(ahead) = sspec.max_ahead {
-            if ts > now.saturating_add(ahead) {
-                return Err(Reject::TooFarAhead);
-            }
+        // max_ahead is i64::MAX when the guard is off.
+        if ts > now.saturating_add(src.max_ahead) {
+            return Err(Reject::TooFarAhead);
         }
-        let bound = sspec.max_out_of_orderness;
+        let bound = src.bound;
         let kid = match self.keys.get(key) {
             Some(k) => k,
             None => self.new_key(key)?,
         };
-        let k = kid as usize;
-        if ts > self.keys.last_ts[k] {
-            self.keys.last_ts[k] = ts;
+        if hot.track_last_ts {
+            let k = kid as usize;
+            if ts > self.keys.last_ts[k] {
+                self.keys.last_ts[k] = ts;
+            }
         }
         let wm = self.wm;
-        for i in 0..self.routes[source].len() {
-            let (op, field) = self.routes[source][i];
+        for &(op, field) in &self.routes[source] {
             let x = values[field];
             match &mut self.ops[op as usize] {
                 Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
                 Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
-                Op::Detect(d) => {
-                    d.stats.routed += 1;
-                    if ts <= wm {
-                        d.stats.late += 1;
-                        self.out.push_back(Output::Late(LateSample {
-                            op,
-                            key: kid,
-                            ts,
-                            value: x,
-                        }));
-                    } else {
-                        d.stats.on_time += 1;
-                        d.pending.push(Reverse(Pending {
-                            ts,
-                            key: kid,
-                            bits: x.to_bits(),
-                        }));
-                    }
-                }
+                Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
             }
         }
         let s = &mut self.sources[source];
@@ -440,12 +481,12 @@ impl Engine {
         if s.max_ts.is_none_or(|m| ts > m) {
             s.max_ts = Some(ts);
         }
-        let cand = if self.sources.len() == 1 {
+        let cand = if hot.single_source {
             ts.saturating_sub(bound)
         } else {
             self.combined_watermark()
         };
-        if cand > self.wm || self.spec.time.mode == TimeMode::Processing {
+        if cand > self.wm || hot.processing {
             self.advance(cand.max(self.wm));
         }
         Ok(())

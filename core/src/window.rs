@@ -213,6 +213,20 @@ impl WindowOp {
         self.stats.routed += 1;
         match self.kind {
             WindowKind::Tumbling { size } => {
+                // Most samples fall into the key's newest window: if it holds
+                // ts and has not fired, it is the one (tumbling windows do not
+                // overlap), and an unfired window cannot be late.
+                if let Some(w) = self
+                    .keys
+                    .get_mut(key as usize)
+                    .and_then(|k| k.windows.last_mut())
+                {
+                    if ts >= w.start && ts < w.end && !w.emitted {
+                        w.add(x, self.tier);
+                        self.stats.on_time += 1;
+                        return;
+                    }
+                }
                 let start = self.align_down(ts, size);
                 self.add(key, start, start.saturating_add(size), ts, x, wm, out);
             }
