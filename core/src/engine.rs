@@ -132,6 +132,7 @@ pub(crate) struct SourceState {
 
 pub(crate) struct DetectOp {
     pub(crate) op: u16,
+    pub(crate) arrival: bool,
     pub(crate) spec: DetectorSpec,
     pub(crate) states: Vec<Option<DetectorState>>,
     pub(crate) pending: BinaryHeap<Reverse<Pending>>,
@@ -141,7 +142,17 @@ pub(crate) struct DetectOp {
 impl DetectOp {
     fn on_sample(&mut self, key: KeyId, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
         self.stats.routed += 1;
-        if ts <= wm {
+        if self.arrival {
+            self.stats.on_time += 1;
+            self.score(
+                Pending {
+                    ts,
+                    key,
+                    bits: x.to_bits(),
+                },
+                out,
+            );
+        } else if ts <= wm {
             self.stats.late += 1;
             out.push_back(Output::Late(LateSample {
                 op: self.op,
@@ -165,25 +176,29 @@ impl DetectOp {
                 break;
             }
             self.pending.pop();
-            let k = p.key as usize;
-            if k >= self.states.len() {
-                self.states.resize_with(k + 1, || None);
+            self.score(p, out);
+        }
+    }
+
+    fn score(&mut self, p: Pending, out: &mut VecDeque<Output>) {
+        let k = p.key as usize;
+        if k >= self.states.len() {
+            self.states.resize_with(k + 1, || None);
+        }
+        let x = f64::from_bits(p.bits);
+        let st = self.states[k].get_or_insert_with(|| self.spec.new_state());
+        if let Some(verdict) = st.update(p.ts, x) {
+            self.stats.fired += 1;
+            if verdict.flag {
+                self.stats.flagged += 1;
             }
-            let x = f64::from_bits(p.bits);
-            let st = self.states[k].get_or_insert_with(|| self.spec.new_state());
-            if let Some(verdict) = st.update(p.ts, x) {
-                self.stats.fired += 1;
-                if verdict.flag {
-                    self.stats.flagged += 1;
-                }
-                out.push_back(Output::Score(ScoreResult {
-                    op: self.op,
-                    key: p.key,
-                    ts: p.ts,
-                    value: x,
-                    verdict,
-                }));
-            }
+            out.push_back(Output::Score(ScoreResult {
+                op: self.op,
+                key: p.key,
+                ts: p.ts,
+                value: x,
+                verdict,
+            }));
         }
     }
 }
@@ -297,6 +312,7 @@ impl PipelineSpec {
                 OperatorKind::Window(w) => Op::Window(WindowOp::new(i as u16, w)),
                 OperatorKind::Detect(d) => Op::Detect(DetectOp {
                     op: i as u16,
+                    arrival: d.order == crate::spec::SampleOrder::Arrival,
                     spec: d.detector,
                     states: Vec::new(),
                     pending: BinaryHeap::new(),

@@ -77,7 +77,8 @@ pub mod prelude {
     pub use crate::engine::{Engine, Reject};
     pub use crate::output::{Emission, Output, WindowResult};
     pub use crate::spec::{
-        FullPolicy, PipelineBuilder, PipelineSpec, SourceSpec, StateSpec, TimeSpec, WindowKind,
+        FullPolicy, PipelineBuilder, PipelineSpec, SampleOrder, SourceSpec, StateSpec, TimeSpec,
+        WindowKind,
     };
     pub use crate::time::{TimeMode, TimeUnit, Watermark};
 }

@@ -131,7 +131,7 @@ pub fn state_type(op: &OperatorSpec) -> String {
             }
         }
         OperatorKind::Detect(d) => {
-            let _ = write!(s, "detect/1 {} field {}", d.detector.state_type(), op.field);
+            let _ = write!(s, "detect/1 {:?} field {}", d.order, op.field);
         }
         OperatorKind::Process(p) => {
             let _ = write!(s, "process/1 {} field {}", p.state_type, op.field);
@@ -140,7 +140,7 @@ pub fn state_type(op: &OperatorSpec) -> String {
     s
 }
 
-fn detector_type(op: &OperatorSpec) -> Option<&'static str> {
+fn detector_type(op: &OperatorSpec) -> Option<String> {
     match &op.kind {
         OperatorKind::Window(w) => w.detect.as_ref().map(|d| d.detector.state_type()),
         OperatorKind::Detect(d) => Some(d.detector.state_type()),
@@ -329,7 +329,7 @@ impl Engine {
         for (op, spec) in self.ops.iter().zip(&self.spec.operators) {
             e.array(4)?.str(&spec.id)?.str(&state_type(spec))?;
             match detector_type(spec) {
-                Some(t) => e.str(t)?,
+                Some(t) => e.str(&t)?,
                 None => e.null()?,
             };
             match op {
@@ -540,7 +540,7 @@ impl Engine {
                 d.skip()?;
                 continue;
             }
-            let keep_det = dtype.as_deref() == detector_type(&spec);
+            let keep_det = dtype == detector_type(&spec);
             let det_spec = match &spec.kind {
                 OperatorKind::Window(w) => w.detect.as_ref().map(|x| x.detector),
                 OperatorKind::Detect(x) => Some(x.detector),

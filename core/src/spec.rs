@@ -202,6 +202,21 @@ pub struct DetectSpec {
     pub on: Option<AggKind>,
     /// The detector and its parameters.
     pub detector: DetectorSpec,
+    /// In which order a raw-sample detector sees a key's samples.
+    pub order: SampleOrder,
+}
+
+/// The order in which a per-sample detector sees a key's samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SampleOrder {
+    /// Event-time order: samples wait until the watermark passes them, so
+    /// scores do not depend on arrival order within the bound; samples at or
+    /// before the watermark go to the late output. The default.
+    #[default]
+    EventTime,
+    /// Arrival order, at once, never late (as Flink's process functions):
+    /// for inputs already in order, or when every row must be scored (NAB).
+    Arrival,
 }
 
 /// What the engine does when a new key arrives and `max_keys` are live.
@@ -500,7 +515,11 @@ impl PipelineBuilder {
             id: id.to_string(),
             source: source.to_string(),
             field: field.to_string(),
-            kind: OperatorKind::Detect(DetectSpec { on: None, detector }),
+            kind: OperatorKind::Detect(DetectSpec {
+                on: None,
+                detector,
+                order: SampleOrder::EventTime,
+            }),
         });
         self
     }
@@ -576,6 +595,7 @@ impl WindowBuilder {
         self.w().detect = Some(DetectSpec {
             on: Some(on),
             detector,
+            order: SampleOrder::EventTime,
         });
         self
     }

@@ -25,10 +25,12 @@ fn full_spec() -> PipelineSpec {
                 AggKind::Stddev,
                 AggKind::Kurtosis,
                 AggKind::Max,
+                AggKind::Percentile(90.0),
             ],
             detect: detect.then(|| DetectSpec {
                 on: Some(AggKind::Mean),
                 detector: DetectorSpec::default(),
+                order: SampleOrder::EventTime,
             }),
         }),
     };
@@ -57,6 +59,17 @@ fn full_spec() -> PipelineSpec {
                     k: 2.0,
                     warmup: 3,
                 },
+                order: SampleOrder::EventTime,
+            }),
+        },
+        OperatorSpec {
+            id: "kestrel".into(),
+            source: "s".into(),
+            field: "v".into(),
+            kind: OperatorKind::Detect(DetectSpec {
+                on: None,
+                detector: DetectorSpec::kestrel(),
+                order: SampleOrder::Arrival,
             }),
         },
     ];
@@ -120,10 +133,21 @@ proptest! {
             bytes[at % n] ^= b;
         }
         let mut fresh = spec.clone().build().unwrap();
-        let _ = fresh.restore(&bytes);
+        if fresh.restore(&bytes).is_ok() {
+            for k in 0..7u8 {
+                let _ = fresh.handle_sample(T0, 0, &key_name(k), T0 + 1_000_000, &[2.0]);
+            }
+            fresh.handle_end_of_input();
+            while fresh.poll_output().is_some() {}
+        }
         let mut fresh = spec.clone().build().unwrap();
         let _ = fresh.restore(&bytes[..cut % (bytes.len() + 1)]);
-        // Whatever happened, the engine still works.
+        // Whatever happened, the engine still works, for old keys too.
+        for k in 0..7u8 {
+            for i in 0..3 {
+                let _ = fresh.handle_sample(T0, 0, &key_name(k), T0 + 1_000_000 + i, &[i as f64]);
+            }
+        }
         let _ = fresh.handle_sample(T0, 0, "x", T0 + 1_000_000, &[1.0]);
         fresh.handle_end_of_input();
         while fresh.poll_output().is_some() {}
@@ -139,10 +163,23 @@ fn every_truncation_is_an_error_not_a_panic() {
             v: i as f64,
         })
         .collect();
-    let spec = full_spec();
+    let mut spec = full_spec();
+    // Every byte of the engine's own structure; Kestrel's 25 KB per key is
+    // covered by sampled cuts below.
+    spec.operators.retain(|o| o.id != "kestrel");
     let (_, _, e) = run(&spec, &evs[..150]);
     let bytes = e.snapshot().unwrap();
     for n in 0..bytes.len() {
+        let mut fresh = spec.clone().build().unwrap();
+        assert!(
+            fresh.restore(&bytes[..n]).is_err(),
+            "truncation at {n} accepted"
+        );
+    }
+    let spec = full_spec();
+    let (_, _, e) = run(&spec, &evs[..150]);
+    let bytes = e.snapshot().unwrap();
+    for n in (0..bytes.len()).step_by(331) {
         let mut fresh = spec.clone().build().unwrap();
         assert!(
             fresh.restore(&bytes[..n]).is_err(),
@@ -188,6 +225,7 @@ fn restore_into_a_changed_pipeline_keeps_matching_state() {
                 k: 3.0,
                 warmup: 5,
             },
+            order: SampleOrder::EventTime,
         });
     }
     // "count" is removed; "fresh" is new.
@@ -210,8 +248,8 @@ fn restore_into_a_changed_pipeline_keeps_matching_state() {
     assert!(matches!(outcome("slide"), OpRestore::Reset { .. }));
     assert_eq!(
         outcome("session"),
-        OpRestore::Kept,
-        "EwmaZ state type is the same: kept"
+        OpRestore::KeptWindows,
+        "detector parameters changed: baselines reset, windows kept"
     );
     assert_eq!(outcome("raw"), OpRestore::Kept);
     assert_eq!(outcome("fresh"), OpRestore::New);

@@ -10,9 +10,11 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 use weir_core::agg::AggKind;
-use weir_core::detect::DetectorSpec;
+use weir_core::detect::{
+    CusumConfig, DetectorConfig, DetectorSpec, EwmaConfig, KestrelConfig, MadConfig,
+};
 use weir_core::prelude::*;
-use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, WindowSpec};
+use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
 use weir_core::BuildError;
 
 /// A pipeline file, parsed and validated.
@@ -154,6 +156,9 @@ struct RawDetector {
     alpha: Option<f64>,
     k: Option<f64>,
     warmup: Option<u32>,
+    threshold: Option<f64>,
+    hysteresis: Option<f64>,
+    cooldown: Option<u32>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -175,12 +180,16 @@ struct RawWindow {
 #[serde(deny_unknown_fields)]
 struct RawDetect {
     id: Spanned<String>,
+    order: Option<Spanned<String>>,
     source: Spanned<String>,
     field: Spanned<String>,
     kind: Spanned<String>,
     alpha: Option<f64>,
     k: Option<f64>,
     warmup: Option<u32>,
+    threshold: Option<f64>,
+    hysteresis: Option<f64>,
+    cooldown: Option<u32>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -274,31 +283,72 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn detector(
-    ctx: &Ctx,
-    kind: &Spanned<String>,
+/// Detector parameters as written in a `[[detect]]` or `detect = {…}` table.
+struct DetParams<'a> {
+    kind: &'a Spanned<String>,
     alpha: Option<f64>,
     k: Option<f64>,
     warmup: Option<u32>,
-) -> Result<DetectorSpec, ConfigError> {
+    threshold: Option<f64>,
+    hysteresis: Option<f64>,
+    cooldown: Option<u32>,
+}
+
+fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
+    let kind = p.kind;
+    let scored = |cfg: DetectorConfig| {
+        let DetectorSpec::Scored {
+            detector,
+            threshold,
+            hysteresis,
+            cooldown,
+        } = DetectorSpec::scored(cfg)
+        else {
+            unreachable!("scored() builds Scored")
+        };
+        DetectorSpec::Scored {
+            detector,
+            threshold: p.threshold.unwrap_or(threshold),
+            hysteresis: p.hysteresis.unwrap_or(hysteresis),
+            cooldown: p.cooldown.unwrap_or(cooldown),
+        }
+    };
+    let only_ewma_z = p.alpha.is_some() || p.k.is_some() || p.warmup.is_some();
     let spec = match kind.get_ref().as_str() {
         "ewma_z" => {
+            if p.threshold.is_some() || p.hysteresis.is_some() || p.cooldown.is_some() {
+                return Err(ctx.err(
+                    Some(kind.span()),
+                    "ewma_z takes alpha, k and warmup, not threshold/hysteresis/cooldown",
+                    "use k (standard deviations) to set how far is anomalous",
+                ));
+            }
             let DetectorSpec::EwmaZ {
                 alpha: a0,
                 k: k0,
                 warmup: w0,
-            } = DetectorSpec::default();
+            } = DetectorSpec::default()
+            else {
+                unreachable!("the default detector spec is EwmaZ")
+            };
             DetectorSpec::EwmaZ {
-                alpha: alpha.unwrap_or(a0),
-                k: k.unwrap_or(k0),
-                warmup: warmup.unwrap_or(w0),
+                alpha: p.alpha.unwrap_or(a0),
+                k: p.k.unwrap_or(k0),
+                warmup: p.warmup.unwrap_or(w0),
             }
         }
+        "kestrel" | "ewma" | "mad" | "cusum" if only_ewma_z => {
+            return Err(ctx.err(Some(kind.span()), format!("{} takes threshold, hysteresis and cooldown; alpha, k and warmup belong to ewma_z", kind.get_ref()), "remove alpha/k/warmup: scoring detectors use one global configuration"));
+        }
+        "kestrel" => scored(DetectorConfig::Default(KestrelConfig::default())),
+        "ewma" => scored(DetectorConfig::Ewma(EwmaConfig::default())),
+        "mad" => scored(DetectorConfig::Mad(MadConfig::default())),
+        "cusum" => scored(DetectorConfig::Cusum(CusumConfig::default())),
         other => {
             return Err(ctx.err(
                 Some(kind.span()),
                 format!("unknown detector kind `{other}`"),
-                "use one of: ewma_z",
+                "use one of: kestrel (the default), ewma, mad, cusum, ewma_z",
             ))
         }
     };
@@ -478,7 +528,19 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
                 };
                 Some(DetectSpec {
                     on,
-                    detector: detector(&ctx, &d.kind, d.alpha, d.k, d.warmup)?,
+                    detector: detector(
+                        &ctx,
+                        &DetParams {
+                            kind: &d.kind,
+                            alpha: d.alpha,
+                            k: d.k,
+                            warmup: d.warmup,
+                            threshold: d.threshold,
+                            hysteresis: d.hysteresis,
+                            cooldown: d.cooldown,
+                        },
+                    )?,
+                    order: SampleOrder::EventTime,
                 })
             }
         };
@@ -499,7 +561,30 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         });
     }
     for d in &raw.detects {
-        let det = detector(&ctx, &d.kind, d.alpha, d.k, d.warmup)?;
+        let order = match d.order.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("event_time") => SampleOrder::EventTime,
+            Some("arrival") => SampleOrder::Arrival,
+            Some(o) => {
+                let sp = d.order.as_ref().map(|x| x.span());
+                return Err(ctx.err(
+                    sp,
+                    format!("unknown order `{o}`"),
+                    "use \"event_time\" (the default) or \"arrival\"",
+                ));
+            }
+        };
+        let det = detector(
+            &ctx,
+            &DetParams {
+                kind: &d.kind,
+                alpha: d.alpha,
+                k: d.k,
+                warmup: d.warmup,
+                threshold: d.threshold,
+                hysteresis: d.hysteresis,
+                cooldown: d.cooldown,
+            },
+        )?;
         operators.push(OperatorSpec {
             id: d.id.get_ref().clone(),
             source: d.source.get_ref().clone(),
@@ -507,6 +592,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             kind: OperatorKind::Detect(DetectSpec {
                 on: None,
                 detector: det,
+                order,
             }),
         });
     }

@@ -1,18 +1,358 @@
 //! Anomaly detectors, per key, bounded memory, no allocation per sample.
 //!
-//! [`DetectorSpec`] names a detector and its parameters; [`DetectorState`]
-//! is one key's state. Every detector yields a [`Verdict`]: a score in
-//! [0, 1] and a flag (score crossed the detector's threshold).
+//! - [`Detector`] (no allocator needed): one key's streaming detector,
+//!   enum-dispatched — [`Kestrel`] (the default: multi-scale pattern
+//!   surprise, anomaly likelihood and hard rules, ~25 KiB), [`EwmaDetector`],
+//!   [`MadDetector`] (robust median/MAD), [`CusumDetector`] (change points).
+//!   Each returns an anomaly score in `[0, 1]` per finite sample; an
+//!   [`AlertGate`] (threshold, hysteresis, cool-down) turns scores into one
+//!   alert per event.
+//! - [`EwmaBaseline`]: W1's z-score of window means against an EWMA baseline.
+//! - [`DetectorSpec`] / `DetectorState` (feature `alloc`): what the engine's
+//!   operators are configured with and keep per key.
+//!
+//! Scores share one calibration: with `p` a tail probability under the
+//! detector's own null model and `L = -log10 p`, `score = L / (L + 10)`
+//! (p = 1e-4 ↔ 0.2857, p = 1e-10 ↔ 0.5); CUSUM reports `S / (2h)`.
+//! Non-finite inputs return `None` and leave the state untouched. Detectors
+//! count samples, not time: timestamps are checked (repeats and backwards
+//! jumps are counted), never used in arithmetic, so gaps cannot corrupt state.
 
 mod baseline;
 
 pub use baseline::EwmaBaseline;
 
-/// A detector and its parameters.
+use minicbor::decode::Error as DecError;
+use minicbor::encode::{Error as EncError, Write};
+use minicbor::{Decoder, Encoder};
+
+pub mod cusum;
+pub mod ewma;
+pub mod gate;
+pub mod kestrel;
+pub mod knn;
+pub mod mad;
+
+pub use cusum::{CusumConfig, CusumDetector};
+pub use ewma::{EwmaConfig, EwmaDetector};
+pub use gate::{AlertEdge, AlertGate};
+pub use kestrel::{Kestrel, KestrelConfig};
+pub use mad::{MadConfig, MadDetector};
+
+/// Which detector, with its parameters (all have sensible `Default`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DetectorConfig {
+    /// Z-score against an EWMA baseline.
+    Ewma(EwmaConfig),
+    /// Robust median/MAD z-score.
+    Mad(MadConfig),
+    /// CUSUM change points.
+    Cusum(CusumConfig),
+    /// Kestrel, the default.
+    Default(KestrelConfig),
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig::Default(KestrelConfig::default())
+    }
+}
+
+/// One detector instance for one key; enum dispatch, no trait objects, no alloc.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Detector {
+    /// See [`EwmaDetector`].
+    Ewma(EwmaDetector),
+    /// See [`MadDetector`].
+    Mad(MadDetector),
+    /// See [`CusumDetector`].
+    Cusum(CusumDetector),
+    /// See [`Kestrel`].
+    Kestrel(Kestrel),
+}
+
+impl Detector {
+    /// A fresh detector for one key.
+    pub fn new(cfg: &DetectorConfig) -> Self {
+        match cfg {
+            DetectorConfig::Ewma(c) => Detector::Ewma(EwmaDetector::new(c)),
+            DetectorConfig::Mad(c) => Detector::Mad(MadDetector::new(c)),
+            DetectorConfig::Cusum(c) => Detector::Cusum(CusumDetector::new(c)),
+            DetectorConfig::Default(c) => Detector::Kestrel(Kestrel::new(c)),
+        }
+    }
+
+    /// Feed one sample: `ts` in ms since epoch, value. Returns a score in `[0, 1]`.
+    /// Non-finite value (or `|value| > MAX_ABS`) => returns `None` (caller
+    /// counts it), state untouched.
+    #[inline]
+    pub fn update(&mut self, ts: i64, value: f64) -> Option<f64> {
+        if !value.is_finite() || value.abs() > MAX_ABS {
+            return None;
+        }
+        let s = match self {
+            Detector::Ewma(d) => d.update(ts, value),
+            Detector::Mad(d) => d.update(ts, value),
+            Detector::Cusum(d) => d.update(ts, value),
+            Detector::Kestrel(d) => d.update(ts, value),
+        };
+        Some(clamp01(s))
+    }
+
+    /// The detector's short name: `ewma`, `mad`, `cusum` or `kestrel`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detector::Ewma(_) => "ewma",
+            Detector::Mad(_) => "mad",
+            Detector::Cusum(_) => "cusum",
+            Detector::Kestrel(_) => "kestrel",
+        }
+    }
+
+    /// The shipped alert threshold for this detector's scores.
+    pub fn default_threshold(&self) -> f64 {
+        match self {
+            Detector::Ewma(d) => d.cfg.threshold,
+            Detector::Mad(d) => d.cfg.threshold,
+            Detector::Cusum(d) => d.cfg.threshold,
+            Detector::Kestrel(d) => d.cfg.threshold,
+        }
+    }
+
+    /// Samples seen with a non-finite value are never passed to the inner
+    /// detector (see [`Detector::update`]); this counts repeated or
+    /// backwards timestamps seen by the inner detector.
+    pub fn timestamp_anomalies(&self) -> u64 {
+        match self {
+            Detector::Ewma(d) => d.clock.bad_ts,
+            Detector::Mad(d) => d.clock.bad_ts,
+            Detector::Cusum(d) => d.clock.bad_ts,
+            Detector::Kestrel(d) => d.clock.bad_ts,
+        }
+    }
+
+    /// Snapshot as CBOR: `[kind, SNAPSHOT_VERSION, state]`; the state
+    /// includes the detector's configuration, so a snapshot is self-contained.
+    pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
+        e.array(3)?;
+        e.str(self.kind())?;
+        e.u32(SNAPSHOT_VERSION)?;
+        match self {
+            Detector::Ewma(d) => d.encode(e),
+            Detector::Mad(d) => d.encode(e),
+            Detector::Cusum(d) => d.encode(e),
+            Detector::Kestrel(d) => d.encode(e),
+        }
+    }
+
+    /// Restore a snapshot written by [`Detector::encode`].
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
+        expect_array(d, 3)?;
+        let kind = d.str()?;
+        if d.u32()? != SNAPSHOT_VERSION {
+            return Err(DecError::message("unsupported snapshot version"));
+        }
+        match kind {
+            "ewma" => Ok(Detector::Ewma(EwmaDetector::decode(d)?)),
+            "mad" => Ok(Detector::Mad(MadDetector::decode(d)?)),
+            "cusum" => Ok(Detector::Cusum(CusumDetector::decode(d)?)),
+            "kestrel" => Ok(Detector::Kestrel(Kestrel::decode(d)?)),
+            _ => Err(DecError::message("unknown detector kind")),
+        }
+    }
+}
+
+/// Version of the snapshot layout written by [`Detector::encode`].
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Largest accepted magnitude: beyond it a value is rejected like a
+/// non-finite one, so squares and f32 pattern distances can never overflow.
+pub const MAX_ABS: f64 = 1e15;
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------
+
+/// Tracks timestamps only to count repeats / backwards jumps.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Clock {
+    /// Largest timestamp seen.
+    pub last_ts: i64,
+    /// Samples seen.
+    pub seen: u64,
+    /// Samples whose timestamp repeated or went backwards.
+    pub bad_ts: u64,
+}
+
+impl Clock {
+    #[inline]
+    /// Records one sample's timestamp.
+    pub fn tick(&mut self, ts: i64) {
+        if self.seen > 0 && ts <= self.last_ts {
+            self.bad_ts = self.bad_ts.saturating_add(1);
+        }
+        if self.seen == 0 || ts > self.last_ts {
+            self.last_ts = ts;
+        }
+        self.seen = self.seen.saturating_add(1);
+    }
+    /// Writes the clock as CBOR.
+    pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
+        e.array(3)?
+            .i64(self.last_ts)?
+            .u64(self.seen)?
+            .u64(self.bad_ts)?;
+        Ok(())
+    }
+    /// Reads a clock written by [`Clock::encode`].
+    ///
+    /// # Errors
+    /// Malformed input.
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
+        expect_array(d, 3)?;
+        Ok(Clock {
+            last_ts: d.i64()?,
+            seen: d.u64()?,
+            bad_ts: d.u64()?,
+        })
+    }
+}
+
+#[inline]
+/// Clamps to [0, 1], NaN to 0.
+pub fn clamp01(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(0.0, 1.0)
+    }
+}
+
+/// Upper tail of the standard normal, P(Z > z).
+#[inline]
+pub fn norm_sf(z: f64) -> f64 {
+    0.5 * libm::erfc(z * core::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// `-log10 P(Z > z)` for the standard normal, finite for any finite z.
+#[inline]
+pub fn norm_neglog10_sf(z: f64) -> f64 {
+    if z < 30.0 {
+        let p = norm_sf(z);
+        if p > 0.0 {
+            return -libm::log10(p);
+        }
+    }
+    // Mills-ratio asymptote: ln Q(z) ~ -z^2/2 - ln(z sqrt(2 pi))
+    (0.5 * z * z + libm::log(z * 2.506_628_274_631_000_5)) * core::f64::consts::LOG10_E
+}
+
+/// Non-saturating map of a surprise `L = -log10(p) >= 0` into [0, 1):
+/// `L / (L + 10)`; p = 1e-10 maps to 0.5.
+#[inline]
+pub fn surprise_to_unit(l: f64) -> f64 {
+    if l > 0.0 {
+        l / (l + 10.0)
+    } else {
+        0.0
+    }
+}
+
+/// Two-sided gaussian z-score as a score on the shared scale:
+/// `L = -log10(2 P(Z > |z|))`, score `L / (L + 10)`.
+#[inline]
+pub fn z_to_score(z: f64) -> f64 {
+    let a = libm::fabs(z);
+    if a.is_nan() {
+        return 0.0;
+    }
+    surprise_to_unit(norm_neglog10_sf(a) - core::f64::consts::LOG10_2)
+}
+
+pub(crate) fn expect_array(d: &mut Decoder<'_>, n: u64) -> Result<(), DecError> {
+    match d.array()? {
+        Some(m) if m == n => Ok(()),
+        _ => Err(DecError::message("unexpected array length")),
+    }
+}
+
+/// Encode a slice of f64 as one CBOR byte string (little-endian).
+pub(crate) fn enc_f64s<W: Write>(e: &mut Encoder<W>, xs: &[f64]) -> Result<(), EncError<W::Error>> {
+    e.bytes_len((xs.len() * 8) as u64)?;
+    for x in xs {
+        e.writer_mut()
+            .write_all(&x.to_le_bytes())
+            .map_err(EncError::write)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn dec_f64s(d: &mut Decoder<'_>, out: &mut [f64]) -> Result<(), DecError> {
+    let b = d.bytes()?;
+    if b.len() != out.len() * 8 {
+        return Err(DecError::message("f64 blob length mismatch"));
+    }
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(8)) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        *o = f64::from_le_bytes(a);
+    }
+    Ok(())
+}
+
+pub(crate) fn enc_u32s<W: Write>(e: &mut Encoder<W>, xs: &[u32]) -> Result<(), EncError<W::Error>> {
+    e.bytes_len((xs.len() * 4) as u64)?;
+    for x in xs {
+        e.writer_mut()
+            .write_all(&x.to_le_bytes())
+            .map_err(EncError::write)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn dec_u32s(d: &mut Decoder<'_>, out: &mut [u32]) -> Result<(), DecError> {
+    let b = d.bytes()?;
+    if b.len() != out.len() * 4 {
+        return Err(DecError::message("u32 blob length mismatch"));
+    }
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(c);
+        *o = u32::from_le_bytes(a);
+    }
+    Ok(())
+}
+
+pub(crate) fn enc_f32s<W: Write>(e: &mut Encoder<W>, xs: &[f32]) -> Result<(), EncError<W::Error>> {
+    e.bytes_len((xs.len() * 4) as u64)?;
+    for x in xs {
+        e.writer_mut()
+            .write_all(&x.to_le_bytes())
+            .map_err(EncError::write)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn dec_f32s(d: &mut Decoder<'_>, out: &mut [f32]) -> Result<(), DecError> {
+    let b = d.bytes()?;
+    if b.len() != out.len() * 4 {
+        return Err(DecError::message("f32 blob length mismatch"));
+    }
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(c);
+        *o = f32::from_le_bytes(a);
+    }
+    Ok(())
+}
+
+/// A detector and its parameters, as an operator is configured with it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DetectorSpec {
     /// Flags a value more than `k` standard deviations from an exponentially
-    /// weighted baseline of the key's earlier values (W1's rule).
+    /// weighted baseline of the key's earlier values (W1's rule, meant for
+    /// window aggregates). See [`EwmaBaseline`].
     EwmaZ {
         /// Smoothing factor in (0, 1].
         alpha: f64,
@@ -20,6 +360,19 @@ pub enum DetectorSpec {
         k: f64,
         /// Values seen before a flag can be raised.
         warmup: u32,
+    },
+    /// A scoring [`Detector`] behind an [`AlertGate`]: the verdict's score is
+    /// the detector's, its flag is set on the sample where the gate raises
+    /// an alert (one per event).
+    Scored {
+        /// The detector.
+        detector: DetectorConfig,
+        /// Alert threshold on the score.
+        threshold: f64,
+        /// How far below the threshold the score must fall to re-arm.
+        hysteresis: f64,
+        /// Samples after an alert during which no new one is raised.
+        cooldown: u32,
     },
 }
 
@@ -33,7 +386,26 @@ impl Default for DetectorSpec {
     }
 }
 
+/// Cool-down of the shipped alert gate, in samples.
+pub const DEFAULT_COOLDOWN: u32 = 50;
+
 impl DetectorSpec {
+    /// The default scoring detector, Kestrel, with its shipped threshold.
+    pub fn kestrel() -> Self {
+        DetectorSpec::scored(DetectorConfig::default())
+    }
+
+    /// A scoring detector with its shipped threshold and the default gate.
+    pub fn scored(detector: DetectorConfig) -> Self {
+        let threshold = Detector::new(&detector).default_threshold();
+        DetectorSpec::Scored {
+            detector,
+            threshold,
+            hysteresis: 0.0,
+            cooldown: DEFAULT_COOLDOWN,
+        }
+    }
+
     /// Checks the parameters.
     ///
     /// # Errors
@@ -48,24 +420,149 @@ impl DetectorSpec {
                     return Err("ewma k must be positive");
                 }
             }
+            DetectorSpec::Scored {
+                threshold,
+                hysteresis,
+                ..
+            } => {
+                if !(threshold > 0.0 && threshold <= 1.0) {
+                    return Err("threshold must be in (0, 1]");
+                }
+                if !(0.0..1.0).contains(&hysteresis) {
+                    return Err("hysteresis must be in [0, 1)");
+                }
+            }
         }
         Ok(())
     }
+}
 
-    /// Fresh state for one key.
-    pub fn new_state(&self) -> DetectorState {
-        match *self {
-            DetectorSpec::EwmaZ { alpha, k, warmup } => {
-                DetectorState::EwmaZ(EwmaBaseline::new(alpha, k, warmup))
+#[cfg(feature = "alloc")]
+pub use engine_state::DetectorState;
+
+#[cfg(feature = "alloc")]
+mod engine_state {
+    use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::string::String;
+
+    use super::{AlertEdge, AlertGate, Detector, DetectorSpec, EwmaBaseline, Verdict};
+
+    impl DetectorSpec {
+        /// Fresh state for one key.
+        pub fn new_state(&self) -> DetectorState {
+            match *self {
+                DetectorSpec::EwmaZ { alpha, k, warmup } => {
+                    DetectorState::EwmaZ(EwmaBaseline::new(alpha, k, warmup))
+                }
+                DetectorSpec::Scored {
+                    detector,
+                    threshold,
+                    hysteresis,
+                    cooldown,
+                } => DetectorState::Scored {
+                    detector: Box::new(Detector::new(&detector)),
+                    gate: AlertGate::new(threshold, hysteresis, cooldown),
+                },
+            }
+        }
+
+        /// Names the meaning of the state, parameters included: snapshots
+        /// keep detector state only when it is unchanged.
+        pub fn state_type(&self) -> String {
+            match self {
+                DetectorSpec::EwmaZ { alpha, k, warmup } => {
+                    format!("ewma_z/1 {alpha} {k} {warmup}")
+                }
+                DetectorSpec::Scored {
+                    detector,
+                    threshold,
+                    hysteresis,
+                    cooldown,
+                } => {
+                    format!("scored/1 {detector:?} {threshold} {hysteresis} {cooldown}")
+                }
             }
         }
     }
 
-    /// A short name that changes when the state's meaning changes; snapshots
-    /// keep detector state only when it matches.
-    pub fn state_type(&self) -> &'static str {
-        match self {
-            DetectorSpec::EwmaZ { .. } => "ewma_z/1",
+    /// One key's detector state in the engine.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum DetectorState {
+        /// See [`DetectorSpec::EwmaZ`].
+        EwmaZ(EwmaBaseline),
+        /// See [`DetectorSpec::Scored`].
+        Scored {
+            /// The detector (boxed: Kestrel holds ~25 KiB).
+            detector: Box<Detector>,
+            /// Its alert gate.
+            gate: AlertGate,
+        },
+    }
+
+    impl DetectorState {
+        /// Scores one value; `None` for a non-finite value (state untouched).
+        pub fn update(&mut self, ts: i64, x: f64) -> Option<Verdict> {
+            if !x.is_finite() {
+                return None;
+            }
+            match self {
+                DetectorState::EwmaZ(b) => Some(b.update(x)),
+                DetectorState::Scored { detector, gate } => {
+                    let score = detector.update(ts, x)?;
+                    let flag = gate.update(score) == Some(AlertEdge::Raised);
+                    Some(Verdict { score, flag })
+                }
+            }
+        }
+
+        /// Writes the state as CBOR.
+        ///
+        /// # Errors
+        /// Write errors of `e`.
+        pub fn encode<W: minicbor::encode::Write>(
+            &self,
+            e: &mut minicbor::Encoder<W>,
+        ) -> Result<(), minicbor::encode::Error<W::Error>> {
+            match self {
+                DetectorState::EwmaZ(b) => b.encode(e),
+                DetectorState::Scored { detector, gate } => {
+                    e.array(2)?;
+                    detector.encode(e)?;
+                    gate.encode(e)
+                }
+            }
+        }
+
+        /// Reads state written by [`DetectorState::encode`] for `spec`.
+        ///
+        /// # Errors
+        /// Malformed input, or a detector of another kind than `spec`'s.
+        pub fn decode(
+            spec: &DetectorSpec,
+            d: &mut minicbor::Decoder<'_>,
+        ) -> Result<Self, minicbor::decode::Error> {
+            match spec {
+                DetectorSpec::EwmaZ { .. } => Ok(DetectorState::EwmaZ(EwmaBaseline::decode(d)?)),
+                DetectorSpec::Scored { detector: cfg, .. } => {
+                    if d.array()? != Some(2) {
+                        return Err(minicbor::decode::Error::message(
+                            "scored detector: expected array of 2",
+                        ));
+                    }
+                    let detector = Detector::decode(d)?;
+                    if detector.kind() != Detector::new(cfg).kind() {
+                        return Err(minicbor::decode::Error::message(
+                            "snapshot holds another detector kind",
+                        ));
+                    }
+                    let gate = AlertGate::decode(d)?;
+                    Ok(DetectorState::Scored {
+                        detector: Box::new(detector),
+                        gate,
+                    })
+                }
+            }
         }
     }
 }
@@ -75,45 +572,8 @@ impl DetectorSpec {
 pub struct Verdict {
     /// Anomaly score in [0, 1].
     pub score: f64,
-    /// Whether the value is anomalous at the detector's threshold.
+    /// Whether the value is anomalous: for [`DetectorSpec::EwmaZ`], beyond
+    /// `k` standard deviations; for [`DetectorSpec::Scored`], the sample on
+    /// which the alert gate raised an alert.
     pub flag: bool,
-}
-
-/// One key's detector state.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DetectorState {
-    /// See [`DetectorSpec::EwmaZ`].
-    EwmaZ(EwmaBaseline),
-}
-
-impl DetectorState {
-    /// Scores one value; `None` for a non-finite value (state untouched).
-    pub fn update(&mut self, _ts: i64, x: f64) -> Option<Verdict> {
-        if !x.is_finite() {
-            return None;
-        }
-        Some(match self {
-            DetectorState::EwmaZ(b) => b.update(x),
-        })
-    }
-
-    /// Writes the state as CBOR.
-    pub fn encode<W: minicbor::encode::Write>(
-        &self,
-        e: &mut minicbor::Encoder<W>,
-    ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        match self {
-            DetectorState::EwmaZ(b) => b.encode(e),
-        }
-    }
-
-    /// Reads state written by [`DetectorState::encode`] for `spec`.
-    pub fn decode(
-        spec: &DetectorSpec,
-        d: &mut minicbor::Decoder<'_>,
-    ) -> Result<Self, minicbor::decode::Error> {
-        match spec {
-            DetectorSpec::EwmaZ { .. } => Ok(DetectorState::EwmaZ(EwmaBaseline::decode(d)?)),
-        }
-    }
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Scores weir's default detector (Kestrel, examples/nab.toml) on the Numenta
+# Anomaly Benchmark: runs `weir replay` over all 58 series into the scorer's
+# layout OUT/weir/<category>/weir_<name>.csv, then the shared scorer at its
+# best threshold and at the threshold the detector ships with.
+#
+#   bash bench/nab.sh [OUT]        (needs python3 with numpy and pandas)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NAB=${NAB:-../shared/datasets/nab}
+SCORER=${SCORER:-../shared/eval/nab_score.py}
+OUT=${1:-$(mktemp -d)}
+SHIPPED=0.2857142857142857   # Kestrel's threshold: likelihood tail p = 1e-4
+cargo build --release -q -p weir-agent --bin weir
+rm -rf "$OUT/weir"
+n=0
+for f in "$NAB"/data/*/*.csv; do
+  cat=$(basename "$(dirname "$f")")
+  mkdir -p "$OUT/weir/$cat"
+  target/release/weir replay -p examples/nab.toml -i "$f" -o "$OUT/weir/$cat/weir_$(basename "$f")" 2>/dev/null
+  rows_in=$(($(awk "END {print NR}" "$f") - 1))
+  rows_out=$(($(awk "END {print NR}" "$OUT/weir/$cat/weir_$(basename "$f")") - 1))
+  [ "$rows_in" = "$rows_out" ] || { echo "FAIL: $f: $rows_in rows in, $rows_out out"; exit 1; }
+  n=$((n + 1))
+done
+echo "scored $n series into $OUT/weir"
+echo "== best threshold (NAB's protocol: optimistic)"
+python3 "$SCORER" --results "$OUT/weir" | tee "$OUT/best.txt"
+echo "== shipped threshold $SHIPPED"
+python3 "$SCORER" --results "$OUT/weir" --threshold "$SHIPPED" | tee "$OUT/shipped.txt"
+# Guard the targets: standard profile >= 65 at the best threshold, >= 60 shipped.
+std() { awk '$1 == "weir" && NF == 4 { print $2 }' "$1"; }
+python3 - "$(std "$OUT/best.txt")" "$(std "$OUT/shipped.txt")" <<'PY'
+import sys
+best, shipped = map(float, sys.argv[1:])
+print(f"NAB standard: best {best:.2f} (target >= 65), shipped {shipped:.2f} (target >= 60)")
+sys.exit(0 if best >= 65 and shipped >= 60 else 1)
+PY
