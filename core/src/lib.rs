@@ -12,6 +12,8 @@
 //! - [`detect`]: per-key anomaly detectors.
 //! - `spec` / `engine` / `window` / `snapshot` (feature `alloc`): the pipeline
 //!   description and builder, the engine, the window operator, snapshots.
+//! - [`seam`]: the `Source`, `CheckpointStore` and `Clock` traits the
+//!   drivers around the engine implement.
 //! - [`fixed`]: a fixed-capacity keyed tumbling window for targets without an
 //!   allocator (microcontrollers).
 //!
@@ -48,6 +50,7 @@ extern crate std;
 pub mod agg;
 pub mod detect;
 pub mod fixed;
+pub mod seam;
 pub mod sketch;
 pub mod time;
 
