@@ -236,6 +236,7 @@ impl Moments {
 
     /// The value of a scalar aggregate (NaN where undefined; `Percentile` is
     /// not scalar and yields NaN here).
+    #[inline]
     pub fn get(&self, kind: AggKind) -> f64 {
         let n = self.n as f64;
         if self.n == 0 {

@@ -256,7 +256,10 @@ struct Hot {
 struct SrcRt {
     nfields: usize,
     bound: i64,
-    max_ahead: i64,
+    /// `None`: no future guard.
+    max_ahead: Option<i64>,
+    /// Idleness is tracked only when the source has an idle timeout.
+    tracks_idle: bool,
 }
 
 /// A running pipeline. See the module docs for the call order.
@@ -341,7 +344,8 @@ impl PipelineSpec {
             .map(|s| SrcRt {
                 nfields: s.fields.len(),
                 bound: s.max_out_of_orderness,
-                max_ahead: s.max_ahead.unwrap_or(i64::MAX),
+                max_ahead: s.max_ahead,
+                tracks_idle: s.idle_timeout.is_some(),
             })
             .collect();
         Ok(Engine {
@@ -467,11 +471,13 @@ impl Engine {
         if ts < hot.min_ts || ts > hot.max_ts {
             return Err(Reject::TimestampOutOfRange);
         }
-        // max_ahead is i64::MAX when the guard is off.
-        if ts > now.saturating_add(src.max_ahead) {
-            return Err(Reject::TooFarAhead);
+        if let Some(ahead) = src.max_ahead {
+            if ts > now.saturating_add(ahead) {
+                return Err(Reject::TooFarAhead);
+            }
         }
         let bound = src.bound;
+        let tracks_idle = src.tracks_idle;
         let kid = match self.keys.get(key) {
             Some(k) => k,
             None => self.new_key(key)?,
@@ -483,17 +489,23 @@ impl Engine {
             }
         }
         let wm = self.wm;
-        for &(op, field) in &self.routes[source] {
+        let routes = &self.routes[source];
+        if let [(op, field)] = routes[..] {
+            // One operator reads this source: no loop.
             let x = values[field];
             match &mut self.ops[op as usize] {
                 Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
                 Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
                 Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
             }
+        } else {
+            self.route_all(source, kid, ts, values, wm);
         }
         let s = &mut self.sources[source];
-        s.last_now = now;
-        s.idle = false;
+        if tracks_idle {
+            s.last_now = now;
+            s.idle = false;
+        }
         if s.max_ts.is_none_or(|m| ts > m) {
             s.max_ts = Some(ts);
         }
@@ -506,6 +518,18 @@ impl Engine {
             self.advance(cand.max(self.wm));
         }
         Ok(())
+    }
+
+    /// Routes a sample to every operator reading its source.
+    fn route_all(&mut self, source: usize, kid: KeyId, ts: i64, values: &[f64], wm: i64) {
+        for &(op, field) in &self.routes[source] {
+            let x = values[field];
+            match &mut self.ops[op as usize] {
+                Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
+                Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
+                Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
+            }
+        }
     }
 
     fn new_key(&mut self, key: &str) -> Result<KeyId, Reject> {

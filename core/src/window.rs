@@ -350,13 +350,13 @@ impl WindowOp {
         }
         let tier = self.tier;
         if let Some(ks) = self.keys.get_mut(key as usize) {
-            if let Some(w) = ks.windows.iter_mut().find(|w| w.start == start) {
+            if let Some(i) = ks.windows.iter().position(|w| w.start == start) {
+                let w = &mut ks.windows[i];
                 w.add(x, tier);
                 if !w.emitted {
                     return Placed::OnTime;
                 }
-                let w = w.clone();
-                self.emit(key, &w, Emission::Update, out);
+                self.emit_at(key, i, Emission::Update, out);
                 return Placed::Updated;
             }
         }
@@ -520,30 +520,84 @@ impl WindowOp {
         let Some(ks) = self.keys.get_mut(key as usize) else {
             return;
         };
-        // Fire the windows due at t (in order of end), then purge.
         let mut due: heapless::Vec<usize, 64> = heapless::Vec::new();
         for (i, w) in ks.windows.iter().enumerate() {
             if !w.emitted && w.fire_at() == t {
                 let _ = due.push(i);
             }
         }
+        if due.len() == 1 && lateness == 0 {
+            // The common case: one window due, gone once fired.
+            let w = ks.windows.remove(due[0]);
+            let parts = Parts {
+                op: self.op,
+                aggs: &self.aggs,
+                detect: &self.detect,
+                stats: &mut self.stats,
+            };
+            parts.emit(key, &w, &mut ks.detector, Emission::OnTime, out);
+            return;
+        }
+        // Fire the windows due at t (in order of end), then purge.
         due.sort_unstable_by_key(|&i| ks.windows[i].end);
         for &i in &due {
-            let w = {
-                let w = &mut self.keys[key as usize].windows[i];
-                w.emitted = true;
-                w.clone()
-            };
-            self.emit(key, &w, Emission::OnTime, out);
+            self.keys[key as usize].windows[i].emitted = true;
+            self.emit_at(key, i, Emission::OnTime, out);
         }
         let ks = &mut self.keys[key as usize];
         ks.windows
             .retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= t));
     }
 
+    /// Emits a window that is not (or no longer) in the key's state.
     fn emit(&mut self, key: KeyId, w: &OpenWindow, emission: Emission, out: &mut VecDeque<Output>) {
+        let k = key as usize;
+        if k >= self.keys.len() {
+            self.keys.resize_with(k + 1, KeyState::default);
+        }
+        let parts = Parts {
+            op: self.op,
+            aggs: &self.aggs,
+            detect: &self.detect,
+            stats: &mut self.stats,
+        };
+        parts.emit(key, w, &mut self.keys[k].detector, emission, out);
+    }
+
+    /// Emits window `i` of `key` in place (no copy of the window).
+    fn emit_at(&mut self, key: KeyId, i: usize, emission: Emission, out: &mut VecDeque<Output>) {
+        let ks = &mut self.keys[key as usize];
+        let parts = Parts {
+            op: self.op,
+            aggs: &self.aggs,
+            detect: &self.detect,
+            stats: &mut self.stats,
+        };
+        parts.emit(key, &ks.windows[i], &mut ks.detector, emission, out);
+    }
+}
+
+/// The parts of a window operator that emitting a window needs, borrowed
+/// apart from the key state that holds the window.
+struct Parts<'a> {
+    op: u16,
+    aggs: &'a [AggKind],
+    detect: &'a Option<(AggKind, DetectorSpec)>,
+    stats: &'a mut OpStats,
+}
+
+impl Parts<'_> {
+    #[inline]
+    fn emit(
+        self,
+        key: KeyId,
+        w: &OpenWindow,
+        detector: &mut Option<DetectorState>,
+        emission: Emission,
+        out: &mut VecDeque<Output>,
+    ) {
         let mut values = AggValues::default();
-        for &a in &self.aggs {
+        for &a in self.aggs {
             values.push(match a {
                 AggKind::Percentile(p) => {
                     w.q.as_ref()
@@ -557,10 +611,8 @@ impl WindowOp {
         if emission == Emission::OnTime {
             self.stats.fired += 1;
             if let Some((on, spec)) = self.detect {
-                let x = w.m.get(on);
-                let ks = self.key_state(key);
-                let det = ks.detector.get_or_insert_with(|| spec.new_state());
-                anomaly = det.update(w.start, x);
+                let det = detector.get_or_insert_with(|| spec.new_state());
+                anomaly = det.update(w.start, w.m.get(*on));
                 if matches!(anomaly, Some(Verdict { flag: true, .. })) {
                     self.stats.flagged += 1;
                 }

@@ -16,6 +16,9 @@ use weir_core::keys::FxHasher;
 
 const SIZE: i64 = 10_000;
 const BOUND: i64 = 2_000;
+/// weir's default plausible range: 2000-01-01 to 2200-01-01.
+const MIN_TS: i64 = 946_684_800_000;
+const MAX_TS: i64 = 7_258_118_400_000;
 
 #[derive(Clone, Copy)]
 struct Win {
@@ -64,7 +67,7 @@ fn main() {
     let mut timers: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     let mut next_timer = i64::MAX;
     let mut wm = i64::MIN;
-    let (mut rows, mut late, mut windows) = (0u64, 0u64, 0u64);
+    let (mut rows, mut late, mut windows, mut bad) = (0u64, 0u64, 0u64, 0u64);
     let mut ob: Vec<u8> = Vec::with_capacity(1 << 17);
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0;
@@ -111,15 +114,38 @@ fn main() {
         while let Some(nl) = buf[pos..filled].iter().position(|&c| c == b'\n') {
             let line = &buf[pos..pos + nl];
             pos += nl + 1;
-            let c1 = line.iter().position(|&c| c == b',').expect("row");
-            let c2 = c1 + 1 + line[c1 + 1..].iter().position(|&c| c == b',').expect("row");
-            let name = std::str::from_utf8(&line[..c1]).expect("utf8");
-            let ts = parse_i64(&line[c1 + 1..c2]).expect("ts");
-            let x: f64 = std::str::from_utf8(&line[c2 + 1..])
-                .expect("utf8")
-                .parse()
-                .expect("value");
             rows += 1;
+            // The same checks weir makes on every row: a bad row is counted
+            // and skipped, never a panic.
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(c1) = line.iter().position(|&c| c == b',') else {
+                bad += 1;
+                continue;
+            };
+            let Some(c2) = line[c1 + 1..]
+                .iter()
+                .position(|&c| c == b',')
+                .map(|p| c1 + 1 + p)
+            else {
+                bad += 1;
+                continue;
+            };
+            let (Ok(name), Some(ts), Ok(Ok(x))) = (
+                std::str::from_utf8(&line[..c1]),
+                parse_i64(&line[c1 + 1..c2]),
+                std::str::from_utf8(&line[c2 + 1..]).map(str::parse::<f64>),
+            ) else {
+                bad += 1;
+                continue;
+            };
+            if !x.is_finite()
+                || !(MIN_TS..=MAX_TS).contains(&ts)
+                || name.is_empty()
+                || name.len() > 256
+            {
+                bad += 1;
+                continue;
+            }
             let id = match ids.get(name) {
                 Some(&id) => id,
                 None => {
@@ -207,5 +233,8 @@ fn main() {
                 .and_then(|l| l.split_whitespace().nth(1).map(String::from))
         })
         .unwrap_or_default();
-    eprintln!("w1_loop: {rows} rows in {secs:.3} s ({:.2} M rows/s): {windows} windows, {late} late; peak RSS {rss} KiB", rows as f64 / secs / 1e6);
+    eprintln!(
+        "w1_loop: {rows} rows in {secs:.3} s ({:.2} M rows/s): {windows} windows, {late} late, {bad} bad rows; peak RSS {rss} KiB",
+        rows as f64 / secs / 1e6
+    );
 }

@@ -349,6 +349,7 @@ impl Decoder<'_> {
 ///
 /// # Errors
 /// I/O errors of `input` or `out`. Bad rows are not errors.
+#[inline(never)]
 pub fn replay<R: Read, W: Write>(
     pf: &PipelineFile,
     source: usize,
