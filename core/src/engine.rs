@@ -20,11 +20,11 @@ use core::fmt;
 
 use crate::detect::{DetectorSpec, DetectorState};
 use crate::keys::{KeyId, KeyTable};
-use crate::output::{LateSample, Output, ScoreResult};
+use crate::output::{Output, ScoreResult};
 use crate::process::ProcessOp;
 use crate::spec::{FullPolicy, OperatorKind, PipelineSpec};
 use crate::time::{TimeMode, Watermark};
-use crate::window::{OpStats, Pending, WindowOp};
+use crate::window::{buffer_in_time_order, OpStats, Pending, WindowOp};
 use alloc::collections::BinaryHeap;
 use core::cmp::Reverse;
 
@@ -152,21 +152,17 @@ impl DetectOp {
                 },
                 out,
             );
-        } else if ts <= wm {
-            self.stats.late += 1;
-            out.push_back(Output::Late(LateSample {
-                op: self.op,
-                key,
-                ts,
-                value: x,
-            }));
         } else {
-            self.stats.on_time += 1;
-            self.pending.push(Reverse(Pending {
-                ts,
+            buffer_in_time_order(
+                &mut self.stats,
+                &mut self.pending,
+                self.op,
                 key,
-                bits: x.to_bits(),
-            }));
+                ts,
+                x,
+                wm,
+                out,
+            );
         }
     }
 

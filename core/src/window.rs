@@ -82,6 +82,38 @@ pub(crate) struct Pending {
     pub(crate) bits: u64,
 }
 
+/// Buffers a sample until the watermark passes it (operators that see
+/// samples in event-time order), or sends it to the late output if the
+/// watermark already has.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn buffer_in_time_order(
+    stats: &mut OpStats,
+    pending: &mut BinaryHeap<Reverse<Pending>>,
+    op: u16,
+    key: KeyId,
+    ts: i64,
+    x: f64,
+    wm: i64,
+    out: &mut VecDeque<Output>,
+) {
+    if ts <= wm {
+        stats.late += 1;
+        out.push_back(Output::Late(LateSample {
+            op,
+            key,
+            ts,
+            value: x,
+        }));
+    } else {
+        stats.on_time += 1;
+        pending.push(Reverse(Pending {
+            ts,
+            key,
+            bits: x.to_bits(),
+        }));
+    }
+}
+
 /// Counters of one operator. `on_time + late == routed` always holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpStats {
@@ -257,22 +289,16 @@ impl WindowOp {
             }
             WindowKind::Session { gap } => self.session(key, ts, x, gap, wm, out),
             WindowKind::Count { .. } => {
-                if ts <= wm {
-                    self.stats.late += 1;
-                    out.push_back(Output::Late(LateSample {
-                        op: self.op,
-                        key,
-                        ts,
-                        value: x,
-                    }));
-                } else {
-                    self.stats.on_time += 1;
-                    self.pending.push(Reverse(Pending {
-                        ts,
-                        key,
-                        bits: x.to_bits(),
-                    }));
-                }
+                buffer_in_time_order(
+                    &mut self.stats,
+                    &mut self.pending,
+                    self.op,
+                    key,
+                    ts,
+                    x,
+                    wm,
+                    out,
+                );
             }
         }
     }

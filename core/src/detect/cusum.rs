@@ -11,7 +11,7 @@
 //! jumps to a fast EWMA of the recent level and both sums restart, so a
 //! persistent shift raises one alarm, then the detector re-arms.
 
-use super::{dec_f64s, enc_f64s, expect_array, Clock};
+use super::{dec_blob, enc_blob, expect_array, Clock};
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
@@ -120,11 +120,11 @@ impl CusumDetector {
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
         e.array(5)?;
-        enc_f64s(e, &[c.k, c.h, c.alpha, c.fast_alpha, c.z_clip, c.threshold])?;
+        enc_blob(e, &[c.k, c.h, c.alpha, c.fast_alpha, c.z_clip, c.threshold])?;
         e.u32(c.warmup)?;
         self.clock.encode(e)?;
         e.u64(self.n)?;
-        enc_f64s(e, &[self.mu, self.var, self.fast, self.s_hi, self.s_lo])?;
+        enc_blob(e, &[self.mu, self.var, self.fast, self.s_hi, self.s_lo])?;
         Ok(())
     }
 
@@ -135,12 +135,12 @@ impl CusumDetector {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
         expect_array(d, 5)?;
         let mut c = [0.0; 6];
-        dec_f64s(d, &mut c)?;
+        dec_blob(d, &mut c)?;
         let warmup = d.u32()?;
         let clock = Clock::decode(d)?;
         let n = d.u64()?;
-        let mut s = [0.0; 5];
-        dec_f64s(d, &mut s)?;
+        let mut s = [0.0f64; 5];
+        dec_blob(d, &mut s)?;
         if !s.iter().all(|v| v.is_finite()) {
             return Err(DecError::message("cusum state holds a non-finite value"));
         }

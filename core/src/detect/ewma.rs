@@ -4,7 +4,7 @@
 //! folded in gives `z = (x - mean) / sd`; the score is the two-sided gaussian
 //! tail of `z` on the shared `-log10(p)/10` scale.
 
-use super::{dec_f64s, enc_f64s, expect_array, z_to_score, Clock};
+use super::{dec_blob, enc_blob, expect_array, z_to_score, Clock};
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
@@ -90,7 +90,7 @@ impl EwmaDetector {
     /// Writes the state (configuration included) as CBOR.
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         e.array(4)?;
-        enc_f64s(e, &[self.cfg.alpha, self.cfg.threshold])?;
+        enc_blob(e, &[self.cfg.alpha, self.cfg.threshold])?;
         e.u32(self.cfg.warmup)?;
         self.clock.encode(e)?;
         e.array(3)?.u64(self.n)?.f64(self.mean)?.f64(self.var)?;
@@ -104,7 +104,7 @@ impl EwmaDetector {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
         expect_array(d, 4)?;
         let mut c = [0.0; 2];
-        dec_f64s(d, &mut c)?;
+        dec_blob(d, &mut c)?;
         let warmup = d.u32()?;
         let clock = Clock::decode(d)?;
         expect_array(d, 3)?;

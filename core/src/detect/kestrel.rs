@@ -30,7 +30,7 @@
 //! timestamps are only checked (see `Clock`), never used in arithmetic.
 
 use super::knn::Nn;
-use super::{dec_f64s, dec_u32s, enc_f64s, enc_u32s, expect_array};
+use super::{dec_blob, enc_blob, expect_array};
 use super::{norm_neglog10_sf, surprise_to_unit, Clock};
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
@@ -353,7 +353,7 @@ impl Kestrel {
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
         e.array(11)?;
-        enc_f64s(
+        enc_blob(
             e,
             &[
                 c.nn_alpha,
@@ -371,7 +371,7 @@ impl Kestrel {
                 c.threshold,
             ],
         )?;
-        enc_u32s(
+        enc_blob(
             e,
             &[
                 c.learn,
@@ -386,7 +386,7 @@ impl Kestrel {
             ],
         )?;
         self.clock.encode(e)?;
-        enc_u32s(e, &[self.short_len, self.short_head])?;
+        enc_blob(e, &[self.short_len, self.short_head])?;
         e.array(7)?
             .u64(self.run)?
             .u64(self.longest_run)?
@@ -395,7 +395,7 @@ impl Kestrel {
             .u64(self.n)?
             .u64(self.lcount)?
             .u64(self.hold_until)?;
-        enc_f64s(
+        enc_blob(
             e,
             &[
                 self.vmin,
@@ -410,8 +410,8 @@ impl Kestrel {
                 self.hold_val,
             ],
         )?;
-        enc_f64s(e, &self.parts)?;
-        enc_f64s(e, &self.short_buf)?;
+        enc_blob(e, &self.parts)?;
+        enc_blob(e, &self.short_buf)?;
         self.nn1.encode(e)?;
         self.nn2.encode(e)?;
         self.nn3.encode(e)?;
@@ -425,9 +425,9 @@ impl Kestrel {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
         expect_array(d, 11)?;
         let mut f = [0.0; 13];
-        dec_f64s(d, &mut f)?;
+        dec_blob(d, &mut f)?;
         let mut u = [0u32; 9];
-        dec_u32s(d, &mut u)?;
+        dec_blob(d, &mut u)?;
         let cfg = KestrelConfig {
             nn_alpha: f[0],
             nn_floor: f[1],
@@ -458,7 +458,7 @@ impl Kestrel {
         }
         k.clock = Clock::decode(d)?;
         let mut v = [0u32; 2];
-        dec_u32s(d, &mut v)?;
+        dec_blob(d, &mut v)?;
         [k.short_len, k.short_head] = v;
         let bad = k.short_len > cfg.short || k.short_head >= cfg.short;
         if bad {
@@ -472,8 +472,8 @@ impl Kestrel {
         k.n = d.u64()?;
         k.lcount = d.u64()?;
         k.hold_until = d.u64()?;
-        let mut s = [0.0; 10];
-        dec_f64s(d, &mut s)?;
+        let mut s = [0.0f64; 10];
+        dec_blob(d, &mut s)?;
         if !s.iter().all(|v| v.is_finite()) {
             return Err(DecError::message("kestrel state holds a non-finite value"));
         }
@@ -489,8 +489,8 @@ impl Kestrel {
             k.lvar,
             k.hold_val,
         ] = s;
-        dec_f64s(d, &mut k.parts)?;
-        dec_f64s(d, &mut k.short_buf)?;
+        dec_blob(d, &mut k.parts)?;
+        dec_blob(d, &mut k.short_buf)?;
         if !k.short_buf.iter().all(|v| v.is_finite()) {
             return Err(DecError::message("kestrel state holds a non-finite value"));
         }

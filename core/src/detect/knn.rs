@@ -6,7 +6,7 @@
 //! `stride` points, each stored only once it no longer overlaps the current
 //! one) is divided by a slow EWMA of that distance: `raw = ln(1 + d / mean)`.
 
-use super::{dec_f32s, dec_f64s, dec_u32s, enc_f32s, enc_f64s, enc_u32s, expect_array};
+use super::{dec_blob, enc_blob, expect_array};
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
@@ -117,7 +117,7 @@ impl Nn {
     /// Writes the memory as CBOR.
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         e.array(6)?;
-        enc_u32s(
+        enc_blob(
             e,
             &[
                 self.block,
@@ -129,9 +129,9 @@ impl Nn {
             ],
         )?;
         e.array(2)?.u64(self.points)?.u64(self.count)?;
-        enc_f64s(e, &[self.block_sum, self.mean, self.last_raw])?;
-        enc_f32s(e, &self.hist)?;
-        enc_f32s(e, self.bank.as_flattened())?;
+        enc_blob(e, &[self.block_sum, self.mean, self.last_raw])?;
+        enc_blob(e, &self.hist)?;
+        enc_blob(e, self.bank.as_flattened())?;
         e.null()?;
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Nn {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
         expect_array(d, 6)?;
         let mut u = [0u32; 6];
-        dec_u32s(d, &mut u)?;
+        dec_blob(d, &mut u)?;
         let mut k = Nn::new(u[0], u[1]);
         if k.block != u[0] || k.stride != u[1] {
             return Err(DecError::message("nn parameters out of range"));
@@ -160,10 +160,10 @@ impl Nn {
         k.points = d.u64()?;
         k.count = d.u64()?;
         let mut f = [0.0; 3];
-        dec_f64s(d, &mut f)?;
+        dec_blob(d, &mut f)?;
         [k.block_sum, k.mean, k.last_raw] = f;
-        dec_f32s(d, &mut k.hist)?;
-        dec_f32s(d, k.bank.as_flattened_mut())?;
+        dec_blob(d, &mut k.hist)?;
+        dec_blob(d, k.bank.as_flattened_mut())?;
         let finite = f.iter().all(|v| v.is_finite())
             && k.hist.iter().all(|v| v.is_finite())
             && k.bank.as_flattened().iter().all(|v| v.is_finite());

@@ -7,7 +7,7 @@
 //! A sorted copy of the window is maintained incrementally (binary search +
 //! shift), so median and MAD cost O(window) memory moves, no sorting.
 
-use super::{dec_f64s, enc_f64s, expect_array, z_to_score, Clock};
+use super::{dec_blob, enc_blob, expect_array, z_to_score, Clock};
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
@@ -138,7 +138,7 @@ impl MadDetector {
         e.u32(self.cfg.window)?.f64(self.cfg.threshold)?;
         self.clock.encode(e)?;
         e.u32(self.len)?.u32(self.head)?;
-        enc_f64s(e, &self.buf[..self.len as usize])?;
+        enc_blob(e, &self.buf[..self.len as usize])?;
         Ok(())
     }
 
@@ -161,7 +161,7 @@ impl MadDetector {
             return Err(DecError::message("mad ring indices out of range"));
         }
         let n = me.len as usize;
-        dec_f64s(d, &mut me.buf[..n])?;
+        dec_blob(d, &mut me.buf[..n])?;
         if me.buf[..n].iter().any(|v| !v.is_finite()) {
             return Err(DecError::message("mad window holds a non-finite value"));
         }

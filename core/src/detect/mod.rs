@@ -277,72 +277,56 @@ pub(crate) fn expect_array(d: &mut Decoder<'_>, n: u64) -> Result<(), DecError> 
     }
 }
 
-/// Encode a slice of f64 as one CBOR byte string (little-endian).
-pub(crate) fn enc_f64s<W: Write>(e: &mut Encoder<W>, xs: &[f64]) -> Result<(), EncError<W::Error>> {
-    e.bytes_len((xs.len() * 8) as u64)?;
-    for x in xs {
+/// A fixed-size number stored little-endian in a CBOR byte string.
+pub(crate) trait Le: Copy {
+    const SIZE: usize;
+    fn put(self, w: &mut [u8]);
+    fn get(b: &[u8]) -> Self;
+}
+
+macro_rules! le {
+    ($($t:ty),*) => {$(
+        impl Le for $t {
+            const SIZE: usize = core::mem::size_of::<$t>();
+            fn put(self, w: &mut [u8]) {
+                w.copy_from_slice(&self.to_le_bytes());
+            }
+            fn get(b: &[u8]) -> Self {
+                let mut a = [0u8; core::mem::size_of::<$t>()];
+                a.copy_from_slice(b);
+                <$t>::from_le_bytes(a)
+            }
+        }
+    )*};
+}
+le!(f64, f32, u32);
+
+/// Encodes a slice of numbers as one CBOR byte string (little-endian):
+/// compact, and decoded without per-element CBOR headers.
+pub(crate) fn enc_blob<T: Le, W: Write>(
+    e: &mut Encoder<W>,
+    xs: &[T],
+) -> Result<(), EncError<W::Error>> {
+    e.bytes_len((xs.len() * T::SIZE) as u64)?;
+    let mut buf = [0u8; 8];
+    for &x in xs {
+        x.put(&mut buf[..T::SIZE]);
         e.writer_mut()
-            .write_all(&x.to_le_bytes())
+            .write_all(&buf[..T::SIZE])
             .map_err(EncError::write)?;
     }
     Ok(())
 }
 
-pub(crate) fn dec_f64s(d: &mut Decoder<'_>, out: &mut [f64]) -> Result<(), DecError> {
+/// Decodes a blob written by [`enc_blob`] into `out`, which must have
+/// exactly the encoded length.
+pub(crate) fn dec_blob<T: Le>(d: &mut Decoder<'_>, out: &mut [T]) -> Result<(), DecError> {
     let b = d.bytes()?;
-    if b.len() != out.len() * 8 {
-        return Err(DecError::message("f64 blob length mismatch"));
+    if b.len() != out.len() * T::SIZE {
+        return Err(DecError::message("number blob length mismatch"));
     }
-    for (o, c) in out.iter_mut().zip(b.chunks_exact(8)) {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(c);
-        *o = f64::from_le_bytes(a);
-    }
-    Ok(())
-}
-
-pub(crate) fn enc_u32s<W: Write>(e: &mut Encoder<W>, xs: &[u32]) -> Result<(), EncError<W::Error>> {
-    e.bytes_len((xs.len() * 4) as u64)?;
-    for x in xs {
-        e.writer_mut()
-            .write_all(&x.to_le_bytes())
-            .map_err(EncError::write)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn dec_u32s(d: &mut Decoder<'_>, out: &mut [u32]) -> Result<(), DecError> {
-    let b = d.bytes()?;
-    if b.len() != out.len() * 4 {
-        return Err(DecError::message("u32 blob length mismatch"));
-    }
-    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(c);
-        *o = u32::from_le_bytes(a);
-    }
-    Ok(())
-}
-
-pub(crate) fn enc_f32s<W: Write>(e: &mut Encoder<W>, xs: &[f32]) -> Result<(), EncError<W::Error>> {
-    e.bytes_len((xs.len() * 4) as u64)?;
-    for x in xs {
-        e.writer_mut()
-            .write_all(&x.to_le_bytes())
-            .map_err(EncError::write)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn dec_f32s(d: &mut Decoder<'_>, out: &mut [f32]) -> Result<(), DecError> {
-    let b = d.bytes()?;
-    if b.len() != out.len() * 4 {
-        return Err(DecError::message("f32 blob length mismatch"));
-    }
-    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(c);
-        *o = f32::from_le_bytes(a);
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(T::SIZE)) {
+        *o = T::get(c);
     }
     Ok(())
 }
