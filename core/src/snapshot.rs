@@ -605,7 +605,8 @@ impl Engine {
                         } else {
                             match (keep_det, &det_spec) {
                                 (true, Some(ds)) => {
-                                    ks.detector = Some(DetectorState::decode(ds, d)?)
+                                    ks.detector =
+                                        Some(alloc::boxed::Box::new(DetectorState::decode(ds, d)?))
                                 }
                                 _ => d.skip()?,
                             }

@@ -71,7 +71,9 @@ impl OpenWindow {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct KeyState {
     pub(crate) windows: Vec<OpenWindow>,
-    pub(crate) detector: Option<DetectorState>,
+    // Boxed: keeps the per-key entry small (and the entries of all keys in
+    // cache) on the per-sample path, which never touches the detector.
+    pub(crate) detector: Option<Box<DetectorState>>,
 }
 
 /// A sample waiting for the watermark (count windows).
@@ -618,7 +620,7 @@ impl Parts<'_> {
         self,
         key: KeyId,
         w: &OpenWindow,
-        detector: &mut Option<DetectorState>,
+        detector: &mut Option<Box<DetectorState>>,
         emission: Emission,
         out: &mut VecDeque<Output>,
     ) {
@@ -637,7 +639,7 @@ impl Parts<'_> {
         if emission == Emission::OnTime {
             self.stats.fired += 1;
             if let Some((on, spec)) = self.detect {
-                let det = detector.get_or_insert_with(|| spec.new_state());
+                let det = detector.get_or_insert_with(|| Box::new(spec.new_state()));
                 anomaly = det.update(w.start, w.m.get(*on));
                 if matches!(anomaly, Some(Verdict { flag: true, .. })) {
                     self.stats.flagged += 1;
