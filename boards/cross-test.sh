@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Cross test for Pi-class gateways: builds `weir` as a static, size-optimised
+# aarch64-unknown-linux-musl binary, runs a W1 replay with it under
+# qemu-aarch64-static and checks the output equals the host build's, byte for
+# byte. Prints both stripped binary sizes and fails above the 4 MB budget.
+#
+# Needs (installed by the caller, not here): gcc-aarch64-linux-gnu and
+# qemu-user-static from apt. The only thing this script installs is the rust
+# target.
+#
+#   bash boards/cross-test.sh [EVENTS]      # default 200000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS="${1:-200000}"
+TARGET=aarch64-unknown-linux-musl
+PROFILE=bench-size               # opt-level "s", lto fat, strip, panic abort
+BUDGET=$((4 * 1024 * 1024))
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
+export CC_aarch64_unknown_linux_musl="${CC_aarch64_unknown_linux_musl:-aarch64-linux-gnu-gcc}"
+
+for tool in qemu-aarch64-static aarch64-linux-gnu-gcc; do
+    command -v "$tool" >/dev/null || {
+        echo "cross-test: $tool not found; run: apt-get install -y gcc-aarch64-linux-gnu qemu-user-static" >&2
+        exit 2
+    }
+done
+rustup target add "$TARGET" >/dev/null
+
+echo "== build weir for the host and for $TARGET (profile $PROFILE)"
+cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE"
+cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET"
+HOST_BIN="$CARGO_TARGET_DIR/$PROFILE/weir"
+ARM_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
+
+file "$ARM_BIN" 2>/dev/null | grep -q 'statically linked' || {
+    # `file` may be missing; fall back to the ELF header check below.
+    command -v file >/dev/null && { echo "cross-test: $ARM_BIN is not statically linked" >&2; exit 1; }
+}
+# e_machine (offset 18, 2 bytes LE) must be 0xB7 = AArch64.
+machine=$(od -An -tx1 -j18 -N2 "$ARM_BIN" | tr -d ' \n')
+[ "$machine" = "b700" ] || { echo "cross-test: $ARM_BIN is not an AArch64 ELF (e_machine=$machine)" >&2; exit 1; }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+echo "== W1: $EVENTS events, seed 1"
+"$HOST_BIN" gen w1 --events "$EVENTS" --seed 1 -o "$WORK/w1.csv"
+qemu-aarch64-static "$ARM_BIN" gen w1 --events "$EVENTS" --seed 1 -o "$WORK/w1-arm.csv"
+cmp "$WORK/w1.csv" "$WORK/w1-arm.csv" || { echo "cross-test: FAIL: generated inputs differ" >&2; exit 1; }
+
+"$HOST_BIN" replay -p examples/w1.toml -i "$WORK/w1.csv" -o "$WORK/host.csv"
+qemu-aarch64-static "$ARM_BIN" replay -p examples/w1.toml -i "$WORK/w1.csv" -o "$WORK/arm.csv"
+
+host_size=$(stat -c %s "$HOST_BIN")
+arm_size=$(stat -c %s "$ARM_BIN")
+windows=$(wc -l < "$WORK/host.csv")
+echo "host   x86_64 weir ($PROFILE, stripped): $host_size bytes"
+echo "target $TARGET weir ($PROFILE, stripped): $arm_size bytes (budget $BUDGET)"
+echo "replay output: $windows lines, $(stat -c %s "$WORK/host.csv") bytes"
+
+if cmp "$WORK/host.csv" "$WORK/arm.csv"; then
+    echo "equal: aarch64 under qemu == host, byte for byte"
+else
+    echo "cross-test: FAIL: replay output under qemu differs from the host's" >&2
+    exit 1
+fi
+if [ "$arm_size" -gt "$BUDGET" ]; then
+    echo "cross-test: FAIL: $arm_size bytes is over the $BUDGET-byte budget" >&2
+    exit 1
+fi
+echo "cross-test passed"

@@ -1,0 +1,1 @@
+//! Linux buses (in progress).

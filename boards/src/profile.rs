@@ -1,0 +1,1 @@
+//! Board profiles (in progress).
