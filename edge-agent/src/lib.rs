@@ -10,6 +10,7 @@
 //! - [`replay`]: a CSV file through a pipeline (`weir replay`).
 //! - [`gen`]: deterministic synthetic inputs (`weir gen w1`).
 //! - [`numfmt`], [`timefmt`]: exact, fast number and date formatting.
+//! - [`store`]: the durable ingest journal and checkpoints, in redb.
 //!
 //! ## Example
 //! ```
@@ -28,4 +29,5 @@ pub mod gen;
 pub mod numfmt;
 pub mod pipeline_file;
 pub mod replay;
+pub mod store;
 pub mod timefmt;
