@@ -6,6 +6,7 @@
 //!
 //! ## Layout
 //! - [`cli`]: the `weir` commands; `main.rs` only calls [`cli::main`].
+//! - [`decode`]: MQTT payloads (JSON, CBOR, SenML) → samples; pure, no I/O.
 //! - [`pipeline_file`]: the pipeline TOML format, with file:line:column errors.
 //! - [`replay`]: a CSV file through a pipeline (`weir replay`).
 //! - [`gen`]: deterministic synthetic inputs (`weir gen w1`).
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod cli;
+pub mod decode;
 pub mod gen;
 pub mod numfmt;
 pub mod pipeline_file;
