@@ -13,8 +13,12 @@
 //! containers) the file growth is the only figure. References: the CSV
 //! bytes, then the store's own encoded chunks, appended to a plain file
 //! with `write_all` + `sync_data` per batch.
+//! Checkpoint mode: the same readings, no journal, a 1.5 MB checkpoint per
+//! 100,000 readings.
 //! Recovery: a 1.5 MB checkpoint (the size of a 10k-key snapshot) plus a
-//! journal of all readings after it; then open + `latest` + full replay.
+//! journal of all readings after it; then open + `latest` + full replay,
+//! once after a clean close and once after the writer (a child process)
+//! exited without closing, so that redb repairs the file on open.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -23,7 +27,7 @@ use std::time::Instant;
 
 use weir_agent::gen::{SplitMix64, W1};
 use weir_agent::store::codec::{BatchEncoder, KeyRef};
-use weir_agent::store::{Sample, StoreConfig};
+use weir_agent::store::{DurabilityMode, Sample, StoreConfig};
 use weir_core::seam::CheckpointStore;
 
 struct Row {
@@ -162,31 +166,38 @@ fn bench_plain(dir: &Path, rows: &[Row], batch: usize, encoded: bool) -> Figures
     }
 }
 
-fn bench_recovery(dir: &Path, rows: &[Row]) {
-    let path = fresh(dir, "recovery.redb");
+/// Writes the recovery database: a 1.5 MB checkpoint at LSN 0, then every
+/// row journaled in commits of 10,000. With `crash`, the process exits
+/// without closing the database, as a crash would (redb then repairs on
+/// open).
+fn write_recovery_db(path: &Path, rows: &[Row], crash: bool) {
     let mut rng = SplitMix64::new(7);
     let snapshot: Vec<u8> = (0..1_500_000).map(|_| rng.next_u64() as u8).collect();
-    {
-        let mut store = StoreConfig::default().build(&path).expect("open");
-        store.put(0, &snapshot).expect("put");
-        store.sync().expect("sync");
-        for chunk in rows.chunks(10_000) {
-            for r in chunk {
-                store
-                    .append(&Sample {
-                        source: 0,
-                        key: &r.key,
-                        ts: r.ts,
-                        values: &[r.value],
-                    })
-                    .expect("append");
-            }
-            store.commit().expect("commit");
+    let mut store = StoreConfig::default().build(path).expect("open");
+    store.put(0, &snapshot).expect("put");
+    store.sync().expect("sync");
+    for chunk in rows.chunks(10_000) {
+        for r in chunk {
+            store
+                .append(&Sample {
+                    source: 0,
+                    key: &r.key,
+                    ts: r.ts,
+                    values: &[r.value],
+                })
+                .expect("append");
         }
+        store.commit().expect("commit");
     }
-    let len = fs::metadata(&path).expect("len").len();
+    if crash {
+        std::process::exit(0);
+    }
+}
+
+fn bench_recovery(path: &Path, rows: &[Row], what: &str) {
+    let len = fs::metadata(path).expect("len").len();
     let t = Instant::now();
-    let store = StoreConfig::default().build(&path).expect("open");
+    let store = StoreConfig::default().build(path).expect("open");
     let t_open = t.elapsed();
     let (upto, snap) = store.latest().expect("latest").expect("a checkpoint");
     let snap_len = snap.len();
@@ -195,12 +206,12 @@ fn bench_recovery(dir: &Path, rows: &[Row]) {
     let (mut n, mut sum) = (0u64, 0.0);
     while let Some((_, s)) = replay.next_record().expect("record") {
         n += 1;
-        sum += s.values[0] + s.ts as f64 * 0.0;
+        sum += s.values[0];
     }
     let total = t.elapsed();
     assert_eq!(n, rows.len() as u64);
     println!(
-        "  open {:.1} ms, latest checkpoint ({} B) {:.1} ms, replay {} records {:.1} ms: total {:.1} ms  (file {:.1} MB, checksum {sum:.1})",
+        "  {what}: open {:.1} ms, latest checkpoint ({} B) {:.1} ms, replay {} records {:.1} ms: total {:.1} ms  (file {:.1} MB, checksum {sum:.1})",
         t_open.as_secs_f64() * 1e3,
         snap_len,
         (t_ckpt - t_open).as_secs_f64() * 1e3,
@@ -211,11 +222,58 @@ fn bench_recovery(dir: &Path, rows: &[Row]) {
     );
 }
 
+/// Checkpoint mode: no journal writes; a 1.5 MB checkpoint every
+/// `every` readings.
+fn bench_checkpoint_mode(dir: &Path, rows: &[Row], every: usize) {
+    let path = fresh(dir, "ckpt.redb");
+    let mut store = StoreConfig {
+        mode: DurabilityMode::Checkpoint,
+        ..StoreConfig::default()
+    }
+    .build(&path)
+    .expect("open");
+    let snapshot = vec![0x5A; 1_500_000];
+    let w0 = write_bytes();
+    let t = Instant::now();
+    for chunk in rows.chunks(every) {
+        for r in chunk {
+            store
+                .append(&Sample {
+                    source: 0,
+                    key: &r.key,
+                    ts: r.ts,
+                    values: &[r.value],
+                })
+                .expect("append");
+        }
+        let upto = store.commit().expect("commit");
+        store.put(upto, &snapshot).expect("put");
+        store.sync().expect("sync");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let written = write_bytes() - w0;
+    let n = rows.len() as f64;
+    let checkpoints = store.stats().checkpoints;
+    println!(
+        "  checkpoint mode, 1.5 MB checkpoint per {every} readings: {:.0} readings/s, {} checkpoints, write_bytes {:.1} B/reading ({:.2} MB per checkpoint), file {:.1} MB",
+        n / secs,
+        checkpoints,
+        written as f64 / n,
+        written as f64 / checkpoints as f64 / 1e6,
+        store.file_len().expect("len") as f64 / 1e6,
+    );
+}
+
+const CHILD_ENV: &str = "WEIR_STORE_BENCH_WRITER";
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: u64 = args
         .next()
         .map_or(1_000_000, |a| a.parse().expect("READINGS"));
+    if let Some(path) = std::env::var_os(CHILD_ENV) {
+        write_recovery_db(Path::new(&path), &rows(n), true);
+    }
     let mut batches: Vec<usize> = args.map(|a| a.parse().expect("BATCH")).collect();
     if batches.is_empty() {
         batches = vec![1000, 250, 4000];
@@ -254,10 +312,34 @@ fn main() {
         let f = bench_plain(&dir, rows, batch, true);
         report("ref: chunks, write_all+sync_data", rows, &f);
     }
+    bench_checkpoint_mode(&dir, &all, 100_000);
     println!(
         "recovery (1.5 MB checkpoint + {} journal records after it):",
         all.len()
     );
-    bench_recovery(&dir, &all);
+    let path = fresh(&dir, "recovery.redb");
+    write_recovery_db(&path, &all, false);
+    bench_recovery(&path, &all, "after a clean close");
+    let path = fresh(&dir, "recovery-crash.redb");
+    let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg(all.len().to_string())
+        .env(CHILD_ENV, &path)
+        .status()
+        .expect("spawn the writer");
+    assert!(status.success(), "writer failed: {status}");
+    // Open a copy with redb directly, to show that the file did need repair.
+    let copy = dir.join("recovery-crash-copy.redb");
+    fs::copy(&path, &copy).expect("copy");
+    bench_recovery(&path, &all, "after a crash (redb repair)");
+    let repaired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = repaired.clone();
+    redb::Builder::new()
+        .set_repair_callback(move |_| flag.set(true))
+        .open(&copy)
+        .expect("open the copy");
+    println!(
+        "  (redb repair ran on the crashed file: {})",
+        repaired.get()
+    );
     let _ = fs::remove_dir_all(&dir);
 }
