@@ -31,6 +31,8 @@ rustup target add "$TARGET" >/dev/null
 echo "== build weir for the host and for $TARGET (profile $PROFILE)"
 cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE"
 cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET"
+# The wired-sensor drivers over /dev/i2c-* and /dev/spidev* (compile check).
+cargo build --locked -q -p weir-boards --features linux --target "$TARGET"
 HOST_BIN="$CARGO_TARGET_DIR/$PROFILE/weir"
 ARM_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
 

@@ -15,6 +15,8 @@
 //! - [`sim`]: simulated parts behind a simulated I2C bus, for the `sim`
 //!   board, tests and the microcontroller example.
 //! - `profile` (feature `std`): the board profile parser and validator.
+//! - `wired` (feature `std`): a profile's sensors opened as one `Vec` of
+//!   sources for the agent.
 //! - `linux` (feature `linux`): `/dev/i2c-*` and `/dev/spidev*` buses.
 //!
 //! Without default features the crate is `no_std` and allocation-free.
@@ -50,5 +52,7 @@ pub mod source;
 pub mod linux;
 #[cfg(feature = "std")]
 pub mod profile;
+#[cfg(feature = "std")]
+pub mod wired;
 
 pub use error::SensorError;
