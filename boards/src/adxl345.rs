@@ -115,6 +115,11 @@ impl<B: RegisterBus> Adxl345<B> {
         Adxl345 { bus, cfg }
     }
 
+    /// The bus.
+    pub fn bus_mut(&mut self) -> &mut B {
+        &mut self.bus
+    }
+
     /// Gives the bus back.
     pub fn release(self) -> B {
         self.bus

@@ -183,6 +183,11 @@ impl<B: RegisterBus> Bme280<B> {
         Bme280 { bus, calib: None }
     }
 
+    /// The bus.
+    pub fn bus_mut(&mut self) -> &mut B {
+        &mut self.bus
+    }
+
     /// Gives the bus back.
     pub fn release(self) -> B {
         self.bus

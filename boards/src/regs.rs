@@ -37,6 +37,11 @@ impl<I: I2c> I2cRegs<I> {
         I2cRegs { i2c, addr }
     }
 
+    /// The bus.
+    pub fn bus_mut(&mut self) -> &mut I {
+        &mut self.i2c
+    }
+
     /// Gives the bus back.
     pub fn release(self) -> I {
         self.i2c

@@ -43,7 +43,8 @@ pub struct SimAdxl345 {
 }
 
 impl SimAdxl345 {
-    /// A part at `addr` with noise from `seed`; 50 Hz, 0.5 g, 100 Hz.
+    /// A part at `addr` with noise from `seed`; 23 Hz, 0.5 g, sampled at
+    /// 100 Hz (23 Hz does not alias to a constant at common sample rates).
     pub fn new(addr: u8, seed: u64) -> Self {
         let mut regs = [0u8; 64];
         regs[0] = crate::adxl345::DEVICE_ID;
@@ -53,7 +54,7 @@ impl SimAdxl345 {
             ptr: 0,
             n: 0,
             noise: Noise(seed | 1),
-            freq: 50.0,
+            freq: 23.0,
             amp: 0.5,
             rate: 100.0,
         }

@@ -89,6 +89,11 @@ impl<S: Sensor> SensorSource<S> {
         self.missed
     }
 
+    /// The driver.
+    pub fn sensor_mut(&mut self) -> &mut S {
+        &mut self.sensor
+    }
+
     /// The driver, e.g. to give its bus back.
     pub fn into_inner(self) -> S {
         self.sensor
