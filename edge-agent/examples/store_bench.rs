@@ -33,6 +33,7 @@ use weir_core::seam::CheckpointStore;
 struct Row {
     key: String,
     ts: i64,
+    now: i64,
     value: f64,
     payload: usize,
 }
@@ -50,7 +51,8 @@ fn rows(n: u64) -> Vec<Row> {
     W1::new(n, 1).write(&mut csv).expect("generate W1");
     let text = String::from_utf8(csv).expect("W1 is ASCII");
     text.lines()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let mut f = l.split(',');
             let key = f.next().expect("key").to_string();
             let ts = f.next().expect("ts").parse().expect("ts");
@@ -58,6 +60,8 @@ fn rows(n: u64) -> Vec<Row> {
             Row {
                 key,
                 ts,
+                // W1 arrives 1 ms apart.
+                now: 1_700_000_000_000 + i as i64,
                 value,
                 payload: l.len() + 1,
             }
@@ -103,6 +107,7 @@ fn bench_store(dir: &Path, rows: &[Row], batch: usize, cfg: StoreConfig) -> Figu
                     source: 0,
                     key: &r.key,
                     ts: r.ts,
+                    now: r.now,
                     values: &[r.value],
                 })
                 .expect("append");
@@ -141,7 +146,14 @@ fn bench_plain(dir: &Path, rows: &[Row], batch: usize, encoded: bool) -> Figures
             if encoded {
                 let n = dict.len() as u32;
                 let id = *dict.entry(r.key.as_str()).or_insert(n);
-                enc.push(0, KeyRef::Id(id), r.ts, &[r.value]);
+                let s = Sample {
+                    source: 0,
+                    key: &r.key,
+                    ts: r.ts,
+                    now: r.now,
+                    values: &[r.value],
+                };
+                enc.push(KeyRef::Id(id), &s);
             } else {
                 buf.extend_from_slice(r.key.as_bytes());
                 buf.push(b',');
@@ -183,6 +195,7 @@ fn write_recovery_db(path: &Path, rows: &[Row], crash: bool) {
                     source: 0,
                     key: &r.key,
                     ts: r.ts,
+                    now: r.now,
                     values: &[r.value],
                 })
                 .expect("append");
@@ -242,6 +255,7 @@ fn bench_checkpoint_mode(dir: &Path, rows: &[Row], every: usize) {
                     source: 0,
                     key: &r.key,
                     ts: r.ts,
+                    now: r.now,
                     values: &[r.value],
                 })
                 .expect("append");

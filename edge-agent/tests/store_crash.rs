@@ -19,7 +19,7 @@ const ITERATIONS: u64 = 30;
 
 /// What the child writes at `lsn`: a pure function, so the parent can check
 /// every record.
-fn sample_for(lsn: Lsn) -> (u16, String, i64, Vec<f64>) {
+fn sample_for(lsn: Lsn) -> (u16, String, i64, i64, Vec<f64>) {
     let key = format!("k{}", lsn % 37);
     let values = (0..lsn % 4)
         .map(|i| match i {
@@ -29,12 +29,8 @@ fn sample_for(lsn: Lsn) -> (u16, String, i64, Vec<f64>) {
             _ => lsn as f64 * 0.001,
         })
         .collect();
-    (
-        (lsn % 3) as u16,
-        key,
-        lsn as i64 * 3 - (lsn % 5) as i64,
-        values,
-    )
+    let ts = lsn as i64 * 3 - (lsn % 5) as i64;
+    ((lsn % 3) as u16, key, ts, lsn as i64 * 2 + 7, values)
 }
 
 fn snapshot_for(upto: Lsn) -> Vec<u8> {
@@ -54,12 +50,13 @@ fn config(seed: u64) -> StoreConfig {
 }
 
 fn append(store: &mut Store, lsn: Lsn) {
-    let (source, key, ts, values) = sample_for(lsn);
+    let (source, key, ts, now, values) = sample_for(lsn);
     let got = store
         .append(&Sample {
             source,
             key: &key,
             ts,
+            now,
             values: &values,
         })
         .unwrap();
@@ -116,10 +113,10 @@ fn check(path: &Path, seed: u64, committed: Lsn, checkpointed: Option<Lsn>) -> L
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
     {
         assert_eq!(lsn, expected, "seed {seed}: journal not contiguous");
-        let (source, key, ts, values) = sample_for(lsn);
+        let (source, key, ts, now, values) = sample_for(lsn);
         assert_eq!(
-            (s.source, s.key, s.ts),
-            (source, &*key, ts),
+            (s.source, s.key, s.ts, s.now),
+            (source, &*key, ts, now),
             "seed {seed} lsn {lsn}"
         );
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

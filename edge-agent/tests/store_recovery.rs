@@ -52,6 +52,7 @@ fn append(store: &mut Store, lsn: Lsn) {
             source: (lsn % 2) as u16,
             key: &key,
             ts: 1_700_000_000_000 + lsn as i64,
+            now: lsn as i64 * 10,
             values: &values,
         })
         .unwrap();
@@ -74,6 +75,7 @@ fn replay(store: &Store, after: Lsn) -> Result<Vec<Lsn>, StoreError> {
         assert_eq!(s.key, key_of(lsn));
         assert_eq!(s.source, (lsn % 2) as u16);
         assert_eq!(s.ts, 1_700_000_000_000 + lsn as i64);
+        assert_eq!(s.now, lsn as i64 * 10);
         assert_eq!(s.values, &values_of(lsn)[..]);
         out.push(lsn);
     }
@@ -247,7 +249,7 @@ fn damaged_chunks_are_errors_that_name_the_lsn() {
     // records before it replay.
     let mut valid_crc = vec![1u8, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 7, 0, 0, 0];
     valid_crc.extend_from_slice(&crc32(&valid_crc).to_le_bytes());
-    let mut dangling = vec![1u8, 0, 0xFE, 0x7F, 0, 0, 1, 0, 0, 0];
+    let mut dangling = vec![1u8, 0, 0xFE, 0x7F, 0, 0, 0, 1, 0, 0, 0];
     dangling.extend_from_slice(&crc32(&dangling).to_le_bytes());
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"this is not a journal chunk at all".to_vec()),

@@ -100,6 +100,10 @@ pub struct Sample<'a> {
     pub key: &'a str,
     /// Timestamp, in the pipeline's unit.
     pub ts: i64,
+    /// The driver's clock when the sample was handed to the engine (the
+    /// `now` of `handle_sample`): replay passes it again, so idleness, the
+    /// future guard and ingestion time come out the same.
+    pub now: i64,
     /// Values, in the order of the source's fields.
     pub values: &'a [f64],
 }
@@ -187,6 +191,7 @@ pub struct BatchEncoder {
     buf: Vec<u8>,
     count: u32,
     prev_ts: i64,
+    prev_now: i64,
 }
 
 impl BatchEncoder {
@@ -224,13 +229,22 @@ impl BatchEncoder {
         Ok(())
     }
 
-    /// Appends a record. The caller has [checked](BatchEncoder::check) it.
-    pub fn push(&mut self, source: u16, key: KeyRef<'_>, ts: i64, values: &[f64]) {
+    /// Appends a record: `sample`, its key written as `key`. The caller has
+    /// [checked](BatchEncoder::check) it.
+    pub fn push(&mut self, key: KeyRef<'_>, sample: &Sample<'_>) {
         if self.count == 0 {
             self.buf.clear();
             self.buf.push(BATCH_VERSION);
             self.prev_ts = 0;
+            self.prev_now = 0;
         }
+        let Sample {
+            source,
+            ts,
+            now,
+            values,
+            ..
+        } = *sample;
         put_varint(&mut self.buf, source as u64);
         match key {
             KeyRef::Id(id) => put_varint(&mut self.buf, (id as u64) << 1),
@@ -241,6 +255,8 @@ impl BatchEncoder {
         }
         put_varint(&mut self.buf, zigzag(ts.wrapping_sub(self.prev_ts)));
         self.prev_ts = ts;
+        put_varint(&mut self.buf, zigzag(now.wrapping_sub(self.prev_now)));
+        self.prev_now = now;
         put_varint(&mut self.buf, values.len() as u64);
         for &v in values {
             put_value(&mut self.buf, v);
@@ -299,6 +315,7 @@ pub struct BatchDecoder<'b> {
     index: u32,
     count: u32,
     prev_ts: i64,
+    prev_now: i64,
 }
 
 /// One record as stored: the key not yet looked up.
@@ -310,6 +327,8 @@ pub struct RawRecord<'b> {
     pub key: KeyRef<'b>,
     /// Timestamp.
     pub ts: i64,
+    /// The driver's clock at ingest.
+    pub now: i64,
 }
 
 impl<'b> BatchDecoder<'b> {
@@ -326,6 +345,7 @@ impl<'b> BatchDecoder<'b> {
             index: 0,
             count,
             prev_ts: 0,
+            prev_now: 0,
         })
     }
 
@@ -411,6 +431,8 @@ impl<'b> BatchDecoder<'b> {
             .prev_ts
             .wrapping_add(unzigzag(self.varint("timestamp")?));
         self.prev_ts = ts;
+        let now = self.prev_now.wrapping_add(unzigzag(self.varint("now")?));
+        self.prev_now = now;
         let n = self.varint("value count")?;
         if n > MAX_VALUES as u64 {
             return Err(bad("value count"));
@@ -434,7 +456,12 @@ impl<'b> BatchDecoder<'b> {
             values.push(v);
         }
         self.index += 1;
-        Ok(Some(RawRecord { source, key, ts }))
+        Ok(Some(RawRecord {
+            source,
+            key,
+            ts,
+            now,
+        }))
     }
 }
 
@@ -444,12 +471,22 @@ mod tests {
 
     fn roundtrip(values: &[f64]) -> Vec<f64> {
         let mut e = BatchEncoder::new();
-        e.push(3, KeyRef::Inline("k"), -5, values);
+        let s = Sample {
+            source: 3,
+            key: "k",
+            ts: -5,
+            now: 9,
+            values,
+        };
+        e.push(KeyRef::Inline("k"), &s);
         let bytes = e.finish(|b| b.to_vec()).unwrap();
         let mut d = BatchDecoder::new(&bytes).unwrap();
         let mut out = Vec::new();
         let r = d.next_record(&mut out).unwrap().unwrap();
-        assert_eq!((r.source, r.key, r.ts), (3, KeyRef::Inline("k"), -5));
+        assert_eq!(
+            (r.source, r.key, r.ts, r.now),
+            (3, KeyRef::Inline("k"), -5, 9)
+        );
         assert_eq!(d.next_record(&mut Vec::new()).unwrap(), None);
         out
     }
@@ -485,23 +522,39 @@ mod tests {
     #[test]
     fn decimal_readings_pack_small() {
         let mut e = BatchEncoder::new();
-        e.push(0, KeyRef::Id(999), 1_700_000_000_123, &[21.1234]);
+        let s = |ts, now, v| Sample {
+            source: 0,
+            key: "",
+            ts,
+            now,
+            values: v,
+        };
+        e.push(
+            KeyRef::Id(999),
+            &s(1_700_000_000_123, 1_700_000_000_200, &[21.1234]),
+        );
         let first = e.len();
-        e.push(0, KeyRef::Id(5), 1_700_000_000_100, &[-3.5]);
-        // source 1 + key id 2 + ts delta 1 + count 1 + value 1–2
-        assert!(e.len() - first <= 7, "{}", e.len() - first);
+        e.push(
+            KeyRef::Id(5),
+            &s(1_700_000_000_100, 1_700_000_000_201, &[-3.5]),
+        );
+        // source 1 + key id 1 + ts delta 1 + now delta 1 + count 1 + value 2
+        assert_eq!(e.len() - first, 7);
     }
 
     #[test]
     fn any_flipped_bit_is_an_error() {
         let mut e = BatchEncoder::new();
         for i in 0..20 {
-            e.push(
-                i,
-                KeyRef::Id(i as u32),
-                i as i64 * 7,
-                &[i as f64 * 0.5, 1.25],
-            );
+            let v = [i as f64 * 0.5, 1.25];
+            let s = Sample {
+                source: i,
+                key: "",
+                ts: i as i64 * 7,
+                now: i as i64 * 9,
+                values: &v,
+            };
+            e.push(KeyRef::Id(i as u32), &s);
         }
         let bytes = e.finish(|b| b.to_vec()).unwrap();
         for i in 0..bytes.len() * 8 {

@@ -55,9 +55,7 @@ impl Store {
             }
             None => KeyRef::Inline(sample.key),
         };
-        self.staged
-            .enc
-            .push(sample.source, key, sample.ts, sample.values);
+        self.staged.enc.push(key, sample);
         self.next_lsn += 1;
         Ok(lsn)
     }
@@ -282,6 +280,7 @@ struct Rec {
     source: u16,
     key: KeySlot,
     ts: i64,
+    now: i64,
     vstart: usize,
     vlen: usize,
 }
@@ -343,6 +342,7 @@ impl Replay<'_> {
                 source: r.source,
                 key,
                 ts: r.ts,
+                now: r.now,
                 values: &self.vals[r.vstart..r.vstart + r.vlen],
             },
         )))
@@ -401,6 +401,7 @@ impl Replay<'_> {
                 source: r.source,
                 key,
                 ts: r.ts,
+                now: r.now,
                 vstart: self.vals.len(),
                 vlen: vals.len(),
             });
