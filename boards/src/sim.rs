@@ -137,19 +137,236 @@ fn sin_approx(x: f64) -> f64 {
     x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0)))
 }
 
+/// The datasheet's worked-example calibration (T1..P9), humidity words of
+/// a real part: with it, raw 519888 reads 25.08 °C and raw 415148 about
+/// 1006.5 hPa.
+const BME280_CALIB: ([u16; 12], [u8; 8]) = (
+    [
+        27504, 26435, 64536, 36477, 54851, 3024, 2855, 140, 65529, 15500, 50936, 6000,
+    ],
+    // H1 (at 0xA1), then H2..H6 at 0xE1..0xE7.
+    [75, 0x6A, 0x01, 0x00, 0x13, 0x29, 0x03, 30],
+);
+
+/// A simulated BME280: a temperature that drifts slowly around 25 °C,
+/// pressure and humidity with noise; data registers hold the reset value
+/// until normal mode is set.
+#[derive(Clone, Debug)]
+pub struct SimBme280 {
+    addr: u8,
+    regs: [u8; 256],
+    ptr: u8,
+    n: u64,
+    noise: Noise,
+}
+
+impl SimBme280 {
+    /// A part at `addr` with noise from `seed`.
+    pub fn new(addr: u8, seed: u64) -> Self {
+        let mut regs = [0u8; 256];
+        regs[crate::bme280::reg::ID as usize] = crate::bme280::CHIP_ID;
+        let (words, h) = BME280_CALIB;
+        for (i, w) in words.iter().enumerate() {
+            let at = crate::bme280::reg::CALIB00 as usize + 2 * i;
+            regs[at..at + 2].copy_from_slice(&w.to_le_bytes());
+        }
+        regs[0xA1] = h[0];
+        regs[0xE1..0xE8].copy_from_slice(&h[1..]);
+        // Reset values of the data registers: 0x80000 / 0x8000.
+        regs[0xF7..0xFF].copy_from_slice(&[0x80, 0, 0, 0x80, 0, 0, 0x80, 0]);
+        SimBme280 {
+            addr,
+            regs,
+            ptr: 0,
+            n: 0,
+            noise: Noise(seed | 1),
+        }
+    }
+
+    fn normal_mode(&self) -> bool {
+        self.regs[crate::bme280::reg::CTRL_MEAS as usize] & 0b11 == 0b11
+    }
+
+    fn refresh(&mut self) {
+        let drift = sin_approx(self.n as f64 / 600.0);
+        self.n += 1;
+        let t = (519_888.0 + 3_000.0 * drift + 20.0 * self.noise.next_unit()) as u32;
+        let p = (415_148.0 + 50.0 * self.noise.next_unit()) as u32;
+        let h = (30_000.0 + 100.0 * self.noise.next_unit()) as u16;
+        let [h_hi, h_lo] = h.to_be_bytes();
+        let d = [
+            (p >> 12) as u8,
+            (p >> 4) as u8,
+            ((p & 0xf) << 4) as u8,
+            (t >> 12) as u8,
+            (t >> 4) as u8,
+            ((t & 0xf) << 4) as u8,
+            h_hi,
+            h_lo,
+        ];
+        self.regs[0xF7..0xFF].copy_from_slice(&d);
+    }
+
+    fn read(&mut self, buf: &mut [u8]) {
+        if self.ptr == crate::bme280::reg::PRESS_MSB && self.normal_mode() {
+            self.refresh();
+        }
+        for b in buf {
+            *b = self.regs[self.ptr as usize];
+            self.ptr = self.ptr.wrapping_add(1);
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some((&r, vals)) = bytes.split_first() {
+            self.ptr = r;
+            for v in vals {
+                // Only the control registers are writable.
+                if (0xF2..=0xF5).contains(&self.ptr) {
+                    self.regs[self.ptr as usize] = *v;
+                }
+                self.ptr = self.ptr.wrapping_add(1);
+            }
+        }
+    }
+
+    fn power_cycle(&mut self) {
+        let mut fresh = Self::new(self.addr, 1);
+        (fresh.noise, fresh.n) = (self.noise, self.n);
+        *self = fresh;
+    }
+}
+
+/// A simulated INA219 on a shunt of `shunt_ohms`: a load of `amps` (with a
+/// ripple) at `volts`.
+#[derive(Clone, Debug)]
+pub struct SimIna219 {
+    addr: u8,
+    regs: [u16; 6],
+    ptr: u8,
+    n: u64,
+    noise: Noise,
+    /// Mean load current, A.
+    pub amps: f64,
+    /// Bus voltage, V.
+    pub volts: f64,
+    /// Shunt resistance, Ω.
+    pub shunt_ohms: f64,
+}
+
+impl SimIna219 {
+    /// A part at `addr` with noise from `seed`: 0.5 A at 12 V on 0.1 Ω.
+    pub fn new(addr: u8, seed: u64) -> Self {
+        SimIna219 {
+            addr,
+            regs: [crate::ina219::CONFIG_VALUE, 0, 0, 0, 0, 0],
+            ptr: 0,
+            n: 0,
+            noise: Noise(seed | 1),
+            amps: 0.5,
+            volts: 12.0,
+            shunt_ohms: 0.1,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) {
+        use crate::ina219::reg;
+        if self.ptr == reg::BUS_VOLTAGE {
+            let ripple = 0.05 * sin_approx(self.n as f64 / 5.0) + 0.005 * self.noise.next_unit();
+            self.n += 1;
+            let shunt = ((self.amps + ripple) * self.shunt_ohms / 10e-6) as i16;
+            self.regs[reg::SHUNT_VOLTAGE as usize] = shunt as u16;
+            self.regs[reg::BUS_VOLTAGE as usize] = (((self.volts / 0.004) as u16) << 3) | 0x2;
+        }
+        let v = self.regs.get(self.ptr as usize).copied().unwrap_or(0);
+        for (b, x) in buf.iter_mut().zip(v.to_be_bytes().iter().cycle()) {
+            *b = *x;
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match *bytes {
+            [r] => self.ptr = r,
+            [r, hi, lo, ..] => {
+                self.ptr = r;
+                if r == crate::ina219::reg::CONFIG || r == 5 {
+                    self.regs[r as usize] = u16::from_be_bytes([hi, lo]);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A simulated part on [`SimI2c`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum SimPart {
     /// An accelerometer.
     Adxl345(SimAdxl345),
+    /// An environment sensor.
+    Bme280(SimBme280),
+    /// A current monitor.
+    Ina219(SimIna219),
 }
 
 impl SimPart {
     fn addr(&self) -> u8 {
         match self {
             SimPart::Adxl345(p) => p.addr,
+            SimPart::Bme280(p) => p.addr,
+            SimPart::Ina219(p) => p.addr,
         }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) {
+        match self {
+            SimPart::Adxl345(p) => p.read(buf),
+            SimPart::Bme280(p) => p.read(buf),
+            SimPart::Ina219(p) => p.read(buf),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match self {
+            SimPart::Adxl345(p) => p.write(bytes),
+            SimPart::Bme280(p) => p.write(bytes),
+            SimPart::Ina219(p) => p.write(bytes),
+        }
+    }
+
+    fn power_cycle(&mut self) {
+        match self {
+            SimPart::Adxl345(p) => p.power_cycle(),
+            SimPart::Bme280(p) => p.power_cycle(),
+            SimPart::Ina219(p) => {
+                let keep = p.clone();
+                *p = SimIna219 {
+                    amps: keep.amps,
+                    volts: keep.volts,
+                    shunt_ohms: keep.shunt_ohms,
+                    ..SimIna219::new(keep.addr, 1)
+                };
+            }
+        }
+    }
+}
+
+impl From<SimAdxl345> for SimPart {
+    fn from(p: SimAdxl345) -> Self {
+        SimPart::Adxl345(p)
+    }
+}
+
+impl From<SimBme280> for SimPart {
+    fn from(p: SimBme280) -> Self {
+        SimPart::Bme280(p)
+    }
+}
+
+impl From<SimIna219> for SimPart {
+    fn from(p: SimIna219) -> Self {
+        SimPart::Ina219(p)
     }
 }
 
@@ -175,14 +392,19 @@ impl SimI2c {
         Self::default()
     }
 
-    /// Adds an ADXL345 (a fifth part is ignored: the bus holds four).
-    pub fn with_adxl345(mut self, p: SimAdxl345) -> Self {
+    /// Adds a part (a fifth part is ignored: the bus holds four).
+    pub fn with(mut self, part: impl Into<SimPart>) -> Self {
         let _ = self.parts.push(Slot {
-            part: SimPart::Adxl345(p),
+            part: part.into(),
             nack_next: 0,
             unplugged: false,
         });
         self
+    }
+
+    /// Adds an ADXL345.
+    pub fn with_adxl345(self, p: SimAdxl345) -> Self {
+        self.with(p)
     }
 
     fn slot(&mut self, addr: u8) -> Option<&mut Slot> {
@@ -201,9 +423,7 @@ impl SimI2c {
     pub fn set_unplugged(&mut self, addr: u8, unplugged: bool) {
         if let Some(s) = self.slot(addr) {
             if s.unplugged && !unplugged {
-                match &mut s.part {
-                    SimPart::Adxl345(p) => p.power_cycle(),
-                }
+                s.part.power_cycle();
             }
             s.unplugged = unplugged;
         }
@@ -236,9 +456,9 @@ impl I2c for SimI2c {
             return Err(nack);
         }
         for op in operations {
-            match (&mut slot.part, op) {
-                (SimPart::Adxl345(p), Operation::Write(b)) => p.write(b),
-                (SimPart::Adxl345(p), Operation::Read(b)) => p.read(b),
+            match op {
+                Operation::Write(b) => slot.part.write(b),
+                Operation::Read(b) => slot.part.read(b),
             }
         }
         Ok(())

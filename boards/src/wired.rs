@@ -16,10 +16,12 @@ use std::fmt;
 use weir_core::seam::{Reading, Source, SourceError, SourceErrorKind};
 
 use crate::adxl345::{Adxl345, Adxl345Config};
+use crate::bme280::Bme280;
 use crate::health::{HealthConfig, SensorStatus};
+use crate::ina219::Ina219;
 use crate::profile::{BoardProfile, BusKind, Chip, SensorSpec};
 use crate::regs::I2cRegs;
-use crate::sim::{SimAdxl345, SimI2c};
+use crate::sim::{SimAdxl345, SimBme280, SimI2c, SimIna219};
 use crate::source::{Sensor, SensorSource};
 
 /// A failed read, with its kind and a message for the log.
@@ -143,6 +145,15 @@ impl Source for WiredSensor {
     }
 }
 
+/// Writes the sensors' health as Prometheus text
+/// ([`crate::health::write_prometheus`]).
+///
+/// # Errors
+/// Only those of `out`.
+pub fn write_metrics<W: fmt::Write>(out: &mut W, sensors: &[WiredSensor]) -> fmt::Result {
+    crate::health::write_prometheus(out, sensors.iter().map(|s| (s.name(), s.status())))
+}
+
 fn boxed<S>(s: &SensorSpec, sensor: S, start: i64, health: HealthConfig) -> Box<dyn DynSource>
 where
     S: Sensor + Send + 'static,
@@ -191,23 +202,34 @@ fn open_sim(
     start: i64,
     health: HealthConfig,
 ) -> Result<Box<dyn DynSource>, OpenError> {
+    // Each simulated sensor gets a bus of its own: the parts do not
+    // interact, and the sources need not share one.
     let addr = s.address.unwrap_or(0);
-    match s.chip {
+    let seed = seed + 1;
+    Ok(match s.chip {
         Chip::Adxl345 => {
-            let mut part = SimAdxl345::new(addr, seed + 1);
+            let mut part = SimAdxl345::new(addr, seed);
             part.rate = s.rate_hz;
-            let bus = SimI2c::new().with_adxl345(part);
-            let drv = Adxl345::new(I2cRegs::new(bus, addr), adxl_cfg(s));
-            Ok(boxed(s, drv, start, health))
+            let bus = SimI2c::new().with(part);
+            boxed(
+                s,
+                Adxl345::new(I2cRegs::new(bus, addr), adxl_cfg(s)),
+                start,
+                health,
+            )
         }
-        other => Err(OpenError {
-            sensor: s.name.clone(),
-            msg: format!(
-                "there is no simulated {} yet; the sim bus has adxl345",
-                other.name()
-            ),
-        }),
-    }
+        Chip::Bme280 => {
+            let bus = SimI2c::new().with(SimBme280::new(addr, seed));
+            boxed(s, Bme280::new(I2cRegs::new(bus, addr)), start, health)
+        }
+        Chip::Ina219 => {
+            let shunt = s.shunt_ohms.unwrap_or(0.1);
+            let mut part = SimIna219::new(addr, seed);
+            part.shunt_ohms = shunt;
+            let bus = SimI2c::new().with(part);
+            boxed(s, Ina219::new(bus, addr, shunt), start, health)
+        }
+    })
 }
 
 #[cfg(not(feature = "linux"))]
@@ -229,8 +251,6 @@ fn open_linux(
     s: &SensorSpec,
     start: i64,
 ) -> Result<Box<dyn DynSource>, OpenError> {
-    use crate::bme280::Bme280;
-    use crate::ina219::Ina219;
     use crate::linux;
     use crate::regs::SpiRegs;
 
@@ -297,26 +317,48 @@ mod tests {
         )))
         .unwrap();
         let mut sensors = open(&p, 1_000).unwrap();
-        assert_eq!(sensors.len(), 2);
-        assert_eq!(sensors[1].name(), "pump-2-vibration");
-        assert_eq!(sensors[0].source(), "vibration");
+        let names: Vec<_> = sensors.iter().map(|s| (s.name(), s.source())).collect();
+        assert_eq!(
+            names,
+            [
+                ("pump-1-vibration", "vibration"),
+                ("pump-2-vibration", "vibration"),
+                ("cabinet-env", "environment"),
+                ("pump-1-current", "power"),
+            ]
+        );
         assert_eq!(sensors[0].fields(), ["x", "y", "z"]);
-        let mut n = 0;
-        for now in (1_000..2_000).step_by(5) {
-            for s in &mut sensors {
+        let mut n = [0; 4];
+        for now in (1_000..3_000).step_by(5) {
+            for (i, s) in sensors.iter_mut().enumerate() {
                 if s.poll_timeout().is_some_and(|t| t <= now) {
                     let r = s.poll_read(now).unwrap().unwrap();
                     assert_eq!(r.ts, now);
-                    // Gravity on z, within the simulated noise.
-                    assert!((r.values[2] - 9.80665).abs() < 0.5, "{:?}", r.values);
-                    n += 1;
+                    let v = r.values.as_slice();
+                    let ok = match i {
+                        // Gravity on z, within the simulated vibration and noise.
+                        0 | 1 => (v[2] - 9.80665).abs() < 0.5,
+                        // 25 °C ± the drift, about 1006.5 hPa, some humidity.
+                        2 => {
+                            (v[0] - 25.0).abs() < 2.0
+                                && (v[1] - 100_653.0).abs() < 100.0
+                                && v[2] > 10.0
+                                && v[2] < 90.0
+                        }
+                        // 12 V, 0.5 A ± ripple.
+                        _ => (v[0] - 12.0).abs() < 0.01 && (v[1] - 0.5).abs() < 0.06,
+                    };
+                    assert!(ok, "{}: {v:?}", s.name());
+                    n[i] += 1;
                 }
             }
         }
-        assert_eq!(n, 200, "two sensors at 100 Hz for one second");
-        assert!(sensors
-            .iter()
-            .all(|s| s.status().healthy && s.status().reads == 100));
+        assert_eq!(
+            n,
+            [200, 200, 2, 20],
+            "100, 100, 1 and 10 Hz for two seconds"
+        );
+        assert!(sensors.iter().all(|s| s.status().healthy));
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn sim_profile_loads() {
     assert_eq!((p.name.as_str(), p.target.as_str()), ("sim", "host"));
     assert!(p.data_dir.is_relative());
     assert_eq!(p.buses[0].kind, BusKind::Sim);
-    assert_eq!(p.sensors.len(), 2);
+    assert_eq!(p.sensors.len(), 4);
     assert_eq!(p.sensors[0].range_g, Some(4));
     assert_eq!(p.sensors[1].range_g, Some(16), "default range");
 }

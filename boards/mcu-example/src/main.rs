@@ -57,8 +57,9 @@ fn main() {
         now = node.next_wakeup().max(now + 1);
     }
     println!(
-        "node state: {} bytes (on the stack in the firmware; no statics, no heap)",
-        core::mem::size_of_val(&node)
+        "node state: {} bytes, of which the simulated bus {} (on the stack in the firmware; no statics, no heap)",
+        core::mem::size_of_val(&node),
+        core::mem::size_of::<SimI2c>()
     );
     println!("{:?}", node.stats());
     println!("{:?}", node.health());
