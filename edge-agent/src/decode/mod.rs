@@ -73,6 +73,7 @@ mod senml;
 mod time;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Deserialize;
 use weir_core::time::TimeUnit;
@@ -634,6 +635,8 @@ impl Scratch {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     key: (usize, usize),
+    /// [`fnv`] of the key (SenML grouping only).
+    hash: u64,
     ts: i64,
     /// Bit i: field i is set.
     seen: u64,
@@ -654,7 +657,7 @@ pub struct Batch {
     records: usize,
     ignored: usize,
     /// (key hash, ts) → entry, for SenML grouping in long packs.
-    index: HashMap<(u64, i64), usize>,
+    index: HashMap<(u64, i64), usize, BuildHasherDefault<MixHasher>>,
     indexed: usize,
     pub(crate) scratch: Scratch,
 }
@@ -764,18 +767,20 @@ impl Batch {
         if n > 0 && self.entries[n - 1].ts == ts && self.key_of(n - 1) == key {
             return n - 1;
         }
+        let h = fnv(key);
         let found = if n <= 16 {
             (0..n)
                 .rev()
                 .find(|&i| self.entries[i].ts == ts && self.key_of(i) == key)
         } else {
-            while self.indexed < n {
-                let i = self.indexed;
-                let h = fnv(self.key_of(i));
-                self.index.insert((h, self.entries[i].ts), i);
-                self.indexed += 1;
+            if self.indexed == 0 {
+                for i in 0..n {
+                    self.index
+                        .insert((self.entries[i].hash, self.entries[i].ts), i);
+                }
+                self.indexed = n;
             }
-            match self.index.get(&(fnv(key), ts)) {
+            match self.index.get(&(h, ts)) {
                 Some(&i) if self.key_of(i) == key => Some(i),
                 // A hash collision replaced the entry: fall back to a scan.
                 Some(_) => (0..n)
@@ -790,12 +795,17 @@ impl Batch {
         let key = self.key_range(key);
         self.entries.push(Entry {
             key,
+            hash: h,
             ts,
             seen: 0,
             record,
             poisoned: false,
         });
         self.values.resize(self.values.len() + self.width, f64::NAN);
+        if self.indexed > 0 {
+            self.index.insert((h, ts), n);
+            self.indexed += 1;
+        }
         n
     }
 
@@ -854,6 +864,7 @@ impl Batch {
         let key = self.key_range(key);
         self.entries.push(Entry {
             key,
+            hash: 0,
             ts,
             seen: u64::MAX,
             record,
@@ -861,6 +872,28 @@ impl Batch {
         });
         self.values.resize(self.values.len() + self.width, f64::NAN);
         self.entries.len() - 1
+    }
+}
+
+/// A cheap hasher for the grouping index, whose keys are already hashes
+/// and timestamps (FxHash's mixing step). Collisions only cost a scan.
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_i64(&mut self, x: i64) {
+        self.write_u64(x as u64);
     }
 }
 
