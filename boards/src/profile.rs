@@ -83,6 +83,8 @@ impl std::error::Error for ProfileError {}
 /// A board profile, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoardProfile {
+    /// The file it was read from, for errors.
+    pub file: String,
     /// The board's name (its folder under `boards/`).
     pub name: String,
     /// One line for people.
@@ -105,6 +107,48 @@ impl BoardProfile {
     /// The bus a sensor is on.
     pub fn bus_of(&self, s: &SensorSpec) -> &Bus {
         &self.buses[s.bus]
+    }
+
+    /// Checks that every sensor feeds a source of `pipeline` whose fields
+    /// are the chip's, in order; returns each sensor's source index (what
+    /// `Engine::handle_sample` takes). Wired readings are stamped in
+    /// milliseconds: a pipeline in microseconds needs them scaled.
+    ///
+    /// # Errors
+    /// A sensor's source is missing from the pipeline or has other fields;
+    /// the error points at the sensor in the board file.
+    pub fn check_pipeline(
+        &self,
+        pipeline: &weir_core::spec::PipelineSpec,
+    ) -> Result<Vec<usize>, ProfileError> {
+        self.sensors
+            .iter()
+            .map(|s| {
+                let err = |msg: String, help: String| ProfileError {
+                    file: self.file.clone(),
+                    line: s.source_at.0,
+                    col: s.source_at.1,
+                    msg,
+                    help,
+                };
+                let fields = s.chip.fields();
+                let quoted = fields.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(", ");
+                let Some(i) = pipeline.sources.iter().position(|p| p.name == s.source) else {
+                    return Err(err(
+                        format!("sensor `{}` feeds source `{}`, which pipeline `{}` does not have", s.name, s.source, pipeline.name),
+                        format!("add [[source]] name = \"{}\" fields = [{quoted}] to the pipeline, or set this sensor's `source`", s.source),
+                    ));
+                };
+                let have = &pipeline.sources[i].fields;
+                if have.len() != fields.len() || have.iter().zip(fields).any(|(a, b)| a != b) {
+                    return Err(err(
+                        format!("source `{}` has fields {:?}; {} readings carry {:?}", s.source, have, s.chip.name(), fields),
+                        format!("declare the source with fields = [{quoted}]"),
+                    ));
+                }
+                Ok(i)
+            })
+            .collect()
     }
 }
 
@@ -242,6 +286,8 @@ impl Chip {
 pub struct SensorSpec {
     /// The key its readings carry (≤ 32 bytes).
     pub name: String,
+    /// 1-based line and column of its `source` (or `name`) in the file.
+    pub source_at: (usize, usize),
     /// The part.
     pub chip: Chip,
     /// Index into [`BoardProfile::buses`].
@@ -938,8 +984,10 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
             }
             None => chip.name().to_string(),
         };
+        let at = rs.source.as_ref().map_or(rs.name.span(), Spanned::span);
         sensors.push(SensorSpec {
             name: name.clone(),
+            source_at: line_col(text, at.start),
             chip,
             bus,
             address,
@@ -952,6 +1000,7 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
     }
 
     Ok(BoardProfile {
+        file: file.to_string(),
         name: b.name.get_ref().clone(),
         description: b.description.clone(),
         target,

@@ -232,3 +232,46 @@ fn invalid_toml_is_located() {
     assert_eq!(e.line, 2, "{e}");
     assert!(e.help.contains("boards/README.md"));
 }
+
+#[test]
+fn sensors_are_checked_against_the_pipeline_sources() {
+    use weir_core::spec::{PipelineSpec, SourceSpec, StateSpec, TimeSpec};
+    use weir_core::time::TimeUnit;
+    let p = profile::load(&board("sim")).unwrap();
+    let mut spec = PipelineSpec {
+        name: "gateway".into(),
+        time: TimeSpec::new(TimeUnit::Millis),
+        sources: vec![
+            SourceSpec::new("power", ["bus_voltage", "current"]),
+            SourceSpec::new("vibration", ["x", "y", "z"]),
+            SourceSpec::new("environment", ["temperature", "pressure", "humidity"]),
+        ],
+        operators: vec![],
+        state: StateSpec::default(),
+    };
+    assert_eq!(p.check_pipeline(&spec).unwrap(), [1, 1, 2, 0]);
+
+    spec.sources[2].fields.swap(0, 1);
+    let e = p.check_pipeline(&spec).unwrap_err();
+    // cabinet-env's `source = "environment"` line in boards/sim/board.toml.
+    assert_eq!((e.line, e.col), (49, 10), "{e}");
+    assert!(
+        e.msg
+            .contains("bme280 readings carry [\"temperature\", \"pressure\", \"humidity\"]"),
+        "{e}"
+    );
+
+    spec.sources[2].fields.swap(0, 1);
+    spec.sources.remove(0);
+    let e = p.check_pipeline(&spec).unwrap_err();
+    assert!(
+        e.msg
+            .contains("feeds source `power`, which pipeline `gateway` does not have"),
+        "{e}"
+    );
+    assert!(
+        e.help.contains("fields = [\"bus_voltage\", \"current\"]"),
+        "{e}"
+    );
+    assert!(e.to_string().starts_with(&format!("{}:", p.file)), "{e}");
+}
