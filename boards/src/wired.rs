@@ -76,15 +76,26 @@ where
     S: Sensor + Send,
     S::Error: fmt::Display,
 {
+    // The source is scheduled in µs so that periods such as 2.5 ms (400 Hz)
+    // keep their rate; the agent's clock and the readings are in ms.
     fn poll_read(&mut self, now: i64) -> Result<Option<Reading>, WiredError> {
-        Source::poll_read(self, now).map_err(|e| WiredError {
-            kind: e.kind(),
-            msg: e.to_string(),
-        })
+        match Source::poll_read(self, now.saturating_mul(1000)) {
+            Ok(Some(mut r)) => {
+                r.ts = now;
+                Ok(Some(r))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(WiredError {
+                kind: e.kind(),
+                msg: e.to_string(),
+            }),
+        }
     }
 
     fn poll_timeout(&self) -> Option<i64> {
+        // Round up: polling at the floor would find nothing due yet.
         Source::poll_timeout(self)
+            .map(|us| us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0))
     }
 
     fn status(&self) -> SensorStatus {
@@ -92,8 +103,9 @@ where
     }
 }
 
-/// One opened sensor of a profile. Time is in milliseconds (the profile's
-/// periods are rounded to whole ms, at least 1).
+/// One opened sensor of a profile. Time is in milliseconds; the schedule
+/// keeps the profile's period in µs, so a 400 Hz sensor polled on a ms
+/// clock still gets 400 readings a second.
 pub struct WiredSensor {
     name: String,
     chip: Chip,
@@ -161,8 +173,19 @@ where
 {
     // Names are validated to ≤ 32 bytes by the profile parser.
     let key = heapless::String::try_from(s.name.as_str()).unwrap_or_default();
-    let period_ms = (s.period_us / 1000).max(1);
-    Box::new(SensorSource::new(sensor, key, period_ms, start, health))
+    let us = |ms: i64| ms.saturating_mul(1000);
+    let health = HealthConfig {
+        backoff_base: us(health.backoff_base),
+        backoff_max: us(health.backoff_max),
+        ..health
+    };
+    Box::new(SensorSource::new(
+        sensor,
+        key,
+        s.period_us.max(1),
+        us(start),
+        health,
+    ))
 }
 
 /// Opens every sensor of `profile`, first reads due at `start` (ms).
@@ -359,6 +382,30 @@ mod tests {
             "100, 100, 1 and 10 Hz for two seconds"
         );
         assert!(sensors.iter().all(|s| s.status().healthy));
+    }
+
+    #[test]
+    fn fractional_periods_keep_their_rate_on_a_millisecond_clock() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sim/board.toml"))
+            .unwrap()
+            .replacen(
+                "rate_hz = 100\nrange_g = 4",
+                "rate_hz = 400\nrange_g = 4",
+                1,
+            );
+        let p = crate::profile::parse("sim.toml", &text).unwrap();
+        assert_eq!(p.sensors[0].period_us, 2_500);
+        let mut s = open(&p, 0).unwrap().swap_remove(0);
+        let mut ts = vec![];
+        let mut now = 0;
+        while now < 1_000 {
+            if let Some(r) = s.poll_read(now).unwrap() {
+                ts.push(r.ts);
+            }
+            now = s.poll_timeout().unwrap().max(now + 1);
+        }
+        assert_eq!(ts.len(), 400);
+        assert_eq!(&ts[..5], [0, 3, 5, 8, 10], "due at 0, 2.5, 5, 7.5, 10 ms");
     }
 
     #[test]

@@ -172,7 +172,7 @@ const CASES: &[(&str, &str, usize, usize, &str, &str)] = &[
     ("spi_mode = 3", "spi_mode = 7", 18, 12, "spi_mode = 7", "0, 1, 2 or 3"),
     ("chip = \"adxl345\"", "chip = \"mpu6050\"", 22, 8, "unknown chip `mpu6050`", "adxl345"),
     ("bus = \"spi0\"", "bus = \"spi1\"", 23, 7, "no bus named `spi1`", "i2c1, spi0"),
-    ("rate_hz = 800", "rate_hz = 5000", 24, 11, "rate_hz = 5000 for adxl345", "at most 1600 Hz"),
+    ("rate_hz = 800", "rate_hz = 5000", 24, 11, "rate_hz = 5000 for adxl345", "at most 1000 Hz"),
     ("rate_hz = 800", "rate_hz = 0", 24, 11, "rate_hz = 0", "more than 0"),
     ("rate_hz = 800", "rate_hz = 800\naddress = 0x53", 25, 11, "an SPI part has no address", "chip select"),
     ("rate_hz = 800", "rate_hz = 800\nrange_g = 3", 25, 11, "range_g = 3", "2, 4, 8 and 16 g"),
