@@ -124,4 +124,14 @@ mod tests {
         };
         assert_eq!(e.kind(), SourceErrorKind::Implausible);
     }
+
+    #[test]
+    fn spi_kinds_map_to_source_kinds() {
+        use embedded_hal::spi::ErrorKind as K;
+        let k = |e: K| SensorError::Bus(SpiFault(e)).kind();
+        assert_eq!(k(K::Overrun), SourceErrorKind::Bus);
+        assert_eq!(k(K::ModeFault), SourceErrorKind::Bus);
+        assert_eq!(k(K::ChipSelectFault), SourceErrorKind::Bus);
+        assert_eq!(k(K::Other), SourceErrorKind::Other);
+    }
 }
