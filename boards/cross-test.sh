@@ -36,10 +36,11 @@ cargo build --locked -q -p weir-boards --features linux --target "$TARGET"
 HOST_BIN="$CARGO_TARGET_DIR/$PROFILE/weir"
 ARM_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
 
-file "$ARM_BIN" 2>/dev/null | grep -q 'statically linked' || {
-    # `file` may be missing; fall back to the ELF header check below.
-    command -v file >/dev/null && { echo "cross-test: $ARM_BIN is not statically linked" >&2; exit 1; }
-}
+# `file` may be missing; the ELF header check below runs either way.
+if command -v file >/dev/null && ! file "$ARM_BIN" | grep -q 'statically linked'; then
+    echo "cross-test: $ARM_BIN is not statically linked" >&2
+    exit 1
+fi
 # e_machine (offset 18, 2 bytes LE) must be 0xB7 = AArch64.
 machine=$(od -An -tx1 -j18 -N2 "$ARM_BIN" | tr -d ' \n')
 [ "$machine" = "b700" ] || { echo "cross-test: $ARM_BIN is not an AArch64 ELF (e_machine=$machine)" >&2; exit 1; }
