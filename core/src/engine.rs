@@ -199,6 +199,9 @@ impl DetectOp {
     }
 }
 
+// Few operators per pipeline, looked up by index on every sample: boxing
+// the large variant would add a pointer chase on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Op {
     Window(WindowOp),
     Detect(DetectOp),
@@ -245,6 +248,8 @@ struct Hot {
     single_source: bool,
     /// Per-key last timestamps are needed only for TTL and eviction.
     track_last_ts: bool,
+    /// Several sources, some with an idle timeout: check idleness as `now` moves.
+    idle_sources: bool,
 }
 
 /// Per-source constants, copied out of the spec.
@@ -258,8 +263,19 @@ struct SrcRt {
     tracks_idle: bool,
 }
 
+/// The watermark a source with largest timestamp `max_ts` and bound
+/// `bound` allows: every event at or before it has arrived. As Flink's
+/// bounded out-of-orderness, an event exactly `bound` behind the largest
+/// timestamp is still on time, and so is a repeated timestamp at bound 0.
+#[inline]
+pub fn watermark_of(max_ts: i64, bound: i64) -> i64 {
+    max_ts.saturating_sub(bound).saturating_sub(1)
+}
+
 /// A running pipeline. See the module docs for the call order.
 pub struct Engine {
+    /// Largest out-of-orderness bound of any source (processing time).
+    max_bound: i64,
     hot: Hot,
     src_rt: Vec<SrcRt>,
     pub(crate) spec: PipelineSpec,
@@ -333,6 +349,8 @@ impl PipelineSpec {
             processing: self.time.mode == TimeMode::Processing,
             single_source: self.sources.len() == 1,
             track_last_ts: self.state.ttl.is_some() || self.state.on_full == FullPolicy::EvictIdle,
+            idle_sources: self.sources.len() > 1
+                && self.sources.iter().any(|s| s.idle_timeout.is_some()),
         };
         let src_rt = self
             .sources
@@ -344,7 +362,14 @@ impl PipelineSpec {
                 tracks_idle: s.idle_timeout.is_some(),
             })
             .collect();
+        let max_bound = self
+            .sources
+            .iter()
+            .map(|s| s.max_out_of_orderness)
+            .max()
+            .unwrap_or(0);
         Ok(Engine {
+            max_bound,
             hot,
             src_rt,
             spec: self,
@@ -450,9 +475,6 @@ impl Engine {
         if !self.keys.pending_free.is_empty() && self.out.is_empty() {
             self.keys.release_pending();
         }
-        if now > self.now {
-            self.now = now;
-        }
         let hot = self.hot;
         let Some(src) = self.src_rt.get(source) else {
             return Err(Reject::UnknownSource);
@@ -478,6 +500,13 @@ impl Engine {
             Some(k) => k,
             None => self.new_key(key)?,
         };
+        // Accepted from here on: only now may the sample change state.
+        if now > self.now {
+            self.now = now;
+            if hot.idle_sources {
+                self.mark_idle(now);
+            }
+        }
         if hot.track_last_ts {
             let k = kid as usize;
             if ts > self.keys.last_ts[k] {
@@ -506,7 +535,7 @@ impl Engine {
             s.max_ts = Some(ts);
         }
         let cand = if hot.single_source {
-            ts.saturating_sub(bound)
+            watermark_of(ts, bound)
         } else {
             self.combined_watermark()
         };
@@ -562,7 +591,7 @@ impl Engine {
         let mut any = false;
         for (s, spec) in self.sources.iter().zip(&self.spec.sources) {
             if let (Some(m), false) = (s.max_ts, s.idle) {
-                wm = wm.min(m.saturating_sub(spec.max_out_of_orderness));
+                wm = wm.min(watermark_of(m, spec.max_out_of_orderness));
                 any = true;
             }
         }
@@ -571,6 +600,21 @@ impl Engine {
         } else {
             self.wm
         }
+    }
+
+    /// Marks sources idle whose last sample is older than their idle
+    /// timeout at `now`; says whether any changed.
+    fn mark_idle(&mut self, now: i64) -> bool {
+        let mut changed = false;
+        for (s, spec) in self.sources.iter_mut().zip(&self.spec.sources) {
+            if let Some(t) = spec.idle_timeout {
+                if !s.idle && s.max_ts.is_some() && now.saturating_sub(s.last_now) > t {
+                    s.idle = true;
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// Moves the driver's clock: marks sources idle after their timeout (so
@@ -583,17 +627,9 @@ impl Engine {
         if now > self.now {
             self.now = now;
         }
-        let mut changed = false;
-        for (s, spec) in self.sources.iter_mut().zip(&self.spec.sources) {
-            if let Some(t) = spec.idle_timeout {
-                if !s.idle && s.max_ts.is_some() && now.saturating_sub(s.last_now) > t {
-                    s.idle = true;
-                    changed = true;
-                }
-            }
-        }
+        let changed = self.mark_idle(now);
         let cand = match self.spec.time.mode {
-            TimeMode::Processing => now,
+            TimeMode::Processing => watermark_of(now, self.max_bound),
             _ if changed => self.combined_watermark(),
             _ => self.wm,
         };
@@ -617,7 +653,7 @@ impl Engine {
             match op {
                 Op::Window(w) => w.flush(&mut self.out),
                 Op::Detect(d) => d.advance(i64::MAX, &mut self.out),
-                Op::Process(p) => p.advance(i64::MAX, self.now, &mut self.out),
+                Op::Process(p) => p.flush(self.now, &mut self.out),
             }
         }
     }

@@ -2,10 +2,11 @@
 //! allocator (a sensor node on a Cortex-M).
 //!
 //! Capacity is part of the type: `FixedTumbling<KEYS, OPEN>` holds at most
-//! `KEYS` keys with at most `OPEN` open windows each. A sample that would
+//! `KEYS` keys with at most `OPEN` open windows each; a key's slot is freed
+//! only by [`FixedTumbling::forget`]. A sample that would
 //! need more is handed back in [`Refused`] and counted, never dropped
 //! silently and never a panic. The semantics are the engine's: watermark =
-//! largest timestamp − bound; a window `[s, s + size)` fires when the
+//! largest timestamp − bound − 1; a window `[s, s + size)` fires when the
 //! watermark reaches `s + size − 1`; a sample whose window already fired is
 //! late. An optional EWMA z-score baseline per key flags fired windows.
 //!
@@ -217,11 +218,28 @@ impl<const KEYS: usize, const OPEN: usize> FixedTumbling<KEYS, OPEN> {
             }
         }
         self.stats.accepted += 1;
-        let cand = ts.saturating_sub(self.bound);
+        // As the engine: an event exactly `bound` behind the largest is on time.
+        let cand = ts.saturating_sub(self.bound).saturating_sub(1);
         if cand > self.wm {
             self.wm = cand;
         }
         Ok(())
+    }
+
+    /// Frees the slot of a key that holds no open window (a sensor removed
+    /// from the node), so another key can take it. Returns whether it did.
+    pub fn forget(&mut self, key: u32) -> bool {
+        match self
+            .slots
+            .iter()
+            .position(|s| s.key == key && s.windows.is_empty())
+        {
+            Some(i) => {
+                self.slots.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// End of input: every open window becomes due.

@@ -65,6 +65,9 @@ pub(crate) struct KeyTable {
     pub(crate) last_ts: Vec<i64>,
     pub(crate) free: Vec<KeyId>,
     pub(crate) pending_free: Vec<KeyId>,
+    /// Names of evicted keys whose ids are pending release: outputs still
+    /// queued may name them.
+    retired: Vec<(KeyId, Box<str>)>,
 }
 
 impl KeyTable {
@@ -99,16 +102,26 @@ impl KeyTable {
         if let Some(name) = self.names[id as usize].take() {
             self.map.remove(&name);
             self.pending_free.push(id);
+            self.retired.push((id, name));
         }
     }
 
     /// Outputs referring to pending ids have been drained: allow reuse.
     pub(crate) fn release_pending(&mut self) {
         self.free.append(&mut self.pending_free);
+        self.retired.clear();
     }
 
     pub(crate) fn name(&self, id: KeyId) -> Option<&str> {
-        self.names.get(id as usize).and_then(|n| n.as_deref())
+        match self.names.get(id as usize).and_then(|n| n.as_deref()) {
+            Some(n) => Some(n),
+            None => self
+                .retired
+                .iter()
+                .rev()
+                .find(|(i, _)| *i == id)
+                .map(|(_, n)| &**n),
+        }
     }
 
     /// Rebuilds the map after `names` was restored.

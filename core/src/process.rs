@@ -267,6 +267,27 @@ impl ProcessOp {
         }
     }
 
+    /// End of input: fires every event timer pending now (the watermark
+    /// is at the end of time), but not the timers those callbacks register,
+    /// so a periodic timer cannot run forever.
+    pub(crate) fn flush(&mut self, now: i64, out: &mut VecDeque<Output>) {
+        let pending: Vec<(i64, KeyId)> = self.timers.event.iter().copied().collect();
+        for (at, key) in pending {
+            if self.timers.event.remove(&(at, key)) {
+                self.stats.fired += 1;
+                let mut ctx = Context {
+                    op: self.op,
+                    key,
+                    watermark: i64::MAX,
+                    now,
+                    timers: &mut self.timers,
+                    out,
+                };
+                self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
+            }
+        }
+    }
+
     pub(crate) fn is_empty(&self, key: KeyId) -> bool {
         !self.f.holds_state(key)
             && !self.timers.event.iter().any(|t| t.1 == key)

@@ -106,9 +106,11 @@ pub struct RestoreReport {
 }
 
 /// The state type of an operator: state is kept across a pipeline change
-/// only when this string is unchanged.
-pub fn state_type(op: &OperatorSpec) -> String {
+/// only when this string is unchanged. It names the time unit and mode too:
+/// windows built in milliseconds mean nothing in microseconds.
+pub fn state_type(time: &crate::spec::TimeSpec, op: &OperatorSpec) -> String {
     let mut s = String::new();
+    let _ = write!(s, "{} {:?} ", time.unit.name(), time.mode);
     match &op.kind {
         OperatorKind::Window(w) => {
             let _ = match w.kind {
@@ -224,7 +226,7 @@ fn enc_pending(
 
 fn dec_pending(
     d: &mut Decoder<'_>,
-    nkeys: usize,
+    names: &[Option<alloc::boxed::Box<str>>],
 ) -> Result<alloc::collections::BinaryHeap<Reverse<Pending>>, SnapshotError> {
     let n = array_len(d)?;
     let mut h = alloc::collections::BinaryHeap::new();
@@ -235,7 +237,7 @@ fn dec_pending(
             key: d.u32()?,
             bits: d.u64()?,
         };
-        if p.key as usize >= nkeys {
+        if !names.get(p.key as usize).is_some_and(|n| n.is_some()) {
             return Err(SnapshotError::Corrupt(
                 "pending sample refers to an unknown key",
             ));
@@ -327,7 +329,9 @@ impl Engine {
         }
         e.array(self.ops.len() as u64)?;
         for (op, spec) in self.ops.iter().zip(&self.spec.operators) {
-            e.array(4)?.str(&spec.id)?.str(&state_type(spec))?;
+            e.array(4)?
+                .str(&spec.id)?
+                .str(&state_type(&self.spec.time, spec))?;
             match detector_type(spec) {
                 Some(t) => e.str(&t)?,
                 None => e.null()?,
@@ -353,10 +357,11 @@ impl Engine {
                     for (id, ks) in live {
                         e.array(3)?.u32(id as u32)?.array(ks.windows.len() as u64)?;
                         for win in &ks.windows {
-                            e.array(5)?
+                            e.array(6)?
                                 .i64(win.start)?
                                 .i64(win.end)?
-                                .bool(win.emitted)?;
+                                .bool(win.emitted)?
+                                .bool(win.superseded)?;
                             win.m.encode(e)?;
                             match &win.q {
                                 Some(q) => q.encode(e)?,
@@ -373,7 +378,13 @@ impl Engine {
                         }
                     }
                     enc_pending(e, &w.pending)?;
-                    e.null()?; // reserved
+                    e.array(w.purges.len() as u64)?;
+                    for (t, keys) in &w.purges {
+                        e.array(2)?.i64(*t)?.array(keys.len() as u64)?;
+                        for k in keys {
+                            e.u32(*k)?;
+                        }
+                    }
                 }
                 Op::Detect(dop) => {
                     e.array(3)?;
@@ -487,14 +498,23 @@ impl Engine {
         }
         let mut free = Vec::new();
         let mut pending_free = Vec::new();
+        let mut listed = alloc::vec![false; nk];
         for list in [&mut free, &mut pending_free] {
             for _ in 0..array_len(d)? {
                 let id = d.u32()?;
                 if id as usize >= nk || names[id as usize].is_some() {
                     return Err(SnapshotError::Corrupt("free list names a live key"));
                 }
+                if core::mem::replace(&mut listed[id as usize], true) {
+                    return Err(SnapshotError::Corrupt("a free id is listed twice"));
+                }
                 list.push(id);
             }
+        }
+        if names.iter().zip(&listed).any(|(n, l)| n.is_none() && !l) {
+            return Err(SnapshotError::Corrupt(
+                "a free id is missing from the free lists",
+            ));
         }
         self.keys.names = names;
         self.keys.last_ts = last_ts;
@@ -528,7 +548,7 @@ impl Engine {
             };
             seen[idx] = true;
             let spec = self.spec.operators[idx].clone();
-            let now_type = state_type(&spec);
+            let now_type = state_type(&self.spec.time, &spec);
             if now_type != stype {
                 report.operators.push((
                     id,
@@ -565,7 +585,6 @@ impl Engine {
                         }
                         w.timers.insert(t, keys);
                     }
-                    w.next_timer = w.timers.first_key_value().map_or(i64::MAX, |(t, _)| *t);
                     for _ in 0..array_len(d)? {
                         expect_array(d, 3)?;
                         let k = d.u32()?;
@@ -576,11 +595,15 @@ impl Engine {
                         }
                         let mut ks = KeyState::default();
                         for _ in 0..array_len(d)? {
-                            expect_array(d, 5)?;
+                            expect_array(d, 6)?;
                             let start = d.i64()?;
                             let end = d.i64()?;
                             let emitted = d.bool()?;
+                            let superseded = d.bool()?;
                             let m = Moments::decode(d)?;
+                            if start > end {
+                                return Err(SnapshotError::Corrupt("window ends before it starts"));
+                            }
                             let q = if d.datatype()? == Type::Null {
                                 d.null()?;
                                 None
@@ -596,6 +619,7 @@ impl Engine {
                                 start,
                                 end,
                                 emitted,
+                                superseded,
                                 m,
                                 q,
                             });
@@ -617,8 +641,23 @@ impl Engine {
                         }
                         w.keys[k] = ks;
                     }
-                    w.pending = dec_pending(d, nk)?;
-                    d.skip()?;
+                    w.pending = dec_pending(d, &self.keys.names)?;
+                    for _ in 0..array_len(d)? {
+                        expect_array(d, 2)?;
+                        let t = d.i64()?;
+                        let mut keys = Vec::new();
+                        for _ in 0..array_len(d)? {
+                            let k = d.u32()?;
+                            if !live(k, &self.keys.names) {
+                                return Err(SnapshotError::Corrupt(
+                                    "purge timer refers to an unknown key",
+                                ));
+                            }
+                            keys.push(k);
+                        }
+                        w.purges.insert(t, keys);
+                    }
+                    w.reset_next_timer();
                 }
                 Op::Detect(dop) => {
                     expect_array(d, 3)?;
@@ -641,7 +680,7 @@ impl Engine {
                             d.skip()?;
                         }
                     }
-                    dop.pending = dec_pending(d, nk)?;
+                    dop.pending = dec_pending(d, &self.keys.names)?;
                 }
                 Op::Process(p) => {
                     expect_array(d, 4)?;

@@ -421,6 +421,12 @@ fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {
     if w.allowed_lateness < 0 {
         return Err(inv("allowed_lateness must not be negative"));
     }
+    if w.aggregates
+        .iter()
+        .any(|a| matches!(a, AggKind::Percentile(p) if !(0.0..=100.0).contains(p)))
+    {
+        return Err(inv("a percentile must be between 0 and 100"));
+    }
     if w.aggregates.is_empty() || w.aggregates.len() > MAX_AGGS {
         return Err(inv("a window needs between 1 and 16 aggregates"));
     }

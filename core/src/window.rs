@@ -29,6 +29,9 @@ pub(crate) struct OpenWindow {
     pub(crate) start: i64,
     pub(crate) end: i64,
     pub(crate) emitted: bool,
+    /// An earlier version of this (session) window was emitted: its next
+    /// firing is an update, not an on-time result.
+    pub(crate) superseded: bool,
     pub(crate) m: Moments,
     /// Present only when the operator emits percentiles.
     pub(crate) q: Option<Box<DefaultSketch>>,
@@ -40,6 +43,7 @@ impl OpenWindow {
             start,
             end,
             emitted,
+            superseded: false,
             m: Moments::new(),
             q: sketch.then(Box::default),
         }
@@ -63,7 +67,7 @@ impl OpenWindow {
 
     #[inline]
     fn fire_at(&self) -> i64 {
-        self.end - 1
+        self.end.saturating_sub(1)
     }
 }
 
@@ -148,9 +152,13 @@ pub(crate) struct WindowOp {
     sketch: bool,
     pub(crate) detect: Option<(AggKind, DetectorSpec)>,
     pub(crate) keys: Vec<KeyState>,
-    /// fire/purge time → keys, in registration order.
+    /// fire time → keys, in registration order.
     pub(crate) timers: BTreeMap<i64, Vec<KeyId>>,
+    /// Earliest of `timers` and `purges` (i64::MAX if none).
     pub(crate) next_timer: i64,
+    /// purge time (fire time + allowed lateness) → keys. Kept apart from the
+    /// fire timers so purges never reorder firings.
+    pub(crate) purges: BTreeMap<i64, Vec<KeyId>>,
     spare: Vec<Vec<KeyId>>,
     pub(crate) pending: BinaryHeap<Reverse<Pending>>,
     pub(crate) stats: OpStats,
@@ -191,6 +199,7 @@ impl WindowOp {
             keys: Vec::new(),
             timers: BTreeMap::new(),
             next_timer: i64::MAX,
+            purges: BTreeMap::new(),
             spare: Vec::new(),
             pending: BinaryHeap::new(),
             stats: OpStats::default(),
@@ -234,6 +243,20 @@ impl WindowOp {
         }
     }
 
+    fn register_purge(&mut self, at: i64, key: KeyId) {
+        self.purges.entry(at).or_default().push(key);
+        if at < self.next_timer {
+            self.next_timer = at;
+        }
+    }
+
+    /// Recomputes `next_timer` from both maps.
+    pub(crate) fn reset_next_timer(&mut self) {
+        let f = self.timers.first_key_value().map_or(i64::MAX, |(t, _)| *t);
+        let p = self.purges.first_key_value().map_or(i64::MAX, |(t, _)| *t);
+        self.next_timer = f.min(p);
+    }
+
     /// Routes one accepted sample; `wm` is the watermark before it.
     #[inline]
     pub(crate) fn on_sample(
@@ -266,11 +289,12 @@ impl WindowOp {
             }
             WindowKind::Sliding { size, slide } => {
                 let last = self.align_down(ts, slide);
-                let mut start = last.saturating_sub(size - slide);
-                // Earliest window that still contains ts.
-                while start.saturating_add(size) <= ts && start < last {
-                    start = start.saturating_add(slide);
-                }
+                // The first multiple of slide above ts - size: the earliest
+                // window that still contains ts.
+                let mut start = self
+                    .align_down(ts.saturating_sub(size), slide)
+                    .saturating_add(slide)
+                    .min(last);
                 let mut any_on_time = false;
                 let mut all_late = true;
                 while start <= last {
@@ -414,7 +438,7 @@ impl WindowOp {
             self.register(fire_at, key);
         }
         if purge_at != fire_at {
-            self.register(purge_at, key);
+            self.register_purge(purge_at, key);
         }
         if fired {
             Placed::Updated
@@ -433,7 +457,12 @@ impl WindowOp {
         out: &mut VecDeque<Output>,
     ) {
         let end = ts.saturating_add(gap);
-        if wm >= (end - 1).saturating_add(self.lateness) {
+        let (tier, sketch, lateness) = (self.tier, self.sketch, self.lateness);
+        let ks = self.key_state(key);
+        // A sample joining a retained session updates it; otherwise its own
+        // session decides whether it is late.
+        let joins = ks.windows.iter().any(|w| w.start < end && ts < w.end);
+        if !joins && wm >= end.saturating_sub(1).saturating_add(lateness) {
             self.stats.late += 1;
             out.push_back(Output::Late(LateSample {
                 op: self.op,
@@ -443,9 +472,6 @@ impl WindowOp {
             }));
             return;
         }
-        let tier = self.tier;
-        let sketch = self.sketch;
-        let ks = self.key_state(key);
         let mut merged = OpenWindow::new(ts, end, false, sketch);
         merged.add(x, tier);
         let mut i = 0;
@@ -456,6 +482,7 @@ impl WindowOp {
                 merged.start = merged.start.min(w.start);
                 merged.end = merged.end.max(w.end);
                 merged.emitted |= w.emitted;
+                merged.superseded |= w.superseded;
                 // Merge into the older session's state, so the order of
                 // summation is the order of arrival.
                 let mut older = w;
@@ -467,33 +494,38 @@ impl WindowOp {
             }
         }
         let fire_at = merged.fire_at();
-        let was_emitted = merged.emitted;
-        if merged.emitted && wm < fire_at {
-            // A late sample bridged a fired session into a longer one that is
-            // not due yet: it fires again when its new end passes.
-            merged.emitted = false;
-        }
-        ks.windows.push(merged.clone());
+        // Any part already emitted: what comes next replaces it.
+        merged.superseded |= merged.emitted;
+        let due = wm >= fire_at;
+        merged.emitted = due;
+        let as_update = merged.superseded || due;
+        ks.windows.push(merged);
         ks.windows.sort_unstable_by_key(|w| w.start);
-        if was_emitted {
+        let at = ks
+            .windows
+            .iter()
+            .position(|w| w.fire_at() == fire_at)
+            .unwrap_or(0);
+        if as_update {
             self.stats.updated += 1;
-            if wm >= fire_at {
-                self.emit(key, &merged, Emission::Update, out);
-            }
         } else {
             self.stats.on_time += 1;
         }
-        if wm < fire_at {
+        if due {
+            // Due already (first seen late, or bridged into a due session):
+            // emitted at once, as an update.
+            self.emit_at(key, at, Emission::Update, out);
+        } else {
             self.register(fire_at, key);
         }
-        if self.lateness > 0 {
-            self.register(fire_at.saturating_add(self.lateness), key);
+        if lateness > 0 || due {
+            self.register_purge(fire_at.saturating_add(lateness), key);
         }
     }
 
     /// Fires and purges everything due at or before `wm`.
     pub(crate) fn advance(&mut self, wm: i64, out: &mut VecDeque<Output>) {
-        while self.next_timer <= wm {
+        while self.timers.first_key_value().is_some_and(|(t, _)| *t <= wm) {
             let Some((t, mut keys)) = self.timers.pop_first() else {
                 break;
             };
@@ -502,8 +534,20 @@ impl WindowOp {
             }
             keys.clear();
             self.spare.push(keys);
-            self.next_timer = self.timers.first_key_value().map_or(i64::MAX, |(t, _)| *t);
         }
+        while self.purges.first_key_value().is_some_and(|(t, _)| *t <= wm) {
+            let Some((t, keys)) = self.purges.pop_first() else {
+                break;
+            };
+            let lateness = self.lateness;
+            for key in keys {
+                if let Some(ks) = self.keys.get_mut(key as usize) {
+                    ks.windows
+                        .retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= t));
+                }
+            }
+        }
+        self.reset_next_timer();
         if let WindowKind::Count { size } = self.kind {
             while let Some(Reverse(p)) = self.pending.peek().copied() {
                 if p.ts > wm {
@@ -554,6 +598,13 @@ impl WindowOp {
                 let _ = due.push(i);
             }
         }
+        let emission = |w: &OpenWindow| {
+            if w.superseded {
+                Emission::Update
+            } else {
+                Emission::OnTime
+            }
+        };
         if due.len() == 1 && lateness == 0 {
             // The common case: one window due, gone once fired.
             let w = ks.windows.remove(due[0]);
@@ -563,18 +614,21 @@ impl WindowOp {
                 detect: &self.detect,
                 stats: &mut self.stats,
             };
-            parts.emit(key, &w, &mut ks.detector, Emission::OnTime, out);
+            parts.emit(key, &w, &mut ks.detector, emission(&w), out);
             return;
         }
         // Fire the windows due at t (in order of end), then purge.
         due.sort_unstable_by_key(|&i| ks.windows[i].end);
         for &i in &due {
-            self.keys[key as usize].windows[i].emitted = true;
-            self.emit_at(key, i, Emission::OnTime, out);
+            let w = &mut self.keys[key as usize].windows[i];
+            w.emitted = true;
+            let e = emission(w);
+            self.emit_at(key, i, e, out);
         }
-        let ks = &mut self.keys[key as usize];
-        ks.windows
-            .retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= t));
+        if lateness == 0 {
+            let ks = &mut self.keys[key as usize];
+            ks.windows.retain(|w| !(w.emitted && w.fire_at() <= t));
+        }
     }
 
     /// Emits a window that is not (or no longer) in the key's state.

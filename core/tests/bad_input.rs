@@ -46,7 +46,7 @@ fn non_finite_and_absurd_timestamps_are_rejected_and_counted() {
     assert_eq!(st.rejected(Reject::NonFinite), 3);
     assert_eq!(st.rejected(Reject::TimestampOutOfRange), 3);
     assert_eq!(st.accepted + st.rejected_total(), st.input);
-    assert_eq!(e.watermark(), Watermark::EventTime(T0 + 5 - 10));
+    assert_eq!(e.watermark(), Watermark::EventTime(T0 + 5 - 10 - 1));
     e.handle_end_of_input();
     let mut rows = Vec::new();
     let mut late = 0;

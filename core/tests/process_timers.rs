@@ -101,8 +101,8 @@ fn event_timer_fires_when_the_watermark_passes_and_is_cancelled_by_a_drop() {
             .unwrap();
         drain(&mut e, &mut rows, &mut late);
         let alerts: Vec<&Row> = rows.iter().filter(|r| r.vals[1] == 1.0).collect();
-        // wm = t - 10; the timer at T0+100 fires once t >= T0 + 110.
-        assert_eq!(alerts.len(), (t >= T0 + 110) as usize, "at t = {}", t - T0);
+        // wm = t - 10 - 1; the timer at T0+100 fires once t >= T0 + 111.
+        assert_eq!(alerts.len(), (t >= T0 + 111) as usize, "at t = {}", t - T0);
     }
     assert!(rows.iter().all(|r| r.key == "a"));
 }
