@@ -42,7 +42,8 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         show_bad: u64,
     },
-    /// Validate a pipeline file; errors name the line and what to do.
+    /// Validate a pipeline file or a board profile (`boards/<name>/board.toml`);
+    /// errors name the line and what to do.
     Check {
         /// The file to check.
         file: PathBuf,
@@ -102,6 +103,19 @@ fn config_error(e: ConfigError) -> anyhow::Error {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file } => {
+            if is_board_profile(&file) {
+                let board =
+                    weir_boards::profile::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "{}: ok: board `{}` ({}): {} bus(es), {} sensor(s)",
+                    file.display(),
+                    board.name,
+                    board.target,
+                    board.buses.len(),
+                    board.sensors.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let pf = pipeline_file::load(&file).map_err(config_error)?;
             let windows = pf
                 .spec
@@ -203,6 +217,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A board profile has a `[board]` table; anything else is a pipeline.
+fn is_board_profile(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.trim() == "[board]"))
 }
 
 fn reason_name(e: &RowError) -> String {

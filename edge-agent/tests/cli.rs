@@ -203,6 +203,28 @@ fn check_names_file_line_and_what_to_do() {
 }
 
 #[test]
+fn check_validates_board_profiles_too() {
+    for board in ["rpi4", "sim"] {
+        let path = root().join(format!("boards/{board}/board.toml"));
+        let o = weir(&["check", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("board `{board}`")));
+    }
+    let dir = tmp("boards/rpi4");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(root().join("boards/rpi4/board.toml")).unwrap();
+    let bad = text.replacen("target = \"aarch64-unknown-linux-musl\"", "target = 42", 1);
+    assert_ne!(bad, text);
+    let path = dir.join("board.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let line = bad.lines().position(|l| l.contains("target = 42")).unwrap() + 1;
+    let o = weir(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("board.toml:{line}:")), "{err}");
+}
+
+#[test]
 fn replay_reads_standard_input_and_nab_style_files() {
     let pipeline = tmp("nab.toml");
     std::fs::write(
