@@ -17,13 +17,21 @@ pub fn decoders(format: &str) -> Vec<Decoder> {
             "key = \"d.id\"\nts = \"d.t\"\nts_unit = \"ns\"\nmax_records = 4",
         ]
     } else {
-        vec!["", "key_from_topic = 1\nfields = { a = \"temp\" }", "max_records = 4\nname_separators = \"/\""]
+        vec![
+            "",
+            "key_from_topic = 1\nfields = { a = \"temp\" }",
+            "max_records = 4\nname_separators = \"/\"",
+        ]
     };
     let mut out = Vec::new();
     for (i, extra) in configs.iter().enumerate() {
         let text = format!("format = \"{format}\"\n{extra}");
         let cfg: DecoderConfig = toml::from_str(&text).expect("config");
-        let unit = if i == 2 { TimeUnit::Micros } else { TimeUnit::Millis };
+        let unit = if i == 2 {
+            TimeUnit::Micros
+        } else {
+            TimeUnit::Millis
+        };
         let fields = ["a".to_string(), "b".to_string()];
         out.push(cfg.build(&fields, unit).expect("build"));
     }
@@ -57,7 +65,11 @@ fn check(b: &Batch, r: &Result<(), DecodeError>, i: usize) {
         assert!(s.values.iter().all(|v| v.is_finite()), "decoder {i}: {s:?}");
     }
     for e in b.errors() {
-        assert!(e.record().is_some_and(|r| r < b.records()), "decoder {i}: {e:?} of {}", b.records());
+        assert!(
+            e.record().is_some_and(|r| r < b.records()),
+            "decoder {i}: {e:?} of {}",
+            b.records()
+        );
         assert!(DecodeError::REASONS.contains(&e.reason()));
         let _ = e.to_string();
     }

@@ -12,5 +12,8 @@ use weir_agent::decode::Decoder;
 static DECODERS: OnceLock<Vec<Decoder>> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    common::run(DECODERS.get_or_init(|| common::decoders("senml_json")), data);
+    common::run(
+        DECODERS.get_or_init(|| common::decoders("senml_json")),
+        data,
+    );
 });

@@ -27,7 +27,9 @@
 //! ## Values and timestamps (JSON, CBOR)
 //! - A field must be a number (integers above 2^53 lose precision as `f64`);
 //!   anything else is `wrong_type`, NaN/±inf (CBOR floats) `non_finite`.
-//! - A key is a string or an integer (written in decimal).
+//! - A key is a string or an integer (written in decimal). An empty key is
+//!   passed on: the engine rejects it as `bad_key`.
+//! - A JSON object key given twice: the last one counts.
 //! - A timestamp is an integer in `ts_unit` (converted to the pipeline unit;
 //!   a coarser unit floors, so a sample never moves later), or an RFC 3339
 //!   string with an offset (`Z` or `±hh:mm`; extra fraction digits are
@@ -65,7 +67,30 @@
 //! (oversized, malformed, too many records, bad topic, bad SenML base field):
 //! nothing from it is used. Otherwise each bad record leaves one error in
 //! [`Batch::errors`] and the good records are samples. Each error has a
-//! stable [`DecodeError::reason`] for counters.
+//! stable [`DecodeError::reason`] for counters. A dead-letter record of a
+//! message with record errors should keep the payload and the errors: its
+//! good records have been used.
+//!
+//! ## Example
+//! ```
+//! use weir_agent::decode::{Batch, DecoderConfig};
+//! use weir_core::time::TimeUnit;
+//!
+//! let cfg: DecoderConfig = toml::from_str(r#"format = "senml_json""#).unwrap();
+//! let dec = cfg.build(&["temp".into(), "hum".into()], TimeUnit::Millis).unwrap();
+//! let mut batch = Batch::new(); // reuse it for every message
+//! let payload = br#"[{"bn":"dev7/","bt":1700000000,"n":"temp","v":21.5},
+//!                    {"n":"hum","v":40},
+//!                    {"n":"temp","t":1,"v":"warm"}]"#;
+//! let now = 1_700_000_000_500;
+//! dec.decode("site/gw-1/senml", payload, now, &mut batch).unwrap();
+//! let s = batch.get(0);
+//! assert_eq!((s.key, s.ts, s.values), ("dev7", 1_700_000_000_000, &[21.5, 40.0][..]));
+//! // then, per sample: engine.handle_sample(now, "sensors", s.key, s.ts, s.values)
+//! assert_eq!(batch.len(), 1);
+//! assert_eq!(batch.errors()[0].reason(), "wrong_type");
+//! assert_eq!(batch.errors()[0].to_string(), "record 2: `v`: expected a number, found a string");
+//! ```
 
 mod cbor;
 mod json;
