@@ -50,7 +50,7 @@ fn rfc_5_1_2_multiple_datapoints() {
     assert_eq!((r.records, r.ignored), (2, 0));
 }
 
-const RFC_5_1_3: &[u8] = br#"[
+const RFC_5_1_2_B: &[u8] = br#"[
      {"bn":"urn:dev:ow:10e2073a0108006:","bt":1.276020076001e+09,
       "bu":"A","bver":5,
       "n":"voltage","u":"V","v":120.1},
@@ -62,11 +62,12 @@ const RFC_5_1_3: &[u8] = br#"[
      {"n":"current","v":1.7}
    ]"#;
 
-/// §5.1.3: a base time and relative times, exact to the millisecond.
+/// §5.1.2, second example: a base time and relative times, exact to the
+/// millisecond.
 #[test]
-fn rfc_5_1_3_multiple_measurements() {
+fn rfc_5_1_2_current_over_five_seconds() {
     let key = "urn:dev:ow:10e2073a0108006";
-    let r = run(&senml(&["current"]), "", RFC_5_1_3, NOW);
+    let r = run(&senml(&["current"]), "", RFC_5_1_2_B, NOW);
     let want: Vec<_> = (0..6)
         .map(|i| s(key, 1_276_020_071_001 + i * 1000, &[1.2 + i as f64 / 10.0]))
         .collect();
@@ -79,11 +80,11 @@ fn rfc_5_1_3_multiple_measurements() {
     // In µs the same pack lands on whole milliseconds too.
     let d = decoder("format = \"senml_json\"", &["current"], Micros);
     assert_eq!(
-        run(&d, "", RFC_5_1_3, NOW).samples[0].1,
+        run(&d, "", RFC_5_1_2_B, NOW).samples[0].1,
         1_276_020_071_001_000
     );
     // With both fields, only the first time has both: the rest are incomplete.
-    let r = run(&senml(&["voltage", "current"]), "", RFC_5_1_3, NOW);
+    let r = run(&senml(&["voltage", "current"]), "", RFC_5_1_2_B, NOW);
     assert_eq!(r.samples, vec![s(key, 1_276_020_076_001, &[120.1, 1.7])]);
     assert_eq!(
         r.reasons(),
@@ -98,9 +99,9 @@ fn rfc_5_1_3_multiple_measurements() {
     assert_eq!(r.errors[0].to_string(), "record 1: `voltage` is missing");
 }
 
-/// §5.1.4: the same data, resolved (full names, absolute times).
+/// The same data resolved as §5.1.4 does it (full names, absolute times).
 #[test]
-fn rfc_5_1_4_resolved_data_equals_5_1_3() {
+fn resolved_form_of_5_1_2_decodes_the_same() {
     let p = br#"[
      {"n":"urn:dev:ow:10e2073a0108006:voltage","u":"V","t":1.276020076001e+09,"v":120.1},
      {"n":"urn:dev:ow:10e2073a0108006:current","u":"A","t":1.276020071001e+09,"v":1.2},
@@ -111,15 +112,15 @@ fn rfc_5_1_4_resolved_data_equals_5_1_3() {
      {"n":"urn:dev:ow:10e2073a0108006:current","u":"A","t":1.276020076001e+09,"v":1.7}
    ]"#;
     let d = senml(&["voltage", "current"]);
-    let (a, b) = (run(&d, "", p, NOW), run(&d, "", RFC_5_1_3, NOW));
+    let (a, b) = (run(&d, "", p, NOW), run(&d, "", RFC_5_1_2_B, NOW));
     assert_eq!(a.samples, b.samples);
     assert_eq!(a.reasons(), b.reasons());
 }
 
-/// §5.1.6: a collection of resources: strings and data cannot be numbers,
+/// §5.1.5: multiple data types: strings and data cannot be numbers,
 /// booleans are 0/1, and only the source's fields are read.
 #[test]
-fn rfc_5_1_6_collection_of_resources() {
+fn rfc_5_1_5_multiple_data_types() {
     let p = br#"[
      {"bn":"urn:dev:ow:10e2073a01080063:","n":"temp","u":"Cel","v":23.1},
      {"n":"label","vs":"Machine Room"},
@@ -139,6 +140,94 @@ fn rfc_5_1_6_collection_of_resources() {
         [(1, "wrong_type")],
         "the group is dropped once, not also as incomplete"
     );
+}
+
+/// §5.1.3: records told apart by unit only are the same field to this
+/// decoder (documented limitation): lon and lat at one time collide.
+#[test]
+fn rfc_5_1_3_multiple_measurements_by_unit_collide() {
+    let p = br#"[
+     {"bn":"urn:dev:ow:10e2073a01080063","bt":1.320067464e+09,"bu":"%RH","v":20},
+     {"u":"lon","v":24.30621},
+     {"u":"lat","v":60.07965},
+     {"t":60,"v":20.3},
+     {"u":"lon","t":60,"v":24.30622},
+     {"u":"lat","t":60,"v":60.07965},
+     {"t":120,"v":20.7},
+     {"u":"lon","t":120,"v":24.30623},
+     {"u":"lat","t":120,"v":60.07966},
+     {"u":"%EL","t":150,"v":98},
+     {"t":180,"v":21.2},
+     {"u":"lon","t":180,"v":24.30628},
+     {"u":"lat","t":180,"v":60.07967}
+   ]"#;
+    let d = decoder(
+        "format = \"senml_json\"\nkey_from_topic = 0\nfields = { rh = \"urn:dev:ow:10e2073a01080063\" }",
+        &["rh"],
+        Millis,
+    );
+    let r = run(&d, "phone-1", p, NOW);
+    assert_eq!(r.samples, vec![s("phone-1", 1_320_067_614_000, &[98.0])]);
+    let dups = r
+        .reasons()
+        .iter()
+        .filter(|e| e.1 == "duplicate_field")
+        .count();
+    assert_eq!(dups, 8);
+}
+
+/// §5.1.6: a collection of resources; the last record keeps the third's
+/// base name and the first's base time.
+#[test]
+fn rfc_5_1_6_collection_of_resources() {
+    let p = br#"[
+     {"bn":"2001:db8::2/","bt":1.320078429e+09,"n":"temperature","u":"Cel","v":27.2},
+     {"n":"humidity","u":"%RH","v":80},
+     {"bn":"2001:db8::1/","n":"temperature","u":"Cel","v":12.3},
+     {"n":"humidity","u":"%RH","v":67}
+   ]"#;
+    let d = decoder(
+        "format = \"senml_json\"\nname_separators = \"/\"",
+        &["temperature", "humidity"],
+        Millis,
+    );
+    let r = run(&d, "", p, NOW);
+    let want = vec![
+        s("2001:db8::2", 1_320_078_429_000, &[27.2, 80.0]),
+        s("2001:db8::1", 1_320_078_429_000, &[12.3, 67.0]),
+    ];
+    assert_eq!(r.samples, want);
+}
+
+#[test]
+fn versions_up_to_10_are_read() {
+    let d = senml(&["a"]);
+    let r = run(&d, "", br#"[{"bver":10,"n":"d/a","v":1}]"#, 0);
+    assert_eq!(r.samples.len(), 1);
+    for (p, want) in [
+        (
+            &br#"[{"bver":11,"n":"d/a","v":1}]"#[..],
+            "unsupported_version",
+        ),
+        (
+            br#"[{"n":"d/a","v":1},{"bver":18446744073709551615}]"#,
+            "unsupported_version",
+        ),
+        (br#"[{"bver":"10","n":"d/a","v":1}]"#, "wrong_type"),
+    ] {
+        assert_eq!(run(&d, "", p, 0).err(), want);
+    }
+    let d = decoder("format = \"senml_cbor\"", &["a"], Millis);
+    let mut c = cb();
+    c.array(1)
+        .map(3)
+        .int(-1)
+        .int(11)
+        .int(0)
+        .text("d/a")
+        .int(2)
+        .int(1);
+    assert_eq!(run(&d, "", &c.done(), 0).err(), "unsupported_version");
 }
 
 /// §6: the §5.1.2 pack in CBOR (integer labels, a half float).

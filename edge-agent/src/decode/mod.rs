@@ -39,16 +39,20 @@
 //!
 //! ## SenML
 //! - Base fields `bn`, `bt`, `bv`, `bs` apply to their record and every later
-//!   one until changed; `bu`, `u`, `ut`, `bver` are read past. A bad base
-//!   field rejects the whole message (every later record depends on it); a
-//!   label ending in `_` (must-understand, RFC 8428 §4.4) rejects the pack.
+//!   one until changed; `bu`, `u`, `ut` are read past. A bad base field
+//!   rejects the whole message (every later record depends on it); so do a
+//!   label ending in `_` (must-understand) and a `bver` above 10
+//!   (RFC 8428 §4.4).
 //! - Name: `bn + n`. With `key_from_topic`/`key_const` the whole name is the
 //!   field name; otherwise the name is split at its last `name_separators`
 //!   character: key before it, field name after it
 //!   (`urn:dev:ow:10e2073a01080063:temp` → key `urn:dev:ow:10e2073a01080063`,
 //!   field `temp`). The field name is matched against `fields` (pipeline
 //!   field → SenML name, default the field's own name); a record whose name
-//!   matches no field is skipped and counted in [`Batch::ignored`].
+//!   matches no field is skipped and counted in [`Batch::ignored`]. Records
+//!   are told apart by name only: two records that differ only in unit
+//!   (RFC 8428 §5.1.3's lon/lat) are the same field. Names are not checked
+//!   against the RFC's character set.
 //! - Time: `bt + t` seconds; each of `bt` and `t` is converted to ticks
 //!   separately (integers exactly, floats rounded to the nearest tick, ties
 //!   away from zero), then added, so a pack's relative times never drift.
@@ -396,11 +400,21 @@ pub enum DecodeError {
         /// The label.
         label: Box<str>,
     },
+    /// SenML: a `bver` above 10, the version RFC 8428 defines.
+    #[error(
+        "record {record}: SenML version {version} is newer than 10, the one this decoder reads"
+    )]
+    UnsupportedVersion {
+        /// Record index.
+        record: usize,
+        /// The version.
+        version: i64,
+    },
 }
 
 impl DecodeError {
     /// Every [`reason`](Self::reason), for registering counters up front.
-    pub const REASONS: [&'static str; 12] = [
+    pub const REASONS: [&'static str; 13] = [
         "oversized",
         "malformed",
         "too_many_records",
@@ -413,6 +427,7 @@ impl DecodeError {
         "duplicate_field",
         "bad_name",
         "unsupported_label",
+        "unsupported_version",
     ];
 
     /// A stable snake_case name for counters and dead-letter records.
@@ -430,6 +445,7 @@ impl DecodeError {
             DecodeError::DuplicateField { .. } => "duplicate_field",
             DecodeError::BadName { .. } => "bad_name",
             DecodeError::UnsupportedLabel { .. } => "unsupported_label",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
         }
     }
 
@@ -447,7 +463,8 @@ impl DecodeError {
             | DecodeError::TimestampOutOfRange { record, .. }
             | DecodeError::DuplicateField { record, .. }
             | DecodeError::BadName { record, .. }
-            | DecodeError::UnsupportedLabel { record, .. } => Some(*record),
+            | DecodeError::UnsupportedLabel { record, .. }
+            | DecodeError::UnsupportedVersion { record, .. } => Some(*record),
         }
     }
 }

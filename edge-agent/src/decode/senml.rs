@@ -23,14 +23,18 @@ const T: usize = 5;
 const V: usize = 6;
 const VB: usize = 7;
 const S: usize = 8;
-const SLOTS: usize = 9;
+const BVER: usize = 9;
+const SLOTS: usize = 10;
+
+/// The SenML version RFC 8428 defines; a pack of a later one is refused.
+const VERSION: i64 = 10;
 
 /// What a label means to this decoder.
 enum Label {
     Slot(usize),
     /// `vs` or `vd`: a value we cannot use as a number.
     NonNumeric,
-    /// Known and not needed (`u`, `bu`, `ut`, `bver`, extensions).
+    /// Known and not needed (`u`, `bu`, `ut`, extensions).
     Skip,
     /// Unknown must-understand label.
     MustUnderstand,
@@ -47,6 +51,7 @@ fn text_label(l: &str) -> Label {
         "v" => Label::Slot(V),
         "vb" => Label::Slot(VB),
         "s" => Label::Slot(S),
+        "bver" => Label::Slot(BVER),
         "vs" | "vd" => Label::NonNumeric,
         l if l.ends_with('_') => Label::MustUnderstand,
         _ => Label::Skip,
@@ -65,6 +70,7 @@ fn int_label(l: i64) -> Label {
         2 => Label::Slot(V),
         4 => Label::Slot(VB),
         5 => Label::Slot(S),
+        -1 => Label::Slot(BVER),
         3 | 8 => Label::NonNumeric,
         _ => Label::Skip,
     }
@@ -155,6 +161,31 @@ fn resolve(
         return Ok(());
     }
     let tps = ticks_per_sec(dec.unit);
+    match sc.slots[BVER] {
+        Scalar::Absent => {}
+        // RFC 8428 §4.4: a later version MUST NOT be used.
+        Scalar::Int(v) if v > VERSION => {
+            return Err(DecodeError::UnsupportedVersion {
+                record: rec,
+                version: v,
+            })
+        }
+        Scalar::Int(_) => {}
+        Scalar::UInt(v) => {
+            return Err(DecodeError::UnsupportedVersion {
+                record: rec,
+                version: i64::try_from(v).unwrap_or(i64::MAX),
+            })
+        }
+        s => {
+            return Err(DecodeError::WrongType {
+                record: rec,
+                at: "bver".into(),
+                expected: "an integer",
+                found: s.type_name(),
+            })
+        }
+    }
     match sc.slots[BN] {
         Scalar::Absent => {}
         Scalar::Str(a, b) => {
