@@ -2,7 +2,7 @@
 //! format, beside a reference pass over the same bytes (serde_json into a
 //! `Value` for JSON, minicbor's `skip` for CBOR).
 //!
-//!     cargo run --release -p weir-agent --example decode_bench [SECONDS_PER_CASE]
+//!     cargo run --release -p weir-agent --example decode_bench [SECONDS_PER_CASE [FORMAT]]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -174,6 +174,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let budget = Duration::from_secs_f64(secs);
+    let only = std::env::args().nth(2);
     let generic = "key = \"id\"\nts = \"ts\"\nfields = { value = \"m.value\" }";
     let cases: [(&str, Vec<Vec<u8>>, Decoder, bool); 4] = [
         (
@@ -208,6 +209,9 @@ fn main() {
     );
     let mut batch = Batch::new();
     for (name, msgs, d, is_json) in &cases {
+        if only.as_deref().is_some_and(|o| o != *name) {
+            continue;
+        }
         // Every message decodes to exactly PACK samples, no errors.
         for m in msgs {
             d.decode("t", m, 0, &mut batch).expect("decodes");
