@@ -699,7 +699,9 @@ impl CheckpointStore for Store {
     ///
     /// # Errors
     /// [`StoreError::Db`]: the previous checkpoint stands (the new one stays
-    /// staged and visible to `latest`).
+    /// staged and visible to `latest`). If only the compaction after it
+    /// failed, the new checkpoint is durable (it is no longer staged) and
+    /// the file is sound, just not smaller.
     fn sync(&mut self) -> Result<(), StoreError> {
         let Some((upto, snapshot)) = self.pending.take() else {
             return Ok(());
