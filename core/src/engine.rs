@@ -263,6 +263,13 @@ struct SrcRt {
     tracks_idle: bool,
 }
 
+/// Refusals are rare: kept out of line so the accepting path stays tight.
+#[cold]
+#[inline(never)]
+fn refuse(r: Reject) -> Result<(), Reject> {
+    Err(r)
+}
+
 /// The watermark a source with largest timestamp `max_ts` and bound
 /// `bound` allows: every event at or before it has arrived. As Flink's
 /// bounded out-of-orderness, an event exactly `bound` behind the largest
@@ -477,21 +484,21 @@ impl Engine {
         }
         let hot = self.hot;
         let Some(src) = self.src_rt.get(source) else {
-            return Err(Reject::UnknownSource);
+            return refuse(Reject::UnknownSource);
         };
         if values.len() != src.nfields {
-            return Err(Reject::FieldCount);
+            return refuse(Reject::FieldCount);
         }
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(Reject::NonFinite);
+            return refuse(Reject::NonFinite);
         }
         let ts = if hot.event_time { ts } else { now };
         if ts < hot.min_ts || ts > hot.max_ts {
-            return Err(Reject::TimestampOutOfRange);
+            return refuse(Reject::TimestampOutOfRange);
         }
         if let Some(ahead) = src.max_ahead {
             if ts > now.saturating_add(ahead) {
-                return Err(Reject::TooFarAhead);
+                return refuse(Reject::TooFarAhead);
             }
         }
         let bound = src.bound;
