@@ -524,12 +524,7 @@ impl Engine {
         let routes = &self.routes[source];
         if let [(op, field)] = routes[..] {
             // One operator reads this source: no loop.
-            let x = values[field];
-            match &mut self.ops[op as usize] {
-                Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
-                Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
-                Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
-            }
+            self.route(op, kid, ts, values[field], wm);
         } else {
             self.route_all(source, kid, ts, values, wm);
         }
@@ -554,13 +549,19 @@ impl Engine {
 
     /// Routes a sample to every operator reading its source.
     fn route_all(&mut self, source: usize, kid: KeyId, ts: i64, values: &[f64], wm: i64) {
-        for &(op, field) in &self.routes[source] {
-            let x = values[field];
-            match &mut self.ops[op as usize] {
-                Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
-                Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
-                Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
-            }
+        for i in 0..self.routes[source].len() {
+            let (op, field) = self.routes[source][i];
+            self.route(op, kid, ts, values[field], wm);
+        }
+    }
+
+    /// Hands one value to operator `op`.
+    #[inline(always)]
+    fn route(&mut self, op: u16, kid: KeyId, ts: i64, x: f64, wm: i64) {
+        match &mut self.ops[op as usize] {
+            Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
+            Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
+            Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
         }
     }
 

@@ -150,6 +150,42 @@ fn detector_type(op: &OperatorSpec) -> Option<String> {
     }
 }
 
+/// A window operator's timer map, time → keys in registration order.
+fn enc_timer_map(
+    e: &mut Encoder<&mut Vec<u8>>,
+    m: &alloc::collections::BTreeMap<i64, Vec<KeyId>>,
+) -> Result<(), EncErr> {
+    e.array(m.len() as u64)?;
+    for (t, keys) in m {
+        e.array(2)?.i64(*t)?.array(keys.len() as u64)?;
+        for k in keys {
+            e.u32(*k)?;
+        }
+    }
+    Ok(())
+}
+
+fn dec_timer_map(
+    d: &mut Decoder<'_>,
+    names: &[Option<alloc::boxed::Box<str>>],
+) -> Result<alloc::collections::BTreeMap<i64, Vec<KeyId>>, SnapshotError> {
+    let mut m = alloc::collections::BTreeMap::new();
+    for _ in 0..array_len(d)? {
+        expect_array(d, 2)?;
+        let t = d.i64()?;
+        let mut keys = Vec::new();
+        for _ in 0..array_len(d)? {
+            let k = d.u32()?;
+            if !names.get(k as usize).is_some_and(|n| n.is_some()) {
+                return Err(SnapshotError::Corrupt("timer refers to an unknown key"));
+            }
+            keys.push(k);
+        }
+        m.insert(t, keys);
+    }
+    Ok(m)
+}
+
 fn enc_timers(
     e: &mut Encoder<&mut Vec<u8>>,
     t: &alloc::collections::BTreeSet<(i64, KeyId)>,
@@ -340,13 +376,7 @@ impl Engine {
                 Op::Window(w) => {
                     e.array(5)?;
                     enc_stats(e, &w.stats)?;
-                    e.array(w.timers.len() as u64)?;
-                    for (t, keys) in &w.timers {
-                        e.array(2)?.i64(*t)?.array(keys.len() as u64)?;
-                        for k in keys {
-                            e.u32(*k)?;
-                        }
-                    }
+                    enc_timer_map(e, &w.timers)?;
                     let live: Vec<(usize, &KeyState)> = w
                         .keys
                         .iter()
@@ -378,13 +408,7 @@ impl Engine {
                         }
                     }
                     enc_pending(e, &w.pending)?;
-                    e.array(w.purges.len() as u64)?;
-                    for (t, keys) in &w.purges {
-                        e.array(2)?.i64(*t)?.array(keys.len() as u64)?;
-                        for k in keys {
-                            e.u32(*k)?;
-                        }
-                    }
+                    enc_timer_map(e, &w.purges)?;
                 }
                 Op::Detect(dop) => {
                     e.array(3)?;
@@ -570,21 +594,7 @@ impl Engine {
                 Op::Window(w) => {
                     expect_array(d, 5)?;
                     w.stats = dec_stats(d)?;
-                    for _ in 0..array_len(d)? {
-                        expect_array(d, 2)?;
-                        let t = d.i64()?;
-                        let mut keys = Vec::new();
-                        for _ in 0..array_len(d)? {
-                            let k = d.u32()?;
-                            if !live(k, &self.keys.names) {
-                                return Err(SnapshotError::Corrupt(
-                                    "timer refers to an unknown key",
-                                ));
-                            }
-                            keys.push(k);
-                        }
-                        w.timers.insert(t, keys);
-                    }
+                    w.timers = dec_timer_map(d, &self.keys.names)?;
                     for _ in 0..array_len(d)? {
                         expect_array(d, 3)?;
                         let k = d.u32()?;
@@ -642,21 +652,7 @@ impl Engine {
                         w.keys[k] = ks;
                     }
                     w.pending = dec_pending(d, &self.keys.names)?;
-                    for _ in 0..array_len(d)? {
-                        expect_array(d, 2)?;
-                        let t = d.i64()?;
-                        let mut keys = Vec::new();
-                        for _ in 0..array_len(d)? {
-                            let k = d.u32()?;
-                            if !live(k, &self.keys.names) {
-                                return Err(SnapshotError::Corrupt(
-                                    "purge timer refers to an unknown key",
-                                ));
-                            }
-                            keys.push(k);
-                        }
-                        w.purges.insert(t, keys);
-                    }
+                    w.purges = dec_timer_map(d, &self.keys.names)?;
                     w.reset_next_timer();
                 }
                 Op::Detect(dop) => {

@@ -3,7 +3,7 @@
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -73,7 +73,8 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
     Some(((days * 24 + h as i64) * 60 + mi as i64) * 60_000 + sec as i64 * 1000 + ms)
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
+/// Days in month `m` of year `y` (proleptic Gregorian).
+pub(crate) fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
         2 => 28,

@@ -2,6 +2,7 @@
 //! strings → ticks, SenML seconds → ticks. All integer arithmetic, checked:
 //! an overflow is an error, never a wrapped time.
 
+use crate::timefmt::{days_from_civil, days_in_month};
 use serde::Deserialize;
 use weir_core::time::TimeUnit;
 
@@ -56,26 +57,6 @@ pub(crate) fn secs_f64_to_ticks(s: f64, unit: TimeUnit) -> Option<i64> {
         Some(x as i64)
     } else {
         None
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }
 
