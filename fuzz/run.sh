@@ -24,6 +24,13 @@ fi
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "== $t: ${secs}s"
-    cargo $tc fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$secs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    log="$(mktemp)"
+    if cargo $tc fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="$secs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        grep -E '^Done|stat::number_of_executed_units|DONE' "$log" || tail -3 "$log"
+    else
+        cat "$log"
+        echo "fuzz: $t failed; the input is in fuzz/artifacts/$t"
+        exit 1
+    fi
 done
