@@ -24,6 +24,46 @@ pub struct PipelineFile {
     pub spec: PipelineSpec,
     /// How each source's CSV rows map onto samples (for `weir replay`).
     pub csv: Vec<CsvMapping>,
+    /// Each source's MQTT subscription and payload decoder (for `weir run`),
+    /// `None` for a source without an `mqtt` table.
+    pub mqtt: Vec<Option<MqttSource>>,
+}
+
+/// Where a source's samples come from over MQTT.
+#[derive(Debug, Clone)]
+pub struct MqttSource {
+    /// Topic filters (`+` and `#` wildcards).
+    pub topics: Vec<String>,
+    /// Subscription QoS: 0 or 1.
+    pub qos: u8,
+    /// The payload decoder, built for the source's fields and time unit.
+    pub decoder: crate::decode::Decoder,
+}
+
+/// Checks an MQTT topic filter: non-empty, `+` only as a whole level, `#`
+/// only as the whole last level, no NUL.
+///
+/// # Errors
+/// What is wrong with the filter.
+pub fn check_topic_filter(f: &str) -> Result<(), String> {
+    if f.is_empty() {
+        return Err("a topic filter cannot be empty".into());
+    }
+    if f.contains('\0') {
+        return Err("a topic filter cannot contain NUL".into());
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i + 1 != levels.len()) {
+            return Err(format!(
+                "`#` must be a whole level and the last one (in `{f}`)"
+            ));
+        }
+        if l.contains('+') && *l != "+" {
+            return Err(format!("`+` must be a whole level (in `{f}`)"));
+        }
+    }
+    Ok(())
 }
 
 /// What one CSV column holds.
@@ -143,9 +183,15 @@ struct RawSource {
     idle_timeout: Option<Dur>,
     max_ahead: Option<Dur>,
     csv: Option<RawCsv>,
-    /// MQTT settings are read by `weir run`; accepted here so one file serves both.
-    #[allow(dead_code)]
-    mqtt: Option<toml::Table>,
+    mqtt: Option<RawMqtt>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    topics: Spanned<Vec<Spanned<String>>>,
+    qos: Option<Spanned<u8>>,
+    decode: Spanned<crate::decode::DecoderConfig>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -444,6 +490,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
 
     let mut sources = Vec::new();
     let mut csv = Vec::new();
+    let mut mqtt = Vec::new();
     for s in &raw.sources {
         let mut spec = SourceSpec::new(s.name.get_ref(), s.fields.get_ref().iter().cloned());
         if let Some(d) = &s.max_out_of_orderness {
@@ -463,6 +510,10 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             ));
         }
         csv.push(csv_mapping(&ctx, s, unit)?);
+        mqtt.push(match &s.mqtt {
+            None => None,
+            Some(m) => Some(mqtt_source(&ctx, m, &spec.fields, unit)?),
+        });
         sources.push(spec);
     }
     let mut operators = Vec::new();
@@ -604,7 +655,59 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         state,
     };
     spec.validate().map_err(|e| build_error(&ctx, &raw, &e))?;
-    Ok(PipelineFile { spec, csv })
+    Ok(PipelineFile { spec, csv, mqtt })
+}
+
+fn mqtt_source(
+    ctx: &Ctx,
+    m: &RawMqtt,
+    fields: &[String],
+    unit: TimeUnit,
+) -> Result<MqttSource, ConfigError> {
+    if m.topics.get_ref().is_empty() {
+        return Err(ctx.err(
+            Some(m.topics.span()),
+            "an mqtt source needs at least one topic filter",
+            "add topics = [\"sensors/+/vibration\"] (for example)",
+        ));
+    }
+    for t in m.topics.get_ref() {
+        check_topic_filter(t.get_ref()).map_err(|e| {
+            ctx.err(
+                Some(t.span()),
+                e,
+                "write filters like sensors/+/temp or plant/#",
+            )
+        })?;
+    }
+    let qos = match &m.qos {
+        None => 1,
+        Some(q) if *q.get_ref() <= 1 => *q.get_ref(),
+        Some(q) => {
+            return Err(ctx.err(
+                Some(q.span()),
+                format!("qos {} is not supported", q.get_ref()),
+                "use qos = 1 (acknowledged after the journal commit) or 0",
+            ))
+        }
+    };
+    let decoder = m.decode.get_ref().build(fields, unit).map_err(|e| {
+        ctx.err(
+            Some(m.decode.span()),
+            e.to_string(),
+            "see the decode table's keys in docs/pipeline.md",
+        )
+    })?;
+    Ok(MqttSource {
+        topics: m
+            .topics
+            .get_ref()
+            .iter()
+            .map(|t| t.get_ref().clone())
+            .collect(),
+        qos,
+        decoder,
+    })
 }
 
 fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, ConfigError> {
@@ -785,6 +888,38 @@ mod tests {
         let e = err("[[source]\nname = 1");
         assert_eq!(e.line, 1, "{e}");
         assert!(e.to_string().starts_with("p.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_sources_are_checked_with_places() {
+        let base = "[[source]]\nname = \"s\"\nfields = [\"temp\"]\n[source.mqtt]\ntopics = [\"plant/+/temp\"]\ndecode = { format = \"json\", key = \"id\", ts = \"t\" }\n\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"temp\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"mean\"]\n";
+        let p = parse("p.toml", base).unwrap();
+        let m = p.mqtt[0].as_ref().unwrap();
+        assert_eq!(
+            (m.topics.clone(), m.qos),
+            (vec!["plant/+/temp".to_string()], 1)
+        );
+        let e = err(&base.replace("plant/+/temp", "plant/t+/temp"));
+        assert_eq!(e.line, 5, "{e}");
+        let e = err(&base.replace("plant/+/temp", "plant/#/temp"));
+        assert_eq!(e.line, 5, "{e}");
+        let e = err(&base.replace("format = \"json\"", "format = \"xml\""));
+        assert_eq!(e.line, 6, "{e}");
+        let e = err(&base.replace("key = \"id\", ", ""));
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.msg.contains("key"), "{e}");
+        let e = err(&base.replace("topics = [", "qos = 2\ntopics = ["));
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn topic_filters() {
+        for ok in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+/#", "/a"] {
+            assert!(check_topic_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b#", "a/#/c", "a+/b", "a/+b", "a\0b"] {
+            assert!(check_topic_filter(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
