@@ -74,8 +74,9 @@ pub struct SourceSpec {
     pub name: String,
     /// Names of the numeric fields every sample of this source carries, in order.
     pub fields: Vec<String>,
-    /// Bounded out-of-orderness: this source's watermark is its largest
-    /// timestamp minus this (ticks).
+    /// Bounded out-of-orderness (ticks): a sample up to this far behind the
+    /// source's newest timestamp is on time; the source's watermark is
+    /// `newest − bound − 1` (Flink's convention).
     pub max_out_of_orderness: i64,
     /// After this much processing time without a sample the source stops
     /// holding the watermark back (ticks). `None`: never idle.
