@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         while e.poll_output().is_some() {}
         let again = e.snapshot().expect("drained");
         let mut f = spec().build().unwrap();
-        f.restore(&again).expect("a snapshot of a restored engine restores");
+        f.restore(&again)
+            .expect("a snapshot of a restored engine restores");
     }
 });
