@@ -440,7 +440,8 @@ proptest! {
                 }
                 Op::Checkpoint(back) => {
                     let floor = ckpt.as_ref().map_or(0, |c| c.0);
-                    let upto = (next - 1).saturating_sub(back).max(floor);
+                    // A checkpoint covers committed records only.
+                    let upto = committed.saturating_sub(back).max(floor);
                     let snap = upto.to_le_bytes().repeat(3);
                     store.put(upto, &snap).unwrap();
                     store.sync().unwrap();

@@ -75,6 +75,9 @@ pub enum CodecError {
     /// The batch has bytes after its last record.
     #[error("{0} trailing bytes after the last record")]
     TrailingBytes(usize),
+    /// The batch says it holds no record (the encoder never writes one).
+    #[error("batch holds no record")]
+    Empty,
     /// A record refers to a key id the dictionary does not have.
     #[error("record {record}: unknown key id {id}")]
     UnknownKey {
@@ -302,7 +305,10 @@ pub fn batch_count(bytes: &[u8]) -> Result<u32, CodecError> {
         return Err(CodecError::Version(bytes[0]));
     }
     let n = &body[body.len() - 4..];
-    Ok(u32::from_le_bytes(n.try_into().expect("4 bytes")))
+    match u32::from_le_bytes(n.try_into().expect("4 bytes")) {
+        0 => Err(CodecError::Empty),
+        n => Ok(n),
+    }
 }
 
 /// Reads the records of one batch, one at a time, without allocating per

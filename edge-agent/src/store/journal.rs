@@ -127,7 +127,7 @@ impl Store {
                 .open_table(KEYS)
                 .map_err(StoreError::db(path, "open key table"))?;
             for id in new_keys.clone() {
-                keys.insert(id as u32, &*self.names[id])
+                keys.insert(id as u32, self.names[id].as_bytes())
                     .map_err(StoreError::db(path, "insert key"))?;
             }
         }
@@ -210,6 +210,13 @@ impl Store {
     /// # Errors
     /// [`StoreError::Db`]; nothing was removed.
     pub fn truncate_through(&mut self, lsn: Lsn) -> Result<(), StoreError> {
+        if lsn > self.committed_lsn {
+            // Past the durable end: LSNs would no longer be contiguous.
+            return Err(StoreError::CheckpointAhead {
+                upto: lsn,
+                last: self.committed_lsn,
+            });
+        }
         let path = &self.path;
         let txn = self
             .db

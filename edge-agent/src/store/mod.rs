@@ -74,7 +74,9 @@
 //!   `truncated + 1 ..= committed` (possibly with a chunk straddling
 //!   `truncated`); each chunk's key is the previous chunk's key plus its
 //!   count. Replay checks this and reports [`StoreError::Gap`].
-//! - A checkpoint's `upto` is ≤ the last LSN assigned when it was put; the
+//! - A checkpoint's `upto` is ≤ the last committed LSN when it was put (journal
+//!   mode; a checkpoint covering staged records would outlive them in a
+//!   crash and their redelivered messages would count twice); the
 //!   next LSN after opening is `max(last journal LSN, truncated, upto) + 1`.
 //! - `truncated ≤` the latest durable checkpoint's `upto` when truncation
 //!   happens through [`CheckpointStore::sync`] (the normal path).
@@ -176,7 +178,7 @@ pub type Lsn = u64;
 /// The journal: first LSN of a chunk → chunk.
 pub const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 /// The key dictionary: id → key.
-pub const KEYS: TableDefinition<u32, &str> = TableDefinition::new("keys");
+pub const KEYS: TableDefinition<u32, &[u8]> = TableDefinition::new("keys");
 /// Checkpoint and truncation point.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -295,6 +297,17 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// The key dictionary or the truncation point is damaged.
+    #[error(
+        "{}: the store's metadata is damaged ({what}); move the file aside to start empty",
+        path.display()
+    )]
+    CorruptMeta {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// The stored checkpoint is damaged.
     #[error(
         "{}: the stored checkpoint is damaged ({what}); move the file aside to start empty",
@@ -377,6 +390,8 @@ pub struct StoreStats {
     pub checkpoints: u64,
     /// Compactions run.
     pub compactions: u64,
+    /// Compactions that failed after a checkpoint (the file stays larger).
+    pub compaction_failures: u64,
 }
 
 /// The journal and checkpoint store. See the [module docs](self) for the
@@ -501,12 +516,17 @@ impl Store {
         for e in keys.iter().map_err(StoreError::db(p, "read keys"))? {
             let (id, k) = e.map_err(StoreError::db(p, "read keys"))?;
             if id.value() as usize != names.len() {
-                return Err(StoreError::CorruptCheckpoint {
+                return Err(StoreError::CorruptMeta {
                     path: path.clone(),
                     what: "key dictionary ids are not dense",
                 });
             }
-            names.push(k.value().into());
+            // Stored as bytes: redb would panic on a damaged `&str`.
+            let name = std::str::from_utf8(k.value()).map_err(|_| StoreError::CorruptMeta {
+                path: path.clone(),
+                what: "a key in the dictionary is not UTF-8",
+            })?;
+            names.push(name.into());
         }
         let dict = names
             .iter()
@@ -527,14 +547,22 @@ impl Store {
             .get(TRUNCATED_KEY)
             .map_err(StoreError::db(p, "read truncation point"))?
         {
-            Some(v) => u64::from_le_bytes(v.value().try_into().map_err(|_| {
-                StoreError::CorruptCheckpoint {
+            Some(v) => {
+                u64::from_le_bytes(v.value().try_into().map_err(|_| StoreError::CorruptMeta {
                     path: path.clone(),
                     what: "truncation point is not 8 bytes",
-                }
-            })?),
+                })?)
+            }
             None => 0,
         };
+        // LSNs count samples: anything near u64::MAX is damage, not history.
+        const MAX_LSN: u64 = 1 << 62;
+        if truncated > MAX_LSN {
+            return Err(StoreError::CorruptMeta {
+                path: path.clone(),
+                what: "truncation point out of range",
+            });
+        }
         let journal = txn
             .open_table(JOURNAL)
             .map_err(StoreError::db(p, "open journal table"))?;
@@ -548,7 +576,16 @@ impl Store {
                     lsn: k.value(),
                     source,
                 })?;
-                k.value() + n as u64 - 1
+                match k.value().checked_add(n as u64 - 1) {
+                    Some(last) if last <= MAX_LSN => last,
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            path: path.clone(),
+                            lsn: k.value(),
+                            source: codec::CodecError::Empty,
+                        })
+                    }
+                }
             }
             None => 0,
         };
@@ -678,7 +715,13 @@ impl CheckpointStore for Store {
     /// by [`Store::append`]; [`StoreError::CheckpointBehind`] if it is before
     /// the journal's truncation point.
     fn put(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StoreError> {
-        let last = self.next_lsn - 1;
+        // In journal mode a checkpoint may only cover committed records: one
+        // covering staged records would outlive them in a crash, and their
+        // redelivered messages would then be counted twice.
+        let last = match self.config.mode {
+            DurabilityMode::Journal => self.committed_lsn,
+            DurabilityMode::Checkpoint => self.next_lsn - 1,
+        };
         if upto > last {
             return Err(StoreError::CheckpointAhead { upto, last });
         }
@@ -699,9 +742,9 @@ impl CheckpointStore for Store {
     ///
     /// # Errors
     /// [`StoreError::Db`]: the previous checkpoint stands (the new one stays
-    /// staged and visible to `latest`). If only the compaction after it
-    /// failed, the new checkpoint is durable (it is no longer staged) and
-    /// the file is sound, just not smaller.
+    /// staged and visible to `latest`). A failed compaction after the
+    /// checkpoint is durable is not an error: it is counted in
+    /// `StoreStats::compaction_failures` and the file stays larger.
     fn sync(&mut self) -> Result<(), StoreError> {
         let Some((upto, snapshot)) = self.pending.take() else {
             return Ok(());
@@ -738,7 +781,11 @@ impl CheckpointStore for Store {
         self.stats.chunks_truncated += removed;
         self.truncated = self.truncated.max(upto);
         self.checkpoint = Some((upto, snapshot));
-        self.maybe_compact()?;
+        // The checkpoint is durable: a failed compaction leaves a sound,
+        // larger file, and must not read as "nothing new is durable".
+        if self.maybe_compact().is_err() {
+            self.stats.compaction_failures += 1;
+        }
         Ok(())
     }
 
