@@ -196,8 +196,25 @@ pub struct SensorStatus {
     pub became_unhealthy: u64,
 }
 
+/// A Prometheus label value, escaped (backslash, quote, newline).
+struct Label<'a>(&'a str);
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes Prometheus text for a set of sensors (`key`, status), one family
-/// header each: `weir_sensor_healthy`, `weir_sensor_reads_total`,
+/// header each, label values escaped: `weir_sensor_healthy`, `weir_sensor_reads_total`,
 /// `weir_sensor_faults_total{kind}`, `weir_sensor_consecutive_failures`.
 ///
 /// # Errors
@@ -214,7 +231,8 @@ pub fn write_prometheus<'a, W: fmt::Write>(
     for (k, s) in sensors.clone() {
         writeln!(
             out,
-            "weir_sensor_healthy{{sensor=\"{k}\"}} {}",
+            "weir_sensor_healthy{{sensor=\"{}\"}} {}",
+            Label(k),
             u8::from(s.healthy)
         )?;
     }
@@ -224,7 +242,12 @@ pub fn write_prometheus<'a, W: fmt::Write>(
     )?;
     writeln!(out, "# TYPE weir_sensor_reads_total counter")?;
     for (k, s) in sensors.clone() {
-        writeln!(out, "weir_sensor_reads_total{{sensor=\"{k}\"}} {}", s.reads)?;
+        writeln!(
+            out,
+            "weir_sensor_reads_total{{sensor=\"{}\"}} {}",
+            Label(k),
+            s.reads
+        )?;
     }
     writeln!(
         out,
@@ -235,7 +258,8 @@ pub fn write_prometheus<'a, W: fmt::Write>(
         for (kind, n) in s.faults.labelled() {
             writeln!(
                 out,
-                "weir_sensor_faults_total{{sensor=\"{k}\",kind=\"{kind}\"}} {n}"
+                "weir_sensor_faults_total{{sensor=\"{}\",kind=\"{kind}\"}} {n}",
+                Label(k)
             )?;
         }
     }
@@ -247,7 +271,8 @@ pub fn write_prometheus<'a, W: fmt::Write>(
     for (k, s) in sensors {
         writeln!(
             out,
-            "weir_sensor_consecutive_failures{{sensor=\"{k}\"}} {}",
+            "weir_sensor_consecutive_failures{{sensor=\"{}\"}} {}",
+            Label(k),
             s.consecutive_failures
         )?;
     }
@@ -330,6 +355,9 @@ mod tests {
         assert!(out.contains("weir_sensor_healthy{sensor=\"vib\"} 0\n"));
         assert!(out.contains("weir_sensor_healthy{sensor=\"temp\"} 1\n"));
         assert!(out.contains("weir_sensor_faults_total{sensor=\"vib\",kind=\"nack\"} 3\n"));
+        let mut odd = heapless::String::<2048>::new();
+        write_prometheus(&mut odd, [("a\"b\\c\nd", ok.status())].into_iter()).unwrap();
+        assert!(odd.contains("sensor=\"a\\\"b\\\\c\\nd\""), "{odd}");
         assert!(out.contains("weir_sensor_consecutive_failures{sensor=\"vib\"} 3\n"));
         assert_eq!(out.matches("# TYPE").count(), 4);
     }

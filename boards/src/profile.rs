@@ -585,8 +585,8 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
     }
     let mode = match d.mode.as_ref().map(|f| f.get_ref().as_str()) {
         None | Some("journal") => DurabilityMode::Journal,
-        Some("checkpoints") => DurabilityMode::Checkpoints,
-        Some(o) => return Err(ctx.err(d.mode.as_ref().map(Spanned::span), format!("unknown durability mode `{o}`"), "use \"journal\" (nothing acknowledged is lost) or \"checkpoints\" (QoS 0 sensors; a crash loses what came after the last checkpoint)")),
+        Some("checkpoint") => DurabilityMode::Checkpoints,
+        Some(o) => return Err(ctx.err(d.mode.as_ref().map(Spanned::span), format!("unknown durability mode `{o}`"), "use \"journal\" (nothing acknowledged is lost) or \"checkpoint\" (QoS 0 sensors; a crash loses what came after the last checkpoint)")),
     };
     let wears = matches!(flash, Flash::Sd | Flash::Emmc);
     let group_commit_ms = match &d.group_commit {

@@ -159,7 +159,7 @@ const CASES: &[(&str, &str, usize, usize, &str, &str)] = &[
     ("flash = \"sd\"", "flash = \"sd\"\ngroup_commit = 2", 8, 16, "group_commit of 2 ms on SD flash", "10ms or more"),
     ("flash = \"sd\"", "flash = \"sd\"\ngroup_commit = \"fast\"", 8, 16, "`fast` is not a duration", "\"250ms\""),
     ("flash = \"sd\"", "flash = \"sd\"\ndisk_budget = \"12 parsecs\"", 8, 15, "is not a size", "\"512MiB\""),
-    ("flash = \"sd\"", "flash = \"sd\"\nmode = \"yolo\"", 8, 8, "unknown durability mode `yolo`", "checkpoints"),
+    ("flash = \"sd\"", "flash = \"sd\"\nmode = \"yolo\"", 8, 8, "unknown durability mode `yolo`", "checkpoint"),
     ("flash = \"sd\"", "flash = \"sd\"\nkeep_checkpoints = 0", 8, 20, "keep_checkpoints = 0", "1 to 16"),
     ("flash = \"sd\"", "flash = \"sd\"\nflash_wear = true", 8, 1, "unknown field `flash_wear`", ""),
     ("[durability]\nflash = \"sd\"\n", "[health]\nbackoff_base = \"1s\"\nbackoff_max = \"100ms\"\n[durability]\nflash = \"sd\"\n", 8, 15, "backoff_max (100 ms) is below backoff_base (1000 ms)", "at least backoff_base"),

@@ -47,11 +47,14 @@ pub(crate) fn int_to_ticks(v: i64, from: TsUnit, to: TimeUnit) -> Option<i64> {
 }
 
 /// Converts SenML seconds (a float) to ticks, rounding to the nearest tick
-/// (ties away from zero). A decimal with no more fractional digits than the
-/// unit resolves (3 for ms, 6 for µs) lands exactly on its tick for any time
-/// before the year 2200: the float's error is far below half a tick.
+/// (ties away from zero). The whole seconds and the fraction are scaled
+/// apart, so a decimal with no more fractional digits than the unit resolves
+/// (3 for ms, 6 for µs) lands exactly on its tick up to 2^33 s (year 2242):
+/// the fraction's float error is far below half a tick.
 pub(crate) fn secs_f64_to_ticks(s: f64, unit: TimeUnit) -> Option<i64> {
-    let x = (s * ticks_per_sec(unit) as f64).round();
+    let tps = ticks_per_sec(unit) as f64;
+    let whole = s.trunc();
+    let x = whole * tps + ((s - whole) * tps).round();
     // `i64::MAX as f64` is 2^63 exactly: anything at or beyond it does not fit.
     if x.is_finite() && x >= i64::MIN as f64 && x < i64::MAX as f64 {
         Some(x as i64)
