@@ -178,7 +178,8 @@ fn record_errors() {
             (8, "wrong_type"),
         ]
     );
-    // -2^64 is a valid CBOR integer but not an i64.
+    // -2^64 is a valid CBOR integer but not an i64: still a number (as
+    // +2^64-1 is), with the precision of an f64.
     let d = decoder(
         "format = \"cbor\"\nkey_const = \"k\"\nts = \"t\"",
         &["v"],
@@ -190,7 +191,9 @@ fn record_errors() {
         .int(0)
         .text("v")
         .raw(&[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    assert_eq!(run(&d, "", &c.done(), 0).reasons(), [(0, "wrong_type")]);
+    let b = run(&d, "", &c.done(), 0);
+    assert!(b.reasons().is_empty());
+    assert_eq!(b.samples[0].2, [-18_446_744_073_709_551_616.0]);
     c.map(2)
         .text("t")
         .raw(&[0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])

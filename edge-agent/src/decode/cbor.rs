@@ -200,10 +200,10 @@ pub(crate) fn scalar(d: &mut Cbor<'_>, sc: &mut Scratch) -> Result<Scalar, Fail>
             i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int)
         }
         Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
-            match i64::try_from(i128::from(d.int()?)) {
-                Ok(v) => Scalar::Int(v),
-                Err(_) => Scalar::Other("an integer below -2^63"),
-            }
+            let v = i128::from(d.int()?);
+            // Below -2^63: still a number (precision is lost beyond 2^53, as
+            // for the largest positive integers).
+            i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int)
         }
         Type::F16 => {
             let p = d.position();

@@ -266,6 +266,13 @@ impl DecoderConfig {
                 plan.insert(p, Target::Field(i))?;
             }
         }
+        if let Some(i) = (1..names.len()).find(|&i| names[..i].contains(&names[i])) {
+            let j = names[..i].iter().position(|n| *n == names[i]).unwrap_or(0);
+            return err(format!(
+                "fields `{}` and `{}` both read SenML name `{}`: each field needs its own name",
+                fields[j], fields[i], names[i]
+            ));
+        }
         if !senml {
             if let Some(k) = &self.key {
                 plan.insert(k, Target::Key)?;
