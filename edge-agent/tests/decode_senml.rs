@@ -511,3 +511,16 @@ fn cbor_record_errors_and_key_from_topic() {
     ];
     assert_eq!(r.reasons(), want, "{:#?}", r.errors);
 }
+
+#[test]
+fn two_fields_cannot_read_one_senml_name() {
+    let cfg: weir_agent::decode::DecoderConfig =
+        toml::from_str("format = \"senml_json\"\nfields = { a = \"temp\", b = \"temp\" }").unwrap();
+    let e = cfg
+        .build(
+            &["a".to_string(), "b".to_string()],
+            weir_core::time::TimeUnit::Millis,
+        )
+        .unwrap_err();
+    assert!(e.0.contains("both read SenML name `temp`"), "{e}");
+}
