@@ -162,7 +162,9 @@ impl<B: RegisterBus> Adxl345<B> {
     ///
     /// # Errors
     /// Bus errors; [`SensorError::NotReady`] if no new sample is ready;
-    /// [`SensorError::Implausible`] for a value outside the configured range.
+    /// [`SensorError::Implausible`] for a value outside the configured range;
+    /// [`SensorError::ChipId`] if an all-ones sample comes from a bus on
+    /// which the part no longer answers with its id (a floating data line).
     pub fn read_raw(&mut self) -> Result<[i16; 3], SensorError<B::Error>> {
         if self.read1(reg::INT_SOURCE)? & DATA_READY == 0 {
             return Err(SensorError::NotReady);
@@ -171,6 +173,17 @@ impl<B: RegisterBus> Adxl345<B> {
         self.bus
             .read_regs(reg::DATAX0, &mut b)
             .map_err(SensorError::Bus)?;
+        // A bus whose data line floats high reads 0xFF everywhere, which
+        // passes for data-ready and a -1 LSB sample: ask the part who it is.
+        if b == [0xFF; 6] {
+            let id = self.read1(reg::DEVID)?;
+            if id != DEVICE_ID {
+                return Err(SensorError::ChipId {
+                    expected: DEVICE_ID,
+                    found: id,
+                });
+            }
+        }
         let xyz = [
             i16::from_le_bytes([b[0], b[1]]),
             i16::from_le_bytes([b[2], b[3]]),

@@ -57,6 +57,27 @@ fn adxl345_rate_codes_follow_the_datasheet_table() {
 }
 
 #[test]
+fn adxl345_all_ones_from_a_floating_bus_is_not_a_sample() {
+    // Data line stuck high: INT_SOURCE, the data and the id all read 0xFF.
+    let mut bus = I2cMock::new(&[
+        T::write_read(A, vec![0x30], vec![0xFF]),
+        T::write_read(A, vec![0x32], vec![0xFF; 6]),
+        T::write_read(A, vec![0x00], vec![0xFF]),
+        // A real -1 LSB sample from a part that still answers is kept.
+        T::write_read(A, vec![0x30], vec![0x80]),
+        T::write_read(A, vec![0x32], vec![0xFF; 6]),
+        T::write_read(A, vec![0x00], vec![0xE5]),
+    ]);
+    let mut d = adxl(&bus);
+    assert!(matches!(
+        d.read_raw(),
+        Err(SensorError::ChipId { found: 0xFF, .. })
+    ));
+    assert_eq!(d.read_raw().unwrap(), [-1, -1, -1]);
+    bus.done();
+}
+
+#[test]
 fn adxl345_reads_little_endian_axes_in_g() {
     let mut bus = I2cMock::new(&[
         T::write_read(A, vec![0x30], vec![0x83]),
