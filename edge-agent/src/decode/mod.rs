@@ -29,7 +29,10 @@
 //!   anything else is `wrong_type`, NaN/±inf (CBOR floats) `non_finite`.
 //! - A key is a string or an integer (written in decimal). An empty key is
 //!   passed on: the engine rejects it as `bad_key`.
-//! - A JSON object key given twice: the last one counts.
+//! - A JSON object key given twice: for a value on a path, the last one
+//!   counts; for an object on a path, the objects are read together (a
+//!   field found in either counts) and a scalar repeated as an object is
+//!   `wrong_type`. Senders that repeat keys get no stronger promise.
 //! - A timestamp is an integer in `ts_unit` (converted to the pipeline unit;
 //!   a coarser unit floors, so a sample never moves later), or an RFC 3339
 //!   string with an offset (`Z` or `±hh:mm`; extra fraction digits are
