@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use proptest::prelude::*;
+
 use weir_core::prelude::*;
 use weir_core::spec::{OperatorKind, OperatorSpec, WindowSpec};
 
@@ -237,4 +239,46 @@ pub fn assert_same_windows(mut got: Vec<Row>, mut want: Vec<Row>) {
             );
         }
     }
+}
+
+/// Out-of-orderness bound of the arrival-order property tests.
+pub const BOUND: i64 = 50;
+
+/// Events on a base clock, and an arrival order within the bound: sorted by
+/// ts + jitter, jitter in [0, BOUND] (a lag of exactly the bound is on time).
+pub fn stream() -> impl Strategy<Value = (Vec<Ev>, Vec<Ev>)> {
+    prop::collection::vec((0u8..4, 0i64..15, -1000i32..1000, 0i64..=BOUND), 1..250).prop_map(
+        |raw| {
+            let mut base = T0;
+            let mut evs = Vec::new();
+            let mut jit = Vec::new();
+            for (k, step, v, j) in &raw {
+                base += step;
+                evs.push(Ev {
+                    key: *k,
+                    ts: base,
+                    v: *v as f64 / 8.0,
+                });
+                jit.push(*j);
+            }
+            let in_order = evs.clone();
+            let mut idx: Vec<usize> = (0..evs.len()).collect();
+            idx.sort_by_key(|&i| (evs[i].ts + jit[i], i));
+            let arrival = idx.into_iter().map(|i| evs[i]).collect();
+            (in_order, arrival)
+        },
+    )
+}
+
+/// Every window kind; sliding sizes need not be multiples of the slide.
+pub fn kinds() -> impl Strategy<Value = WindowKind> {
+    prop_oneof![
+        (1i64..200).prop_map(|size| WindowKind::Tumbling { size }),
+        (1i64..40, 0i64..120).prop_map(|(slide, extra)| WindowKind::Sliding {
+            size: (slide + extra).min(slide * 64),
+            slide
+        }),
+        (1i64..60).prop_map(|gap| WindowKind::Session { gap }),
+        (1u64..12).prop_map(|size| WindowKind::Count { size }),
+    ]
 }
