@@ -26,24 +26,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn num(s: &[u8]) -> Option<u32> {
+pub(crate) fn num(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(s.iter().fold(0u32, |a, &c| a * 10 + (c - b'0') as u32))
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.fff][Z]` (or with `T`) as UTC milliseconds.
-pub fn parse_datetime_ms(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    let b = b.strip_suffix(b"Z").unwrap_or(b);
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b' ' || b[10] == b'T')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+/// Seconds since the epoch of the `YYYY-MM-DD?HH:MM:SS` that starts `b`,
+/// UTC; the character between date and time is the caller's to check.
+pub(crate) fn civil_seconds(b: &[u8]) -> Option<i64> {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
@@ -57,6 +50,18 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
     {
         return None;
     }
+    let days = days_from_civil(y as i64, mo, d);
+    Some(((days * 24 + h as i64) * 60 + mi as i64) * 60 + sec as i64)
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.fff][Z]` (or with `T`) as UTC milliseconds.
+pub fn parse_datetime_ms(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    let b = b.strip_suffix(b"Z").unwrap_or(b);
+    if b.len() < 19 || !(b[10] == b' ' || b[10] == b'T') {
+        return None;
+    }
+    let secs = civil_seconds(b)?;
     let mut ms = 0i64;
     if b.len() > 19 {
         let frac = b[19..].strip_prefix(b".")?;
@@ -69,8 +74,7 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
         }
         ms = v;
     }
-    let days = days_from_civil(y as i64, mo, d);
-    Some(((days * 24 + h as i64) * 60 + mi as i64) * 60_000 + sec as i64 * 1000 + ms)
+    Some(secs * 1000 + ms)
 }
 
 /// Days in month `m` of year `y` (proleptic Gregorian).

@@ -2,7 +2,7 @@
 //! strings → ticks, SenML seconds → ticks. All integer arithmetic, checked:
 //! an overflow is an error, never a wrapped time.
 
-use crate::timefmt::{days_from_civil, days_in_month};
+use crate::timefmt::{civil_seconds, num};
 use serde::Deserialize;
 use weir_core::time::TimeUnit;
 
@@ -63,13 +63,6 @@ pub(crate) fn secs_f64_to_ticks(s: f64, unit: TimeUnit) -> Option<i64> {
     }
 }
 
-fn digits(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(s.iter().fold(0u32, |a, &c| a * 10 + (c - b'0') as u32))
-}
-
 /// Parses an RFC 3339 date-time (`2026-11-24T18:08:47.123Z`,
 /// `2026-11-24T19:08:47+01:00`; `t`/space for `T` and `z` for `Z` are
 /// accepted, as RFC 3339 §5.6 allows) into ticks of `unit`. The offset is
@@ -78,30 +71,10 @@ fn digits(s: &[u8]) -> Option<u32> {
 /// the next minute's first second.
 pub(crate) fn parse_rfc3339(s: &str, unit: TimeUnit) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (h, mi, sec) = (
-        digits(&b[11..13])?,
-        digits(&b[14..16])?,
-        digits(&b[17..19])?,
-    );
-    if !(1..=12).contains(&mo)
-        || d == 0
-        || d > days_in_month(y as i64, mo)
-        || h > 23
-        || mi > 59
-        || sec > 60
-    {
-        return None;
-    }
+    let secs = civil_seconds(b)?;
     let mut rest = &b[19..];
     let mut frac_ns = 0i64;
     if let Some(f) = rest.strip_prefix(b".") {
@@ -117,7 +90,7 @@ pub(crate) fn parse_rfc3339(s: &str, unit: TimeUnit) -> Option<i64> {
     let offset_min: i64 = match rest {
         b"Z" | b"z" => 0,
         [sign @ (b'+' | b'-'), oh @ .., b':', om1, om2] if oh.len() == 2 => {
-            let (oh, om) = (digits(oh)?, digits(&[*om1, *om2])?);
+            let (oh, om) = (num(oh)?, num(&[*om1, *om2])?);
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -130,8 +103,7 @@ pub(crate) fn parse_rfc3339(s: &str, unit: TimeUnit) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y as i64, mo, d);
-    let secs = ((days * 24 + h as i64) * 60 + mi as i64 - offset_min) * 60 + sec as i64;
+    let secs = secs - offset_min * 60;
     let tps = ticks_per_sec(unit);
     secs.checked_mul(tps)?
         .checked_add(frac_ns / (1_000_000_000 / tps))
