@@ -97,6 +97,26 @@ pub struct Context<'a> {
     out: &'a mut VecDeque<Output>,
 }
 
+impl<'a> Context<'a> {
+    fn new(
+        op: u16,
+        key: KeyId,
+        watermark: i64,
+        now: i64,
+        timers: &'a mut Timers,
+        out: &'a mut VecDeque<Output>,
+    ) -> Self {
+        Context {
+            op,
+            key,
+            watermark,
+            now,
+            timers,
+            out,
+        }
+    }
+}
+
 impl Context<'_> {
     /// The key being handled.
     pub fn key(&self) -> KeyId {
@@ -223,14 +243,7 @@ impl ProcessOp {
             return;
         }
         self.stats.on_time += 1;
-        let mut ctx = Context {
-            op: self.op,
-            key,
-            watermark: wm,
-            now,
-            timers: &mut self.timers,
-            out,
-        };
+        let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
         self.f.on_sample(&mut ctx, ts, x);
     }
 
@@ -255,14 +268,7 @@ impl ProcessOp {
                 TimeDomain::ProcessingTime => self.timers.processing.remove(&(at, key)),
             };
             self.stats.fired += 1;
-            let mut ctx = Context {
-                op: self.op,
-                key,
-                watermark: wm,
-                now,
-                timers: &mut self.timers,
-                out,
-            };
+            let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
             self.f.on_timer(&mut ctx, at, domain);
         }
     }
@@ -275,14 +281,7 @@ impl ProcessOp {
         for (at, key) in pending {
             if self.timers.event.remove(&(at, key)) {
                 self.stats.fired += 1;
-                let mut ctx = Context {
-                    op: self.op,
-                    key,
-                    watermark: i64::MAX,
-                    now,
-                    timers: &mut self.timers,
-                    out,
-                };
+                let mut ctx = Context::new(self.op, key, i64::MAX, now, &mut self.timers, out);
                 self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
             }
         }
