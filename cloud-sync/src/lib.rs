@@ -1,0 +1,55 @@
+//! `weir-cloud-sync`: the gateway's link to the cloud.
+//!
+//! Uplink: outputs bound for the cloud go into a durable `outbox` in the
+//! agent's redb database (in the same write transaction as its checkpoint,
+//! where it can), and the `uplink` publishes them in batches ([`wire`]
+//! envelopes, CBOR) with QoS 1 to the cloud broker, deleting them only once
+//! the broker has acknowledged them. Downlink: [`update`] signs and verifies
+//! pipeline updates (Ed25519 over canonical bytes) and encodes the status a
+//! gateway reports.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | [`wire`] | [`wire::OutputRecord`], [`wire::Batch`]: CBOR and JSON, documented in `docs/wire.md` |
+//! | [`update`] | [`update::sign`], [`update::verify`], [`update::UpdateRejection`], [`update::Status`] |
+//!
+//! # Example
+//!
+//! ```
+//! use ed25519_dalek::SigningKey;
+//! use weir_cloud_sync::update::{self, UpdateRejection};
+//! use weir_cloud_sync::wire::{Batch, OutputRecord, RecordKind, record_id};
+//!
+//! // A fleet operator signs version 2 of a pipeline for gateway gw1 ...
+//! let key = SigningKey::from_bytes(&[7; 32]);
+//! let doc = update::sign(&key, "[pipeline]\nname = \"w1\"\n", 2, &["gw1".to_string()]);
+//! // ... and gw1, running version 1, accepts it; a replay is refused.
+//! let trusted = [key.verifying_key()];
+//! let ok = update::verify(&doc, &trusted, "gw1", 1, 64 * 1024).unwrap();
+//! assert_eq!(ok.version, 2);
+//! let replay = update::verify(&doc, &trusted, "gw1", 2, 64 * 1024).unwrap_err();
+//! assert_eq!(replay.reason(), "not_newer");
+//!
+//! // A window's aggregates, in the envelope the cloud reads.
+//! let rec = OutputRecord {
+//!     id: record_id("gw1", "w", "s1", 10_000, 0),
+//!     kind: RecordKind::Window,
+//!     key: "s1".into(),
+//!     op: "w".into(),
+//!     start: 10_000,
+//!     end: 20_000,
+//!     fields: vec![("count".into(), 500.0), ("mean".into(), 21.5)],
+//!     anomaly: None,
+//!     emitted_at: 20_002,
+//! };
+//! let batch = Batch { gateway: "gw1".into(), records: vec![rec] };
+//! let bytes = batch.to_cbor();
+//! assert_eq!(Batch::from_cbor(&bytes).unwrap(), batch);
+//! assert!(Batch::from_cbor(&bytes[..bytes.len() - 1]).is_err());
+//! ```
+
+mod cbor;
+pub mod update;
+pub mod wire;

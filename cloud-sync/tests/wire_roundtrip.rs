@@ -1,0 +1,174 @@
+//! The envelope: CBOR and JSON round trips (property tests), garbage is an
+//! error, never a panic.
+
+use proptest::prelude::*;
+use weir_cloud_sync::wire::{Anomaly, Batch, OutputRecord, RecordKind};
+
+fn kind() -> impl Strategy<Value = RecordKind> {
+    prop_oneof![
+        Just(RecordKind::Window),
+        Just(RecordKind::Alert),
+        Just(RecordKind::Status),
+        Just(RecordKind::Dropped),
+    ]
+}
+
+fn value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        (-1_000_000i64..1_000_000).prop_map(|v| v as f64 / 100.0),
+        Just(f64::NAN),
+        Just(-0.0),
+    ]
+}
+
+fn record() -> impl Strategy<Value = OutputRecord> {
+    (
+        "[a-z0-9/%]{0,20}",
+        kind(),
+        "\\PC{0,12}",
+        "[a-z_]{0,8}",
+        any::<i64>(),
+        any::<i64>(),
+        proptest::collection::btree_map("[a-z_]{1,10}", value(), 0..8),
+        proptest::option::of((any::<bool>(), value())),
+        any::<i64>(),
+    )
+        .prop_map(
+            |(id, kind, key, op, start, end, fields, anomaly, emitted_at)| OutputRecord {
+                id,
+                kind,
+                key,
+                op,
+                start,
+                end,
+                fields: fields.into_iter().rev().collect(),
+                anomaly: anomaly.map(|(flag, score)| Anomaly { flag, score }),
+                emitted_at,
+            },
+        )
+}
+
+/// Equality that reads NaN as equal to NaN and, for JSON, any non-finite
+/// value as NaN (JSON has neither).
+fn same(a: &OutputRecord, b: &OutputRecord, json: bool) -> bool {
+    let eq = |x: f64, y: f64| {
+        if json && !x.is_finite() {
+            y.is_nan()
+        } else {
+            x.to_bits() == y.to_bits()
+        }
+    };
+    a.id == b.id
+        && a.kind == b.kind
+        && a.key == b.key
+        && a.op == b.op
+        && a.start == b.start
+        && a.end == b.end
+        && a.emitted_at == b.emitted_at
+        && a.fields.len() == b.fields.len()
+        && a.fields
+            .iter()
+            .zip(&b.fields)
+            .all(|((n, x), (m, y))| n == m && eq(*x, *y))
+        && match (a.anomaly, b.anomaly) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.flag == y.flag && eq(x.score, y.score),
+            _ => false,
+        }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn cbor_round_trips_bit_for_bit(recs in proptest::collection::vec(record(), 0..6), gw in "[a-z0-9-]{1,12}") {
+        let b = Batch { gateway: gw, records: recs };
+        let bytes = b.to_cbor();
+        let back = Batch::from_cbor(&bytes).unwrap();
+        prop_assert_eq!(&back.gateway, &b.gateway);
+        prop_assert_eq!(back.records.len(), b.records.len());
+        for (x, y) in b.records.iter().zip(&back.records) {
+            prop_assert!(same(x, y, false), "{:?} != {:?}", x, y);
+        }
+        // Deterministic: decoding and encoding again gives the same bytes.
+        prop_assert_eq!(back.to_cbor(), bytes);
+    }
+
+    #[test]
+    fn json_round_trips(recs in proptest::collection::vec(record(), 0..6)) {
+        let b = Batch { gateway: "gw1".into(), records: recs };
+        let back = Batch::from_json(&b.to_json()).unwrap();
+        prop_assert_eq!(back.records.len(), b.records.len());
+        for (x, y) in b.records.iter().zip(&back.records) {
+            prop_assert!(same(x, y, true), "{:?} != {:?}", x, y);
+        }
+        for r in &b.records {
+            prop_assert!(same(r, &OutputRecord::from_json(&r.to_json()).unwrap(), true));
+            prop_assert!(same(r, &OutputRecord::from_cbor(&r.to_cbor()).unwrap(), false));
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = Batch::from_cbor(&bytes);
+        let _ = OutputRecord::from_cbor(&bytes);
+        let _ = Batch::from_json(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn every_truncation_and_corruption_is_handled(rec in record(), at in any::<prop::sample::Index>(), x in any::<u8>()) {
+        let bytes = Batch { gateway: "gw".into(), records: vec![rec] }.to_cbor();
+        let i = at.index(bytes.len());
+        prop_assert!(Batch::from_cbor(&bytes[..i]).is_err());
+        let mut c = bytes.clone();
+        c[i] = x;
+        let _ = Batch::from_cbor(&c);
+    }
+}
+
+#[test]
+fn huge_declared_lengths_do_not_allocate() {
+    // A batch claiming 2^63 records, and a record claiming 2^63 fields.
+    let batch = [
+        0xa3, 0x00, 0x01, 0x01, 0x60, 0x02, 0x9b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
+    assert!(Batch::from_cbor(&batch).is_err());
+    let rec = [
+        0xa1, 0x06, 0xbb, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
+    assert!(OutputRecord::from_cbor(&rec).is_err());
+}
+
+#[test]
+fn repeated_and_missing_fields_are_errors() {
+    let r = OutputRecord {
+        id: "g/w/s/0".into(),
+        kind: RecordKind::Window,
+        key: "s".into(),
+        op: "w".into(),
+        start: 0,
+        end: 10,
+        fields: vec![("count".into(), 3.0)],
+        anomaly: None,
+        emitted_at: 11,
+    };
+    let b = r.to_cbor();
+    // Bump the map length by one and repeat key 0.
+    let mut rep = b.clone();
+    rep[0] += 1;
+    rep.extend_from_slice(&[0x00, 0x61, b'x']);
+    assert!(OutputRecord::from_cbor(&rep).is_err());
+    // An unknown key is skipped (forward compatible).
+    let mut unk = b.clone();
+    unk[0] += 1;
+    unk.extend_from_slice(&[0x18, 0x20, 0x63, b'n', b'e', b'w']);
+    assert_eq!(OutputRecord::from_cbor(&unk).unwrap(), r);
+    // Dropping the last key (9, emitted_at) leaves a record without it.
+    let mut miss = b[..b.len() - 2].to_vec();
+    miss[0] -= 1;
+    assert!(OutputRecord::from_cbor(&miss).is_err());
+    // Two fields with one name.
+    let json = r#"{"id":"a","kind":"window","key":"s","op":"w","start":0,"end":1,"fields":{"x":1,"x":2},"emitted_at":2}"#;
+    assert!(OutputRecord::from_json(json).is_err());
+}
