@@ -1,6 +1,6 @@
 //! `weir-cloud-sync`: the gateway's link to the cloud.
 //!
-//! Uplink: outputs bound for the cloud go into a durable `outbox` in the
+//! Uplink: outputs bound for the cloud go into a durable [`outbox`] in the
 //! agent's redb database (in the same write transaction as its checkpoint,
 //! where it can), and the `uplink` publishes them in batches ([`wire`]
 //! envelopes, CBOR) with QoS 1 to the cloud broker, deleting them only once
@@ -13,6 +13,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`wire`] | [`wire::OutputRecord`], [`wire::Batch`]: CBOR and JSON, documented in `docs/wire.md` |
+//! | [`outbox`] | [`outbox::Outbox`]: stage in the agent's redb transaction, read pending, acknowledge, disk budget |
 //! | [`update`] | [`update::sign`], [`update::verify`], [`update::UpdateRejection`], [`update::Status`] |
 //!
 //! # Example
@@ -51,5 +52,6 @@
 //! ```
 
 mod cbor;
+pub mod outbox;
 pub mod update;
 pub mod wire;

@@ -162,6 +162,13 @@ fn escape_component(out: &mut String, s: &str) {
     }
 }
 
+/// One id component, escaped as in [`record_id`].
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_component(&mut out, s);
+    out
+}
+
 /// The deterministic id of a window output:
 /// `gateway/op/key/start` for the first firing and `…/start/uN` for its
 /// N-th update (N ≥ 1). `%` and `/` inside a component are written `%25`
