@@ -482,7 +482,9 @@ fn valid_name(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// Reads and validates `path`; the board's name must be its folder's.
+/// Reads and validates `path`. Under a `boards/` folder
+/// (`boards/<name>/board.toml`) the board's name must be its folder's; an
+/// installed copy (`/etc/weir/board.toml` on a gateway) may live anywhere.
 ///
 /// # Errors
 /// The file cannot be read, is not valid TOML, or describes an invalid
@@ -497,8 +499,13 @@ pub fn load(path: &Path) -> Result<BoardProfile, ProfileError> {
         help: "boards live in boards/<name>/board.toml".into(),
     })?;
     let p = parse(&file, &text)?;
-    let folder = path
-        .parent()
+    let parent = path.parent();
+    let in_boards = parent
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .is_some_and(|g| g == "boards");
+    let folder = parent
+        .filter(|_| in_boards)
         .and_then(Path::file_name)
         .and_then(|f| f.to_str());
     if let Some(folder) =

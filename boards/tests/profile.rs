@@ -83,16 +83,21 @@ fn sim_profile_loads() {
 
 #[test]
 fn a_board_in_the_wrong_folder_is_named() {
-    let dir = std::env::temp_dir()
-        .join(format!("weir-boards-test-{}", std::process::id()))
-        .join("rpi5");
+    let top = std::env::temp_dir().join(format!("weir-boards-test-{}", std::process::id()));
+    let dir = top.join("boards").join("rpi5");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("board.toml");
     std::fs::copy(board("rpi4"), &path).unwrap();
     let e = profile::load(&path).unwrap_err();
-    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    // An installed copy outside boards/ (a gateway's /etc/weir/board.toml).
+    let installed = top.join("etc-weir");
+    std::fs::create_dir_all(&installed).unwrap();
+    std::fs::copy(board("rpi4"), installed.join("board.toml")).unwrap();
+    let p = profile::load(&installed.join("board.toml"));
+    std::fs::remove_dir_all(&top).unwrap();
     assert_eq!((e.line, e.col), (6, 8), "{e}");
     assert!(e.msg.contains("board `rpi4` is in folder `rpi5`"), "{e}");
+    assert_eq!(p.unwrap().name, "rpi4");
 }
 
 #[test]
