@@ -140,14 +140,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A duration as written: a number of ticks or a string with a unit.
 #[derive(Deserialize, Debug)]
 #[serde(untagged)]
-enum DurationValue {
+pub(crate) enum DurationValue {
     Int(i64),
     Str(String),
 }
 
-type Dur = Spanned<DurationValue>;
+pub(crate) type Dur = Spanned<DurationValue>;
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -254,13 +255,14 @@ struct RawPipeline {
     detects: Vec<RawDetect>,
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
+/// A file being parsed, for located errors.
+pub(crate) struct Ctx<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(
+    pub(crate) fn err(
         &self,
         span: Option<Range<usize>>,
         msg: impl Into<String>,
@@ -279,7 +281,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn duration(&self, d: &Dur, unit: TimeUnit, what: &str) -> Result<i64, ConfigError> {
+    pub(crate) fn duration(&self, d: &Dur, unit: TimeUnit, what: &str) -> Result<i64, ConfigError> {
         let bad = |m: String| {
             self.err(
                 Some(d.span()),

@@ -104,7 +104,7 @@ impl Store {
         }
         self.seal_chunk();
         let new_keys = self.persisted_keys..self.names.len();
-        if self.staged.chunks.is_empty() && new_keys.is_empty() {
+        if self.staged.chunks.is_empty() && new_keys.is_empty() && self.dead_staged.is_empty() {
             return Ok(self.committed_lsn);
         }
         let path = &self.path;
@@ -131,8 +131,10 @@ impl Store {
                     .map_err(StoreError::db(path, "insert key"))?;
             }
         }
+        Self::write_dead_letters(&txn, path, self.config.dead_letters_keep, &self.dead_staged)?;
         txn.commit()
             .map_err(StoreError::db(path, "commit journal batch"))?;
+        self.dead_staged.clear();
         self.stats.commits += 1;
         self.stats.chunks += self.staged.chunks.len() as u64;
         self.stats.journal_bytes += self.staged.bytes.len() as u64;

@@ -1,0 +1,407 @@
+//! The agent's counters, in Prometheus text format, and a small HTTP
+//! endpoint for them (`/metrics`, `/healthz`, `/deadletters`).
+//!
+//! The ingest loop is the only writer; the HTTP task reads. Counters are
+//! relaxed atomics; the per-topic tables sit behind a mutex taken once per
+//! group commit by the writer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::store::DeadLetter;
+
+/// Every counter and gauge `/metrics` shows.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// MQTT messages received.
+    pub messages: AtomicU64,
+    /// Payload bytes received.
+    pub payload_bytes: AtomicU64,
+    /// Readings journaled (decoded samples).
+    pub readings: AtomicU64,
+    /// Readings the engine refused (also in `bad`).
+    pub rejected: AtomicU64,
+    /// Late samples (the late side output).
+    pub late: AtomicU64,
+    /// Window results emitted.
+    pub windows: AtomicU64,
+    /// Alerts emitted.
+    pub alerts: AtomicU64,
+    /// Outputs published (QoS 1) and acknowledged by the broker.
+    pub published: AtomicU64,
+    /// Of those, acknowledged.
+    pub published_acked: AtomicU64,
+    /// Dead letters staged.
+    pub dead_letters: AtomicU64,
+    /// QoS 0 messages dropped because the agent fell behind.
+    pub overload_drops: AtomicU64,
+    /// Group commits.
+    pub commits: AtomicU64,
+    /// Journal chunk bytes written.
+    pub journal_bytes: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// Duration of the last checkpoint, µs.
+    pub checkpoint_us: AtomicU64,
+    /// Snapshot bytes of the last checkpoint.
+    pub checkpoint_bytes: AtomicU64,
+    /// The store file's size.
+    pub store_file_bytes: AtomicU64,
+    /// Connections to the broker made.
+    pub connects: AtomicU64,
+    /// Connection errors.
+    pub connection_errors: AtomicU64,
+    /// Sessions the broker had lost on reconnect (outputs re-published).
+    pub sessions_lost: AtomicU64,
+    /// Samples replayed from the journal at start or after a lost session.
+    pub replayed: AtomicU64,
+    /// Live keys in the engine.
+    pub keys: AtomicU64,
+    /// The engine's watermark (ms), `i64::MIN` before the first.
+    pub watermark: AtomicI64,
+    /// The agent clock at the last group (ms).
+    pub now: AtomicI64,
+    /// Connected to the broker.
+    pub connected: AtomicBool,
+    /// Recovery done and subscribed at least once.
+    pub ready: AtomicBool,
+    /// The durability mode's name.
+    pub mode: Mutex<&'static str>,
+    /// Per (topic, reason) bad input counts.
+    pub bad: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Per source: newest event time (ms) and the agent clock then.
+    pub sources: Mutex<Vec<(String, Option<i64>, i64)>>,
+    /// The newest dead letters, for `/deadletters`.
+    pub recent_dead: Mutex<VecDeque<DeadLetter>>,
+}
+
+/// Keep this many dead letters in memory for `/deadletters`.
+const RECENT_DEAD: usize = 100;
+/// Distinct (topic, reason) pairs counted before topics fold into `_other`.
+const MAX_BAD_TOPICS: usize = 1_000;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// `VmRSS` of this process, bytes.
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// `write_bytes` of this process from `/proc/self/io`: what reached the
+/// block device (flash wear).
+pub fn flash_write_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/io").ok()?;
+    let l = s.lines().find(|l| l.starts_with("write_bytes:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Metrics {
+    /// Counts one bad message or record.
+    pub fn count_bad(&self, topic: &str, reason: &'static str) {
+        let mut m = self.bad.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (topic.to_string(), reason);
+        if m.len() >= MAX_BAD_TOPICS && !m.contains_key(&key) {
+            *m.entry(("_other".into(), reason)).or_default() += 1;
+        } else {
+            *m.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Remembers a dead letter for `/deadletters`.
+    pub fn remember_dead(&self, d: &DeadLetter) {
+        self.dead_letters.fetch_add(1, Relaxed);
+        let mut q = self.recent_dead.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= RECENT_DEAD {
+            q.pop_front();
+        }
+        q.push_back(d.clone());
+    }
+
+    /// Bad input counted for `reason`, over all topics.
+    pub fn bad_total(&self, reason: &str) -> u64 {
+        let m = self.bad.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|((_, r), _)| *r == reason)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut c = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                s,
+                "# HELP weir_{name} {help}\n# TYPE weir_{name} counter\nweir_{name} {v}"
+            );
+        };
+        c(
+            "messages_total",
+            "MQTT messages received.",
+            self.messages.load(Relaxed),
+        );
+        c(
+            "payload_bytes_total",
+            "Payload bytes received.",
+            self.payload_bytes.load(Relaxed),
+        );
+        c(
+            "readings_total",
+            "Readings decoded and journaled.",
+            self.readings.load(Relaxed),
+        );
+        c(
+            "rejected_total",
+            "Readings refused by the engine.",
+            self.rejected.load(Relaxed),
+        );
+        c(
+            "late_samples_total",
+            "Samples later than their window's lateness (late side output).",
+            self.late.load(Relaxed),
+        );
+        c(
+            "windows_total",
+            "Window results emitted.",
+            self.windows.load(Relaxed),
+        );
+        c("alerts_total", "Alerts emitted.", self.alerts.load(Relaxed));
+        c(
+            "outputs_published_total",
+            "Outputs published at QoS 1.",
+            self.published.load(Relaxed),
+        );
+        c(
+            "outputs_acked_total",
+            "Outputs acknowledged by the broker.",
+            self.published_acked.load(Relaxed),
+        );
+        c(
+            "dead_letters_total",
+            "Bad messages or records written to the dead-letter table.",
+            self.dead_letters.load(Relaxed),
+        );
+        c(
+            "overload_drops_total",
+            "QoS 0 messages dropped because ingest fell behind.",
+            self.overload_drops.load(Relaxed),
+        );
+        c(
+            "journal_commits_total",
+            "Durable group commits.",
+            self.commits.load(Relaxed),
+        );
+        c(
+            "journal_bytes_total",
+            "Journal chunk bytes written.",
+            self.journal_bytes.load(Relaxed),
+        );
+        c(
+            "checkpoints_total",
+            "Checkpoints made durable.",
+            self.checkpoints.load(Relaxed),
+        );
+        c(
+            "connects_total",
+            "Connections to the broker.",
+            self.connects.load(Relaxed),
+        );
+        c(
+            "connection_errors_total",
+            "Broker connection errors.",
+            self.connection_errors.load(Relaxed),
+        );
+        c(
+            "sessions_lost_total",
+            "Reconnects where the broker had lost the session.",
+            self.sessions_lost.load(Relaxed),
+        );
+        c(
+            "replayed_samples_total",
+            "Journal records replayed at start or after a lost session.",
+            self.replayed.load(Relaxed),
+        );
+        if let Some(w) = flash_write_bytes() {
+            c(
+                "flash_write_bytes_total",
+                "Bytes this process caused to be written to the block device (/proc/self/io).",
+                w,
+            );
+        }
+        let mut g = |name: &str, help: &str, v: String| {
+            let _ = writeln!(
+                s,
+                "# HELP weir_{name} {help}\n# TYPE weir_{name} gauge\nweir_{name} {v}"
+            );
+        };
+        g(
+            "checkpoint_duration_seconds",
+            "Duration of the last checkpoint.",
+            format!("{}", self.checkpoint_us.load(Relaxed) as f64 / 1e6),
+        );
+        g(
+            "checkpoint_bytes",
+            "Snapshot bytes of the last checkpoint.",
+            self.checkpoint_bytes.load(Relaxed).to_string(),
+        );
+        g(
+            "journal_file_bytes",
+            "Size of the journal and checkpoint file.",
+            self.store_file_bytes.load(Relaxed).to_string(),
+        );
+        g(
+            "keys",
+            "Live keys in the engine.",
+            self.keys.load(Relaxed).to_string(),
+        );
+        g(
+            "connected",
+            "1 while connected to the broker.",
+            (self.connected.load(Relaxed) as u8).to_string(),
+        );
+        if let Some(r) = rss_bytes() {
+            g("resident_memory_bytes", "Resident set size.", r.to_string());
+        }
+        let now = self.now.load(Relaxed);
+        let wm = self.watermark.load(Relaxed);
+        let _ = writeln!(s, "# HELP weir_watermark_lag_seconds Agent clock minus the newest event time, per source.\n# TYPE weir_watermark_lag_seconds gauge");
+        for (name, newest, _) in self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if let Some(t) = newest {
+                let _ = writeln!(
+                    s,
+                    "weir_watermark_lag_seconds{{source=\"{}\"}} {}",
+                    esc(name),
+                    (now - t) as f64 / 1e3
+                );
+            }
+        }
+        if wm != i64::MIN {
+            let _ = writeln!(s, "# HELP weir_watermark_ms The engine watermark.\n# TYPE weir_watermark_ms gauge\nweir_watermark_ms {wm}");
+        }
+        let _ = writeln!(s, "# HELP weir_bad_input_total Bad messages or records, by topic and reason.\n# TYPE weir_bad_input_total counter");
+        for ((topic, reason), n) in self.bad.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                s,
+                "weir_bad_input_total{{topic=\"{}\",reason=\"{reason}\"}} {n}",
+                esc(topic)
+            );
+        }
+        let mode = *self.mode.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(s, "# HELP weir_info The durability mode.\n# TYPE weir_info gauge\nweir_info{{durability=\"{mode}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        s
+    }
+
+    /// The newest dead letters as JSON lines.
+    pub fn render_dead(&self) -> String {
+        let q = self.recent_dead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = String::new();
+        for d in q.iter() {
+            s.push_str(&dead_json(d));
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// One dead letter as a JSON object (payload as lossy UTF-8).
+pub fn dead_json(d: &DeadLetter) -> String {
+    serde_json::json!({
+        "now": d.now,
+        "topic": d.topic,
+        "reason": d.reason,
+        "detail": d.detail,
+        "payload": String::from_utf8_lossy(&d.payload),
+    })
+    .to_string()
+}
+
+/// Serves `/metrics`, `/healthz` and `/deadletters` on `listener` until
+/// the task is dropped. One request per connection, HTTP/1.0 style.
+pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut n = 0;
+            // Read until the end of the request head (or a full buffer).
+            while n < buf.len() {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf[n..]),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(k)) => {
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                            || buf[..n].windows(2).any(|w| w == b"\n\n")
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
+                "/healthz" => {
+                    if m.ready.load(Relaxed) && m.connected.load(Relaxed) {
+                        ("200 OK", "text/plain", "ok\n".to_string())
+                    } else if m.ready.load(Relaxed) {
+                        (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            "not connected to the broker\n".to_string(),
+                        )
+                    } else {
+                        (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            "recovering\n".to_string(),
+                        )
+                    }
+                }
+                "/deadletters" => ("200 OK", "application/x-ndjson", m.render_dead()),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics, /healthz or /deadletters\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

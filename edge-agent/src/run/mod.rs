@@ -1,0 +1,1036 @@
+//! `weir run`: the gateway agent.
+//!
+//! One rule makes "nothing acknowledged is lost, nothing counted twice"
+//! hold by construction (docs/agent.md): **commit, then compute, then
+//! acknowledge**.
+//!
+//! ```text
+//! MQTT poller task ──events──► ingest loop:
+//!                                decode (bad → counter + dead letter)
+//!                                store.append(sample, now)          staged
+//!                                … until group_records or group_commit
+//!                                store.commit()                     durable
+//!                                engine.handle_* in journal order
+//!                                outputs → local broker (QoS 1, deterministic ids)
+//!                                ack the group's messages, in order
+//! ```
+//!
+//! A checkpoint (engine snapshot + journal position) is written every
+//! `[checkpoint] interval`, but only once the broker has acknowledged every
+//! output published before it: outputs after a checkpoint can always be
+//! produced again from the journal, so a crash or a broker that lost our
+//! session re-publishes them (same ids) instead of losing them.
+//!
+//! Start (and a broker that comes back without our session) = restore the
+//! last checkpoint, replay the journal after it through the engine, publish
+//! what it emits, subscribe.
+
+pub mod metrics;
+pub mod mqtt;
+pub mod output;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ClientError, Publish, QoS, Request};
+use tokio::sync::mpsc;
+use weir_core::engine::{Engine, Reject};
+use weir_core::output::Output;
+use weir_core::seam::CheckpointStore;
+use weir_core::spec::OperatorKind;
+use weir_core::time::TimeMode;
+
+use crate::decode::{Batch, Decoder};
+use crate::gateway::GatewayConfig;
+use crate::pipeline_file::PipelineFile;
+use crate::store::{
+    DeadLetter, DurabilityMode, Lsn, Sample, Store, StoreConfig, StoreError, TICK_SOURCE,
+};
+use metrics::Metrics;
+use mqtt::MqttEvent;
+use output::{Encoded, OutputEncoder};
+
+/// Why `weir run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The journal or checkpoint store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The checkpoint could not be restored into this pipeline.
+    #[error("{path}: the checkpoint does not restore into pipeline `{pipeline}`: {detail}; move the data directory aside to start fresh")]
+    Restore {
+        /// The store file.
+        path: String,
+        /// The pipeline name.
+        pipeline: String,
+        /// What the engine said.
+        detail: String,
+    },
+    /// The pipeline cannot run under `weir run`.
+    #[error("{0}")]
+    Config(String),
+    /// I/O (data directory, metrics socket).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a finished run did (for tests and the demo).
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Readings journaled.
+    pub readings: u64,
+    /// Outputs published.
+    pub published: u64,
+    /// Journal records replayed at start.
+    pub replayed: u64,
+    /// Whether the final checkpoint was written.
+    pub final_checkpoint: bool,
+}
+
+/// A running agent's handles for whoever started it.
+#[derive(Clone)]
+pub struct Handle {
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handle")
+    }
+}
+
+impl Handle {
+    /// Asks the agent to stop as on SIGTERM: finish the open group, write a
+    /// final checkpoint, disconnect.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+}
+
+/// A record of the open group, processed after its commit.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    lsn: Lsn,
+    source: u16,
+    msg: u32,
+    key: (u32, u32),
+    ts: i64,
+    now: i64,
+    vals: (u32, u32),
+}
+
+/// The open group commit.
+#[derive(Default)]
+struct Group {
+    /// Messages to acknowledge after the commit, in receive order.
+    acks: Vec<Publish>,
+    /// Topics of the group's messages (index = `Rec::msg`).
+    topics: Vec<String>,
+    recs: Vec<Rec>,
+    keys: String,
+    vals: Vec<f64>,
+    opened: Option<Instant>,
+}
+
+impl Group {
+    fn clear(&mut self) {
+        self.acks.clear();
+        self.topics.clear();
+        self.recs.clear();
+        self.keys.clear();
+        self.vals.clear();
+        self.opened = None;
+    }
+}
+
+/// Requests for the event loop that did not fit its channel yet.
+enum OutReq {
+    Publish(Encoded),
+    Ack(Publish),
+}
+
+/// Outputs on their way to the broker.
+struct Emitter {
+    enc: OutputEncoder,
+    windows: bool,
+    queue: VecDeque<OutReq>,
+    scratch: Vec<Encoded>,
+    /// Publishes handed to the current client / acknowledged by the broker.
+    published: u64,
+    acked: u64,
+}
+
+impl Emitter {
+    /// Drains the engine's outputs emitted while processing record `lsn`.
+    fn drain(&mut self, engine: &mut Engine, lsn: Lsn, m: &Metrics) {
+        while let Some(o) = engine.poll_output() {
+            let key = match &o {
+                Output::Window(w) => {
+                    m.windows.fetch_add(1, Relaxed);
+                    if w.anomaly.is_some_and(|a| a.flag) {
+                        m.alerts.fetch_add(1, Relaxed);
+                    }
+                    engine.key_name(w.key)
+                }
+                Output::Score(s) => {
+                    if s.verdict.flag {
+                        m.alerts.fetch_add(1, Relaxed);
+                    }
+                    engine.key_name(s.key)
+                }
+                Output::Custom(c) => engine.key_name(c.key),
+                Output::Late(_) => {
+                    m.late.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            self.enc
+                .encode(&o, key, lsn, self.windows, &mut self.scratch);
+            for e in self.scratch.drain(..) {
+                self.queue.push_back(OutReq::Publish(e));
+            }
+        }
+    }
+
+    /// Hands queued requests to the event loop until its channel is full.
+    fn flush(&mut self, client: &AsyncClient, m: &Metrics) {
+        while let Some(r) = self.queue.pop_front() {
+            let res = match r {
+                OutReq::Publish(e) => client
+                    .try_publish(e.topic, QoS::AtLeastOnce, false, e.payload)
+                    .map(|_| {
+                        self.published += 1;
+                        m.published.fetch_add(1, Relaxed);
+                    }),
+                OutReq::Ack(p) => client.try_ack(&p),
+            };
+            match res {
+                Ok(()) => {}
+                Err(ClientError::TryRequest(req) | ClientError::Request(req)) => {
+                    match req {
+                        Request::Publish(p) => self.queue.push_front(OutReq::Publish(Encoded {
+                            topic: p.topic,
+                            id: String::new(),
+                            channel: output::Channel::Windows,
+                            payload: p.payload.to_vec(),
+                        })),
+                        Request::PubAck(a) => {
+                            let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
+                            p.pkid = a.pkid;
+                            self.queue.push_front(OutReq::Ack(p));
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Logs a bad-input line at most once per 10 s per (topic, reason).
+#[derive(Default)]
+struct LogLimiter {
+    last: HashMap<(String, &'static str), (Instant, u64)>,
+}
+
+impl LogLimiter {
+    fn log(&mut self, topic: &str, reason: &'static str, detail: &str) {
+        if self.last.len() > 10_000 {
+            self.last.clear();
+        }
+        let now = Instant::now();
+        let e = self
+            .last
+            .entry((topic.to_string(), reason))
+            .or_insert((now - Duration::from_secs(3600), 0));
+        if now.duration_since(e.0) >= Duration::from_secs(10) {
+            let suppressed = std::mem::take(&mut e.1);
+            e.0 = now;
+            if suppressed > 0 {
+                tracing::warn!(topic, reason, suppressed, "bad input: {detail}");
+            } else {
+                tracing::warn!(topic, reason, "bad input: {detail}");
+            }
+        } else {
+            e.1 += 1;
+        }
+    }
+}
+
+/// The agent's clock: wall-clock ms since the epoch, never going back.
+#[derive(Default)]
+struct AgentClock {
+    last: i64,
+}
+
+impl AgentClock {
+    fn now(&mut self) -> i64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.last = self.last.max(wall);
+        self.last
+    }
+}
+
+/// Most events taken from the poller per loop turn before the loop looks
+/// at its timers again.
+const EVENTS_PER_TURN: usize = 512;
+/// QoS 0 messages waiting beyond this many events are dropped (counted).
+const MAX_BACKLOG: usize = 100_000;
+
+struct Agent {
+    cfg: GatewayConfig,
+    pf: PipelineFile,
+    store: Store,
+    engine: Engine,
+    em: Emitter,
+    decoders: Vec<Option<Decoder>>,
+    /// (filter, source index, QoS)
+    routes: Vec<(String, usize, u8)>,
+    topic_cache: HashMap<String, Option<usize>>,
+    own_prefix: String,
+    batch: Batch,
+    group: Group,
+    metrics: Arc<Metrics>,
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<MqttEvent>,
+    poller: tokio::task::JoinHandle<()>,
+    connected_once: bool,
+    pending_ckpt: Option<(Lsn, Vec<u8>, u64)>,
+    last_ckpt: Instant,
+    clock: AgentClock,
+    /// Per source: the agent clock at its last sample, for idleness ticks.
+    source_last_now: Vec<Option<i64>>,
+    idle_timeouts: Vec<Option<i64>>,
+    processing_time: bool,
+    limiter: LogLimiter,
+    /// Highest LSN the engine has processed.
+    processed: Lsn,
+}
+
+/// Opens the store in the data directory.
+fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| RunError::Io {
+        what: format!("cannot create data directory {}", cfg.data_dir.display()),
+        source: e,
+    })?;
+    let sc = StoreConfig {
+        mode: cfg.durability,
+        dead_letters_keep: cfg.dead_letters,
+        ..StoreConfig::default()
+    };
+    Ok(sc.build(cfg.data_dir.join("weir.redb"))?)
+}
+
+impl Agent {
+    fn new(cfg: GatewayConfig, pf: PipelineFile, metrics: Arc<Metrics>) -> Result<Agent, RunError> {
+        let mut decoders = Vec::new();
+        let mut routes = Vec::new();
+        for (i, m) in pf.mqtt.iter().enumerate() {
+            match m {
+                Some(m) => {
+                    for t in &m.topics {
+                        routes.push((t.clone(), i, m.qos));
+                    }
+                    decoders.push(Some(m.decoder.clone()));
+                }
+                None => decoders.push(None),
+            }
+        }
+        if routes.is_empty() {
+            return Err(RunError::Config(format!(
+                "{}: no source has a [source.mqtt] table, so `weir run` has nothing to subscribe to; add topics and a decoder (docs/pipeline.md)",
+                cfg.pipeline.display()
+            )));
+        }
+        let store = open_store(&cfg)?;
+        let engine = pf
+            .spec
+            .clone()
+            .build()
+            .map_err(|e| RunError::Config(format!("{}: {e}", cfg.pipeline.display())))?;
+        let enc = OutputEncoder::new(&cfg.id, &cfg.prefix, cfg.output_format, &pf.spec);
+        let own_prefix = enc.own_prefix();
+        let opts = mqtt::options(&cfg.broker).map_err(RunError::Config)?;
+        let (client, rx, poller) = mqtt::start(opts, 65_536, metrics.clone());
+        *metrics.mode.lock().unwrap_or_else(|e| e.into_inner()) = match cfg.durability {
+            DurabilityMode::Journal => "journal",
+            DurabilityMode::Checkpoint => "checkpoint",
+        };
+        let idle_timeouts = pf.spec.sources.iter().map(|s| s.idle_timeout).collect();
+        let processing_time = pf.spec.time.mode == TimeMode::Processing
+            || pf
+                .spec
+                .operators
+                .iter()
+                .any(|o| matches!(o.kind, OperatorKind::Process(_)));
+        *metrics.sources.lock().unwrap_or_else(|e| e.into_inner()) = pf
+            .spec
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), None, 0))
+            .collect();
+        Ok(Agent {
+            source_last_now: vec![None; pf.spec.sources.len()],
+            idle_timeouts,
+            processing_time,
+            em: Emitter {
+                enc,
+                windows: cfg.publish_windows,
+                queue: VecDeque::new(),
+                scratch: Vec::new(),
+                published: 0,
+                acked: 0,
+            },
+            cfg,
+            pf,
+            store,
+            engine,
+            decoders,
+            routes,
+            topic_cache: HashMap::new(),
+            own_prefix,
+            batch: Batch::new(),
+            group: Group::default(),
+            metrics,
+            client,
+            rx,
+            poller,
+            connected_once: false,
+            pending_ckpt: None,
+            last_ckpt: Instant::now(),
+            clock: AgentClock::default(),
+            limiter: LogLimiter::default(),
+            processed: 0,
+        })
+    }
+
+    /// Restores the last checkpoint and replays the journal after it,
+    /// queueing what the engine emits for publishing.
+    fn recover(&mut self) -> Result<u64, RunError> {
+        let mut engine = self
+            .pf
+            .spec
+            .clone()
+            .build()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let mut upto = 0;
+        if let Some((u, snap)) = self.store.latest()? {
+            let report = engine.restore(snap).map_err(|e| RunError::Restore {
+                path: self.store.path().display().to_string(),
+                pipeline: self.pf.spec.name.clone(),
+                detail: e.to_string(),
+            })?;
+            for (id, outcome) in &report.operators {
+                tracing::info!(operator = id.as_str(), ?outcome, "restored operator state");
+            }
+            for id in &report.dropped {
+                tracing::warn!(
+                    operator = id.as_str(),
+                    "state of an operator no longer in the pipeline was dropped"
+                );
+            }
+            upto = u;
+        }
+        self.engine = engine;
+        let mut n = 0u64;
+        let mut last = upto;
+        let mut replay = self.store.replay_from(upto)?;
+        while let Some((lsn, s)) = replay.next_record()? {
+            let _ = feed(&mut self.engine, &s);
+            self.em.drain(&mut self.engine, lsn, &self.metrics);
+            last = lsn;
+            n += 1;
+        }
+        drop(replay);
+        // In checkpoint mode there is no journal: positions continue after the checkpoint.
+        self.processed = last.max(self.store.committed_lsn());
+        self.metrics.replayed.fetch_add(n, Relaxed);
+        self.publish_gauges();
+        Ok(n)
+    }
+
+    fn subscribe(&mut self) {
+        for (filter, _, qos) in &self.routes {
+            let q = if *qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            if let Err(e) = self.client.try_subscribe(filter.clone(), q) {
+                tracing::error!(
+                    filter = filter.as_str(),
+                    "cannot queue the subscription: {e}"
+                );
+            }
+        }
+    }
+
+    /// Replaces the MQTT client: the broker lost our session, and with it
+    /// every output in flight. Everything since the last durable checkpoint
+    /// is replayed and published again (consumers drop duplicates by id).
+    fn session_lost(&mut self) -> Result<(), RunError> {
+        self.metrics.sessions_lost.fetch_add(1, Relaxed);
+        tracing::warn!(
+            "the broker lost our session: re-publishing every output since the last checkpoint"
+        );
+        self.poller.abort();
+        let opts = mqtt::options(&self.cfg.broker).map_err(RunError::Config)?;
+        let (client, rx, poller) = mqtt::start(opts, 65_536, self.metrics.clone());
+        self.client = client;
+        self.rx = rx;
+        self.poller = poller;
+        self.connected_once = false;
+        // The group's messages belonged to the lost session: commit what we
+        // have (it can no longer be acknowledged, nor will it be redelivered).
+        self.group.acks.clear();
+        self.commit_group()?;
+        self.em.queue.clear();
+        self.em.published = 0;
+        self.em.acked = 0;
+        self.pending_ckpt = None;
+        if self.cfg.durability == DurabilityMode::Journal {
+            self.recover()?;
+        } else {
+            tracing::warn!("durability = \"checkpoint\": outputs in flight with the lost session are not re-published (no journal to replay)");
+        }
+        Ok(())
+    }
+
+    fn route(&mut self, topic: &str) -> Option<usize> {
+        if let Some(r) = self.topic_cache.get(topic) {
+            return *r;
+        }
+        let r = self
+            .routes
+            .iter()
+            .find(|(f, _, _)| mqtt::filter_matches(f, topic))
+            .map(|r| r.1);
+        if self.topic_cache.len() >= 10_000 {
+            self.topic_cache.clear();
+        }
+        self.topic_cache.insert(topic.to_string(), r);
+        r
+    }
+
+    fn dead(
+        &mut self,
+        topic: &str,
+        reason: &'static str,
+        detail: String,
+        payload: &[u8],
+        now: i64,
+    ) {
+        self.metrics.count_bad(topic, reason);
+        self.limiter.log(topic, reason, &detail);
+        let d = DeadLetter {
+            now,
+            topic: topic.to_string(),
+            reason: reason.to_string(),
+            detail,
+            payload: payload[..payload.len().min(crate::store::PAYLOAD_KEPT)].to_vec(),
+        };
+        self.metrics.remember_dead(&d);
+        self.store.stage_dead_letter(&d);
+    }
+
+    /// Decodes one message into the open group.
+    fn on_publish(&mut self, p: Publish) -> Result<(), RunError> {
+        let now = self.clock.now();
+        self.metrics.messages.fetch_add(1, Relaxed);
+        self.metrics
+            .payload_bytes
+            .fetch_add(p.payload.len() as u64, Relaxed);
+        if self.group.opened.is_none() {
+            self.group.opened = Some(Instant::now());
+            if self.processing_time || self.idle_timeouts.iter().any(Option::is_some) {
+                self.stage_tick(now)?;
+            }
+        }
+        let msg = self.group.topics.len() as u32;
+        if p.topic.starts_with(&self.own_prefix) {
+            // Our own outputs, matched by a wide filter: not sensor input.
+            self.group.acks.push(p);
+            return Ok(());
+        }
+        let Some(src) = self.route(&p.topic) else {
+            let detail = "no source's topic filters match this topic".to_string();
+            self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
+            self.group.acks.push(p);
+            return Ok(());
+        };
+        let Some(dec) = &self.decoders[src] else {
+            self.group.acks.push(p);
+            return Ok(());
+        };
+        let mut batch = std::mem::take(&mut self.batch);
+        match dec.decode(&p.topic, &p.payload, now, &mut batch) {
+            Err(e) => {
+                self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
+            }
+            Ok(()) => {
+                let errors: Vec<_> = batch.errors().to_vec();
+                for e in errors {
+                    self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
+                }
+                for s in batch.iter() {
+                    let sample = Sample {
+                        source: src as u16,
+                        key: s.key,
+                        ts: s.ts,
+                        now,
+                        values: s.values,
+                    };
+                    match self.store.append(&sample) {
+                        Ok(lsn) => {
+                            let g = &mut self.group;
+                            let k0 = g.keys.len() as u32;
+                            g.keys.push_str(s.key);
+                            let v0 = g.vals.len() as u32;
+                            g.vals.extend_from_slice(s.values);
+                            g.recs.push(Rec {
+                                lsn,
+                                source: src as u16,
+                                msg,
+                                key: (k0, g.keys.len() as u32),
+                                ts: s.ts,
+                                now,
+                                vals: (v0, g.vals.len() as u32),
+                            });
+                        }
+                        Err(StoreError::Sample(e)) => {
+                            let t = p.topic.clone();
+                            self.dead(&t, "too_large", e.to_string(), &p.payload, now);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        self.batch = batch;
+        self.group.topics.push(p.topic.clone());
+        if p.qos != QoS::AtMostOnce {
+            self.group.acks.push(p);
+        }
+        Ok(())
+    }
+
+    /// Stages a clock tick (journaled, so replay sees the same ticks).
+    fn stage_tick(&mut self, now: i64) -> Result<(), RunError> {
+        let lsn = self.store.append(&Sample {
+            source: TICK_SOURCE,
+            key: "",
+            ts: now,
+            now,
+            values: &[],
+        })?;
+        let k = self.group.keys.len() as u32;
+        let v = self.group.vals.len() as u32;
+        self.group.recs.push(Rec {
+            lsn,
+            source: TICK_SOURCE,
+            msg: u32::MAX,
+            key: (k, k),
+            ts: now,
+            now,
+            vals: (v, v),
+        });
+        Ok(())
+    }
+
+    /// Closes the group: commit, compute, acknowledge.
+    fn commit_group(&mut self) -> Result<(), RunError> {
+        if self.group.recs.is_empty() && self.group.acks.is_empty() && self.group.opened.is_none() {
+            return Ok(());
+        }
+        let before = self.store.stats();
+        self.store.commit()?;
+        let after = self.store.stats();
+        self.metrics
+            .commits
+            .fetch_add(after.commits - before.commits, Relaxed);
+        self.metrics
+            .journal_bytes
+            .fetch_add(after.journal_bytes - before.journal_bytes, Relaxed);
+        let g = std::mem::take(&mut self.group);
+        let mut readings = 0u64;
+        for r in &g.recs {
+            let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
+            let vals = &g.vals[r.vals.0 as usize..r.vals.1 as usize];
+            let s = Sample {
+                source: r.source,
+                key,
+                ts: r.ts,
+                now: r.now,
+                values: vals,
+            };
+            if r.source != TICK_SOURCE {
+                readings += 1;
+                if let Some(t) = self.source_last_now.get_mut(r.source as usize) {
+                    *t = Some(r.now);
+                }
+            }
+            if let Err(rej) = feed(&mut self.engine, &s) {
+                self.metrics.rejected.fetch_add(1, Relaxed);
+                let topic = g
+                    .topics
+                    .get(r.msg as usize)
+                    .map_or("", |t| t.as_str())
+                    .to_string();
+                let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
+                let payload = format!("{key},{},{vals:?}", r.ts);
+                self.dead(&topic, rej.name(), detail, payload.as_bytes(), r.now);
+            }
+            self.em.drain(&mut self.engine, r.lsn, &self.metrics);
+            self.processed = r.lsn;
+        }
+        self.metrics.readings.fetch_add(readings, Relaxed);
+        for p in g.acks {
+            self.em.queue.push_back(OutReq::Ack(p));
+        }
+        let mut g2 = Group {
+            acks: Vec::new(),
+            ..Group::default()
+        };
+        // Keep the buffers' capacity.
+        g2.topics = g.topics;
+        g2.recs = g.recs;
+        g2.keys = g.keys;
+        g2.vals = g.vals;
+        g2.clear();
+        self.group = g2;
+        self.publish_gauges();
+        Ok(())
+    }
+
+    fn publish_gauges(&self) {
+        let m = &self.metrics;
+        m.keys.store(self.engine.key_count() as u64, Relaxed);
+        m.watermark.store(
+            match self.engine.watermark() {
+                weir_core::time::Watermark::EventTime(t) => t,
+                _ => i64::MIN,
+            },
+            Relaxed,
+        );
+        m.now.store(self.clock.last, Relaxed);
+    }
+
+    /// A timer tick with no group open: journal a tick only when it will
+    /// change something (a source going idle, processing time).
+    fn on_timer(&mut self) -> Result<(), RunError> {
+        let now = self.clock.now();
+        let due = self.processing_time
+            || self
+                .idle_timeouts
+                .iter()
+                .zip(&self.source_last_now)
+                .enumerate()
+                .any(|(i, (t, last))| match (t, last) {
+                    (Some(t), Some(l)) => now - l > *t && !self.engine.source_idle(i),
+                    _ => false,
+                });
+        if due && self.group.opened.is_none() {
+            self.group.opened = Some(Instant::now());
+            self.stage_tick(now)?;
+            self.commit_group()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a checkpoint when one is due, and writes it once the broker
+    /// has acknowledged every output published before it.
+    fn maybe_checkpoint(&mut self, force: bool) -> Result<bool, RunError> {
+        if self.pending_ckpt.is_none()
+            && (force || self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms))
+            && self.group.recs.is_empty()
+        {
+            let snap = self
+                .engine
+                .snapshot()
+                .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
+            let mark = self.em.published
+                + self
+                    .em
+                    .queue
+                    .iter()
+                    .filter(|r| matches!(r, OutReq::Publish(_)))
+                    .count() as u64;
+            self.pending_ckpt = Some((self.processed, snap, mark));
+            self.last_ckpt = Instant::now();
+        }
+        let ready = matches!(&self.pending_ckpt, Some((_, _, mark)) if self.em.acked >= *mark);
+        if !ready {
+            return Ok(false);
+        }
+        let (upto, snap, _) = self.pending_ckpt.take().expect("checked");
+        let t0 = Instant::now();
+        self.store.put(upto, &snap)?;
+        self.store.sync()?;
+        let m = &self.metrics;
+        m.checkpoints.fetch_add(1, Relaxed);
+        m.checkpoint_us
+            .store(t0.elapsed().as_micros() as u64, Relaxed);
+        m.checkpoint_bytes.store(snap.len() as u64, Relaxed);
+        if let Ok(len) = self.store.file_len() {
+            m.store_file_bytes.store(len, Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn on_event(&mut self, ev: MqttEvent) -> Result<(), RunError> {
+        match ev {
+            MqttEvent::Publish(p) => {
+                if p.qos == QoS::AtMostOnce && self.rx.len() > MAX_BACKLOG {
+                    self.metrics.overload_drops.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                self.on_publish(p)?;
+                if self.group.recs.len() >= self.cfg.group_records
+                    || self.store.staged_bytes() >= 1 << 20
+                {
+                    self.commit_group()?;
+                }
+            }
+            MqttEvent::PubAck => {
+                self.em.acked += 1;
+                self.metrics.published_acked.fetch_add(1, Relaxed);
+            }
+            MqttEvent::Connected { session_present } => {
+                if self.connected_once && !session_present {
+                    return self.session_lost();
+                }
+                self.connected_once = true;
+                tracing::info!(
+                    broker = format!("{}:{}", self.cfg.broker.host, self.cfg.broker.port),
+                    session_present,
+                    "connected"
+                );
+                self.subscribe();
+                self.metrics.ready.store(true, Relaxed);
+            }
+            MqttEvent::Disconnected(e) => {
+                tracing::warn!("broker connection: {e}; retrying");
+            }
+        }
+        Ok(())
+    }
+
+    async fn main_loop(&mut self, stop: Arc<tokio::sync::Notify>) -> Result<(), RunError> {
+        let tick_ms = self
+            .idle_timeouts
+            .iter()
+            .flatten()
+            .map(|t| (*t / 4).clamp(50, 1_000) as u64)
+            .min()
+            .unwrap_or(1_000)
+            .min(self.cfg.checkpoint_ms);
+        let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sigterm = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(sigterm);
+        loop {
+            let deadline = self
+                .group
+                .opened
+                .map(|t| t + Duration::from_millis(self.cfg.group_commit_ms));
+            let commit_due = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let flush_soon = async {
+                if self.em.queue.is_empty() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.notified() => break,
+                _ = &mut sigterm => break,
+                _ = tokio::signal::ctrl_c() => break,
+                ev = self.rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_event(ev)?;
+                    for _ in 0..EVENTS_PER_TURN {
+                        match self.rx.try_recv() {
+                            Ok(ev) => self.on_event(ev)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = commit_due => self.commit_group()?,
+                _ = ticker.tick() => {
+                    self.on_timer()?;
+                    self.maybe_checkpoint(false)?;
+                }
+                _ = flush_soon => {}
+            }
+            self.em.flush(&self.client, &self.metrics);
+            if self.pending_ckpt.is_some() {
+                self.maybe_checkpoint(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: finish the open group, publish, wait (bounded) for the
+    /// broker's acknowledgements, write a final checkpoint, disconnect.
+    async fn shutdown(&mut self) -> Result<bool, RunError> {
+        tracing::info!("stopping: final commit and checkpoint");
+        self.commit_group()?;
+        self.pending_ckpt = None;
+        let mut written = self.maybe_checkpoint(true)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !written && Instant::now() < deadline {
+            self.em.flush(&self.client, &self.metrics);
+            if self.maybe_checkpoint(false)? {
+                written = true;
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(20), self.rx.recv()).await {
+                Ok(Some(MqttEvent::PubAck)) => {
+                    self.em.acked += 1;
+                    self.metrics.published_acked.fetch_add(1, Relaxed);
+                }
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => break,
+            }
+        }
+        if !written {
+            tracing::warn!(
+                published = self.em.published,
+                acked = self.em.acked,
+                queued = self.em.queue.len(),
+                "the broker did not acknowledge every output in time: no final checkpoint; the journal covers it"
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
+        Ok(written)
+    }
+}
+
+/// Offers one journal record to the engine.
+fn feed(engine: &mut Engine, s: &Sample<'_>) -> Result<(), Reject> {
+    if s.source == TICK_SOURCE {
+        engine.handle_time(s.now);
+        Ok(())
+    } else {
+        engine.handle_sample(s.now, s.source as usize, s.key, s.ts, s.values)
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT or [`Handle::stop`]; `on_start`
+/// receives the handle once recovery is done. Blocks the calling thread
+/// (a current-thread tokio runtime of its own: small and predictable).
+///
+/// # Errors
+/// A store that cannot be opened or written, a checkpoint that does not
+/// restore, a pipeline without MQTT sources, a metrics address in use.
+pub fn run(
+    cfg: GatewayConfig,
+    pf: PipelineFile,
+    on_start: impl FnOnce(Handle),
+) -> Result<RunSummary, RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Io {
+            what: "cannot start the runtime".into(),
+            source: e,
+        })?;
+    rt.block_on(run_async(cfg, pf, on_start))
+}
+
+/// [`run`] inside an existing tokio runtime.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_async(
+    cfg: GatewayConfig,
+    pf: PipelineFile,
+    on_start: impl FnOnce(Handle),
+) -> Result<RunSummary, RunError> {
+    let metrics = Arc::new(Metrics::default());
+    let mut metrics_addr = None;
+    let http = match cfg.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| RunError::Io {
+                what: format!("{}: cannot listen for metrics on {addr} (is another weir running? set [metrics] listen)", cfg.file),
+                source: e,
+            })?;
+            let bound = l.local_addr().map_or(addr, |a| a);
+            metrics_addr = Some(bound);
+            tracing::info!(addr = %bound, "metrics on /metrics, /healthz, /deadletters");
+            Some(tokio::spawn(metrics::serve(l, metrics.clone())))
+        }
+        None => None,
+    };
+    let t0 = Instant::now();
+    let mut agent = Agent::new(cfg, pf, metrics.clone())?;
+    let replayed = agent.recover()?;
+    tracing::info!(
+        replayed,
+        ms = t0.elapsed().as_millis() as u64,
+        gateway = agent.cfg.id.as_str(),
+        "recovered"
+    );
+    let stop = Arc::new(tokio::sync::Notify::new());
+    on_start(Handle {
+        metrics: metrics.clone(),
+        metrics_addr,
+        stop: stop.clone(),
+    });
+    let res = agent.main_loop(stop).await;
+    let final_checkpoint = match res {
+        Ok(()) => agent.shutdown().await?,
+        Err(e) => {
+            agent.poller.abort();
+            if let Some(h) = http {
+                h.abort();
+            }
+            return Err(e);
+        }
+    };
+    agent.poller.abort();
+    if let Some(h) = http {
+        h.abort();
+    }
+    Ok(RunSummary {
+        readings: metrics.readings.load(Relaxed),
+        published: metrics.published.load(Relaxed),
+        replayed,
+        final_checkpoint,
+    })
+}

@@ -1,0 +1,395 @@
+//! What `weir run` publishes: topics, deterministic ids and payloads.
+//!
+//! Pure: no I/O. Every output carries an id made only of what the engine's
+//! input determines, so a restart that replays the journal publishes the
+//! same ids with the same payloads and consumers drop the duplicates:
+//!
+//! | output | id |
+//! |---|---|
+//! | window result, first firing | `<gateway>/<op>/<key>/<window start>` |
+//! | window update (allowed lateness) | `<gateway>/<op>/<key>/<window start>/u<lsn>` |
+//! | flagged per-sample score | `<gateway>/<op>/<key>/<ts>/<lsn>` |
+//! | custom operator result | `<gateway>/<op>/<key>/<ts>/<tag>/<lsn>` |
+//!
+//! `lsn` is the journal position of the record whose processing emitted the
+//! output. JSON payloads are one object:
+//! `{"id":…,"gateway":…,"op":…,"key":…,"start":…,"end":…,"emission":"final"|"update",
+//! "<aggregate>":…,…,"anomaly":true|false,"score":…}` (windows) or
+//! `{"id":…,"gateway":…,"op":…,"key":…,"ts":…,"value":…,"score":…,"anomaly":true}`
+//! (scores); floats with 6 decimals, as `weir replay` writes them. CBOR
+//! payloads are the same map.
+
+use weir_core::output::{Emission, Output};
+use weir_core::spec::{OperatorKind, PipelineSpec};
+
+use crate::gateway::OutputFormat;
+use crate::numfmt::{push_f64, push_i64, push_u64};
+
+/// What kind of topic an output goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `<prefix>/<gateway>/windows/<key>`.
+    Windows,
+    /// `<prefix>/<gateway>/alerts/<key>`.
+    Alerts,
+}
+
+/// One encoded output, ready to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    /// The topic.
+    pub topic: String,
+    /// The id (also inside the payload).
+    pub id: String,
+    /// Where it goes.
+    pub channel: Channel,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+struct OpNames {
+    id: String,
+    aggs: Vec<String>,
+    count_first: bool,
+}
+
+/// Turns engine outputs into MQTT messages.
+#[derive(Debug)]
+pub struct OutputEncoder {
+    gateway: String,
+    prefix: String,
+    format: OutputFormat,
+    ops: Vec<OpNames>,
+}
+
+impl std::fmt::Debug for OpNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// A topic level from a key: MQTT wildcards and separators become `_`.
+pub fn topic_level(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if matches!(c, '/' | '+' | '#' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn json_str(b: &mut Vec<u8>, s: &str) {
+    b.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => b.extend_from_slice(b"\\\""),
+            '\\' => b.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                b.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut t = [0; 4];
+                b.extend_from_slice(c.encode_utf8(&mut t).as_bytes());
+            }
+        }
+    }
+    b.push(b'"');
+}
+
+/// A JSON number: 6 decimals, `null` for a non-finite value.
+fn json_f64(b: &mut Vec<u8>, x: f64) {
+    if x.is_finite() {
+        push_f64(b, x);
+    } else {
+        b.extend_from_slice(b"null");
+    }
+}
+
+enum Val<'a> {
+    Str(&'a str),
+    I(i64),
+    F(f64),
+    U(u64),
+    B(bool),
+}
+
+/// A tiny map writer for both formats.
+struct MapOut<'b> {
+    b: &'b mut Vec<u8>,
+    format: OutputFormat,
+    first: bool,
+}
+
+impl MapOut<'_> {
+    fn field(&mut self, k: &str, v: Val<'_>) {
+        match self.format {
+            OutputFormat::Json => {
+                self.b.push(if self.first { b'{' } else { b',' });
+                json_str(self.b, k);
+                self.b.push(b':');
+                match v {
+                    Val::Str(s) => json_str(self.b, s),
+                    Val::I(i) => push_i64(self.b, i),
+                    Val::U(u) => push_u64(self.b, u),
+                    Val::F(f) => json_f64(self.b, f),
+                    Val::B(x) => self.b.extend_from_slice(if x { b"true" } else { b"false" }),
+                }
+            }
+            OutputFormat::Cbor => {
+                let mut e = minicbor::Encoder::new(&mut *self.b);
+                let r = e.str(k).and_then(|e| match v {
+                    Val::Str(s) => e.str(s),
+                    Val::I(i) => e.i64(i),
+                    Val::U(u) => e.u64(u),
+                    Val::F(f) => e.f64(f),
+                    Val::B(x) => e.bool(x),
+                });
+                // Writing to a Vec cannot fail.
+                debug_assert!(r.is_ok());
+            }
+        }
+        self.first = false;
+    }
+
+    fn finish(self) {
+        match self.format {
+            OutputFormat::Json => {
+                if self.first {
+                    self.b.push(b'{');
+                }
+                self.b.push(b'}');
+            }
+            OutputFormat::Cbor => self.b.push(0xff),
+        }
+    }
+}
+
+impl OutputEncoder {
+    /// An encoder for `spec`'s operators.
+    pub fn new(gateway: &str, prefix: &str, format: OutputFormat, spec: &PipelineSpec) -> Self {
+        let ops = spec
+            .operators
+            .iter()
+            .map(|o| match &o.kind {
+                OperatorKind::Window(w) => OpNames {
+                    id: o.id.clone(),
+                    aggs: w.aggregates.iter().map(|a| a.to_string()).collect(),
+                    count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
+                },
+                _ => OpNames {
+                    id: o.id.clone(),
+                    aggs: Vec::new(),
+                    count_first: false,
+                },
+            })
+            .collect();
+        OutputEncoder {
+            gateway: gateway.into(),
+            prefix: prefix.into(),
+            format,
+            ops,
+        }
+    }
+
+    /// The topic prefix of this gateway's own outputs (`<prefix>/<gateway>/`).
+    pub fn own_prefix(&self) -> String {
+        format!("{}/{}/", self.prefix, self.gateway)
+    }
+
+    fn begin<'b>(&self, b: &'b mut Vec<u8>) -> MapOut<'b> {
+        if self.format == OutputFormat::Cbor {
+            b.push(0xbf); // map of indefinite length
+        }
+        MapOut {
+            b,
+            format: self.format,
+            first: true,
+        }
+    }
+
+    /// Encodes one output emitted while processing journal record `lsn`.
+    /// `key` is the output's key name. Window results give one message on
+    /// the windows channel (if `windows`) and, when flagged, one on the
+    /// alerts channel; flagged scores and custom results one alert; other
+    /// outputs (unflagged scores, late samples) none.
+    pub fn encode(&self, o: &Output, key: &str, lsn: u64, windows: bool, out: &mut Vec<Encoded>) {
+        match o {
+            Output::Window(w) => {
+                let op = &self.ops[w.op as usize];
+                let update = w.emission == Emission::Update;
+                let id = if update {
+                    format!("{}/{}/{}/{}/u{}", self.gateway, op.id, key, w.start, lsn)
+                } else {
+                    format!("{}/{}/{}/{}", self.gateway, op.id, key, w.start)
+                };
+                let flagged = w.anomaly.is_some_and(|a| a.flag);
+                if !windows && !flagged {
+                    return;
+                }
+                let mut payload = Vec::with_capacity(256);
+                let mut m = self.begin(&mut payload);
+                m.field("id", Val::Str(&id));
+                m.field("gateway", Val::Str(&self.gateway));
+                m.field("op", Val::Str(&op.id));
+                m.field("key", Val::Str(key));
+                m.field("start", Val::I(w.start));
+                m.field("end", Val::I(w.end));
+                m.field(
+                    "emission",
+                    Val::Str(if update { "update" } else { "final" }),
+                );
+                for (i, (name, v)) in op.aggs.iter().zip(w.values.as_slice()).enumerate() {
+                    if i == 0 && op.count_first {
+                        m.field(name, Val::U(*v as u64));
+                    } else {
+                        m.field(name, Val::F(*v));
+                    }
+                }
+                if let Some(a) = w.anomaly {
+                    m.field("anomaly", Val::B(a.flag));
+                    m.field("score", Val::F(a.score));
+                }
+                m.finish();
+                if flagged {
+                    out.push(Encoded {
+                        topic: self.topic(Channel::Alerts, key),
+                        id: id.clone(),
+                        channel: Channel::Alerts,
+                        payload: payload.clone(),
+                    });
+                }
+                if windows {
+                    out.push(Encoded {
+                        topic: self.topic(Channel::Windows, key),
+                        id,
+                        channel: Channel::Windows,
+                        payload,
+                    });
+                }
+            }
+            Output::Score(s) if s.verdict.flag => {
+                let op = &self.ops[s.op as usize];
+                let id = format!("{}/{}/{}/{}/{}", self.gateway, op.id, key, s.ts, lsn);
+                let mut payload = Vec::with_capacity(160);
+                let mut m = self.begin(&mut payload);
+                m.field("id", Val::Str(&id));
+                m.field("gateway", Val::Str(&self.gateway));
+                m.field("op", Val::Str(&op.id));
+                m.field("key", Val::Str(key));
+                m.field("ts", Val::I(s.ts));
+                m.field("value", Val::F(s.value));
+                m.field("score", Val::F(s.verdict.score));
+                m.field("anomaly", Val::B(true));
+                m.finish();
+                out.push(Encoded {
+                    topic: self.topic(Channel::Alerts, key),
+                    id,
+                    channel: Channel::Alerts,
+                    payload,
+                });
+            }
+            Output::Custom(c) => {
+                let op = &self.ops[c.op as usize];
+                let id = format!(
+                    "{}/{}/{}/{}/{}/{}",
+                    self.gateway, op.id, key, c.ts, c.tag, lsn
+                );
+                let mut payload = Vec::with_capacity(160);
+                let mut m = self.begin(&mut payload);
+                m.field("id", Val::Str(&id));
+                m.field("gateway", Val::Str(&self.gateway));
+                m.field("op", Val::Str(&op.id));
+                m.field("key", Val::Str(key));
+                m.field("ts", Val::I(c.ts));
+                m.field("value", Val::F(c.value));
+                m.field("tag", Val::U(c.tag as u64));
+                m.finish();
+                out.push(Encoded {
+                    topic: self.topic(Channel::Alerts, key),
+                    id,
+                    channel: Channel::Alerts,
+                    payload,
+                });
+            }
+            Output::Score(_) | Output::Late(_) => {}
+        }
+    }
+
+    fn topic(&self, ch: Channel, key: &str) -> String {
+        let kind = match ch {
+            Channel::Windows => "windows",
+            Channel::Alerts => "alerts",
+        };
+        format!(
+            "{}/{}/{}/{}",
+            self.prefix,
+            self.gateway,
+            kind,
+            topic_level(key)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w1() -> crate::pipeline_file::PipelineFile {
+        crate::pipeline_file::parse("w1.toml", include_str!("../../../examples/w1.toml")).unwrap()
+    }
+
+    fn windows(format: OutputFormat) -> Vec<Encoded> {
+        let pf = w1();
+        let enc = OutputEncoder::new("gw", "weir", format, &pf.spec);
+        let mut engine = pf.spec.clone().build().unwrap();
+        let mut out = Vec::new();
+        for i in 0..30_000i64 {
+            let v = if (20_000..20_010).contains(&i) {
+                50.0
+            } else {
+                (i % 7) as f64
+            };
+            engine
+                .handle_sample(0, 0, "s/1", 1_700_000_000_000 + i, &[v])
+                .unwrap();
+            while let Some(o) = engine.poll_output() {
+                let key = match &o {
+                    Output::Window(w) => engine.key_name(w.key).to_string(),
+                    _ => String::new(),
+                };
+                enc.encode(&o, &key, i as u64, true, &mut out);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn json_windows_parse_and_carry_ids() {
+        let out = windows(OutputFormat::Json);
+        assert!(out.len() >= 2);
+        let first: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(out[0].topic, "weir/gw/windows/s_1");
+        assert_eq!(first["id"], "gw/w1/s/1/1700000000000");
+        assert_eq!(first["key"], "s/1");
+        assert_eq!(first["count"], 10_000);
+        assert_eq!(first["emission"], "final");
+        assert!(first["mean"].is_number() && first["anomaly"].is_boolean());
+    }
+
+    #[test]
+    fn cbor_is_the_same_map() {
+        let j = windows(OutputFormat::Json);
+        let c = windows(OutputFormat::Cbor);
+        assert_eq!(j.len(), c.len());
+        for (j, c) in j.iter().zip(&c) {
+            assert_eq!(j.id, c.id);
+            let mut d = minicbor::Decoder::new(&c.payload);
+            assert_eq!(d.map().unwrap(), None);
+            assert_eq!(d.str().unwrap(), "id");
+            assert_eq!(d.str().unwrap(), j.id);
+        }
+    }
+}
