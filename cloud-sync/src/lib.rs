@@ -2,7 +2,7 @@
 //!
 //! Uplink: outputs bound for the cloud go into a durable [`outbox`] in the
 //! agent's redb database (in the same write transaction as its checkpoint,
-//! where it can), and the `uplink` publishes them in batches ([`wire`]
+//! where it can), and the [`uplink`] publishes them in batches ([`wire`]
 //! envelopes, CBOR) with QoS 1 to the cloud broker, deleting them only once
 //! the broker has acknowledged them. Downlink: [`update`] signs and verifies
 //! pipeline updates (Ed25519 over canonical bytes) and encodes the status a
@@ -14,6 +14,7 @@
 //! |---|---|
 //! | [`wire`] | [`wire::OutputRecord`], [`wire::Batch`]: CBOR and JSON, documented in `docs/wire.md` |
 //! | [`outbox`] | [`outbox::Outbox`]: stage in the agent's redb transaction, read pending, acknowledge, disk budget |
+//! | [`uplink`] | [`uplink::Uplink::start`]: batches the outbox to the cloud broker (rumqttc, QoS 1, TLS), republishes after reconnects, bandwidth cap, counters |
 //! | [`update`] | [`update::sign`], [`update::verify`], [`update::UpdateRejection`], [`update::Status`] |
 //!
 //! # Example
@@ -54,4 +55,5 @@
 mod cbor;
 pub mod outbox;
 pub mod update;
+pub mod uplink;
 pub mod wire;

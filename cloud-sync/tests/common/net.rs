@@ -112,6 +112,17 @@ impl Mosquitto {
         }
     }
 
+    /// SIGSTOP: the broker stops reading and acknowledging, the kernel
+    /// still takes bytes: publishes pile up in flight.
+    pub fn pause(&self) {
+        let ok = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -STOP");
+    }
+
     /// SIGKILL: in-flight publishes get no PUBACK; the broker keeps nothing.
     pub fn kill(mut self) {
         let _ = self.child.kill();
