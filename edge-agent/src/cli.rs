@@ -48,6 +48,29 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Build the tarball a gateway is flashed with: a static, stripped weir for
+    /// the board, its config, a hardened systemd unit, broker config and a fresh
+    /// device identity (the public key is printed on stdout).
+    Bundle {
+        /// A board name under `boards/` (rpi4) or the path of a `board.toml`.
+        #[arg(long)]
+        board: String,
+        /// The folder to write `weir-<board>-<version>.tar.gz` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Package this already built weir instead of building one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// A pipeline to install as `/etc/weir/pipeline.toml` (checked against the board).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// The gateway id (default: `<board>-<12 hex digits of its public key>`).
+        #[arg(long)]
+        id: Option<String>,
+        /// Replace an existing tarball of the same name.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a deterministic synthetic input.
     Gen {
         /// The workload.
@@ -131,6 +154,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 windows,
                 pf.spec.operators.len() - windows
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            board,
+            out,
+            binary,
+            pipeline,
+            id,
+            force,
+        } => {
+            crate::bundle::main(&crate::bundle::Options {
+                board,
+                out,
+                binary,
+                pipeline,
+                id,
+                force,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen {

@@ -5,6 +5,8 @@
 //! [`weir_core`]'s engine.
 //!
 //! ## Layout
+//! - [`bundle`]: the tarball a gateway is flashed with (`weir bundle`).
+//! - [`identity`]: Ed25519 device and fleet keys, PEM files.
 //! - [`cli`]: the `weir` commands; `main.rs` only calls [`cli::main`].
 //! - [`decode`]: MQTT payloads (JSON, CBOR, SenML) → samples; pure, no I/O.
 //! - [`pipeline_file`]: the pipeline TOML format, with file:line:column errors.
@@ -25,9 +27,11 @@
 //! assert!(summary.windows >= 4_000);
 //! ```
 
+pub mod bundle;
 pub mod cli;
 pub mod decode;
 pub mod gen;
+pub mod identity;
 pub mod numfmt;
 pub mod pipeline_file;
 pub mod replay;
