@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The bundle a gateway is flashed with, for real: `weir bundle` cross-builds
+# the static aarch64 binary, then this unpacks the tarball and checks what
+# the gateway would get: the stripped binary within the 4 MB budget, file
+# modes, the binary running under qemu-aarch64-static (--version, `weir
+# check` of the installed board.toml, a W1 replay equal to the host's byte
+# for byte), the key pair (with OpenSSL when present) and the systemd unit
+# (systemd-analyze, when present).
+#
+# Needs gcc-aarch64-linux-gnu and qemu-user-static (apt) and the rust target
+# aarch64-unknown-linux-musl: .ci/run installs them.
+#
+#   bash boards/bundle-test.sh [BOARD]      # default rpi4
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BOARD="${1:-rpi4}"
+BUDGET=$((4 * 1024 * 1024))
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+fail() { echo "bundle-test: FAIL: $*" >&2; exit 1; }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+echo "== weir bundle --board $BOARD (cross-compiles weir, profile board, no demo broker)"
+cargo build --locked -q -p weir-agent --bin weir
+WEIR="$CARGO_TARGET_DIR/debug/weir"
+"$WEIR" bundle --board "$BOARD" --out "$WORK/out" > "$WORK/gateway.pub"
+tarball=$(ls "$WORK"/out/weir-"$BOARD"-*.tar.gz)
+
+echo "== $(basename "$tarball"): $(stat -c %s "$tarball") bytes"
+tar -tvzf "$tarball"
+ROOT="$WORK/root"
+mkdir "$ROOT"
+tar -xzpf "$tarball" -C "$ROOT"
+BIN="$ROOT/usr/bin/weir"
+
+size=$(stat -c %s "$BIN")
+echo "stripped aarch64 weir in the bundle: $size bytes (budget $BUDGET)"
+[ "$size" -le "$BUDGET" ] || fail "$size bytes is over the $BUDGET-byte budget"
+machine=$(od -An -tx1 -j18 -N2 "$BIN" | tr -d ' \n')
+[ "$machine" = "b700" ] || fail "usr/bin/weir is not an AArch64 ELF (e_machine=$machine)"
+if command -v file >/dev/null; then
+    file "$BIN" | grep -q 'statically linked' || fail "usr/bin/weir is not statically linked"
+    file "$BIN" | grep -q ', stripped' || fail "usr/bin/weir is not stripped"
+fi
+[ "$(stat -c %a "$BIN")" = 755 ] || fail "usr/bin/weir has mode $(stat -c %a "$BIN")"
+[ "$(stat -c %a "$ROOT/etc/weir/identity.key")" = 600 ] || fail "identity.key is not 0600"
+
+echo "== the bundled binary under qemu-aarch64-static"
+qemu-aarch64-static "$BIN" --version
+qemu-aarch64-static "$BIN" check "$ROOT/etc/weir/board.toml"
+"$WEIR" gen w1 --events 50000 --seed 3 -o "$WORK/w1.csv"
+"$WEIR" replay -p examples/w1.toml -i "$WORK/w1.csv" -o "$WORK/host.csv" 2>/dev/null
+qemu-aarch64-static "$BIN" replay -p examples/w1.toml -i "$WORK/w1.csv" -o "$WORK/arm.csv" 2>/dev/null
+cmp "$WORK/host.csv" "$WORK/arm.csv" || fail "W1 replay under qemu differs from the host's"
+echo "W1 replay (50000 events, $(wc -l < "$WORK/arm.csv") windows): aarch64 under qemu == host, byte for byte"
+
+echo "== identity"
+# stdout is "# gateway <id> ed25519 <hex>" and then the PEM of identity.pub.
+tail -n +2 "$WORK/gateway.pub" | cmp - "$ROOT/etc/weir/identity.pub" || fail "printed public key != identity.pub"
+head -1 "$WORK/gateway.pub"
+if command -v openssl >/dev/null; then
+    openssl pkey -in "$ROOT/etc/weir/identity.key" -pubout | cmp - "$ROOT/etc/weir/identity.pub" \
+        || fail "OpenSSL derives another public key from identity.key"
+    echo "OpenSSL reads identity.key and derives identity.pub"
+fi
+
+UNIT="$ROOT/lib/systemd/system/weir.service"
+if command -v systemd-analyze >/dev/null; then
+    echo "== systemd-analyze: unit syntax and exposure"
+    # Unknown or invalid settings are reported as weir.service:LINE: …
+    if systemd-analyze verify "$UNIT" 2>&1 | grep -E 'weir\.service:[0-9]+:'; then
+        fail "systemd-analyze verify found bad lines in weir.service"
+    fi
+    systemd-analyze security --offline=yes --threshold=20 "$UNIT" | tail -1
+else
+    echo "(systemd-analyze not installed: unit not verified)"
+fi
+echo "bundle-test passed"
