@@ -17,6 +17,22 @@
 //! | [`uplink`] | [`uplink::Uplink::start`]: batches the outbox to the cloud broker (rumqttc, QoS 1, TLS), republishes after reconnects, bandwidth cap, counters |
 //! | [`update`] | [`update::sign`], [`update::verify`], [`update::UpdateRejection`], [`update::Status`] |
 //!
+//! # How the agent uses it
+//!
+//! 1. `Outbox::open(&db, OutboxConfig::new(gateway, budget))` once, on the
+//!    agent's redb [`Database`](redb::Database) (shared as an `Arc`).
+//! 2. On each checkpoint (or journal group) commit: build
+//!    [`wire::OutputRecord`]s (e.g. [`wire::OutputRecord::from_window`]),
+//!    call [`outbox::Outbox::stage`] with the same write transaction, commit,
+//!    then [`outbox::Outbox::notify`].
+//! 3. `Uplink::start(UplinkConfig::new(gateway, host, port), db, outbox)`
+//!    inside the tokio runtime; read [`uplink::Uplink::counters`] for
+//!    metrics; [`uplink::Uplink::shutdown`] on exit.
+//! 4. For each message on `weir/<gateway>/pipeline/set`:
+//!    [`update::verify`], then validate the pipeline (reject with
+//!    [`update::UpdateRejection::InvalidPipeline`]), and publish an
+//!    [`update::Status`] retained on `weir/<gateway>/pipeline/status`.
+//!
 //! # Example
 //!
 //! ```

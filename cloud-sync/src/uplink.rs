@@ -218,6 +218,8 @@ pub struct LinkState {
     /// reconnect until the first publish); above `acked_through` while
     /// publishes are in flight.
     pub sent_through: u64,
+    /// Connection errors so far (as [`UplinkCounters::connection_errors`]).
+    pub errors: u64,
 }
 
 /// A running uplink. Dropping it stops its tasks.
@@ -324,6 +326,7 @@ impl Uplink {
             connected: false,
             acked_through: outbox.acked_through(),
             sent_through: 0,
+            errors: 0,
         });
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(
@@ -636,6 +639,7 @@ impl Publisher {
             connected: self.connected,
             acked_through: self.outbox.acked_through(),
             sent_through: self.next_seq.saturating_sub(1),
+            errors: self.counters.connection_errors.load(Ordering::Relaxed),
         };
         self.state.send_if_modified(|old| {
             let changed = *old != s;

@@ -172,3 +172,40 @@ fn repeated_and_missing_fields_are_errors() {
     let json = r#"{"id":"a","kind":"window","key":"s","op":"w","start":0,"end":1,"fields":{"x":1,"x":2},"emitted_at":2}"#;
     assert!(OutputRecord::from_json(json).is_err());
 }
+
+#[test]
+fn the_documented_example_is_what_the_code_writes() {
+    const HEX: &str = "a3000101636777310281aa00766777312f772f73312f31373030303030303030303030010002627331036177041b0000018bcfe56800051b0000018bcfe58f1006a465636f756e74fa43fa0000646d65616efa41ac0000636d6178fa41ba000066737464646576fb3fb999999999999a07f408fa3e000000091b0000018bcfe596e1";
+    const JSON: &str = r#"{"v":1,"gateway":"gw1","records":[{"id":"gw1/w/s1/1700000000000","kind":"window","key":"s1","op":"w","start":1700000000000,"end":1700000010000,"fields":{"count":500.0,"mean":21.5,"max":23.25,"stddev":0.1},"anomaly":{"flag":false,"score":0.125},"emitted_at":1700000012001}]}"#;
+    let doc = include_str!("../../docs/wire.md");
+    assert!(
+        doc.contains(HEX) && doc.contains(JSON),
+        "docs/wire.md shows the example"
+    );
+    let b = Batch {
+        gateway: "gw1".into(),
+        records: vec![OutputRecord {
+            id: weir_cloud_sync::wire::record_id("gw1", "w", "s1", 1_700_000_000_000, 0),
+            kind: RecordKind::Window,
+            key: "s1".into(),
+            op: "w".into(),
+            start: 1_700_000_000_000,
+            end: 1_700_000_010_000,
+            fields: vec![
+                ("count".into(), 500.0),
+                ("mean".into(), 21.5),
+                ("max".into(), 23.25),
+                ("stddev".into(), 0.1),
+            ],
+            anomaly: Some(Anomaly {
+                flag: false,
+                score: 0.125,
+            }),
+            emitted_at: 1_700_000_012_001,
+        }],
+    };
+    let hex: String = b.to_cbor().iter().map(|x| format!("{x:02x}")).collect();
+    assert_eq!(hex, HEX);
+    assert_eq!(b.to_json(), JSON);
+    assert_eq!(Batch::from_json(JSON).unwrap(), b);
+}

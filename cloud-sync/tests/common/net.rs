@@ -87,13 +87,19 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(port: u16) -> Mosquitto {
+        Mosquitto::start_conf(port, &format!("listener {port} 127.0.0.1\n"))
+    }
+
+    /// With `listeners`: mosquitto.conf lines after the common ones; `port`
+    /// is the one waited on.
+    pub fn start_conf(port: u16, listeners: &str) -> Mosquitto {
         let dir = super::TempDb::new("mosquitto");
         let conf = dir.path.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 100000\nmax_inflight_messages 100\n"
+                "allow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\nmax_inflight_messages 100\n{listeners}"
             ),
         )
         .unwrap();
