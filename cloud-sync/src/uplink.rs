@@ -120,8 +120,10 @@ pub struct UplinkConfig {
     pub keep_alive: Duration,
     /// Records per batch at most (default 500).
     pub max_batch_records: usize,
-    /// Payload bytes per batch at most (default 64 KiB; a single record
-    /// larger than this goes alone). rumqttc's packet limit is raised to fit.
+    /// Payload bytes per batch at most (default 64 KiB). rumqttc's packet
+    /// limit (10 KiB by default) is raised to fit a batch (4× for JSON); a
+    /// record too large for it even alone is skipped and counted in
+    /// [`UplinkCounters::oversized_records`].
     pub max_batch_bytes: usize,
     /// Unacknowledged batches at most (default 8).
     pub max_inflight: u16,
@@ -187,6 +189,9 @@ pub struct UplinkCounters {
     pub connection_errors: u64,
     /// Successful connects.
     pub connects: u64,
+    /// Records skipped because even alone they exceed the packet limit
+    /// (`max_batch_bytes`); they are acknowledged in the outbox.
+    pub oversized_records: u64,
     /// Records the outbox dropped under its budget, since it was created.
     pub dropped: DropCounts,
 }
@@ -201,6 +206,7 @@ struct Counters {
     bytes_sent: AtomicU64,
     connection_errors: AtomicU64,
     connects: AtomicU64,
+    oversized_records: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -258,6 +264,16 @@ fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, UplinkError> {
     })
 }
 
+/// The largest MQTT packet the uplink sends: a full batch (JSON is up to
+/// ~2.6× its CBOR size, hence the factor) plus the topic and fixed header.
+fn packet_limit(c: &UplinkConfig) -> usize {
+    let factor = match c.encoding {
+        Encoding::Cbor => 1,
+        Encoding::Json => 4,
+    };
+    (c.max_batch_bytes.saturating_mul(factor) + c.topic.len() + 64).max(10 * 1024)
+}
+
 fn mqtt_options(c: &UplinkConfig) -> Result<MqttOptions, UplinkError> {
     if c.max_batch_records == 0 || c.max_inflight == 0 {
         return Err(UplinkError::Config(
@@ -270,9 +286,8 @@ fn mqtt_options(c: &UplinkConfig) -> Result<MqttOptions, UplinkError> {
     let mut o = MqttOptions::new(c.client_id.clone(), c.host.clone(), c.port);
     o.set_keep_alive(c.keep_alive.max(Duration::from_secs(1)));
     o.set_clean_session(true);
-    // Room for a full batch plus the topic and fixed header; acks are tiny.
-    let packet = c.max_batch_bytes + c.topic.len() + 64;
-    o.set_max_packet_size(packet.max(10 * 1024), packet.max(10 * 1024));
+    let packet = packet_limit(c);
+    o.set_max_packet_size(packet, packet);
     // More packet ids than batches in flight, so that ids rarely collide
     // when a broker acknowledges out of order.
     o.set_inflight(c.max_inflight.saturating_mul(4).max(16));
@@ -378,6 +393,7 @@ impl Uplink {
             bytes_sent: get(&c.bytes_sent),
             connection_errors: get(&c.connection_errors),
             connects: get(&c.connects),
+            oversized_records: get(&c.oversized_records),
             dropped: self
                 .outbox
                 .stats(&self.db)
@@ -699,20 +715,25 @@ impl Publisher {
                 if let Some(e) = self.window.get_mut(&s.first) {
                     e.2 = true;
                 }
-                let mut through = None;
-                while let Some(e) = self.window.first_entry() {
-                    if !e.get().2 {
-                        break;
-                    }
-                    through = Some(e.get().0);
-                    e.remove();
-                }
-                if let Some(t) = through {
-                    self.outbox.ack_through(t);
-                }
+                self.advance_acks();
             }
         }
         self.set_state();
+    }
+
+    /// Acknowledges in the outbox the prefix of batches whose PUBACK is in.
+    fn advance_acks(&mut self) {
+        let mut through = None;
+        while let Some(e) = self.window.first_entry() {
+            if !e.get().2 {
+                break;
+            }
+            through = Some(e.get().0);
+            e.remove();
+        }
+        if let Some(t) = through {
+            self.outbox.ack_through(t);
+        }
     }
 
     fn maybe_flush(&mut self) {
@@ -770,7 +791,28 @@ impl Publisher {
                 take += 1;
             }
             recs.truncate(take);
-            let payload = self.encode(&recs);
+            let mut payload = self.encode(&recs);
+            let limit = packet_limit(&self.cfg) - 16;
+            if payload.len() + self.cfg.topic.len() > limit && take > 1 {
+                take = 1;
+                recs.truncate(1);
+                payload = self.encode(&recs);
+            }
+            if payload.len() + self.cfg.topic.len() > limit {
+                // One record larger than any packet the uplink may send
+                // would block the outbox forever: skip it, loudly.
+                let seq = recs[0].seq;
+                tracing::error!(
+                    seq,
+                    bytes = payload.len(),
+                    "cloud uplink: record too large to publish; skipped"
+                );
+                add(&self.counters.oversized_records, 1);
+                self.window.insert(seq, (seq, 1, true));
+                self.next_seq = seq + 1;
+                self.advance_acks();
+                continue;
+            }
             let wire_bytes = payload.len() + self.cfg.topic.len();
             if let Some(b) = &mut self.bucket {
                 if let Err(wait) = b.take(wire_bytes) {

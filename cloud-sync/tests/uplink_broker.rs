@@ -404,3 +404,29 @@ async fn a_restarted_gateway_republishes_everything_unacknowledged() {
     assert_delivered_once_in_key_order(&seen, &recs);
     up.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_publish_is_skipped_not_a_stall() {
+    let broker = start_rumqttd();
+    let mut rx = consumer(broker).await;
+    let tmp = TempDb::new("oversized");
+    let db = Arc::new(tmp.open());
+    let ob = Outbox::open(&db, OutboxConfig::new("gw1", 1 << 30)).unwrap();
+    let mut cfg = config(broker);
+    cfg.max_batch_bytes = 4096;
+    let mut huge = window(1, 5);
+    huge.key = "k".repeat(20_000);
+    huge.id = "gw1/w/huge/0".into();
+    let mut recs = stream(20);
+    recs.insert(10, huge);
+    ob.put(&db, &recs).unwrap();
+    let up = Uplink::start(cfg, db.clone(), ob.clone()).unwrap();
+    let mut seen = Seen::default();
+    seen.until(&mut rx, |s| s.ids.len() >= 20).await;
+    wait_acked(&up, 21).await;
+    assert!(!seen.ids.contains("gw1/w/huge/0"));
+    let c = up.counters();
+    assert_eq!(c.oversized_records, 1, "{c:?}");
+    assert_eq!(c.connection_errors, 0, "{c:?}");
+    up.shutdown().await;
+}
