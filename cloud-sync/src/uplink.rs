@@ -716,6 +716,8 @@ impl Publisher {
                     e.2 = true;
                 }
                 self.advance_acks();
+                // A steady stream of events would starve the tick.
+                self.maybe_flush();
             }
         }
         self.set_state();
