@@ -71,6 +71,39 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run the gateway agent: subscribe to the local broker, journal,
+    /// window and detect, publish results and alerts (stops on SIGTERM).
+    Run {
+        /// The gateway file (`gateway.toml`: broker, id, data dir, pipeline).
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Use this pipeline instead of the one the gateway file names.
+        #[arg(long, short)]
+        pipeline: Option<PathBuf>,
+    },
+    /// Zero-configuration demo: an embedded broker, simulated pumps (one
+    /// develops a bearing fault) and a ready pipeline, shown live.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// How much faster than real time the simulated sensors run.
+        #[arg(long, default_value_t = 20)]
+        speed: u32,
+        /// Keep the demo's data here (default: a fresh temporary folder).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the dead-letter table: the newest bad messages with the reason.
+    Deadletters {
+        /// The gateway file (its data directory holds the table).
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Show only the newest N.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        last: usize,
+    },
     /// Write a deterministic synthetic input.
     Gen {
         /// The workload.
@@ -174,6 +207,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { config, pipeline } => cmd_run(&config, pipeline.as_deref()),
+        #[cfg(feature = "demo")]
+        Command::Demo {
+            duration,
+            speed,
+            data_dir,
+        } => crate::demo::main(duration.as_deref(), speed, data_dir),
+        Command::Deadletters { config, last } => cmd_deadletters(&config, last),
         Command::Gen {
             workload:
                 Workload::W1 {
@@ -258,6 +299,69 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Logs to standard error; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    init_logging_filter("info");
+}
+
+/// Logs to standard error; `RUST_LOG` filters (default `default`).
+pub fn init_logging_filter(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn cmd_run(config: &Path, pipeline: Option<&Path>) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let cfg = crate::gateway::load(config).map_err(config_error)?;
+    let pf = pipeline_file::load(pipeline.unwrap_or(&cfg.pipeline)).map_err(config_error)?;
+    let s = crate::run::run(cfg, pf, |_| {})?;
+    tracing::info!(
+        readings = s.readings,
+        published = s.published,
+        final_checkpoint = s.final_checkpoint,
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_deadletters(config: &Path, last: usize) -> anyhow::Result<ExitCode> {
+    let cfg = crate::gateway::load(config).map_err(config_error)?;
+    let path = cfg.data_dir.join("weir.redb");
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: no store yet (weir run has not run with this data_dir)",
+            path.display()
+        );
+    }
+    let store = match crate::store::StoreConfig::default().build(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            let hint = match cfg.metrics {
+                Some(a) => format!("while weir run is running, read http://{a}/deadletters"),
+                None => "stop weir run first, or turn [metrics] on and read /deadletters".into(),
+            };
+            anyhow::bail!("{e}\n  help: {hint}");
+        }
+    };
+    let all = store.dead_letters()?;
+    let mut out = io::stdout().lock();
+    for (_, d) in all.iter().skip(all.len().saturating_sub(last)) {
+        writeln!(out, "{}", crate::run::metrics::dead_json(d))?;
+    }
+    eprintln!(
+        "weir deadletters: {} shown of {} kept in {}",
+        all.len().min(last),
+        all.len(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A board profile has a `[board]` table; anything else is a pipeline.

@@ -33,24 +33,37 @@ pub fn start_broker() -> std::io::Result<SocketAddr> {
     let mut last = None;
     for _ in 0..3 {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let config = broker_config(addr);
-        std::thread::Builder::new()
-            .name("rumqttd".into())
-            .spawn(move || {
-                let mut b = rumqttd::Broker::new(config);
-                if let Err(e) = b.start() {
-                    tracing::error!("embedded broker stopped: {e}");
-                }
-            })?;
-        // Wait (bounded) until it accepts: the listener is bound in its thread.
-        for _ in 0..200 {
-            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
-                Ok(_) => return Ok(addr),
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        match start_broker_at(SocketAddr::from(([127, 0, 0, 1], port))) {
+            Ok(a) => return Ok(a),
+            Err(e) => last = Some(e),
         }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the embedded broker did not start")))
+}
+
+/// Starts an in-process rumqttd broker on `addr` and returns once it
+/// accepts connections (at most about 2 s).
+///
+/// # Errors
+/// It did not come up (the port is taken, for one).
+pub fn start_broker_at(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let config = broker_config(addr);
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            let mut b = rumqttd::Broker::new(config);
+            if let Err(e) = b.start() {
+                tracing::error!("embedded broker stopped: {e}");
+            }
+        })?;
+    // Wait (bounded) until it accepts: the listener is bound in its thread.
+    let mut last = None;
+    for _ in 0..200 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(_) => return Ok(addr),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("the embedded broker did not start")))
 }

@@ -14,6 +14,9 @@
 //! - [`gen`]: deterministic synthetic inputs (`weir gen w1`).
 //! - [`numfmt`], [`timefmt`]: exact, fast number and date formatting.
 //! - [`store`]: the durable ingest journal and checkpoints, in redb.
+//! - [`gateway`]: `gateway.toml`, the agent's own configuration.
+//! - [`run`]: `weir run`, the MQTT gateway agent (ingest, journal,
+//!   engine, outputs, checkpoints, metrics).
 //!
 //! ## Example
 //! ```
@@ -30,10 +33,14 @@
 pub mod bundle;
 pub mod cli;
 pub mod decode;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod gateway;
 pub mod gen;
 pub mod identity;
 pub mod numfmt;
 pub mod pipeline_file;
 pub mod replay;
+pub mod run;
 pub mod store;
 pub mod timefmt;

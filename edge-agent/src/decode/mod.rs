@@ -986,6 +986,12 @@ impl Decoder {
         self.format
     }
 
+    /// Whether readings carry their own time (a `ts` path, or SenML
+    /// times) rather than being stamped on arrival.
+    pub fn has_timestamp(&self) -> bool {
+        self.has_ts || matches!(self.format, Format::SenmlJson | Format::SenmlCbor)
+    }
+
     /// Decodes one message into `out` (cleared first). `now` is the driver's
     /// clock in the pipeline unit: the timestamp when the config has no `ts`
     /// path, and the reference of relative SenML times.

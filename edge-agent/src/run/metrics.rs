@@ -24,6 +24,12 @@ pub struct Metrics {
     pub payload_bytes: AtomicU64,
     /// Readings journaled (decoded samples).
     pub readings: AtomicU64,
+    /// QoS 1 messages acknowledged to the broker (handed to the client).
+    pub acks: AtomicU64,
+    /// Acknowledgements the client wrote to the connection.
+    pub acks_written: AtomicU64,
+    /// Redelivered readings dropped (already journaled).
+    pub duplicates: AtomicU64,
     /// Readings the engine refused (also in `bad`).
     pub rejected: AtomicU64,
     /// Late samples (the late side output).
@@ -66,8 +72,10 @@ pub struct Metrics {
     pub watermark: AtomicI64,
     /// The agent clock at the last group (ms).
     pub now: AtomicI64,
-    /// Connected to the broker.
+    /// The ingest connection is up.
     pub connected: AtomicBool,
+    /// The output connection is up.
+    pub output_connected: AtomicBool,
     /// Recovery done and subscribed at least once.
     pub ready: AtomicBool,
     /// The durability mode's name.
@@ -172,6 +180,21 @@ impl Metrics {
             "rejected_total",
             "Readings refused by the engine.",
             self.rejected.load(Relaxed),
+        );
+        c(
+            "acks_total",
+            "QoS 1 messages acknowledged to the broker after their commit.",
+            self.acks.load(Relaxed),
+        );
+        c(
+            "acks_written_total",
+            "Acknowledgements written to the broker connection.",
+            self.acks_written.load(Relaxed),
+        );
+        c(
+            "duplicate_readings_total",
+            "Redelivered readings dropped because they were already journaled.",
+            self.duplicates.load(Relaxed),
         );
         c(
             "late_samples_total",

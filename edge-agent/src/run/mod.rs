@@ -25,6 +25,7 @@
 //! last checkpoint, replay the journal after it through the engine, publish
 //! what it emits, subscribe.
 
+pub mod dedupe;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
@@ -49,7 +50,7 @@ use crate::store::{
     DeadLetter, DurabilityMode, Lsn, Sample, Store, StoreConfig, StoreError, TICK_SOURCE,
 };
 use metrics::Metrics;
-use mqtt::MqttEvent;
+use mqtt::{Link, MqttEvent};
 use output::{Encoded, OutputEncoder};
 
 /// Why `weir run` stopped with an error.
@@ -138,7 +139,7 @@ struct Group {
     /// Messages to acknowledge after the commit, in receive order.
     acks: Vec<Publish>,
     /// Topics of the group's messages (index = `Rec::msg`).
-    topics: Vec<String>,
+    topics: Vec<(String, bytes::Bytes)>,
     recs: Vec<Rec>,
     keys: String,
     vals: Vec<f64>,
@@ -156,17 +157,11 @@ impl Group {
     }
 }
 
-/// Requests for the event loop that did not fit its channel yet.
-enum OutReq {
-    Publish(Encoded),
-    Ack(Publish),
-}
-
 /// Outputs on their way to the broker.
 struct Emitter {
     enc: OutputEncoder,
     windows: bool,
-    queue: VecDeque<OutReq>,
+    queue: VecDeque<Encoded>,
     scratch: Vec<Encoded>,
     /// Publishes handed to the current client / acknowledged by the broker.
     published: u64,
@@ -199,45 +194,42 @@ impl Emitter {
             };
             self.enc
                 .encode(&o, key, lsn, self.windows, &mut self.scratch);
-            for e in self.scratch.drain(..) {
-                self.queue.push_back(OutReq::Publish(e));
-            }
+            self.queue.extend(self.scratch.drain(..));
         }
     }
 
-    /// Hands queued requests to the event loop until its channel is full.
+    /// Hands queued outputs to the output client until its channel is full.
     fn flush(&mut self, client: &AsyncClient, m: &Metrics) {
-        while let Some(r) = self.queue.pop_front() {
-            let res = match r {
-                OutReq::Publish(e) => client
-                    .try_publish(e.topic, QoS::AtLeastOnce, false, e.payload)
-                    .map(|_| {
-                        self.published += 1;
-                        m.published.fetch_add(1, Relaxed);
-                    }),
-                OutReq::Ack(p) => client.try_ack(&p),
-            };
-            match res {
-                Ok(()) => {}
+        while let Some(e) = self.queue.pop_front() {
+            match client.try_publish(e.topic, QoS::AtLeastOnce, false, e.payload) {
+                Ok(()) => {
+                    self.published += 1;
+                    m.published.fetch_add(1, Relaxed);
+                }
                 Err(ClientError::TryRequest(req) | ClientError::Request(req)) => {
-                    match req {
-                        Request::Publish(p) => self.queue.push_front(OutReq::Publish(Encoded {
+                    if let Request::Publish(p) = req {
+                        self.queue.push_front(Encoded {
                             topic: p.topic,
                             id: String::new(),
                             channel: output::Channel::Windows,
                             payload: p.payload.to_vec(),
-                        })),
-                        Request::PubAck(a) => {
-                            let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
-                            p.pkid = a.pkid;
-                            self.queue.push_front(OutReq::Ack(p));
-                        }
-                        _ => {}
+                        });
                     }
                     return;
                 }
             }
         }
+    }
+}
+
+/// Hands queued acknowledgements to the ingest client, in order.
+fn flush_acks(acks: &mut VecDeque<Publish>, client: &AsyncClient, m: &Metrics) {
+    while let Some(p) = acks.front() {
+        if client.try_ack(p).is_err() {
+            return;
+        }
+        acks.pop_front();
+        m.acks.fetch_add(1, Relaxed);
     }
 }
 
@@ -307,10 +299,17 @@ struct Agent {
     batch: Batch,
     group: Group,
     metrics: Arc<Metrics>,
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<MqttEvent>,
-    poller: tokio::task::JoinHandle<()>,
-    connected_once: bool,
+    /// Subscriptions and acknowledgements.
+    ingest: AsyncClient,
+    /// Outputs.
+    out: AsyncClient,
+    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    rx: mpsc::UnboundedReceiver<(Link, MqttEvent)>,
+    pollers: [tokio::task::JoinHandle<()>; 2],
+    ingest_once: bool,
+    out_once: bool,
+    /// Acknowledgements waiting for the ingest client.
+    acks: VecDeque<Publish>,
     pending_ckpt: Option<(Lsn, Vec<u8>, u64)>,
     last_ckpt: Instant,
     clock: AgentClock,
@@ -321,6 +320,7 @@ struct Agent {
     limiter: LogLimiter,
     /// Highest LSN the engine has processed.
     processed: Lsn,
+    dedupe: dedupe::Dedupe,
 }
 
 /// Opens the store in the data directory.
@@ -366,8 +366,21 @@ impl Agent {
             .map_err(|e| RunError::Config(format!("{}: {e}", cfg.pipeline.display())))?;
         let enc = OutputEncoder::new(&cfg.id, &cfg.prefix, cfg.output_format, &pf.spec);
         let own_prefix = enc.own_prefix();
-        let opts = mqtt::options(&cfg.broker).map_err(RunError::Config)?;
-        let (client, rx, poller) = mqtt::start(opts, 65_536, metrics.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ingest, p1) = mqtt::start(
+            mqtt::options(&cfg.broker, Link::Ingest).map_err(RunError::Config)?,
+            65_536,
+            metrics.clone(),
+            Link::Ingest,
+            tx.clone(),
+        );
+        let (out, p2) = mqtt::start(
+            mqtt::options(&cfg.broker, Link::Output).map_err(RunError::Config)?,
+            65_536,
+            metrics.clone(),
+            Link::Output,
+            tx.clone(),
+        );
         *metrics.mode.lock().unwrap_or_else(|e| e.into_inner()) = match cfg.durability {
             DurabilityMode::Journal => "journal",
             DurabilityMode::Checkpoint => "checkpoint",
@@ -408,15 +421,20 @@ impl Agent {
             batch: Batch::new(),
             group: Group::default(),
             metrics,
-            client,
+            ingest,
+            out,
+            tx,
             rx,
-            poller,
-            connected_once: false,
+            pollers: [p1, p2],
+            ingest_once: false,
+            out_once: false,
+            acks: VecDeque::new(),
             pending_ckpt: None,
             last_ckpt: Instant::now(),
             clock: AgentClock::default(),
             limiter: LogLimiter::default(),
             processed: 0,
+            dedupe: dedupe::Dedupe::default(),
         })
     }
 
@@ -430,7 +448,15 @@ impl Agent {
             .build()
             .map_err(|e| RunError::Config(e.to_string()))?;
         let mut upto = 0;
-        if let Some((u, snap)) = self.store.latest()? {
+        self.dedupe.import(&[]);
+        if let Some((u, ckpt)) = self.store.latest()? {
+            let (hashes, snap) =
+                dedupe::decode_checkpoint(ckpt).ok_or_else(|| RunError::Restore {
+                    path: self.store.path().display().to_string(),
+                    pipeline: self.pf.spec.name.clone(),
+                    detail: "not an agent checkpoint (no reading ring header)".into(),
+                })?;
+            self.dedupe.import(&hashes);
             let report = engine.restore(snap).map_err(|e| RunError::Restore {
                 path: self.store.path().display().to_string(),
                 pipeline: self.pf.spec.name.clone(),
@@ -452,6 +478,10 @@ impl Agent {
         let mut last = upto;
         let mut replay = self.store.replay_from(upto)?;
         while let Some((lsn, s)) = replay.next_record()? {
+            if s.source != TICK_SOURCE {
+                self.dedupe
+                    .record(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+            }
             let _ = feed(&mut self.engine, &s);
             self.em.drain(&mut self.engine, lsn, &self.metrics);
             last = lsn;
@@ -472,7 +502,7 @@ impl Agent {
             } else {
                 QoS::AtLeastOnce
             };
-            if let Err(e) = self.client.try_subscribe(filter.clone(), q) {
+            if let Err(e) = self.ingest.try_subscribe(filter.clone(), q) {
                 tracing::error!(
                     filter = filter.as_str(),
                     "cannot queue the subscription: {e}"
@@ -481,24 +511,24 @@ impl Agent {
         }
     }
 
-    /// Replaces the MQTT client: the broker lost our session, and with it
-    /// every output in flight. Everything since the last durable checkpoint
-    /// is replayed and published again (consumers drop duplicates by id).
-    fn session_lost(&mut self) -> Result<(), RunError> {
+    /// The broker lost the output connection's session, and with it every
+    /// output in flight: replace the client (nothing stale may reach the
+    /// new session), then replay everything since the last durable
+    /// checkpoint and publish it again (consumers drop duplicates by id).
+    fn output_session_lost(&mut self) -> Result<(), RunError> {
         self.metrics.sessions_lost.fetch_add(1, Relaxed);
-        tracing::warn!(
-            "the broker lost our session: re-publishing every output since the last checkpoint"
+        tracing::warn!("the broker lost our output session: re-publishing every output since the last checkpoint");
+        self.pollers[1].abort();
+        let (out, p2) = mqtt::start(
+            mqtt::options(&self.cfg.broker, Link::Output).map_err(RunError::Config)?,
+            65_536,
+            self.metrics.clone(),
+            Link::Output,
+            self.tx.clone(),
         );
-        self.poller.abort();
-        let opts = mqtt::options(&self.cfg.broker).map_err(RunError::Config)?;
-        let (client, rx, poller) = mqtt::start(opts, 65_536, self.metrics.clone());
-        self.client = client;
-        self.rx = rx;
-        self.poller = poller;
-        self.connected_once = false;
-        // The group's messages belonged to the lost session: commit what we
-        // have (it can no longer be acknowledged, nor will it be redelivered).
-        self.group.acks.clear();
+        self.out = out;
+        self.pollers[1] = p2;
+        self.out_once = false;
         self.commit_group()?;
         self.em.queue.clear();
         self.em.published = 0;
@@ -579,6 +609,7 @@ impl Agent {
             return Ok(());
         };
         let mut batch = std::mem::take(&mut self.batch);
+        let has_ts = dec.has_timestamp();
         match dec.decode(&p.topic, &p.payload, now, &mut batch) {
             Err(e) => {
                 self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
@@ -588,7 +619,16 @@ impl Agent {
                 for e in errors {
                     self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
                 }
+                let checking = self.dedupe.armed() && has_ts;
+                self.dedupe.message();
                 for s in batch.iter() {
+                    let h = dedupe::reading_hash(src as u16, s.key, s.ts, s.values);
+                    if checking && self.dedupe.is_duplicate(h) {
+                        self.metrics.duplicates.fetch_add(1, Relaxed);
+                        self.dedupe.record(h);
+                        continue;
+                    }
+                    self.dedupe.record(h);
                     let sample = Sample {
                         source: src as u16,
                         key: s.key,
@@ -623,7 +663,7 @@ impl Agent {
             }
         }
         self.batch = batch;
-        self.group.topics.push(p.topic.clone());
+        self.group.topics.push((p.topic.clone(), p.payload.clone()));
         if p.qos != QoS::AtMostOnce {
             self.group.acks.push(p);
         }
@@ -687,22 +727,15 @@ impl Agent {
             }
             if let Err(rej) = feed(&mut self.engine, &s) {
                 self.metrics.rejected.fetch_add(1, Relaxed);
-                let topic = g
-                    .topics
-                    .get(r.msg as usize)
-                    .map_or("", |t| t.as_str())
-                    .to_string();
+                let (topic, payload) = g.topics.get(r.msg as usize).cloned().unwrap_or_default();
                 let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
-                let payload = format!("{key},{},{vals:?}", r.ts);
-                self.dead(&topic, rej.name(), detail, payload.as_bytes(), r.now);
+                self.dead(&topic, rej.name(), detail, &payload, r.now);
             }
             self.em.drain(&mut self.engine, r.lsn, &self.metrics);
             self.processed = r.lsn;
         }
         self.metrics.readings.fetch_add(readings, Relaxed);
-        for p in g.acks {
-            self.em.queue.push_back(OutReq::Ack(p));
-        }
+        self.acks.extend(g.acks);
         let mut g2 = Group {
             acks: Vec::new(),
             ..Group::default()
@@ -760,17 +793,12 @@ impl Agent {
             && (force || self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms))
             && self.group.recs.is_empty()
         {
-            let snap = self
+            let engine = self
                 .engine
                 .snapshot()
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
-            let mark = self.em.published
-                + self
-                    .em
-                    .queue
-                    .iter()
-                    .filter(|r| matches!(r, OutReq::Publish(_)))
-                    .count() as u64;
+            let snap = dedupe::encode_checkpoint(&self.dedupe.export(), &engine);
+            let mark = self.em.published + self.em.queue.len() as u64;
             self.pending_ckpt = Some((self.processed, snap, mark));
             self.last_ckpt = Instant::now();
         }
@@ -793,29 +821,49 @@ impl Agent {
         Ok(true)
     }
 
-    fn on_event(&mut self, ev: MqttEvent) -> Result<(), RunError> {
-        match ev {
-            MqttEvent::Publish(p) => {
+    fn on_event(&mut self, (link, ev): (Link, MqttEvent)) -> Result<(), RunError> {
+        match (link, ev) {
+            (_, MqttEvent::Publish(p)) => {
                 if p.qos == QoS::AtMostOnce && self.rx.len() > MAX_BACKLOG {
                     self.metrics.overload_drops.fetch_add(1, Relaxed);
                     return Ok(());
                 }
                 self.on_publish(p)?;
-                if self.group.recs.len() >= self.cfg.group_records
+                // Close the group on size, or on time even while events keep
+                // coming (a flood of duplicates or bad input adds no records
+                // but must still be acknowledged).
+                let due = self.group.opened.is_some_and(|t| {
+                    t.elapsed() >= Duration::from_millis(self.cfg.group_commit_ms)
+                });
+                if due
+                    || self.group.recs.len() >= self.cfg.group_records
+                    || self.group.acks.len() >= self.cfg.group_records
                     || self.store.staged_bytes() >= 1 << 20
                 {
                     self.commit_group()?;
                 }
             }
-            MqttEvent::PubAck => {
+            (Link::Output, MqttEvent::PubAck) => {
                 self.em.acked += 1;
                 self.metrics.published_acked.fetch_add(1, Relaxed);
             }
-            MqttEvent::Connected { session_present } => {
-                if self.connected_once && !session_present {
-                    return self.session_lost();
+            (Link::Ingest, MqttEvent::PubAck) => {}
+            (Link::Output, MqttEvent::Connected { session_present }) => {
+                if self.out_once && !session_present {
+                    return self.output_session_lost();
                 }
-                self.connected_once = true;
+                self.out_once = true;
+            }
+            (Link::Ingest, MqttEvent::Connected { session_present }) => {
+                if self.ingest_once && !session_present {
+                    // Whatever the broker held for us is gone; nothing to
+                    // replay on our side (what we have is journaled).
+                    self.metrics.sessions_lost.fetch_add(1, Relaxed);
+                    tracing::warn!("the broker lost our ingest session: messages it had queued for us are gone");
+                }
+                self.ingest_once = true;
+                // A broker redelivers unacknowledged messages first.
+                self.dedupe.arm();
                 tracing::info!(
                     broker = format!("{}:{}", self.cfg.broker.host, self.cfg.broker.port),
                     session_present,
@@ -824,14 +872,27 @@ impl Agent {
                 self.subscribe();
                 self.metrics.ready.store(true, Relaxed);
             }
-            MqttEvent::Disconnected(e) => {
-                tracing::warn!("broker connection: {e}; retrying");
+            (Link::Ingest, MqttEvent::Disconnected(e)) => {
+                // Acknowledgements for the old connection must not reach a
+                // new one: rumqttd, for one, gives redeliveries new packet
+                // ids, so a stale ack could acknowledge an uncommitted
+                // message. The broker redelivers; dedupe drops the copies.
+                self.acks.clear();
+                self.group.acks.clear();
+                tracing::warn!("broker connection (ingest): {e}; retrying");
+            }
+            (Link::Output, MqttEvent::Disconnected(e)) => {
+                tracing::warn!("broker connection (outputs): {e}; retrying");
             }
         }
         Ok(())
     }
 
-    async fn main_loop(&mut self, stop: Arc<tokio::sync::Notify>) -> Result<(), RunError> {
+    async fn main_loop(
+        &mut self,
+        stop: Arc<tokio::sync::Notify>,
+        signals: Signals,
+    ) -> Result<(), RunError> {
         let tick_ms = self
             .idle_timeouts
             .iter()
@@ -842,20 +903,8 @@ impl Agent {
             .min(self.cfg.checkpoint_ms);
         let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let sigterm = async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{signal, SignalKind};
-                match signal(SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            }
-            #[cfg(not(unix))]
-            std::future::pending::<()>().await
-        };
+        let mut signals = signals;
+        let sigterm = signals.recv();
         tokio::pin!(sigterm);
         loop {
             let deadline = self
@@ -869,7 +918,7 @@ impl Agent {
                 }
             };
             let flush_soon = async {
-                if self.em.queue.is_empty() {
+                if self.em.queue.is_empty() && self.acks.is_empty() {
                     std::future::pending::<()>().await
                 } else {
                     tokio::time::sleep(Duration::from_millis(2)).await
@@ -879,7 +928,6 @@ impl Agent {
                 biased;
                 _ = stop.notified() => break,
                 _ = &mut sigterm => break,
-                _ = tokio::signal::ctrl_c() => break,
                 ev = self.rx.recv() => {
                     let Some(ev) = ev else { break };
                     self.on_event(ev)?;
@@ -897,8 +945,11 @@ impl Agent {
                 }
                 _ = flush_soon => {}
             }
-            self.em.flush(&self.client, &self.metrics);
-            if self.pending_ckpt.is_some() {
+            flush_acks(&mut self.acks, &self.ingest, &self.metrics);
+            self.em.flush(&self.out, &self.metrics);
+            // Between groups (the engine has seen every committed record):
+            // start a due checkpoint, or write one whose outputs are acked.
+            if self.group.recs.is_empty() {
                 self.maybe_checkpoint(false)?;
             }
         }
@@ -914,13 +965,14 @@ impl Agent {
         let mut written = self.maybe_checkpoint(true)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while !written && Instant::now() < deadline {
-            self.em.flush(&self.client, &self.metrics);
+            flush_acks(&mut self.acks, &self.ingest, &self.metrics);
+            self.em.flush(&self.out, &self.metrics);
             if self.maybe_checkpoint(false)? {
                 written = true;
                 break;
             }
             match tokio::time::timeout(Duration::from_millis(20), self.rx.recv()).await {
-                Ok(Some(MqttEvent::PubAck)) => {
+                Ok(Some((Link::Output, MqttEvent::PubAck))) => {
                     self.em.acked += 1;
                     self.metrics.published_acked.fetch_add(1, Relaxed);
                 }
@@ -936,8 +988,63 @@ impl Agent {
                 "the broker did not acknowledge every output in time: no final checkpoint; the journal covers it"
             );
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ingest.disconnect()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.disconnect()).await;
         Ok(written)
+    }
+}
+
+/// SIGTERM and SIGINT, registered up front.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match &mut self.int {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -982,6 +1089,9 @@ pub async fn run_async(
     pf: PipelineFile,
     on_start: impl FnOnce(Handle),
 ) -> Result<RunSummary, RunError> {
+    // Installed first: a SIGTERM during recovery stops the agent cleanly
+    // once recovery is done, instead of killing it.
+    let signals = Signals::install();
     let metrics = Arc::new(Metrics::default());
     let mut metrics_addr = None;
     let http = match cfg.metrics {
@@ -1012,18 +1122,18 @@ pub async fn run_async(
         metrics_addr,
         stop: stop.clone(),
     });
-    let res = agent.main_loop(stop).await;
+    let res = agent.main_loop(stop, signals).await;
     let final_checkpoint = match res {
         Ok(()) => agent.shutdown().await?,
         Err(e) => {
-            agent.poller.abort();
+            agent.pollers.iter().for_each(|p| p.abort());
             if let Some(h) = http {
                 h.abort();
             }
             return Err(e);
         }
     };
-    agent.poller.abort();
+    agent.pollers.iter().for_each(|p| p.abort());
     if let Some(h) = http {
         h.abort();
     }

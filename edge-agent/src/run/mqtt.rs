@@ -19,6 +19,19 @@ use tokio::sync::mpsc;
 use super::metrics::Metrics;
 use crate::gateway::BrokerConfig;
 
+/// Which of the agent's two connections an event is from. Ingest
+/// (subscriptions, manual acknowledgements) and outputs (QoS 1 publishes)
+/// use separate connections, so acknowledgements never wait behind
+/// outputs in rumqttc's in-flight window, nor outputs behind a flood of
+/// redelivered messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Client id `<client_id>`: subscriptions and acknowledgements.
+    Ingest,
+    /// Client id `<client_id>-out`: window results and alerts.
+    Output,
+}
+
 /// What the poller tells the ingest loop, in the order it happened.
 #[derive(Debug)]
 pub enum MqttEvent {
@@ -45,10 +58,14 @@ const MAX_INCOMING: usize = 256 << 20;
 ///
 /// # Errors
 /// A TLS file cannot be read.
-pub fn options(b: &BrokerConfig) -> Result<MqttOptions, String> {
-    let mut o = MqttOptions::new(b.client_id.clone(), b.host.clone(), b.port);
+pub fn options(b: &BrokerConfig, link: Link) -> Result<MqttOptions, String> {
+    let id = match link {
+        Link::Ingest => b.client_id.clone(),
+        Link::Output => format!("{}-out", b.client_id),
+    };
+    let mut o = MqttOptions::new(id, b.host.clone(), b.port);
     o.set_clean_session(false)
-        .set_manual_acks(true)
+        .set_manual_acks(link == Link::Ingest)
         .set_keep_alive(Duration::from_millis(b.keep_alive_ms))
         .set_max_packet_size(MAX_INCOMING, b.max_packet)
         .set_inflight(b.inflight)
@@ -82,21 +99,18 @@ pub fn options(b: &BrokerConfig) -> Result<MqttOptions, String> {
     Ok(o)
 }
 
-/// Starts a client: returns it, and the channel its poller task feeds.
-/// `request_cap` bounds requests (publishes, acks) queued for the event loop.
+/// Starts a client whose poller task feeds `tx`. `request_cap` bounds
+/// requests (publishes, acks) queued for the event loop.
 pub fn start(
     opts: MqttOptions,
     request_cap: usize,
     metrics: Arc<Metrics>,
-) -> (
-    AsyncClient,
-    mpsc::UnboundedReceiver<MqttEvent>,
-    tokio::task::JoinHandle<()>,
-) {
+    link: Link,
+    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+) -> (AsyncClient, tokio::task::JoinHandle<()>) {
     let (client, eventloop) = AsyncClient::new(opts, request_cap);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(poll(eventloop, tx, metrics));
-    (client, rx, task)
+    let task = tokio::spawn(poll(eventloop, tx, metrics, link));
+    (client, task)
 }
 
 /// A little jitter from the clock, so a fleet does not reconnect in step.
@@ -107,26 +121,42 @@ fn jitter(max_ms: u64) -> u64 {
     n % max_ms.max(1)
 }
 
-async fn poll(mut el: EventLoop, tx: mpsc::UnboundedSender<MqttEvent>, metrics: Arc<Metrics>) {
+async fn poll(
+    mut el: EventLoop,
+    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    metrics: Arc<Metrics>,
+    link: Link,
+) {
+    let connected = match link {
+        Link::Ingest => &metrics.connected,
+        Link::Output => &metrics.output_connected,
+    };
     let mut backoff = 100u64;
     loop {
         let ev = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(c))) => {
                 backoff = 100;
                 metrics.connects.fetch_add(1, Relaxed);
-                metrics.connected.store(true, Relaxed);
+                connected.store(true, Relaxed);
                 MqttEvent::Connected {
                     session_present: c.session_present,
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => MqttEvent::Publish(p),
             Ok(Event::Incoming(Packet::PubAck(_))) => MqttEvent::PubAck,
+            Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
+                metrics.acks_written.fetch_add(1, Relaxed);
+                continue;
+            }
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => return,
             Err(e) => {
                 metrics.connection_errors.fetch_add(1, Relaxed);
-                metrics.connected.store(false, Relaxed);
-                if tx.send(MqttEvent::Disconnected(e.to_string())).is_err() {
+                connected.store(false, Relaxed);
+                if tx
+                    .send((link, MqttEvent::Disconnected(e.to_string())))
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(backoff + jitter(backoff / 2))).await;
@@ -134,7 +164,7 @@ async fn poll(mut el: EventLoop, tx: mpsc::UnboundedSender<MqttEvent>, metrics: 
                 continue;
             }
         };
-        if tx.send(ev).is_err() {
+        if tx.send((link, ev)).is_err() {
             return;
         }
     }

@@ -1,0 +1,185 @@
+//! Dropping redelivered readings.
+//!
+//! A QoS 1 message is acknowledged after the commit that holds it. If the
+//! agent dies (or the connection drops) between that commit and the moment
+//! the acknowledgement reaches the broker, the broker delivers the message
+//! again, and its readings would be journaled twice. Packet ids do not tell
+//! (rumqttd, for one, sends a redelivery with a fresh id and no DUP flag),
+//! so the agent recognises readings instead: a reading is its source, key,
+//! timestamp and values, and the same reading twice is a duplicate.
+//!
+//! The hashes of the last [`WINDOW`] journaled readings are kept in a ring
+//! (in memory, and in every checkpoint, so a crash right after a checkpoint
+//! that truncated the journal still knows them). For the first
+//! 4 × [`WINDOW`] messages after each (re)connect, the time in which a
+//! broker redelivers, readings found in the ring are dropped, counted, and
+//! remembered again (a redelivery whose acknowledgement is lost once more,
+//! because the agent died again, stays recent). The guarantee holds while
+//! the broker has fewer than [`WINDOW`] readings' worth of unacknowledged
+//! messages for the agent; mosquitto redelivers every unacknowledged one,
+//! not only its in-flight window, so the agent acknowledges within one
+//! group commit (milliseconds) to keep that set small.
+//!
+//! Readings without a payload timestamp are stamped with the agent clock on
+//! arrival, so a redelivery is a different reading: for such sources the
+//! promise is at-least-once across a crash in that short window.
+
+use std::collections::HashSet;
+
+/// Readings remembered (256 KiB of hashes; a checkpoint carries them).
+pub const WINDOW: usize = 32_768;
+
+/// The identity of a reading (64-bit FNV-1a over its parts).
+pub fn reading_hash(source: u16, key: &str, ts: i64, values: &[f64]) -> u64 {
+    const P: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h ^= x as u64;
+            h = h.wrapping_mul(P);
+        }
+    };
+    eat(&source.to_le_bytes());
+    eat(&(key.len() as u32).to_le_bytes());
+    eat(key.as_bytes());
+    eat(&ts.to_le_bytes());
+    for v in values {
+        eat(&v.to_bits().to_le_bytes());
+    }
+    h
+}
+
+/// The ring of recent readings and the post-connect check.
+#[derive(Debug, Default)]
+pub struct Dedupe {
+    ring: Vec<u64>,
+    pos: usize,
+    armed: Option<HashSet<u64>>,
+    messages_left: usize,
+}
+
+impl Dedupe {
+    /// Remembers a journaled reading.
+    #[inline]
+    pub fn record(&mut self, h: u64) {
+        if self.ring.len() < WINDOW {
+            self.ring.push(h);
+        } else {
+            self.ring[self.pos] = h;
+            self.pos = (self.pos + 1) % WINDOW;
+        }
+    }
+
+    /// Starts checking: the next [`WINDOW`] messages are compared with the
+    /// readings remembered now.
+    pub fn arm(&mut self) {
+        self.armed = Some(self.ring.iter().copied().collect());
+        self.messages_left = 4 * WINDOW;
+    }
+
+    /// Whether checks are on (a message arrived within the window).
+    pub fn armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// Counts one message against the window.
+    pub fn message(&mut self) {
+        if self.armed.is_some() {
+            self.messages_left = self.messages_left.saturating_sub(1);
+            if self.messages_left == 0 {
+                self.armed = None;
+            }
+        }
+    }
+
+    /// Whether reading `h` is a redelivery.
+    #[inline]
+    pub fn is_duplicate(&self, h: u64) -> bool {
+        self.armed.as_ref().is_some_and(|s| s.contains(&h))
+    }
+
+    /// The remembered hashes, oldest first (for a checkpoint).
+    pub fn export(&self) -> Vec<u64> {
+        let mut v = Vec::with_capacity(self.ring.len());
+        v.extend_from_slice(&self.ring[self.pos..]);
+        v.extend_from_slice(&self.ring[..self.pos]);
+        v
+    }
+
+    /// Forgets everything and remembers `hashes` (oldest first).
+    pub fn import(&mut self, hashes: &[u64]) {
+        self.ring.clear();
+        self.pos = 0;
+        self.armed = None;
+        for &h in hashes {
+            self.record(h);
+        }
+    }
+}
+
+/// Agent checkpoint: `[b'W', 1, n: u32 LE, n × u64 LE hashes, engine snapshot]`.
+pub fn encode_checkpoint(hashes: &[u64], engine: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(6 + hashes.len() * 8 + engine.len());
+    v.extend_from_slice(&[b'W', 1]);
+    v.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
+    for h in hashes {
+        v.extend_from_slice(&h.to_le_bytes());
+    }
+    v.extend_from_slice(engine);
+    v
+}
+
+/// Splits an agent checkpoint into the hashes and the engine snapshot.
+pub fn decode_checkpoint(b: &[u8]) -> Option<(Vec<u64>, &[u8])> {
+    if b.len() < 6 || b[..2] != [b'W', 1] {
+        return None;
+    }
+    let n = u32::from_le_bytes(b[2..6].try_into().ok()?) as usize;
+    let end = n.checked_mul(8)?.checked_add(6)?;
+    if b.len() < end || n > WINDOW {
+        return None;
+    }
+    let hashes = b[6..end]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Some((hashes, &b[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_window_and_checkpoint() {
+        let mut d = Dedupe::default();
+        for i in 0..(WINDOW as i64 + 10) {
+            d.record(reading_hash(0, "k", i, &[1.0]));
+        }
+        assert!(!d.is_duplicate(reading_hash(0, "k", 20, &[1.0])));
+        d.arm();
+        assert!(d.is_duplicate(reading_hash(0, "k", 20, &[1.0])));
+        assert!(
+            !d.is_duplicate(reading_hash(0, "k", 5, &[1.0])),
+            "fell out of the ring"
+        );
+        assert!(!d.is_duplicate(reading_hash(0, "k", 20, &[1.5])));
+        assert!(!d.is_duplicate(reading_hash(1, "k", 20, &[1.0])));
+        let bytes = encode_checkpoint(&d.export(), b"engine");
+        let (hs, rest) = decode_checkpoint(&bytes).unwrap();
+        assert_eq!(rest, b"engine");
+        let mut e = Dedupe::default();
+        e.import(&hs);
+        e.arm();
+        assert!(e.is_duplicate(reading_hash(0, "k", WINDOW as i64 + 9, &[1.0])));
+        for _ in 0..WINDOW {
+            e.message();
+        }
+        assert!(!e.armed());
+        assert!(
+            decode_checkpoint(&bytes[..100]).is_none(),
+            "hashes cut short"
+        );
+        assert!(decode_checkpoint(b"Wx").is_none());
+    }
+}
