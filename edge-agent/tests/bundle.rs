@@ -253,6 +253,13 @@ fn rpi4_bundle_has_every_file_with_its_mode() {
     assert_eq!(t["journal"]["group_commit"].as_str(), Some("50ms"));
     assert_eq!(t["checkpoint"]["interval"].as_str(), Some("5m"));
     assert_eq!(t["metrics"]["listen"].as_str(), Some("127.0.0.1:9464"));
+    let parsed = weir_agent::gateway::parse("gateway.toml", &g, Path::new("/etc/weir")).unwrap();
+    assert_eq!(parsed.id, id);
+    assert_eq!(parsed.data_dir, Path::new("/var/lib/weir"));
+    assert_eq!(
+        (parsed.group_commit_ms, parsed.checkpoint_ms),
+        (50, 300_000)
+    );
 
     // The local broker: persistence on, the queue well above mosquitto's
     // 1000 (which drops QoS 1 for a subscriber that falls behind), and why.
