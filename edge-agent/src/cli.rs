@@ -42,7 +42,8 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         show_bad: u64,
     },
-    /// Validate a pipeline file or a board profile (`boards/<name>/board.toml`);
+    /// Validate a pipeline file, a gateway file (`gateway.toml`, with the
+    /// pipeline it names) or a board profile (`boards/<name>/board.toml`);
     /// errors name the line and what to do.
     Check {
         /// The file to check.
@@ -159,6 +160,30 @@ fn config_error(e: ConfigError) -> anyhow::Error {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file } => {
+            if is_gateway_file(&file) {
+                let g = crate::gateway::load(&file).map_err(config_error)?;
+                let pf = pipeline_file::load(&g.pipeline).map_err(config_error)?;
+                let mqtt = pf.mqtt.iter().flatten().count();
+                if mqtt == 0 {
+                    anyhow::bail!(
+                        "{}: the pipeline has no [source.mqtt] table, so weir run would have nothing to subscribe to",
+                        g.pipeline.display()
+                    );
+                }
+                println!(
+                    "{}: ok: gateway `{}`, broker {}:{}{}, {} durability, data in {}; pipeline `{}` ({}): {mqtt} MQTT source(s)",
+                    file.display(),
+                    g.id,
+                    g.broker.host,
+                    g.broker.port,
+                    if g.broker.tls { " (TLS)" } else { "" },
+                    g.durability,
+                    g.data_dir.display(),
+                    pf.spec.name,
+                    g.pipeline.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             if is_board_profile(&file) {
                 let board =
                     weir_boards::profile::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -365,6 +390,12 @@ fn cmd_deadletters(config: &Path, last: usize) -> anyhow::Result<ExitCode> {
 }
 
 /// A board profile has a `[board]` table; anything else is a pipeline.
+/// A gateway file is named `gateway.toml` or has a `[broker]` table.
+fn is_gateway_file(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "gateway.toml")
+        || std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.trim() == "[broker]"))
+}
+
 fn is_board_profile(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.trim() == "[board]"))
 }

@@ -285,3 +285,85 @@ kind = "ewma_z"
     assert!(score(lines[41]) > 0.9, "{}", lines[41]);
     assert!(score(lines[20]) < 0.5, "{}", lines[20]);
 }
+
+#[test]
+fn check_validates_gateway_files_and_the_pipeline_they_name() {
+    let dir = tmp("gw-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(root().join("examples/demo.toml"), dir.join("pumps.toml")).unwrap();
+    let gw = dir.join("gateway.toml");
+    std::fs::write(
+        &gw,
+        "id = \"pump-station-7\"\npipeline = \"pumps.toml\"\n[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+    )
+    .unwrap();
+    let out = weir(&["check", gw.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("gateway `pump-station-7`") && text.contains("1 MQTT source"),
+        "{text}"
+    );
+    std::fs::write(
+        &gw,
+        "id = \"p7\"\n[broker]\nurl = \"mqtt://h\"\nkeep_alive = \"1s\"\n",
+    )
+    .unwrap();
+    let out = weir(&["check", gw.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("gateway.toml:4:14") && err.contains("keep_alive"),
+        "{err}"
+    );
+    // A gateway whose pipeline has no MQTT source cannot run.
+    std::fs::write(&gw, "pipeline = \"w1.toml\"\n").unwrap();
+    std::fs::copy(root().join("examples/w1.toml"), dir.join("w1.toml")).unwrap();
+    let out = weir(&["check", gw.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[source.mqtt]"));
+}
+
+#[test]
+fn deadletters_lists_the_table_or_says_why_not() {
+    let dir = tmp("gw-dead");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let gw = dir.join("gateway.toml");
+    std::fs::write(&gw, "data_dir = \"data\"\n[metrics]\nlisten = \"\"\n").unwrap();
+    let out = weir(&["deadletters", "--config", gw.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no store yet"));
+    {
+        let mut store = weir_agent::store::StoreConfig::default()
+            .build(dir.join("data/weir.redb"))
+            .unwrap();
+        for i in 0..3 {
+            store.stage_dead_letter(&weir_agent::store::DeadLetter {
+                now: 1_700_000_000_000 + i,
+                topic: format!("plant/p{i}/vib"),
+                reason: "malformed".into(),
+                detail: "not valid JSON".into(),
+                payload: b"{oops".to_vec(),
+            });
+        }
+        store.commit().unwrap();
+    }
+    let out = weir(&["deadletters", "--config", gw.to_str().unwrap(), "-n", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "the newest two");
+    assert_eq!(lines[0]["topic"], "plant/p1/vib");
+    assert_eq!(lines[1]["reason"], "malformed");
+    assert_eq!(lines[1]["payload"], "{oops");
+}
