@@ -315,6 +315,8 @@ struct Agent {
     clock: AgentClock,
     /// Per source: the agent clock at its last sample, for idleness ticks.
     source_last_now: Vec<Option<i64>>,
+    /// Per source: the newest event time processed.
+    source_newest: Vec<Option<i64>>,
     idle_timeouts: Vec<Option<i64>>,
     processing_time: bool,
     limiter: LogLimiter,
@@ -400,6 +402,7 @@ impl Agent {
             .collect();
         Ok(Agent {
             source_last_now: vec![None; pf.spec.sources.len()],
+            source_newest: vec![None; pf.spec.sources.len()],
             idle_timeouts,
             processing_time,
             em: Emitter {
@@ -724,6 +727,9 @@ impl Agent {
                 if let Some(t) = self.source_last_now.get_mut(r.source as usize) {
                     *t = Some(r.now);
                 }
+                if let Some(t) = self.source_newest.get_mut(r.source as usize) {
+                    *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
+                }
             }
             if let Err(rej) = feed(&mut self.engine, &s) {
                 self.metrics.rejected.fetch_add(1, Relaxed);
@@ -762,6 +768,10 @@ impl Agent {
             Relaxed,
         );
         m.now.store(self.clock.last, Relaxed);
+        let mut src = m.sources.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, newest) in src.iter_mut().zip(&self.source_newest) {
+            slot.1 = *newest;
+        }
     }
 
     /// A timer tick with no group open: journal a tick only when it will
