@@ -37,6 +37,29 @@
 //!
 //! [dead_letters]
 //! keep = 1000                    # the newest this many bad messages are kept
+//!
+//! [cloud]                        # the uplink to the cloud broker; absent = none
+//! url = "mqtts://iot.example.com:8883"
+//! client_id = "weir-pump-station-7-cloud"
+//! topic = "weir/pump-station-7/up"   # where batches go (default weir/<id>/up)
+//! ca = "cloud-ca.pem"            # cert + key for mutual TLS, username + password(_file)
+//! encoding = "cbor"              # cbor | json (docs/wire.md)
+//! budget = 67108864              # outbox disk budget, bytes (alerts kept before windows)
+//! bandwidth = 2048               # bytes/s cap for metered links (default: none)
+//! burst = 65536                  # bytes that may go at once after a quiet period
+//! batch_records = 500            # records per message at most
+//! batch_bytes = 65536            # payload bytes per message at most
+//! inflight = 8                   # unacknowledged batches at most
+//! keep_alive = "30s"
+//! backoff_min = "500ms"          # reconnect backoff (doubling, with jitter)
+//! backoff_max = "60s"
+//!
+//! [updates]                      # signed pipeline updates on weir/<id>/pipeline/set
+//! trusted_keys = ["fleet.pub"]   # Ed25519 public keys (PEM); none = updates off
+//! max_bytes = 262144             # largest update document
+//! via = "cloud"                  # cloud (default with [cloud]) | local
+//! health_check = "30s"           # how long a new pipeline is watched
+//! max_errors = 100               # bad inputs + engine rejects that fail it
 //! ```
 
 use std::net::SocketAddr;
@@ -118,6 +141,69 @@ pub struct GatewayConfig {
     pub metrics: Option<SocketAddr>,
     /// Dead letters kept.
     pub dead_letters: usize,
+    /// The cloud uplink, if configured.
+    pub cloud: Option<CloudConfig>,
+    /// Signed pipeline updates.
+    pub updates: UpdatesConfig,
+}
+
+/// Envelope encoding on the cloud link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloudEncoding {
+    /// CBOR (default).
+    Cbor,
+    /// JSON.
+    Json,
+}
+
+/// `[cloud]`: the uplink to the cloud broker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloudConfig {
+    /// The connection (host, port, TLS files, credentials, client id,
+    /// keep-alive).
+    pub broker: BrokerConfig,
+    /// Topic the batches go to.
+    pub topic: String,
+    /// Envelope encoding.
+    pub encoding: CloudEncoding,
+    /// Outbox disk budget, bytes.
+    pub budget_bytes: u64,
+    /// Bandwidth cap (bytes/s, burst bytes).
+    pub bandwidth: Option<(u64, u64)>,
+    /// Records per batch at most.
+    pub batch_records: usize,
+    /// Payload bytes per batch at most.
+    pub batch_bytes: usize,
+    /// Unacknowledged batches at most.
+    pub inflight: u16,
+    /// First reconnect delay, ms.
+    pub backoff_min_ms: u64,
+    /// Largest reconnect delay, ms.
+    pub backoff_max_ms: u64,
+}
+
+/// Which broker pipeline updates arrive on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdatesVia {
+    /// The cloud broker of `[cloud]`.
+    Cloud,
+    /// The local broker of `[broker]`.
+    Local,
+}
+
+/// `[updates]`: signed pipeline updates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdatesConfig {
+    /// Trusted Ed25519 public keys (PEM files); empty: updates are off.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Largest update document, bytes.
+    pub max_bytes: usize,
+    /// Where updates come from.
+    pub via: UpdatesVia,
+    /// How long a new pipeline is watched before it counts as applied, ms.
+    pub health_ms: u64,
+    /// Bad inputs plus engine rejects during the health check that fail it.
+    pub max_errors: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -139,6 +225,43 @@ struct Raw {
     metrics: RawMetrics,
     #[serde(default)]
     dead_letters: RawDead,
+    cloud: Option<Spanned<RawCloud>>,
+    #[serde(default)]
+    updates: RawUpdates,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    url: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    topic: Option<Spanned<String>>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    encoding: Option<Spanned<String>>,
+    keep_alive: Option<Dur>,
+    budget: Option<Spanned<i64>>,
+    bandwidth: Option<Spanned<i64>>,
+    burst: Option<Spanned<i64>>,
+    batch_records: Option<Spanned<i64>>,
+    batch_bytes: Option<Spanned<i64>>,
+    inflight: Option<Spanned<i64>>,
+    backoff_min: Option<Dur>,
+    backoff_max: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpdates {
+    trusted_keys: Option<Vec<Spanned<String>>>,
+    max_bytes: Option<Spanned<i64>>,
+    via: Option<Spanned<String>>,
+    health_check: Option<Dur>,
+    max_errors: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -426,7 +549,14 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
             )
         })?),
     };
+    let cloud = match &raw.cloud {
+        None => None,
+        Some(c) => Some(cloud_config(&ctx, base, &id, c)?),
+    };
+    let updates = updates_config(&ctx, base, &raw.updates, cloud.is_some())?;
     Ok(GatewayConfig {
+        cloud,
+        updates,
         file: file.to_string(),
         pipeline: path(
             raw.pipeline
@@ -451,6 +581,309 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         prefix,
         metrics,
         dead_letters: int(&raw.dead_letters.keep, 0, 1_000_000, 1_000, "keep")? as usize,
+    })
+}
+
+fn rel(base: &Path, s: &str) -> PathBuf {
+    let p = Path::new(s);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn range_int(
+    ctx: &Ctx<'_>,
+    v: &Option<Spanned<i64>>,
+    lo: i64,
+    hi: i64,
+    dflt: i64,
+    what: &str,
+) -> Result<i64, ConfigError> {
+    match v {
+        None => Ok(dflt),
+        Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
+        Some(s) => Err(ctx.err(
+            Some(s.span()),
+            format!("{what} = {} is out of range", s.get_ref()),
+            format!("use a value from {lo} to {hi}"),
+        )),
+    }
+}
+
+fn ms(ctx: &Ctx<'_>, d: &Option<Dur>, dflt: u64, lo: u64, what: &str) -> Result<u64, ConfigError> {
+    match d {
+        None => Ok(dflt),
+        Some(d) => {
+            let v = ctx.duration(d, TimeUnit::Millis, what)? as u64;
+            if v < lo {
+                Err(ctx.err(
+                    Some(d.span()),
+                    format!("{what} of {v} ms is too short"),
+                    format!("use at least {lo} ms"),
+                ))
+            } else {
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// `[cloud]`.
+fn cloud_config(
+    ctx: &Ctx<'_>,
+    base: &Path,
+    id: &str,
+    t: &Spanned<RawCloud>,
+) -> Result<CloudConfig, ConfigError> {
+    let c = t.get_ref();
+    let (host, port, tls) = match &c.url {
+        None => {
+            return Err(ctx.err(
+                Some(t.span()),
+                "[cloud] has no url",
+                "add url = \"mqtts://HOST:PORT\" (or mqtt:// without TLS), or remove [cloud] to run without a cloud link",
+            ))
+        }
+        Some(u) => parse_url(u.get_ref()).ok_or_else(|| {
+            ctx.err(
+                Some(u.span()),
+                format!("`{}` is not a broker URL", u.get_ref()),
+                "write mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); the port defaults to 1883 / 8883",
+            )
+        })?,
+    };
+    let password = match (&c.password, &c.password_file) {
+        (Some(_), Some(f)) => {
+            return Err(ctx.err(
+                Some(f.span()),
+                "both password and password_file are set",
+                "keep one of them",
+            ))
+        }
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(rel(base, f.get_ref()))
+                .map_err(|e| {
+                    ctx.err(
+                        Some(f.span()),
+                        format!("cannot read password_file `{}`: {e}", f.get_ref()),
+                        "check the path (relative paths are taken from the gateway file's folder)",
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if password.is_some() && c.username.is_none() {
+        return Err(ctx.err(
+            c.password_file
+                .as_ref()
+                .map(|f| f.span())
+                .or(Some(t.span())),
+            "a password without a username",
+            "add `username = \"…\"` to [cloud]",
+        ));
+    }
+    let file_opt = |o: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
+        match o {
+            None => Ok(None),
+            Some(s) => {
+                let p = rel(base, s.get_ref());
+                if p.is_file() {
+                    Ok(Some(p))
+                } else {
+                    Err(ctx.err(
+                        Some(s.span()),
+                        format!("`{}` is not a readable file", p.display()),
+                        "give the path of a PEM file (relative paths are taken from the gateway file's folder)",
+                    ))
+                }
+            }
+        }
+    };
+    let (ca, cert, key) = (file_opt(&c.ca)?, file_opt(&c.cert)?, file_opt(&c.key)?);
+    if cert.is_some() != key.is_some() {
+        return Err(ctx.err(
+            c.cert.as_ref().or(c.key.as_ref()).map(|s| s.span()),
+            "mutual TLS needs both `cert` and `key`",
+            "set both, or neither",
+        ));
+    }
+    if (ca.is_some() || cert.is_some()) && !tls {
+        return Err(ctx.err(
+            c.url.as_ref().map(|s| s.span()),
+            "TLS files are set but the cloud URL is not mqtts://",
+            "write the url as mqtts://HOST:PORT",
+        ));
+    }
+    if tls && ca.is_none() {
+        return Err(ctx.err(
+            c.url.as_ref().map(|s| s.span()),
+            "mqtts:// needs the server's CA certificate",
+            "add ca = \"ca.pem\" to [cloud]",
+        ));
+    }
+    let client_id = match &c.client_id {
+        Some(s) if s.get_ref().is_empty() || s.get_ref().len() > 128 => {
+            return Err(ctx.err(
+                Some(s.span()),
+                "client_id must be 1 to 128 bytes",
+                "leave it out to use weir-<id>-cloud",
+            ))
+        }
+        Some(s) => s.get_ref().clone(),
+        None => format!("weir-{id}-cloud"),
+    };
+    let topic = match &c.topic {
+        Some(s) if s.get_ref().is_empty() || s.get_ref().contains(['+', '#', '\0']) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("`{}` is not a topic to publish to", s.get_ref()),
+                "no wildcards (`+`, `#`); leave it out to use weir/<id>/up",
+            ))
+        }
+        Some(s) => s.get_ref().clone(),
+        None => format!("weir/{id}/up"),
+    };
+    let encoding = match c.encoding.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None | Some(("cbor", _)) => CloudEncoding::Cbor,
+        Some(("json", _)) => CloudEncoding::Json,
+        Some((o, s)) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("unknown encoding `{o}`"),
+                "use cbor or json",
+            ))
+        }
+    };
+    let bandwidth = match &c.bandwidth {
+        None => {
+            if let Some(b) = &c.burst {
+                return Err(ctx.err(
+                    Some(b.span()),
+                    "burst without bandwidth",
+                    "set bandwidth (bytes/s) too, or remove burst",
+                ));
+            }
+            None
+        }
+        Some(_) => {
+            let bps = range_int(ctx, &c.bandwidth, 1, 1 << 40, 0, "bandwidth")? as u64;
+            let burst = range_int(
+                ctx,
+                &c.burst,
+                1,
+                1 << 40,
+                (bps as i64).max(64 * 1024),
+                "burst",
+            )? as u64;
+            Some((bps, burst))
+        }
+    };
+    let backoff_min_ms = ms(ctx, &c.backoff_min, 500, 10, "backoff_min")?;
+    let backoff_max_ms = ms(ctx, &c.backoff_max, 60_000, 10, "backoff_max")?;
+    if backoff_max_ms < backoff_min_ms {
+        return Err(ctx.err(
+            c.backoff_max.as_ref().map(|d| d.span()),
+            "backoff_max is shorter than backoff_min",
+            "make backoff_max at least backoff_min",
+        ));
+    }
+    Ok(CloudConfig {
+        broker: BrokerConfig {
+            host,
+            port,
+            tls,
+            client_id,
+            username: c.username.clone(),
+            password,
+            ca,
+            cert,
+            key,
+            keep_alive_ms: ms(ctx, &c.keep_alive, 30_000, 1_000, "keep_alive")?,
+            max_packet: 1 << 20,
+            inflight: 100,
+        },
+        topic,
+        encoding,
+        budget_bytes: range_int(ctx, &c.budget, 4096, 1 << 44, 64 << 20, "budget")? as u64,
+        bandwidth,
+        batch_records: range_int(ctx, &c.batch_records, 1, 100_000, 500, "batch_records")? as usize,
+        batch_bytes: range_int(ctx, &c.batch_bytes, 512, 64 << 20, 64 * 1024, "batch_bytes")?
+            as usize,
+        inflight: range_int(ctx, &c.inflight, 1, 1_000, 8, "inflight")? as u16,
+        backoff_min_ms,
+        backoff_max_ms,
+    })
+}
+
+/// `[updates]`.
+fn updates_config(
+    ctx: &Ctx<'_>,
+    base: &Path,
+    u: &RawUpdates,
+    have_cloud: bool,
+) -> Result<UpdatesConfig, ConfigError> {
+    let mut trusted_keys = Vec::new();
+    for k in u.trusted_keys.iter().flatten() {
+        let p = rel(base, k.get_ref());
+        if !p.is_file() {
+            return Err(ctx.err(
+                Some(k.span()),
+                format!("trusted key `{}` is not a readable file", p.display()),
+                "give the path of a public key written by `weir fleet keygen` (relative paths are taken from the gateway file's folder)",
+            ));
+        }
+        if let Err(e) = crate::identity::load_verifying_key(&p) {
+            return Err(ctx.err(
+                Some(k.span()),
+                format!("trusted key `{}`: {e}", p.display()),
+                "use the .pub file `weir fleet keygen` wrote",
+            ));
+        }
+        trusted_keys.push(p);
+    }
+    let via = match u.via.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None => {
+            if have_cloud {
+                UpdatesVia::Cloud
+            } else {
+                UpdatesVia::Local
+            }
+        }
+        Some(("local", _)) => UpdatesVia::Local,
+        Some(("cloud", _)) if have_cloud => UpdatesVia::Cloud,
+        Some(("cloud", s)) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                "via = \"cloud\" but there is no [cloud] table",
+                "add [cloud] with the broker's url, or use via = \"local\"",
+            ))
+        }
+        Some((o, s)) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("unknown via `{o}`"),
+                "use cloud or local",
+            ))
+        }
+    };
+    Ok(UpdatesConfig {
+        trusted_keys,
+        max_bytes: range_int(
+            ctx,
+            &u.max_bytes,
+            256,
+            64 << 20,
+            weir_cloud_sync::update::DEFAULT_MAX_DOC_BYTES as i64,
+            "max_bytes",
+        )? as usize,
+        via,
+        health_ms: ms(ctx, &u.health_check, 30_000, 0, "health_check")?,
+        max_errors: range_int(ctx, &u.max_errors, 0, i64::MAX, 100, "max_errors")? as u64,
     })
 }
 
@@ -532,6 +965,39 @@ mod tests {
         assert_eq!(e.line, 3, "{e}");
         let e = p("[broker]\npassword = \"p\"\n").unwrap_err();
         assert!(e.msg.contains("username"), "{e}");
+    }
+
+    #[test]
+    fn cloud_table() {
+        let g = p("").unwrap();
+        assert!(g.cloud.is_none());
+        assert_eq!(g.updates.via, UpdatesVia::Local);
+        let g = p("id = \"gw\"\n[cloud]\nurl = \"mqtt://cloud:1884\"\nbudget = 100000\nbandwidth = 2048\nencoding = \"json\"\nusername = \"u\"\npassword = \"p\"\n").unwrap();
+        let c = g.cloud.unwrap();
+        assert_eq!((c.broker.host.as_str(), c.broker.port), ("cloud", 1884));
+        assert_eq!(c.broker.client_id, "weir-gw-cloud");
+        assert_eq!(c.topic, "weir/gw/up");
+        assert_eq!(c.budget_bytes, 100_000);
+        assert_eq!(c.bandwidth, Some((2048, 64 * 1024)));
+        assert_eq!(c.encoding, CloudEncoding::Json);
+        assert_eq!(g.updates.via, UpdatesVia::Cloud);
+        let e = p("[cloud]\nbudget = 100000\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.msg.contains("url"), "{e}");
+        let e = p("[cloud]\nurl = \"mqtt://x\"\n\nbudget = 10\n").unwrap_err();
+        assert_eq!((e.line, e.col), (4, 10), "{e}");
+        let e = p("[cloud]\nurl = \"mqtts://x\"\n").unwrap_err();
+        assert!(e.help.contains("ca"), "{e}");
+        let e = p("[cloud]\nurl = \"mqtt://x\"\nburst = 5\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = p("[cloud]\nurl = \"mqtt://x\"\ntopic = \"a/#\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = p("[updates]\nvia = \"cloud\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = p("[updates]\ntrusted_keys = [\"/nonexistent.pub\"]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = p("[cloud]\nurl = \"mqtt://x\"\nbogus = 1\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

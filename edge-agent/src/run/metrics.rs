@@ -13,6 +13,9 @@ use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use weir_cloud_sync::outbox::OutboxStats;
+use weir_cloud_sync::uplink::UplinkCounters;
+
 use crate::store::DeadLetter;
 
 /// Every counter and gauge `/metrics` shows.
@@ -86,6 +89,13 @@ pub struct Metrics {
     pub sources: Mutex<Vec<(String, Option<i64>, i64)>>,
     /// The newest dead letters, for `/deadletters`.
     pub recent_dead: Mutex<VecDeque<DeadLetter>>,
+    /// The cloud uplink's counters and the outbox's stats (`[cloud]`),
+    /// refreshed on the agent's timer.
+    pub cloud: Mutex<Option<(UplinkCounters, OutboxStats)>>,
+    /// The running pipeline's version (0: the gateway's file).
+    pub pipeline_version: AtomicU64,
+    /// Pipeline updates by result (`applied`, `rejected`, `rolled_back`).
+    pub updates: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Keep this many dead letters in memory for `/deadletters`.
@@ -331,6 +341,85 @@ impl Metrics {
                 "weir_bad_input_total{{topic=\"{}\",reason=\"{reason}\"}} {n}",
                 esc(topic)
             );
+        }
+        if let Some((u, o)) = *self.cloud.lock().unwrap_or_else(|e| e.into_inner()) {
+            let mut c = |name: &str, help: &str, v: u64| {
+                let _ = writeln!(
+                    s,
+                    "# HELP weir_cloud_{name} {help}\n# TYPE weir_cloud_{name} counter\nweir_cloud_{name} {v}"
+                );
+            };
+            c(
+                "published_records_total",
+                "Records published to the cloud broker (republished ones included).",
+                u.published_records,
+            );
+            c(
+                "published_batches_total",
+                "Batches published to the cloud broker.",
+                u.published_batches,
+            );
+            c(
+                "acked_records_total",
+                "Records the cloud broker acknowledged.",
+                u.acked_records,
+            );
+            c(
+                "acked_batches_total",
+                "Batches the cloud broker acknowledged.",
+                u.acked_batches,
+            );
+            c(
+                "republished_records_total",
+                "Records published again after a reconnect.",
+                u.republished_records,
+            );
+            c(
+                "bytes_sent_total",
+                "Payload and topic bytes sent to the cloud broker.",
+                u.bytes_sent,
+            );
+            c(
+                "connects_total",
+                "Connections to the cloud broker.",
+                u.connects,
+            );
+            c(
+                "connection_errors_total",
+                "Cloud broker connection errors.",
+                u.connection_errors,
+            );
+            c(
+                "oversized_records_total",
+                "Records too large for any packet, skipped.",
+                u.oversized_records,
+            );
+            c(
+                "drop_reports_total",
+                "Drop reports staged for the cloud.",
+                o.reports,
+            );
+            let _ = writeln!(s, "# HELP weir_cloud_outbox_dropped_total Outputs the outbox dropped under its disk budget, by kind.\n# TYPE weir_cloud_outbox_dropped_total counter");
+            for (k, v) in [
+                ("window", o.dropped.window),
+                ("alert", o.dropped.alert),
+                ("status", o.dropped.status),
+            ] {
+                let _ = writeln!(s, "weir_cloud_outbox_dropped_total{{kind=\"{k}\"}} {v}");
+            }
+            let _ = writeln!(s, "# HELP weir_cloud_outbox_records Records in the outbox (acknowledged ones not yet deleted included).\n# TYPE weir_cloud_outbox_records gauge\nweir_cloud_outbox_records {}", o.records);
+            let _ = writeln!(s, "# HELP weir_cloud_outbox_bytes Accounted bytes in the outbox.\n# TYPE weir_cloud_outbox_bytes gauge\nweir_cloud_outbox_bytes {}", o.bytes);
+            let _ = writeln!(s, "# HELP weir_cloud_outbox_pending Records not yet acknowledged by the cloud broker.\n# TYPE weir_cloud_outbox_pending gauge\nweir_cloud_outbox_pending {}", o.next_seq.saturating_sub(1).saturating_sub(o.acked_through).min(o.records));
+        }
+        let _ = writeln!(s, "# HELP weir_pipeline_version The running pipeline's version (0: the gateway's file).\n# TYPE weir_pipeline_version gauge\nweir_pipeline_version {}", self.pipeline_version.load(Relaxed));
+        let _ = writeln!(s, "# HELP weir_pipeline_updates_total Pipeline updates received, by result.\n# TYPE weir_pipeline_updates_total counter");
+        for (r, n) in self
+            .updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(s, "weir_pipeline_updates_total{{result=\"{r}\"}} {n}");
         }
         let mode = *self.mode.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(s, "# HELP weir_info The durability mode.\n# TYPE weir_info gauge\nweir_info{{durability=\"{mode}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

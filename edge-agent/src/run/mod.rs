@@ -25,6 +25,7 @@
 //! last checkpoint, replay the journal after it through the engine, publish
 //! what it emits, subscribe.
 
+pub mod cloud;
 pub mod dedupe;
 pub mod metrics;
 pub mod mqtt;
@@ -166,11 +167,14 @@ struct Emitter {
     /// Publishes handed to the current client / acknowledged by the broker.
     published: u64,
     acked: u64,
+    /// Outputs bound for the cloud outbox (`[cloud]`).
+    cloud: Option<cloud::CloudOut>,
 }
 
 impl Emitter {
-    /// Drains the engine's outputs emitted while processing record `lsn`.
-    fn drain(&mut self, engine: &mut Engine, lsn: Lsn, m: &Metrics) {
+    /// Drains the engine's outputs emitted while processing record `lsn`
+    /// (agent clock `now`).
+    fn drain(&mut self, engine: &mut Engine, lsn: Lsn, now: i64, m: &Metrics) {
         while let Some(o) = engine.poll_output() {
             let key = match &o {
                 Output::Window(w) => {
@@ -195,6 +199,12 @@ impl Emitter {
             self.enc
                 .encode(&o, key, lsn, self.windows, &mut self.scratch);
             self.queue.extend(self.scratch.drain(..));
+            if let Some(c) = &mut self.cloud {
+                c.push(&o, key, lsn, now);
+            }
+        }
+        if let Some(c) = &mut self.cloud {
+            c.processed(lsn);
         }
     }
 
@@ -323,6 +333,8 @@ struct Agent {
     /// Highest LSN the engine has processed.
     processed: Lsn,
     dedupe: dedupe::Dedupe,
+    /// The outbox and uplink (`[cloud]`).
+    cloud: Option<cloud::CloudLink>,
 }
 
 /// Opens the store in the data directory.
@@ -334,6 +346,9 @@ fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
     let sc = StoreConfig {
         mode: cfg.durability,
         dead_letters_keep: cfg.dead_letters,
+        // The journal is written once and read back only on recovery: a
+        // small page cache keeps the agent's memory low (12 MB target).
+        cache_bytes: 4 << 20,
         ..StoreConfig::default()
     };
     Ok(sc.build(cfg.data_dir.join("weir.redb"))?)
@@ -361,6 +376,19 @@ impl Agent {
             )));
         }
         let store = open_store(&cfg)?;
+        let (cloud, cloud_out) = match &cfg.cloud {
+            Some(c) => {
+                let (mut link, staged) =
+                    cloud::CloudLink::open(&cfg.id, c, &store).map_err(RunError::Config)?;
+                link.start(cloud::uplink_config(&cfg.id, c))
+                    .map_err(|e| RunError::Config(format!("{}: [cloud]: {e}", cfg.file)))?;
+                (
+                    Some(link),
+                    Some(cloud::CloudOut::new(&cfg.id, &pf.spec, staged)),
+                )
+            }
+            None => (None, None),
+        };
         let engine = pf
             .spec
             .clone()
@@ -412,7 +440,9 @@ impl Agent {
                 scratch: Vec::new(),
                 published: 0,
                 acked: 0,
+                cloud: cloud_out,
             },
+            cloud,
             cfg,
             pf,
             store,
@@ -479,6 +509,9 @@ impl Agent {
         self.engine = engine;
         let mut n = 0u64;
         let mut last = upto;
+        if let Some(c) = &mut self.em.cloud {
+            c.set_replaying(true);
+        }
         let mut replay = self.store.replay_from(upto)?;
         while let Some((lsn, s)) = replay.next_record()? {
             if s.source != TICK_SOURCE {
@@ -486,11 +519,14 @@ impl Agent {
                     .record(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
             }
             let _ = feed(&mut self.engine, &s);
-            self.em.drain(&mut self.engine, lsn, &self.metrics);
+            self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
             last = lsn;
             n += 1;
         }
         drop(replay);
+        if let Some(c) = &mut self.em.cloud {
+            c.set_replaying(false);
+        }
         // In checkpoint mode there is no journal: positions continue after the checkpoint.
         self.processed = last.max(self.store.committed_lsn());
         self.metrics.replayed.fetch_add(n, Relaxed);
@@ -702,7 +738,11 @@ impl Agent {
             return Ok(());
         }
         let before = self.store.stats();
-        self.store.commit()?;
+        if self.cfg.durability == DurabilityMode::Journal && self.cloud_dirty() {
+            self.commit_cloud()?;
+        } else {
+            self.store.commit()?;
+        }
         let after = self.store.stats();
         self.metrics
             .commits
@@ -737,7 +777,7 @@ impl Agent {
                 let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
                 self.dead(&topic, rej.name(), detail, &payload, r.now);
             }
-            self.em.drain(&mut self.engine, r.lsn, &self.metrics);
+            self.em.drain(&mut self.engine, r.lsn, r.now, &self.metrics);
             self.processed = r.lsn;
         }
         self.metrics.readings.fetch_add(readings, Relaxed);
@@ -755,6 +795,30 @@ impl Agent {
         self.group = g2;
         self.publish_gauges();
         Ok(())
+    }
+
+    fn cloud_dirty(&self) -> bool {
+        self.em.cloud.as_ref().is_some_and(|c| c.dirty())
+    }
+
+    /// A journal commit (staged samples, if any) that also stages the
+    /// pending cloud outputs.
+    fn commit_cloud(&mut self) -> Result<(), RunError> {
+        let (Some(link), Some(co)) = (&self.cloud, &mut self.em.cloud) else {
+            self.store.commit()?;
+            return Ok(());
+        };
+        self.store.commit_with(|txn| co.stage(&link.outbox, txn))?;
+        co.staged();
+        link.outbox.notify();
+        Ok(())
+    }
+
+    /// Copies the uplink's counters and the outbox's stats into the metrics.
+    fn cloud_metrics(&self) {
+        if let Some(snap) = self.cloud.as_ref().and_then(|c| c.snapshot()) {
+            *self.metrics.cloud.lock().unwrap_or_else(|e| e.into_inner()) = Some(snap);
+        }
     }
 
     fn publish_gauges(&self) {
@@ -793,6 +857,15 @@ impl Agent {
             self.stage_tick(now)?;
             self.commit_group()?;
         }
+        // No data came to carry the cloud outputs: a commit of their own
+        // (journal mode; checkpoint mode stages them with checkpoints).
+        if self.group.opened.is_none()
+            && self.cfg.durability == DurabilityMode::Journal
+            && self.cloud_dirty()
+        {
+            self.commit_cloud()?;
+        }
+        self.cloud_metrics();
         Ok(())
     }
 
@@ -819,7 +892,16 @@ impl Agent {
         let (upto, snap, _) = self.pending_ckpt.take().expect("checked");
         let t0 = Instant::now();
         self.store.put(upto, &snap)?;
-        self.store.sync()?;
+        match (&self.cloud, &mut self.em.cloud) {
+            (Some(link), Some(co)) => {
+                self.store.sync_with(|txn| co.stage(&link.outbox, txn))?;
+                co.staged();
+                link.outbox.notify();
+            }
+            _ => {
+                self.store.sync()?;
+            }
+        }
         let m = &self.metrics;
         m.checkpoints.fetch_add(1, Relaxed);
         m.checkpoint_us
@@ -997,6 +1079,13 @@ impl Agent {
                 queued = self.em.queue.len(),
                 "the broker did not acknowledge every output in time: no final checkpoint; the journal covers it"
             );
+        }
+        if self.cloud_dirty() {
+            self.commit_cloud()?;
+        }
+        self.cloud_metrics();
+        if let Some(c) = &mut self.cloud {
+            c.shutdown().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ingest.disconnect()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.out.disconnect()).await;

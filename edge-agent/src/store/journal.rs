@@ -98,13 +98,54 @@ impl Store {
     /// store should be dropped and opened again (redb refuses further
     /// writes), and the unacknowledged messages redelivered.
     pub fn commit(&mut self) -> Result<Lsn, StoreError> {
-        if self.config.mode == DurabilityMode::Checkpoint {
+        self.commit_inner(None)
+    }
+
+    /// [`Store::commit`] with `hook` run inside the commit's write
+    /// transaction: what it writes is durable together with the journal
+    /// records, or not at all. The transaction is written even when no
+    /// sample is staged (the hook's writes alone), and in
+    /// [`DurabilityMode::Checkpoint`] too (then it holds only the hook's
+    /// writes and the dead letters).
+    ///
+    /// # Errors
+    /// As `commit`; [`StoreError::Hook`] when the hook fails (the
+    /// transaction is aborted, the samples stay staged).
+    pub fn commit_with(
+        &mut self,
+        hook: impl FnOnce(&redb::WriteTransaction) -> Result<(), super::HookError>,
+    ) -> Result<Lsn, StoreError> {
+        let mut hook = Some(hook);
+        let mut f = |txn: &redb::WriteTransaction| match hook.take() {
+            Some(h) => h(txn),
+            None => Ok(()),
+        };
+        self.commit_inner(Some(&mut f))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn commit_inner(
+        &mut self,
+        mut hook: Option<&mut dyn FnMut(&redb::WriteTransaction) -> Result<(), super::HookError>>,
+    ) -> Result<Lsn, StoreError> {
+        let journal_mode = self.config.mode == DurabilityMode::Journal;
+        if !journal_mode && hook.is_none() {
             self.committed_lsn = self.next_lsn - 1;
             return Ok(self.committed_lsn);
         }
-        self.seal_chunk();
-        let new_keys = self.persisted_keys..self.names.len();
-        if self.staged.chunks.is_empty() && new_keys.is_empty() && self.dead_staged.is_empty() {
+        if journal_mode {
+            self.seal_chunk();
+        }
+        let new_keys = if journal_mode {
+            self.persisted_keys..self.names.len()
+        } else {
+            self.persisted_keys..self.persisted_keys
+        };
+        if self.staged.chunks.is_empty()
+            && new_keys.is_empty()
+            && self.dead_staged.is_empty()
+            && hook.is_none()
+        {
             return Ok(self.committed_lsn);
         }
         let path = &self.path;
@@ -132,6 +173,13 @@ impl Store {
             }
         }
         Self::write_dead_letters(&txn, path, self.config.dead_letters_keep, &self.dead_staged)?;
+        if let Some(h) = hook.as_mut() {
+            h(&txn).map_err(|source| StoreError::Hook {
+                path: path.clone(),
+                op: "journal commit hook",
+                source,
+            })?;
+        }
         txn.commit()
             .map_err(StoreError::db(path, "commit journal batch"))?;
         self.dead_staged.clear();

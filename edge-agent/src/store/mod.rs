@@ -147,7 +147,18 @@
 //! truncation) rewrites live pages and is done only when the file exceeds
 //! [`StoreConfig::compact_above_bytes`] and has grown by half since the
 //! last compaction, so a journal that is truncated in time never triggers
-//! it: redb reuses freed pages in place.
+//! it: redb reuses freed pages in place. redb compacts only through
+//! `&mut Database`: while the database is shared ([`Store::database`],
+//! e.g. with the cloud uplink) compaction is skipped, logged and counted in
+//! [`StoreStats::compactions_skipped`].
+//!
+//! # Sharing the transaction
+//!
+//! [`Store::commit_with`] and [`Store::sync_with`] run a caller's hook
+//! inside the journal commit's or the checkpoint's write transaction, so
+//! what the hook writes (the agent's cloud outbox, its active pipeline)
+//! becomes durable together with the journal records or the checkpoint,
+//! or not at all.
 //!
 //! # Recovery time
 //!
@@ -164,6 +175,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
@@ -372,7 +384,22 @@ pub enum StoreError {
     /// A sample breaks the format's limits.
     #[error("sample cannot be journaled: {0}")]
     Sample(#[source] CodecError),
+    /// The hook of [`Store::commit_with`] or [`Store::sync_with`] failed;
+    /// the transaction was aborted.
+    #[error("{}: {op}: {source}", path.display())]
+    Hook {
+        /// The database file.
+        path: PathBuf,
+        /// Which transaction.
+        op: &'static str,
+        /// The hook's error.
+        #[source]
+        source: HookError,
+    },
 }
+
+/// The error a transaction hook returns.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 impl StoreError {
     fn db<E: Into<redb::Error>>(path: &Path, op: &'static str) -> impl FnOnce(E) -> StoreError {
@@ -402,6 +429,8 @@ pub struct StoreStats {
     pub compactions: u64,
     /// Compactions that failed after a checkpoint (the file stays larger).
     pub compaction_failures: u64,
+    /// Compactions skipped because the database was shared.
+    pub compactions_skipped: u64,
     /// Dead letters staged.
     pub dead_letters: u64,
 }
@@ -414,7 +443,7 @@ pub struct StoreStats {
 /// [`Store::commit`] per group commit, and every checkpoint interval
 /// [`CheckpointStore::put`] + [`CheckpointStore::sync`].
 pub struct Store {
-    db: redb::Database,
+    db: Arc<redb::Database>,
     path: PathBuf,
     config: StoreConfig,
     dict: HashMap<Box<str>, u32>,
@@ -608,7 +637,7 @@ impl Store {
             .max(checkpoint.as_ref().map_or(0, |c| c.0));
         let compacted_len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         Ok(Store {
-            db,
+            db: Arc::new(db),
             path,
             config,
             dict,
@@ -629,6 +658,13 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The redb database, to share with components that keep their own
+    /// tables in the same file (the cloud outbox). While a clone is alive,
+    /// compaction is skipped (see the module docs).
+    pub fn database(&self) -> &Arc<redb::Database> {
+        &self.db
     }
 
     /// The durability mode.
@@ -693,19 +729,27 @@ impl Store {
         {
             return Ok(false);
         }
-        self.compact()?;
-        Ok(true)
+        self.compact()
     }
 
-    /// Compacts the file now.
+    /// Compacts the file now. Returns `false`, and does nothing, while the
+    /// database is shared ([`Store::database`]): redb compacts only through
+    /// `&mut Database`.
     ///
     /// # Errors
     /// [`StoreError::Db`], as [`Store::maybe_compact`].
-    pub fn compact(&mut self) -> Result<(), StoreError> {
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        let Some(db) = Arc::get_mut(&mut self.db) else {
+            self.stats.compactions_skipped += 1;
+            tracing::info!(
+                file = %self.path.display(),
+                "compaction skipped: the database is shared (cloud outbox); the file stays larger"
+            );
+            return Ok(false);
+        };
         // Each call moves what it can; a few rounds reach the fixed point.
         for _ in 0..8 {
-            if !self
-                .db
+            if !db
                 .compact()
                 .map_err(StoreError::db(&self.path, "compact"))?
             {
@@ -714,7 +758,70 @@ impl Store {
         }
         self.stats.compactions += 1;
         self.compacted_len = self.file_len()?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// [`CheckpointStore::sync`] with `hook` run inside the checkpoint's
+    /// write transaction (before its commit): what the hook writes is
+    /// durable exactly when the checkpoint is. Returns whether a checkpoint
+    /// was written; without a staged checkpoint nothing is written and the
+    /// hook is not called.
+    ///
+    /// # Errors
+    /// As `sync`; [`StoreError::Hook`] when the hook fails (the transaction
+    /// is aborted and the checkpoint stays staged).
+    pub fn sync_with(
+        &mut self,
+        hook: impl FnOnce(&redb::WriteTransaction) -> Result<(), HookError>,
+    ) -> Result<bool, StoreError> {
+        let Some((upto, snapshot)) = self.pending.take() else {
+            return Ok(false);
+        };
+        let path = &self.path;
+        let result = (|| {
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(StoreError::db(path, "begin checkpoint"))?;
+            {
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(StoreError::db(path, "open meta table"))?;
+                meta.insert(CHECKPOINT_KEY, &encode_checkpoint(upto, &snapshot)[..])
+                    .map_err(StoreError::db(path, "write checkpoint"))?;
+            }
+            let removed = Self::truncate_in(&txn, path, upto, self.committed_lsn)?;
+            Self::write_dead_letters(&txn, path, self.config.dead_letters_keep, &self.dead_staged)?;
+            if upto > self.truncated {
+                write_truncated(&txn, path, upto)?;
+            }
+            hook(&txn).map_err(|source| StoreError::Hook {
+                path: path.clone(),
+                op: "checkpoint hook",
+                source,
+            })?;
+            txn.commit()
+                .map_err(StoreError::db(path, "commit checkpoint"))?;
+            Ok::<_, StoreError>(removed)
+        })();
+        let removed = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.pending = Some((upto, snapshot));
+                return Err(e);
+            }
+        };
+        self.dead_staged.clear();
+        self.stats.checkpoints += 1;
+        self.stats.chunks_truncated += removed;
+        self.truncated = self.truncated.max(upto);
+        self.checkpoint = Some((upto, snapshot));
+        // The checkpoint is durable: a failed compaction leaves a sound,
+        // larger file, and must not read as "nothing new is durable".
+        if self.maybe_compact().is_err() {
+            self.stats.compaction_failures += 1;
+        }
+        Ok(true)
     }
 }
 
@@ -760,49 +867,7 @@ impl CheckpointStore for Store {
     /// checkpoint is durable is not an error: it is counted in
     /// `StoreStats::compaction_failures` and the file stays larger.
     fn sync(&mut self) -> Result<(), StoreError> {
-        let Some((upto, snapshot)) = self.pending.take() else {
-            return Ok(());
-        };
-        let path = &self.path;
-        let result = (|| {
-            let txn = self
-                .db
-                .begin_write()
-                .map_err(StoreError::db(path, "begin checkpoint"))?;
-            {
-                let mut meta = txn
-                    .open_table(META)
-                    .map_err(StoreError::db(path, "open meta table"))?;
-                meta.insert(CHECKPOINT_KEY, &encode_checkpoint(upto, &snapshot)[..])
-                    .map_err(StoreError::db(path, "write checkpoint"))?;
-            }
-            let removed = Self::truncate_in(&txn, path, upto, self.committed_lsn)?;
-            Self::write_dead_letters(&txn, path, self.config.dead_letters_keep, &self.dead_staged)?;
-            if upto > self.truncated {
-                write_truncated(&txn, path, upto)?;
-            }
-            txn.commit()
-                .map_err(StoreError::db(path, "commit checkpoint"))?;
-            Ok::<_, StoreError>(removed)
-        })();
-        let removed = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.pending = Some((upto, snapshot));
-                return Err(e);
-            }
-        };
-        self.dead_staged.clear();
-        self.stats.checkpoints += 1;
-        self.stats.chunks_truncated += removed;
-        self.truncated = self.truncated.max(upto);
-        self.checkpoint = Some((upto, snapshot));
-        // The checkpoint is durable: a failed compaction leaves a sound,
-        // larger file, and must not read as "nothing new is durable".
-        if self.maybe_compact().is_err() {
-            self.stats.compaction_failures += 1;
-        }
-        Ok(())
+        self.sync_with(|_| Ok(())).map(|_| ())
     }
 
     fn latest(&self) -> Result<Option<(u64, &[u8])>, StoreError> {
