@@ -30,6 +30,7 @@ pub mod dedupe;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
+pub mod update;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -335,6 +336,8 @@ struct Agent {
     dedupe: dedupe::Dedupe,
     /// The outbox and uplink (`[cloud]`).
     cloud: Option<cloud::CloudLink>,
+    /// Signed pipeline updates (`[updates]`).
+    updates: Option<update::Updates>,
 }
 
 /// Opens the store in the data directory.
@@ -356,6 +359,32 @@ fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
 
 impl Agent {
     fn new(cfg: GatewayConfig, pf: PipelineFile, metrics: Arc<Metrics>) -> Result<Agent, RunError> {
+        let store = open_store(&cfg)?;
+        // A pipeline installed by an update runs instead of the file's.
+        let (active, status) = update::load_active(store.database()).map_err(|e| {
+            RunError::Config(format!(
+                "{}: read the active pipeline: {e}",
+                store.path().display()
+            ))
+        })?;
+        let pf = match &active {
+            Some(a) if !cfg.updates.trusted_keys.is_empty() => {
+                let name = format!(
+                    "{} (pipeline update v{})",
+                    store.path().display(),
+                    a.version
+                );
+                tracing::info!(
+                    version = a.version,
+                    "running the pipeline installed by an update"
+                );
+                crate::pipeline_file::parse(&name, &a.text)
+                    .map_err(|e| RunError::Config(e.to_string()))?
+            }
+            _ => pf,
+        };
+        let updates = update::Updates::start(&cfg, active, status, metrics.clone())
+            .map_err(|e| RunError::Config(format!("{}: [updates]: {e}", cfg.file)))?;
         let mut decoders = Vec::new();
         let mut routes = Vec::new();
         for (i, m) in pf.mqtt.iter().enumerate() {
@@ -375,7 +404,6 @@ impl Agent {
                 cfg.pipeline.display()
             )));
         }
-        let store = open_store(&cfg)?;
         let (cloud, cloud_out) = match &cfg.cloud {
             Some(c) => {
                 let (mut link, staged) =
@@ -443,6 +471,7 @@ impl Agent {
                 cloud: cloud_out,
             },
             cloud,
+            updates,
             cfg,
             pf,
             store,
@@ -872,8 +901,13 @@ impl Agent {
     /// Starts a checkpoint when one is due, and writes it once the broker
     /// has acknowledged every output published before it.
     fn maybe_checkpoint(&mut self, force: bool) -> Result<bool, RunError> {
+        // During an update's health check the journal must keep everything
+        // since the switch (a rollback replays it): no new checkpoints.
+        let watching = self.updates.as_ref().is_some_and(|u| u.health.is_some());
         if self.pending_ckpt.is_none()
-            && (force || self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms))
+            && (force
+                || (!watching
+                    && self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms)))
             && self.group.recs.is_empty()
         {
             let engine = self
@@ -892,15 +926,24 @@ impl Agent {
         let (upto, snap, _) = self.pending_ckpt.take().expect("checked");
         let t0 = Instant::now();
         self.store.put(upto, &snap)?;
-        match (&self.cloud, &mut self.em.cloud) {
-            (Some(link), Some(co)) => {
-                self.store.sync_with(|txn| co.stage(&link.outbox, txn))?;
-                co.staged();
-                link.outbox.notify();
-            }
-            _ => {
-                self.store.sync()?;
-            }
+        {
+            let (link, co, upd) = (&self.cloud, &self.em.cloud, &self.updates);
+            self.store.sync_with(|txn| {
+                if let (Some(link), Some(co)) = (link, co) {
+                    co.stage(&link.outbox, txn)?;
+                }
+                if let Some(u) = upd.as_ref().filter(|u| u.persist) {
+                    u.persist_in(txn)?;
+                }
+                Ok(())
+            })?;
+        }
+        if let (Some(link), Some(co)) = (&self.cloud, &mut self.em.cloud) {
+            co.staged();
+            link.outbox.notify();
+        }
+        if let Some(u) = &mut self.updates {
+            u.persist = false;
         }
         let m = &self.metrics;
         m.checkpoints.fetch_add(1, Relaxed);
@@ -1031,8 +1074,10 @@ impl Agent {
                     }
                 }
                 _ = commit_due => self.commit_group()?,
+                Some(c) = control(&mut self.updates) => self.on_control(c)?,
                 _ = ticker.tick() => {
                     self.on_timer()?;
+                    self.update_tick()?;
                     self.maybe_checkpoint(false)?;
                 }
                 _ = flush_soon => {}
@@ -1087,9 +1132,312 @@ impl Agent {
         if let Some(c) = &mut self.cloud {
             c.shutdown().await;
         }
+        if let Some(u) = &mut self.updates {
+            u.shutdown().await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ingest.disconnect()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.out.disconnect()).await;
         Ok(written)
+    }
+}
+
+/// The next event of the update link (pending forever without one).
+async fn control(u: &mut Option<update::Updates>) -> Option<update::Control> {
+    match u {
+        Some(u) => u.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The decoders and topic routes of a pipeline's MQTT sources.
+#[allow(clippy::type_complexity)]
+fn routes_of(pf: &PipelineFile) -> (Vec<Option<Decoder>>, Vec<(String, usize, u8)>) {
+    let mut decoders = Vec::new();
+    let mut routes = Vec::new();
+    for (i, m) in pf.mqtt.iter().enumerate() {
+        match m {
+            Some(m) => {
+                for t in &m.topics {
+                    routes.push((t.clone(), i, m.qos));
+                }
+                decoders.push(Some(m.decoder.clone()));
+            }
+            None => decoders.push(None),
+        }
+    }
+    (decoders, routes)
+}
+
+impl Agent {
+    fn on_control(&mut self, c: update::Control) -> Result<(), RunError> {
+        let Some(u) = &mut self.updates else {
+            return Ok(());
+        };
+        match c {
+            update::Control::Connected => u.publish_status(),
+            update::Control::Doc(doc) => {
+                let r = u.offer(&doc, |pf| {
+                    if routes_of(pf).1.is_empty() {
+                        Err("no source has a [source.mqtt] table: `weir run` would have nothing to subscribe to".into())
+                    } else {
+                        pf.spec.clone().build().map(|_| ()).map_err(|e| e.to_string())
+                    }
+                });
+                if r.is_err() {
+                    *self
+                        .metrics
+                        .updates
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry("rejected")
+                        .or_default() += 1;
+                }
+                self.update_tick()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn health_inputs(&self) -> (u64, u64, i64) {
+        let m = &self.metrics;
+        let wm = match self.engine.watermark() {
+            weir_core::time::Watermark::EventTime(t) => t,
+            _ => i64::MIN,
+        };
+        (m.dead_letters.load(Relaxed), m.readings.load(Relaxed), wm)
+    }
+
+    /// Applies a staged update at a checkpoint boundary, and judges a
+    /// running health check.
+    fn update_tick(&mut self) -> Result<(), RunError> {
+        let Some(u) = &self.updates else {
+            return Ok(());
+        };
+        let (errors, readings, wm) = self.health_inputs();
+        match u.health_verdict(errors, readings, wm) {
+            Some(Ok(())) => {
+                let u = self.updates.as_mut().expect("checked");
+                let h = u.health.take().expect("verdict");
+                drop(h);
+                let (kept, reset) = (u.status.kept.clone(), u.status.reset.clone());
+                let v = u.version();
+                u.set_status(
+                    weir_cloud_sync::update::UpdateResult::Applied,
+                    None,
+                    Some(v),
+                    kept,
+                    reset,
+                );
+                u.persist = true;
+                *self
+                    .metrics
+                    .updates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry("applied")
+                    .or_default() += 1;
+                tracing::info!(version = v, "pipeline update passed its health check");
+                self.maybe_checkpoint(true)?;
+            }
+            Some(Err(reason)) => self.roll_back(reason)?,
+            None => {}
+        }
+        let boundary = self.group.recs.is_empty()
+            && self.pending_ckpt.is_none()
+            && self.em.queue.is_empty()
+            && self.em.acked >= self.em.published;
+        let ready = self
+            .updates
+            .as_ref()
+            .is_some_and(|u| u.staged.is_some() && u.health.is_none());
+        if boundary && ready {
+            self.switch()?;
+        }
+        Ok(())
+    }
+
+    /// Installs `pf` as the running pipeline with `engine` (decoders,
+    /// routes, encoders, subscriptions).
+    fn install(&mut self, pf: PipelineFile, engine: Engine) {
+        let (decoders, routes) = routes_of(&pf);
+        for (f, _, _) in &self.routes {
+            if !routes.iter().any(|r| &r.0 == f) {
+                let _ = self.ingest.try_unsubscribe(f.clone());
+            }
+        }
+        self.decoders = decoders;
+        self.routes = routes;
+        self.topic_cache.clear();
+        self.em.enc = OutputEncoder::new(
+            &self.cfg.id,
+            &self.cfg.prefix,
+            self.cfg.output_format,
+            &pf.spec,
+        );
+        if let Some(c) = &mut self.em.cloud {
+            c.set_pipeline(&pf.spec);
+        }
+        self.idle_timeouts = pf.spec.sources.iter().map(|s| s.idle_timeout).collect();
+        self.source_last_now = vec![None; pf.spec.sources.len()];
+        self.processing_time = pf.spec.time.mode == TimeMode::Processing
+            || pf
+                .spec
+                .operators
+                .iter()
+                .any(|o| matches!(o.kind, OperatorKind::Process(_)));
+        *self
+            .metrics
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = pf
+            .spec
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), None, 0))
+            .collect();
+        self.engine = engine;
+        self.pf = pf;
+        self.subscribe();
+    }
+
+    /// The staged update becomes the running pipeline, keeping the state of
+    /// matching operators; a checkpoint persists it.
+    fn switch(&mut self) -> Result<(), RunError> {
+        use weir_cloud_sync::update::UpdateResult;
+        let u = self.updates.as_mut().expect("checked");
+        let staged = u.staged.take().expect("checked");
+        let snap = match self.engine.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                u.staged = Some(staged);
+                tracing::warn!("update waits: snapshot failed: {e}");
+                return Ok(());
+            }
+        };
+        let mut engine = staged
+            .pf
+            .spec
+            .clone()
+            .build()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let report = match engine.restore(&snap) {
+            Ok(r) => r,
+            Err(e) => {
+                u.set_status(
+                    UpdateResult::Rejected,
+                    Some("invalid_pipeline".into()),
+                    Some(staged.version),
+                    Vec::new(),
+                    Vec::new(),
+                );
+                tracing::warn!(
+                    "update v{} rejected: the running state does not restore into it: {e}",
+                    staged.version
+                );
+                return Ok(());
+            }
+        };
+        let (mut kept, mut reset) = (Vec::new(), Vec::new());
+        for (id, o) in &report.operators {
+            match o {
+                weir_core::snapshot::OpRestore::Kept
+                | weir_core::snapshot::OpRestore::KeptWindows => kept.push(id.clone()),
+                _ => reset.push(id.clone()),
+            }
+        }
+        let previous = update::Previous {
+            pf: self.pf.clone(),
+            active: u.active.take(),
+            snapshot: snap,
+            lsn: self.processed,
+        };
+        u.active = Some(update::Active {
+            version: staged.version,
+            text: staged.text,
+        });
+        u.persist = true;
+        u.set_status(
+            UpdateResult::Staged,
+            None,
+            Some(staged.version),
+            kept.clone(),
+            reset.clone(),
+        );
+        self.metrics.pipeline_version.store(staged.version, Relaxed);
+        tracing::info!(
+            version = staged.version,
+            ?kept,
+            ?reset,
+            "pipeline update applied; health check running"
+        );
+        self.install(staged.pf, engine);
+        let (errors, readings, wm) = self.health_inputs();
+        self.updates
+            .as_mut()
+            .expect("checked")
+            .watch(previous, errors, readings, wm);
+        self.pending_ckpt = None;
+        self.maybe_checkpoint(true)?;
+        self.publish_gauges();
+        Ok(())
+    }
+
+    /// The health check failed: the previous pipeline and its state come
+    /// back, and the journal since the switch is replayed through it.
+    fn roll_back(&mut self, reason: String) -> Result<(), RunError> {
+        use weir_cloud_sync::update::UpdateResult;
+        let u = self.updates.as_mut().expect("checked");
+        let h = u.health.take().expect("failed check");
+        let failed = u.version();
+        let prev = h.previous;
+        tracing::warn!(
+            version = failed,
+            reason = reason.as_str(),
+            "pipeline update failed its health check: rolling back"
+        );
+        let mut engine = prev
+            .pf
+            .spec
+            .clone()
+            .build()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        engine
+            .restore(&prev.snapshot)
+            .map_err(|e| RunError::Restore {
+                path: self.store.path().display().to_string(),
+                pipeline: prev.pf.spec.name.clone(),
+                detail: e.to_string(),
+            })?;
+        u.active = prev.active;
+        u.persist = true;
+        u.set_status(
+            UpdateResult::RolledBack,
+            Some(reason),
+            Some(failed),
+            Vec::new(),
+            Vec::new(),
+        );
+        self.metrics.pipeline_version.store(u.version(), Relaxed);
+        *self
+            .metrics
+            .updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry("rolled_back")
+            .or_default() += 1;
+        self.commit_group()?;
+        self.install(prev.pf, engine);
+        if self.cfg.durability == DurabilityMode::Journal {
+            let mut replay = self.store.replay_from(prev.lsn)?;
+            while let Some((lsn, s)) = replay.next_record()? {
+                let _ = feed(&mut self.engine, &s);
+                self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
+            }
+        }
+        self.pending_ckpt = None;
+        self.maybe_checkpoint(true)?;
+        self.publish_gauges();
+        Ok(())
     }
 }
 
