@@ -105,11 +105,71 @@ pub enum Command {
         #[arg(long, short = 'n', default_value_t = 50)]
         last: usize,
     },
+    /// Fleet side of signed pipeline updates: keygen, sign, push, status.
+    Fleet {
+        /// What to do.
+        #[command(subcommand)]
+        action: Fleet,
+    },
     /// Write a deterministic synthetic input.
     Gen {
         /// The workload.
         #[command(subcommand)]
         workload: Workload,
+    },
+}
+
+/// `weir fleet` commands.
+#[derive(Subcommand, Debug)]
+pub enum Fleet {
+    /// Write a new Ed25519 signing key pair into DIR.
+    Keygen {
+        /// The folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a pipeline file as update VERSION for the given gateways.
+    Sign {
+        /// The private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The update's version (above every target's current one).
+        #[arg(long)]
+        version: u64,
+        /// Target gateway ids (repeat the flag).
+        #[arg(long = "gateway", required = true)]
+        gateways: Vec<String>,
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Where to write the document (default `<pipeline>.v<N>.update`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Publish a signed document to weir/<id>/pipeline/set (QoS 1).
+    Push {
+        /// The broker, mqtt://HOST:PORT.
+        #[arg(long)]
+        broker: String,
+        /// The gateway id.
+        #[arg(long)]
+        gateway: String,
+        /// The document `weir fleet sign` wrote.
+        file: PathBuf,
+        /// Wait for the gateway's status (applied, rejected, rolled back).
+        #[arg(long)]
+        wait: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Print every gateway's pipeline version and last update result.
+    Status {
+        /// The broker, mqtt://HOST:PORT.
+        #[arg(long)]
+        broker: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
     },
 }
 
@@ -159,6 +219,68 @@ fn config_error(e: ConfigError) -> anyhow::Error {
 /// Anything that stops the command, already phrased for the user.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Fleet { action } => {
+            use std::time::Duration;
+            match action {
+                Fleet::Keygen { out } => crate::fleet::keygen(&out)?,
+                Fleet::Sign {
+                    key,
+                    version,
+                    gateways,
+                    pipeline,
+                    output,
+                } => {
+                    let doc = crate::fleet::sign(&key, version, &gateways, &pipeline)?;
+                    let out = output
+                        .unwrap_or_else(|| pipeline.with_extension(format!("v{version}.update")));
+                    std::fs::write(&out, &doc)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                    println!(
+                        "{} ({} bytes, version {version}, for {})",
+                        out.display(),
+                        doc.len(),
+                        gateways.join(", ")
+                    );
+                }
+                Fleet::Push {
+                    broker,
+                    gateway,
+                    file,
+                    wait,
+                    timeout,
+                } => {
+                    match crate::fleet::push(
+                        &broker,
+                        &gateway,
+                        &file,
+                        wait,
+                        Duration::from_secs(timeout),
+                    )? {
+                        Some(s) => {
+                            println!("{}", crate::fleet::status_line(&s));
+                            if s.last_result != weir_cloud_sync::update::UpdateResult::Applied {
+                                return Ok(ExitCode::from(1));
+                            }
+                        }
+                        None => println!("published to weir/{gateway}/pipeline/set (acknowledged)"),
+                    }
+                }
+                Fleet::Status { broker, timeout } => {
+                    let all = crate::fleet::status(
+                        &broker,
+                        Duration::from_millis(500),
+                        Duration::from_secs(timeout),
+                    )?;
+                    for s in &all {
+                        println!("{}", crate::fleet::status_line(s));
+                    }
+                    if all.is_empty() {
+                        println!("no gateway has published a status");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { file } => {
             if is_gateway_file(&file) {
                 let g = crate::gateway::load(&file).map_err(config_error)?;

@@ -7,6 +7,7 @@
 //! ## Layout
 //! - [`bundle`]: the tarball a gateway is flashed with (`weir bundle`).
 //! - [`identity`]: Ed25519 device and fleet keys, PEM files.
+//! - [`fleet`]: `weir fleet` keygen, sign, push and status (signed pipeline updates).
 //! - [`cli`]: the `weir` commands; `main.rs` only calls [`cli::main`].
 //! - [`decode`]: MQTT payloads (JSON, CBOR, SenML) → samples; pure, no I/O.
 //! - [`pipeline_file`]: the pipeline TOML format, with file:line:column errors.
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod fleet;
 pub mod gateway;
 pub mod gen;
 pub mod identity;
