@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of `weir run` through Debian's mosquitto on loopback:
+# readings/s against the broker's own ceiling (same publisher, plain
+# subscriber, same run), SenML packs of 100, peak RSS with 1,000 sensors,
+# flash bytes per reading, recovery after SIGKILL.
+#   bash bench/agent.sh [--readings N] [--rounds R] [--recover-readings M]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
+    echo "needs mosquitto: apt-get install mosquitto" >&2; exit 1; }
+cargo build --release -q --locked -p weir-agent --bin weir
+cargo run --release -q --locked -p weir-e2e --example agent_bench -- --weir target/release/weir "$@"

@@ -1,0 +1,419 @@
+//! Benchmark of `weir run` end to end through Debian's mosquitto on
+//! loopback (run by `bench/agent.sh`, which builds the release `weir`).
+//!
+//! Prints, each beside its reference measured in the same run:
+//! 1. readings/s of W1-style JSON readings (one per message, QoS 1) through
+//!    the agent with the journal on, against the broker's own ceiling: the
+//!    same publisher with a plain QoS 1 subscriber and no weir;
+//! 2. readings/s with SenML packs of 100 readings per message;
+//! 3. the agent's peak RSS with 1,000 sensors;
+//! 4. flash bytes written per reading (`/proc/<pid>/io` `write_bytes`)
+//!    against the payload bytes per reading;
+//! 5. recovery of a journal of `--recover-readings` readings over 10,000
+//!    keys after a SIGKILL (time to "recovered" in the agent's log).
+//!
+//! `agent_bench --weir PATH [--readings N] [--rounds R] [--recover-readings M]`
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use weir_e2e::{free_port, Mosquitto, TempDir};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+}
+
+/// W1-like JSON readings: 1,000 sensors, 1 ms apart.
+fn json_messages(n: usize, keys: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let k = i % keys;
+            let v = 20.0 + ((i * 7919) % 1000) as f64 / 100.0;
+            (
+                format!("plant/s{k:04}/v"),
+                format!("{{\"k\":\"s{k:04}\",\"t\":{},\"v\":{v:.2}}}", T0 + i as i64).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// SenML packs of `per` readings (`bn` = sensor, `bt` = time).
+fn senml_messages(n: usize, keys: usize, per: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n / per)
+        .map(|m| {
+            let k = m % keys;
+            let mut s = format!(
+                "[{{\"bn\":\"s{k:04}:\",\"bt\":{}",
+                (T0 + (m * per) as i64) as f64 / 1000.0
+            );
+            for j in 0..per {
+                let v = 20.0 + (((m * per + j) * 7919) % 1000) as f64 / 100.0;
+                if j == 0 {
+                    s.push_str(&format!(",\"n\":\"v\",\"v\":{v:.2}}}"));
+                } else {
+                    s.push_str(&format!(
+                        ",{{\"n\":\"v\",\"t\":{:.3},\"v\":{v:.2}}}",
+                        j as f64 / 1000.0
+                    ));
+                }
+            }
+            s.push(']');
+            (format!("pack/s{k:04}"), s.into_bytes())
+        })
+        .collect()
+}
+
+const PIPELINE_JSON: &str = r#"
+name = "bench"
+[state]
+max_keys = 20000
+[[source]]
+name = "s"
+fields = ["v"]
+max_out_of_orderness = "2s"
+[source.mqtt]
+topics = ["plant/+/v"]
+qos = 1
+decode = { format = "json", key = "k", ts = "t", ts_unit = "ms" }
+[[window]]
+id = "w"
+source = "s"
+field = "v"
+kind = "tumbling"
+size = "10s"
+aggregates = ["count", "mean", "min", "max", "stddev"]
+detect = { on = "mean", kind = "ewma_z", alpha = 0.1, k = 3.0, warmup = 5 }
+"#;
+
+const PIPELINE_SENML: &str = r#"
+name = "bench-senml"
+[state]
+max_keys = 20000
+[[source]]
+name = "s"
+fields = ["v"]
+max_out_of_orderness = "2s"
+[source.mqtt]
+topics = ["pack/+"]
+qos = 1
+decode = { format = "senml_json" }
+[[window]]
+id = "w"
+source = "s"
+field = "v"
+kind = "tumbling"
+size = "10s"
+aggregates = ["count", "mean", "min", "max", "stddev"]
+"#;
+
+/// Publishes everything at QoS 1 as fast as the broker takes it.
+async fn publish(addr: SocketAddr, msgs: &[(String, Vec<u8>)]) {
+    let mut o = MqttOptions::new(
+        format!("bench-pub-{}", free_port()),
+        "127.0.0.1",
+        addr.port(),
+    );
+    o.set_inflight(1000)
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_keep_alive(Duration::from_secs(30));
+    let (c, mut el) = AsyncClient::new(o, 10_000);
+    let n = msgs.len();
+    let owned: Vec<_> = msgs.to_vec();
+    let pubber = tokio::spawn(async move {
+        for (t, p) in owned {
+            c.publish(t, QoS::AtLeastOnce, false, p)
+                .await
+                .expect("publish");
+        }
+        c
+    });
+    let mut acked = 0;
+    while acked < n {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => panic!("publisher: {e}"),
+        }
+    }
+    let c = pubber.await.expect("publisher task");
+    let _ = c.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), el.poll()).await;
+}
+
+/// The broker's ceiling: the same publisher, a plain QoS 1 subscriber.
+fn ceiling(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    msgs: &[(String, Vec<u8>)],
+    filter: &str,
+) -> f64 {
+    rt.block_on(async {
+        let mut o = MqttOptions::new(
+            format!("bench-sub-{}", free_port()),
+            "127.0.0.1",
+            addr.port(),
+        );
+        o.set_max_packet_size(1 << 20, 1 << 20)
+            .set_keep_alive(Duration::from_secs(30));
+        let (c, mut el) = AsyncClient::new(o, 100);
+        c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+                break;
+            }
+        }
+        let n = msgs.len();
+        let t0 = Instant::now();
+        let sub = tokio::spawn(async move {
+            let mut got = 0;
+            while got < n {
+                if let Ok(Event::Incoming(Packet::Publish(_))) = el.poll().await {
+                    got += 1;
+                }
+            }
+            t0.elapsed()
+        });
+        publish(addr, msgs).await;
+        let el = sub.await.unwrap();
+        let _ = c.disconnect().await;
+        n as f64 / el.as_secs_f64()
+    })
+}
+
+struct Agent {
+    child: Child,
+    metrics: SocketAddr,
+    log: PathBuf,
+}
+
+fn start_agent(
+    weir: &Path,
+    dir: &Path,
+    broker: SocketAddr,
+    pipeline: &str,
+    tag: &str,
+    extra: &str,
+) -> Agent {
+    std::fs::write(dir.join("pipeline.toml"), pipeline).unwrap();
+    let mport = free_port();
+    let gw = dir.join("gateway.toml");
+    std::fs::write(
+        &gw,
+        format!(
+            "id = \"bench\"\npipeline = \"pipeline.toml\"\ndata_dir = \"data\"\n[broker]\nurl = \"mqtt://{broker}\"\ninflight = 1000\n[journal]\ngroup_commit = \"10ms\"\ngroup_records = 4000\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("agent-{tag}.log"));
+    let child = Command::new(weir)
+        .args(["run", "--config"])
+        .arg(&gw)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start weir");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], mport));
+    let a = Agent {
+        child,
+        metrics,
+        log,
+    };
+    a.wait_log("connected", Duration::from_secs(60));
+    a
+}
+
+impl Agent {
+    fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < end, "agent log lacks `{needle}`:\n{s}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let Ok(mut s) = std::net::TcpStream::connect(self.metrics) else {
+            return 0.0;
+        };
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\n\r\n");
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        r.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn proc_field(&self, file: &str, key: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Readings/s through the agent: from the first publish until the agent
+/// has journaled and processed every reading.
+fn through_agent(
+    rt: &tokio::runtime::Runtime,
+    weir: &Path,
+    broker: SocketAddr,
+    msgs: &[(String, Vec<u8>)],
+    readings: usize,
+    pipeline: &str,
+    tag: &str,
+) -> (f64, Agent, TempDir) {
+    let dir = TempDir::new(&format!("bench-{tag}"));
+    let agent = start_agent(
+        weir,
+        &dir.0,
+        broker,
+        pipeline,
+        tag,
+        "[checkpoint]\ninterval = \"10s\"\n",
+    );
+    let t0 = Instant::now();
+    rt.block_on(publish(broker, msgs));
+    loop {
+        if agent.metric("weir_readings_total") as usize >= readings {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "agent too slow");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (readings as f64 / t0.elapsed().as_secs_f64(), agent, dir)
+}
+
+fn main() {
+    let weir = PathBuf::from(arg("--weir").expect("--weir PATH to a release weir binary"));
+    let n: usize = arg("--readings")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let recover_n: usize = arg("--recover-readings")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = TempDir::new("bench-mosq");
+    let mosq = Mosquitto::start(&tmp.0);
+    let broker = mosq.addr();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let json = json_messages(n, 1_000);
+    let payload: usize = json.iter().map(|m| m.1.len()).sum();
+    let mut best_ceiling: f64 = 0.0;
+    let mut best_agent: f64 = 0.0;
+    let mut rss = 0;
+    let mut flash = 0.0;
+    for r in 0..rounds {
+        let c = ceiling(&rt, broker, &json, "plant/+/v");
+        let (a, agent, _dir) = through_agent(
+            &rt,
+            &weir,
+            broker,
+            &json,
+            n,
+            PIPELINE_JSON,
+            &format!("json{r}"),
+        );
+        rss = rss.max(agent.proc_field("status", "VmHWM:") * 1024);
+        let written = agent.proc_field("io", "write_bytes:") as f64;
+        flash = written / n as f64;
+        agent.stop();
+        println!("round {r}: broker ceiling {:.0} readings/s, weir run (journal) {:.0} readings/s, ratio {:.3}", c, a, a / c);
+        best_ceiling = best_ceiling.max(c);
+        best_agent = best_agent.max(a);
+    }
+    println!(
+        "1. JSON, 1 reading/message, QoS 1, journal on, {n} readings over 1,000 sensors: weir {best_agent:.0}/s vs broker ceiling {best_ceiling:.0}/s (best of {rounds}): ratio {:.3} (target >= 0.9)",
+        best_agent / best_ceiling
+    );
+    println!(
+        "3. agent peak RSS (VmHWM) with 1,000 sensors: {:.1} MiB (target <= 12 MiB)",
+        rss as f64 / (1 << 20) as f64
+    );
+    println!(
+        "4. flash written per reading: {flash:.1} B vs payload {:.1} B/reading: {:.2}x (target <= 1.5x)",
+        payload as f64 / n as f64,
+        flash / (payload as f64 / n as f64)
+    );
+
+    let senml = senml_messages(n * 4, 1_000, 100);
+    let c = ceiling(&rt, broker, &senml, "pack/+");
+    let (a, agent, _d) = through_agent(&rt, &weir, broker, &senml, n * 4, PIPELINE_SENML, "senml");
+    agent.stop();
+    println!(
+        "2. SenML packs of 100: weir {a:.0} readings/s ({:.0} messages/s) vs the broker's ceiling {:.0} readings/s: ratio {:.3} (target >= 1,000,000 readings/s)",
+        a / 100.0,
+        c * 100.0,
+        a / (c * 100.0)
+    );
+
+    // 5. Recovery: 10,000 keys, a long journal, SIGKILL, restart.
+    let dir = TempDir::new("bench-recover");
+    let msgs = json_messages(recover_n, 10_000);
+    let agent = start_agent(
+        &weir,
+        &dir.0,
+        broker,
+        PIPELINE_JSON,
+        "fill",
+        "[checkpoint]\ninterval = \"1h\"\n",
+    );
+    rt.block_on(publish(broker, &msgs));
+    while (agent.metric("weir_readings_total") as usize) < recover_n {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    agent.kill();
+    let t0 = Instant::now();
+    let agent = start_agent(
+        &weir,
+        &dir.0,
+        broker,
+        PIPELINE_JSON,
+        "recover",
+        "[checkpoint]\ninterval = \"1h\"\n",
+    );
+    let wall = t0.elapsed();
+    let log = agent.wait_log("recovered", Duration::from_secs(60));
+    let line = log.lines().find(|l| l.contains("recovered")).unwrap_or("");
+    let clean = line.to_string();
+    println!(
+        "5. recovery after SIGKILL, 10,000 keys, {recover_n}-reading journal: {} (process start to connected: {:.0} ms; target <= 1 s)",
+        clean.split("recovered").nth(1).unwrap_or("?").trim(),
+        wall.as_secs_f64() * 1e3
+    );
+    agent.stop();
+}
