@@ -460,6 +460,7 @@ pub fn init_logging_filter(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -172,9 +172,11 @@ mod tests {
         e.import(&hs);
         e.arm();
         assert!(e.is_duplicate(reading_hash(0, "k", WINDOW as i64 + 9, &[1.0])));
-        for _ in 0..WINDOW {
+        for _ in 0..4 * WINDOW - 1 {
             e.message();
         }
+        assert!(e.armed(), "still within the post-connect window");
+        e.message();
         assert!(!e.armed());
         assert!(
             decode_checkpoint(&bytes[..100]).is_none(),
