@@ -139,7 +139,7 @@ struct Rec {
 #[derive(Default)]
 struct Group {
     /// Messages to acknowledge after the commit, in receive order.
-    acks: Vec<Publish>,
+    acks: Vec<(Publish, u32)>,
     /// Topics of the group's messages (index = `Rec::msg`).
     topics: Vec<(String, bytes::Bytes)>,
     recs: Vec<Rec>,
@@ -234,15 +234,27 @@ impl Emitter {
 }
 
 /// Hands queued acknowledgements to the ingest client, in order.
-fn flush_acks(acks: &mut VecDeque<Publish>, client: &AsyncClient, m: &Metrics) {
-    while let Some(p) = acks.front() {
+fn flush_acks(
+    acks: &mut VecDeque<(Publish, u32)>,
+    fifo: &mut VecDeque<u32>,
+    client: &AsyncClient,
+    m: &Metrics,
+) {
+    while let Some((p, n)) = acks.front() {
         if client.try_ack(p).is_err() {
             return;
         }
+        fifo.push_back(*n);
         acks.pop_front();
         m.acks.fetch_add(1, Relaxed);
     }
 }
+
+/// Most readings received but not yet acknowledged on the wire. Beyond it
+/// the loop stops taking messages until acks are written: everything the
+/// broker may redeliver after a crash is then among the last
+/// [`dedupe::WINDOW`] readings, which the dedupe ring remembers.
+const MAX_ACK_DEBT: u64 = dedupe::WINDOW as u64 / 2;
 
 /// Logs a bad-input line at most once per 10 s per (topic, reason).
 #[derive(Default)]
@@ -320,7 +332,13 @@ struct Agent {
     ingest_once: bool,
     out_once: bool,
     /// Acknowledgements waiting for the ingest client.
-    acks: VecDeque<Publish>,
+    acks: VecDeque<(Publish, u32)>,
+    /// Readings per acknowledgement handed to the client, until written.
+    ack_fifo: VecDeque<u32>,
+    /// Readings received whose acknowledgement is not written yet.
+    ack_debt: u64,
+    /// `Metrics::acks_written` as far as `ack_fifo` has been reaped.
+    acks_seen: u64,
     pending_ckpt: Option<(Lsn, Vec<u8>, u64)>,
     last_ckpt: Instant,
     clock: AgentClock,
@@ -491,6 +509,9 @@ impl Agent {
             ingest_once: false,
             out_once: false,
             acks: VecDeque::new(),
+            ack_fifo: VecDeque::new(),
+            ack_debt: 0,
+            acks_seen: 0,
             pending_ckpt: None,
             last_ckpt: Instant::now(),
             clock: AgentClock::default(),
@@ -663,17 +684,17 @@ impl Agent {
         let msg = self.group.topics.len() as u32;
         if p.topic.starts_with(&self.own_prefix) {
             // Our own outputs, matched by a wide filter: not sensor input.
-            self.group.acks.push(p);
+            self.group.acks.push((p, 0));
             return Ok(());
         }
         let Some(src) = self.route(&p.topic) else {
             let detail = "no source's topic filters match this topic".to_string();
             self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
-            self.group.acks.push(p);
+            self.group.acks.push((p, 0));
             return Ok(());
         };
         let Some(dec) = &self.decoders[src] else {
-            self.group.acks.push(p);
+            self.group.acks.push((p, 0));
             return Ok(());
         };
         let mut batch = std::mem::take(&mut self.batch);
@@ -730,10 +751,12 @@ impl Agent {
                 }
             }
         }
+        let readings = batch.len() as u32;
         self.batch = batch;
         self.group.topics.push((p.topic.clone(), p.payload.clone()));
         if p.qos != QoS::AtMostOnce {
-            self.group.acks.push(p);
+            self.ack_debt += readings as u64;
+            self.group.acks.push((p, readings));
         }
         Ok(())
     }
@@ -956,6 +979,31 @@ impl Agent {
         Ok(true)
     }
 
+    /// Settles the ack debt of acknowledgements rumqttc has written.
+    fn reap_acks(&mut self) {
+        let written = self.metrics.acks_written.load(Relaxed);
+        while self.acks_seen < written {
+            match self.ack_fifo.pop_front() {
+                Some(n) => self.ack_debt = self.ack_debt.saturating_sub(n as u64),
+                None => break,
+            }
+            self.acks_seen += 1;
+        }
+        self.acks_seen = written.max(self.acks_seen);
+    }
+
+    /// The ingest connection dropped: acknowledgements not yet written
+    /// must not reach a new connection (rumqttd gives redeliveries new
+    /// packet ids, so a stale ack could acknowledge an uncommitted
+    /// message). The broker redelivers; dedupe drops the copies.
+    fn forget_acks(&mut self) {
+        self.acks.clear();
+        self.group.acks.clear();
+        self.ack_fifo.clear();
+        self.ack_debt = 0;
+        self.acks_seen = self.metrics.acks_written.load(Relaxed);
+    }
+
     fn on_event(&mut self, (link, ev): (Link, MqttEvent)) -> Result<(), RunError> {
         match (link, ev) {
             (_, MqttEvent::Publish(p)) => {
@@ -1012,8 +1060,7 @@ impl Agent {
                 // new one: rumqttd, for one, gives redeliveries new packet
                 // ids, so a stale ack could acknowledge an uncommitted
                 // message. The broker redelivers; dedupe drops the copies.
-                self.acks.clear();
-                self.group.acks.clear();
+                self.forget_acks();
                 tracing::warn!("broker connection (ingest): {e}; retrying");
             }
             (Link::Output, MqttEvent::Disconnected(e)) => {
@@ -1063,14 +1110,27 @@ impl Agent {
                 biased;
                 _ = stop.notified() => break,
                 _ = &mut sigterm => break,
-                ev = self.rx.recv() => {
+                ev = self.rx.recv(), if self.ack_debt < MAX_ACK_DEBT => {
                     let Some(ev) = ev else { break };
                     self.on_event(ev)?;
                     for _ in 0..EVENTS_PER_TURN {
+                        if self.ack_debt >= MAX_ACK_DEBT {
+                            break;
+                        }
                         match self.rx.try_recv() {
                             Ok(ev) => self.on_event(ev)?,
                             Err(_) => break,
                         }
+                    }
+                }
+                // Paused on the ack debt: wait for rumqttc to write acks
+                // (or for the connection to drop, which cancels them).
+                _ = tokio::time::sleep(Duration::from_millis(1)), if self.ack_debt >= MAX_ACK_DEBT => {
+                    if self.group.opened.is_some() {
+                        self.commit_group()?;
+                    }
+                    if !self.metrics.connected.load(Relaxed) {
+                        self.forget_acks();
                     }
                 }
                 _ = commit_due => self.commit_group()?,
@@ -1082,7 +1142,13 @@ impl Agent {
                 }
                 _ = flush_soon => {}
             }
-            flush_acks(&mut self.acks, &self.ingest, &self.metrics);
+            flush_acks(
+                &mut self.acks,
+                &mut self.ack_fifo,
+                &self.ingest,
+                &self.metrics,
+            );
+            self.reap_acks();
             self.em.flush(&self.out, &self.metrics);
             // Between groups (the engine has seen every committed record):
             // start a due checkpoint, or write one whose outputs are acked.
@@ -1102,7 +1168,13 @@ impl Agent {
         let mut written = self.maybe_checkpoint(true)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         while !written && Instant::now() < deadline {
-            flush_acks(&mut self.acks, &self.ingest, &self.metrics);
+            flush_acks(
+                &mut self.acks,
+                &mut self.ack_fifo,
+                &self.ingest,
+                &self.metrics,
+            );
+            self.reap_acks();
             self.em.flush(&self.out, &self.metrics);
             if self.maybe_checkpoint(false)? {
                 written = true;
