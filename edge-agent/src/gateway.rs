@@ -8,6 +8,7 @@
 //! id = "pump-station-7"          # gateway id: topics, output ids (default: host name)
 //! pipeline = "pipeline.toml"     # the pipeline file
 //! data_dir = "weir-data"         # journal, checkpoints, dead letters (one redb file)
+//! board = "board.toml"           # optional: a board profile whose wired sensors feed the pipeline
 //! durability = "journal"         # journal (default) | checkpoint
 //!
 //! [broker]                       # the local broker the sensors publish to
@@ -121,6 +122,9 @@ pub struct GatewayConfig {
     pub pipeline: PathBuf,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// A board profile whose wired sensors (I2C/SPI, or simulated) feed
+    /// the pipeline beside MQTT.
+    pub board: Option<PathBuf>,
     /// Journal or checkpoints only.
     pub durability: DurabilityMode,
     /// The local broker.
@@ -212,6 +216,7 @@ struct Raw {
     id: Option<Spanned<String>>,
     pipeline: Option<Spanned<String>>,
     data_dir: Option<Spanned<String>>,
+    board: Option<Spanned<String>>,
     durability: Option<Spanned<String>>,
     #[serde(default)]
     broker: RawBroker,
@@ -564,6 +569,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
                 .map_or("pipeline.toml", |p| p.get_ref()),
         ),
         data_dir: path(raw.data_dir.as_ref().map_or("weir-data", |p| p.get_ref())),
+        board: raw.board.as_ref().map(|b| path(b.get_ref())),
         id,
         durability,
         broker,

@@ -87,6 +87,10 @@ pub struct Metrics {
     pub bad: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Per source: newest event time (ms) and the agent clock then.
     pub sources: Mutex<Vec<(String, Option<i64>, i64)>>,
+    /// Wired sensors' health in Prometheus text (from `weir_boards`).
+    pub wired_health: Mutex<String>,
+    /// Readings from wired sensors.
+    pub wired_readings: AtomicU64,
     /// The newest dead letters, for `/deadletters`.
     pub recent_dead: Mutex<VecDeque<DeadLetter>>,
     /// The cloud uplink's counters and the outbox's stats (`[cloud]`),
@@ -423,6 +427,7 @@ impl Metrics {
         }
         let mode = *self.mode.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(s, "# HELP weir_info The durability mode.\n# TYPE weir_info gauge\nweir_info{{durability=\"{mode}\",version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        s.push_str(&self.wired_health.lock().unwrap_or_else(|e| e.into_inner()));
         s
     }
 

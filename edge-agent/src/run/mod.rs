@@ -416,7 +416,7 @@ impl Agent {
                 None => decoders.push(None),
             }
         }
-        if routes.is_empty() {
+        if routes.is_empty() && cfg.board.is_none() {
             return Err(RunError::Config(format!(
                 "{}: no source has a [source.mqtt] table, so `weir run` has nothing to subscribe to; add topics and a decoder (docs/pipeline.md)",
                 cfg.pipeline.display()
@@ -1066,7 +1066,57 @@ impl Agent {
             (Link::Output, MqttEvent::Disconnected(e)) => {
                 tracing::warn!("broker connection (outputs): {e}; retrying");
             }
+            (_, MqttEvent::Wired(src, r)) => {
+                self.on_wired(src, &r)?;
+                if self.group.recs.len() >= self.cfg.group_records {
+                    self.commit_group()?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// A reading of a sensor wired to the gateway: journaled like an MQTT
+    /// sample (there is nothing to acknowledge; a crash loses at most the
+    /// open group, as for QoS 0).
+    fn on_wired(&mut self, src: usize, r: &weir_core::seam::Reading) -> Result<(), RunError> {
+        let now = self.clock.now();
+        self.metrics.wired_readings.fetch_add(1, Relaxed);
+        if self.group.opened.is_none() {
+            self.group.opened = Some(Instant::now());
+            if self.processing_time || self.idle_timeouts.iter().any(Option::is_some) {
+                self.stage_tick(now)?;
+            }
+        }
+        let key = r.key.as_str();
+        let sample = Sample {
+            source: src as u16,
+            key,
+            ts: r.ts,
+            now,
+            values: &r.values,
+        };
+        self.dedupe
+            .record(dedupe::reading_hash(src as u16, key, r.ts, &r.values));
+        let lsn = self.store.append(&sample)?;
+        let msg = self.group.topics.len() as u32;
+        self.group
+            .topics
+            .push((format!("wired/{key}"), bytes::Bytes::new()));
+        let g = &mut self.group;
+        let k0 = g.keys.len() as u32;
+        g.keys.push_str(key);
+        let v0 = g.vals.len() as u32;
+        g.vals.extend_from_slice(&r.values);
+        g.recs.push(Rec {
+            lsn,
+            source: src as u16,
+            msg,
+            key: (k0, g.keys.len() as u32),
+            ts: r.ts,
+            now,
+            vals: (v0, g.vals.len() as u32),
+        });
         Ok(())
     }
 
@@ -1513,6 +1563,101 @@ impl Agent {
     }
 }
 
+/// Loads a board profile, checks its sensors against the pipeline's
+/// sources, and opens them (first reads due now).
+fn open_board(
+    path: &std::path::Path,
+    pf: &PipelineFile,
+) -> Result<Vec<(usize, weir_boards::wired::WiredSensor)>, RunError> {
+    let profile = weir_boards::profile::load(path).map_err(|e| RunError::Config(e.to_string()))?;
+    profile
+        .check_pipeline(&pf.spec)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let now = AgentClock::default().now();
+    let sensors =
+        weir_boards::wired::open(&profile, now).map_err(|e| RunError::Config(e.to_string()))?;
+    let mut out = Vec::new();
+    for s in sensors {
+        let Some(i) = pf.spec.sources.iter().position(|x| x.name == s.source()) else {
+            return Err(RunError::Config(format!(
+                "{}: sensor `{}` feeds source `{}`, which the pipeline does not have",
+                path.display(),
+                s.name(),
+                s.source()
+            )));
+        };
+        tracing::info!(
+            sensor = s.name(),
+            source = s.source(),
+            "wired sensor opened"
+        );
+        out.push((i, s));
+    }
+    Ok(out)
+}
+
+/// The wired sensors' driver (a thread of its own: bus reads block):
+/// polls each sensor when it is due, on the gateway clock, and hands the
+/// readings to the ingest loop. Faults are counted and backed off by the
+/// sensor's health tracking (`weir_boards::health`), never fatal.
+fn poll_wired(
+    mut sensors: Vec<(usize, weir_boards::wired::WiredSensor)>,
+    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    metrics: Arc<Metrics>,
+) {
+    use weir_core::seam::Source;
+    let mut clock = AgentClock::default();
+    let mut last_health = Instant::now() - Duration::from_secs(10);
+    loop {
+        let now = clock.now();
+        let mut next = now + 100;
+        for (src, s) in sensors.iter_mut() {
+            // A bounded catch-up: a stalled bus must not spin here.
+            for _ in 0..64 {
+                match s.poll_timeout() {
+                    Some(t) if t <= now => {}
+                    Some(t) => {
+                        next = next.min(t);
+                        break;
+                    }
+                    None => break,
+                }
+                match s.poll_read(now) {
+                    Ok(Some(r)) => {
+                        if tx.send((Link::Ingest, MqttEvent::Wired(*src, r))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(sensor = s.name(), "read failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        if last_health.elapsed() >= Duration::from_secs(1) {
+            last_health = Instant::now();
+            let list: Vec<_> = sensors.iter().map(|(_, s)| s).collect();
+            let mut text = String::new();
+            let owned: Vec<&weir_boards::wired::WiredSensor> = list;
+            let _ = weir_boards::health::write_prometheus(
+                &mut text,
+                owned.iter().map(|s| (s.name(), s.status())),
+            );
+            *metrics
+                .wired_health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = text;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        let wait = (next - clock.now()).clamp(1, 100) as u64;
+        std::thread::sleep(Duration::from_millis(wait));
+    }
+}
+
 /// SIGTERM and SIGINT, registered up front.
 struct Signals {
     #[cfg(unix)]
@@ -1627,8 +1772,23 @@ pub async fn run_async(
         None => None,
     };
     let t0 = Instant::now();
+    let board = match &cfg.board {
+        Some(path) => Some(open_board(path, &pf)?),
+        None => None,
+    };
     let mut agent = Agent::new(cfg, pf, metrics.clone())?;
     let replayed = agent.recover()?;
+    if let Some(sensors) = board {
+        let tx = agent.tx.clone();
+        let m = metrics.clone();
+        std::thread::Builder::new()
+            .name("weir-wired".into())
+            .spawn(move || poll_wired(sensors, tx, m))
+            .map_err(|e| RunError::Io {
+                what: "cannot start the wired-sensor thread".into(),
+                source: e,
+            })?;
+    }
     tracing::info!(
         replayed,
         ms = t0.elapsed().as_millis() as u64,

@@ -46,6 +46,9 @@ pub enum MqttEvent {
     PubAck,
     /// The connection failed or dropped; the poller retries after a backoff.
     Disconnected(String),
+    /// A reading from a sensor wired to the gateway (board profile), for
+    /// pipeline source index `.0`, stamped by the gateway clock.
+    Wired(usize, weir_core::seam::Reading),
 }
 
 /// The incoming packet limit: effectively none, so an oversized message
