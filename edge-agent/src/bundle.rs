@@ -6,7 +6,7 @@
 //!
 //! | path in the tarball | mode | what |
 //! |---|---|---|
-//! | `usr/bin/weir` | 0755 | the agent, built with `--profile board --no-default-features` |
+//! | `usr/bin/weir` | 0755 | the agent, built with `--profile board --no-default-features --features linux` (real I2C/SPI buses) |
 //! | `etc/weir/board.toml` | 0644 | the board profile, as given |
 //! | `etc/weir/gateway.toml` | 0644 | id, local broker, data dir, pipeline path, durability (`weir_agent::gateway`'s keys) |
 //! | `etc/weir/pipeline.toml` | 0644 | only with `--pipeline` (checked against the board first) |
@@ -621,12 +621,13 @@ fn build(workspace: &Path, target: &str) -> Result<PathBuf, BundleError> {
         "--message-format=json-render-diagnostics",
     ]);
     if target != "host" {
-        cmd.args(["--target", target]);
+        // A Linux gateway reads its wired sensors on real I2C/SPI buses.
+        cmd.args(["--target", target, "--features", "linux"]);
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     eprintln!(
-        "weir bundle: {} cargo build --locked --profile board -p weir-agent --bin weir --no-default-features{}",
+        "weir bundle: {} cargo build --locked --profile board -p weir-agent --bin weir --no-default-features{} (with --features linux for a cross target)",
         shown.join(" "),
         if target == "host" {
             String::new()
@@ -752,6 +753,8 @@ fn gateway_toml(board: &BoardProfile, id: &str, data_dir: &Path) -> String {
 id = "{id}"
 pipeline = "{PIPELINE}"
 data_dir = "{data_dir}"
+# The board profile: its wired sensors feed the pipeline beside MQTT.
+board = "/etc/weir/board.toml"
 # journal: nothing acknowledged is lost; checkpoint: fewer flash writes, a
 # crash loses the samples since the last checkpoint.
 durability = "{mode}"
