@@ -369,7 +369,7 @@ fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
         dead_letters_keep: cfg.dead_letters,
         // The journal is written once and read back only on recovery: a
         // small page cache keeps the agent's memory low (12 MB target).
-        cache_bytes: 4 << 20,
+        cache_bytes: 1 << 20,
         ..StoreConfig::default()
     };
     Ok(sc.build(cfg.data_dir.join("weir.redb"))?)
