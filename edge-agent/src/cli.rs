@@ -145,7 +145,7 @@ pub enum Fleet {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Publish a signed document to weir/<id>/pipeline/set (QoS 1).
+    /// Publish a signed document to `weir/<id>/pipeline/set` (QoS 1).
     Push {
         /// The broker, mqtt://HOST:PORT.
         #[arg(long)]

@@ -8,7 +8,7 @@
 //!
 //! The oracle is a count: the outputs received (deduplicated by id) must
 //! equal, id for id and byte for byte, what an uninterrupted engine emits
-//! for the same input ([`reference`]), and no id may arrive with two
+//! for the same input ([`reference()`]), and no id may arrive with two
 //! different payloads. Waits are on conditions with deadlines, never fixed
 //! sleeps.
 
