@@ -20,6 +20,7 @@
 //! keep_alive = "30s"
 //! max_packet = 1048576           # bytes, both directions (rumqttc's default is 10 KiB)
 //! inflight = 100                 # outgoing QoS 1 publishes in flight
+//! protocol = 4                   # 4 (MQTT 3.1.1, default) or 5
 //!
 //! [journal]
 //! group_commit = "10ms"          # longest wait before a commit (acks wait for it)
@@ -109,6 +110,8 @@ pub struct BrokerConfig {
     pub max_packet: usize,
     /// Outgoing QoS 1 publishes in flight.
     pub inflight: u16,
+    /// MQTT protocol version: 4 (3.1.1) or 5.
+    pub protocol: u8,
 }
 
 /// A parsed, validated `gateway.toml`.
@@ -283,6 +286,7 @@ struct RawBroker {
     keep_alive: Option<Dur>,
     max_packet: Option<Spanned<i64>>,
     inflight: Option<Spanned<i64>>,
+    protocol: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -515,6 +519,20 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         keep_alive_ms: dur(&b.keep_alive, 30_000, 5_000, "keep_alive")?,
         max_packet: int(&b.max_packet, 1024, 256 << 20, 1 << 20, "max_packet")? as usize,
         inflight: int(&b.inflight, 1, 65_535, 100, "inflight")? as u16,
+        protocol: match &b.protocol {
+            None => 4,
+            Some(p) if matches!(p.get_ref(), 4 | 5) => *p.get_ref() as u8,
+            Some(p) => {
+                return Err(ctx.err(
+                    Some(p.span()),
+                    format!(
+                        "protocol = {} is not an MQTT version weir speaks",
+                        p.get_ref()
+                    ),
+                    "use 4 (MQTT 3.1.1, the default) or 5",
+                ))
+            }
+        },
     };
     let output_format = match raw
         .output
@@ -812,6 +830,7 @@ fn cloud_config(
             keep_alive_ms: ms(ctx, &c.keep_alive, 30_000, 1_000, "keep_alive")?,
             max_packet: 1 << 20,
             inflight: 100,
+            protocol: 4,
         },
         topic,
         encoding,

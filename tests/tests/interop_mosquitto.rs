@@ -10,16 +10,33 @@ const T0: i64 = 1_700_000_000_000;
 
 #[test]
 fn mosquitto_every_reading_once_across_a_restart() {
+    every_reading_once_across_a_restart(4);
+}
+
+/// The same over MQTT 5 (`[broker] protocol = 5`: clean start off, a
+/// session that never expires, manual acks).
+#[test]
+fn mqtt5_every_reading_once_across_a_restart() {
+    every_reading_once_across_a_restart(5);
+}
+
+fn every_reading_once_across_a_restart(protocol: u8) {
     if !have_mosquitto() {
         return;
     }
-    let dir = TempDir::new("mosq");
+    let dir = TempDir::new(&format!("mosq-v{protocol}"));
     let mosq = Mosquitto::start(&dir.0);
     let addr = mosq.addr();
     let msgs = input(12_000, 8, T0);
     let expected = reference(PIPELINE, &msgs);
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
     let gw = gateway_file(&dir.0, addr, "");
+    let text = std::fs::read_to_string(&gw).unwrap().replacen(
+        "keep_alive = \"5s\"",
+        &format!("keep_alive = \"5s\"\nprotocol = {protocol}"),
+        1,
+    );
+    std::fs::write(&gw, text).unwrap();
     let (a, b) = msgs.split_at(6_000);
     let agent = InProcAgent::start(&gw);
     publish_all(addr, a, Duration::from_secs(60));

@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, ClientError, Publish, QoS, Request};
+use mqtt::{AckToken, Client, Incoming};
 use tokio::sync::mpsc;
 use weir_core::engine::{Engine, Reject};
 use weir_core::output::Output;
@@ -139,7 +139,7 @@ struct Rec {
 #[derive(Default)]
 struct Group {
     /// Messages to acknowledge after the commit, in receive order.
-    acks: Vec<(Publish, u32)>,
+    acks: Vec<(AckToken, u32)>,
     /// Topics of the group's messages (index = `Rec::msg`).
     topics: Vec<(String, bytes::Bytes)>,
     recs: Vec<Rec>,
@@ -210,22 +210,20 @@ impl Emitter {
     }
 
     /// Hands queued outputs to the output client until its channel is full.
-    fn flush(&mut self, client: &AsyncClient, m: &Metrics) {
+    fn flush(&mut self, client: &Client, m: &Metrics) {
         while let Some(e) = self.queue.pop_front() {
-            match client.try_publish(e.topic, QoS::AtLeastOnce, false, e.payload) {
+            match client.try_publish(e.topic, e.payload) {
                 Ok(()) => {
                     self.published += 1;
                     m.published.fetch_add(1, Relaxed);
                 }
-                Err(ClientError::TryRequest(req) | ClientError::Request(req)) => {
-                    if let Request::Publish(p) = req {
-                        self.queue.push_front(Encoded {
-                            topic: p.topic,
-                            id: String::new(),
-                            channel: output::Channel::Windows,
-                            payload: p.payload.to_vec(),
-                        });
-                    }
+                Err((topic, payload)) => {
+                    self.queue.push_front(Encoded {
+                        topic,
+                        id: e.id,
+                        channel: e.channel,
+                        payload,
+                    });
                     return;
                 }
             }
@@ -235,13 +233,13 @@ impl Emitter {
 
 /// Hands queued acknowledgements to the ingest client, in order.
 fn flush_acks(
-    acks: &mut VecDeque<(Publish, u32)>,
+    acks: &mut VecDeque<(AckToken, u32)>,
     fifo: &mut VecDeque<u32>,
-    client: &AsyncClient,
+    client: &Client,
     m: &Metrics,
 ) {
     while let Some((p, n)) = acks.front() {
-        if client.try_ack(p).is_err() {
+        if !client.try_ack(p) {
             return;
         }
         fifo.push_back(*n);
@@ -323,16 +321,16 @@ struct Agent {
     group: Group,
     metrics: Arc<Metrics>,
     /// Subscriptions and acknowledgements.
-    ingest: AsyncClient,
+    ingest: Client,
     /// Outputs.
-    out: AsyncClient,
+    out: Client,
     tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
     rx: mpsc::UnboundedReceiver<(Link, MqttEvent)>,
     pollers: [tokio::task::JoinHandle<()>; 2],
     ingest_once: bool,
     out_once: bool,
     /// Acknowledgements waiting for the ingest client.
-    acks: VecDeque<(Publish, u32)>,
+    acks: VecDeque<(AckToken, u32)>,
     /// Readings per acknowledgement handed to the client, until written.
     ack_fifo: VecDeque<u32>,
     /// Readings received whose acknowledgement is not written yet.
@@ -443,20 +441,22 @@ impl Agent {
         let enc = OutputEncoder::new(&cfg.id, &cfg.prefix, cfg.output_format, &pf.spec);
         let own_prefix = enc.own_prefix();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (ingest, p1) = mqtt::start(
-            mqtt::options(&cfg.broker, Link::Ingest).map_err(RunError::Config)?,
-            65_536,
-            metrics.clone(),
+        let (ingest, p1) = mqtt::connect(
+            &cfg.broker,
             Link::Ingest,
-            tx.clone(),
-        );
-        let (out, p2) = mqtt::start(
-            mqtt::options(&cfg.broker, Link::Output).map_err(RunError::Config)?,
             65_536,
             metrics.clone(),
-            Link::Output,
             tx.clone(),
-        );
+        )
+        .map_err(RunError::Config)?;
+        let (out, p2) = mqtt::connect(
+            &cfg.broker,
+            Link::Output,
+            65_536,
+            metrics.clone(),
+            tx.clone(),
+        )
+        .map_err(RunError::Config)?;
         *metrics.mode.lock().unwrap_or_else(|e| e.into_inner()) = match cfg.durability {
             DurabilityMode::Journal => "journal",
             DurabilityMode::Checkpoint => "checkpoint",
@@ -586,12 +586,7 @@ impl Agent {
 
     fn subscribe(&mut self) {
         for (filter, _, qos) in &self.routes {
-            let q = if *qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            };
-            if let Err(e) = self.ingest.try_subscribe(filter.clone(), q) {
+            if let Err(e) = self.ingest.try_subscribe(filter, *qos) {
                 tracing::error!(
                     filter = filter.as_str(),
                     "cannot queue the subscription: {e}"
@@ -608,13 +603,14 @@ impl Agent {
         self.metrics.sessions_lost.fetch_add(1, Relaxed);
         tracing::warn!("the broker lost our output session: re-publishing every output since the last checkpoint");
         self.pollers[1].abort();
-        let (out, p2) = mqtt::start(
-            mqtt::options(&self.cfg.broker, Link::Output).map_err(RunError::Config)?,
+        let (out, p2) = mqtt::connect(
+            &self.cfg.broker,
+            Link::Output,
             65_536,
             self.metrics.clone(),
-            Link::Output,
             self.tx.clone(),
-        );
+        )
+        .map_err(RunError::Config)?;
         self.out = out;
         self.pollers[1] = p2;
         self.out_once = false;
@@ -669,7 +665,7 @@ impl Agent {
     }
 
     /// Decodes one message into the open group.
-    fn on_publish(&mut self, p: Publish) -> Result<(), RunError> {
+    fn on_publish(&mut self, p: Incoming) -> Result<(), RunError> {
         let now = self.clock.now();
         self.metrics.messages.fetch_add(1, Relaxed);
         self.metrics
@@ -684,17 +680,23 @@ impl Agent {
         let msg = self.group.topics.len() as u32;
         if p.topic.starts_with(&self.own_prefix) {
             // Our own outputs, matched by a wide filter: not sensor input.
-            self.group.acks.push((p, 0));
+            if let Some(t) = p.ack {
+                self.group.acks.push((t, 0));
+            }
             return Ok(());
         }
         let Some(src) = self.route(&p.topic) else {
             let detail = "no source's topic filters match this topic".to_string();
             self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
-            self.group.acks.push((p, 0));
+            if let Some(t) = p.ack {
+                self.group.acks.push((t, 0));
+            }
             return Ok(());
         };
         let Some(dec) = &self.decoders[src] else {
-            self.group.acks.push((p, 0));
+            if let Some(t) = p.ack {
+                self.group.acks.push((t, 0));
+            }
             return Ok(());
         };
         let mut batch = std::mem::take(&mut self.batch);
@@ -754,9 +756,9 @@ impl Agent {
         let readings = batch.len() as u32;
         self.batch = batch;
         self.group.topics.push((p.topic.clone(), p.payload.clone()));
-        if p.qos != QoS::AtMostOnce {
+        if let Some(t) = p.ack {
             self.ack_debt += readings as u64;
-            self.group.acks.push((p, readings));
+            self.group.acks.push((t, readings));
         }
         Ok(())
     }
@@ -1007,7 +1009,7 @@ impl Agent {
     fn on_event(&mut self, (link, ev): (Link, MqttEvent)) -> Result<(), RunError> {
         match (link, ev) {
             (_, MqttEvent::Publish(p)) => {
-                if p.qos == QoS::AtMostOnce && self.rx.len() > MAX_BACKLOG {
+                if p.qos == 0 && self.rx.len() > MAX_BACKLOG {
                     self.metrics.overload_drops.fetch_add(1, Relaxed);
                     return Ok(());
                 }
@@ -1217,7 +1219,13 @@ impl Agent {
         self.pending_ckpt = None;
         let mut written = self.maybe_checkpoint(true)?;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !written && Instant::now() < deadline {
+        // Until the checkpoint is written and every ack is on the wire (an
+        // ack left behind would have the broker redeliver that message).
+        let acks_out = |a: &Agent| {
+            a.acks.is_empty()
+                && a.metrics.acks_written.load(Relaxed) >= a.metrics.acks.load(Relaxed)
+        };
+        while !(written && acks_out(self)) && Instant::now() < deadline {
             flush_acks(
                 &mut self.acks,
                 &mut self.ack_fifo,
@@ -1226,11 +1234,13 @@ impl Agent {
             );
             self.reap_acks();
             self.em.flush(&self.out, &self.metrics);
-            if self.maybe_checkpoint(false)? {
+            if !written && self.maybe_checkpoint(false)? {
                 written = true;
+            }
+            if written && acks_out(self) {
                 break;
             }
-            match tokio::time::timeout(Duration::from_millis(20), self.rx.recv()).await {
+            match tokio::time::timeout(Duration::from_millis(5), self.rx.recv()).await {
                 Ok(Some((Link::Output, MqttEvent::PubAck))) => {
                     self.em.acked += 1;
                     self.metrics.published_acked.fetch_add(1, Relaxed);
@@ -1384,7 +1394,7 @@ impl Agent {
         let (decoders, routes) = routes_of(&pf);
         for (f, _, _) in &self.routes {
             if !routes.iter().any(|r| &r.0 == f) {
-                let _ = self.ingest.try_unsubscribe(f.clone());
+                let _ = self.ingest.try_unsubscribe(f);
             }
         }
         self.decoders = decoders;

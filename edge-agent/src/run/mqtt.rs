@@ -11,9 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, Transport,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Transport};
 use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
@@ -41,7 +39,7 @@ pub enum MqttEvent {
         session_present: bool,
     },
     /// A message from a subscription.
-    Publish(Publish),
+    Publish(Incoming),
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
     /// The connection failed or dropped; the poller retries after a backoff.
@@ -76,30 +74,268 @@ pub fn options(b: &BrokerConfig, link: Link) -> Result<MqttOptions, String> {
     if let (Some(u), p) = (&b.username, &b.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
-    if b.tls {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-        };
-        let ca = match &b.ca {
-            Some(p) => read(p)?,
-            None => {
-                return Err(
-                    "mqtts:// needs the server's CA certificate: set `ca` in [broker]".into(),
-                )
-            }
-        };
-        let client_auth = match (&b.cert, &b.key) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-            _ => None,
-        };
-        o.set_transport(Transport::Tls(rumqttc::TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        }));
+    if let Some(t) = tls(b)? {
+        o.set_transport(t);
     }
     Ok(o)
+}
+
+/// The TLS transport for `mqtts://` (ring provider, installed once).
+fn tls(b: &BrokerConfig) -> Result<Option<Transport>, String> {
+    if !b.tls {
+        return Ok(None);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let ca = match &b.ca {
+        Some(p) => read(p)?,
+        None => {
+            return Err("mqtts:// needs the server's CA certificate: set `ca` in [broker]".into())
+        }
+    };
+    let client_auth = match (&b.cert, &b.key) {
+        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+        _ => None,
+    };
+    Ok(Some(Transport::Tls(rumqttc::TlsConfiguration::Simple {
+        ca,
+        alpn: None,
+        client_auth,
+    })))
+}
+
+/// MQTT 5 options for the same connection (`[broker] protocol = 5`): a
+/// session that outlives the connection (clean start off, session expiry
+/// "never"), manual acks on ingest, the same limits and TLS.
+///
+/// # Errors
+/// A TLS file cannot be read.
+pub fn options_v5(b: &BrokerConfig, link: Link) -> Result<rumqttc::v5::MqttOptions, String> {
+    let id = match link {
+        Link::Ingest => b.client_id.clone(),
+        Link::Output => format!("{}-out", b.client_id),
+    };
+    let mut o = rumqttc::v5::MqttOptions::new(id, b.host.clone(), b.port);
+    o.set_clean_start(false)
+        .set_session_expiry_interval(Some(u32::MAX))
+        .set_manual_acks(link == Link::Ingest)
+        .set_keep_alive(Duration::from_millis(b.keep_alive_ms))
+        .set_max_packet_size(Some(MAX_INCOMING as u32))
+        .set_outgoing_inflight_upper_limit(b.inflight)
+        .set_pending_throttle(Duration::ZERO);
+    if let (Some(u), p) = (&b.username, &b.password) {
+        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+    }
+    if let Some(t) = tls(b)? {
+        o.set_transport(t);
+    }
+    Ok(o)
+}
+
+/// A message from a subscription, whichever protocol brought it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: bytes::Bytes,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    /// What acknowledges it (QoS 1 and 2 only).
+    pub ack: Option<AckToken>,
+}
+
+/// The packet an acknowledgement answers.
+#[derive(Debug, Clone)]
+pub enum AckToken {
+    /// MQTT 3.1.1.
+    V4(rumqttc::Publish),
+    /// MQTT 5.
+    V5(rumqttc::v5::mqttbytes::v5::Publish),
+}
+
+/// A client of either protocol; the agent sees one interface.
+#[derive(Debug, Clone)]
+pub enum Client {
+    /// MQTT 3.1.1.
+    V4(AsyncClient),
+    /// MQTT 5.
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Client {
+    /// Queues a QoS 1 publish; gives topic and payload back when the
+    /// request channel is full.
+    pub fn try_publish(&self, topic: String, payload: Vec<u8>) -> Result<(), (String, Vec<u8>)> {
+        match self {
+            Client::V4(c) => c
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .map_err(|e| match e {
+                    rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))
+                    | rumqttc::ClientError::Request(rumqttc::Request::Publish(p)) => {
+                        (p.topic, p.payload.to_vec())
+                    }
+                    _ => (String::new(), Vec::new()),
+                }),
+            Client::V5(c) => c
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .map_err(|e| match e {
+                    rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(p))
+                    | rumqttc::v5::ClientError::Request(rumqttc::v5::Request::Publish(p)) => (
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        p.payload.to_vec(),
+                    ),
+                    _ => (String::new(), Vec::new()),
+                }),
+        }
+    }
+
+    /// Queues an acknowledgement; false when the request channel is full.
+    pub fn try_ack(&self, t: &AckToken) -> bool {
+        match (self, t) {
+            (Client::V4(c), AckToken::V4(p)) => c.try_ack(p).is_ok(),
+            (Client::V5(c), AckToken::V5(p)) => c.try_ack(p).is_ok(),
+            // A token of the other protocol cannot come from this client.
+            _ => true,
+        }
+    }
+
+    /// Queues a subscription.
+    ///
+    /// # Errors
+    /// The request channel is full or closed.
+    pub fn try_subscribe(&self, filter: &str, qos: u8) -> Result<(), String> {
+        match self {
+            Client::V4(c) => {
+                let q = if qos == 0 {
+                    rumqttc::QoS::AtMostOnce
+                } else {
+                    rumqttc::QoS::AtLeastOnce
+                };
+                c.try_subscribe(filter, q).map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                let q = if qos == 0 {
+                    rumqttc::v5::mqttbytes::QoS::AtMostOnce
+                } else {
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+                };
+                c.try_subscribe(filter, q).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Queues an unsubscription.
+    ///
+    /// # Errors
+    /// The request channel is full or closed.
+    pub fn try_unsubscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Client::V4(c) => c.try_unsubscribe(filter).map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_unsubscribe(filter).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sends DISCONNECT.
+    pub async fn disconnect(&self) {
+        match self {
+            Client::V4(c) => {
+                let _ = c.disconnect().await;
+            }
+            Client::V5(c) => {
+                let _ = c.disconnect().await;
+            }
+        }
+    }
+}
+
+/// Starts a client of `b`'s protocol for `link` whose poller task feeds
+/// `tx`. `request_cap` bounds requests (publishes, acks) queued for the
+/// event loop.
+///
+/// # Errors
+/// A TLS file cannot be read.
+pub fn connect(
+    b: &BrokerConfig,
+    link: Link,
+    request_cap: usize,
+    metrics: Arc<Metrics>,
+    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+) -> Result<(Client, tokio::task::JoinHandle<()>), String> {
+    if b.protocol == 5 {
+        let (client, eventloop) = rumqttc::v5::AsyncClient::new(options_v5(b, link)?, request_cap);
+        let task = tokio::spawn(poll_v5(eventloop, tx, metrics, link));
+        Ok((Client::V5(client), task))
+    } else {
+        let (client, task) = start(options(b, link)?, request_cap, metrics, link, tx);
+        Ok((Client::V4(client), task))
+    }
+}
+
+async fn poll_v5(
+    mut el: rumqttc::v5::EventLoop,
+    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    metrics: Arc<Metrics>,
+    link: Link,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet as P;
+    use rumqttc::v5::Event as E;
+    let connected = match link {
+        Link::Ingest => &metrics.connected,
+        Link::Output => &metrics.output_connected,
+    };
+    let mut backoff = 100u64;
+    loop {
+        let ev = match el.poll().await {
+            Ok(E::Incoming(P::ConnAck(c))) => {
+                backoff = 100;
+                metrics.connects.fetch_add(1, Relaxed);
+                connected.store(true, Relaxed);
+                MqttEvent::Connected {
+                    session_present: c.session_present,
+                }
+            }
+            Ok(E::Incoming(P::Publish(p))) => {
+                let qos = p.qos as u8;
+                MqttEvent::Publish(Incoming {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload.clone(),
+                    qos,
+                    ack: (qos > 0).then_some(AckToken::V5(p)),
+                })
+            }
+            Ok(E::Incoming(P::PubAck(_))) => MqttEvent::PubAck,
+            Ok(E::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
+                metrics.acks_written.fetch_add(1, Relaxed);
+                continue;
+            }
+            Ok(_) => continue,
+            Err(rumqttc::v5::ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                metrics.connection_errors.fetch_add(1, Relaxed);
+                connected.store(false, Relaxed);
+                if tx
+                    .send((link, MqttEvent::Disconnected(e.to_string())))
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(backoff + jitter(backoff / 2))).await;
+                backoff = (backoff * 2).min(5_000);
+                continue;
+            }
+        };
+        if tx.send((link, ev)).is_err() {
+            return;
+        }
+    }
 }
 
 /// Starts a client whose poller task feeds `tx`. `request_cap` bounds
@@ -145,7 +381,15 @@ async fn poll(
                     session_present: c.session_present,
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => MqttEvent::Publish(p),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let qos = p.qos as u8;
+                MqttEvent::Publish(Incoming {
+                    topic: p.topic.clone(),
+                    payload: p.payload.clone(),
+                    qos,
+                    ack: (qos > 0).then_some(AckToken::V4(p)),
+                })
+            }
             Ok(Event::Incoming(Packet::PubAck(_))) => MqttEvent::PubAck,
             Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
                 metrics.acks_written.fetch_add(1, Relaxed);
