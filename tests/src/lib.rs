@@ -615,3 +615,63 @@ impl Drop for Mosquitto {
         self.kill();
     }
 }
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client
+/// certificate in `dir` with the `openssl` command (EC P-256, 2 days):
+/// `ca.pem`, `server.{pem,key}`, `client.{pem,key}`.
+pub fn tls_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(ok, "openssl {args:?} failed (is openssl installed?)");
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let split = |s: String| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let args = split(format!(
+        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=weir-test-ca"
+    ));
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for (name, cn) in [("server", "127.0.0.1"), ("client", "weir-e2e")] {
+        let req = split(format!(
+            "req {ec} -keyout {name}.key -out {name}.csr -subj /CN={cn}"
+        ));
+        run(&req.iter().map(String::as_str).collect::<Vec<_>>());
+        let sign = split(format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
+        ));
+        run(&sign.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    // mosquitto started as root drops to its own user before it reads them.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    for f in ["server.key", "server.pem", "ca.pem"] {
+        let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with `extra` config lines after a plain listener on
+    /// a free port (e.g. a TLS listener); waits for the plain one.
+    pub fn start_with(dir: &Path, extra: &str) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
+        )
+        .expect("mosquitto.conf");
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            conf,
+        };
+        m.restart();
+        m
+    }
+}
