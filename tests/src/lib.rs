@@ -185,6 +185,25 @@ fn client(addr: SocketAddr, id: &str, clean: bool) -> (Client, rumqttc::Connecti
     Client::new(o, 1_000)
 }
 
+/// Gives client id `client_id` a persistent session subscribed to
+/// `filter` (then disconnects), as a gateway that ran before would have:
+/// the broker queues matching messages for it from now on.
+pub fn precreate_session(addr: SocketAddr, client_id: &str, filter: &str) {
+    let (c, mut conn) = client(addr, client_id, false);
+    c.subscribe(filter, QoS::AtLeastOnce).expect("subscribe");
+    for ev in conn.iter() {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = ev {
+            break;
+        }
+    }
+    c.disconnect().expect("disconnect");
+    for ev in conn.iter() {
+        if ev.is_err() {
+            break;
+        }
+    }
+}
+
 /// Publishes every message at QoS 1 and returns once the broker has
 /// acknowledged them all (reconnecting as needed; panics after `timeout`).
 pub fn publish_all(addr: SocketAddr, msgs: &[Msg], timeout: Duration) {

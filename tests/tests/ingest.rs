@@ -122,23 +122,7 @@ fn bad_input_is_counted_dead_lettered_and_does_not_stall_good_input() {
     let dir = TempDir::new("bad-input");
     // A subscription left in the agent's persistent session by an older
     // pipeline: its messages reach the agent, and no source claims them.
-    {
-        let mut o = rumqttc::MqttOptions::new(format!("weir-{GATEWAY}"), "127.0.0.1", addr.port());
-        o.set_clean_session(false);
-        let (c, mut conn) = rumqttc::Client::new(o, 10);
-        c.subscribe("legacy/#", rumqttc::QoS::AtLeastOnce).unwrap();
-        for ev in conn.iter() {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) = ev {
-                break;
-            }
-        }
-        c.disconnect().unwrap();
-        for ev in conn.iter() {
-            if ev.is_err() {
-                break;
-            }
-        }
-    }
+    precreate_session(addr, &format!("weir-{GATEWAY}"), "legacy/#");
     let good = input(6_000, 6, T0);
     let expected = reference(PIPELINE, &good);
     let bad = corpus();

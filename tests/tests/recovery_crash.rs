@@ -24,27 +24,6 @@ impl Rng {
     }
 }
 
-/// Gives the agent's client id a persistent session subscribed to the
-/// sensor topics before the agent first runs, so the broker queues every
-/// message for it from the first one on.
-fn precreate_session(addr: std::net::SocketAddr) {
-    let mut o = rumqttc::MqttOptions::new(format!("weir-{GATEWAY}"), "127.0.0.1", addr.port());
-    o.set_clean_session(false);
-    let (c, mut conn) = rumqttc::Client::new(o, 10);
-    c.subscribe("plant/+/v", rumqttc::QoS::AtLeastOnce).unwrap();
-    for ev in conn.iter() {
-        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) = ev {
-            break;
-        }
-    }
-    c.disconnect().unwrap();
-    for ev in conn.iter() {
-        if ev.is_err() {
-            break;
-        }
-    }
-}
-
 fn tail(path: &std::path::Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
@@ -80,7 +59,8 @@ fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let msgs = input(30_000 + kills * 500, 10, T0);
     let expected = reference(PIPELINE, &msgs);
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
-    precreate_session(addr);
+    // The broker queues every message for the agent from the first one on.
+    precreate_session(addr, &format!("weir-{GATEWAY}"), "plant/+/v");
     let publisher = {
         let msgs = msgs.clone();
         std::thread::spawn(move || publish_all(addr, &msgs, Duration::from_secs(300)))

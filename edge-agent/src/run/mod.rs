@@ -401,19 +401,7 @@ impl Agent {
         };
         let updates = update::Updates::start(&cfg, active, status, metrics.clone())
             .map_err(|e| RunError::Config(format!("{}: [updates]: {e}", cfg.file)))?;
-        let mut decoders = Vec::new();
-        let mut routes = Vec::new();
-        for (i, m) in pf.mqtt.iter().enumerate() {
-            match m {
-                Some(m) => {
-                    for t in &m.topics {
-                        routes.push((t.clone(), i, m.qos));
-                    }
-                    decoders.push(Some(m.decoder.clone()));
-                }
-                None => decoders.push(None),
-            }
-        }
+        let (decoders, routes) = routes_of(&pf);
         if routes.is_empty() && cfg.board.is_none() {
             return Err(RunError::Config(format!(
                 "{}: no source has a [source.mqtt] table, so `weir run` has nothing to subscribe to; add topics and a decoder (docs/pipeline.md)",
