@@ -743,7 +743,12 @@ impl Agent {
         }
         let readings = batch.len() as u32;
         self.batch = batch;
-        self.group.topics.push((p.topic.clone(), p.payload.clone()));
+        // Kept for a dead letter should the engine refuse a reading; a copy
+        // of the first bytes, so the group does not pin read buffers.
+        let kept = p.payload.len().min(crate::store::PAYLOAD_KEPT);
+        self.group
+            .topics
+            .push((p.topic.clone(), bytes::Bytes::copy_from_slice(&p.payload[..kept])));
         if let Some(t) = p.ack {
             self.ack_debt += readings as u64;
             self.group.acks.push((t, readings));

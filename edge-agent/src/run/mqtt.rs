@@ -304,11 +304,20 @@ async fn poll_v5(
             }
             Ok(E::Incoming(P::Publish(p))) => {
                 let qos = p.qos as u8;
+                // The ack needs only QoS and packet id: a token without the
+                // payload does not pin rumqttc's read buffer.
+                let mut token = rumqttc::v5::mqttbytes::v5::Publish::new(
+                    "",
+                    p.qos,
+                    bytes::Bytes::new(),
+                    None,
+                );
+                token.pkid = p.pkid;
                 MqttEvent::Publish(Incoming {
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                    payload: p.payload.clone(),
+                    payload: p.payload,
                     qos,
-                    ack: (qos > 0).then_some(AckToken::V5(p)),
+                    ack: (qos > 0).then_some(AckToken::V5(token)),
                 })
             }
             Ok(E::Incoming(P::PubAck(_))) => MqttEvent::PubAck,
@@ -383,11 +392,15 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let qos = p.qos as u8;
+                // The ack needs only QoS and packet id: a token without the
+                // payload does not pin rumqttc's read buffer.
+                let mut token = rumqttc::Publish::new("", p.qos, Vec::new());
+                token.pkid = p.pkid;
                 MqttEvent::Publish(Incoming {
-                    topic: p.topic.clone(),
-                    payload: p.payload.clone(),
+                    topic: p.topic,
+                    payload: p.payload,
                     qos,
-                    ack: (qos > 0).then_some(AckToken::V4(p)),
+                    ack: (qos > 0).then_some(AckToken::V4(token)),
                 })
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => MqttEvent::PubAck,
