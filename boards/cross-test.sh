@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 EVENTS="${1:-200000}"
 TARGET=aarch64-unknown-linux-musl
-PROFILE=bench-size               # opt-level "s", lto fat, strip, panic abort
+PROFILE=board                    # what `weir bundle` ships: opt-level "z", lto fat, strip, panic abort
 BUDGET=$((4 * 1024 * 1024))
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
@@ -29,8 +29,9 @@ done
 rustup target add "$TARGET" >/dev/null
 
 echo "== build weir for the host and for $TARGET (profile $PROFILE)"
-cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE"
-cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET"
+# As a gateway gets it: no embedded demo broker, real I2C/SPI buses.
+cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --no-default-features
+cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET" --no-default-features --features linux
 # The wired-sensor drivers over /dev/i2c-* and /dev/spidev* (compile check).
 cargo build --locked -q -p weir-boards --features linux --target "$TARGET"
 HOST_BIN="$CARGO_TARGET_DIR/$PROFILE/weir"
