@@ -746,9 +746,10 @@ impl Agent {
         // Kept for a dead letter should the engine refuse a reading; a copy
         // of the first bytes, so the group does not pin read buffers.
         let kept = p.payload.len().min(crate::store::PAYLOAD_KEPT);
-        self.group
-            .topics
-            .push((p.topic.clone(), bytes::Bytes::copy_from_slice(&p.payload[..kept])));
+        self.group.topics.push((
+            p.topic.clone(),
+            bytes::Bytes::copy_from_slice(&p.payload[..kept]),
+        ));
         if let Some(t) = p.ack {
             self.ack_debt += readings as u64;
             self.group.acks.push((t, readings));

@@ -306,12 +306,8 @@ async fn poll_v5(
                 let qos = p.qos as u8;
                 // The ack needs only QoS and packet id: a token without the
                 // payload does not pin rumqttc's read buffer.
-                let mut token = rumqttc::v5::mqttbytes::v5::Publish::new(
-                    "",
-                    p.qos,
-                    bytes::Bytes::new(),
-                    None,
-                );
+                let mut token =
+                    rumqttc::v5::mqttbytes::v5::Publish::new("", p.qos, bytes::Bytes::new(), None);
                 token.pkid = p.pkid;
                 MqttEvent::Publish(Incoming {
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
