@@ -2,7 +2,7 @@
 //!
 //! An embedded MQTT broker (rumqttd) on a free loopback port, four
 //! simulated pumps publishing vibration and bearing temperature (pump-3's
-//! bearing starts to fail after a minute and a half of simulated time), the
+//! bearing starts to fail after two and a half minutes of simulated time), the
 //! real agent (`weir run`'s code, journal and checkpoints in a temporary
 //! folder) with `examples/demo.toml`, and a viewer subscribed to the
 //! agent's outputs that prints each window and alert as it arrives.
@@ -168,7 +168,7 @@ pub fn main(
 ) -> anyhow::Result<std::process::ExitCode> {
     let duration = duration.map(parse_for).transpose()?;
     let speed = speed.clamp(1, 1_000) as i64;
-    crate::cli::init_logging_filter("warn");
+    crate::cli::init_logging_filter("warn,rumqttd=off");
     let broker = start_broker().context("cannot start the embedded MQTT broker")?;
     let tmp;
     let dir = match data_dir {
@@ -194,7 +194,7 @@ pub fn main(
     println!(
         "  4 pumps publish vibration and bearing temperature on demo/pumps/<pump>/telemetry, {speed}x real time;"
     );
-    println!("  pump-3's bearing starts to fail after 90 s of simulated time. Ctrl-C stops.\n");
+    println!("  pump-3's bearing starts to fail after 150 s of simulated time. Ctrl-C stops.\n");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -259,7 +259,7 @@ async fn simulate(broker: SocketAddr, speed: i64) {
             name: format!("pump-{i}"),
             base_g: 0.2 + 0.05 * i as f64,
             temp: 38.0 + 2.0 * i as f64,
-            fault_at: (i == 3).then_some(90_000),
+            fault_at: (i == 3).then_some(150_000),
         })
         .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
