@@ -682,7 +682,12 @@ impl Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
+            // `per_listener_settings` is global: it must come first.
+            if let Some(rest) = extra.strip_prefix("per_listener_settings true\n") {
+                format!("per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{rest}")
+            } else {
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+            },
         )
         .expect("mosquitto.conf");
         let mut m = Mosquitto {
