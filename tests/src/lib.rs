@@ -635,6 +635,23 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Whether the `openssl` command is there; in CI (`CI` set) its absence
+/// is an error.
+pub fn have_openssl() -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "openssl is not installed (apt-get install openssl)"
+        );
+        eprintln!("skipping: openssl is not installed (apt-get install openssl)");
+    }
+    ok
+}
+
 /// Makes a CA, a server certificate for 127.0.0.1 and a client
 /// certificate in `dir` with the `openssl` command (EC P-256, 2 days):
 /// `ca.pem`, `server.{pem,key}`, `client.{pem,key}`.
