@@ -30,9 +30,19 @@ pub const PIPELINE: &str = include_str!("../../examples/demo.toml");
 /// # Errors
 /// No port could be bound, or the broker did not come up.
 pub fn start_broker() -> std::io::Result<SocketAddr> {
+    // Never the same port twice in a process: brokers started in parallel
+    // (tests) could otherwise be handed one just released by another.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut last = None;
     for _ in 0..3 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = loop {
+            let p = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+            if !given.contains(&p) {
+                given.push(p);
+                break p;
+            }
+        };
         match start_broker_at(SocketAddr::from(([127, 0, 0, 1], port))) {
             Ok(a) => return Ok(a),
             Err(e) => last = Some(e),

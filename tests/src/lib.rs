@@ -74,11 +74,22 @@ impl Drop for TempDir {
 
 /// A free loopback port (bound and released: another process could take
 /// it in between, which is unlikely on a test machine).
+///
+/// Never the same port twice in one process: tests run in parallel, and
+/// the kernel may hand a just-released port to the next bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until `cond` holds, checking every few ms, or panics with `what`
@@ -624,6 +635,16 @@ impl Mosquitto {
         self.child = Some(child);
         let addr = self.addr();
         wait_until(Duration::from_secs(10), "mosquitto to accept", || {
+            // Ours, not another process on that port: it must still run.
+            let alive = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()));
+            assert!(
+                alive,
+                "mosquitto exited at start (port {} taken?)",
+                self.port
+            );
             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
         });
     }
