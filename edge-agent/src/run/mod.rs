@@ -149,6 +149,33 @@ struct Group {
 }
 
 impl Group {
+    /// Adds a staged record, its key and values copied into the group.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        lsn: Lsn,
+        source: u16,
+        msg: u32,
+        key: &str,
+        ts: i64,
+        now: i64,
+        values: &[f64],
+    ) {
+        let k0 = self.keys.len() as u32;
+        self.keys.push_str(key);
+        let v0 = self.vals.len() as u32;
+        self.vals.extend_from_slice(values);
+        self.recs.push(Rec {
+            lsn,
+            source,
+            msg,
+            key: (k0, self.keys.len() as u32),
+            ts,
+            now,
+            vals: (v0, self.vals.len() as u32),
+        });
+    }
+
     fn clear(&mut self) {
         self.acks.clear();
         self.topics.clear();
@@ -716,22 +743,9 @@ impl Agent {
                         values: s.values,
                     };
                     match self.store.append(&sample) {
-                        Ok(lsn) => {
-                            let g = &mut self.group;
-                            let k0 = g.keys.len() as u32;
-                            g.keys.push_str(s.key);
-                            let v0 = g.vals.len() as u32;
-                            g.vals.extend_from_slice(s.values);
-                            g.recs.push(Rec {
-                                lsn,
-                                source: src as u16,
-                                msg,
-                                key: (k0, g.keys.len() as u32),
-                                ts: s.ts,
-                                now,
-                                vals: (v0, g.vals.len() as u32),
-                            });
-                        }
+                        Ok(lsn) => self
+                            .group
+                            .push(lsn, src as u16, msg, s.key, s.ts, now, s.values),
                         Err(StoreError::Sample(e)) => {
                             let t = p.topic.clone();
                             self.dead(&t, "too_large", e.to_string(), &p.payload, now);
@@ -766,17 +780,8 @@ impl Agent {
             now,
             values: &[],
         })?;
-        let k = self.group.keys.len() as u32;
-        let v = self.group.vals.len() as u32;
-        self.group.recs.push(Rec {
-            lsn,
-            source: TICK_SOURCE,
-            msg: u32::MAX,
-            key: (k, k),
-            ts: now,
-            now,
-            vals: (v, v),
-        });
+        self.group
+            .push(lsn, TICK_SOURCE, u32::MAX, "", now, now, &[]);
         Ok(())
     }
 
@@ -1099,20 +1104,8 @@ impl Agent {
         self.group
             .topics
             .push((format!("wired/{key}"), bytes::Bytes::new()));
-        let g = &mut self.group;
-        let k0 = g.keys.len() as u32;
-        g.keys.push_str(key);
-        let v0 = g.vals.len() as u32;
-        g.vals.extend_from_slice(&r.values);
-        g.recs.push(Rec {
-            lsn,
-            source: src as u16,
-            msg,
-            key: (k0, g.keys.len() as u32),
-            ts: r.ts,
-            now,
-            vals: (v0, g.vals.len() as u32),
-        });
+        self.group
+            .push(lsn, src as u16, msg, key, r.ts, now, &r.values);
         Ok(())
     }
 
