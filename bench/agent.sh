@@ -9,4 +9,7 @@ cd "$(dirname "$0")/.."
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
     echo "needs mosquitto: apt-get install mosquitto" >&2; exit 1; }
 cargo build --release -q --locked -p weir-agent --bin weir
-cargo run --release -q --locked -p weir-e2e --example agent_bench -- --weir target/release/weir "$@"
+# The binary a gateway runs (no demo broker, opt-level z), for its RSS.
+cargo build --profile board -q --locked -p weir-agent --bin weir --no-default-features
+cargo run --release -q --locked -p weir-e2e --example agent_bench -- \
+    --weir target/release/weir --weir-board target/board/weir "$@"

@@ -12,8 +12,10 @@
 //! 5. recovery of a journal of `--recover-readings` readings over 10,000
 //!    keys after a SIGKILL (time to "recovered" in the agent's log).
 //!
-//! `agent_bench --weir PATH [--readings N] [--rounds R] [--recover-readings M]
-//! [--group-commit 50ms]` (default: the rpi4 board profile's 50 ms)
+//! `agent_bench --weir PATH [--weir-board PATH] [--readings N] [--rounds R]
+//! [--recover-readings M] [--group-commit 50ms]` (default: the rpi4 board
+//! profile's 50 ms). `--weir-board` is the gateway build
+//! (`--profile board --no-default-features`), measured for RSS as well.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -366,6 +368,11 @@ fn main() {
             agent.proc_field("status", "VmHWM:") as f64 / 1024.0
         );
         flash = written / n as f64;
+        println!(
+            "round {r}: RSS now {:.1} MiB heap and stacks + {:.1} MiB mapped files (code)",
+            agent.proc_field("status", "RssAnon:") as f64 / 1024.0,
+            agent.proc_field("status", "RssFile:") as f64 / 1024.0
+        );
         agent.stop();
         println!("round {r}: broker ceiling {:.0} readings/s, weir run (journal) {:.0} readings/s, ratio {:.3}", c, a, a / c);
         best_ceiling = best_ceiling.max(c);
@@ -379,6 +386,22 @@ fn main() {
         "3. agent peak RSS (VmHWM) with 1,000 sensors: {:.1} MiB (target <= 12 MiB)",
         rss as f64 / (1 << 20) as f64
     );
+    // What a gateway runs: `--profile board --no-default-features` (no demo
+    // broker, opt-level z), under the same load.
+    if let Some(board) = arg("--weir-board") {
+        let (a, agent, _dir) = through_agent(
+            &rt,
+            Path::new(&board),
+            broker,
+            &json,
+            n,
+            PIPELINE_JSON,
+            "board",
+        );
+        let r = agent.proc_field("status", "VmHWM:") as f64 / 1024.0;
+        agent.stop();
+        println!("   the gateway build ({board}): peak RSS {r:.1} MiB, {a:.0} readings/s");
+    }
     println!(
         "4. flash written per reading: {flash:.1} B vs payload {:.1} B/reading: {:.2}x (target <= 1.5x)",
         payload as f64 / n as f64,
@@ -388,6 +411,7 @@ fn main() {
     let senml = senml_messages(n * 4, 1_000, 100);
     let c = ceiling(&rt, broker, &senml, "pack/+");
     let (a, agent, _d) = through_agent(&rt, &weir, broker, &senml, n * 4, PIPELINE_SENML, "senml");
+    let senml_rss = agent.proc_field("status", "VmHWM:") as f64 / 1024.0;
     agent.stop();
     println!(
         "2. SenML packs of 100: weir {a:.0} readings/s ({:.0} messages/s) vs the broker's ceiling {:.0} readings/s: ratio {:.3} (target >= 1,000,000 readings/s)",
@@ -395,6 +419,7 @@ fn main() {
         c * 100.0,
         a / (c * 100.0)
     );
+    println!("   peak RSS during the SenML run: {senml_rss:.1} MiB");
 
     // 5. Recovery: 10,000 keys, a long journal, SIGKILL, restart.
     let dir = TempDir::new("bench-recover");

@@ -47,8 +47,6 @@ pub struct Metrics {
     pub published_acked: AtomicU64,
     /// Dead letters staged.
     pub dead_letters: AtomicU64,
-    /// QoS 0 messages dropped because the agent fell behind.
-    pub overload_drops: AtomicU64,
     /// Group commits.
     pub commits: AtomicU64,
     /// Journal chunk bytes written.
@@ -235,11 +233,6 @@ impl Metrics {
             "dead_letters_total",
             "Bad messages or records written to the dead-letter table.",
             self.dead_letters.load(Relaxed),
-        );
-        c(
-            "overload_drops_total",
-            "QoS 0 messages dropped because ingest fell behind.",
-            self.overload_drops.load(Relaxed),
         );
         c(
             "journal_commits_total",

@@ -330,8 +330,10 @@ impl AgentClock {
 /// Most events taken from the poller per loop turn before the loop looks
 /// at its timers again.
 const EVENTS_PER_TURN: usize = 512;
-/// QoS 0 messages waiting beyond this many events are dropped (counted).
-const MAX_BACKLOG: usize = 100_000;
+/// Requests (acks, subscriptions) queued in rumqttc for the ingest client;
+/// the rest wait in the agent's own queue as 4-byte tokens, not as
+/// rumqttc requests of ~100 bytes each.
+const INGEST_REQUESTS: usize = 4096;
 
 struct Agent {
     cfg: GatewayConfig,
@@ -351,8 +353,11 @@ struct Agent {
     ingest: Client,
     /// Outputs.
     out: Client,
-    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
-    rx: mpsc::UnboundedReceiver<(Link, MqttEvent)>,
+    tx: mqtt::EventTx,
+    rx: mpsc::Receiver<(Link, MqttEvent)>,
+    /// Events taken off `rx` while paused on the ack debt (so the pollers,
+    /// which write the acks, never wait on a full channel), handled first.
+    held: VecDeque<(Link, MqttEvent)>,
     pollers: [tokio::task::JoinHandle<()>; 2],
     ingest_once: bool,
     out_once: bool,
@@ -455,11 +460,11 @@ impl Agent {
             .map_err(|e| RunError::Config(format!("{}: {e}", cfg.pipeline.display())))?;
         let enc = OutputEncoder::new(&cfg.id, &cfg.prefix, cfg.output_format, &pf.spec);
         let own_prefix = enc.own_prefix();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(mqtt::EVENT_QUEUE);
         let (ingest, p1) = mqtt::connect(
             &cfg.broker,
             Link::Ingest,
-            65_536,
+            INGEST_REQUESTS,
             metrics.clone(),
             tx.clone(),
         )
@@ -520,6 +525,7 @@ impl Agent {
             out,
             tx,
             rx,
+            held: VecDeque::new(),
             pollers: [p1, p2],
             ingest_once: false,
             out_once: false,
@@ -1008,10 +1014,6 @@ impl Agent {
     fn on_event(&mut self, (link, ev): (Link, MqttEvent)) -> Result<(), RunError> {
         match (link, ev) {
             (_, MqttEvent::Publish(p)) => {
-                if p.qos == 0 && self.rx.len() > MAX_BACKLOG {
-                    self.metrics.overload_drops.fetch_add(1, Relaxed);
-                    return Ok(());
-                }
                 self.on_publish(p)?;
                 // Close the group on size, or on time even while events keep
                 // coming (a flood of duplicates or bad input adds no records
@@ -1128,58 +1130,76 @@ impl Agent {
         let sigterm = signals.recv();
         tokio::pin!(sigterm);
         loop {
-            let deadline = self
-                .group
-                .opened
-                .map(|t| t + Duration::from_millis(self.cfg.group_commit_ms));
-            let commit_due = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
+            if self.ack_debt < MAX_ACK_DEBT && !self.held.is_empty() {
+                // What was taken off the channel during a pause, in order.
+                for _ in 0..EVENTS_PER_TURN {
+                    if self.ack_debt >= MAX_ACK_DEBT {
+                        break;
+                    }
+                    match self.held.pop_front() {
+                        Some(ev) => self.on_event(ev)?,
+                        None => break,
+                    }
                 }
-            };
-            let flush_soon = async {
-                if self.em.queue.is_empty() && self.acks.is_empty() {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(Duration::from_millis(2)).await
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = stop.notified() => break,
-                _ = &mut sigterm => break,
-                ev = self.rx.recv(), if self.ack_debt < MAX_ACK_DEBT => {
-                    let Some(ev) = ev else { break };
-                    self.on_event(ev)?;
-                    for _ in 0..EVENTS_PER_TURN {
-                        if self.ack_debt >= MAX_ACK_DEBT {
-                            break;
+            } else {
+                let deadline = self
+                    .group
+                    .opened
+                    .map(|t| t + Duration::from_millis(self.cfg.group_commit_ms));
+                let commit_due = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let flush_soon = async {
+                    if self.em.queue.is_empty() && self.acks.is_empty() {
+                        std::future::pending::<()>().await
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(2)).await
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = stop.notified() => break,
+                    _ = &mut sigterm => break,
+                    ev = self.rx.recv(), if self.ack_debt < MAX_ACK_DEBT => {
+                        let Some(ev) = ev else { break };
+                        self.on_event(ev)?;
+                        for _ in 0..EVENTS_PER_TURN {
+                            if self.ack_debt >= MAX_ACK_DEBT {
+                                break;
+                            }
+                            match self.rx.try_recv() {
+                                Ok(ev) => self.on_event(ev)?,
+                                Err(_) => break,
+                            }
                         }
-                        match self.rx.try_recv() {
-                            Ok(ev) => self.on_event(ev)?,
-                            Err(_) => break,
+                    }
+                    // Paused on the ack debt: wait for rumqttc to write acks
+                    // (or for the connection to drop, which cancels them).
+                    _ = tokio::time::sleep(Duration::from_millis(1)), if self.ack_debt >= MAX_ACK_DEBT => {
+                        // Keep the channel moving: a poller waiting to hand over
+                        // an event cannot write the acks this pause waits for.
+                        while let Ok(ev) = self.rx.try_recv() {
+                            self.held.push_back(ev);
+                        }
+                        if self.group.opened.is_some() {
+                            self.commit_group()?;
+                        }
+                        if !self.metrics.connected.load(Relaxed) {
+                            self.forget_acks();
                         }
                     }
-                }
-                // Paused on the ack debt: wait for rumqttc to write acks
-                // (or for the connection to drop, which cancels them).
-                _ = tokio::time::sleep(Duration::from_millis(1)), if self.ack_debt >= MAX_ACK_DEBT => {
-                    if self.group.opened.is_some() {
-                        self.commit_group()?;
+                    _ = commit_due => self.commit_group()?,
+                    Some(c) = control(&mut self.updates) => self.on_control(c)?,
+                    _ = ticker.tick() => {
+                        self.on_timer()?;
+                        self.update_tick()?;
+                        self.maybe_checkpoint(false)?;
                     }
-                    if !self.metrics.connected.load(Relaxed) {
-                        self.forget_acks();
-                    }
+                    _ = flush_soon => {}
                 }
-                _ = commit_due => self.commit_group()?,
-                Some(c) = control(&mut self.updates) => self.on_control(c)?,
-                _ = ticker.tick() => {
-                    self.on_timer()?;
-                    self.update_tick()?;
-                    self.maybe_checkpoint(false)?;
-                }
-                _ = flush_soon => {}
             }
             flush_acks(
                 &mut self.acks,
@@ -1202,6 +1222,14 @@ impl Agent {
     /// broker's acknowledgements, write a final checkpoint, disconnect.
     async fn shutdown(&mut self) -> Result<bool, RunError> {
         tracing::info!("stopping: final commit and checkpoint");
+        // Held messages are not acknowledged (the broker redelivers them);
+        // held acks of outputs count.
+        for ev in std::mem::take(&mut self.held) {
+            if let (Link::Output, MqttEvent::PubAck) = ev {
+                self.em.acked += 1;
+                self.metrics.published_acked.fetch_add(1, Relaxed);
+            }
+        }
         self.commit_group()?;
         self.pending_ckpt = None;
         let mut written = self.maybe_checkpoint(true)?;
@@ -1599,7 +1627,7 @@ fn open_board(
 /// sensor's health tracking (`weir_boards::health`), never fatal.
 fn poll_wired(
     mut sensors: Vec<(usize, weir_boards::wired::WiredSensor)>,
-    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    tx: mqtt::EventTx,
     metrics: Arc<Metrics>,
 ) {
     use weir_core::seam::Source;
@@ -1621,7 +1649,8 @@ fn poll_wired(
                 }
                 match s.poll_read(now) {
                     Ok(Some(r)) => {
-                        if tx.send((Link::Ingest, MqttEvent::Wired(*src, r))).is_err() {
+                        let ev = MqttEvent::Wired(*src, Box::new(r));
+                        if tx.blocking_send((Link::Ingest, ev)).is_err() {
                             return;
                         }
                     }

@@ -1,11 +1,12 @@
 //! The MQTT side of `weir run`: client options from `gateway.toml`, TLS
 //! with rustls (ring), and the task that polls rumqttc's event loop.
 //!
-//! The poller never blocks on the ingest loop: it forwards every event into
-//! an unbounded channel. That is bounded in practice because QoS 1 messages
-//! are acknowledged only after their group commit, so the broker never has
-//! more than its in-flight window outstanding; QoS 0 floods are cut by the
-//! ingest loop (counted as overload drops).
+//! The poller forwards events into a bounded channel ([`EVENT_QUEUE`]
+//! events): when the ingest loop falls behind, the poller waits, stops
+//! reading the socket, and TCP pushes back to the broker, which queues (or,
+//! for QoS 0, drops) by its own limits. The agent's memory stays bounded
+//! whatever the broker sends. Events are small (a topic, the payload, a
+//! 4-byte ack token), so the queue holds little beyond the payloads.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ pub enum MqttEvent {
     Disconnected(String),
     /// A reading from a sensor wired to the gateway (board profile), for
     /// pipeline source index `.0`, stamped by the gateway clock.
-    Wired(usize, weir_core::seam::Reading),
+    Wired(usize, Box<weir_core::seam::Reading>),
 }
 
 /// The incoming packet limit: effectively none, so an oversized message
@@ -147,13 +148,20 @@ pub struct Incoming {
     pub ack: Option<AckToken>,
 }
 
-/// The packet an acknowledgement answers.
-#[derive(Debug, Clone)]
-pub enum AckToken {
-    /// MQTT 3.1.1.
-    V4(rumqttc::Publish),
-    /// MQTT 5.
-    V5(rumqttc::v5::mqttbytes::v5::Publish),
+/// Most events waiting between the pollers and the ingest loop.
+pub const EVENT_QUEUE: usize = 1024;
+
+/// The sending half the pollers (and the wired-sensor thread) feed.
+pub type EventTx = mpsc::Sender<(Link, MqttEvent)>;
+
+/// What an acknowledgement needs of the packet it answers: protocol, QoS
+/// and packet id (4 bytes, where a whole rumqttc `Publish` is ~100–200: a
+/// group holds thousands of these while its commit is on the way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckToken {
+    v5: bool,
+    qos: u8,
+    pkid: u16,
 }
 
 /// A client of either protocol; the agent sees one interface.
@@ -199,9 +207,29 @@ impl Client {
 
     /// Queues an acknowledgement; false when the request channel is full.
     pub fn try_ack(&self, t: &AckToken) -> bool {
-        match (self, t) {
-            (Client::V4(c), AckToken::V4(p)) => c.try_ack(p).is_ok(),
-            (Client::V5(c), AckToken::V5(p)) => c.try_ack(p).is_ok(),
+        match self {
+            Client::V4(c) if !t.v5 => {
+                let qos = if t.qos >= 2 {
+                    rumqttc::QoS::ExactlyOnce
+                } else {
+                    rumqttc::QoS::AtLeastOnce
+                };
+                let mut p = rumqttc::Publish::new("", qos, Vec::new());
+                p.pkid = t.pkid;
+                c.try_ack(&p).is_ok()
+            }
+            Client::V5(c) if t.v5 => {
+                use rumqttc::v5::mqttbytes::QoS;
+                let qos = if t.qos >= 2 {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let mut p =
+                    rumqttc::v5::mqttbytes::v5::Publish::new("", qos, bytes::Bytes::new(), None);
+                p.pkid = t.pkid;
+                c.try_ack(&p).is_ok()
+            }
             // A token of the other protocol cannot come from this client.
             _ => true,
         }
@@ -267,7 +295,7 @@ pub fn connect(
     link: Link,
     request_cap: usize,
     metrics: Arc<Metrics>,
-    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    tx: EventTx,
 ) -> Result<(Client, tokio::task::JoinHandle<()>), String> {
     if b.protocol == 5 {
         let (client, eventloop) = rumqttc::v5::AsyncClient::new(options_v5(b, link)?, request_cap);
@@ -279,12 +307,7 @@ pub fn connect(
     }
 }
 
-async fn poll_v5(
-    mut el: rumqttc::v5::EventLoop,
-    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
-    metrics: Arc<Metrics>,
-    link: Link,
-) {
+async fn poll_v5(mut el: rumqttc::v5::EventLoop, tx: EventTx, metrics: Arc<Metrics>, link: Link) {
     use rumqttc::v5::mqttbytes::v5::Packet as P;
     use rumqttc::v5::Event as E;
     let connected = match link {
@@ -304,16 +327,15 @@ async fn poll_v5(
             }
             Ok(E::Incoming(P::Publish(p))) => {
                 let qos = p.qos as u8;
-                // The ack needs only QoS and packet id: a token without the
-                // payload does not pin rumqttc's read buffer.
-                let mut token =
-                    rumqttc::v5::mqttbytes::v5::Publish::new("", p.qos, bytes::Bytes::new(), None);
-                token.pkid = p.pkid;
                 MqttEvent::Publish(Incoming {
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
                     payload: p.payload,
                     qos,
-                    ack: (qos > 0).then_some(AckToken::V5(token)),
+                    ack: (qos > 0).then_some(AckToken {
+                        v5: true,
+                        qos,
+                        pkid: p.pkid,
+                    }),
                 })
             }
             Ok(E::Incoming(P::PubAck(_))) => MqttEvent::PubAck,
@@ -328,6 +350,7 @@ async fn poll_v5(
                 connected.store(false, Relaxed);
                 if tx
                     .send((link, MqttEvent::Disconnected(e.to_string())))
+                    .await
                     .is_err()
                 {
                     return;
@@ -337,7 +360,7 @@ async fn poll_v5(
                 continue;
             }
         };
-        if tx.send((link, ev)).is_err() {
+        if tx.send((link, ev)).await.is_err() {
             return;
         }
     }
@@ -350,7 +373,7 @@ pub fn start(
     request_cap: usize,
     metrics: Arc<Metrics>,
     link: Link,
-    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
+    tx: EventTx,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
     let (client, eventloop) = AsyncClient::new(opts, request_cap);
     let task = tokio::spawn(poll(eventloop, tx, metrics, link));
@@ -365,12 +388,7 @@ fn jitter(max_ms: u64) -> u64 {
     n % max_ms.max(1)
 }
 
-async fn poll(
-    mut el: EventLoop,
-    tx: mpsc::UnboundedSender<(Link, MqttEvent)>,
-    metrics: Arc<Metrics>,
-    link: Link,
-) {
+async fn poll(mut el: EventLoop, tx: EventTx, metrics: Arc<Metrics>, link: Link) {
     let connected = match link {
         Link::Ingest => &metrics.connected,
         Link::Output => &metrics.output_connected,
@@ -388,15 +406,15 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let qos = p.qos as u8;
-                // The ack needs only QoS and packet id: a token without the
-                // payload does not pin rumqttc's read buffer.
-                let mut token = rumqttc::Publish::new("", p.qos, Vec::new());
-                token.pkid = p.pkid;
                 MqttEvent::Publish(Incoming {
                     topic: p.topic,
                     payload: p.payload,
                     qos,
-                    ack: (qos > 0).then_some(AckToken::V4(token)),
+                    ack: (qos > 0).then_some(AckToken {
+                        v5: false,
+                        qos,
+                        pkid: p.pkid,
+                    }),
                 })
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => MqttEvent::PubAck,
@@ -411,6 +429,7 @@ async fn poll(
                 connected.store(false, Relaxed);
                 if tx
                     .send((link, MqttEvent::Disconnected(e.to_string())))
+                    .await
                     .is_err()
                 {
                     return;
@@ -420,7 +439,7 @@ async fn poll(
                 continue;
             }
         };
-        if tx.send((link, ev)).is_err() {
+        if tx.send((link, ev)).await.is_err() {
             return;
         }
     }
