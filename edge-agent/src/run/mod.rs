@@ -1284,6 +1284,23 @@ impl Agent {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ingest.disconnect()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.out.disconnect()).await;
+        // Until the broker closes both connections (it does on DISCONNECT):
+        // a socket closed with unread data sends a reset, and a reset makes
+        // the broker's kernel discard what the broker has not read yet, the
+        // last acks among it (the next start then sees redeliveries).
+        // Messages read meanwhile are not acknowledged; the broker keeps them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut open = [
+            self.metrics.connected.load(Relaxed),
+            self.metrics.output_connected.load(Relaxed),
+        ];
+        while open.iter().any(|o| *o) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((link, MqttEvent::Disconnected(_)))) => open[link as usize] = false,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
         Ok(written)
     }
 }
