@@ -944,7 +944,7 @@ impl Agent {
                 .engine
                 .snapshot()
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
-            let snap = dedupe::encode_checkpoint(&self.dedupe.export(), &engine);
+            let snap = dedupe::encode_checkpoint(&self.dedupe, &engine);
             let mark = self.em.published + self.em.queue.len() as u64;
             self.pending_ckpt = Some((self.processed, snap, mark));
             self.last_ckpt = Instant::now();
