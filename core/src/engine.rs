@@ -451,7 +451,7 @@ impl Engine {
     ///
     /// # Errors
     /// The reason the sample was refused; it is counted and nothing changes.
-    #[inline]
+    #[inline(always)]
     pub fn handle_sample(
         &mut self,
         now: i64,
