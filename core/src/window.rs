@@ -439,10 +439,13 @@ impl WindowOp {
         let fired = wm >= fire_at;
         let mut w = OpenWindow::new(start, end, fired, self.sketch);
         w.add(x, self.tier);
-        self.key_state(key).windows.push(w.clone());
+        let windows = &mut self.key_state(key).windows;
+        windows.push(w);
         if fired {
-            // A late firing of a window that had no data when it was due.
-            self.emit(key, &w, Emission::Update, out);
+            // A late firing of a window that had no data when it was due:
+            // emitted from where it is kept (no copy of it, or its sketch).
+            let i = windows.len() - 1;
+            self.emit_at(key, i, Emission::Update, out);
         } else {
             self.register(fire_at, key);
         }
