@@ -59,11 +59,15 @@ impl Hasher for FxHasher {
 /// inline (`same_name`) instead of calling `memcmp` for a few bytes.
 type Map = hashbrown::HashTable<(Box<str>, KeyId)>;
 
+/// FxHash of a name, rotated so that its well-mixed high bits pick the
+/// bucket: the table takes the bucket from the low bits, and a product's low
+/// bits depend only on its input's low bits, so names like `s0000`…`s0999`
+/// clustered and a lookup probed 1.55 groups on average.
 #[inline(always)]
 fn hash_name(name: &str) -> u64 {
     let mut h = FxHasher::default();
     name.hash(&mut h);
-    h.finish()
+    h.finish().rotate_left(26)
 }
 
 /// `a == b` for names: names up to 16 bytes (the usual sensor id) compare
