@@ -3,7 +3,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::hash::{BuildHasherDefault, Hasher};
+use core::hash::{Hash, Hasher};
 
 /// A dense id for a live key. Ids of evicted keys are reused only after the
 /// output queue has been drained, so an id in a pending output stays valid.
@@ -55,7 +55,43 @@ impl Hasher for FxHasher {
     }
 }
 
-type Map = hashbrown::HashMap<Box<str>, KeyId, BuildHasherDefault<FxHasher>>;
+/// name → id. A raw table rather than a map, so a lookup compares names
+/// inline (`same_name`) instead of calling `memcmp` for a few bytes.
+type Map = hashbrown::HashTable<(Box<str>, KeyId)>;
+
+/// FxHash of a name, rotated so that its well-mixed high bits pick the
+/// bucket: the table takes the bucket from the low bits, and a product's low
+/// bits depend only on its input's low bits, so names like `s0000`…`s0999`
+/// clustered and a lookup probed 1.55 groups on average.
+#[inline(always)]
+fn hash_name(name: &str) -> u64 {
+    let mut h = FxHasher::default();
+    name.hash(&mut h);
+    h.finish().rotate_left(26)
+}
+
+/// `a == b` for names: names up to 16 bytes (the usual sensor id) compare
+/// as two overlapping words, without a call.
+#[inline(always)]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+    };
+    let w4 = |s: &[u8], i: usize| {
+        s.get(i..i + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()))
+    };
+    match n {
+        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        _ => a == b,
+    }
+}
 
 /// Live keys: name ↔ id, last event time per key.
 #[derive(Debug, Default)]
@@ -71,9 +107,13 @@ pub(crate) struct KeyTable {
 }
 
 impl KeyTable {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, name: &str) -> Option<KeyId> {
-        self.map.get(name).copied()
+        self.map
+            .find(hash_name(name), |(k, _)| {
+                same_name(k.as_bytes(), name.as_bytes())
+            })
+            .map(|&(_, id)| id)
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -94,13 +134,15 @@ impl KeyTable {
             }
         };
         self.last_ts[id as usize] = i64::MIN;
-        self.map.insert(name.into(), id);
+        Self::put(&mut self.map, name.into(), id);
         id
     }
 
     pub(crate) fn remove(&mut self, id: KeyId) {
         if let Some(name) = self.names[id as usize].take() {
-            self.map.remove(&name);
+            if let Ok(e) = self.map.find_entry(hash_name(&name), |(k, _)| **k == *name) {
+                e.remove();
+            }
             self.pending_free.push(id);
             self.retired.push((id, name));
         }
@@ -124,13 +166,65 @@ impl KeyTable {
         }
     }
 
+    /// Maps `name` to `id`, replacing an earlier id of the same name.
+    fn put(map: &mut Map, name: Box<str>, id: KeyId) {
+        let h = hash_name(&name);
+        match map.entry(h, |(k, _)| *k == name, |(k, _)| hash_name(k)) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = id,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((name, id));
+            }
+        }
+    }
+
     /// Rebuilds the map after `names` was restored.
     pub(crate) fn reindex(&mut self) {
         self.map.clear();
         for (i, n) in self.names.iter().enumerate() {
             if let Some(n) = n {
-                self.map.insert(n.clone(), i as KeyId);
+                Self::put(&mut self.map, n.clone(), i as KeyId);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_name_is_byte_equality() {
+        let names: Vec<Vec<u8>> = (0..=20usize)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n as u8).map(|i| b'a' + i).collect();
+                let mut v = alloc::vec![base.clone()];
+                for i in 0..n {
+                    let mut m = base.clone();
+                    m[i] ^= 1;
+                    v.push(m);
+                }
+                v
+            })
+            .collect();
+        for a in &names {
+            for b in &names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_survive_removal_and_reindex() {
+        let mut t = KeyTable::default();
+        let a = t.insert("pump-1");
+        let b = t.insert("pump-2/bearing-temperature");
+        assert_eq!(t.get("pump-1"), Some(a));
+        assert_eq!(t.get("pump-2/bearing-temperature"), Some(b));
+        t.remove(a);
+        assert_eq!(t.get("pump-1"), None);
+        assert_eq!(t.live(), 1);
+        t.reindex();
+        assert_eq!(t.get("pump-2/bearing-temperature"), Some(b));
+        assert_eq!(t.get("pump-1"), None);
     }
 }

@@ -258,7 +258,7 @@ impl WindowOp {
     }
 
     /// Routes one accepted sample; `wm` is the watermark before it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn on_sample(
         &mut self,
         key: KeyId,
@@ -268,22 +268,31 @@ impl WindowOp {
         out: &mut VecDeque<Output>,
     ) {
         self.stats.routed += 1;
+        if let WindowKind::Tumbling { .. } = self.kind {
+            // Most samples fall into the key's newest window: if it holds
+            // ts and has not fired, it is the one (tumbling windows do not
+            // overlap), and an unfired window cannot be late.
+            if let Some(w) = self
+                .keys
+                .get_mut(key as usize)
+                .and_then(|k| k.windows.last_mut())
+            {
+                if ts >= w.start && ts < w.end && !w.emitted {
+                    w.add(x, self.tier);
+                    self.stats.on_time += 1;
+                    return;
+                }
+            }
+        }
+        self.place(key, ts, x, wm, out);
+    }
+
+    /// Every other sample: out of line, so the common case above stays
+    /// small enough to inline into the engine's per-sample path.
+    #[inline(never)]
+    fn place(&mut self, key: KeyId, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
         match self.kind {
             WindowKind::Tumbling { size } => {
-                // Most samples fall into the key's newest window: if it holds
-                // ts and has not fired, it is the one (tumbling windows do not
-                // overlap), and an unfired window cannot be late.
-                if let Some(w) = self
-                    .keys
-                    .get_mut(key as usize)
-                    .and_then(|k| k.windows.last_mut())
-                {
-                    if ts >= w.start && ts < w.end && !w.emitted {
-                        w.add(x, self.tier);
-                        self.stats.on_time += 1;
-                        return;
-                    }
-                }
                 let start = self.align_down(ts, size);
                 self.add(key, start, start.saturating_add(size), ts, x, wm, out);
             }
@@ -430,10 +439,13 @@ impl WindowOp {
         let fired = wm >= fire_at;
         let mut w = OpenWindow::new(start, end, fired, self.sketch);
         w.add(x, self.tier);
-        self.key_state(key).windows.push(w.clone());
+        let windows = &mut self.key_state(key).windows;
+        windows.push(w);
         if fired {
-            // A late firing of a window that had no data when it was due.
-            self.emit(key, &w, Emission::Update, out);
+            // A late firing of a window that had no data when it was due:
+            // emitted from where it is kept (no copy of it, or its sketch).
+            let i = windows.len() - 1;
+            self.emit_at(key, i, Emission::Update, out);
         } else {
             self.register(fire_at, key);
         }
