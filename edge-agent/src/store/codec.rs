@@ -8,8 +8,13 @@
 
 use thiserror::Error;
 
-/// Batch format version written by this code.
-pub const BATCH_VERSION: u8 = 1;
+/// Batch format version written by this code. Version 2 added the
+/// message-continuation bit (the low bit of the source field); version 1
+/// batches are still read, every record starting a message.
+pub const BATCH_VERSION: u8 = 2;
+
+/// The oldest batch format version this code reads.
+pub const OLDEST_BATCH_VERSION: u8 = 1;
 
 /// Most values one record may carry.
 pub const MAX_VALUES: usize = 255;
@@ -54,7 +59,7 @@ pub enum CodecError {
         computed: u32,
     },
     /// A batch written by a newer (or unknown) format.
-    #[error("unsupported batch format version {0} (this build reads {BATCH_VERSION})")]
+    #[error("unsupported batch format version {0} (this build reads {OLDEST_BATCH_VERSION} to {BATCH_VERSION})")]
     Version(u8),
     /// A field runs past the end of the batch.
     #[error("record {record}: {field} runs past the end of the batch")]
@@ -233,8 +238,15 @@ impl BatchEncoder {
     }
 
     /// Appends a record: `sample`, its key written as `key`. The caller has
-    /// [checked](BatchEncoder::check) it.
+    /// [checked](BatchEncoder::check) it. The record starts a message.
     pub fn push(&mut self, key: KeyRef<'_>, sample: &Sample<'_>) {
+        self.push_part(key, sample, false);
+    }
+
+    /// As [`push`](BatchEncoder::push); `cont` marks a record that continues
+    /// the message of the record before it (a pack of readings in one MQTT
+    /// message), so a replay can tell messages apart.
+    pub fn push_part(&mut self, key: KeyRef<'_>, sample: &Sample<'_>, cont: bool) {
         if self.count == 0 {
             self.buf.clear();
             self.buf.push(BATCH_VERSION);
@@ -248,7 +260,7 @@ impl BatchEncoder {
             values,
             ..
         } = *sample;
-        put_varint(&mut self.buf, source as u64);
+        put_varint(&mut self.buf, ((source as u64) << 1) | cont as u64);
         match key {
             KeyRef::Id(id) => put_varint(&mut self.buf, (id as u64) << 1),
             KeyRef::Inline(k) => {
@@ -301,7 +313,7 @@ pub fn batch_count(bytes: &[u8]) -> Result<u32, CodecError> {
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    if bytes[0] != BATCH_VERSION {
+    if !(OLDEST_BATCH_VERSION..=BATCH_VERSION).contains(&bytes[0]) {
         return Err(CodecError::Version(bytes[0]));
     }
     let n = &body[body.len() - 4..];
@@ -322,6 +334,7 @@ pub struct BatchDecoder<'b> {
     count: u32,
     prev_ts: i64,
     prev_now: i64,
+    version: u8,
 }
 
 /// One record as stored: the key not yet looked up.
@@ -335,6 +348,9 @@ pub struct RawRecord<'b> {
     pub ts: i64,
     /// The driver's clock at ingest.
     pub now: i64,
+    /// Whether it continues the message of the record before it (always
+    /// false in version 1 batches).
+    pub cont: bool,
 }
 
 impl<'b> BatchDecoder<'b> {
@@ -352,6 +368,7 @@ impl<'b> BatchDecoder<'b> {
             count,
             prev_ts: 0,
             prev_now: 0,
+            version: bytes[0],
         })
     }
 
@@ -421,7 +438,13 @@ impl<'b> BatchDecoder<'b> {
         }
         let record = self.index;
         let bad = |field| CodecError::BadField { record, field };
-        let source = u16::try_from(self.varint("source")?).map_err(|_| bad("source"))?;
+        let mut source = self.varint("source")?;
+        let mut cont = false;
+        if self.version >= 2 {
+            cont = source & 1 == 1;
+            source >>= 1;
+        }
+        let source = u16::try_from(source).map_err(|_| bad("source"))?;
         let k = self.varint("key")?;
         let key = if k & 1 == 0 {
             KeyRef::Id(u32::try_from(k >> 1).map_err(|_| bad("key id"))?)
@@ -467,6 +490,7 @@ impl<'b> BatchDecoder<'b> {
             key,
             ts,
             now,
+            cont,
         }))
     }
 }
@@ -571,6 +595,50 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(BatchDecoder::new(&bytes[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn message_continuation_bit_roundtrips_and_version_1_still_reads() {
+        let s = |source| Sample {
+            source,
+            key: "k",
+            ts: 7,
+            now: 8,
+            values: &[1.5],
+        };
+        let mut e = BatchEncoder::new();
+        e.push_part(KeyRef::Id(0), &s(3), false);
+        e.push_part(KeyRef::Id(0), &s(3), true);
+        e.push_part(KeyRef::Id(1), &s(u16::MAX), false);
+        e.push_part(KeyRef::Id(1), &s(u16::MAX), true);
+        let bytes = e.finish(|b| b.to_vec()).unwrap();
+        let mut d = BatchDecoder::new(&bytes).unwrap();
+        let mut v = Vec::new();
+        let mut got = Vec::new();
+        while let Some(r) = d.next_record(&mut v).unwrap() {
+            got.push((r.source, r.cont));
+        }
+        assert_eq!(
+            got,
+            [(3, false), (3, true), (u16::MAX, false), (u16::MAX, true)]
+        );
+        // A version 1 batch: source 3, inline key "k", ts 7, now 8, no
+        // values; every record starts a message.
+        let mut b = vec![1u8, 3, 3, b'k', 14, 16, 0];
+        b.extend_from_slice(&1u32.to_le_bytes());
+        let crc = crc32(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let mut d = BatchDecoder::new(&b).unwrap();
+        let r = d.next_record(&mut v).unwrap().unwrap();
+        assert_eq!(
+            (r.source, r.key, r.ts, r.now, r.cont),
+            (3, KeyRef::Inline("k"), 7, 8, false)
+        );
+        b[0] = 3;
+        let n = b.len();
+        let crc = crc32(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(BatchDecoder::new(&b).unwrap_err(), CodecError::Version(3));
     }
 
     #[test]

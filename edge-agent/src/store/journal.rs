@@ -33,6 +33,29 @@ impl Store {
     /// [`StoreError::Sample`] if the sample breaks the format's limits (key
     /// over 1 KiB, more than 255 values); nothing is staged then.
     pub fn append(&mut self, sample: &Sample<'_>) -> Result<Lsn, StoreError> {
+        self.append_part(sample, false)
+    }
+
+    /// Whether a sample with this key and these values is within the
+    /// format's limits ([`Store::append`] refuses it otherwise).
+    pub fn fits(key: &str, values: &[f64]) -> bool {
+        BatchEncoder::check(&Sample {
+            source: 0,
+            key,
+            ts: 0,
+            now: 0,
+            values,
+        })
+        .is_ok()
+    }
+
+    /// As [`Store::append`]; `cont` marks a sample that continues the
+    /// message of the sample appended before it (the readings of one MQTT
+    /// message), which [`Replay::next_part`] tells again.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_part(&mut self, sample: &Sample<'_>, cont: bool) -> Result<Lsn, StoreError> {
         BatchEncoder::check(sample).map_err(StoreError::Sample)?;
         let lsn = self.next_lsn;
         if self.config.mode == DurabilityMode::Checkpoint {
@@ -55,7 +78,7 @@ impl Store {
             }
             None => KeyRef::Inline(sample.key),
         };
-        self.staged.enc.push(key, sample);
+        self.staged.enc.push_part(key, sample, cont);
         self.next_lsn += 1;
         Ok(lsn)
     }
@@ -340,6 +363,7 @@ struct Rec {
     now: i64,
     vstart: usize,
     vlen: usize,
+    cont: bool,
 }
 
 /// A replay of the journal, a batch at a time; from
@@ -378,6 +402,17 @@ impl Replay<'_> {
     /// LSNs are missing, [`StoreError::Db`]. The records handed out before
     /// the error are sound; the replay should not be continued.
     pub fn next_record(&mut self) -> Result<Option<(Lsn, Sample<'_>)>, StoreError> {
+        Ok(self.next_part()?.map(|(lsn, s, _)| (lsn, s)))
+    }
+
+    /// As [`next_record`](Replay::next_record), with whether the record
+    /// continues the message of the record before it
+    /// ([`Store::append_part`]; always false in journals written before the
+    /// format had the bit).
+    ///
+    /// # Errors
+    /// As [`next_record`](Replay::next_record).
+    pub fn next_part(&mut self) -> Result<Option<(Lsn, Sample<'_>, bool)>, StoreError> {
         while self.next == self.recs.len() {
             if !self.load_next()? {
                 return Ok(None);
@@ -402,6 +437,7 @@ impl Replay<'_> {
                 now: r.now,
                 values: &self.vals[r.vstart..r.vstart + r.vlen],
             },
+            r.cont,
         )))
     }
 
@@ -461,6 +497,7 @@ impl Replay<'_> {
                 now: r.now,
                 vstart: self.vals.len(),
                 vlen: vals.len(),
+                cont: r.cont,
             });
             self.vals.extend_from_slice(&vals);
             index += 1;
