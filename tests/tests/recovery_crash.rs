@@ -32,10 +32,25 @@ fn tail(path: &std::path::Path) -> String {
 
 #[test]
 fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
-    let kills: usize = std::env::var("WEIR_CRASH_KILLS")
+    crash_test(kills(20), 1);
+}
+
+/// Messages of 10 readings each (a JSON array): a redelivered message is
+/// recognised whole, and the journal's message boundaries survive replay.
+#[test]
+fn sigkill_with_packs_of_readings_loses_nothing_and_counts_nothing_twice() {
+    crash_test(kills(10), 10);
+}
+
+fn kills(default: usize) -> usize {
+    std::env::var("WEIR_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default)
+}
+
+/// `kills` SIGKILLs while readings arrive `pack` to a message.
+fn crash_test(kills: usize, pack: usize) {
     let seed: u64 = std::env::var("WEIR_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -45,9 +60,9 @@ fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
                 .map_or(1, |d| d.as_nanos() as u64)
                 | 1
         });
-    eprintln!("crash test: {kills} kills, WEIR_CRASH_SEED={seed}");
+    eprintln!("crash test: {kills} kills, {pack} readings a message, WEIR_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
-    let dir = TempDir::new("crash");
+    let dir = TempDir::new(&format!("crash-{pack}"));
     let _mosq;
     let addr = if std::env::var_os("WEIR_CRASH_RUMQTTD").is_none() && have_mosquitto() {
         _mosq = Mosquitto::start(&dir.0);
@@ -61,10 +76,21 @@ fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
     // The broker queues every message for the agent from the first one on.
     precreate_session(addr, &format!("weir-{GATEWAY}"), "plant/+/v");
-    let publisher = {
-        let msgs = msgs.clone();
-        std::thread::spawn(move || publish_all(addr, &msgs, Duration::from_secs(300)))
-    };
+    let packed: Vec<(String, Vec<u8>)> = msgs
+        .chunks(pack)
+        .map(|c| match c {
+            [m] => (m.topic.clone(), m.payload.clone().into_bytes()),
+            _ => {
+                let body: Vec<&str> = c.iter().map(|m| m.payload.as_str()).collect();
+                (
+                    "plant/pack/v".into(),
+                    format!("[{}]", body.join(",")).into_bytes(),
+                )
+            }
+        })
+        .collect();
+    let publisher =
+        std::thread::spawn(move || publish_raw(addr, packed.into_iter(), Duration::from_secs(300)));
     let mut last_log = dir.0.join("agent-0.log");
     for k in 0..kills {
         last_log = dir.0.join(format!("agent-{k}.log"));
@@ -99,7 +125,7 @@ fn sigkill_at_random_points_loses_nothing_and_counts_nothing_twice() {
     col.assert_matches(&expected);
     let dup = col.with(|s| s.duplicates);
     eprintln!(
-        "crash test: {} outputs exactly as uninterrupted after {kills} SIGKILLs; {dup} re-published copies dropped by id",
+        "crash test: {} outputs exactly as uninterrupted after {kills} SIGKILLs ({pack} readings a message); {dup} re-published copies dropped by id",
         expected.len()
     );
 }

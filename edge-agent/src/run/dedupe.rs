@@ -1,30 +1,34 @@
-//! Dropping redelivered readings.
+//! Dropping redelivered messages.
 //!
 //! A QoS 1 message is acknowledged after the commit that holds it. If the
 //! agent dies (or the connection drops) between that commit and the moment
 //! the acknowledgement reaches the broker, the broker delivers the message
 //! again, and its readings would be journaled twice. Packet ids do not tell
 //! (rumqttd, for one, sends a redelivery with a fresh id and no DUP flag),
-//! so the agent recognises readings instead: a reading is its source, key,
-//! timestamp and values, and the same reading twice is a duplicate.
+//! so the agent recognises messages by their readings: a reading is its
+//! source, key, timestamp and values; a message is the sequence of its
+//! readings ([`MessageHash`]: a message of one reading is that reading's
+//! hash, so single-reading rings from before message identities still
+//! match). The journal marks which records continue a message
+//! (`Store::append_part`), so a replay rebuilds the same identities.
 //!
-//! The hashes of the last [`WINDOW`] journaled readings are kept in a ring
-//! (in memory, and in every checkpoint, so a crash right after a checkpoint
-//! that truncated the journal still knows them). For the first
+//! The identities of the last [`WINDOW`] journaled messages are kept in a
+//! ring (in memory, and in every checkpoint, so a crash right after a
+//! checkpoint that truncated the journal still knows them). For the first
 //! 4 × [`WINDOW`] messages after each (re)connect, the time in which a
-//! broker redelivers, readings found in the ring are dropped, counted, and
+//! broker redelivers, messages found in the ring are dropped, counted, and
 //! remembered again (a redelivery whose acknowledgement is lost once more,
 //! because the agent died again, stays recent). The guarantee holds while
-//! the broker has fewer than [`WINDOW`] readings' worth of unacknowledged
-//! messages for the agent; mosquitto redelivers every unacknowledged one,
-//! not only its in-flight window, so the agent acknowledges within one
-//! group commit (milliseconds) to keep that set small.
+//! the broker has fewer than [`WINDOW`] unacknowledged messages for the
+//! agent that it journaled; mosquitto redelivers every unacknowledged one,
+//! not only its in-flight window, so the agent stops taking messages while
+//! [`WINDOW`] / 2 wait for their ack to be written.
 //!
 //! Readings without a payload timestamp are stamped with the agent clock on
 //! arrival, so a redelivery is a different reading: for such sources the
 //! promise is at-least-once across a crash in that short window.
 
-/// Readings remembered (256 KiB of hashes; a checkpoint carries them).
+/// Messages remembered (256 KiB of hashes; a checkpoint carries them).
 pub const WINDOW: usize = 32_768;
 
 /// The identity of a reading (64-bit FNV-1a over its parts).
@@ -47,7 +51,56 @@ pub fn reading_hash(source: u16, key: &str, ts: i64, values: &[f64]) -> u64 {
     h
 }
 
-/// The ring of recent readings and the post-connect check.
+/// The identity of a message from the hashes of its readings, in order:
+/// the hash itself for one reading, else 64-bit FNV-1a over the count and
+/// the hashes. `None` without readings.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MessageHash {
+    n: u32,
+    first: u64,
+    h: u64,
+}
+
+impl MessageHash {
+    /// Adds the next reading's [`reading_hash`].
+    #[inline]
+    pub fn add(&mut self, reading: u64) {
+        const P: u64 = 0x0000_0100_0000_01b3;
+        if self.n == 0 {
+            self.first = reading;
+            self.h = 0xcbf2_9ce4_8422_2325;
+        }
+        for b in reading.to_le_bytes() {
+            self.h ^= b as u64;
+            self.h = self.h.wrapping_mul(P);
+        }
+        self.n += 1;
+    }
+
+    /// Readings added.
+    pub fn readings(&self) -> u32 {
+        self.n
+    }
+
+    /// The message's identity.
+    pub fn finish(&self) -> Option<u64> {
+        const P: u64 = 0x0000_0100_0000_01b3;
+        match self.n {
+            0 => None,
+            1 => Some(self.first),
+            n => {
+                let mut h = self.h;
+                for b in n.to_le_bytes() {
+                    h ^= b as u64;
+                    h = h.wrapping_mul(P);
+                }
+                Some(h)
+            }
+        }
+    }
+}
+
+/// The ring of recent messages and the post-connect check.
 #[derive(Debug, Default)]
 pub struct Dedupe {
     ring: Vec<u64>,
@@ -59,7 +112,7 @@ pub struct Dedupe {
 }
 
 impl Dedupe {
-    /// Remembers a journaled reading.
+    /// Remembers a journaled message.
     #[inline]
     pub fn record(&mut self, h: u64) {
         if self.ring.len() < WINDOW {
@@ -94,7 +147,7 @@ impl Dedupe {
         }
     }
 
-    /// Whether reading `h` is a redelivery.
+    /// Whether message `h` is a redelivery.
     #[inline]
     pub fn is_duplicate(&self, h: u64) -> bool {
         self.armed

@@ -275,10 +275,10 @@ fn flush_acks(
     }
 }
 
-/// Most readings received but not yet acknowledged on the wire. Beyond it
+/// Most journaled messages not yet acknowledged on the wire. Beyond it
 /// the loop stops taking messages until acks are written: everything the
 /// broker may redeliver after a crash is then among the last
-/// [`dedupe::WINDOW`] readings, which the dedupe ring remembers.
+/// [`dedupe::WINDOW`] messages, which the dedupe ring remembers.
 const MAX_ACK_DEBT: u64 = dedupe::WINDOW as u64 / 2;
 
 /// Logs a bad-input line at most once per 10 s per (topic, reason).
@@ -363,9 +363,9 @@ struct Agent {
     out_once: bool,
     /// Acknowledgements waiting for the ingest client.
     acks: VecDeque<(AckToken, u32)>,
-    /// Readings per acknowledgement handed to the client, until written.
+    /// Ack debt per acknowledgement handed to the client, until written.
     ack_fifo: VecDeque<u32>,
-    /// Readings received whose acknowledgement is not written yet.
+    /// Journaled messages whose acknowledgement is not written yet.
     ack_debt: u64,
     /// `Metrics::acks_written` as far as `ack_fifo` has been reaped.
     acks_seen: u64,
@@ -584,15 +584,26 @@ impl Agent {
             c.set_replaying(true);
         }
         let mut replay = self.store.replay_from(upto)?;
-        while let Some((lsn, s)) = replay.next_record()? {
+        // Message identities as on ingest: a record that does not continue
+        // a message closes the one before it.
+        let mut id = dedupe::MessageHash::default();
+        while let Some((lsn, s, cont)) = replay.next_part()? {
             if s.source != TICK_SOURCE {
-                self.dedupe
-                    .record(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+                if !cont {
+                    if let Some(h) = id.finish() {
+                        self.dedupe.record(h);
+                    }
+                    id = dedupe::MessageHash::default();
+                }
+                id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
             }
             let _ = feed(&mut self.engine, &s);
             self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
             last = lsn;
             n += 1;
+        }
+        if let Some(h) = id.finish() {
+            self.dedupe.record(h);
         }
         drop(replay);
         if let Some(c) = &mut self.em.cloud {
@@ -722,6 +733,8 @@ impl Agent {
         };
         let mut batch = std::mem::take(&mut self.batch);
         let has_ts = dec.has_timestamp();
+        // Ack debt of this message: 1 if its identity went into the ring.
+        let mut ringed = 0u32;
         match dec.decode(&p.topic, &p.payload, now, &mut batch) {
             Err(e) => {
                 self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
@@ -733,35 +746,49 @@ impl Agent {
                 }
                 let checking = self.dedupe.armed() && has_ts;
                 self.dedupe.message();
+                // The message's identity: its readings the journal holds
+                // (the same records a replay sees).
+                let mut id = dedupe::MessageHash::default();
                 for s in batch.iter() {
-                    let h = dedupe::reading_hash(src as u16, s.key, s.ts, s.values);
-                    if checking && self.dedupe.is_duplicate(h) {
-                        self.metrics.duplicates.fetch_add(1, Relaxed);
-                        self.dedupe.record(h);
-                        continue;
+                    if Store::fits(s.key, s.values) {
+                        id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
                     }
+                }
+                let id = id.finish();
+                if let Some(h) = id {
                     self.dedupe.record(h);
-                    let sample = Sample {
-                        source: src as u16,
-                        key: s.key,
-                        ts: s.ts,
-                        now,
-                        values: s.values,
-                    };
-                    match self.store.append(&sample) {
-                        Ok(lsn) => self
-                            .group
-                            .push(lsn, src as u16, msg, s.key, s.ts, now, s.values),
-                        Err(StoreError::Sample(e)) => {
-                            let t = p.topic.clone();
-                            self.dead(&t, "too_large", e.to_string(), &p.payload, now);
+                    ringed = 1;
+                }
+                if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+                    self.metrics
+                        .duplicates
+                        .fetch_add(batch.len() as u64, Relaxed);
+                } else {
+                    let mut cont = false;
+                    for s in batch.iter() {
+                        let sample = Sample {
+                            source: src as u16,
+                            key: s.key,
+                            ts: s.ts,
+                            now,
+                            values: s.values,
+                        };
+                        match self.store.append_part(&sample, cont) {
+                            Ok(lsn) => {
+                                cont = true;
+                                self.group
+                                    .push(lsn, src as u16, msg, s.key, s.ts, now, s.values);
+                            }
+                            Err(StoreError::Sample(e)) => {
+                                let t = p.topic.clone();
+                                self.dead(&t, "too_large", e.to_string(), &p.payload, now);
+                            }
+                            Err(e) => return Err(e.into()),
                         }
-                        Err(e) => return Err(e.into()),
                     }
                 }
             }
         }
-        let readings = batch.len() as u32;
         self.batch = batch;
         // Kept for a dead letter should the engine refuse a reading; a copy
         // of the first bytes, so the group does not pin read buffers.
@@ -771,8 +798,8 @@ impl Agent {
             bytes::Bytes::copy_from_slice(&p.payload[..kept]),
         ));
         if let Some(t) = p.ack {
-            self.ack_debt += readings as u64;
-            self.group.acks.push((t, readings));
+            self.ack_debt += ringed as u64;
+            self.group.acks.push((t, ringed));
         }
         Ok(())
     }
