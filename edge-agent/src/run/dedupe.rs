@@ -109,12 +109,14 @@ pub struct Dedupe {
     /// the same hashes would take about 2.3 times that).
     armed: Option<Vec<u64>>,
     messages_left: usize,
+    inserted: u64,
 }
 
 impl Dedupe {
-    /// Remembers a journaled message.
+    /// Remembers a message's identity (journaled, or a duplicate seen again).
     #[inline]
     pub fn record(&mut self, h: u64) {
+        self.inserted += 1;
         if self.ring.len() < WINDOW {
             self.ring.push(h);
         } else {
@@ -123,13 +125,19 @@ impl Dedupe {
         }
     }
 
-    /// Starts checking: the next [`WINDOW`] messages are compared with the
-    /// readings remembered now.
+    /// Starts checking: the next 4 × [`WINDOW`] messages are compared with
+    /// the identities remembered now.
     pub fn arm(&mut self) {
         let mut v = self.ring.clone();
         v.sort_unstable();
         self.armed = Some(v);
         self.messages_left = 4 * WINDOW;
+    }
+
+    /// Identities recorded so far, ever (an identity recorded when this
+    /// was `n` is in the ring while it is below `n + WINDOW`).
+    pub fn inserted(&self) -> u64 {
+        self.inserted
     }
 
     /// Whether checks are on (a message arrived within the window).
@@ -161,6 +169,24 @@ impl Dedupe {
         [old, new].concat()
     }
 
+    /// Takes the post-connect check and the insertion count, to
+    /// [`resume`](Dedupe::resume) them after the ring is rebuilt from the
+    /// checkpoint and journal while the connection stays up.
+    pub fn keep(&mut self) -> Kept {
+        Kept {
+            armed: self.armed.take(),
+            messages_left: self.messages_left,
+            inserted: self.inserted,
+        }
+    }
+
+    /// Puts back what [`keep`](Dedupe::keep) took.
+    pub fn resume(&mut self, k: Kept) {
+        self.armed = k.armed;
+        self.messages_left = k.messages_left;
+        self.inserted = k.inserted;
+    }
+
     /// Forgets everything and remembers `hashes` (oldest first).
     pub fn import(&mut self, hashes: &[u64]) {
         self.ring.clear();
@@ -170,6 +196,14 @@ impl Dedupe {
             self.record(h);
         }
     }
+}
+
+/// What [`Dedupe::keep`] takes.
+#[derive(Debug)]
+pub struct Kept {
+    armed: Option<Vec<u64>>,
+    messages_left: usize,
+    inserted: u64,
 }
 
 /// Agent checkpoint: `[b'W', 1, n: u32 LE, n × u64 LE hashes, engine snapshot]`.

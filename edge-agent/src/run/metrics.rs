@@ -47,6 +47,8 @@ pub struct Metrics {
     pub published_acked: AtomicU64,
     /// Dead letters staged.
     pub dead_letters: AtomicU64,
+    /// QoS 0 messages dropped while ingest was paused on the ack debt.
+    pub overload_drops: AtomicU64,
     /// Group commits.
     pub commits: AtomicU64,
     /// Journal chunk bytes written.
@@ -233,6 +235,11 @@ impl Metrics {
             "dead_letters_total",
             "Bad messages or records written to the dead-letter table.",
             self.dead_letters.load(Relaxed),
+        );
+        c(
+            "overload_drops_total",
+            "QoS 0 messages dropped while ingest was paused waiting for acks to be written.",
+            self.overload_drops.load(Relaxed),
         );
         c(
             "journal_commits_total",

@@ -138,8 +138,9 @@ struct Rec {
 /// The open group commit.
 #[derive(Default)]
 struct Group {
-    /// Messages to acknowledge after the commit, in receive order.
-    acks: Vec<(AckToken, u32)>,
+    /// Messages to acknowledge after the commit, in receive order, each
+    /// with its place in the dedupe ring ([`dedupe::Dedupe::inserted`]).
+    acks: Vec<(AckToken, u64)>,
     /// Topics of the group's messages (index = `Rec::msg`).
     topics: Vec<(String, bytes::Bytes)>,
     recs: Vec<Rec>,
@@ -260,13 +261,14 @@ impl Emitter {
 
 /// Hands queued acknowledgements to the ingest client, in order.
 fn flush_acks(
-    acks: &mut VecDeque<(AckToken, u32)>,
-    fifo: &mut VecDeque<u32>,
+    acks: &mut VecDeque<(AckToken, u64)>,
+    fifo: &mut VecDeque<u64>,
     client: &Client,
     m: &Metrics,
 ) {
     while let Some((p, n)) = acks.front() {
-        if !client.try_ack(p) {
+        // Headroom in rumqttc's request queue for subscriptions.
+        if fifo.len() + 64 >= INGEST_REQUESTS || !client.try_ack(p) {
             return;
         }
         fifo.push_back(*n);
@@ -275,10 +277,12 @@ fn flush_acks(
     }
 }
 
-/// Most journaled messages not yet acknowledged on the wire. Beyond it
-/// the loop stops taking messages until acks are written: everything the
-/// broker may redeliver after a crash is then among the last
-/// [`dedupe::WINDOW`] messages, which the dedupe ring remembers.
+/// Most identities recorded in the dedupe ring since the oldest message
+/// whose ack is not yet written ([`Agent::ack_debt`]; QoS 0 messages,
+/// wired readings and duplicates move the ring too). At it the loop stops
+/// taking messages until acks are written: everything the broker may
+/// redeliver after a crash is then among the last [`dedupe::WINDOW`]
+/// identities, which the ring remembers.
 const MAX_ACK_DEBT: u64 = dedupe::WINDOW as u64 / 2;
 
 /// Logs a bad-input line at most once per 10 s per (topic, reason).
@@ -334,6 +338,9 @@ const EVENTS_PER_TURN: usize = 512;
 /// the rest wait in the agent's own queue as 4-byte tokens, not as
 /// rumqttc requests of ~100 bytes each.
 const INGEST_REQUESTS: usize = 4096;
+/// While paused on the ack debt, QoS 0 messages beyond this many held
+/// events are dropped (counted as overload drops).
+const HELD_QOS0: usize = 4096;
 
 struct Agent {
     cfg: GatewayConfig,
@@ -362,11 +369,9 @@ struct Agent {
     ingest_once: bool,
     out_once: bool,
     /// Acknowledgements waiting for the ingest client.
-    acks: VecDeque<(AckToken, u32)>,
+    acks: VecDeque<(AckToken, u64)>,
     /// Ack debt per acknowledgement handed to the client, until written.
-    ack_fifo: VecDeque<u32>,
-    /// Journaled messages whose acknowledgement is not written yet.
-    ack_debt: u64,
+    ack_fifo: VecDeque<u64>,
     /// `Metrics::acks_written` as far as `ack_fifo` has been reaped.
     acks_seen: u64,
     pending_ckpt: Option<(Lsn, Vec<u8>, u64)>,
@@ -531,7 +536,6 @@ impl Agent {
             out_once: false,
             acks: VecDeque::new(),
             ack_fifo: VecDeque::new(),
-            ack_debt: 0,
             acks_seen: 0,
             pending_ckpt: None,
             last_ckpt: Instant::now(),
@@ -652,7 +656,11 @@ impl Agent {
         self.em.acked = 0;
         self.pending_ckpt = None;
         if self.cfg.durability == DurabilityMode::Journal {
+            // The ring comes back the same (the group is committed); the
+            // ingest link's post-connect check must stay as it was.
+            let kept = self.dedupe.keep();
             self.recover()?;
+            self.dedupe.resume(kept);
         } else {
             tracing::warn!("durability = \"checkpoint\": outputs in flight with the lost session are not re-published (no journal to replay)");
         }
@@ -713,7 +721,7 @@ impl Agent {
         if p.topic.starts_with(&self.own_prefix) {
             // Our own outputs, matched by a wide filter: not sensor input.
             if let Some(t) = p.ack {
-                self.group.acks.push((t, 0));
+                self.group.acks.push((t, self.dedupe.inserted()));
             }
             return Ok(());
         }
@@ -721,20 +729,18 @@ impl Agent {
             let detail = "no source's topic filters match this topic".to_string();
             self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
             if let Some(t) = p.ack {
-                self.group.acks.push((t, 0));
+                self.group.acks.push((t, self.dedupe.inserted()));
             }
             return Ok(());
         };
         let Some(dec) = &self.decoders[src] else {
             if let Some(t) = p.ack {
-                self.group.acks.push((t, 0));
+                self.group.acks.push((t, self.dedupe.inserted()));
             }
             return Ok(());
         };
         let mut batch = std::mem::take(&mut self.batch);
         let has_ts = dec.has_timestamp();
-        // Ack debt of this message: 1 if its identity went into the ring.
-        let mut ringed = 0u32;
         match dec.decode(&p.topic, &p.payload, now, &mut batch) {
             Err(e) => {
                 self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
@@ -750,14 +756,20 @@ impl Agent {
                 // (the same records a replay sees).
                 let mut id = dedupe::MessageHash::default();
                 for s in batch.iter() {
-                    if Store::fits(s.key, s.values) {
+                    let sample = Sample {
+                        source: src as u16,
+                        key: s.key,
+                        ts: s.ts,
+                        now,
+                        values: s.values,
+                    };
+                    if Store::fits(&sample) {
                         id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
                     }
                 }
                 let id = id.finish();
                 if let Some(h) = id {
                     self.dedupe.record(h);
-                    ringed = 1;
                 }
                 if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
                     self.metrics
@@ -798,8 +810,9 @@ impl Agent {
             bytes::Bytes::copy_from_slice(&p.payload[..kept]),
         ));
         if let Some(t) = p.ack {
-            self.ack_debt += ringed as u64;
-            self.group.acks.push((t, ringed));
+            // Its identity is the last one recorded (if it has one).
+            let pos = self.dedupe.inserted().saturating_sub(1);
+            self.group.acks.push((t, pos));
         }
         Ok(())
     }
@@ -1013,13 +1026,25 @@ impl Agent {
         Ok(true)
     }
 
-    /// Settles the ack debt of acknowledgements rumqttc has written.
+    /// Identities recorded in the dedupe ring since the oldest message
+    /// whose acknowledgement is not written yet (0 without one). Below
+    /// [`dedupe::WINDOW`] that message is still in the ring, and so is
+    /// every later one: whatever the broker may redeliver is recognised.
+    fn ack_debt(&self) -> u64 {
+        let oldest = self
+            .ack_fifo
+            .front()
+            .or(self.acks.front().map(|(_, p)| p))
+            .or(self.group.acks.first().map(|(_, p)| p));
+        oldest.map_or(0, |p| self.dedupe.inserted().saturating_sub(*p))
+    }
+
+    /// Settles acknowledgements rumqttc has written.
     fn reap_acks(&mut self) {
         let written = self.metrics.acks_written.load(Relaxed);
         while self.acks_seen < written {
-            match self.ack_fifo.pop_front() {
-                Some(n) => self.ack_debt = self.ack_debt.saturating_sub(n as u64),
-                None => break,
+            if self.ack_fifo.pop_front().is_none() {
+                break;
             }
             self.acks_seen += 1;
         }
@@ -1034,7 +1059,6 @@ impl Agent {
         self.acks.clear();
         self.group.acks.clear();
         self.ack_fifo.clear();
-        self.ack_debt = 0;
         self.acks_seen = self.metrics.acks_written.load(Relaxed);
     }
 
@@ -1157,10 +1181,10 @@ impl Agent {
         let sigterm = signals.recv();
         tokio::pin!(sigterm);
         loop {
-            if self.ack_debt < MAX_ACK_DEBT && !self.held.is_empty() {
+            if self.ack_debt() < MAX_ACK_DEBT && !self.held.is_empty() {
                 // What was taken off the channel during a pause, in order.
                 for _ in 0..EVENTS_PER_TURN {
-                    if self.ack_debt >= MAX_ACK_DEBT {
+                    if self.ack_debt() >= MAX_ACK_DEBT {
                         break;
                     }
                     match self.held.pop_front() {
@@ -1168,6 +1192,8 @@ impl Agent {
                         None => break,
                     }
                 }
+                // Signals and timers get their turn.
+                tokio::task::yield_now().await;
             } else {
                 let deadline = self
                     .group
@@ -1190,11 +1216,11 @@ impl Agent {
                     biased;
                     _ = stop.notified() => break,
                     _ = &mut sigterm => break,
-                    ev = self.rx.recv(), if self.ack_debt < MAX_ACK_DEBT => {
+                    ev = self.rx.recv(), if self.ack_debt() < MAX_ACK_DEBT => {
                         let Some(ev) = ev else { break };
                         self.on_event(ev)?;
                         for _ in 0..EVENTS_PER_TURN {
-                            if self.ack_debt >= MAX_ACK_DEBT {
+                            if self.ack_debt() >= MAX_ACK_DEBT {
                                 break;
                             }
                             match self.rx.try_recv() {
@@ -1205,10 +1231,16 @@ impl Agent {
                     }
                     // Paused on the ack debt: wait for rumqttc to write acks
                     // (or for the connection to drop, which cancels them).
-                    _ = tokio::time::sleep(Duration::from_millis(1)), if self.ack_debt >= MAX_ACK_DEBT => {
+                    _ = tokio::time::sleep(Duration::from_millis(1)), if self.ack_debt() >= MAX_ACK_DEBT => {
                         // Keep the channel moving: a poller waiting to hand over
                         // an event cannot write the acks this pause waits for.
                         while let Ok(ev) = self.rx.try_recv() {
+                            if let (Link::Ingest, MqttEvent::Publish(p)) = &ev {
+                                if p.qos == 0 && self.held.len() >= HELD_QOS0 {
+                                    self.metrics.overload_drops.fetch_add(1, Relaxed);
+                                    continue;
+                                }
+                            }
                             self.held.push_back(ev);
                         }
                         if self.group.opened.is_some() {
@@ -1252,9 +1284,15 @@ impl Agent {
         // Held messages are not acknowledged (the broker redelivers them);
         // held acks of outputs count.
         for ev in std::mem::take(&mut self.held) {
-            if let (Link::Output, MqttEvent::PubAck) = ev {
-                self.em.acked += 1;
-                self.metrics.published_acked.fetch_add(1, Relaxed);
+            match ev {
+                (Link::Output, MqttEvent::PubAck) => {
+                    self.em.acked += 1;
+                    self.metrics.published_acked.fetch_add(1, Relaxed);
+                }
+                // Never redelivered: journal them with the final commit.
+                (_, MqttEvent::Wired(..)) => self.on_event(ev)?,
+                (Link::Ingest, MqttEvent::Disconnected(_)) => self.forget_acks(),
+                _ => {}
             }
         }
         self.commit_group()?;

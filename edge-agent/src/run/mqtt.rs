@@ -4,9 +4,12 @@
 //! The poller forwards events into a bounded channel ([`EVENT_QUEUE`]
 //! events): when the ingest loop falls behind, the poller waits, stops
 //! reading the socket, and TCP pushes back to the broker, which queues (or,
-//! for QoS 0, drops) by its own limits. The agent's memory stays bounded
-//! whatever the broker sends. Events are small (a topic, the payload, a
-//! 4-byte ack token), so the queue holds little beyond the payloads.
+//! for QoS 0, drops) by its own limits. Events are small (a topic, the
+//! payload, a 4-byte ack token), so the queue holds little beyond the
+//! payloads. The one exception is a pause on the ack debt (see
+//! `run::MAX_ACK_DEBT`): the loop then keeps the channel moving into a side
+//! queue, which grows while the pause lasts (QoS 0 beyond a cap is dropped
+//! and counted).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -340,7 +343,9 @@ async fn poll_v5(mut el: rumqttc::v5::EventLoop, tx: EventTx, metrics: Arc<Metri
             }
             Ok(E::Incoming(P::PubAck(_))) => MqttEvent::PubAck,
             Ok(E::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
-                metrics.acks_written.fetch_add(1, Relaxed);
+                if link == Link::Ingest {
+                    metrics.acks_written.fetch_add(1, Relaxed);
+                }
                 continue;
             }
             Ok(_) => continue,
@@ -419,7 +424,9 @@ async fn poll(mut el: EventLoop, tx: EventTx, metrics: Arc<Metrics>, link: Link)
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => MqttEvent::PubAck,
             Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
-                metrics.acks_written.fetch_add(1, Relaxed);
+                if link == Link::Ingest {
+                    metrics.acks_written.fetch_add(1, Relaxed);
+                }
                 continue;
             }
             Ok(_) => continue,

@@ -36,17 +36,10 @@ impl Store {
         self.append_part(sample, false)
     }
 
-    /// Whether a sample with this key and these values is within the
-    /// format's limits ([`Store::append`] refuses it otherwise).
-    pub fn fits(key: &str, values: &[f64]) -> bool {
-        BatchEncoder::check(&Sample {
-            source: 0,
-            key,
-            ts: 0,
-            now: 0,
-            values,
-        })
-        .is_ok()
+    /// Whether `sample` is within the format's limits ([`Store::append`]
+    /// refuses it otherwise).
+    pub fn fits(sample: &Sample<'_>) -> bool {
+        BatchEncoder::check(sample).is_ok()
     }
 
     /// As [`Store::append`]; `cont` marks a sample that continues the
