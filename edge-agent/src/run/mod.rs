@@ -562,7 +562,7 @@ impl Agent {
                 dedupe::decode_checkpoint(ckpt).ok_or_else(|| RunError::Restore {
                     path: self.store.path().display().to_string(),
                     pipeline: self.pf.spec.name.clone(),
-                    detail: "not an agent checkpoint (no reading ring header)".into(),
+                    detail: "not an agent checkpoint (no dedupe ring header)".into(),
                 })?;
             self.dedupe.import(&hashes);
             let report = engine.restore(snap).map_err(|e| RunError::Restore {
