@@ -85,7 +85,11 @@ echo "== weir run under qemu against a broker on the host"
 MOSQ="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 if [ -x "$MOSQ" ] && command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null; then
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" > "$WORK/mosq.conf"
+    # The queue limits of the bundle's etc/mosquitto/conf.d/weir.conf: with
+    # mosquitto's default (1,000 queued messages a client) the broker drops
+    # what the agent under qemu has not taken yet (weir reads no faster than
+    # it journals; the broker is the buffer).
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_queued_bytes 0\n' "$PORT" > "$WORK/mosq.conf"
     "$MOSQ" -c "$WORK/mosq.conf" >/dev/null 2>&1 & MOSQ_PID=$!; PIDS+=("$MOSQ_PID")
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
     mkdir -p "$WORK/gw"
