@@ -57,6 +57,7 @@ fn broker_restarted_without_sessions_loses_nothing_and_counts_nothing_twice() {
     let (status, _) = http_get(maddr, "/healthz");
     assert!(status.contains("200"), "{status}");
 
+    let subscribed = agent.metrics().subscribe_acks.load(Relaxed);
     mosq.restart();
     wait_until(
         Duration::from_secs(30),
@@ -66,6 +67,13 @@ fn broker_restarted_without_sessions_loses_nothing_and_counts_nothing_twice() {
     wait_until(Duration::from_secs(30), "the agent to reconnect", || {
         agent.metrics().connected.load(Relaxed) && agent.metrics().output_connected.load(Relaxed)
     });
+    // A broker without our session drops what is published before our
+    // subscription is back.
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to subscribe again",
+        || agent.metrics().subscribe_acks.load(Relaxed) > subscribed,
+    );
     // The collector lost its subscription too; it subscribes again on connect.
     let col2 = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
     publish_all(addr, b, Duration::from_secs(60));

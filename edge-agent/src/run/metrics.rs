@@ -63,6 +63,9 @@ pub struct Metrics {
     pub store_file_bytes: AtomicU64,
     /// Connections to the broker made.
     pub connects: AtomicU64,
+    /// Subscriptions the broker has acknowledged (SUBACKs on the ingest
+    /// connection): after a reconnect, input flows once this has moved.
+    pub subscribe_acks: AtomicU64,
     /// Connection errors.
     pub connection_errors: AtomicU64,
     /// Sessions the broker had lost on reconnect (outputs re-published).
@@ -260,6 +263,11 @@ impl Metrics {
             "connects_total",
             "Connections to the broker.",
             self.connects.load(Relaxed),
+        );
+        c(
+            "subscribe_acks_total",
+            "Subscriptions the broker has acknowledged on the ingest connection.",
+            self.subscribe_acks.load(Relaxed),
         );
         c(
             "connection_errors_total",

@@ -342,6 +342,12 @@ async fn poll_v5(mut el: rumqttc::v5::EventLoop, tx: EventTx, metrics: Arc<Metri
                 })
             }
             Ok(E::Incoming(P::PubAck(_))) => MqttEvent::PubAck,
+            Ok(E::Incoming(P::SubAck(_))) => {
+                if link == Link::Ingest {
+                    metrics.subscribe_acks.fetch_add(1, Relaxed);
+                }
+                continue;
+            }
             Ok(E::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
                 if link == Link::Ingest {
                     metrics.acks_written.fetch_add(1, Relaxed);
@@ -423,6 +429,12 @@ async fn poll(mut el: EventLoop, tx: EventTx, metrics: Arc<Metrics>, link: Link)
                 })
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => MqttEvent::PubAck,
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if link == Link::Ingest {
+                    metrics.subscribe_acks.fetch_add(1, Relaxed);
+                }
+                continue;
+            }
             Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(_))) => {
                 if link == Link::Ingest {
                     metrics.acks_written.fetch_add(1, Relaxed);
