@@ -285,6 +285,17 @@ fn flush_acks(
 /// identities, which the ring remembers.
 const MAX_ACK_DEBT: u64 = dedupe::WINDOW as u64 / 2;
 
+/// A decoded MQTT reading of source `src` as the journal stores it.
+fn journal_sample(src: usize, now: i64, s: crate::decode::SampleRef<'_>) -> Sample<'_> {
+    Sample {
+        source: src as u16,
+        key: s.key,
+        ts: s.ts,
+        now,
+        values: s.values,
+    }
+}
+
 /// Logs a bad-input line at most once per 10 s per (topic, reason).
 #[derive(Default)]
 struct LogLimiter {
@@ -756,14 +767,7 @@ impl Agent {
                 // (the same records a replay sees).
                 let mut id = dedupe::MessageHash::default();
                 for s in batch.iter() {
-                    let sample = Sample {
-                        source: src as u16,
-                        key: s.key,
-                        ts: s.ts,
-                        now,
-                        values: s.values,
-                    };
-                    if Store::fits(&sample) {
+                    if Store::fits(&journal_sample(src, now, s)) {
                         id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
                     }
                 }
@@ -778,14 +782,7 @@ impl Agent {
                 } else {
                     let mut cont = false;
                     for s in batch.iter() {
-                        let sample = Sample {
-                            source: src as u16,
-                            key: s.key,
-                            ts: s.ts,
-                            now,
-                            values: s.values,
-                        };
-                        match self.store.append_part(&sample, cont) {
+                        match self.store.append_part(&journal_sample(src, now, s), cont) {
                             Ok(lsn) => {
                                 cont = true;
                                 self.group
