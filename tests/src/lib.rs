@@ -547,6 +547,18 @@ impl InProcAgent {
         InProcAgent { handle, thread }
     }
 
+    /// Waits until the broker has acknowledged more of the agent's
+    /// subscriptions than `before` (`Metrics::subscribe_acks`): a broker
+    /// without the agent's session drops what is published until then.
+    pub fn wait_subscribed(&self, before: u64) {
+        wait_until(Duration::from_secs(30), "the agent's subscription", || {
+            self.metrics()
+                .subscribe_acks
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > before
+        });
+    }
+
     /// The agent's counters.
     pub fn metrics(&self) -> &weir_agent::run::metrics::Metrics {
         &self.handle.metrics

@@ -48,6 +48,7 @@ fn broker_restarted_without_sessions_loses_nothing_and_counts_nothing_twice() {
     let agent = InProcAgent::start(&gw);
     let maddr = agent.handle.metrics_addr.expect("metrics address");
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    agent.wait_subscribed(0);
     publish_all(addr, a, Duration::from_secs(60));
     let expected_a = reference(PIPELINE, a);
     assert!(col.wait_for(expected_a.len(), Duration::from_secs(60)));
@@ -69,11 +70,7 @@ fn broker_restarted_without_sessions_loses_nothing_and_counts_nothing_twice() {
     });
     // A broker without our session drops what is published before our
     // subscription is back.
-    wait_until(
-        Duration::from_secs(30),
-        "the agent to subscribe again",
-        || agent.metrics().subscribe_acks.load(Relaxed) > subscribed,
-    );
+    agent.wait_subscribed(subscribed);
     // The collector lost its subscription too; it subscribes again on connect.
     let col2 = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
     publish_all(addr, b, Duration::from_secs(60));

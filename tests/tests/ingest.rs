@@ -17,6 +17,7 @@ fn run_and_check(addr: SocketAddr, dir: &TempDir, n: usize, keys: usize) {
     assert!(expected.len() > 50, "the input must fire windows");
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
     let agent = InProcAgent::start(&gateway_file(&dir.0, addr, ""));
+    agent.wait_subscribed(0);
     publish_all(addr, &msgs, Duration::from_secs(120));
     assert!(
         col.wait_for(expected.len(), Duration::from_secs(120)),
@@ -63,6 +64,7 @@ fn an_agent_started_before_its_broker_connects_when_it_comes() {
     wait_until(Duration::from_secs(30), "the agent to connect", || {
         agent.metrics().connected.load(Relaxed)
     });
+    agent.wait_subscribed(0);
     let msgs = input(5_000, 5, T0);
     let expected = reference(PIPELINE, &msgs);
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));

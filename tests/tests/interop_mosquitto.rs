@@ -39,6 +39,7 @@ fn every_reading_once_across_a_restart(protocol: u8) {
     std::fs::write(&gw, text).unwrap();
     let (a, b) = msgs.split_at(6_000);
     let agent = InProcAgent::start(&gw);
+    agent.wait_subscribed(0);
     publish_all(addr, a, Duration::from_secs(60));
     wait_until(Duration::from_secs(60), "the first half journaled", || {
         agent.metrics().readings.load(Relaxed) == a.len() as u64
