@@ -37,6 +37,7 @@ pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod fleet;
+pub mod fsutil;
 pub mod gateway;
 pub mod gen;
 pub mod identity;

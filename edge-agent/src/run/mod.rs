@@ -406,7 +406,7 @@ struct Agent {
 
 /// Opens the store in the data directory.
 fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| RunError::Io {
+    crate::fsutil::create_dir_all(&cfg.data_dir, 0o750).map_err(|e| RunError::Io {
         what: format!("cannot create data directory {}", cfg.data_dir.display()),
         source: e,
     })?;
