@@ -348,7 +348,8 @@ pub fn bundle(opts: &Options) -> Result<Bundle, BundleError> {
         manifest.into_bytes(),
     ));
 
-    fs::create_dir_all(&opts.out).map_err(io(&opts.out, "cannot create the output folder"))?;
+    crate::fsutil::create_dir_all(&opts.out, 0o750)
+        .map_err(io(&opts.out, "cannot create the output folder"))?;
     let mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -356,23 +357,18 @@ pub fn bundle(opts: &Options) -> Result<Bundle, BundleError> {
         msg,
         help: "report this as a bug".into(),
     })?;
-    // Written beside the target and renamed: a half-written tarball never
-    // carries the final name.
-    let partial = tarball.with_extension("gz.partial");
+    // 0600: it holds the gateway's private identity key. Written beside
+    // the target, fsynced and renamed, the folder fsynced: a half-written
+    // tarball never carries the final name.
     let write = || -> std::io::Result<()> {
-        let f = fs::File::create(&partial)?;
-        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&tar)?;
-        gz.finish()?.sync_all()?;
-        fs::rename(&partial, &tarball)
+        crate::fsutil::write_atomic(&tarball, &gz.finish()?, 0o600)
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&partial);
-        BundleError::Io {
-            path: tarball.clone(),
-            what: "cannot write the tarball",
-            source: e,
-        }
+    write().map_err(|e| BundleError::Io {
+        path: tarball.clone(),
+        what: "cannot write the tarball",
+        source: e,
     })?;
     Ok(Bundle {
         tarball,

@@ -205,6 +205,7 @@ pub fn main() -> ExitCode {
 fn open_out(path: Option<&Path>) -> io::Result<Box<dyn Write>> {
     Ok(match path {
         None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+        // not-state: a report the user asked for, not state weir relies on.
         Some(p) => Box::new(BufWriter::with_capacity(1 << 16, File::create(p)?)),
     })
 }
@@ -233,7 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let doc = crate::fleet::sign(&key, version, &gateways, &pipeline)?;
                     let out = output
                         .unwrap_or_else(|| pipeline.with_extension(format!("v{version}.update")));
-                    std::fs::write(&out, &doc)
+                    crate::fsutil::write_atomic(&out, &doc, 0o644)
                         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
                     println!(
                         "{} ({} bytes, version {version}, for {})",

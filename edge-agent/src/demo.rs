@@ -188,7 +188,8 @@ pub fn main(
             tmp.clone()
         }
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::fsutil::create_dir_all(&dir, 0o700)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let gw_text = format!(
         "id = \"demo\"\ndata_dir = {:?}\n[broker]\nurl = \"mqtt://{broker}\"\n[journal]\ngroup_commit = \"20ms\"\n[checkpoint]\ninterval = \"5s\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         dir.display().to_string()

@@ -19,7 +19,8 @@ use weir_cloud_sync::update::{self, Status, UpdateResult};
 /// # Errors
 /// The key cannot be made or written (an existing key is never replaced).
 pub fn keygen(out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    crate::fsutil::create_dir_all(out, 0o700)
+        .with_context(|| format!("cannot create {}", out.display()))?;
     let key = crate::identity::generate()?;
     let (private, public) = crate::identity::write(out, &key)?;
     println!("private key: {}", private.display());

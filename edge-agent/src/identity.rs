@@ -28,7 +28,6 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -147,24 +146,16 @@ pub fn write(dir: &Path, key: &SigningKey) -> Result<(PathBuf, PathBuf), Identit
 }
 
 /// Creates `path` with `mode` from the start (no window in which a secret
-/// is readable by others).
+/// is readable by others), durably: the file and its name survive a power
+/// cut once this returns ([`crate::fsutil::write_new`]).
 fn create_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let io = |e: std::io::Error| {
+    crate::fsutil::write_new(path, bytes, mode).map_err(|e| {
         err(
             path,
             format!("cannot write: {e}"),
             "check that the folder exists and is writable",
         )
-    };
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    })
 }
 
 /// Reads a private key file written by [`write()`] (or any PKCS#8 Ed25519

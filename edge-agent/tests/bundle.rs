@@ -161,6 +161,9 @@ fn rpi4_bundle_has_every_file_with_its_mode() {
     .map(|(p, mode)| (p.to_string(), mode))
     .collect();
     assert_eq!(files(&m.unpacked), want);
+    // The tarball holds the private identity key: only its owner reads it.
+    let mode = std::fs::metadata(&m.tarball).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "tarball mode {mode:o}");
     // Only etc/weir/ is a folder entry: extracting into / must not touch
     // the modes of /etc, /usr or a merged-/usr /lib symlink.
     let list = Command::new("tar")
