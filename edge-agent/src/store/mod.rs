@@ -402,6 +402,106 @@ pub enum StoreError {
 /// The error a transaction hook returns.
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What kind of trouble a [`StoreError`] is, for deciding what to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The file system is full (ENOSPC, a quota): retry once space returns.
+    Full,
+    /// The device failed a read, write or `fsync` (EIO, a short write, a
+    /// pulled card): close the store, wait, open it again.
+    Io,
+    /// The store's content is damaged beyond redb's repair (checksums,
+    /// format): move it aside and start a new one.
+    Damaged,
+    /// Anything else (misuse, a locked file, a sample too large).
+    Other,
+}
+
+/// Whether `e` is a device fault that closing, waiting and opening the
+/// store again can cure ([`Fault::Full`] or [`Fault::Io`]).
+pub fn is_storage_fault(e: &StoreError) -> bool {
+    matches!(e.fault(), Fault::Full | Fault::Io)
+}
+
+impl StoreError {
+    /// What kind of trouble this is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            StoreError::Db { source, .. } => match &**source {
+                redb::Error::Io(e) => {
+                    if e.kind() == std::io::ErrorKind::StorageFull
+                        || e.kind() == std::io::ErrorKind::QuotaExceeded
+                        || e.raw_os_error() == Some(28)
+                    {
+                        Fault::Full
+                    } else {
+                        Fault::Io
+                    }
+                }
+                redb::Error::PreviousIo | redb::Error::DatabaseClosed => Fault::Io,
+                redb::Error::Corrupted(_)
+                | redb::Error::UpgradeRequired(_)
+                | redb::Error::RepairAborted => Fault::Damaged,
+                _ => Fault::Other,
+            },
+            StoreError::Corrupt { .. }
+            | StoreError::CorruptMeta { .. }
+            | StoreError::CorruptCheckpoint { .. }
+            | StoreError::Gap { .. } => Fault::Damaged,
+            StoreError::Hook { source, .. } => {
+                // The outbox's and the update state's writes go through the
+                // same transaction: their redb errors are the store's.
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+                while let Some(e) = cur {
+                    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                        return if io.kind() == std::io::ErrorKind::StorageFull {
+                            Fault::Full
+                        } else {
+                            Fault::Io
+                        };
+                    }
+                    if let Some(r) = e.downcast_ref::<redb::Error>() {
+                        return StoreError::Db {
+                            path: PathBuf::new(),
+                            op: "",
+                            source: Box::new(clone_redb_kind(r)),
+                        }
+                        .fault();
+                    }
+                    if let Some(r) = e.downcast_ref::<redb::StorageError>() {
+                        if matches!(
+                            r,
+                            redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+                        ) {
+                            return Fault::Io;
+                        }
+                    }
+                    if let Some(r) = e.downcast_ref::<redb::CommitError>() {
+                        if matches!(r, redb::CommitError::Storage(_)) {
+                            return Fault::Io;
+                        }
+                    }
+                    cur = e.source();
+                }
+                Fault::Other
+            }
+            _ => Fault::Other,
+        }
+    }
+}
+
+/// Enough of a redb error to classify it (redb errors are not `Clone`).
+fn clone_redb_kind(e: &redb::Error) -> redb::Error {
+    match e {
+        redb::Error::Io(io) => redb::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        redb::Error::PreviousIo => redb::Error::PreviousIo,
+        redb::Error::Corrupted(m) => redb::Error::Corrupted(m.clone()),
+        redb::Error::RepairAborted => redb::Error::RepairAborted,
+        _ => redb::Error::Unsupported,
+    }
+}
+
 impl StoreError {
     fn db<E: Into<redb::Error>>(path: &Path, op: &'static str) -> impl FnOnce(E) -> StoreError {
         let path = path.to_path_buf();
