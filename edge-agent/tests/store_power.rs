@@ -21,7 +21,7 @@ fn sample_for(lsn: Lsn) -> (u16, String, i64, Vec<f64>) {
 
 fn snapshot_for(upto: Lsn) -> Vec<u8> {
     (0..200 + upto % 700)
-        .map(|i| (i as u64 ^ upto) as u8)
+        .map(|i| (i ^ upto) as u8)
         .collect()
 }
 
