@@ -251,6 +251,21 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     OsFs.sync_dir(&parent_of(path))
 }
 
+/// Renames `from` to `to` (same directory or file system) and makes both
+/// names' change durable by fsyncing the directories involved.
+///
+/// # Errors
+/// The rename or an `fsync` failed.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    OsFs.rename(from, to)?;
+    let (a, b) = (parent_of(from), parent_of(to));
+    OsFs.sync_dir(&b)?;
+    if a != b {
+        OsFs.sync_dir(&a)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub mod model {
     //! A file system that keeps, at a power cut, only what POSIX promises.

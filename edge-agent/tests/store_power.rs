@@ -20,9 +20,7 @@ fn sample_for(lsn: Lsn) -> (u16, String, i64, Vec<f64>) {
 }
 
 fn snapshot_for(upto: Lsn) -> Vec<u8> {
-    (0..200 + upto % 700)
-        .map(|i| (i ^ upto) as u8)
-        .collect()
+    (0..200 + upto % 700).map(|i| (i ^ upto) as u8).collect()
 }
 
 fn config(seed: u64) -> StoreConfig {

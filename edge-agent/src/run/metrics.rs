@@ -61,6 +61,13 @@ pub struct Metrics {
     pub checkpoint_bytes: AtomicU64,
     /// The store file's size.
     pub store_file_bytes: AtomicU64,
+    /// Storage faults (a full or failing device) that stopped input
+    /// until the store could be opened again.
+    pub storage_faults: AtomicU64,
+    /// The storage fault in force, if any (for `/healthz`).
+    pub storage_fault: Mutex<Option<String>>,
+    /// Damaged stores moved aside for a new one.
+    pub stores_moved_aside: AtomicU64,
     /// Connections to the broker made.
     pub connects: AtomicU64,
     /// Subscriptions the broker has acknowledged (SUBACKs on the ingest
@@ -260,6 +267,16 @@ impl Metrics {
             self.checkpoints.load(Relaxed),
         );
         c(
+            "storage_faults_total",
+            "Storage faults (full or failing device) that paused input until the store opened again.",
+            self.storage_faults.load(Relaxed),
+        );
+        c(
+            "store_moved_aside_total",
+            "Damaged stores moved aside (weir.redb.damaged-*) for a new, empty one.",
+            self.stores_moved_aside.load(Relaxed),
+        );
+        c(
             "connects_total",
             "Connections to the broker.",
             self.connects.load(Relaxed),
@@ -297,6 +314,17 @@ impl Metrics {
                 "# HELP weir_{name} {help}\n# TYPE weir_{name} gauge\nweir_{name} {v}"
             );
         };
+        g(
+            "storage_ok",
+            "1 while the store takes writes, 0 during a storage fault (input paused).",
+            u8::from(
+                self.storage_fault
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none(),
+            )
+            .to_string(),
+        );
         g(
             "checkpoint_duration_seconds",
             "Duration of the last checkpoint.",
@@ -498,7 +526,18 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
                 "/healthz" => {
-                    if m.ready.load(Relaxed) && m.connected.load(Relaxed) {
+                    let fault = m
+                        .storage_fault
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    if let Some(f) = fault {
+                        (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            format!("storage failing, input paused (the broker buffers): {f}\n"),
+                        )
+                    } else if m.ready.load(Relaxed) && m.connected.load(Relaxed) {
                         ("200 OK", "text/plain", "ok\n".to_string())
                     } else if m.ready.load(Relaxed) {
                         (

@@ -376,7 +376,7 @@ struct Agent {
     /// Events taken off `rx` while paused on the ack debt (so the pollers,
     /// which write the acks, never wait on a full channel), handled first.
     held: VecDeque<(Link, MqttEvent)>,
-    pollers: [tokio::task::JoinHandle<()>; 2],
+    pollers: Vec<tokio::task::JoinHandle<()>>,
     ingest_once: bool,
     out_once: bool,
     /// Acknowledgements waiting for the ingest client.
@@ -421,8 +421,17 @@ fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
     Ok(sc.build(cfg.data_dir.join("weir.redb"))?)
 }
 
+/// The ingest channel: kept across in-process restarts after a storage
+/// fault, so the wired-sensor thread keeps its sender.
+type Channel = (mqtt::EventTx, mpsc::Receiver<(Link, MqttEvent)>);
+
 impl Agent {
-    fn new(cfg: GatewayConfig, pf: PipelineFile, metrics: Arc<Metrics>) -> Result<Agent, RunError> {
+    fn new(
+        cfg: GatewayConfig,
+        pf: PipelineFile,
+        metrics: Arc<Metrics>,
+        chan: &mut Option<Channel>,
+    ) -> Result<Agent, RunError> {
         let store = open_store(&cfg)?;
         // A pipeline installed by an update runs instead of the file's.
         let (active, status) = update::load_active(store.database()).map_err(|e| {
@@ -476,7 +485,7 @@ impl Agent {
             .map_err(|e| RunError::Config(format!("{}: {e}", cfg.pipeline.display())))?;
         let enc = OutputEncoder::new(&cfg.id, &cfg.prefix, cfg.output_format, &pf.spec);
         let own_prefix = enc.own_prefix();
-        let (tx, rx) = mpsc::channel(mqtt::EVENT_QUEUE);
+        let tx = chan.as_ref().expect("a channel to build on").0.clone();
         let (ingest, p1) = mqtt::connect(
             &cfg.broker,
             Link::Ingest,
@@ -510,6 +519,8 @@ impl Agent {
             .iter()
             .map(|s| (s.name.clone(), None, 0))
             .collect();
+        // Nothing fails from here on: the channel is the agent's.
+        let (tx, rx) = chan.take().expect("checked above");
         Ok(Agent {
             source_last_now: vec![None; pf.spec.sources.len()],
             source_newest: vec![None; pf.spec.sources.len()],
@@ -542,7 +553,7 @@ impl Agent {
             tx,
             rx,
             held: VecDeque::new(),
-            pollers: [p1, p2],
+            pollers: vec![p1, p2],
             ingest_once: false,
             out_once: false,
             acks: VecDeque::new(),
@@ -1161,8 +1172,8 @@ impl Agent {
 
     async fn main_loop(
         &mut self,
-        stop: Arc<tokio::sync::Notify>,
-        signals: Signals,
+        stop: &tokio::sync::Notify,
+        signals: &mut Signals,
     ) -> Result<(), RunError> {
         let tick_ms = self
             .idle_timeouts
@@ -1174,7 +1185,6 @@ impl Agent {
             .min(self.cfg.checkpoint_ms);
         let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut signals = signals;
         let sigterm = signals.recv();
         tokio::pin!(sigterm);
         loop {
@@ -1763,6 +1773,153 @@ fn poll_wired(
     }
 }
 
+/// The first pause after a storage fault; it doubles up to
+/// [`FAULT_BACKOFF_MAX`] while the fault lasts.
+const FAULT_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest pause between attempts to open the store again.
+const FAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What a storage error calls for.
+enum FaultAction {
+    /// Close the store, wait, open it again (a full or failing device).
+    Retry,
+    /// Move the damaged store aside and start a new one.
+    MoveAside,
+}
+
+fn storage_action(e: &RunError) -> Option<FaultAction> {
+    let RunError::Store(e) = e else { return None };
+    match e.fault() {
+        crate::store::Fault::Full | crate::store::Fault::Io => Some(FaultAction::Retry),
+        crate::store::Fault::Damaged => Some(FaultAction::MoveAside),
+        _ => match e {
+            // Our own earlier handle not yet released (an uplink task
+            // still closing): wait and try again.
+            StoreError::Db { source, .. }
+                if matches!(**source, redb::Error::DatabaseAlreadyOpen) =>
+            {
+                Some(FaultAction::Retry)
+            }
+            _ => None,
+        },
+    }
+}
+
+/// Says once that the store failed, then waits (doubling `backoff`) for a
+/// stop, a signal or the next attempt. Returns `false` when asked to stop.
+async fn storage_pause(
+    metrics: &Metrics,
+    e: &RunError,
+    backoff: &mut Duration,
+    stop: &tokio::sync::Notify,
+    signals: &mut Signals,
+) -> bool {
+    metrics.storage_faults.fetch_add(1, Relaxed);
+    let reason = e.to_string();
+    let first = metrics
+        .storage_fault
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(reason.clone())
+        .is_none();
+    if first {
+        tracing::error!(
+            "storage failed: {reason}; not acknowledging input (the broker keeps it), retrying              with backoff until the store works again"
+        );
+    } else {
+        tracing::debug!(
+            retry_in_ms = backoff.as_millis() as u64,
+            "storage still failing: {reason}"
+        );
+    }
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(FAULT_BACKOFF_MAX);
+    tokio::select! {
+        _ = stop.notified() => false,
+        _ = signals.recv() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Clears the storage fault once an agent is running again; returns
+/// whether there was one.
+fn storage_recovered(metrics: &Metrics) -> bool {
+    let was = metrics
+        .storage_fault
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(reason) = &was {
+        tracing::warn!("storage works again (it failed with: {reason}); resuming input");
+    }
+    was.is_some()
+}
+
+/// Renames a store that fails its checks to `weir.redb.damaged-<UTC time>`
+/// beside it (the name made durable), so the next open starts a new one.
+fn move_store_aside(
+    cfg: &GatewayConfig,
+    e: &RunError,
+    metrics: &Metrics,
+) -> Result<std::path::PathBuf, RunError> {
+    let from = cfg.data_dir.join("weir.redb");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let stamp: String = crate::timefmt::format_datetime_ms(stamp)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let to = cfg.data_dir.join(format!("weir.redb.damaged-{stamp}"));
+    crate::fsutil::rename_durable(&from, &to).map_err(|source| RunError::Io {
+        what: format!(
+            "the store is damaged ({e}) and cannot be moved aside to {}",
+            to.display()
+        ),
+        source,
+    })?;
+    metrics.stores_moved_aside.fetch_add(1, Relaxed);
+    tracing::error!(
+        "the store failed its checks ({e}); moved it to {} and started a new one: what it          held and the broker no longer keeps is lost (`weir check --store` reads the old one)",
+        to.display()
+    );
+    Ok(to)
+}
+
+impl Agent {
+    /// Stops everything that holds the store or a connection (after a
+    /// storage fault): the pollers (unwritten acks die with them, so the
+    /// broker redelivers), the uplink and the update link. Returns the
+    /// channel, emptied but for wired readings, which are never redelivered.
+    async fn teardown(mut self) -> (Channel, Vec<(Link, MqttEvent)>) {
+        for p in &self.pollers {
+            p.abort();
+        }
+        for p in std::mem::take(&mut self.pollers) {
+            let _ = p.await;
+        }
+        if let Some(c) = &mut self.cloud {
+            c.shutdown().await;
+        }
+        if let Some(u) = &mut self.updates {
+            u.shutdown().await;
+        }
+        let mut wired: Vec<_> = std::mem::take(&mut self.held)
+            .into_iter()
+            .filter(|(_, ev)| matches!(ev, MqttEvent::Wired(..)))
+            .collect();
+        while let Ok(ev) = self.rx.try_recv() {
+            if matches!(ev.1, MqttEvent::Wired(..)) {
+                wired.push(ev);
+            }
+        }
+        self.metrics.connected.store(false, Relaxed);
+        self.metrics.output_connected.store(false, Relaxed);
+        let Agent { tx, rx, .. } = self;
+        ((tx, rx), wired)
+    }
+}
+
 /// SIGTERM and SIGINT, registered up front.
 struct Signals {
     #[cfg(unix)]
@@ -1877,54 +2034,133 @@ pub async fn run_async(
         None => None,
     };
     let t0 = Instant::now();
-    let board = match &cfg.board {
+    let mut board = match &cfg.board {
         Some(path) => Some(open_board(path, &pf)?),
         None => None,
     };
-    let mut agent = Agent::new(cfg, pf, metrics.clone())?;
-    let replayed = agent.recover()?;
-    if let Some(sensors) = board {
-        let tx = agent.tx.clone();
-        let m = metrics.clone();
-        std::thread::Builder::new()
-            .name("weir-wired".into())
-            .spawn(move || poll_wired(sensors, tx, m))
-            .map_err(|e| RunError::Io {
-                what: "cannot start the wired-sensor thread".into(),
-                source: e,
-            })?;
-    }
-    tracing::info!(
-        replayed,
-        ms = t0.elapsed().as_millis() as u64,
-        gateway = agent.cfg.id.as_str(),
-        "recovered"
-    );
     let stop = Arc::new(tokio::sync::Notify::new());
-    on_start(Handle {
-        metrics: metrics.clone(),
-        metrics_addr,
-        stop: stop.clone(),
-    });
-    let res = agent.main_loop(stop, signals).await;
-    let final_checkpoint = match res {
-        Ok(()) => agent.shutdown().await?,
-        Err(e) => {
-            agent.pollers.iter().for_each(|p| p.abort());
-            if let Some(h) = http {
-                h.abort();
+    let mut signals = signals;
+    let mut on_start = Some(on_start);
+    let mut chan: Option<Channel> = Some(mpsc::channel(mqtt::EVENT_QUEUE));
+    // Wired readings taken off the channel when a storage fault restarted
+    // the agent: they are never redelivered, so the next agent gets them.
+    let mut carried: Vec<(Link, MqttEvent)> = Vec::new();
+    let mut backoff = FAULT_BACKOFF_MIN;
+    let mut replayed = 0;
+    let mut moved_aside: Option<String> = None;
+    let result: Result<RunSummary, RunError> = loop {
+        let built = match Agent::new(cfg.clone(), pf.clone(), metrics.clone(), &mut chan) {
+            Ok(mut a) => match a.recover() {
+                Ok(n) => Ok((a, n)),
+                Err(e) => {
+                    let (ch, wired) = a.teardown().await;
+                    chan = Some(ch);
+                    carried.extend(wired);
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let (mut agent, n) = match built {
+            Ok(x) => x,
+            Err(e) => match storage_action(&e) {
+                Some(FaultAction::MoveAside) => {
+                    let to = move_store_aside(&cfg, &e, &metrics)?;
+                    moved_aside = Some(format!("{e}; moved to {}", to.display()));
+                    continue;
+                }
+                Some(FaultAction::Retry) => {
+                    if !storage_pause(&metrics, &e, &mut backoff, &stop, &mut signals).await {
+                        break Ok(RunSummary::default());
+                    }
+                    continue;
+                }
+                None => break Err(e),
+            },
+        };
+        replayed += n;
+        if let Some(why) = moved_aside.take() {
+            let now = agent.clock.now();
+            agent.dead("$weir/store", "store_damaged", why, b"", now);
+        }
+        for ev in carried.drain(..) {
+            agent.held.push_back(ev);
+        }
+        if storage_recovered(&metrics) {
+            backoff = FAULT_BACKOFF_MIN;
+        }
+        if let Some(sensors) = board.take() {
+            let tx = agent.tx.clone();
+            let m = metrics.clone();
+            std::thread::Builder::new()
+                .name("weir-wired".into())
+                .spawn(move || poll_wired(sensors, tx, m))
+                .map_err(|e| RunError::Io {
+                    what: "cannot start the wired-sensor thread".into(),
+                    source: e,
+                })?;
+        }
+        tracing::info!(
+            replayed = n,
+            ms = t0.elapsed().as_millis() as u64,
+            gateway = agent.cfg.id.as_str(),
+            "recovered"
+        );
+        if let Some(f) = on_start.take() {
+            f(Handle {
+                metrics: metrics.clone(),
+                metrics_addr,
+                stop: stop.clone(),
+            });
+        }
+        let res = agent.main_loop(&stop, &mut signals).await;
+        match res {
+            Ok(()) => {
+                let final_checkpoint = agent.shutdown().await;
+                agent.pollers.iter().for_each(|p| p.abort());
+                match final_checkpoint {
+                    Ok(fc) => {
+                        break Ok(RunSummary {
+                            final_checkpoint: fc,
+                            ..RunSummary::default()
+                        })
+                    }
+                    Err(e) if storage_action(&e).is_some() => {
+                        // The broker keeps what was not acknowledged.
+                        tracing::error!("the final checkpoint failed: {e}");
+                        break Ok(RunSummary::default());
+                    }
+                    Err(e) => break Err(e),
+                }
             }
-            return Err(e);
+            Err(e) => {
+                let action = storage_action(&e);
+                let (ch, wired) = agent.teardown().await;
+                carried = wired;
+                chan = Some(ch);
+                match action {
+                    Some(FaultAction::MoveAside) => {
+                        let to = move_store_aside(&cfg, &e, &metrics)?;
+                        moved_aside = Some(format!("{e}; moved to {}", to.display()));
+                    }
+                    Some(FaultAction::Retry) => {
+                        if !storage_pause(&metrics, &e, &mut backoff, &stop, &mut signals).await {
+                            break Ok(RunSummary::default());
+                        }
+                    }
+                    None => break Err(e),
+                }
+            }
         }
     };
-    agent.pollers.iter().for_each(|p| p.abort());
-    if let Some(h) = http {
-        h.abort();
-    }
-    Ok(RunSummary {
+    let result = result.map(|summary| RunSummary {
         readings: metrics.readings.load(Relaxed),
         published: metrics.published.load(Relaxed),
         replayed,
-        final_checkpoint,
-    })
+        ..summary
+    });
+    if let Some(h) = http {
+        h.abort();
+    }
+    result
 }
