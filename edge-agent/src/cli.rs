@@ -46,8 +46,14 @@ pub enum Command {
     /// pipeline it names) or a board profile (`boards/<name>/board.toml`);
     /// errors name the line and what to do.
     Check {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check (a pipeline, gateway.toml or board.toml).
+        #[arg(required_unless_present = "store")]
+        file: Option<PathBuf>,
+        /// Verify a store offline instead (a data directory or a weir.redb):
+        /// checksums, journal range, checkpoint, outbox, pipeline. Reads a
+        /// copy; the store itself is never written.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
     },
     /// Build the tarball a gateway is flashed with: a static, stripped weir for
     /// the board, its config, a hardened systemd unit, broker config and a fresh
@@ -282,7 +288,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { file } => {
+        Command::Check {
+            store: Some(dir), ..
+        } => {
+            let r = crate::check_store::check(&dir)
+                .map_err(|e| anyhow::anyhow!("{}: cannot read the store: {e}", dir.display()))?;
+            for l in &r.lines {
+                println!("{l}");
+            }
+            if r.ok {
+                println!("store ok");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "store damaged: weir moves such a store aside (weir.redb.damaged-<time>) and starts a new one"
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Command::Check { file, .. } => {
+            let file = file.expect("clap requires FILE without --store");
             if is_gateway_file(&file) {
                 let g = crate::gateway::load(&file).map_err(config_error)?;
                 let pf = pipeline_file::load(&g.pipeline).map_err(config_error)?;

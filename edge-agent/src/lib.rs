@@ -32,6 +32,7 @@
 //! ```
 
 pub mod bundle;
+pub mod check_store;
 pub mod cli;
 pub mod decode;
 #[cfg(feature = "demo")]
