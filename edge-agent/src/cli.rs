@@ -303,7 +303,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "store damaged: weir moves such a store aside (weir.redb.damaged-<time>) and starts a new one"
             );
-            return Ok(ExitCode::from(1));
+            Ok(ExitCode::from(1))
         }
         Command::Check { file, .. } => {
             let file = file.expect("clap requires FILE without --store");
