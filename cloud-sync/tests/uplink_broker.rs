@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::net::{free_port, start_rumqttd, Link, Mosquitto};
+use common::net::{free_port, have_mosquitto, start_rumqttd, Link, Mosquitto};
 use common::{alert, window, TempDb};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
@@ -221,6 +221,9 @@ async fn cloud_outage_mid_stream_delivers_everything_once_in_key_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_without_session_loses_nothing_in_flight() {
+    if !have_mosquitto() {
+        return;
+    }
     let port = free_port();
     let m = Mosquitto::start(port);
     let link = Link::start(port).await;

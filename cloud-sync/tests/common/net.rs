@@ -85,6 +85,37 @@ pub struct Mosquitto {
     _dir: super::TempDb,
 }
 
+/// Whether Debian's mosquitto is installed. Without it the tests that
+/// need it skip with a message (a newcomer's `cargo test --workspace`
+/// passes); in CI (`CI` set) its absence is an error.
+pub fn have_mosquitto() -> bool {
+    let ok = std::path::Path::new("/usr/sbin/mosquitto").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mosquitto is not installed (apt-get install mosquitto)"
+        );
+        eprintln!("skipping: /usr/sbin/mosquitto is not installed (apt-get install mosquitto)");
+    }
+    ok
+}
+
+/// Whether the `openssl` command is there; as [`have_mosquitto`].
+pub fn have_openssl() -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "openssl is not installed (apt-get install openssl)"
+        );
+        eprintln!("skipping: openssl is not installed (apt-get install openssl)");
+    }
+    ok
+}
+
 impl Mosquitto {
     pub fn start(port: u16) -> Mosquitto {
         Mosquitto::start_conf(port, &format!("listener {port} 127.0.0.1\n"))
