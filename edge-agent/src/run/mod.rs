@@ -387,6 +387,9 @@ struct Agent {
     acks_seen: u64,
     pending_ckpt: Option<(Lsn, Vec<u8>, u64)>,
     last_ckpt: Instant,
+    /// Checkpoint at the next chance, whatever the interval (after a
+    /// recovery that replayed records).
+    checkpoint_soon: bool,
     clock: AgentClock,
     /// Per source: the agent clock at its last sample, for idleness ticks.
     source_last_now: Vec<Option<i64>>,
@@ -561,6 +564,7 @@ impl Agent {
             acks_seen: 0,
             pending_ckpt: None,
             last_ckpt: Instant::now(),
+            checkpoint_soon: false,
             clock: AgentClock::default(),
             limiter: LogLimiter::default(),
             processed: 0,
@@ -639,6 +643,13 @@ impl Agent {
         self.processed = last.max(self.store.committed_lsn());
         self.metrics.replayed.fetch_add(n, Relaxed);
         self.publish_gauges();
+        if n > 0 {
+            // A checkpoint as soon as the replayed outputs are acknowledged,
+            // not one interval after this start: an agent restarting faster
+            // than its checkpoint interval (a crash loop) would otherwise
+            // never trim the journal, and replay all of it at every start.
+            self.checkpoint_soon = true;
+        }
         Ok(n)
     }
 
@@ -984,6 +995,7 @@ impl Agent {
         let watching = self.updates.as_ref().is_some_and(|u| u.health.is_some());
         if self.pending_ckpt.is_none()
             && (force
+                || (!watching && self.checkpoint_soon)
                 || (!watching
                     && self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms)))
             && self.group.recs.is_empty()
@@ -996,6 +1008,7 @@ impl Agent {
             let mark = self.em.published + self.em.queue.len() as u64;
             self.pending_ckpt = Some((self.processed, snap, mark));
             self.last_ckpt = Instant::now();
+            self.checkpoint_soon = false;
         }
         let ready = matches!(&self.pending_ckpt, Some((_, _, mark)) if self.em.acked >= *mark);
         if !ready {
