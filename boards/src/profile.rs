@@ -542,9 +542,36 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
             "see boards/README.md for the board profile format",
         )
     })?;
+    let (target, data_dir) = parse_board(&ctx, &raw.board)?;
+    let host = target == "host";
+    let durability = parse_durability(&ctx, &raw.durability, host)?;
+    let health = parse_health(&ctx, &raw.health)?;
+    let mut buses = Vec::new();
+    let mut bus_names = HashSet::new();
+    for rb in &raw.buses {
+        buses.push(parse_bus(&ctx, rb, host, &mut bus_names)?);
+    }
+    let mut sensors = Vec::new();
+    let mut names = HashSet::new();
+    let mut taken: HashSet<(usize, u8)> = HashSet::new();
+    for rs in &raw.sensors {
+        sensors.push(parse_sensor(&ctx, rs, &buses, &mut names, &mut taken)?);
+    }
+    Ok(BoardProfile {
+        file: file.to_string(),
+        name: raw.board.name.get_ref().clone(),
+        description: raw.board.description.clone(),
+        target,
+        data_dir,
+        durability,
+        health,
+        buses,
+        sensors,
+    })
+}
 
-    // [board]
-    let b = &raw.board;
+/// `[board]`: the target and the data directory.
+fn parse_board(ctx: &Ctx<'_>, b: &RawBoard) -> Result<(String, PathBuf), ProfileError> {
     if !valid_name(b.name.get_ref(), 64) {
         return Err(ctx.err(
             Some(b.name.span()),
@@ -572,9 +599,15 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
     if !host && !data_dir.is_absolute() {
         return Err(ctx.err(Some(b.data_dir.span()), format!("data_dir `{}` is relative", data_dir.display()), "a gateway's service starts in an unknown directory: use an absolute path such as \"/var/lib/weir\""));
     }
+    Ok((target, data_dir))
+}
 
-    // [durability]
-    let d = &raw.durability;
+/// `[durability]`: flash kind, mode and the write rates that follow from it.
+fn parse_durability(
+    ctx: &Ctx<'_>,
+    d: &RawDurability,
+    host: bool,
+) -> Result<Durability, ProfileError> {
     let flash = match d.flash.as_ref().map(|f| f.get_ref().as_str()) {
         Some("sd") => Flash::Sd,
         Some("emmc") => Flash::Emmc,
@@ -658,9 +691,18 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
             "give the data directory at least \"1MiB\"",
         ));
     }
+    Ok(Durability {
+        flash,
+        mode,
+        group_commit_ms,
+        checkpoint_interval_ms,
+        keep_checkpoints,
+        disk_budget_bytes,
+    })
+}
 
-    // [health]
-    let h = &raw.health;
+/// `[health]`: when a sensor counts as unhealthy, and its retry backoff.
+fn parse_health(ctx: &Ctx<'_>, h: &RawHealth) -> Result<HealthConfig, ProfileError> {
     let unhealthy_after = match &h.unhealthy_after {
         None => 5,
         Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as u32,
@@ -694,340 +736,326 @@ pub fn parse(file: &str, text: &str) -> Result<BoardProfile, ProfileError> {
             "make backoff_max at least backoff_base",
         ));
     }
+    Ok(HealthConfig {
+        unhealthy_after,
+        backoff_base: i64::try_from(backoff_base).unwrap_or(i64::MAX),
+        backoff_max: i64::try_from(backoff_max).unwrap_or(i64::MAX),
+    })
+}
 
-    // [[bus]]
-    let mut buses = Vec::new();
-    let mut bus_names = HashSet::new();
-    for rb in &raw.buses {
-        let name = rb.name.get_ref();
-        if !valid_name(name, 32) {
-            return Err(ctx.err(
-                Some(rb.name.span()),
-                format!("`{name}` is not a bus name"),
-                "use letters, digits, '-', '_' (at most 32)",
-            ));
-        }
-        if !bus_names.insert(name.clone()) {
-            return Err(ctx.err(
-                Some(rb.name.span()),
-                format!("bus `{name}` is defined twice"),
-                "give each [[bus]] its own name",
-            ));
-        }
-        let kind = match rb.kind.get_ref().as_str() {
-            "i2c" => BusKind::I2c,
-            "spi" => BusKind::Spi,
-            "sim" => BusKind::Sim,
-            o => {
-                return Err(ctx.err(
-                    Some(rb.kind.span()),
-                    format!("unknown bus kind `{o}`"),
-                    "use \"i2c\", \"spi\" or \"sim\"",
-                ))
-            }
-        };
-        if kind == BusKind::Sim && !host {
+/// One `[[bus]]`.
+fn parse_bus(
+    ctx: &Ctx<'_>,
+    rb: &RawBus,
+    host: bool,
+    bus_names: &mut HashSet<String>,
+) -> Result<Bus, ProfileError> {
+    let name = rb.name.get_ref();
+    if !valid_name(name, 32) {
+        return Err(ctx.err(
+            Some(rb.name.span()),
+            format!("`{name}` is not a bus name"),
+            "use letters, digits, '-', '_' (at most 32)",
+        ));
+    }
+    if !bus_names.insert(name.clone()) {
+        return Err(ctx.err(
+            Some(rb.name.span()),
+            format!("bus `{name}` is defined twice"),
+            "give each [[bus]] its own name",
+        ));
+    }
+    let kind = match rb.kind.get_ref().as_str() {
+        "i2c" => BusKind::I2c,
+        "spi" => BusKind::Spi,
+        "sim" => BusKind::Sim,
+        o => {
             return Err(ctx.err(
                 Some(rb.kind.span()),
-                "a simulated bus on a gateway target",
-                "simulated parts are for target = \"host\"; use \"i2c\" or \"spi\" with a device",
-            ));
+                format!("unknown bus kind `{o}`"),
+                "use \"i2c\", \"spi\" or \"sim\"",
+            ))
         }
-        let device = match (&rb.device, kind) {
-            (None, BusKind::Sim) => None,
-            (Some(dv), BusKind::Sim) => {
+    };
+    if kind == BusKind::Sim && !host {
+        return Err(ctx.err(
+            Some(rb.kind.span()),
+            "a simulated bus on a gateway target",
+            "simulated parts are for target = \"host\"; use \"i2c\" or \"spi\" with a device",
+        ));
+    }
+    let device = match (&rb.device, kind) {
+        (None, BusKind::Sim) => None,
+        (Some(dv), BusKind::Sim) => {
+            return Err(ctx.err(
+                Some(dv.span()),
+                "a simulated bus has no device",
+                "remove `device`",
+            ))
+        }
+        (None, _) => {
+            return Err(ctx.err(
+                Some(rb.name.span()),
+                format!("bus `{name}` has no device"),
+                if kind == BusKind::I2c {
+                    "add device = \"/dev/i2c-1\" (the adapter number from `i2cdetect -l`)"
+                } else {
+                    "add device = \"/dev/spidev0.0\" (bus 0, chip select 0)"
+                },
+            ))
+        }
+        (Some(dv), k) => {
+            let s = dv.get_ref();
+            let ok = match k {
+                BusKind::I2c => s
+                    .strip_prefix("/dev/i2c-")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+                _ => s
+                    .strip_prefix("/dev/spidev")
+                    .and_then(|r| r.split_once('.'))
+                    .is_some_and(|(b, c)| {
+                        !b.is_empty()
+                            && !c.is_empty()
+                            && (b.bytes().chain(c.bytes())).all(|x| x.is_ascii_digit())
+                    }),
+            };
+            if !ok {
+                let want = if k == BusKind::I2c {
+                    "/dev/i2c-N"
+                } else {
+                    "/dev/spidevB.C"
+                };
                 return Err(ctx.err(
                     Some(dv.span()),
-                    "a simulated bus has no device",
-                    "remove `device`",
-                ))
+                    format!(
+                        "`{s}` is not an {} device",
+                        if k == BusKind::I2c { "I2C" } else { "SPI" }
+                    ),
+                    format!("use {want}"),
+                ));
             }
-            (None, _) => {
-                return Err(ctx.err(
-                    Some(rb.name.span()),
-                    format!("bus `{name}` has no device"),
-                    if kind == BusKind::I2c {
-                        "add device = \"/dev/i2c-1\" (the adapter number from `i2cdetect -l`)"
-                    } else {
-                        "add device = \"/dev/spidev0.0\" (bus 0, chip select 0)"
-                    },
-                ))
-            }
-            (Some(dv), k) => {
-                let s = dv.get_ref();
-                let ok = match k {
-                    BusKind::I2c => s
-                        .strip_prefix("/dev/i2c-")
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-                    _ => s
-                        .strip_prefix("/dev/spidev")
-                        .and_then(|r| r.split_once('.'))
-                        .is_some_and(|(b, c)| {
-                            !b.is_empty()
-                                && !c.is_empty()
-                                && (b.bytes().chain(c.bytes())).all(|x| x.is_ascii_digit())
-                        }),
-                };
-                if !ok {
-                    let want = if k == BusKind::I2c {
-                        "/dev/i2c-N"
-                    } else {
-                        "/dev/spidevB.C"
-                    };
-                    return Err(ctx.err(
-                        Some(dv.span()),
-                        format!(
-                            "`{s}` is not an {} device",
-                            if k == BusKind::I2c { "I2C" } else { "SPI" }
-                        ),
-                        format!("use {want}"),
-                    ));
-                }
-                Some(PathBuf::from(s))
-            }
-        };
-        let (default_speed, max_speed) = match kind {
-            BusKind::Spi => (1_000_000, 50_000_000),
-            _ => (100_000, 1_000_000),
-        };
-        let speed_hz = match &rb.speed_hz {
-            None => default_speed,
-            Some(s) if (1_000..=max_speed).contains(s.get_ref()) => *s.get_ref() as u32,
-            Some(s) => {
-                return Err(ctx.err(
-                    Some(s.span()),
-                    format!("speed_hz = {} is out of range", s.get_ref()),
-                    format!("use 1000 to {max_speed} Hz (I2C: 100000 standard, 400000 fast mode)"),
-                ))
-            }
-        };
-        let spi_mode = match (&rb.spi_mode, kind) {
-            (None, BusKind::Spi) => Some(0),
-            (None, _) => None,
-            (Some(m), BusKind::Spi) if (0..=3).contains(m.get_ref()) => Some(*m.get_ref() as u8),
-            (Some(m), BusKind::Spi) => {
-                return Err(ctx.err(
-                    Some(m.span()),
-                    format!("spi_mode = {}", m.get_ref()),
-                    "use 0, 1, 2 or 3",
-                ))
-            }
-            (Some(m), _) => {
-                return Err(ctx.err(
-                    Some(m.span()),
-                    "spi_mode on a bus that is not SPI",
-                    "remove spi_mode",
-                ))
-            }
-        };
-        buses.push(Bus {
-            name: name.clone(),
-            kind,
-            device,
-            speed_hz,
-            spi_mode,
-        });
-    }
-
-    // [[sensor]]
-    let mut sensors = Vec::new();
-    let mut names = HashSet::new();
-    let mut taken: HashSet<(usize, u8)> = HashSet::new();
-    for rs in &raw.sensors {
-        let name = rs.name.get_ref();
-        if !valid_name(name, 32) {
-            return Err(ctx.err(Some(rs.name.span()), format!("`{name}` is not a sensor name"), "use letters, digits, '-', '_', '.' (at most 32 bytes): it is the key its readings carry"));
+            Some(PathBuf::from(s))
         }
-        if !names.insert(name.clone()) {
+    };
+    let (default_speed, max_speed) = match kind {
+        BusKind::Spi => (1_000_000, 50_000_000),
+        _ => (100_000, 1_000_000),
+    };
+    let speed_hz = match &rb.speed_hz {
+        None => default_speed,
+        Some(s) if (1_000..=max_speed).contains(s.get_ref()) => *s.get_ref() as u32,
+        Some(s) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("speed_hz = {} is out of range", s.get_ref()),
+                format!("use 1000 to {max_speed} Hz (I2C: 100000 standard, 400000 fast mode)"),
+            ))
+        }
+    };
+    let spi_mode = match (&rb.spi_mode, kind) {
+        (None, BusKind::Spi) => Some(0),
+        (None, _) => None,
+        (Some(m), BusKind::Spi) if (0..=3).contains(m.get_ref()) => Some(*m.get_ref() as u8),
+        (Some(m), BusKind::Spi) => {
+            return Err(ctx.err(
+                Some(m.span()),
+                format!("spi_mode = {}", m.get_ref()),
+                "use 0, 1, 2 or 3",
+            ))
+        }
+        (Some(m), _) => {
+            return Err(ctx.err(
+                Some(m.span()),
+                "spi_mode on a bus that is not SPI",
+                "remove spi_mode",
+            ))
+        }
+    };
+    Ok(Bus {
+        name: name.clone(),
+        kind,
+        device,
+        speed_hz,
+        spi_mode,
+    })
+}
+
+/// One `[[sensor]]`, on one of `buses`.
+fn parse_sensor(
+    ctx: &Ctx<'_>,
+    rs: &RawSensor,
+    buses: &[Bus],
+    names: &mut HashSet<String>,
+    taken: &mut HashSet<(usize, u8)>,
+) -> Result<SensorSpec, ProfileError> {
+    let name = rs.name.get_ref();
+    if !valid_name(name, 32) {
+        return Err(ctx.err(Some(rs.name.span()), format!("`{name}` is not a sensor name"), "use letters, digits, '-', '_', '.' (at most 32 bytes): it is the key its readings carry"));
+    }
+    if !names.insert(name.clone()) {
+        return Err(ctx.err(
+            Some(rs.name.span()),
+            format!("sensor `{name}` is defined twice"),
+            "sensor names are keys: give each its own",
+        ));
+    }
+    let chip = match rs.chip.get_ref().as_str() {
+        "adxl345" => Chip::Adxl345,
+        "bme280" => Chip::Bme280,
+        "ina219" => Chip::Ina219,
+        o => return Err(ctx.err(Some(rs.chip.span()), format!("unknown chip `{o}`"), "use \"adxl345\" (vibration), \"bme280\" (temperature, pressure, humidity) or \"ina219\" (current)")),
+    };
+    let Some(bus) = buses.iter().position(|b| b.name == *rs.bus.get_ref()) else {
+        let known: Vec<&str> = buses.iter().map(|b| b.name.as_str()).collect();
+        return Err(ctx.err(
+            Some(rs.bus.span()),
+            format!("no bus named `{}`", rs.bus.get_ref()),
+            if known.is_empty() {
+                "add a [[bus]] with that name".to_string()
+            } else {
+                format!("use one of: {}", known.join(", "))
+            },
+        ));
+    };
+    let kind = buses[bus].kind;
+    if kind == BusKind::Spi && !chip.spi() {
+        return Err(ctx.err(
+            Some(rs.bus.span()),
+            format!(
+                "{} is an I2C part; `{}` is an SPI bus",
+                chip.name(),
+                buses[bus].name
+            ),
+            "put it on an I2C bus",
+        ));
+    }
+    if kind == BusKind::Spi && chip == Chip::Adxl345 && buses[bus].spi_mode != Some(3) {
+        return Err(ctx.err(
+            Some(rs.bus.span()),
+            format!(
+                "the ADXL345 needs SPI mode 3; bus `{}` is in mode {}",
+                buses[bus].name,
+                buses[bus].spi_mode.unwrap_or(0)
+            ),
+            "set spi_mode = 3 on that bus",
+        ));
+    }
+    let address = match (&rs.address, kind) {
+        (Some(a), BusKind::Spi) => {
+            return Err(ctx.err(
+                Some(a.span()),
+                "an SPI part has no address",
+                "remove `address`: the bus's device (chip select) picks the part",
+            ))
+        }
+        (None, BusKind::Spi) => None,
+        (None, _) => {
             return Err(ctx.err(
                 Some(rs.name.span()),
-                format!("sensor `{name}` is defined twice"),
-                "sensor names are keys: give each its own",
-            ));
-        }
-        let chip = match rs.chip.get_ref().as_str() {
-            "adxl345" => Chip::Adxl345,
-            "bme280" => Chip::Bme280,
-            "ina219" => Chip::Ina219,
-            o => return Err(ctx.err(Some(rs.chip.span()), format!("unknown chip `{o}`"), "use \"adxl345\" (vibration), \"bme280\" (temperature, pressure, humidity) or \"ina219\" (current)")),
-        };
-        let Some(bus) = buses.iter().position(|b| b.name == *rs.bus.get_ref()) else {
-            let known: Vec<&str> = buses.iter().map(|b| b.name.as_str()).collect();
-            return Err(ctx.err(
-                Some(rs.bus.span()),
-                format!("no bus named `{}`", rs.bus.get_ref()),
-                if known.is_empty() {
-                    "add a [[bus]] with that name".to_string()
-                } else {
-                    format!("use one of: {}", known.join(", "))
-                },
-            ));
-        };
-        let kind = buses[bus].kind;
-        if kind == BusKind::Spi && !chip.spi() {
-            return Err(ctx.err(
-                Some(rs.bus.span()),
+                format!("sensor `{name}` on an I2C bus has no address"),
                 format!(
-                    "{} is an I2C part; `{}` is an SPI bus",
+                    "add address = {:#04x} (valid for {}: {})",
+                    chip.addresses()[0],
                     chip.name(),
-                    buses[bus].name
+                    fmt_addrs(chip)
                 ),
-                "put it on an I2C bus",
-            ));
+            ))
         }
-        if kind == BusKind::Spi && chip == Chip::Adxl345 && buses[bus].spi_mode != Some(3) {
-            return Err(ctx.err(
-                Some(rs.bus.span()),
-                format!(
-                    "the ADXL345 needs SPI mode 3; bus `{}` is in mode {}",
-                    buses[bus].name,
-                    buses[bus].spi_mode.unwrap_or(0)
-                ),
-                "set spi_mode = 3 on that bus",
-            ));
-        }
-        let address = match (&rs.address, kind) {
-            (Some(a), BusKind::Spi) => {
+        (Some(a), _) => {
+            let ok = u8::try_from(*a.get_ref())
+                .ok()
+                .filter(|v| chip.addresses().contains(v));
+            let Some(v) = ok else {
                 return Err(ctx.err(
                     Some(a.span()),
-                    "an SPI part has no address",
-                    "remove `address`: the bus's device (chip select) picks the part",
-                ))
+                    format!("{} cannot be at address {:#04x}", chip.name(), a.get_ref()),
+                    format!("use one of {} (set by its address pins)", fmt_addrs(chip)),
+                ));
+            };
+            if !taken.insert((bus, v)) {
+                return Err(ctx.err(Some(a.span()), format!("two sensors at address {v:#04x} on bus `{}`", buses[bus].name), "each part on a bus needs its own address: change the address pins, or use another bus"));
             }
-            (None, BusKind::Spi) => None,
-            (None, _) => {
-                return Err(ctx.err(
-                    Some(rs.name.span()),
-                    format!("sensor `{name}` on an I2C bus has no address"),
-                    format!(
-                        "add address = {:#04x} (valid for {}: {})",
-                        chip.addresses()[0],
-                        chip.name(),
-                        fmt_addrs(chip)
-                    ),
-                ))
-            }
-            (Some(a), _) => {
-                let ok = u8::try_from(*a.get_ref())
-                    .ok()
-                    .filter(|v| chip.addresses().contains(v));
-                let Some(v) = ok else {
-                    return Err(ctx.err(
-                        Some(a.span()),
-                        format!("{} cannot be at address {:#04x}", chip.name(), a.get_ref()),
-                        format!("use one of {} (set by its address pins)", fmt_addrs(chip)),
-                    ));
-                };
-                if !taken.insert((bus, v)) {
-                    return Err(ctx.err(Some(a.span()), format!("two sensors at address {v:#04x} on bus `{}`", buses[bus].name), "each part on a bus needs its own address: change the address pins, or use another bus"));
-                }
-                Some(v)
-            }
-        };
-        let rate_hz = *rs.rate_hz.get_ref();
-        if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= chip.max_rate_hz()) {
-            return Err(ctx.err(
-                Some(rs.rate_hz.span()),
-                format!("rate_hz = {rate_hz} for {}", chip.name()),
-                format!("use more than 0 and at most {} Hz", chip.max_rate_hz()),
-            ));
+            Some(v)
         }
-        let period_us = (1e6 / rate_hz).round() as i64;
-        let range_g = match (&rs.range_g, chip) {
-            (None, Chip::Adxl345) => Some(16),
-            (Some(r), Chip::Adxl345) if [2, 4, 8, 16].contains(r.get_ref()) => {
-                Some(*r.get_ref() as u8)
-            }
-            (Some(r), Chip::Adxl345) => {
-                return Err(ctx.err(
-                    Some(r.span()),
-                    format!("range_g = {}", r.get_ref()),
-                    "the ADXL345 has ranges of 2, 4, 8 and 16 g",
-                ))
-            }
-            (Some(r), _) => {
-                return Err(ctx.err(
-                    Some(r.span()),
-                    format!("range_g does not apply to {}", chip.name()),
-                    "remove it (it is for adxl345)",
-                ))
-            }
-            (None, _) => None,
-        };
-        let shunt_ohms = match (&rs.shunt_ohms, chip) {
-            (Some(s), Chip::Ina219) if s.get_ref().is_finite() && *s.get_ref() > 0.0 => {
-                Some(*s.get_ref())
-            }
-            (Some(s), Chip::Ina219) => {
-                return Err(ctx.err(
-                    Some(s.span()),
-                    format!("shunt_ohms = {}", s.get_ref()),
-                    "give the shunt resistor's value in ohms, e.g. 0.1",
-                ))
-            }
-            (None, Chip::Ina219) => {
-                return Err(ctx.err(
-                    Some(rs.name.span()),
-                    format!("sensor `{name}` (ina219) has no shunt_ohms"),
-                    "add shunt_ohms = 0.1 (the value of the resistor on the board)",
-                ))
-            }
-            (Some(s), _) => {
-                return Err(ctx.err(
-                    Some(s.span()),
-                    format!("shunt_ohms does not apply to {}", chip.name()),
-                    "remove it (it is for ina219)",
-                ))
-            }
-            (None, _) => None,
-        };
-        let source = match &rs.source {
-            Some(s) if valid_name(s.get_ref(), 64) => s.get_ref().clone(),
-            Some(s) => {
-                return Err(ctx.err(
-                    Some(s.span()),
-                    format!("`{}` is not a source name", s.get_ref()),
-                    "name the pipeline [[source]] these readings enter as",
-                ))
-            }
-            None => chip.name().to_string(),
-        };
-        let at = rs.source.as_ref().map_or(rs.name.span(), Spanned::span);
-        sensors.push(SensorSpec {
-            name: name.clone(),
-            source_at: line_col(text, at.start),
-            chip,
-            bus,
-            address,
-            rate_hz,
-            period_us,
-            source,
-            range_g,
-            shunt_ohms,
-        });
+    };
+    let rate_hz = *rs.rate_hz.get_ref();
+    if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= chip.max_rate_hz()) {
+        return Err(ctx.err(
+            Some(rs.rate_hz.span()),
+            format!("rate_hz = {rate_hz} for {}", chip.name()),
+            format!("use more than 0 and at most {} Hz", chip.max_rate_hz()),
+        ));
     }
-
-    Ok(BoardProfile {
-        file: file.to_string(),
-        name: b.name.get_ref().clone(),
-        description: b.description.clone(),
-        target,
-        data_dir,
-        durability: Durability {
-            flash,
-            mode,
-            group_commit_ms,
-            checkpoint_interval_ms,
-            keep_checkpoints,
-            disk_budget_bytes,
-        },
-        health: HealthConfig {
-            unhealthy_after,
-            backoff_base: i64::try_from(backoff_base).unwrap_or(i64::MAX),
-            backoff_max: i64::try_from(backoff_max).unwrap_or(i64::MAX),
-        },
-        buses,
-        sensors,
+    let period_us = (1e6 / rate_hz).round() as i64;
+    let range_g = match (&rs.range_g, chip) {
+        (None, Chip::Adxl345) => Some(16),
+        (Some(r), Chip::Adxl345) if [2, 4, 8, 16].contains(r.get_ref()) => Some(*r.get_ref() as u8),
+        (Some(r), Chip::Adxl345) => {
+            return Err(ctx.err(
+                Some(r.span()),
+                format!("range_g = {}", r.get_ref()),
+                "the ADXL345 has ranges of 2, 4, 8 and 16 g",
+            ))
+        }
+        (Some(r), _) => {
+            return Err(ctx.err(
+                Some(r.span()),
+                format!("range_g does not apply to {}", chip.name()),
+                "remove it (it is for adxl345)",
+            ))
+        }
+        (None, _) => None,
+    };
+    let shunt_ohms = match (&rs.shunt_ohms, chip) {
+        (Some(s), Chip::Ina219) if s.get_ref().is_finite() && *s.get_ref() > 0.0 => {
+            Some(*s.get_ref())
+        }
+        (Some(s), Chip::Ina219) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("shunt_ohms = {}", s.get_ref()),
+                "give the shunt resistor's value in ohms, e.g. 0.1",
+            ))
+        }
+        (None, Chip::Ina219) => {
+            return Err(ctx.err(
+                Some(rs.name.span()),
+                format!("sensor `{name}` (ina219) has no shunt_ohms"),
+                "add shunt_ohms = 0.1 (the value of the resistor on the board)",
+            ))
+        }
+        (Some(s), _) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("shunt_ohms does not apply to {}", chip.name()),
+                "remove it (it is for ina219)",
+            ))
+        }
+        (None, _) => None,
+    };
+    let source = match &rs.source {
+        Some(s) if valid_name(s.get_ref(), 64) => s.get_ref().clone(),
+        Some(s) => {
+            return Err(ctx.err(
+                Some(s.span()),
+                format!("`{}` is not a source name", s.get_ref()),
+                "name the pipeline [[source]] these readings enter as",
+            ))
+        }
+        None => chip.name().to_string(),
+    };
+    let at = rs.source.as_ref().map_or(rs.name.span(), Spanned::span);
+    Ok(SensorSpec {
+        name: name.clone(),
+        source_at: line_col(ctx.text, at.start),
+        chip,
+        bus,
+        address,
+        rate_hz,
+        period_us,
+        source,
+        range_g,
+        shunt_ohms,
     })
 }
 
