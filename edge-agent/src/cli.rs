@@ -58,6 +58,7 @@ pub enum Command {
     /// Build the tarball a gateway is flashed with: a static, stripped weir for
     /// the board, its config, a hardened systemd unit, broker config and a fresh
     /// device identity (the public key is printed on stdout).
+    #[cfg(feature = "host-tools")]
     Bundle {
         /// A board name under `boards/` (rpi4) or the path of a `board.toml`.
         #[arg(long)]
@@ -112,6 +113,7 @@ pub enum Command {
         last: usize,
     },
     /// Fleet side of signed pipeline updates: keygen, sign, push, status.
+    #[cfg(feature = "host-tools")]
     Fleet {
         /// What to do.
         #[command(subcommand)]
@@ -126,6 +128,7 @@ pub enum Command {
 }
 
 /// `weir fleet` commands.
+#[cfg(feature = "host-tools")]
 #[derive(Subcommand, Debug)]
 pub enum Fleet {
     /// Write a new Ed25519 signing key pair into DIR.
@@ -226,6 +229,7 @@ fn config_error(e: ConfigError) -> anyhow::Error {
 /// Anything that stops the command, already phrased for the user.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        #[cfg(feature = "host-tools")]
         Command::Fleet { action } => {
             use std::time::Duration;
             match action {
@@ -361,6 +365,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "host-tools")]
         Command::Bundle {
             board,
             out,

@@ -32,8 +32,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey};
+#[cfg(feature = "host-tools")]
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+#[cfg(feature = "host-tools")]
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::VerifyingKey;
 
 /// The private key's file name inside a folder written by [`write()`].
 pub const PRIVATE_FILE: &str = "identity.key";
@@ -63,6 +66,7 @@ fn err(file: &Path, msg: impl Into<String>, help: impl Into<String>) -> Identity
     }
 }
 
+#[cfg(feature = "host-tools")]
 /// A fresh key from 32 bytes of the operating system's random source.
 ///
 /// # Errors
@@ -82,6 +86,7 @@ pub fn generate() -> Result<SigningKey, IdentityError> {
     Ok(key)
 }
 
+#[cfg(feature = "host-tools")]
 /// The private key as PKCS#8 PEM text (keep it secret).
 ///
 /// # Errors
@@ -123,6 +128,7 @@ pub fn public_hex(key: &VerifyingKey) -> String {
     key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(feature = "host-tools")]
 /// Writes `identity.key` (mode 0600) and `identity.pub` (0644) into `dir`;
 /// returns their paths. Never replaces an existing key.
 ///
@@ -145,6 +151,7 @@ pub fn write(dir: &Path, key: &SigningKey) -> Result<(PathBuf, PathBuf), Identit
     Ok((private, public))
 }
 
+#[cfg(feature = "host-tools")]
 /// Creates `path` with `mode` from the start (no window in which a secret
 /// is readable by others), durably: the file and its name survive a power
 /// cut once this returns ([`crate::fsutil::write_new`]).
@@ -158,6 +165,7 @@ fn create_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError
     })
 }
 
+#[cfg(feature = "host-tools")]
 /// Reads a private key file written by [`write()`] (or any PKCS#8 Ed25519
 /// PEM, e.g. `openssl genpkey -algorithm ed25519`).
 ///
@@ -184,6 +192,7 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, IdentityError> {
     parse_signing_key(path, &text)
 }
 
+#[cfg(feature = "host-tools")]
 /// Parses private key text; `file` names it in errors.
 ///
 /// # Errors

@@ -31,12 +31,14 @@
 //! assert!(summary.windows >= 4_000);
 //! ```
 
+#[cfg(feature = "host-tools")]
 pub mod bundle;
 pub mod check_store;
 pub mod cli;
 pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "host-tools")]
 pub mod fleet;
 pub mod fsutil;
 pub mod gateway;
