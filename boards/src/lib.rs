@@ -41,6 +41,8 @@
 
 pub mod adxl345;
 pub mod bme280;
+#[cfg(feature = "std")]
+pub mod config;
 pub mod error;
 pub mod health;
 pub mod ina219;

@@ -35,7 +35,6 @@
 //! ```
 
 use std::collections::HashSet;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -44,41 +43,9 @@ use toml::Spanned;
 
 use crate::health::HealthConfig;
 
-/// An error in a board profile, with its place (the shape of the pipeline
-/// file's `ConfigError`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProfileError {
-    /// The file.
-    pub file: String,
-    /// 1-based line (0 when the error is about the whole file).
-    pub line: usize,
-    /// 1-based column.
-    pub col: usize,
-    /// What is wrong.
-    pub msg: String,
-    /// What to do.
-    pub help: String,
-}
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file, self.line, self.col, self.msg
-            )?;
-        } else {
-            write!(f, "{}: error: {}", self.file, self.msg)?;
-        }
-        if !self.help.is_empty() {
-            write!(f, "\n  help: {}", self.help)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ProfileError {}
+/// An error in a board profile: the one error type of every weir
+/// configuration file ([`crate::config::ConfigError`]).
+pub type ProfileError = crate::config::ConfigError;
 
 /// A board profile, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]

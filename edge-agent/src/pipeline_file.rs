@@ -3,7 +3,6 @@
 //! Every error names the file, line and column it is about and says what to
 //! do. The format is documented in `docs/pipeline.md`.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
@@ -105,40 +104,7 @@ pub struct CsvMapping {
     pub key: String,
 }
 
-/// An error in a configuration file, with its place.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    /// The file.
-    pub file: String,
-    /// 1-based line (0 when the error is about the whole file).
-    pub line: usize,
-    /// 1-based column.
-    pub col: usize,
-    /// What is wrong.
-    pub msg: String,
-    /// What to do.
-    pub help: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file, self.line, self.col, self.msg
-            )?;
-        } else {
-            write!(f, "{}: error: {}", self.file, self.msg)?;
-        }
-        if !self.help.is_empty() {
-            write!(f, "\n  help: {}", self.help)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use weir_boards::config::ConfigError;
 
 /// A duration as written: a number of ticks or a string with a unit.
 #[derive(Deserialize, Debug)]
