@@ -216,7 +216,18 @@ pub fn main(
         }));
         let handle = hrx.await.context("the agent stopped before it started")?;
         if let Some(a) = handle.metrics_addr {
-            println!("  metrics: http://{a}/metrics\n");
+            let token = handle
+                .metrics
+                .dash
+                .token
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            match token {
+                Some(t) => println!("  dashboard: http://{a}/#token={t}"),
+                None => println!("  dashboard: http://{a}/"),
+            }
+            println!("  metrics:   http://{a}/metrics\n");
         }
         let viewer = tokio::spawn(view(broker, speed));
         let sim = tokio::spawn(simulate(broker, speed));

@@ -35,7 +35,13 @@
 //! prefix = "weir"                # topics: <prefix>/<id>/windows/<key>, …/alerts/<key>
 //!
 //! [metrics]
-//! listen = "127.0.0.1:9464"      # Prometheus /metrics and /healthz; "" turns it off
+//! listen = "127.0.0.1:9464"      # the page (/), /api/v1, /metrics, /healthz; "" turns it off
+//!
+//! [dashboard]
+//! token_file = "dashboard.token" # who may acknowledge alerts (and read dead-letter
+//!                                # payloads off loopback); made (0600, random) if missing.
+//!                                # A listener off loopback needs it (or `token`).
+//! max_series = 2000              # (key, operator) series charted (~1.5 KB each)
 //!
 //! [dead_letters]
 //! keep = 1000                    # the newest this many bad messages are kept
@@ -146,6 +152,8 @@ pub struct GatewayConfig {
     pub prefix: String,
     /// Metrics address; `None` turns the endpoint off.
     pub metrics: Option<SocketAddr>,
+    /// `[dashboard]`: the page and its API on the metrics listener.
+    pub dashboard: DashboardConfig,
     /// Dead letters kept.
     pub dead_letters: usize,
     /// The cloud uplink, if configured.
@@ -198,6 +206,18 @@ pub enum UpdatesVia {
     Local,
 }
 
+/// `[dashboard]`: the technician's page on the metrics listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DashboardConfig {
+    /// The token, given inline (`token`).
+    pub token: Option<String>,
+    /// Where the token is kept (`token_file`; default `dashboard.token` in
+    /// the data directory, made with a random token if missing).
+    pub token_file: PathBuf,
+    /// (key, operator) series charted at most.
+    pub max_series: usize,
+}
+
 /// `[updates]`: signed pipeline updates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UpdatesConfig {
@@ -231,6 +251,8 @@ struct Raw {
     output: RawOutput,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    dashboard: RawDashboard,
     #[serde(default)]
     dead_letters: RawDead,
     cloud: Option<Spanned<RawCloud>>,
@@ -314,6 +336,14 @@ struct RawOutput {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    max_series: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -572,6 +602,8 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
             )
         })?),
     };
+    let data_dir = path(raw.data_dir.as_ref().map_or("weir-data", |p| p.get_ref()));
+    let dashboard = dashboard_config(&ctx, base, &data_dir, &raw.dashboard, metrics)?;
     let cloud = match &raw.cloud {
         None => None,
         Some(c) => Some(cloud_config(&ctx, base, &id, c)?),
@@ -586,7 +618,8 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
                 .as_ref()
                 .map_or("pipeline.toml", |p| p.get_ref()),
         ),
-        data_dir: path(raw.data_dir.as_ref().map_or("weir-data", |p| p.get_ref())),
+        data_dir,
+        dashboard,
         board: raw.board.as_ref().map(|b| path(b.get_ref())),
         id,
         durability,
@@ -605,6 +638,55 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         prefix,
         metrics,
         dead_letters: int(&raw.dead_letters.keep, 0, 1_000_000, 1_000, "keep")? as usize,
+    })
+}
+
+/// `[dashboard]`. A listener off loopback serves sensor data to the
+/// network: it needs a token there (the page is read-only without it).
+fn dashboard_config(
+    ctx: &Ctx<'_>,
+    base: &Path,
+    data_dir: &Path,
+    d: &RawDashboard,
+    listen: Option<SocketAddr>,
+) -> Result<DashboardConfig, ConfigError> {
+    let token = match &d.token {
+        Some(t) if t.get_ref().len() < 16 => return Err(ctx.err(
+            Some(t.span()),
+            "the dashboard token is shorter than 16 characters",
+            "use a long random one, e.g. `openssl rand -hex 16`, or leave it out to have one made",
+        )),
+        Some(t) => Some(t.get_ref().clone()),
+        None => None,
+    };
+    let token_file = match &d.token_file {
+        Some(f) => rel(base, f.get_ref()),
+        None => data_dir.join("dashboard.token"),
+    };
+    let max_series = match &d.max_series {
+        None => 2_000,
+        Some(n) if (0..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            return Err(ctx.err(
+                Some(n.span()),
+                format!("max_series = {}", n.get_ref()),
+                "use 0 (no charts) to 1000000; each series costs about 1.5 KB",
+            ))
+        }
+    };
+    if let Some(a) = listen {
+        if !a.ip().is_loopback() && token.is_none() && d.token_file.is_none() {
+            return Err(ctx.err(
+                None,
+                format!("[metrics] listen = \"{a}\" serves the dashboard and its API beyond this machine, without a token"),
+                "add [dashboard] token = \"…\" (or token_file) so only holders can acknowledge alerts and read payloads, and put TLS in front (docs/api.md); or listen on 127.0.0.1",
+            ));
+        }
+    }
+    Ok(DashboardConfig {
+        token,
+        token_file,
+        max_series,
     })
 }
 
@@ -941,6 +1023,26 @@ mod tests {
 
     fn p(text: &str) -> Result<GatewayConfig, ConfigError> {
         parse("g.toml", text, Path::new("/etc/weir"))
+    }
+
+    #[test]
+    fn a_dashboard_off_loopback_needs_a_token() {
+        let e = p("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap_err();
+        assert!(e.msg.contains("without a token"), "{e}");
+        assert!(e.help.contains("[dashboard] token"), "{e}");
+        let g = p(
+            "[metrics]\nlisten = \"0.0.0.0:9464\"\n[dashboard]\ntoken = \"0123456789abcdef01\"\n",
+        )
+        .unwrap();
+        assert_eq!(g.dashboard.token.as_deref(), Some("0123456789abcdef01"));
+        let e = p("[dashboard]\ntoken = \"short\"\n").unwrap_err();
+        assert!(e.msg.contains("shorter than 16"), "{e}");
+        let g = p("").unwrap();
+        assert_eq!(
+            g.dashboard.token_file,
+            Path::new("/etc/weir/weir-data/dashboard.token")
+        );
+        assert_eq!(g.dashboard.max_series, 2_000);
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct Metrics {
     pub pipeline_version: AtomicU64,
     /// Pipeline updates by result (`applied`, `rejected`, `rolled_back`).
     pub updates: Mutex<BTreeMap<&'static str, u64>>,
+    /// What the technician's page shows (`/`, `/api/v1/…`).
+    pub dash: super::dash::Dash,
 }
 
 /// Keep this many dead letters in memory for `/deadletters`.
@@ -521,8 +523,13 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
                     }
                 }
             }
-            let head = String::from_utf8_lossy(&buf[..n]);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
             let path = head.split_whitespace().nth(1).unwrap_or("");
+            let bare = path.split('?').next().unwrap_or("");
+            if super::web::is_web(bare) {
+                super::web::handle(sock, &head, m).await;
+                return;
+            }
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
                 "/healthz" => {
@@ -557,7 +564,8 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
                 _ => (
                     "404 Not Found",
                     "text/plain",
-                    "try /metrics, /healthz or /deadletters\n".to_string(),
+                    "try /, /metrics, /healthz, /deadletters or /api/v1/ (docs/api.md)\n"
+                        .to_string(),
                 ),
             };
             let resp = format!(

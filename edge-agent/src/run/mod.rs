@@ -26,11 +26,13 @@
 //! what it emits, subscribe.
 
 pub mod cloud;
+pub mod dash;
 pub mod dedupe;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod update;
+pub mod web;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -211,13 +213,17 @@ impl Emitter {
                     if w.anomaly.is_some_and(|a| a.flag) {
                         m.alerts.fetch_add(1, Relaxed);
                     }
-                    engine.key_name(w.key)
+                    let key = engine.key_name(w.key);
+                    m.dash.window(key, w, now);
+                    key
                 }
                 Output::Score(s) => {
                     if s.verdict.flag {
                         m.alerts.fetch_add(1, Relaxed);
                     }
-                    engine.key_name(s.key)
+                    let key = engine.key_name(s.key);
+                    m.dash.score(key, s, now);
+                    key
                 }
                 Output::Custom(c) => engine.key_name(c.key),
                 Output::Late(_) => {
@@ -459,6 +465,23 @@ impl Agent {
             }
             _ => pf,
         };
+        metrics.dash.set_pipeline(
+            &pf.spec,
+            match &active {
+                Some(a) if !cfg.updates.trusted_keys.is_empty() => dash::PipelineInfo {
+                    name: pf.spec.name.clone(),
+                    version: a.version,
+                    origin: "signed update".into(),
+                    text: a.text.clone(),
+                },
+                _ => dash::PipelineInfo {
+                    name: pf.spec.name.clone(),
+                    version: 0,
+                    origin: cfg.pipeline.display().to_string(),
+                    text: std::fs::read_to_string(&cfg.pipeline).unwrap_or_default(),
+                },
+            },
+        );
         let updates = update::Updates::start(&cfg, active, status, metrics.clone())
             .map_err(|e| RunError::Config(format!("{}: [updates]: {e}", cfg.file)))?;
         let (decoders, routes) = routes_of(&pf);
@@ -1544,6 +1567,15 @@ impl Agent {
             .iter()
             .map(|s| (s.name.clone(), None, 0))
             .collect();
+        self.metrics.dash.set_pipeline(
+            &pf.spec,
+            dash::PipelineInfo {
+                name: pf.spec.name.clone(),
+                version: 0,
+                origin: "signed update".into(),
+                text: String::new(),
+            },
+        );
         self.engine = engine;
         self.pf = pf;
         self.subscribe();
@@ -1784,6 +1816,50 @@ fn poll_wired(
         let wait = (next - clock.now()).clamp(1, 100) as u64;
         std::thread::sleep(Duration::from_millis(wait));
     }
+}
+
+/// Gives the page its gateway id, limits and token (made and kept in
+/// `token_file` when none is given).
+fn dashboard_setup(cfg: &GatewayConfig, metrics: &Metrics) {
+    let d = &metrics.dash;
+    *d.gateway.lock().unwrap_or_else(|e| e.into_inner()) = cfg.id.clone();
+    d.configure(dash::DashConfig {
+        max_series: cfg.dashboard.max_series,
+    });
+    d.loopback
+        .store(cfg.metrics.is_none_or(|a| a.ip().is_loopback()), Relaxed);
+    if cfg.metrics.is_none() {
+        return; // no listener, no page
+    }
+    let token = match &cfg.dashboard.token {
+        Some(t) => Some(t.clone()),
+        None => match dashboard_token(&cfg.dashboard.token_file) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    file = %cfg.dashboard.token_file.display(),
+                    "no dashboard token ({e}): alerts cannot be acknowledged on the page"
+                );
+                None
+            }
+        },
+    };
+    *d.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+}
+
+/// Reads the token file, or makes one (32 random hex digits, 0600).
+fn dashboard_token(path: &std::path::Path) -> std::io::Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        if t.len() >= 16 {
+            return Ok(t);
+        }
+    }
+    let mut raw = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut raw)?;
+    let t: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    crate::fsutil::write_atomic(path, format!("{t}\n").as_bytes(), 0o600)?;
+    Ok(t)
 }
 
 /// The first pause after a storage fault; it doubles up to
@@ -2032,6 +2108,7 @@ pub async fn run_async(
     // once recovery is done, instead of killing it.
     let signals = Signals::install();
     let metrics = Arc::new(Metrics::default());
+    dashboard_setup(&cfg, &metrics);
     let mut metrics_addr = None;
     let http = match cfg.metrics {
         Some(addr) => {
