@@ -1108,6 +1108,20 @@ mod tests {
     }
 
     #[test]
+    fn key_costs_of_the_examples() {
+        let cost = |t: &str| parse("p.toml", t).unwrap().spec.build().unwrap().key_cost();
+        let (w1, demo, nab) = (
+            cost(W1),
+            cost(include_str!("../../examples/demo.toml")),
+            cost(include_str!("../../examples/nab.toml")),
+        );
+        // Figures quoted in docs/design.md: 386 B, 4.7 KiB, 25.1 KiB.
+        assert!(w1 < 1024, "{w1}");
+        assert!((4096..8192).contains(&demo), "{demo}");
+        assert!((25 << 10..32 << 10).contains(&nab), "{nab}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s", TimeUnit::Millis), Some(10_000));
         assert_eq!(parse_duration("250us", TimeUnit::Millis), None);

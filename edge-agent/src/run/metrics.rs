@@ -583,3 +583,41 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_figures_reach_the_exposition() {
+        let text = "[state]\nmax_keys = 3\n[[source]]\nname = \"s\"\nfields = [\"v\"]\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"1s\"\naggregates = [\"count\"]\n";
+        let pf = crate::pipeline_file::parse("p.toml", text).unwrap();
+        let mut e = pf.spec.build().unwrap();
+        let t0 = 1_780_000_000_000i64;
+        // Two proven keys, then a flood of one-reading ids.
+        for k in ["a", "b"] {
+            e.handle_sample(t0, 0, k, t0, &[1.0]).unwrap();
+            e.handle_sample(t0 + 1_000, 0, k, t0 + 1_000, &[1.0])
+                .unwrap();
+        }
+        for i in 0..10 {
+            let t = t0 + 1_001 + i;
+            e.handle_sample(t, 0, &format!("fake-{i}"), t, &[1.0])
+                .unwrap();
+        }
+        let m = Metrics::default();
+        m.set_state(&e);
+        let out = m.render();
+        for line in [
+            "weir_state_keys 3\n".to_string(),
+            "weir_state_unproven_keys 1\n".to_string(),
+            format!("weir_state_bytes {}\n", e.state_bytes()),
+            format!("weir_state_budget_bytes {}\n", 64 << 20),
+            "weir_state_admissions_refused_total 0\n".to_string(),
+            "weir_state_evictions_total{reason=\"unproven\"} 9\n".to_string(),
+            "weir_state_evictions_total{reason=\"ttl\"} 0\n".to_string(),
+        ] {
+            assert!(out.contains(&line), "{line} missing from\n{out}");
+        }
+    }
+}
