@@ -338,9 +338,9 @@ impl WindowOp {
             // Its windows' timers go too (a key evicted on probation may
             // hold open windows): a timer must name a live key.
             let lateness = self.lateness;
-            if let WindowKind::Session { .. } = self.kind {
+            if matches!(self.kind, WindowKind::Session { .. }) && !k.windows.is_empty() {
                 // A session's earlier fire times stay registered as it
-                // grows: look everywhere.
+                // grows (until the watermark passes them): look everywhere.
                 for map in [&mut self.timers, &mut self.purges] {
                     map.retain(|_, v| {
                         v.retain(|&x| x != key);
