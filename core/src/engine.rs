@@ -22,9 +22,9 @@ use crate::detect::{DetectorSpec, DetectorState};
 use crate::keys::{KeyId, KeyTable};
 use crate::output::{Output, ScoreResult};
 use crate::process::ProcessOp;
-use crate::spec::{FullPolicy, OperatorKind, PipelineSpec};
+use crate::spec::{FullPolicy, OperatorKind, PipelineSpec, WatermarkMode, WindowKind};
 use crate::time::{TimeMode, Watermark};
-use crate::window::{buffer_in_time_order, OpStats, Pending, WindowOp};
+use crate::window::{wait_or_late, KeyedPending, OpStats, Pending, WindowOp};
 use alloc::collections::BinaryHeap;
 use core::cmp::Reverse;
 
@@ -98,6 +98,39 @@ impl fmt::Display for Reject {
 
 impl core::error::Error for Reject {}
 
+/// Why a key was evicted. Every eviction is counted in
+/// [`EngineStats::evictions`] under its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Eviction {
+    /// The budget was full and the key had not completed a window of its
+    /// own: its open windows went with it.
+    Unproven,
+    /// The budget was full and `on_full = evict_idle` chose it (least
+    /// recently active, no open window).
+    Idle,
+    /// Its TTL ran out.
+    Ttl,
+}
+
+impl Eviction {
+    /// Every reason, in counter order.
+    pub const ALL: [Eviction; 3] = [Eviction::Unproven, Eviction::Idle, Eviction::Ttl];
+
+    /// A stable snake_case name, for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Eviction::Unproven => "unproven",
+            Eviction::Idle => "idle",
+            Eviction::Ttl => "ttl",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Engine-wide counters. `accepted + Σ rejected == input` always holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -107,11 +140,18 @@ pub struct EngineStats {
     pub accepted: u64,
     /// Rejections by reason, indexed as [`Reject::ALL`].
     pub rejected: [u64; 7],
-    /// Keys evicted by TTL or by the `evict_idle` budget policy.
+    /// Keys evicted, all reasons.
     pub keys_evicted: u64,
+    /// Evictions by reason, indexed as [`Eviction::ALL`].
+    pub evictions: [u64; 3],
 }
 
 impl EngineStats {
+    /// Evictions of one reason.
+    pub fn evicted(&self, e: Eviction) -> u64 {
+        self.evictions[e.index()]
+    }
+
     /// Rejections of one reason.
     pub fn rejected(&self, r: Reject) -> u64 {
         self.rejected[r.index()]
@@ -130,12 +170,34 @@ pub(crate) struct SourceState {
     pub(crate) idle: bool,
 }
 
+/// One key's own watermark on a source with per-key watermarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyWm {
+    /// Newest timestamp of the key (`i64::MIN`: none yet).
+    pub(crate) max_ts: i64,
+    /// Its watermark: monotonic, at least `max_ts − bound − 1`, raised to
+    /// the engine's watermark while the key is idle.
+    pub(crate) wm: i64,
+    /// The driver's clock at its last sample (`i64::MIN`: none yet).
+    pub(crate) last_now: i64,
+}
+
+impl KeyWm {
+    pub(crate) const NEW: KeyWm = KeyWm {
+        max_ts: i64::MIN,
+        wm: i64::MIN,
+        last_now: i64::MIN,
+    };
+}
+
 pub(crate) struct DetectOp {
     pub(crate) op: u16,
     pub(crate) arrival: bool,
     pub(crate) spec: DetectorSpec,
     pub(crate) states: Vec<Option<DetectorState>>,
     pub(crate) pending: BinaryHeap<Reverse<Pending>>,
+    pub(crate) per_key: bool,
+    pub(crate) kpending: KeyedPending,
     pub(crate) stats: OpStats,
 }
 
@@ -153,16 +215,27 @@ impl DetectOp {
                 out,
             );
         } else {
-            buffer_in_time_order(
+            let p = Pending {
+                ts,
+                key,
+                bits: x.to_bits(),
+            };
+            wait_or_late(
+                self.per_key,
                 &mut self.stats,
                 &mut self.pending,
+                &mut self.kpending,
                 self.op,
-                key,
-                ts,
-                x,
-                wm,
+                p,
                 out,
+                wm,
             );
+        }
+    }
+
+    fn advance_key(&mut self, key: KeyId, wm: i64, out: &mut VecDeque<Output>) {
+        for p in self.kpending.take_upto(key, wm) {
+            self.score(p, out);
         }
     }
 
@@ -223,7 +296,7 @@ impl Op {
     fn is_empty(&self, key: KeyId) -> bool {
         match self {
             Op::Window(w) => w.is_empty(key),
-            Op::Detect(d) => !d.pending.iter().any(|p| p.0.key == key),
+            Op::Detect(d) => !d.pending.iter().any(|p| p.0.key == key) && !d.kpending.has_key(key),
             Op::Process(p) => p.is_empty(key),
         }
     }
@@ -235,6 +308,10 @@ impl Op {
                 if let Some(s) = d.states.get_mut(key as usize) {
                     *s = None;
                 }
+                if d.pending.iter().any(|p| p.0.key == key) {
+                    d.pending.retain(|p| p.0.key != key);
+                }
+                d.kpending.remove_key(key);
             }
             Op::Process(p) => p.clear_key(key),
         }
@@ -249,10 +326,10 @@ struct Hot {
     event_time: bool,
     processing: bool,
     single_source: bool,
-    /// Per-key last timestamps are needed only for TTL and eviction.
-    track_last_ts: bool,
     /// Several sources, some with an idle timeout: check idleness as `now` moves.
     idle_sources: bool,
+    /// Some source has per-key watermarks: scan for idle keys as `now` moves.
+    any_per_key: bool,
 }
 
 /// Per-source constants, copied out of the spec.
@@ -264,6 +341,10 @@ struct SrcRt {
     max_ahead: Option<i64>,
     /// Idleness is tracked only when the source has an idle timeout.
     tracks_idle: bool,
+    /// Per-key watermarks.
+    per_key: bool,
+    /// A key of a per-key source is idle after this much processing time.
+    key_idle: i64,
 }
 
 /// Refusals are rare: kept out of line so the accepting path stays tight.
@@ -299,6 +380,20 @@ pub struct Engine {
     pub(crate) now: i64,
     pub(crate) stats: EngineStats,
     pub(crate) next_sweep: i64,
+    /// Per-key watermarks by source, then key id (empty for per-source).
+    pub(crate) kwm: Vec<Vec<KeyWm>>,
+    /// The `now` at which idle keys are next looked for (`i64::MAX`: none).
+    pub(crate) idle_due: i64,
+    /// The `now` of the last look, and whether it found idle keys.
+    pub(crate) last_scan: i64,
+    pub(crate) idle_keys: bool,
+    /// Shortest time between two looks: a quarter of the shortest key idle
+    /// timeout.
+    scan_gap: i64,
+    /// Estimated bytes of a key's state, its name aside.
+    key_cost: usize,
+    /// A key is proven once its samples span this many ticks.
+    probation_span: i64,
 }
 
 impl fmt::Debug for Engine {
@@ -319,6 +414,13 @@ impl PipelineSpec {
     /// See [`PipelineSpec::validate`].
     pub fn build(self) -> Result<Engine, crate::spec::BuildError> {
         self.validate()?;
+        // Per-key watermarks mean nothing in processing time (every sample
+        // is stamped by the one clock).
+        let per_key: Vec<bool> = self
+            .sources
+            .iter()
+            .map(|s| s.watermark == WatermarkMode::PerKey && self.time.mode != TimeMode::Processing)
+            .collect();
         let mut routes = alloc::vec![Vec::new(); self.sources.len()];
         let mut ops = Vec::with_capacity(self.operators.len());
         for (i, op) in self.operators.iter().enumerate() {
@@ -334,19 +436,22 @@ impl PipelineSpec {
                 .expect("validated");
             routes[si].push((i as u16, fi));
             ops.push(match &op.kind {
-                OperatorKind::Window(w) => Op::Window(WindowOp::new(i as u16, w)),
+                OperatorKind::Window(w) => Op::Window(WindowOp::new(i as u16, w, per_key[si])),
                 OperatorKind::Detect(d) => Op::Detect(DetectOp {
                     op: i as u16,
                     arrival: d.order == crate::spec::SampleOrder::Arrival,
                     spec: d.detector,
                     states: Vec::new(),
                     pending: BinaryHeap::new(),
+                    per_key: per_key[si],
+                    kpending: KeyedPending::default(),
                     stats: OpStats::default(),
                 }),
                 OperatorKind::Process(p) => Op::Process(ProcessOp {
                     op: i as u16,
                     f: (p.factory.0)(),
                     timers: Default::default(),
+                    per_key: per_key[si],
                     stats: OpStats::default(),
                 }),
             });
@@ -358,20 +463,32 @@ impl PipelineSpec {
             event_time: self.time.mode == TimeMode::Event,
             processing: self.time.mode == TimeMode::Processing,
             single_source: self.sources.len() == 1,
-            track_last_ts: self.state.ttl.is_some() || self.state.on_full == FullPolicy::EvictIdle,
             idle_sources: self.sources.len() > 1
                 && self.sources.iter().any(|s| s.idle_timeout.is_some()),
+            any_per_key: per_key.iter().any(|p| *p),
         };
-        let src_rt = self
+        let default_idle = self.time.unit.from_millis(crate::spec::DEFAULT_KEY_IDLE_MS);
+        let src_rt: Vec<SrcRt> = self
             .sources
             .iter()
-            .map(|s| SrcRt {
+            .zip(&per_key)
+            .map(|(s, &per_key)| SrcRt {
                 nfields: s.fields.len(),
                 bound: s.max_out_of_orderness,
                 max_ahead: s.max_ahead,
                 tracks_idle: s.idle_timeout.is_some(),
+                per_key,
+                key_idle: s.idle_timeout.unwrap_or(default_idle),
             })
             .collect();
+        let key_cost = key_cost(&self, &per_key);
+        let scan_gap = src_rt
+            .iter()
+            .filter(|s| s.per_key)
+            .map(|s| (s.key_idle / 4).max(1))
+            .min()
+            .unwrap_or(i64::MAX);
+        let probation_span = probation_span(&self);
         let max_bound = self
             .sources
             .iter()
@@ -381,7 +498,6 @@ impl PipelineSpec {
         Ok(Engine {
             max_bound,
             hot,
-            src_rt,
             spec: self,
             keys: KeyTable::default(),
             sources,
@@ -392,8 +508,75 @@ impl PipelineSpec {
             now: i64::MIN,
             stats: EngineStats::default(),
             next_sweep: i64::MIN,
+            kwm: alloc::vec![Vec::new(); src_rt.len()],
+            idle_due: i64::MAX,
+            last_scan: i64::MIN,
+            idle_keys: false,
+            scan_gap,
+            key_cost,
+            probation_span,
+            src_rt,
         })
     }
+}
+
+/// Estimated bytes of one key's state, its name aside: the key table's
+/// entries, per-key watermarks, and each operator's state for the key.
+fn key_cost(spec: &PipelineSpec, per_key: &[bool]) -> usize {
+    use core::mem::size_of;
+    // The map slot (name box, id, control byte), the name's slot, last and
+    // first timestamps, admission, proven flag, and a probation entry.
+    let mut c = size_of::<(alloc::boxed::Box<str>, KeyId)>()
+        + 1
+        + size_of::<Option<alloc::boxed::Box<str>>>()
+        + 3 * 8
+        + 1
+        + 2 * size_of::<(u64, KeyId)>();
+    c += per_key.iter().filter(|p| **p).count() * size_of::<KeyWm>();
+    for op in &spec.operators {
+        let bound = spec
+            .sources
+            .iter()
+            .find(|s| s.name == op.source)
+            .map_or(0, |s| s.max_out_of_orderness);
+        c += match &op.kind {
+            OperatorKind::Window(w) => WindowOp::key_cost(w, bound),
+            OperatorKind::Detect(d) => {
+                size_of::<Option<DetectorState>>() + crate::detect::state_bytes(&d.detector)
+                    - size_of::<DetectorState>()
+            }
+            // A custom operator keeps its own state: a guess.
+            OperatorKind::Process(_) => 64,
+        };
+    }
+    c
+}
+
+/// How far a key's samples must span before it counts as having completed
+/// a window: the shortest time window (size, slide or gap) plus its
+/// source's bound; one tick without time windows.
+fn probation_span(spec: &PipelineSpec) -> i64 {
+    spec.operators
+        .iter()
+        .filter_map(|op| {
+            let OperatorKind::Window(w) = &op.kind else {
+                return None;
+            };
+            let len = match w.kind {
+                WindowKind::Tumbling { size } => size,
+                WindowKind::Sliding { slide, .. } => slide,
+                WindowKind::Session { gap } => gap,
+                WindowKind::Count { .. } => return None,
+            };
+            let bound = spec
+                .sources
+                .iter()
+                .find(|s| s.name == op.source)
+                .map_or(0, |s| s.max_out_of_orderness);
+            Some(len.saturating_add(bound))
+        })
+        .min()
+        .unwrap_or(1)
 }
 
 impl Engine {
@@ -429,6 +612,48 @@ impl Engine {
     /// Live keys.
     pub fn key_count(&self) -> usize {
         self.keys.live()
+    }
+
+    /// Whether source `i` has per-key watermarks.
+    pub(crate) fn source_per_key(&self, i: usize) -> bool {
+        self.src_rt.get(i).is_some_and(|s| s.per_key)
+    }
+
+    /// Live keys that have not yet completed a window of their own (the
+    /// first to be evicted when the budget is full).
+    pub fn unproven_keys(&self) -> usize {
+        self.keys.probation.len()
+    }
+
+    /// The estimated bytes of one key's state, its name aside (see
+    /// [`crate::spec::StateSpec`]).
+    pub fn key_cost(&self) -> usize {
+        self.key_cost
+    }
+
+    /// The estimated bytes of all keyed state: every live key at
+    /// [`Engine::key_cost`] plus its name. Never above
+    /// `StateSpec::max_bytes` except by one key's growth into windows it
+    /// did not hold at admission.
+    pub fn state_bytes(&self) -> usize {
+        self.keys.live() * self.key_cost + self.keys.name_bytes
+    }
+
+    /// The `now` at which [`Engine::handle_time`] next has work (a source
+    /// or a key going idle), if any: a driver that journals clock ticks
+    /// needs one only then.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        let mut t = if self.hot.any_per_key {
+            self.idle_due
+        } else {
+            i64::MAX
+        };
+        for (s, spec) in self.sources.iter().zip(&self.spec.sources) {
+            if let (Some(to), false, Some(_)) = (spec.idle_timeout, s.idle, s.max_ts) {
+                t = t.min(s.last_now.saturating_add(to).saturating_add(1));
+            }
+        }
+        (t != i64::MAX).then_some(t)
     }
 
     /// The name of a key id found in an output.
@@ -506,9 +731,10 @@ impl Engine {
         }
         let bound = src.bound;
         let tracks_idle = src.tracks_idle;
+        let per_key = src.per_key;
         let kid = match self.keys.get(key) {
             Some(k) => k,
-            None => self.new_key(key)?,
+            None => self.new_key(key, ts)?,
         };
         // Accepted from here on: only now may the sample change state.
         if now > self.now {
@@ -517,15 +743,18 @@ impl Engine {
                 self.mark_idle(now);
             }
         }
-        if hot.track_last_ts {
-            let k = kid as usize;
-            if ts > self.keys.last_ts[k] {
-                self.keys.last_ts[k] = ts;
+        let k = kid as usize;
+        if ts > self.keys.last_ts[k] {
+            self.keys.last_ts[k] = ts;
+            if !self.keys.proven[k] {
+                self.keys.try_prove(kid, self.probation_span);
             }
         }
         let wm = self.wm;
         let routes = &self.routes[source];
-        if let [(op, field)] = routes[..] {
+        if per_key {
+            self.route_per_key(now, source, kid, ts, values);
+        } else if let [(op, field)] = routes[..] {
             // One operator reads this source: no loop.
             self.route(op, kid, ts, values[field], wm);
         } else {
@@ -547,7 +776,99 @@ impl Engine {
         if cand > self.wm || hot.processing {
             self.advance(cand.max(self.wm));
         }
+        if hot.any_per_key && now >= self.idle_due {
+            self.scan_idle_keys(now);
+        }
         Ok(())
+    }
+
+    /// Routes a sample of a per-key source: against its key's own
+    /// watermark, which it may then advance.
+    #[inline(never)]
+    fn route_per_key(&mut self, now: i64, source: usize, kid: KeyId, ts: i64, values: &[f64]) {
+        let SrcRt {
+            bound, key_idle, ..
+        } = self.src_rt[source];
+        let k = kid as usize;
+        if k >= self.kwm[source].len() {
+            self.kwm[source].resize(k + 1, KeyWm::NEW);
+        }
+        let mut st = self.kwm[source][k];
+        // Back from idleness: first take what the engine's watermark passed
+        // meanwhile, as a scan would have.
+        if st.last_now != i64::MIN && now.saturating_sub(st.last_now) > key_idle && self.wm > st.wm
+        {
+            st.wm = self.wm;
+            self.kwm[source][k] = st;
+            self.advance_key(source, kid, st.wm);
+        }
+        for i in 0..self.routes[source].len() {
+            let (op, field) = self.routes[source][i];
+            self.route(op, kid, ts, values[field], st.wm);
+        }
+        st.max_ts = st.max_ts.max(ts);
+        st.last_now = st.last_now.max(now);
+        let w = watermark_of(st.max_ts, bound).max(st.wm);
+        let moved = w > st.wm;
+        st.wm = w;
+        self.kwm[source][k] = st;
+        if moved {
+            self.advance_key(source, kid, w);
+        }
+        self.idle_due = self
+            .idle_due
+            .min(now.saturating_add(key_idle).saturating_add(1));
+    }
+
+    /// Key `kid` of per-key source `source` reached watermark `wm`.
+    fn advance_key(&mut self, source: usize, kid: KeyId, wm: i64) {
+        for i in 0..self.routes[source].len() {
+            let (op, _) = self.routes[source][i];
+            match &mut self.ops[op as usize] {
+                Op::Window(w) => w.advance_key(kid, wm, &mut self.out),
+                Op::Detect(d) => d.advance_key(kid, wm, &mut self.out),
+                Op::Process(p) => p.advance_key(kid, wm, self.now, &mut self.out),
+            }
+        }
+    }
+
+    /// Raises the watermark of every key idle at `now` to the engine's,
+    /// firing what that passes, and schedules the next scan: when the next
+    /// active key would turn idle, at most every quarter idle timeout.
+    #[cold]
+    #[inline(never)]
+    fn scan_idle_keys(&mut self, now: i64) {
+        let wm = self.wm;
+        let mut next = i64::MAX;
+        let mut any_idle = false;
+        for s in 0..self.kwm.len() {
+            if !self.src_rt[s].per_key {
+                continue;
+            }
+            let idle = self.src_rt[s].key_idle;
+            for k in 0..self.kwm[s].len() {
+                let st = self.kwm[s][k];
+                if st.last_now == i64::MIN || self.keys.names[k].is_none() {
+                    continue;
+                }
+                if now.saturating_sub(st.last_now) > idle {
+                    any_idle = true;
+                    if wm > st.wm {
+                        self.kwm[s][k].wm = wm;
+                        self.advance_key(s, k as KeyId, wm);
+                    }
+                } else {
+                    next = next.min(st.last_now.saturating_add(idle).saturating_add(1));
+                }
+            }
+        }
+        self.last_scan = now;
+        self.idle_keys = any_idle;
+        self.idle_due = if next == i64::MAX {
+            i64::MAX
+        } else {
+            next.max(now.saturating_add(self.scan_gap))
+        };
     }
 
     /// Routes a sample to every operator reading its source.
@@ -568,11 +889,48 @@ impl Engine {
         }
     }
 
-    fn new_key(&mut self, key: &str) -> Result<KeyId, Reject> {
+    /// Whether a key named `key` fits the budget with `live` keys of
+    /// `bytes` estimated bytes.
+    fn fits(&self, key: &str, live: usize, bytes: usize) -> bool {
+        live < self.spec.state.max_keys
+            && bytes.saturating_add(self.key_cost + key.len()) <= self.spec.state.max_bytes
+    }
+
+    fn new_key(&mut self, key: &str, ts: i64) -> Result<KeyId, Reject> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(Reject::BadKey);
         }
-        if self.keys.live() >= self.spec.state.max_keys {
+        if !self.fits(key, self.keys.live(), self.state_bytes()) {
+            self.make_room(key)?;
+        }
+        let id = self.keys.insert(key, ts, self.stats.input);
+        for t in &mut self.kwm {
+            if let Some(st) = t.get_mut(id as usize) {
+                *st = KeyWm::NEW;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Evicts unproven keys, oldest admission first, then (`evict_idle`)
+    /// idle ones, until `key` fits.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, key: &str) -> Result<(), Reject> {
+        if self.spec.state.on_full == FullPolicy::RejectNew {
+            // Refuse without evicting when even the unproven keys' room
+            // would not do: a refused sample changes nothing.
+            let n = self.keys.probation.len();
+            let room = n * self.key_cost + self.keys.unproven_name_bytes();
+            if !self.fits(key, self.keys.live() - n, self.state_bytes() - room) {
+                return Err(Reject::KeyBudget);
+            }
+        }
+        while !self.fits(key, self.keys.live(), self.state_bytes()) {
+            if let Some(v) = self.keys.oldest_unproven() {
+                self.evict(v, Eviction::Unproven);
+                continue;
+            }
             if self.spec.state.on_full == FullPolicy::RejectNew {
                 return Err(Reject::KeyBudget);
             }
@@ -582,19 +940,20 @@ impl Engine {
                 })
                 .min_by_key(|&k| self.keys.last_ts[k as usize]);
             match victim {
-                Some(v) => self.evict(v),
+                Some(v) => self.evict(v, Eviction::Idle),
                 None => return Err(Reject::KeyBudget),
             }
         }
-        Ok(self.keys.insert(key))
+        Ok(())
     }
 
-    fn evict(&mut self, key: KeyId) {
+    fn evict(&mut self, key: KeyId, why: Eviction) {
         for op in &mut self.ops {
             op.clear_key(key);
         }
         self.keys.remove(key);
         self.stats.keys_evicted += 1;
+        self.stats.evictions[why.index()] += 1;
     }
 
     fn combined_watermark(&self) -> i64 {
@@ -650,9 +1009,13 @@ impl Engine {
             // Processing-time timers of custom operators.
             for op in &mut self.ops {
                 if let Op::Process(p) = op {
-                    p.advance(self.wm, now, &mut self.out);
+                    let wm = if p.per_key { i64::MIN } else { self.wm };
+                    p.advance(wm, now, &mut self.out);
                 }
             }
+        }
+        if self.hot.any_per_key && now >= self.idle_due {
+            self.scan_idle_keys(now);
         }
     }
 
@@ -663,7 +1026,12 @@ impl Engine {
         for op in &mut self.ops {
             match op {
                 Op::Window(w) => w.flush(&mut self.out),
-                Op::Detect(d) => d.advance(i64::MAX, &mut self.out),
+                Op::Detect(d) => {
+                    for p in d.kpending.take_all() {
+                        d.score(p, &mut self.out);
+                    }
+                    d.advance(i64::MAX, &mut self.out)
+                }
                 Op::Process(p) => p.flush(self.now, &mut self.out),
             }
         }
@@ -679,8 +1047,19 @@ impl Engine {
                     }
                 }
                 Op::Detect(d) => d.advance(wm, &mut self.out),
-                Op::Process(p) => p.advance(wm, self.now, &mut self.out),
+                Op::Process(p) => {
+                    // Per-key: event timers wait for their key's watermark.
+                    let wm = if p.per_key { i64::MIN } else { wm };
+                    p.advance(wm, self.now, &mut self.out)
+                }
             }
+        }
+        if self.idle_keys {
+            // Idle keys follow this watermark: look at them again, at most
+            // every `scan_gap`.
+            self.idle_due = self
+                .idle_due
+                .min(self.last_scan.saturating_add(self.scan_gap));
         }
         if let Some(ttl) = self.spec.state.ttl {
             if wm >= self.next_sweep {
@@ -691,7 +1070,7 @@ impl Engine {
                         && self.keys.last_ts[k as usize] < horizon
                         && self.ops.iter().all(|o| o.is_empty(k))
                     {
-                        self.evict(k);
+                        self.evict(k, Eviction::Ttl);
                     }
                 }
             }

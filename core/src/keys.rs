@@ -2,6 +2,7 @@
 //! per-key operator state lives in plain vectors.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::hash::{Hash, Hasher};
 
@@ -93,12 +94,25 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Live keys: name ↔ id, last event time per key.
+/// Live keys: name ↔ id, first and last event time per key, and the keys
+/// on probation (admitted, not yet proven by completing a window).
 #[derive(Debug, Default)]
 pub(crate) struct KeyTable {
     map: Map,
     pub(crate) names: Vec<Option<Box<str>>>,
     pub(crate) last_ts: Vec<i64>,
+    /// Event time of the key's first sample.
+    pub(crate) first_ts: Vec<i64>,
+    /// Admission order: the engine's input counter when the key arrived.
+    pub(crate) admitted: Vec<u64>,
+    /// Whether the key has completed a window of its own.
+    pub(crate) proven: Vec<bool>,
+    /// Unproven live keys by admission: evicted first when the budget is full.
+    pub(crate) probation: BTreeSet<(u64, KeyId)>,
+    /// Bytes of the live keys' names.
+    pub(crate) name_bytes: usize,
+    /// Bytes of the unproven keys' names.
+    unproven_bytes: usize,
     pub(crate) free: Vec<KeyId>,
     pub(crate) pending_free: Vec<KeyId>,
     /// Names of evicted keys whose ids are pending release: outputs still
@@ -120,8 +134,9 @@ impl KeyTable {
         self.map.len()
     }
 
-    /// Inserts a new key (caller has checked the budget).
-    pub(crate) fn insert(&mut self, name: &str) -> KeyId {
+    /// Inserts a new key whose first sample is stamped `ts`, admitted as
+    /// number `seq` (caller has checked the budget). It starts on probation.
+    pub(crate) fn insert(&mut self, name: &str, ts: i64, seq: u64) -> KeyId {
         let id = match self.free.pop() {
             Some(id) => {
                 self.names[id as usize] = Some(name.into());
@@ -130,18 +145,71 @@ impl KeyTable {
             None => {
                 self.names.push(Some(name.into()));
                 self.last_ts.push(i64::MIN);
+                self.first_ts.push(ts);
+                self.admitted.push(seq);
+                self.proven.push(false);
                 (self.names.len() - 1) as KeyId
             }
         };
-        self.last_ts[id as usize] = i64::MIN;
+        let i = id as usize;
+        self.last_ts[i] = i64::MIN;
+        self.first_ts[i] = ts;
+        self.admitted[i] = seq;
+        self.proven[i] = false;
+        self.probation.insert((seq, id));
+        self.name_bytes += name.len();
+        self.unproven_bytes += name.len();
         Self::put(&mut self.map, name.into(), id);
         id
+    }
+
+    /// Ends the probation of `id` if its samples now span `span` ticks.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn try_prove(&mut self, id: KeyId, span: i64) {
+        let i = id as usize;
+        if self.last_ts[i].saturating_sub(self.first_ts[i]) >= span {
+            self.proven[i] = true;
+            self.probation.remove(&(self.admitted[i], id));
+            self.unproven_bytes -= self.names[i].as_ref().map_or(0, |n| n.len());
+        }
+    }
+
+    /// Bytes of the unproven keys' names.
+    pub(crate) fn unproven_name_bytes(&self) -> usize {
+        self.unproven_bytes
+    }
+
+    /// The unproven key admitted first, if any.
+    pub(crate) fn oldest_unproven(&self) -> Option<KeyId> {
+        self.probation.first().map(|&(_, k)| k)
+    }
+
+    /// Rebuilds the probation set after a restore.
+    pub(crate) fn rebuild_probation(&mut self) {
+        self.probation.clear();
+        self.name_bytes = 0;
+        self.unproven_bytes = 0;
+        for (i, n) in self.names.iter().enumerate() {
+            if let Some(n) = n {
+                self.name_bytes += n.len();
+                if !self.proven[i] {
+                    self.probation.insert((self.admitted[i], i as KeyId));
+                    self.unproven_bytes += n.len();
+                }
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, id: KeyId) {
         if let Some(name) = self.names[id as usize].take() {
             if let Ok(e) = self.map.find_entry(hash_name(&name), |(k, _)| **k == *name) {
                 e.remove();
+            }
+            self.name_bytes -= name.len();
+            if !self.proven[id as usize] {
+                self.probation.remove(&(self.admitted[id as usize], id));
+                self.unproven_bytes -= name.len();
             }
             self.pending_free.push(id);
             self.retired.push((id, name));
@@ -216,8 +284,8 @@ mod tests {
     #[test]
     fn ids_survive_removal_and_reindex() {
         let mut t = KeyTable::default();
-        let a = t.insert("pump-1");
-        let b = t.insert("pump-2/bearing-temperature");
+        let a = t.insert("pump-1", 0, 0);
+        let b = t.insert("pump-2/bearing-temperature", 0, 1);
         assert_eq!(t.get("pump-1"), Some(a));
         assert_eq!(t.get("pump-2/bearing-temperature"), Some(b));
         t.remove(a);

@@ -77,11 +77,11 @@ pub use spec::BuildError;
 pub mod prelude {
     pub use crate::agg::AggKind;
     pub use crate::detect::{DetectorSpec, Verdict};
-    pub use crate::engine::{Engine, Reject};
+    pub use crate::engine::{Engine, Eviction, Reject};
     pub use crate::output::{Emission, Output, WindowResult};
     pub use crate::spec::{
         FullPolicy, PipelineBuilder, PipelineSpec, SampleOrder, SourceSpec, StateSpec, TimeSpec,
-        WindowKind,
+        WatermarkMode, WindowKind,
     };
     pub use crate::time::{TimeMode, TimeUnit, Watermark};
 }

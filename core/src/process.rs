@@ -218,6 +218,8 @@ pub(crate) struct ProcessOp {
     pub(crate) op: u16,
     pub(crate) f: Box<dyn KeyedProcess>,
     pub(crate) timers: Timers,
+    /// Per-key watermarks: event timers fire from `advance_key`.
+    pub(crate) per_key: bool,
     pub(crate) stats: crate::window::OpStats,
 }
 
@@ -270,6 +272,29 @@ impl ProcessOp {
             self.stats.fired += 1;
             let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
             self.f.on_timer(&mut ctx, at, domain);
+        }
+    }
+
+    /// Per-key watermarks: fires `key`'s event timers up to `wm` (its own
+    /// watermark), in time order, including timers they register.
+    pub(crate) fn advance_key(
+        &mut self,
+        key: KeyId,
+        wm: i64,
+        now: i64,
+        out: &mut VecDeque<Output>,
+    ) {
+        while let Some(at) = self
+            .timers
+            .event
+            .range(..=(wm, KeyId::MAX))
+            .find(|t| t.1 == key)
+            .map(|t| t.0)
+        {
+            self.timers.event.remove(&(at, key));
+            self.stats.fired += 1;
+            let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
+            self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
         }
     }
 

@@ -17,16 +17,17 @@ use minicbor::{Decoder, Encoder};
 
 use crate::agg::Moments;
 use crate::detect::DetectorState;
-use crate::engine::{Engine, EngineStats, Op};
+use crate::engine::{Engine, EngineStats, KeyWm, Op};
 use crate::keys::KeyId;
 use crate::sketch::DefaultSketch;
 use crate::spec::{OperatorKind, OperatorSpec, WindowKind};
-use crate::window::{KeyState, OpStats, OpenWindow, Pending};
+use crate::window::{KeyState, KeyedPending, OpStats, OpenWindow, Pending};
 
 /// Leading magic string of every snapshot.
 pub const MAGIC: &str = "weir-snapshot";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes. It also reads version 1 (before
+/// per-key watermarks and key probation; see `docs/design.md`).
+pub const VERSION: u32 = 2;
 
 type EncErr = minicbor::encode::Error<core::convert::Infallible>;
 
@@ -250,8 +251,9 @@ fn dec_stats(d: &mut Decoder<'_>) -> Result<OpStats, SnapshotError> {
 fn enc_pending(
     e: &mut Encoder<&mut Vec<u8>>,
     p: &alloc::collections::BinaryHeap<Reverse<Pending>>,
+    kp: &KeyedPending,
 ) -> Result<(), EncErr> {
-    let mut v: Vec<Pending> = p.iter().map(|r| r.0).collect();
+    let mut v: Vec<Pending> = p.iter().map(|r| r.0).chain(kp.iter()).collect();
     v.sort_unstable();
     e.array(v.len() as u64)?;
     for p in v {
@@ -328,30 +330,53 @@ impl Engine {
     }
 
     fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), EncErr> {
-        e.array(11)?
+        e.array(13)?
             .str(MAGIC)?
             .u32(VERSION)?
             .str(&self.spec.name)?;
         e.i64(self.now)?.i64(self.wm)?.i64(self.next_sweep)?;
         let s = &self.stats;
-        e.array(3 + s.rejected.len() as u64)?
+        e.array(3 + s.rejected.len() as u64 + s.evictions.len() as u64)?
             .u64(s.input)?
             .u64(s.accepted)?
             .u64(s.keys_evicted)?;
-        for r in s.rejected {
-            e.u64(r)?;
+        for r in s.rejected.iter().chain(&s.evictions) {
+            e.u64(*r)?;
         }
         e.array(self.sources.len() as u64)?;
-        for (st, sp) in self.sources.iter().zip(&self.spec.sources) {
-            e.array(4)?.str(&sp.name)?;
+        for (i, (st, sp)) in self.sources.iter().zip(&self.spec.sources).enumerate() {
+            e.array(5)?.str(&sp.name)?;
             opt_i64(e, st.max_ts)?;
             e.i64(st.last_now)?.bool(st.idle)?;
+            if self.source_per_key(i) {
+                let live: Vec<(usize, &KeyWm)> = self.kwm[i]
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, w)| **w != KeyWm::NEW && self.keys.names[*k].is_some())
+                    .collect();
+                e.array(live.len() as u64)?;
+                for (k, w) in live {
+                    e.array(4)?
+                        .u32(k as u32)?
+                        .i64(w.max_ts)?
+                        .i64(w.wm)?
+                        .i64(w.last_now)?;
+                }
+            } else {
+                e.null()?;
+            }
         }
         let k = &self.keys;
         e.array(k.names.len() as u64)?;
-        for (n, t) in k.names.iter().zip(&k.last_ts) {
+        for (i, n) in k.names.iter().enumerate() {
             match n {
-                Some(n) => e.array(2)?.str(n)?.i64(*t)?,
+                Some(n) => e
+                    .array(5)?
+                    .str(n)?
+                    .i64(k.last_ts[i])?
+                    .i64(k.first_ts[i])?
+                    .u64(k.admitted[i])?
+                    .bool(k.proven[i])?,
                 None => e.null()?,
             };
         }
@@ -407,7 +432,7 @@ impl Engine {
                             }
                         }
                     }
-                    enc_pending(e, &w.pending)?;
+                    enc_pending(e, &w.pending, &w.kpending)?;
                     enc_timer_map(e, &w.purges)?;
                 }
                 Op::Detect(dop) => {
@@ -424,7 +449,7 @@ impl Engine {
                         e.array(2)?.u32(id as u32)?;
                         st.encode(e)?;
                     }
-                    enc_pending(e, &dop.pending)?;
+                    enc_pending(e, &dop.pending, &dop.kpending)?;
                 }
                 Op::Process(p) => {
                     e.array(4)?;
@@ -435,6 +460,10 @@ impl Engine {
                 }
             }
         }
+        e.array(3)?
+            .i64(self.idle_due)?
+            .i64(self.last_scan)?
+            .bool(self.idle_keys)?;
         Ok(())
     }
 
@@ -465,19 +494,25 @@ impl Engine {
     }
 
     fn decode(&mut self, d: &mut Decoder<'_>) -> Result<RestoreReport, SnapshotError> {
-        if d.array()? != Some(11) || d.str().ok() != Some(MAGIC) {
+        let items = d.array()?;
+        if d.str().ok() != Some(MAGIC) {
             return Err(SnapshotError::Version { found: 0 });
         }
         let version = d.u32()?;
-        if version != VERSION {
-            return Err(SnapshotError::Version { found: version });
+        // Version 1 wrote 12 items under a header of 11.
+        match (version, items) {
+            (1, Some(11)) | (2, Some(13)) => {}
+            (1 | 2, _) => return Err(SnapshotError::Corrupt("unexpected array length")),
+            _ => return Err(SnapshotError::Version { found: version }),
         }
+        let v1 = version == 1;
         let _name = d.str()?;
         self.now = d.i64()?;
         self.wm = d.i64()?;
         self.next_sweep = d.i64()?;
         let n = array_len(d)?;
-        if n != 3 + self.stats.rejected.len() as u64 {
+        let nev = if v1 { 0 } else { self.stats.evictions.len() };
+        if n != (3 + self.stats.rejected.len() + nev) as u64 {
             return Err(SnapshotError::Corrupt("counters"));
         }
         let mut stats = EngineStats {
@@ -489,35 +524,77 @@ impl Engine {
         for r in stats.rejected.iter_mut() {
             *r = d.u64()?;
         }
+        for r in stats.evictions.iter_mut().take(nev) {
+            *r = d.u64()?;
+        }
         self.stats = stats;
+        // Per source: its per-key watermarks, if it had them.
+        let mut key_wms: Vec<Option<Vec<(KeyId, KeyWm)>>> = alloc::vec![None; self.sources.len()];
         for _ in 0..array_len(d)? {
-            expect_array(d, 4)?;
+            expect_array(d, if v1 { 4 } else { 5 })?;
             let name = d.str()?;
             let max_ts = opt_i64_dec(d)?;
             let last_now = d.i64()?;
             let idle = d.bool()?;
+            let mut kw = None;
+            if !v1 {
+                if d.datatype()? == Type::Null {
+                    d.null()?;
+                } else {
+                    let mut v = Vec::new();
+                    for _ in 0..array_len(d)? {
+                        expect_array(d, 4)?;
+                        let k = d.u32()?;
+                        let w = KeyWm {
+                            max_ts: d.i64()?,
+                            wm: d.i64()?,
+                            last_now: d.i64()?,
+                        };
+                        v.push((k, w));
+                    }
+                    kw = Some(v);
+                }
+            }
             if let Some(i) = self.source_index(name) {
                 self.sources[i].max_ts = max_ts;
                 self.sources[i].last_now = last_now;
                 self.sources[i].idle = idle;
+                key_wms[i] = kw;
             }
         }
         let nk = array_len(d)? as usize;
         let mut names = Vec::with_capacity(nk);
         let mut last_ts = Vec::with_capacity(nk);
-        for _ in 0..nk {
+        let mut first_ts = Vec::with_capacity(nk);
+        let mut admitted = Vec::with_capacity(nk);
+        let mut proven = Vec::with_capacity(nk);
+        for i in 0..nk {
             if d.datatype()? == Type::Null {
                 d.null()?;
                 names.push(None);
                 last_ts.push(i64::MIN);
+                first_ts.push(i64::MIN);
+                admitted.push(0);
+                proven.push(true);
             } else {
-                expect_array(d, 2)?;
+                expect_array(d, if v1 { 2 } else { 5 })?;
                 let name = d.str()?;
                 if name.is_empty() || name.len() > crate::engine::MAX_KEY_LEN {
                     return Err(SnapshotError::Corrupt("bad key name"));
                 }
                 names.push(Some(name.into()));
-                last_ts.push(d.i64()?);
+                let last = d.i64()?;
+                last_ts.push(last);
+                if v1 {
+                    // Keys of a version 1 snapshot have been around: proven.
+                    first_ts.push(last);
+                    admitted.push(i as u64);
+                    proven.push(true);
+                } else {
+                    first_ts.push(d.i64()?);
+                    admitted.push(d.u64()?);
+                    proven.push(d.bool()?);
+                }
             }
         }
         let mut free = Vec::new();
@@ -542,15 +619,57 @@ impl Engine {
         }
         self.keys.names = names;
         self.keys.last_ts = last_ts;
+        self.keys.first_ts = first_ts;
+        self.keys.admitted = admitted;
+        self.keys.proven = proven;
         self.keys.free = free;
         self.keys.pending_free = pending_free;
         self.keys.reindex();
+        self.keys.rebuild_probation();
         if self.keys.live() != self.keys.names.iter().filter(|n| n.is_some()).count() {
             return Err(SnapshotError::Corrupt("duplicate key names"));
         }
         let live = |k: KeyId, names: &[Option<alloc::boxed::Box<str>>]| {
             names.get(k as usize).is_some_and(|n| n.is_some())
         };
+        let was_per_key: Vec<bool> = key_wms.iter().map(Option::is_some).collect();
+        for (i, kw) in key_wms.into_iter().enumerate() {
+            if !self.source_per_key(i) {
+                continue;
+            }
+            let table = &mut self.kwm[i];
+            table.clear();
+            match kw {
+                Some(v) => {
+                    for (k, w) in v {
+                        if !live(k, &self.keys.names) {
+                            return Err(SnapshotError::Corrupt(
+                                "a key watermark refers to an unknown key",
+                            ));
+                        }
+                        let k = k as usize;
+                        if k >= table.len() {
+                            table.resize(k + 1, KeyWm::NEW);
+                        }
+                        table[k] = w;
+                    }
+                }
+                None => {
+                    // Written with one watermark for the source: every key
+                    // starts at it (everything before it has fired).
+                    table.resize(self.keys.names.len(), KeyWm::NEW);
+                    for (k, n) in self.keys.names.iter().enumerate() {
+                        if n.is_some() {
+                            table[k] = KeyWm {
+                                max_ts: i64::MIN,
+                                wm: self.wm,
+                                last_now: self.now,
+                            };
+                        }
+                    }
+                }
+            }
+        }
 
         let mut report = RestoreReport::default();
         let mut seen = alloc::vec![false; self.ops.len()];
@@ -653,6 +772,18 @@ impl Engine {
                     }
                     w.pending = dec_pending(d, &self.keys.names)?;
                     w.purges = dec_timer_map(d, &self.keys.names)?;
+                    let src = self.spec.sources.iter().position(|s| s.name == spec.source);
+                    let was = src.is_some_and(|i| was_per_key[i]);
+                    if w.per_key {
+                        // Per-key windows fire from their key's watermark.
+                        w.timers.clear();
+                        w.purges.clear();
+                        for p in core::mem::take(&mut w.pending) {
+                            w.kpending.push(p.0);
+                        }
+                    } else if was {
+                        w.rebuild_timers();
+                    }
                     w.reset_next_timer();
                 }
                 Op::Detect(dop) => {
@@ -677,6 +808,11 @@ impl Engine {
                         }
                     }
                     dop.pending = dec_pending(d, &self.keys.names)?;
+                    if dop.per_key {
+                        for p in core::mem::take(&mut dop.pending) {
+                            dop.kpending.push(p.0);
+                        }
+                    }
                 }
                 Op::Process(p) => {
                     expect_array(d, 4)?;
@@ -698,6 +834,17 @@ impl Engine {
                 report.operators.push((op.id.clone(), OpRestore::New));
             }
         }
+        if v1 {
+            self.idle_due = i64::MAX;
+            self.last_scan = i64::MIN;
+            self.idle_keys = false;
+        } else {
+            expect_array(d, 3)?;
+            self.idle_due = d.i64()?;
+            self.last_scan = d.i64()?;
+            self.idle_keys = d.bool()?;
+        }
+
         let order = |id: &str| self.spec.operators.iter().position(|o| o.id == id);
         report.operators.sort_by_key(|(id, _)| order(id));
         Ok(report)

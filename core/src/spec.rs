@@ -83,8 +83,35 @@ pub struct SourceSpec {
     pub idle_timeout: Option<i64>,
     /// Samples stamped more than this ahead of the gateway clock (`now`) are
     /// rejected (`TooFarAhead`) instead of dragging the watermark forward.
+    /// `None`: no guard (the builder's default; the pipeline file defaults
+    /// to five minutes).
     pub max_ahead: Option<i64>,
+    /// Which watermark decides when this source's windows fire.
+    pub watermark: WatermarkMode,
 }
+
+/// Which watermark decides when a key's windows fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WatermarkMode {
+    /// One watermark for the source: its newest timestamp on any key minus
+    /// the bound (Flink's bounded out-of-orderness per partition). One
+    /// device with a fast clock drags every key's watermark forward and one
+    /// with a slow clock sees its samples dropped as late. The builder's
+    /// default, and W1's rule.
+    #[default]
+    PerSource,
+    /// Each key has its own bounded-out-of-orderness watermark (its own
+    /// newest timestamp minus the bound), which decides when that key's
+    /// windows fire and which of its samples are late; a key silent for the
+    /// source's idle timeout (default [`DEFAULT_KEY_IDLE_MS`]) follows the
+    /// engine's watermark until it sends again. The pipeline file's default.
+    PerKey,
+}
+
+/// Idle timeout of a key under [`WatermarkMode::PerKey`] when its source sets
+/// none, in milliseconds: after this much processing time without a sample
+/// the key's windows fire as the engine's watermark passes them.
+pub const DEFAULT_KEY_IDLE_MS: i64 = 60_000;
 
 impl SourceSpec {
     /// A source with the given fields, no disorder allowed, never idle.
@@ -99,7 +126,14 @@ impl SourceSpec {
             max_out_of_orderness: 0,
             idle_timeout: None,
             max_ahead: None,
+            watermark: WatermarkMode::PerSource,
         }
+    }
+
+    /// Sets the watermark mode.
+    pub fn watermark(mut self, mode: WatermarkMode) -> Self {
+        self.watermark = mode;
+        self
     }
 
     /// Sets the out-of-orderness bound (ticks).
@@ -220,7 +254,10 @@ pub enum SampleOrder {
     Arrival,
 }
 
-/// What the engine does when a new key arrives and `max_keys` are live.
+/// What the engine does when a new key arrives and the key or byte budget
+/// is full, once no unproven key is left to evict: a key that has not yet
+/// completed a window of its own (see [`StateSpec`]) is always evicted
+/// first, oldest admission first, whatever the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FullPolicy {
     /// Reject the new key's samples (counted as `KeyBudget`). The default.
@@ -231,15 +268,29 @@ pub enum FullPolicy {
     EvictIdle,
 }
 
+/// Default byte budget of keyed state: 64 MiB.
+pub const DEFAULT_STATE_BYTES: usize = 64 << 20;
+
 /// Limits on keyed state.
+///
+/// A key costs an estimate of its state ([`crate::engine::Engine::key_cost`]:
+/// its name, the key table, per operator its open windows with their
+/// aggregates and sketches, and its detector state) from the moment it is
+/// admitted. A new key is admitted while `max_keys` and `max_bytes` both
+/// allow it. When one does not, keys that have not completed a window of
+/// their own (their samples span less than the shortest window plus its
+/// source's bound) are evicted first, oldest admission first, with their
+/// open windows; then `on_full` decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateSpec {
     /// Most keys alive at once.
     pub max_keys: usize,
+    /// Most bytes of keyed state alive at once, by the engine's estimate.
+    pub max_bytes: usize,
     /// Forget a key (and its detector baseline) once the watermark is this far
     /// past its last sample and it has no open window. `None`: keep forever.
     pub ttl: Option<i64>,
-    /// Policy at `max_keys`.
+    /// Policy when the budget is full and no unproven key is left.
     pub on_full: FullPolicy,
 }
 
@@ -247,6 +298,7 @@ impl Default for StateSpec {
     fn default() -> Self {
         StateSpec {
             max_keys: 100_000,
+            max_bytes: DEFAULT_STATE_BYTES,
             ttl: None,
             on_full: FullPolicy::RejectNew,
         }
@@ -322,6 +374,9 @@ impl PipelineSpec {
         }
         if self.state.max_keys == 0 {
             return Err(inv("state", "max_keys must be at least 1".into()));
+        }
+        if self.state.max_bytes == 0 {
+            return Err(inv("state", "memory must be at least 1 byte".into()));
         }
         if matches!(self.state.ttl, Some(t) if t <= 0) {
             return Err(inv("state", "ttl must be positive".into()));

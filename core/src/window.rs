@@ -88,6 +88,105 @@ pub(crate) struct Pending {
     pub(crate) bits: u64,
 }
 
+/// Samples waiting for their own key's watermark (per-key watermarks), by
+/// key, then time, then value bits; equal samples are counted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct KeyedPending {
+    map: BTreeMap<(KeyId, i64, u64), u32>,
+}
+
+impl KeyedPending {
+    pub(crate) fn push(&mut self, p: Pending) {
+        *self.map.entry((p.key, p.ts, p.bits)).or_insert(0) += 1;
+    }
+
+    /// Removes the key's samples stamped at or before `wm`, in time order.
+    pub(crate) fn take_upto(&mut self, key: KeyId, wm: i64) -> Vec<Pending> {
+        let mut v = Vec::new();
+        let due: Vec<((KeyId, i64, u64), u32)> = self
+            .map
+            .range((key, i64::MIN, 0)..=(key, wm, u64::MAX))
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        for ((key, ts, bits), n) in due {
+            self.map.remove(&(key, ts, bits));
+            for _ in 0..n {
+                v.push(Pending { ts, key, bits });
+            }
+        }
+        v
+    }
+
+    /// Removes every sample, by key then time.
+    pub(crate) fn take_all(&mut self) -> Vec<Pending> {
+        let mut v = Vec::new();
+        for ((key, ts, bits), n) in core::mem::take(&mut self.map) {
+            for _ in 0..n {
+                v.push(Pending { ts, key, bits });
+            }
+        }
+        v
+    }
+
+    pub(crate) fn has_key(&self, key: KeyId) -> bool {
+        self.map
+            .range((key, i64::MIN, 0)..=(key, i64::MAX, u64::MAX))
+            .next()
+            .is_some()
+    }
+
+    pub(crate) fn remove_key(&mut self, key: KeyId) {
+        let _ = self.take_upto(key, i64::MAX);
+    }
+
+    /// Every sample, each as often as it was pushed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Pending> + '_ {
+        self.map.iter().flat_map(|(&(key, ts, bits), &n)| {
+            core::iter::repeat_n(Pending { ts, key, bits }, n as usize)
+        })
+    }
+}
+
+/// Where an operator's samples wait for the watermark: one heap ordered by
+/// time (one watermark for all keys), or per key (per-key watermarks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn wait_or_late(
+    per_key: bool,
+    stats: &mut OpStats,
+    pending: &mut BinaryHeap<Reverse<Pending>>,
+    kpending: &mut KeyedPending,
+    op: u16,
+    p: Pending,
+    out: &mut VecDeque<Output>,
+    wm: i64,
+) {
+    if per_key {
+        if p.ts <= wm {
+            stats.late += 1;
+            out.push_back(Output::Late(LateSample {
+                op,
+                key: p.key,
+                ts: p.ts,
+                value: f64::from_bits(p.bits),
+            }));
+        } else {
+            stats.on_time += 1;
+            kpending.push(p);
+        }
+    } else {
+        buffer_in_time_order(
+            stats,
+            pending,
+            op,
+            p.key,
+            p.ts,
+            f64::from_bits(p.bits),
+            wm,
+            out,
+        );
+    }
+}
+
 /// Buffers a sample until the watermark passes it (operators that see
 /// samples in event-time order), or sends it to the late output if the
 /// watermark already has.
@@ -161,11 +260,15 @@ pub(crate) struct WindowOp {
     pub(crate) purges: BTreeMap<i64, Vec<KeyId>>,
     spare: Vec<Vec<KeyId>>,
     pub(crate) pending: BinaryHeap<Reverse<Pending>>,
+    /// Per-key watermarks: each key's windows fire from `advance_key`; no
+    /// timers are registered and count windows wait in `kpending`.
+    pub(crate) per_key: bool,
+    pub(crate) kpending: KeyedPending,
     pub(crate) stats: OpStats,
 }
 
 impl WindowOp {
-    pub(crate) fn new(op: u16, spec: &WindowSpec) -> Self {
+    pub(crate) fn new(op: u16, spec: &WindowSpec, per_key: bool) -> Self {
         let tier = spec
             .aggregates
             .iter()
@@ -202,6 +305,8 @@ impl WindowOp {
             purges: BTreeMap::new(),
             spare: Vec::new(),
             pending: BinaryHeap::new(),
+            per_key,
+            kpending: KeyedPending::default(),
             stats: OpStats::default(),
         }
     }
@@ -224,15 +329,82 @@ impl WindowOp {
             .get(key as usize)
             .is_none_or(|k| k.windows.is_empty())
             && !self.pending.iter().any(|p| p.0.key == key)
+            && !self.kpending.has_key(key)
     }
 
+    /// Forgets a key: its windows, detector state and waiting samples.
     pub(crate) fn clear_key(&mut self, key: KeyId) {
         if let Some(k) = self.keys.get_mut(key as usize) {
+            // Its windows' timers go too (a key evicted on probation may
+            // hold open windows): a timer must name a live key.
+            let lateness = self.lateness;
+            if matches!(self.kind, WindowKind::Session { .. }) && !k.windows.is_empty() {
+                // A session's earlier fire times stay registered as it
+                // grows (until the watermark passes them): look everywhere.
+                for map in [&mut self.timers, &mut self.purges] {
+                    map.retain(|_, v| {
+                        v.retain(|&x| x != key);
+                        !v.is_empty()
+                    });
+                }
+            }
+            for w in &k.windows {
+                for (map, at) in [
+                    (&mut self.timers, w.fire_at()),
+                    (&mut self.purges, w.fire_at().saturating_add(lateness)),
+                ] {
+                    if let Some(v) = map.get_mut(&at) {
+                        v.retain(|&x| x != key);
+                        if v.is_empty() {
+                            map.remove(&at);
+                        }
+                    }
+                }
+            }
             *k = KeyState::default();
+            self.reset_next_timer();
         }
+        if self.pending.iter().any(|p| p.0.key == key) {
+            self.pending.retain(|p| p.0.key != key);
+        }
+        self.kpending.remove_key(key);
+    }
+
+    /// Estimated bytes of one key's state at most, for the state budget:
+    /// the windows a key keeps open at once with a bound of `bound`, their
+    /// sketches, and the chained detector.
+    pub(crate) fn key_cost(spec: &WindowSpec, bound: i64) -> usize {
+        use core::mem::size_of;
+        let ceil = |a: i64, b: i64| (a.saturating_add(b - 1) / b).max(0) as usize;
+        let hold = bound.saturating_add(spec.allowed_lateness);
+        let open = match spec.kind {
+            WindowKind::Tumbling { size } => 1 + ceil(hold, size),
+            WindowKind::Sliding { size, slide } => ceil(size, slide) + ceil(hold, slide),
+            WindowKind::Session { .. } => 2,
+            WindowKind::Count { .. } => 1,
+        }
+        .min(4096);
+        let sketch = spec
+            .aggregates
+            .iter()
+            .any(|a| matches!(a, AggKind::Percentile(_)));
+        let per_window = size_of::<OpenWindow>()
+            + if sketch {
+                size_of::<DefaultSketch>()
+            } else {
+                0
+            };
+        let det = spec
+            .detect
+            .as_ref()
+            .map_or(0, |d| crate::detect::state_bytes(&d.detector));
+        size_of::<KeyState>() + open * per_window + det
     }
 
     fn register(&mut self, at: i64, key: KeyId) {
+        if self.per_key {
+            return;
+        }
         let spare = &mut self.spare;
         self.timers
             .entry(at)
@@ -244,9 +416,38 @@ impl WindowOp {
     }
 
     fn register_purge(&mut self, at: i64, key: KeyId) {
+        if self.per_key {
+            return;
+        }
         self.purges.entry(at).or_default().push(key);
         if at < self.next_timer {
             self.next_timer = at;
+        }
+    }
+
+    /// Registers the fire and purge timers of every open window, in key
+    /// order: after a restore of windows kept under per-key watermarks.
+    pub(crate) fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        self.purges.clear();
+        if let WindowKind::Count { .. } = self.kind {
+            return;
+        }
+        let lateness = self.lateness;
+        for k in 0..self.keys.len() {
+            let at: Vec<(bool, i64)> = self.keys[k]
+                .windows
+                .iter()
+                .map(|w| (w.emitted, w.fire_at()))
+                .collect();
+            for (emitted, fire_at) in at {
+                if !emitted {
+                    self.register(fire_at, k as KeyId);
+                }
+                if emitted || lateness > 0 {
+                    self.register_purge(fire_at.saturating_add(lateness), k as KeyId);
+                }
+            }
         }
     }
 
@@ -324,15 +525,20 @@ impl WindowOp {
             }
             WindowKind::Session { gap } => self.session(key, ts, x, gap, wm, out),
             WindowKind::Count { .. } => {
-                buffer_in_time_order(
+                let p = Pending {
+                    ts,
+                    key,
+                    bits: x.to_bits(),
+                };
+                wait_or_late(
+                    self.per_key,
                     &mut self.stats,
                     &mut self.pending,
+                    &mut self.kpending,
                     self.op,
-                    key,
-                    ts,
-                    x,
-                    wm,
+                    p,
                     out,
+                    wm,
                 );
             }
         }
@@ -587,8 +793,54 @@ impl WindowOp {
         }
     }
 
+    /// Per-key watermarks: `key`'s watermark reached `wm`. Fires its due
+    /// windows (by end), purges those past their allowed lateness, and
+    /// counts its waiting samples (count windows).
+    pub(crate) fn advance_key(&mut self, key: KeyId, wm: i64, out: &mut VecDeque<Output>) {
+        if let WindowKind::Count { size } = self.kind {
+            for p in self.kpending.take_upto(key, wm) {
+                self.count_push(p, size, out);
+            }
+            return;
+        }
+        let lateness = self.lateness;
+        let Some(ks) = self.keys.get_mut(key as usize) else {
+            return;
+        };
+        if ks.windows.iter().any(|w| !w.emitted && w.fire_at() <= wm) {
+            let mut due: Vec<usize> = (0..ks.windows.len())
+                .filter(|&i| !ks.windows[i].emitted && ks.windows[i].fire_at() <= wm)
+                .collect();
+            due.sort_unstable_by_key(|&i| (ks.windows[i].end, ks.windows[i].start));
+            for i in due {
+                let w = &mut self.keys[key as usize].windows[i];
+                w.emitted = true;
+                let e = if w.superseded {
+                    Emission::Update
+                } else {
+                    Emission::OnTime
+                };
+                self.emit_at(key, i, e, out);
+            }
+        }
+        self.keys[key as usize]
+            .windows
+            .retain(|w| !(w.emitted && w.fire_at().saturating_add(lateness) <= wm));
+    }
+
     /// End of input: everything fires, count windows emit what they hold.
     pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
+        if self.per_key {
+            if let WindowKind::Count { size } = self.kind {
+                for p in self.kpending.take_all() {
+                    self.count_push(p, size, out);
+                }
+            } else {
+                for key in 0..self.keys.len() {
+                    self.advance_key(key as KeyId, i64::MAX, out);
+                }
+            }
+        }
         self.advance(i64::MAX, out);
         if let WindowKind::Count { .. } = self.kind {
             for key in 0..self.keys.len() {

@@ -85,13 +85,42 @@ fn key_budget_reject_policy_counts_and_keeps_existing_keys() {
     let mut s = spec(WindowKind::Tumbling { size: 100 }, 0, 0);
     s.state.max_keys = 3;
     let mut e = s.build().unwrap();
-    for k in 0..10 {
-        let r = e.handle_sample(T0, 0, &format!("k{k}"), T0 + k, &[1.0]);
-        assert_eq!(r.is_ok(), k < 3, "key {k}");
+    // Three keys complete a window of their own: proven, they are kept.
+    for k in 0..3 {
+        let key = format!("k{k}");
+        e.handle_sample(T0, 0, &key, T0 + k, &[1.0]).unwrap();
+        e.handle_sample(T0, 0, &key, T0 + 100 + k, &[1.0]).unwrap();
+    }
+    assert_eq!(e.unproven_keys(), 0);
+    for k in 3..10 {
+        let r = e.handle_sample(T0, 0, &format!("k{k}"), T0 + 200 + k, &[1.0]);
+        assert_eq!(r, Err(Reject::KeyBudget), "key {k}");
     }
     assert_eq!(e.key_count(), 3);
     assert_eq!(e.stats().rejected(Reject::KeyBudget), 7);
-    e.handle_sample(T0, 0, "k1", T0 + 20, &[1.0]).unwrap();
+    assert_eq!(e.stats().keys_evicted, 0);
+    e.handle_sample(T0, 0, "k1", T0 + 220, &[1.0]).unwrap();
+}
+
+#[test]
+fn key_budget_evicts_unproven_keys_first_oldest_first() {
+    let mut s = spec(WindowKind::Tumbling { size: 100 }, 0, 0);
+    s.state.max_keys = 3;
+    let mut e = s.build().unwrap();
+    e.handle_sample(T0, 0, "real", T0, &[1.0]).unwrap();
+    e.handle_sample(T0, 0, "real", T0 + 100, &[1.0]).unwrap();
+    for k in 0..10 {
+        e.handle_sample(T0, 0, &format!("fake{k}"), T0 + 101 + k, &[1.0])
+            .unwrap();
+        while e.poll_output().is_some() {}
+    }
+    assert_eq!(e.key_count(), 3);
+    assert_eq!(e.stats().evicted(Eviction::Unproven), 8);
+    assert_eq!(e.stats().rejected(Reject::KeyBudget), 0);
+    // The proven key stayed, with the newest two fakes.
+    e.handle_sample(T0, 0, "real", T0 + 150, &[1.0]).unwrap();
+    assert_eq!(e.key_count(), 3);
+    assert_eq!(e.unproven_keys(), 2);
 }
 
 #[test]
@@ -100,8 +129,12 @@ fn key_budget_evict_policy_evicts_only_keys_without_open_windows() {
     s.state.max_keys = 2;
     s.state.on_full = FullPolicy::EvictIdle;
     let mut e = s.build().unwrap();
+    // Proven keys (their samples span a window), each with an open window.
+    e.handle_sample(T0, 0, "a", T0 - 100, &[1.0]).unwrap();
     e.handle_sample(T0, 0, "a", T0, &[1.0]).unwrap();
+    e.handle_sample(T0, 0, "b", T0 - 99, &[1.0]).unwrap();
     e.handle_sample(T0, 0, "b", T0 + 1, &[1.0]).unwrap();
+    while e.poll_output().is_some() {}
     // Both hold open windows: nothing to evict.
     assert_eq!(
         e.handle_sample(T0, 0, "c", T0 + 2, &[1.0]),
@@ -112,6 +145,7 @@ fn key_budget_evict_policy_evicts_only_keys_without_open_windows() {
     while e.poll_output().is_some() {}
     e.handle_sample(T0, 0, "c", T0 + 251, &[1.0]).unwrap();
     assert_eq!(e.stats().keys_evicted, 1);
+    assert_eq!(e.stats().evicted(Eviction::Idle), 1);
     assert_eq!(e.key_count(), 2);
 }
 

@@ -35,7 +35,7 @@ proptest! {
     #[test]
     fn no_panics(kindsel in 0u8..4, a in pos(), b in pos(), lat in prop_oneof![Just(0i64), pos()], bound in prop_oneof![Just(0i64), pos()],
                  ttl in prop::option::of(pos()), idle in prop::option::of(pos()), ahead in prop::option::of(prop_oneof![Just(0i64), pos()]),
-                 mode in 0u8..3, evs in prop::collection::vec((0u8..3, ext(), ext(), any::<bool>()), 1..40)) {
+                 mode in 0u8..3, perkey in 0u8..3, evs in prop::collection::vec((0u8..3, ext(), ext(), any::<bool>()), 1..40)) {
         let kind = match kindsel {
             0 => WindowKind::Tumbling { size: a },
             1 => { let (s, l) = if a >= b { (a, b) } else { (b, a) }; let l = l.max(s / 64 + 1).min(s); WindowKind::Sliding { size: s, slide: l } }
@@ -47,7 +47,9 @@ proptest! {
         s.time.mode = match mode { 0 => TimeMode::Event, 1 => TimeMode::Ingestion, _ => TimeMode::Processing };
         s.state.ttl = ttl; s.state.max_keys = 2; s.state.on_full = FullPolicy::EvictIdle;
         s.sources[0].idle_timeout = idle; s.sources[0].max_ahead = ahead;
+        if perkey > 0 { s.sources[0].watermark = WatermarkMode::PerKey; }
         s.sources.push(s.sources[0].clone()); s.sources[1].name = "s2".into();
+        if perkey == 2 { s.sources[1].watermark = WatermarkMode::PerSource; }
         if let weir_core::spec::OperatorKind::Window(w) = &mut s.operators[0].kind { w.aggregates.push(AggKind::Percentile(50.0)); }
         let mut o = s.operators[0].clone(); o.id = "w2".into(); o.source = "s2".into(); s.operators.push(o);
         let mut e = match s.clone().build() { Ok(e) => e, Err(_) => return Ok(()) };

@@ -51,7 +51,14 @@ impl KeyedProcess for P {
     }
 }
 
-fn mkspec(mode: u8, ttl: bool, evict: bool, maxk: usize, lateness: i64) -> PipelineSpec {
+fn mkspec(
+    mode: u8,
+    ttl: bool,
+    evict: bool,
+    maxk: usize,
+    lateness: i64,
+    perkey: u8,
+) -> PipelineSpec {
     let win = |id: &str, kind| OperatorSpec {
         id: id.into(),
         source: "s".into(),
@@ -112,6 +119,13 @@ fn mkspec(mode: u8, ttl: bool, evict: bool, maxk: usize, lateness: i64) -> Pipel
         1 => TimeMode::Ingestion,
         _ => TimeMode::Processing,
     };
+    // 0: per-source watermarks; 1: per-key on `s`; 2: per-key on both.
+    if perkey >= 1 {
+        spec.sources[0].watermark = WatermarkMode::PerKey;
+    }
+    if perkey >= 2 {
+        spec.sources[1].watermark = WatermarkMode::PerKey;
+    }
     spec.state.ttl = ttl.then_some(80);
     spec.state.max_keys = maxk;
     spec.state.on_full = if evict {
@@ -232,8 +246,8 @@ fn play(spec: &PipelineSpec, st: &[Step], cuts: &[usize]) -> Result<(Vec<Out>, V
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
-    fn snapshot_anywhere(st in steps(), cuts in prop::collection::vec(0usize..200, 0..6), mode in 0u8..3, ttl: bool, evict: bool, maxk in 1usize..8, lateness in prop_oneof![Just(0i64), 1i64..60]) {
-        let spec = mkspec(mode, ttl, evict, maxk, lateness);
+    fn snapshot_anywhere(st in steps(), cuts in prop::collection::vec(0usize..200, 0..6), mode in 0u8..3, ttl: bool, evict: bool, maxk in 1usize..8, lateness in prop_oneof![Just(0i64), 1i64..60], perkey in 0u8..3) {
+        let spec = mkspec(mode, ttl, evict, maxk, lateness, perkey);
         let a = play(&spec, &st, &[]).unwrap(); if st.len() > 150 { eprintln!("outs {} kinds {:?}", a.0.len(), (0..4).map(|k| a.0.iter().filter(|o| o.0 == k).count()).collect::<Vec<_>>()); }
         let b = play(&spec, &st, &cuts);
         prop_assert!(b.is_ok(), "{:?}", b.as_ref().err());

@@ -127,8 +127,41 @@ struct RawTime {
 #[serde(deny_unknown_fields)]
 struct RawState {
     max_keys: Option<Spanned<i64>>,
+    memory: Option<Spanned<SizeValue>>,
     ttl: Option<Dur>,
     on_full: Option<Spanned<String>>,
+}
+
+/// A size as written: bytes, or a string with a unit (`"64MiB"`).
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum SizeValue {
+    Int(i64),
+    Str(String),
+}
+
+/// Default future guard of a source: `max_ahead = "5m"`.
+pub const DEFAULT_MAX_AHEAD: &str = "5m";
+/// Default key TTL: `ttl = "1d"`.
+pub const DEFAULT_TTL: &str = "1d";
+
+/// Parses `"64MiB"`, `"512KiB"`, `"1GiB"`, `"1000"` (bytes).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, u) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mul: usize = match u.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mul)
 }
 
 #[derive(Deserialize, Debug)]
@@ -149,6 +182,7 @@ struct RawSource {
     max_out_of_orderness: Option<Dur>,
     idle_timeout: Option<Dur>,
     max_ahead: Option<Dur>,
+    watermark: Option<Spanned<String>>,
     csv: Option<RawCsv>,
     mqtt: Option<RawMqtt>,
 }
@@ -244,6 +278,21 @@ impl Ctx<'_> {
             col,
             msg: msg.into(),
             help: help.into(),
+        }
+    }
+
+    /// A duration that `"off"` turns off; `default` when absent.
+    fn duration_or_off(
+        &self,
+        d: Option<&Dur>,
+        default: &str,
+        unit: TimeUnit,
+        what: &str,
+    ) -> Result<Option<i64>, ConfigError> {
+        match d {
+            Some(d) if matches!(d.get_ref(), DurationValue::Str(s) if s == "off") => Ok(None),
+            Some(d) => self.duration(d, unit, what).map(Some),
+            None => Ok(Some(parse_duration(default, unit).unwrap_or(i64::MAX))),
         }
     }
 
@@ -439,8 +488,24 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         }
         state.max_keys = *m.get_ref() as usize;
     }
-    if let Some(t) = &raw.state.ttl {
-        state.ttl = Some(ctx.duration(t, unit, "ttl")?.max(1));
+    state.ttl = ctx
+        .duration_or_off(raw.state.ttl.as_ref(), DEFAULT_TTL, unit, "ttl")?
+        .map(|t| t.max(1));
+    if let Some(m) = &raw.state.memory {
+        let bytes = match m.get_ref() {
+            SizeValue::Int(n) => usize::try_from(*n).ok(),
+            SizeValue::Str(s) => parse_size(s),
+        };
+        state.max_bytes = match bytes {
+            Some(b) if b >= 1 << 16 => b,
+            _ => {
+                return Err(ctx.err(
+                    Some(m.span()),
+                    "memory is not a size of at least 64KiB",
+                    "write the keyed-state budget as bytes or with a unit: \"64MiB\", \"512KiB\", \"1GiB\"",
+                ))
+            }
+        };
     }
     if let Some(p) = &raw.state.on_full {
         state.on_full = match p.get_ref().as_str() {
@@ -467,9 +532,19 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         if let Some(d) = &s.idle_timeout {
             spec.idle_timeout = Some(ctx.duration(d, unit, "idle_timeout")?);
         }
-        if let Some(d) = &s.max_ahead {
-            spec.max_ahead = Some(ctx.duration(d, unit, "max_ahead")?);
-        }
+        spec.max_ahead =
+            ctx.duration_or_off(s.max_ahead.as_ref(), DEFAULT_MAX_AHEAD, unit, "max_ahead")?;
+        spec.watermark = match s.watermark.as_ref().map(|w| w.get_ref().as_str()) {
+            None | Some("per-key") => WatermarkMode::PerKey,
+            Some("per-source") => WatermarkMode::PerSource,
+            Some(o) => {
+                return Err(ctx.err(
+                    s.watermark.as_ref().map(|w| w.span()),
+                    format!("unknown watermark `{o}`"),
+                    "use \"per-key\" (the default: each key's own watermark fires its windows) or \"per-source\"",
+                ))
+            }
+        };
         if spec.fields.is_empty() {
             return Err(ctx.err(
                 Some(s.fields.span()),
@@ -888,6 +963,128 @@ mod tests {
         for bad in ["", "a/b#", "a/#/c", "a+/b", "a/+b", "a\0b"] {
             assert!(check_topic_filter(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Defect 6 of issue 11: with the defaults of `examples/demo.toml` (no
+    /// `max_ahead`), one reading stamped 50 years ahead of the gateway clock
+    /// must be refused, and the next real readings must still be windowed.
+    #[test]
+    fn a_reading_from_the_future_is_refused_by_default() {
+        let p = parse("demo.toml", include_str!("../../examples/demo.toml")).unwrap();
+        let mut e = p.spec.build().unwrap();
+        let now0 = 1_780_000_000_000i64;
+        let year = 365 * 86_400_000i64;
+        let r = e.handle_sample(now0, 0, "pump-9", now0 + 50 * year, &[0.5, 40.0]);
+        assert_eq!(r, Err(Reject::TooFarAhead));
+        for i in 0..10 {
+            let t = now0 + 1 + i * 3_000;
+            e.handle_sample(t, 0, "pump-1", t, &[0.5, 40.0]).unwrap();
+        }
+        e.handle_end_of_input();
+        let outs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+        let late = outs.iter().filter(|o| matches!(o, Output::Late(_))).count();
+        assert_eq!(late, 0, "{outs:?}");
+        assert_eq!(e.stats().rejected(Reject::TooFarAhead), 1);
+        // Switched off, the guard lets it through.
+        let off = include_str!("../../examples/demo.toml").replace(
+            "idle_timeout = \"30s\"",
+            "idle_timeout = \"30s\"\nmax_ahead = \"off\"",
+        );
+        let p = parse("demo.toml", &off).unwrap();
+        assert_eq!(p.spec.sources[0].max_ahead, None);
+        let p = parse("demo.toml", include_str!("../../examples/demo.toml")).unwrap();
+        assert_eq!(p.spec.sources[0].max_ahead, Some(300_000));
+    }
+
+    fn drain(e: &mut Engine) -> Vec<Output> {
+        std::iter::from_fn(|| e.poll_output()).collect()
+    }
+
+    fn windows_of(e: &Engine, outs: &[Output], key: &str) -> usize {
+        outs.iter()
+            .filter(|o| matches!(o, Output::Window(w) if e.key_name(w.key) == key))
+            .count()
+    }
+
+    /// Defect 6 of issue 11: with the file's defaults, a device whose clock
+    /// races (inside the future guard) or lags neither drags the others'
+    /// windows forward nor loses its own readings as late.
+    #[test]
+    fn one_racing_or_lagging_device_does_not_move_the_others() {
+        let p = parse("demo.toml", include_str!("../../examples/demo.toml")).unwrap();
+        let mut e = p.spec.build().unwrap();
+        let now0 = 1_780_000_000_000i64;
+        // pump-9's clock runs 4 minutes fast.
+        e.handle_sample(now0, 0, "pump-9", now0 + 240_000, &[0.5, 40.0])
+            .unwrap();
+        let mut outs = drain(&mut e);
+        for i in 0..10 {
+            let t = now0 + 1 + i * 3_000;
+            e.handle_sample(t, 0, "pump-1", t, &[0.5, 40.0]).unwrap();
+            // pump-8's clock runs 10 minutes slow.
+            e.handle_sample(t, 0, "pump-8", t - 600_000, &[0.5, 40.0])
+                .unwrap();
+            outs.extend(drain(&mut e));
+        }
+        let late = outs.iter().filter(|o| matches!(o, Output::Late(_))).count();
+        assert_eq!(late, 0, "{outs:?}");
+        // Both fired windows by their own progress (two operators each).
+        assert!(windows_of(&e, &outs, "pump-1") >= 4, "{outs:?}");
+        assert!(windows_of(&e, &outs, "pump-8") >= 4, "{outs:?}");
+    }
+
+    /// Defect 6 of issue 11: a silent source without `idle_timeout` must not
+    /// stop the windows of another.
+    #[test]
+    fn a_silent_source_does_not_stop_the_others() {
+        let text = "[[source]]\nname = \"a\"\nfields = [\"v\"]\nmax_out_of_orderness = \"1s\"\n\n[[source]]\nname = \"b\"\nfields = [\"v\"]\n\n[[window]]\nid = \"wa\"\nsource = \"a\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"count\"]\n\n[[window]]\nid = \"wb\"\nsource = \"b\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"count\"]\n";
+        let mut e = parse("p.toml", text).unwrap().spec.build().unwrap();
+        let now0 = 1_780_000_000_000i64;
+        e.handle_sample(now0, 1, "b-1", now0, &[1.0]).unwrap();
+        let mut outs = Vec::new();
+        for i in 0..60 {
+            let t = now0 + i * 1_000;
+            e.handle_sample(t, 0, "a-1", t, &[1.0]).unwrap();
+            outs.extend(drain(&mut e));
+        }
+        assert!(windows_of(&e, &outs, "a-1") >= 5, "{outs:?}");
+    }
+
+    /// Defect 5 of issue 11: with the default state settings, a flood of
+    /// fake ids must not lock a new real sensor out.
+    #[test]
+    fn a_flood_of_fake_ids_does_not_lock_out_a_new_sensor() {
+        let p = parse("demo.toml", include_str!("../../examples/demo.toml")).unwrap();
+        let mut e = p.spec.build().unwrap();
+        let now0 = 1_780_000_000_000i64;
+        for i in 0..120_000i64 {
+            let t = now0 + i;
+            let _ = e.handle_sample(t, 0, &format!("fake-{i}"), t, &[0.1, 20.0]);
+            while e.poll_output().is_some() {}
+        }
+        let refused = e.stats().rejected(Reject::KeyBudget);
+        let mut outs = Vec::new();
+        for j in 0..30 {
+            let t = now0 + 200_000 + j * 1_000;
+            e.handle_sample(t, 0, "pump-new", t, &[0.5, 40.0]).unwrap();
+            outs.extend(drain(&mut e));
+        }
+        assert_eq!(e.stats().rejected(Reject::KeyBudget), refused);
+        assert!(windows_of(&e, &outs, "pump-new") >= 2, "{outs:?}");
+    }
+
+    #[test]
+    fn key_costs_of_the_examples() {
+        let cost = |t: &str| parse("p.toml", t).unwrap().spec.build().unwrap().key_cost();
+        let (w1, demo, nab) = (
+            cost(W1),
+            cost(include_str!("../../examples/demo.toml")),
+            cost(include_str!("../../examples/nab.toml")),
+        );
+        // Figures quoted in docs/design.md: 386 B, 4.7 KiB, 25.1 KiB.
+        assert!(w1 < 1024, "{w1}");
+        assert!((4096..8192).contains(&demo), "{demo}");
+        assert!((25 << 10..32 << 10).contains(&nab), "{nab}");
     }
 
     #[test]

@@ -153,7 +153,9 @@ pub fn reference(pipeline: &str, msgs: &[Msg]) -> HashMap<String, Vec<u8>> {
     let mut out = Vec::new();
     let mut map = HashMap::new();
     for (i, m) in msgs.iter().enumerate() {
-        let _ = engine.handle_sample(0, 0, &m.key, m.ts, &[m.v]);
+        // The clock follows the event time: the readings are neither
+        // ahead of it (future guard) nor quiet for a key's idle timeout.
+        let _ = engine.handle_sample(m.ts, 0, &m.key, m.ts, &[m.v]);
         while let Some(o) = engine.poll_output() {
             let key = match &o {
                 weir_core::output::Output::Window(w) => engine.key_name(w.key).to_string(),

@@ -424,6 +424,17 @@ impl DetectorSpec {
 #[cfg(feature = "alloc")]
 pub use engine_state::DetectorState;
 
+/// Estimated bytes of one key's detector state (boxed, as the engine keeps
+/// it), for the keyed-state budget.
+#[cfg(feature = "alloc")]
+pub(crate) fn state_bytes(spec: &DetectorSpec) -> usize {
+    let boxed = core::mem::size_of::<DetectorState>() + 16;
+    match spec {
+        DetectorSpec::EwmaZ { .. } => boxed,
+        DetectorSpec::Scored { .. } => boxed + core::mem::size_of::<Detector>(),
+    }
+}
+
 #[cfg(feature = "alloc")]
 mod engine_state {
     use alloc::boxed::Box;

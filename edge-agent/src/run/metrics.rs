@@ -81,6 +81,17 @@ pub struct Metrics {
     pub replayed: AtomicU64,
     /// Live keys in the engine.
     pub keys: AtomicU64,
+    /// Keyed state: estimated bytes, budget, unproven keys, admissions
+    /// refused, evictions by reason (`weir_core::engine::Eviction::ALL`).
+    pub state_bytes: AtomicU64,
+    /// See `state_bytes`.
+    pub state_budget: AtomicU64,
+    /// See `state_bytes`.
+    pub state_unproven: AtomicU64,
+    /// See `state_bytes`.
+    pub state_refused: AtomicU64,
+    /// See `state_bytes`.
+    pub state_evictions: [AtomicU64; 3],
     /// The engine's watermark (ms), `i64::MIN` before the first.
     pub watermark: AtomicI64,
     /// The agent clock at the last group (ms).
@@ -148,6 +159,22 @@ pub fn flash_write_bytes() -> Option<u64> {
 }
 
 impl Metrics {
+    /// Copies the engine's keyed-state figures.
+    pub fn set_state(&self, e: &weir_core::engine::Engine) {
+        use weir_core::engine::{Eviction, Reject};
+        let st = e.stats();
+        self.keys.store(e.key_count() as u64, Relaxed);
+        self.state_bytes.store(e.state_bytes() as u64, Relaxed);
+        self.state_budget
+            .store(e.spec().state.max_bytes as u64, Relaxed);
+        self.state_unproven.store(e.unproven_keys() as u64, Relaxed);
+        self.state_refused
+            .store(st.rejected(Reject::KeyBudget), Relaxed);
+        for (slot, why) in self.state_evictions.iter().zip(Eviction::ALL) {
+            slot.store(st.evicted(why), Relaxed);
+        }
+    }
+
     /// Counts one bad message or record.
     pub fn count_bad(&self, topic: &str, reason: &'static str) {
         let mut m = self.bad.lock().unwrap_or_else(|e| e.into_inner());
@@ -354,6 +381,32 @@ impl Metrics {
         );
         if let Some(r) = rss_bytes() {
             g("resident_memory_bytes", "Resident set size.", r.to_string());
+        }
+        let _ = writeln!(
+            s,
+            "# HELP weir_state_keys Live keys in the engine.\n# TYPE weir_state_keys gauge\nweir_state_keys {}\n\
+             # HELP weir_state_unproven_keys Live keys that have not completed a window of their own (evicted first).\n# TYPE weir_state_unproven_keys gauge\nweir_state_unproven_keys {}\n\
+             # HELP weir_state_bytes Keyed state, the engine's estimate.\n# TYPE weir_state_bytes gauge\nweir_state_bytes {}\n\
+             # HELP weir_state_budget_bytes The keyed-state budget ([state] memory).\n# TYPE weir_state_budget_bytes gauge\nweir_state_budget_bytes {}\n\
+             # HELP weir_state_admissions_refused_total New keys refused because the state budget was full.\n# TYPE weir_state_admissions_refused_total counter\nweir_state_admissions_refused_total {}\n\
+             # HELP weir_state_evictions_total Keys evicted, by reason.\n# TYPE weir_state_evictions_total counter",
+            self.keys.load(Relaxed),
+            self.state_unproven.load(Relaxed),
+            self.state_bytes.load(Relaxed),
+            self.state_budget.load(Relaxed),
+            self.state_refused.load(Relaxed),
+        );
+        for (slot, why) in self
+            .state_evictions
+            .iter()
+            .zip(weir_core::engine::Eviction::ALL)
+        {
+            let _ = writeln!(
+                s,
+                "weir_state_evictions_total{{reason=\"{}\"}} {}",
+                why.name(),
+                slot.load(Relaxed)
+            );
         }
         let now = self.now.load(Relaxed);
         let wm = self.watermark.load(Relaxed);
@@ -575,5 +628,43 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_figures_reach_the_exposition() {
+        let text = "[state]\nmax_keys = 3\n[[source]]\nname = \"s\"\nfields = [\"v\"]\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"1s\"\naggregates = [\"count\"]\n";
+        let pf = crate::pipeline_file::parse("p.toml", text).unwrap();
+        let mut e = pf.spec.build().unwrap();
+        let t0 = 1_780_000_000_000i64;
+        // Two proven keys, then a flood of one-reading ids.
+        for k in ["a", "b"] {
+            e.handle_sample(t0, 0, k, t0, &[1.0]).unwrap();
+            e.handle_sample(t0 + 1_000, 0, k, t0 + 1_000, &[1.0])
+                .unwrap();
+        }
+        for i in 0..10 {
+            let t = t0 + 1_001 + i;
+            e.handle_sample(t, 0, &format!("fake-{i}"), t, &[1.0])
+                .unwrap();
+        }
+        let m = Metrics::default();
+        m.set_state(&e);
+        let out = m.render();
+        for line in [
+            "weir_state_keys 3\n".to_string(),
+            "weir_state_unproven_keys 1\n".to_string(),
+            format!("weir_state_bytes {}\n", e.state_bytes()),
+            format!("weir_state_budget_bytes {}\n", 64 << 20),
+            "weir_state_admissions_refused_total 0\n".to_string(),
+            "weir_state_evictions_total{reason=\"unproven\"} 9\n".to_string(),
+            "weir_state_evictions_total{reason=\"ttl\"} 0\n".to_string(),
+        ] {
+            assert!(out.contains(&line), "{line} missing from\n{out}");
+        }
     }
 }

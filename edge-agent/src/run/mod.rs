@@ -964,7 +964,7 @@ impl Agent {
 
     fn publish_gauges(&self) {
         let m = &self.metrics;
-        m.keys.store(self.engine.key_count() as u64, Relaxed);
+        m.set_state(&self.engine);
         m.watermark.store(
             match self.engine.watermark() {
                 weir_core::time::Watermark::EventTime(t) => t,
@@ -983,7 +983,11 @@ impl Agent {
     /// change something (a source going idle, processing time).
     fn on_timer(&mut self) -> Result<(), RunError> {
         let now = self.clock.now();
+        // The engine says when a tick changes something (a key or source
+        // going idle); the agent's own check covers sources the engine has
+        // not seen yet.
         let due = self.processing_time
+            || self.engine.poll_timeout().is_some_and(|t| now >= t)
             || self
                 .idle_timeouts
                 .iter()

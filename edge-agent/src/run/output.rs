@@ -352,9 +352,10 @@ mod tests {
             } else {
                 (i % 7) as f64
             };
-            engine
-                .handle_sample(0, 0, "s/1", 1_700_000_000_000 + i, &[v])
-                .unwrap();
+            // The clock is the event time, as in replay (the future guard
+            // checks one against the other).
+            let t = 1_700_000_000_000 + i;
+            engine.handle_sample(t, 0, "s/1", t, &[v]).unwrap();
             while let Some(o) = engine.poll_output() {
                 let key = match &o {
                     Output::Window(w) => engine.key_name(w.key).to_string(),
