@@ -148,6 +148,9 @@ fn bad_input_is_counted_dead_lettered_and_does_not_stall_good_input() {
         .count() as u64;
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
     let agent = InProcAgent::start(&gateway_file(&dir.0, addr, ""));
+    // The session holds only `legacy/#`: what is published before the
+    // agent's own subscription is acknowledged would be dropped.
+    agent.wait_subscribed(0);
     publish_raw(addr, all.into_iter(), Duration::from_secs(60));
     assert!(
         col.wait_for(expected.len(), Duration::from_secs(60)),
