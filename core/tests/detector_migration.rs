@@ -1,5 +1,5 @@
 //! Kestrel's pattern memories moved from copied embedding banks (detector
-//! state format 1, ~25 KiB per key) to rings of points (format 2, ~5 KiB).
+//! state format 1, ~25 KiB per key) to one buffer of points per scale (format 2, ~5.6 KiB).
 //! The fixture `kestrel_v1_at_4003.cbor` was written by the format-1 code
 //! (commit 63832b3) after the first 4,003 samples of `series()`.
 
@@ -61,11 +61,11 @@ fn fnv(h: &mut u64, v: u64) {
     }
 }
 
-/// Scores and per-scale surprises of the ring layout are bit for bit those
+/// Scores and per-scale surprises of the point-buffer layout are bit for bit those
 /// of the bank layout: the hash of all 6,000 scores and `parts()` that the
 /// format-1 code produced on `series()`.
 #[test]
-fn ring_layout_scores_like_the_bank_layout() {
+fn point_buffers_score_like_the_bank_layout() {
     let mut d = kestrel();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (i, &x) in series().iter().enumerate() {
@@ -77,7 +77,7 @@ fn ring_layout_scores_like_the_bank_layout() {
     assert_eq!(h, 0x822d_fc31_9965_74ac);
 }
 
-/// A format-1 snapshot restores into the ring layout and continues exactly
+/// A format-1 snapshot restores into the point-buffer layout and continues exactly
 /// as an uninterrupted run.
 #[test]
 fn format_1_snapshot_restores_and_continues_bit_for_bit() {
@@ -141,4 +141,118 @@ fn detector_state_is_at_most_8_kib() {
     let bytes = core::mem::size_of::<Detector>();
     assert!(bytes <= 8 * 1024, "{bytes}");
     assert_eq!(Kestrel::STATE_BYTES, core::mem::size_of::<Kestrel>());
+}
+
+/// The pattern memory against a reference model that keeps copies of the
+/// last `capacity()` embeddings (the format-1 layout), for several strides,
+/// blocks and both buffer sizes: the same surprise, bit for bit, also across
+/// snapshots taken at every 97th sample.
+mod knn_model {
+    use std::collections::VecDeque;
+    use weir_core::detect::knn::{Nn, BANK, EMB, POINTS_STRIDE1, POINTS_STRIDE2};
+
+    struct Model {
+        block: u32,
+        stride: usize,
+        cap: usize,
+        points: Vec<f32>,
+        bank: VecDeque<[f32; EMB]>,
+        sum: f64,
+        cnt: u32,
+        mean: f64,
+        count: u64,
+        last_raw: f64,
+    }
+
+    impl Model {
+        fn feed(&mut self, x: f64, active: bool, alpha: f64, floor: f64) -> f64 {
+            self.sum += x;
+            self.cnt += 1;
+            if self.cnt < self.block {
+                return self.last_raw;
+            }
+            let pt = self.sum / f64::from(self.cnt);
+            (self.sum, self.cnt) = (0.0, 0);
+            self.points.push(pt as f32);
+            let p = self.points.len();
+            if !self.bank.is_empty() && active {
+                let cur = &self.points[p - EMB..];
+                let mut best = f32::INFINITY;
+                for e in &self.bank {
+                    let mut a = 0.0f32;
+                    for (b, c) in e.iter().zip(cur) {
+                        let t = b - c;
+                        a += t * t;
+                    }
+                    best = best.min(a);
+                }
+                let d = f64::from(best);
+                if self.count == 0 {
+                    self.mean = d;
+                }
+                self.count += 1;
+                self.last_raw = libm::log1p(d / (self.mean + floor + 1e-300));
+                self.mean += alpha * (d - self.mean);
+            }
+            if p >= 2 * EMB && p.is_multiple_of(self.stride) {
+                let mut e = [0.0; EMB];
+                e.copy_from_slice(&self.points[p - 2 * EMB..p - EMB]);
+                self.bank.push_back(e);
+                if self.bank.len() > self.cap {
+                    self.bank.pop_front();
+                }
+            }
+            self.last_raw
+        }
+    }
+
+    fn run<const P: usize>(block: u32, stride: u32, seed: u64) {
+        let mut nn = Nn::<P>::new(block, stride);
+        let stride = stride as usize;
+        let mut model = Model {
+            block,
+            stride,
+            cap: nn.capacity(),
+            points: Vec::new(),
+            bank: VecDeque::new(),
+            sum: 0.0,
+            cnt: 0,
+            mean: 0.0,
+            count: 0,
+            last_raw: 0.0,
+        };
+        let mut rng = super::Rng(seed);
+        for i in 0..6000u32 {
+            let x = (f64::from(i) / 37.0).sin() * 5.0 + rng.gauss();
+            let active = i >= 100;
+            let a = nn.feed(x, active, 0.001, 1e-6);
+            let b = model.feed(x, active, 0.001, 1e-6);
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "P={P} block={block} stride={stride} i={i}"
+            );
+            if i % 97 == 0 {
+                let mut buf = Vec::new();
+                nn.encode(&mut minicbor::Encoder::new(&mut buf)).unwrap();
+                let back = Nn::<P>::decode(&mut minicbor::Decoder::new(&buf)).unwrap();
+                assert_eq!(back, nn, "P={P} stride={stride} i={i}");
+                nn = back;
+            }
+        }
+    }
+
+    #[test]
+    fn matches_a_bank_of_copies() {
+        for stride in 1..=6 {
+            for block in [1, 3] {
+                run::<POINTS_STRIDE2>(block, stride, 10 + u64::from(stride));
+                run::<POINTS_STRIDE1>(block, stride, 20 + u64::from(stride));
+            }
+        }
+        assert_eq!(Nn::<POINTS_STRIDE2>::new(1, 2).capacity(), BANK);
+        assert_eq!(Nn::<POINTS_STRIDE2>::new(1, 1).capacity(), BANK);
+        assert_eq!(Nn::<POINTS_STRIDE1>::new(8, 1).capacity(), BANK);
+        assert!(Nn::<POINTS_STRIDE1>::new(8, 2).capacity() < BANK);
+    }
 }

@@ -1,6 +1,6 @@
 //! (4) Kestrel: the default detector.
 //!
-//! A streaming, heap-free detector (about 5 KiB of state, [`Kestrel::STATE_BYTES`]) in four stages:
+//! A streaming, heap-free detector (about 5.6 KiB of state, [`Kestrel::STATE_BYTES`]) in four stages:
 //!
 //! 1. **Multi-scale pattern surprise** (in the spirit of KNN-CAD / ARTime,
 //!    see [`super::knn`]): at three time scales — raw samples, means of
@@ -166,7 +166,7 @@ const _: () = assert!(Kestrel::STATE_BYTES <= 8 * 1024);
 
 impl Kestrel {
     /// Bytes of state per key, `size_of::<Kestrel>()`: three pattern memories
-    /// (rings of 528, 272 and 272 `f32`, see [`super::knn`]) and the rest.
+    /// (592, 304 and 304 `f32` of points, see [`super::knn`]) and the rest.
     pub const STATE_BYTES: usize = core::mem::size_of::<Self>();
 
     /// A fresh detector.
@@ -356,7 +356,7 @@ impl Kestrel {
         }
     }
 
-    /// Writes the state (configuration included) as CBOR (about 4.9 KB).
+    /// Writes the state (configuration included) as CBOR (about 5.5 KB).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
         e.array(11)?;
@@ -434,7 +434,7 @@ impl Kestrel {
     }
 
     /// Reads state written in detector snapshot format `version`: 2 (this
-    /// build), or 1, whose copied embedding banks are rebuilt into rings
+    /// build), or 1, whose copied embedding banks are rebuilt into point buffers
     /// (see [`Nn::decode_v1`]).
     ///
     /// # Errors

@@ -2,7 +2,7 @@
 //!
 //! - [`Detector`] (no allocator needed): one key's streaming detector,
 //!   enum-dispatched — [`Kestrel`] (the default: multi-scale pattern
-//!   surprise, anomaly likelihood and hard rules, ~5 KiB), [`EwmaDetector`],
+//!   surprise, anomaly likelihood and hard rules, ~5.6 KiB), [`EwmaDetector`],
 //!   [`MadDetector`] (robust median/MAD), [`CusumDetector`] (change points).
 //!   Each returns an anomaly score in `[0, 1]` per finite sample; an
 //!   [`AlertGate`] (threshold, hysteresis, cool-down) turns scores into one
@@ -166,9 +166,9 @@ impl Detector {
 
 /// Version of the snapshot layout written by [`Detector::encode`].
 ///
-/// 2: Kestrel's pattern memories keep their points once, in rings
+/// 2: Kestrel's pattern memories keep their points once, one buffer per scale
 /// ([`knn`]). Version 1 is still read (the same for `ewma`, `mad` and
-/// `cusum`; Kestrel's banks are rebuilt into rings, losslessly for the
+/// `cusum`; Kestrel's banks are rebuilt into those buffers, losslessly for the
 /// default configuration).
 pub const SNAPSHOT_VERSION: u32 = 2;
 
@@ -483,7 +483,7 @@ mod engine_state {
         EwmaZ(EwmaBaseline),
         /// See [`DetectorSpec::Scored`].
         Scored {
-            /// The detector (boxed: Kestrel holds ~5 KiB).
+            /// The detector (boxed: Kestrel holds ~5.6 KiB).
             detector: Box<Detector>,
             /// Its alert gate.
             gate: AlertGate,
