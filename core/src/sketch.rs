@@ -71,13 +71,13 @@
 //!
 //! `size_of::<QuantileSketch<ArrayBins<N>>>() = 16·N + 72` bytes (`u64`
 //! counts; 2,040 B for [`SmallSketch`]). A [`DefaultSketch`] is 104 bytes
-//! inline plus `8 ×` the buckets its stores span (capacity grows by half,
-//! capped at `N`), at most `2 × 768 × 8 = 12,288` bytes on the heap: values
-//! within one decade of one sign (58 buckets) cost under 600 bytes in all;
-//! [`QuantileSketch::heap_bytes`] reports it. Measured at n = 100k
-//! (`examples/sketch_accuracy.rs`): 320 B for N(20, 2), 2.8 KB for
-//! uniform [0, 1000), 6.2 KB for 12 decades of one sign, 12.4 KB for
-//! 12 decades of both.
+//! inline plus `8 ×` the buckets its stores span (a store's capacity starts
+//! at 32 buckets and grows by half, capped at `N`), at most
+//! `2 × 768 × 8 = 12,288` bytes on the heap: values within one decade of one
+//! sign (58 buckets) cost 680 bytes in all; [`QuantileSketch::heap_bytes`]
+//! reports it. Measured at n = 100k (`examples/sketch_accuracy.rs`): 360 B
+//! for N(20, 2) or a constant, 2.8 KB for uniform [0, 1000), 6.2 KB for
+//! 12 decades of one sign, 12.4 KB for 12 decades of both.
 //!
 //! # Wire format (CBOR, version 2)
 //!
@@ -321,7 +321,7 @@ impl<const N: usize> Bins for VecBins<N> {
     fn set_len(&mut self, len: usize) {
         let cap = self.0.capacity();
         if len > cap {
-            let want = len.max(cap + cap / 2).max(8).min(N);
+            let want = len.max(cap + cap / 2).max(32).min(N);
             self.0.reserve_exact(want - self.0.len());
         }
         self.0.resize(len, 0);
