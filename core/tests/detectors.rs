@@ -308,8 +308,8 @@ fn decode_rejects_garbage_without_panicking() {
     // unknown version
     let mut bad = bytes.clone();
     let pos = 2 + "kestrel".len();
-    assert_eq!(bad[pos], 0x01);
-    bad[pos] = 0x02;
+    assert_eq!(bad[pos], 0x02);
+    bad[pos] = 0x03;
     assert!(Detector::decode(&mut minicbor::Decoder::new(&bad)).is_err());
     // a flipped byte deep inside must not panic (it may or may not decode)
     for i in (0..bytes.len()).step_by(97) {

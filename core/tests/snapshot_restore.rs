@@ -164,7 +164,7 @@ fn every_truncation_is_an_error_not_a_panic() {
         })
         .collect();
     let mut spec = full_spec();
-    // Every byte of the engine's own structure; Kestrel's 25 KB per key is
+    // Every byte of the engine's own structure; Kestrel's ~5.6 KB per key is
     // covered by sampled cuts below.
     spec.operators.retain(|o| o.id != "kestrel");
     let (_, _, e) = run(&spec, &evs[..150]);

@@ -1,6 +1,6 @@
 //! (4) Kestrel: the default detector.
 //!
-//! A streaming, heap-free detector (about 25 KiB of state) in four stages:
+//! A streaming, heap-free detector (about 5.6 KiB of state, [`Kestrel::STATE_BYTES`]) in four stages:
 //!
 //! 1. **Multi-scale pattern surprise** (in the spirit of KNN-CAD / ARTime,
 //!    see [`super::knn`]): at three time scales — raw samples, means of
@@ -29,7 +29,7 @@
 //! Nothing is scored before `learn` samples. Detectors are sample-indexed;
 //! timestamps are only checked (see `Clock`), never used in arithmetic.
 
-use super::knn::Nn;
+use super::knn::{Nn, POINTS_STRIDE1, POINTS_STRIDE2};
 use super::{dec_blob, enc_blob, expect_array};
 use super::{norm_neglog10_sf, surprise_to_unit, Clock};
 use minicbor::decode::Error as DecError;
@@ -142,9 +142,9 @@ pub struct Kestrel {
     longest_run: u64,
     run_flagged: bool,
     // nearest-neighbour expert
-    nn1: Nn,
-    nn2: Nn,
-    nn3: Nn,
+    nn1: Nn<POINTS_STRIDE2>,
+    nn2: Nn<POINTS_STRIDE1>,
+    nn3: Nn<POINTS_STRIDE1>,
     // likelihood
     short_buf: [f64; SHORT_MAX],
     short_sum: f64,
@@ -161,7 +161,14 @@ pub struct Kestrel {
     parts: [f64; 4],
 }
 
+// The memory target per key of issue 15 (it was 25,552 B with copied banks).
+const _: () = assert!(Kestrel::STATE_BYTES <= 8 * 1024);
+
 impl Kestrel {
+    /// Bytes of state per key, `size_of::<Kestrel>()`: three pattern memories
+    /// (592, 304 and 304 `f32` of points, see [`super::knn`]) and the rest.
+    pub const STATE_BYTES: usize = core::mem::size_of::<Self>();
+
     /// A fresh detector.
     pub fn new(cfg: &KestrelConfig) -> Self {
         let mut cfg = *cfg;
@@ -349,7 +356,7 @@ impl Kestrel {
         }
     }
 
-    /// Writes the state (configuration included) as CBOR (about 25 KB).
+    /// Writes the state (configuration included) as CBOR (about 5.5 KB).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
         e.array(11)?;
@@ -423,6 +430,19 @@ impl Kestrel {
     /// # Errors
     /// Malformed input.
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
+        Self::decode_version(d, super::SNAPSHOT_VERSION)
+    }
+
+    /// Reads state written in detector snapshot format `version`: 2 (this
+    /// build), or 1, whose copied embedding banks are rebuilt into point buffers
+    /// (see [`Nn::decode_v1`]).
+    ///
+    /// # Errors
+    /// Malformed input or an unknown version.
+    pub fn decode_version(d: &mut Decoder<'_>, version: u32) -> Result<Self, DecError> {
+        if !(1..=super::SNAPSHOT_VERSION).contains(&version) {
+            return Err(DecError::message("unsupported kestrel state version"));
+        }
         expect_array(d, 11)?;
         let mut f = [0.0; 13];
         dec_blob(d, &mut f)?;
@@ -494,9 +514,15 @@ impl Kestrel {
         if !k.short_buf.iter().all(|v| v.is_finite()) {
             return Err(DecError::message("kestrel state holds a non-finite value"));
         }
-        k.nn1 = Nn::decode(d)?;
-        k.nn2 = Nn::decode(d)?;
-        k.nn3 = Nn::decode(d)?;
+        if version == 1 {
+            k.nn1 = Nn::decode_v1(d)?;
+            k.nn2 = Nn::decode_v1(d)?;
+            k.nn3 = Nn::decode_v1(d)?;
+        } else {
+            k.nn1 = Nn::decode(d)?;
+            k.nn2 = Nn::decode(d)?;
+            k.nn3 = Nn::decode(d)?;
+        }
         Ok(k)
     }
 }

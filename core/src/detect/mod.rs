@@ -2,7 +2,7 @@
 //!
 //! - [`Detector`] (no allocator needed): one key's streaming detector,
 //!   enum-dispatched — [`Kestrel`] (the default: multi-scale pattern
-//!   surprise, anomaly likelihood and hard rules, ~25 KiB), [`EwmaDetector`],
+//!   surprise, anomaly likelihood and hard rules, ~5.6 KiB), [`EwmaDetector`],
 //!   [`MadDetector`] (robust median/MAD), [`CusumDetector`] (change points).
 //!   Each returns an anomaly score in `[0, 1]` per finite sample; an
 //!   [`AlertGate`] (threshold, hysteresis, cool-down) turns scores into one
@@ -150,21 +150,27 @@ impl Detector {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
         expect_array(d, 3)?;
         let kind = d.str()?;
-        if d.u32()? != SNAPSHOT_VERSION {
+        let version = d.u32()?;
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(DecError::message("unsupported snapshot version"));
         }
         match kind {
             "ewma" => Ok(Detector::Ewma(EwmaDetector::decode(d)?)),
             "mad" => Ok(Detector::Mad(MadDetector::decode(d)?)),
             "cusum" => Ok(Detector::Cusum(CusumDetector::decode(d)?)),
-            "kestrel" => Ok(Detector::Kestrel(Kestrel::decode(d)?)),
+            "kestrel" => Ok(Detector::Kestrel(Kestrel::decode_version(d, version)?)),
             _ => Err(DecError::message("unknown detector kind")),
         }
     }
 }
 
 /// Version of the snapshot layout written by [`Detector::encode`].
-pub const SNAPSHOT_VERSION: u32 = 1;
+///
+/// 2: Kestrel's pattern memories keep their points once, one buffer per scale
+/// ([`knn`]). Version 1 is still read (the same for `ewma`, `mad` and
+/// `cusum`; Kestrel's banks are rebuilt into those buffers, losslessly for the
+/// default configuration).
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Largest accepted magnitude: beyond it a value is rejected like a
 /// non-finite one, so squares and f32 pattern distances can never overflow.
@@ -488,7 +494,7 @@ mod engine_state {
         EwmaZ(EwmaBaseline),
         /// See [`DetectorSpec::Scored`].
         Scored {
-            /// The detector (boxed: Kestrel holds ~25 KiB).
+            /// The detector (boxed: Kestrel holds ~5.6 KiB).
             detector: Box<Detector>,
             /// Its alert gate.
             gate: AlertGate,
