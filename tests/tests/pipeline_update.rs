@@ -82,7 +82,8 @@ fn key(seed: u8) -> ed25519_dalek::SigningKey {
 }
 
 struct Setup {
-    _dir: TempDir,
+    dir: TempDir,
+    gw: std::path::PathBuf,
     addr: SocketAddr,
     agent: InProcAgent,
     status: Statuses,
@@ -103,9 +104,11 @@ fn setup(name: &str, extra: &str) -> Setup {
     );
     let status = Statuses::start(addr);
     let agent = InProcAgent::start(&gw);
+    agent.wait_subscribed(0);
     status.wait(0, "the initial status", |s| s.current_version == 0);
     Setup {
-        _dir: dir,
+        dir,
+        gw,
         addr,
         agent,
         status,
@@ -278,4 +281,70 @@ fn an_update_that_fails_its_health_check_is_rolled_back() {
         0
     );
     s.agent.stop();
+}
+
+/// Publishes `payload` retained at QoS 1 and waits for the broker's ack.
+fn publish_retained(addr: SocketAddr, topic: &str, payload: Vec<u8>) {
+    let id = format!("e2e-big-{}-{}", std::process::id(), free_port());
+    let mut o = MqttOptions::new(id, "127.0.0.1", addr.port());
+    o.set_max_packet_size(64 << 20, 64 << 20);
+    let (c, mut conn) = Client::new(o, 10);
+    c.publish(topic, QoS::AtLeastOnce, true, payload)
+        .expect("publish");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < end, "the broker did not ack the document");
+        match conn.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+            Ok(Err(e)) => panic!("publisher: {e}"),
+            _ => {}
+        }
+    }
+    let _ = c.disconnect();
+}
+
+#[test]
+fn a_10_mb_retained_document_is_reported_oversized_and_later_updates_still_apply() {
+    if !have_mosquitto() {
+        return;
+    }
+    let dir = TempDir::new("upd-oversized");
+    let mosq = Mosquitto::start(&dir.0);
+    let addr = mosq.addr();
+    std::fs::write(
+        dir.0.join("fleet.pub"),
+        identity::public_pem(&key(1).verifying_key()).unwrap(),
+    )
+    .unwrap();
+    let gw_file = gateway_file(
+        &dir.0,
+        addr,
+        "[updates]\ntrusted_keys = [\"fleet.pub\"]\nhealth_check = \"200ms\"\n",
+    );
+    let status = Statuses::start(addr);
+    let agent = InProcAgent::start(&gw_file);
+    status.wait(0, "the initial status", |st| st.current_version == 0);
+    let big = format!("{PIPELINE}\n# {}\n", "x".repeat(10 << 20));
+    let from = status.len();
+    publish_retained(
+        addr,
+        &format!("weir/{GATEWAY}/pipeline/set"),
+        update::sign(&key(1), &big, 1, &gw()),
+    );
+    let st = status.wait(from, "oversized", |st| {
+        st.last_result == UpdateResult::Rejected
+    });
+    assert_eq!(st.reason.as_deref(), Some("oversized"), "{st:?}");
+    // The link is intact: an update published right after is applied.
+    let from = status.len();
+    push(addr, update::sign(&key(1), PIPELINE, 2, &gw()));
+    let st = status.wait(from, "the next update applied", |st| {
+        st.last_result == UpdateResult::Applied
+    });
+    assert_eq!(st.current_version, 2);
+    assert!(agent
+        .metrics()
+        .render()
+        .contains("weir_pipeline_updates_total{result=\"rejected\"} 1"));
+    agent.stop();
 }

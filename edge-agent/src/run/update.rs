@@ -199,10 +199,12 @@ impl Updates {
         };
         let mut o: MqttOptions = mqtt::options(broker, Link::Output)?;
         o.set_client_id(format!("{}-ctl", broker.client_id));
+        // `mqtt::options` lets in packets up to MQTT's own maximum (256
+        // MiB): a document above `max_bytes` arrives and is rejected as
+        // `oversized` with a status. A smaller packet limit here made
+        // rumqttc drop the connection on a large document, and a retained
+        // one then broke every reconnect, losing the updates after it.
         o.set_clean_session(true).set_manual_acks(false);
-        // Well above max_bytes, so an oversized document arrives and is
-        // rejected with a status instead of breaking the connection.
-        o.set_max_packet_size(u.max_bytes.saturating_mul(4).max(1 << 20), 64 * 1024);
         let (client, mut el) = AsyncClient::new(o, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let set = format!("weir/{}/pipeline/set", cfg.id);
