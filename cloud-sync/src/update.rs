@@ -166,12 +166,21 @@ pub enum UpdateRejection {
     /// says where, as `weir check` would).
     #[error("update rejected: invalid pipeline: {0}")]
     InvalidPipeline(String),
+    /// Another update is on trial (its health check runs); push again once
+    /// its status is final.
+    #[error("update rejected: version {version} arrived while version {on_trial} runs its health check; push it again once that one is applied or rolled back")]
+    Busy {
+        /// The document's version.
+        version: u64,
+        /// The version on trial.
+        on_trial: u64,
+    },
 }
 
 impl UpdateRejection {
     /// The stable machine-readable reason: `bad_signature`, `unknown_key`,
     /// `not_newer`, `wrong_gateway`, `malformed`, `oversized`,
-    /// `invalid_pipeline`.
+    /// `invalid_pipeline`, `busy`.
     pub fn reason(&self) -> &'static str {
         match self {
             UpdateRejection::BadSignature { .. } => "bad_signature",
@@ -181,6 +190,7 @@ impl UpdateRejection {
             UpdateRejection::Malformed(_) => "malformed",
             UpdateRejection::Oversized { .. } => "oversized",
             UpdateRejection::InvalidPipeline(_) => "invalid_pipeline",
+            UpdateRejection::Busy { .. } => "busy",
         }
     }
 }

@@ -81,8 +81,9 @@ fn key(seed: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
 }
 
+#[allow(dead_code)] // `gw`: only some tests restart the agent
 struct Setup {
-    dir: TempDir,
+    _dir: TempDir,
     gw: std::path::PathBuf,
     addr: SocketAddr,
     agent: InProcAgent,
@@ -107,7 +108,7 @@ fn setup(name: &str, extra: &str) -> Setup {
     agent.wait_subscribed(0);
     status.wait(0, "the initial status", |s| s.current_version == 0);
     Setup {
-        dir,
+        _dir: dir,
         gw,
         addr,
         agent,
@@ -281,6 +282,86 @@ fn an_update_that_fails_its_health_check_is_rolled_back() {
         0
     );
     s.agent.stop();
+}
+
+/// A pipeline that fails its health check: it reads the timestamp from a
+/// field the sensors do not send, so every message is a decode error.
+fn failing_v2() -> String {
+    let v2 = PIPELINE.replace("ts = \"t\"", "ts = \"time\"");
+    assert_ne!(v2, PIPELINE);
+    v2
+}
+
+/// SIGKILL (or SIGTERM) while an update that will fail runs its health
+/// check: after the restart the check resumes and the update is rolled
+/// back, and the status says so.
+fn restart_during_a_failing_health_check(sigterm: bool) {
+    let dir = TempDir::new(if sigterm { "upd-term" } else { "upd-kill" });
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    std::fs::write(
+        dir.0.join("fleet.pub"),
+        identity::public_pem(&key(1).verifying_key()).unwrap(),
+    )
+    .unwrap();
+    let gw_file = gateway_file(
+        &dir.0,
+        addr,
+        "[updates]\ntrusted_keys = [\"fleet.pub\"]\nhealth_check = \"10s\"\nmax_errors = 20\n",
+    );
+    // The broker queues the readings for the agent while it is down.
+    precreate_session(addr, &format!("weir-{GATEWAY}"), "plant/+/v");
+    let status = Statuses::start(addr);
+    let log0 = dir.0.join("agent-0.log");
+    let agent = AgentProc::start(&gw_file, &log0);
+    status.wait(0, "the initial status", |st| st.current_version == 0);
+    let msgs = input(3_000, 3, T0);
+    publish_all(addr, &msgs[..1_000], Duration::from_secs(30));
+    let from = status.len();
+    push(addr, update::sign(&key(1), &failing_v2(), 2, &gw()));
+    status.wait(from, "switched to v2", |st| {
+        st.last_result == UpdateResult::Staged && st.current_version == 2
+    });
+    if sigterm {
+        agent.wait_log(&log0, "health check running", Duration::from_secs(10));
+        assert!(agent.terminate(Duration::from_secs(30)).success());
+    } else {
+        agent.kill();
+    }
+    let from = status.len();
+    let log1 = dir.0.join("agent-1.log");
+    let agent = AgentProc::start(&gw_file, &log1);
+    publish_all(addr, &msgs[1_000..1_100], Duration::from_secs(30));
+    let st = status.wait(from, "rolled back after the restart", |st| {
+        st.last_result == UpdateResult::RolledBack
+    });
+    assert_eq!(st.current_version, 0, "{st:?}");
+    assert_eq!(st.last_version, Some(2));
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("health_check"),
+        "{st:?}"
+    );
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+    // And it stays rolled back across another restart.
+    let from = status.len();
+    let log2 = dir.0.join("agent-2.log");
+    let agent = AgentProc::start(&gw_file, &log2);
+    let st = status.wait(from, "the status after the next restart", |_| true);
+    assert_eq!(st.last_result, UpdateResult::RolledBack, "{st:?}");
+    assert_eq!(st.current_version, 0, "{st:?}");
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn sigkill_during_a_failing_health_check_resumes_it_and_rolls_back() {
+    restart_during_a_failing_health_check(false);
+}
+
+#[test]
+fn sigterm_during_a_failing_health_check_resumes_it_and_rolls_back() {
+    restart_during_a_failing_health_check(true);
 }
 
 /// Publishes `payload` retained at QoS 1 and waits for the broker's ack.

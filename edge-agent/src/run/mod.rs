@@ -425,13 +425,14 @@ impl Agent {
     fn new(cfg: GatewayConfig, pf: PipelineFile, metrics: Arc<Metrics>) -> Result<Agent, RunError> {
         let store = open_store(&cfg)?;
         // A pipeline installed by an update runs instead of the file's.
-        let (active, status) = update::load_active(store.database()).map_err(|e| {
+        let persisted = update::load(store.database()).map_err(|e| {
             RunError::Config(format!(
-                "{}: read the active pipeline: {e}",
+                "{}: read the update state: {e}",
                 store.path().display()
             ))
         })?;
-        let pf = match &active {
+        let file_pf = pf.clone();
+        let pf = match &persisted.active {
             Some(a) if !cfg.updates.trusted_keys.is_empty() => {
                 let name = format!(
                     "{} (pipeline update v{})",
@@ -447,7 +448,7 @@ impl Agent {
             }
             _ => pf,
         };
-        let updates = update::Updates::start(&cfg, active, status, metrics.clone())
+        let updates = update::Updates::start(&cfg, persisted, file_pf, metrics.clone())
             .map_err(|e| RunError::Config(format!("{}: [updates]: {e}", cfg.file)))?;
         let (decoders, routes) = routes_of(&pf);
         if routes.is_empty() && cfg.board.is_none() {
@@ -830,15 +831,15 @@ impl Agent {
 
     /// Closes the group: commit, compute, acknowledge.
     fn commit_group(&mut self) -> Result<(), RunError> {
-        if self.group.recs.is_empty() && self.group.acks.is_empty() && self.group.opened.is_none() {
+        if self.group.recs.is_empty()
+            && self.group.acks.is_empty()
+            && self.group.opened.is_none()
+            && !self.updates_dirty()
+        {
             return Ok(());
         }
         let before = self.store.stats();
-        if self.cfg.durability == DurabilityMode::Journal && self.cloud_dirty() {
-            self.commit_cloud()?;
-        } else {
-            self.store.commit()?;
-        }
+        self.commit_store()?;
         let after = self.store.stats();
         self.metrics
             .commits
@@ -897,17 +898,48 @@ impl Agent {
         self.em.cloud.as_ref().is_some_and(|c| c.dirty())
     }
 
+    fn updates_dirty(&self) -> bool {
+        self.updates.as_ref().is_some_and(|u| u.needs_write())
+    }
+
     /// A journal commit (staged samples, if any) that also stages the
-    /// pending cloud outputs.
-    fn commit_cloud(&mut self) -> Result<(), RunError> {
-        let (Some(link), Some(co)) = (&self.cloud, &mut self.em.cloud) else {
+    /// pending cloud outputs (journal mode) and writes the update state
+    /// when it changed, in the same transaction.
+    fn commit_store(&mut self) -> Result<(), RunError> {
+        let cloud = self.cfg.durability == DurabilityMode::Journal && self.cloud_dirty();
+        let upd = self.updates_dirty();
+        if !cloud && !upd {
             self.store.commit()?;
             return Ok(());
-        };
-        self.store.commit_with(|txn| co.stage(&link.outbox, txn))?;
-        co.staged();
-        link.outbox.notify();
+        }
+        let (link, co, u) = (&self.cloud, &self.em.cloud, &self.updates);
+        self.store.commit_with(|txn| {
+            if let (true, Some(link), Some(co)) = (cloud, link, co) {
+                co.stage(&link.outbox, txn)?;
+            }
+            if let Some(u) = u {
+                u.persist_in(txn)?;
+            }
+            Ok(())
+        })?;
+        if let (true, Some(link), Some(co)) = (cloud, &self.cloud, &mut self.em.cloud) {
+            co.staged();
+            link.outbox.notify();
+        }
+        if let Some(u) = &mut self.updates {
+            u.persisted();
+        }
         Ok(())
+    }
+
+    /// Makes the update state durable now (a commit of its own, or with
+    /// the open group).
+    fn persist_updates(&mut self) -> Result<(), RunError> {
+        if self.group.opened.is_some() || !self.group.recs.is_empty() {
+            self.commit_group()
+        } else {
+            self.commit_store()
+        }
     }
 
     /// Copies the uplink's counters and the outbox's stats into the metrics.
@@ -959,7 +991,7 @@ impl Agent {
             && self.cfg.durability == DurabilityMode::Journal
             && self.cloud_dirty()
         {
-            self.commit_cloud()?;
+            self.commit_store()?;
         }
         self.cloud_metrics();
         Ok(())
@@ -970,11 +1002,10 @@ impl Agent {
     fn maybe_checkpoint(&mut self, force: bool) -> Result<bool, RunError> {
         // During an update's health check the journal must keep everything
         // since the switch (a rollback replays it): no new checkpoints.
-        let watching = self.updates.as_ref().is_some_and(|u| u.health.is_some());
+        let watching = self.updates.as_ref().is_some_and(|u| u.checking());
         if self.pending_ckpt.is_none()
-            && (force
-                || (!watching
-                    && self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms)))
+            && !watching
+            && (force || self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms))
             && self.group.recs.is_empty()
         {
             let engine = self
@@ -999,7 +1030,7 @@ impl Agent {
                 if let (Some(link), Some(co)) = (link, co) {
                     co.stage(&link.outbox, txn)?;
                 }
-                if let Some(u) = upd.as_ref().filter(|u| u.persist) {
+                if let Some(u) = upd {
                     u.persist_in(txn)?;
                 }
                 Ok(())
@@ -1010,7 +1041,7 @@ impl Agent {
             link.outbox.notify();
         }
         if let Some(u) = &mut self.updates {
-            u.persist = false;
+            u.persisted();
         }
         let m = &self.metrics;
         m.checkpoints.fetch_add(1, Relaxed);
@@ -1293,7 +1324,12 @@ impl Agent {
             }
         }
         self.commit_group()?;
-        self.pending_ckpt = None;
+        // An update on trial keeps the checkpoint of its switch (a rollback
+        // after the restart restores it and replays the journal after it).
+        let checking = self.updates.as_ref().is_some_and(|u| u.checking());
+        if !checking {
+            self.pending_ckpt = None;
+        }
         let mut written = self.maybe_checkpoint(true)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         // Until the checkpoint is written and every ack is on the wire (an
@@ -1302,7 +1338,7 @@ impl Agent {
             a.acks.is_empty()
                 && a.metrics.acks_written.load(Relaxed) >= a.metrics.acks.load(Relaxed)
         };
-        while !(written && acks_out(self)) && Instant::now() < deadline {
+        while !((written || checking) && acks_out(self)) && Instant::now() < deadline {
             flush_acks(
                 &mut self.acks,
                 &mut self.ack_fifo,
@@ -1314,7 +1350,7 @@ impl Agent {
             if !written && self.maybe_checkpoint(false)? {
                 written = true;
             }
-            if written && acks_out(self) {
+            if (written || checking) && acks_out(self) {
                 break;
             }
             match tokio::time::timeout(Duration::from_millis(5), self.rx.recv()).await {
@@ -1326,7 +1362,9 @@ impl Agent {
                 Ok(None) => break,
             }
         }
-        if !written {
+        if checking {
+            tracing::info!("an update is on trial: no final checkpoint; its health check resumes at the next start");
+        } else if !written {
             tracing::warn!(
                 published = self.em.published,
                 acked = self.em.acked,
@@ -1335,7 +1373,7 @@ impl Agent {
             );
         }
         if self.cloud_dirty() {
-            self.commit_cloud()?;
+            self.commit_store()?;
         }
         self.cloud_metrics();
         if let Some(c) = &mut self.cloud {
@@ -1417,6 +1455,12 @@ impl Agent {
                         .unwrap_or_else(|e| e.into_inner())
                         .entry("rejected")
                         .or_default() += 1;
+                } else {
+                    // Staged is durable before it is announced.
+                    self.persist_updates()?;
+                    if let Some(u) = &self.updates {
+                        u.publish_status();
+                    }
                 }
                 self.update_tick()?;
             }
@@ -1433,6 +1477,19 @@ impl Agent {
         (m.dead_letters.load(Relaxed), m.readings.load(Relaxed), wm)
     }
 
+    /// After recovery: an update that was on trial when the agent stopped
+    /// runs its health check again, from now and for its whole duration.
+    fn resume_update(&mut self) {
+        let (errors, readings, wm) = self.health_inputs();
+        if let Some(u) = self.updates.as_mut().filter(|u| u.checking()) {
+            tracing::info!(
+                version = u.version(),
+                "an update was on trial when the agent stopped: its health check starts again"
+            );
+            u.watch(errors, readings, wm);
+        }
+    }
+
     /// Applies a staged update at a checkpoint boundary, and judges a
     /// running health check.
     fn update_tick(&mut self) -> Result<(), RunError> {
@@ -1441,30 +1498,7 @@ impl Agent {
         };
         let (errors, readings, wm) = self.health_inputs();
         match u.health_verdict(errors, readings, wm) {
-            Some(Ok(())) => {
-                let u = self.updates.as_mut().expect("checked");
-                let h = u.health.take().expect("verdict");
-                drop(h);
-                let (kept, reset) = (u.status.kept.clone(), u.status.reset.clone());
-                let v = u.version();
-                u.set_status(
-                    weir_cloud_sync::update::UpdateResult::Applied,
-                    None,
-                    Some(v),
-                    kept,
-                    reset,
-                );
-                u.persist = true;
-                *self
-                    .metrics
-                    .updates
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry("applied")
-                    .or_default() += 1;
-                tracing::info!(version = v, "pipeline update passed its health check");
-                self.maybe_checkpoint(true)?;
-            }
+            Some(Ok(())) => self.apply()?,
             Some(Err(reason)) => self.roll_back(reason)?,
             None => {}
         }
@@ -1472,13 +1506,36 @@ impl Agent {
             && self.pending_ckpt.is_none()
             && self.em.queue.is_empty()
             && self.em.acked >= self.em.published;
-        let ready = self
-            .updates
-            .as_ref()
-            .is_some_and(|u| u.staged.is_some() && u.health.is_none());
+        let ready = self.updates.as_ref().is_some_and(|u| u.staged());
         if boundary && ready {
             self.switch()?;
         }
+        Ok(())
+    }
+
+    /// The health check passed: the update on trial stays.
+    fn apply(&mut self) -> Result<(), RunError> {
+        use weir_cloud_sync::update::UpdateResult;
+        let Some(u) = &mut self.updates else {
+            return Ok(());
+        };
+        u.phase = update::Phase::Idle;
+        let (kept, reset) = (u.status.kept.clone(), u.status.reset.clone());
+        let v = u.version();
+        u.set_status(UpdateResult::Applied, None, Some(v), kept, reset);
+        *self
+            .metrics
+            .updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry("applied")
+            .or_default() += 1;
+        tracing::info!(version = v, "pipeline update passed its health check");
+        self.persist_updates()?;
+        if let Some(u) = &self.updates {
+            u.publish_status();
+        }
+        self.maybe_checkpoint(true)?;
         Ok(())
     }
 
@@ -1527,18 +1584,24 @@ impl Agent {
     }
 
     /// The staged update becomes the running pipeline, keeping the state of
-    /// matching operators; a checkpoint persists it.
+    /// matching operators. The checkpoint of the switch holds the running
+    /// engine's state, and in its transaction the new pipeline and the
+    /// `Checking` phase: a restart runs the new pipeline from it (restoring
+    /// the same state into it) and resumes the health check, and a rollback
+    /// restores it into the previous pipeline.
     fn switch(&mut self) -> Result<(), RunError> {
         use weir_cloud_sync::update::UpdateResult;
-        let u = self.updates.as_mut().expect("checked");
-        let staged = u.staged.take().expect("checked");
         let snap = match self.engine.snapshot() {
             Ok(s) => s,
             Err(e) => {
-                u.staged = Some(staged);
                 tracing::warn!("update waits: snapshot failed: {e}");
                 return Ok(());
             }
+        };
+        let u = self.updates.as_mut().expect("checked");
+        let update::Phase::Staged(staged) = std::mem::replace(&mut u.phase, update::Phase::Idle)
+        else {
+            return Ok(());
         };
         let mut engine = staged
             .pf
@@ -1560,6 +1623,10 @@ impl Agent {
                     "update v{} rejected: the running state does not restore into it: {e}",
                     staged.version
                 );
+                self.persist_updates()?;
+                if let Some(u) = &self.updates {
+                    u.publish_status();
+                }
                 return Ok(());
             }
         };
@@ -1571,17 +1638,13 @@ impl Agent {
                 _ => reset.push(id.clone()),
             }
         }
-        let previous = update::Previous {
-            pf: self.pf.clone(),
-            active: u.active.take(),
-            snapshot: snap,
-            lsn: self.processed,
-        };
+        let previous = u.active.take();
         u.active = Some(update::Active {
             version: staged.version,
             text: staged.text,
         });
-        u.persist = true;
+        u.phase =
+            update::Phase::Checking(update::Check::new(staged.version, previous, self.processed));
         u.set_status(
             UpdateResult::Staged,
             None,
@@ -1589,6 +1652,14 @@ impl Agent {
             kept.clone(),
             reset.clone(),
         );
+        // At a boundary every output is acknowledged: written at once.
+        let mark = self.em.published + self.em.queue.len() as u64;
+        self.pending_ckpt = Some((
+            self.processed,
+            dedupe::encode_checkpoint(&self.dedupe, &snap),
+            mark,
+        ));
+        self.maybe_checkpoint(false)?;
         self.metrics.pipeline_version.store(staged.version, Relaxed);
         tracing::info!(
             version = staged.version,
@@ -1598,44 +1669,70 @@ impl Agent {
         );
         self.install(staged.pf, engine);
         let (errors, readings, wm) = self.health_inputs();
-        self.updates
-            .as_mut()
-            .expect("checked")
-            .watch(previous, errors, readings, wm);
-        self.pending_ckpt = None;
-        self.maybe_checkpoint(true)?;
+        if let Some(u) = &mut self.updates {
+            u.watch(errors, readings, wm);
+            u.publish_status();
+        }
         self.publish_gauges();
         Ok(())
     }
 
-    /// The health check failed: the previous pipeline and its state come
-    /// back, and the journal since the switch is replayed through it.
+    /// The health check failed: the previous pipeline comes back with the
+    /// state of the checkpoint written at the switch, and the journal after
+    /// it is replayed through it.
     fn roll_back(&mut self, reason: String) -> Result<(), RunError> {
         use weir_cloud_sync::update::UpdateResult;
+        self.commit_group()?;
         let u = self.updates.as_mut().expect("checked");
-        let h = u.health.take().expect("failed check");
+        let update::Phase::Checking(check) = std::mem::replace(&mut u.phase, update::Phase::Idle)
+        else {
+            return Ok(());
+        };
         let failed = u.version();
-        let prev = h.previous;
         tracing::warn!(
             version = failed,
             reason = reason.as_str(),
             "pipeline update failed its health check: rolling back"
         );
-        let mut engine = prev
-            .pf
+        let prev_pf = match &check.previous {
+            None => u.file_pf.clone(),
+            Some(a) => crate::pipeline_file::parse(
+                &format!(
+                    "{} (pipeline update v{})",
+                    self.store.path().display(),
+                    a.version
+                ),
+                &a.text,
+            )
+            .map_err(|e| RunError::Config(e.to_string()))?,
+        };
+        let restore_err = |detail: String| RunError::Restore {
+            path: self.store.path().display().to_string(),
+            pipeline: prev_pf.spec.name.clone(),
+            detail,
+        };
+        let snap = match self.store.latest()? {
+            Some((upto, ckpt)) if upto == check.lsn => dedupe::decode_checkpoint(ckpt)
+                .map(|(_, snap)| snap.to_vec())
+                .ok_or_else(|| restore_err("not an agent checkpoint".into()))?,
+            other => {
+                return Err(restore_err(format!(
+                    "the newest checkpoint ({:?}) is not the one of the switch at {}",
+                    other.map(|o| o.0),
+                    check.lsn
+                )))
+            }
+        };
+        let mut engine = prev_pf
             .spec
             .clone()
             .build()
             .map_err(|e| RunError::Config(e.to_string()))?;
         engine
-            .restore(&prev.snapshot)
-            .map_err(|e| RunError::Restore {
-                path: self.store.path().display().to_string(),
-                pipeline: prev.pf.spec.name.clone(),
-                detail: e.to_string(),
-            })?;
-        u.active = prev.active;
-        u.persist = true;
+            .restore(&snap)
+            .map_err(|e| restore_err(e.to_string()))?;
+        let u = self.updates.as_mut().expect("checked");
+        u.active = check.previous;
         u.set_status(
             UpdateResult::RolledBack,
             Some(reason),
@@ -1651,14 +1748,17 @@ impl Agent {
             .unwrap_or_else(|e| e.into_inner())
             .entry("rolled_back")
             .or_default() += 1;
-        self.commit_group()?;
-        self.install(prev.pf, engine);
+        self.persist_updates()?;
+        self.install(prev_pf, engine);
         if self.cfg.durability == DurabilityMode::Journal {
-            let mut replay = self.store.replay_from(prev.lsn)?;
+            let mut replay = self.store.replay_from(check.lsn)?;
             while let Some((lsn, s)) = replay.next_record()? {
                 let _ = feed(&mut self.engine, &s);
                 self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
             }
+        }
+        if let Some(u) = &self.updates {
+            u.publish_status();
         }
         self.pending_ckpt = None;
         self.maybe_checkpoint(true)?;
@@ -1883,6 +1983,7 @@ pub async fn run_async(
     };
     let mut agent = Agent::new(cfg, pf, metrics.clone())?;
     let replayed = agent.recover()?;
+    agent.resume_update();
     if let Some(sensors) = board {
         let tx = agent.tx.clone();
         let m = metrics.clone();

@@ -63,31 +63,146 @@ pub struct Active {
     pub text: String,
 }
 
-/// The persisted pipeline and last status, if an update ever ran.
+/// Where the update lifecycle stands, as persisted (key `lifecycle` of
+/// table `agent_pipeline`; absent: [`Stored::Idle`]).
+///
+/// ```text
+///            offer ok             switch (checkpoint)        verdict ok
+///   Idle ──────────────► Staged ──────────────────► Checking ──────────► Idle (applied)
+///     ▲                                                 │ verdict failed
+///     └─────────────────────────────────────────────────┘ (rolled back)
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// No update in flight.
+    Idle,
+    /// Verified, waiting for a checkpoint boundary.
+    Staged {
+        /// Its version.
+        version: u64,
+        /// Its text.
+        text: String,
+    },
+    /// Switched; the health check runs. The newest checkpoint is the one
+    /// written at the switch: the previous pipeline's state at `lsn`.
+    Checking {
+        /// The version on trial (the active pipeline).
+        version: u64,
+        /// What a rollback restores (`None`: the gateway's own file).
+        previous: Option<Active>,
+        /// The journal position of the switch.
+        lsn: Lsn,
+    },
+}
+
+impl Stored {
+    /// `[0]` idle; `[1][version u64 BE][text]` staged;
+    /// `[2][version u64 BE][lsn u64 BE][0]` checking with the gateway's
+    /// file to come back to, or `…[1][previous version u64 BE][text]`.
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        match self {
+            Stored::Idle => v.push(0),
+            Stored::Staged { version, text } => {
+                v.push(1);
+                v.extend_from_slice(&version.to_be_bytes());
+                v.extend_from_slice(text.as_bytes());
+            }
+            Stored::Checking {
+                version,
+                previous,
+                lsn,
+            } => {
+                v.push(2);
+                v.extend_from_slice(&version.to_be_bytes());
+                v.extend_from_slice(&lsn.to_be_bytes());
+                match previous {
+                    None => v.push(0),
+                    Some(a) => {
+                        v.push(1);
+                        v.extend_from_slice(&a.version.to_be_bytes());
+                        v.extend_from_slice(a.text.as_bytes());
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Stored> {
+        let u64_at = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(b.get(i..i + 8)?.try_into().ok()?))
+        };
+        let text_from =
+            |i: usize| -> Option<String> { String::from_utf8(b.get(i..)?.to_vec()).ok() };
+        match *b.first()? {
+            0 if b.len() == 1 => Some(Stored::Idle),
+            1 => Some(Stored::Staged {
+                version: u64_at(1)?,
+                text: text_from(9)?,
+            }),
+            2 => Some(Stored::Checking {
+                version: u64_at(1)?,
+                lsn: u64_at(9)?,
+                previous: match *b.get(17)? {
+                    0 if b.len() == 18 => None,
+                    1 => Some(Active {
+                        version: u64_at(18)?,
+                        text: text_from(26)?,
+                    }),
+                    _ => return None,
+                },
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the agent's store holds about updates ([`load`]).
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    /// The pipeline an update installed (`None`: the gateway's file).
+    pub active: Option<Active>,
+    /// The last status.
+    pub status: Option<Status>,
+    /// The lifecycle (`None`: idle).
+    pub stored: Option<Stored>,
+}
+
+/// Reads what the store holds about updates.
 ///
 /// # Errors
-/// redb's error.
-pub fn load_active(db: &redb::Database) -> Result<(Option<Active>, Option<Status>), redb::Error> {
-    let r = db.begin_read()?;
+/// redb's error, or a damaged record (named).
+pub fn load(db: &redb::Database) -> Result<Persisted, String> {
+    let r = db.begin_read().map_err(|e| e.to_string())?;
     let t = match r.open_table(PIPELINE) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, None)),
-        Err(e) => return Err(e.into()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Persisted::default()),
+        Err(e) => return Err(e.to_string()),
     };
-    let version = t
-        .get("version")?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes));
-    let text = t
-        .get("text")?
-        .and_then(|v| String::from_utf8(v.value().to_vec()).ok());
-    let status = t
-        .get("status")?
-        .and_then(|v| Status::from_cbor(v.value()).ok());
+    let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
+        Ok(t.get(k)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value().to_vec()))
+    };
+    let version = get("version")?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
+    let text = get("text")?.and_then(|v| String::from_utf8(v).ok());
+    let status = get("status")?.and_then(|v| Status::from_cbor(&v).ok());
+    let stored = match get("lifecycle")? {
+        Some(b) => {
+            Some(Stored::decode(&b).ok_or("the update lifecycle record (`lifecycle`) is damaged")?)
+        }
+        None => None,
+    };
     let active = match (version, text) {
         (Some(version), Some(text)) => Some(Active { version, text }),
         _ => None,
     };
-    Ok((active, status))
+    Ok(Persisted {
+        active,
+        status,
+        stored,
+    })
 }
 
 /// What the control connection reports.
@@ -111,28 +226,69 @@ pub struct Staged {
     pub pf: PipelineFile,
 }
 
-/// What a rollback restores.
+/// A health check's baseline and deadline (not persisted: a restart starts
+/// the check afresh, for its whole duration).
 #[derive(Debug)]
-pub struct Previous {
-    /// The pipeline.
-    pub pf: PipelineFile,
-    /// Its persisted form (`None`: the gateway's own file).
-    pub active: Option<Active>,
-    /// The engine snapshot from just before the switch.
-    pub snapshot: Vec<u8>,
-    /// The journal position of the switch.
-    pub lsn: Lsn,
-}
-
-/// A health check in progress.
-#[derive(Debug)]
-pub struct Health {
+struct Watch {
     deadline: Instant,
     errors0: u64,
     readings0: u64,
     watermark0: i64,
-    /// What comes back on failure.
-    pub previous: Previous,
+}
+
+/// A switched update under its health check.
+#[derive(Debug)]
+pub struct Check {
+    /// The version on trial.
+    pub version: u64,
+    /// What a rollback restores (`None`: the gateway's own file).
+    pub previous: Option<Active>,
+    /// The journal position of the switch, where the newest checkpoint is
+    /// (the previous pipeline's state).
+    pub lsn: Lsn,
+    watch: Option<Watch>,
+}
+
+impl Check {
+    /// An update switched to at journal position `lsn`; its health check
+    /// starts with [`Updates::watch`].
+    pub fn new(version: u64, previous: Option<Active>, lsn: Lsn) -> Check {
+        Check {
+            version,
+            previous,
+            lsn,
+            watch: None,
+        }
+    }
+}
+
+/// The update lifecycle of a running agent ([`Stored`] is its persisted
+/// form).
+#[derive(Debug)]
+pub enum Phase {
+    /// No update in flight.
+    Idle,
+    /// Waiting for a checkpoint boundary.
+    Staged(Staged),
+    /// Switched; the health check runs.
+    Checking(Check),
+}
+
+impl Phase {
+    fn stored(&self) -> Stored {
+        match self {
+            Phase::Idle => Stored::Idle,
+            Phase::Staged(s) => Stored::Staged {
+                version: s.version,
+                text: s.text.clone(),
+            },
+            Phase::Checking(c) => Stored::Checking {
+                version: c.version,
+                previous: c.previous.clone(),
+                lsn: c.lsn,
+            },
+        }
+    }
 }
 
 /// The update machinery of a running agent.
@@ -146,18 +302,19 @@ pub struct Updates {
     rx: mpsc::UnboundedReceiver<Control>,
     task: tokio::task::JoinHandle<()>,
     topic_status: String,
-    /// The status as published.
+    /// The gateway's own pipeline file (what a rollback to "no update"
+    /// restores).
+    pub file_pf: PipelineFile,
+    /// The status as last set.
     pub status: Status,
     /// The running pipeline's persisted form (`None`: the gateway's file).
     pub active: Option<Active>,
-    /// Persist `active` and `status` with the next checkpoint.
-    pub persist: bool,
-    /// An accepted update waiting for a checkpoint boundary.
-    pub staged: Option<Staged>,
-    /// The health check of the last switch.
-    pub health: Option<Health>,
+    /// Where the lifecycle stands.
+    pub phase: Phase,
+    /// The persisted state changed: write it with the next commit or
+    /// checkpoint ([`Updates::persist_in`]).
+    pub dirty: bool,
 }
-
 impl std::fmt::Debug for Updates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Updates")
@@ -174,16 +331,22 @@ fn now_ms() -> i64 {
 
 impl Updates {
     /// Starts the control connection when `[updates]` names trusted keys;
-    /// `None` otherwise. `active`/`status` as persisted ([`load_active`]).
+    /// `None` otherwise. `persisted` as [`load`] read it; `file_pf` is the
+    /// gateway's own pipeline.
     ///
     /// # Errors
     /// A key file cannot be read, or a TLS file.
     pub fn start(
         cfg: &GatewayConfig,
-        active: Option<Active>,
-        status: Option<Status>,
+        persisted: Persisted,
+        file_pf: PipelineFile,
         metrics: Arc<super::metrics::Metrics>,
     ) -> Result<Option<Updates>, String> {
+        let Persisted {
+            active,
+            status,
+            stored,
+        } = persisted;
         let u = &cfg.updates;
         if u.trusted_keys.is_empty() {
             return Ok(None);
@@ -246,7 +409,39 @@ impl Updates {
             reset: Vec::new(),
             updated_at: now_ms(),
         });
-        Ok(Some(Updates {
+        let mut dirty = false;
+        let phase = match stored.unwrap_or(Stored::Idle) {
+            Stored::Idle => Phase::Idle,
+            Stored::Staged { version, text } => {
+                let name = format!("staged pipeline update v{version}");
+                match crate::pipeline_file::parse(&name, &text) {
+                    Ok(pf) => {
+                        tracing::info!(
+                            version,
+                            "an update staged before the restart waits for a checkpoint boundary"
+                        );
+                        Phase::Staged(Staged { version, text, pf })
+                    }
+                    Err(e) => {
+                        // Validated when it came; this build reads it otherwise.
+                        tracing::warn!(version, "the staged update no longer parses: {e}");
+                        dirty = true;
+                        Phase::Idle
+                    }
+                }
+            }
+            Stored::Checking {
+                version,
+                previous,
+                lsn,
+            } => Phase::Checking(Check {
+                version,
+                previous,
+                lsn,
+                watch: None,
+            }),
+        };
+        let mut up = Updates {
             gateway: cfg.id.clone(),
             trusted,
             max_bytes: u.max_bytes,
@@ -256,12 +451,22 @@ impl Updates {
             rx,
             task,
             topic_status: format!("weir/{}/pipeline/status", cfg.id),
+            file_pf,
             status,
             active,
-            persist: false,
-            staged: None,
-            health: None,
-        }))
+            phase,
+            dirty,
+        };
+        if dirty {
+            up.set_status(
+                UpdateResult::Rejected,
+                Some("invalid_pipeline".into()),
+                up.status.last_version,
+                Vec::new(),
+                Vec::new(),
+            );
+        }
+        Ok(Some(up))
     }
 
     /// The next control event.
@@ -287,7 +492,8 @@ impl Updates {
         );
     }
 
-    /// Sets and publishes the status.
+    /// Sets the status (persisted with the next commit or checkpoint);
+    /// [`Updates::publish_status`] publishes it.
     pub fn set_status(
         &mut self,
         result: UpdateResult,
@@ -306,10 +512,13 @@ impl Updates {
             reset,
             updated_at: now_ms(),
         };
-        self.publish_status();
+        self.dirty = true;
     }
 
-    /// Verifies and validates a document; on success it is staged.
+    /// Verifies and validates a document; on success it is staged (the
+    /// caller persists, then publishes the status), replacing one staged
+    /// before. While an update is on trial, a document is refused as
+    /// `busy`.
     /// `runnable` applies `weir run`'s own checks to the parsed pipeline.
     ///
     /// # Errors
@@ -327,6 +536,12 @@ impl Updates {
             self.max_bytes,
         )
         .and_then(|v| {
+            if let Phase::Checking(c) = &self.phase {
+                return Err(UpdateRejection::Busy {
+                    version: v.version,
+                    on_trial: c.version,
+                });
+            }
             let pf = crate::pipeline_file::parse(
                 &format!("pipeline update v{}", v.version),
                 &v.pipeline,
@@ -343,7 +558,7 @@ impl Updates {
                     key = v.key_id.as_str(),
                     "pipeline update verified; staged for the next checkpoint"
                 );
-                self.staged = Some(Staged {
+                self.phase = Phase::Staged(Staged {
                     version,
                     text: v.pipeline,
                     pf,
@@ -360,7 +575,8 @@ impl Updates {
             Err(e) => {
                 tracing::warn!(reason = e.reason(), "{e}");
                 let last = match &e {
-                    UpdateRejection::NotNewer { version, .. } => Some(*version),
+                    UpdateRejection::NotNewer { version, .. }
+                    | UpdateRejection::Busy { version, .. } => Some(*version),
                     _ => None,
                 };
                 self.set_status(
@@ -370,20 +586,36 @@ impl Updates {
                     Vec::new(),
                     Vec::new(),
                 );
+                // Nothing else changed: the status rides on the next commit.
+                self.publish_status();
                 Err(e)
             }
         }
     }
 
-    /// Starts the health check of a switch.
-    pub fn watch(&mut self, previous: Previous, errors: u64, readings: u64, watermark: i64) {
-        self.health = Some(Health {
-            deadline: Instant::now() + Duration::from_millis(self.health_ms),
-            errors0: errors,
-            readings0: readings,
-            watermark0: watermark,
-            previous,
-        });
+    /// Whether an update is on trial (no checkpoints meanwhile: the newest
+    /// one is the previous pipeline's, which a rollback restores).
+    pub fn checking(&self) -> bool {
+        matches!(self.phase, Phase::Checking(_))
+    }
+
+    /// Whether an update waits for a checkpoint boundary.
+    pub fn staged(&self) -> bool {
+        matches!(self.phase, Phase::Staged(_))
+    }
+
+    /// Starts (or, after a restart, starts again) the health check of the
+    /// update on trial, from these counters.
+    pub fn watch(&mut self, errors: u64, readings: u64, watermark: i64) {
+        let health_ms = self.health_ms;
+        if let Phase::Checking(c) = &mut self.phase {
+            c.watch = Some(Watch {
+                deadline: Instant::now() + Duration::from_millis(health_ms),
+                errors0: errors,
+                readings0: readings,
+                watermark0: watermark,
+            });
+        }
     }
 
     /// The health check's verdict now: `None` while it runs (or when none
@@ -394,7 +626,9 @@ impl Updates {
         readings: u64,
         watermark: i64,
     ) -> Option<Result<(), String>> {
-        let h = self.health.as_ref()?;
+        let Phase::Checking(Check { watch: Some(h), .. }) = &self.phase else {
+            return None;
+        };
         let bad = errors.saturating_sub(h.errors0);
         if bad > self.max_errors {
             return Some(Err(format!(
@@ -413,12 +647,20 @@ impl Updates {
         Some(Ok(()))
     }
 
-    /// Writes the persisted pipeline and status into `txn` (with a
-    /// checkpoint).
+    /// Whether [`Updates::persist_in`] has something to write.
+    pub fn needs_write(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the persisted state (active pipeline, status, lifecycle) into
+    /// `txn`, the transaction of a journal commit or a checkpoint.
     ///
     /// # Errors
     /// redb's error.
     pub fn persist_in(&self, txn: &WriteTransaction) -> Result<(), HookError> {
+        if !self.dirty {
+            return Ok(());
+        }
         let mut t = txn.open_table(PIPELINE)?;
         match &self.active {
             Some(a) => {
@@ -431,12 +673,73 @@ impl Updates {
             }
         }
         t.insert("status", &self.status.to_cbor()[..])?;
+        match self.phase.stored() {
+            Stored::Idle => {
+                t.remove("lifecycle")?;
+            }
+            st => {
+                t.insert("lifecycle", &st.encode()[..])?;
+            }
+        }
         Ok(())
+    }
+
+    /// The transaction [`Updates::persist_in`] wrote into is durable.
+    pub fn persisted(&mut self) {
+        self.dirty = false;
     }
 
     /// Disconnects the control link.
     pub async fn shutdown(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_records_round_trip_and_damage_is_refused() {
+        let cases = [
+            Stored::Idle,
+            Stored::Staged {
+                version: 3,
+                text: "name = \"p\"\n".into(),
+            },
+            Stored::Checking {
+                version: 4,
+                previous: None,
+                lsn: 77,
+            },
+            Stored::Checking {
+                version: 5,
+                previous: Some(Active {
+                    version: 4,
+                    text: "name = \"q\"\n".into(),
+                }),
+                lsn: 1 << 40,
+            },
+        ];
+        for st in cases {
+            let b = st.encode();
+            assert_eq!(Stored::decode(&b), Some(st.clone()));
+            // Every truncation of it is refused or reads as something
+            // shorter, never a panic.
+            for n in 0..b.len() {
+                let _ = Stored::decode(&b[..n]);
+            }
+        }
+        for bad in [&[][..], &[9], &[0, 0], &[2, 0, 0], &[1, 0xff]] {
+            assert_eq!(Stored::decode(bad), None, "{bad:?}");
+        }
+        let mut b = Stored::Staged {
+            version: 1,
+            text: String::new(),
+        }
+        .encode();
+        b.push(0xff);
+        assert_eq!(Stored::decode(&b), None, "text that is not UTF-8");
     }
 }
