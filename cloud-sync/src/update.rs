@@ -105,7 +105,7 @@ fn encode_doc(version: u64, targets: &[String], kid: &str, pipeline: &str, sig: 
 /// An update whose signature, target and version checked out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedUpdate {
-    /// The new version (greater than the gateway's current one).
+    /// The new version (above the one the gateway passed to [`verify`]).
     pub version: u64,
     /// The gateways it is for.
     pub targets: Vec<String>,
@@ -135,12 +135,14 @@ pub enum UpdateRejection {
         /// The key id the document named.
         key_id: String,
     },
-    /// Its version is not above the running one (a replay or a stale push).
-    #[error("update rejected: version {version} is not newer than the running version {current}")]
+    /// Its version is not above the newest the gateway accepted (a replay,
+    /// also of an update that was rolled back, or a stale push).
+    #[error("update rejected: version {version} is not above {current}, the newest version this gateway accepted (sign it as a higher version)")]
     NotNewer {
         /// The document's version.
         version: u64,
-        /// The gateway's current version.
+        /// The version it must exceed: the newest the gateway ever
+        /// accepted (the `current_version` argument of [`verify`]).
         current: u64,
     },
     /// The update is for other gateways.
@@ -245,7 +247,9 @@ fn decode_doc(bytes: &[u8]) -> Result<Doc, String> {
     })
 }
 
-/// Verifies an update document for `gateway`, running `current_version`.
+/// Verifies an update document for `gateway`; its version must be above
+/// `current_version` (a gateway passes the newest version it ever accepted,
+/// so an update that was rolled back cannot be replayed).
 ///
 /// # Errors
 /// The first check that fails, in this order: [`Oversized`], [`Malformed`],

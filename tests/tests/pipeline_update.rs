@@ -81,7 +81,6 @@ fn key(seed: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
 }
 
-#[allow(dead_code)] // `gw`: only some tests restart the agent
 struct Setup {
     _dir: TempDir,
     gw: std::path::PathBuf,
@@ -290,6 +289,68 @@ fn failing_v2() -> String {
     let v2 = PIPELINE.replace("ts = \"t\"", "ts = \"time\"");
     assert_ne!(v2, PIPELINE);
     v2
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn a_rolled_back_update_is_refused_when_replayed_even_after_a_restart() {
+    let s = setup("upd-replay-rb", "health_check = \"10s\"\nmax_errors = 20\n");
+    let doc = update::sign(&key(1), &failing_v2(), 2, &gw());
+    let msgs = input(200, 2, T0);
+    let from = s.status.len();
+    push(s.addr, doc.clone());
+    s.status.wait(from, "switched to v2", |st| {
+        st.last_result == UpdateResult::Staged && st.current_version == 2
+    });
+    publish_all(s.addr, &msgs[..100], Duration::from_secs(30));
+    s.status.wait(from, "rolled back", |st| {
+        st.last_result == UpdateResult::RolledBack
+    });
+    // The same signed bytes again: rollback lowered the running version,
+    // but v2 was accepted once and must never be again.
+    let from = s.status.len();
+    push(s.addr, doc.clone());
+    let st = s.status.wait(from, "the replay refused", |st| {
+        st.last_result != UpdateResult::RolledBack
+    });
+    assert_eq!(st.last_result, UpdateResult::Rejected, "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("not_newer"));
+    assert_eq!(st.current_version, 0);
+    let Setup {
+        _dir,
+        gw: gw_file,
+        addr,
+        agent,
+        status,
+    } = s;
+    agent.stop();
+    let from = status.len();
+    let agent = InProcAgent::start(&gw_file);
+    // Its control link is subscribed once it has published its status.
+    status.wait(from, "the status after the restart", |_| true);
+    let pushed = now_ms();
+    let from = status.len();
+    push(addr, doc);
+    let st = status.wait(from, "the replay refused after a restart", |st| {
+        st.updated_at >= pushed
+    });
+    assert_eq!(st.last_result, UpdateResult::Rejected, "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("not_newer"));
+    assert_eq!(st.current_version, 0);
+    assert_eq!(
+        agent
+            .metrics()
+            .pipeline_version
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    agent.stop();
 }
 
 /// SIGKILL (or SIGTERM) while an update that will fail runs its health

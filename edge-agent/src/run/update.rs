@@ -167,6 +167,8 @@ pub struct Persisted {
     pub status: Option<Status>,
     /// The lifecycle (`None`: idle).
     pub stored: Option<Stored>,
+    /// The highest version ever accepted (staged), 0 before the first.
+    pub accepted: u64,
 }
 
 /// Reads what the store holds about updates.
@@ -185,7 +187,9 @@ pub fn load(db: &redb::Database) -> Result<Persisted, String> {
             .map_err(|e| e.to_string())?
             .map(|v| v.value().to_vec()))
     };
-    let version = get("version")?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
+    let be = |v: Vec<u8>| v.try_into().ok().map(u64::from_be_bytes);
+    let version = get("version")?.and_then(be);
+    let accepted = get("accepted")?.and_then(be).unwrap_or(0);
     let text = get("text")?.and_then(|v| String::from_utf8(v).ok());
     let status = get("status")?.and_then(|v| Status::from_cbor(&v).ok());
     let stored = match get("lifecycle")? {
@@ -202,6 +206,7 @@ pub fn load(db: &redb::Database) -> Result<Persisted, String> {
         active,
         status,
         stored,
+        accepted,
     })
 }
 
@@ -307,6 +312,9 @@ pub struct Updates {
     pub file_pf: PipelineFile,
     /// The status as last set.
     pub status: Status,
+    /// The highest version ever accepted: replay protection compares with
+    /// it, not with the running version, which a rollback lowers.
+    pub accepted: u64,
     /// The running pipeline's persisted form (`None`: the gateway's file).
     pub active: Option<Active>,
     /// Where the lifecycle stands.
@@ -346,6 +354,7 @@ impl Updates {
             active,
             status,
             stored,
+            accepted,
         } = persisted;
         let u = &cfg.updates;
         if u.trusted_keys.is_empty() {
@@ -453,6 +462,7 @@ impl Updates {
             topic_status: format!("weir/{}/pipeline/status", cfg.id),
             file_pf,
             status,
+            accepted,
             active,
             phase,
             dirty,
@@ -532,7 +542,7 @@ impl Updates {
             doc,
             &self.trusted,
             &self.gateway,
-            self.version(),
+            self.accepted.max(self.version()),
             self.max_bytes,
         )
         .and_then(|v| {
@@ -553,6 +563,7 @@ impl Updates {
         match r {
             Ok((v, pf)) => {
                 let version = v.version;
+                self.accepted = version;
                 tracing::info!(
                     version,
                     key = v.key_id.as_str(),
@@ -673,6 +684,7 @@ impl Updates {
             }
         }
         t.insert("status", &self.status.to_cbor()[..])?;
+        t.insert("accepted", &self.accepted.to_be_bytes()[..])?;
         match self.phase.stored() {
             Stored::Idle => {
                 t.remove("lifecycle")?;
