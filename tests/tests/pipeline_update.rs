@@ -353,9 +353,39 @@ fn a_rolled_back_update_is_refused_when_replayed_even_after_a_restart() {
     agent.stop();
 }
 
+#[test]
+fn readings_sent_during_a_failed_health_check_are_counted_after_the_rollback() {
+    let s = setup("upd-rb-count", "health_check = \"10s\"\nmax_errors = 20\n");
+    let col = Collector::start(s.addr, &format!("weir/{GATEWAY}/windows/#"));
+    let msgs = input(9_000, 3, T0);
+    let expected = reference(PIPELINE, &msgs);
+    publish_all(s.addr, &msgs[..3_000], Duration::from_secs(30));
+    let from = s.status.len();
+    push(s.addr, update::sign(&key(1), &failing_v2(), 2, &gw()));
+    s.status.wait(from, "switched to v2", |st| {
+        st.last_result == UpdateResult::Staged && st.current_version == 2
+    });
+    // Every one of these is a decode error under v2.
+    publish_all(s.addr, &msgs[3_000..3_300], Duration::from_secs(30));
+    s.status.wait(from, "rolled back", |st| {
+        st.last_result == UpdateResult::RolledBack
+    });
+    publish_all(s.addr, &msgs[3_300..], Duration::from_secs(30));
+    // Counting: every window of the whole stream, as an uninterrupted run
+    // of the first pipeline emits it, the readings of the failed health
+    // check included.
+    wait_until(Duration::from_secs(20), "every window", || {
+        col.with(|seen| expected.keys().all(|k| seen.by_id.contains_key(k)))
+    });
+    col.assert_matches(&expected);
+    s.agent.stop();
+}
+
 /// SIGKILL (or SIGTERM) while an update that will fail runs its health
 /// check: after the restart the check resumes and the update is rolled
-/// back, and the status says so.
+/// back, the status says so, and every reading is counted once by the
+/// pipeline rolled back to, those of the health check on either side of
+/// the restart included.
 fn restart_during_a_failing_health_check(sigterm: bool) {
     let dir = TempDir::new(if sigterm { "upd-term" } else { "upd-kill" });
     let addr = weir_agent::demo::start_broker().expect("broker");
@@ -371,17 +401,21 @@ fn restart_during_a_failing_health_check(sigterm: bool) {
     );
     // The broker queues the readings for the agent while it is down.
     precreate_session(addr, &format!("weir-{GATEWAY}"), "plant/+/v");
+    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    let msgs = input(6_000, 3, T0);
+    let expected = reference(PIPELINE, &msgs);
     let status = Statuses::start(addr);
     let log0 = dir.0.join("agent-0.log");
     let agent = AgentProc::start(&gw_file, &log0);
     status.wait(0, "the initial status", |st| st.current_version == 0);
-    let msgs = input(3_000, 3, T0);
     publish_all(addr, &msgs[..1_000], Duration::from_secs(30));
     let from = status.len();
     push(addr, update::sign(&key(1), &failing_v2(), 2, &gw()));
     status.wait(from, "switched to v2", |st| {
         st.last_result == UpdateResult::Staged && st.current_version == 2
     });
+    // Fewer bad messages than `max_errors`: the check still runs.
+    publish_all(addr, &msgs[1_000..1_010], Duration::from_secs(30));
     if sigterm {
         agent.wait_log(&log0, "health check running", Duration::from_secs(10));
         assert!(agent.terminate(Duration::from_secs(30)).success());
@@ -391,7 +425,7 @@ fn restart_during_a_failing_health_check(sigterm: bool) {
     let from = status.len();
     let log1 = dir.0.join("agent-1.log");
     let agent = AgentProc::start(&gw_file, &log1);
-    publish_all(addr, &msgs[1_000..1_100], Duration::from_secs(30));
+    publish_all(addr, &msgs[1_010..1_100], Duration::from_secs(30));
     let st = status.wait(from, "rolled back after the restart", |st| {
         st.last_result == UpdateResult::RolledBack
     });
@@ -412,6 +446,11 @@ fn restart_during_a_failing_health_check(sigterm: bool) {
     let st = status.wait(from, "the status after the next restart", |_| true);
     assert_eq!(st.last_result, UpdateResult::RolledBack, "{st:?}");
     assert_eq!(st.current_version, 0, "{st:?}");
+    publish_all(addr, &msgs[1_100..], Duration::from_secs(30));
+    wait_until(Duration::from_secs(30), "every window", || {
+        col.with(|seen| expected.keys().all(|k| seen.by_id.contains_key(k)))
+    });
+    col.assert_matches(&expected);
     assert!(agent.terminate(Duration::from_secs(30)).success());
 }
 

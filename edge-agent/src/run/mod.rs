@@ -599,6 +599,9 @@ impl Agent {
         if let Some(c) = &mut self.em.cloud {
             c.set_replaying(true);
         }
+        // Records of a pipeline that failed its health check, taken again
+        // under the one rolled back to after them: not for this engine.
+        let skip = self.updates.as_ref().and_then(|u| u.skip);
         let mut replay = self.store.replay_from(upto)?;
         // Message identities as on ingest: a record that does not continue
         // a message closes the one before it.
@@ -613,8 +616,10 @@ impl Agent {
                 }
                 id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
             }
-            let _ = feed(&mut self.engine, &s);
-            self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
+            if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
+                let _ = feed(&mut self.engine, &s);
+                self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
+            }
             last = lsn;
             n += 1;
         }
@@ -723,6 +728,25 @@ impl Agent {
         self.metrics
             .payload_bytes
             .fetch_add(p.payload.len() as u64, Relaxed);
+        self.take_message(p, now, false)
+    }
+
+    /// While an update is on trial (journal mode), keeps the message as
+    /// it came, with the group's commit: a rollback takes it again under
+    /// the pipeline that comes back ([`update::Updates::hold`]).
+    fn hold(&mut self, now: i64, p: &Incoming, rerun: bool) {
+        if rerun || self.cfg.durability != DurabilityMode::Journal {
+            return;
+        }
+        if let Some(u) = &mut self.updates {
+            u.hold(now, &p.topic, &p.payload);
+        }
+    }
+
+    /// Decodes one message into the open group. `rerun`: a message held
+    /// during a failed health check, taken again after the rollback (no
+    /// duplicate check: the failed pipeline recorded its identity).
+    fn take_message(&mut self, p: Incoming, now: i64, rerun: bool) -> Result<(), RunError> {
         if self.group.opened.is_none() {
             self.group.opened = Some(Instant::now());
             if self.processing_time || self.idle_timeouts.iter().any(Option::is_some) {
@@ -738,6 +762,7 @@ impl Agent {
             return Ok(());
         }
         let Some(src) = self.route(&p.topic) else {
+            self.hold(now, &p, rerun);
             let detail = "no source's topic filters match this topic".to_string();
             self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
             if let Some(t) = p.ack {
@@ -746,6 +771,7 @@ impl Agent {
             return Ok(());
         };
         let Some(dec) = &self.decoders[src] else {
+            self.hold(now, &p, rerun);
             if let Some(t) = p.ack {
                 self.group.acks.push((t, self.dedupe.inserted()));
             }
@@ -753,6 +779,7 @@ impl Agent {
         };
         let mut batch = std::mem::take(&mut self.batch);
         let has_ts = dec.has_timestamp();
+        let mut dup = false;
         match dec.decode(&p.topic, &p.payload, now, &mut batch) {
             Err(e) => {
                 self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
@@ -762,7 +789,7 @@ impl Agent {
                 for e in errors {
                     self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
                 }
-                let checking = self.dedupe.armed() && has_ts;
+                let checking = self.dedupe.armed() && has_ts && !rerun;
                 self.dedupe.message();
                 // The message's identity: its readings the journal holds
                 // (the same records a replay sees).
@@ -777,6 +804,7 @@ impl Agent {
                     self.dedupe.record(h);
                 }
                 if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+                    dup = true;
                     self.metrics
                         .duplicates
                         .fetch_add(batch.len() as u64, Relaxed);
@@ -800,6 +828,9 @@ impl Agent {
             }
         }
         self.batch = batch;
+        if !dup {
+            self.hold(now, &p, rerun);
+        }
         // Kept for a dead letter should the engine refuse a reading; a copy
         // of the first bytes, so the group does not pin read buffers.
         let kept = p.payload.len().min(crate::store::PAYLOAD_KEPT);
@@ -918,7 +949,7 @@ impl Agent {
                 co.stage(&link.outbox, txn)?;
             }
             if let Some(u) = u {
-                u.persist_in(txn)?;
+                u.persist_in(txn, None)?;
             }
             Ok(())
         })?;
@@ -927,7 +958,7 @@ impl Agent {
             link.outbox.notify();
         }
         if let Some(u) = &mut self.updates {
-            u.persisted();
+            u.persisted(None);
         }
         Ok(())
     }
@@ -1031,7 +1062,7 @@ impl Agent {
                     co.stage(&link.outbox, txn)?;
                 }
                 if let Some(u) = upd {
-                    u.persist_in(txn)?;
+                    u.persist_in(txn, Some(upto))?;
                 }
                 Ok(())
             })?;
@@ -1041,7 +1072,7 @@ impl Agent {
             link.outbox.notify();
         }
         if let Some(u) = &mut self.updates {
-            u.persisted();
+            u.persisted(Some(upto));
         }
         let m = &self.metrics;
         m.checkpoints.fetch_add(1, Relaxed);
@@ -1520,6 +1551,7 @@ impl Agent {
             return Ok(());
         };
         u.phase = update::Phase::Idle;
+        u.clear_held();
         let (kept, reset) = (u.status.kept.clone(), u.status.reset.clone());
         let v = u.version();
         u.set_status(UpdateResult::Applied, None, Some(v), kept, reset);
@@ -1731,8 +1763,18 @@ impl Agent {
         engine
             .restore(&snap)
             .map_err(|e| restore_err(e.to_string()))?;
+        let held = match self.cfg.durability {
+            DurabilityMode::Journal => update::load_held(self.store.database())
+                .map_err(|e| RunError::Config(format!("{}: {e}", self.store.path().display())))?,
+            DurabilityMode::Checkpoint => Vec::new(),
+        };
         let u = self.updates.as_mut().expect("checked");
         u.active = check.previous;
+        u.clear_held();
+        if self.cfg.durability == DurabilityMode::Journal {
+            // The failed pipeline's records: never replayed into this one.
+            u.skip = Some((check.lsn, self.store.committed_lsn()));
+        }
         u.set_status(
             UpdateResult::RolledBack,
             Some(reason),
@@ -1748,15 +1790,26 @@ impl Agent {
             .unwrap_or_else(|e| e.into_inner())
             .entry("rolled_back")
             .or_default() += 1;
-        self.persist_updates()?;
         self.install(prev_pf, engine);
-        if self.cfg.durability == DurabilityMode::Journal {
-            let mut replay = self.store.replay_from(check.lsn)?;
-            while let Some((lsn, s)) = replay.next_record()? {
-                let _ = feed(&mut self.engine, &s);
-                self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
-            }
+        // The messages of the health check, taken again in the order they
+        // came, journaled as new records in one commit together with the
+        // rolled-back state: a crash leaves either the trial (which then
+        // resumes) or all of this.
+        let n = held.len();
+        for (now, topic, payload) in held {
+            let p = Incoming {
+                topic,
+                payload: payload.into(),
+                qos: 0,
+                ack: None,
+            };
+            self.take_message(p, now, true)?;
         }
+        self.commit_group()?;
+        tracing::info!(
+            messages = n,
+            "rolled back; the messages of the health check went through the previous pipeline again"
+        );
         if let Some(u) = &self.updates {
             u.publish_status();
         }

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
-use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use weir_cloud_sync::update::{self, Status, UpdateRejection, UpdateResult};
@@ -53,6 +53,13 @@ use crate::pipeline_file::PipelineFile;
 use crate::store::{HookError, Lsn};
 
 const PIPELINE: TableDefinition<&str, &[u8]> = TableDefinition::new("agent_pipeline");
+
+/// Messages that arrived while an update was on trial, as they came:
+/// sequence number → `[now: i64 BE][topic length: u32 BE][topic][payload]`.
+const HELD: TableDefinition<u64, &[u8]> = TableDefinition::new("agent_update_held");
+
+/// Larger messages are not held for a rollback (they are logged).
+pub const HELD_MAX_BYTES: usize = 1 << 20;
 
 /// The pipeline an update installed, as persisted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +176,11 @@ pub struct Persisted {
     pub stored: Option<Stored>,
     /// The highest version ever accepted (staged), 0 before the first.
     pub accepted: u64,
+    /// Journal records `(a, b]` of a pipeline that was rolled back, not to
+    /// be replayed (until a checkpoint covers `b`).
+    pub skip: Option<(Lsn, Lsn)>,
+    /// The next sequence number of a held message.
+    pub held_next: u64,
 }
 
 /// Reads what the store holds about updates.
@@ -190,6 +202,22 @@ pub fn load(db: &redb::Database) -> Result<Persisted, String> {
     let be = |v: Vec<u8>| v.try_into().ok().map(u64::from_be_bytes);
     let version = get("version")?.and_then(be);
     let accepted = get("accepted")?.and_then(be).unwrap_or(0);
+    let skip = match get("skip")? {
+        Some(b) if b.len() == 16 => Some((
+            u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
+            u64::from_be_bytes(b[8..].try_into().unwrap_or_default()),
+        )),
+        Some(_) => return Err("the rolled-back range record (`skip`) is damaged".into()),
+        None => None,
+    };
+    let held_next = match r.open_table(HELD) {
+        Ok(h) => h
+            .last()
+            .map_err(|e| e.to_string())?
+            .map_or(0, |(k, _)| k.value() + 1),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.to_string()),
+    };
     let text = get("text")?.and_then(|v| String::from_utf8(v).ok());
     let status = get("status")?.and_then(|v| Status::from_cbor(&v).ok());
     let stored = match get("lifecycle")? {
@@ -207,7 +235,48 @@ pub fn load(db: &redb::Database) -> Result<Persisted, String> {
         status,
         stored,
         accepted,
+        skip,
+        held_next,
     })
+}
+
+/// The messages held during a health check, in the order they came:
+/// `(agent clock ms, topic, payload)`. Damaged entries are skipped (logged).
+///
+/// # Errors
+/// redb's error.
+pub fn load_held(db: &redb::Database) -> Result<Vec<(i64, String, Vec<u8>)>, String> {
+    let r = db.begin_read().map_err(|e| e.to_string())?;
+    let t = match r.open_table(HELD) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = Vec::new();
+    for e in t.iter().map_err(|e| e.to_string())? {
+        let (k, v) = e.map_err(|e| e.to_string())?;
+        match decode_held(v.value()) {
+            Some(m) => out.push(m),
+            None => tracing::warn!(seq = k.value(), "a held message is damaged: skipped"),
+        }
+    }
+    Ok(out)
+}
+
+fn encode_held(now: i64, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + topic.len() + payload.len());
+    v.extend_from_slice(&now.to_be_bytes());
+    v.extend_from_slice(&u32::try_from(topic.len()).unwrap_or(u32::MAX).to_be_bytes());
+    v.extend_from_slice(topic.as_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn decode_held(b: &[u8]) -> Option<(i64, String, Vec<u8>)> {
+    let now = i64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let len = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?) as usize;
+    let topic = std::str::from_utf8(b.get(12..12usize.checked_add(len)?)?).ok()?;
+    Some((now, topic.to_string(), b[12 + len..].to_vec()))
 }
 
 /// What the control connection reports.
@@ -322,6 +391,13 @@ pub struct Updates {
     /// The persisted state changed: write it with the next commit or
     /// checkpoint ([`Updates::persist_in`]).
     pub dirty: bool,
+    /// Journal records `(a, b]` of a rolled-back pipeline, not to be
+    /// replayed ([`Persisted::skip`]).
+    pub skip: Option<(Lsn, Lsn)>,
+    /// Held messages to write with the next commit (encoded).
+    held: Vec<Vec<u8>>,
+    held_next: u64,
+    clear_held: bool,
 }
 impl std::fmt::Debug for Updates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -355,6 +431,8 @@ impl Updates {
             status,
             stored,
             accepted,
+            skip,
+            held_next,
         } = persisted;
         let u = &cfg.updates;
         if u.trusted_keys.is_empty() {
@@ -466,6 +544,10 @@ impl Updates {
             active,
             phase,
             dirty,
+            skip,
+            held: Vec::new(),
+            held_next,
+            clear_held: false,
         };
         if dirty {
             up.set_status(
@@ -658,21 +740,73 @@ impl Updates {
         Some(Ok(()))
     }
 
-    /// Whether [`Updates::persist_in`] has something to write.
-    pub fn needs_write(&self) -> bool {
-        self.dirty
+    /// While an update is on trial, keeps a message as it came (written
+    /// with the next commit) for a rollback to take again.
+    pub fn hold(&mut self, now: i64, topic: &str, payload: &[u8]) {
+        if !self.checking() {
+            return;
+        }
+        if payload.len() > HELD_MAX_BYTES {
+            tracing::warn!(
+                topic,
+                bytes = payload.len(),
+                "a message of {} bytes during a health check is not kept for a rollback (limit {HELD_MAX_BYTES})",
+                payload.len()
+            );
+            return;
+        }
+        self.held.push(encode_held(now, topic, payload));
     }
 
-    /// Writes the persisted state (active pipeline, status, lifecycle) into
-    /// `txn`, the transaction of a journal commit or a checkpoint.
+    /// Drops the held messages (with the next commit).
+    pub fn clear_held(&mut self) {
+        self.held.clear();
+        self.clear_held = true;
+    }
+
+    /// Whether [`Updates::persist_in`] has something to write.
+    pub fn needs_write(&self) -> bool {
+        self.dirty || self.clear_held || !self.held.is_empty()
+    }
+
+    /// Writes the persisted state (active pipeline, status, highest
+    /// accepted version, lifecycle, rolled-back range) when it changed, and
+    /// the held messages, into `txn`: the transaction of a journal commit,
+    /// or of a checkpoint covering the journal through `checkpoint`.
     ///
     /// # Errors
     /// redb's error.
-    pub fn persist_in(&self, txn: &WriteTransaction) -> Result<(), HookError> {
-        if !self.dirty {
+    pub fn persist_in(
+        &self,
+        txn: &WriteTransaction,
+        checkpoint: Option<Lsn>,
+    ) -> Result<(), HookError> {
+        if self.clear_held {
+            txn.delete_table(HELD)?;
+        } else if !self.held.is_empty() {
+            let mut h = txn.open_table(HELD)?;
+            for (i, m) in self.held.iter().enumerate() {
+                h.insert(self.held_next + i as u64, &m[..])?;
+            }
+        }
+        let covered = matches!((self.skip, checkpoint), (Some((_, b)), Some(c)) if c >= b);
+        if !self.dirty && !covered {
             return Ok(());
         }
         let mut t = txn.open_table(PIPELINE)?;
+        match (self.skip, covered) {
+            (Some((a, b)), false) => {
+                let mut v = a.to_be_bytes().to_vec();
+                v.extend_from_slice(&b.to_be_bytes());
+                t.insert("skip", &v[..])?;
+            }
+            _ => {
+                t.remove("skip")?;
+            }
+        }
+        if !self.dirty {
+            return Ok(());
+        }
         match &self.active {
             Some(a) => {
                 t.insert("version", &a.version.to_be_bytes()[..])?;
@@ -696,9 +830,20 @@ impl Updates {
         Ok(())
     }
 
-    /// The transaction [`Updates::persist_in`] wrote into is durable.
-    pub fn persisted(&mut self) {
+    /// The transaction [`Updates::persist_in`] wrote into (with
+    /// `checkpoint` as there) is durable.
+    pub fn persisted(&mut self, checkpoint: Option<Lsn>) {
         self.dirty = false;
+        if self.clear_held {
+            self.clear_held = false;
+            self.held_next = 0;
+        } else {
+            self.held_next += self.held.len() as u64;
+        }
+        self.held.clear();
+        if matches!((self.skip, checkpoint), (Some((_, b)), Some(c)) if c >= b) {
+            self.skip = None;
+        }
     }
 
     /// Disconnects the control link.
@@ -753,5 +898,20 @@ mod tests {
         .encode();
         b.push(0xff);
         assert_eq!(Stored::decode(&b), None, "text that is not UTF-8");
+    }
+
+    #[test]
+    fn held_messages_round_trip_and_damage_is_refused() {
+        let b = encode_held(-5, "plant/s1/v", b"{\"v\":1}");
+        assert_eq!(
+            decode_held(&b),
+            Some((-5, "plant/s1/v".to_string(), b"{\"v\":1}".to_vec()))
+        );
+        for n in 0..12 + "plant/s1/v".len() {
+            assert_eq!(decode_held(&b[..n]), None, "{n}");
+        }
+        let mut huge = b.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode_held(&huge), None);
     }
 }
