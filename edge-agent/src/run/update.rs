@@ -14,29 +14,74 @@
 //!
 //! # What happens to an update
 //!
+//! The lifecycle is a state machine ([`Phase`], persisted as [`Stored`]):
+//!
+//! ```text
+//!        offer ok           switch at a boundary       health check passes
+//! Idle ───────────► Staged ─────────────────────► Checking ──────────────► Idle (applied)
+//!   ▲                                                 │ health check fails
+//!   └─────────────────────────────────────────────────┘ (rolled back)
+//! ```
+//!
 //! 1. [`weir_cloud_sync::update::verify`] against the trusted keys (size,
-//!    shape, key, signature, gateway, version above the running one), then
-//!    [`crate::pipeline_file::parse`] and the checks `weir run` makes
-//!    (MQTT sources). Any failure: status `rejected` with the reason
-//!    (`bad_signature`, `unknown_key`, `not_newer`, `wrong_gateway`,
-//!    `malformed`, `oversized`, `invalid_pipeline`); the running pipeline
-//!    is untouched.
-//! 2. Accepted: staged until a checkpoint boundary (no open group, every
-//!    local output acknowledged), then the running engine's snapshot is
-//!    restored into the new engine (operators whose id and state type match
-//!    keep their state: reported as kept / reset), and a checkpoint is
-//!    written whose transaction also holds the new pipeline text and
-//!    version (table `agent_pipeline`): from then on a restart runs it.
+//!    shape, key, signature, gateway, version above the **highest version
+//!    ever accepted**, persisted: a rolled-back update is not accepted
+//!    again), then [`crate::pipeline_file::parse`] and the checks `weir
+//!    run` makes (MQTT sources). Any failure: status `rejected` with the
+//!    reason (`bad_signature`, `unknown_key`, `not_newer`, `wrong_gateway`,
+//!    `malformed`, `oversized`, `invalid_pipeline`, and `busy` while
+//!    another update is in its health check); the running pipeline is
+//!    untouched. The control link accepts packets up to MQTT's maximum
+//!    (256 MiB), so a document of any size gets its status and the link
+//!    stays up.
+//! 2. Accepted: `Staged` (text and version) and the new highest version
+//!    are committed before the status says `staged`; a newer document
+//!    replaces a staged one. At a checkpoint boundary (no open group,
+//!    every local output acknowledged) the running engine's snapshot is
+//!    restored into the new engine (operators whose id and state type
+//!    match keep their state: reported as kept / reset), and the
+//!    **checkpoint of the switch** is written: the running engine's state
+//!    at the switch, and in the same transaction the new pipeline's text
+//!    and version and `Checking` (version on trial, the pipeline to come
+//!    back to, the switch position).
 //! 3. Health check for `health_check`: it fails on more than `max_errors`
 //!    bad inputs or engine rejects, or when readings arrived but the
-//!    watermark did not advance. Checkpoints wait meanwhile, so the journal
-//!    still holds everything since the switch. Pass: status `applied`.
-//!    Fail: the previous pipeline comes back with the snapshot from just
-//!    before the switch, the journal since the switch is replayed through
-//!    it (outputs published again, same ids where both pipelines emit the
-//!    same window), its text and version are persisted with the next
-//!    checkpoint, status `rolled_back`. Messages the new pipeline could
-//!    not decode were dead-lettered and are not replayed.
+//!    watermark did not advance. No checkpoint is written meanwhile (not
+//!    even SIGTERM's final one), so the checkpoint of the switch stays the
+//!    newest, and every message is kept as it came (table
+//!    `agent_update_held`, written in its group's commit; journal mode).
+//!    A restart in `Checking` runs the new pipeline from the checkpoint of
+//!    the switch (the same state goes into it again), replays the journal,
+//!    and starts the health check again, for its whole duration.
+//!    Pass: `Idle`, status `applied`, held messages dropped, a checkpoint.
+//!    Fail: the previous pipeline comes back with the state of the
+//!    checkpoint of the switch, and the held messages are decoded by it
+//!    again and journaled as new records, in one commit with `Idle`, the
+//!    previous pipeline, status `rolled_back` and the range of the failed
+//!    pipeline's journal records, which replay skips until a checkpoint
+//!    covers it. So a failed update loses no reading and counts none twice.
+//!    Outputs are published again, with the same ids where both pipelines
+//!    emit the same window.
+//!
+//! Limits: wired-sensor readings during a failed health check are not
+//! held (they are lost to the rolled-back pipeline); messages larger than
+//! [`HELD_MAX_BYTES`] are not held; topics the new pipeline unsubscribed
+//! from are not received during the check; a rollback holds the held
+//! messages of the whole check in memory for its one commit.
+//!
+//! # Persisted state (table `agent_pipeline` in the agent's redb file)
+//!
+//! | key | value |
+//! |---|---|
+//! | `version`, `text` | the pipeline an update installed (u64 BE, UTF-8); absent: the gateway's file |
+//! | `status` | the last status (CBOR, as published) |
+//! | `accepted` | the highest version ever accepted, u64 BE (absent: the running version) |
+//! | `lifecycle` | [`Stored`]: absent idle; `[1][version u64 BE][text]` staged; `[2][version u64 BE][switch LSN u64 BE][0]` or `…[1][previous version u64 BE][previous text]` checking |
+//! | `skip` | `[a u64 BE][b u64 BE]`: journal records `a < lsn ≤ b` belong to a rolled-back pipeline |
+//!
+//! Table `agent_update_held`: sequence (u64) → `[agent clock ms i64 BE]
+//! [topic length u32 BE][topic][payload]`, only while an update is on
+//! trial.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
