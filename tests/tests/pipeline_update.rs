@@ -308,6 +308,14 @@ fn a_rolled_back_update_is_refused_when_replayed_even_after_a_restart() {
     s.status.wait(from, "switched to v2", |st| {
         st.last_result == UpdateResult::Staged && st.current_version == 2
     });
+    // Another update while v2 is on trial is refused, and says why.
+    let from2 = s.status.len();
+    push(s.addr, update::sign(&key(1), PIPELINE, 3, &gw()));
+    let st = s
+        .status
+        .wait(from2, "busy", |st| st.last_result == UpdateResult::Rejected);
+    assert_eq!(st.reason.as_deref(), Some("busy"), "{st:?}");
+    assert_eq!(st.current_version, 2);
     publish_all(s.addr, &msgs[..100], Duration::from_secs(30));
     s.status.wait(from, "rolled back", |st| {
         st.last_result == UpdateResult::RolledBack
