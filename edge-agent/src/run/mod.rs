@@ -602,6 +602,13 @@ impl Agent {
         // Records of a pipeline that failed its health check, taken again
         // under the one rolled back to after them: not for this engine.
         let skip = self.updates.as_ref().and_then(|u| u.skip);
+        if let Some((a, b)) = skip.filter(|(_, b)| *b > upto) {
+            tracing::info!(
+                after = a,
+                through = b,
+                "replay skips the journal records of a rolled-back pipeline"
+            );
+        }
         let mut replay = self.store.replay_from(upto)?;
         // Message identities as on ingest: a record that does not continue
         // a message closes the one before it.
