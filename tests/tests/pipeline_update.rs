@@ -60,10 +60,17 @@ impl Statuses {
 
     /// Waits for a status after the first `from` that satisfies `f`.
     fn wait(&self, from: usize, what: &str, f: impl Fn(&Status) -> bool) -> Status {
+        self.wait_n(from, 1, what, f)
+    }
+
+    /// Waits for `n` statuses after the first `from` that satisfy `f`;
+    /// returns the first.
+    fn wait_n(&self, from: usize, n: usize, what: &str, f: impl Fn(&Status) -> bool) -> Status {
         let end = Instant::now() + Duration::from_secs(20);
         let mut v = self.0 .0.lock().unwrap();
         loop {
-            if let Some(s) = v.iter().skip(from).find(|s| f(s)) {
+            let mut hits = v.iter().skip(from).filter(|s| f(s));
+            if let (Some(s), true) = (hits.clone().next(), hits.nth(n - 1).is_some()) {
                 return s.clone();
             }
             let left = end.saturating_duration_since(Instant::now());
@@ -476,13 +483,14 @@ fn sigterm_during_a_failing_health_check_resumes_it_and_rolls_back() {
     restart_during_a_failing_health_check(true);
 }
 
-/// Publishes `payload` retained at QoS 1 and waits for the broker's ack.
-fn publish_retained(addr: SocketAddr, topic: &str, payload: Vec<u8>) {
+/// Publishes `payload` (retained or not) at QoS 1 and waits for the
+/// broker's ack.
+fn publish_big(addr: SocketAddr, topic: &str, payload: Vec<u8>, retain: bool) {
     let id = format!("e2e-big-{}-{}", std::process::id(), free_port());
     let mut o = MqttOptions::new(id, "127.0.0.1", addr.port());
     o.set_max_packet_size(64 << 20, 64 << 20);
     let (c, mut conn) = Client::new(o, 10);
-    c.publish(topic, QoS::AtLeastOnce, true, payload)
+    c.publish(topic, QoS::AtLeastOnce, retain, payload)
         .expect("publish");
     let end = Instant::now() + Duration::from_secs(30);
     loop {
@@ -519,10 +527,11 @@ fn a_10_mb_retained_document_is_reported_oversized_and_later_updates_still_apply
     status.wait(0, "the initial status", |st| st.current_version == 0);
     let big = format!("{PIPELINE}\n# {}\n", "x".repeat(10 << 20));
     let from = status.len();
-    publish_retained(
+    publish_big(
         addr,
         &format!("weir/{GATEWAY}/pipeline/set"),
         update::sign(&key(1), &big, 1, &gw()),
+        true,
     );
     let st = status.wait(from, "oversized", |st| {
         st.last_result == UpdateResult::Rejected
@@ -539,5 +548,44 @@ fn a_10_mb_retained_document_is_reported_oversized_and_later_updates_still_apply
         .metrics()
         .render()
         .contains("weir_pipeline_updates_total{result=\"rejected\"} 1"));
+    // Clear the retained document (an empty one, itself refused).
+    let from = status.len();
+    publish_big(
+        addr,
+        &format!("weir/{GATEWAY}/pipeline/set"),
+        Vec::new(),
+        true,
+    );
+    let st = status.wait(from, "the empty document refused", |st| {
+        st.last_result == UpdateResult::Rejected
+    });
+    assert_eq!(st.reason.as_deref(), Some("malformed"), "{st:?}");
+    // Above the link's packet limit (16 MiB here) the document is not read:
+    // it breaks the connection, and is reported as oversized all the same.
+    let huge = format!("{PIPELINE}\n# {}\n", "x".repeat(20 << 20));
+    let from = status.len();
+    publish_big(
+        addr,
+        &format!("weir/{GATEWAY}/pipeline/set"),
+        update::sign(&key(1), &huge, 3, &gw()),
+        false,
+    );
+    let st = status.wait(from, "oversized above the packet limit", |st| {
+        st.last_result == UpdateResult::Rejected
+    });
+    assert_eq!(st.reason.as_deref(), Some("oversized"), "{st:?}");
+    // The link comes back (the status is published again on connect) and
+    // takes the next update.
+    status.wait_n(from, 2, "the link back", |s| s == &st);
+    let from = status.len();
+    push(addr, update::sign(&key(1), PIPELINE, 4, &gw()));
+    let st = status.wait(from, "the update after it applied", |st| {
+        st.last_result == UpdateResult::Applied
+    });
+    assert_eq!(st.current_version, 4);
+    assert!(agent
+        .metrics()
+        .render()
+        .contains("weir_pipeline_updates_total{result=\"rejected\"} 3"));
     agent.stop();
 }

@@ -1477,6 +1477,16 @@ impl Agent {
         };
         match c {
             update::Control::Connected => u.publish_status(),
+            update::Control::TooLarge(n) => {
+                u.too_large(n);
+                *self
+                    .metrics
+                    .updates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry("rejected")
+                    .or_default() += 1;
+            }
             update::Control::Doc(doc) => {
                 let r = u.offer(&doc, |pf| {
                     if routes_of(pf).1.is_empty() {

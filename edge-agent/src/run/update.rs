@@ -31,9 +31,11 @@
 //!    reason (`bad_signature`, `unknown_key`, `not_newer`, `wrong_gateway`,
 //!    `malformed`, `oversized`, `invalid_pipeline`, and `busy` while
 //!    another update is in its health check); the running pipeline is
-//!    untouched. The control link accepts packets up to MQTT's maximum
-//!    (256 MiB), so a document of any size gets its status and the link
-//!    stays up.
+//!    untouched. The control link reads packets up to
+//!    [`control_max_packet`] (4 × `max_bytes`, 16 MiB at least), so an
+//!    oversized document gets its status and the link stays up; a larger
+//!    one breaks the link unread and is reported as `oversized` all the
+//!    same ([`Control::TooLarge`]).
 //! 2. Accepted: `Staged` (text and version) and the new highest version
 //!    are committed before the status says `staged`; a newer document
 //!    replaces a staged one. At a checkpoint boundary (no open group,
@@ -330,7 +332,21 @@ pub enum Control {
     /// (Re)connected: publish the status again.
     Connected,
     /// A document on `…/pipeline/set`.
-    Doc(Vec<u8>),
+    Doc(bytes::Bytes),
+    /// A packet of this many bytes, above [`control_max_packet`], broke
+    /// the connection (rumqttc refuses it before reading it).
+    TooLarge(usize),
+}
+
+/// The control connection's incoming packet limit for documents of at most
+/// `max_bytes`: 4 × `max_bytes`, at least 16 MiB, at most MQTT's own
+/// maximum. A document up to it arrives and is rejected as `oversized`
+/// with the link intact; a larger one breaks the connection (rumqttc reads
+/// no further), is reported as `oversized` all the same, and the link
+/// reconnects. The limit keeps a huge document from taking the gateway's
+/// memory (the bundle's unit has `MemoryMax=256M`).
+pub fn control_max_packet(max_bytes: usize) -> usize {
+    max_bytes.saturating_mul(4).clamp(16 << 20, 256 << 20)
 }
 
 /// An update that passed verification and validation, waiting for a
@@ -494,12 +510,13 @@ impl Updates {
         };
         let mut o: MqttOptions = mqtt::options(broker, Link::Output)?;
         o.set_client_id(format!("{}-ctl", broker.client_id));
-        // `mqtt::options` lets in packets up to MQTT's own maximum (256
-        // MiB): a document above `max_bytes` arrives and is rejected as
-        // `oversized` with a status. A smaller packet limit here made
-        // rumqttc drop the connection on a large document, and a retained
-        // one then broke every reconnect, losing the updates after it.
-        o.set_clean_session(true).set_manual_acks(false);
+        // Documents well above `max_bytes` still arrive and are rejected
+        // as `oversized` with the link intact (a limit of 4 × max_bytes,
+        // 1 MiB at least, broke the link on a 10 MB document, and a
+        // retained one broke every reconnect).
+        o.set_clean_session(true)
+            .set_manual_acks(false)
+            .set_max_packet_size(control_max_packet(u.max_bytes), broker.max_packet);
         let (client, mut el) = AsyncClient::new(o, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let set = format!("weir/{}/pipeline/set", cfg.id);
@@ -514,12 +531,23 @@ impl Updates {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == set => {
-                        if tx.send(Control::Doc(p.payload.to_vec())).is_err() {
+                        if tx.send(Control::Doc(p.payload)).is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
                     Err(rumqttc::ConnectionError::RequestsDone) => return,
+                    Err(rumqttc::ConnectionError::MqttState(
+                        rumqttc::StateError::Deserialization(
+                            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+                        ),
+                    )) => {
+                        if tx.send(Control::TooLarge(n)).is_err() {
+                            return;
+                        }
+                        // A retained one comes back on every connect.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     Err(e) => {
                         tracing::debug!("update link: {e}");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -711,24 +739,39 @@ impl Updates {
                 Ok(version)
             }
             Err(e) => {
-                tracing::warn!(reason = e.reason(), "{e}");
-                let last = match &e {
-                    UpdateRejection::NotNewer { version, .. }
-                    | UpdateRejection::Busy { version, .. } => Some(*version),
-                    _ => None,
-                };
-                self.set_status(
-                    UpdateResult::Rejected,
-                    Some(e.reason().to_string()),
-                    last,
-                    Vec::new(),
-                    Vec::new(),
-                );
-                // Nothing else changed: the status rides on the next commit.
-                self.publish_status();
+                self.reject(&e);
                 Err(e)
             }
         }
+    }
+
+    /// A document too large to read ([`Control::TooLarge`]): rejected as
+    /// `oversized`.
+    pub fn too_large(&mut self, len: usize) {
+        self.reject(&UpdateRejection::Oversized {
+            len,
+            max: self.max_bytes,
+        });
+    }
+
+    /// Logs a rejection and publishes its status at once (nothing else
+    /// changed; the status rides on the next commit).
+    fn reject(&mut self, e: &UpdateRejection) {
+        tracing::warn!(reason = e.reason(), "{e}");
+        let last = match e {
+            UpdateRejection::NotNewer { version, .. } | UpdateRejection::Busy { version, .. } => {
+                Some(*version)
+            }
+            _ => None,
+        };
+        self.set_status(
+            UpdateResult::Rejected,
+            Some(e.reason().to_string()),
+            last,
+            Vec::new(),
+            Vec::new(),
+        );
+        self.publish_status();
     }
 
     /// Whether an update is on trial (no checkpoints meanwhile: the newest
