@@ -1038,8 +1038,9 @@ impl Agent {
     /// Starts a checkpoint when one is due, and writes it once the broker
     /// has acknowledged every output published before it.
     fn maybe_checkpoint(&mut self, force: bool) -> Result<bool, RunError> {
-        // During an update's health check the journal must keep everything
-        // since the switch (a rollback replays it): no new checkpoints.
+        // During an update's health check the checkpoint of the switch
+        // stays the newest (a rollback restores it into the previous
+        // pipeline, a restart into the new one): no new checkpoints.
         let watching = self.updates.as_ref().is_some_and(|u| u.checking());
         if self.pending_ckpt.is_none()
             && !watching
