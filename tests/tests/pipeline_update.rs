@@ -589,3 +589,81 @@ fn a_10_mb_retained_document_is_reported_oversized_and_later_updates_still_apply
         .contains("weir_pipeline_updates_total{result=\"rejected\"} 3"));
     agent.stop();
 }
+
+#[test]
+fn a_failed_update_rolls_back_to_the_previous_update_across_a_sigkill() {
+    let dir = TempDir::new("upd-rb-to-update");
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    std::fs::write(
+        dir.0.join("fleet.pub"),
+        identity::public_pem(&key(1).verifying_key()).unwrap(),
+    )
+    .unwrap();
+    let gw_file = gateway_file(
+        &dir.0,
+        addr,
+        "[updates]\ntrusted_keys = [\"fleet.pub\"]\nhealth_check = \"2s\"\nmax_errors = 20\n",
+    );
+    precreate_session(addr, &format!("weir-{GATEWAY}"), "plant/+/v");
+    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    let msgs = input(6_000, 3, T0);
+    let expected = reference(PIPELINE, &msgs);
+    let status = Statuses::start(addr);
+    let log0 = dir.0.join("agent-0.log");
+    let agent = AgentProc::start(&gw_file, &log0);
+    status.wait(0, "the initial status", |st| st.current_version == 0);
+    publish_all(addr, &msgs[..1_000], Duration::from_secs(30));
+    // v2 keeps `w` and adds `w2`; no readings during its check: it passes.
+    let v2 = format!(
+        "{PIPELINE}\n[[window]]\nid = \"w2\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"2s\"\naggregates = [\"count\"]\n"
+    );
+    let from = status.len();
+    push(addr, update::sign(&key(1), &v2, 2, &gw()));
+    status.wait(from, "v2 applied", |st| {
+        st.last_result == UpdateResult::Applied && st.current_version == 2
+    });
+    // v3 is v2 with the timestamp field the sensors do not send.
+    let v3 = v2.replace("ts = \"t\"", "ts = \"time\"");
+    let from = status.len();
+    push(addr, update::sign(&key(1), &v3, 3, &gw()));
+    status.wait(from, "switched to v3", |st| {
+        st.last_result == UpdateResult::Staged && st.current_version == 3
+    });
+    publish_all(addr, &msgs[1_000..1_010], Duration::from_secs(30));
+    agent.kill();
+    let from = status.len();
+    let log1 = dir.0.join("agent-1.log");
+    let agent = AgentProc::start(&gw_file, &log1);
+    publish_all(addr, &msgs[1_010..1_100], Duration::from_secs(30));
+    let st = status.wait(from, "rolled back to v2", |st| {
+        st.last_result == UpdateResult::RolledBack
+    });
+    assert_eq!(st.current_version, 2, "{st:?}");
+    assert_eq!(st.last_version, Some(3));
+    agent.kill();
+    let from = status.len();
+    let log2 = dir.0.join("agent-2.log");
+    let agent = AgentProc::start(&gw_file, &log2);
+    let st = status.wait(from, "the status after the next restart", |_| true);
+    assert_eq!(
+        (st.last_result, st.current_version),
+        (UpdateResult::RolledBack, 2),
+        "{st:?}"
+    );
+    let w2_before = col.with(|s| s.by_id.keys().filter(|k| k.contains("/w2/")).count());
+    publish_all(addr, &msgs[1_100..], Duration::from_secs(30));
+    // `w` kept its state through v2, v3 and the rollback: exactly an
+    // uninterrupted run's windows; `w2` (v2's) runs again.
+    wait_until(Duration::from_secs(30), "every window of `w`", || {
+        col.with(|seen| expected.keys().all(|k| seen.by_id.contains_key(k)))
+    });
+    col.with(|seen| {
+        assert!(seen.conflicts.is_empty(), "{:?}", seen.conflicts);
+        for (id, want) in &expected {
+            assert_eq!(&seen.by_id[id], want, "{id}");
+        }
+        let w2 = seen.by_id.keys().filter(|k| k.contains("/w2/")).count();
+        assert!(w2 > w2_before, "v2's `w2` runs after the rollback");
+    });
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+}

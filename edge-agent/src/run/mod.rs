@@ -32,7 +32,7 @@ pub mod mqtt;
 pub mod output;
 pub mod update;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -735,7 +735,7 @@ impl Agent {
         self.metrics
             .payload_bytes
             .fetch_add(p.payload.len() as u64, Relaxed);
-        self.take_message(p, now, false)
+        self.take_message(p, now, None)
     }
 
     /// While an update is on trial (journal mode), keeps the message as
@@ -751,9 +751,19 @@ impl Agent {
     }
 
     /// Decodes one message into the open group. `rerun`: a message held
-    /// during a failed health check, taken again after the rollback (no
-    /// duplicate check: the failed pipeline recorded its identity).
-    fn take_message(&mut self, p: Incoming, now: i64, rerun: bool) -> Result<(), RunError> {
+    /// during a failed health check, taken again after the rollback, with
+    /// the identities it must not repeat: those of the ring at the switch
+    /// (a redelivery of a message taken before it, which the failed
+    /// pipeline could not recognise) and those of the messages taken again
+    /// before it. The ring itself is not checked: the failed pipeline
+    /// recorded the identities of the held messages it could decode.
+    fn take_message(
+        &mut self,
+        p: Incoming,
+        now: i64,
+        mut rerun: Option<&mut HashSet<u64>>,
+    ) -> Result<(), RunError> {
+        let held = rerun.is_some();
         if self.group.opened.is_none() {
             self.group.opened = Some(Instant::now());
             if self.processing_time || self.idle_timeouts.iter().any(Option::is_some) {
@@ -769,7 +779,7 @@ impl Agent {
             return Ok(());
         }
         let Some(src) = self.route(&p.topic) else {
-            self.hold(now, &p, rerun);
+            self.hold(now, &p, held);
             let detail = "no source's topic filters match this topic".to_string();
             self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
             if let Some(t) = p.ack {
@@ -778,7 +788,7 @@ impl Agent {
             return Ok(());
         };
         let Some(dec) = &self.decoders[src] else {
-            self.hold(now, &p, rerun);
+            self.hold(now, &p, held);
             if let Some(t) = p.ack {
                 self.group.acks.push((t, self.dedupe.inserted()));
             }
@@ -796,7 +806,7 @@ impl Agent {
                 for e in errors {
                     self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
                 }
-                let checking = self.dedupe.armed() && has_ts && !rerun;
+                let checking = self.dedupe.armed() && has_ts && !held;
                 self.dedupe.message();
                 // The message's identity: its readings the journal holds
                 // (the same records a replay sees).
@@ -810,7 +820,11 @@ impl Agent {
                 if let Some(h) = id {
                     self.dedupe.record(h);
                 }
-                if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+                let repeated = match (&mut rerun, id) {
+                    (Some(seen), Some(h)) if has_ts => !seen.insert(h),
+                    _ => false,
+                };
+                if repeated || checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
                     dup = true;
                     self.metrics
                         .duplicates
@@ -836,7 +850,7 @@ impl Agent {
         }
         self.batch = batch;
         if !dup {
-            self.hold(now, &p, rerun);
+            self.hold(now, &p, held);
         }
         // Kept for a dead letter should the engine refuse a reading; a copy
         // of the first bytes, so the group does not pin read buffers.
@@ -1761,9 +1775,9 @@ impl Agent {
             pipeline: prev_pf.spec.name.clone(),
             detail,
         };
-        let snap = match self.store.latest()? {
+        let (mut seen, snap): (HashSet<u64>, _) = match self.store.latest()? {
             Some((upto, ckpt)) if upto == check.lsn => dedupe::decode_checkpoint(ckpt)
-                .map(|(_, snap)| snap.to_vec())
+                .map(|(ring, snap)| (ring.into_iter().collect(), snap.to_vec()))
                 .ok_or_else(|| restore_err("not an agent checkpoint".into()))?,
             other => {
                 return Err(restore_err(format!(
@@ -1821,7 +1835,7 @@ impl Agent {
                 qos: 0,
                 ack: None,
             };
-            self.take_message(p, now, true)?;
+            self.take_message(p, now, Some(&mut seen))?;
         }
         self.commit_group()?;
         tracing::info!(
