@@ -61,7 +61,12 @@
 //!    again and journaled as new records, in one commit with `Idle`, the
 //!    previous pipeline, status `rolled_back` and the range of the failed
 //!    pipeline's journal records, which replay skips until a checkpoint
-//!    covers it. So a failed update loses no reading and counts none twice.
+//!    covers it. A held message whose identity (under the pipeline that
+//!    comes back) is in the dedupe ring of the checkpoint of the switch, or
+//!    was taken again already, is a redelivery (the failed pipeline could
+//!    not recognise it) and is dropped as a duplicate. So a failed update
+//!    loses no reading and counts none twice (readings without a payload
+//!    timestamp: at least once, as everywhere).
 //!    Outputs are published again, with the same ids where both pipelines
 //!    emit the same window.
 //!
