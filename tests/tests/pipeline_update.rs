@@ -667,3 +667,58 @@ fn a_failed_update_rolls_back_to_the_previous_update_across_a_sigkill() {
     });
     assert!(agent.terminate(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_good_update_killed_during_its_health_check_is_applied_after_the_restart() {
+    let dir = TempDir::new("upd-kill-apply");
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    std::fs::write(
+        dir.0.join("fleet.pub"),
+        identity::public_pem(&key(1).verifying_key()).unwrap(),
+    )
+    .unwrap();
+    let gw_file = gateway_file(
+        &dir.0,
+        addr,
+        "[updates]\ntrusted_keys = [\"fleet.pub\"]\nhealth_check = \"2s\"\n",
+    );
+    precreate_session(addr, &format!("weir-{GATEWAY}"), "plant/+/v");
+    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    let msgs = input(6_000, 3, T0);
+    let expected = reference(PIPELINE, &msgs);
+    let status = Statuses::start(addr);
+    let log0 = dir.0.join("agent-0.log");
+    let agent = AgentProc::start(&gw_file, &log0);
+    status.wait(0, "the initial status", |st| st.current_version == 0);
+    publish_all(addr, &msgs[..2_000], Duration::from_secs(30));
+    let v2 = format!(
+        "{PIPELINE}\n[[window]]\nid = \"w2\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"2s\"\naggregates = [\"count\"]\n"
+    );
+    let from = status.len();
+    push(addr, update::sign(&key(1), &v2, 2, &gw()));
+    status.wait(from, "switched to v2", |st| {
+        st.last_result == UpdateResult::Staged && st.current_version == 2
+    });
+    publish_all(addr, &msgs[2_000..2_500], Duration::from_secs(30));
+    agent.kill();
+    let from = status.len();
+    let log1 = dir.0.join("agent-1.log");
+    let agent = AgentProc::start(&gw_file, &log1);
+    publish_all(addr, &msgs[2_500..], Duration::from_secs(30));
+    let st = status.wait(from, "applied after the restart", |st| {
+        st.last_result == UpdateResult::Applied
+    });
+    assert_eq!(st.current_version, 2, "{st:?}");
+    assert_eq!(st.kept, vec!["w".to_string()]);
+    // `w` kept its state through the switch and the restart.
+    wait_until(Duration::from_secs(30), "every window of `w`", || {
+        col.with(|seen| expected.keys().all(|k| seen.by_id.contains_key(k)))
+    });
+    col.with(|seen| {
+        assert!(seen.conflicts.is_empty(), "{:?}", seen.conflicts);
+        for (id, want) in &expected {
+            assert_eq!(&seen.by_id[id], want, "{id}");
+        }
+    });
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+}
