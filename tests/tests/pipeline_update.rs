@@ -1,8 +1,12 @@
 //! Signed pipeline updates under `weir run`, through a real broker (the
 //! local one: no `[cloud]`): bad documents are all rejected with the right
-//! reason and the running pipeline untouched; a good update keeps window
-//! state across the switch; an update that fails its health check is
-//! rolled back.
+//! reason and the running pipeline untouched (also oversized ones, up to
+//! and beyond the control link's packet bound, with the link intact for
+//! the next update); a good update keeps window state across the switch;
+//! an update that fails its health check is rolled back and every reading
+//! sent meanwhile is counted by the pipeline that comes back; a SIGKILL or
+//! SIGTERM during a health check resumes it after the restart; a
+//! rolled-back version is never accepted again.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
