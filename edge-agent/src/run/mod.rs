@@ -1795,11 +1795,6 @@ impl Agent {
         engine
             .restore(&snap)
             .map_err(|e| restore_err(e.to_string()))?;
-        let held = match self.cfg.durability {
-            DurabilityMode::Journal => update::load_held(self.store.database())
-                .map_err(|e| RunError::Config(format!("{}: {e}", self.store.path().display())))?,
-            DurabilityMode::Checkpoint => Vec::new(),
-        };
         let u = self.updates.as_mut().expect("checked");
         u.active = check.previous;
         u.clear_held();
@@ -1827,16 +1822,26 @@ impl Agent {
         // came, journaled as new records in one commit together with the
         // rolled-back state: a crash leaves either the trial (which then
         // resumes) or all of this.
-        let n = held.len();
-        for (now, topic, payload) in held {
-            let p = Incoming {
-                topic,
-                payload: payload.into(),
-                qos: 0,
-                ack: None,
-            };
-            self.take_message(p, now, Some(&mut seen))?;
-        }
+        let n = match self.cfg.durability {
+            DurabilityMode::Journal => {
+                let db = self.store.database().clone();
+                let path = self.store.path().display().to_string();
+                update::for_each_held(
+                    &db,
+                    |e| RunError::Config(format!("{path}: read the held messages: {e}")),
+                    |now, topic, payload| {
+                        let p = Incoming {
+                            topic,
+                            payload: payload.into(),
+                            qos: 0,
+                            ack: None,
+                        };
+                        self.take_message(p, now, Some(&mut seen))
+                    },
+                )?
+            }
+            DurabilityMode::Checkpoint => 0,
+        };
         self.commit_group()?;
         tracing::info!(
             messages = n,

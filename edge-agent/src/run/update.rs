@@ -73,8 +73,12 @@
 //! Limits: wired-sensor readings during a failed health check are not
 //! held (they are lost to the rolled-back pipeline); messages larger than
 //! [`HELD_MAX_BYTES`] are not held; topics the new pipeline unsubscribed
-//! from are not received during the check; a rollback holds the held
-//! messages of the whole check in memory for its one commit.
+//! from are not received during the check; a rollback stages the
+//! readings of the whole check in memory for its one commit (the held
+//! messages themselves are read one at a time), so a long `health_check`
+//! on a busy gateway costs memory at a rollback; messages redelivered
+//! across the switch are recognised by the new pipeline only if it
+//! decodes them to the same readings.
 //!
 //! # Persisted state (table `agent_pipeline` in the agent's redb file)
 //!
@@ -292,27 +296,35 @@ pub fn load(db: &redb::Database) -> Result<Persisted, String> {
     })
 }
 
-/// The messages held during a health check, in the order they came:
-/// `(agent clock ms, topic, payload)`. Damaged entries are skipped (logged).
+/// Calls `f` on each message held during a health check, in the order
+/// they came: `(agent clock ms, topic, payload)`, one at a time (not all in
+/// memory). Damaged entries are skipped (logged). Returns how many `f` saw.
 ///
 /// # Errors
-/// redb's error.
-pub fn load_held(db: &redb::Database) -> Result<Vec<(i64, String, Vec<u8>)>, String> {
-    let r = db.begin_read().map_err(|e| e.to_string())?;
+/// redb's error (through `err`), or `f`'s.
+pub fn for_each_held<E>(
+    db: &redb::Database,
+    err: impl Fn(String) -> E,
+    mut f: impl FnMut(i64, String, Vec<u8>) -> Result<(), E>,
+) -> Result<usize, E> {
+    let r = db.begin_read().map_err(|e| err(e.to_string()))?;
     let t = match r.open_table(HELD) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(err(e.to_string())),
     };
-    let mut out = Vec::new();
-    for e in t.iter().map_err(|e| e.to_string())? {
-        let (k, v) = e.map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for e in t.iter().map_err(|e| err(e.to_string()))? {
+        let (k, v) = e.map_err(|e| err(e.to_string()))?;
         match decode_held(v.value()) {
-            Some(m) => out.push(m),
+            Some((now, topic, payload)) => {
+                f(now, topic, payload)?;
+                n += 1;
+            }
             None => tracing::warn!(seq = k.value(), "a held message is damaged: skipped"),
         }
     }
-    Ok(out)
+    Ok(n)
 }
 
 fn encode_held(now: i64, topic: &str, payload: &[u8]) -> Vec<u8> {
