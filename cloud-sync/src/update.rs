@@ -105,7 +105,7 @@ fn encode_doc(version: u64, targets: &[String], kid: &str, pipeline: &str, sig: 
 /// An update whose signature, target and version checked out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedUpdate {
-    /// The new version (greater than the gateway's current one).
+    /// The new version (above the one the gateway passed to [`verify`]).
     pub version: u64,
     /// The gateways it is for.
     pub targets: Vec<String>,
@@ -135,12 +135,14 @@ pub enum UpdateRejection {
         /// The key id the document named.
         key_id: String,
     },
-    /// Its version is not above the running one (a replay or a stale push).
-    #[error("update rejected: version {version} is not newer than the running version {current}")]
+    /// Its version is not above the newest the gateway accepted (a replay,
+    /// also of an update that was rolled back, or a stale push).
+    #[error("update rejected: version {version} is not above {current}, the newest version this gateway accepted (sign it as a higher version)")]
     NotNewer {
         /// The document's version.
         version: u64,
-        /// The gateway's current version.
+        /// The version it must exceed: the newest the gateway ever
+        /// accepted (the `current_version` argument of [`verify`]).
         current: u64,
     },
     /// The update is for other gateways.
@@ -166,12 +168,21 @@ pub enum UpdateRejection {
     /// says where, as `weir check` would).
     #[error("update rejected: invalid pipeline: {0}")]
     InvalidPipeline(String),
+    /// Another update is on trial (its health check runs); push again once
+    /// its status is final.
+    #[error("update rejected: version {version} arrived while version {on_trial} runs its health check; push it again once that one is applied or rolled back")]
+    Busy {
+        /// The document's version.
+        version: u64,
+        /// The version on trial.
+        on_trial: u64,
+    },
 }
 
 impl UpdateRejection {
     /// The stable machine-readable reason: `bad_signature`, `unknown_key`,
     /// `not_newer`, `wrong_gateway`, `malformed`, `oversized`,
-    /// `invalid_pipeline`.
+    /// `invalid_pipeline`, `busy`.
     pub fn reason(&self) -> &'static str {
         match self {
             UpdateRejection::BadSignature { .. } => "bad_signature",
@@ -181,6 +192,7 @@ impl UpdateRejection {
             UpdateRejection::Malformed(_) => "malformed",
             UpdateRejection::Oversized { .. } => "oversized",
             UpdateRejection::InvalidPipeline(_) => "invalid_pipeline",
+            UpdateRejection::Busy { .. } => "busy",
         }
     }
 }
@@ -235,7 +247,9 @@ fn decode_doc(bytes: &[u8]) -> Result<Doc, String> {
     })
 }
 
-/// Verifies an update document for `gateway`, running `current_version`.
+/// Verifies an update document for `gateway`; its version must be above
+/// `current_version` (a gateway passes the newest version it ever accepted,
+/// so an update that was rolled back cannot be replayed).
 ///
 /// # Errors
 /// The first check that fails, in this order: [`Oversized`], [`Malformed`],

@@ -151,15 +151,30 @@ fn inspect(copy: &Path, r: &mut StoreReport) {
         }
         Err(e) => bad(r, format!("cloud outbox: {e}")),
     }
-    match crate::run::update::load_active(db) {
-        Ok((Some(a), _)) => r.lines.push(format!(
-            "pipeline: version {} installed by a signed update ({} bytes of text)",
-            a.version,
-            a.text.len()
-        )),
-        Ok((None, _)) => r
-            .lines
-            .push("pipeline: the gateway's own pipeline file (no update installed)".into()),
+    match crate::run::update::load(db) {
+        Ok(p) => {
+            r.lines.push(match &p.active {
+                Some(a) => format!(
+                    "pipeline: version {} installed by a signed update ({} bytes of text)",
+                    a.version,
+                    a.text.len()
+                ),
+                None => "pipeline: the gateway's own pipeline file (no update installed)".into(),
+            });
+            let phase = match &p.stored {
+                None | Some(crate::run::update::Stored::Idle) => "idle".to_string(),
+                Some(crate::run::update::Stored::Staged { version, .. }) => {
+                    format!("version {version} staged")
+                }
+                Some(crate::run::update::Stored::Checking { version, .. }) => {
+                    format!("version {version} in its health check (resumes on start)")
+                }
+            };
+            r.lines.push(format!(
+                "updates: {phase}; highest version ever accepted {}",
+                p.accepted
+            ));
+        }
         Err(e) => bad(r, format!("update state: {e}")),
     }
     match store.dead_letters() {

@@ -142,7 +142,8 @@ pub enum Fleet {
         /// The private key (PEM).
         #[arg(long)]
         key: PathBuf,
-        /// The update's version (above every target's current one).
+        /// The update's version: 1 to 2^53 - 1, above every version the
+        /// targets accepted before.
         #[arg(long)]
         version: u64,
         /// Target gateway ids (repeat the flag).

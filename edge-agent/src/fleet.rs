@@ -32,10 +32,17 @@ pub fn keygen(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The highest version `weir fleet sign` signs: 2^53 − 1, the largest
+/// integer every JSON reader of the status holds exactly. A gateway accepts
+/// only versions above every one it accepted before, so an update signed
+/// as `u64::MAX` would be the last one it could ever take.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
 /// `weir fleet sign`: the signed document's bytes.
 ///
 /// # Errors
-/// The key or pipeline cannot be read, or the pipeline is invalid.
+/// The version is 0 or above [`MAX_VERSION`], the key or pipeline cannot
+/// be read, or the pipeline is invalid.
 pub fn sign(
     key: &Path,
     version: u64,
@@ -44,6 +51,11 @@ pub fn sign(
 ) -> anyhow::Result<Vec<u8>> {
     if gateways.is_empty() {
         bail!("name at least one target with --gateway ID");
+    }
+    if version == 0 || version > MAX_VERSION {
+        bail!(
+            "--version {version} is out of range: use 1 to {MAX_VERSION} (2^53 - 1), one above the version the gateways run; a gateway never accepts a version at or below one it accepted before, so a huge version would be the last update it could ever take"
+        );
     }
     let key = crate::identity::load_signing_key(key)?;
     let text = std::fs::read_to_string(pipeline)
@@ -173,4 +185,27 @@ pub fn status_line(s: &Status) -> String {
             .map(|r| format!(": {r}"))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_refuses_versions_a_gateway_could_never_move_past() {
+        let dir = std::env::temp_dir().join(format!("weir-fleet-sign-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, _) = crate::identity::write(&dir, &crate::identity::generate().unwrap()).unwrap();
+        let pipeline = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/w1.toml"));
+        let gws = ["gw1".to_string()];
+        for v in [0, u64::MAX, u64::MAX - 1, 1 << 53] {
+            let e = sign(&key, v, &gws, pipeline).expect_err("refused");
+            assert!(e.to_string().contains("--version"), "{e}");
+        }
+        for v in [1, (1 << 53) - 1] {
+            assert!(sign(&key, v, &gws, pipeline).is_ok(), "version {v}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -63,6 +63,25 @@ fn keygen_sign_push_and_status_from_the_command_line() {
         doc.to_str().unwrap(),
     ]);
     assert!(ok, "{out}");
+    // A version no gateway could ever move past is refused, with why.
+    for v in ["18446744073709551615", "9007199254740992", "0"] {
+        let (ok, out) = weir(&[
+            "fleet",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--version",
+            v,
+            "--gateway",
+            GATEWAY,
+            p1.to_str().unwrap(),
+            "-o",
+            dir.0.join("huge.update").to_str().unwrap(),
+        ]);
+        assert!(!ok, "version {v} is refused: {out}");
+        assert!(out.contains("out of range"), "{out}");
+    }
+    assert!(!dir.0.join("huge.update").exists());
     let broker = format!("mqtt://{addr}");
     let (ok, out) = weir(&[
         "fleet",

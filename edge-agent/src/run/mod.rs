@@ -34,7 +34,7 @@ pub mod output;
 pub mod update;
 pub mod web;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -443,13 +443,14 @@ impl Agent {
     ) -> Result<Agent, RunError> {
         let store = open_store(&cfg)?;
         // A pipeline installed by an update runs instead of the file's.
-        let (active, status) = update::load_active(store.database()).map_err(|e| {
+        let persisted = update::load(store.database()).map_err(|e| {
             RunError::Config(format!(
-                "{}: read the active pipeline: {e}",
+                "{}: read the update state: {e}",
                 store.path().display()
             ))
         })?;
-        let pf = match &active {
+        let file_pf = pf.clone();
+        let pf = match &persisted.active {
             Some(a) if !cfg.updates.trusted_keys.is_empty() => {
                 let name = format!(
                     "{} (pipeline update v{})",
@@ -467,7 +468,7 @@ impl Agent {
         };
         metrics.dash.set_pipeline(
             &pf.spec,
-            match &active {
+            match &persisted.active {
                 Some(a) if !cfg.updates.trusted_keys.is_empty() => dash::PipelineInfo {
                     name: pf.spec.name.clone(),
                     version: a.version,
@@ -482,7 +483,7 @@ impl Agent {
                 },
             },
         );
-        let updates = update::Updates::start(&cfg, active, status, metrics.clone())
+        let updates = update::Updates::start(&cfg, persisted, file_pf, metrics.clone())
             .map_err(|e| RunError::Config(format!("{}: [updates]: {e}", cfg.file)))?;
         let (decoders, routes) = routes_of(&pf);
         if routes.is_empty() && cfg.board.is_none() {
@@ -636,6 +637,16 @@ impl Agent {
         if let Some(c) = &mut self.em.cloud {
             c.set_replaying(true);
         }
+        // Records of a pipeline that failed its health check, taken again
+        // under the one rolled back to after them: not for this engine.
+        let skip = self.updates.as_ref().and_then(|u| u.skip);
+        if let Some((a, b)) = skip.filter(|(_, b)| *b > upto) {
+            tracing::info!(
+                after = a,
+                through = b,
+                "replay skips the journal records of a rolled-back pipeline"
+            );
+        }
         let mut replay = self.store.replay_from(upto)?;
         // Message identities as on ingest: a record that does not continue
         // a message closes the one before it.
@@ -650,8 +661,10 @@ impl Agent {
                 }
                 id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
             }
-            let _ = feed(&mut self.engine, &s);
-            self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
+            if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
+                let _ = feed(&mut self.engine, &s);
+                self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
+            }
             last = lsn;
             n += 1;
         }
@@ -767,6 +780,35 @@ impl Agent {
         self.metrics
             .payload_bytes
             .fetch_add(p.payload.len() as u64, Relaxed);
+        self.take_message(p, now, None)
+    }
+
+    /// While an update is on trial (journal mode), keeps the message as
+    /// it came, with the group's commit: a rollback takes it again under
+    /// the pipeline that comes back ([`update::Updates::hold`]).
+    fn hold(&mut self, now: i64, p: &Incoming, rerun: bool) {
+        if rerun || self.cfg.durability != DurabilityMode::Journal {
+            return;
+        }
+        if let Some(u) = &mut self.updates {
+            u.hold(now, &p.topic, &p.payload);
+        }
+    }
+
+    /// Decodes one message into the open group. `rerun`: a message held
+    /// during a failed health check, taken again after the rollback, with
+    /// the identities it must not repeat: those of the ring at the switch
+    /// (a redelivery of a message taken before it, which the failed
+    /// pipeline could not recognise) and those of the messages taken again
+    /// before it. The ring itself is not checked: the failed pipeline
+    /// recorded the identities of the held messages it could decode.
+    fn take_message(
+        &mut self,
+        p: Incoming,
+        now: i64,
+        mut rerun: Option<&mut HashSet<u64>>,
+    ) -> Result<(), RunError> {
+        let held = rerun.is_some();
         if self.group.opened.is_none() {
             self.group.opened = Some(Instant::now());
             if self.processing_time || self.idle_timeouts.iter().any(Option::is_some) {
@@ -782,6 +824,7 @@ impl Agent {
             return Ok(());
         }
         let Some(src) = self.route(&p.topic) else {
+            self.hold(now, &p, held);
             let detail = "no source's topic filters match this topic".to_string();
             self.dead(&p.topic, "unknown_topic", detail, &p.payload, now);
             if let Some(t) = p.ack {
@@ -790,6 +833,7 @@ impl Agent {
             return Ok(());
         };
         let Some(dec) = &self.decoders[src] else {
+            self.hold(now, &p, held);
             if let Some(t) = p.ack {
                 self.group.acks.push((t, self.dedupe.inserted()));
             }
@@ -797,6 +841,7 @@ impl Agent {
         };
         let mut batch = std::mem::take(&mut self.batch);
         let has_ts = dec.has_timestamp();
+        let mut dup = false;
         match dec.decode(&p.topic, &p.payload, now, &mut batch) {
             Err(e) => {
                 self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
@@ -806,7 +851,7 @@ impl Agent {
                 for e in errors {
                     self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
                 }
-                let checking = self.dedupe.armed() && has_ts;
+                let checking = self.dedupe.armed() && has_ts && !held;
                 self.dedupe.message();
                 // The message's identity: its readings the journal holds
                 // (the same records a replay sees).
@@ -820,7 +865,12 @@ impl Agent {
                 if let Some(h) = id {
                     self.dedupe.record(h);
                 }
-                if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+                let repeated = match (&mut rerun, id) {
+                    (Some(seen), Some(h)) if has_ts => !seen.insert(h),
+                    _ => false,
+                };
+                if repeated || checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+                    dup = true;
                     self.metrics
                         .duplicates
                         .fetch_add(batch.len() as u64, Relaxed);
@@ -844,6 +894,9 @@ impl Agent {
             }
         }
         self.batch = batch;
+        if !dup {
+            self.hold(now, &p, held);
+        }
         // Kept for a dead letter should the engine refuse a reading; a copy
         // of the first bytes, so the group does not pin read buffers.
         let kept = p.payload.len().min(crate::store::PAYLOAD_KEPT);
@@ -875,15 +928,15 @@ impl Agent {
 
     /// Closes the group: commit, compute, acknowledge.
     fn commit_group(&mut self) -> Result<(), RunError> {
-        if self.group.recs.is_empty() && self.group.acks.is_empty() && self.group.opened.is_none() {
+        if self.group.recs.is_empty()
+            && self.group.acks.is_empty()
+            && self.group.opened.is_none()
+            && !self.updates_dirty()
+        {
             return Ok(());
         }
         let before = self.store.stats();
-        if self.cfg.durability == DurabilityMode::Journal && self.cloud_dirty() {
-            self.commit_cloud()?;
-        } else {
-            self.store.commit()?;
-        }
+        self.commit_store()?;
         let after = self.store.stats();
         self.metrics
             .commits
@@ -942,17 +995,48 @@ impl Agent {
         self.em.cloud.as_ref().is_some_and(|c| c.dirty())
     }
 
+    fn updates_dirty(&self) -> bool {
+        self.updates.as_ref().is_some_and(|u| u.needs_write())
+    }
+
     /// A journal commit (staged samples, if any) that also stages the
-    /// pending cloud outputs.
-    fn commit_cloud(&mut self) -> Result<(), RunError> {
-        let (Some(link), Some(co)) = (&self.cloud, &mut self.em.cloud) else {
+    /// pending cloud outputs (journal mode) and writes the update state
+    /// when it changed, in the same transaction.
+    fn commit_store(&mut self) -> Result<(), RunError> {
+        let cloud = self.cfg.durability == DurabilityMode::Journal && self.cloud_dirty();
+        let upd = self.updates_dirty();
+        if !cloud && !upd {
             self.store.commit()?;
             return Ok(());
-        };
-        self.store.commit_with(|txn| co.stage(&link.outbox, txn))?;
-        co.staged();
-        link.outbox.notify();
+        }
+        let (link, co, u) = (&self.cloud, &self.em.cloud, &self.updates);
+        self.store.commit_with(|txn| {
+            if let (true, Some(link), Some(co)) = (cloud, link, co) {
+                co.stage(&link.outbox, txn)?;
+            }
+            if let Some(u) = u {
+                u.persist_in(txn, None)?;
+            }
+            Ok(())
+        })?;
+        if let (true, Some(link), Some(co)) = (cloud, &self.cloud, &mut self.em.cloud) {
+            co.staged();
+            link.outbox.notify();
+        }
+        if let Some(u) = &mut self.updates {
+            u.persisted(None);
+        }
         Ok(())
+    }
+
+    /// Makes the update state durable now (a commit of its own, or with
+    /// the open group).
+    fn persist_updates(&mut self) -> Result<(), RunError> {
+        if self.group.opened.is_some() || !self.group.recs.is_empty() {
+            self.commit_group()
+        } else {
+            self.commit_store()
+        }
     }
 
     /// Copies the uplink's counters and the outbox's stats into the metrics.
@@ -1008,7 +1092,7 @@ impl Agent {
             && self.cfg.durability == DurabilityMode::Journal
             && self.cloud_dirty()
         {
-            self.commit_cloud()?;
+            self.commit_store()?;
         }
         self.cloud_metrics();
         Ok(())
@@ -1017,14 +1101,15 @@ impl Agent {
     /// Starts a checkpoint when one is due, and writes it once the broker
     /// has acknowledged every output published before it.
     fn maybe_checkpoint(&mut self, force: bool) -> Result<bool, RunError> {
-        // During an update's health check the journal must keep everything
-        // since the switch (a rollback replays it): no new checkpoints.
-        let watching = self.updates.as_ref().is_some_and(|u| u.health.is_some());
+        // During an update's health check the checkpoint of the switch
+        // stays the newest (a rollback restores it into the previous
+        // pipeline, a restart into the new one): no new checkpoints.
+        let watching = self.updates.as_ref().is_some_and(|u| u.checking());
         if self.pending_ckpt.is_none()
+            && !watching
             && (force
-                || (!watching && self.checkpoint_soon)
-                || (!watching
-                    && self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms)))
+                || self.checkpoint_soon
+                || self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms))
             && self.group.recs.is_empty()
         {
             let engine = self
@@ -1050,8 +1135,8 @@ impl Agent {
                 if let (Some(link), Some(co)) = (link, co) {
                     co.stage(&link.outbox, txn)?;
                 }
-                if let Some(u) = upd.as_ref().filter(|u| u.persist) {
-                    u.persist_in(txn)?;
+                if let Some(u) = upd {
+                    u.persist_in(txn, Some(upto))?;
                 }
                 Ok(())
             })?;
@@ -1061,7 +1146,7 @@ impl Agent {
             link.outbox.notify();
         }
         if let Some(u) = &mut self.updates {
-            u.persist = false;
+            u.persisted(Some(upto));
         }
         let m = &self.metrics;
         m.checkpoints.fetch_add(1, Relaxed);
@@ -1343,7 +1428,12 @@ impl Agent {
             }
         }
         self.commit_group()?;
-        self.pending_ckpt = None;
+        // An update on trial keeps the checkpoint of its switch (a rollback
+        // after the restart restores it and replays the journal after it).
+        let checking = self.updates.as_ref().is_some_and(|u| u.checking());
+        if !checking {
+            self.pending_ckpt = None;
+        }
         let mut written = self.maybe_checkpoint(true)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         // Until the checkpoint is written and every ack is on the wire (an
@@ -1352,7 +1442,7 @@ impl Agent {
             a.acks.is_empty()
                 && a.metrics.acks_written.load(Relaxed) >= a.metrics.acks.load(Relaxed)
         };
-        while !(written && acks_out(self)) && Instant::now() < deadline {
+        while !((written || checking) && acks_out(self)) && Instant::now() < deadline {
             flush_acks(
                 &mut self.acks,
                 &mut self.ack_fifo,
@@ -1364,7 +1454,7 @@ impl Agent {
             if !written && self.maybe_checkpoint(false)? {
                 written = true;
             }
-            if written && acks_out(self) {
+            if (written || checking) && acks_out(self) {
                 break;
             }
             match tokio::time::timeout(Duration::from_millis(5), self.rx.recv()).await {
@@ -1376,7 +1466,9 @@ impl Agent {
                 Ok(None) => break,
             }
         }
-        if !written {
+        if checking {
+            tracing::info!("an update is on trial: no final checkpoint; its health check resumes at the next start");
+        } else if !written {
             tracing::warn!(
                 published = self.em.published,
                 acked = self.em.acked,
@@ -1385,7 +1477,7 @@ impl Agent {
             );
         }
         if self.cloud_dirty() {
-            self.commit_cloud()?;
+            self.commit_store()?;
         }
         self.cloud_metrics();
         if let Some(c) = &mut self.cloud {
@@ -1451,6 +1543,16 @@ impl Agent {
         };
         match c {
             update::Control::Connected => u.publish_status(),
+            update::Control::TooLarge(n) => {
+                u.too_large(n);
+                *self
+                    .metrics
+                    .updates
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry("rejected")
+                    .or_default() += 1;
+            }
             update::Control::Doc(doc) => {
                 let r = u.offer(&doc, |pf| {
                     if routes_of(pf).1.is_empty() {
@@ -1467,6 +1569,12 @@ impl Agent {
                         .unwrap_or_else(|e| e.into_inner())
                         .entry("rejected")
                         .or_default() += 1;
+                } else {
+                    // Staged is durable before it is announced.
+                    self.persist_updates()?;
+                    if let Some(u) = &self.updates {
+                        u.publish_status();
+                    }
                 }
                 self.update_tick()?;
             }
@@ -1483,6 +1591,19 @@ impl Agent {
         (m.dead_letters.load(Relaxed), m.readings.load(Relaxed), wm)
     }
 
+    /// After recovery: an update that was on trial when the agent stopped
+    /// runs its health check again, from now and for its whole duration.
+    fn resume_update(&mut self) {
+        let (errors, readings, wm) = self.health_inputs();
+        if let Some(u) = self.updates.as_mut().filter(|u| u.checking()) {
+            tracing::info!(
+                version = u.version(),
+                "an update was on trial when the agent stopped: its health check starts again"
+            );
+            u.watch(errors, readings, wm);
+        }
+    }
+
     /// Applies a staged update at a checkpoint boundary, and judges a
     /// running health check.
     fn update_tick(&mut self) -> Result<(), RunError> {
@@ -1491,30 +1612,7 @@ impl Agent {
         };
         let (errors, readings, wm) = self.health_inputs();
         match u.health_verdict(errors, readings, wm) {
-            Some(Ok(())) => {
-                let u = self.updates.as_mut().expect("checked");
-                let h = u.health.take().expect("verdict");
-                drop(h);
-                let (kept, reset) = (u.status.kept.clone(), u.status.reset.clone());
-                let v = u.version();
-                u.set_status(
-                    weir_cloud_sync::update::UpdateResult::Applied,
-                    None,
-                    Some(v),
-                    kept,
-                    reset,
-                );
-                u.persist = true;
-                *self
-                    .metrics
-                    .updates
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry("applied")
-                    .or_default() += 1;
-                tracing::info!(version = v, "pipeline update passed its health check");
-                self.maybe_checkpoint(true)?;
-            }
+            Some(Ok(())) => self.apply()?,
             Some(Err(reason)) => self.roll_back(reason)?,
             None => {}
         }
@@ -1522,19 +1620,43 @@ impl Agent {
             && self.pending_ckpt.is_none()
             && self.em.queue.is_empty()
             && self.em.acked >= self.em.published;
-        let ready = self
-            .updates
-            .as_ref()
-            .is_some_and(|u| u.staged.is_some() && u.health.is_none());
+        let ready = self.updates.as_ref().is_some_and(|u| u.staged());
         if boundary && ready {
             self.switch()?;
         }
         Ok(())
     }
 
+    /// The health check passed: the update on trial stays.
+    fn apply(&mut self) -> Result<(), RunError> {
+        use weir_cloud_sync::update::UpdateResult;
+        let Some(u) = &mut self.updates else {
+            return Ok(());
+        };
+        u.phase = update::Phase::Idle;
+        u.clear_held();
+        let (kept, reset) = (u.status.kept.clone(), u.status.reset.clone());
+        let v = u.version();
+        u.set_status(UpdateResult::Applied, None, Some(v), kept, reset);
+        *self
+            .metrics
+            .updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry("applied")
+            .or_default() += 1;
+        tracing::info!(version = v, "pipeline update passed its health check");
+        self.persist_updates()?;
+        if let Some(u) = &self.updates {
+            u.publish_status();
+        }
+        self.maybe_checkpoint(true)?;
+        Ok(())
+    }
+
     /// Installs `pf` as the running pipeline with `engine` (decoders,
     /// routes, encoders, subscriptions).
-    fn install(&mut self, pf: PipelineFile, engine: Engine) {
+    fn install(&mut self, pf: PipelineFile, engine: Engine, text: String) {
         let (decoders, routes) = routes_of(&pf);
         for (f, _, _) in &self.routes {
             if !routes.iter().any(|r| &r.0 == f) {
@@ -1575,9 +1697,13 @@ impl Agent {
             &pf.spec,
             dash::PipelineInfo {
                 name: pf.spec.name.clone(),
-                version: 0,
-                origin: "signed update".into(),
-                text: String::new(),
+                version: self.metrics.pipeline_version.load(Relaxed),
+                origin: if self.metrics.pipeline_version.load(Relaxed) == 0 {
+                    self.cfg.pipeline.display().to_string()
+                } else {
+                    "signed update".into()
+                },
+                text,
             },
         );
         self.engine = engine;
@@ -1586,18 +1712,24 @@ impl Agent {
     }
 
     /// The staged update becomes the running pipeline, keeping the state of
-    /// matching operators; a checkpoint persists it.
+    /// matching operators. The checkpoint of the switch holds the running
+    /// engine's state, and in its transaction the new pipeline and the
+    /// `Checking` phase: a restart runs the new pipeline from it (restoring
+    /// the same state into it) and resumes the health check, and a rollback
+    /// restores it into the previous pipeline.
     fn switch(&mut self) -> Result<(), RunError> {
         use weir_cloud_sync::update::UpdateResult;
-        let u = self.updates.as_mut().expect("checked");
-        let staged = u.staged.take().expect("checked");
         let snap = match self.engine.snapshot() {
             Ok(s) => s,
             Err(e) => {
-                u.staged = Some(staged);
                 tracing::warn!("update waits: snapshot failed: {e}");
                 return Ok(());
             }
+        };
+        let u = self.updates.as_mut().expect("checked");
+        let update::Phase::Staged(staged) = std::mem::replace(&mut u.phase, update::Phase::Idle)
+        else {
+            return Ok(());
         };
         let mut engine = staged
             .pf
@@ -1619,6 +1751,10 @@ impl Agent {
                     "update v{} rejected: the running state does not restore into it: {e}",
                     staged.version
                 );
+                self.persist_updates()?;
+                if let Some(u) = &self.updates {
+                    u.publish_status();
+                }
                 return Ok(());
             }
         };
@@ -1630,17 +1766,13 @@ impl Agent {
                 _ => reset.push(id.clone()),
             }
         }
-        let previous = update::Previous {
-            pf: self.pf.clone(),
-            active: u.active.take(),
-            snapshot: snap,
-            lsn: self.processed,
-        };
+        let previous = u.active.take();
         u.active = Some(update::Active {
             version: staged.version,
-            text: staged.text,
+            text: staged.text.clone(),
         });
-        u.persist = true;
+        u.phase =
+            update::Phase::Checking(update::Check::new(staged.version, previous, self.processed));
         u.set_status(
             UpdateResult::Staged,
             None,
@@ -1648,6 +1780,14 @@ impl Agent {
             kept.clone(),
             reset.clone(),
         );
+        // At a boundary every output is acknowledged: written at once.
+        let mark = self.em.published + self.em.queue.len() as u64;
+        self.pending_ckpt = Some((
+            self.processed,
+            dedupe::encode_checkpoint(&self.dedupe, &snap),
+            mark,
+        ));
+        self.maybe_checkpoint(false)?;
         self.metrics.pipeline_version.store(staged.version, Relaxed);
         tracing::info!(
             version = staged.version,
@@ -1655,46 +1795,77 @@ impl Agent {
             ?reset,
             "pipeline update applied; health check running"
         );
-        self.install(staged.pf, engine);
+        self.install(staged.pf, engine, staged.text);
         let (errors, readings, wm) = self.health_inputs();
-        self.updates
-            .as_mut()
-            .expect("checked")
-            .watch(previous, errors, readings, wm);
-        self.pending_ckpt = None;
-        self.maybe_checkpoint(true)?;
+        if let Some(u) = &mut self.updates {
+            u.watch(errors, readings, wm);
+            u.publish_status();
+        }
         self.publish_gauges();
         Ok(())
     }
 
-    /// The health check failed: the previous pipeline and its state come
-    /// back, and the journal since the switch is replayed through it.
+    /// The health check failed: the previous pipeline comes back with the
+    /// state of the checkpoint written at the switch, and the journal after
+    /// it is replayed through it.
     fn roll_back(&mut self, reason: String) -> Result<(), RunError> {
         use weir_cloud_sync::update::UpdateResult;
+        self.commit_group()?;
         let u = self.updates.as_mut().expect("checked");
-        let h = u.health.take().expect("failed check");
+        let update::Phase::Checking(check) = std::mem::replace(&mut u.phase, update::Phase::Idle)
+        else {
+            return Ok(());
+        };
         let failed = u.version();
-        let prev = h.previous;
         tracing::warn!(
             version = failed,
             reason = reason.as_str(),
             "pipeline update failed its health check: rolling back"
         );
-        let mut engine = prev
-            .pf
+        let prev_pf = match &check.previous {
+            None => u.file_pf.clone(),
+            Some(a) => crate::pipeline_file::parse(
+                &format!(
+                    "{} (pipeline update v{})",
+                    self.store.path().display(),
+                    a.version
+                ),
+                &a.text,
+            )
+            .map_err(|e| RunError::Config(e.to_string()))?,
+        };
+        let restore_err = |detail: String| RunError::Restore {
+            path: self.store.path().display().to_string(),
+            pipeline: prev_pf.spec.name.clone(),
+            detail,
+        };
+        let (mut seen, snap): (HashSet<u64>, _) = match self.store.latest()? {
+            Some((upto, ckpt)) if upto == check.lsn => dedupe::decode_checkpoint(ckpt)
+                .map(|(ring, snap)| (ring.into_iter().collect(), snap.to_vec()))
+                .ok_or_else(|| restore_err("not an agent checkpoint".into()))?,
+            other => {
+                return Err(restore_err(format!(
+                    "the newest checkpoint ({:?}) is not the one of the switch at {}",
+                    other.map(|o| o.0),
+                    check.lsn
+                )))
+            }
+        };
+        let mut engine = prev_pf
             .spec
             .clone()
             .build()
             .map_err(|e| RunError::Config(e.to_string()))?;
         engine
-            .restore(&prev.snapshot)
-            .map_err(|e| RunError::Restore {
-                path: self.store.path().display().to_string(),
-                pipeline: prev.pf.spec.name.clone(),
-                detail: e.to_string(),
-            })?;
-        u.active = prev.active;
-        u.persist = true;
+            .restore(&snap)
+            .map_err(|e| restore_err(e.to_string()))?;
+        let u = self.updates.as_mut().expect("checked");
+        u.active = check.previous;
+        u.clear_held();
+        if self.cfg.durability == DurabilityMode::Journal {
+            // The failed pipeline's records: never replayed into this one.
+            u.skip = Some((check.lsn, self.store.committed_lsn()));
+        }
         u.set_status(
             UpdateResult::RolledBack,
             Some(reason),
@@ -1710,14 +1881,44 @@ impl Agent {
             .unwrap_or_else(|e| e.into_inner())
             .entry("rolled_back")
             .or_default() += 1;
-        self.commit_group()?;
-        self.install(prev.pf, engine);
-        if self.cfg.durability == DurabilityMode::Journal {
-            let mut replay = self.store.replay_from(prev.lsn)?;
-            while let Some((lsn, s)) = replay.next_record()? {
-                let _ = feed(&mut self.engine, &s);
-                self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
+        let text = self
+            .updates
+            .as_ref()
+            .and_then(|u| u.active.as_ref())
+            .map(|a| a.text.clone())
+            .unwrap_or_else(|| std::fs::read_to_string(&self.cfg.pipeline).unwrap_or_default());
+        self.install(prev_pf, engine, text);
+        // The messages of the health check, taken again in the order they
+        // came, journaled as new records in one commit together with the
+        // rolled-back state: a crash leaves either the trial (which then
+        // resumes) or all of this.
+        let n = match self.cfg.durability {
+            DurabilityMode::Journal => {
+                let db = self.store.database().clone();
+                let path = self.store.path().display().to_string();
+                update::for_each_held(
+                    &db,
+                    |e| RunError::Config(format!("{path}: read the held messages: {e}")),
+                    |now, topic, payload| {
+                        let p = Incoming {
+                            topic,
+                            payload: payload.into(),
+                            qos: 0,
+                            ack: None,
+                        };
+                        self.take_message(p, now, Some(&mut seen))
+                    },
+                )?
             }
+            DurabilityMode::Checkpoint => 0,
+        };
+        self.commit_group()?;
+        tracing::info!(
+            messages = n,
+            "rolled back; the messages of the health check went through the previous pipeline again"
+        );
+        if let Some(u) = &self.updates {
+            u.publish_status();
         }
         self.pending_ckpt = None;
         self.maybe_checkpoint(true)?;
@@ -2145,7 +2346,12 @@ pub async fn run_async(
     let result: Result<RunSummary, RunError> = loop {
         let built = match Agent::new(cfg.clone(), pf.clone(), metrics.clone(), &mut chan) {
             Ok(mut a) => match a.recover() {
-                Ok(n) => Ok((a, n)),
+                Ok(n) => {
+                    // An update's health check that a stop interrupted
+                    // goes on (or rolls back).
+                    a.resume_update();
+                    Ok((a, n))
+                }
                 Err(e) => {
                     let (ch, wired) = a.teardown().await;
                     chan = Some(ch);
