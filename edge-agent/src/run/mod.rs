@@ -25,6 +25,7 @@
 //! last checkpoint, replay the journal after it through the engine, publish
 //! what it emits, subscribe.
 
+pub mod budget;
 pub mod cloud;
 pub mod dedupe;
 pub mod metrics;
