@@ -34,6 +34,22 @@
 //! hour, or the configured interval if that is longer: the journal since
 //! the last checkpoint is what a restart replays).
 //!
+//! # A broker that waits for acknowledgements
+//!
+//! A broker sends a subscriber only so many unacknowledged QoS 1 messages
+//! (its in-flight window: mosquitto's `max_inflight_messages`, rumqttd's
+//! `max_inflight_count`), then waits for acks. A group held open past that
+//! point saves no write, and cuts ingest to `window / commit interval`
+//! messages a second (measured with rumqttd: 100 messages per 500 ms
+//! group, 50× slower than unbudgeted). So a stretched group also closes
+//! once its messages have stopped for 8 mean gaps between them (and at
+//! least the configured `group_commit` and 20 ms; the group must hold 8
+//! messages or more to tell their gap) — but only while the agent has
+//! seen the broker waiting: the first message after a commit came within
+//! `max(group_commit, 10 ms)` of it ([`Budget::on_group_opened`]). A
+//! plant that publishes in bursts (every sensor on the second) makes that
+//! happen by chance now and then and costs one early commit when it does.
+//!
 //! Call order: [`Budget::new`] with the configured intervals and the
 //! store's byte count; [`Budget::handle_written`] with the agent clock and
 //! the byte count whenever convenient (the agent's timer: once a second or
@@ -53,7 +69,12 @@
 //! assert_eq!(b.intervals(), base);
 //! ```
 
-use crate::gateway::StorageConfig;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::gateway::{GatewayConfig, StorageConfig};
+use crate::run::metrics::{Metrics, StorageGauges};
+use crate::store::Store;
 
 /// The aim after stretching, as a share of the budget rate.
 const TARGET: f64 = 0.8;
@@ -67,6 +88,18 @@ pub const MAX_GROUP_RECORDS: usize = 12_000;
 /// configured one is longer).
 pub const MAX_CHECKPOINT_MS: u64 = 3_600_000;
 const DAY_MS: f64 = 86_400_000.0;
+/// A stretched group whose messages stopped for this many mean gaps is
+/// closed early while the broker waits for acks (`e^-8`: a steady random
+/// input almost never pauses that long).
+const QUIET_GAPS: u32 = 8;
+/// The shortest "prompt" arrival after a commit that counts as a broker
+/// waiting for acks.
+const PROMPT_MIN: Duration = Duration::from_millis(10);
+/// The quiet rule needs this many messages in the group to estimate their
+/// gap (a broker's in-flight window is larger: mosquitto's default is 20).
+const QUIET_MIN_MESSAGES: usize = 8;
+/// The shortest quiet that closes a group (scheduling and TCP jitter).
+const QUIET_MIN: Duration = Duration::from_millis(20);
 
 /// The intervals the agent runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +127,11 @@ pub struct Budget {
     start: (i64, u64),
     rate: Option<f64>,
     over: bool,
+    decisions: u64,
+    /// The first message after the last commit came promptly: the broker
+    /// was waiting for our acks.
+    flow_limited: bool,
+    committed_at: Option<Instant>,
 }
 
 impl Budget {
@@ -113,6 +151,9 @@ impl Budget {
             start: (now, written),
             rate: None,
             over: false,
+            decisions: 0,
+            flow_limited: false,
+            committed_at: None,
         }
     }
 
@@ -133,6 +174,7 @@ impl Budget {
         let rate = (written - b0) as f64 / elapsed as f64;
         self.start = (now, written);
         self.rate = Some(rate);
+        self.decisions += 1;
         let before = self.intervals();
         if let Some(allowed) = self.allowed {
             if rate > allowed {
@@ -174,6 +216,41 @@ impl Budget {
             group_records,
             checkpoint_ms,
         }
+    }
+
+    /// A group was committed at `now` (its acks handed to the client).
+    pub fn on_group_committed(&mut self, now: Instant) {
+        self.committed_at = Some(now);
+    }
+
+    /// The first message of a new group arrived at `now`.
+    pub fn on_group_opened(&mut self, now: Instant) {
+        if let Some(c) = self.committed_at.take() {
+            let prompt = Duration::from_millis(self.base.commit_ms).max(PROMPT_MIN);
+            self.flow_limited = now.saturating_duration_since(c) <= prompt;
+        }
+    }
+
+    /// When a group must be committed: `opened` and `last` are the
+    /// arrivals of its first and last message, `n` its messages. The
+    /// commit interval after `opened`, or earlier when the broker waits
+    /// for acks and the messages have stopped (see the module docs).
+    pub fn commit_deadline(&self, opened: Instant, last: Instant, n: usize) -> Instant {
+        let iv = self.intervals();
+        let full = opened + Duration::from_millis(iv.commit_ms);
+        if !self.flow_limited || iv.commit_ms <= self.base.commit_ms || n < QUIET_MIN_MESSAGES {
+            return full;
+        }
+        let gap = last.saturating_duration_since(opened) / (n as u32 - 1);
+        let quiet = (gap * QUIET_GAPS)
+            .max(Duration::from_millis(self.base.commit_ms))
+            .max(QUIET_MIN);
+        full.min(last + quiet)
+    }
+
+    /// Windows decided so far.
+    pub fn decisions(&self) -> u64 {
+        self.decisions
     }
 
     /// The factor the intervals are stretched by (1: as configured).
@@ -226,6 +303,40 @@ impl Budget {
             self.endurance as f64 / 1e12,
         ))
     }
+}
+
+/// The agent's controller: its configured intervals, its store's count.
+pub fn for_agent(cfg: &GatewayConfig, store: &Store) -> Budget {
+    let base = Intervals {
+        commit_ms: cfg.group_commit_ms,
+        group_records: cfg.group_records,
+        checkpoint_ms: cfg.checkpoint_ms,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Budget::new(
+        &cfg.storage,
+        base,
+        now,
+        store.io().bytes_written.load(Relaxed),
+    )
+}
+
+/// Copies the controller's state into the agent's metrics (`lifetime`:
+/// [`Store::lifetime_bytes_written`]).
+pub fn publish(b: &Budget, lifetime: u64, m: &Metrics) {
+    let iv = b.intervals();
+    let g = StorageGauges {
+        commit_interval_ms: iv.commit_ms,
+        checkpoint_interval_ms: iv.checkpoint_ms,
+        budget_bytes_per_day: b.allowed.map(|a| (a * DAY_MS).round() as u64),
+        rate: b.rate(),
+        card_life_days: b.card_life_days(lifetime),
+        over_budget: b.over_budget(),
+        warning: b.life_warning(lifetime),
+    };
+    *m.storage.lock().unwrap_or_else(|e| e.into_inner()) = g;
 }
 
 #[cfg(test)]
@@ -390,6 +501,38 @@ mod tests {
         plant.run(&mut free, 600_000);
         assert_eq!(free.intervals(), BASE);
         assert!(free.rate().unwrap() > 400_000.0);
+    }
+
+    #[test]
+    fn a_stretched_group_closes_early_only_while_the_broker_waits_for_acks() {
+        let ms = Duration::from_millis;
+        let mut b = Budget::new(&cfg(Some(86_400_000)), BASE, 0, 0);
+        let t = Instant::now();
+        // Not stretched: the configured interval.
+        assert_eq!(b.commit_deadline(t, t + ms(1), 100), t + ms(50));
+        b.handle_written(60_000, 600_000_000);
+        assert_eq!(b.intervals().commit_ms, 5_000);
+        // 100 messages in 99 ms, then nothing: no sign of a waiting broker
+        // yet, so the group waits its full interval.
+        assert_eq!(b.commit_deadline(t, t + ms(99), 100), t + ms(5_000));
+        // The next group opened 2 ms after a commit: the broker was
+        // holding messages back for our acks.
+        b.on_group_committed(t + ms(5_000));
+        b.on_group_opened(t + ms(5_002));
+        let t2 = t + ms(5_002);
+        // 8 gaps of 1 ms are less than group_commit: quiet for 50 ms.
+        assert_eq!(b.commit_deadline(t2, t2 + ms(99), 100), t2 + ms(149));
+        // Gaps of 20 ms: quiet for 160 ms.
+        assert_eq!(b.commit_deadline(t2, t2 + ms(200), 11), t2 + ms(360));
+        // Never past the interval, and a few messages tell no gap.
+        assert_eq!(b.commit_deadline(t2, t2 + ms(4_990), 20), t2 + ms(5_000));
+        assert_eq!(b.commit_deadline(t2, t2 + ms(7), 7), t2 + ms(5_000));
+        assert_eq!(b.commit_deadline(t2, t2, 1), t2 + ms(5_000));
+        // A group that opens long after the commit (bursts a second
+        // apart): the broker was not waiting; full intervals again.
+        b.on_group_committed(t2 + ms(150));
+        b.on_group_opened(t2 + ms(1_000));
+        assert_eq!(b.commit_deadline(t2, t2 + ms(99), 100), t2 + ms(5_000));
     }
 
     #[test]
