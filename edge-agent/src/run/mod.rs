@@ -1198,6 +1198,7 @@ impl Agent {
                 self.stage_tick(now)?;
             }
         }
+        self.group.last = Some(Instant::now());
         let key = r.key.as_str();
         let sample = Sample {
             source: src as u16,
