@@ -422,11 +422,16 @@ pub fn load(path: &Path) -> Result<PipelineFile, ConfigError> {
     parse(&file, &text)
 }
 
-/// Parses and validates pipeline text; `file` names it in errors.
+/// Parses and validates pipeline text; `file` names it in errors. SQL
+/// text (a `.sql` file, or text starting with a SQL statement) goes to
+/// [`crate::sql::parse_for_run`].
 ///
 /// # Errors
 /// See [`load`].
 pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
+    if crate::sql::looks_like_sql(file, text) {
+        return crate::sql::parse_for_run(file, text);
+    }
     let ctx = Ctx { file, text };
     let raw: RawPipeline = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
