@@ -523,3 +523,82 @@ fn bad_input_is_an_error_not_a_panic() {
         assert!(parse("q.sql", text).is_err(), "{text}");
     }
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PIECES: &[&str] = &[
+        "(",
+        ")",
+        ",",
+        ";",
+        "'",
+        "`",
+        "TABLE",
+        "TUMBLE",
+        "HOP",
+        "SESSION",
+        "DESCRIPTOR",
+        "INTERVAL '1' SECOND",
+        "GROUP BY",
+        "WHERE",
+        "HAVING",
+        "SELECT",
+        "AS",
+        "NULL",
+        "-",
+        "*",
+        "CASE WHEN",
+        "END",
+        "COUNT(*)",
+        "EWMA_Z(",
+        "PARTITION BY",
+        "1e400",
+        "-0",
+        "window_start",
+        "window_end",
+        "item",
+        "price",
+        "\n",
+        " ",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// Edited SQL gives a pipeline or an error with a place in the
+        /// text, never a panic; a pipeline it accepts runs rows.
+        #[test]
+        fn edited_sql_never_panics(
+            base in 0usize..2,
+            at in 0usize..2000,
+            cut in 0usize..40,
+            piece in 0usize..PIECES.len(),
+        ) {
+            let texts = [
+                include_str!("../../../examples/w1.sql").to_string(),
+                format!("{BID_DDL}SELECT window_start, item, SUM(price) * 2 AS s, CASE WHEN COUNT(*) > 1 THEN 'a' END AS c
+  FROM TABLE(SESSION(TABLE Bid PARTITION BY item, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  WHERE price > 1 GROUP BY item, window_start, window_end HAVING MAX(price) < 6;"),
+            ];
+            let t = &texts[base];
+            let mut at = at.min(t.len());
+            while !t.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + cut).min(t.len());
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = format!("{}{}{}", &t[..at], PIECES[piece], &t[end..]);
+            match parse("q.sql", &text) {
+                Ok(p) => {
+                    p.pipeline.spec.clone().build().unwrap();
+                    let mut out = Vec::new();
+                    exec::replay(&p, &b"a,1700000000000,1.5\n2020-04-15 08:05:00,4.00,C\n"[..], &mut out, |_, _| {}).unwrap();
+                }
+                Err(e) => prop_assert!(e.line <= text.lines().count() + 1, "{e}"),
+            }
+        }
+    }
+}
