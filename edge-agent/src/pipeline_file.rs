@@ -217,6 +217,7 @@ struct RawWindow {
     kind: Spanned<String>,
     size: Option<Dur>,
     slide: Option<Dur>,
+    step: Option<Dur>,
     gap: Option<Dur>,
     allowed_lateness: Option<Dur>,
     aggregates: Spanned<Vec<Spanned<String>>>,
@@ -546,6 +547,10 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             "session" => WindowKind::Session {
                 gap: need(&w.gap, "gap")?,
             },
+            "cumulate" => WindowKind::Cumulate {
+                step: need(&w.step, "step")?,
+                size: need(&w.size, "size")?,
+            },
             "count" => match w.size.as_ref().map(|s| s.get_ref()) {
                 Some(DurationValue::Int(n)) if *n > 0 => WindowKind::Count { size: *n as u64 },
                 _ => {
@@ -560,7 +565,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
                 return Err(ctx.err(
                     Some(w.kind.span()),
                     format!("unknown window kind `{o}`"),
-                    "use \"tumbling\", \"sliding\", \"session\" or \"count\"",
+                    "use \"tumbling\", \"sliding\", \"cumulate\", \"session\" or \"count\"",
                 ))
             }
         };

@@ -932,17 +932,18 @@ fn tvf(
             }
         }
         "CUMULATE" => {
-            return Err(SqlError::unsupported(
-                at,
-                "CUMULATE windows (the engine has no cumulating window yet)",
-                "HOP(TABLE t, DESCRIPTOR(rowtime), step, size) or TUMBLE",
-            ));
+            let step = interval_arg(need(2, "STEP")?, at, "step")?;
+            let size = interval_arg(need(3, "SIZE")?, at, "size")?;
+            Window {
+                kind: WindowKind::Cumulate { step, size },
+                desc: format!("cumulating, step {step} ms, size {size} ms"),
+            }
         }
         _ => {
             return Err(SqlError::unsupported(
                 at,
                 &format!("the table function {name}"),
-                "TUMBLE, HOP, SESSION",
+                "TUMBLE, HOP, CUMULATE, SESSION",
             ));
         }
     };

@@ -90,6 +90,28 @@ fn hop_with_named_arguments() {
 }
 
 #[test]
+fn cumulate_as_flink_documents_it() {
+    let rows = bid("SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(
+    CUMULATE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '2' MINUTES, INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,window_end,total_price",
+            "2020-04-15 08:00:00.000,2020-04-15 08:06:00.000,4.00",
+            "2020-04-15 08:00:00.000,2020-04-15 08:08:00.000,6.00",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,11.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:12:00.000,3.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:14:00.000,4.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:16:00.000,4.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:18:00.000,10.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00",
+        ]
+    );
+}
+
+#[test]
 fn session_without_and_with_partition() {
     // Gaps between bids are all under 5 minutes: one session, 08:05 to
     // 08:17 + 5 min.
@@ -451,13 +473,18 @@ fn errors_point_at_the_place_and_say_what_to_do() {
     assert!(e.to_string().starts_with("q.sql:7:38: error:"), "{e}");
     let e = err(&base.replace(
         "TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES)",
-        "CUMULATE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '2' MINUTES, INTERVAL '10' MINUTES)",
+        "TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES, INTERVAL '1' MINUTES)",
     ));
     assert!(
-        e.msg.contains("CUMULATE") && e.msg.contains("not supported") && e.help.contains("HOP"),
+        e.msg.contains("OFFSET") && e.msg.contains("not supported") && e.help.contains("aligned"),
         "{e}"
     );
     assert_eq!(e.line, 8, "{e}");
+    let e = err(&base.replace("TUMBLE(TABLE", "SLIDE(TABLE"));
+    assert!(
+        e.msg.contains("SLIDE") && e.help.contains("CUMULATE"),
+        "{e}"
+    );
     let e = err(&base.replace("SUM(price) AS", "item AS"));
     assert!(e.msg.contains("neither grouped nor aggregated"), "{e}");
     assert_eq!((e.line, e.col), (7, 34), "{e}");
@@ -601,4 +628,40 @@ mod props {
             }
         }
     }
+}
+
+#[test]
+fn cumulate_compiles_to_the_toml_plan() {
+    let sql = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(CUMULATE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '2' MINUTES, INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    let toml = crate::pipeline_file::parse(
+        "q.toml",
+        r#"name = "query"
+[[source]]
+name = "Bid"
+fields = ["price"]
+max_out_of_orderness = "1s"
+csv = { columns = ["ts", "price", "_"], timestamp = "datetime" }
+
+[[window]]
+id = "query"
+source = "Bid"
+field = "price"
+kind = "cumulate"
+step = "2m"
+size = "10m"
+aggregates = ["sum"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(sql.pipeline.spec, toml.spec);
+    assert_eq!(sql.pipeline.csv[0].columns, toml.csv[0].columns);
+    assert_eq!(sql.pipeline.csv[0].timestamp, toml.csv[0].timestamp);
 }
