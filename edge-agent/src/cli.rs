@@ -118,6 +118,13 @@ pub enum Command {
         #[command(subcommand)]
         action: Fleet,
     },
+    /// An interactive Flink SQL shell (as Flink's SQL client): CREATE TABLE,
+    /// SET, then SELECT over the table's file; EXPLAIN prints the plan.
+    Sql {
+        /// Run this file's statements first (as Flink's `-i` init file).
+        #[arg(long, short)]
+        init: Option<PathBuf>,
+    },
     /// Write a deterministic synthetic input.
     Gen {
         /// The workload.
@@ -404,6 +411,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
         } => crate::demo::main(duration.as_deref(), speed, data_dir),
         Command::Deadletters { config, last } => cmd_deadletters(&config, last),
+        Command::Sql { init } => {
+            let stdin = io::stdin();
+            let prompt = std::io::IsTerminal::is_terminal(&stdin);
+            let init_text = match &init {
+                Some(p) => {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+                        + "\n"
+                }
+                None => String::new(),
+            };
+            let input = io::Read::chain(init_text.as_bytes(), stdin.lock());
+            crate::sql::shell::run(input, io::stdout().lock(), prompt)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gen {
             workload:
                 Workload::W1 {

@@ -9,6 +9,7 @@
 //! - [`plan`]: a query → engine operators + the stateless parts around
 //!   them (`WHERE` before the engine, `HAVING` and the projection after).
 //! - [`exec`]: result rows as CSV (`weir replay`).
+//! - [`shell`]: `weir sql`, an interactive shell like Flink's SQL client.
 //!
 //! Every error names `file:line:column` and what to do; an unsupported
 //! construct says so and names the nearest supported one.
@@ -19,6 +20,7 @@ pub mod ddl;
 pub mod dialect;
 pub mod exec;
 pub mod plan;
+pub mod shell;
 
 use std::path::Path;
 
