@@ -118,6 +118,9 @@ impl Table {
     }
 }
 
+/// Most columns a table may declare.
+pub const MAX_COLUMNS: usize = 1000;
+
 fn here(p: &Parser) -> Location {
     p.peek_token_ref().span.start
 }
@@ -175,6 +178,13 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
                     || p.parse_keyword(Keyword::NULL);
                 if p.parse_keyword(Keyword::COMMENT) {
                     p.parse_literal_string().map_err(SqlError::parser)?;
+                }
+                if t.columns.len() >= MAX_COLUMNS {
+                    return Err(SqlError::unsupported(
+                        loc,
+                        &format!("a table of more than {MAX_COLUMNS} columns"),
+                        "declare only the columns the pipeline reads",
+                    ));
                 }
                 if t.column(&id.value).is_some() {
                     return Err(SqlError::at(

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Token};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use crate::pipeline_file::{ConfigError, PipelineFile};
 
@@ -152,9 +152,35 @@ pub fn load(path: &Path) -> Result<SqlPipeline, ConfigError> {
 /// # Errors
 /// See [`load`].
 pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
-    let stmts = statements(text).map_err(|e| e.into_config(file))?;
-    plan::compile(stmts).map_err(|e| e.into_config(file))
+    let r = on_big_stack(|| statements(text).and_then(plan::compile));
+    r.map_err(|e| e.into_config(file))
 }
+
+/// Parsing and planning walk the syntax tree recursively (and so does
+/// dropping it): they run on a thread of their own with a stack that holds
+/// the deepest tree the limits allow ([`MAX_OPERATORS`], the parser's
+/// nesting limit) whatever the caller's stack.
+pub(crate) fn on_big_stack<T: Send>(f: impl FnOnce() -> Err<T> + Send) -> Err<T> {
+    std::thread::scope(|s| {
+        match std::thread::Builder::new()
+            .name("weir-sql".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(s, f)
+        {
+            // A panic is a bug: passed on as it is, not hidden in an error.
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(e) => Err(SqlError::at(
+                Location { line: 0, column: 0 },
+                format!("cannot start the SQL compiler thread: {e}"),
+                "retry with more memory available",
+            )),
+        }
+    })
+}
+
+/// Stack of the parsing thread (reserved address space, touched only as deep
+/// as a statement nests).
+const PARSE_STACK: usize = 32 << 20;
 
 /// Whether pipeline text is SQL: `file` ends in `.sql`, or the first word
 /// after `--` comments is CREATE, SET, INSERT, SELECT or EXPLAIN (so a
@@ -230,15 +256,70 @@ pub enum Statement {
     },
 }
 
+/// Most operators in one statement. A chain `a + b + c …` parses into a
+/// tree as deep as it is long, and everything that walks the tree (the
+/// planner, printing, dropping it) recurses: the limit keeps that within a
+/// small stack. Nesting with parentheses is limited by the parser (50).
+pub const MAX_OPERATORS: usize = 256;
+
+fn check_operators(tokens: &[TokenWithSpan]) -> Err<()> {
+    let mut n = 0;
+    for t in tokens {
+        let op = match &t.token {
+            Token::SemiColon => {
+                n = 0;
+                continue;
+            }
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::NOT
+                    | Keyword::IS
+                    | Keyword::LIKE
+                    | Keyword::IN
+                    | Keyword::BETWEEN
+            ),
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period => false,
+            _ => true,
+        };
+        if op {
+            n += 1;
+            if n > MAX_OPERATORS {
+                return Err(SqlError::at(
+                    t.span.start,
+                    format!("more than {MAX_OPERATORS} operators in one statement"),
+                    "simplify the statement",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Splits `text` into statements and parses each.
 ///
 /// # Errors
 /// The first syntax error, or a statement weir does not run.
 pub fn statements(text: &str) -> Err<Vec<Statement>> {
     let dialect = dialect::WeirDialect;
-    let mut p = Parser::new(&dialect)
-        .try_with_sql(text)
-        .map_err(SqlError::parser)?;
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| {
+            SqlError::at(
+                e.location,
+                format!("syntax error: {}", e.message),
+                "see docs/sql.md for the supported Flink SQL",
+            )
+        })?;
+    check_operators(&tokens)?;
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
         while p.consume_token(&Token::SemiColon) {}

@@ -41,6 +41,8 @@ pub const WTIME: u16 = 3;
 const SLOTS: u16 = 4;
 /// Placeholder base for detector flags until the slot count is known.
 const FLAG_BASE: u16 = 30_000;
+/// Most distinct aggregates in one query (16 per column, a few columns).
+const MAX_SLOTS: usize = 256;
 /// The field of `COUNT(*)` until the other aggregates are known.
 const ANY_FIELD: usize = usize::MAX;
 
@@ -264,7 +266,18 @@ impl Ctx<'_> {
         })
     }
 
-    fn slot(&mut self, agg: AggKind, field: usize) -> u16 {
+    fn slot(&mut self, agg: AggKind, field: usize, at: Location) -> Err<u16> {
+        if self.slots.len() >= MAX_SLOTS && !self.slots.contains(&(agg, field)) {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("more than {MAX_SLOTS} different aggregates in one query"),
+                "at most 16 aggregates per column",
+            ));
+        }
+        Ok(self.slot_unchecked(agg, field))
+    }
+
+    fn slot_unchecked(&mut self, agg: AggKind, field: usize) -> u16 {
         let i = match self.slots.iter().position(|s| *s == (agg, field)) {
             Some(i) => i,
             None => {
@@ -315,7 +328,7 @@ impl Ctx<'_> {
         if name == "COUNT" && is_star(f) {
             // COUNT(*): a count on whichever field the other aggregates use
             // (resolved once they are all known).
-            let c = self.slot(AggKind::Count, ANY_FIELD);
+            let c = self.slot(AggKind::Count, ANY_FIELD, at)?;
             return Ok(Some((Expr::Col(c), SqlType::BigInt)));
         }
         let want = if name == "APPROX_PERCENTILE" { 2 } else { 1 };
@@ -346,7 +359,7 @@ impl Ctx<'_> {
             }
             a => a,
         };
-        let col = Expr::Col(self.slot(agg, field));
+        let col = Expr::Col(self.slot(agg, field, at)?);
         let out_ty = match (agg, ty) {
             (AggKind::Count, _) => SqlType::BigInt,
             (AggKind::Sum | AggKind::Min | AggKind::Max | AggKind::PeakToPeak, t) => t,
@@ -871,7 +884,13 @@ fn tvf(
                 }
                 (n, items.get(1).and_then(ident_name).cloned())
             }
-            _ => unreachable!("the dialect builds a tuple"),
+            _ => {
+                return Err(SqlError::at(
+                    loc_of(data, at),
+                    format!("{name}'s first argument must be `TABLE name`"),
+                    "write TABLE sensors",
+                ))
+            }
         },
         _ => {
             return Err(SqlError::at(

@@ -86,7 +86,7 @@ impl Session {
             }
             _ => {}
         }
-        let parsed = match statements(text) {
+        let parsed = match super::on_big_stack(|| statements(text)) {
             Ok(v) => v,
             Err(e) => {
                 error(out, e.line, e.col, &e.msg, &e.help)?;
@@ -119,7 +119,7 @@ impl Session {
                 q @ Statement::Query { .. } => {
                     let mut all: Vec<Statement> = self.kept.iter().map(|k| k.1.clone()).collect();
                     all.push(q);
-                    match plan::compile(all) {
+                    match super::on_big_stack(|| plan::compile(all)) {
                         Ok(p) => self.query(&p, out)?,
                         Err(e) => error(out, e.line, e.col, &e.msg, &e.help)?,
                     }

@@ -531,6 +531,22 @@ fn errors_point_at_the_place_and_say_what_to_do() {
 }
 
 #[test]
+fn long_expressions_up_to_the_limit_compile() {
+    // 250 additions (and a few other operators in the statement) fit.
+    let rows = bid(&format!(
+        "SELECT window_start, SUM(price) {} AS x FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTE)) GROUP BY window_start, window_end",
+        "+ 1 ".repeat(250)
+    ));
+    assert_eq!(rows[1], "2020-04-15 08:00:00.000,261.00");
+    let e = err(&format!(
+        "{BID_DDL}SELECT SUM(price) {} AS x FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTE)) GROUP BY window_start, window_end",
+        "+ 1 ".repeat(300)
+    ));
+    assert!(e.msg.contains("operators"), "{e}");
+    assert_eq!(e.line, 7, "{e}");
+}
+
+#[test]
 fn bad_input_is_an_error_not_a_panic() {
     for text in [
         "",
@@ -546,6 +562,10 @@ fn bad_input_is_an_error_not_a_panic() {
         "DROP TABLE x",
         &"(".repeat(500),
         &format!("SELECT {}1", "-".repeat(400)),
+        &format!(
+            "{BID_DDL}SELECT SUM(price) {} AS x FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end",
+            "+ 1 ".repeat(20_000)
+        ),
     ] {
         assert!(parse("q.sql", text).is_err(), "{text}");
     }
