@@ -77,6 +77,9 @@ pub enum Column {
     Field(usize),
     /// Ignored.
     Skip,
+    /// A text column a SQL `WHERE` reads (by position among the mapping's
+    /// text columns); it does not reach the engine.
+    Text(usize),
 }
 
 /// How timestamps are written in an input file.

@@ -107,9 +107,10 @@ impl fmt::Display for Summary {
 /// samples it lets in: the TOML output (`key,start,end,aggregates…`) or a
 /// SQL query's result rows ([`crate::sql::exec`]).
 pub trait Results {
-    /// Whether a decoded sample goes into the engine (a SQL `WHERE`).
+    /// Whether a decoded sample goes into the engine (a SQL `WHERE`);
+    /// `texts` holds the row's [`Column::Text`] columns.
     #[inline(always)]
-    fn keep(&mut self, _key: &str, _ts: i64, _values: &[f64]) -> bool {
+    fn keep(&mut self, _key: &str, _ts: i64, _values: &[f64], _texts: &TextFields<'_>) -> bool {
         true
     }
 
@@ -258,11 +259,26 @@ impl<'l> Line<'l> {
     }
 }
 
+/// The text columns of one row ([`Column::Text`]), for [`Results::keep`].
+pub struct TextFields<'a> {
+    line: Line<'a>,
+    ranges: &'a [Range<usize>],
+}
+
+impl<'a> TextFields<'a> {
+    /// Text column `i`; `None` if it is missing or not UTF-8.
+    pub fn get(&self, i: usize) -> Option<&'a str> {
+        self.line.str(self.ranges.get(i)?.clone()).ok()
+    }
+}
+
 struct Decoder<'m> {
     map: &'m CsvMapping,
     simple: bool,
     unit_per_ms: i64,
     values: Vec<f64>,
+    /// Where the row's text columns are, by their index.
+    texts: Vec<Range<usize>>,
 }
 
 impl Decoder<'_> {
@@ -332,6 +348,14 @@ impl Decoder<'_> {
                     self.values[*k] = l.str(field.clone()).and_then(parse_f64).map_err(miscount)?
                 }
                 Column::Skip => {}
+                Column::Text(t) => {
+                    if last && bytes[field.clone()].contains(&b',') {
+                        return Err(RowError::ColumnCount);
+                    }
+                    if let Some(r) = self.texts.get_mut(*t) {
+                        *r = field;
+                    }
+                }
             }
         }
         Ok((key, ts.ok_or(RowError::BadTimestamp)?))
@@ -507,6 +531,13 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
         simple,
         unit_per_ms: pf.spec.time.unit.per_milli(),
         values: vec![0.0; nfields],
+        texts: vec![
+            0..0;
+            map.columns
+                .iter()
+                .filter(|c| matches!(c, Column::Text(_)))
+                .count()
+        ],
     };
     let mut obuf: Vec<u8> = Vec::with_capacity(1 << 17);
     obuf.extend_from_slice(header);
@@ -594,7 +625,19 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                 sum.rows += 1;
                 let res = match dec.decode(&mut row, row_commas) {
                     Ok((key, ts)) => match key.map_or(Ok(map.key.as_str()), |k| row.str(k)) {
-                        Ok(key) if !w.keep(key, ts, &dec.values) => Ok(()),
+                        Ok(key)
+                            if !w.keep(
+                                key,
+                                ts,
+                                &dec.values,
+                                &TextFields {
+                                    line: row,
+                                    ranges: &dec.texts,
+                                },
+                            ) =>
+                        {
+                            Ok(())
+                        }
                         Ok(key) => engine
                             .handle_sample(ts, source, key, ts, &dec.values)
                             .map_err(RowError::Rejected),

@@ -15,7 +15,7 @@ use super::ddl::SqlType;
 use super::plan::Query;
 use super::SqlPipeline;
 use crate::numfmt::push_f64;
-use crate::replay::{BadRow, Results, Summary};
+use crate::replay::{BadRow, Results, Summary, TextFields};
 use crate::timefmt::format_datetime_ms;
 
 /// A window row waiting for the other operators' results of the same key
@@ -101,7 +101,7 @@ impl<'q> Rows<'q> {
 }
 
 impl Results for Rows<'_> {
-    fn keep(&mut self, key: &str, ts: i64, values: &[f64]) -> bool {
+    fn keep(&mut self, key: &str, ts: i64, values: &[f64], texts: &TextFields<'_>) -> bool {
         let Some(f) = &self.q.filter else {
             return true;
         };
@@ -109,6 +109,13 @@ impl Results for Rows<'_> {
         self.sample.push(Value::Str(key.to_string()));
         self.sample.push(Value::Ts(ts));
         self.sample.extend(values.iter().map(|v| Value::Num(*v)));
+        for i in 0..self.q.texts {
+            self.sample.push(
+                texts
+                    .get(i)
+                    .map_or(Value::Null, |t| Value::Str(t.to_string())),
+            );
+        }
         f.test(&self.sample)
     }
 
@@ -141,7 +148,8 @@ impl Results for Rows<'_> {
                     self.emit(&k.0, w, &parts, sum, b);
                 }
             }
-            Output::Late(_) => sum.late += 1,
+            // Every operator sees the same late sample: count it once.
+            Output::Late(l) if l.op as usize == self.q.ops[0] => sum.late += 1,
             _ => {}
         }
     }

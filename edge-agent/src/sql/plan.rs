@@ -76,6 +76,9 @@ pub struct Query {
     /// `WHERE`, over `[key, rowtime, fields…]`: samples it does not keep
     /// never reach the engine.
     pub filter: Option<Expr>,
+    /// How many text columns follow the fields in the sample row `filter`
+    /// reads.
+    pub texts: usize,
     /// Whether the query groups by a key column (else every sample has the
     /// same key and `KEY` is `NULL`).
     pub keyed: bool,
@@ -111,6 +114,8 @@ struct Ctx<'t> {
     /// Physical columns that are fields, in order.
     fields: Vec<usize>,
     key: Option<usize>,
+    /// STRING columns `WHERE` reads besides the key, in order of use.
+    texts: Vec<usize>,
     legacy: bool,
     /// (aggregate, field position) per slot.
     slots: Vec<(AggKind, usize)>,
@@ -175,7 +180,7 @@ fn fname(f: &ast::Function) -> String {
 const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG10, EXP, ROUND, FLOOR, CEIL, COALESCE, CAST; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
 
 impl Ctx<'_> {
-    fn column(&self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
+    fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
         let at = ident_loc(id, self.at);
         let t = self.table;
         let name = id.value.as_str();
@@ -224,17 +229,30 @@ impl Ctx<'_> {
         if Some(ci) == self.key {
             return Ok((Expr::Col(KEY), t.columns[ci].ty));
         }
-        match self.fields.iter().position(|&f| f == ci) {
-            Some(p) => Ok((Expr::Col(2 + p as u16), t.columns[ci].ty)),
-            None => Err(SqlError::unsupported(
+        if let Some(p) = self.fields.iter().position(|&f| f == ci) {
+            return Ok((Expr::Col(2 + p as u16), t.columns[ci].ty));
+        }
+        if t.columns[ci].ty != SqlType::String {
+            return Err(SqlError::unsupported(
                 at,
                 &format!(
-                    "reading the {} column `{name}` in WHERE (only the key column, the time attribute and numeric columns reach the engine)",
+                    "reading the {} column `{name}` in WHERE",
                     t.columns[ci].ty.name()
                 ),
-                "a condition on the GROUP BY key column or a numeric column",
-            )),
+                "a condition on a STRING, numeric or time column",
+            ));
         }
+        let ti = match self.texts.iter().position(|&c| c == ci) {
+            Some(i) => i,
+            None => {
+                self.texts.push(ci);
+                self.texts.len() - 1
+            }
+        };
+        Ok((
+            Expr::Col(2 + (self.fields.len() + ti) as u16),
+            SqlType::String,
+        ))
     }
 
     fn field_of(&self, e: &SExpr) -> Err<usize> {
@@ -1301,6 +1319,7 @@ fn compile_query(
         table,
         fields,
         key,
+        texts: Vec::new(),
         legacy,
         slots: Vec::new(),
         flags: Vec::new(),
@@ -1508,7 +1527,7 @@ fn compile_query(
     };
     spec.validate()
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
-    let (csv, input_path) = csv_mapping(table, key, &cx.fields)?;
+    let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
     let mqtt = mqtt_source(table, key, &field_names)?;
     let sink = match insert {
         None => None,
@@ -1610,6 +1629,7 @@ fn compile_query(
         },
         query: Query {
             filter: filter.map(|f| f.0),
+            texts: cx.texts.len(),
             keyed: key.is_some(),
             ops: (0..op_fields.len()).collect(),
             slots: slot_place,
@@ -1628,6 +1648,7 @@ fn csv_mapping(
     t: &Table,
     key: Option<usize>,
     fields: &[usize],
+    texts: &[usize],
 ) -> Err<(CsvMapping, Option<String>)> {
     let rt = t.rowtime.as_ref().expect("checked");
     let conn = t.option("connector");
@@ -1676,6 +1697,8 @@ fn csv_mapping(
                 Column::Ts
             } else if let Some(p) = fields.iter().position(|&f| f == i) {
                 Column::Field(p)
+            } else if let Some(p) = texts.iter().position(|&f| f == i) {
+                Column::Text(p)
             } else {
                 Column::Skip
             }

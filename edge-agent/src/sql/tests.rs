@@ -268,6 +268,18 @@ fn where_before_windowing_and_having_after() {
   WHERE item LIKE 'A%' OR item IN ('E', 'F')
   GROUP BY window_start, window_end, item;");
     assert_eq!(rows[1..], ["A,2.00", "E,1.00", "F,6.00"]);
+    // A condition on a STRING column that is not the key.
+    let rows = bid("SELECT window_start, SUM(price) AS total, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE item <> 'D' AND item NOT LIKE 'F%'
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows[1..],
+        [
+            "2020-04-15 08:00:00.000,6.00,2",
+            "2020-04-15 08:10:00.000,4.00,2"
+        ]
+    );
 }
 
 #[test]
