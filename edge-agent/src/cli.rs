@@ -366,6 +366,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     p.pipeline.spec.operators.len(),
                     cols.join(", ")
                 );
+                if let Err(why) = p.agent_can_run() {
+                    println!("note: {why}");
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             let pf = pipeline_file::load(&file).map_err(config_error)?;

@@ -218,22 +218,38 @@ pub fn looks_like_sql(file: &str, text: &str) -> bool {
 /// As [`parse`], and a query `weir run` cannot apply.
 pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
     let p = parse(file, text)?;
-    let q = &p.query;
-    let plain = q.filter.is_none()
-        && q.having.is_none()
-        && q.columns
-            .iter()
-            .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));
-    if !plain {
+    if let Err(msg) = p.agent_can_run() {
         return Err(ConfigError {
             file: file.to_string(),
             line: 0,
             col: 0,
-            msg: "weir run does not apply WHERE, HAVING or computed result columns yet (weir replay does)".into(),
+            msg,
             help: "for weir run, select only the key, window_start/window_end, aggregates and EWMA_Z flags".into(),
         });
     }
     Ok(p.pipeline)
+}
+
+impl SqlPipeline {
+    /// Whether `weir run` can apply the whole query (it publishes window
+    /// results in its own envelope, so no `WHERE`, `HAVING` or computed
+    /// result columns yet).
+    ///
+    /// # Errors
+    /// What it cannot apply.
+    pub fn agent_can_run(&self) -> Result<(), String> {
+        let q = &self.query;
+        let plain = q.filter.is_none()
+            && q.having.is_none()
+            && q.columns
+                .iter()
+                .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));
+        if plain {
+            Ok(())
+        } else {
+            Err("weir run does not apply WHERE, HAVING or computed result columns yet (weir replay does)".into())
+        }
+    }
 }
 
 /// One statement of a pipeline file.
