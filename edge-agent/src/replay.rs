@@ -108,9 +108,10 @@ impl fmt::Display for Summary {
 /// SQL query's result rows ([`crate::sql::exec`]).
 pub trait Results {
     /// Whether a decoded sample goes into the engine (a SQL `WHERE`);
-    /// `texts` holds the row's [`Column::Text`] columns.
+    /// `texts` holds the row's [`Column::Text`] columns. It may fill in
+    /// `values` the CSV mapping has no column for (computed fields).
     #[inline(always)]
-    fn keep(&mut self, _key: &str, _ts: i64, _values: &[f64], _texts: &TextFields<'_>) -> bool {
+    fn keep(&mut self, _key: &str, _ts: i64, _values: &mut [f64], _texts: &TextFields<'_>) -> bool {
         true
     }
 
@@ -629,7 +630,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                             if !w.keep(
                                 key,
                                 ts,
-                                &dec.values,
+                                &mut dec.values,
                                 &TextFields {
                                     line: row,
                                     ranges: &dec.texts,

@@ -164,22 +164,35 @@ impl<'q> Rows<'q> {
 }
 
 impl Results for Rows<'_> {
-    fn keep(&mut self, key: &str, ts: i64, values: &[f64], texts: &TextFields<'_>) -> bool {
-        let Some(f) = &self.q.filter else {
+    fn keep(&mut self, key: &str, ts: i64, values: &mut [f64], texts: &TextFields<'_>) -> bool {
+        let q = self.q;
+        if q.filter.is_none() && q.computed.is_empty() {
             return true;
-        };
+        }
+        let n = q.columns_in.min(values.len());
         self.sample.clear();
         self.sample.push(Value::Str(key.to_string()));
         self.sample.push(Value::Ts(ts));
-        self.sample.extend(values.iter().map(|v| Value::Num(*v)));
-        for i in 0..self.q.texts {
+        self.sample
+            .extend(values[..n].iter().map(|v| Value::Num(*v)));
+        for i in 0..q.texts {
             self.sample.push(
                 texts
                     .get(i)
                     .map_or(Value::Null, |t| Value::Str(t.to_string())),
             );
         }
-        f.test(&self.sample)
+        for (j, e) in q.computed.iter().enumerate() {
+            if let Some(v) = values.get_mut(n + j) {
+                // NULL (or a non-number) makes the sample non-finite: the
+                // engine refuses it and it is counted as a bad row.
+                *v = match e.eval(&self.sample) {
+                    Value::Num(x) => x,
+                    _ => f64::NAN,
+                };
+            }
+        }
+        q.filter.as_ref().is_none_or(|f| f.test(&self.sample))
     }
 
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {

@@ -232,14 +232,15 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
 
 impl SqlPipeline {
     /// Whether `weir run` can apply the whole query (it publishes window
-    /// results in its own envelope, so no `WHERE`, `HAVING` or computed
-    /// result columns yet).
+    /// results in its own envelope, so no `WHERE`, `HAVING`, computed
+    /// result columns or aggregates over expressions yet).
     ///
     /// # Errors
     /// What it cannot apply.
     pub fn agent_can_run(&self) -> Result<(), String> {
         let q = &self.query;
         let plain = q.filter.is_none()
+            && q.computed.is_empty()
             && q.having.is_none()
             && q.columns
                 .iter()
@@ -247,7 +248,7 @@ impl SqlPipeline {
         if plain {
             Ok(())
         } else {
-            Err("weir run does not apply WHERE, HAVING or computed result columns yet (weir replay does)".into())
+            Err("weir run does not apply WHERE, HAVING, computed result columns or aggregates over expressions yet (weir replay does)".into())
         }
     }
 }

@@ -79,6 +79,12 @@ pub struct Query {
     /// How many text columns follow the fields in the sample row `filter`
     /// reads.
     pub texts: usize,
+    /// How many of the source's fields are read from columns; the rest are
+    /// `computed`.
+    pub columns_in: usize,
+    /// Expressions under aggregates, over the sample row, computed before
+    /// the engine into the fields after the first `columns_in`.
+    pub computed: Vec<Expr>,
     /// Whether the query groups by a key column (else every sample has the
     /// same key and `KEY` is `NULL`).
     pub keyed: bool,
@@ -116,6 +122,9 @@ struct Ctx<'t> {
     key: Option<usize>,
     /// STRING columns `WHERE` reads besides the key, in order of use.
     texts: Vec<usize>,
+    /// Expressions under aggregates, computed per sample before the engine
+    /// into the fields after the columns: (expression, type, SQL text).
+    computed: Vec<(Expr, SqlType, String)>,
     legacy: bool,
     /// (aggregate, field position) per slot.
     slots: Vec<(AggKind, usize)>,
@@ -255,14 +264,32 @@ impl Ctx<'_> {
         ))
     }
 
-    fn field_of(&self, e: &SExpr) -> Err<usize> {
+    /// The field an aggregate reads: a numeric column, or an expression
+    /// over the sample computed before the engine (a new field).
+    fn field_of(&mut self, e: &SExpr) -> Err<usize> {
         let at = loc_of(e, self.at);
         let Some(id) = ident_name(e) else {
-            return Err(SqlError::unsupported(
-                at,
-                &format!("an aggregate over the expression `{e}`"),
-                "an aggregate over a numeric column, e.g. AVG(temp)",
-            ));
+            let text = e.to_string();
+            if let Some(j) = self.computed.iter().position(|c| c.2 == text) {
+                return Ok(self.fields.len() + j);
+            }
+            let (x, t) = self.expr(e, Scope::Row)?;
+            if !t.is_numeric() {
+                return Err(SqlError::at(
+                    at,
+                    format!("`{e}` is {}, not a number to aggregate", t.name()),
+                    "aggregate a numeric expression",
+                ));
+            }
+            if self.computed.len() >= 16 {
+                return Err(SqlError::unsupported(
+                    at,
+                    "more than 16 aggregated expressions",
+                    "at most 16 expressions under aggregates",
+                ));
+            }
+            self.computed.push((x, t, text));
+            return Ok(self.fields.len() + self.computed.len() - 1);
         };
         let ci = self.table.column(&id.value).ok_or_else(|| {
             SqlError::at(
@@ -282,6 +309,22 @@ impl Ctx<'_> {
                 "aggregate an INT, BIGINT, DOUBLE or DECIMAL column",
             )
         })
+    }
+
+    /// The type of field `f` (a column or a computed expression).
+    fn field_ty(&self, f: usize) -> SqlType {
+        match self.fields.get(f) {
+            Some(&c) => self.table.columns[c].ty,
+            None => self.computed[f - self.fields.len()].1,
+        }
+    }
+
+    /// The engine's name of field `f`.
+    fn field_name(&self, f: usize) -> String {
+        match self.fields.get(f) {
+            Some(&c) => self.table.columns[c].name.clone(),
+            None => format!("expr{}", f - self.fields.len()),
+        }
     }
 
     fn slot(&mut self, agg: AggKind, field: usize, at: Location) -> Err<u16> {
@@ -362,7 +405,7 @@ impl Ctx<'_> {
             ));
         }
         let field = self.field_of(args[0].1)?;
-        let ty = self.table.columns[self.fields[field]].ty;
+        let ty = self.field_ty(field);
         let agg = match agg {
             AggKind::Percentile(_) => {
                 let p = literal_num(args[1].1).filter(|p| (0.0..=1.0).contains(p));
@@ -1320,6 +1363,7 @@ fn compile_query(
         fields,
         key,
         texts: Vec::new(),
+        computed: Vec::new(),
         legacy,
         slots: Vec::new(),
         flags: Vec::new(),
@@ -1473,7 +1517,7 @@ fn compile_query(
                 detector: *d,
                 order: SampleOrder::EventTime,
             });
-        let field = table.columns[cx.fields[*f]].name.clone();
+        let field = cx.field_name(*f);
         operators.push(OperatorSpec {
             id: if op_fields.len() == 1 {
                 name.clone()
@@ -1511,10 +1555,8 @@ fn compile_query(
         place_flags(&mut e, nslots);
         (e, s)
     });
-    let field_names: Vec<String> = cx
-        .fields
-        .iter()
-        .map(|&c| table.columns[c].name.clone())
+    let field_names: Vec<String> = (0..cx.fields.len() + cx.computed.len())
+        .map(|f| cx.field_name(f))
         .collect();
     let mut source = SourceSpec::new(&source_name, field_names.iter().cloned());
     source.max_out_of_orderness = rt.delay_ms;
@@ -1528,7 +1570,7 @@ fn compile_query(
     spec.validate()
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
     let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
-    let mqtt = mqtt_source(table, key, &field_names)?;
+    let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()])?;
     let sink = match insert {
         None => None,
         Some((s, l)) => {
@@ -1630,6 +1672,8 @@ fn compile_query(
         query: Query {
             filter: filter.map(|f| f.0),
             texts: cx.texts.len(),
+            columns_in: cx.fields.len(),
+            computed: cx.computed.iter().map(|c| c.0.clone()).collect(),
             keyed: key.is_some(),
             ops: (0..op_fields.len()).collect(),
             slots: slot_place,

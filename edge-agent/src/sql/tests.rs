@@ -308,6 +308,44 @@ fn projection_expressions() {
 }
 
 #[test]
+fn aggregates_over_expressions() {
+    // Window 08:00–08:10 holds 4, 2, 5; 08:10–08:20 holds 3, 1, 6.
+    let rows = bid("SELECT window_start, SUM(price * 2) AS twice, MAX(ABS(price - 4)) AS far,
+       AVG(CASE WHEN item = 'A' THEN 1 ELSE 0 END) AS share_a, SUM(price) AS s, SUM(price * 2) + 1 AS again
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,twice,far,share_a,s,again",
+            // DECIMAL(10, 2) times an integer stays DECIMAL with 2 decimals.
+            "2020-04-15 08:00:00.000,22.00,2.00,0.333333,11.00,23.00",
+            "2020-04-15 08:10:00.000,20.00,3.00,0.000000,10.00,21.00",
+        ]
+    );
+    let p = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT SUM(price * 2) AS a, MAX(price * 2) AS b, MIN(price) AS c
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    // One computed field for the repeated expression, one operator each.
+    assert_eq!(p.pipeline.spec.sources[0].fields, ["price", "expr0"]);
+    let ids: Vec<&str> = p
+        .pipeline
+        .spec
+        .operators
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(ids, ["query_expr0", "query_price"]);
+    assert!(p.agent_can_run().is_err());
+}
+
+#[test]
 fn unnamed_columns_get_flinks_names() {
     let rows = bid("SELECT window_start, SUM(price) + 1, COUNT(*)
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
@@ -502,6 +540,10 @@ fn errors_point_at_the_place_and_say_what_to_do() {
     assert_eq!((e.line, e.col), (7, 34), "{e}");
     let e = err(&base.replace("GROUP BY window_start, window_end", "GROUP BY window_start"));
     assert!(e.help.contains("window_end"), "{e}");
+    let e = err(&base.replace("SUM(price)", "SUM(item)"));
+    assert!(e.msg.contains("not a numeric column"), "{e}");
+    let e = err(&base.replace("SUM(price)", "SUM(item || 'x')"));
+    assert!(e.msg.contains("not supported"), "{e}");
     let e = err(&base.replace("SUM(price)", "MEDIAN(price)"));
     assert!(
         e.msg.contains("MEDIAN") && e.help.contains("APPROX_PERCENTILE"),
