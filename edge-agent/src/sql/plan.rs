@@ -241,14 +241,15 @@ impl Ctx<'_> {
         if let Some(p) = self.fields.iter().position(|&f| f == ci) {
             return Ok((Expr::Col(2 + p as u16), t.columns[ci].ty));
         }
-        if t.columns[ci].ty != SqlType::String {
+        let ty = t.columns[ci].ty;
+        if !matches!(ty, SqlType::String | SqlType::Boolean) {
             return Err(SqlError::unsupported(
                 at,
                 &format!(
                     "reading the {} column `{name}` in WHERE",
                     t.columns[ci].ty.name()
                 ),
-                "a condition on a STRING, numeric or time column",
+                "a condition on a STRING, BOOLEAN, numeric or time column",
             ));
         }
         let ti = match self.texts.iter().position(|&c| c == ci) {
@@ -258,10 +259,13 @@ impl Ctx<'_> {
                 self.texts.len() - 1
             }
         };
-        Ok((
-            Expr::Col(2 + (self.fields.len() + ti) as u16),
-            SqlType::String,
-        ))
+        let col = Expr::Col(2 + (self.fields.len() + ti) as u16);
+        Ok(if ty == SqlType::Boolean {
+            // Read as text: `true` / `false` (anything else is NULL).
+            (Expr::Cast(Box::new(col), CastTo::Bool), ty)
+        } else {
+            (col, ty)
+        })
     }
 
     /// The field an aggregate reads: a numeric column, or an expression

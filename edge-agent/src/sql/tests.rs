@@ -355,6 +355,24 @@ fn unnamed_columns_get_flinks_names() {
 }
 
 #[test]
+fn where_reads_boolean_columns() {
+    let ddl = "CREATE TABLE pumps (
+  pump STRING, ts BIGINT, ok BOOLEAN, temp DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime
+) WITH ('connector' = 'filesystem', 'format' = 'csv');
+SELECT COUNT(*) AS n, MAX(temp) AS hot
+  FROM TABLE(TUMBLE(TABLE pumps, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+  WHERE NOT ok
+  GROUP BY window_start, window_end;";
+    let rows = run(
+        ddl,
+        "p1,1700000000000,true,50\np2,1700000000100,false,60\np1,1700000000500,FALSE,55\np1,1700000000600,maybe,99\n",
+    );
+    assert_eq!(rows, ["n,hot", "2,60.000000"]);
+}
+
+#[test]
 fn aggregates_of_two_columns_join_into_one_row() {
     let ddl = "CREATE TABLE pumps (
   pump STRING, ts BIGINT, temp DOUBLE, rpm INT,
