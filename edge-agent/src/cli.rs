@@ -553,7 +553,15 @@ fn cmd_replay_sql(
                 .map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?,
         )
     };
-    let out = open_out(output)?;
+    // INSERT INTO a filesystem table writes to its 'path' (relative to the
+    // pipeline file) unless --output says otherwise.
+    let sink_path = p
+        .sink
+        .as_ref()
+        .filter(|s| s.connector == "filesystem")
+        .and_then(|s| s.path.as_ref())
+        .map(|s| pipeline.parent().unwrap_or(Path::new(".")).join(s));
+    let out = open_out(output.or(sink_path.as_deref()))?;
     let name = input.display().to_string();
     let mut shown = 0u64;
     let (summary, engine) = crate::sql::exec::replay(&p, reader, out, |bad, line| {

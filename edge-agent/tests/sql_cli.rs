@@ -57,6 +57,26 @@ fn replay_reads_the_tables_path_and_writes_a_header() {
         "{}",
         text(&out.stderr)
     );
+    // INSERT INTO a filesystem table writes its 'path'.
+    let ins = d.join("insert.sql");
+    std::fs::write(
+        &ins,
+        BIDS.replace(
+            "SELECT window_start",
+            "CREATE TABLE totals (window_start TIMESTAMP(3), window_end TIMESTAMP(3), total_price DECIMAL(10, 2))
+  WITH ('connector' = 'filesystem', 'path' = 'totals.csv', 'format' = 'csv');
+INSERT INTO totals SELECT window_start",
+        ),
+    )
+    .unwrap();
+    let out = weir(&["replay", "-p", ins.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    let written = std::fs::read_to_string(d.join("totals.csv")).unwrap();
+    assert!(
+        written.ends_with("2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00\n"),
+        "{written}"
+    );
     // --input overrides 'path'.
     let other = d.join("other.csv");
     std::fs::write(&other, "2020-04-15 09:00:00.500,1.50,X\n").unwrap();
