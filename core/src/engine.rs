@@ -19,6 +19,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::detect::{DetectorSpec, DetectorState};
+use crate::expr::{Expr, Value};
 use crate::keys::{KeyId, KeyTable};
 use crate::output::{Output, ScoreResult};
 use crate::process::ProcessOp;
@@ -144,6 +145,12 @@ pub struct EngineStats {
     pub keys_evicted: u64,
     /// Evictions by reason, indexed as [`Eviction::ALL`].
     pub evictions: [u64; 3],
+    /// Accepted samples dropped by their source's filter (they advanced the
+    /// watermark but reached no operator). Not kept in snapshots.
+    pub filtered: u64,
+    /// Accepted samples dropped because a computed field was not a finite
+    /// number (see [`crate::spec::Computed`]). Not kept in snapshots.
+    pub null_computed: u64,
 }
 
 impl EngineStats {
@@ -345,6 +352,19 @@ struct SrcRt {
     per_key: bool,
     /// A key of a per-key source is idle after this much processing time.
     key_idle: i64,
+    /// The source has a filter or computed fields ([`Engine::staged`]).
+    staged: bool,
+}
+
+/// A source's stateless stages, built from its filter and computed fields,
+/// with buffers reused from sample to sample (no allocation per sample).
+struct Stages {
+    filter: Option<Expr>,
+    compute: Vec<Expr>,
+    /// The row the expressions read: fields, then computed fields.
+    row: Vec<Value>,
+    /// The values the operators read: fields, then computed fields.
+    vals: Vec<f64>,
 }
 
 /// Refusals are rare: kept out of line so the accepting path stays tight.
@@ -394,6 +414,8 @@ pub struct Engine {
     key_cost: usize,
     /// A key is proven once its samples span this many ticks.
     probation_span: i64,
+    /// Per source: its filter and computed fields, if any.
+    stages: Vec<Option<Stages>>,
 }
 
 impl fmt::Debug for Engine {
@@ -429,11 +451,7 @@ impl PipelineSpec {
                 .iter()
                 .position(|s| s.name == op.source)
                 .expect("validated");
-            let fi = self.sources[si]
-                .fields
-                .iter()
-                .position(|f| *f == op.field)
-                .expect("validated");
+            let fi = self.sources[si].field_index(&op.field).expect("validated");
             routes[si].push((i as u16, fi));
             ops.push(match &op.kind {
                 OperatorKind::Window(w) => Op::Window(WindowOp::new(i as u16, w, per_key[si])),
@@ -479,6 +497,22 @@ impl PipelineSpec {
                 tracks_idle: s.idle_timeout.is_some(),
                 per_key,
                 key_idle: s.idle_timeout.unwrap_or(default_idle),
+                staged: s.has_stages(),
+            })
+            .collect();
+        let stages = self
+            .sources
+            .iter()
+            .map(|s| {
+                s.has_stages().then(|| {
+                    let n = s.fields.len() + s.compute.len();
+                    Stages {
+                        filter: s.filter.clone(),
+                        compute: s.compute.iter().map(|c| c.expr.clone()).collect(),
+                        row: alloc::vec![Value::Null; n],
+                        vals: alloc::vec![0.0; n],
+                    }
+                })
             })
             .collect();
         let key_cost = key_cost(&self, &per_key);
@@ -516,6 +550,7 @@ impl PipelineSpec {
             key_cost,
             probation_span,
             src_rt,
+            stages,
         })
     }
 }
@@ -733,6 +768,7 @@ impl Engine {
         let bound = src.bound;
         let tracks_idle = src.tracks_idle;
         let per_key = src.per_key;
+        let staged = src.staged;
         let kid = match self.keys.get(key) {
             Some(k) => k,
             None => self.new_key(key, ts)?,
@@ -753,8 +789,10 @@ impl Engine {
         }
         let wm = self.wm;
         let routes = &self.routes[source];
-        if per_key {
-            self.route_per_key(now, source, kid, ts, values);
+        if staged {
+            self.staged(now, source, kid, ts, values, per_key, wm);
+        } else if per_key {
+            self.route_per_key(now, source, kid, ts, Some(values));
         } else if let [(op, field)] = routes[..] {
             // One operator reads this source: no loop.
             self.route(op, kid, ts, values[field], wm);
@@ -783,10 +821,72 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs an accepted sample through its source's filter and computed
+    /// fields, then routes what passes. A dropped sample has still advanced
+    /// the watermark (the caller does that in any case).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn staged(
+        &mut self,
+        now: i64,
+        source: usize,
+        kid: KeyId,
+        ts: i64,
+        values: &[f64],
+        per_key: bool,
+        wm: i64,
+    ) {
+        let Some(mut st) = self.stages[source].take() else {
+            return;
+        };
+        let n = values.len();
+        for (r, v) in st.row.iter_mut().zip(values) {
+            *r = Value::Num(*v);
+        }
+        let keep = st.filter.as_ref().is_none_or(|f| f.test(&st.row[..n]));
+        let mut ok = keep;
+        if keep {
+            st.vals[..n].copy_from_slice(values);
+            for j in 0..st.compute.len() {
+                match st.compute[j].eval(&st.row[..n + j]) {
+                    Value::Num(x) if x.is_finite() => {
+                        st.row[n + j] = Value::Num(x);
+                        st.vals[n + j] = x;
+                    }
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if !keep {
+            self.stats.filtered += 1;
+        } else if !ok {
+            self.stats.null_computed += 1;
+        }
+        if per_key {
+            // A dropped sample still advances its key's watermark.
+            self.route_per_key(now, source, kid, ts, ok.then_some(&st.vals[..]));
+        } else if ok {
+            self.route_all(source, kid, ts, &st.vals, wm);
+        }
+        self.stages[source] = Some(st);
+    }
+
     /// Routes a sample of a per-key source: against its key's own
     /// watermark, which it may then advance.
     #[inline(never)]
-    fn route_per_key(&mut self, now: i64, source: usize, kid: KeyId, ts: i64, values: &[f64]) {
+    /// `values: None`: a sample its source's filter dropped, which only
+    /// advances the key's watermark.
+    fn route_per_key(
+        &mut self,
+        now: i64,
+        source: usize,
+        kid: KeyId,
+        ts: i64,
+        values: Option<&[f64]>,
+    ) {
         let SrcRt {
             bound, key_idle, ..
         } = self.src_rt[source];
@@ -803,9 +903,11 @@ impl Engine {
             self.kwm[source][k] = st;
             self.advance_key(source, kid, st.wm);
         }
-        for i in 0..self.routes[source].len() {
-            let (op, field) = self.routes[source][i];
-            self.route(op, kid, ts, values[field], st.wm);
+        if let Some(values) = values {
+            for i in 0..self.routes[source].len() {
+                let (op, field) = self.routes[source][i];
+                self.route(op, kid, ts, values[field], st.wm);
+            }
         }
         st.max_ts = st.max_ts.max(ts);
         st.last_now = st.last_now.max(now);

@@ -140,6 +140,27 @@ impl Expr {
         Expr::Bin(op, Box::new(a), Box::new(b))
     }
 
+    /// The highest column this expression reads, if it reads any.
+    pub fn max_col(&self) -> Option<u16> {
+        match self {
+            Expr::Lit(_) => None,
+            Expr::Col(i) => Some(*i),
+            Expr::Neg(x)
+            | Expr::Not(x)
+            | Expr::IsNull(x, _)
+            | Expr::Like(x, _, _)
+            | Expr::Cast(x, _) => x.max_col(),
+            Expr::Bin(_, a, b) => a.max_col().max(b.max_col()),
+            Expr::Case(whens, otherwise) => whens
+                .iter()
+                .flat_map(|(c, r)| [c.max_col(), r.max_col()])
+                .chain([otherwise.as_ref().and_then(|e| e.max_col())])
+                .max()
+                .flatten(),
+            Expr::Call(_, args) => args.iter().filter_map(Expr::max_col).max(),
+        }
+    }
+
     /// Whether a filter with this condition keeps `row`: only a `TRUE` result does.
     pub fn test(&self, row: &[Value]) -> bool {
         matches!(self.eval(row), Value::Bool(true))

@@ -13,6 +13,7 @@ use core::fmt;
 
 use crate::agg::AggKind;
 use crate::detect::DetectorSpec;
+use crate::expr::Expr;
 use crate::time::{TimeMode, TimeUnit};
 
 /// Largest number of aggregates one window operator may emit.
@@ -88,6 +89,31 @@ pub struct SourceSpec {
     pub max_ahead: Option<i64>,
     /// Which watermark decides when this source's windows fire.
     pub watermark: WatermarkMode,
+    /// Stateless filter: a sample is kept only when this condition is
+    /// `TRUE` over its fields ([`Expr::Col`]`(i)` is `fields[i]`). It runs
+    /// after the sample was accepted, so a dropped sample still advances the
+    /// source's watermark (as Flink's watermarks are generated at the
+    /// source, before a filter); drops are counted in
+    /// [`crate::engine::EngineStats::filtered`].
+    pub filter: Option<Expr>,
+    /// Stateless map: computed fields appended to `fields`, in order, after
+    /// the filter. Computed field `j` may read the source's fields and the
+    /// computed fields before it (`Col(fields.len() + i)`, `i < j`).
+    /// Operators read a computed field by name like any other.
+    pub compute: Vec<Computed>,
+}
+
+/// A computed field of a source: `name = expr`.
+///
+/// A sample whose computed value is not a finite number (`NULL`, a boolean,
+/// a string, an overflow) is dropped for every operator of the source and
+/// counted in [`crate::engine::EngineStats::null_computed`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Computed {
+    /// The field's name: distinct from the source's fields.
+    pub name: String,
+    /// Its expression over the fields (and the computed fields before it).
+    pub expr: Expr,
 }
 
 /// Which watermark decides when a key's windows fire.
@@ -127,7 +153,39 @@ impl SourceSpec {
             idle_timeout: None,
             max_ahead: None,
             watermark: WatermarkMode::PerSource,
+            filter: None,
+            compute: Vec::new(),
         }
+    }
+
+    /// Sets the filter (see [`SourceSpec::filter`]).
+    pub fn filter(mut self, cond: Expr) -> Self {
+        self.filter = Some(cond);
+        self
+    }
+
+    /// Appends a computed field (see [`SourceSpec::compute`]).
+    pub fn compute(mut self, name: &str, expr: Expr) -> Self {
+        self.compute.push(Computed {
+            name: name.to_string(),
+            expr,
+        });
+        self
+    }
+
+    /// Whether the source has a filter or computed fields.
+    pub fn has_stages(&self) -> bool {
+        self.filter.is_some() || !self.compute.is_empty()
+    }
+
+    /// Position of a field, computed fields following the source's own.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f == name).or_else(|| {
+            self.compute
+                .iter()
+                .position(|c| c.name == name)
+                .map(|j| self.fields.len() + j)
+        })
     }
 
     /// Sets the watermark mode.
@@ -414,6 +472,7 @@ impl PipelineSpec {
                     "idle_timeout must be positive and max_ahead not negative".into(),
                 ));
             }
+            validate_stages(s)?;
         }
         if self.operators.is_empty() {
             return Err(inv(
@@ -437,7 +496,7 @@ impl PipelineSpec {
                     source: op.source.clone(),
                 });
             };
-            if !src.fields.contains(&op.field) {
+            if src.field_index(&op.field).is_none() {
                 return Err(BuildError::UnknownField {
                     op: op.id.clone(),
                     field: op.field.clone(),
@@ -460,6 +519,46 @@ impl PipelineSpec {
         }
         Ok(())
     }
+}
+
+/// Column references of the filter and computed fields must be in range,
+/// computed names new.
+fn validate_stages(s: &SourceSpec) -> Result<(), BuildError> {
+    let inv = |what: String| BuildError::Invalid {
+        at: s.name.clone(),
+        what,
+    };
+    let n = s.fields.len();
+    if let Some(c) = s.filter.as_ref().and_then(Expr::max_col) {
+        if c as usize >= n {
+            return Err(inv(alloc::format!(
+                "the filter reads column {c}, but the source has {n} fields"
+            )));
+        }
+    }
+    for (j, c) in s.compute.iter().enumerate() {
+        if c.name.is_empty() {
+            return Err(inv("a computed field has an empty name".into()));
+        }
+        if s.fields.contains(&c.name) || s.compute[..j].iter().any(|o| o.name == c.name) {
+            return Err(BuildError::Duplicate {
+                what: "field",
+                name: c.name.clone(),
+            });
+        }
+        if let Some(col) = c.expr.max_col() {
+            if col as usize >= n + j {
+                return Err(inv(alloc::format!(
+                    "computed field {} reads column {col}: it may read the {n} fields and the computed fields before it",
+                    c.name
+                )));
+            }
+        }
+    }
+    if n + s.compute.len() > u16::MAX as usize {
+        return Err(inv("too many fields".into()));
+    }
+    Ok(())
 }
 
 fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {

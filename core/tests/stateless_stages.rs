@@ -1,0 +1,151 @@
+//! Per-source filter and computed fields: rows by hand. A filtered sample
+//! still advances the watermark; computed fields feed operators by name.
+
+use weir_core::expr::{BinOp, Expr};
+use weir_core::prelude::*;
+
+/// (key, start, end, aggregates) of every fired window.
+fn drain(e: &mut Engine, rows: &mut Vec<(String, i64, i64, Vec<f64>)>) {
+    while let Some(o) = e.poll_output() {
+        if let Output::Window(w) = o {
+            let key = e.key_name(w.key).to_string();
+            rows.push((key, w.start - T0, w.end - T0, w.values.as_slice().to_vec()));
+        }
+    }
+}
+
+fn gt(col: u16, v: f64) -> Expr {
+    Expr::bin(BinOp::Gt, Expr::Col(col), Expr::num(v))
+}
+
+/// The tests' epoch (a multiple of the window size); times below are offsets.
+const T0: i64 = 1_700_000_000_000;
+
+/// Offers a sample at offset `ts` (the gateway clock reads the same).
+fn put(e: &mut Engine, key: &str, ts: i64, v: &[f64]) {
+    e.handle_sample(T0 + ts, 0, key, T0 + ts, v).unwrap();
+}
+
+fn pipeline(src: SourceSpec, field: &str) -> PipelineSpec {
+    PipelineBuilder::new("p")
+        .source(src)
+        .window("w", "s", field, WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Count, AggKind::Sum])
+        .done()
+        .spec()
+}
+
+#[test]
+fn a_filtered_sample_advances_the_watermark_but_reaches_no_operator() {
+    let src = SourceSpec::new("s", ["v"]).filter(gt(0, 10.0));
+    let mut e = pipeline(src, "v").build().unwrap();
+    let mut rows = Vec::new();
+    for (ts, v) in [(100, 20.0), (500, 5.0), (700, 30.0)] {
+        put(&mut e, "a", ts, &[v]);
+    }
+    drain(&mut e, &mut rows);
+    assert!(rows.is_empty());
+    // Dropped by the filter, yet it moves the watermark past [0, 1000).
+    put(&mut e, "a", 1_500, &[1.0]);
+    drain(&mut e, &mut rows);
+    assert_eq!(rows, vec![("a".to_string(), 0, 1_000, vec![2.0, 50.0])]);
+    let st = e.stats();
+    assert_eq!((st.input, st.accepted, st.filtered), (4, 4, 2));
+    e.handle_end_of_input();
+    drain(&mut e, &mut rows);
+    assert_eq!(
+        rows.len(),
+        1,
+        "the window of the filtered sample never opened"
+    );
+}
+
+#[test]
+fn a_filtered_sample_advances_its_keys_watermark() {
+    let src = SourceSpec::new("s", ["v"])
+        .filter(gt(0, 10.0))
+        .watermark(WatermarkMode::PerKey);
+    let mut e = pipeline(src, "v").build().unwrap();
+    let mut rows = Vec::new();
+    put(&mut e, "a", 100, &[20.0]);
+    put(&mut e, "a", 1_200, &[0.0]);
+    drain(&mut e, &mut rows);
+    assert_eq!(rows, vec![("a".to_string(), 0, 1_000, vec![1.0, 20.0])]);
+    assert_eq!(e.stats().filtered, 1);
+}
+
+#[test]
+fn computed_fields_feed_operators_by_name() {
+    // f = v * 1.8 + 32; g = f - v (reads the computed field before it).
+    let f = Expr::bin(
+        BinOp::Add,
+        Expr::bin(BinOp::Mul, Expr::Col(0), Expr::num(1.8)),
+        Expr::num(32.0),
+    );
+    let g = Expr::bin(BinOp::Sub, Expr::Col(1), Expr::Col(0));
+    let src = SourceSpec::new("s", ["v"]).compute("f", f).compute("g", g);
+    let spec = PipelineBuilder::new("p")
+        .source(src)
+        .window("wf", "s", "f", WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Sum])
+        .done()
+        .window("wg", "s", "g", WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Sum])
+        .done()
+        .spec();
+    let mut e = spec.build().unwrap();
+    put(&mut e, "a", 10, &[0.0]);
+    put(&mut e, "a", 20, &[100.0]);
+    e.handle_end_of_input();
+    let mut rows = Vec::new();
+    drain(&mut e, &mut rows);
+    rows.sort_by(|a, b| a.3[0].total_cmp(&b.3[0]));
+    // f: 32 + 212 = 244; g: 32 + 112 = 144.
+    assert_eq!(rows[0].3, vec![144.0]);
+    assert_eq!(rows[1].3, vec![244.0]);
+}
+
+#[test]
+fn a_null_computed_value_drops_the_sample_and_is_counted() {
+    let q = Expr::bin(BinOp::Div, Expr::num(1.0), Expr::Col(0));
+    let src = SourceSpec::new("s", ["v"]).compute("inv", q);
+    let mut e = pipeline(src, "inv").build().unwrap();
+    put(&mut e, "a", 10, &[0.0]);
+    put(&mut e, "a", 20, &[4.0]);
+    e.handle_end_of_input();
+    let mut rows = Vec::new();
+    drain(&mut e, &mut rows);
+    assert_eq!(rows, vec![("a".to_string(), 0, 1_000, vec![1.0, 0.25])]);
+    assert_eq!((e.stats().null_computed, e.stats().filtered), (1, 0));
+}
+
+#[test]
+fn validation_catches_bad_columns_and_names() {
+    let bad_filter = SourceSpec::new("s", ["v"]).filter(gt(1, 0.0));
+    let err = pipeline(bad_filter, "v").build().unwrap_err().to_string();
+    assert!(err.contains("filter reads column 1"), "{err}");
+    // A computed field may not read itself or later ones.
+    let self_ref = SourceSpec::new("s", ["v"]).compute("f", Expr::Col(1));
+    assert!(pipeline(self_ref, "f").build().is_err());
+    let dup = SourceSpec::new("s", ["v"]).compute("v", Expr::Col(0));
+    assert!(pipeline(dup, "v").build().is_err());
+    let unknown = SourceSpec::new("s", ["v"]).compute("f", Expr::Col(0));
+    assert!(pipeline(unknown, "nope").build().is_err());
+}
+
+#[test]
+fn stages_stay_after_a_snapshot_restore() {
+    let src = SourceSpec::new("s", ["v"]).filter(gt(0, 10.0));
+    let spec = pipeline(src, "v");
+    let mut e = spec.clone().build().unwrap();
+    put(&mut e, "a", 100, &[20.0]);
+    let snap = e.snapshot().unwrap();
+    let mut r = spec.build().unwrap();
+    r.restore(&snap).unwrap();
+    put(&mut r, "a", 200, &[1.0]);
+    put(&mut r, "a", 300, &[11.0]);
+    r.handle_end_of_input();
+    let mut rows = Vec::new();
+    drain(&mut r, &mut rows);
+    assert_eq!(rows, vec![("a".to_string(), 0, 1_000, vec![2.0, 31.0])]);
+}
