@@ -140,6 +140,39 @@ impl Expr {
         Expr::Bin(op, Box::new(a), Box::new(b))
     }
 
+    /// The same expression reading other columns: `f` maps each column read
+    /// to its new position, or `None` if it cannot be read there (then the
+    /// whole expression cannot, and the result is `None`).
+    pub fn map_cols(&self, f: &dyn Fn(u16) -> Option<u16>) -> Option<Expr> {
+        let b = |x: &Expr| x.map_cols(f).map(Box::new);
+        Some(match self {
+            Expr::Lit(v) => Expr::Lit(v.clone()),
+            Expr::Col(i) => Expr::Col(f(*i)?),
+            Expr::Neg(x) => Expr::Neg(b(x)?),
+            Expr::Not(x) => Expr::Not(b(x)?),
+            Expr::Bin(op, x, y) => Expr::Bin(*op, b(x)?, b(y)?),
+            Expr::IsNull(x, n) => Expr::IsNull(b(x)?, *n),
+            Expr::Like(x, p, n) => Expr::Like(b(x)?, p.clone(), *n),
+            Expr::Case(whens, otherwise) => Expr::Case(
+                whens
+                    .iter()
+                    .map(|(c, r)| Some((c.map_cols(f)?, r.map_cols(f)?)))
+                    .collect::<Option<Vec<_>>>()?,
+                match otherwise {
+                    Some(e) => Some(b(e)?),
+                    None => None,
+                },
+            ),
+            Expr::Call(func, args) => Expr::Call(
+                *func,
+                args.iter()
+                    .map(|a| a.map_cols(f))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            Expr::Cast(x, to) => Expr::Cast(b(x)?, *to),
+        })
+    }
+
     /// The highest column this expression reads, if it reads any.
     pub fn max_col(&self) -> Option<u16> {
         match self {

@@ -211,8 +211,9 @@ pub fn looks_like_sql(file: &str, text: &str) -> bool {
 /// Parses SQL text for `weir run` and signed updates: the engine's plan.
 /// The agent publishes window results in its own envelope, so a query it
 /// runs must select only the key, window columns, aggregates and detector
-/// flags; `WHERE`, `HAVING` and computed columns are applied by `weir
-/// replay` only, and are refused here rather than ignored.
+/// flags; `HAVING`, computed result columns and a `WHERE` on the key, time
+/// or text columns are applied by `weir replay` only, and are refused here
+/// rather than ignored (see [`SqlPipeline::agent_can_run`]).
 ///
 /// # Errors
 /// As [`parse`], and a query `weir run` cannot apply.
@@ -224,31 +225,48 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
             line: 0,
             col: 0,
             msg,
-            help: "for weir run, select only the key, window_start/window_end, aggregates and EWMA_Z flags".into(),
+            help: "for weir run, select only the key, window_start/window_end, aggregates and EWMA_Z flags, and filter on numeric columns".into(),
         });
     }
     Ok(p.pipeline)
 }
 
 impl SqlPipeline {
-    /// Whether `weir run` can apply the whole query (it publishes window
-    /// results in its own envelope, so no `WHERE`, `HAVING`, computed
-    /// result columns or aggregates over expressions yet).
+    /// Whether `weir run` can apply the whole query. `WHERE` and
+    /// aggregates over expressions run in the engine when they read only
+    /// numeric columns; the agent publishes window results in its own
+    /// envelope, so `HAVING` and computed result columns are not applied
+    /// yet, nor a `WHERE` or an aggregated expression that reads the key,
+    /// the time or a text column (the engine sees only numeric fields).
     ///
     /// # Errors
     /// What it cannot apply.
     pub fn agent_can_run(&self) -> Result<(), String> {
         let q = &self.query;
-        let plain = q.filter.is_none()
-            && q.computed.is_empty()
-            && q.having.is_none()
-            && q.columns
-                .iter()
-                .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));
-        if plain {
+        let mut not = Vec::new();
+        if q.filter.is_some() {
+            not.push("a WHERE that reads the key, the time or a text column (a WHERE over numeric columns runs)");
+        }
+        if !q.computed.is_empty() {
+            not.push("an aggregated expression that reads the key, the time or a text column (one over numeric columns runs)");
+        }
+        if q.having.is_some() {
+            not.push("HAVING");
+        }
+        if !q
+            .columns
+            .iter()
+            .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)))
+        {
+            not.push("computed result columns (select aggregates as they are)");
+        }
+        if not.is_empty() {
             Ok(())
         } else {
-            Err("weir run does not apply WHERE, HAVING, computed result columns or aggregates over expressions yet (weir replay does)".into())
+            Err(format!(
+                "weir run does not apply {} yet (weir replay does)",
+                not.join(", ")
+            ))
         }
     }
 }

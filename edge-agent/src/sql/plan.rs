@@ -2,9 +2,11 @@
 //!
 //! The window aggregation becomes window operators of a
 //! [`PipelineSpec`] (one per aggregated column; their results for the same
-//! key and window are joined into one row). `WHERE` becomes a filter on
-//! samples before the engine, `HAVING` and the `SELECT` list expressions
-//! over the joined window row after it ([`weir_core::expr`]).
+//! key and window are joined into one row). `WHERE` and expressions under
+//! aggregates become the source's filter and computed fields in the engine
+//! (or, when they read the key, the time or a text column, which the engine
+//! does not see, run on samples before it); `HAVING` and the `SELECT` list
+//! expressions run over the joined window row after it ([`weir_core::expr`]).
 //!
 //! The window row a result expression reads: `[key, window_start,
 //! window_end, window_time, aggregate slots…, detector flags…]`; the sample
@@ -73,8 +75,10 @@ pub struct Sink {
 /// The query around the engine.
 #[derive(Debug, Clone)]
 pub struct Query {
-    /// `WHERE`, over `[key, rowtime, fields…]`: samples it does not keep
-    /// never reach the engine.
+    /// `WHERE`, over `[key, rowtime, fields…]`, when it reads the key, the
+    /// time or a text column: samples it does not keep never reach the
+    /// engine. A `WHERE` over numeric fields only is the engine source's
+    /// filter instead ([`SourceSpec::filter`]) and this is `None`.
     pub filter: Option<Expr>,
     /// How many text columns follow the fields in the sample row `filter`
     /// reads.
@@ -83,7 +87,10 @@ pub struct Query {
     /// `computed`.
     pub columns_in: usize,
     /// Expressions under aggregates, over the sample row, computed before
-    /// the engine into the fields after the first `columns_in`.
+    /// the engine into the fields after the first `columns_in`, when one of
+    /// them reads the key, the time or a text column. Otherwise they are the
+    /// engine source's computed fields ([`SourceSpec::compute`]) and this is
+    /// empty.
     pub computed: Vec<Expr>,
     /// Whether the query groups by a key column (else every sample has the
     /// same key and `KEY` is `NULL`).
@@ -1571,7 +1578,25 @@ fn compile_query(
     let field_names: Vec<String> = (0..cx.fields.len() + cx.computed.len())
         .map(|f| cx.field_name(f))
         .collect();
-    let mut source = SourceSpec::new(&source_name, field_names.iter().cloned());
+    // WHERE and the expressions under aggregates run in the engine, as the
+    // source's filter and computed fields, when they read only numeric
+    // fields (the engine sees no key, time or text column): the sample row
+    // `[key, rowtime, fields…]` becomes the engine's `[fields…]`.
+    let nf = cx.fields.len();
+    let lower = |e: &Expr| e.map_cols(&|c| (c >= 2 && usize::from(c - 2) < nf).then(|| c - 2));
+    let engine_filter = filter.as_ref().and_then(|f| lower(&f.0));
+    let engine_compute: Option<Vec<Expr>> = cx.computed.iter().map(|c| lower(&c.0)).collect();
+    let mut source = match &engine_compute {
+        Some(exprs) => {
+            let mut s = SourceSpec::new(&source_name, field_names[..nf].iter().cloned());
+            for (name, e) in field_names[nf..].iter().zip(exprs) {
+                s = s.compute(name, e.clone());
+            }
+            s
+        }
+        None => SourceSpec::new(&source_name, field_names.iter().cloned()),
+    };
+    source.filter = engine_filter.clone();
     source.max_out_of_orderness = rt.delay_ms;
     source_options(table, &mut source)?;
     let spec = PipelineSpec {
@@ -1639,7 +1664,20 @@ fn compile_query(
         rt.delay_ms
     );
     if let Some((_, s)) = &filter {
-        let _ = writeln!(ex, "filter (on samples, before the engine): {s}");
+        let at = if engine_filter.is_some() {
+            "in the engine, after the watermark"
+        } else {
+            "on samples, before the engine: it reads a key, time or text column"
+        };
+        let _ = writeln!(ex, "filter ({at}): {s}");
+    }
+    for (j, c) in cx.computed.iter().enumerate() {
+        let at = if engine_compute.is_some() {
+            "computed in the engine"
+        } else {
+            "computed before the engine"
+        };
+        let _ = writeln!(ex, "field `{}` ({at}): {}", field_names[nf + j], c.2);
     }
     for o in &spec.operators {
         if let OperatorKind::Window(w) = &o.kind {
@@ -1684,10 +1722,13 @@ fn compile_query(
             mqtt: vec![mqtt],
         },
         query: Query {
-            filter: filter.map(|f| f.0),
+            filter: filter.map(|f| f.0).filter(|_| engine_filter.is_none()),
             texts: cx.texts.len(),
             columns_in: cx.fields.len(),
-            computed: cx.computed.iter().map(|c| c.0.clone()).collect(),
+            computed: match engine_compute {
+                Some(_) => Vec::new(),
+                None => cx.computed.iter().map(|c| c.0.clone()).collect(),
+            },
             keyed: key.is_some(),
             ops: (0..op_fields.len()).collect(),
             slots: slot_place,

@@ -332,8 +332,14 @@ fn aggregates_over_expressions() {
         ),
     )
     .unwrap();
-    // One computed field for the repeated expression, one operator each.
-    assert_eq!(p.pipeline.spec.sources[0].fields, ["price", "expr0"]);
+    // One computed field for the repeated expression, in the engine; one
+    // operator each.
+    let src = &p.pipeline.spec.sources[0];
+    assert_eq!(src.fields, ["price"]);
+    let computed: Vec<&str> = src.compute.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(computed, ["expr0"]);
+    assert!(p.query.computed.is_empty());
+    assert!(p.agent_can_run().is_ok(), "{:?}", p.agent_can_run());
     let ids: Vec<&str> = p
         .pipeline
         .spec
@@ -342,7 +348,105 @@ fn aggregates_over_expressions() {
         .map(|o| o.id.as_str())
         .collect();
     assert_eq!(ids, ["query_expr0", "query_price"]);
+}
+
+/// A `WHERE` over numeric columns is the engine source's filter: a sample it
+/// drops still advances the watermark (as in Flink, whose watermarks are
+/// generated at the source), so a sample behind it is late.
+#[test]
+fn where_on_numbers_runs_in_the_engine_after_the_watermark() {
+    let sql = format!(
+        "{BID_DDL}SELECT window_start, SUM(price) AS total
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE price > 1
+  GROUP BY window_start, window_end;"
+    );
+    let p = parse("q.sql", &sql).unwrap();
+    assert!(p.query.filter.is_none());
+    assert!(p.pipeline.spec.sources[0].filter.is_some());
+    assert!(p.agent_can_run().is_ok(), "{:?}", p.agent_can_run());
+    assert!(p.query.explain.contains("filter (in the engine"), "{}", p.query.explain);
+    // 08:15 (filtered out) moves the watermark past 08:10: 08:07 is late.
+    let rows = run(
+        &sql,
+        "2020-04-15 08:05:00,4.00,C\n2020-04-15 08:15:00,0.50,X\n2020-04-15 08:07:00,2.00,A\n",
+    );
+    assert_eq!(rows, ["window_start,total", "2020-04-15 08:00:00.000,4.00"]);
+    // Without the filter the late sample is dropped all the same.
+    let (sum, engine) = {
+        let mut out = Vec::new();
+        exec::replay(
+            &p,
+            "2020-04-15 08:05:00,4.00,C\n2020-04-15 08:15:00,0.50,X\n2020-04-15 08:07:00,2.00,A\n"
+                .as_bytes(),
+            &mut out,
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    assert_eq!(sum.late, 1);
+    assert_eq!(engine.stats().filtered, 1);
+}
+
+/// A `WHERE` or an aggregated expression that reads the key, the time or a
+/// text column runs on samples before the engine, which sees only numeric
+/// fields; `weir run` refuses it.
+#[test]
+fn where_on_text_stays_before_the_engine() {
+    let p = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, SUM(price) AS total
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE item <> 'D' AND price > 1
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    assert!(p.query.filter.is_some());
+    assert!(p.pipeline.spec.sources[0].filter.is_none());
+    let e = p.agent_can_run().unwrap_err();
+    assert!(e.contains("WHERE that reads the key"), "{e}");
+    let p = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, SUM(CASE WHEN item = 'A' THEN price ELSE 0 END) AS a
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    assert_eq!(p.query.computed.len(), 1);
+    assert!(p.pipeline.spec.sources[0].compute.is_empty());
     assert!(p.agent_can_run().is_err());
+    let rows = bid("SELECT window_start, SUM(CASE WHEN item = 'A' THEN price ELSE 0 END) AS a
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,a",
+            // CASE gives a DOUBLE: 6 decimals.
+            "2020-04-15 08:00:00.000,2.000000",
+            "2020-04-15 08:10:00.000,0.000000",
+        ]
+    );
+}
+
+/// HAVING and computed result columns are refused by `weir run`, by name.
+#[test]
+fn weir_run_names_what_it_cannot_apply() {
+    let p = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, SUM(price) + 1 AS s
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end HAVING COUNT(*) > 1;"
+        ),
+    )
+    .unwrap();
+    let e = p.agent_can_run().unwrap_err();
+    assert!(e.contains("HAVING") && e.contains("computed result columns"), "{e}");
 }
 
 #[test]
