@@ -186,8 +186,19 @@ struct RawSource {
     idle_timeout: Option<Dur>,
     max_ahead: Option<Dur>,
     watermark: Option<Spanned<String>>,
+    filter: Option<Spanned<String>>,
+    #[serde(default)]
+    compute: Vec<RawCompute>,
     csv: Option<RawCsv>,
     mqtt: Option<RawMqtt>,
+}
+
+/// `[[source.compute]]`: a computed field.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawCompute {
+    name: Spanned<String>,
+    expr: Spanned<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -263,6 +274,50 @@ struct RawPipeline {
 pub(crate) struct Ctx<'a> {
     pub(crate) file: &'a str,
     pub(crate) text: &'a str,
+}
+
+/// A source's `filter` and `compute` (see docs/pipeline.md), compiled by
+/// the SQL layer's expression compiler.
+fn stages(ctx: &Ctx<'_>, s: &RawSource, spec: &mut SourceSpec) -> Result<(), ConfigError> {
+    let compile = |text: &Spanned<String>, fields: &[String], condition: bool| {
+        crate::sql::plan::scalar_over_fields(text.get_ref(), fields, condition).map_err(|e| {
+            // The error's place within the string, from the string's place.
+            let (line, col) = line_col(ctx.text, text.span().start);
+            let (line, col) = match e.line {
+                0 => (line, col),
+                1 => (line, col + e.col as usize),
+                l => (line + l as usize - 1, e.col as usize),
+            };
+            ConfigError {
+                file: ctx.file.to_string(),
+                line,
+                col,
+                msg: format!("in this expression: {}", e.msg),
+                help: e.help,
+            }
+        })
+    };
+    if let Some(f) = &s.filter {
+        spec.filter = Some(compile(f, &spec.fields, true)?);
+    }
+    let mut names = spec.fields.clone();
+    for c in &s.compute {
+        let name = c.name.get_ref();
+        if name.is_empty() || names.contains(name) {
+            return Err(ctx.err(
+                Some(c.name.span()),
+                format!("the computed field `{name}` is empty or already a field"),
+                "give each computed field a new name",
+            ));
+        }
+        let e = compile(&c.expr, &names, false)?;
+        names.push(name.clone());
+        spec.compute.push(weir_core::spec::Computed {
+            name: name.clone(),
+            expr: e,
+        });
+    }
+    Ok(())
 }
 
 impl Ctx<'_> {
@@ -561,6 +616,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
                 "list the numeric fields, e.g. fields = [\"value\"]",
             ));
         }
+        stages(&ctx, s, &mut spec)?;
         csv.push(csv_mapping(&ctx, s, unit)?);
         mqtt.push(match &s.mqtt {
             None => None,
@@ -944,6 +1000,57 @@ mod tests {
         let e = err("[[source]\nname = 1");
         assert_eq!(e.line, 1, "{e}");
         assert!(e.to_string().starts_with("p.toml:1:"), "{e}");
+    }
+
+    /// `filter` and `[[source.compute]]` compile to the engine source's
+    /// stages; a window reads a computed field by name; rows by hand.
+    #[test]
+    fn filter_and_computed_fields_from_toml() {
+        let text = "[[source]]\nname = \"s\"\nfields = [\"c\", \"h\"]\nfilter = \"h < 90 AND c > -40\"\n[[source.compute]]\nname = \"f\"\nexpr = \"c * 1.8 + 32\"\n[[source.compute]]\nname = \"g\"\nexpr = \"ROUND(f) - c\"\n\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"g\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"count\", \"sum\"]\n";
+        let p = parse("p.toml", text).unwrap_or_else(|e| panic!("{e}"));
+        let src = &p.spec.sources[0];
+        assert!(src.filter.is_some());
+        let names: Vec<&str> = src.compute.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["f", "g"]);
+        // key,ts,c,h (epoch ms): the second row is filtered (h = 95), and
+        // so is the last (c = -50).
+        let csv = "a,1767225601000,10,50\na,1767225602000,20,95\na,1767225603000,0,40\na,1767225615000,-50,40\n";
+        let mut out = Vec::new();
+        let (_, engine) = crate::replay::replay(&p, 0, csv.as_bytes(), &mut out, |b, _| {
+            panic!("bad row {b:?}")
+        })
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        // g = round(c * 1.8 + 32) - c: 50 - 10 = 40 and 32 - 0 = 32.
+        assert!(out.lines().any(|l| l.ends_with(",2,72.000000")), "{out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert_eq!(engine.stats().filtered, 2);
+    }
+
+    #[test]
+    fn bad_stage_expressions_point_into_the_string() {
+        let base = "[[source]]\nname = \"s\"\nfields = [\"v\"]\nfilter = \"v > 1\"\n\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"count\"]\n";
+        assert!(parse("p.toml", base).is_ok());
+        let e = err(&base.replace("v > 1", "v > x"));
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.msg.contains("no column `x`"), "{e}");
+        let e = err(&base.replace("v > 1", "v + 1"));
+        assert!(e.msg.contains("not BOOLEAN"), "{e}");
+        let e = err(&base.replace("v > 1", "v > 1 1"));
+        assert!(e.msg.contains("after the expression"), "{e}");
+        let e = err(&base.replace(
+            "filter = \"v > 1\"",
+            "[[source.compute]]\nname = \"v\"\nexpr = \"v * 2\"",
+        ));
+        assert!(e.msg.contains("already a field"), "{e}");
+        let e = err(&base.replace(
+            "filter = \"v > 1\"",
+            "[[source.compute]]\nname = \"d\"\nexpr = \"v > 2\"",
+        ));
+        assert!(e.msg.contains("not a number"), "{e}");
+        // A window over a field no source computes.
+        let e = err(&base.replace("field = \"v\"", "field = \"d\""));
+        assert!(e.msg.contains('d'), "{e}");
     }
 
     #[test]

@@ -1743,6 +1743,92 @@ fn compile_query(
     })
 }
 
+/// Compiles one scalar expression over a source's numeric fields with the
+/// SQL compiler (Flink SQL's syntax, operators and functions, as in
+/// `WHERE`): the TOML pipeline's `filter` (`condition: true`, which must be
+/// BOOLEAN) and computed fields (a number). [`Expr::Col`]`(i)` reads
+/// `fields[i]`.
+///
+/// # Errors
+/// A syntax error, an unknown column or function, or the wrong type, at the
+/// line and column within `text`.
+pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err<Expr> {
+    use sqlparser::parser::Parser;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let start = Location { line: 1, column: 1 };
+    let dialect = super::dialect::WeirDialect;
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| {
+            SqlError::at(
+                e.location,
+                format!("syntax error: {}", e.message),
+                "write a Flink SQL expression, e.g. temp > 80 AND hum < 90",
+            )
+        })?;
+    super::check_operators(&tokens)?;
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let e = p.parse_expr().map_err(SqlError::parser)?;
+    let next = p.peek_token();
+    if next.token != Token::EOF {
+        return Err(SqlError::at(
+            next.span.start,
+            format!("unexpected `{}` after the expression", next.token),
+            "write one expression",
+        ));
+    }
+    let table = Table {
+        name: "the source".into(),
+        columns: fields
+            .iter()
+            .map(|f| super::ddl::Column {
+                name: f.clone(),
+                ty: SqlType::Double,
+                at: start,
+            })
+            .collect(),
+        // A name no identifier matches: the time is not a column here.
+        rowtime: Some(super::ddl::Rowtime {
+            name: "\u{0}".into(),
+            column: 0,
+            epoch_precision: None,
+            delay_ms: 0,
+            at: start,
+        }),
+        options: Vec::new(),
+        at: start,
+    };
+    let mut cx = Ctx {
+        table: &table,
+        fields: (0..fields.len()).collect(),
+        key: None,
+        texts: Vec::new(),
+        computed: Vec::new(),
+        legacy: false,
+        slots: Vec::new(),
+        flags: Vec::new(),
+        at: start,
+    };
+    let (x, t) = cx.expr(&e, Scope::Row)?;
+    if condition {
+        cx.boolean(t, &e, start)?;
+    } else if !t.is_numeric() {
+        return Err(SqlError::at(
+            start,
+            format!("`{e}` is {}, not a number", t.name()),
+            "compute a number, e.g. temp * 1.8 + 32",
+        ));
+    }
+    // The sample row is [key, time, fields…]: the engine's is [fields…].
+    x.map_cols(&|c| c.checked_sub(2)).ok_or_else(|| {
+        SqlError::at(
+            start,
+            format!("`{e}` reads something other than the source's fields"),
+            "read only the source's numeric fields",
+        )
+    })
+}
+
 fn csv_mapping(
     t: &Table,
     key: Option<usize>,

@@ -365,7 +365,11 @@ fn where_on_numbers_runs_in_the_engine_after_the_watermark() {
     assert!(p.query.filter.is_none());
     assert!(p.pipeline.spec.sources[0].filter.is_some());
     assert!(p.agent_can_run().is_ok(), "{:?}", p.agent_can_run());
-    assert!(p.query.explain.contains("filter (in the engine"), "{}", p.query.explain);
+    assert!(
+        p.query.explain.contains("filter (in the engine"),
+        "{}",
+        p.query.explain
+    );
     // 08:15 (filtered out) moves the watermark past 08:10: 08:07 is late.
     let rows = run(
         &sql,
@@ -419,9 +423,11 @@ fn where_on_text_stays_before_the_engine() {
     assert_eq!(p.query.computed.len(), 1);
     assert!(p.pipeline.spec.sources[0].compute.is_empty());
     assert!(p.agent_can_run().is_err());
-    let rows = bid("SELECT window_start, SUM(CASE WHEN item = 'A' THEN price ELSE 0 END) AS a
+    let rows = bid(
+        "SELECT window_start, SUM(CASE WHEN item = 'A' THEN price ELSE 0 END) AS a
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
-  GROUP BY window_start, window_end;");
+  GROUP BY window_start, window_end;",
+    );
     assert_eq!(
         rows,
         [
@@ -446,7 +452,10 @@ fn weir_run_names_what_it_cannot_apply() {
     )
     .unwrap();
     let e = p.agent_can_run().unwrap_err();
-    assert!(e.contains("HAVING") && e.contains("computed result columns"), "{e}");
+    assert!(
+        e.contains("HAVING") && e.contains("computed result columns"),
+        "{e}"
+    );
 }
 
 #[test]
