@@ -469,15 +469,65 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
             "see the gateway.toml format in `weir_agent::gateway` (docs/agent.md)",
         )
     })?;
-    let path = |s: &str| {
-        let p = Path::new(s);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
+    let path = |s: &str| rel(base, s);
+    let id = gateway_id(&ctx, &raw.id)?;
+    let durability = durability(&ctx, &raw.durability)?;
+    let broker = broker_config(&ctx, base, &id, &raw.broker)?;
+    let (output_format, prefix) = output_config(&ctx, &raw.output)?;
+    let metrics = metrics_config(&ctx, &raw.metrics)?;
+    let data_dir = path(raw.data_dir.as_ref().map_or("weir-data", |p| p.get_ref()));
+    let dashboard = dashboard_config(&ctx, base, &data_dir, &raw.dashboard, metrics)?;
+    let cloud = match &raw.cloud {
+        None => None,
+        Some(c) => Some(cloud_config(&ctx, base, &id, c)?),
     };
-    let id = match &raw.id {
+    let updates = updates_config(&ctx, base, &raw.updates, cloud.is_some())?;
+    let group_commit_ms = ms(&ctx, &raw.journal.group_commit, 10, 0, "group_commit")?;
+    let storage = storage_config(&ctx, &raw.storage, group_commit_ms)?;
+    Ok(GatewayConfig {
+        storage,
+        cloud,
+        updates,
+        file: file.to_string(),
+        pipeline: path(
+            raw.pipeline
+                .as_ref()
+                .map_or("pipeline.toml", |p| p.get_ref()),
+        ),
+        data_dir,
+        dashboard,
+        board: raw.board.as_ref().map(|b| path(b.get_ref())),
+        id,
+        durability,
+        broker,
+        group_commit_ms,
+        group_records: range_int(
+            &ctx,
+            &raw.journal.group_records,
+            1,
+            1_000_000,
+            2_000,
+            "group_records",
+        )? as usize,
+        checkpoint_ms: ms(
+            &ctx,
+            &raw.checkpoint.interval,
+            10_000,
+            100,
+            "checkpoint interval",
+        )?,
+        output_format,
+        publish_windows: raw.output.windows.unwrap_or(true),
+        prefix,
+        metrics,
+        dead_letters: range_int(&ctx, &raw.dead_letters.keep, 0, 1_000_000, 1_000, "keep")?
+            as usize,
+    })
+}
+
+/// `id`: one MQTT topic level, the host name by default.
+fn gateway_id(ctx: &Ctx<'_>, id: &Option<Spanned<String>>) -> Result<String, ConfigError> {
+    Ok(match &id {
         Some(s) if !check_level(s.get_ref()) => {
             return Err(ctx.err(
                 Some(s.span()),
@@ -487,8 +537,12 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         }
         Some(s) => s.get_ref().clone(),
         None => host_name(),
-    };
-    let durability = match &raw.durability {
+    })
+}
+
+/// `durability`: `journal` (the default) or `checkpoint`.
+fn durability(ctx: &Ctx<'_>, d: &Option<Spanned<String>>) -> Result<DurabilityMode, ConfigError> {
+    Ok(match d {
         None => DurabilityMode::Journal,
         Some(s) => s.get_ref().parse().map_err(|e: String| {
             ctx.err(
@@ -497,8 +551,17 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
                 "journal: nothing acknowledged is lost; checkpoint: fewer flash writes, a crash loses the samples since the last checkpoint",
             )
         })?,
-    };
-    let b = &raw.broker;
+    })
+}
+
+/// `[broker]`: the URL, login and TLS files (relative to `base`), the
+/// MQTT session settings; `id` names the default client id.
+fn broker_config(
+    ctx: &Ctx<'_>,
+    base: &Path,
+    id: &str,
+    b: &RawBroker,
+) -> Result<BrokerConfig, ConfigError> {
     let (host, port, tls) = match &b.url {
         None => ("127.0.0.1".to_string(), 1883, false),
         Some(u) => parse_url(u.get_ref()).ok_or_else(|| {
@@ -519,7 +582,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         }
         (Some(p), None) => Some(p.clone()),
         (None, Some(f)) => Some(
-            std::fs::read_to_string(path(f.get_ref()))
+            std::fs::read_to_string(rel(base, f.get_ref()))
                 .map_err(|e| {
                     ctx.err(
                         Some(f.span()),
@@ -543,7 +606,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         match o {
             None => Ok(None),
             Some(s) => {
-                let p = path(s.get_ref());
+                let p = rel(base, s.get_ref());
                 if p.is_file() {
                     Ok(Some(p))
                 } else {
@@ -571,33 +634,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
             "write the url as mqtts://HOST:PORT",
         ));
     }
-    let int = |v: &Option<Spanned<i64>>, lo: i64, hi: i64, dflt: i64, what: &str| match v {
-        None => Ok(dflt),
-        Some(s) if (lo..=hi).contains(s.get_ref()) => Ok(*s.get_ref()),
-        Some(s) => Err(ctx.err(
-            Some(s.span()),
-            format!("{what} = {} is out of range", s.get_ref()),
-            format!("use a value from {lo} to {hi}"),
-        )),
-    };
-    let dur = |d: &Option<Dur>, dflt: u64, lo: u64, what: &str| -> Result<u64, ConfigError> {
-        match d {
-            None => Ok(dflt),
-            Some(d) => {
-                let v = ctx.duration(d, TimeUnit::Millis, what)? as u64;
-                if v < lo {
-                    Err(ctx.err(
-                        Some(d.span()),
-                        format!("{what} of {v} ms is too short"),
-                        format!("use at least {lo} ms"),
-                    ))
-                } else {
-                    Ok(v)
-                }
-            }
-        }
-    };
-    let broker = BrokerConfig {
+    Ok(BrokerConfig {
         host,
         port,
         tls,
@@ -617,9 +654,9 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         ca,
         cert,
         key,
-        keep_alive_ms: dur(&b.keep_alive, 30_000, 5_000, "keep_alive")?,
-        max_packet: int(&b.max_packet, 1024, 256 << 20, 1 << 20, "max_packet")? as usize,
-        inflight: int(&b.inflight, 1, 65_535, 100, "inflight")? as u16,
+        keep_alive_ms: ms(ctx, &b.keep_alive, 30_000, 5_000, "keep_alive")?,
+        max_packet: range_int(ctx, &b.max_packet, 1024, 256 << 20, 1 << 20, "max_packet")? as usize,
+        inflight: range_int(ctx, &b.inflight, 1, 65_535, 100, "inflight")? as u16,
         protocol: match &b.protocol {
             None => 4,
             Some(p) if matches!(p.get_ref(), 4 | 5) => *p.get_ref() as u8,
@@ -634,13 +671,12 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
                 ))
             }
         },
-    };
-    let output_format = match raw
-        .output
-        .format
-        .as_ref()
-        .map(|s| (s.get_ref().as_str(), s))
-    {
+    })
+}
+
+/// `[output]`: the payload format and the topic prefix.
+fn output_config(ctx: &Ctx<'_>, o: &RawOutput) -> Result<(OutputFormat, String), ConfigError> {
+    let format = match o.format.as_ref().map(|s| (s.get_ref().as_str(), s)) {
         None | Some(("json", _)) => OutputFormat::Json,
         Some(("cbor", _)) => OutputFormat::Cbor,
         Some((o, s)) => {
@@ -651,7 +687,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
             ))
         }
     };
-    let prefix = match &raw.output.prefix {
+    let prefix = match &o.prefix {
         Some(p) if !check_level(p.get_ref()) => {
             return Err(ctx.err(
                 Some(p.span()),
@@ -662,7 +698,12 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         Some(p) => p.get_ref().clone(),
         None => "weir".into(),
     };
-    let metrics = match &raw.metrics.listen {
+    Ok((format, prefix))
+}
+
+/// `[metrics] listen`: the default loopback port, `""` for off.
+fn metrics_config(ctx: &Ctx<'_>, m: &RawMetrics) -> Result<Option<SocketAddr>, ConfigError> {
+    Ok(match &m.listen {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         Some(s) if s.get_ref().is_empty() => None,
         Some(s) => Some(s.get_ref().parse().map_err(|_| {
@@ -672,46 +713,6 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
                 "write e.g. \"127.0.0.1:9464\" (or \"\" to turn metrics off)",
             )
         })?),
-    };
-    let data_dir = path(raw.data_dir.as_ref().map_or("weir-data", |p| p.get_ref()));
-    let dashboard = dashboard_config(&ctx, base, &data_dir, &raw.dashboard, metrics)?;
-    let cloud = match &raw.cloud {
-        None => None,
-        Some(c) => Some(cloud_config(&ctx, base, &id, c)?),
-    };
-    let updates = updates_config(&ctx, base, &raw.updates, cloud.is_some())?;
-    let group_commit_ms = dur(&raw.journal.group_commit, 10, 0, "group_commit")?;
-    let storage = storage_config(&ctx, &raw.storage, group_commit_ms)?;
-    Ok(GatewayConfig {
-        storage,
-        cloud,
-        updates,
-        file: file.to_string(),
-        pipeline: path(
-            raw.pipeline
-                .as_ref()
-                .map_or("pipeline.toml", |p| p.get_ref()),
-        ),
-        data_dir,
-        dashboard,
-        board: raw.board.as_ref().map(|b| path(b.get_ref())),
-        id,
-        durability,
-        broker,
-        group_commit_ms,
-        group_records: int(
-            &raw.journal.group_records,
-            1,
-            1_000_000,
-            2_000,
-            "group_records",
-        )? as usize,
-        checkpoint_ms: dur(&raw.checkpoint.interval, 10_000, 100, "checkpoint interval")?,
-        output_format,
-        publish_windows: raw.output.windows.unwrap_or(true),
-        prefix,
-        metrics,
-        dead_letters: int(&raw.dead_letters.keep, 0, 1_000_000, 1_000, "keep")? as usize,
     })
 }
 

@@ -25,6 +25,7 @@
 //! last checkpoint, replay the journal after it through the engine, publish
 //! what it emits, subscribe.
 
+pub mod agent_core;
 pub mod budget;
 pub mod cloud;
 pub mod dash;

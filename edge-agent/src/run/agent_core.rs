@@ -1,0 +1,824 @@
+//! The agent's ingest rules as a sans-IO state machine: **commit, then
+//! compute, then acknowledge**, checkpoints only behind acknowledged
+//! outputs, re-publishing after a lost output session, and recognising
+//! redeliveries after a reconnect or a crash.
+//!
+//! [`AgentCore`] owns the journal [`Store`] (on any redb
+//! [`StorageBackend`](redb::StorageBackend): a file in `weir run`, a
+//! [`SimDisk`](crate::store::backend::SimDisk) that loses power in the
+//! simulation tests), the [`Engine`], the output encoder and the dedupe
+//! ring. It never opens a socket or reads a clock: the driver hands it
+//! broker events and the time, and carries out what it asks for.
+//!
+//! Store writes are calls, not actions: the store is already behind redb's
+//! backend seam, which is where the simulation injects crashes and power
+//! cuts, and a write that fails is returned as an error: the driver then
+//! stops (as a crash does) and reopens.
+//!
+//! Call order, as in quinn-proto:
+//!
+//! 1. [`AgentCore::open`]: restore the latest checkpoint, replay the
+//!    journal after it (its outputs are queued for publishing).
+//! 2. Feed events: [`AgentCore::handle_connected`],
+//!    [`AgentCore::handle_lost`], [`AgentCore::handle_publish`],
+//!    [`AgentCore::handle_puback`], and [`AgentCore::handle_tick`] when
+//!    [`AgentCore::poll_timeout`] is reached (any earlier tick is harmless).
+//! 3. After each, drain [`AgentCore::poll_action`] and carry the actions
+//!    out in order: publishes on the output link, acknowledgements on the
+//!    ingest link (dropped, not delayed, if that connection is gone),
+//!    subscriptions.
+//!
+//! The invariants it keeps (docs/agent.md):
+//! - a message's acknowledgement is released only after the journal commit
+//!   that holds its readings, and after the engine processed them;
+//! - a checkpoint is written only once every output published before it
+//!   was acknowledged by the broker, so a crash or a lost output session
+//!   can re-publish (same ids) everything after it from the journal;
+//! - a message redelivered after a reconnect or a restart is recognised by
+//!   its identity (the dedupe ring, rebuilt from checkpoint + journal) and
+//!   acknowledged without being counted again.
+//!
+//! `weir run`'s [`Agent`](super) still carries its own copy of these rules
+//! together with the update lifecycle, the cloud outbox, wired sensors and
+//! the write budget; moving it onto this core is the next step (docs/design.md).
+
+use std::collections::{HashMap, VecDeque};
+
+use weir_core::engine::Engine;
+use weir_core::output::Output;
+use weir_core::seam::CheckpointStore;
+use weir_core::spec::OperatorKind;
+use weir_core::time::TimeMode;
+
+use super::dedupe;
+use super::mqtt::{self, Link};
+use super::output::{Encoded, OutputEncoder};
+use super::RunError;
+use crate::decode::{Batch, Decoder};
+use crate::gateway::OutputFormat;
+use crate::pipeline_file::PipelineFile;
+use crate::store::{DeadLetter, DurabilityMode, Lsn, Sample, Store, StoreError, TICK_SOURCE};
+
+/// How the core groups commits and spaces checkpoints. All times are in
+/// the driver's clock (ms), the one it passes to every `handle_*`.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The gateway id (in output topics and ids).
+    pub gateway: String,
+    /// The output topic prefix.
+    pub prefix: String,
+    /// The output payload format.
+    pub format: OutputFormat,
+    /// Publish window results (not only alerts).
+    pub publish_windows: bool,
+    /// A group is committed at most this long after its first message.
+    pub commit_ms: i64,
+    /// … or once it holds this many records or messages.
+    pub group_records: usize,
+    /// A checkpoint is started this long after the previous one.
+    pub checkpoint_ms: i64,
+}
+
+/// What the driver must do, in the order the core asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action<T> {
+    /// Publish an output (QoS 1) on the output link.
+    Publish(Encoded),
+    /// Acknowledge an ingest message on the connection it came from.
+    Ack(T),
+    /// Subscribe the ingest link to a topic filter.
+    Subscribe {
+        /// The filter.
+        filter: String,
+        /// Its QoS.
+        qos: u8,
+    },
+    /// A checkpoint covering the journal through `upto` is durable.
+    Checkpointed {
+        /// The last LSN it covers.
+        upto: Lsn,
+    },
+    /// Bad input, kept as a dead letter (staged with the next checkpoint).
+    DeadLetter(DeadLetter),
+}
+
+/// What the core counted since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Messages handed in.
+    pub messages: u64,
+    /// Readings processed by the engine after their commit.
+    pub readings: u64,
+    /// Readings of messages recognised as redeliveries.
+    pub duplicates: u64,
+    /// Journal records replayed (at open and after a lost output session).
+    pub replayed: u64,
+    /// Group commits.
+    pub commits: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Output sessions the broker lost.
+    pub sessions_lost: u64,
+    /// Outputs handed out for publishing.
+    pub published: u64,
+    /// Publish acknowledgements received.
+    pub pubacks: u64,
+}
+
+/// A record of the open group, processed after its commit.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    lsn: Lsn,
+    source: u16,
+    key: (u32, u32),
+    ts: i64,
+    now: i64,
+    vals: (u32, u32),
+}
+
+/// The open group commit.
+#[derive(Debug)]
+struct Group<T> {
+    acks: Vec<T>,
+    recs: Vec<Rec>,
+    keys: String,
+    vals: Vec<f64>,
+    messages: usize,
+    /// When its first message came (driver clock).
+    opened: Option<i64>,
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Group {
+            acks: Vec::new(),
+            recs: Vec::new(),
+            keys: String::new(),
+            vals: Vec::new(),
+            messages: 0,
+            opened: None,
+        }
+    }
+}
+
+impl<T> Group<T> {
+    fn push(&mut self, lsn: Lsn, sample: &Sample<'_>) {
+        let k0 = self.keys.len() as u32;
+        self.keys.push_str(sample.key);
+        let v0 = self.vals.len() as u32;
+        self.vals.extend_from_slice(sample.values);
+        self.recs.push(Rec {
+            lsn,
+            source: sample.source,
+            key: (k0, self.keys.len() as u32),
+            ts: sample.ts,
+            now: sample.now,
+            vals: (v0, self.vals.len() as u32),
+        });
+    }
+}
+
+/// A checkpoint taken, waiting for the outputs before it to be acked.
+#[derive(Debug)]
+struct Pending {
+    upto: Lsn,
+    snapshot: Vec<u8>,
+    /// Outputs handed out before it (`published` when it was taken).
+    mark: u64,
+}
+
+/// The agent's ingest rules, sans-IO. `T` is the driver's acknowledgement
+/// token (rumqttc's publish, a packet id in the simulation).
+pub struct AgentCore<T> {
+    cfg: CoreConfig,
+    pf: PipelineFile,
+    store: Store,
+    engine: Engine,
+    enc: OutputEncoder,
+    scratch: Vec<Encoded>,
+    decoders: Vec<Option<Decoder>>,
+    /// (filter, source index, QoS)
+    routes: Vec<(String, usize, u8)>,
+    topic_cache: HashMap<String, Option<usize>>,
+    own_prefix: String,
+    batch: Batch,
+    dedupe: dedupe::Dedupe,
+    group: Group<T>,
+    actions: VecDeque<Action<T>>,
+    /// Outputs handed out / acknowledged on the current output session.
+    published: u64,
+    acked: u64,
+    pending: Option<Pending>,
+    /// When the last checkpoint was started (`None`: not since open).
+    last_ckpt: Option<i64>,
+    checkpoint_soon: bool,
+    /// Highest LSN the engine has processed.
+    processed: Lsn,
+    ingest_once: bool,
+    output_once: bool,
+    processing_time: bool,
+    stats: CoreStats,
+}
+
+impl<T> std::fmt::Debug for AgentCore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCore")
+            .field("store", &self.store)
+            .field("processed", &self.processed)
+            .field("published", &self.published)
+            .field("acked", &self.acked)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Offers one journal record to the engine.
+fn feed(engine: &mut Engine, s: &Sample<'_>) -> Result<(), weir_core::engine::Reject> {
+    if s.source == TICK_SOURCE {
+        engine.handle_time(s.now);
+        Ok(())
+    } else {
+        engine.handle_sample(s.now, s.source as usize, s.key, s.ts, s.values)
+    }
+}
+
+impl<T> AgentCore<T> {
+    /// Builds the core on an open store: restores the latest checkpoint and
+    /// replays the journal after it; the outputs of the replay wait in
+    /// [`AgentCore::poll_action`].
+    ///
+    /// # Errors
+    /// [`RunError::Config`] for a pipeline without MQTT sources or that does
+    /// not build, [`RunError::Restore`] for a checkpoint of another
+    /// pipeline, [`RunError::Store`] when the journal cannot be read.
+    pub fn open(cfg: CoreConfig, pf: PipelineFile, store: Store) -> Result<Self, RunError> {
+        let mut decoders = Vec::new();
+        let mut routes = Vec::new();
+        for (i, m) in pf.mqtt.iter().enumerate() {
+            match m {
+                Some(m) => {
+                    for t in &m.topics {
+                        routes.push((t.clone(), i, m.qos));
+                    }
+                    decoders.push(Some(m.decoder.clone()));
+                }
+                None => decoders.push(None),
+            }
+        }
+        if routes.is_empty() {
+            return Err(RunError::Config(format!(
+                "pipeline `{}`: no source has a [source.mqtt] table, nothing to subscribe to",
+                pf.spec.name
+            )));
+        }
+        let engine = pf
+            .spec
+            .clone()
+            .build()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let enc = OutputEncoder::new(&cfg.gateway, &cfg.prefix, cfg.format, &pf.spec);
+        let own_prefix = enc.own_prefix();
+        let processing_time = pf.spec.time.mode == TimeMode::Processing
+            || pf
+                .spec
+                .operators
+                .iter()
+                .any(|o| matches!(o.kind, OperatorKind::Process(_)))
+            || pf.spec.sources.iter().any(|s| s.idle_timeout.is_some());
+        let mut core = AgentCore {
+            cfg,
+            pf,
+            store,
+            engine,
+            enc,
+            scratch: Vec::new(),
+            decoders,
+            routes,
+            topic_cache: HashMap::new(),
+            own_prefix,
+            batch: Batch::new(),
+            dedupe: dedupe::Dedupe::default(),
+            group: Group::default(),
+            actions: VecDeque::new(),
+            published: 0,
+            acked: 0,
+            pending: None,
+            last_ckpt: None,
+            checkpoint_soon: false,
+            processed: 0,
+            ingest_once: false,
+            output_once: false,
+            processing_time,
+            stats: CoreStats::default(),
+        };
+        core.recover()?;
+        Ok(core)
+    }
+
+    /// Restores the last checkpoint and replays the journal after it,
+    /// queueing what the engine emits for publishing.
+    fn recover(&mut self) -> Result<u64, RunError> {
+        let mut engine = self
+            .pf
+            .spec
+            .clone()
+            .build()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let mut upto = 0;
+        self.dedupe.import(&[]);
+        if let Some((u, ckpt)) = self.store.latest()? {
+            let restore_err = |detail: String| RunError::Restore {
+                path: self.store.path().display().to_string(),
+                pipeline: self.pf.spec.name.clone(),
+                detail,
+            };
+            let (hashes, snap) = dedupe::decode_checkpoint(ckpt).ok_or_else(|| {
+                restore_err("not an agent checkpoint (no dedupe ring header)".into())
+            })?;
+            self.dedupe.import(&hashes);
+            engine
+                .restore(snap)
+                .map_err(|e| restore_err(e.to_string()))?;
+            upto = u;
+        }
+        self.engine = engine;
+        let mut n = 0u64;
+        let mut last = upto;
+        let mut replay = self.store.replay_from(upto)?;
+        // Message identities as on ingest: a record that does not continue
+        // a message closes the one before it.
+        let mut id = dedupe::MessageHash::default();
+        let mut outs = Vec::new();
+        while let Some((lsn, s, cont)) = replay.next_part()? {
+            if s.source != TICK_SOURCE {
+                if !cont {
+                    if let Some(h) = id.finish() {
+                        self.dedupe.record(h);
+                    }
+                    id = dedupe::MessageHash::default();
+                }
+                id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+            }
+            let _ = feed(&mut self.engine, &s);
+            drain(
+                &mut self.engine,
+                &self.enc,
+                self.cfg.publish_windows,
+                lsn,
+                &mut outs,
+            );
+            last = lsn;
+            n += 1;
+        }
+        if let Some(h) = id.finish() {
+            self.dedupe.record(h);
+        }
+        drop(replay);
+        for e in outs {
+            self.publish(e);
+        }
+        self.processed = last.max(self.store.committed_lsn());
+        self.stats.replayed += n;
+        if n > 0 {
+            // Trim the journal soon: a crash loop faster than the interval
+            // would otherwise replay an ever longer journal.
+            self.checkpoint_soon = true;
+        }
+        Ok(n)
+    }
+
+    fn publish(&mut self, e: Encoded) {
+        self.published += 1;
+        self.stats.published += 1;
+        self.actions.push_back(Action::Publish(e));
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action<T>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`AgentCore::handle_tick`] has work to do (driver clock, ms):
+    /// the open group's commit, the next checkpoint, or the engine's next
+    /// timer (a source or key going idle). `None`: nothing until an event.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        let commit = self.group.opened.map(|t| t + self.cfg.commit_ms);
+        let ckpt = match (&self.pending, self.last_ckpt) {
+            (Some(_), _) => None,
+            (None, _) if self.checkpoint_soon => Some(i64::MIN),
+            (None, Some(t)) => Some(t.saturating_add(self.cfg.checkpoint_ms)),
+            (None, None) => None,
+        };
+        let engine = self.engine.poll_timeout();
+        [commit, ckpt, engine].into_iter().flatten().min()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// The store (read-only: positions, the checkpoint).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Gives the store back (the driver closing down, or a test crashing).
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
+    /// Highest LSN the engine has processed.
+    pub fn processed(&self) -> Lsn {
+        self.processed
+    }
+
+    /// A link (re)connected. On the ingest link the core subscribes and
+    /// arms the redelivery check; an output session the broker lost
+    /// (`session_present == false` after the first connect) had outputs in
+    /// flight: everything after the last checkpoint is published again.
+    /// The driver must then drop every publish it took from
+    /// [`AgentCore::poll_action`] and has not handed to the broker
+    /// (`weir run` replaces the output client): the acknowledgement count
+    /// starts again from zero, and a stale publish acknowledged on the new
+    /// session would let a checkpoint pass an output not yet acknowledged.
+    ///
+    /// # Errors
+    /// A store error while committing or replaying.
+    pub fn handle_connected(
+        &mut self,
+        now: i64,
+        link: Link,
+        session_present: bool,
+    ) -> Result<(), RunError> {
+        match link {
+            Link::Ingest => {
+                if self.ingest_once && !session_present {
+                    tracing::warn!("the broker lost our ingest session");
+                }
+                self.ingest_once = true;
+                // A broker redelivers unacknowledged messages first.
+                self.dedupe.arm();
+                for (filter, _, qos) in &self.routes {
+                    self.actions.push_back(Action::Subscribe {
+                        filter: filter.clone(),
+                        qos: *qos,
+                    });
+                }
+            }
+            Link::Output => {
+                if self.output_once && !session_present {
+                    self.output_session_lost(now)?;
+                }
+                self.output_once = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker lost the output session and every output in flight:
+    /// replay everything since the last durable checkpoint and publish it
+    /// again (consumers drop duplicates by id).
+    fn output_session_lost(&mut self, now: i64) -> Result<(), RunError> {
+        self.stats.sessions_lost += 1;
+        self.commit_group(now)?;
+        self.actions.retain(|a| !matches!(a, Action::Publish(_)));
+        self.published = 0;
+        self.acked = 0;
+        self.pending = None;
+        if self.store.mode() == DurabilityMode::Journal {
+            let kept = self.dedupe.keep();
+            self.recover()?;
+            self.dedupe.resume(kept);
+        }
+        Ok(())
+    }
+
+    /// A link dropped. Acknowledgements not yet released for the ingest
+    /// connection are forgotten (a broker may give redeliveries new packet
+    /// ids, so a stale ack could acknowledge another message); the broker
+    /// redelivers and the dedupe ring recognises what was committed.
+    pub fn handle_lost(&mut self, link: Link) {
+        if link == Link::Ingest {
+            self.group.acks.clear();
+            self.actions.retain(|a| !matches!(a, Action::Ack(_)));
+        }
+    }
+
+    /// The broker acknowledged one output (they are acknowledged in order).
+    pub fn handle_puback(&mut self) {
+        self.acked += 1;
+        self.stats.pubacks += 1;
+    }
+
+    fn route(&mut self, topic: &str) -> Option<usize> {
+        if let Some(r) = self.topic_cache.get(topic) {
+            return *r;
+        }
+        let r = self
+            .routes
+            .iter()
+            .find(|(f, _, _)| mqtt::filter_matches(f, topic))
+            .map(|r| r.1);
+        if self.topic_cache.len() >= 10_000 {
+            self.topic_cache.clear();
+        }
+        self.topic_cache.insert(topic.to_string(), r);
+        r
+    }
+
+    fn dead(&mut self, topic: &str, reason: &str, detail: String, payload: &[u8], now: i64) {
+        let d = DeadLetter {
+            now,
+            topic: topic.to_string(),
+            reason: reason.to_string(),
+            detail,
+            payload: payload[..payload.len().min(crate::store::PAYLOAD_KEPT)].to_vec(),
+        };
+        self.store.stage_dead_letter(&d);
+        self.actions.push_back(Action::DeadLetter(d));
+    }
+
+    /// One ingest message at driver time `now`; `ack` is its token (QoS 1)
+    /// or `None` (QoS 0). It joins the open group; its acknowledgement is
+    /// released after the group's commit and compute.
+    ///
+    /// # Errors
+    /// A store error (the driver stops: what is not committed is redelivered).
+    pub fn handle_publish(
+        &mut self,
+        now: i64,
+        topic: &str,
+        payload: &[u8],
+        ack: Option<T>,
+    ) -> Result<(), RunError> {
+        self.stats.messages += 1;
+        if self.group.opened.is_none() {
+            self.group.opened = Some(now);
+            if self.processing_time {
+                self.stage_tick(now)?;
+            }
+        }
+        self.group.messages += 1;
+        self.take(now, topic, payload)?;
+        if let Some(t) = ack {
+            self.group.acks.push(t);
+        }
+        if self.group.recs.len() >= self.cfg.group_records
+            || self.group.messages >= self.cfg.group_records
+            || self.store.staged_bytes() >= 1 << 20
+            || now >= self.group.opened.unwrap_or(now) + self.cfg.commit_ms
+        {
+            self.commit_group(now)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes a message and stages its readings (or counts it a duplicate).
+    fn take(&mut self, now: i64, topic: &str, payload: &[u8]) -> Result<(), RunError> {
+        if topic.starts_with(&self.own_prefix) {
+            return Ok(());
+        }
+        let Some(src) = self.route(topic) else {
+            let detail = "no source's topic filters match this topic".to_string();
+            self.dead(topic, "unknown_topic", detail, payload, now);
+            return Ok(());
+        };
+        let Some(dec) = &self.decoders[src] else {
+            return Ok(());
+        };
+        let has_ts = dec.has_timestamp();
+        let mut batch = std::mem::take(&mut self.batch);
+        let r = dec.decode(topic, payload, now, &mut batch);
+        let result = match r {
+            Err(e) => {
+                self.dead(topic, e.reason(), e.to_string(), payload, now);
+                Ok(())
+            }
+            Ok(()) => self.stage_batch(now, src, has_ts, topic, payload, &batch),
+        };
+        self.batch = batch;
+        result
+    }
+
+    fn stage_batch(
+        &mut self,
+        now: i64,
+        src: usize,
+        has_ts: bool,
+        topic: &str,
+        payload: &[u8],
+        batch: &Batch,
+    ) -> Result<(), RunError> {
+        for e in batch.errors().to_vec() {
+            self.dead(topic, e.reason(), e.to_string(), payload, now);
+        }
+        let checking = self.dedupe.armed() && has_ts;
+        self.dedupe.message();
+        let mut id = dedupe::MessageHash::default();
+        for s in batch.iter() {
+            let j = Sample {
+                source: src as u16,
+                key: s.key,
+                ts: s.ts,
+                now,
+                values: s.values,
+            };
+            if Store::fits(&j) {
+                id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
+            }
+        }
+        let id = id.finish();
+        if let Some(h) = id {
+            self.dedupe.record(h);
+        }
+        if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+            self.stats.duplicates += batch.len() as u64;
+            return Ok(());
+        }
+        let mut cont = false;
+        for s in batch.iter() {
+            let j = Sample {
+                source: src as u16,
+                key: s.key,
+                ts: s.ts,
+                now,
+                values: s.values,
+            };
+            match self.store.append_part(&j, cont) {
+                Ok(lsn) => {
+                    cont = true;
+                    self.group.push(lsn, &j);
+                }
+                Err(StoreError::Sample(e)) => {
+                    self.dead(topic, "too_large", e.to_string(), payload, now);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages a clock tick (journaled, so replay sees the same ticks).
+    fn stage_tick(&mut self, now: i64) -> Result<(), RunError> {
+        let s = Sample {
+            source: TICK_SOURCE,
+            key: "",
+            ts: now,
+            now,
+            values: &[],
+        };
+        let lsn = self.store.append(&s)?;
+        self.group.push(lsn, &s);
+        Ok(())
+    }
+
+    /// Closes the group: commit, compute, acknowledge.
+    fn commit_group(&mut self, now: i64) -> Result<(), RunError> {
+        if self.group.opened.is_none() && self.group.recs.is_empty() && self.group.acks.is_empty() {
+            return Ok(());
+        }
+        self.store.commit()?;
+        self.stats.commits += 1;
+        let mut g = std::mem::take(&mut self.group);
+        let mut outs = std::mem::take(&mut self.scratch);
+        for r in &g.recs {
+            let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
+            let vals = &g.vals[r.vals.0 as usize..r.vals.1 as usize];
+            let s = Sample {
+                source: r.source,
+                key,
+                ts: r.ts,
+                now: r.now,
+                values: vals,
+            };
+            if r.source != TICK_SOURCE {
+                self.stats.readings += 1;
+            }
+            if let Err(rej) = feed(&mut self.engine, &s) {
+                let d = DeadLetter {
+                    now,
+                    topic: format!("source/{}", r.source),
+                    reason: rej.name().to_string(),
+                    detail: format!("key `{key}`, ts {}: {rej}", r.ts),
+                    payload: Vec::new(),
+                };
+                self.store.stage_dead_letter(&d);
+                self.actions.push_back(Action::DeadLetter(d));
+            }
+            drain(
+                &mut self.engine,
+                &self.enc,
+                self.cfg.publish_windows,
+                r.lsn,
+                &mut outs,
+            );
+            self.processed = r.lsn;
+        }
+        for e in outs.drain(..) {
+            self.publish(e);
+        }
+        self.scratch = outs;
+        for t in g.acks.drain(..) {
+            self.actions.push_back(Action::Ack(t));
+        }
+        // Keep the buffers' capacity.
+        g.recs.clear();
+        g.keys.clear();
+        g.vals.clear();
+        g.messages = 0;
+        g.opened = None;
+        self.group = g;
+        Ok(())
+    }
+
+    /// Time passed: commits a due group, journals a tick when the engine
+    /// has a timer due, starts a due checkpoint and writes one whose
+    /// outputs are all acknowledged.
+    ///
+    /// # Errors
+    /// A store error (the driver stops and reopens).
+    pub fn handle_tick(&mut self, now: i64) -> Result<(), RunError> {
+        if self.last_ckpt.is_none() {
+            self.last_ckpt = Some(now);
+        }
+        if self
+            .group
+            .opened
+            .is_some_and(|t| now >= t + self.cfg.commit_ms)
+        {
+            self.commit_group(now)?;
+        }
+        if self.group.opened.is_none() && self.engine.poll_timeout().is_some_and(|t| now >= t) {
+            self.group.opened = Some(now);
+            self.stage_tick(now)?;
+            self.commit_group(now)?;
+        }
+        self.maybe_checkpoint(now, false)?;
+        Ok(())
+    }
+
+    /// Commits the open group and writes a final checkpoint if every
+    /// output is acknowledged (a graceful stop). Returns whether it did.
+    ///
+    /// # Errors
+    /// A store error.
+    pub fn handle_stop(&mut self, now: i64) -> Result<bool, RunError> {
+        self.commit_group(now)?;
+        self.pending = None;
+        self.maybe_checkpoint(now, true)
+    }
+
+    /// Starts a checkpoint when one is due, and writes it once the broker
+    /// has acknowledged every output published before it.
+    fn maybe_checkpoint(&mut self, now: i64, force: bool) -> Result<bool, RunError> {
+        let due = force
+            || self.checkpoint_soon
+            || self
+                .last_ckpt
+                .is_some_and(|t| now >= t.saturating_add(self.cfg.checkpoint_ms));
+        if self.pending.is_none() && due && self.group.recs.is_empty() {
+            let engine = self
+                .engine
+                .snapshot()
+                .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
+            self.pending = Some(Pending {
+                upto: self.processed,
+                snapshot: dedupe::encode_checkpoint(&self.dedupe, &engine),
+                mark: self.published,
+            });
+            self.last_ckpt = Some(now);
+            self.checkpoint_soon = false;
+        }
+        match &self.pending {
+            Some(p) if self.acked >= p.mark => {}
+            _ => return Ok(false),
+        }
+        let p = self.pending.take().expect("checked");
+        self.store.put(p.upto, &p.snapshot)?;
+        self.store.sync()?;
+        self.stats.checkpoints += 1;
+        self.actions
+            .push_back(Action::Checkpointed { upto: p.upto });
+        Ok(true)
+    }
+}
+
+/// Drains the engine's outputs emitted while processing record `lsn`.
+fn drain(
+    engine: &mut Engine,
+    enc: &OutputEncoder,
+    windows: bool,
+    lsn: Lsn,
+    out: &mut Vec<Encoded>,
+) {
+    while let Some(o) = engine.poll_output() {
+        let key = match &o {
+            Output::Window(w) => engine.key_name(w.key),
+            Output::Score(s) => engine.key_name(s.key),
+            Output::Custom(c) => engine.key_name(c.key),
+            Output::Late(_) => continue,
+        };
+        enc.encode(&o, key, lsn, windows, out);
+    }
+}
