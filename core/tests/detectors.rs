@@ -338,8 +338,9 @@ fn alert_gate_hysteresis_and_cooldown() {
     assert_eq!(g.update(0.7), None); // still active
     assert_eq!(g.update(0.45), None); // above threshold - hysteresis
     assert_eq!(g.update(0.39), Some(AlertEdge::Cleared));
-    assert_eq!(g.update(0.9), None); // within cool-down (4 samples since raise)
-    assert_eq!(g.update(0.9), Some(AlertEdge::Raised)); // 6th sample
+    // within cool-down (4 samples since raise); odds 3 < 2 x odds(0.7) = 4.67
+    assert_eq!(g.update(0.75), None);
+    assert_eq!(g.update(0.75), Some(AlertEdge::Raised)); // 6th sample
     assert_eq!(g.raised_count(), 2);
     // snapshot round trip keeps the phase
     let mut e = minicbor::Encoder::new(Vec::new());
@@ -350,4 +351,40 @@ fn alert_gate_hysteresis_and_cooldown() {
     // NaN neither raises nor clears
     assert_eq!(g.update(f64::NAN), None);
     assert!(g.is_active());
+}
+
+#[test]
+fn alert_gate_much_stronger_score_breaks_cooldown() {
+    let mut g = AlertGate::new(0.2857, 0.0, 50);
+    assert_eq!(g.update(0.3), Some(AlertEdge::Raised)); // odds 0.43
+    assert_eq!(g.update(0.0), Some(AlertEdge::Cleared));
+    for _ in 0..10 {
+        assert_eq!(g.update(0.0), None);
+    }
+    assert_eq!(g.update(0.4), None); // odds 0.67 < 2 x 0.43
+    assert_eq!(g.update(0.0), None);
+    assert_eq!(g.update(0.5), Some(AlertEdge::Raised)); // odds 1 >= 0.86
+    assert_eq!(g.update(0.0), Some(AlertEdge::Cleared));
+    // a hard-rule score (1) breaks any cool-down but a hard-rule peak's
+    assert_eq!(g.update(1.0), Some(AlertEdge::Raised));
+    assert_eq!(g.update(0.0), Some(AlertEdge::Cleared));
+    assert_eq!(g.update(1.0), None);
+    assert_eq!(g.raised_count(), 3);
+}
+
+#[test]
+fn alert_gate_reads_its_old_six_element_state() {
+    // written before the cool-down break: raised 3 samples ago, cleared
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.array(6).unwrap();
+    e.f64(0.5).unwrap().f64(0.0).unwrap().u32(10).unwrap();
+    e.bool(false).unwrap().u32(3).unwrap().u64(1).unwrap();
+    let bytes = e.into_writer();
+    let mut g = AlertGate::decode(&mut minicbor::Decoder::new(&bytes)).unwrap();
+    assert_eq!(g.raised_count(), 1);
+    // its cool-down holds even against a hard-rule score, as before
+    for _ in 0..6 {
+        assert_eq!(g.update(1.0), None);
+    }
+    assert_eq!(g.update(1.0), Some(AlertEdge::Raised)); // 10 since the raise
 }
