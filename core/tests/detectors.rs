@@ -388,3 +388,26 @@ fn alert_gate_reads_its_old_six_element_state() {
     }
     assert_eq!(g.update(1.0), Some(AlertEdge::Raised)); // 10 since the raise
 }
+
+#[test]
+fn kestrel_spike_right_after_a_false_alarm_is_raised() {
+    // issue 15: a 30 sigma spike 21 samples after a false alarm was hidden by
+    // the false alarm's cool-down
+    let cfg = DetectorConfig::Default(KestrelConfig::default());
+    let mut checked = 0;
+    for seed in 1..20 {
+        let xs = noise(6000, seed);
+        let Some(&fa) = raised(&cfg, &xs).iter().find(|&&i| i > 1000) else {
+            continue;
+        };
+        let mut ys = xs.clone();
+        ys[fa + 21] = 30.0;
+        assert!(
+            raised(&cfg, &ys).contains(&(fa + 21)),
+            "seed {seed}: spike at {} after a false alarm at {fa} not raised",
+            fa + 21
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "too few false alarms to test with: {checked}");
+}

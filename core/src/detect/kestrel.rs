@@ -13,7 +13,8 @@
 //!    that average (exponentially weighted mean / variance); the upper
 //!    gaussian tail `p` of the z-value gives the surprise `L = -log10 p` and
 //!    the score `L / (L + 10)` (non-saturating; p = 1e-4 maps to 0.2857).
-//! 3. **Hard rules** that score 1: a value outside the range seen so far
+//! 3. **Hard rules** that score near 1 (`L = 100 x` the distance from the
+//!    range centre in half-ranges, 0.909 just outside): a value outside the range seen so far
 //!    (widened by `spatial_tol` of its width; as in NAB's HTM detector), the
 //!    EWMA-smoothed series leaving its own seen range while the likelihood z
 //!    is at least `smooth_z` (level shifts inside the raw range), and a stuck
@@ -89,6 +90,12 @@ pub struct KestrelConfig {
     /// L = 4, score = 4 / 14.
     pub threshold: f64,
 }
+
+/// Suppression value of a hard-rule event, above any likelihood z.
+const HARD: f64 = 1e12;
+/// Surprise `L` per half-range of distance of a hard-rule event (score
+/// `L / (L + 10)`: 0.909 just outside the range, 0.99 ten half-ranges out).
+const HARD_SURPRISE: f64 = 100.0;
 
 /// Shipped threshold: the score of a likelihood tail probability of 1e-4.
 pub const KESTREL_THRESHOLD: f64 = 4.0 / 14.0;
@@ -230,6 +237,12 @@ impl Kestrel {
             && range > 0.0
             && self.n > c.learn as u64
             && (x > self.vmax + tol || x < self.vmin - tol);
+        // how far out: distance from the range's centre in half-ranges
+        let dist = if spatial {
+            libm::fabs(x - 0.5 * (self.vmax + self.vmin)) / (0.5 * range)
+        } else {
+            1.0
+        };
         if x < self.vmin {
             self.vmin = x;
         }
@@ -315,7 +328,7 @@ impl Kestrel {
         self.lmean += la * dm;
         self.lvar = (1.0 - la) * (self.lvar + la * dm * dm);
 
-        // peak suppression, in likelihood z units (hard rules = infinite):
+        // peak suppression, in likelihood z units (hard rules = HARD + distance):
         // inside the window only an escalation (> rise x held peak) passes;
         // after it, a new report also needs the likelihood to have fallen
         // below `mask_floor` since the last report (re-armed), so a long
@@ -333,12 +346,21 @@ impl Kestrel {
             0.0
         };
         let spatial = spatial || stuck || smooth;
-        let s = if spatial { f64::INFINITY } else { z.max(0.0) };
+        // hard rules hold HARD + their distance (1 for the stuck and smoothed
+        // rules): inside the window a hard event passes when it is `rise`
+        // times farther out than the held one (an old snapshot's infinite
+        // hold never passes, as before)
+        let s = if spatial { HARD + dist } else { z.max(0.0) };
         if s < c.mask_floor {
             self.armed = true;
         }
         let in_window = self.n < self.hold_until;
-        if s > self.hold_val * c.rise || (!in_window && self.armed) {
+        let escalates = if s >= HARD && self.hold_val >= HARD {
+            s - HARD > (self.hold_val - HARD) * c.rise
+        } else {
+            s > self.hold_val * c.rise
+        };
+        if escalates || (!in_window && self.armed) {
             if s >= c.mask_floor {
                 self.hold_val = s;
                 self.hold_until = self.n.saturating_add(c.rest as u64);
@@ -347,7 +369,9 @@ impl Kestrel {
                 self.hold_val = 0.0;
             }
             if spatial {
-                1.0
+                // graded just below 1 by distance (L = 100 x dist), so a far
+                // stronger event can break an alert gate's cool-down
+                surprise_to_unit(HARD_SURPRISE * dist)
             } else {
                 surprise_to_unit(norm_neglog10_sf(s))
             }
