@@ -142,7 +142,7 @@ fn main() {
             let mut delay = 0usize;
             for s in 0..runs {
                 let r = raises(cfg, &faulty(f, s + 1));
-                if let Some(&i) = r.iter().find(|&&i| i >= ONSET && i < ONSET + WITHIN) {
+                if let Some(&i) = r.iter().find(|&&i| (ONSET..ONSET + WITHIN).contains(&i)) {
                     hit += 1;
                     delay += i - ONSET;
                 }
