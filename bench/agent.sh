@@ -2,8 +2,11 @@
 # End-to-end benchmark of `weir run` through Debian's mosquitto on loopback:
 # readings/s against the broker's own ceiling (same publisher, plain
 # subscriber, same run), SenML packs of 100, peak RSS with 1,000 sensors,
-# flash bytes per reading, recovery after SIGKILL.
+# flash bytes per reading, recovery after SIGKILL, and the flash write budget
+# (bytes per reading and ack wait with and without one, on a steady plant).
 #   bash bench/agent.sh [--readings N] [--rounds R] [--recover-readings M]
+#                       [--steady-rate R] [--steady-secs S] [--budget 2GiB]
+#                       [--only-budget]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {

@@ -565,6 +565,7 @@ fn probation_span(spec: &PipelineSpec) -> i64 {
             let len = match w.kind {
                 WindowKind::Tumbling { size } => size,
                 WindowKind::Sliding { slide, .. } => slide,
+                WindowKind::Cumulate { step, .. } => step,
                 WindowKind::Session { gap } => gap,
                 WindowKind::Count { .. } => return None,
             };

@@ -12,6 +12,8 @@
 //! - [`detect`]: per-key anomaly detectors.
 //! - `spec` / `engine` / `window` / `snapshot` (feature `alloc`): the pipeline
 //!   description and builder, the engine, the window operator, snapshots.
+//! - `expr` (feature `alloc`): scalar expressions over a row (SQL's
+//!   `WHERE`, `HAVING` and projections), three-valued logic.
 //! - [`seam`]: the `Source`, `CheckpointStore` and `Clock` traits the
 //!   drivers around the engine implement.
 //! - [`fixed`]: a fixed-capacity keyed tumbling window for targets without an
@@ -56,6 +58,8 @@ pub mod time;
 
 #[cfg(feature = "alloc")]
 pub mod engine;
+#[cfg(feature = "alloc")]
+pub mod expr;
 #[cfg(feature = "alloc")]
 pub mod keys;
 #[cfg(feature = "alloc")]

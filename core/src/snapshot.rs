@@ -117,6 +117,9 @@ pub fn state_type(time: &crate::spec::TimeSpec, op: &OperatorSpec) -> String {
             let _ = match w.kind {
                 WindowKind::Tumbling { size } => write!(s, "window/1 tumbling {size}"),
                 WindowKind::Sliding { size, slide } => write!(s, "window/1 sliding {size} {slide}"),
+                WindowKind::Cumulate { step, size } => {
+                    write!(s, "window/1 cumulate {step} {size}")
+                }
                 WindowKind::Session { gap } => write!(s, "window/1 session {gap}"),
                 WindowKind::Count { size } => write!(s, "window/1 count {size}"),
             };

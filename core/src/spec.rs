@@ -217,6 +217,15 @@ pub enum WindowKind {
         /// Distance between starts.
         slide: i64,
     },
+    /// Flink's cumulating windows: within each `[k·size, (k+1)·size)`
+    /// (aligned to the epoch), the windows `[k·size, k·size + j·step)` for
+    /// j = 1 … size / step, each firing at its own end.
+    Cumulate {
+        /// Distance between the ends.
+        step: i64,
+        /// The largest window.
+        size: i64,
+    },
     /// Per key, samples closer than `gap` form one session `[first, last + gap)`.
     Session {
         /// Inactivity gap.
@@ -468,6 +477,16 @@ fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {
             }
             if size / slide > MAX_WINDOWS_PER_SAMPLE {
                 return Err(inv("sliding window size / slide must be at most 64"));
+            }
+        }
+        WindowKind::Cumulate { step, size } => {
+            if step <= 0 || size <= 0 || size % step != 0 {
+                return Err(inv(
+                    "cumulating window needs 0 < step and size a multiple of step",
+                ));
+            }
+            if size / step > MAX_WINDOWS_PER_SAMPLE {
+                return Err(inv("cumulating window size / step must be at most 64"));
             }
         }
         WindowKind::Session { gap } if gap <= 0 => return Err(inv("session gap must be positive")),

@@ -282,6 +282,7 @@ impl WindowOp {
         let align = match spec.kind {
             WindowKind::Tumbling { size } => Some(StrengthReducedU64::new(size as u64)),
             WindowKind::Sliding { slide, .. } => Some(StrengthReducedU64::new(slide as u64)),
+            WindowKind::Cumulate { size, .. } => Some(StrengthReducedU64::new(size as u64)),
             _ => None,
         };
         WindowOp {
@@ -380,6 +381,7 @@ impl WindowOp {
         let open = match spec.kind {
             WindowKind::Tumbling { size } => 1 + ceil(hold, size),
             WindowKind::Sliding { size, slide } => ceil(size, slide) + ceil(hold, slide),
+            WindowKind::Cumulate { size, step } => ceil(size, step) * (1 + ceil(hold, size)),
             WindowKind::Session { .. } => 2,
             WindowKind::Count { .. } => 1,
         }
@@ -523,6 +525,7 @@ impl WindowOp {
                 }
                 self.count_placement(any_on_time, all_late, key, ts, x, out);
             }
+            WindowKind::Cumulate { step, size } => self.cumulate(key, ts, x, step, size, wm, out),
             WindowKind::Session { gap } => self.session(key, ts, x, gap, wm, out),
             WindowKind::Count { .. } => {
                 let p = Pending {
@@ -542,6 +545,40 @@ impl WindowOp {
                 );
             }
         }
+    }
+
+    /// Every cumulating window that holds `ts`: those of its `size`-aligned
+    /// period that end after it.
+    #[allow(clippy::too_many_arguments)]
+    fn cumulate(
+        &mut self,
+        key: KeyId,
+        ts: i64,
+        x: f64,
+        step: i64,
+        size: i64,
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) {
+        let start = self.align_down(ts, size);
+        let last = start.saturating_add(size);
+        let mut end = start.saturating_add((ts - start) / step * step + step);
+        let (mut any_on_time, mut all_late) = (false, true);
+        while end <= last {
+            match self.add_inner(key, start, end, x, wm, out) {
+                Placed::OnTime => {
+                    any_on_time = true;
+                    all_late = false;
+                }
+                Placed::Updated => all_late = false,
+                Placed::Late => {}
+            }
+            match end.checked_add(step) {
+                Some(e) => end = e,
+                None => break,
+            }
+        }
+        self.count_placement(any_on_time, all_late, key, ts, x, out);
     }
 
     /// `ts` rounded down to a multiple of `step` (the divisor in `align`).
@@ -617,7 +654,12 @@ impl WindowOp {
         }
         let tier = self.tier;
         if let Some(ks) = self.keys.get_mut(key as usize) {
-            if let Some(i) = ks.windows.iter().position(|w| w.start == start) {
+            // Cumulating windows share a start: match the end too.
+            if let Some(i) = ks
+                .windows
+                .iter()
+                .position(|w| w.start == start && w.end == end)
+            {
                 let w = &mut ks.windows[i];
                 w.add(x, tier);
                 if !w.emitted {

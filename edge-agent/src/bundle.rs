@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
-use weir_boards::profile::{BoardProfile, BusKind, DurabilityMode};
+use weir_boards::profile::{BoardProfile, BusKind, DurabilityMode, Flash};
 
 use crate::identity;
 
@@ -767,12 +767,49 @@ interval = "{ck}"
 
 [metrics]
 listen = "127.0.0.1:9464"
-"#,
+{storage}"#,
+        storage = storage_toml(d.flash),
         board = board.name,
         data_dir = data_dir.display(),
         gc = duration(d.group_commit_ms),
         ck = duration(d.checkpoint_interval_ms),
     )
+}
+
+/// The `[storage]` table the board's flash suggests (docs/agent.md).
+fn storage_toml(flash: Flash) -> &'static str {
+    match flash {
+        Flash::Sd => {
+            r#"
+[storage]
+# An SD card wears out: a daily write budget (weir commits and checkpoints
+# less often beyond it; acks then wait up to max_ack_delay) and its endurance
+# for the predicted life in /metrics and /healthz. Set endurance to your
+# card's rating (TBW, or its size times its rated full-card writes).
+write_budget = "2GiB"
+endurance = "4TB"
+warn_days = 365
+max_ack_delay = "5s"
+"#
+        }
+        Flash::Emmc => {
+            r#"
+[storage]
+# Soldered eMMC: still wears. Set endurance to the part's rating.
+write_budget = "8GiB"
+endurance = "30TB"
+warn_days = 365
+max_ack_delay = "5s"
+"#
+        }
+        Flash::Ssd | Flash::Ram => {
+            r#"
+[storage]
+# No write budget on this medium; the store's writes are still counted.
+write_budget = "off"
+"#
+        }
+    }
 }
 
 /// The buses' device nodes and the groups that own them.
@@ -968,7 +1005,12 @@ autosave_interval 300
 # stay under ~20 MB of broker memory; no byte limit, as that would drop too.
 max_queued_messages 100000
 max_queued_bytes 0
-max_inflight_messages 100
+# Unacknowledged messages out to weir at once. weir acknowledges after its
+# group commit, which its flash write budget ([storage] in gateway.toml) may
+# stretch to max_ack_delay (5 s): a group never holds more than this, so it
+# must cover readings/s x max_ack_delay for the budget to save writes (5,000:
+# 1,000 messages a second; weir pauses its own reading at 16,384).
+max_inflight_messages 5000
 
 # Only weir and local publishers by default. Sensors elsewhere on the LAN
 # need a listener on that interface WITH authentication, e.g.:

@@ -26,12 +26,13 @@ pub struct Cli {
 pub enum Command {
     /// Run a CSV file through a pipeline as fast as possible and write the results.
     Replay {
-        /// The pipeline file (TOML).
+        /// The pipeline file (TOML, or Flink SQL in a `.sql` file).
         #[arg(long, short)]
         pipeline: PathBuf,
-        /// The input CSV ('-' for standard input).
+        /// The input CSV ('-' for standard input); a SQL pipeline's
+        /// filesystem table names a default with its 'path' option.
         #[arg(long, short)]
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Where to write results (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -118,6 +119,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: Fleet,
+    },
+    /// An interactive Flink SQL shell (as Flink's SQL client): CREATE TABLE,
+    /// SET, then SELECT over the table's file; EXPLAIN prints the plan.
+    Sql {
+        /// Run this file's statements first (as Flink's `-i` init file).
+        #[arg(long, short)]
+        init: Option<PathBuf>,
     },
     /// Write a deterministic synthetic input.
     Gen {
@@ -349,6 +357,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
+            if crate::sql::is_sql(&file) {
+                let p = crate::sql::load(&file).map_err(config_error)?;
+                if p.explain {
+                    print!("{}", p.query.explain);
+                }
+                let cols: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
+                println!(
+                    "{}: ok: SQL pipeline `{}`: source `{}`, {} window operator(s), result columns {}",
+                    file.display(),
+                    p.pipeline.spec.name,
+                    p.pipeline.spec.sources[0].name,
+                    p.pipeline.spec.operators.len(),
+                    cols.join(", ")
+                );
+                if let Err(why) = p.agent_can_run() {
+                    println!("note: {why}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let pf = pipeline_file::load(&file).map_err(config_error)?;
             let windows = pf
                 .spec
@@ -393,6 +420,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
         } => crate::demo::main(duration.as_deref(), speed, data_dir),
         Command::Deadletters { config, last } => cmd_deadletters(&config, last),
+        Command::Sql { init } => {
+            let stdin = io::stdin();
+            let prompt = std::io::IsTerminal::is_terminal(&stdin);
+            let init_text = match &init {
+                Some(p) => {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+                        + "\n"
+                }
+                None => String::new(),
+            };
+            let input = io::Read::chain(init_text.as_bytes(), stdin.lock());
+            crate::sql::shell::run(input, io::stdout().lock(), prompt)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gen {
             workload:
                 Workload::W1 {
@@ -413,6 +455,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             source,
             show_bad,
         } => {
+            if crate::sql::is_sql(&pipeline) {
+                return cmd_replay_sql(&pipeline, input.as_deref(), output.as_deref(), show_bad);
+            }
+            let Some(input) = input else {
+                anyhow::bail!("--input is required with a TOML pipeline");
+            };
             let pf = pipeline_file::load(&pipeline).map_err(config_error)?;
             let src = match &source {
                 None => 0,
@@ -477,6 +525,68 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `weir replay` of a SQL pipeline: result rows with a header, or the plan
+/// for `EXPLAIN`.
+fn cmd_replay_sql(
+    pipeline: &Path,
+    input: Option<&Path>,
+    output: Option<&Path>,
+    show_bad: u64,
+) -> anyhow::Result<ExitCode> {
+    let p = crate::sql::load(pipeline).map_err(config_error)?;
+    if p.explain {
+        let mut out = open_out(output)?;
+        out.write_all(p.query.explain.as_bytes())?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let input: PathBuf = match (input, &p.input_path) {
+        (Some(i), _) => i.to_path_buf(),
+        // A relative 'path' is relative to the pipeline file.
+        (None, Some(path)) => pipeline.parent().unwrap_or(Path::new(".")).join(path),
+        (None, None) => anyhow::bail!(
+            "{}: no input: pass --input FILE.csv or give the source table 'path'",
+            pipeline.display()
+        ),
+    };
+    let reader: Box<dyn io::Read> = if input.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(
+            File::open(&input)
+                .map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?,
+        )
+    };
+    // INSERT INTO a filesystem table writes to its 'path' (relative to the
+    // pipeline file) unless --output says otherwise.
+    let sink_path = p
+        .sink
+        .as_ref()
+        .filter(|s| s.connector == "filesystem")
+        .and_then(|s| s.path.as_ref())
+        .map(|s| pipeline.parent().unwrap_or(Path::new(".")).join(s));
+    let out = open_out(output.or(sink_path.as_deref()))?;
+    let name = input.display().to_string();
+    let mut shown = 0u64;
+    let (summary, engine) = crate::sql::exec::replay(&p, reader, out, |bad, line| {
+        if shown < show_bad {
+            shown += 1;
+            let text = String::from_utf8_lossy(&line[..line.len().min(120)]);
+            eprintln!("{name}:{}: {} (row: {text:?})", bad.line, bad.error);
+        }
+    })?;
+    eprintln!("weir replay: {summary}");
+    let st = engine.stats();
+    eprintln!(
+        "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
+        st.accepted,
+        st.rejected_total(),
+        engine.key_count(),
+        replay::peak_rss_kib().map_or("?".into(), |k| k.to_string())
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs to standard error; `RUST_LOG` filters (default `info`).

@@ -46,6 +46,13 @@
 //! [dead_letters]
 //! keep = 1000                    # the newest this many bad messages are kept
 //!
+//! [storage]                      # the flash write budget (docs/agent.md); defaults for an SD card
+//! write_budget = "2GiB"          # device bytes the store may write per day; "off" = no budget
+//! endurance = "4TB"              # the card's rated total bytes written (TBW)
+//! warn_days = 365                # /healthz warns when the predicted card life is shorter
+//! max_ack_delay = "5s"           # longest group commit the budget may stretch to
+//! window = "10m"                 # the write rate is measured over this (at least 2 × max_ack_delay)
+//!
 //! [cloud]                        # the uplink to the cloud broker; absent = none
 //! url = "mqtts://iot.example.com:8883"
 //! client_id = "weir-pump-station-7-cloud"
@@ -69,6 +76,16 @@
 //! health_check = "30s"           # how long a new pipeline is watched
 //! max_errors = 100               # bad inputs + engine rejects that fail it
 //! ```
+//!
+//! `[storage]` is on by default. Its defaults are for a consumer SD card:
+//! a 32 GB card rated for ~125 full-card writes (4 TB; SD cards write
+//! small commits with a large internal amplification, so their ratings
+//! are low) at 2 GiB a day lasts ~5 years. `endurance` is total bytes
+//! written, as industrial cards are rated (TBW); for a card rated in
+//! full-card writes (P/E cycles), write its size times that number
+//! (`"32GB"` × 3,000 = `"96TB"`). Sizes are bytes or a number with `B`,
+//! `kB`, `MB`, `GB`, `TB` (powers of 1,000) or `KiB`, `MiB`, `GiB`,
+//! `TiB` (powers of 1,024).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -160,6 +177,40 @@ pub struct GatewayConfig {
     pub cloud: Option<CloudConfig>,
     /// Signed pipeline updates.
     pub updates: UpdatesConfig,
+    /// The flash write budget (`[storage]`).
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: the flash write budget and the card's endurance
+/// (`weir_agent::run::budget`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageConfig {
+    /// Device bytes the store may write per day; `None`: no budget (the
+    /// configured intervals always hold).
+    pub write_budget: Option<u64>,
+    /// The card's rated endurance: total bytes written over its life.
+    pub endurance_bytes: u64,
+    /// `/healthz` warns when the predicted card life is shorter than this
+    /// many days (0: never).
+    pub warn_days: u64,
+    /// Longest group commit interval the budget may stretch to, ms (an
+    /// acknowledgement waits at most this plus the commit itself).
+    pub max_ack_delay_ms: u64,
+    /// The write rate is measured, and the intervals decided, over windows
+    /// of this many ms.
+    pub window_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            write_budget: Some(2 << 30),
+            endurance_bytes: 4_000_000_000_000,
+            warn_days: 365,
+            max_ack_delay_ms: 5_000,
+            window_ms: 600_000,
+        }
+    }
 }
 
 /// Envelope encoding on the cloud link.
@@ -258,6 +309,26 @@ struct Raw {
     cloud: Option<Spanned<RawCloud>>,
     #[serde(default)]
     updates: RawUpdates,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+/// A size as written: bytes, or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Int(i64),
+    Str(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    write_budget: Option<Spanned<SizeValue>>,
+    endurance: Option<Spanned<SizeValue>>,
+    warn_days: Option<Spanned<i64>>,
+    max_ack_delay: Option<Dur>,
+    window: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -609,7 +680,10 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         Some(c) => Some(cloud_config(&ctx, base, &id, c)?),
     };
     let updates = updates_config(&ctx, base, &raw.updates, cloud.is_some())?;
+    let group_commit_ms = dur(&raw.journal.group_commit, 10, 0, "group_commit")?;
+    let storage = storage_config(&ctx, &raw.storage, group_commit_ms)?;
     Ok(GatewayConfig {
+        storage,
         cloud,
         updates,
         file: file.to_string(),
@@ -624,7 +698,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Confi
         id,
         durability,
         broker,
-        group_commit_ms: dur(&raw.journal.group_commit, 10, 0, "group_commit")?,
+        group_commit_ms,
         group_records: int(
             &raw.journal.group_records,
             1,
@@ -994,6 +1068,132 @@ fn updates_config(
     })
 }
 
+/// `"2GiB"`, `"500MB"`, `"4TB"` or a number of bytes.
+fn size(ctx: &Ctx<'_>, v: &Spanned<SizeValue>, what: &str) -> Result<u64, ConfigError> {
+    let help = format!(
+        "write {what} in bytes or with a unit: \"500MB\", \"2GiB\", \"4TB\" (kB, MB, GB, TB are powers of 1,000; KiB, MiB, GiB, TiB of 1,024)"
+    );
+    match v.get_ref() {
+        SizeValue::Int(n) if *n > 0 => Ok(*n as u64),
+        SizeValue::Int(n) => Err(ctx.err(
+            Some(v.span()),
+            format!("{what} must be positive ({n})"),
+            help,
+        )),
+        SizeValue::Str(s) => parse_size(s)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ctx.err(Some(v.span()), format!("`{s}` is not a size"), help)),
+    }
+}
+
+/// `<digits>[.<digits>]<unit>` in bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (n, u) = s.split_at(split);
+    let mult: u64 = match u.trim() {
+        "B" => 1,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    match n.split_once('.') {
+        None => n.parse::<u64>().ok()?.checked_mul(mult),
+        Some((i, f)) if !i.is_empty() && !f.is_empty() && f.len() <= 6 => {
+            let (i, fv) = (i.parse::<u64>().ok()?, f.parse::<u64>().ok()?);
+            let scale = 10u64.pow(f.len() as u32);
+            let whole = i.checked_mul(mult)?;
+            let frac = (fv as u128 * mult as u128 / scale as u128) as u64;
+            whole.checked_add(frac)
+        }
+        Some(_) => None,
+    }
+}
+
+/// `[storage]`.
+fn storage_config(
+    ctx: &Ctx<'_>,
+    s: &RawStorage,
+    group_commit_ms: u64,
+) -> Result<StorageConfig, ConfigError> {
+    let d = StorageConfig::default();
+    let write_budget = match &s.write_budget {
+        None => d.write_budget,
+        Some(v) if matches!(v.get_ref(), SizeValue::Str(t) if t.trim() == "off") => None,
+        Some(v) => {
+            let b = size(ctx, v, "write_budget")?;
+            if b < 1 << 20 {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("a write budget of {b} bytes a day pays for only a few group commits (each writes ~28 KB)"),
+                    "give at least \"1MiB\" a day, or \"off\" for no budget",
+                ));
+            }
+            Some(b)
+        }
+    };
+    let endurance_bytes = match &s.endurance {
+        None => d.endurance_bytes,
+        Some(v) => size(ctx, v, "endurance")?,
+    };
+    let warn_days = range_int(
+        ctx,
+        &s.warn_days,
+        0,
+        100_000,
+        d.warn_days as i64,
+        "warn_days",
+    )? as u64;
+    let max_ack_delay_ms = match &s.max_ack_delay {
+        None => d.max_ack_delay_ms.max(group_commit_ms),
+        Some(v) => {
+            let ms = ctx.duration(v, TimeUnit::Millis, "max_ack_delay")? as u64;
+            if ms < group_commit_ms {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("max_ack_delay of {ms} ms is shorter than [journal] group_commit ({group_commit_ms} ms)"),
+                    "the budget only ever lengthens group commits: make max_ack_delay at least group_commit",
+                ));
+            }
+            if ms > 60_000 {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("max_ack_delay of {ms} ms is longer than a minute"),
+                    "QoS 1 publishers and the broker's in-flight window wait that long for each acknowledgement: use at most \"60s\"",
+                ));
+            }
+            ms
+        }
+    };
+    let window_ms = match &s.window {
+        None => d.window_ms.max(2 * max_ack_delay_ms),
+        Some(v) => {
+            let ms = ctx.duration(v, TimeUnit::Millis, "window")? as u64;
+            if ms < 2 * max_ack_delay_ms || ms < 100 {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("a window of {ms} ms is shorter than twice max_ack_delay ({max_ack_delay_ms} ms)"),
+                    "a window must hold several commits to measure a rate: make it at least twice max_ack_delay (and at least 100 ms)",
+                ));
+            }
+            ms
+        }
+    };
+    Ok(StorageConfig {
+        write_budget,
+        endurance_bytes,
+        warn_days,
+        max_ack_delay_ms,
+        window_ms,
+    })
+}
+
 /// `mqtt://host[:port]` or `mqtts://host[:port]` → (host, port, tls).
 pub fn parse_url(url: &str) -> Option<(String, u16, bool)> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
@@ -1125,6 +1325,62 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         let e = p("[cloud]\nurl = \"mqtt://x\"\nbogus = 1\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn storage_table() {
+        let g = p("").unwrap();
+        assert_eq!(g.storage, StorageConfig::default());
+        assert_eq!(g.storage.write_budget, Some(2 << 30));
+        let g = p("[storage]\nwrite_budget = \"500MB\"\nendurance = \"1.5TB\"\nwarn_days = 30\nmax_ack_delay = \"2s\"\nwindow = \"1m\"\n").unwrap();
+        assert_eq!(
+            g.storage,
+            StorageConfig {
+                write_budget: Some(500_000_000),
+                endurance_bytes: 1_500_000_000_000,
+                warn_days: 30,
+                max_ack_delay_ms: 2_000,
+                window_ms: 60_000,
+            }
+        );
+        let g = p("[storage]\nwrite_budget = \"off\"\nendurance = 1099511627776\n").unwrap();
+        assert_eq!(g.storage.write_budget, None);
+        assert_eq!(g.storage.endurance_bytes, 1 << 40);
+        // The default delay never undercuts a longer group commit.
+        let g = p("[journal]\ngroup_commit = \"8s\"\n").unwrap();
+        assert_eq!(
+            (g.storage.max_ack_delay_ms, g.storage.window_ms),
+            (8_000, 600_000)
+        );
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("0.5 MiB"), Some(1 << 19));
+        assert_eq!(parse_size("3 parsecs"), None);
+        assert_eq!(parse_size("1.2.3GB"), None);
+    }
+
+    #[test]
+    fn storage_errors_point_at_the_line() {
+        let e = p("[storage]\nwrite_budget = \"2 gigs\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 16), "{e}");
+        assert!(e.help.contains("GiB"), "{e}");
+        let e = p("[storage]\n\nwrite_budget = 1000\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.help.contains("1MiB"), "{e}");
+        let e = p("[storage]\nendurance = -5\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e =
+            p("[journal]\ngroup_commit = \"2s\"\n[storage]\nmax_ack_delay = \"1s\"\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.msg.contains("group_commit"), "{e}");
+        let e = p("[storage]\nmax_ack_delay = \"5m\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = p("[storage]\nmax_ack_delay = \"5s\"\nwindow = \"9s\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.help.contains("twice"), "{e}");
+        let e = p("[storage]\nwarn_days = -1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = p("[storage]\nbudget = \"1GiB\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]

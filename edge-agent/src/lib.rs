@@ -12,6 +12,7 @@
 //! - [`decode`]: MQTT payloads (JSON, CBOR, SenML) → samples; pure, no I/O.
 //! - [`pipeline_file`]: the pipeline TOML format, with file:line:column errors.
 //! - [`replay`]: a CSV file through a pipeline (`weir replay`).
+//! - [`sql`]: Flink SQL pipelines (`.sql`), compiled onto the same plan.
 //! - [`gen`]: deterministic synthetic inputs (`weir gen w1`).
 //! - [`numfmt`], [`timefmt`]: exact, fast number and date formatting.
 //! - [`store`]: the durable ingest journal and checkpoints, in redb.
@@ -48,5 +49,6 @@ pub mod numfmt;
 pub mod pipeline_file;
 pub mod replay;
 pub mod run;
+pub mod sql;
 pub mod store;
 pub mod timefmt;

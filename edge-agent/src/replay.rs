@@ -103,13 +103,27 @@ impl fmt::Display for Summary {
     }
 }
 
-struct Writer<'a, W: Write> {
-    out: W,
-    buf: Vec<u8>,
+/// Where [`replay_with`] sends what the engine emits, and which decoded
+/// samples it lets in: the TOML output (`key,start,end,aggregates…`) or a
+/// SQL query's result rows ([`crate::sql::exec`]).
+pub trait Results {
+    /// Whether a decoded sample goes into the engine (a SQL `WHERE`);
+    /// `texts` holds the row's [`Column::Text`] columns. It may fill in
+    /// `values` the CSV mapping has no column for (computed fields).
+    #[inline(always)]
+    fn keep(&mut self, _key: &str, _ts: i64, _values: &mut [f64], _texts: &TextFields<'_>) -> bool {
+        true
+    }
+
+    /// Appends what `o` becomes to `buf` and counts it in `sum`.
+    fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, buf: &mut Vec<u8>);
+}
+
+/// The output of a TOML pipeline (`docs/pipeline.md`).
+struct Writer {
     engine_ops: Vec<OpInfo>,
     prefix_op: bool,
     ts_format: TsFormat,
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
 struct OpInfo {
@@ -120,17 +134,9 @@ struct OpInfo {
     count_first: bool,
 }
 
-impl<W: Write> Writer<'_, W> {
-    fn flush_if_full(&mut self) -> io::Result<()> {
-        if self.buf.len() >= 1 << 16 {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary) -> io::Result<()> {
-        let b = &mut self.buf;
+impl Results for Writer {
+    #[inline]
+    fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {
         match o {
             Output::Window(w) => {
                 let info = &self.engine_ops[w.op as usize];
@@ -202,7 +208,6 @@ impl<W: Write> Writer<'_, W> {
                 b.push(b'\n');
             }
         }
-        self.flush_if_full()
     }
 }
 
@@ -255,11 +260,26 @@ impl<'l> Line<'l> {
     }
 }
 
+/// The text columns of one row ([`Column::Text`]), for [`Results::keep`].
+pub struct TextFields<'a> {
+    line: Line<'a>,
+    ranges: &'a [Range<usize>],
+}
+
+impl<'a> TextFields<'a> {
+    /// Text column `i`; `None` if it is missing or not UTF-8.
+    pub fn get(&self, i: usize) -> Option<&'a str> {
+        self.line.str(self.ranges.get(i)?.clone()).ok()
+    }
+}
+
 struct Decoder<'m> {
     map: &'m CsvMapping,
     simple: bool,
     unit_per_ms: i64,
     values: Vec<f64>,
+    /// Where the row's text columns are, by their index.
+    texts: Vec<Range<usize>>,
 }
 
 impl Decoder<'_> {
@@ -329,6 +349,14 @@ impl Decoder<'_> {
                     self.values[*k] = l.str(field.clone()).and_then(parse_f64).map_err(miscount)?
                 }
                 Column::Skip => {}
+                Column::Text(t) => {
+                    if last && bytes[field.clone()].contains(&b',') {
+                        return Err(RowError::ColumnCount);
+                    }
+                    if let Some(r) = self.texts.get_mut(*t) {
+                        *r = field;
+                    }
+                }
             }
         }
         Ok((key, ts.ok_or(RowError::BadTimestamp)?))
@@ -433,29 +461,13 @@ fn eq_bytes(x: u64, c: u8) -> u64 {
 ///
 /// # Errors
 /// I/O errors of `input` or `out`. Bad rows are not errors.
-#[inline(never)]
 pub fn replay<R: Read, W: Write>(
     pf: &PipelineFile,
     source: usize,
-    mut input: R,
+    input: R,
     out: W,
-    mut on_bad: impl FnMut(&BadRow, &[u8]),
+    on_bad: impl FnMut(&BadRow, &[u8]),
 ) -> io::Result<(Summary, Engine)> {
-    let started = Instant::now();
-    let mut engine = pf
-        .spec
-        .clone()
-        .build()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let map = &pf.csv[source];
-    let nfields = pf.spec.sources[source].fields.len();
-    let simple = map.columns == [Column::Key, Column::Ts, Column::Field(0)] && nfields == 1;
-    let mut dec = Decoder {
-        map,
-        simple,
-        unit_per_ms: pf.spec.time.unit.per_milli(),
-        values: vec![0.0; nfields],
-    };
     let ops: Vec<OpInfo> = pf
         .spec
         .operators
@@ -478,16 +490,58 @@ pub fn replay<R: Read, W: Write>(
     let only_scores = pf.spec.operators.len() == 1
         && matches!(pf.spec.operators[0].kind, OperatorKind::Detect(_));
     let mut w = Writer {
-        out,
-        buf: Vec::with_capacity(1 << 17),
         engine_ops: ops,
         prefix_op: pf.spec.operators.len() > 1,
-        ts_format: map.timestamp,
-        _p: std::marker::PhantomData,
+        ts_format: pf.csv[source].timestamp,
     };
-    if only_scores {
-        w.buf.extend_from_slice(b"timestamp,value,anomaly_score\n");
-    }
+    let header: &[u8] = if only_scores {
+        b"timestamp,value,anomaly_score\n"
+    } else {
+        b""
+    };
+    replay_with(pf, source, input, out, header, &mut w, on_bad)
+}
+
+/// [`replay`] with another output: `header` is written first, then what
+/// `results` makes of each engine output; samples `results` does not
+/// [`keep`](Results::keep) never reach the engine.
+///
+/// # Errors
+/// I/O errors of `input` or `out`. Bad rows are not errors.
+#[inline(never)]
+pub fn replay_with<R: Read, W: Write, S: Results>(
+    pf: &PipelineFile,
+    source: usize,
+    mut input: R,
+    mut out: W,
+    header: &[u8],
+    w: &mut S,
+    mut on_bad: impl FnMut(&BadRow, &[u8]),
+) -> io::Result<(Summary, Engine)> {
+    let started = Instant::now();
+    let mut engine = pf
+        .spec
+        .clone()
+        .build()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let map = &pf.csv[source];
+    let nfields = pf.spec.sources[source].fields.len();
+    let simple = map.columns == [Column::Key, Column::Ts, Column::Field(0)] && nfields == 1;
+    let mut dec = Decoder {
+        map,
+        simple,
+        unit_per_ms: pf.spec.time.unit.per_milli(),
+        values: vec![0.0; nfields],
+        texts: vec![
+            0..0;
+            map.columns
+                .iter()
+                .filter(|c| matches!(c, Column::Text(_)))
+                .count()
+        ],
+    };
+    let mut obuf: Vec<u8> = Vec::with_capacity(1 << 17);
+    obuf.extend_from_slice(header);
     let mut sum = Summary::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0usize;
@@ -572,6 +626,19 @@ pub fn replay<R: Read, W: Write>(
                 sum.rows += 1;
                 let res = match dec.decode(&mut row, row_commas) {
                     Ok((key, ts)) => match key.map_or(Ok(map.key.as_str()), |k| row.str(k)) {
+                        Ok(key)
+                            if !w.keep(
+                                key,
+                                ts,
+                                &mut dec.values,
+                                &TextFields {
+                                    line: row,
+                                    ranges: &dec.texts,
+                                },
+                            ) =>
+                        {
+                            Ok(())
+                        }
                         Ok(key) => engine
                             .handle_sample(ts, source, key, ts, &dec.values)
                             .map_err(RowError::Rejected),
@@ -590,7 +657,11 @@ pub fn replay<R: Read, W: Write>(
                     );
                 }
                 while let Some(o) = engine.poll_output() {
-                    w.write(&engine, &o, &mut sum)?;
+                    w.write(&engine, &o, &mut sum, &mut obuf);
+                }
+                if obuf.len() >= 1 << 16 {
+                    out.write_all(&obuf)?;
+                    obuf.clear();
                 }
             }
             commas.clear();
@@ -605,10 +676,10 @@ pub fn replay<R: Read, W: Write>(
     }
     engine.handle_end_of_input();
     while let Some(o) = engine.poll_output() {
-        w.write(&engine, &o, &mut sum)?;
+        w.write(&engine, &o, &mut sum, &mut obuf);
     }
-    w.out.write_all(&w.buf)?;
-    w.out.flush()?;
+    out.write_all(&obuf)?;
+    out.flush()?;
     sum.elapsed = started.elapsed();
     Ok((sum, engine))
 }

@@ -263,6 +263,9 @@ fn rpi4_bundle_has_every_file_with_its_mode() {
         (parsed.group_commit_ms, parsed.checkpoint_ms),
         (50, 300_000)
     );
+    // The SD card's write budget, and a broker window wide enough for it.
+    assert_eq!(parsed.storage.write_budget, Some(2 << 30));
+    assert_eq!(parsed.storage.max_ack_delay_ms, 5_000);
 
     // The local broker: persistence on, the queue well above mosquitto's
     // 1000 (which drops QoS 1 for a subscriber that falls behind), and why.
@@ -275,6 +278,13 @@ fn rpi4_bundle_has_every_file_with_its_mode() {
         .parse()
         .unwrap();
     assert!(queued >= 100_000, "{queued}");
+    let inflight: u64 = mq
+        .lines()
+        .find_map(|l| l.strip_prefix("max_inflight_messages "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(inflight >= 5_000, "{inflight}");
     assert!(mq.contains("DROPPED") && mq.contains("1.3%"), "{mq}");
     // Debian's mosquitto.conf sets it; a second one is a startup error.
     assert!(

@@ -10,11 +10,22 @@
 //! 4. flash bytes written per reading (`/proc/<pid>/io` `write_bytes`)
 //!    against the payload bytes per reading;
 //! 5. recovery of a journal of `--recover-readings` readings over 10,000
-//!    keys after a SIGKILL (time to "recovered" in the agent's log).
+//!    keys after a SIGKILL (time to "recovered" in the agent's log);
+//! 6. the flash write budget: a steady plant (`--steady-rate` readings/s,
+//!    default 1,000) for `--steady-secs` (default 30) after a warm-up of
+//!    two budget windows, without a budget and with `--budget` (default
+//!    the SD card default, 2GiB a day): device bytes the store wrote
+//!    (`weir_storage_bytes_written_total`) per reading and per payload
+//!    byte, syncs per reading, the commit interval in use, and the
+//!    acknowledgement wait (`weir_ack_wait_seconds`: from a group's first
+//!    message to its commit, an upper bound for each message: its mean,
+//!    and the bucket bound at p50 and p99), through the bench broker
+//!    (in-flight window 1,000) and through one without an in-flight limit.
 //!
 //! `agent_bench --weir PATH [--weir-board PATH] [--readings N] [--rounds R]
-//! [--recover-readings M] [--group-commit 50ms]` (default: the rpi4 board
-//! profile's 50 ms). `--weir-board` is the gateway build
+//! [--recover-readings M] [--group-commit 50ms] [--steady-rate R]
+//! [--steady-secs S] [--budget 2GiB] [--only-budget]` (group commit
+//! default: the rpi4 board profile's 50 ms). `--weir-board` is the gateway build
 //! (`--profile board --no-default-features`), measured for RSS as well.
 
 use std::io::{Read, Write};
@@ -322,6 +333,143 @@ fn through_agent(
     (readings as f64 / t0.elapsed().as_secs_f64(), agent, dir)
 }
 
+/// Publishes `msgs` at QoS 1, `per_s` a second, in 10 ms steps.
+async fn publish_steady(addr: SocketAddr, msgs: &[(String, Vec<u8>)], per_s: usize) {
+    let mut o = MqttOptions::new(
+        format!("bench-steady-{}", free_port()),
+        "127.0.0.1",
+        addr.port(),
+    );
+    o.set_inflight(1000).set_keep_alive(Duration::from_secs(30));
+    let (c, mut el) = AsyncClient::new(o, 10_000);
+    let n = msgs.len();
+    let owned: Vec<_> = msgs.to_vec();
+    let per_tick = (per_s / 100).max(1);
+    let pubber = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for chunk in owned.chunks(per_tick) {
+            tick.tick().await;
+            for (t, p) in chunk {
+                c.publish(t.clone(), QoS::AtLeastOnce, false, p.clone())
+                    .await
+                    .expect("publish");
+            }
+        }
+        c
+    });
+    let mut acked = 0;
+    while acked < n {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => panic!("publisher: {e}"),
+        }
+    }
+    let c = pubber.await.expect("publisher task");
+    let _ = c.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), el.poll()).await;
+}
+
+/// The `weir_ack_wait_seconds` buckets: (bound, cumulative count).
+fn ack_wait(agent: &Agent) -> Vec<(f64, f64)> {
+    weir_agent::run::metrics::ACK_WAIT_BUCKETS
+        .iter()
+        .map(|b| {
+            (
+                *b,
+                agent.metric(&format!("weir_ack_wait_seconds_bucket{{le=\"{b}\"}}")),
+            )
+        })
+        .chain([(
+            f64::INFINITY,
+            agent.metric("weir_ack_wait_seconds_bucket{le=\"+Inf\"}"),
+        )])
+        .collect()
+}
+
+/// The bucket bound at quantile `q` of the observations between two
+/// snapshots of [`ack_wait`].
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let total = after.last().unwrap().1 - before.last().unwrap().1;
+    for (b, a) in before.iter().zip(after) {
+        if a.1 - b.1 >= (q * total).ceil().max(1.0) {
+            return a.0;
+        }
+    }
+    f64::INFINITY
+}
+
+/// Figure 6: a steady plant with and without a write budget (through the
+/// bench broker at `broker`, and through one with no in-flight limit).
+fn budget_bench(rt: &tokio::runtime::Runtime, weir: &Path, broker: SocketAddr) {
+    let rate: usize = arg("--steady-rate")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let secs: usize = arg("--steady-secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let budget = arg("--budget").unwrap_or_else(|| "2GiB".into());
+    // Two windows of 10 s to settle, then the measured part.
+    let warm = json_messages(rate * 25, 1_000, (rate / 1_000).max(1));
+    let steady = json_messages(rate * secs, 1_000, (rate / 1_000).max(1));
+    let payload: f64 = steady.iter().map(|m| m.1.len() as f64).sum::<f64>() / steady.len() as f64;
+    // The broker's in-flight window toward weir bounds a group (the
+    // budget's quiet rule closes a group the broker waits on): the bench
+    // broker's 1,000, and none.
+    let tmp = TempDir::new("bench-budget-mosq");
+    let wide = Mosquitto::start_with(
+        &tmp.0,
+        "max_inflight_messages 0\nmax_queued_messages 1000000\n",
+    );
+    for (tag, b, broker, window) in [
+        ("off", "off", broker, "1,000"),
+        ("budget", budget.as_str(), broker, "1,000"),
+        ("budget-wide", budget.as_str(), wide.addr(), "unlimited"),
+    ] {
+        let dir = TempDir::new(&format!("bench-budget-{tag}"));
+        let agent = start_agent(
+            weir,
+            &dir.0,
+            broker,
+            PIPELINE_JSON,
+            &format!("budget-{tag}"),
+            &format!("[checkpoint]\ninterval = \"5m\"\n[storage]\nwrite_budget = \"{b}\"\nwindow = \"10s\"\n"),
+        );
+        rt.block_on(publish_steady(broker, &warm, rate));
+        let n0 = agent.metric("weir_readings_total");
+        let bytes0 = agent.metric("weir_storage_bytes_written_total");
+        let syncs0 = agent.metric("weir_storage_syncs_total");
+        let w0 = ack_wait(&agent);
+        let sum0 = agent.metric("weir_ack_wait_seconds_sum");
+        rt.block_on(publish_steady(broker, &steady, rate));
+        let want = (warm.len() + steady.len()) as f64;
+        let t0 = Instant::now();
+        while agent.metric("weir_readings_total") < want {
+            assert!(t0.elapsed() < Duration::from_secs(120), "agent too slow");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = agent.metric("weir_readings_total") - n0;
+        let bytes = agent.metric("weir_storage_bytes_written_total") - bytes0;
+        let syncs = agent.metric("weir_storage_syncs_total") - syncs0;
+        let w1 = ack_wait(&agent);
+        let mean = (agent.metric("weir_ack_wait_seconds_sum") - sum0)
+            / (w1.last().unwrap().1 - w0.last().unwrap().1).max(1.0);
+        let interval = agent.metric("weir_storage_commit_interval_seconds");
+        agent.stop();
+        println!(
+            "6. steady {rate} readings/s for {secs} s, write_budget {b}, broker in-flight window {window}: {:.1} B/reading, {:.2} B per payload byte ({payload:.1} B payloads), {:.4} syncs/reading ({:.1}/s), commit interval {:.0} ms, ack wait mean {mean:.3} s, p50 <= {:.3} s, p99 <= {:.3} s; {:.2} GB a day at this rate",
+            bytes / n,
+            bytes / n / payload,
+            syncs / n,
+            syncs / secs as f64,
+            interval * 1e3,
+            quantile(&w0, &w1, 0.5),
+            quantile(&w0, &w1, 0.99),
+            bytes / secs as f64 * 86_400.0 / 1e9,
+        );
+    }
+}
+
 fn main() {
     let weir = PathBuf::from(arg("--weir").expect("--weir PATH to a release weir binary"));
     let n: usize = arg("--readings")
@@ -339,6 +487,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::args().any(|a| a == "--only-budget") {
+        budget_bench(&rt, &weir, broker);
+        return;
+    }
 
     let json = json_messages(n, 1_000, 1);
     let payload: usize = json.iter().map(|m| m.1.len()).sum();
@@ -458,4 +610,5 @@ fn main() {
         wall.as_secs_f64() * 1e3
     );
     agent.stop();
+    budget_bench(&rt, &weir, broker);
 }

@@ -169,6 +169,18 @@ pub fn reference(kind: WindowKind, evs: &[Ev]) -> Vec<Row> {
                     }
                 }
             }
+            WindowKind::Cumulate { step, size } => {
+                for e in &es {
+                    let s = e.ts.div_euclid(size) * size;
+                    let mut end = s + step;
+                    while end <= s + size {
+                        if end > e.ts {
+                            groups.entry((name.clone(), s, end)).or_default().push(e.v);
+                        }
+                        end += step;
+                    }
+                }
+            }
             WindowKind::Session { gap } => {
                 let mut cur: Option<(i64, i64, Vec<f64>)> = None;
                 for e in &es {
@@ -280,5 +292,9 @@ pub fn kinds() -> impl Strategy<Value = WindowKind> {
         }),
         (1i64..60).prop_map(|gap| WindowKind::Session { gap }),
         (1u64..12).prop_map(|size| WindowKind::Count { size }),
+        (1i64..40, 1i64..=64).prop_map(|(step, n)| WindowKind::Cumulate {
+            step,
+            size: step * n
+        }),
     ]
 }

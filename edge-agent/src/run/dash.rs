@@ -262,25 +262,8 @@ impl Dash {
         series.windows += 1;
         push_bucket(&mut series.history, w.end, primary, alarm);
         if alarm {
-            let op = &s.ops[w.op as usize];
-            let (detector, on) = op.detector.clone().unwrap_or_default();
-            let op_id = op.id.clone();
             let score = w.anomaly.map_or(1.0, |a| a.score);
-            self.alert(
-                &mut s,
-                Alert {
-                    id: 0,
-                    raised: now,
-                    key: key.to_string(),
-                    operator: op_id,
-                    detector,
-                    on,
-                    value: primary,
-                    score,
-                    window: (w.start, w.end),
-                    acked: None,
-                },
-            );
+            raise(&mut s, key, w.op, primary, score, (w.start, w.end), now);
         }
         s.version += 1;
         drop(s);
@@ -308,44 +291,11 @@ impl Dash {
         series.windows += 1;
         push_bucket(&mut series.history, ts, value, flag);
         if flag {
-            let o = &s.ops[op as usize];
-            let (detector, on) = o.detector.clone().unwrap_or_default();
-            let op_id = o.id.clone();
-            self.alert(
-                &mut s,
-                Alert {
-                    id: 0,
-                    raised: now,
-                    key: key.to_string(),
-                    operator: op_id,
-                    detector,
-                    on,
-                    value,
-                    score,
-                    window: (ts, ts),
-                    acked: None,
-                },
-            );
+            raise(&mut s, key, op, value, score, (ts, ts), now);
             s.version += 1;
             drop(s);
             self.changed.notify_waiters();
         }
-    }
-
-    fn alert(&self, s: &mut State, mut a: Alert) {
-        // A replay (restart, lost session) emits the same windows again.
-        if s.alerts
-            .iter()
-            .any(|x| x.window == a.window && x.operator == a.operator && x.key == a.key)
-        {
-            return;
-        }
-        s.next_alert += 1;
-        a.id = s.next_alert;
-        if s.alerts.len() >= MAX_ALERTS {
-            s.alerts.pop_front();
-        }
-        s.alerts.push_back(a);
     }
 
     /// Acknowledges alert `id` (by `who`, agent clock `now`); `false` if
@@ -459,6 +409,36 @@ impl Dash {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// Records an alert of operator `op` on `key` (once per window: a replay
+/// emits the same windows again).
+fn raise(s: &mut State, key: &str, op: u16, value: f64, score: f64, window: (i64, i64), now: i64) {
+    let o = &s.ops[op as usize];
+    if s.alerts
+        .iter()
+        .any(|x| x.window == window && x.operator == o.id && x.key == key)
+    {
+        return;
+    }
+    let (detector, on) = o.detector.clone().unwrap_or_default();
+    let operator = o.id.clone();
+    s.next_alert += 1;
+    if s.alerts.len() >= MAX_ALERTS {
+        s.alerts.pop_front();
+    }
+    s.alerts.push_back(Alert {
+        id: s.next_alert,
+        raised: now,
+        key: key.to_string(),
+        operator,
+        detector,
+        on,
+        value,
+        score,
+        window,
+        acked: None,
+    });
 }
 
 /// The series of (`key`, `op`), made if there is room.

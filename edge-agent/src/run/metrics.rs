@@ -123,6 +123,70 @@ pub struct Metrics {
     pub updates: Mutex<BTreeMap<&'static str, u64>>,
     /// What the technician's page shows (`/`, `/api/v1/…`).
     pub dash: super::dash::Dash,
+    /// Device bytes the store has written over its life
+    /// (`Store::lifetime_bytes_written`).
+    pub storage_bytes_written: AtomicU64,
+    /// `fdatasync`s of the store since the agent started.
+    pub storage_syncs: AtomicU64,
+    /// The write budget's state (`run::budget`), refreshed on the timer.
+    pub storage: Mutex<StorageGauges>,
+    /// Acknowledged messages by how long their group stayed open before
+    /// its commit: counts per [`ACK_WAIT_BUCKETS`] bound, then the rest.
+    pub ack_wait: Mutex<AckWait>,
+}
+
+/// The write budget's gauges.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StorageGauges {
+    /// The group commit interval in use, ms.
+    pub commit_interval_ms: u64,
+    /// The checkpoint interval in use, ms.
+    pub checkpoint_interval_ms: u64,
+    /// The budget; `None`: no budget.
+    pub budget_bytes_per_day: Option<u64>,
+    /// Device bytes per second over the last window.
+    pub rate: Option<f64>,
+    /// Predicted days until the card's endurance is spent.
+    pub card_life_days: Option<f64>,
+    /// Over budget with the intervals stretched as far as allowed.
+    pub over_budget: bool,
+    /// The `/healthz` warning, when the predicted life is below `warn_days`.
+    pub warning: Option<String>,
+}
+
+/// Upper bounds (seconds) of the `weir_ack_wait_seconds` histogram.
+pub const ACK_WAIT_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The `weir_ack_wait_seconds` histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AckWait {
+    /// Per bucket (not cumulative), then the overflow.
+    pub counts: [u64; ACK_WAIT_BUCKETS.len() + 1],
+    /// Sum of the observations, seconds.
+    pub sum: f64,
+}
+
+impl AckWait {
+    /// The smallest bucket bound at or above the `q` quantile (0..=1) of
+    /// the observations; `f64::INFINITY` when it is in the overflow, `None`
+    /// without observations.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let n: u64 = self.counts.iter().sum();
+        if n == 0 {
+            return None;
+        }
+        let want = ((q * n as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(ACK_WAIT_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
 }
 
 /// Keep this many dead letters in memory for `/deadletters`.
@@ -194,6 +258,58 @@ impl Metrics {
             q.pop_front();
         }
         q.push_back(d.clone());
+    }
+
+    /// Counts `n` acknowledged messages of a group that waited `wait`
+    /// from its first message to its commit (an upper bound for each).
+    pub fn observe_ack_wait(&self, wait: std::time::Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let w = wait.as_secs_f64();
+        let i = ACK_WAIT_BUCKETS
+            .iter()
+            .position(|b| w <= *b)
+            .unwrap_or(ACK_WAIT_BUCKETS.len());
+        let mut h = self.ack_wait.lock().unwrap_or_else(|e| e.into_inner());
+        h.counts[i] += n;
+        h.sum += w * n as f64;
+    }
+
+    /// The `/healthz` response: status line and body. 200 `ok` when
+    /// recovered and connected, with a `warning:` line when the predicted
+    /// card life is below `warn_days` (a worn card is not fixed by a
+    /// restart, so it does not make the agent unhealthy); 503 otherwise.
+    pub fn healthz(&self) -> (&'static str, String) {
+        let fault = self
+            .storage_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(f) = fault {
+            (
+                "503 Service Unavailable",
+                format!("storage failing, input paused (the broker buffers): {f}\n"),
+            )
+        } else if self.ready.load(Relaxed) && self.connected.load(Relaxed) {
+            let mut body = "ok\n".to_string();
+            if let Some(w) = &self
+                .storage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .warning
+            {
+                let _ = writeln!(body, "warning: {w}");
+            }
+            ("200 OK", body)
+        } else if self.ready.load(Relaxed) {
+            (
+                "503 Service Unavailable",
+                "not connected to the broker\n".to_string(),
+            )
+        } else {
+            ("503 Service Unavailable", "recovering\n".to_string())
+        }
     }
 
     /// Bad input counted for `reason`, over all topics.
@@ -330,6 +446,16 @@ impl Metrics {
             "Journal records replayed at start or after a lost session.",
             self.replayed.load(Relaxed),
         );
+        c(
+            "storage_bytes_written_total",
+            "Device bytes the journal store has written over its life (redb pages and headers; persisted with each checkpoint, so a crash loses at most one checkpoint interval's count; a new data directory starts at 0).",
+            self.storage_bytes_written.load(Relaxed),
+        );
+        c(
+            "storage_syncs_total",
+            "fdatasyncs of the journal store since the agent started (one per durable commit or checkpoint).",
+            self.storage_syncs.load(Relaxed),
+        );
         if let Some(w) = flash_write_bytes() {
             c(
                 "flash_write_bytes_total",
@@ -382,6 +508,47 @@ impl Metrics {
         if let Some(r) = rss_bytes() {
             g("resident_memory_bytes", "Resident set size.", r.to_string());
         }
+        let st = self
+            .storage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        g(
+            "storage_commit_interval_seconds",
+            "The group commit interval in use (the configured one, or longer under the write budget).",
+            format!("{}", st.commit_interval_ms as f64 / 1e3),
+        );
+        g(
+            "storage_checkpoint_interval_seconds",
+            "The checkpoint interval in use (the configured one, or longer under the write budget).",
+            format!("{}", st.checkpoint_interval_ms as f64 / 1e3),
+        );
+        if let Some(b) = st.budget_bytes_per_day {
+            g(
+                "storage_write_budget_bytes_per_day",
+                "The daily device write budget ([storage] write_budget).",
+                b.to_string(),
+            );
+        }
+        g(
+            "storage_over_budget",
+            "1 when the store writes more than the budget even at max_ack_delay.",
+            (st.over_budget as u8).to_string(),
+        );
+        if let Some(r) = st.rate {
+            g(
+                "storage_write_rate_bytes_per_second",
+                "Device bytes per second the store wrote over the budget's last window.",
+                format!("{r:.1}"),
+            );
+        }
+        if let Some(d) = st.card_life_days {
+            g(
+                "storage_card_life_days",
+                "Predicted days until the card's rated endurance is spent, at the last window's write rate (+Inf while nothing is written).",
+                if d.is_finite() { format!("{d:.1}") } else { "+Inf".into() },
+            );
+        }
         let _ = writeln!(
             s,
             "# HELP weir_state_keys Live keys in the engine.\n# TYPE weir_state_keys gauge\nweir_state_keys {}\n\
@@ -407,6 +574,21 @@ impl Metrics {
                 why.name(),
                 slot.load(Relaxed)
             );
+        }
+        {
+            let h = self
+                .ack_wait
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let _ = writeln!(s, "# HELP weir_ack_wait_seconds Acknowledged messages by the time from their group's first message to its commit (an upper bound of each one's wait for the commit).\n# TYPE weir_ack_wait_seconds histogram");
+            let mut cum = 0;
+            for (b, c) in ACK_WAIT_BUCKETS.iter().zip(h.counts) {
+                cum += c;
+                let _ = writeln!(s, "weir_ack_wait_seconds_bucket{{le=\"{b}\"}} {cum}");
+            }
+            cum += h.counts[ACK_WAIT_BUCKETS.len()];
+            let _ = writeln!(s, "weir_ack_wait_seconds_bucket{{le=\"+Inf\"}} {cum}\nweir_ack_wait_seconds_sum {}\nweir_ack_wait_seconds_count {cum}", h.sum);
         }
         let now = self.now.load(Relaxed);
         let wm = self.watermark.load(Relaxed);
@@ -586,32 +768,8 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
                 "/healthz" => {
-                    let fault = m
-                        .storage_fault
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone();
-                    if let Some(f) = fault {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            format!("storage failing, input paused (the broker buffers): {f}\n"),
-                        )
-                    } else if m.ready.load(Relaxed) && m.connected.load(Relaxed) {
-                        ("200 OK", "text/plain", "ok\n".to_string())
-                    } else if m.ready.load(Relaxed) {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "not connected to the broker\n".to_string(),
-                        )
-                    } else {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "recovering\n".to_string(),
-                        )
-                    }
+                    let (status, body) = m.healthz();
+                    (status, "text/plain", body)
                 }
                 "/deadletters" => ("200 OK", "application/x-ndjson", m.render_dead()),
                 _ => (
@@ -666,5 +824,54 @@ mod tests {
         ] {
             assert!(out.contains(&line), "{line} missing from\n{out}");
         }
+    }
+
+    #[test]
+    fn a_card_life_warning_keeps_healthz_at_200_and_says_why() {
+        let m = Metrics::default();
+        assert_eq!(m.healthz().0, "503 Service Unavailable");
+        m.ready.store(true, Relaxed);
+        m.connected.store(true, Relaxed);
+        assert_eq!(m.healthz(), ("200 OK", "ok\n".to_string()));
+        m.storage.lock().unwrap().warning = Some("predicted card life 300 days".into());
+        let (status, body) = m.healthz();
+        assert_eq!(status, "200 OK");
+        assert_eq!(body, "ok\nwarning: predicted card life 300 days\n");
+    }
+
+    #[test]
+    fn storage_metrics_are_rendered() {
+        let m = Metrics::default();
+        m.storage_bytes_written.store(123_456, Relaxed);
+        *m.storage.lock().unwrap() = StorageGauges {
+            commit_interval_ms: 2_500,
+            checkpoint_interval_ms: 600_000,
+            budget_bytes_per_day: Some(2 << 30),
+            rate: Some(1_000.0),
+            card_life_days: Some(f64::INFINITY),
+            over_budget: false,
+            warning: None,
+        };
+        m.observe_ack_wait(std::time::Duration::from_millis(40), 10);
+        m.observe_ack_wait(std::time::Duration::from_millis(2_000), 1);
+        m.observe_ack_wait(std::time::Duration::from_millis(9), 0);
+        let r = m.render();
+        for line in [
+            "weir_storage_bytes_written_total 123456",
+            "weir_storage_commit_interval_seconds 2.5",
+            "weir_storage_checkpoint_interval_seconds 600",
+            "weir_storage_write_budget_bytes_per_day 2147483648",
+            "weir_storage_write_rate_bytes_per_second 1000.0",
+            "weir_storage_card_life_days +Inf",
+            "weir_ack_wait_seconds_bucket{le=\"0.05\"} 10",
+            "weir_ack_wait_seconds_bucket{le=\"2.5\"} 11",
+            "weir_ack_wait_seconds_count 11",
+        ] {
+            assert!(r.lines().any(|l| l == line), "no `{line}` in\n{r}");
+        }
+        let h = m.ack_wait.lock().unwrap().clone();
+        assert_eq!(h.quantile_bound(0.5), Some(0.05));
+        assert_eq!(h.quantile_bound(0.99), Some(2.5));
+        assert_eq!(AckWait::default().quantile_bound(0.5), None);
     }
 }

@@ -25,6 +25,7 @@
 //! last checkpoint, replay the journal after it through the engine, publish
 //! what it emits, subscribe.
 
+pub mod budget;
 pub mod cloud;
 pub mod dash;
 pub mod dedupe;
@@ -149,6 +150,8 @@ struct Group {
     keys: String,
     vals: Vec<f64>,
     opened: Option<Instant>,
+    /// The arrival of its last message (the write budget's quiet rule).
+    last: Option<Instant>,
 }
 
 impl Group {
@@ -186,6 +189,7 @@ impl Group {
         self.keys.clear();
         self.vals.clear();
         self.opened = None;
+        self.last = None;
     }
 }
 
@@ -411,6 +415,8 @@ struct Agent {
     cloud: Option<cloud::CloudLink>,
     /// Signed pipeline updates (`[updates]`).
     updates: Option<update::Updates>,
+    /// The flash write budget: the commit and checkpoint intervals in use.
+    budget: budget::Budget,
 }
 
 /// Opens the store in the data directory.
@@ -549,6 +555,7 @@ impl Agent {
         // Nothing fails from here on: the channel is the agent's.
         let (tx, rx) = chan.take().expect("checked above");
         Ok(Agent {
+            budget: budget::for_agent(&cfg, &store),
             source_last_now: vec![None; pf.spec.sources.len()],
             source_newest: vec![None; pf.spec.sources.len()],
             idle_timeouts,
@@ -809,12 +816,15 @@ impl Agent {
         mut rerun: Option<&mut HashSet<u64>>,
     ) -> Result<(), RunError> {
         let held = rerun.is_some();
+        let arrived = Instant::now();
         if self.group.opened.is_none() {
-            self.group.opened = Some(Instant::now());
+            self.group.opened = Some(arrived);
+            self.budget.on_group_opened(arrived);
             if self.processing_time || self.idle_timeouts.iter().any(Option::is_some) {
                 self.stage_tick(now)?;
             }
         }
+        self.group.last = Some(arrived);
         let msg = self.group.topics.len() as u32;
         if p.topic.starts_with(&self.own_prefix) {
             // Our own outputs, matched by a wide filter: not sensor input.
@@ -945,6 +955,10 @@ impl Agent {
             .journal_bytes
             .fetch_add(after.journal_bytes - before.journal_bytes, Relaxed);
         let g = std::mem::take(&mut self.group);
+        if let Some(t) = g.opened {
+            self.metrics
+                .observe_ack_wait(t.elapsed(), g.acks.len() as u64);
+        }
         let mut readings = 0u64;
         for r in &g.recs {
             let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
@@ -988,6 +1002,8 @@ impl Agent {
         g2.clear();
         self.group = g2;
         self.publish_gauges();
+        // After the compute: the acks go out next.
+        self.budget.on_group_committed(Instant::now());
         Ok(())
     }
 
@@ -1049,6 +1065,10 @@ impl Agent {
     fn publish_gauges(&self) {
         let m = &self.metrics;
         m.set_state(&self.engine);
+        m.storage_bytes_written
+            .store(self.store.lifetime_bytes_written(), Relaxed);
+        m.storage_syncs
+            .store(self.store.io().syncs.load(Relaxed), Relaxed);
         m.watermark.store(
             match self.engine.watermark() {
                 weir_core::time::Watermark::EventTime(t) => t,
@@ -1098,6 +1118,45 @@ impl Agent {
         Ok(())
     }
 
+    /// When the open group is due (`None`: no group open).
+    fn commit_deadline(&self) -> Option<Instant> {
+        let opened = self.group.opened?;
+        let last = self.group.last.unwrap_or(opened);
+        Some(
+            self.budget
+                .commit_deadline(opened, last, self.group.topics.len()),
+        )
+    }
+
+    /// Tells the write budget what the store has written; it may change
+    /// the commit and checkpoint intervals (`run::budget`).
+    fn budget_tick(&mut self) {
+        let written = self.store.io().bytes_written.load(Relaxed);
+        let decided = self.budget.decisions();
+        if self.budget.handle_written(self.clock.now(), written) {
+            let iv = self.budget.intervals();
+            tracing::info!(
+                commit_ms = iv.commit_ms,
+                group_records = iv.group_records,
+                checkpoint_ms = iv.checkpoint_ms,
+                rate_bytes_per_s = self.budget.rate().unwrap_or(0.0).round(),
+                "write budget: intervals changed"
+            );
+        }
+        if self.budget.over_budget() && self.budget.decisions() > decided {
+            tracing::warn!(
+                rate_bytes_per_s = self.budget.rate().unwrap_or(0.0).round(),
+                "write budget: over budget at max_ack_delay; the input writes more than the budget allows"
+            );
+        }
+        budget::publish(
+            &self.budget,
+            self.store.lifetime_bytes_written(),
+            &self.metrics,
+        );
+        self.publish_gauges();
+    }
+
     /// Starts a checkpoint when one is due, and writes it once the broker
     /// has acknowledged every output published before it.
     fn maybe_checkpoint(&mut self, force: bool) -> Result<bool, RunError> {
@@ -1109,7 +1168,8 @@ impl Agent {
             && !watching
             && (force
                 || self.checkpoint_soon
-                || self.last_ckpt.elapsed() >= Duration::from_millis(self.cfg.checkpoint_ms))
+                || self.last_ckpt.elapsed()
+                    >= Duration::from_millis(self.budget.intervals().checkpoint_ms))
             && self.group.recs.is_empty()
         {
             let engine = self
@@ -1202,12 +1262,11 @@ impl Agent {
                 // Close the group on size, or on time even while events keep
                 // coming (a flood of duplicates or bad input adds no records
                 // but must still be acknowledged).
-                let due = self.group.opened.is_some_and(|t| {
-                    t.elapsed() >= Duration::from_millis(self.cfg.group_commit_ms)
-                });
+                let iv = self.budget.intervals();
+                let due = self.commit_deadline().is_some_and(|d| Instant::now() >= d);
                 if due
-                    || self.group.recs.len() >= self.cfg.group_records
-                    || self.group.acks.len() >= self.cfg.group_records
+                    || self.group.recs.len() >= iv.group_records
+                    || self.group.acks.len() >= iv.group_records
                     || self.store.staged_bytes() >= 1 << 20
                 {
                     self.commit_group()?;
@@ -1255,7 +1314,7 @@ impl Agent {
             }
             (_, MqttEvent::Wired(src, r)) => {
                 self.on_wired(src, &r)?;
-                if self.group.recs.len() >= self.cfg.group_records {
+                if self.group.recs.len() >= self.budget.intervals().group_records {
                     self.commit_group()?;
                 }
             }
@@ -1275,6 +1334,7 @@ impl Agent {
                 self.stage_tick(now)?;
             }
         }
+        self.group.last = Some(Instant::now());
         let key = r.key.as_str();
         let sample = Sample {
             source: src as u16,
@@ -1327,10 +1387,7 @@ impl Agent {
                 // Signals and timers get their turn.
                 tokio::task::yield_now().await;
             } else {
-                let deadline = self
-                    .group
-                    .opened
-                    .map(|t| t + Duration::from_millis(self.cfg.group_commit_ms));
+                let deadline = self.commit_deadline();
                 let commit_due = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -1385,6 +1442,7 @@ impl Agent {
                     _ = commit_due => self.commit_group()?,
                     Some(c) = control(&mut self.updates) => self.on_control(c)?,
                     _ = ticker.tick() => {
+                        self.budget_tick();
                         self.on_timer()?;
                         self.update_tick()?;
                         self.maybe_checkpoint(false)?;

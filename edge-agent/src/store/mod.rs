@@ -44,6 +44,7 @@
 //! | `keys` | `u32`: key id | `&str`: the key (sensor id) |
 //! | `meta` | `&str`: `"checkpoint"` | `[1u8][upto: u64 LE][crc32: u32 LE][snapshot bytes]`; the CRC covers byte 0, `upto` and the snapshot |
 //! | | `"truncated"` | `u64 LE`: every LSN ≤ this may have been removed |
+//! | | `"bytes_written"` | `u64 LE`: device bytes this store has written over its life, as of the last checkpoint (optional) |
 //!
 //! A **chunk** (journal value) is
 //! `[version = 1][record]…[count: u32 LE][crc32: u32 LE]`, the CRC-32
@@ -152,6 +153,16 @@
 //! e.g. with the cloud uplink) compaction is skipped, logged and counted in
 //! [`StoreStats::compactions_skipped`].
 //!
+//! Every byte the store hands the device is counted ([`Store::io`]), and
+//! the running total over the store's life is written to `meta`
+//! (`"bytes_written"`) with each checkpoint, in the checkpoint's own
+//! transaction (no extra commit; [`Store::lifetime_bytes_written`]). It
+//! counts this file, not the card: a fresh data directory starts at 0,
+//! and what was written since the last checkpoint before a crash is not
+//! counted (at most one checkpoint interval's writes). A file from before
+//! the counter starts at 0; older builds ignore the key. The agent's
+//! write budget (`weir_agent::run::budget`) and its metrics read both.
+//!
 //! # Sharing the transaction
 //!
 //! [`Store::commit_with`] and [`Store::sync_with`] run a caller's hook
@@ -204,6 +215,7 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const CHECKPOINT_KEY: &str = "checkpoint";
 const TRUNCATED_KEY: &str = "truncated";
+const LIFETIME_KEY: &str = "bytes_written";
 const CHECKPOINT_VERSION: u8 = 1;
 const CHECKPOINT_HEADER: usize = 13;
 
@@ -545,6 +557,8 @@ pub struct StoreStats {
 /// [`CheckpointStore::put`] + [`CheckpointStore::sync`].
 pub struct Store {
     io: Arc<backend::IoCounters>,
+    /// Device bytes written over the store's life before this open.
+    lifetime_base: u64,
     db: Arc<redb::Database>,
     path: PathBuf,
     config: StoreConfig,
@@ -734,6 +748,18 @@ impl Store {
             }
             None => 0,
         };
+        let lifetime_base = match meta
+            .get(LIFETIME_KEY)
+            .map_err(StoreError::db(p, "read the lifetime byte count"))?
+        {
+            Some(v) => {
+                u64::from_le_bytes(v.value().try_into().map_err(|_| StoreError::CorruptMeta {
+                    path: path.clone(),
+                    what: "the lifetime byte count is not 8 bytes",
+                })?)
+            }
+            None => 0,
+        };
         // LSNs count samples: anything near u64::MAX is damage, not history.
         const MAX_LSN: u64 = 1 << 62;
         if truncated > MAX_LSN {
@@ -775,6 +801,7 @@ impl Store {
         let compacted_len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         Ok(Store {
             io,
+            lifetime_base,
             db: Arc::new(db),
             path,
             config,
@@ -797,6 +824,17 @@ impl Store {
     /// writes, fsyncs, errors), shared: the counters keep counting.
     pub fn io(&self) -> &Arc<backend::IoCounters> {
         &self.io
+    }
+
+    /// Device bytes this store has written over its life: the count
+    /// stored with the last checkpoint before this open, plus
+    /// [`Store::io`] since (see the module docs, "Flash wear").
+    pub fn lifetime_bytes_written(&self) -> u64 {
+        self.lifetime_base.saturating_add(
+            self.io
+                .bytes_written
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The database file.
@@ -938,6 +976,16 @@ impl Store {
             Self::write_dead_letters(&txn, path, self.config.dead_letters_keep, &self.dead_staged)?;
             if upto > self.truncated {
                 write_truncated(&txn, path, upto)?;
+            }
+            {
+                // As of the start of this transaction: its own pages count
+                // with the next checkpoint.
+                let lifetime = self.lifetime_bytes_written();
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(StoreError::db(path, "open meta table"))?;
+                meta.insert(LIFETIME_KEY, &lifetime.to_le_bytes()[..])
+                    .map_err(StoreError::db(path, "write the lifetime byte count"))?;
             }
             hook(&txn).map_err(|source| StoreError::Hook {
                 path: path.clone(),

@@ -1,0 +1,425 @@
+//! Scalar expressions over one row: the stateless part of a query
+//! (`WHERE`, `HAVING`, computed projections), evaluated with SQL's rules.
+//!
+//! A row is a slice of [`Value`]s; [`Expr::Col`] reads one by position.
+//! `NULL` propagates through arithmetic and comparisons, `AND`/`OR`/`NOT`
+//! use three-valued logic, and a filter keeps a row only when its condition
+//! is `TRUE` ([`Expr::test`]). Numbers are `f64` (SQL's DOUBLE); division
+//! by zero gives `NULL` rather than an infinity. Evaluation never panics
+//! and never allocates except for `CAST(… AS STRING)` and string literals.
+//!
+//! ```
+//! use weir_core::expr::{BinOp, Expr, Value};
+//! // value * 2 > 10
+//! let e = Expr::bin(BinOp::Gt, Expr::bin(BinOp::Mul, Expr::Col(0), Expr::num(2.0)), Expr::num(10.0));
+//! assert!(e.test(&[Value::Num(6.0)]));
+//! assert!(!e.test(&[Value::Null]));
+//! ```
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// One value of a row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// `BOOLEAN`.
+    Bool(bool),
+    /// Any number (`INT`, `BIGINT`, `DOUBLE`, `DECIMAL` are all held as `f64`).
+    Num(f64),
+    /// `STRING`.
+    Str(String),
+    /// A timestamp in the pipeline's ticks (ms or µs since the epoch).
+    Ts(i64),
+}
+
+/// Binary operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/` (`NULL` when dividing by zero)
+    Div,
+    /// `%` (`NULL` when dividing by zero)
+    Mod,
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `AND` (three-valued)
+    And,
+    /// `OR` (three-valued)
+    Or,
+}
+
+/// Built-in scalar functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    /// `ABS(x)`
+    Abs,
+    /// `SQRT(x)` (`NULL` for x < 0)
+    Sqrt,
+    /// `POWER(x, y)`
+    Power,
+    /// `LN(x)` (`NULL` for x ≤ 0)
+    Ln,
+    /// `LOG10(x)` (`NULL` for x ≤ 0)
+    Log10,
+    /// `EXP(x)`
+    Exp,
+    /// `ROUND(x [, d])`: half away from zero, to `d` decimals (default 0)
+    Round,
+    /// `FLOOR(x)`
+    Floor,
+    /// `CEIL(x)`
+    Ceil,
+    /// `COALESCE(a, b, …)`: the first argument that is not `NULL`
+    Coalesce,
+}
+
+/// Target types of `CAST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CastTo {
+    /// `DOUBLE` / `DECIMAL`: numbers stay, booleans become 0/1, strings parse (`NULL` if they do not).
+    Double,
+    /// `INT` / `BIGINT`: truncated toward zero.
+    Int,
+    /// `BOOLEAN`: 0 is false, other numbers true; strings `true`/`false`.
+    Bool,
+    /// `STRING`.
+    Str,
+}
+
+/// A scalar expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// A constant.
+    Lit(Value),
+    /// The row's value at this position (`NULL` if out of range).
+    Col(u16),
+    /// `-x`
+    Neg(Box<Expr>),
+    /// `NOT x` (three-valued)
+    Not(Box<Expr>),
+    /// `a op b`
+    Bin(BinOp, Box<Expr>, Box<Expr>),
+    /// `x IS [NOT] NULL`
+    IsNull(Box<Expr>, bool),
+    /// `x [NOT] LIKE 'pattern'` (`%` any run, `_` one character)
+    Like(Box<Expr>, String, bool),
+    /// `CASE WHEN c THEN r … [ELSE e] END` (a missing `ELSE` is `NULL`)
+    Case(Vec<(Expr, Expr)>, Option<Box<Expr>>),
+    /// A function call.
+    Call(Func, Vec<Expr>),
+    /// `CAST(x AS t)`
+    Cast(Box<Expr>, CastTo),
+}
+
+impl Expr {
+    /// A numeric literal.
+    pub fn num(v: f64) -> Expr {
+        Expr::Lit(Value::Num(v))
+    }
+
+    /// `a op b`.
+    pub fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+        Expr::Bin(op, Box::new(a), Box::new(b))
+    }
+
+    /// Whether a filter with this condition keeps `row`: only a `TRUE` result does.
+    pub fn test(&self, row: &[Value]) -> bool {
+        matches!(self.eval(row), Value::Bool(true))
+    }
+
+    /// Evaluates over `row`.
+    pub fn eval(&self, row: &[Value]) -> Value {
+        match self {
+            Expr::Lit(v) => v.clone(),
+            Expr::Col(i) => row.get(*i as usize).cloned().unwrap_or(Value::Null),
+            Expr::Neg(x) => match x.eval(row) {
+                Value::Num(v) => Value::Num(-v),
+                _ => Value::Null,
+            },
+            Expr::Not(x) => match x.eval(row) {
+                Value::Bool(b) => Value::Bool(!b),
+                _ => Value::Null,
+            },
+            Expr::Bin(op, a, b) => bin(*op, a, b, row),
+            Expr::IsNull(x, negated) => Value::Bool((x.eval(row) == Value::Null) != *negated),
+            Expr::Like(x, pat, negated) => match x.eval(row) {
+                Value::Str(s) => Value::Bool(like(s.as_bytes(), pat.as_bytes()) != *negated),
+                _ => Value::Null,
+            },
+            Expr::Case(whens, otherwise) => {
+                for (c, r) in whens {
+                    if c.test(row) {
+                        return r.eval(row);
+                    }
+                }
+                otherwise.as_ref().map_or(Value::Null, |e| e.eval(row))
+            }
+            Expr::Call(f, args) => call(*f, args, row),
+            Expr::Cast(x, to) => cast(x.eval(row), *to),
+        }
+    }
+}
+
+fn num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Num(x) => Some(*x),
+        _ => None,
+    }
+}
+
+fn bin(op: BinOp, a: &Expr, b: &Expr, row: &[Value]) -> Value {
+    use BinOp::*;
+    if let And | Or = op {
+        let truth = |v: Value| match v {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        };
+        let x = truth(a.eval(row));
+        // Short-circuit: FALSE AND _ is FALSE, TRUE OR _ is TRUE, even for NULL.
+        if x == Some(op == Or) {
+            return Value::Bool(op == Or);
+        }
+        let y = truth(b.eval(row));
+        return match (x, y) {
+            (_, Some(v)) if v == (op == Or) => Value::Bool(v),
+            (Some(_), Some(v)) => Value::Bool(v),
+            _ => Value::Null,
+        };
+    }
+    let (x, y) = (a.eval(row), b.eval(row));
+    if x == Value::Null || y == Value::Null {
+        return Value::Null;
+    }
+    let ord = match (&x, &y) {
+        (Value::Num(p), Value::Num(q)) => p.partial_cmp(q),
+        (Value::Str(p), Value::Str(q)) => Some(p.cmp(q)),
+        (Value::Ts(p), Value::Ts(q)) => Some(p.cmp(q)),
+        (Value::Bool(p), Value::Bool(q)) => Some(p.cmp(q)),
+        _ => None,
+    };
+    let cmp = |f: fn(core::cmp::Ordering) -> bool| ord.map_or(Value::Null, |o| Value::Bool(f(o)));
+    match op {
+        Eq => cmp(|o| o.is_eq()),
+        Ne => cmp(|o| o.is_ne()),
+        Lt => cmp(|o| o.is_lt()),
+        Le => cmp(|o| o.is_le()),
+        Gt => cmp(|o| o.is_gt()),
+        Ge => cmp(|o| o.is_ge()),
+        _ => {
+            let (Some(p), Some(q)) = (num(&x), num(&y)) else {
+                return Value::Null;
+            };
+            match op {
+                Add => Value::Num(p + q),
+                Sub => Value::Num(p - q),
+                Mul => Value::Num(p * q),
+                Div | Mod if q == 0.0 => Value::Null,
+                Div => Value::Num(p / q),
+                _ => Value::Num(libm::fmod(p, q)),
+            }
+        }
+    }
+}
+
+fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
+    if f == Func::Coalesce {
+        return args
+            .iter()
+            .map(|a| a.eval(row))
+            .find(|v| *v != Value::Null)
+            .unwrap_or(Value::Null);
+    }
+    let arg = |i: usize| args.get(i).map(|a| a.eval(row)).and_then(|v| num(&v));
+    let Some(x) = arg(0) else {
+        return Value::Null;
+    };
+    let v = match f {
+        Func::Abs => libm::fabs(x),
+        Func::Sqrt if x < 0.0 => return Value::Null,
+        Func::Sqrt => libm::sqrt(x),
+        Func::Power => match arg(1) {
+            Some(y) => libm::pow(x, y),
+            None => return Value::Null,
+        },
+        Func::Ln | Func::Log10 if x <= 0.0 => return Value::Null,
+        Func::Ln => libm::log(x),
+        Func::Log10 => libm::log10(x),
+        Func::Exp => libm::exp(x),
+        Func::Round => {
+            let d = if args.len() > 1 {
+                match arg(1) {
+                    Some(d) => d.clamp(-300.0, 300.0) as i32,
+                    None => return Value::Null,
+                }
+            } else {
+                0
+            };
+            let m = libm::pow(10.0, d as f64);
+            libm::round(x * m) / m
+        }
+        Func::Floor => libm::floor(x),
+        Func::Ceil => libm::ceil(x),
+        Func::Coalesce => unreachable!("handled above"),
+    };
+    Value::Num(v)
+}
+
+fn cast(v: Value, to: CastTo) -> Value {
+    match (v, to) {
+        (Value::Null, _) => Value::Null,
+        (Value::Num(x), CastTo::Double) => Value::Num(x),
+        (Value::Num(x), CastTo::Int) if x.is_finite() => Value::Num(libm::trunc(x)),
+        (Value::Num(x), CastTo::Bool) => Value::Bool(x != 0.0),
+        (Value::Num(x), CastTo::Str) => Value::Str(x.to_string()),
+        (Value::Bool(b), CastTo::Double | CastTo::Int) => Value::Num(b as u8 as f64),
+        (Value::Bool(b), CastTo::Bool) => Value::Bool(b),
+        (Value::Bool(b), CastTo::Str) => Value::Str(if b { "TRUE" } else { "FALSE" }.into()),
+        (Value::Str(s), CastTo::Str) => Value::Str(s),
+        (Value::Str(s), CastTo::Double | CastTo::Int) => match s.trim().parse::<f64>() {
+            Ok(x) if to == CastTo::Int => Value::Num(libm::trunc(x)),
+            Ok(x) => Value::Num(x),
+            Err(_) => Value::Null,
+        },
+        (Value::Str(s), CastTo::Bool) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::Null,
+        },
+        (Value::Ts(t), CastTo::Int | CastTo::Double) => Value::Num(t as f64),
+        (Value::Ts(t), CastTo::Str) => Value::Str(t.to_string()),
+        _ => Value::Null,
+    }
+}
+
+/// SQL `LIKE` on bytes: `%` matches any run (also empty), `_` one byte
+/// (one character for ASCII text). Iterative with one backtrack point, so
+/// linear-ish and without recursion.
+fn like(s: &[u8], p: &[u8]) -> bool {
+    let (mut si, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'_' || p[pi] == s[si]) && p[pi] != b'%' {
+            si += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == b'%' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn s(x: &str) -> Value {
+        Value::Str(x.into())
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let t = Expr::Lit(Value::Bool(true));
+        let f = Expr::Lit(Value::Bool(false));
+        let n = Expr::Lit(Value::Null);
+        let and = |a: &Expr, b: &Expr| Expr::bin(BinOp::And, a.clone(), b.clone()).eval(&[]);
+        let or = |a: &Expr, b: &Expr| Expr::bin(BinOp::Or, a.clone(), b.clone()).eval(&[]);
+        assert_eq!(and(&n, &f), Value::Bool(false));
+        assert_eq!(and(&f, &n), Value::Bool(false));
+        assert_eq!(and(&n, &t), Value::Null);
+        assert_eq!(and(&t, &t), Value::Bool(true));
+        assert_eq!(or(&n, &t), Value::Bool(true));
+        assert_eq!(or(&n, &f), Value::Null);
+        assert_eq!(or(&f, &f), Value::Bool(false));
+        assert_eq!(Expr::Not(Box::new(n.clone())).eval(&[]), Value::Null);
+        assert!(!Expr::bin(BinOp::Gt, n, Expr::num(1.0)).test(&[]));
+    }
+
+    #[test]
+    fn arithmetic_and_functions() {
+        let row = [Value::Num(-2.5), Value::Num(0.0)];
+        let c = |i| Expr::Col(i);
+        assert_eq!(Expr::bin(BinOp::Div, c(0), c(1)).eval(&row), Value::Null);
+        assert_eq!(
+            Expr::bin(BinOp::Mod, Expr::num(7.0), Expr::num(4.0)).eval(&row),
+            Value::Num(3.0)
+        );
+        assert_eq!(
+            Expr::Call(Func::Abs, vec![c(0)]).eval(&row),
+            Value::Num(2.5)
+        );
+        assert_eq!(
+            Expr::Call(Func::Round, vec![c(0)]).eval(&row),
+            Value::Num(-3.0)
+        );
+        assert_eq!(
+            Expr::Call(Func::Round, vec![Expr::num(1.23456), Expr::num(2.0)]).eval(&row),
+            Value::Num(1.23)
+        );
+        assert_eq!(Expr::Call(Func::Sqrt, vec![c(0)]).eval(&row), Value::Null);
+        assert_eq!(Expr::Call(Func::Ln, vec![c(1)]).eval(&row), Value::Null);
+        assert_eq!(
+            Expr::Call(Func::Power, vec![Expr::num(2.0), Expr::num(10.0)]).eval(&row),
+            Value::Num(1024.0)
+        );
+        assert_eq!(
+            Expr::Call(Func::Coalesce, vec![Expr::Lit(Value::Null), c(1)]).eval(&row),
+            Value::Num(0.0)
+        );
+        assert_eq!(
+            Expr::Cast(Box::new(c(0)), CastTo::Int).eval(&row),
+            Value::Num(-2.0)
+        );
+        assert_eq!(
+            Expr::Cast(Box::new(Expr::Lit(s("x"))), CastTo::Double).eval(&row),
+            Value::Null
+        );
+        assert_eq!(Expr::Col(9).eval(&row), Value::Null);
+    }
+
+    #[test]
+    fn case_and_like() {
+        let e = Expr::Case(
+            vec![(
+                Expr::bin(BinOp::Gt, Expr::Col(0), Expr::num(10.0)),
+                Expr::Lit(s("high")),
+            )],
+            Some(Box::new(Expr::Lit(s("low")))),
+        );
+        assert_eq!(e.eval(&[Value::Num(11.0)]), s("high"));
+        assert_eq!(e.eval(&[Value::Null]), s("low"));
+        let l = |v: &str, p: &str| like(v.as_bytes(), p.as_bytes());
+        assert!(l("pump-3", "pump-%"));
+        assert!(l("pump-3", "%-_"));
+        assert!(l("", "%"));
+        assert!(l("abcabd", "%abd"));
+        assert!(!l("pump", "pump_"));
+        assert!(!l("fan-1", "pump%"));
+        assert!(Expr::Like(Box::new(Expr::Col(0)), "a%".into(), true).test(&[s("ba")]));
+    }
+}

@@ -1,0 +1,320 @@
+//! A SQL query's result rows, as CSV: a header of the result column names,
+//! then one row per window that passes `HAVING`. Timestamps are written
+//! `YYYY-MM-DD HH:MM:SS.sss` (UTC), BIGINT/INT as integers, DECIMAL(p, s)
+//! with `s` decimals, DOUBLE with 6, BOOLEAN as `true`/`false`, NULL as
+//! an empty field; strings are quoted when they hold `,`, `"` or a newline.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use weir_core::engine::Engine;
+use weir_core::expr::Value;
+use weir_core::output::{Output, WindowResult};
+
+use super::ddl::SqlType;
+use super::plan::{Query, END, KEY, START, WTIME};
+use super::SqlPipeline;
+use crate::numfmt::{push_f64, push_i64};
+use crate::replay::{BadRow, Results, Summary, TextFields};
+use crate::timefmt::format_datetime_ms;
+
+/// A window row waiting for the other operators' results of the same key
+/// and window.
+struct Pending {
+    parts: Vec<Option<(Vec<f64>, bool)>>,
+    left: usize,
+}
+
+/// [`Results`] for a compiled query.
+pub struct Rows<'q> {
+    q: &'q Query,
+    sample: Vec<Value>,
+    row: Vec<Value>,
+    pending: HashMap<(String, i64, i64), Pending>,
+    /// Every result column reads one value of the window row as it is and
+    /// there is no HAVING: rows are written without building a row.
+    direct: bool,
+    /// The last timestamps formatted (windows of many keys share them).
+    ts_cache: [(i64, [u8; 23]); 2],
+}
+
+impl<'q> Rows<'q> {
+    /// Result rows of `q`.
+    pub fn new(q: &'q Query) -> Self {
+        let direct = q.having.is_none()
+            && q.columns
+                .iter()
+                .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));
+        Rows {
+            q,
+            sample: Vec::new(),
+            row: Vec::new(),
+            pending: HashMap::new(),
+            direct,
+            ts_cache: [(i64::MIN, [0; 23]); 2],
+        }
+    }
+
+    /// The CSV header line.
+    pub fn header(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (i, c) in self.q.columns.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            push_str(&mut b, &c.name);
+        }
+        b.push(b'\n');
+        b
+    }
+
+    /// Writes `ts` as `YYYY-MM-DD HH:MM:SS.sss` through a small cache.
+    fn push_ts(&mut self, b: &mut Vec<u8>, ts: i64) {
+        let slot = (ts as u64 & 1) as usize;
+        if self.ts_cache[slot].0 != ts {
+            self.ts_cache[slot] = (ts, ts_bytes(ts));
+        }
+        b.extend_from_slice(&self.ts_cache[slot].1);
+    }
+
+    fn emit(
+        &mut self,
+        key: &str,
+        w: &WindowResult,
+        parts: &[(&[f64], bool)],
+        sum: &mut Summary,
+        b: &mut Vec<u8>,
+    ) {
+        let q = self.q;
+        for &op in &q.flags {
+            sum.flagged += parts[op].1 as u64;
+        }
+        let slot = |i: usize| -> f64 {
+            let (op, v) = q.slots[i];
+            parts[op].0.get(v).copied().unwrap_or(f64::NAN)
+        };
+        let nslots = q.slots.len();
+        if self.direct {
+            sum.windows += 1;
+            for (i, c) in q.columns.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                let weir_core::expr::Expr::Col(col) = c.expr else {
+                    unreachable!("direct rows read columns")
+                };
+                match col {
+                    KEY if q.keyed => push_str(b, key),
+                    KEY => {}
+                    START => self.push_ts(b, w.start),
+                    END => self.push_ts(b, w.end),
+                    WTIME => self.push_ts(b, w.end - 1),
+                    other => {
+                        let i = (other - 4) as usize;
+                        if i < nslots {
+                            let v = slot(i);
+                            if !v.is_nan() {
+                                push_value(b, &Value::Num(v), c.ty);
+                            }
+                        } else if let Some(&op) = q.flags.get(i - nslots) {
+                            b.extend_from_slice(if parts[op].1 { b"true" } else { b"false" });
+                        }
+                    }
+                }
+            }
+            b.push(b'\n');
+            return;
+        }
+        let mut row = std::mem::take(&mut self.row);
+        row.clear();
+        row.push(if q.keyed {
+            Value::Str(key.to_string())
+        } else {
+            Value::Null
+        });
+        row.push(Value::Ts(w.start));
+        row.push(Value::Ts(w.end));
+        row.push(Value::Ts(w.end - 1));
+        for i in 0..nslots {
+            let v = slot(i);
+            row.push(if v.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(v)
+            });
+        }
+        for &op in &q.flags {
+            row.push(Value::Bool(parts[op].1));
+        }
+        if q.having.as_ref().is_none_or(|h| h.test(&row)) {
+            sum.windows += 1;
+            for (i, c) in q.columns.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                match c.expr.eval(&row) {
+                    Value::Ts(t) => self.push_ts(b, t),
+                    v => push_value(b, &v, c.ty),
+                }
+            }
+            b.push(b'\n');
+        }
+        self.row = row;
+    }
+}
+
+impl Results for Rows<'_> {
+    fn keep(&mut self, key: &str, ts: i64, values: &mut [f64], texts: &TextFields<'_>) -> bool {
+        let q = self.q;
+        if q.filter.is_none() && q.computed.is_empty() {
+            return true;
+        }
+        let n = q.columns_in.min(values.len());
+        self.sample.clear();
+        self.sample.push(Value::Str(key.to_string()));
+        self.sample.push(Value::Ts(ts));
+        self.sample
+            .extend(values[..n].iter().map(|v| Value::Num(*v)));
+        for i in 0..q.texts {
+            self.sample.push(
+                texts
+                    .get(i)
+                    .map_or(Value::Null, |t| Value::Str(t.to_string())),
+            );
+        }
+        for (j, e) in q.computed.iter().enumerate() {
+            if let Some(v) = values.get_mut(n + j) {
+                // NULL (or a non-number) makes the sample non-finite: the
+                // engine refuses it and it is counted as a bad row.
+                *v = match e.eval(&self.sample) {
+                    Value::Num(x) => x,
+                    _ => f64::NAN,
+                };
+            }
+        }
+        q.filter.as_ref().is_none_or(|f| f.test(&self.sample))
+    }
+
+    fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {
+        match o {
+            Output::Window(w) => {
+                let Some(pos) = self.q.ops.iter().position(|&op| op == w.op as usize) else {
+                    return;
+                };
+                let flag = w.anomaly.is_some_and(|a| a.flag);
+                let key = engine.key_name(w.key);
+                let n = self.q.ops.len();
+                if n == 1 {
+                    self.emit(key, w, &[(w.values.as_slice(), flag)], sum, b);
+                    return;
+                }
+                let k = (key.to_string(), w.start, w.end);
+                let p = self.pending.entry(k.clone()).or_insert_with(|| Pending {
+                    parts: vec![None; n],
+                    left: n,
+                });
+                if p.parts[pos].is_none() {
+                    p.left -= 1;
+                }
+                p.parts[pos] = Some((w.values.as_slice().to_vec(), flag));
+                if p.left == 0 {
+                    let p = self.pending.remove(&k).expect("present");
+                    let parts: Vec<(&[f64], bool)> = p
+                        .parts
+                        .iter()
+                        .flatten()
+                        .map(|(v, f)| (v.as_slice(), *f))
+                        .collect();
+                    self.emit(&k.0, w, &parts, sum, b);
+                }
+            }
+            // Every operator sees the same late sample: count it once.
+            Output::Late(l) if l.op as usize == self.q.ops[0] => sum.late += 1,
+            _ => {}
+        }
+    }
+}
+
+fn push_str(b: &mut Vec<u8>, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        b.push(b'"');
+        b.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        b.push(b'"');
+    } else {
+        b.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.sss`, UTC.
+pub fn format_ts(ms: i64) -> String {
+    let b = ts_bytes(ms);
+    match std::str::from_utf8(&b) {
+        Ok(s) if (0..=9999).contains(&year_of(ms)) => s.to_string(),
+        _ => {
+            let mut s = format_datetime_ms(ms);
+            if !s.contains('.') {
+                s.push_str(".000");
+            }
+            s
+        }
+    }
+}
+
+fn year_of(ms: i64) -> i64 {
+    crate::timefmt::civil_from_days(ms.div_euclid(86_400_000)).0
+}
+
+/// `YYYY-MM-DD HH:MM:SS.sss` for years 0 to 9999 (others: see [`format_ts`]).
+fn ts_bytes(ms: i64) -> [u8; 23] {
+    let (y, mo, d) = crate::timefmt::civil_from_days(ms.div_euclid(86_400_000));
+    let rem = ms.rem_euclid(86_400_000);
+    let mut b = *b"0000-00-00 00:00:00.000";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, mo as u64);
+    put(8, 2, d as u64);
+    put(11, 2, (rem / 3_600_000) as u64);
+    put(14, 2, (rem / 60_000 % 60) as u64);
+    put(17, 2, (rem / 1000 % 60) as u64);
+    put(20, 3, (rem % 1000) as u64);
+    b
+}
+
+fn push_value(b: &mut Vec<u8>, v: &Value, ty: SqlType) {
+    match v {
+        Value::Null => {}
+        Value::Bool(x) => b.extend_from_slice(if *x { b"true" } else { b"false" }),
+        Value::Str(s) => push_str(b, s),
+        Value::Ts(t) => b.extend_from_slice(format_ts(*t).as_bytes()),
+        Value::Num(x) => match ty {
+            SqlType::Int | SqlType::BigInt if x.fract() == 0.0 && x.abs() < 9.0e15 => {
+                push_i64(b, *x as i64)
+            }
+            SqlType::Decimal(s) if x.is_finite() => {
+                b.extend_from_slice(format!("{:.*}", s as usize, x).as_bytes())
+            }
+            _ => push_f64(b, *x),
+        },
+    }
+}
+
+/// Runs `input` through a compiled SQL pipeline and writes its result rows
+/// as CSV to `out`.
+///
+/// # Errors
+/// I/O errors of `input` or `out`. Bad rows are not errors: `on_bad` sees them.
+pub fn replay<R: Read, W: Write>(
+    p: &SqlPipeline,
+    input: R,
+    out: W,
+    on_bad: impl FnMut(&BadRow, &[u8]),
+) -> io::Result<(Summary, Engine)> {
+    let mut rows = Rows::new(&p.query);
+    let header = rows.header();
+    crate::replay::replay_with(&p.pipeline, 0, input, out, &header, &mut rows, on_bad)
+}

@@ -1,0 +1,405 @@
+//! Flink SQL pipelines: `CREATE TABLE`, `SET`, `INSERT INTO … SELECT`,
+//! `SELECT` and `EXPLAIN`, compiled onto the same [`PipelineSpec`] a TOML
+//! pipeline builds (`docs/sql.md` lists what is supported).
+//!
+//! - [`dialect`]: Flink's lexical rules on `sqlparser`, plus `TABLE t` as a
+//!   table-valued function's argument.
+//! - [`ddl`]: `CREATE TABLE` (computed time attribute, `WATERMARK FOR`,
+//!   `WITH` options) and `SET`.
+//! - [`plan`]: a query → engine operators + the stateless parts around
+//!   them (`WHERE` before the engine, `HAVING` and the projection after).
+//! - [`exec`]: result rows as CSV (`weir replay`).
+//! - [`shell`]: `weir sql`, an interactive shell like Flink's SQL client.
+//!
+//! Every error names `file:line:column` and what to do; an unsupported
+//! construct says so and names the nearest supported one.
+//!
+//! [`PipelineSpec`]: weir_core::spec::PipelineSpec
+
+pub mod ddl;
+pub mod dialect;
+pub mod exec;
+pub mod plan;
+pub mod shell;
+
+use std::path::Path;
+
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use crate::pipeline_file::{ConfigError, PipelineFile};
+
+pub use plan::{Query, ResultColumn};
+
+/// A SQL error with its place in the text (file name added by [`parse`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlError {
+    /// 1-based line, 0 if unknown.
+    pub line: u64,
+    /// 1-based column.
+    pub col: u64,
+    /// What is wrong.
+    pub msg: String,
+    /// What to do.
+    pub help: String,
+}
+
+pub(crate) type Err<T> = Result<T, SqlError>;
+
+impl SqlError {
+    /// An error at `loc`.
+    pub fn at(loc: Location, msg: impl Into<String>, help: impl Into<String>) -> Self {
+        SqlError {
+            line: loc.line,
+            col: loc.column,
+            msg: msg.into(),
+            help: help.into(),
+        }
+    }
+
+    /// "`what` is not supported"; `nearest` is the closest supported construct.
+    pub fn unsupported(loc: Location, what: &str, nearest: &str) -> Self {
+        SqlError::at(
+            loc,
+            format!("{what} is not supported"),
+            format!("the nearest supported construct: {nearest} (see docs/sql.md)"),
+        )
+    }
+
+    /// A parser error; its message ends in `at Line: L, Column: C`.
+    pub fn parser(e: ParserError) -> Self {
+        let text = match e {
+            ParserError::TokenizerError(s) | ParserError::ParserError(s) => s,
+            ParserError::RecursionLimitExceeded => {
+                return SqlError {
+                    line: 0,
+                    col: 0,
+                    msg: "the statement nests too deeply".into(),
+                    help: "split the expression; at most 50 levels of nesting".into(),
+                }
+            }
+        };
+        let (msg, line, col) = match text.rsplit_once(" at Line: ") {
+            Some((m, pos)) => {
+                let mut it = pos.split(", Column: ");
+                let line = it.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+                let col = it.next().and_then(|c| c.trim().parse().ok()).unwrap_or(0);
+                (m.to_string(), line, col)
+            }
+            None => (text, 0, 0),
+        };
+        SqlError {
+            line,
+            col,
+            msg: format!("syntax error: {msg}"),
+            help: "see docs/sql.md for the supported Flink SQL".into(),
+        }
+    }
+
+    fn into_config(self, file: &str) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            line: self.line as usize,
+            col: self.col as usize,
+            msg: self.msg,
+            help: self.help,
+        }
+    }
+}
+
+/// A SQL pipeline file, parsed and compiled.
+#[derive(Debug, Clone)]
+pub struct SqlPipeline {
+    /// The engine's description, CSV mapping and MQTT subscription, as a
+    /// TOML pipeline file gives them.
+    pub pipeline: PipelineFile,
+    /// The query around the engine: filter, result columns, HAVING.
+    pub query: Query,
+    /// The statement was `EXPLAIN …`.
+    pub explain: bool,
+    /// The input file the source table names (`'path'`), if any.
+    pub input_path: Option<String>,
+    /// The sink table of `INSERT INTO`, if any.
+    pub sink: Option<plan::Sink>,
+}
+
+/// Whether `path` names a SQL pipeline (by its `.sql` extension).
+pub fn is_sql(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
+}
+
+/// Reads and compiles a SQL pipeline file.
+///
+/// # Errors
+/// The file cannot be read or the SQL is invalid or unsupported; the error
+/// says where and what to do.
+pub fn load(path: &Path) -> Result<SqlPipeline, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: 0,
+        col: 0,
+        msg: format!("cannot read the pipeline file: {e}"),
+        help: "check the path passed with --pipeline".into(),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and compiles SQL text; `file` names it in errors.
+///
+/// # Errors
+/// See [`load`].
+pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
+    let r = on_big_stack(|| statements(text).and_then(plan::compile));
+    r.map_err(|e| e.into_config(file))
+}
+
+/// Parsing and planning walk the syntax tree recursively (and so does
+/// dropping it): they run on a thread of their own with a stack that holds
+/// the deepest tree the limits allow ([`MAX_OPERATORS`], the parser's
+/// nesting limit) whatever the caller's stack.
+pub(crate) fn on_big_stack<T: Send>(f: impl FnOnce() -> Err<T> + Send) -> Err<T> {
+    std::thread::scope(|s| {
+        match std::thread::Builder::new()
+            .name("weir-sql".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(s, f)
+        {
+            // A panic is a bug: passed on as it is, not hidden in an error.
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(e) => Err(SqlError::at(
+                Location { line: 0, column: 0 },
+                format!("cannot start the SQL compiler thread: {e}"),
+                "retry with more memory available",
+            )),
+        }
+    })
+}
+
+/// Stack of the parsing thread (reserved address space, touched only as deep
+/// as a statement nests).
+const PARSE_STACK: usize = 32 << 20;
+
+/// Whether pipeline text is SQL: `file` ends in `.sql`, or the first word
+/// after `--` comments is CREATE, SET, INSERT, SELECT or EXPLAIN (so a
+/// signed update carrying SQL text is recognised without a file name).
+pub fn looks_like_sql(file: &str, text: &str) -> bool {
+    if is_sql(Path::new(file)) {
+        return true;
+    }
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start();
+        match rest.strip_prefix("--") {
+            Some(r) => rest = r.split_once('\n').map_or("", |x| x.1),
+            None => break,
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    let after = rest[word.len()..].chars().next();
+    matches!(
+        word.to_ascii_uppercase().as_str(),
+        "CREATE" | "SET" | "INSERT" | "SELECT" | "EXPLAIN"
+    ) && after.is_some_and(char::is_whitespace)
+}
+
+/// Parses SQL text for `weir run` and signed updates: the engine's plan.
+/// The agent publishes window results in its own envelope, so a query it
+/// runs must select only the key, window columns, aggregates and detector
+/// flags; `WHERE`, `HAVING` and computed columns are applied by `weir
+/// replay` only, and are refused here rather than ignored.
+///
+/// # Errors
+/// As [`parse`], and a query `weir run` cannot apply.
+pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
+    let p = parse(file, text)?;
+    if let Err(msg) = p.agent_can_run() {
+        return Err(ConfigError {
+            file: file.to_string(),
+            line: 0,
+            col: 0,
+            msg,
+            help: "for weir run, select only the key, window_start/window_end, aggregates and EWMA_Z flags".into(),
+        });
+    }
+    Ok(p.pipeline)
+}
+
+impl SqlPipeline {
+    /// Whether `weir run` can apply the whole query (it publishes window
+    /// results in its own envelope, so no `WHERE`, `HAVING`, computed
+    /// result columns or aggregates over expressions yet).
+    ///
+    /// # Errors
+    /// What it cannot apply.
+    pub fn agent_can_run(&self) -> Result<(), String> {
+        let q = &self.query;
+        let plain = q.filter.is_none()
+            && q.computed.is_empty()
+            && q.having.is_none()
+            && q.columns
+                .iter()
+                .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));
+        if plain {
+            Ok(())
+        } else {
+            Err("weir run does not apply WHERE, HAVING, computed result columns or aggregates over expressions yet (weir replay does)".into())
+        }
+    }
+}
+
+/// One statement of a pipeline file.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE TABLE`.
+    CreateTable(ddl::Table),
+    /// `SET 'key' = 'value'`.
+    Set(String, String, Location),
+    /// `[EXPLAIN] [INSERT INTO sink] query`.
+    Query {
+        /// `EXPLAIN` in front.
+        explain: bool,
+        /// The `INSERT INTO` target and where it is named.
+        insert: Option<(String, Location)>,
+        /// The query.
+        query: Box<sqlparser::ast::Query>,
+        /// Where the statement starts.
+        at: Location,
+    },
+}
+
+/// Most operators in one statement. A chain `a + b + c …` parses into a
+/// tree as deep as it is long, and everything that walks the tree (the
+/// planner, printing, dropping it) recurses: the limit keeps that within a
+/// small stack. Nesting with parentheses is limited by the parser (50).
+pub const MAX_OPERATORS: usize = 256;
+
+fn check_operators(tokens: &[TokenWithSpan]) -> Err<()> {
+    let mut n = 0;
+    for t in tokens {
+        let op = match &t.token {
+            Token::SemiColon => {
+                n = 0;
+                continue;
+            }
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::NOT
+                    | Keyword::IS
+                    | Keyword::LIKE
+                    | Keyword::IN
+                    | Keyword::BETWEEN
+            ),
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period => false,
+            _ => true,
+        };
+        if op {
+            n += 1;
+            if n > MAX_OPERATORS {
+                return Err(SqlError::at(
+                    t.span.start,
+                    format!("more than {MAX_OPERATORS} operators in one statement"),
+                    "simplify the statement",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits `text` into statements and parses each.
+///
+/// # Errors
+/// The first syntax error, or a statement weir does not run.
+pub fn statements(text: &str) -> Err<Vec<Statement>> {
+    let dialect = dialect::WeirDialect;
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| {
+            SqlError::at(
+                e.location,
+                format!("syntax error: {}", e.message),
+                "see docs/sql.md for the supported Flink SQL",
+            )
+        })?;
+    check_operators(&tokens)?;
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let mut out = Vec::new();
+    loop {
+        while p.consume_token(&Token::SemiColon) {}
+        let tok = p.peek_token();
+        if tok.token == Token::EOF {
+            break;
+        }
+        let at = tok.span.start;
+        if p.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
+            out.push(Statement::CreateTable(ddl::create_table(&mut p, at)?));
+        } else if p.parse_keyword(Keyword::SET) {
+            let (k, v, l) = ddl::set(&mut p)?;
+            out.push(Statement::Set(k, v, l));
+        } else {
+            let explain = p.parse_keyword(Keyword::EXPLAIN);
+            if explain {
+                let _ = p.parse_keywords(&[Keyword::PLAN, Keyword::FOR]);
+            }
+            let at = p.peek_token_ref().span.start;
+            let insert = if p.parse_keywords(&[Keyword::INSERT, Keyword::INTO]) {
+                let l = p.peek_token_ref().span.start;
+                let name = p.parse_identifier().map_err(SqlError::parser)?.value;
+                if p.peek_token_ref().token == Token::LParen {
+                    return Err(SqlError::unsupported(
+                        p.peek_token_ref().span.start,
+                        "a column list after INSERT INTO",
+                        "INSERT INTO sink SELECT … with the columns in the sink's order",
+                    ));
+                }
+                Some((name, l))
+            } else {
+                None
+            };
+            let starts_query = matches!(&p.peek_token_ref().token,
+                Token::Word(w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH))
+                || p.peek_token_ref().token == Token::LParen;
+            if !starts_query {
+                let t = p.peek_token();
+                return Err(SqlError::unsupported(
+                    t.span.start,
+                    &format!("the statement starting with `{}`", t.token),
+                    "CREATE TABLE, SET, SELECT, INSERT INTO … SELECT, EXPLAIN",
+                ));
+            }
+            let query = p.parse_query().map_err(SqlError::parser)?;
+            out.push(Statement::Query {
+                explain,
+                insert,
+                query,
+                at,
+            });
+        }
+        let t = p.peek_token();
+        if t.token != Token::EOF && t.token != Token::SemiColon {
+            return Err(SqlError::at(
+                t.span.start,
+                format!("syntax error: expected `;` or the end, found `{}`", t.token),
+                "end each statement with `;`",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1882 @@
+//! A query → the engine's operators and the stateless parts around them.
+//!
+//! The window aggregation becomes window operators of a
+//! [`PipelineSpec`] (one per aggregated column; their results for the same
+//! key and window are joined into one row). `WHERE` becomes a filter on
+//! samples before the engine, `HAVING` and the `SELECT` list expressions
+//! over the joined window row after it ([`weir_core::expr`]).
+//!
+//! The window row a result expression reads: `[key, window_start,
+//! window_end, window_time, aggregate slots…, detector flags…]`; the sample
+//! row `WHERE` reads: `[key, rowtime, fields…]`.
+
+use std::fmt::Write as _;
+
+use sqlparser::ast::{
+    self, BinaryOperator as B, Expr as SExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, SelectItem, SetExpr, Spanned, TableFactor, UnaryOperator,
+};
+use sqlparser::tokenizer::Location;
+use weir_core::agg::AggKind;
+use weir_core::detect::DetectorSpec;
+use weir_core::expr::{BinOp, CastTo, Expr, Func, Value};
+use weir_core::prelude::*;
+use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
+
+use super::ddl::{SqlType, Table};
+use super::{dialect::TABLE_ARG, Err, SqlError, SqlPipeline, Statement};
+use crate::decode::{DecoderConfig, Format, TsUnit};
+use crate::pipeline_file::{
+    check_topic_filter, Column, CsvMapping, MqttSource, PipelineFile, TsFormat,
+};
+
+/// Window row positions.
+pub const KEY: u16 = 0;
+/// `window_start`.
+pub const START: u16 = 1;
+/// `window_end`.
+pub const END: u16 = 2;
+/// `window_time` (`window_end - 1 ms`).
+pub const WTIME: u16 = 3;
+const SLOTS: u16 = 4;
+/// Placeholder base for detector flags until the slot count is known.
+const FLAG_BASE: u16 = 30_000;
+/// Most distinct aggregates in one query (16 per column, a few columns).
+const MAX_SLOTS: usize = 256;
+/// The field of `COUNT(*)` until the other aggregates are known.
+const ANY_FIELD: usize = usize::MAX;
+
+/// One result column.
+#[derive(Debug, Clone)]
+pub struct ResultColumn {
+    /// Its name (the alias, the column's name or Flink's `EXPR$n`).
+    pub name: String,
+    /// Its type.
+    pub ty: SqlType,
+    /// How it is computed from the window row.
+    pub expr: Expr,
+}
+
+/// The `INSERT INTO` target.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// The table's name.
+    pub name: String,
+    /// `'connector'`.
+    pub connector: String,
+    /// `'topic'` of an mqtt sink.
+    pub topic: Option<String>,
+    /// `'path'` of a filesystem sink.
+    pub path: Option<String>,
+}
+
+/// The query around the engine.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// `WHERE`, over `[key, rowtime, fields…]`: samples it does not keep
+    /// never reach the engine.
+    pub filter: Option<Expr>,
+    /// How many text columns follow the fields in the sample row `filter`
+    /// reads.
+    pub texts: usize,
+    /// How many of the source's fields are read from columns; the rest are
+    /// `computed`.
+    pub columns_in: usize,
+    /// Expressions under aggregates, over the sample row, computed before
+    /// the engine into the fields after the first `columns_in`.
+    pub computed: Vec<Expr>,
+    /// Whether the query groups by a key column (else every sample has the
+    /// same key and `KEY` is `NULL`).
+    pub keyed: bool,
+    /// The engine operators (indices) whose windows make one row.
+    pub ops: Vec<usize>,
+    /// Aggregate slot → (position in `ops`, value index in that operator).
+    pub slots: Vec<(usize, usize)>,
+    /// Detector flag → position in `ops`.
+    pub flags: Vec<usize>,
+    /// `HAVING`, over the window row.
+    pub having: Option<Expr>,
+    /// The result columns.
+    pub columns: Vec<ResultColumn>,
+    /// What `EXPLAIN` prints.
+    pub explain: String,
+}
+
+struct Window {
+    kind: WindowKind,
+    desc: String,
+}
+
+#[derive(PartialEq, Clone, Copy)]
+enum Scope {
+    /// `WHERE`: a sample's columns.
+    Row,
+    /// `SELECT` / `HAVING`: group keys, window columns, aggregates.
+    Group,
+}
+
+struct Ctx<'t> {
+    table: &'t Table,
+    /// Physical columns that are fields, in order.
+    fields: Vec<usize>,
+    key: Option<usize>,
+    /// STRING columns `WHERE` reads besides the key, in order of use.
+    texts: Vec<usize>,
+    /// Expressions under aggregates, computed per sample before the engine
+    /// into the fields after the columns: (expression, type, SQL text).
+    computed: Vec<(Expr, SqlType, String)>,
+    legacy: bool,
+    /// (aggregate, field position) per slot.
+    slots: Vec<(AggKind, usize)>,
+    /// (field position, aggregate watched, detector) per flag.
+    flags: Vec<(usize, AggKind, DetectorSpec)>,
+    at: Location,
+}
+
+fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
+    let l = e.span().start;
+    if l.line == 0 {
+        fallback
+    } else {
+        l
+    }
+}
+
+fn ident_loc(id: &ast::Ident, fallback: Location) -> Location {
+    if id.span.start.line == 0 {
+        fallback
+    } else {
+        id.span.start
+    }
+}
+
+fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
+    match e {
+        SExpr::Identifier(i) => Some(i),
+        SExpr::CompoundIdentifier(v) => v.last(),
+        _ => None,
+    }
+}
+
+/// The unnamed and named arguments of a call, named ones by upper-case name.
+fn args_of(f: &ast::Function) -> Vec<(Option<String>, &SExpr)> {
+    let mut out = Vec::new();
+    if let FunctionArguments::List(l) = &f.args {
+        for a in &l.args {
+            match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => out.push((None, e)),
+                FunctionArg::Named {
+                    name,
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => out.push((Some(name.value.to_ascii_uppercase()), e)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn is_star(f: &ast::Function) -> bool {
+    matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1
+        && matches!(l.args[0], FunctionArg::Unnamed(FunctionArgExpr::Wildcard)))
+}
+
+fn fname(f: &ast::Function) -> String {
+    f.name.to_string().to_ascii_uppercase()
+}
+
+const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG10, EXP, ROUND, FLOOR, CEIL, COALESCE, CAST; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
+
+impl Ctx<'_> {
+    fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
+        let at = ident_loc(id, self.at);
+        let t = self.table;
+        let name = id.value.as_str();
+        let rt = t.rowtime.as_ref().expect("checked by the caller");
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if scope == Scope::Group {
+            if !self.legacy {
+                if is("window_start") {
+                    return Ok((Expr::Col(START), SqlType::Timestamp));
+                }
+                if is("window_end") {
+                    return Ok((Expr::Col(END), SqlType::Timestamp));
+                }
+                if is("window_time") {
+                    return Ok((Expr::Col(WTIME), SqlType::Timestamp));
+                }
+            }
+            if let Some(k) = self.key {
+                if is(&t.columns[k].name) {
+                    return Ok((Expr::Col(KEY), t.columns[k].ty));
+                }
+            }
+            return Err(SqlError::at(
+                at,
+                format!("column `{name}` is neither grouped nor aggregated"),
+                "add it to GROUP BY (one key column) or use it inside an aggregate such as AVG(…)",
+            ));
+        }
+        if is(&rt.name) {
+            return Ok((Expr::Col(1), SqlType::Timestamp));
+        }
+        let Some(ci) = t.column(name) else {
+            return Err(SqlError::at(
+                at,
+                format!("`{}` has no column `{name}`", t.name),
+                format!(
+                    "use one of: {}",
+                    t.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if Some(ci) == self.key {
+            return Ok((Expr::Col(KEY), t.columns[ci].ty));
+        }
+        if let Some(p) = self.fields.iter().position(|&f| f == ci) {
+            return Ok((Expr::Col(2 + p as u16), t.columns[ci].ty));
+        }
+        let ty = t.columns[ci].ty;
+        if !matches!(ty, SqlType::String | SqlType::Boolean) {
+            return Err(SqlError::unsupported(
+                at,
+                &format!(
+                    "reading the {} column `{name}` in WHERE",
+                    t.columns[ci].ty.name()
+                ),
+                "a condition on a STRING, BOOLEAN, numeric or time column",
+            ));
+        }
+        let ti = match self.texts.iter().position(|&c| c == ci) {
+            Some(i) => i,
+            None => {
+                self.texts.push(ci);
+                self.texts.len() - 1
+            }
+        };
+        let col = Expr::Col(2 + (self.fields.len() + ti) as u16);
+        Ok(if ty == SqlType::Boolean {
+            // Read as text: `true` / `false` (anything else is NULL).
+            (Expr::Cast(Box::new(col), CastTo::Bool), ty)
+        } else {
+            (col, ty)
+        })
+    }
+
+    /// The field an aggregate reads: a numeric column, or an expression
+    /// over the sample computed before the engine (a new field).
+    fn field_of(&mut self, e: &SExpr) -> Err<usize> {
+        let at = loc_of(e, self.at);
+        let Some(id) = ident_name(e) else {
+            let text = e.to_string();
+            if let Some(j) = self.computed.iter().position(|c| c.2 == text) {
+                return Ok(self.fields.len() + j);
+            }
+            let (x, t) = self.expr(e, Scope::Row)?;
+            if !t.is_numeric() {
+                return Err(SqlError::at(
+                    at,
+                    format!("`{e}` is {}, not a number to aggregate", t.name()),
+                    "aggregate a numeric expression",
+                ));
+            }
+            if self.computed.len() >= 16 {
+                return Err(SqlError::unsupported(
+                    at,
+                    "more than 16 aggregated expressions",
+                    "at most 16 expressions under aggregates",
+                ));
+            }
+            self.computed.push((x, t, text));
+            return Ok(self.fields.len() + self.computed.len() - 1);
+        };
+        let ci = self.table.column(&id.value).ok_or_else(|| {
+            SqlError::at(
+                at,
+                format!("`{}` has no column `{}`", self.table.name, id.value),
+                "aggregate a numeric column of the table",
+            )
+        })?;
+        self.fields.iter().position(|&f| f == ci).ok_or_else(|| {
+            SqlError::at(
+                at,
+                format!(
+                    "`{}` is {}, not a numeric column that can be aggregated",
+                    id.value,
+                    self.table.columns[ci].ty.name()
+                ),
+                "aggregate an INT, BIGINT, DOUBLE or DECIMAL column",
+            )
+        })
+    }
+
+    /// The type of field `f` (a column or a computed expression).
+    fn field_ty(&self, f: usize) -> SqlType {
+        match self.fields.get(f) {
+            Some(&c) => self.table.columns[c].ty,
+            None => self.computed[f - self.fields.len()].1,
+        }
+    }
+
+    /// The engine's name of field `f`.
+    fn field_name(&self, f: usize) -> String {
+        match self.fields.get(f) {
+            Some(&c) => self.table.columns[c].name.clone(),
+            None => format!("expr{}", f - self.fields.len()),
+        }
+    }
+
+    fn slot(&mut self, agg: AggKind, field: usize, at: Location) -> Err<u16> {
+        if self.slots.len() >= MAX_SLOTS && !self.slots.contains(&(agg, field)) {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("more than {MAX_SLOTS} different aggregates in one query"),
+                "at most 16 aggregates per column",
+            ));
+        }
+        Ok(self.slot_unchecked(agg, field))
+    }
+
+    fn slot_unchecked(&mut self, agg: AggKind, field: usize) -> u16 {
+        let i = match self.slots.iter().position(|s| *s == (agg, field)) {
+            Some(i) => i,
+            None => {
+                self.slots.push((agg, field));
+                self.slots.len() - 1
+            }
+        };
+        SLOTS + i as u16
+    }
+
+    /// An aggregate call, or `None` if `f` is not one.
+    fn aggregate(&mut self, f: &ast::Function, at: Location) -> Err<Option<(Expr, SqlType)>> {
+        let name = fname(f);
+        let agg = match name.as_str() {
+            "COUNT" => AggKind::Count,
+            "SUM" => AggKind::Sum,
+            "AVG" => AggKind::Mean,
+            "MIN" => AggKind::Min,
+            "MAX" => AggKind::Max,
+            "STDDEV_POP" => AggKind::Stddev,
+            "STDDEV_SAMP" | "STDDEV" => AggKind::StddevSample,
+            "VAR_POP" => AggKind::Variance,
+            "VAR_SAMP" | "VARIANCE" => AggKind::StddevSample,
+            "RMS" => AggKind::Rms,
+            "KURTOSIS" => AggKind::Kurtosis,
+            "CREST" => AggKind::CrestFactor,
+            "P2P" => AggKind::PeakToPeak,
+            "APPROX_PERCENTILE" => AggKind::Percentile(0.0),
+            _ => return Ok(None),
+        };
+        if f.over.is_some() {
+            return Err(SqlError::unsupported(
+                at,
+                "OVER windows",
+                "a window TVF with GROUP BY window_start, window_end",
+            ));
+        }
+        if f.filter.is_some()
+            || matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some() || !l.clauses.is_empty())
+        {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("DISTINCT / FILTER / clauses in {name}(…)"),
+                &format!("a plain {name}(column)"),
+            ));
+        }
+        let args = args_of(f);
+        if name == "COUNT" && is_star(f) {
+            // COUNT(*): a count on whichever field the other aggregates use
+            // (resolved once they are all known).
+            let c = self.slot(AggKind::Count, ANY_FIELD, at)?;
+            return Ok(Some((Expr::Col(c), SqlType::BigInt)));
+        }
+        let want = if name == "APPROX_PERCENTILE" { 2 } else { 1 };
+        if args.len() != want || args.iter().any(|a| a.0.is_some()) {
+            return Err(SqlError::at(
+                at,
+                format!("{name} takes {want} argument(s)"),
+                if want == 2 {
+                    "write APPROX_PERCENTILE(column, 0.95)".to_string()
+                } else {
+                    format!("write {name}(column)")
+                },
+            ));
+        }
+        let field = self.field_of(args[0].1)?;
+        let ty = self.field_ty(field);
+        let agg = match agg {
+            AggKind::Percentile(_) => {
+                let p = literal_num(args[1].1).filter(|p| (0.0..=1.0).contains(p));
+                let Some(p) = p else {
+                    return Err(SqlError::at(
+                        loc_of(args[1].1, at),
+                        "the percentile must be a number between 0 and 1",
+                        "write APPROX_PERCENTILE(column, 0.95) for the 95th percentile",
+                    ));
+                };
+                AggKind::Percentile(p * 100.0)
+            }
+            a => a,
+        };
+        let col = Expr::Col(self.slot(agg, field, at)?);
+        let out_ty = match (agg, ty) {
+            (AggKind::Count, _) => SqlType::BigInt,
+            (AggKind::Sum | AggKind::Min | AggKind::Max | AggKind::PeakToPeak, t) => t,
+            _ => SqlType::Double,
+        };
+        let expr = if matches!(name.as_str(), "VAR_SAMP" | "VARIANCE") {
+            Expr::bin(BinOp::Mul, col.clone(), col)
+        } else {
+            col
+        };
+        Ok(Some((expr, out_ty)))
+    }
+
+    fn detector(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let args = args_of(f);
+        let usage = "write EWMA_Z(AVG(value)) or EWMA_Z(AVG(value), alpha, k, warmup), e.g. EWMA_Z(AVG(value), 0.1, 3.0, 5)";
+        if args.is_empty() || args.len() > 4 || args.len() == 2 || args.len() == 3 {
+            return Err(SqlError::at(
+                at,
+                "EWMA_Z takes an aggregate and optionally alpha, k and warmup",
+                usage,
+            ));
+        }
+        let SExpr::Function(inner) = args[0].1 else {
+            return Err(SqlError::at(
+                loc_of(args[0].1, at),
+                "EWMA_Z watches an aggregate of the window",
+                usage,
+            ));
+        };
+        let Some((Expr::Col(c), _)) = self.aggregate(inner, loc_of(args[0].1, at))? else {
+            return Err(SqlError::at(
+                loc_of(args[0].1, at),
+                "EWMA_Z watches one plain aggregate (not VAR_SAMP)",
+                usage,
+            ));
+        };
+        let (on, field) = self.slots[(c - SLOTS) as usize];
+        let DetectorSpec::EwmaZ {
+            mut alpha,
+            mut k,
+            mut warmup,
+        } = DetectorSpec::default()
+        else {
+            unreachable!("the default detector is EwmaZ")
+        };
+        if args.len() == 4 {
+            let nums: Vec<Option<f64>> = args[1..].iter().map(|a| literal_num(a.1)).collect();
+            match nums[..] {
+                [Some(a), Some(kk), Some(w)]
+                    if w >= 0.0 && w.fract() == 0.0 && w <= u32::MAX as f64 =>
+                {
+                    (alpha, k, warmup) = (a, kk, w as u32);
+                }
+                _ => return Err(SqlError::at(
+                    at,
+                    "EWMA_Z's alpha, k and warmup must be number literals (warmup a whole number)",
+                    usage,
+                )),
+            }
+        }
+        let spec = DetectorSpec::EwmaZ { alpha, k, warmup };
+        spec.validate()
+            .map_err(|e| SqlError::at(at, format!("EWMA_Z: {e}"), usage))?;
+        if self.flags.iter().any(|fl| fl.0 == field) {
+            return Err(SqlError::unsupported(
+                at,
+                "two detectors on the same column",
+                "one EWMA_Z per aggregated column",
+            ));
+        }
+        self.flags.push((field, on, spec));
+        Ok((
+            Expr::Col(FLAG_BASE + self.flags.len() as u16 - 1),
+            SqlType::Boolean,
+        ))
+    }
+
+    fn expr(&mut self, e: &SExpr, scope: Scope) -> Err<(Expr, SqlType)> {
+        let at = loc_of(e, self.at);
+        let num = |t: SqlType, side: &SExpr| -> Err<()> {
+            if t.is_numeric() {
+                Ok(())
+            } else {
+                Err(SqlError::at(
+                    loc_of(side, at),
+                    format!("`{side}` is {}, not a number", t.name()),
+                    "use numeric operands, or CAST(… AS DOUBLE)",
+                ))
+            }
+        };
+        Ok(match e {
+            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
+                self.column(ident_name(e).expect("an identifier"), scope)?
+            }
+            SExpr::Nested(x) => self.expr(x, scope)?,
+            SExpr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => {
+                    let x: f64 = n.parse().map_err(|_| {
+                        SqlError::at(at, format!("`{n}` is not a number"), "write a decimal number")
+                    })?;
+                    let ty = if n.contains(['.', 'e', 'E']) {
+                        SqlType::Double
+                    } else {
+                        SqlType::Int
+                    };
+                    (Expr::num(x), ty)
+                }
+                ast::Value::SingleQuotedString(s) => (Expr::Lit(Value::Str(s.clone())), SqlType::String),
+                ast::Value::Boolean(b) => (Expr::Lit(Value::Bool(*b)), SqlType::Boolean),
+                ast::Value::Null => (Expr::Lit(Value::Null), SqlType::Double),
+                _ => return Err(SqlError::unsupported(at, &format!("the literal {v}"), "numbers, 'strings', TRUE, FALSE, NULL")),
+            },
+            SExpr::UnaryOp { op, expr } => {
+                let (x, t) = self.expr(expr, scope)?;
+                match op {
+                    UnaryOperator::Minus => {
+                        num(t, expr)?;
+                        (Expr::Neg(Box::new(x)), t)
+                    }
+                    UnaryOperator::Plus => {
+                        num(t, expr)?;
+                        (x, t)
+                    }
+                    UnaryOperator::Not => {
+                        self.boolean(t, expr, at)?;
+                        (Expr::Not(Box::new(x)), SqlType::Boolean)
+                    }
+                    _ => return Err(SqlError::unsupported(at, &format!("the operator {op}"), "-, NOT")),
+                }
+            }
+            SExpr::BinaryOp { left, op, right } => {
+                let (a, ta) = self.expr(left, scope)?;
+                let (b, tb) = self.expr(right, scope)?;
+                let bop = match op {
+                    B::Plus => BinOp::Add,
+                    B::Minus => BinOp::Sub,
+                    B::Multiply => BinOp::Mul,
+                    B::Divide => BinOp::Div,
+                    B::Modulo => BinOp::Mod,
+                    B::Eq => BinOp::Eq,
+                    B::NotEq => BinOp::Ne,
+                    B::Lt => BinOp::Lt,
+                    B::LtEq => BinOp::Le,
+                    B::Gt => BinOp::Gt,
+                    B::GtEq => BinOp::Ge,
+                    B::And => BinOp::And,
+                    B::Or => BinOp::Or,
+                    _ => {
+                        return Err(SqlError::unsupported(
+                            at,
+                            &format!("the operator {op}"),
+                            "+ - * / %, = <> < <= > >=, AND, OR",
+                        ))
+                    }
+                };
+                match bop {
+                    BinOp::And | BinOp::Or => {
+                        self.boolean(ta, left, at)?;
+                        self.boolean(tb, right, at)?;
+                        (Expr::bin(bop, a, b), SqlType::Boolean)
+                    }
+                    BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                        let class = |t: SqlType| {
+                            if t.is_numeric() {
+                                0
+                            } else if t.is_time() {
+                                1
+                            } else if t == SqlType::String {
+                                2
+                            } else {
+                                3
+                            }
+                        };
+                        if class(ta) != class(tb) {
+                            return Err(SqlError::at(
+                                at,
+                                format!("cannot compare {} with {}", ta.name(), tb.name()),
+                                "compare values of the same kind; CAST(… AS DOUBLE) or CAST(… AS STRING) converts",
+                            ));
+                        }
+                        (Expr::bin(bop, a, b), SqlType::Boolean)
+                    }
+                    _ => {
+                        num(ta, left)?;
+                        num(tb, right)?;
+                        let int = |t: SqlType| matches!(t, SqlType::Int | SqlType::BigInt);
+                        let ty = match (ta, tb) {
+                            (x, y) if int(x) && int(y) => SqlType::BigInt,
+                            (SqlType::Decimal(p), SqlType::Decimal(q))
+                                if matches!(bop, BinOp::Add | BinOp::Sub) =>
+                            {
+                                SqlType::Decimal(p.max(q))
+                            }
+                            (SqlType::Decimal(p), y) | (y, SqlType::Decimal(p))
+                                if int(y) && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Mul) =>
+                            {
+                                SqlType::Decimal(p)
+                            }
+                            _ => SqlType::Double,
+                        };
+                        let e = Expr::bin(bop, a, b);
+                        // Flink divides integers as integers.
+                        if ty == SqlType::BigInt && bop == BinOp::Div {
+                            (Expr::Cast(Box::new(e), CastTo::Int), ty)
+                        } else {
+                            (e, ty)
+                        }
+                    }
+                }
+            }
+            SExpr::IsNull(x) | SExpr::IsNotNull(x) => {
+                let (x, _) = self.expr(x, scope)?;
+                (
+                    Expr::IsNull(Box::new(x), matches!(e, SExpr::IsNotNull(_))),
+                    SqlType::Boolean,
+                )
+            }
+            SExpr::Like {
+                negated,
+                any: false,
+                expr,
+                pattern,
+                escape_char: None,
+            } => {
+                let (x, t) = self.expr(expr, scope)?;
+                if t != SqlType::String {
+                    return Err(SqlError::at(at, format!("LIKE needs a STRING, `{expr}` is {}", t.name()), "use LIKE on a STRING column"));
+                }
+                let SExpr::Value(ast::ValueWithSpan { value: ast::Value::SingleQuotedString(p), .. }) = &**pattern else {
+                    return Err(SqlError::unsupported(loc_of(&**pattern, at), "a LIKE pattern that is not a string literal", "LIKE 'pump-%'"));
+                };
+                (Expr::Like(Box::new(x), p.clone(), *negated), SqlType::Boolean)
+            }
+            SExpr::Between { expr, negated, low, high } => {
+                let ge = SExpr::BinaryOp { left: expr.clone(), op: B::GtEq, right: low.clone() };
+                let le = SExpr::BinaryOp { left: expr.clone(), op: B::LtEq, right: high.clone() };
+                let both = SExpr::BinaryOp { left: Box::new(ge), op: B::And, right: Box::new(le) };
+                let (x, t) = self.expr(&both, scope)?;
+                (if *negated { Expr::Not(Box::new(x)) } else { x }, t)
+            }
+            SExpr::In { expr, target: ast::InTarget::List(list), negated, global: false } if !list.is_empty() => {
+                let mut acc: Option<SExpr> = None;
+                for v in list {
+                    let eq = SExpr::BinaryOp { left: expr.clone(), op: B::Eq, right: Box::new(v.clone()) };
+                    acc = Some(match acc {
+                        None => eq,
+                        Some(a) => SExpr::BinaryOp { left: Box::new(a), op: B::Or, right: Box::new(eq) },
+                    });
+                }
+                let (x, t) = self.expr(&acc.expect("non-empty list"), scope)?;
+                (if *negated { Expr::Not(Box::new(x)) } else { x }, t)
+            }
+            SExpr::Case { operand, conditions, else_result, .. } => {
+                let mut whens = Vec::new();
+                let mut ty: Option<SqlType> = None;
+                for c in conditions {
+                    let cond = match operand {
+                        Some(op) => SExpr::BinaryOp { left: op.clone(), op: B::Eq, right: Box::new(c.condition.clone()) },
+                        None => c.condition.clone(),
+                    };
+                    let (ce, ct) = self.expr(&cond, scope)?;
+                    self.boolean(ct, &c.condition, at)?;
+                    let (re, rt) = self.expr(&c.result, scope)?;
+                    ty = Some(merge_ty(ty, rt, &c.result, at)?);
+                    whens.push((ce, re));
+                }
+                let otherwise = match else_result {
+                    Some(x) => {
+                        let (re, rt) = self.expr(x, scope)?;
+                        ty = Some(merge_ty(ty, rt, x, at)?);
+                        Some(Box::new(re))
+                    }
+                    None => None,
+                };
+                (Expr::Case(whens, otherwise), ty.unwrap_or(SqlType::Double))
+            }
+            SExpr::Cast { expr, data_type, format: None, .. } => {
+                let (x, _) = self.expr(expr, scope)?;
+                let s = data_type.to_string().to_ascii_uppercase();
+                let (to, ty) = match s.as_str() {
+                    "DOUBLE" | "FLOAT" => (CastTo::Double, SqlType::Double),
+                    "INT" | "INTEGER" => (CastTo::Int, SqlType::Int),
+                    "BIGINT" => (CastTo::Int, SqlType::BigInt),
+                    "BOOLEAN" => (CastTo::Bool, SqlType::Boolean),
+                    "STRING" => (CastTo::Str, SqlType::String),
+                    _ if s.starts_with("VARCHAR") => (CastTo::Str, SqlType::String),
+                    _ if s.starts_with("DECIMAL") => {
+                        let scale = s.split_once(',').and_then(|(_, r)| r.trim().trim_end_matches(')').parse::<u8>().ok()).unwrap_or(0);
+                        (CastTo::Double, SqlType::Decimal(scale.min(18)))
+                    }
+                    _ => return Err(SqlError::unsupported(at, &format!("CAST to {data_type}"), "CAST to DOUBLE, DECIMAL(p, s), INT, BIGINT, BOOLEAN or STRING")),
+                };
+                (Expr::Cast(Box::new(x), to), ty)
+            }
+            SExpr::Ceil { expr, field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime) }
+            | SExpr::Floor { expr, field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime) } => {
+                let (x, t) = self.expr(expr, scope)?;
+                num(t, expr)?;
+                let f = if matches!(e, SExpr::Ceil { .. }) { Func::Ceil } else { Func::Floor };
+                (Expr::Call(f, vec![x]), t)
+            }
+            SExpr::Function(f) => {
+                if scope == Scope::Group {
+                    if let Some(r) = self.aggregate(f, at)? {
+                        return Ok(r);
+                    }
+                    if fname(f) == "EWMA_Z" {
+                        return self.detector(f, at);
+                    }
+                    if self.legacy {
+                        match fname(f).as_str() {
+                            "TUMBLE_START" | "HOP_START" | "SESSION_START" => return Ok((Expr::Col(START), SqlType::Timestamp)),
+                            "TUMBLE_END" | "HOP_END" | "SESSION_END" => return Ok((Expr::Col(END), SqlType::Timestamp)),
+                            "TUMBLE_ROWTIME" | "HOP_ROWTIME" | "SESSION_ROWTIME" => return Ok((Expr::Col(WTIME), SqlType::Timestamp)),
+                            _ => {}
+                        }
+                    }
+                } else if self.is_aggregate_name(f) {
+                    return Err(SqlError::at(at, format!("an aggregate ({}) in WHERE", fname(f)), "filter on aggregates with HAVING"));
+                }
+                let name = fname(f);
+                let func = match name.as_str() {
+                    "ABS" => Func::Abs,
+                    "SQRT" => Func::Sqrt,
+                    "POWER" => Func::Power,
+                    "LN" => Func::Ln,
+                    "LOG10" => Func::Log10,
+                    "EXP" => Func::Exp,
+                    "ROUND" => Func::Round,
+                    "FLOOR" => Func::Floor,
+                    "CEIL" | "CEILING" => Func::Ceil,
+                    "COALESCE" => Func::Coalesce,
+                    _ => return Err(SqlError::unsupported(at, &format!("the function {name}"), FUNCS)),
+                };
+                let args = args_of(f);
+                let arity_ok = match func {
+                    Func::Power => args.len() == 2,
+                    Func::Round => args.len() == 1 || args.len() == 2,
+                    Func::Coalesce => !args.is_empty(),
+                    _ => args.len() == 1,
+                };
+                if !arity_ok || args.iter().any(|a| a.0.is_some()) {
+                    return Err(SqlError::at(at, format!("wrong number of arguments to {name}"), "see docs/sql.md for each function's arguments"));
+                }
+                let mut xs = Vec::new();
+                let mut ty = None;
+                for (_, a) in &args {
+                    let (x, t) = self.expr(a, scope)?;
+                    let null = matches!(a, SExpr::Value(v) if v.value == ast::Value::Null);
+                    if func == Func::Coalesce {
+                        if !null {
+                            ty = Some(merge_ty(ty, t, a, at)?);
+                        }
+                    } else {
+                        num(t, a)?;
+                        ty.get_or_insert(t);
+                    }
+                    xs.push(x);
+                }
+                let ty = match func {
+                    Func::Coalesce | Func::Abs => ty.unwrap_or(SqlType::Double),
+                    Func::Round if args.len() == 1 => SqlType::BigInt,
+                    Func::Floor | Func::Ceil => SqlType::BigInt,
+                    _ => SqlType::Double,
+                };
+                (Expr::Call(func, xs), ty)
+            }
+            _ => {
+                return Err(SqlError::unsupported(
+                    at,
+                    &format!("the expression `{e}`"),
+                    "arithmetic, comparisons, AND/OR/NOT, CASE, CAST, LIKE, BETWEEN, IN (…), IS NULL and the functions in docs/sql.md",
+                ))
+            }
+        })
+    }
+
+    fn is_aggregate_name(&self, f: &ast::Function) -> bool {
+        matches!(
+            fname(f).as_str(),
+            "COUNT"
+                | "SUM"
+                | "AVG"
+                | "MIN"
+                | "MAX"
+                | "STDDEV_POP"
+                | "STDDEV_SAMP"
+                | "STDDEV"
+                | "VAR_POP"
+                | "VAR_SAMP"
+                | "VARIANCE"
+                | "RMS"
+                | "KURTOSIS"
+                | "CREST"
+                | "P2P"
+                | "APPROX_PERCENTILE"
+                | "EWMA_Z"
+        )
+    }
+
+    fn boolean(&self, t: SqlType, e: &SExpr, at: Location) -> Err<()> {
+        if t == SqlType::Boolean {
+            Ok(())
+        } else {
+            Err(SqlError::at(
+                loc_of(e, at),
+                format!("`{e}` is {}, not BOOLEAN", t.name()),
+                "write a condition, e.g. temp > 80",
+            ))
+        }
+    }
+}
+
+fn merge_ty(a: Option<SqlType>, b: SqlType, e: &SExpr, at: Location) -> Err<SqlType> {
+    match a {
+        None => Ok(b),
+        Some(a) if a == b => Ok(a),
+        Some(a) if a.is_numeric() && b.is_numeric() => Ok(SqlType::Double),
+        Some(a) => Err(SqlError::at(
+            loc_of(e, at),
+            format!("`{e}` is {}, the other branches are {}", b.name(), a.name()),
+            "give every branch the same type (CAST converts)",
+        )),
+    }
+}
+
+fn literal_num(e: &SExpr) -> Option<f64> {
+    match e {
+        SExpr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        SExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => literal_num(expr).map(|x| -x),
+        _ => None,
+    }
+}
+
+fn interval_arg(e: &SExpr, at: Location, what: &str) -> Err<i64> {
+    match e {
+        SExpr::Interval(iv) => super::ddl::interval_ms(iv, loc_of(e, at)),
+        _ => Err(SqlError::at(
+            loc_of(e, at),
+            format!("the {what} must be an interval, found `{e}`"),
+            "write INTERVAL '10' SECOND",
+        )),
+    }
+}
+
+/// Replaces detector placeholders once the slot count is known.
+fn place_flags(e: &mut Expr, nslots: u16) {
+    match e {
+        Expr::Col(c) if *c >= FLAG_BASE => *c = SLOTS + nslots + (*c - FLAG_BASE),
+        Expr::Neg(x)
+        | Expr::Not(x)
+        | Expr::IsNull(x, _)
+        | Expr::Like(x, _, _)
+        | Expr::Cast(x, _) => place_flags(x, nslots),
+        Expr::Bin(_, a, b) => {
+            place_flags(a, nslots);
+            place_flags(b, nslots);
+        }
+        Expr::Case(w, o) => {
+            for (c, r) in w {
+                place_flags(c, nslots);
+                place_flags(r, nslots);
+            }
+            if let Some(o) = o {
+                place_flags(o, nslots);
+            }
+        }
+        Expr::Call(_, xs) => xs.iter_mut().for_each(|x| place_flags(x, nslots)),
+        Expr::Lit(_) | Expr::Col(_) => {}
+    }
+}
+
+/// The window of a TVF call `TUMBLE(TABLE t, DESCRIPTOR(c), …)`: table
+/// name, time column, window.
+fn tvf(
+    f: &ast::Function,
+    at: Location,
+) -> Err<(String, Option<String>, Option<ast::Ident>, Window)> {
+    let name = fname(f);
+    let args = args_of(f);
+    let named = args.iter().any(|a| a.0.is_some());
+    let pick = |pos: usize, key: &str| -> Option<&SExpr> {
+        if named {
+            args.iter()
+                .find(|a| a.0.as_deref() == Some(key))
+                .map(|a| a.1)
+        } else {
+            args.get(pos).map(|a| a.1)
+        }
+    };
+    let need = |pos: usize, key: &str| {
+        pick(pos, key).ok_or_else(|| {
+            SqlError::at(
+                at,
+                format!("{name} is missing its {} argument", key.to_ascii_lowercase()),
+                "write TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND); HOP(TABLE t, DESCRIPTOR(rowtime), slide, size); SESSION(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), gap)",
+            )
+        })
+    };
+    let data = need(0, "DATA")?;
+    let (table, partition) = match data {
+        SExpr::Prefixed { prefix, value } if prefix.value == TABLE_ARG => match &**value {
+            SExpr::Tuple(items) => {
+                let n = items
+                    .first()
+                    .and_then(ident_name)
+                    .map(|i| i.value.clone())
+                    .unwrap_or_default();
+                if items.len() > 2 {
+                    return Err(SqlError::unsupported(
+                        loc_of(data, at),
+                        "PARTITION BY several columns",
+                        "PARTITION BY one key column",
+                    ));
+                }
+                (n, items.get(1).and_then(ident_name).cloned())
+            }
+            _ => {
+                return Err(SqlError::at(
+                    loc_of(data, at),
+                    format!("{name}'s first argument must be `TABLE name`"),
+                    "write TABLE sensors",
+                ))
+            }
+        },
+        _ => {
+            return Err(SqlError::at(
+                loc_of(data, at),
+                format!("{name}'s first argument must be `TABLE name`, found `{data}`"),
+                "write TABLE sensors",
+            ))
+        }
+    };
+    let timecol = need(1, "TIMECOL")?;
+    let col = match timecol {
+        SExpr::Function(d) if fname(d) == "DESCRIPTOR" => match args_of(d).as_slice() {
+            [(None, c)] => ident_name(c).map(|i| i.value.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(col) = col else {
+        return Err(SqlError::at(
+            loc_of(timecol, at),
+            format!("{name}'s second argument must be DESCRIPTOR(time_column)"),
+            "write DESCRIPTOR(rowtime)",
+        ));
+    };
+    let offset_pos = match name.as_str() {
+        "TUMBLE" => 3,
+        "HOP" | "CUMULATE" => 4,
+        _ => 3,
+    };
+    if pick(offset_pos, "OFFSET").is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            "a window OFFSET",
+            "windows aligned to the epoch (no offset)",
+        ));
+    }
+    let window = match name.as_str() {
+        "TUMBLE" => {
+            let size = interval_arg(need(2, "SIZE")?, at, "size")?;
+            Window {
+                kind: WindowKind::Tumbling { size },
+                desc: format!("tumbling, size {size} ms"),
+            }
+        }
+        "HOP" => {
+            let slide = interval_arg(need(2, "SLIDE")?, at, "slide")?;
+            let size = interval_arg(need(3, "SIZE")?, at, "size")?;
+            Window {
+                kind: WindowKind::Sliding { size, slide },
+                desc: format!("sliding (HOP), size {size} ms, slide {slide} ms"),
+            }
+        }
+        "SESSION" => {
+            let gap = interval_arg(need(2, "GAP")?, at, "gap")?;
+            Window {
+                kind: WindowKind::Session { gap },
+                desc: format!("session, gap {gap} ms"),
+            }
+        }
+        "CUMULATE" => {
+            let step = interval_arg(need(2, "STEP")?, at, "step")?;
+            let size = interval_arg(need(3, "SIZE")?, at, "size")?;
+            Window {
+                kind: WindowKind::Cumulate { step, size },
+                desc: format!("cumulating, step {step} ms, size {size} ms"),
+            }
+        }
+        _ => {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("the table function {name}"),
+                "TUMBLE, HOP, CUMULATE, SESSION",
+            ));
+        }
+    };
+    Ok((table, Some(col), partition, window))
+}
+
+/// A legacy group window `TUMBLE(rowtime, INTERVAL …)` in GROUP BY.
+fn legacy_window(f: &ast::Function, at: Location) -> Err<Option<(String, Window)>> {
+    let name = fname(f);
+    let args = args_of(f);
+    let col = || {
+        args.first()
+            .and_then(|a| ident_name(a.1))
+            .map(|i| i.value.clone())
+            .ok_or_else(|| {
+                SqlError::at(
+                    at,
+                    format!("{name}'s first argument is the time attribute"),
+                    format!("write {name}(rowtime, INTERVAL '10' SECOND)"),
+                )
+            })
+    };
+    let iv = |i: usize, what: &str| match args.get(i) {
+        Some(a) => interval_arg(a.1, at, what),
+        None => Err(SqlError::at(
+            at,
+            format!("{name} is missing its {what}"),
+            format!("write {name}(rowtime, INTERVAL '10' SECOND)"),
+        )),
+    };
+    Ok(Some(match name.as_str() {
+        "TUMBLE" => {
+            let size = iv(1, "size")?;
+            (
+                col()?,
+                Window {
+                    kind: WindowKind::Tumbling { size },
+                    desc: format!("tumbling, size {size} ms"),
+                },
+            )
+        }
+        "HOP" => {
+            let slide = iv(1, "slide")?;
+            let size = iv(2, "size")?;
+            (
+                col()?,
+                Window {
+                    kind: WindowKind::Sliding { size, slide },
+                    desc: format!("sliding (HOP), size {size} ms, slide {slide} ms"),
+                },
+            )
+        }
+        "SESSION" => {
+            let gap = iv(1, "gap")?;
+            (
+                col()?,
+                Window {
+                    kind: WindowKind::Session { gap },
+                    desc: format!("session, gap {gap} ms"),
+                },
+            )
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Compiles a file's statements.
+pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
+    let mut tables: Vec<Table> = Vec::new();
+    let mut sets: Vec<(String, String, Location)> = Vec::new();
+    let mut query = None;
+    for s in stmts {
+        match s {
+            Statement::CreateTable(t) => {
+                if tables.iter().any(|o| o.name.eq_ignore_ascii_case(&t.name)) {
+                    return Err(SqlError::at(
+                        t.at,
+                        format!("table `{}` is created twice", t.name),
+                        "give each table its own name",
+                    ));
+                }
+                tables.push(t)
+            }
+            Statement::Set(k, v, l) => sets.push((k, v, l)),
+            Statement::Query { at, .. } if query.is_some() => {
+                return Err(SqlError::unsupported(
+                    at,
+                    "a second query in one file",
+                    "one INSERT INTO / SELECT per pipeline file",
+                ));
+            }
+            q @ Statement::Query { .. } => query = Some(q),
+        }
+    }
+    let Some(Statement::Query {
+        explain,
+        insert,
+        query: q,
+        at,
+    }) = query
+    else {
+        return Err(SqlError::at(
+            Location { line: 0, column: 0 },
+            "the file has no query",
+            "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
+        ));
+    };
+    compile_query(&tables, &sets, explain, insert, &q, at)
+}
+
+fn compile_query(
+    tables: &[Table],
+    sets: &[(String, String, Location)],
+    explain: bool,
+    insert: Option<(String, Location)>,
+    q: &ast::Query,
+    at: Location,
+) -> Err<SqlPipeline> {
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            "WITH / ORDER BY / LIMIT / FETCH",
+            "a single SELECT … GROUP BY (results come in window order)",
+        ));
+    }
+    let SetExpr::Select(sel) = &*q.body else {
+        return Err(SqlError::unsupported(
+            at,
+            "UNION / INTERSECT / EXCEPT / VALUES / nested queries",
+            "a single SELECT",
+        ));
+    };
+    let at = loc_of(&sel.select_token.0, at);
+    if sel.distinct.is_some()
+        || sel.top.is_some()
+        || sel.into.is_some()
+        || !sel.lateral_views.is_empty()
+        || sel.prewhere.is_some()
+        || sel.qualify.is_some()
+        || !sel.named_window.is_empty()
+        || !sel.cluster_by.is_empty()
+        || !sel.distribute_by.is_empty()
+        || !sel.sort_by.is_empty()
+    {
+        return Err(SqlError::unsupported(
+            at,
+            "DISTINCT / TOP / INTO / QUALIFY / WINDOW / CLUSTER BY and similar clauses",
+            "SELECT … FROM … WHERE … GROUP BY … HAVING …",
+        ));
+    }
+    let [from] = &sel.from[..] else {
+        return Err(SqlError::unsupported(
+            at,
+            "a query over several tables (or none)",
+            "one table or one window TVF in FROM",
+        ));
+    };
+    if !from.joins.is_empty() {
+        return Err(SqlError::unsupported(
+            loc_of(&from.joins[0].relation, at),
+            "JOIN",
+            "one table or one window TVF in FROM",
+        ));
+    }
+    let group: Vec<&SExpr> = match &sel.group_by {
+        GroupByExpr::Expressions(v, m) if m.is_empty() => v.iter().collect(),
+        _ => {
+            return Err(SqlError::unsupported(
+                at,
+                "GROUP BY ALL / ROLLUP / CUBE / GROUPING SETS",
+                "GROUP BY window_start, window_end, key",
+            ))
+        }
+    };
+    // The window and the table.
+    let (tname, tcol, partition, mut window, legacy) = match &from.relation {
+        TableFactor::TableFunction {
+            expr: SExpr::Function(f),
+            ..
+        } => {
+            let (t, c, p, w) = tvf(f, loc_of(f, at))?;
+            (t, c, p, Some(w), false)
+        }
+        TableFactor::Table {
+            name, args: None, ..
+        } => (
+            name.0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.clone())
+                .unwrap_or_default(),
+            None,
+            None,
+            None,
+            true,
+        ),
+        other => {
+            return Err(SqlError::unsupported(
+                loc_of(other, at),
+                &format!("FROM {other}"),
+                "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND))",
+            ));
+        }
+    };
+    let Some(table) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&tname)) else {
+        return Err(SqlError::at(
+            at,
+            format!("no table `{tname}`"),
+            "create it first with CREATE TABLE … WITH (…)",
+        ));
+    };
+    let Some(rt) = &table.rowtime else {
+        return Err(SqlError::at(table.at, format!("table `{}` has no WATERMARK: weir runs on event time", table.name), "add `WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND` on a TIMESTAMP(3) column, or a computed `rowtime AS TO_TIMESTAMP_LTZ(ts, 3)` first"));
+    };
+    let rt_matches = |c: &str| c.eq_ignore_ascii_case(&rt.name);
+    if let Some(c) = &tcol {
+        if !rt_matches(c) {
+            return Err(SqlError::at(
+                at,
+                format!(
+                    "DESCRIPTOR({c}) is not the time attribute of `{}`",
+                    table.name
+                ),
+                format!("use DESCRIPTOR({})", rt.name),
+            ));
+        }
+    }
+    // GROUP BY.
+    let mut key: Option<usize> = None;
+    let (mut has_start, mut has_end) = (false, false);
+    for g in &group {
+        let gat = loc_of(*g, at);
+        if let SExpr::Function(f) = g {
+            if legacy {
+                if let Some((c, w)) = legacy_window(f, gat)? {
+                    if !rt_matches(&c) {
+                        return Err(SqlError::at(
+                            gat,
+                            format!("`{c}` is not the time attribute of `{}`", table.name),
+                            format!("group by {}({}, …)", fname(f), rt.name),
+                        ));
+                    }
+                    if window.is_some() {
+                        return Err(SqlError::unsupported(
+                            gat,
+                            "two group windows",
+                            "one TUMBLE / HOP / SESSION",
+                        ));
+                    }
+                    window = Some(w);
+                    continue;
+                }
+            }
+        }
+        let Some(id) = ident_name(g) else {
+            return Err(SqlError::unsupported(
+                gat,
+                &format!("GROUP BY `{g}`"),
+                "GROUP BY window_start, window_end and one key column",
+            ));
+        };
+        let n = id.value.as_str();
+        if !legacy && n.eq_ignore_ascii_case("window_start") {
+            has_start = true;
+        } else if !legacy && n.eq_ignore_ascii_case("window_end") {
+            has_end = true;
+        } else if !legacy && n.eq_ignore_ascii_case("window_time") {
+        } else {
+            let Some(ci) = table.column(n) else {
+                return Err(SqlError::at(
+                    gat,
+                    format!("`{}` has no column `{n}`", table.name),
+                    "group by a column of the table",
+                ));
+            };
+            if key.is_some_and(|k| k != ci) {
+                return Err(SqlError::unsupported(
+                    gat,
+                    "GROUP BY more than one key column",
+                    "one key column (combine ids upstream, e.g. plant/pump → one `sensor` column)",
+                ));
+            }
+            if !matches!(
+                table.columns[ci].ty,
+                SqlType::String | SqlType::Int | SqlType::BigInt
+            ) || ci == rt.column
+            {
+                return Err(SqlError::at(
+                    gat,
+                    format!("cannot group by `{n}` ({})", table.columns[ci].ty.name()),
+                    "group by a STRING, INT or BIGINT id column",
+                ));
+            }
+            key = Some(ci);
+        }
+    }
+    let Some(window) = window else {
+        return Err(SqlError::unsupported(at, "a query without a window (a stateless or unbounded aggregation)", "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)) … GROUP BY window_start, window_end"));
+    };
+    if !(legacy || has_start && has_end) {
+        return Err(SqlError::at(
+            at,
+            "a window aggregation must group by both window_start and window_end",
+            "write GROUP BY window_start, window_end[, key]",
+        ));
+    }
+    if let Some(p) = &partition {
+        let ci = table.column(&p.value).ok_or_else(|| {
+            SqlError::at(
+                ident_loc(p, at),
+                format!("`{}` has no column `{}`", table.name, p.value),
+                "partition by the key column",
+            )
+        })?;
+        if key.is_some_and(|k| k != ci) {
+            return Err(SqlError::at(
+                ident_loc(p, at),
+                "PARTITION BY and GROUP BY name different keys",
+                "partition and group by the same column",
+            ));
+        }
+        key = Some(ci);
+    } else if let (WindowKind::Session { .. }, Some(k), false) = (window.kind, key, legacy) {
+        // Flink would merge sessions across keys; weir's sessions are per key.
+        let k = &table.columns[k].name;
+        return Err(SqlError::at(
+            at,
+            "a SESSION window grouped by a key needs PARTITION BY that key",
+            format!("write SESSION(TABLE {} PARTITION BY {k}, …)", table.name),
+        ));
+    }
+    let fields: Vec<usize> = (0..table.columns.len())
+        .filter(|&i| i != rt.column && Some(i) != key && table.columns[i].ty.is_numeric())
+        .collect();
+    let mut cx = Ctx {
+        table,
+        fields,
+        key,
+        texts: Vec::new(),
+        computed: Vec::new(),
+        legacy,
+        slots: Vec::new(),
+        flags: Vec::new(),
+        at,
+    };
+    let filter = match &sel.selection {
+        Some(w) => {
+            let (e, t) = cx.expr(w, Scope::Row)?;
+            cx.boolean(t, w, at)?;
+            Some((e, w.to_string()))
+        }
+        None => None,
+    };
+    let mut columns = Vec::new();
+    for (i, item) in sel.projection.iter().enumerate() {
+        let (e, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            other => {
+                return Err(SqlError::unsupported(
+                    loc_of(other, at),
+                    &format!("`{other}` in the SELECT list"),
+                    "name each result column: SELECT window_start, window_end, AVG(v) AS mean",
+                ))
+            }
+        };
+        let (x, ty) = cx.expr(e, Scope::Group)?;
+        let name = alias.unwrap_or_else(|| match e {
+            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
+                ident_name(e).expect("identifier").value.clone()
+            }
+            _ => format!("EXPR${i}"),
+        });
+        columns.push((ResultColumn { name, ty, expr: x }, e.to_string()));
+    }
+    let having = match &sel.having {
+        Some(h) => {
+            let (e, t) = cx.expr(h, Scope::Group)?;
+            cx.boolean(t, h, at)?;
+            Some((e, h.to_string()))
+        }
+        None => None,
+    };
+    for (i, (c, _)) in columns.iter().enumerate() {
+        if columns[..i]
+            .iter()
+            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
+        {
+            return Err(SqlError::at(
+                at,
+                format!("two result columns are named `{}`", c.name),
+                "give them different aliases with AS",
+            ));
+        }
+    }
+    if cx.slots.is_empty() {
+        return Err(SqlError::at(
+            at,
+            "the query computes no aggregate",
+            "add an aggregate, e.g. COUNT(*) or AVG(value)",
+        ));
+    }
+    if cx.fields.is_empty() {
+        return Err(SqlError::at(
+            table.at,
+            format!(
+                "table `{}` has no numeric column besides the key and time",
+                table.name
+            ),
+            "declare the measured value, e.g. `value DOUBLE`",
+        ));
+    }
+    // Settings.
+    let mut name = insert
+        .as_ref()
+        .map_or_else(|| "query".to_string(), |i| i.0.clone());
+    let mut state = StateSpec::default();
+    for (k, v, l) in sets {
+        let bad = |what: &str| {
+            SqlError::at(
+                *l,
+                format!("'{k}' = '{v}': {what}"),
+                "see docs/sql.md for the SET options",
+            )
+        };
+        match k.as_str() {
+            "pipeline.name" => name = v.clone(),
+            "weir.state.max-keys" => {
+                state.max_keys = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("not a positive number"))?
+            }
+            "table.exec.state.ttl" => {
+                state.ttl = Some(
+                    crate::pipeline_file::parse_duration(&v.replace(' ', ""), TimeUnit::Millis)
+                        .filter(|t| *t > 0)
+                        .ok_or_else(|| bad("not a duration such as 1h"))?,
+                )
+            }
+            _ => {
+                return Err(SqlError::unsupported(
+                    *l,
+                    &format!("SET '{k}'"),
+                    "SET 'pipeline.name', 'weir.state.max-keys', 'table.exec.state.ttl'",
+                ))
+            }
+        }
+    }
+    let first = cx
+        .slots
+        .iter()
+        .map(|s| s.1)
+        .find(|f| *f != ANY_FIELD)
+        .unwrap_or(0);
+    for s in &mut cx.slots {
+        if s.1 == ANY_FIELD {
+            s.1 = first;
+        }
+    }
+    for f in &mut cx.flags {
+        if f.0 == ANY_FIELD {
+            f.0 = first;
+        }
+    }
+    // One operator per aggregated field, in order of first use.
+    let mut op_fields: Vec<usize> = Vec::new();
+    for (_, f) in &cx.slots {
+        if !op_fields.contains(f) {
+            op_fields.push(*f);
+        }
+    }
+    let source_name = table.name.clone();
+    let mut operators = Vec::new();
+    let mut slot_place = vec![(0, 0); cx.slots.len()];
+    for (pos, f) in op_fields.iter().enumerate() {
+        let mut aggregates = Vec::new();
+        for (si, (a, sf)) in cx.slots.iter().enumerate() {
+            if sf == f {
+                slot_place[si] = (pos, aggregates.len());
+                aggregates.push(*a);
+            }
+        }
+        let detect = cx
+            .flags
+            .iter()
+            .find(|fl| fl.0 == *f)
+            .map(|(_, on, d)| DetectSpec {
+                on: Some(*on),
+                detector: *d,
+                order: SampleOrder::EventTime,
+            });
+        let field = cx.field_name(*f);
+        operators.push(OperatorSpec {
+            id: if op_fields.len() == 1 {
+                name.clone()
+            } else {
+                format!("{name}_{field}")
+            },
+            source: source_name.clone(),
+            field,
+            kind: OperatorKind::Window(WindowSpec {
+                kind: window.kind,
+                allowed_lateness: 0,
+                aggregates,
+                detect,
+            }),
+        });
+    }
+    if operators.iter().any(|o| matches!(&o.kind, OperatorKind::Window(w) if w.aggregates.len() > weir_core::spec::MAX_AGGS)) {
+        return Err(SqlError::unsupported(at, "more than 16 aggregates of one column", "at most 16 aggregates per column"));
+    }
+    let flags: Vec<usize> = cx
+        .flags
+        .iter()
+        .map(|fl| {
+            op_fields
+                .iter()
+                .position(|f| *f == fl.0)
+                .expect("flag field has an operator")
+        })
+        .collect();
+    let nslots = cx.slots.len() as u16;
+    for (c, _) in &mut columns {
+        place_flags(&mut c.expr, nslots);
+    }
+    let having = having.map(|(mut e, s)| {
+        place_flags(&mut e, nslots);
+        (e, s)
+    });
+    let field_names: Vec<String> = (0..cx.fields.len() + cx.computed.len())
+        .map(|f| cx.field_name(f))
+        .collect();
+    let mut source = SourceSpec::new(&source_name, field_names.iter().cloned());
+    source.max_out_of_orderness = rt.delay_ms;
+    let spec = PipelineSpec {
+        name: name.clone(),
+        time: TimeSpec::new(TimeUnit::Millis),
+        sources: vec![source],
+        operators,
+        state,
+    };
+    spec.validate()
+        .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
+    let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
+    let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()])?;
+    let sink = match insert {
+        None => None,
+        Some((s, l)) => {
+            let Some(t) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&s)) else {
+                return Err(SqlError::at(
+                    l,
+                    format!("no table `{s}` to insert into"),
+                    "create the sink with CREATE TABLE … WITH ('connector' = 'mqtt', 'topic' = …)",
+                ));
+            };
+            if t.columns.len() != columns.len() {
+                return Err(SqlError::at(
+                    l,
+                    format!(
+                        "`{s}` has {} columns, the query gives {}",
+                        t.columns.len(),
+                        columns.len()
+                    ),
+                    "select one value per sink column, in the sink's order",
+                ));
+            }
+            let connector = t
+                .option("connector")
+                .map(|c| c.0.to_string())
+                .unwrap_or_default();
+            Some(Sink {
+                name: t.name.clone(),
+                connector,
+                topic: t.option("topic").map(|x| x.0.to_string()),
+                path: t.option("path").map(|x| x.0.to_string()),
+            })
+        }
+    };
+    let mut ex = String::new();
+    let _ = writeln!(
+        ex,
+        "pipeline `{name}` (event time, ms; state: at most {} keys{})",
+        spec.state.max_keys,
+        spec.state
+            .ttl
+            .map_or(String::new(), |t| format!(", ttl {t} ms"))
+    );
+    let _ = writeln!(
+        ex,
+        "source `{source_name}`: fields [{}], key {}, time `{}`, watermark = newest - {} ms - 1",
+        field_names.join(", "),
+        key.map_or("(none: one group)".to_string(), |k| format!(
+            "`{}`",
+            table.columns[k].name
+        )),
+        rt.name,
+        rt.delay_ms
+    );
+    if let Some((_, s)) = &filter {
+        let _ = writeln!(ex, "filter (on samples, before the engine): {s}");
+    }
+    for o in &spec.operators {
+        if let OperatorKind::Window(w) = &o.kind {
+            let aggs: Vec<String> = w
+                .aggregates
+                .iter()
+                .map(|a| format!("{a:?}").to_ascii_lowercase())
+                .collect();
+            let _ = write!(
+                ex,
+                "operator `{}`: window {} over `{}`, aggregates [{}]",
+                o.id,
+                window.desc,
+                o.field,
+                aggs.join(", ")
+            );
+            if let Some(d) = &w.detect {
+                let _ = write!(
+                    ex,
+                    ", detect {:?} on {:?}",
+                    d.detector,
+                    d.on.expect("window detectors watch an aggregate")
+                );
+            }
+            ex.push('\n');
+        }
+    }
+    if let Some((_, s)) = &having {
+        let _ = writeln!(ex, "having (on window rows, after the engine): {s}");
+    }
+    let _ = writeln!(ex, "result columns:");
+    for (c, s) in &columns {
+        let _ = writeln!(ex, "  {} {} = {s}", c.name, c.ty.name());
+    }
+    if let Some(s) = &sink {
+        let _ = writeln!(ex, "sink `{}` ({})", s.name, s.connector);
+    }
+    Ok(SqlPipeline {
+        pipeline: PipelineFile {
+            spec,
+            csv: vec![csv],
+            mqtt: vec![mqtt],
+        },
+        query: Query {
+            filter: filter.map(|f| f.0),
+            texts: cx.texts.len(),
+            columns_in: cx.fields.len(),
+            computed: cx.computed.iter().map(|c| c.0.clone()).collect(),
+            keyed: key.is_some(),
+            ops: (0..op_fields.len()).collect(),
+            slots: slot_place,
+            flags,
+            having: having.map(|h| h.0),
+            columns: columns.into_iter().map(|c| c.0).collect(),
+            explain: ex,
+        },
+        explain,
+        input_path,
+        sink,
+    })
+}
+
+fn csv_mapping(
+    t: &Table,
+    key: Option<usize>,
+    fields: &[usize],
+    texts: &[usize],
+) -> Err<(CsvMapping, Option<String>)> {
+    let rt = t.rowtime.as_ref().expect("checked");
+    let conn = t.option("connector");
+    let path = match conn {
+        Some(("filesystem", _)) => {
+            match t.option("format") {
+                Some(("csv", _)) => {}
+                Some((f, l)) => {
+                    return Err(SqlError::unsupported(
+                        l,
+                        &format!("the filesystem format '{f}'"),
+                        "'format' = 'csv'",
+                    ))
+                }
+                None => {
+                    return Err(SqlError::at(
+                        t.at,
+                        "a filesystem table needs 'format'",
+                        "add 'format' = 'csv'",
+                    ))
+                }
+            }
+            t.option("path").map(|p| p.0.to_string())
+        }
+        Some(("mqtt", _)) => None,
+        Some((c, l)) => {
+            return Err(SqlError::unsupported(
+                l,
+                &format!("the connector '{c}'"),
+                "'connector' = 'filesystem' (CSV) or 'mqtt'",
+            ))
+        }
+        None => {
+            return Err(SqlError::at(
+                t.at,
+                format!("table `{}` has no 'connector' option", t.name),
+                "add 'connector' = 'filesystem' or 'mqtt'",
+            ))
+        }
+    };
+    let columns = (0..t.columns.len())
+        .map(|i| {
+            if Some(i) == key {
+                Column::Key
+            } else if i == rt.column {
+                Column::Ts
+            } else if let Some(p) = fields.iter().position(|&f| f == i) {
+                Column::Field(p)
+            } else if let Some(p) = texts.iter().position(|&f| f == i) {
+                Column::Text(p)
+            } else {
+                Column::Skip
+            }
+        })
+        .collect();
+    let timestamp = match rt.epoch_precision {
+        Some(0) => TsFormat::Seconds,
+        Some(_) => TsFormat::Millis,
+        None => TsFormat::Datetime,
+    };
+    let header = match t.option("csv.ignore-first-line") {
+        None | Some(("false", _)) => false,
+        Some(("true", _)) => true,
+        Some((v, l)) => {
+            return Err(SqlError::at(
+                l,
+                format!("'csv.ignore-first-line' = '{v}'"),
+                "use 'true' or 'false'",
+            ))
+        }
+    };
+    Ok((
+        CsvMapping {
+            columns,
+            header,
+            timestamp,
+            key: t.name.clone(),
+        },
+        path,
+    ))
+}
+
+fn mqtt_source(t: &Table, key: Option<usize>, fields: &[String]) -> Err<Option<MqttSource>> {
+    if t.option("connector").map(|c| c.0) != Some("mqtt") {
+        return Ok(None);
+    }
+    let rt = t.rowtime.as_ref().expect("checked");
+    let Some((topics, tl)) = t.option("topic") else {
+        return Err(SqlError::at(
+            t.at,
+            "an mqtt table needs 'topic'",
+            "add 'topic' = 'plant/+/temp' (several filters separated by ';')",
+        ));
+    };
+    let topics: Vec<String> = topics.split(';').map(|s| s.trim().to_string()).collect();
+    for f in &topics {
+        check_topic_filter(f)
+            .map_err(|e| SqlError::at(tl, e, "write filters like sensors/+/temp or plant/#"))?;
+    }
+    let qos = match t.option("qos") {
+        None | Some(("1", _)) => 1,
+        Some(("0", _)) => 0,
+        Some((q, l)) => {
+            return Err(SqlError::unsupported(
+                l,
+                &format!("'qos' = '{q}'"),
+                "'qos' = '1' (acknowledged after the journal commit) or '0'",
+            ))
+        }
+    };
+    let format = match t.option("format") {
+        Some(("json", _)) => Format::Json,
+        Some(("cbor", _)) => Format::Cbor,
+        Some(("senml-json", _)) => Format::SenmlJson,
+        Some(("senml-cbor", _)) => Format::SenmlCbor,
+        Some((f, l)) => {
+            return Err(SqlError::unsupported(
+                l,
+                &format!("the format '{f}'"),
+                "'json', 'cbor', 'senml-json' or 'senml-cbor'",
+            ))
+        }
+        None => {
+            return Err(SqlError::at(
+                t.at,
+                "an mqtt table needs 'format'",
+                "add 'format' = 'json'",
+            ))
+        }
+    };
+    let mut cfg = DecoderConfig::new(format);
+    let senml = matches!(format, Format::SenmlJson | Format::SenmlCbor);
+    let opt = |k: &str| t.option(k).map(|v| v.0.to_string());
+    if let Some(level) = t.option("key.topic-level") {
+        cfg.key_from_topic = Some(level.0.parse().map_err(|_| {
+            SqlError::at(
+                level.1,
+                "'key.topic-level' must be a level number",
+                "e.g. '1' for the second level of plant/pump-1/temp",
+            )
+        })?);
+    } else if let Some(k) = opt("key.path") {
+        cfg.key = Some(k);
+    } else if let Some(k) = opt("key.const") {
+        cfg.key_const = Some(k);
+    } else if !senml {
+        match key {
+            Some(k) => cfg.key = Some(t.columns[k].name.clone()),
+            None => cfg.key_const = Some(t.name.clone()),
+        }
+    }
+    if !senml {
+        cfg.ts = Some(opt("timestamp.path").unwrap_or_else(|| t.columns[rt.column].name.clone()));
+    } else {
+        cfg.ts = opt("timestamp.path");
+    }
+    cfg.ts_unit = match (opt("timestamp.unit").as_deref(), rt.epoch_precision) {
+        (Some("s"), _) | (None, Some(0)) => TsUnit::Seconds,
+        (Some("ms"), _) | (None, _) => TsUnit::Millis,
+        (Some("us"), _) => TsUnit::Micros,
+        (Some("ns"), _) => TsUnit::Nanos,
+        (Some(u), _) => {
+            return Err(SqlError::at(
+                t.option("timestamp.unit").expect("given").1,
+                format!("unknown timestamp unit '{u}'"),
+                "use 's', 'ms', 'us' or 'ns'",
+            ))
+        }
+    };
+    for f in fields {
+        if let Some(p) = opt(&format!("fields.{}.path", f.to_ascii_lowercase())) {
+            cfg.fields.insert(f.clone(), p);
+        }
+    }
+    let decoder = cfg
+        .build(fields, TimeUnit::Millis)
+        .map_err(|e| SqlError::at(t.at, e.to_string(), "see the mqtt options in docs/sql.md"))?;
+    Ok(Some(MqttSource {
+        topics,
+        qos,
+        decoder,
+    }))
+}

@@ -1,0 +1,314 @@
+//! `weir sql`: an interactive shell in the manner of Flink's SQL client.
+//!
+//! Statements end with `;` and may span lines. `CREATE TABLE` and `SET`
+//! are kept for the session; a `SELECT` (or `INSERT INTO … SELECT`) runs at
+//! once over the source table's `'path'` file and prints its rows as a
+//! table (Flink's "tableau" result mode); `EXPLAIN` prints the plan. Also:
+//! `SHOW TABLES`, `HELP`, `QUIT` / `EXIT`.
+
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+
+use super::{plan, statements, Statement};
+
+/// Splits complete statements (ending in `;` outside quotes and `--`
+/// comments) off the front of `buf`; what is left is an unfinished one.
+fn take_statements(buf: &mut String) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut quote, mut comment, mut start) = (None::<char>, false, 0);
+    let bytes: Vec<(usize, char)> = buf.char_indices().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (at, c) = bytes[i];
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+        } else if c == '\'' || c == '`' {
+            quote = Some(c);
+        } else if c == '-' && bytes.get(i + 1).is_some_and(|n| n.1 == '-') {
+            comment = true;
+        } else if c == ';' {
+            let s = buf[start..at].trim();
+            if !s.is_empty() {
+                out.push(s.to_string());
+            }
+            start = at + 1;
+        }
+        i += 1;
+    }
+    *buf = buf[start..].to_string();
+    out
+}
+
+/// The session: statements kept across queries.
+#[derive(Default)]
+struct Session {
+    kept: Vec<(String, Statement)>,
+}
+
+const HELP: &str = "Statements (end each with ;):
+  CREATE TABLE t (...) WITH (...)   register a table for this session
+  SET 'key' = 'value'               pipeline.name, weir.state.max-keys, table.exec.state.ttl
+  SELECT ... / INSERT INTO ...      run over the source table's 'path' and print the rows
+  EXPLAIN SELECT ...                print the plan
+  SHOW TABLES                       list the registered tables
+  HELP                              this text
+  QUIT / EXIT                       leave
+The supported Flink SQL is listed in docs/sql.md.";
+
+impl Session {
+    /// Runs one statement; `Ok(false)` ends the session.
+    fn run(&mut self, text: &str, out: &mut dyn Write) -> io::Result<bool> {
+        let word = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match word.as_str() {
+            "QUIT" | "EXIT" => return Ok(false),
+            "HELP" => {
+                writeln!(out, "{HELP}")?;
+                return Ok(true);
+            }
+            "SHOW" => {
+                let mut n = 0;
+                for (_, s) in &self.kept {
+                    if let Statement::CreateTable(t) = s {
+                        writeln!(out, "{}", t.name)?;
+                        n += 1;
+                    }
+                }
+                writeln!(out, "{n} table(s)")?;
+                return Ok(true);
+            }
+            _ => {}
+        }
+        let parsed = match super::on_big_stack(|| statements(text)) {
+            Ok(v) => v,
+            Err(e) => {
+                error(out, e.line, e.col, &e.msg, &e.help)?;
+                return Ok(true);
+            }
+        };
+        for s in parsed {
+            match s {
+                Statement::CreateTable(ref t) => {
+                    let exists = self.kept.iter().any(|(_, k)| {
+                        matches!(k, Statement::CreateTable(o) if o.name.eq_ignore_ascii_case(&t.name))
+                    });
+                    if exists {
+                        error(
+                            out,
+                            0,
+                            0,
+                            &format!("table `{}` already exists", t.name),
+                            "give the new table another name",
+                        )?;
+                        continue;
+                    }
+                    self.kept.push((text.to_string(), s));
+                    writeln!(out, "[INFO] Execute statement succeeded.")?;
+                }
+                Statement::Set(..) => {
+                    self.kept.push((text.to_string(), s));
+                    writeln!(out, "[INFO] Execute statement succeeded.")?;
+                }
+                q @ Statement::Query { .. } => {
+                    let mut all: Vec<Statement> = self.kept.iter().map(|k| k.1.clone()).collect();
+                    all.push(q);
+                    match super::on_big_stack(|| plan::compile(all)) {
+                        Ok(p) => self.query(&p, out)?,
+                        Err(e) => error(out, e.line, e.col, &e.msg, &e.help)?,
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn query(&self, p: &super::SqlPipeline, out: &mut dyn Write) -> io::Result<()> {
+        if p.explain {
+            return write!(out, "{}", p.query.explain);
+        }
+        let Some(path) = &p.input_path else {
+            return error(
+                out,
+                0,
+                0,
+                "the source table has no 'path' to read",
+                "give the filesystem table 'path' = 'file.csv' (the shell reads files; weir run reads MQTT)",
+            );
+        };
+        let file = match std::fs::File::open(Path::new(path)) {
+            Ok(f) => f,
+            Err(e) => {
+                return error(
+                    out,
+                    0,
+                    0,
+                    &format!("cannot open {path}: {e}"),
+                    "check the table's 'path' (relative to where weir sql runs)",
+                )
+            }
+        };
+        let mut csv = Vec::new();
+        let mut bad = 0u64;
+        let (sum, _) = super::exec::replay(p, io::BufReader::new(file), &mut csv, |_, _| bad += 1)?;
+        let text = String::from_utf8_lossy(&csv);
+        tableau(out, &text)?;
+        writeln!(
+            out,
+            "{} row(s) in set ({} input rows, {} bad, {} late)",
+            sum.windows, sum.rows, bad, sum.late
+        )
+    }
+}
+
+fn error(out: &mut dyn Write, line: u64, col: u64, msg: &str, help: &str) -> io::Result<()> {
+    if line > 0 {
+        writeln!(out, "[ERROR] {line}:{col}: {msg}")?;
+    } else {
+        writeln!(out, "[ERROR] {msg}")?;
+    }
+    if !help.is_empty() {
+        writeln!(out, "  help: {help}")?;
+    }
+    Ok(())
+}
+
+/// CSV result text as a bordered table (quoted fields are shown as written).
+fn tableau(out: &mut dyn Write, csv: &str) -> io::Result<()> {
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let Some(head) = rows.first() else {
+        return Ok(());
+    };
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let rule: String = width
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+";
+    writeln!(out, "{rule}")?;
+    for (n, r) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (i, w) in width.iter().enumerate() {
+            let c = r.get(i).copied().unwrap_or("");
+            line.push_str(&format!("| {c:>w$} "));
+        }
+        writeln!(out, "{line}|")?;
+        if n == 0 {
+            writeln!(out, "{rule}")?;
+        }
+    }
+    writeln!(out, "{rule}")
+}
+
+/// Runs statements from `input` until it ends or `QUIT`; with `prompt`,
+/// shows Flink's `Flink SQL>` prompt (and `>` on continuation lines).
+///
+/// # Errors
+/// I/O errors of `input` or `out`. SQL errors are printed and the session
+/// goes on.
+pub fn run<R: BufRead, W: Write>(input: R, mut out: W, prompt: bool) -> io::Result<()> {
+    let mut session = Session::default();
+    let mut buf = String::new();
+    if prompt {
+        write!(out, "Flink SQL> ")?;
+        out.flush()?;
+    }
+    for line in input.lines() {
+        buf.push_str(&line?);
+        buf.push('\n');
+        for stmt in take_statements(&mut buf) {
+            if !session.run(&stmt, &mut out)? {
+                return out.flush();
+            }
+        }
+        if prompt {
+            write!(
+                out,
+                "{}",
+                if buf.trim().is_empty() {
+                    "Flink SQL> "
+                } else {
+                    "> "
+                }
+            )?;
+            out.flush()?;
+        }
+    }
+    if !buf.trim().is_empty() {
+        session.run(buf.trim(), &mut out)?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_at_semicolons_outside_quotes_and_comments() {
+        let mut b = "SET 'a;b' = 'c'; -- x; y\nSELECT `q;` FROM t;\nSELECT 1".to_string();
+        let v = take_statements(&mut b);
+        assert_eq!(v, ["SET 'a;b' = 'c'", "-- x; y\nSELECT `q;` FROM t"]);
+        assert_eq!(b, "\nSELECT 1");
+    }
+
+    #[test]
+    fn a_session_creates_queries_and_reports_errors() {
+        let dir = std::env::temp_dir().join(format!("weir-sql-shell-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("bid.csv");
+        std::fs::write(
+            &data,
+            "2020-04-15 08:05:00,4.00,C\n2020-04-15 08:07:00,2.00,A\n2020-04-15 08:09:00,5.00,D\n2020-04-15 08:11:00,3.00,B\n",
+        )
+        .unwrap();
+        let script = format!(
+            "CREATE TABLE Bid (bidtime TIMESTAMP(3), price DECIMAL(10, 2), item STRING,
+  WATERMARK FOR bidtime AS bidtime - INTERVAL '1' SECOND)
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+SHOW TABLES;
+SELECT window_start, SUM(price) AS total
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;
+SELECT nope FROM Bid;
+CREATE TABLE Bid (x INT) WITH ('connector' = 'mqtt');
+QUIT;
+SHOW TABLES;
+",
+            data.display()
+        );
+        let mut out = Vec::new();
+        run(script.as_bytes(), &mut out, false).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let want = "[INFO] Execute statement succeeded.
+Bid
+1 table(s)
++-------------------------+-------+
+|            window_start | total |
++-------------------------+-------+
+| 2020-04-15 08:00:00.000 | 11.00 |
+| 2020-04-15 08:10:00.000 |  3.00 |
++-------------------------+-------+
+2 row(s) in set (4 input rows, 0 bad, 0 late)
+";
+        assert!(out.starts_with(want), "{out}");
+        let rest = &out[want.len()..];
+        assert!(rest.starts_with("[ERROR] "), "{rest}");
+        assert!(rest.contains("table `Bid` already exists"), "{rest}");
+        // Nothing after QUIT ran.
+        assert_eq!(rest.matches("table(s)").count(), 0, "{rest}");
+    }
+}

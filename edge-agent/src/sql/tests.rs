@@ -1,0 +1,759 @@
+//! SQL front end tests: Flink's documented window TVF examples (the `Bid`
+//! table), hand-computed rows, W1 against its TOML twin, and errors.
+
+use super::*;
+
+/// Flink's `Bid` table from the windowing TVF documentation.
+const BID_DDL: &str = "CREATE TABLE Bid (
+  bidtime TIMESTAMP(3),
+  price DECIMAL(10, 2),
+  item STRING,
+  WATERMARK FOR bidtime AS bidtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'bid.csv', 'format' = 'csv');
+";
+
+/// Its rows, as Flink's documentation lists them.
+const BID_ROWS: &str = "2020-04-15 08:05:00,4.00,C
+2020-04-15 08:07:00,2.00,A
+2020-04-15 08:09:00,5.00,D
+2020-04-15 08:11:00,3.00,B
+2020-04-15 08:13:00,1.00,E
+2020-04-15 08:17:00,6.00,F
+";
+
+fn run(sql: &str, input: &str) -> Vec<String> {
+    let p = parse("q.sql", sql).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    exec::replay(&p, input.as_bytes(), &mut out, |b, _| bad.push(b.clone())).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let text = String::from_utf8(out).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    // Rows of different keys fire in key order, not the documentation's.
+    lines[1..].sort();
+    lines
+}
+
+fn bid(query: &str) -> Vec<String> {
+    run(&format!("{BID_DDL}{query}"), BID_ROWS)
+}
+
+fn err(sql: &str) -> ConfigError {
+    parse("q.sql", sql).unwrap_err()
+}
+
+#[test]
+fn tumble_as_flink_documents_it() {
+    let rows = bid("SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(
+    TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,window_end,total_price",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,11.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00",
+        ]
+    );
+}
+
+#[test]
+fn hop_as_flink_documents_it() {
+    let rows = bid("SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(
+    HOP(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES, INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,window_end,total_price",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,11.00",
+            "2020-04-15 08:05:00.000,2020-04-15 08:15:00.000,15.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00",
+            "2020-04-15 08:15:00.000,2020-04-15 08:25:00.000,6.00",
+        ]
+    );
+}
+
+#[test]
+fn hop_with_named_arguments() {
+    let rows = bid("SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(
+    HOP(DATA => TABLE Bid, TIMECOL => DESCRIPTOR(bidtime), SLIDE => INTERVAL '5' MINUTES, SIZE => INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows[2],
+        "2020-04-15 08:05:00.000,2020-04-15 08:15:00.000,15.00"
+    );
+}
+
+#[test]
+fn cumulate_as_flink_documents_it() {
+    let rows = bid("SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(
+    CUMULATE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '2' MINUTES, INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,window_end,total_price",
+            "2020-04-15 08:00:00.000,2020-04-15 08:06:00.000,4.00",
+            "2020-04-15 08:00:00.000,2020-04-15 08:08:00.000,6.00",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,11.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:12:00.000,3.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:14:00.000,4.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:16:00.000,4.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:18:00.000,10.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00",
+        ]
+    );
+}
+
+#[test]
+fn session_without_and_with_partition() {
+    // Gaps between bids are all under 5 minutes: one session, 08:05 to
+    // 08:17 + 5 min.
+    let rows = bid("SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(SESSION(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows[1..],
+        ["2020-04-15 08:05:00.000,2020-04-15 08:22:00.000,21.00"]
+    );
+    // Every item bids once: one session per item, [bidtime, bidtime + 5 min).
+    let rows = bid(
+        "SELECT window_start, window_end, item, SUM(price) AS total_price
+  FROM TABLE(SESSION(TABLE Bid PARTITION BY item, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  GROUP BY item, window_start, window_end;",
+    );
+    assert_eq!(
+        rows,
+        [
+            "window_start,window_end,item,total_price",
+            "2020-04-15 08:05:00.000,2020-04-15 08:10:00.000,C,4.00",
+            "2020-04-15 08:07:00.000,2020-04-15 08:12:00.000,A,2.00",
+            "2020-04-15 08:09:00.000,2020-04-15 08:14:00.000,D,5.00",
+            "2020-04-15 08:11:00.000,2020-04-15 08:16:00.000,B,3.00",
+            "2020-04-15 08:13:00.000,2020-04-15 08:18:00.000,E,1.00",
+            "2020-04-15 08:17:00.000,2020-04-15 08:22:00.000,F,6.00",
+        ]
+    );
+}
+
+#[test]
+fn tumble_grouped_by_a_key() {
+    let rows = bid(
+        "SELECT window_start, window_end, item, SUM(price) AS total_price
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end, item;",
+    );
+    assert_eq!(
+        rows[1..],
+        [
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,A,2.00",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,C,4.00",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,D,5.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,B,3.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,E,1.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,F,6.00",
+        ]
+    );
+}
+
+#[test]
+fn legacy_group_window_gives_the_tvf_rows() {
+    let rows = bid(
+        "SELECT TUMBLE_START(bidtime, INTERVAL '10' MINUTE) AS window_start,
+       TUMBLE_END(bidtime, INTERVAL '10' MINUTE) AS window_end,
+       SUM(price) AS total_price
+  FROM Bid
+  GROUP BY TUMBLE(bidtime, INTERVAL '10' MINUTE);",
+    );
+    assert_eq!(
+        rows[1..],
+        [
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,11.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00",
+        ]
+    );
+}
+
+#[test]
+fn every_aggregate_by_hand() {
+    let rows = bid(
+        "SELECT window_start, COUNT(*) AS n, COUNT(price) AS np, SUM(price) AS s, AVG(price) AS a,
+       MIN(price) AS lo, MAX(price) AS hi, STDDEV_POP(price) AS sp, STDDEV_SAMP(price) AS ss,
+       VAR_POP(price) AS vp, VAR_SAMP(price) AS vs, RMS(price) AS r, P2P(price) AS pp,
+       CREST(price) AS c, KURTOSIS(price) AS k, APPROX_PERCENTILE(price, 0.5) AS med
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;",
+    );
+    assert_eq!(
+        rows[0],
+        "window_start,n,np,s,a,lo,hi,sp,ss,vp,vs,r,pp,c,k,med"
+    );
+    assert_eq!(rows.len(), 3);
+    // Window 08:00–08:10 holds 4, 2, 5; 08:10–08:20 holds 3, 1, 6.
+    for (row, xs) in rows[1..].iter().zip([[4.0f64, 2.0, 5.0], [3.0, 1.0, 6.0]]) {
+        let v: Vec<f64> = row.split(',').skip(1).map(|x| x.parse().unwrap()).collect();
+        let n = xs.len() as f64;
+        let sum: f64 = xs.iter().sum();
+        let mean = sum / n;
+        let m2: f64 = xs.iter().map(|x| (x - mean).powi(2)).sum();
+        let m4: f64 = xs.iter().map(|x| (x - mean).powi(4)).sum();
+        let lo = xs.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = xs.iter().cloned().fold(f64::MIN, f64::max);
+        let rms = (xs.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
+        let want = [
+            n,
+            n,
+            sum,
+            mean,
+            lo,
+            hi,
+            (m2 / n).sqrt(),
+            (m2 / (n - 1.0)).sqrt(),
+            m2 / n,
+            m2 / (n - 1.0),
+            rms,
+            hi - lo,
+            hi / rms,
+            n * m4 / (m2 * m2),
+        ];
+        for (i, w) in want.iter().enumerate() {
+            assert!(
+                (v[i] - w).abs() < 1e-5,
+                "{row}: column {i}: {} vs {w}",
+                v[i]
+            );
+        }
+        // The sketch's median of three values: the middle one, within
+        // the sketch's relative error.
+        let mut sorted = xs;
+        sorted.sort_by(f64::total_cmp);
+        assert!((v[14] - sorted[1]).abs() <= 0.04 * sorted[1], "{row}");
+    }
+    // Integers print as integers, DECIMAL(10, 2) sums and extremes with two
+    // decimals, doubles with six.
+    assert!(
+        rows[1].starts_with("2020-04-15 08:00:00.000,3,3,11.00,3.666667,2.00,5.00,"),
+        "{}",
+        rows[1]
+    );
+}
+
+#[test]
+fn where_before_windowing_and_having_after() {
+    let rows = bid("SELECT window_start, SUM(price) AS total
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE price > 2 AND NOT price = 1
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows[1..],
+        [
+            "2020-04-15 08:00:00.000,9.00",
+            "2020-04-15 08:10:00.000,9.00"
+        ]
+    );
+    let rows = bid("SELECT window_end, SUM(price) AS total
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end
+  HAVING SUM(price) > 10.5;");
+    assert_eq!(rows[1..], ["2020-04-15 08:10:00.000,11.00"]);
+    // A condition on the key column, with LIKE and IN.
+    let rows = bid("SELECT item, SUM(price) AS total
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE item LIKE 'A%' OR item IN ('E', 'F')
+  GROUP BY window_start, window_end, item;");
+    assert_eq!(rows[1..], ["A,2.00", "E,1.00", "F,6.00"]);
+    // A condition on a STRING column that is not the key.
+    let rows = bid("SELECT window_start, SUM(price) AS total, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE item <> 'D' AND item NOT LIKE 'F%'
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows[1..],
+        [
+            "2020-04-15 08:00:00.000,6.00,2",
+            "2020-04-15 08:10:00.000,4.00,2"
+        ]
+    );
+}
+
+#[test]
+fn projection_expressions() {
+    let rows = bid("SELECT window_start,
+       SUM(price) * 2 AS twice,
+       CASE WHEN COUNT(*) > 2 THEN 'busy' ELSE 'quiet' END AS load,
+       CAST(MAX(price) AS INT) AS top,
+       ROUND(AVG(price), 1) AS avg1,
+       ABS(MIN(price) - MAX(price)) AS spread,
+       SQRT(POWER(MAX(price), 2)) AS same_max,
+       LN(1) AS zero,
+       COALESCE(NULL, MIN(price)) AS lo,
+       MAX(price) >= 6 OR MIN(price) BETWEEN 1 AND 2 AS flagged,
+       window_end
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,twice,load,top,avg1,spread,same_max,zero,lo,flagged,window_end",
+            "2020-04-15 08:00:00.000,22.00,busy,5,3.700000,3.00,5.000000,0.000000,2.00,true,2020-04-15 08:10:00.000",
+            "2020-04-15 08:10:00.000,20.00,busy,6,3.300000,5.00,6.000000,0.000000,1.00,true,2020-04-15 08:20:00.000",
+        ]
+    );
+}
+
+#[test]
+fn aggregates_over_expressions() {
+    // Window 08:00–08:10 holds 4, 2, 5; 08:10–08:20 holds 3, 1, 6.
+    let rows = bid("SELECT window_start, SUM(price * 2) AS twice, MAX(ABS(price - 4)) AS far,
+       AVG(CASE WHEN item = 'A' THEN 1 ELSE 0 END) AS share_a, SUM(price) AS s, SUM(price * 2) + 1 AS again
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,twice,far,share_a,s,again",
+            // DECIMAL(10, 2) times an integer stays DECIMAL with 2 decimals.
+            "2020-04-15 08:00:00.000,22.00,2.00,0.333333,11.00,23.00",
+            "2020-04-15 08:10:00.000,20.00,3.00,0.000000,10.00,21.00",
+        ]
+    );
+    let p = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT SUM(price * 2) AS a, MAX(price * 2) AS b, MIN(price) AS c
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    // One computed field for the repeated expression, one operator each.
+    assert_eq!(p.pipeline.spec.sources[0].fields, ["price", "expr0"]);
+    let ids: Vec<&str> = p
+        .pipeline
+        .spec
+        .operators
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(ids, ["query_expr0", "query_price"]);
+    assert!(p.agent_can_run().is_err());
+}
+
+#[test]
+fn unnamed_columns_get_flinks_names() {
+    let rows = bid("SELECT window_start, SUM(price) + 1, COUNT(*)
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(rows[0], "window_start,EXPR$1,EXPR$2");
+    assert_eq!(rows[1], "2020-04-15 08:00:00.000,12.00,3");
+}
+
+#[test]
+fn where_reads_boolean_columns() {
+    let ddl = "CREATE TABLE pumps (
+  pump STRING, ts BIGINT, ok BOOLEAN, temp DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime
+) WITH ('connector' = 'filesystem', 'format' = 'csv');
+SELECT COUNT(*) AS n, MAX(temp) AS hot
+  FROM TABLE(TUMBLE(TABLE pumps, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+  WHERE NOT ok
+  GROUP BY window_start, window_end;";
+    let rows = run(
+        ddl,
+        "p1,1700000000000,true,50\np2,1700000000100,false,60\np1,1700000000500,FALSE,55\np1,1700000000600,maybe,99\n",
+    );
+    assert_eq!(rows, ["n,hot", "2,60.000000"]);
+}
+
+#[test]
+fn aggregates_of_two_columns_join_into_one_row() {
+    let ddl = "CREATE TABLE pumps (
+  pump STRING, ts BIGINT, temp DOUBLE, rpm INT,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0.5' SECOND
+) WITH ('connector' = 'filesystem', 'format' = 'csv');
+SELECT pump, window_start, MAX(temp) AS hot, AVG(rpm) AS rpm, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE pumps, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+  GROUP BY pump, window_start, window_end;";
+    let rows = run(
+        ddl,
+        "p1,1700000000000,50.0,1000\np2,1700000000100,60.0,2000\np1,1700000000500,55.0,1200\np1,1700000001000,40.0,900\n",
+    );
+    assert_eq!(
+        rows,
+        [
+            "pump,window_start,hot,rpm,n",
+            "p1,2023-11-14 22:13:20.000,55.000000,1100.000000,2",
+            "p1,2023-11-14 22:13:21.000,40.000000,900.000000,1",
+            "p2,2023-11-14 22:13:20.000,60.000000,2000.000000,1",
+        ]
+    );
+    let p = parse("q.sql", ddl).unwrap();
+    let ids: Vec<&str> = p
+        .pipeline
+        .spec
+        .operators
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(ids, ["query_temp", "query_rpm"]);
+}
+
+#[test]
+fn w1_sql_builds_the_plan_of_w1_toml() {
+    let sql = parse("w1.sql", include_str!("../../../examples/w1.sql")).unwrap();
+    let toml =
+        crate::pipeline_file::parse("w1.toml", include_str!("../../../examples/w1.toml")).unwrap();
+    assert_eq!(sql.pipeline.spec, toml.spec);
+    let cols: Vec<&str> = sql.query.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        cols,
+        [
+            "sensor",
+            "window_start",
+            "window_end",
+            "count",
+            "mean",
+            "min",
+            "max",
+            "stddev",
+            "anomaly"
+        ]
+    );
+}
+
+#[test]
+fn w1_sql_gives_the_windows_of_w1_toml() {
+    let mut csv = Vec::new();
+    crate::gen::W1::new(60_000, 7).write(&mut csv).unwrap();
+    let sql = parse("w1.sql", include_str!("../../../examples/w1.sql")).unwrap();
+    let toml =
+        crate::pipeline_file::parse("w1.toml", include_str!("../../../examples/w1.toml")).unwrap();
+    let mut a = Vec::new();
+    let (sa, _) = exec::replay(&sql, &csv[..], &mut a, |_, _| {}).unwrap();
+    let mut b = Vec::new();
+    let (sb, _) = crate::replay::replay(&toml, 0, &csv[..], &mut b, |_, _| {}).unwrap();
+    assert_eq!(
+        (sa.windows, sa.flagged, sa.late),
+        (sb.windows, sb.flagged, sb.late)
+    );
+    assert!(sa.windows > 5_000 && sa.flagged > 0, "{sa}");
+    let a = String::from_utf8(a).unwrap();
+    let b = String::from_utf8(b).unwrap();
+    let mut la = a.lines();
+    assert_eq!(
+        la.next(),
+        Some("sensor,window_start,window_end,count,mean,min,max,stddev,anomaly")
+    );
+    // The TOML output writes epoch ms; rewrite it the SQL way.
+    let lb: Vec<String> = b
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let ts = |s: &str| exec::format_ts(s.parse().unwrap());
+            format!("{},{},{},{}", f[0], ts(f[1]), ts(f[2]), f[3..].join(","))
+        })
+        .collect();
+    assert_eq!(la.map(String::from).collect::<Vec<_>>(), lb);
+}
+
+#[test]
+fn explain_prints_the_plan() {
+    let p = parse(
+        "w1.sql",
+        &include_str!("../../../examples/w1.sql").replace("\nSELECT", "\nEXPLAIN SELECT"),
+    )
+    .unwrap();
+    assert!(p.explain);
+    let e = &p.query.explain;
+    assert!(e.contains("operator `w1`: window tumbling, size 10000 ms over `value`, aggregates [count, mean, min, max, stddev]"), "{e}");
+    assert!(e.contains("watermark = newest - 2000 ms - 1"), "{e}");
+    assert!(
+        e.contains("anomaly BOOLEAN = EWMA_Z(AVG(`value`), 0.1, 3.0, 5)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mqtt_tables_build_a_decoder_and_sinks_are_checked() {
+    let sql = "CREATE TABLE temps (
+  device STRING, t BIGINT, celsius DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/temp', 'qos' = '1', 'format' = 'json',
+        'fields.celsius.path' = 'v.c');
+CREATE TABLE alerts (device STRING, window_end TIMESTAMP(3), hot DOUBLE)
+  WITH ('connector' = 'mqtt', 'topic' = 'plant/alerts');
+INSERT INTO alerts
+SELECT device, window_end, MAX(celsius) FROM TABLE(TUMBLE(TABLE temps, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE))
+GROUP BY device, window_start, window_end HAVING MAX(celsius) > 80;";
+    let p = parse("q.sql", sql).unwrap();
+    let m = p.pipeline.mqtt[0].as_ref().unwrap();
+    assert_eq!(
+        (m.topics.clone(), m.qos),
+        (vec!["plant/+/temp".to_string()], 1)
+    );
+    let mut batch = crate::decode::Batch::new();
+    m.decoder
+        .decode(
+            "plant/p1/temp",
+            br#"{"device":"p1","t":1700000000000,"v":{"c":81.5}}"#,
+            0,
+            &mut batch,
+        )
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+    let s = batch.get(0);
+    assert_eq!(
+        (s.key, s.ts, s.values),
+        ("p1", 1_700_000_000_000, &[81.5][..])
+    );
+    let sink = p.sink.unwrap();
+    assert_eq!(
+        (sink.name.as_str(), sink.topic.as_deref()),
+        ("alerts", Some("plant/alerts"))
+    );
+    assert_eq!(p.pipeline.spec.operators[0].id, "alerts");
+    let e = err(&sql.replace(
+        "(device STRING, window_end TIMESTAMP(3), hot DOUBLE)",
+        "(device STRING)",
+    ));
+    assert_eq!((e.line, e.col), (9, 13), "{e}");
+}
+
+#[test]
+fn errors_point_at_the_place_and_say_what_to_do() {
+    let base = format!(
+        "{BID_DDL}SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    );
+    assert!(parse("q.sql", &base).is_ok());
+    let e = err(&base.replace("SUM(price)", "SUM(prize)"));
+    assert_eq!((e.line, e.col), (7, 38), "{e}");
+    assert!(e.to_string().starts_with("q.sql:7:38: error:"), "{e}");
+    let e = err(&base.replace(
+        "TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES)",
+        "TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES, INTERVAL '1' MINUTES)",
+    ));
+    assert!(
+        e.msg.contains("OFFSET") && e.msg.contains("not supported") && e.help.contains("aligned"),
+        "{e}"
+    );
+    assert_eq!(e.line, 8, "{e}");
+    let e = err(&base.replace("TUMBLE(TABLE", "SLIDE(TABLE"));
+    assert!(
+        e.msg.contains("SLIDE") && e.help.contains("CUMULATE"),
+        "{e}"
+    );
+    let e = err(&base.replace("SUM(price) AS", "item AS"));
+    assert!(e.msg.contains("neither grouped nor aggregated"), "{e}");
+    assert_eq!((e.line, e.col), (7, 34), "{e}");
+    let e = err(&base.replace("GROUP BY window_start, window_end", "GROUP BY window_start"));
+    assert!(e.help.contains("window_end"), "{e}");
+    let e = err(&base.replace("SUM(price)", "SUM(item)"));
+    assert!(e.msg.contains("not a numeric column"), "{e}");
+    let e = err(&base.replace("SUM(price)", "SUM(item || 'x')"));
+    assert!(e.msg.contains("not supported"), "{e}");
+    let e = err(&base.replace("SUM(price)", "MEDIAN(price)"));
+    assert!(
+        e.msg.contains("MEDIAN") && e.help.contains("APPROX_PERCENTILE"),
+        "{e}"
+    );
+    let e = err(&base.replace(
+        "FROM TABLE",
+        "FROM Bid b JOIN Bid c ON b.item = c.item, TABLE",
+    ));
+    assert!(e.msg.contains("not supported"), "{e}");
+    let e = err(&base.replace("INTERVAL '10' MINUTES", "INTERVAL '10' MONTH"));
+    assert!(e.msg.contains("not supported"), "{e}");
+    let e = err(&base.replace("SELECT", "SELEC"));
+    assert_eq!(e.line, 7, "{e}");
+    let e = err(&base.replace(
+        "WATERMARK FOR bidtime AS bidtime - INTERVAL '1' SECOND",
+        "WATERMARK FOR bidtime AS bidtime * 2",
+    ));
+    assert_eq!((e.line, e.col), (5, 3), "{e}");
+    let e = err(&base.replace("'format' = 'csv'", "'format' = 'avro'"));
+    assert!(e.msg.contains("avro") && e.help.contains("csv"), "{e}");
+    let e = err(&base.replace("price > 0", "").replace(
+        "GROUP BY window_start, window_end;",
+        "GROUP BY window_start, window_end ORDER BY window_start;",
+    ));
+    assert!(e.msg.contains("ORDER BY"), "{e}");
+    let e = err(&base.replace(
+        "GROUP BY window_start, window_end;",
+        "GROUP BY window_start, window_end; SELECT 1;",
+    ));
+    assert!(e.msg.contains("second query"), "{e}");
+    let e = err(&base.replace(
+        "SUM(price) AS total_price",
+        "SUM(price) AS total_price, item = 1 AS x",
+    ));
+    assert!(e.msg.contains("neither grouped"), "{e}");
+    let e = err(&base.replace("price DECIMAL(10, 2)", "price GEOMETRY"));
+    assert!(e.msg.contains("GEOMETRY"), "{e}");
+}
+
+#[test]
+fn long_expressions_up_to_the_limit_compile() {
+    // 250 additions (and a few other operators in the statement) fit.
+    let rows = bid(&format!(
+        "SELECT window_start, SUM(price) {} AS x FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTE)) GROUP BY window_start, window_end",
+        "+ 1 ".repeat(250)
+    ));
+    assert_eq!(rows[1], "2020-04-15 08:00:00.000,261.00");
+    let e = err(&format!(
+        "{BID_DDL}SELECT SUM(price) {} AS x FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTE)) GROUP BY window_start, window_end",
+        "+ 1 ".repeat(300)
+    ));
+    assert!(e.msg.contains("operators"), "{e}");
+    assert_eq!(e.line, 7, "{e}");
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    for text in [
+        "",
+        ";;;",
+        "CREATE TABLE",
+        "CREATE TABLE t (",
+        "SELECT",
+        "SELECT * FROM",
+        "SELECT TABLE x",
+        "SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE))",
+        "SELECT 1 FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(), INTERVAL 'x' SECOND)) GROUP BY window_start, window_end",
+        "SET 'a' = ",
+        "DROP TABLE x",
+        &"(".repeat(500),
+        &format!("SELECT {}1", "-".repeat(400)),
+        &format!(
+            "{BID_DDL}SELECT SUM(price) {} AS x FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end",
+            "+ 1 ".repeat(20_000)
+        ),
+    ] {
+        assert!(parse("q.sql", text).is_err(), "{text}");
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PIECES: &[&str] = &[
+        "(",
+        ")",
+        ",",
+        ";",
+        "'",
+        "`",
+        "TABLE",
+        "TUMBLE",
+        "HOP",
+        "SESSION",
+        "DESCRIPTOR",
+        "INTERVAL '1' SECOND",
+        "GROUP BY",
+        "WHERE",
+        "HAVING",
+        "SELECT",
+        "AS",
+        "NULL",
+        "-",
+        "*",
+        "CASE WHEN",
+        "END",
+        "COUNT(*)",
+        "EWMA_Z(",
+        "PARTITION BY",
+        "1e400",
+        "-0",
+        "window_start",
+        "window_end",
+        "item",
+        "price",
+        "\n",
+        " ",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// Edited SQL gives a pipeline or an error with a place in the
+        /// text, never a panic; a pipeline it accepts runs rows.
+        #[test]
+        fn edited_sql_never_panics(
+            base in 0usize..2,
+            at in 0usize..2000,
+            cut in 0usize..40,
+            piece in 0usize..PIECES.len(),
+        ) {
+            let texts = [
+                include_str!("../../../examples/w1.sql").to_string(),
+                format!("{BID_DDL}SELECT window_start, item, SUM(price) * 2 AS s, CASE WHEN COUNT(*) > 1 THEN 'a' END AS c
+  FROM TABLE(SESSION(TABLE Bid PARTITION BY item, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  WHERE price > 1 GROUP BY item, window_start, window_end HAVING MAX(price) < 6;"),
+            ];
+            let t = &texts[base];
+            let mut at = at.min(t.len());
+            while !t.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + cut).min(t.len());
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = format!("{}{}{}", &t[..at], PIECES[piece], &t[end..]);
+            match parse("q.sql", &text) {
+                Ok(p) => {
+                    p.pipeline.spec.clone().build().unwrap();
+                    let mut out = Vec::new();
+                    exec::replay(&p, &b"a,1700000000000,1.5\n2020-04-15 08:05:00,4.00,C\n"[..], &mut out, |_, _| {}).unwrap();
+                }
+                Err(e) => prop_assert!(e.line <= text.lines().count() + 1, "{e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn cumulate_compiles_to_the_toml_plan() {
+    let sql = parse(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, window_end, SUM(price) AS total_price
+  FROM TABLE(CUMULATE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '2' MINUTES, INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    let toml = crate::pipeline_file::parse(
+        "q.toml",
+        r#"name = "query"
+[[source]]
+name = "Bid"
+fields = ["price"]
+max_out_of_orderness = "1s"
+csv = { columns = ["ts", "price", "_"], timestamp = "datetime" }
+
+[[window]]
+id = "query"
+source = "Bid"
+field = "price"
+kind = "cumulate"
+step = "2m"
+size = "10m"
+aggregates = ["sum"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(sql.pipeline.spec, toml.spec);
+    assert_eq!(sql.pipeline.csv[0].columns, toml.csv[0].columns);
+    assert_eq!(sql.pipeline.csv[0].timestamp, toml.csv[0].timestamp);
+}
