@@ -17,7 +17,7 @@
 
 use weir_core::detect::{
     AlertEdge, AlertGate, CusumConfig, Detector, DetectorConfig, EwmaConfig, KestrelConfig,
-    MadConfig, DEFAULT_COOLDOWN,
+    MadConfig, DEFAULT_COOLDOWN, KESTREL_CALIBRATED,
 };
 
 struct Rng(u64);
@@ -107,17 +107,18 @@ fn main() {
         ("mad", DetectorConfig::Mad(MadConfig::default())),
         ("cusum", DetectorConfig::Cusum(CusumConfig::default())),
         ("kestrel", DetectorConfig::Default(KestrelConfig::default())),
+        ("kestrel_c", DetectorConfig::Default(KESTREL_CALIBRATED)),
     ];
     let benigns = ["white", "ar0.9", "ar0.95", "seasonal", "student3"];
     let faults = ["spike10", "shift3", "noise3x", "drift"];
     println!("false alarms per 100k samples ({runs} x {LEN} samples each)");
-    print!("{:<9}", "detector");
+    print!("{:<10}", "detector");
     for b in benigns {
         print!(" {b:>9}");
     }
     println!();
     for (name, cfg) in &dets {
-        print!("{name:<9}");
+        print!("{name:<10}");
         for b in benigns {
             let n: usize = (0..runs)
                 .map(|s| raises(cfg, &benign(b, s + 1)).len())
@@ -130,13 +131,13 @@ fn main() {
         println!();
     }
     println!("faults at sample {ONSET}: detected within {WITHIN} samples (rate, mean delay)");
-    print!("{:<9}", "detector");
+    print!("{:<10}", "detector");
     for f in faults {
         print!(" {f:>14}");
     }
     println!();
     for (name, cfg) in &dets {
-        print!("{name:<9}");
+        print!("{name:<10}");
         for f in faults {
             let mut hit = 0usize;
             let mut delay = 0usize;

@@ -32,12 +32,13 @@ fn noise(n: usize, seed: u64) -> Vec<f64> {
     (0..n).map(|_| r.gauss()).collect()
 }
 
-fn all_configs() -> [DetectorConfig; 4] {
+fn all_configs() -> [DetectorConfig; 5] {
     [
         DetectorConfig::Ewma(EwmaConfig::default()),
         DetectorConfig::Mad(MadConfig::default()),
         DetectorConfig::Cusum(CusumConfig::default()),
         DetectorConfig::Default(KestrelConfig::default()),
+        DetectorConfig::Default(weir_core::detect::KESTREL_CALIBRATED),
     ]
 }
 
@@ -308,8 +309,8 @@ fn decode_rejects_garbage_without_panicking() {
     // unknown version
     let mut bad = bytes.clone();
     let pos = 2 + "kestrel".len();
-    assert_eq!(bad[pos], 0x02);
-    bad[pos] = 0x03;
+    assert_eq!(bad[pos], 0x03);
+    bad[pos] = 0x04;
     assert!(Detector::decode(&mut minicbor::Decoder::new(&bad)).is_err());
     // a flipped byte deep inside must not panic (it may or may not decode)
     for i in (0..bytes.len()).step_by(97) {

@@ -11,6 +11,7 @@ use toml::Spanned;
 use weir_core::agg::AggKind;
 use weir_core::detect::{
     CusumConfig, DetectorConfig, DetectorSpec, EwmaConfig, KestrelConfig, MadConfig,
+    KESTREL_CALIBRATED,
 };
 use weir_core::prelude::*;
 use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
@@ -404,10 +405,11 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
                 warmup: p.warmup.unwrap_or(w0),
             }
         }
-        "kestrel" | "ewma" | "mad" | "cusum" if only_ewma_z => {
+        "kestrel" | "kestrel_calibrated" | "ewma" | "mad" | "cusum" if only_ewma_z => {
             return Err(ctx.err(Some(kind.span()), format!("{} takes threshold, hysteresis and cooldown; alpha, k and warmup belong to ewma_z", kind.get_ref()), "remove alpha/k/warmup: scoring detectors use one global configuration"));
         }
         "kestrel" => scored(DetectorConfig::Default(KestrelConfig::default())),
+        "kestrel_calibrated" => scored(DetectorConfig::Default(KESTREL_CALIBRATED)),
         "ewma" => scored(DetectorConfig::Ewma(EwmaConfig::default())),
         "mad" => scored(DetectorConfig::Mad(MadConfig::default())),
         "cusum" => scored(DetectorConfig::Cusum(CusumConfig::default())),
@@ -415,7 +417,7 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
             return Err(ctx.err(
                 Some(kind.span()),
                 format!("unknown detector kind `{other}`"),
-                "use one of: kestrel (the default), ewma, mad, cusum, ewma_z",
+                "use one of: kestrel (the default), kestrel_calibrated, ewma, mad, cusum, ewma_z",
             ))
         }
     };

@@ -30,6 +30,7 @@
 //! Nothing is scored before `learn` samples. Detectors are sample-indexed;
 //! timestamps are only checked (see `Clock`), never used in arithmetic.
 
+use super::calib::PotTail;
 use super::knn::{Nn, POINTS_STRIDE1, POINTS_STRIDE2};
 use super::{dec_blob, enc_blob, expect_array};
 use super::{norm_neglog10_sf, surprise_to_unit, Clock};
@@ -87,8 +88,13 @@ pub struct KestrelConfig {
     /// Likelihood z-values at or above this start a suppression window.
     pub mask_floor: f64,
     /// Shipped alert threshold: likelihood tail p = 1e-4, i.e.
-    /// L = 4, score = 4 / 14.
+    /// L = 4, score = 4 / 14 (calibrated: p = 1e-5, 5 / 15).
     pub threshold: f64,
+    /// Calibrated alarms (issue 15, [`KESTREL_CALIBRATED`]): every reported
+    /// surprise is re-judged against peaks-over-threshold tails of the key's
+    /// own past (see [`super::calib`]), and a calibrated extreme value or
+    /// level of the value raises on its own.
+    pub calibrated: bool,
 }
 
 /// Suppression value of a hard-rule event, above any likelihood z.
@@ -96,6 +102,13 @@ const HARD: f64 = 1e12;
 /// Surprise `L` per half-range of distance of a hard-rule event (score
 /// `L / (L + 10)`: 0.909 just outside the range, 0.99 ten half-ranges out).
 const HARD_SURPRISE: f64 = 100.0;
+
+/// Calibrated surprise at the calibrated shipped threshold (tail p = 1e-5).
+const CAL_L: f64 = 5.0;
+/// Values of a calibrated surprise at or above this are not learned.
+const LEARN_L: f64 = 4.0;
+/// Rate of the slow baseline of the value.
+const BASE_ALPHA: f64 = 0.001;
 
 /// Shipped threshold: the score of a likelihood tail probability of 1e-4.
 pub const KESTREL_THRESHOLD: f64 = 4.0 / 14.0;
@@ -124,6 +137,19 @@ pub const KESTREL_DEFAULT: KestrelConfig = KestrelConfig {
     rise: 1.5,
     mask_floor: 1.0,
     threshold: KESTREL_THRESHOLD,
+    calibrated: false,
+};
+
+/// Shipped threshold of calibrated Kestrel: tail probability 1e-5 per sample.
+pub const KESTREL_CAL_THRESHOLD: f64 = 5.0 / 15.0;
+
+/// Kestrel with calibrated alarms (`kind = "kestrel_calibrated"`): the
+/// shipped threshold is a tail probability of 1e-5 per sample under the
+/// key's own past.
+pub const KESTREL_CALIBRATED: KestrelConfig = KestrelConfig {
+    threshold: KESTREL_CAL_THRESHOLD,
+    calibrated: true,
+    ..KESTREL_DEFAULT
 };
 
 impl Default for KestrelConfig {
@@ -166,6 +192,13 @@ pub struct Kestrel {
     armed: bool,
     /// Diagnostics: last [surprise at scale 1, 2, 3, spatial/stuck flag].
     parts: [f64; 4],
+    /// Calibration (issue 15): tails of the likelihood z, of the value's
+    /// distance from its range centre and of the smoothed series' distance.
+    tails: [PotTail; 3],
+    /// Slow baseline of the value (mean, variance) for the extremity tails.
+    base: [f64; 2],
+    /// An extremity excursion is being reported (until it re-arms).
+    ext_on: bool,
 }
 
 // The memory target per key of issue 15 (it was 25,552 B with copied banks).
@@ -209,6 +242,9 @@ impl Kestrel {
             hold_until: 0,
             armed: true,
             parts: [0.0; 4],
+            tails: [PotTail::new(); 3],
+            base: [0.0; 2],
+            ext_on: false,
         }
     }
 
@@ -253,6 +289,21 @@ impl Kestrel {
         self.sm += c.smooth_alpha * (x - self.sm);
         let srange = self.smax - self.smin;
         let stol = c.smooth_tol * srange;
+        // extremity of the value and of the smoothed series against a slow
+        // baseline, in its standard deviations (tails 1 and 2)
+        let bsd = libm::sqrt(self.base[1]);
+        let (ext, sext) = if bsd > 0.0 {
+            (
+                libm::fabs(x - self.base[0]) / bsd,
+                libm::fabs(self.sm - self.base[0]) / bsd,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let ba = (1.0 / self.n as f64).max(BASE_ALPHA);
+        let bd = x - self.base[0];
+        self.base[0] += ba * bd;
+        self.base[1] = (1.0 - ba) * (self.base[1] + ba * bd * bd);
         let sp_smooth = c.smooth_tol >= 0.0
             && srange > 0.0
             && self.n > c.learn as u64
@@ -351,6 +402,12 @@ impl Kestrel {
         // times farther out than the held one (an old snapshot's infinite
         // hold never passes, as before)
         let s = if spatial { HARD + dist } else { z.max(0.0) };
+        // calibrated surprises, each judged against its own past
+        let (l_like, [l_dist, l_smooth], ext_score) = if c.calibrated {
+            self.calibrate(z, ext, sext)
+        } else {
+            (0.0, [0.0; 2], 0.0)
+        };
         if s < c.mask_floor {
             self.armed = true;
         }
@@ -368,22 +425,76 @@ impl Kestrel {
             } else {
                 self.hold_val = 0.0;
             }
-            if spatial {
+            // a tail probability under the key's own past (see `calib`)
+            let raw = match self.parts[3] as u32 {
+                0 => norm_neglog10_sf(s),
+                4 => HARD_SURPRISE,
                 // graded just below 1 by distance (L = 100 x dist), so a far
                 // stronger event can break an alert gate's cool-down
-                surprise_to_unit(HARD_SURPRISE * dist)
-            } else {
-                surprise_to_unit(norm_neglog10_sf(s))
+                _ => HARD_SURPRISE * dist,
+            };
+            if !c.calibrated {
+                return surprise_to_unit(raw);
             }
+            // a surprise the key's past makes common is demoted to its
+            // calibrated value; a rare one keeps the larger of the two
+            let cal = match self.parts[3] as u32 {
+                0 => l_like,
+                4 => HARD_SURPRISE,
+                1 => l_like.max(l_dist),
+                _ => l_like.max(l_smooth),
+            };
+            let l = if cal >= CAL_L {
+                raw.max(cal)
+            } else {
+                raw.min(cal)
+            };
+            surprise_to_unit(l).max(ext_score)
         } else {
-            0.0
+            ext_score
         }
+    }
+
+    /// Calibration (issue 15): the surprises of the likelihood `z`, of the
+    /// value's extremity `ext` and of the smoothed series' `sext` under the
+    /// key's own past tails, then learns them; returns those surprises
+    /// (`-log10 p`) and the score of a calibrated extreme excursion
+    /// (reported once per excursion, 0 otherwise).
+    fn calibrate(&mut self, z: f64, ext: f64, sext: f64) -> (f64, [f64; 2], f64) {
+        let like_ready = self.lcount > self.cfg.like_warmup as u64;
+        let l_like = self.tails[0].surprise(z.max(0.0));
+        let l_dist = self.tails[1].surprise(ext);
+        let l_smooth = self.tails[2].surprise(sext);
+        // values already improbable (p < 1e-4) are not learned: a
+        // developing fault must not widen the tail it is judged against
+        if like_ready && l_like < LEARN_L {
+            self.tails[0].learn(z.max(0.0));
+        }
+        if l_dist < LEARN_L {
+            self.tails[1].learn(ext);
+        }
+        if l_smooth < LEARN_L {
+            self.tails[2].learn(sext);
+        }
+        // a calibrated extreme value or level raises on its own, once per
+        // excursion (re-armed below CAL_L - 1)
+        let l_ext = l_dist.max(l_smooth);
+        let ext_score = if l_ext >= CAL_L && !self.ext_on {
+            self.ext_on = true;
+            surprise_to_unit(l_ext)
+        } else {
+            if l_ext < CAL_L - 1.0 {
+                self.ext_on = false;
+            }
+            0.0
+        };
+        (l_like, [l_dist, l_smooth], ext_score)
     }
 
     /// Writes the state (configuration included) as CBOR (about 5.5 KB).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
-        e.array(11)?;
+        e.array(12)?;
         enc_blob(
             e,
             &[
@@ -446,6 +557,13 @@ impl Kestrel {
         self.nn1.encode(e)?;
         self.nn2.encode(e)?;
         self.nn3.encode(e)?;
+        // version 3: calibration
+        e.array(4)?.bool(c.calibrated)?.bool(self.ext_on)?;
+        enc_blob(e, &self.base)?;
+        e.array(3)?;
+        for t in &self.tails {
+            t.encode(e)?;
+        }
         Ok(())
     }
 
@@ -467,7 +585,7 @@ impl Kestrel {
         if !(1..=super::SNAPSHOT_VERSION).contains(&version) {
             return Err(DecError::message("unsupported kestrel state version"));
         }
-        expect_array(d, 11)?;
+        expect_array(d, if version >= 3 { 12 } else { 11 })?;
         let mut f = [0.0; 13];
         dec_blob(d, &mut f)?;
         let mut u = [0u32; 9];
@@ -495,6 +613,7 @@ impl Kestrel {
             short: u[6],
             like_warmup: u[7],
             rest: u[8],
+            calibrated: false,
         };
         let mut k = Kestrel::new(&cfg);
         if k.cfg != cfg {
@@ -546,6 +665,19 @@ impl Kestrel {
             k.nn1 = Nn::decode(d)?;
             k.nn2 = Nn::decode(d)?;
             k.nn3 = Nn::decode(d)?;
+        }
+        if version >= 3 {
+            expect_array(d, 4)?;
+            k.cfg.calibrated = d.bool()?;
+            k.ext_on = d.bool()?;
+            dec_blob(d, &mut k.base)?;
+            if !k.base.iter().all(|v| v.is_finite()) || k.base[1] < 0.0 {
+                return Err(DecError::message("kestrel state holds a non-finite value"));
+            }
+            expect_array(d, 3)?;
+            for t in &mut k.tails {
+                *t = PotTail::decode(d)?;
+            }
         }
         Ok(k)
     }
