@@ -33,6 +33,7 @@ pub mod gate;
 pub mod kestrel;
 pub mod knn;
 pub mod mad;
+pub mod multivariate;
 
 pub use calib::PotTail;
 pub use cusum::{CusumConfig, CusumDetector};
@@ -40,6 +41,7 @@ pub use ewma::{EwmaConfig, EwmaDetector};
 pub use gate::{AlertEdge, AlertGate};
 pub use kestrel::{Kestrel, KestrelConfig, KESTREL_CALIBRATED};
 pub use mad::{MadConfig, MadDetector};
+pub use multivariate::{Multivariate, MultivariateConfig, MAX_FIELDS};
 
 /// Which detector, with its parameters (all have sensible `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
