@@ -84,7 +84,7 @@ impl PotTail {
     pub fn p(&self, x: f64) -> f64 {
         let x = if x.is_finite() { x.max(0.0) } else { f64::MAX };
         let floor = 1.0 / (self.n as f64 + 1.0);
-        if self.k < Self::WARM || self.n < Self::MIN_N || !(self.u > 0.0) {
+        if self.k < Self::WARM || self.n < Self::MIN_N || self.u.is_nan() || self.u <= 0.0 {
             // not enough tail yet: only what n exchangeable samples certify
             return floor.max(if self.u > 0.0 && x <= self.u { Q } else { 0.0 });
         }

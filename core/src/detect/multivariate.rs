@@ -27,6 +27,9 @@
 //! Memory per key is O(MAX_FIELDS^2), fixed (~1.2 KiB, [`Multivariate::STATE_BYTES`]);
 //! no heap, no_std. Non-finite inputs leave the state untouched.
 
+// small dense matrices read best indexed
+#![allow(clippy::needless_range_loop)]
+
 use super::{surprise_to_unit, Clock};
 
 /// Largest number of fields of one multivariate detector.
@@ -252,7 +255,7 @@ impl Multivariate {
             }
         }
         // refactor every 16 samples: the covariance moves slowly
-        if self.n % 16 == 0 {
+        if self.n.is_multiple_of(16) {
             self.factor();
         }
     }
