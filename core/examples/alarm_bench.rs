@@ -10,6 +10,9 @@
 //! hysteresis 0, cool-down 50, as `weir` runs it); a raised alert is a false
 //! alarm. Printed: false alarms per 100,000 samples.
 //!
+//! `kestrel_c` is Kestrel with calibrated alarms (`kind =
+//! "kestrel_calibrated"`, threshold = tail probability 1e-5 per sample).
+//!
 //! Faults: white noise with one fault at sample 5,000 — a 10 sigma spike,
 //! a 3 sigma level shift, 3x the noise, a drift of 0.03 sigma per sample.
 //! Detected = an alert raised within 100 samples of the onset; printed:
@@ -109,6 +112,13 @@ fn main() {
         ("kestrel", DetectorConfig::Default(KestrelConfig::default())),
         ("kestrel_c", DetectorConfig::Default(KESTREL_CALIBRATED)),
     ];
+    println!(
+        "state per key: kestrel / kestrel_c {} B, mad {} B, cusum {} B, ewma {} B",
+        weir_core::detect::Kestrel::STATE_BYTES,
+        std::mem::size_of::<weir_core::detect::MadDetector>(),
+        std::mem::size_of::<weir_core::detect::CusumDetector>(),
+        std::mem::size_of::<weir_core::detect::EwmaDetector>(),
+    );
     let benigns = ["white", "ar0.9", "ar0.95", "seasonal", "student3"];
     let faults = ["spike10", "shift3", "noise3x", "drift"];
     println!("false alarms per 100k samples ({runs} x {LEN} samples each)");

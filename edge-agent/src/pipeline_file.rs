@@ -927,6 +927,31 @@ mod tests {
     }
 
     #[test]
+    fn calibrated_kestrel_ships_its_tail_threshold() {
+        let nab = include_str!("../../examples/nab.toml");
+        let p = parse(
+            "nab.toml",
+            &nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrated\""),
+        )
+        .unwrap();
+        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+            panic!("not a detect operator");
+        };
+        let DetectorSpec::Scored {
+            detector,
+            threshold,
+            ..
+        } = d.detector
+        else {
+            panic!("not a scored detector");
+        };
+        assert_eq!(detector, DetectorConfig::Default(KESTREL_CALIBRATED));
+        assert_eq!(threshold, 5.0 / 15.0);
+        let e = err(&nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrate\""));
+        assert!(e.help.contains("kestrel_calibrated"), "{e}");
+    }
+
+    #[test]
     fn errors_point_at_the_line() {
         let base = "[[source]]\nname = \"s\"\nfields = [\"v\"]\n\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"10s\"\naggregates = [\"count\"]\n";
         assert!(parse("p.toml", base).is_ok());
