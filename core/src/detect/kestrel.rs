@@ -27,6 +27,15 @@
 //!    `mask_floor` in between (re-arming). One event gives one spike instead
 //!    of a plateau.
 //!
+//! 5. **Calibration** (only with `calibrated`, [`KESTREL_CALIBRATED`],
+//!    issue 15): the reported surprise is re-judged by peaks-over-threshold
+//!    tails of the key's own past ([`super::calib::PotTail`]) of the
+//!    likelihood z and of the value's and smoothed value's distance from a
+//!    slow baseline: common surprises are demoted to their calibrated value,
+//!    rare ones kept, and a calibrated extreme value or level (p < 1e-5)
+//!    raises on its own, once per excursion. The shipped threshold then
+//!    reads as a tail probability of 1e-5 per sample.
+//!
 //! Nothing is scored before `learn` samples. Detectors are sample-indexed;
 //! timestamps are only checked (see `Clock`), never used in arithmetic.
 
