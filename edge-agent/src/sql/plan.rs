@@ -1444,7 +1444,13 @@ fn compile_query(
     let mut name = insert
         .as_ref()
         .map_or_else(|| "query".to_string(), |i| i.0.clone());
-    let mut state = StateSpec::default();
+    let mut state = StateSpec {
+        ttl: crate::pipeline_file::parse_duration(
+            crate::pipeline_file::DEFAULT_TTL,
+            TimeUnit::Millis,
+        ),
+        ..StateSpec::default()
+    };
     for (k, v, l) in sets {
         let bad = |what: &str| {
             SqlError::at(
@@ -1461,6 +1467,9 @@ fn compile_query(
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| bad("not a positive number"))?
+            }
+            "table.exec.state.ttl" if v.trim() == "0" || v.trim().eq_ignore_ascii_case("off") => {
+                state.ttl = None
             }
             "table.exec.state.ttl" => {
                 state.ttl = Some(
@@ -1564,6 +1573,7 @@ fn compile_query(
         .collect();
     let mut source = SourceSpec::new(&source_name, field_names.iter().cloned());
     source.max_out_of_orderness = rt.delay_ms;
+    source_options(table, &mut source)?;
     let spec = PipelineSpec {
         name: name.clone(),
         time: TimeSpec::new(TimeUnit::Millis),
@@ -1879,4 +1889,54 @@ fn mqtt_source(t: &Table, key: Option<usize>, fields: &[String]) -> Err<Option<M
         qos,
         decoder,
     }))
+}
+
+/// The source table's weir options: `'weir.watermark'` (`per-source`, the
+/// default and Flink's table watermark, or `per-key`), `'weir.max-ahead'`
+/// (the future guard against the gateway clock, default `5m`, `off`) and
+/// `'scan.watermark.idle-timeout'` (Flink's name: a source silent that long
+/// stops holding the watermark back).
+fn source_options(table: &Table, source: &mut SourceSpec) -> Result<(), SqlError> {
+    use weir_core::spec::WatermarkMode;
+    let dur = |v: &str, l: Location, what: &str| {
+        crate::pipeline_file::parse_duration(&v.replace(' ', ""), TimeUnit::Millis)
+            .filter(|t| *t > 0)
+            .ok_or_else(|| {
+                SqlError::at(
+                    l,
+                    format!("'{what}' = '{v}': not a duration such as 5m"),
+                    "write a duration such as '30s', '5m' or '1h' (or 'off')",
+                )
+            })
+    };
+    source.max_ahead = crate::pipeline_file::parse_duration(
+        crate::pipeline_file::DEFAULT_MAX_AHEAD,
+        TimeUnit::Millis,
+    );
+    if let Some((v, l)) = table.option("weir.max-ahead") {
+        source.max_ahead = if v.trim().eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(dur(v, l, "weir.max-ahead")?)
+        };
+    }
+    if let Some((v, l)) = table.option("scan.watermark.idle-timeout") {
+        source.idle_timeout = Some(dur(v, l, "scan.watermark.idle-timeout")?);
+    }
+    if let Some((v, l)) = table.option("weir.watermark") {
+        source.watermark = match v.trim() {
+            "per-source" => WatermarkMode::PerSource,
+            "per-key" => WatermarkMode::PerKey,
+            _ => {
+                return Err(SqlError::at(
+                    l,
+                    format!("'weir.watermark' = '{v}': not a watermark mode"),
+                    "write 'per-source' (Flink's table watermark, the default) or 'per-key' (one per device)",
+                ))
+            }
+        };
+    } else {
+        source.watermark = WatermarkMode::PerSource;
+    }
+    Ok(())
 }

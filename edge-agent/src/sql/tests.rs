@@ -740,6 +740,7 @@ fn cumulate_compiles_to_the_toml_plan() {
 name = "Bid"
 fields = ["price"]
 max_out_of_orderness = "1s"
+watermark = "per-source"
 csv = { columns = ["ts", "price", "_"], timestamp = "datetime" }
 
 [[window]]
@@ -756,4 +757,37 @@ aggregates = ["sum"]
     assert_eq!(sql.pipeline.spec, toml.spec);
     assert_eq!(sql.pipeline.csv[0].columns, toml.csv[0].columns);
     assert_eq!(sql.pipeline.csv[0].timestamp, toml.csv[0].timestamp);
+}
+
+#[test]
+fn source_options_set_the_watermark_mode_future_guard_and_idleness() {
+    let q = "SELECT window_start, window_end, SUM(price) AS s
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;";
+    let with = |opts: &str| {
+        let ddl = BID_DDL.replace("'format' = 'csv'", &format!("'format' = 'csv'{opts}"));
+        assert!(
+            opts.is_empty() || ddl != BID_DDL,
+            "the DDL carries the options"
+        );
+        parse("q.sql", &format!("{ddl}{q}"))
+    };
+    // Defaults: Flink's table watermark, the gateway's future guard, a key TTL.
+    let p = with("").unwrap();
+    let s = &p.pipeline.spec.sources[0];
+    assert_eq!(s.watermark, weir_core::spec::WatermarkMode::PerSource);
+    assert_eq!(s.max_ahead, Some(300_000));
+    assert_eq!(s.idle_timeout, None);
+    assert_eq!(p.pipeline.spec.state.ttl, Some(86_400_000));
+    let p = with(", 'weir.watermark' = 'per-key', 'weir.max-ahead' = 'off', 'scan.watermark.idle-timeout' = '30 s'").unwrap();
+    let s = &p.pipeline.spec.sources[0];
+    assert_eq!(s.watermark, weir_core::spec::WatermarkMode::PerKey);
+    assert_eq!(s.max_ahead, None);
+    assert_eq!(s.idle_timeout, Some(30_000));
+    let e = with(", 'weir.watermark' = 'per-device'")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("per-device") && e.contains("per-key"), "{e}");
+    let e = with(", 'weir.max-ahead' = 'soon'").unwrap_err().to_string();
+    assert!(e.contains("weir.max-ahead"), "{e}");
 }
