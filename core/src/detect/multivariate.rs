@@ -25,15 +25,24 @@
 //!    scoring below the threshold, so a developing fault is not absorbed.
 //!
 //! Memory per key is O(MAX_FIELDS^2), fixed (~1.2 KiB, [`Multivariate::STATE_BYTES`]);
-//! no heap, no_std. Non-finite inputs leave the state untouched.
+//! no heap, no_std; CBOR snapshots ([`Multivariate::encode`]). Non-finite
+//! inputs leave the state untouched.
 
 // small dense matrices read best indexed
 #![allow(clippy::needless_range_loop)]
 
-use super::{surprise_to_unit, Clock};
+use minicbor::decode::Error as DecError;
+use minicbor::encode::{Error as EncError, Write};
+use minicbor::{Decoder, Encoder};
+
+use super::{dec_blob, enc_blob, expect_array, surprise_to_unit, Clock};
 
 /// Largest number of fields of one multivariate detector.
 pub const MAX_FIELDS: usize = 8;
+
+/// Numbers in a snapshot: inflation sum, inflation, smoothed statistic,
+/// mean, contributions, covariance and its factor.
+const STATE_NUMBERS: usize = 3 + 2 * MAX_FIELDS + 2 * MAX_FIELDS * MAX_FIELDS;
 
 /// Ridge added to the covariance's diagonal, relative to it.
 const RIDGE: f64 = 1e-3;
@@ -295,6 +304,92 @@ impl Multivariate {
             }
         }
     }
+
+    /// Writes the state (configuration included) as CBOR:
+    /// `[d, clock, n, [learn, forget, beta, threshold], numbers]`.
+    pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
+        e.array(5)?.u32(self.d as u32)?;
+        self.clock.encode(e)?;
+        e.u64(self.n)?;
+        enc_blob(
+            e,
+            &[
+                self.cfg.learn as f64,
+                self.cfg.forget,
+                self.cfg.beta,
+                self.cfg.threshold,
+            ],
+        )?;
+        let mut v = [0.0f64; STATE_NUMBERS];
+        v[0] = self.inflate_sum;
+        v[1] = self.inflate;
+        v[2] = self.smooth;
+        let mut at = 3;
+        for src in [
+            &self.mean[..],
+            &self.contrib[..],
+            &self.cov[..],
+            &self.chol[..],
+        ] {
+            v[at..at + src.len()].copy_from_slice(src);
+            at += src.len();
+        }
+        enc_blob(e, &v[..at])
+    }
+
+    /// Reads state written by [`Multivariate::encode`].
+    ///
+    /// # Errors
+    /// Malformed input, a field count outside `1..=MAX_FIELDS`, or a
+    /// non-finite number.
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
+        expect_array(d, 5)?;
+        let fields = d.u32()? as usize;
+        if !(1..=MAX_FIELDS).contains(&fields) {
+            return Err(DecError::message("multivariate: field count out of range"));
+        }
+        let clock = Clock::decode(d)?;
+        let n = d.u64()?;
+        let mut c = [0.0f64; 4];
+        dec_blob(d, &mut c)?;
+        if !c.iter().all(|x| x.is_finite() && *x >= 0.0) || c[0] > u32::MAX as f64 {
+            return Err(DecError::message("multivariate: bad configuration"));
+        }
+        let cfg = MultivariateConfig {
+            learn: c[0] as u32,
+            forget: c[1],
+            beta: c[2],
+            threshold: c[3],
+        };
+        let mut m = Multivariate::new(&cfg, fields);
+        if m.cfg != cfg || m.d != fields {
+            return Err(DecError::message(
+                "multivariate: configuration out of range",
+            ));
+        }
+        m.clock = clock;
+        m.n = n;
+        let mut v = [0.0f64; STATE_NUMBERS];
+        dec_blob(d, &mut v)?;
+        if !v.iter().all(|x| x.is_finite()) {
+            return Err(DecError::message("multivariate: non-finite state"));
+        }
+        m.inflate_sum = v[0];
+        m.inflate = v[1];
+        m.smooth = v[2];
+        let mut at = 3;
+        for dst in [
+            &mut m.mean[..],
+            &mut m.contrib[..],
+            &mut m.cov[..],
+            &mut m.chol[..],
+        ] {
+            let k = dst.len();
+            dst.copy_from_slice(&v[at..at + k]);
+            at += k;
+        }
+        Ok(m)
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +443,33 @@ mod tests {
             }
         }
         assert!(hit.is_some_and(|i| i < 20), "{hit:?}");
+    }
+
+    #[test]
+    fn snapshot_restores_and_continues_bit_for_bit() {
+        let mut r = Rng(3);
+        let mut xs = alloc::vec::Vec::new();
+        for _ in 0..1200 {
+            let l = r.gauss();
+            xs.push([l, 0.5 * l + 0.2 * r.gauss(), r.gauss(), 3.0 + r.gauss()]);
+        }
+        for cut in [5usize, 250, 700] {
+            let mut a = Multivariate::new(&MultivariateConfig::default(), 4);
+            for (i, x) in xs[..cut].iter().enumerate() {
+                a.update(i as i64, x);
+            }
+            let mut buf = alloc::vec::Vec::new();
+            a.encode(&mut Encoder::new(&mut buf)).unwrap();
+            let mut b = Multivariate::decode(&mut Decoder::new(&buf)).unwrap();
+            assert_eq!(a, b);
+            for (i, x) in xs.iter().enumerate().skip(cut) {
+                let (sa, sb) = (a.update(i as i64, x), b.update(i as i64, x));
+                assert_eq!(sa.map(f64::to_bits), sb.map(f64::to_bits));
+            }
+            for k in [0, 1, buf.len() / 2, buf.len() - 1] {
+                assert!(Multivariate::decode(&mut Decoder::new(&buf[..k])).is_err());
+            }
+        }
     }
 
     #[test]
