@@ -32,12 +32,13 @@ fn noise(n: usize, seed: u64) -> Vec<f64> {
     (0..n).map(|_| r.gauss()).collect()
 }
 
-fn all_configs() -> [DetectorConfig; 4] {
+fn all_configs() -> [DetectorConfig; 5] {
     [
         DetectorConfig::Ewma(EwmaConfig::default()),
         DetectorConfig::Mad(MadConfig::default()),
         DetectorConfig::Cusum(CusumConfig::default()),
         DetectorConfig::Default(KestrelConfig::default()),
+        DetectorConfig::Default(weir_core::detect::KESTREL_CALIBRATED),
     ]
 }
 
@@ -308,8 +309,8 @@ fn decode_rejects_garbage_without_panicking() {
     // unknown version
     let mut bad = bytes.clone();
     let pos = 2 + "kestrel".len();
-    assert_eq!(bad[pos], 0x02);
-    bad[pos] = 0x03;
+    assert_eq!(bad[pos], 0x03);
+    bad[pos] = 0x04;
     assert!(Detector::decode(&mut minicbor::Decoder::new(&bad)).is_err());
     // a flipped byte deep inside must not panic (it may or may not decode)
     for i in (0..bytes.len()).step_by(97) {
@@ -338,8 +339,9 @@ fn alert_gate_hysteresis_and_cooldown() {
     assert_eq!(g.update(0.7), None); // still active
     assert_eq!(g.update(0.45), None); // above threshold - hysteresis
     assert_eq!(g.update(0.39), Some(AlertEdge::Cleared));
-    assert_eq!(g.update(0.9), None); // within cool-down (4 samples since raise)
-    assert_eq!(g.update(0.9), Some(AlertEdge::Raised)); // 6th sample
+    // within cool-down (4 samples since raise); odds 3 < 2 x odds(0.7) = 4.67
+    assert_eq!(g.update(0.75), None);
+    assert_eq!(g.update(0.75), Some(AlertEdge::Raised)); // 6th sample
     assert_eq!(g.raised_count(), 2);
     // snapshot round trip keeps the phase
     let mut e = minicbor::Encoder::new(Vec::new());
@@ -350,4 +352,63 @@ fn alert_gate_hysteresis_and_cooldown() {
     // NaN neither raises nor clears
     assert_eq!(g.update(f64::NAN), None);
     assert!(g.is_active());
+}
+
+#[test]
+fn alert_gate_much_stronger_score_breaks_cooldown() {
+    let mut g = AlertGate::new(0.2857, 0.0, 50);
+    assert_eq!(g.update(0.3), Some(AlertEdge::Raised)); // odds 0.43
+    assert_eq!(g.update(0.0), Some(AlertEdge::Cleared));
+    for _ in 0..10 {
+        assert_eq!(g.update(0.0), None);
+    }
+    assert_eq!(g.update(0.4), None); // odds 0.67 < 2 x 0.43
+    assert_eq!(g.update(0.0), None);
+    assert_eq!(g.update(0.5), Some(AlertEdge::Raised)); // odds 1 >= 0.86
+    assert_eq!(g.update(0.0), Some(AlertEdge::Cleared));
+    // a hard-rule score (1) breaks any cool-down but a hard-rule peak's
+    assert_eq!(g.update(1.0), Some(AlertEdge::Raised));
+    assert_eq!(g.update(0.0), Some(AlertEdge::Cleared));
+    assert_eq!(g.update(1.0), None);
+    assert_eq!(g.raised_count(), 3);
+}
+
+#[test]
+fn alert_gate_reads_its_old_six_element_state() {
+    // written before the cool-down break: raised 3 samples ago, cleared
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.array(6).unwrap();
+    e.f64(0.5).unwrap().f64(0.0).unwrap().u32(10).unwrap();
+    e.bool(false).unwrap().u32(3).unwrap().u64(1).unwrap();
+    let bytes = e.into_writer();
+    let mut g = AlertGate::decode(&mut minicbor::Decoder::new(&bytes)).unwrap();
+    assert_eq!(g.raised_count(), 1);
+    // its cool-down holds even against a hard-rule score, as before
+    for _ in 0..6 {
+        assert_eq!(g.update(1.0), None);
+    }
+    assert_eq!(g.update(1.0), Some(AlertEdge::Raised)); // 10 since the raise
+}
+
+#[test]
+fn kestrel_spike_right_after_a_false_alarm_is_raised() {
+    // issue 15: a 30 sigma spike 21 samples after a false alarm was hidden by
+    // the false alarm's cool-down
+    let cfg = DetectorConfig::Default(KestrelConfig::default());
+    let mut checked = 0;
+    for seed in 1..20 {
+        let xs = noise(6000, seed);
+        let Some(&fa) = raised(&cfg, &xs).iter().find(|&&i| i > 1000) else {
+            continue;
+        };
+        let mut ys = xs.clone();
+        ys[fa + 21] = 30.0;
+        assert!(
+            raised(&cfg, &ys).contains(&(fa + 21)),
+            "seed {seed}: spike at {} after a false alarm at {fa} not raised",
+            fa + 21
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "too few false alarms to test with: {checked}");
 }

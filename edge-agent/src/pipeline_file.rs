@@ -11,6 +11,7 @@ use toml::Spanned;
 use weir_core::agg::AggKind;
 use weir_core::detect::{
     CusumConfig, DetectorConfig, DetectorSpec, EwmaConfig, KestrelConfig, MadConfig,
+    KESTREL_CALIBRATED,
 };
 use weir_core::prelude::*;
 use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
@@ -459,10 +460,11 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
                 warmup: p.warmup.unwrap_or(w0),
             }
         }
-        "kestrel" | "ewma" | "mad" | "cusum" if only_ewma_z => {
+        "kestrel" | "kestrel_calibrated" | "ewma" | "mad" | "cusum" if only_ewma_z => {
             return Err(ctx.err(Some(kind.span()), format!("{} takes threshold, hysteresis and cooldown; alpha, k and warmup belong to ewma_z", kind.get_ref()), "remove alpha/k/warmup: scoring detectors use one global configuration"));
         }
         "kestrel" => scored(DetectorConfig::Default(KestrelConfig::default())),
+        "kestrel_calibrated" => scored(DetectorConfig::Default(KESTREL_CALIBRATED)),
         "ewma" => scored(DetectorConfig::Ewma(EwmaConfig::default())),
         "mad" => scored(DetectorConfig::Mad(MadConfig::default())),
         "cusum" => scored(DetectorConfig::Cusum(CusumConfig::default())),
@@ -470,7 +472,7 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
             return Err(ctx.err(
                 Some(kind.span()),
                 format!("unknown detector kind `{other}`"),
-                "use one of: kestrel (the default), ewma, mad, cusum, ewma_z",
+                "use one of: kestrel (the default), kestrel_calibrated, ewma, mad, cusum, ewma_z",
             ))
         }
     };
@@ -978,6 +980,31 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         parse("p.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn calibrated_kestrel_ships_its_tail_threshold() {
+        let nab = include_str!("../../examples/nab.toml");
+        let p = parse(
+            "nab.toml",
+            &nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrated\""),
+        )
+        .unwrap();
+        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+            panic!("not a detect operator");
+        };
+        let DetectorSpec::Scored {
+            detector,
+            threshold,
+            ..
+        } = d.detector
+        else {
+            panic!("not a scored detector");
+        };
+        assert_eq!(detector, DetectorConfig::Default(KESTREL_CALIBRATED));
+        assert_eq!(threshold, 5.0 / 15.0);
+        let e = err(&nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrate\""));
+        assert!(e.help.contains("kestrel_calibrated"), "{e}");
     }
 
     #[test]

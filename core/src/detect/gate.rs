@@ -1,6 +1,5 @@
 //! Alert gate: threshold + hysteresis + cool-down, so one fault = one alert.
 
-use super::expect_array;
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
@@ -18,7 +17,12 @@ pub enum AlertEdge {
 /// has elapsed), clears when `score < threshold - hysteresis`. While raised
 /// nothing new is emitted; a new raise needs a clear first and at least
 /// `cooldown` samples since the previous raise (raise at sample i, next raise
-/// at sample i + cooldown at the earliest).
+/// at sample i + cooldown at the earliest) — unless the score is much
+/// stronger than the peak of the previous alert: inside the cool-down a
+/// score whose odds `s / (1 - s)` are at least [`AlertGate::BREAK_ODDS`]
+/// times the previous peak's raises at once (on the shared score scale
+/// `L / (L + 10)` the odds are `L / 10`, so this is a tail probability at
+/// least squared), so an earlier false alarm cannot hide a real fault.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AlertGate {
     /// Score at or above which an alert is raised.
@@ -30,9 +34,24 @@ pub struct AlertGate {
     active: bool,
     since_raise: u32,
     raised: u64,
+    /// Highest score since the last raise (1 after an old snapshot: no break).
+    peak: f64,
+}
+
+/// Odds `s / (1 - s)` of a score (infinite at 1).
+fn odds(s: f64) -> f64 {
+    if s >= 1.0 {
+        f64::INFINITY
+    } else {
+        s / (1.0 - s)
+    }
 }
 
 impl AlertGate {
+    /// Inside the cool-down, a score whose odds are at least this multiple of
+    /// the previous alert's peak odds raises anyway.
+    pub const BREAK_ODDS: f64 = 2.0;
+
     /// A gate with the given threshold, hysteresis and cool-down (samples).
     pub fn new(threshold: f64, hysteresis: f64, cooldown: u32) -> Self {
         AlertGate {
@@ -46,6 +65,7 @@ impl AlertGate {
             active: false,
             since_raise: u32::MAX,
             raised: 0,
+            peak: 0.0,
         }
     }
 
@@ -66,14 +86,19 @@ impl AlertGate {
             return None;
         }
         if self.active {
+            self.peak = self.peak.max(score);
             if score < self.threshold - self.hysteresis {
                 self.active = false;
                 return Some(AlertEdge::Cleared);
             }
             None
-        } else if score >= self.threshold && self.since_raise >= self.cooldown {
+        } else if score >= self.threshold
+            && (self.since_raise >= self.cooldown
+                || (self.peak < 1.0 && odds(score) >= Self::BREAK_ODDS * odds(self.peak)))
+        {
             self.active = true;
             self.since_raise = 0;
+            self.peak = score;
             self.raised = self.raised.saturating_add(1);
             Some(AlertEdge::Raised)
         } else {
@@ -83,22 +108,28 @@ impl AlertGate {
 
     /// Writes the gate's state as CBOR.
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
-        e.array(6)?
+        e.array(7)?
             .f64(self.threshold)?
             .f64(self.hysteresis)?
             .u32(self.cooldown)?
             .bool(self.active)?
             .u32(self.since_raise)?
-            .u64(self.raised)?;
+            .u64(self.raised)?
+            .f64(self.peak)?;
         Ok(())
     }
 
-    /// Reads state written by [`AlertGate::encode`].
+    /// Reads state written by [`AlertGate::encode`], or the 6-element state
+    /// written before the cool-down break (its peak reads as 1: that alert's
+    /// cool-down runs out as before).
     ///
     /// # Errors
     /// Malformed input.
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
-        expect_array(d, 6)?;
+        let n = match d.array()? {
+            Some(n @ (6 | 7)) => n,
+            _ => return Err(DecError::message("unexpected array length")),
+        };
         Ok(AlertGate {
             threshold: d.f64()?,
             hysteresis: d.f64()?,
@@ -106,6 +137,7 @@ impl AlertGate {
             active: d.bool()?,
             since_raise: d.u32()?,
             raised: d.u64()?,
+            peak: if n == 7 { d.f64()? } else { 1.0 },
         })
     }
 }

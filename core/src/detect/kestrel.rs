@@ -13,7 +13,8 @@
 //!    that average (exponentially weighted mean / variance); the upper
 //!    gaussian tail `p` of the z-value gives the surprise `L = -log10 p` and
 //!    the score `L / (L + 10)` (non-saturating; p = 1e-4 maps to 0.2857).
-//! 3. **Hard rules** that score 1: a value outside the range seen so far
+//! 3. **Hard rules** that score near 1 (`L = 100 x` the distance from the
+//!    range centre in half-ranges, 0.909 just outside): a value outside the range seen so far
 //!    (widened by `spatial_tol` of its width; as in NAB's HTM detector), the
 //!    EWMA-smoothed series leaving its own seen range while the likelihood z
 //!    is at least `smooth_z` (level shifts inside the raw range), and a stuck
@@ -26,9 +27,19 @@
 //!    `mask_floor` in between (re-arming). One event gives one spike instead
 //!    of a plateau.
 //!
+//! 5. **Calibration** (only with `calibrated`, [`KESTREL_CALIBRATED`],
+//!    issue 15): the reported surprise is re-judged by peaks-over-threshold
+//!    tails of the key's own past ([`super::calib::PotTail`]) of the
+//!    likelihood z and of the value's and smoothed value's distance from a
+//!    slow baseline: common surprises are demoted to their calibrated value,
+//!    rare ones kept, and a calibrated extreme value or level (p < 1e-5)
+//!    raises on its own, once per excursion. The shipped threshold then
+//!    reads as a tail probability of 1e-5 per sample.
+//!
 //! Nothing is scored before `learn` samples. Detectors are sample-indexed;
 //! timestamps are only checked (see `Clock`), never used in arithmetic.
 
+use super::calib::PotTail;
 use super::knn::{Nn, POINTS_STRIDE1, POINTS_STRIDE2};
 use super::{dec_blob, enc_blob, expect_array};
 use super::{norm_neglog10_sf, surprise_to_unit, Clock};
@@ -86,9 +97,27 @@ pub struct KestrelConfig {
     /// Likelihood z-values at or above this start a suppression window.
     pub mask_floor: f64,
     /// Shipped alert threshold: likelihood tail p = 1e-4, i.e.
-    /// L = 4, score = 4 / 14.
+    /// L = 4, score = 4 / 14 (calibrated: p = 1e-5, 5 / 15).
     pub threshold: f64,
+    /// Calibrated alarms (issue 15, [`KESTREL_CALIBRATED`]): every reported
+    /// surprise is re-judged against peaks-over-threshold tails of the key's
+    /// own past (see [`super::calib`]), and a calibrated extreme value or
+    /// level of the value raises on its own.
+    pub calibrated: bool,
 }
+
+/// Suppression value of a hard-rule event, above any likelihood z.
+const HARD: f64 = 1e12;
+/// Surprise `L` per half-range of distance of a hard-rule event (score
+/// `L / (L + 10)`: 0.909 just outside the range, 0.99 ten half-ranges out).
+const HARD_SURPRISE: f64 = 100.0;
+
+/// Calibrated surprise at the calibrated shipped threshold (tail p = 1e-5).
+const CAL_L: f64 = 5.0;
+/// Values of a calibrated surprise at or above this are not learned.
+const LEARN_L: f64 = 4.0;
+/// Rate of the slow baseline of the value.
+const BASE_ALPHA: f64 = 0.001;
 
 /// Shipped threshold: the score of a likelihood tail probability of 1e-4.
 pub const KESTREL_THRESHOLD: f64 = 4.0 / 14.0;
@@ -117,6 +146,19 @@ pub const KESTREL_DEFAULT: KestrelConfig = KestrelConfig {
     rise: 1.5,
     mask_floor: 1.0,
     threshold: KESTREL_THRESHOLD,
+    calibrated: false,
+};
+
+/// Shipped threshold of calibrated Kestrel: tail probability 1e-5 per sample.
+pub const KESTREL_CAL_THRESHOLD: f64 = 5.0 / 15.0;
+
+/// Kestrel with calibrated alarms (`kind = "kestrel_calibrated"`): the
+/// shipped threshold is a tail probability of 1e-5 per sample under the
+/// key's own past.
+pub const KESTREL_CALIBRATED: KestrelConfig = KestrelConfig {
+    threshold: KESTREL_CAL_THRESHOLD,
+    calibrated: true,
+    ..KESTREL_DEFAULT
 };
 
 impl Default for KestrelConfig {
@@ -159,6 +201,13 @@ pub struct Kestrel {
     armed: bool,
     /// Diagnostics: last [surprise at scale 1, 2, 3, spatial/stuck flag].
     parts: [f64; 4],
+    /// Calibration (issue 15): tails of the likelihood z, of the value's
+    /// distance from its range centre and of the smoothed series' distance.
+    tails: [PotTail; 3],
+    /// Slow baseline of the value (mean, variance) for the extremity tails.
+    base: [f64; 2],
+    /// An extremity excursion is being reported (until it re-arms).
+    ext_on: bool,
 }
 
 // The memory target per key of issue 15 (it was 25,552 B with copied banks).
@@ -202,6 +251,9 @@ impl Kestrel {
             hold_until: 0,
             armed: true,
             parts: [0.0; 4],
+            tails: [PotTail::new(); 3],
+            base: [0.0; 2],
+            ext_on: false,
         }
     }
 
@@ -230,6 +282,12 @@ impl Kestrel {
             && range > 0.0
             && self.n > c.learn as u64
             && (x > self.vmax + tol || x < self.vmin - tol);
+        // how far out: distance from the range's centre in half-ranges
+        let dist = if spatial {
+            libm::fabs(x - 0.5 * (self.vmax + self.vmin)) / (0.5 * range)
+        } else {
+            1.0
+        };
         if x < self.vmin {
             self.vmin = x;
         }
@@ -240,6 +298,21 @@ impl Kestrel {
         self.sm += c.smooth_alpha * (x - self.sm);
         let srange = self.smax - self.smin;
         let stol = c.smooth_tol * srange;
+        // extremity of the value and of the smoothed series against a slow
+        // baseline, in its standard deviations (tails 1 and 2)
+        let bsd = libm::sqrt(self.base[1]);
+        let (ext, sext) = if bsd > 0.0 {
+            (
+                libm::fabs(x - self.base[0]) / bsd,
+                libm::fabs(self.sm - self.base[0]) / bsd,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let ba = (1.0 / self.n as f64).max(BASE_ALPHA);
+        let bd = x - self.base[0];
+        self.base[0] += ba * bd;
+        self.base[1] = (1.0 - ba) * (self.base[1] + ba * bd * bd);
         let sp_smooth = c.smooth_tol >= 0.0
             && srange > 0.0
             && self.n > c.learn as u64
@@ -315,7 +388,7 @@ impl Kestrel {
         self.lmean += la * dm;
         self.lvar = (1.0 - la) * (self.lvar + la * dm * dm);
 
-        // peak suppression, in likelihood z units (hard rules = infinite):
+        // peak suppression, in likelihood z units (hard rules = HARD + distance):
         // inside the window only an escalation (> rise x held peak) passes;
         // after it, a new report also needs the likelihood to have fallen
         // below `mask_floor` since the last report (re-armed), so a long
@@ -333,12 +406,27 @@ impl Kestrel {
             0.0
         };
         let spatial = spatial || stuck || smooth;
-        let s = if spatial { f64::INFINITY } else { z.max(0.0) };
+        // hard rules hold HARD + their distance (1 for the stuck and smoothed
+        // rules): inside the window a hard event passes when it is `rise`
+        // times farther out than the held one (an old snapshot's infinite
+        // hold never passes, as before)
+        let s = if spatial { HARD + dist } else { z.max(0.0) };
+        // calibrated surprises, each judged against its own past
+        let (l_like, [l_dist, l_smooth], ext_score) = if c.calibrated {
+            self.calibrate(z, ext, sext)
+        } else {
+            (0.0, [0.0; 2], 0.0)
+        };
         if s < c.mask_floor {
             self.armed = true;
         }
         let in_window = self.n < self.hold_until;
-        if s > self.hold_val * c.rise || (!in_window && self.armed) {
+        let escalates = if s >= HARD && self.hold_val >= HARD {
+            s - HARD > (self.hold_val - HARD) * c.rise
+        } else {
+            s > self.hold_val * c.rise
+        };
+        if escalates || (!in_window && self.armed) {
             if s >= c.mask_floor {
                 self.hold_val = s;
                 self.hold_until = self.n.saturating_add(c.rest as u64);
@@ -346,20 +434,76 @@ impl Kestrel {
             } else {
                 self.hold_val = 0.0;
             }
-            if spatial {
-                1.0
-            } else {
-                surprise_to_unit(norm_neglog10_sf(s))
+            // a tail probability under the key's own past (see `calib`)
+            let raw = match self.parts[3] as u32 {
+                0 => norm_neglog10_sf(s),
+                4 => HARD_SURPRISE,
+                // graded just below 1 by distance (L = 100 x dist), so a far
+                // stronger event can break an alert gate's cool-down
+                _ => HARD_SURPRISE * dist,
+            };
+            if !c.calibrated {
+                return surprise_to_unit(raw);
             }
+            // a surprise the key's past makes common is demoted to its
+            // calibrated value; a rare one keeps the larger of the two
+            let cal = match self.parts[3] as u32 {
+                0 => l_like,
+                4 => HARD_SURPRISE,
+                1 => l_like.max(l_dist),
+                _ => l_like.max(l_smooth),
+            };
+            let l = if cal >= CAL_L {
+                raw.max(cal)
+            } else {
+                raw.min(cal)
+            };
+            surprise_to_unit(l).max(ext_score)
         } else {
-            0.0
+            ext_score
         }
+    }
+
+    /// Calibration (issue 15): the surprises of the likelihood `z`, of the
+    /// value's extremity `ext` and of the smoothed series' `sext` under the
+    /// key's own past tails, then learns them; returns those surprises
+    /// (`-log10 p`) and the score of a calibrated extreme excursion
+    /// (reported once per excursion, 0 otherwise).
+    fn calibrate(&mut self, z: f64, ext: f64, sext: f64) -> (f64, [f64; 2], f64) {
+        let like_ready = self.lcount > self.cfg.like_warmup as u64;
+        let l_like = self.tails[0].surprise(z.max(0.0));
+        let l_dist = self.tails[1].surprise(ext);
+        let l_smooth = self.tails[2].surprise(sext);
+        // values already improbable (p < 1e-4) are not learned: a
+        // developing fault must not widen the tail it is judged against
+        if like_ready && l_like < LEARN_L {
+            self.tails[0].learn(z.max(0.0));
+        }
+        if l_dist < LEARN_L {
+            self.tails[1].learn(ext);
+        }
+        if l_smooth < LEARN_L {
+            self.tails[2].learn(sext);
+        }
+        // a calibrated extreme value or level raises on its own, once per
+        // excursion (re-armed below CAL_L - 1)
+        let l_ext = l_dist.max(l_smooth);
+        let ext_score = if l_ext >= CAL_L && !self.ext_on {
+            self.ext_on = true;
+            surprise_to_unit(l_ext)
+        } else {
+            if l_ext < CAL_L - 1.0 {
+                self.ext_on = false;
+            }
+            0.0
+        };
+        (l_like, [l_dist, l_smooth], ext_score)
     }
 
     /// Writes the state (configuration included) as CBOR (about 5.5 KB).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
-        e.array(11)?;
+        e.array(12)?;
         enc_blob(
             e,
             &[
@@ -422,6 +566,13 @@ impl Kestrel {
         self.nn1.encode(e)?;
         self.nn2.encode(e)?;
         self.nn3.encode(e)?;
+        // version 3: calibration
+        e.array(4)?.bool(c.calibrated)?.bool(self.ext_on)?;
+        enc_blob(e, &self.base)?;
+        e.array(3)?;
+        for t in &self.tails {
+            t.encode(e)?;
+        }
         Ok(())
     }
 
@@ -443,7 +594,7 @@ impl Kestrel {
         if !(1..=super::SNAPSHOT_VERSION).contains(&version) {
             return Err(DecError::message("unsupported kestrel state version"));
         }
-        expect_array(d, 11)?;
+        expect_array(d, if version >= 3 { 12 } else { 11 })?;
         let mut f = [0.0; 13];
         dec_blob(d, &mut f)?;
         let mut u = [0u32; 9];
@@ -471,6 +622,7 @@ impl Kestrel {
             short: u[6],
             like_warmup: u[7],
             rest: u[8],
+            calibrated: false,
         };
         let mut k = Kestrel::new(&cfg);
         if k.cfg != cfg {
@@ -522,6 +674,19 @@ impl Kestrel {
             k.nn1 = Nn::decode(d)?;
             k.nn2 = Nn::decode(d)?;
             k.nn3 = Nn::decode(d)?;
+        }
+        if version >= 3 {
+            expect_array(d, 4)?;
+            k.cfg.calibrated = d.bool()?;
+            k.ext_on = d.bool()?;
+            dec_blob(d, &mut k.base)?;
+            if !k.base.iter().all(|v| v.is_finite()) || k.base[1] < 0.0 {
+                return Err(DecError::message("kestrel state holds a non-finite value"));
+            }
+            expect_array(d, 3)?;
+            for t in &mut k.tails {
+                *t = PotTail::decode(d)?;
+            }
         }
         Ok(k)
     }

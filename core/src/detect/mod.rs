@@ -26,18 +26,22 @@ use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
 
+pub mod calib;
 pub mod cusum;
 pub mod ewma;
 pub mod gate;
 pub mod kestrel;
 pub mod knn;
 pub mod mad;
+pub mod multivariate;
 
+pub use calib::PotTail;
 pub use cusum::{CusumConfig, CusumDetector};
 pub use ewma::{EwmaConfig, EwmaDetector};
 pub use gate::{AlertEdge, AlertGate};
-pub use kestrel::{Kestrel, KestrelConfig};
+pub use kestrel::{Kestrel, KestrelConfig, KESTREL_CALIBRATED};
 pub use mad::{MadConfig, MadDetector};
+pub use multivariate::{Multivariate, MultivariateConfig, MAX_FIELDS};
 
 /// Which detector, with its parameters (all have sensible `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -170,7 +174,8 @@ impl Detector {
 /// ([`knn`]). Version 1 is still read (the same for `ewma`, `mad` and
 /// `cusum`; Kestrel's banks are rebuilt into those buffers, losslessly for the
 /// default configuration).
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// 3: Kestrel's calibration (flag, baseline, tails) as a 12th element.
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// Largest accepted magnitude: beyond it a value is rejected like a
 /// non-finite one, so squares and f32 pattern distances can never overflow.
