@@ -514,6 +514,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
             }
+            crate::functions::print_report(&pf.functions, show_bad);
             let st = engine.stats();
             eprintln!(
                 "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
@@ -672,5 +673,6 @@ fn reason_name(e: &RowError) -> String {
         RowError::NotUtf8 => "not_utf8".into(),
         RowError::TooLong => "too_long".into(),
         RowError::Rejected(r) => Reject::name(*r).into(),
+        RowError::Function(_) => "function".into(),
     }
 }

@@ -26,6 +26,8 @@ pub struct PipelineFile {
     /// Each source's MQTT subscription and payload decoder (for `weir run`),
     /// `None` for a source without an `mqtt` table.
     pub mqtt: Vec<Option<MqttSource>>,
+    /// User functions in WebAssembly (`[[function]]`, docs/functions.md).
+    pub functions: crate::functions::Functions,
 }
 
 /// Where a source's samples come from over MQTT.
@@ -257,6 +259,8 @@ struct RawPipeline {
     windows: Vec<RawWindow>,
     #[serde(default, rename = "detect")]
     detects: Vec<RawDetect>,
+    #[serde(default, rename = "function")]
+    functions: Vec<crate::functions::RawFunction>,
 }
 
 /// A file being parsed, for located errors.
@@ -703,6 +707,12 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             }),
         });
     }
+    // User functions: scalar ones add a field to their source, keyed ones
+    // an operator (crate::functions).
+    let functions =
+        crate::functions::wire(&ctx, &raw.functions, &mut sources, &mut operators, &|m| {
+            crate::functions::read_module(file, m)
+        })?;
     let spec = PipelineSpec {
         name: raw.name.clone().unwrap_or_else(|| "pipeline".into()),
         time,
@@ -711,7 +721,12 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         state,
     };
     spec.validate().map_err(|e| build_error(&ctx, &raw, &e))?;
-    Ok(PipelineFile { spec, csv, mqtt })
+    Ok(PipelineFile {
+        spec,
+        csv,
+        mqtt,
+        functions,
+    })
 }
 
 fn mqtt_source(

@@ -1672,6 +1672,7 @@ fn compile_query(
             spec,
             csv: vec![csv],
             mqtt: vec![mqtt],
+            functions: Default::default(),
         },
         query: Query {
             filter: filter.map(|f| f.0),

@@ -1,0 +1,194 @@
+//! The guest side of weir's user functions (docs/functions.md): safe
+//! wrappers over the host calls a module may import (module `weir`).
+//!
+//! A crate of type `cdylib`, built with
+//! `cargo build --target wasm32-unknown-unknown --release`, becomes a
+//! module weir loads from a pipeline's `[[function]]` table.
+//!
+//! **Scalar functions** need nothing from this crate: export
+//! `#[no_mangle] pub extern "C" fn name(a: f64, …) -> f64`.
+//!
+//! **Keyed functions** export `weir_on_sample(ts: i64, value: f64)` and,
+//! to use timers, `weir_on_timer(at: i64, domain: i32)`. Each call is for
+//! one key; the key's state lives in the host (it is checkpointed with the
+//! engine and survives crashes and module updates) and is read with
+//! [`load`] and replaced with [`store`]. Anything else a module keeps in
+//! its own memory is scratch: the host may start the instance afresh (after
+//! a failed call, on restart).
+//!
+//! A panic aborts (build with `panic = "abort"`): the call traps, and the
+//! host counts it and dead-letters the reading.
+//!
+//! A call is all-or-nothing: if it traps, runs out of fuel or asks for
+//! something invalid, none of its state writes, timers or emits happen.
+
+/// The raw host imports.
+pub mod sys {
+    #[link(wasm_import_module = "weir")]
+    extern "C" {
+        /// Length of the current key's state.
+        pub fn state_len() -> i32;
+        /// Copies up to `cap` bytes of the key's state to `ptr`; returns how many.
+        pub fn state_read(ptr: *mut u8, cap: i32) -> i32;
+        /// Replaces the key's state with `len` bytes at `ptr` (0 clears it).
+        pub fn state_write(ptr: *const u8, len: i32);
+        /// Length of the function's config text (`name=value` lines).
+        pub fn config_len() -> i32;
+        /// Copies up to `cap` bytes of the config text to `ptr`; returns how many.
+        pub fn config_read(ptr: *mut u8, cap: i32) -> i32;
+        /// The driver's clock (processing time).
+        pub fn now() -> i64;
+        /// The current watermark (`i64::MIN` before any).
+        pub fn watermark() -> i64;
+        /// The engine's id of the current key.
+        pub fn key_id() -> i32;
+        /// Calls `weir_on_timer(at, 0)` when the watermark reaches `at`.
+        pub fn timer_event(at: i64);
+        /// Calls `weir_on_timer(at, 1)` when the clock reaches `at`.
+        pub fn timer_processing(at: i64);
+        /// Deletes a timer (domain 0 event time, 1 processing time).
+        pub fn timer_delete(at: i64, domain: i32);
+        /// Emits a result: timestamp, value, tag.
+        pub fn emit(ts: i64, value: f64, tag: i32);
+        /// Emits a window row of `n` f64 at `ptr`; flag -1 none, 0 no, 1 yes.
+        pub fn emit_window(start: i64, end: i64, ptr: *const f64, n: i32, flag: i32);
+    }
+}
+
+/// Which clock a timer waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// The watermark (event time).
+    EventTime,
+    /// The driver's clock (processing time).
+    ProcessingTime,
+}
+
+impl Domain {
+    /// From the `domain` argument of `weir_on_timer`.
+    pub fn from_raw(d: i32) -> Domain {
+        if d == 0 {
+            Domain::EventTime
+        } else {
+            Domain::ProcessingTime
+        }
+    }
+}
+
+/// Plain data that can be stored as a key's state: `Copy`, no pointers,
+/// every bit pattern valid (integers, floats, arrays and `#[repr(C)]`
+/// structs of them).
+///
+/// # Safety
+/// Implement only for such types.
+pub unsafe trait Pod: Copy + 'static {}
+
+unsafe impl Pod for u8 {}
+unsafe impl Pod for u32 {}
+unsafe impl Pod for u64 {}
+unsafe impl Pod for i32 {}
+unsafe impl Pod for i64 {}
+unsafe impl Pod for f64 {}
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// The current key's state, or `None` if it has none (or a state of
+/// another size, e.g. written by an older version of the module).
+pub fn load<T: Pod>() -> Option<T> {
+    let n = core::mem::size_of::<T>();
+    // SAFETY: host calls on this instance's own memory; T is Pod.
+    unsafe {
+        if sys::state_len() as usize != n {
+            return None;
+        }
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        let got = sys::state_read(v.as_mut_ptr() as *mut u8, n as i32);
+        (got as usize == n).then(|| v.assume_init())
+    }
+}
+
+/// Replaces the current key's state.
+pub fn store<T: Pod>(v: &T) {
+    // SAFETY: reads size_of::<T>() bytes of a valid T.
+    unsafe { sys::state_write(v as *const T as *const u8, core::mem::size_of::<T>() as i32) }
+}
+
+/// Clears the current key's state (the key may then be evicted).
+pub fn clear() {
+    // SAFETY: a zero-length write.
+    unsafe { sys::state_write(core::ptr::null(), 0) }
+}
+
+/// The state as raw bytes into `buf`; returns its length (it may be longer
+/// than `buf`).
+pub fn load_bytes(buf: &mut [u8]) -> usize {
+    // SAFETY: writes at most buf.len() bytes into buf.
+    unsafe {
+        let n = sys::state_len() as usize;
+        sys::state_read(buf.as_mut_ptr(), buf.len() as i32);
+        n
+    }
+}
+
+/// Replaces the state with raw bytes.
+pub fn store_bytes(b: &[u8]) {
+    // SAFETY: reads b.
+    unsafe { sys::state_write(b.as_ptr(), b.len() as i32) }
+}
+
+/// Registers a timer for the current key.
+pub fn set_timer(at: i64, domain: Domain) {
+    // SAFETY: plain values.
+    unsafe {
+        match domain {
+            Domain::EventTime => sys::timer_event(at),
+            Domain::ProcessingTime => sys::timer_processing(at),
+        }
+    }
+}
+
+/// Deletes a timer of the current key.
+pub fn delete_timer(at: i64, domain: Domain) {
+    // SAFETY: plain values.
+    unsafe { sys::timer_delete(at, (domain == Domain::ProcessingTime) as i32) }
+}
+
+/// Emits a result for the current key (an alert, a score, …).
+pub fn emit(ts: i64, value: f64, tag: u32) {
+    // SAFETY: plain values.
+    unsafe { sys::emit(ts, value, tag as i32) }
+}
+
+/// Emits a window row for the current key, with an optional anomaly flag.
+pub fn emit_window(start: i64, end: i64, values: &[f64], flag: Option<bool>) {
+    let f = match flag {
+        None => -1,
+        Some(false) => 0,
+        Some(true) => 1,
+    };
+    // SAFETY: reads values.
+    unsafe { sys::emit_window(start, end, values.as_ptr(), values.len() as i32, f) }
+}
+
+/// The driver's clock.
+pub fn now() -> i64 {
+    // SAFETY: no arguments.
+    unsafe { sys::now() }
+}
+
+/// The watermark (`i64::MIN` before any).
+pub fn watermark() -> i64 {
+    // SAFETY: no arguments.
+    unsafe { sys::watermark() }
+}
+
+/// A number from the function's `config` table, by name.
+pub fn config_f64(name: &str) -> Option<f64> {
+    let mut buf = [0u8; 1024];
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { sys::config_read(buf.as_mut_ptr(), buf.len() as i32) } as usize;
+    let text = core::str::from_utf8(&buf[..n.min(buf.len())]).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
