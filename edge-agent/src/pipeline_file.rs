@@ -261,6 +261,8 @@ struct RawPipeline {
     detects: Vec<RawDetect>,
     #[serde(default, rename = "function")]
     functions: Vec<crate::functions::RawFunction>,
+    #[serde(default)]
+    modules: crate::functions::RawModules,
 }
 
 /// A file being parsed, for located errors.
@@ -709,10 +711,14 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
     }
     // User functions: scalar ones add a field to their source, keyed ones
     // an operator (crate::functions).
-    let functions =
-        crate::functions::wire(&ctx, &raw.functions, &mut sources, &mut operators, &|m| {
-            crate::functions::read_module(file, m)
-        })?;
+    let functions = crate::functions::wire(
+        &ctx,
+        &raw.functions,
+        &mut sources,
+        &mut operators,
+        &raw.modules,
+        &|m| crate::functions::read_module(file, m),
+    )?;
     let spec = PipelineSpec {
         name: raw.name.clone().unwrap_or_else(|| "pipeline".into()),
         time,

@@ -111,7 +111,7 @@ pub enum Emit {
         /// Tag.
         tag: u32,
     },
-    /// `weir.emit_window(start, end, ptr, n, flag)`.
+    /// `weir.emit_window(start, end, ptr, n, flag, score)`.
     Window {
         /// Window start.
         start: i64,
@@ -121,6 +121,8 @@ pub enum Emit {
         values: Vec<f64>,
         /// -1 no verdict, 0 not flagged, 1 flagged.
         flag: i32,
+        /// The verdict's score.
+        score: f64,
     },
 }
 
@@ -354,7 +356,8 @@ fn linker(engine: &Engine) -> Result<Linker<HostData>, wasmi::Error> {
          end: i64,
          ptr: i32,
          n: i32,
-         flag: i32|
+         flag: i32,
+         score: f64|
          -> Result<(), wasmi::Error> {
             if !(0..=weir_core::spec::MAX_AGGS as i32).contains(&n) {
                 return Err(misuse(
@@ -377,6 +380,7 @@ fn linker(engine: &Engine) -> Result<Linker<HostData>, wasmi::Error> {
                     end,
                     values,
                     flag,
+                    score,
                 },
             )
         },

@@ -112,12 +112,13 @@ impl WasmProcess {
                             end,
                             values,
                             flag,
+                            score,
                         } => ctx.emit_window(
                             start,
                             end,
                             &values,
                             (flag >= 0).then_some(Verdict {
-                                score: if flag > 0 { 1.0 } else { 0.0 },
+                                score,
                                 flag: flag > 0,
                             }),
                         ),
@@ -145,7 +146,9 @@ fn check(emits: &[Emit]) -> Result<(), CallError> {
         let ok = match e {
             Emit::Value { value, .. } => value.is_finite(),
             // NaN is how a window says "no value" (a mean of nothing).
-            Emit::Window { values, .. } => values.iter().all(|v| !v.is_infinite()),
+            Emit::Window { values, score, .. } => {
+                values.iter().all(|v| !v.is_infinite()) && !score.is_infinite()
+            }
         };
         if !ok {
             return Err(CallError {

@@ -64,8 +64,76 @@ pub(crate) struct RawFunction {
     columns: Option<Spanned<Vec<String>>>,
     flag: Option<bool>,
     sees_late: Option<bool>,
+    sha256: Option<Spanned<String>>,
     #[serde(default)]
     config: toml::Table,
+}
+
+/// A module embedded in the pipeline text (`[modules."name.wasm"]`), as
+/// `weir functions embed` writes it for a signed update.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModule {
+    sha256: Spanned<String>,
+    base64: Spanned<String>,
+}
+
+/// Embedded modules by the name `module` gives.
+pub(crate) type RawModules = std::collections::BTreeMap<String, RawModule>;
+
+/// Lower-case hex SHA-256 of `b`.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Decodes standard base64 (padding optional, no whitespace).
+///
+/// # Errors
+/// A character outside the alphabet, or a length no encoding has.
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim_end_matches('=');
+    if s.len() % 4 == 1 {
+        return Err("base64 of an impossible length".into());
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for (i, c) in s.bytes().enumerate() {
+        let v = B64
+            .iter()
+            .position(|x| *x == c)
+            .ok_or_else(|| format!("byte {i} of the base64 is not base64"))?;
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
 }
 
 /// A failed call, kept for inspection.
@@ -281,6 +349,16 @@ pub struct FunctionDef {
 pub struct Functions {
     /// In declaration order.
     pub defs: Vec<Arc<FunctionDef>>,
+    /// Live scalar instances by source, for [`Functions::with_values`].
+    live: Arc<Mutex<Vec<Option<Scalars>>>>,
+}
+
+impl std::fmt::Debug for Scalars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scalars")
+            .field("fns", &self.fns.len())
+            .finish()
+    }
 }
 
 impl Functions {
@@ -298,6 +376,46 @@ impl Functions {
                 .collect(),
             args: Vec::new(),
         }
+    }
+
+    /// Calls `f` with a sample's values completed by the source's scalar
+    /// functions (`weir run`): `values` as decoded, without the computed
+    /// fields. A failed or disabled function's field (and those after it)
+    /// is NaN, so the engine rejects the sample as non-finite; the
+    /// function's [`Health`] has the failure and its dead letter.
+    pub fn with_values<R>(
+        &self,
+        source: usize,
+        ts: i64,
+        values: &[f64],
+        f: impl FnOnce(&[f64]) -> R,
+    ) -> R {
+        if !self
+            .defs
+            .iter()
+            .any(|d| d.source == source && matches!(d.kind, Kind::Scalar { .. }))
+        {
+            return f(values);
+        }
+        let mut live = lock(&self.live);
+        if live.len() <= source {
+            live.resize_with(source + 1, || None);
+        }
+        let sc = live[source].get_or_insert_with(|| self.scalars(source));
+        let outputs = sc.fns.len();
+        let mut v = values.to_vec();
+        v.resize(values.len() + outputs, 0.0);
+        if let Err(i) = sc.apply(ts, &mut v) {
+            for s in &sc.fns[i..] {
+                if let Kind::Scalar { output, .. } = s.def.kind {
+                    if let Some(x) = v.get_mut(output) {
+                        *x = f64::NAN;
+                    }
+                }
+            }
+        }
+        drop(live);
+        f(&v)
     }
 
     /// The keyed function whose operator id is `id`.
@@ -469,8 +587,18 @@ pub(crate) fn wire(
     raw: &[RawFunction],
     sources: &mut [SourceSpec],
     operators: &mut Vec<OperatorSpec>,
+    inline: &RawModules,
     modules: &dyn Fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<Functions, ConfigError> {
+    for (name, m) in inline {
+        if !raw.iter().any(|f| f.module.get_ref() == name) {
+            return Err(ctx.err(
+                Some(m.sha256.span()),
+                format!("embedded module `{name}` is used by no [[function]]"),
+                "remove it, or name it in a function's `module`",
+            ));
+        }
+    }
     let mut defs: Vec<Arc<FunctionDef>> = Vec::new();
     for f in raw {
         let id = f.id.get_ref();
@@ -536,13 +664,41 @@ pub(crate) fn wire(
             }
         }
         let config = config_text(ctx, &f.config, f.id.span())?;
-        let bytes = modules(f.module.get_ref()).map_err(|e| {
-            ctx.err(
-                Some(f.module.span()),
-                e,
-                "module is a .wasm file, relative to the pipeline file",
-            )
-        })?;
+        let bytes = match inline.get(f.module.get_ref()) {
+            Some(m) => {
+                let b = base64_decode(m.base64.get_ref()).map_err(|e| {
+                    ctx.err(Some(m.base64.span()), e, "write the module with `weir functions embed`")
+                })?;
+                if &sha256_hex(&b) != m.sha256.get_ref() {
+                    return Err(ctx.err(
+                        Some(m.sha256.span()),
+                        format!("embedded module `{}` does not match its sha256", f.module.get_ref()),
+                        "the module's bytes were changed: embed it again",
+                    ));
+                }
+                b
+            }
+            None => modules(f.module.get_ref()).map_err(|e| {
+                ctx.err(
+                    Some(f.module.span()),
+                    e,
+                    "module is a .wasm file, relative to the pipeline file (or embedded with `weir functions embed`)",
+                )
+            })?,
+        };
+        if let Some(h) = &f.sha256 {
+            if &sha256_hex(&bytes) != h.get_ref() {
+                return Err(ctx.err(
+                    Some(h.span()),
+                    format!(
+                        "module `{}` does not match sha256 {}",
+                        f.module.get_ref(),
+                        h.get_ref()
+                    ),
+                    "rebuild the module, or update the hash",
+                ));
+            }
+        }
         if bytes.len() > MAX_MODULE_BYTES {
             return Err(ctx.err(
                 Some(f.module.span()),
@@ -690,12 +846,19 @@ pub(crate) fn wire(
                     factory: weir_core::process::ProcessFactory(Arc::new(move || {
                         Box::new(keyed::WasmProcess::new(d.clone()))
                     })),
+                    columns: match &def.kind {
+                        Kind::Keyed { columns, .. } => columns.clone(),
+                        Kind::Scalar { .. } => Vec::new(),
+                    },
                 }),
             });
         }
         defs.push(def);
     }
-    Ok(Functions { defs })
+    Ok(Functions {
+        defs,
+        live: Default::default(),
+    })
 }
 
 /// Prints each function's counters and status, then up to `show` of its
@@ -714,3 +877,39 @@ pub fn print_report(fns: &Functions, show: u64) {
 
 #[cfg(test)]
 mod tests;
+
+/// Appends each function's module to pipeline `text` as an embedded
+/// `[modules."name"]` table (base64 and SHA-256), so that the text alone,
+/// signed as a pipeline update, carries the modules (`weir functions
+/// embed`). `file` names the pipeline, for module paths and errors.
+///
+/// # Errors
+/// The pipeline does not parse, already embeds modules, or a module cannot
+/// be read.
+pub fn embed(file: &str, text: &str) -> Result<String, String> {
+    let pf = crate::pipeline_file::parse(file, text).map_err(|e| e.to_string())?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    if table.contains_key("modules") {
+        return Err(format!("{file}: already embeds its modules"));
+    }
+    let mut out = text.trim_end().to_string();
+    out.push_str("\n\n# User-function modules, embedded by `weir functions embed`.\n");
+    let mut done = std::collections::BTreeSet::new();
+    for d in &pf.functions.defs {
+        if !done.insert(d.module_path.clone()) {
+            continue;
+        }
+        let name = format!(
+            "\"{}\"",
+            d.module_path.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        out.push_str(&format!(
+            "[modules.{name}]\nsha256 = \"{}\"\nbase64 = \"{}\"\n",
+            sha256_hex(&d.module),
+            base64_encode(&d.module)
+        ));
+    }
+    // The result must load without the files.
+    crate::pipeline_file::parse("embedded.toml", &out).map_err(|e| e.to_string())?;
+    Ok(out)
+}

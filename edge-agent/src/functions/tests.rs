@@ -359,3 +359,67 @@ fn bad_modules_and_tables_are_clear_errors() {
         assert!(e.contains("p.toml:"), "{e}");
     }
 }
+
+#[test]
+fn base64_round_trips_and_refuses_junk() {
+    for n in 0..40usize {
+        let b: Vec<u8> = (0..n).map(|i| (i * 97 + n) as u8).collect();
+        let e = super::base64_encode(&b);
+        assert_eq!(e.len() % 4, 0);
+        assert_eq!(super::base64_decode(&e).unwrap(), b, "{n}");
+    }
+    assert_eq!(super::base64_encode(b"weir"), "d2Vpcg==");
+    assert!(super::base64_decode("d2V*cg==").is_err());
+    assert!(super::base64_decode("d").is_err());
+}
+
+#[test]
+fn embedded_modules_travel_with_the_text_and_are_checked() {
+    let d = dir("embed");
+    let body = "[[function]]\nid = \"cnt\"\nmodule = \"counter.wasm\"\nkind = \"keyed\"\nsource = \"s\"\nfields = [\"value\"]\n";
+    let text = format!(
+        "name = \"t\"\n[[source]]\nname = \"s\"\nfields = [\"value\"]\nmax_out_of_orderness = 0\nwatermark = \"per-source\"\ncsv = {{ columns = [\"key\", \"ts\", \"value\"], header = false, timestamp = \"ms\" }}\n{body}"
+    );
+    let file = d.join("p.toml").display().to_string();
+    let embedded = super::embed(&file, &text).unwrap();
+    assert!(embedded.contains("[modules.\"counter.wasm\"]"));
+    assert!(super::embed(&file, &embedded).is_err(), "embeds twice");
+    // Parsed from elsewhere, without the module file: the same results.
+    let elsewhere = std::env::temp_dir().join("weir-fn-nowhere/x.toml");
+    let pf = parse(&elsewhere.display().to_string(), &embedded).unwrap();
+    let r = readings(300);
+    let from_file = counter_rows(&run(&counter_pipeline(&d), &csv(&r)).out);
+    assert_eq!(counter_rows(&run(&pf, &csv(&r)).out), from_file);
+    assert!(parse(&elsewhere.display().to_string(), &text).is_err());
+    // A changed byte or a changed hash is refused.
+    let at = embedded.find("base64 = \"").unwrap() + 20;
+    let mut bad = embedded.clone().into_bytes();
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    let e = parse("x.toml", &String::from_utf8(bad).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match its sha256"), "{e}");
+    let e = parse("x.toml", &embedded.replace("sha256 = \"", "sha256 = \"0"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match its sha256"), "{e}");
+    // A module no function uses is refused.
+    let extra = format!(
+        "{embedded}[modules.\"other.wasm\"]\nsha256 = \"{}\"\nbase64 = \"\"\n",
+        super::sha256_hex(b"")
+    );
+    let e = parse("x.toml", &extra).unwrap_err().to_string();
+    assert!(e.contains("used by no [[function]]"), "{e}");
+    // A file module with a pinned hash.
+    let h = super::sha256_hex(&std::fs::read(d.join("counter.wasm")).unwrap());
+    let pinned = text.replace(
+        "kind = \"keyed\"",
+        &format!("kind = \"keyed\"\nsha256 = \"{h}\""),
+    );
+    assert!(parse(&file, &pinned).is_ok());
+    let other = format!("{}{}", if h.starts_with('0') { '1' } else { '0' }, &h[1..]);
+    let e = parse(&file, &pinned.replace(&h, &other))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match sha256"), "{e}");
+}

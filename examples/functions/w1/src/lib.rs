@@ -9,7 +9,7 @@
 //! Windows fire on event-time timers at `end - 1`; a sample whose window
 //! has already fired is late and dropped, as natively.
 
-use weir_guest::{Domain, Pod};
+use weir_guest::{Domain, Pod, Verdict};
 
 /// Open windows a key may have at once (out-of-orderness / size + 2).
 const MAX_OPEN: usize = 4;
@@ -113,15 +113,15 @@ pub extern "C" fn weir_on_timer(at: i64, _domain: i32) {
     let n = w.n as f64;
     let var = w.m2 / n;
     let sd = (if var < 0.0 { 0.0 } else { var }).sqrt();
-    let flag = baseline(&mut st, w.mean);
-    weir_guest::emit_window(w.start, w.start + size, &[n, w.mean, w.min, w.max, sd], Some(flag));
+    let verdict = baseline(&mut st, w.mean);
+    weir_guest::emit_window(w.start, w.start + size, &[n, w.mean, w.min, w.max, sd], Some(verdict));
     st.wins.copy_within(i + 1..open, i);
     st.open -= 1;
     weir_guest::store(&st);
 }
 
 /// The EWMA z-score baseline, exactly as weir_core's `EwmaBaseline`.
-fn baseline(st: &mut State, x: f64) -> bool {
+fn baseline(st: &mut State, x: f64) -> Verdict {
     let alpha = weir_guest::config_f64("alpha").unwrap_or(0.1);
     let k = weir_guest::config_f64("k").unwrap_or(3.0);
     let warmup = weir_guest::config_f64("warmup").unwrap_or(5.0) as u64;
@@ -129,14 +129,29 @@ fn baseline(st: &mut State, x: f64) -> bool {
         st.seen = 1;
         st.base_mean = x;
         st.base_var = 0.0;
-        return false;
+        return Verdict {
+            flag: false,
+            score: 0.0,
+        };
     }
     let d = x - st.base_mean;
     let sd = st.base_var.sqrt();
     let ad = if d < 0.0 { -d } else { d };
     let flag = st.seen >= warmup && ad > k * sd;
+    let z = if sd > 0.0 {
+        ad / sd
+    } else if ad > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    let score = if st.seen >= warmup {
+        (z / (2.0 * k)).min(1.0)
+    } else {
+        0.0
+    };
     st.base_mean += alpha * d;
     st.base_var = (1.0 - alpha) * (st.base_var + alpha * d * d);
     st.seen += 1;
-    flag
+    Verdict { flag, score }
 }

@@ -50,8 +50,9 @@ pub mod sys {
         pub fn timer_delete(at: i64, domain: i32);
         /// Emits a result: timestamp, value, tag.
         pub fn emit(ts: i64, value: f64, tag: i32);
-        /// Emits a window row of `n` f64 at `ptr`; flag -1 none, 0 no, 1 yes.
-        pub fn emit_window(start: i64, end: i64, ptr: *const f64, n: i32, flag: i32);
+        /// Emits a window row of `n` f64 at `ptr`; flag -1 no verdict, 0
+        /// not flagged, 1 flagged; `score` the verdict's score.
+        pub fn emit_window(start: i64, end: i64, ptr: *const f64, n: i32, flag: i32, score: f64);
     }
 }
 
@@ -158,15 +159,24 @@ pub fn emit(ts: i64, value: f64, tag: u32) {
     unsafe { sys::emit(ts, value, tag as i32) }
 }
 
-/// Emits a window row for the current key, with an optional anomaly flag.
-pub fn emit_window(start: i64, end: i64, values: &[f64], flag: Option<bool>) {
-    let f = match flag {
-        None => -1,
-        Some(false) => 0,
-        Some(true) => 1,
+/// A detector's verdict on a window row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// Whether the window is anomalous.
+    pub flag: bool,
+    /// A score in [0, 1].
+    pub score: f64,
+}
+
+/// Emits a window row for the current key (at most 16 values), with an
+/// optional verdict.
+pub fn emit_window(start: i64, end: i64, values: &[f64], verdict: Option<Verdict>) {
+    let (f, s) = match verdict {
+        None => (-1, 0.0),
+        Some(v) => (v.flag as i32, v.score),
     };
     // SAFETY: reads values.
-    unsafe { sys::emit_window(start, end, values.as_ptr(), values.len() as i32, f) }
+    unsafe { sys::emit_window(start, end, values.as_ptr(), values.len() as i32, f, s) }
 }
 
 /// The driver's clock.
