@@ -224,10 +224,11 @@ impl Health {
         lock(&self.disabled).is_some()
     }
 
-    /// Disables the function with a reason.
+    /// Disables the function with a reason (logged once).
     pub fn disable(&self, why: &str) {
         let mut d = lock(&self.disabled);
         if d.is_none() {
+            tracing::warn!(reason = why, "a user function is disabled");
             *d = Some(why.to_string());
         }
     }
@@ -437,6 +438,18 @@ impl Functions {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.defs.is_empty()
+    }
+
+    /// Failed calls and inputs skipped while disabled, over all functions:
+    /// what a pipeline update's health check counts as bad inputs.
+    pub fn failures(&self) -> u64 {
+        self.defs
+            .iter()
+            .map(|d| {
+                let r = d.health.report();
+                r.failed_total() + r.skipped
+            })
+            .sum()
     }
 }
 

@@ -1646,7 +1646,9 @@ impl Agent {
             weir_core::time::Watermark::EventTime(t) => t,
             _ => i64::MIN,
         };
-        (m.dead_letters.load(Relaxed), m.readings.load(Relaxed), wm)
+        // User functions' failed calls count as bad inputs too.
+        let errors = m.dead_letters.load(Relaxed) + self.pf.functions.failures();
+        (errors, m.readings.load(Relaxed), wm)
     }
 
     /// After recovery: an update that was on trial when the agent stopped
