@@ -52,6 +52,7 @@ fn modules() -> Option<&'static Path> {
             .arg(repo().join("examples/functions/Cargo.toml"))
             .arg("--target-dir")
             .arg(&target)
+            .current_dir(repo().join("examples/functions"))
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .status()
@@ -91,7 +92,7 @@ fn w1_in_webassembly_writes_the_same_rows_as_native_w1() {
     let native = load(&std::fs::read_to_string(repo().join("examples/w1.toml")).unwrap());
     let text = std::fs::read_to_string(repo().join("examples/w1_wasm.toml")).unwrap();
     let wasm = load(&with_module(&text, "functions/wasm/w1.wasm", dir, "w1"));
-    for (events, seed) in [(60_000, 1), (20_000, 7)] {
+    for (events, seed) in [(100_000, 1), (100_000, 7)] {
         let mut input = Vec::new();
         weir_agent::gen::W1::new(events, seed)
             .write(&mut input)

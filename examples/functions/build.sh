@@ -4,6 +4,7 @@
 # Needs: rustup target add wasm32-unknown-unknown
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
 cargo build --manifest-path "$here/Cargo.toml" --target wasm32-unknown-unknown --release
 mkdir -p "$here/wasm"
 for m in unit detector w1; do

@@ -764,7 +764,7 @@ pub(crate) fn wire(
                             "the module exports no function `{export}` taking {} f64 and returning one f64",
                             args.len()
                         ),
-                        "export it with #[no_mangle] pub extern \"C\" fn, or name it with export = \"…\"",
+                        "export it with #[unsafe(no_mangle)] pub extern \"C\" fn, or name it with export = \"…\"",
                     ));
                 }
                 let Some(out) = &f.output else {

@@ -21,7 +21,7 @@ struct State {
 unsafe impl Pod for State {}
 
 /// A reading of the current key.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn weir_on_sample(ts: i64, value: f64) {
     let max_jump = weir_guest::config_f64("max_jump").unwrap_or(10.0);
     let stale = weir_guest::config_f64("stale_ms").unwrap_or(60_000.0) as i64;
@@ -42,7 +42,7 @@ pub extern "C" fn weir_on_sample(ts: i64, value: f64) {
 }
 
 /// The stale timer fired: nothing came for `stale_ms`.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn weir_on_timer(at: i64, _domain: i32) {
     if let Some(mut st) = weir_guest::load::<State>() {
         if st.timer == at {

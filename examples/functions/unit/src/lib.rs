@@ -2,19 +2,19 @@
 //! becomes a computed field (`[[function]] kind = "scalar"`, docs/functions.md).
 
 /// Degrees Celsius to degrees Fahrenheit.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn c_to_f(c: f64) -> f64 {
     c * 1.8 + 32.0
 }
 
 /// Pounds per square inch to bar.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn psi_to_bar(psi: f64) -> f64 {
     psi * 0.068_947_572_931_683_6
 }
 
 /// Power in watts from voltage (V) and current (A).
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn watts(volts: f64, amps: f64) -> f64 {
     volts * amps
 }

@@ -47,12 +47,31 @@ const EMPTY: Win = Win {
     m2: 0.0,
 };
 
+/// The parameters, read once per instance.
+#[derive(Clone, Copy)]
+struct Params {
+    size: i64,
+    alpha: f64,
+    k: f64,
+    warmup: u64,
+}
+
+fn params() -> &'static Params {
+    static P: std::sync::OnceLock<Params> = std::sync::OnceLock::new();
+    P.get_or_init(|| Params {
+        size: weir_guest::config_f64("size").unwrap_or(10_000.0) as i64,
+        alpha: weir_guest::config_f64("alpha").unwrap_or(0.1),
+        k: weir_guest::config_f64("k").unwrap_or(3.0),
+        warmup: weir_guest::config_f64("warmup").unwrap_or(5.0) as u64,
+    })
+}
+
 fn size() -> i64 {
-    weir_guest::config_f64("size").unwrap_or(10_000.0) as i64
+    params().size
 }
 
 /// A reading of the current key.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn weir_on_sample(ts: i64, x: f64) {
     let size = size();
     let start = ts - ts.rem_euclid(size);
@@ -99,7 +118,7 @@ pub extern "C" fn weir_on_sample(ts: i64, x: f64) {
 }
 
 /// A window's timer: emit it, score its mean, forget it.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn weir_on_timer(at: i64, _domain: i32) {
     let Some(mut st) = weir_guest::load::<State>() else {
         return;
@@ -122,9 +141,9 @@ pub extern "C" fn weir_on_timer(at: i64, _domain: i32) {
 
 /// The EWMA z-score baseline, exactly as weir_core's `EwmaBaseline`.
 fn baseline(st: &mut State, x: f64) -> Verdict {
-    let alpha = weir_guest::config_f64("alpha").unwrap_or(0.1);
-    let k = weir_guest::config_f64("k").unwrap_or(3.0);
-    let warmup = weir_guest::config_f64("warmup").unwrap_or(5.0) as u64;
+    let Params {
+        alpha, k, warmup, ..
+    } = *params();
     if st.seen == 0 {
         st.seen = 1;
         st.base_mean = x;

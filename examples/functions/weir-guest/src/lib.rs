@@ -6,7 +6,7 @@
 //! module weir loads from a pipeline's `[[function]]` table.
 //!
 //! **Scalar functions** need nothing from this crate: export
-//! `#[no_mangle] pub extern "C" fn name(a: f64, …) -> f64`.
+//! `#[unsafe(no_mangle)] pub extern "C" fn name(a: f64, …) -> f64`.
 //!
 //! **Keyed functions** export `weir_on_sample(ts: i64, value: f64)` and,
 //! to use timers, `weir_on_timer(at: i64, domain: i32)`. Each call is for
@@ -191,13 +191,26 @@ pub fn watermark() -> i64 {
     unsafe { sys::watermark() }
 }
 
-/// A number from the function's `config` table, by name.
+/// The function's `config` table as `name=value` lines (read once per
+/// instance; the config cannot change while an instance lives).
+pub fn config_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        // SAFETY: host calls; writes at most n bytes into a buffer of n.
+        unsafe {
+            let n = sys::config_len().max(0) as usize;
+            let mut buf = vec![0u8; n];
+            let got = sys::config_read(buf.as_mut_ptr(), n as i32).max(0) as usize;
+            buf.truncate(got);
+            String::from_utf8(buf).unwrap_or_default()
+        }
+    })
+}
+
+/// A number from the function's `config` table, by name. Functions called
+/// per reading should read their parameters once (e.g. into a `OnceLock`).
 pub fn config_f64(name: &str) -> Option<f64> {
-    let mut buf = [0u8; 1024];
-    // SAFETY: writes at most buf.len() bytes into buf.
-    let n = unsafe { sys::config_read(buf.as_mut_ptr(), buf.len() as i32) } as usize;
-    let text = core::str::from_utf8(&buf[..n.min(buf.len())]).ok()?;
-    text.lines().find_map(|l| {
+    config_text().lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
         (k == name).then(|| v.trim().parse().ok()).flatten()
     })
