@@ -11,12 +11,14 @@ use crate::replay::{replay, RowError};
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-fn-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
+    // not-state: test fixtures in a temporary folder.
     std::fs::create_dir_all(&d).unwrap();
     for (f, src) in [
         ("celsius", include_str!("testdata/celsius.wat")),
         ("runaway", include_str!("testdata/runaway.wat")),
         ("counter", include_str!("testdata/counter.wat")),
     ] {
+        // not-state: a test fixture.
         std::fs::write(d.join(format!("{f}.wasm")), wat::parse_str(src).unwrap()).unwrap();
     }
     d
@@ -340,6 +342,7 @@ fn keyed_state_and_timers_survive_a_checkpoint_into_a_new_instance() {
 #[test]
 fn bad_modules_and_tables_are_clear_errors() {
     let d = dir("errors");
+    // not-state: a test fixture.
     std::fs::write(d.join("junk.wasm"), b"not wasm").unwrap();
     let cases = [
         ("module = \"missing.wasm\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"y\"", "cannot read"),
