@@ -149,6 +149,7 @@ pub struct HostData {
     pub key: u32,
     /// A host-detected misuse that failed the call.
     pub misuse: Option<String>,
+    memory: Option<Memory>,
 }
 
 impl HostData {
@@ -183,11 +184,17 @@ fn misuse(caller: &mut Caller<'_, HostData>, msg: String) -> wasmi::Error {
     wasmi::Error::new(msg)
 }
 
-fn memory(caller: &Caller<'_, HostData>) -> Option<Memory> {
-    match caller.get_export("memory") {
+/// The instance's exported memory (looked up once, then cached).
+fn memory(caller: &mut Caller<'_, HostData>) -> Option<Memory> {
+    if let Some(m) = caller.data().memory {
+        return Some(m);
+    }
+    let m = match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Some(m),
         _ => None,
-    }
+    };
+    caller.data_mut().memory = m;
+    m
 }
 
 fn read_bytes(
@@ -196,7 +203,7 @@ fn read_bytes(
     len: i32,
     what: &str,
 ) -> Result<Vec<u8>, wasmi::Error> {
-    let Some(mem) = memory(caller) else {
+    let Some(mem) = memory(&mut *caller) else {
         return Err(misuse(caller, "the module exports no `memory`".into()));
     };
     let (p, l) = (ptr as u32 as usize, len as u32 as usize);
@@ -216,7 +223,7 @@ fn write_bytes(
     src: &[u8],
     what: &str,
 ) -> Result<(), wasmi::Error> {
-    let Some(mem) = memory(caller) else {
+    let Some(mem) = memory(&mut *caller) else {
         return Err(misuse(caller, "the module exports no `memory`".into()));
     };
     let p = ptr as u32 as usize;
@@ -281,12 +288,23 @@ fn linker(engine: &Engine) -> Result<Linker<HostData>, wasmi::Error> {
                     format!("state_write of {len} bytes: the limit is {max}"),
                 ));
             }
-            let b = read_bytes(&mut c, ptr, len, "state_write")?;
-            let d = c.data_mut();
-            d.state_out.clear();
-            d.state_out.extend_from_slice(&b);
-            d.state_written = true;
-            Ok(())
+            let Some(mem) = memory(&mut c) else {
+                return Err(misuse(&mut c, "the module exports no `memory`".into()));
+            };
+            let (p, l) = (ptr as u32 as usize, len as usize);
+            let (data, d) = mem.data_and_store_mut(&mut c);
+            match p.checked_add(l).and_then(|e| data.get(p..e)) {
+                Some(b) => {
+                    d.state_out.clear();
+                    d.state_out.extend_from_slice(b);
+                    d.state_written = true;
+                    Ok(())
+                }
+                None => Err(misuse(
+                    &mut c,
+                    format!("state_write: bytes {p}..{p}+{l} are outside the guest's memory"),
+                )),
+            }
         },
     )?;
     l.func_wrap("weir", "config_len", |c: Caller<'_, HostData>| -> i32 {
@@ -465,6 +483,7 @@ impl Compiled {
             watermark: i64::MIN,
             key: 0,
             misuse: None,
+            memory: None,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);

@@ -163,6 +163,7 @@ pub struct Health {
     skipped: AtomicU64,
     consecutive: AtomicU32,
     max_failures: u32,
+    is_disabled: std::sync::atomic::AtomicBool,
     disabled: Mutex<Option<String>>,
     dead: Mutex<VecDeque<DeadLetter>>,
 }
@@ -221,7 +222,7 @@ impl Health {
 
     /// Whether the function is disabled.
     pub fn is_disabled(&self) -> bool {
-        lock(&self.disabled).is_some()
+        self.is_disabled.load(Ordering::Relaxed)
     }
 
     /// Disables the function with a reason (logged once).
@@ -230,6 +231,7 @@ impl Health {
         if d.is_none() {
             tracing::warn!(reason = why, "a user function is disabled");
             *d = Some(why.to_string());
+            self.is_disabled.store(true, Ordering::Relaxed);
         }
     }
 
