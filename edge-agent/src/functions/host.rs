@@ -458,6 +458,50 @@ impl Compiled {
         })
     }
 
+    /// The state-in-a-buffer entry points, if the module has them: its
+    /// `weir_state_buf(cap) -> ptr` is called once for a buffer of `cap`
+    /// bytes, checked to lie in its memory.
+    fn fast_path(
+        store: &mut Store<HostData>,
+        inst: &wasmi::Instance,
+        cap: usize,
+    ) -> Result<Option<Fast>, CallError> {
+        let (Ok(buf), Ok(sample)) = (
+            inst.get_typed_func::<i32, i32>(&*store, "weir_state_buf"),
+            inst.get_typed_func::<(i64, f64, i64, i64, i32), i32>(&*store, "weir_on_sample_state"),
+        ) else {
+            return Ok(None);
+        };
+        let timer = inst
+            .get_typed_func::<(i64, i32, i64, i64, i32), i32>(&*store, "weir_on_timer_state")
+            .ok();
+        let ptr = buf
+            .call(&mut *store, cap as i32)
+            .map_err(|e| classify(&e, store.data()))?;
+        let Some(mem) = inst.get_memory(&*store, "memory") else {
+            return Err(CallError {
+                kind: FailKind::Trap,
+                detail: "the module exports no `memory`".into(),
+            });
+        };
+        let p = ptr as u32 as usize;
+        if p.checked_add(cap)
+            .is_none_or(|e| e > mem.data(&*store).len())
+        {
+            return Err(CallError {
+                kind: FailKind::BadOutput,
+                detail: format!("weir_state_buf({cap}) returned {ptr}, outside the guest's memory"),
+            });
+        }
+        Ok(Some(Fast {
+            buf: p,
+            cap,
+            mem,
+            sample,
+            timer,
+        }))
+    }
+
     /// A fresh instance (its start function runs under the fuel budget).
     ///
     /// # Errors
@@ -501,11 +545,13 @@ impl Compiled {
         let on_timer = inst
             .get_typed_func::<(i64, i32), ()>(&store, "weir_on_timer")
             .ok();
+        let fast = Self::fast_path(&mut store, &inst, self.limits.max_state)?;
         Ok(Instance {
             store,
             inst,
             on_sample,
             on_timer,
+            fast,
             fuel: self.limits.fuel,
             args: Vec::new(),
             res: [Val::F64(0.0f64.into())],
@@ -519,9 +565,55 @@ pub struct Instance {
     inst: wasmi::Instance,
     on_sample: Option<TypedFunc<(i64, f64), ()>>,
     on_timer: Option<TypedFunc<(i64, i32), ()>>,
+    fast: Option<Fast>,
     fuel: u64,
     args: Vec<Val>,
     res: [Val; 1],
+}
+
+/// The state-in-a-buffer entry points (`weir_on_sample_state(ts, v,
+/// watermark, now, len) -> new len`, `weir_on_timer_state(at, domain,
+/// watermark, now, len) -> new len`; -1 keeps the state as it was): the
+/// key's state is copied into the guest's buffer before the call and out
+/// after it, so a call makes no host call for its state.
+struct Fast {
+    buf: usize,
+    cap: usize,
+    mem: Memory,
+    sample: TypedFunc<(i64, f64, i64, i64, i32), i32>,
+    timer: Option<TypedFunc<(i64, i32, i64, i64, i32), i32>>,
+}
+
+impl Fast {
+    /// Copies the key's state in; false if it does not fit the buffer.
+    fn put(&self, store: &mut Store<HostData>) -> bool {
+        let (data, d) = self.mem.data_and_store_mut(&mut *store);
+        let n = d.state_in.len();
+        if n > self.cap {
+            return false;
+        }
+        data[self.buf..self.buf + n].copy_from_slice(&d.state_in);
+        true
+    }
+
+    /// Takes the call's result: the state's new length, or -1.
+    fn take(&self, store: &mut Store<HostData>, ret: i32) -> Result<(), CallError> {
+        if ret == -1 {
+            return Ok(());
+        }
+        let n = ret as usize;
+        if ret < -1 || n > self.cap || n > store.data().lim.max_state {
+            return Err(CallError {
+                kind: FailKind::BadOutput,
+                detail: format!("returned a state length of {ret} (buffer {})", self.cap),
+            });
+        }
+        let (data, d) = self.mem.data_and_store_mut(&mut *store);
+        d.state_out.clear();
+        d.state_out.extend_from_slice(&data[self.buf..self.buf + n]);
+        d.state_written = true;
+        Ok(())
+    }
 }
 
 impl Instance {
@@ -532,7 +624,7 @@ impl Instance {
 
     /// Whether the module exports the keyed entry points.
     pub fn is_keyed(&self) -> bool {
-        self.on_sample.is_some()
+        self.on_sample.is_some() || self.fast.is_some()
     }
 
     /// An exported function by name.
@@ -577,6 +669,9 @@ impl Instance {
     /// The call failed.
     pub fn call_sample(&mut self, ts: i64, value: f64) -> Result<(), CallError> {
         self.prepare();
+        if let Some(fast) = &self.fast {
+            return self.call_fast(fast.sample, (ts, value));
+        }
         let Some(f) = self.on_sample else {
             return Err(CallError {
                 kind: FailKind::Trap,
@@ -594,10 +689,41 @@ impl Instance {
     /// The call failed.
     pub fn call_timer(&mut self, at: i64, domain: i32) -> Result<(), CallError> {
         self.prepare();
+        if let Some(fast) = &self.fast {
+            return match fast.timer {
+                Some(t) => self.call_fast(t, (at, domain)),
+                None => Ok(()),
+            };
+        }
         let Some(f) = self.on_timer else {
             return Ok(());
         };
         f.call(&mut self.store, (at, domain))
             .map_err(|e| classify(&e, self.store.data()))
+    }
+
+    fn call_fast<A: Copy>(
+        &mut self,
+        f: TypedFunc<(i64, A, i64, i64, i32), i32>,
+        (x, a): (i64, A),
+    ) -> Result<(), CallError>
+    where
+        (i64, A, i64, i64, i32): wasmi::WasmParams,
+    {
+        let Some(fast) = self.fast.as_ref() else {
+            return Ok(());
+        };
+        if !fast.put(&mut self.store) {
+            return Err(CallError {
+                kind: FailKind::BadOutput,
+                detail: "the key's state is larger than the guest's state buffer".into(),
+            });
+        }
+        let d = self.store.data();
+        let args = (x, a, d.watermark, d.now, d.state_in.len() as i32);
+        let ret = f
+            .call(&mut self.store, args)
+            .map_err(|e| classify(&e, self.store.data()))?;
+        fast.take(&mut self.store, ret)
     }
 }

@@ -70,21 +70,24 @@ fn size() -> i64 {
     params().size
 }
 
+// The key's state is handed in and out in a buffer: no host call per
+// reading for it.
+weir_guest::keyed!(State, on_sample, on_timer);
+
 /// A reading of the current key.
-#[unsafe(no_mangle)]
-pub extern "C" fn weir_on_sample(ts: i64, x: f64) {
+fn on_sample(state: &mut Option<State>, ts: i64, x: f64) {
     let size = size();
     let start = ts - ts.rem_euclid(size);
-    let mut st = weir_guest::load::<State>().unwrap_or(State {
+    if start + size - 1 <= weir_guest::watermark() {
+        return; // its window has fired (or would have): late
+    }
+    let st = state.get_or_insert(State {
         open: 0,
         wins: [EMPTY; MAX_OPEN],
         seen: 0,
         base_mean: 0.0,
         base_var: 0.0,
     });
-    if start + size - 1 <= weir_guest::watermark() {
-        return; // its window has fired (or would have): late
-    }
     let open = st.open as usize;
     let i = match st.wins[..open].iter().position(|w| w.start == start) {
         Some(i) => i,
@@ -114,13 +117,11 @@ pub extern "C" fn weir_on_sample(ts: i64, x: f64) {
     let term1 = delta * delta_n * n1;
     w.mean += delta_n;
     w.m2 += term1;
-    weir_guest::store(&st);
 }
 
 /// A window's timer: emit it, score its mean, forget it.
-#[unsafe(no_mangle)]
-pub extern "C" fn weir_on_timer(at: i64, _domain: i32) {
-    let Some(mut st) = weir_guest::load::<State>() else {
+fn on_timer(state: &mut Option<State>, at: i64, _domain: Domain) {
+    let Some(st) = state.as_mut() else {
         return;
     };
     let size = size();
@@ -132,11 +133,10 @@ pub extern "C" fn weir_on_timer(at: i64, _domain: i32) {
     let n = w.n as f64;
     let var = w.m2 / n;
     let sd = (if var < 0.0 { 0.0 } else { var }).sqrt();
-    let verdict = baseline(&mut st, w.mean);
+    let verdict = baseline(st, w.mean);
     weir_guest::emit_window(w.start, w.start + size, &[n, w.mean, w.min, w.max, sd], Some(verdict));
     st.wins.copy_within(i + 1..open, i);
     st.open -= 1;
-    weir_guest::store(&st);
 }
 
 /// The EWMA z-score baseline, exactly as weir_core's `EwmaBaseline`.

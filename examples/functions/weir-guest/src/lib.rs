@@ -181,14 +181,96 @@ pub fn emit_window(start: i64, end: i64, values: &[f64], verdict: Option<Verdict
 
 /// The driver's clock.
 pub fn now() -> i64 {
+    if FAST.load(Relaxed) {
+        return NOW.load(Relaxed);
+    }
     // SAFETY: no arguments.
     unsafe { sys::now() }
 }
 
 /// The watermark (`i64::MIN` before any).
 pub fn watermark() -> i64 {
+    if FAST.load(Relaxed) {
+        return WM.load(Relaxed);
+    }
     // SAFETY: no arguments.
     unsafe { sys::watermark() }
+}
+
+use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+
+// The call in progress of a [`keyed!`] function (wasm32 is single-threaded:
+// these are plain loads and stores).
+static FAST: AtomicBool = AtomicBool::new(false);
+static WM: AtomicI64 = AtomicI64::new(i64::MIN);
+static NOW: AtomicI64 = AtomicI64::new(0);
+static BUF: AtomicUsize = AtomicUsize::new(0);
+static CAP: AtomicUsize = AtomicUsize::new(0);
+
+/// A keyed function whose state is a [`Pod`] `T` handed in and out by the
+/// host in a buffer, with no host call per reading for it (the fast path):
+///
+/// ```ignore
+/// weir_guest::keyed!(State, on_sample, on_timer);
+/// fn on_sample(st: &mut Option<State>, ts: i64, value: f64) { … }
+/// fn on_timer(st: &mut Option<State>, at: i64, domain: weir_guest::Domain) { … }
+/// ```
+///
+/// `st` is the key's state (`None` if it has none, or one of another size);
+/// what it holds when the function returns is stored (`None` clears it).
+/// Timers, emits, [`watermark`] and [`now`] work as elsewhere.
+#[macro_export]
+macro_rules! keyed {
+    ($state:ty, $on_sample:path, $on_timer:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_state_buf(cap: i32) -> i32 {
+            $crate::__state_buf(cap)
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_on_sample_state(ts: i64, v: f64, wm: i64, now: i64, len: i32) -> i32 {
+            $crate::__run::<$state>(wm, now, len, |s| $on_sample(s, ts, v))
+        }
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_on_timer_state(at: i64, d: i32, wm: i64, now: i64, len: i32) -> i32 {
+            $crate::__run::<$state>(wm, now, len, |s| {
+                $on_timer(s, at, $crate::Domain::from_raw(d))
+            })
+        }
+    };
+}
+
+#[doc(hidden)]
+pub fn __state_buf(cap: i32) -> i32 {
+    let cap = cap.max(0) as usize;
+    let buf: &'static mut [u8] = Vec::leak(vec![0u8; cap]);
+    BUF.store(buf.as_mut_ptr() as usize, Relaxed);
+    CAP.store(cap, Relaxed);
+    buf.as_mut_ptr() as i32
+}
+
+#[doc(hidden)]
+pub fn __run<T: Pod>(wm: i64, now: i64, len: i32, f: impl FnOnce(&mut Option<T>)) -> i32 {
+    let n = core::mem::size_of::<T>();
+    let buf = BUF.load(Relaxed) as *mut T;
+    if n > CAP.load(Relaxed) {
+        panic!("the state type is larger than the host's state limit");
+    }
+    FAST.store(true, Relaxed);
+    WM.store(wm, Relaxed);
+    NOW.store(now, Relaxed);
+    // SAFETY: BUF holds CAP >= n bytes; T is Pod (any bits valid).
+    let mut st = (len as usize == n).then(|| unsafe { buf.read_unaligned() });
+    f(&mut st);
+    FAST.store(false, Relaxed);
+    match st {
+        // SAFETY: as above.
+        Some(v) => unsafe {
+            buf.write_unaligned(v);
+            n as i32
+        },
+        None => 0,
+    }
 }
 
 /// The function's `config` table as `name=value` lines (read once per
