@@ -571,6 +571,11 @@ pub struct Instance {
     res: [Val; 1],
 }
 
+/// `weir_on_sample_state`'s signature.
+type SampleFn = TypedFunc<(i64, f64, i64, i64, i32), i32>;
+/// `weir_on_timer_state`'s signature.
+type TimerFn = TypedFunc<(i64, i32, i64, i64, i32), i32>;
+
 /// The state-in-a-buffer entry points (`weir_on_sample_state(ts, v,
 /// watermark, now, len) -> new len`, `weir_on_timer_state(at, domain,
 /// watermark, now, len) -> new len`; -1 keeps the state as it was): the
@@ -580,8 +585,8 @@ struct Fast {
     buf: usize,
     cap: usize,
     mem: Memory,
-    sample: TypedFunc<(i64, f64, i64, i64, i32), i32>,
-    timer: Option<TypedFunc<(i64, i32, i64, i64, i32), i32>>,
+    sample: SampleFn,
+    timer: Option<TimerFn>,
 }
 
 impl Fast {
