@@ -426,3 +426,57 @@ fn embedded_modules_travel_with_the_text_and_are_checked() {
         .to_string();
     assert!(e.contains("does not match sha256"), "{e}");
 }
+
+#[test]
+fn a_new_version_of_a_module_takes_over_its_predecessors_state_by_id() {
+    let d = dir("version");
+    // Version 2: the same logic, other bytes (one more export).
+    let v2 = include_str!("testdata/counter.wat").replacen(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1)\n  (func (export \"version\") (result i32) i32.const 2)",
+        1,
+    );
+    // not-state: a test fixture.
+    std::fs::write(d.join("counter2.wasm"), wat::parse_str(&v2).unwrap()).unwrap();
+    assert_ne!(
+        std::fs::read(d.join("counter.wasm")).unwrap(),
+        std::fs::read(d.join("counter2.wasm")).unwrap()
+    );
+    let p1 = counter_pipeline(&d);
+    let text2 = "[[function]]\nid = \"cnt\"\nmodule = \"counter2.wasm\"\nkind = \"keyed\"\nsource = \"s\"\nfields = [\"value\"]\nmax_failures = 100000\n";
+    let p2 = pipeline(&d, text2).unwrap();
+    let r = readings(400);
+    let whole = counter_rows(&run(&p1, &csv(&r)).out);
+    let (a, b) = r.split_at(190);
+    let mut out = String::new();
+    let mut e1 = p1.spec.clone().build().unwrap();
+    let mut e2 = p2.spec.clone().build().unwrap();
+    let mut feed = |e: &mut weir_core::engine::Engine, part: &[(String, i64, f64)], end: bool| {
+        for (k, t, v) in part {
+            let _ = e.handle_sample(*t, 0, k, *t, &[*v]);
+        }
+        if end {
+            e.handle_end_of_input();
+        }
+        while let Some(o) = e.poll_output() {
+            if let weir_core::output::Output::Custom(c) = o {
+                out.push_str(&format!(
+                    "cnt,{},{},{},{}\n",
+                    e.key_name(c.key),
+                    c.ts,
+                    c.value,
+                    c.tag
+                ));
+            }
+        }
+    };
+    feed(&mut e1, a, false);
+    let rep = e2.restore(&e1.snapshot().unwrap()).unwrap();
+    assert_eq!(rep.operators.len(), 1);
+    assert!(
+        matches!(rep.operators[0].1, weir_core::snapshot::OpRestore::Kept),
+        "{rep:?}"
+    );
+    feed(&mut e2, b, true);
+    assert_eq!(counter_rows(&out), whole);
+}
