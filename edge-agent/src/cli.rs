@@ -548,7 +548,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
             }
-            crate::functions::print_report(&pf.functions, show_bad);
+            crate::functions::print_report(&pf.functions, show_bad, |k| {
+                engine.key_name(k).to_string()
+            });
             let st = engine.stats();
             eprintln!(
                 "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",

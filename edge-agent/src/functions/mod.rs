@@ -877,14 +877,19 @@ pub(crate) fn wire(
 }
 
 /// Prints each function's counters and status, then up to `show` of its
-/// dead letters, to stderr (`weir replay`).
-pub fn print_report(fns: &Functions, show: u64) {
+/// dead letters, to stderr (`weir replay`); `key_name` names a keyed
+/// function's key.
+pub fn print_report(fns: &Functions, show: u64, key_name: impl Fn(KeyId) -> String) {
     for d in &fns.defs {
         eprintln!("weir replay: function {}: {}", d.id, d.health.report());
         for l in d.health.take_dead_letters().iter().take(show as usize) {
+            let key = match d.kind {
+                Kind::Keyed { .. } => format!(" key `{}`", key_name(l.key)),
+                Kind::Scalar { .. } => String::new(),
+            };
             eprintln!(
-                "weir replay: dead letter: function {} {} key #{} ts {} reading {:?}: {}: {}",
-                l.function, l.entry, l.key, l.ts, l.reading, l.reason, l.detail
+                "weir replay: dead letter: function {} {}{key} ts {} reading {:?}: {}: {}",
+                l.function, l.entry, l.ts, l.reading, l.reason, l.detail
             );
         }
     }
