@@ -573,6 +573,68 @@ fn config_text(
     Ok(s.into_bytes())
 }
 
+/// A scalar function for the SQL front end (`CREATE FUNCTION`): `export`
+/// of `bytes` computes field `output` of source `source` from `args`.
+///
+/// # Errors
+/// Not a valid module, or no such export `f(f64…) -> f64`.
+pub fn scalar_def(
+    id: &str,
+    module_path: &str,
+    bytes: Vec<u8>,
+    source: usize,
+    export: &str,
+    args: Vec<usize>,
+    output: usize,
+) -> Result<Arc<FunctionDef>, String> {
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(format!(
+            "`{module_path}` is {} bytes; the limit is {MAX_MODULE_BYTES}",
+            bytes.len()
+        ));
+    }
+    let compiled = Compiled::new(&bytes, Limits::default(), Vec::new())
+        .map_err(|e| format!("`{module_path}` is not a valid WebAssembly module: {e}"))?;
+    compiled
+        .instantiate()
+        .map_err(|e| format!("`{module_path}` does not instantiate: {}", e.detail))?;
+    let ok = compiled.exports().any(|(n, t)| {
+        n == export
+            && t.params().len() == args.len()
+            && t.params().iter().all(|p| *p == wasmi::ValType::F64)
+            && t.results() == [wasmi::ValType::F64]
+    });
+    if !ok {
+        return Err(format!(
+            "`{module_path}` exports no function `{export}` taking {} f64 and returning one f64",
+            args.len()
+        ));
+    }
+    Ok(Arc::new(FunctionDef {
+        id: id.to_string(),
+        module_path: module_path.to_string(),
+        module: bytes.into(),
+        source,
+        kind: Kind::Scalar {
+            export: export.to_string(),
+            args,
+            output,
+        },
+        compiled,
+        health: Arc::new(Health::new(100)),
+    }))
+}
+
+impl Functions {
+    /// Functions from definitions.
+    pub fn from_defs(defs: Vec<Arc<FunctionDef>>) -> Self {
+        Functions {
+            defs,
+            live: Default::default(),
+        }
+    }
+}
+
 /// Reads a module file named in a pipeline (relative to the pipeline
 /// file's directory).
 ///

@@ -480,3 +480,51 @@ fn a_new_version_of_a_module_takes_over_its_predecessors_state_by_id() {
     feed(&mut e2, b, true);
     assert_eq!(counter_rows(&out), whole);
 }
+
+fn sql(d: &std::path::Path, select: &str) -> Result<crate::sql::SqlPipeline, String> {
+    let text = format!(
+        "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'in.csv', 'format' = 'csv');
+{select}"
+    );
+    crate::sql::parse(&d.join("p.sql").display().to_string(), &text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn sql_create_function_computes_an_aggregated_field() {
+    let d = dir("sql");
+    let p = sql(
+        &d,
+        "SELECT k, window_start, COUNT(*) AS n, SUM(c_to_f(v)) AS f, SUM(v) AS c
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;",
+    )
+    .unwrap();
+    let r = readings(200);
+    let mut out = Vec::new();
+    crate::sql::exec::replay(&p, csv(&r).as_bytes(), &mut out, |b, _| {
+        panic!("bad row {}: {}", b.line, b.error)
+    })
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let mut rows = 0;
+    for l in out.lines().skip(1) {
+        let c: Vec<&str> = l.split(',').collect();
+        let (f, cel): (f64, f64) = (c[3].parse().unwrap(), c[4].parse().unwrap());
+        let n: f64 = c[2].parse().unwrap();
+        assert!((f - (cel * 1.8 + 32.0 * n)).abs() < 1e-4, "{l}");
+        rows += 1;
+    }
+    assert!(rows > 20, "{out}");
+    assert_eq!(p.pipeline.functions.report()[0].1.calls, 200);
+    // Only numeric columns as arguments; an unknown module is an error.
+    let e = sql(&d, "SELECT k, window_start, SUM(c_to_f(v + 1)) AS f FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND)) GROUP BY k, window_start, window_end;")
+        .unwrap_err();
+    assert!(e.contains("argument of user function"), "{e}");
+    let e =
+        crate::sql::parse("p.sql", "CREATE FUNCTION f AS 'x.wasm' LANGUAGE PYTHON;").unwrap_err();
+    assert!(e.to_string().contains("LANGUAGE PYTHON"), "{e}");
+}
