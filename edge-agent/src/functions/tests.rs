@@ -528,3 +528,41 @@ GROUP BY k, window_start, window_end;",
         crate::sql::parse("p.sql", "CREATE FUNCTION f AS 'x.wasm' LANGUAGE PYTHON;").unwrap_err();
     assert!(e.to_string().contains("LANGUAGE PYTHON"), "{e}");
 }
+
+#[test]
+fn weir_run_completes_decoded_values_with_scalar_outputs_or_nan() {
+    let d = dir("with-values");
+    let ok = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"f\"\nmodule = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"value_f\"\n{}",
+            window_on("value_f")
+        ),
+    )
+    .unwrap();
+    for x in [-40.0, 0.0, 21.5] {
+        let got = ok.functions.with_values(0, 1, &[x], |v| v.to_vec());
+        assert_eq!(got, vec![x, x * 1.8 + 32.0]);
+    }
+    let bad = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"sq\"\nmodule = \"runaway.wasm\"\nexport = \"sqrt_or_trap\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"root\"\n{}",
+            window_on("root")
+        ),
+    )
+    .unwrap();
+    let got = bad.functions.with_values(0, 1, &[4.0], |v| v.to_vec());
+    assert_eq!(got, vec![4.0, 2.0]);
+    let got = bad.functions.with_values(0, 1, &[-4.0], |v| v.to_vec());
+    assert!(got[1].is_nan(), "{got:?}");
+    // The engine refuses the NaN reading, and the function has the failure.
+    let mut e = bad.spec.clone().build().unwrap();
+    let r = bad
+        .functions
+        .with_values(0, 1_700_000_000_000, &[-4.0], |v| {
+            e.handle_sample(1_700_000_000_000, 0, "k", 1_700_000_000_000, v)
+        });
+    assert_eq!(r, Err(weir_core::prelude::Reject::NonFinite));
+    assert_eq!(bad.functions.failures(), 2);
+}
