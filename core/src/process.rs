@@ -151,6 +151,33 @@ impl Context<'_> {
         };
     }
 
+    /// Emits a window row for this key, as a window operator would: its
+    /// bounds, up to [`MAX_AGGS`](crate::spec::MAX_AGGS) values (more are
+    /// dropped) and an optional detector verdict. It goes wherever window
+    /// results go (outputs, sinks, the replay CSV) as an on-time firing.
+    pub fn emit_window(
+        &mut self,
+        start: i64,
+        end: i64,
+        values: &[f64],
+        anomaly: Option<crate::detect::Verdict>,
+    ) {
+        let mut vals = crate::output::AggValues::default();
+        for v in values {
+            vals.push(*v);
+        }
+        self.out
+            .push_back(Output::Window(crate::output::WindowResult {
+                op: self.op,
+                key: self.key,
+                start,
+                end,
+                emission: crate::output::Emission::OnTime,
+                values: vals,
+                anomaly,
+            }));
+    }
+
     /// Emits a result for this key: a timestamp, a value and a tag of the
     /// operator's choosing.
     pub fn emit(&mut self, ts: i64, value: f64, tag: u32) {
@@ -176,6 +203,14 @@ pub trait KeyedProcess: Send {
     fn on_timer(&mut self, ctx: &mut Context<'_>, at: i64, domain: TimeDomain);
     /// Forget a key (TTL or budget eviction).
     fn clear_key(&mut self, key: KeyId);
+    /// Whether samples at or behind the watermark still come to
+    /// [`KeyedProcess::on_sample`] (default: no, they go to the late
+    /// output). An operator that keeps its own windows says yes, and
+    /// decides itself whether a sample is too late, as a window operator
+    /// does (a window accepts samples until it fires).
+    fn sees_late(&self) -> bool {
+        false
+    }
     /// Whether the key holds state that must keep it alive (default: no).
     fn holds_state(&self, _key: KeyId) -> bool {
         false
@@ -234,7 +269,7 @@ impl ProcessOp {
         out: &mut VecDeque<Output>,
     ) {
         self.stats.routed += 1;
-        if ts <= wm {
+        if ts <= wm && !self.f.sees_late() {
             self.stats.late += 1;
             out.push_back(Output::Late(crate::output::LateSample {
                 op: self.op,

@@ -244,6 +244,10 @@ pub struct ProcessSpec {
     pub state_type: String,
     /// Makes instances.
     pub factory: crate::process::ProcessFactory,
+    /// Names of the values of the window rows it emits
+    /// ([`Context::emit_window`](crate::process::Context::emit_window)),
+    /// for outputs that name them; empty if it emits none.
+    pub columns: Vec<String>,
 }
 
 /// A window operator.
@@ -724,6 +728,7 @@ impl PipelineBuilder {
             kind: OperatorKind::Process(ProcessSpec {
                 state_type: state_type.to_string(),
                 factory: crate::process::ProcessFactory(alloc::sync::Arc::new(make)),
+                columns: Vec::new(),
             }),
         });
         self

@@ -127,11 +127,33 @@ pub enum Command {
         #[arg(long, short)]
         init: Option<PathBuf>,
     },
+    /// User functions in WebAssembly (docs/functions.md).
+    Functions {
+        /// What to do.
+        #[command(subcommand)]
+        action: FunctionsCmd,
+    },
     /// Write a deterministic synthetic input.
     Gen {
         /// The workload.
         #[command(subcommand)]
         workload: Workload,
+    },
+}
+
+/// `weir functions` commands.
+#[derive(Subcommand, Debug)]
+pub enum FunctionsCmd {
+    /// Write the pipeline with its functions' modules embedded (base64 and
+    /// SHA-256), ready for `weir fleet sign`: a signed update then carries
+    /// the modules.
+    Embed {
+        /// The pipeline file (TOML).
+        #[arg(long, short)]
+        pipeline: PathBuf,
+        /// Write here (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -420,6 +442,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
         } => crate::demo::main(duration.as_deref(), speed, data_dir),
         Command::Deadletters { config, last } => cmd_deadletters(&config, last),
+        Command::Functions {
+            action: FunctionsCmd::Embed { pipeline, output },
+        } => {
+            let text = std::fs::read_to_string(&pipeline)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", pipeline.display()))?;
+            let out = crate::functions::embed(&pipeline.display().to_string(), &text)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut w = open_out(output.as_deref())?;
+            w.write_all(out.as_bytes())?;
+            w.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sql { init } => {
             let stdin = io::stdin();
             let prompt = std::io::IsTerminal::is_terminal(&stdin);
@@ -514,6 +548,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
             }
+            crate::functions::print_report(&pf.functions, show_bad, |k| {
+                engine.key_name(k).to_string()
+            });
             let st = engine.stats();
             eprintln!(
                 "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
@@ -672,5 +709,6 @@ fn reason_name(e: &RowError) -> String {
         RowError::NotUtf8 => "not_utf8".into(),
         RowError::TooLong => "too_long".into(),
         RowError::Rejected(r) => Reject::name(*r).into(),
+        RowError::Function(_) => "function".into(),
     }
 }

@@ -42,6 +42,7 @@ pub mod demo;
 #[cfg(feature = "host-tools")]
 pub mod fleet;
 pub mod fsutil;
+pub mod functions;
 pub mod gateway;
 pub mod gen;
 pub mod identity;

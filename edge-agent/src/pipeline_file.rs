@@ -27,6 +27,8 @@ pub struct PipelineFile {
     /// Each source's MQTT subscription and payload decoder (for `weir run`),
     /// `None` for a source without an `mqtt` table.
     pub mqtt: Vec<Option<MqttSource>>,
+    /// User functions in WebAssembly (`[[function]]`, docs/functions.md).
+    pub functions: crate::functions::Functions,
 }
 
 /// Where a source's samples come from over MQTT.
@@ -269,6 +271,10 @@ struct RawPipeline {
     windows: Vec<RawWindow>,
     #[serde(default, rename = "detect")]
     detects: Vec<RawDetect>,
+    #[serde(default, rename = "function")]
+    functions: Vec<crate::functions::RawFunction>,
+    #[serde(default)]
+    modules: crate::functions::RawModules,
 }
 
 /// A file being parsed, for located errors.
@@ -761,6 +767,16 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             }),
         });
     }
+    // User functions: scalar ones add a field to their source, keyed ones
+    // an operator (crate::functions).
+    let functions = crate::functions::wire(
+        &ctx,
+        &raw.functions,
+        &mut sources,
+        &mut operators,
+        &raw.modules,
+        &|m| crate::functions::read_module(file, m),
+    )?;
     let spec = PipelineSpec {
         name: raw.name.clone().unwrap_or_else(|| "pipeline".into()),
         time,
@@ -769,7 +785,12 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         state,
     };
     spec.validate().map_err(|e| build_error(&ctx, &raw, &e))?;
-    Ok(PipelineFile { spec, csv, mqtt })
+    Ok(PipelineFile {
+        spec,
+        csv,
+        mqtt,
+        functions,
+    })
 }
 
 fn mqtt_source(

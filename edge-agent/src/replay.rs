@@ -37,6 +37,10 @@ pub enum RowError {
     TooLong,
     /// Decoded, but refused by the engine.
     Rejected(Reject),
+    /// The source's scalar user function at this index (among the
+    /// source's scalar functions) failed or is disabled; its dead letter
+    /// says why (`crate::functions`).
+    Function(u16),
 }
 
 impl fmt::Display for RowError {
@@ -50,6 +54,7 @@ impl fmt::Display for RowError {
             RowError::NotUtf8 => f.write_str("row is not valid UTF-8"),
             RowError::TooLong => f.write_str("row longer than 64 KiB"),
             RowError::Rejected(r) => write!(f, "rejected: {r}"),
+            RowError::Function(i) => write!(f, "scalar function #{i} of the source failed"),
         }
     }
 }
@@ -479,11 +484,19 @@ pub fn replay<R: Read, W: Write>(
                 update_col: w.allowed_lateness > 0,
                 count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
             },
-            _ => OpInfo {
-                id: o.id.clone(),
-                anomaly_col: false,
-                update_col: false,
-                count_first: false,
+            _ => match pf.functions.keyed(&o.id).map(|d| &d.kind) {
+                Some(crate::functions::Kind::Keyed { columns, flag, .. }) => OpInfo {
+                    id: o.id.clone(),
+                    anomaly_col: *flag,
+                    update_col: false,
+                    count_first: columns.first().is_some_and(|c| c == "count"),
+                },
+                _ => OpInfo {
+                    id: o.id.clone(),
+                    anomaly_col: false,
+                    update_col: false,
+                    count_first: false,
+                },
             },
         })
         .collect();
@@ -540,6 +553,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                 .count()
         ],
     };
+    let mut scalars = pf.functions.scalars(source);
     let mut obuf: Vec<u8> = Vec::with_capacity(1 << 17);
     obuf.extend_from_slice(header);
     let mut sum = Summary::default();
@@ -639,9 +653,12 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                         {
                             Ok(())
                         }
-                        Ok(key) => engine
-                            .handle_sample(ts, source, key, ts, &dec.values)
-                            .map_err(RowError::Rejected),
+                        Ok(key) => match scalars.apply(ts, &mut dec.values) {
+                            Ok(()) => engine
+                                .handle_sample(ts, source, key, ts, &dec.values)
+                                .map_err(RowError::Rejected),
+                            Err(i) => Err(RowError::Function(i as u16)),
+                        },
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),

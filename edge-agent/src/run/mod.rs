@@ -670,7 +670,7 @@ impl Agent {
                 id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
             }
             if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
-                let _ = feed(&mut self.engine, &s);
+                let _ = feed(&mut self.engine, &self.pf.functions, &s);
                 self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
             }
             last = lsn;
@@ -980,7 +980,7 @@ impl Agent {
                     *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
                 }
             }
-            if let Err(rej) = feed(&mut self.engine, &s) {
+            if let Err(rej) = feed(&mut self.engine, &self.pf.functions, &s) {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 let (topic, payload) = g.topics.get(r.msg as usize).cloned().unwrap_or_default();
                 let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
@@ -1647,7 +1647,9 @@ impl Agent {
             weir_core::time::Watermark::EventTime(t) => t,
             _ => i64::MIN,
         };
-        (m.dead_letters.load(Relaxed), m.readings.load(Relaxed), wm)
+        // User functions' failed calls count as bad inputs too.
+        let errors = m.dead_letters.load(Relaxed) + self.pf.functions.failures();
+        (errors, m.readings.load(Relaxed), wm)
     }
 
     /// After recovery: an update that was on trial when the agent stopped
@@ -2327,13 +2329,20 @@ impl Signals {
     }
 }
 
-/// Offers one journal record to the engine.
-fn feed(engine: &mut Engine, s: &Sample<'_>) -> Result<(), Reject> {
+/// Offers one journal record to the engine (through the source's scalar
+/// user functions, if it has any: crate::functions).
+fn feed(
+    engine: &mut Engine,
+    fns: &crate::functions::Functions,
+    s: &Sample<'_>,
+) -> Result<(), Reject> {
     if s.source == TICK_SOURCE {
         engine.handle_time(s.now);
         Ok(())
     } else {
-        engine.handle_sample(s.now, s.source as usize, s.key, s.ts, s.values)
+        fns.with_values(s.source as usize, s.ts, s.values, |v| {
+            engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
+        })
     }
 }
 

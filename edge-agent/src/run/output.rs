@@ -179,6 +179,12 @@ impl OutputEncoder {
                     aggs: w.aggregates.iter().map(|a| a.to_string()).collect(),
                     count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
                 },
+                // A custom operator's window rows (a keyed user function).
+                OperatorKind::Process(p) => OpNames {
+                    id: o.id.clone(),
+                    aggs: p.columns.clone(),
+                    count_first: p.columns.first().is_some_and(|c| c == "count"),
+                },
                 _ => OpNames {
                     id: o.id.clone(),
                     aggs: Vec::new(),

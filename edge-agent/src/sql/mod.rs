@@ -122,6 +122,8 @@ pub struct SqlPipeline {
     pub input_path: Option<String>,
     /// The sink table of `INSERT INTO`, if any.
     pub sink: Option<plan::Sink>,
+    /// Calls of user functions, each a field computed before the engine.
+    pub udfs: Vec<plan::UdfUse>,
 }
 
 /// Whether `path` names a SQL pipeline (by its `.sql` extension).
@@ -153,7 +155,35 @@ pub fn load(path: &Path) -> Result<SqlPipeline, ConfigError> {
 /// See [`load`].
 pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
     let r = on_big_stack(|| statements(text).and_then(plan::compile));
-    r.map_err(|e| e.into_config(file))
+    let mut p = r.map_err(|e| e.into_config(file))?;
+    attach_functions(file, &mut p).map_err(|e| e.into_config(file))?;
+    Ok(p)
+}
+
+/// Compiles the user functions a query calls (`CREATE FUNCTION`), their
+/// modules read relative to `file`, into the pipeline.
+///
+/// # Errors
+/// A module that cannot be read or is not a scalar `f(f64…) -> f64`.
+pub(crate) fn attach_functions(file: &str, p: &mut SqlPipeline) -> Err<()> {
+    let mut defs = Vec::new();
+    for u in &p.udfs {
+        let bytes = crate::functions::read_module(file, &u.module)
+            .map_err(|e| SqlError::at(u.at, e, "the module path is relative to the SQL file"))?;
+        let d = crate::functions::scalar_def(
+            &u.id,
+            &u.module,
+            bytes,
+            0,
+            &u.name,
+            u.args.clone(),
+            u.output,
+        )
+        .map_err(|e| SqlError::at(u.at, e, "see docs/functions.md"))?;
+        defs.push(d);
+    }
+    p.pipeline.functions = crate::functions::Functions::from_defs(defs);
+    Ok(())
 }
 
 /// Parsing and planning walk the syntax tree recursively (and so does
@@ -278,6 +308,16 @@ pub enum Statement {
     CreateTable(ddl::Table),
     /// `SET 'key' = 'value'`.
     Set(String, String, Location),
+    /// `CREATE FUNCTION name AS 'module.wasm' LANGUAGE WASM`: a scalar user
+    /// function (docs/functions.md), usable under aggregates.
+    CreateFunction {
+        /// Its name in the query.
+        name: String,
+        /// The module file, relative to the SQL file.
+        module: String,
+        /// Where the statement starts.
+        at: Location,
+    },
     /// `[EXPLAIN] [INSERT INTO sink] query`.
     Query {
         /// `EXPLAIN` in front.
@@ -365,6 +405,22 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
         let at = tok.span.start;
         if p.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
             out.push(Statement::CreateTable(ddl::create_table(&mut p, at)?));
+        } else if p.parse_keywords(&[Keyword::CREATE, Keyword::FUNCTION]) {
+            let name = p.parse_identifier().map_err(SqlError::parser)?.value;
+            p.expect_keyword(Keyword::AS).map_err(SqlError::parser)?;
+            let module = p.parse_literal_string().map_err(SqlError::parser)?;
+            p.expect_keyword(Keyword::LANGUAGE)
+                .map_err(SqlError::parser)?;
+            let l = p.peek_token_ref().span.start;
+            let lang = p.parse_identifier().map_err(SqlError::parser)?.value;
+            if !lang.eq_ignore_ascii_case("WASM") {
+                return Err(SqlError::unsupported(
+                    l,
+                    &format!("LANGUAGE {lang}"),
+                    "LANGUAGE WASM: a WebAssembly module (docs/functions.md)",
+                ));
+            }
+            out.push(Statement::CreateFunction { name, module, at });
         } else if p.parse_keyword(Keyword::SET) {
             let (k, v, l) = ddl::set(&mut p)?;
             out.push(Statement::Set(k, v, l));

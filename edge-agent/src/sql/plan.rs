@@ -138,6 +138,10 @@ struct Ctx<'t> {
     /// (field position, aggregate watched, detector) per flag.
     flags: Vec<(usize, AggKind, DetectorSpec)>,
     at: Location,
+    /// `CREATE FUNCTION`s: (name, module, where).
+    funcs: &'t [(String, String, Location)],
+    /// Their calls under aggregates.
+    udfs: Vec<UdfUse>,
 }
 
 fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
@@ -284,6 +288,9 @@ impl Ctx<'_> {
             if let Some(j) = self.computed.iter().position(|c| c.2 == text) {
                 return Ok(self.fields.len() + j);
             }
+            if let Some(f) = self.udf_call(e)? {
+                return Ok(f);
+            }
             let (x, t) = self.expr(e, Scope::Row)?;
             if !t.is_numeric() {
                 return Err(SqlError::at(
@@ -320,6 +327,57 @@ impl Ctx<'_> {
                 "aggregate an INT, BIGINT, DOUBLE or DECIMAL column",
             )
         })
+    }
+
+    /// A call of a created function whose arguments are numeric columns:
+    /// a new field, computed by the function before the engine.
+    fn udf_call(&mut self, e: &SExpr) -> Err<Option<usize>> {
+        let SExpr::Function(f) = e else {
+            return Ok(None);
+        };
+        let name = f.name.to_string();
+        let Some(def) = self.funcs.iter().find(|d| d.0.eq_ignore_ascii_case(&name)) else {
+            return Ok(None);
+        };
+        let at = loc_of(e, self.at);
+        let mut args = Vec::new();
+        for (n, a) in args_of(f) {
+            let pos = match (n, ident_name(a)) {
+                (None, Some(id)) => self
+                    .table
+                    .column(&id.value)
+                    .and_then(|ci| self.fields.iter().position(|&x| x == ci)),
+                _ => None,
+            };
+            let Some(pos) = pos else {
+                return Err(SqlError::unsupported(
+                    at,
+                    &format!("`{a}` as an argument of user function `{name}`"),
+                    "pass numeric columns of the table",
+                ));
+            };
+            args.push(pos);
+        }
+        if self.computed.len() >= 16 {
+            return Err(SqlError::unsupported(
+                at,
+                "more than 16 aggregated expressions",
+                "at most 16 expressions under aggregates",
+            ));
+        }
+        // A placeholder the query leaves at 0: the function fills it in.
+        self.computed
+            .push((Expr::num(0.0), SqlType::Double, e.to_string()));
+        let output = self.fields.len() + self.computed.len() - 1;
+        self.udfs.push(UdfUse {
+            id: format!("{}#{}", def.0, self.udfs.len()),
+            name: def.0.clone(),
+            module: def.1.clone(),
+            args,
+            output,
+            at,
+        });
+        Ok(Some(output))
     }
 
     /// The type of field `f` (a column or a computed expression).
@@ -1105,6 +1163,7 @@ fn legacy_window(f: &ast::Function, at: Location) -> Err<Option<(String, Window)
 pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
     let mut tables: Vec<Table> = Vec::new();
     let mut sets: Vec<(String, String, Location)> = Vec::new();
+    let mut funcs: Vec<(String, String, Location)> = Vec::new();
     let mut query = None;
     for s in stmts {
         match s {
@@ -1119,6 +1178,19 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
                 tables.push(t)
             }
             Statement::Set(k, v, l) => sets.push((k, v, l)),
+            Statement::CreateFunction { name, module, at } => {
+                if funcs
+                    .iter()
+                    .any(|f: &(String, String, Location)| f.0.eq_ignore_ascii_case(&name))
+                {
+                    return Err(SqlError::at(
+                        at,
+                        format!("function `{name}` is created twice"),
+                        "give each function its own name",
+                    ));
+                }
+                funcs.push((name, module, at));
+            }
             Statement::Query { at, .. } if query.is_some() => {
                 return Err(SqlError::unsupported(
                     at,
@@ -1142,12 +1214,31 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
         ));
     };
-    compile_query(&tables, &sets, explain, insert, &q, at)
+    compile_query(&tables, &sets, &funcs, explain, insert, &q, at)
+}
+
+/// A call of a user function under an aggregate: a field computed before
+/// the engine by a scalar WebAssembly function.
+#[derive(Clone, Debug)]
+pub struct UdfUse {
+    /// The function's id in the pipeline (`name#n`).
+    pub id: String,
+    /// The name created (and the export called).
+    pub name: String,
+    /// The module file.
+    pub module: String,
+    /// Field positions of the arguments.
+    pub args: Vec<usize>,
+    /// Field position of the result.
+    pub output: usize,
+    /// Where the call is.
+    pub at: Location,
 }
 
 fn compile_query(
     tables: &[Table],
     sets: &[(String, String, Location)],
+    funcs: &[(String, String, Location)],
     explain: bool,
     insert: Option<(String, Location)>,
     q: &ast::Query,
@@ -1379,6 +1470,8 @@ fn compile_query(
         slots: Vec::new(),
         flags: Vec::new(),
         at,
+        funcs,
+        udfs: Vec::new(),
     };
     let filter = match &sel.selection {
         Some(w) => {
@@ -1720,6 +1813,7 @@ fn compile_query(
             spec,
             csv: vec![csv],
             mqtt: vec![mqtt],
+            functions: Default::default(),
         },
         query: Query {
             filter: filter.map(|f| f.0).filter(|_| engine_filter.is_none()),
@@ -1740,6 +1834,7 @@ fn compile_query(
         explain,
         input_path,
         sink,
+        udfs: cx.udfs,
     })
 }
 

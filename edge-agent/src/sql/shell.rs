@@ -112,14 +112,18 @@ impl Session {
                     self.kept.push((text.to_string(), s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }
-                Statement::Set(..) => {
+                Statement::Set(..) | Statement::CreateFunction { .. } => {
                     self.kept.push((text.to_string(), s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }
                 q @ Statement::Query { .. } => {
                     let mut all: Vec<Statement> = self.kept.iter().map(|k| k.1.clone()).collect();
                     all.push(q);
-                    match super::on_big_stack(|| plan::compile(all)) {
+                    let compiled = super::on_big_stack(|| plan::compile(all)).and_then(|mut p| {
+                        // Modules are relative to the working directory.
+                        super::attach_functions("./shell.sql", &mut p).map(|()| p)
+                    });
+                    match compiled {
                         Ok(p) => self.query(&p, out)?,
                         Err(e) => error(out, e.line, e.col, &e.msg, &e.help)?,
                     }

@@ -1,0 +1,568 @@
+//! Tests of the host, the sandbox and the wiring, with hand-written WAT
+//! modules (testdata/*.wat).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::pipeline_file::{parse, PipelineFile};
+use crate::replay::{replay, RowError};
+
+/// A fresh directory holding the compiled WAT modules.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-fn-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    // not-state: test fixtures in a temporary folder.
+    std::fs::create_dir_all(&d).unwrap();
+    for (f, src) in [
+        ("celsius", include_str!("testdata/celsius.wat")),
+        ("runaway", include_str!("testdata/runaway.wat")),
+        ("counter", include_str!("testdata/counter.wat")),
+    ] {
+        // not-state: a test fixture.
+        std::fs::write(d.join(format!("{f}.wasm")), wat::parse_str(src).unwrap()).unwrap();
+    }
+    d
+}
+
+fn pipeline(d: &std::path::Path, body: &str) -> Result<PipelineFile, String> {
+    let text = format!(
+        r#"
+name = "t"
+[[source]]
+name = "s"
+fields = ["value"]
+max_out_of_orderness = 0
+watermark = "per-source"
+csv = {{ columns = ["key", "ts", "value"], header = false, timestamp = "ms" }}
+{body}
+"#
+    );
+    let file = d.join("p.toml");
+    parse(&file.display().to_string(), &text).map_err(|e| e.to_string())
+}
+
+struct Run {
+    out: String,
+    bad: Vec<(u64, RowError)>,
+}
+
+fn run(pf: &PipelineFile, input: &str) -> Run {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    replay(pf, 0, input.as_bytes(), &mut out, |b, _| {
+        bad.push((b.line, b.error))
+    })
+    .unwrap();
+    Run {
+        out: String::from_utf8(out).unwrap(),
+        bad,
+    }
+}
+
+/// Readings: key, ts (ms), value; a few keys over a few seconds.
+fn readings(n: usize) -> Vec<(String, i64, f64)> {
+    (0..n)
+        .map(|i| {
+            let key = format!("k{}", i % 3);
+            let ts = 1_700_000_000_000 + (i as i64) * 137;
+            let v = ((i * 7919) % 101) as f64 / 4.0 - 5.0;
+            (key, ts, v)
+        })
+        .collect()
+}
+
+fn csv(r: &[(String, i64, f64)]) -> String {
+    r.iter().map(|(k, t, v)| format!("{k},{t},{v}\n")).collect()
+}
+
+const WINDOW_ON: &str = r#"
+[[window]]
+id = "w"
+source = "s"
+field = "FIELD"
+kind = "tumbling"
+size = "1s"
+aggregates = ["count", "sum"]
+"#;
+
+fn window_on(field: &str) -> String {
+    WINDOW_ON.replace("FIELD", field)
+}
+
+/// `[w,]key,start,end,count,sum` rows by (key, start) → (count, sum).
+fn window_rows(out: &str) -> BTreeMap<(String, i64), (u64, f64)> {
+    out.lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            let c = if c.len() == 6 { &c[1..] } else { &c[..] };
+            (
+                (c[0].to_string(), c[1].parse().unwrap()),
+                (c[3].parse().unwrap(), c[4].parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_scalar_function_computes_a_field_that_windows_aggregate() {
+    let d = dir("scalar");
+    let pf = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"f\"\nmodule = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"value_f\"\n{}",
+            window_on("value_f")
+        ),
+    )
+    .unwrap();
+    let r = readings(200);
+    let got = run(&pf, &csv(&r));
+    assert!(got.bad.is_empty(), "{:?}", got.bad);
+    let mut want: BTreeMap<(String, i64), (u64, f64)> = BTreeMap::new();
+    for (k, t, v) in &r {
+        let e = want.entry((k.clone(), t - t.rem_euclid(1000))).or_default();
+        e.0 += 1;
+        e.1 += v * 1.8 + 32.0;
+    }
+    let rows = window_rows(&got.out);
+    assert_eq!(rows.len(), want.len(), "{}", got.out);
+    for (k, (n, s)) in &want {
+        let (gn, gs) = rows[k];
+        assert_eq!(gn, *n);
+        assert!(
+            (gs - s).abs() < 1e-6 * s.abs().max(1.0),
+            "{k:?}: {gs} vs {s}"
+        );
+    }
+    let rep = &pf.functions.report()[0].1;
+    assert_eq!(rep.calls, 200);
+    assert_eq!(rep.failed_total(), 0);
+}
+
+/// A runaway scalar function: every row is dead-lettered with the right
+/// reason, the function is disabled after `max_failures`, and the replay
+/// runs to its end.
+fn runaway(export: &str, reason: &str) {
+    let d = dir(export);
+    let pf = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"bad\"\nmodule = \"runaway.wasm\"\nexport = \"{export}\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"y\"\nmax_failures = 5\nfuel = 100000\nmemory = \"1MiB\"\n{}",
+            window_on("y")
+        ),
+    )
+    .unwrap();
+    let r = readings(50);
+    let got = run(&pf, &csv(&r));
+    // Every row is refused, for the function.
+    assert_eq!(got.bad.len(), 50, "{:?}", got.bad);
+    assert!(got.bad.iter().all(|b| b.1 == RowError::Function(0)));
+    let rep = pf.functions.report()[0].1.clone();
+    let i = super::host::FailKind::ALL
+        .iter()
+        .position(|k| k.name() == reason)
+        .unwrap();
+    assert_eq!(rep.failed[i], 5, "{rep}");
+    assert_eq!(rep.failed_total(), 5, "{rep}");
+    assert_eq!(rep.skipped, 45, "{rep}");
+    assert!(rep.disabled.as_deref().unwrap().contains(reason), "{rep}");
+    let dead = pf.functions.defs[0].health.take_dead_letters();
+    assert_eq!(dead.len(), 50);
+    assert_eq!(dead[0].function, "bad");
+    assert_eq!(dead[0].reason, reason);
+    assert_eq!(dead[0].reading, vec![r[0].2]);
+    assert_eq!(dead[0].ts, r[0].1);
+    assert_eq!(dead[49].reason, "disabled");
+}
+
+#[test]
+fn an_infinite_loop_runs_out_of_fuel() {
+    runaway("spin", "fuel");
+}
+
+#[test]
+fn a_memory_bomb_hits_the_cap() {
+    runaway("bomb", "memory");
+}
+
+#[test]
+fn a_function_that_traps_on_every_call_is_disabled() {
+    runaway("trap", "trap");
+}
+
+#[test]
+fn a_nan_result_is_a_bad_output() {
+    runaway("nan", "bad_output");
+}
+
+#[test]
+fn unbounded_recursion_traps() {
+    runaway("deep", "trap");
+}
+
+#[test]
+fn a_failing_scalar_spoils_only_its_rows_and_the_engine_goes_on() {
+    let d = dir("partial");
+    let pf = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"sq\"\nmodule = \"runaway.wasm\"\nexport = \"sqrt_or_trap\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"root\"\nmax_failures = 1000\n{}",
+            window_on("root")
+        ),
+    )
+    .unwrap();
+    let r = readings(300);
+    let got = run(&pf, &csv(&r));
+    let negatives = r.iter().filter(|x| x.2 < 0.0).count();
+    assert!(negatives > 0 && negatives < r.len());
+    assert_eq!(got.bad.len(), negatives);
+    let mut want: BTreeMap<(String, i64), (u64, f64)> = BTreeMap::new();
+    for (k, t, v) in r.iter().filter(|x| x.2 >= 0.0) {
+        let e = want.entry((k.clone(), t - t.rem_euclid(1000))).or_default();
+        e.0 += 1;
+        e.1 += v.sqrt();
+    }
+    let rows = window_rows(&got.out);
+    assert_eq!(
+        rows.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, (n, s)) in &want {
+        assert_eq!(rows[k].0, *n);
+        assert!((rows[k].1 - s).abs() < 1e-5 * s.max(1.0), "{k:?}");
+    }
+    let rep = &pf.functions.report()[0].1;
+    assert_eq!(rep.failed[0] as usize, negatives);
+    assert!(rep.disabled.is_none());
+}
+
+fn counter_pipeline(d: &std::path::Path) -> PipelineFile {
+    pipeline(
+        d,
+        "[[function]]\nid = \"cnt\"\nmodule = \"counter.wasm\"\nkind = \"keyed\"\nsource = \"s\"\nfields = [\"value\"]\nmax_failures = 100000\n",
+    )
+    .unwrap()
+}
+
+/// (key, second end) → (sum, count) of the non-negative readings.
+fn counter_want(r: &[(String, i64, f64)]) -> BTreeMap<(String, i64), (f64, u64)> {
+    let mut want: BTreeMap<(String, i64), (f64, u64)> = BTreeMap::new();
+    for (k, t, v) in r.iter().filter(|x| x.2 >= 0.0) {
+        let e = want
+            .entry((k.clone(), (t.div_euclid(1000) + 1) * 1000))
+            .or_default();
+        e.0 += v;
+        e.1 += 1;
+    }
+    want
+}
+
+fn counter_rows(out: &str) -> BTreeMap<(String, i64), (f64, u64)> {
+    let mut m = BTreeMap::new();
+    for l in out.lines() {
+        let c: Vec<&str> = l.split(',').collect();
+        assert_eq!(c[0], "cnt", "{l}");
+        let prev = m.insert(
+            (c[1].to_string(), c[2].parse().unwrap()),
+            (c[3].parse().unwrap(), c[4].parse().unwrap()),
+        );
+        assert!(prev.is_none(), "a second row for {l}");
+    }
+    m
+}
+
+#[test]
+fn a_keyed_function_keeps_per_key_state_and_fires_event_timers() {
+    let d = dir("keyed");
+    let pf = counter_pipeline(&d);
+    let r = readings(500);
+    let got = run(&pf, &csv(&r));
+    // Negative readings trap after writing state: the write is discarded.
+    let rows = counter_rows(&got.out);
+    let want = counter_want(&r);
+    assert_eq!(rows.len(), want.len());
+    for (k, (s, n)) in &want {
+        assert_eq!(rows[k].1, *n, "{k:?}");
+        assert!((rows[k].0 - s).abs() < 1e-9 * s.abs().max(1.0));
+    }
+    let rep = &pf.functions.report()[0].1;
+    assert_eq!(
+        rep.failed[0] as usize,
+        r.iter().filter(|x| x.2 < 0.0).count()
+    );
+}
+
+#[test]
+fn keyed_state_and_timers_survive_a_checkpoint_into_a_new_instance() {
+    let d = dir("ckpt");
+    let pf = counter_pipeline(&d);
+    let r = readings(400);
+    let whole = counter_rows(&run(&pf, &csv(&r)).out);
+    // First half into one engine, checkpoint, second half into another.
+    let (a, b) = r.split_at(217);
+    let mut e1 = pf.spec.clone().build().unwrap();
+    let mut out = String::new();
+    let feed =
+        |e: &mut weir_core::engine::Engine, part: &[(String, i64, f64)], out: &mut String| {
+            for (k, t, v) in part {
+                let _ = e.handle_sample(*t, 0, k, *t, &[*v]);
+                while let Some(o) = e.poll_output() {
+                    if let weir_core::output::Output::Custom(c) = o {
+                        out.push_str(&format!(
+                            "cnt,{},{},{},{}\n",
+                            e.key_name(c.key),
+                            c.ts,
+                            c.value,
+                            c.tag
+                        ));
+                    }
+                }
+            }
+        };
+    feed(&mut e1, a, &mut out);
+    let snap = e1.snapshot().unwrap();
+    drop(e1);
+    let mut e2 = pf.spec.clone().build().unwrap();
+    e2.restore(&snap).unwrap();
+    feed(&mut e2, b, &mut out);
+    e2.handle_end_of_input();
+    while let Some(o) = e2.poll_output() {
+        if let weir_core::output::Output::Custom(c) = o {
+            out.push_str(&format!(
+                "cnt,{},{},{},{}\n",
+                e2.key_name(c.key),
+                c.ts,
+                c.value,
+                c.tag
+            ));
+        }
+    }
+    assert_eq!(counter_rows(&out), whole);
+}
+
+#[test]
+fn bad_modules_and_tables_are_clear_errors() {
+    let d = dir("errors");
+    // not-state: a test fixture.
+    std::fs::write(d.join("junk.wasm"), b"not wasm").unwrap();
+    let cases = [
+        ("module = \"missing.wasm\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"y\"", "cannot read"),
+        ("module = \"junk.wasm\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"y\"", "not a valid WebAssembly module"),
+        ("module = \"celsius.wasm\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"y\"", "exports no function `f`"),
+        ("module = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"value\"]", "needs `output`"),
+        ("module = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"nope\"\nfields = [\"value\"]\noutput = \"y\"", "no source named"),
+        ("module = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"nope\"]\noutput = \"y\"", "no field `nope`"),
+        ("module = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"value\"", "already has a field"),
+        ("module = \"celsius.wasm\"\nkind = \"keyed\"\nsource = \"s\"\nfields = [\"value\"]", "weir_on_sample"),
+        ("module = \"counter.wasm\"\nkind = \"nope\"\nsource = \"s\"\nfields = [\"value\"]", "unknown function kind"),
+        ("module = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"y\"\nmemory = \"1KiB\"", "memory is not a size"),
+    ];
+    for (body, want) in cases {
+        let e = pipeline(&d, &format!("[[function]]\nid = \"f\"\n{body}\n")).unwrap_err();
+        assert!(e.contains(want), "{body}: {e}");
+        assert!(e.contains("p.toml:"), "{e}");
+    }
+}
+
+#[test]
+fn base64_round_trips_and_refuses_junk() {
+    for n in 0..40usize {
+        let b: Vec<u8> = (0..n).map(|i| (i * 97 + n) as u8).collect();
+        let e = super::base64_encode(&b);
+        assert_eq!(e.len() % 4, 0);
+        assert_eq!(super::base64_decode(&e).unwrap(), b, "{n}");
+    }
+    assert_eq!(super::base64_encode(b"weir"), "d2Vpcg==");
+    assert!(super::base64_decode("d2V*cg==").is_err());
+    assert!(super::base64_decode("d").is_err());
+}
+
+#[test]
+fn embedded_modules_travel_with_the_text_and_are_checked() {
+    let d = dir("embed");
+    let body = "[[function]]\nid = \"cnt\"\nmodule = \"counter.wasm\"\nkind = \"keyed\"\nsource = \"s\"\nfields = [\"value\"]\n";
+    let text = format!(
+        "name = \"t\"\n[[source]]\nname = \"s\"\nfields = [\"value\"]\nmax_out_of_orderness = 0\nwatermark = \"per-source\"\ncsv = {{ columns = [\"key\", \"ts\", \"value\"], header = false, timestamp = \"ms\" }}\n{body}"
+    );
+    let file = d.join("p.toml").display().to_string();
+    let embedded = super::embed(&file, &text).unwrap();
+    assert!(embedded.contains("[modules.\"counter.wasm\"]"));
+    assert!(super::embed(&file, &embedded).is_err(), "embeds twice");
+    // Parsed from elsewhere, without the module file: the same results.
+    let elsewhere = std::env::temp_dir().join("weir-fn-nowhere/x.toml");
+    let pf = parse(&elsewhere.display().to_string(), &embedded).unwrap();
+    let r = readings(300);
+    let from_file = counter_rows(&run(&counter_pipeline(&d), &csv(&r)).out);
+    assert_eq!(counter_rows(&run(&pf, &csv(&r)).out), from_file);
+    assert!(parse(&elsewhere.display().to_string(), &text).is_err());
+    // A changed byte or a changed hash is refused.
+    let at = embedded.find("base64 = \"").unwrap() + 20;
+    let mut bad = embedded.clone().into_bytes();
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    let e = parse("x.toml", &String::from_utf8(bad).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match its sha256"), "{e}");
+    let e = parse("x.toml", &embedded.replace("sha256 = \"", "sha256 = \"0"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match its sha256"), "{e}");
+    // A module no function uses is refused.
+    let extra = format!(
+        "{embedded}[modules.\"other.wasm\"]\nsha256 = \"{}\"\nbase64 = \"\"\n",
+        super::sha256_hex(b"")
+    );
+    let e = parse("x.toml", &extra).unwrap_err().to_string();
+    assert!(e.contains("used by no [[function]]"), "{e}");
+    // A file module with a pinned hash.
+    let h = super::sha256_hex(&std::fs::read(d.join("counter.wasm")).unwrap());
+    let pinned = text.replace(
+        "kind = \"keyed\"",
+        &format!("kind = \"keyed\"\nsha256 = \"{h}\""),
+    );
+    assert!(parse(&file, &pinned).is_ok());
+    let other = format!("{}{}", if h.starts_with('0') { '1' } else { '0' }, &h[1..]);
+    let e = parse(&file, &pinned.replace(&h, &other))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match sha256"), "{e}");
+}
+
+#[test]
+fn a_new_version_of_a_module_takes_over_its_predecessors_state_by_id() {
+    let d = dir("version");
+    // Version 2: the same logic, other bytes (one more export).
+    let v2 = include_str!("testdata/counter.wat").replacen(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1)\n  (func (export \"version\") (result i32) i32.const 2)",
+        1,
+    );
+    // not-state: a test fixture.
+    std::fs::write(d.join("counter2.wasm"), wat::parse_str(&v2).unwrap()).unwrap();
+    assert_ne!(
+        std::fs::read(d.join("counter.wasm")).unwrap(),
+        std::fs::read(d.join("counter2.wasm")).unwrap()
+    );
+    let p1 = counter_pipeline(&d);
+    let text2 = "[[function]]\nid = \"cnt\"\nmodule = \"counter2.wasm\"\nkind = \"keyed\"\nsource = \"s\"\nfields = [\"value\"]\nmax_failures = 100000\n";
+    let p2 = pipeline(&d, text2).unwrap();
+    let r = readings(400);
+    let whole = counter_rows(&run(&p1, &csv(&r)).out);
+    let (a, b) = r.split_at(190);
+    let mut out = String::new();
+    let mut e1 = p1.spec.clone().build().unwrap();
+    let mut e2 = p2.spec.clone().build().unwrap();
+    let mut feed = |e: &mut weir_core::engine::Engine, part: &[(String, i64, f64)], end: bool| {
+        for (k, t, v) in part {
+            let _ = e.handle_sample(*t, 0, k, *t, &[*v]);
+        }
+        if end {
+            e.handle_end_of_input();
+        }
+        while let Some(o) = e.poll_output() {
+            if let weir_core::output::Output::Custom(c) = o {
+                out.push_str(&format!(
+                    "cnt,{},{},{},{}\n",
+                    e.key_name(c.key),
+                    c.ts,
+                    c.value,
+                    c.tag
+                ));
+            }
+        }
+    };
+    feed(&mut e1, a, false);
+    let rep = e2.restore(&e1.snapshot().unwrap()).unwrap();
+    assert_eq!(rep.operators.len(), 1);
+    assert!(
+        matches!(rep.operators[0].1, weir_core::snapshot::OpRestore::Kept),
+        "{rep:?}"
+    );
+    feed(&mut e2, b, true);
+    assert_eq!(counter_rows(&out), whole);
+}
+
+fn sql(d: &std::path::Path, select: &str) -> Result<crate::sql::SqlPipeline, String> {
+    let text = format!(
+        "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'in.csv', 'format' = 'csv');
+{select}"
+    );
+    crate::sql::parse(&d.join("p.sql").display().to_string(), &text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn sql_create_function_computes_an_aggregated_field() {
+    let d = dir("sql");
+    let p = sql(
+        &d,
+        "SELECT k, window_start, COUNT(*) AS n, SUM(c_to_f(v)) AS f, SUM(v) AS c
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;",
+    )
+    .unwrap();
+    let r = readings(200);
+    let mut out = Vec::new();
+    crate::sql::exec::replay(&p, csv(&r).as_bytes(), &mut out, |b, _| {
+        panic!("bad row {}: {}", b.line, b.error)
+    })
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let mut rows = 0;
+    for l in out.lines().skip(1) {
+        let c: Vec<&str> = l.split(',').collect();
+        let (f, cel): (f64, f64) = (c[3].parse().unwrap(), c[4].parse().unwrap());
+        let n: f64 = c[2].parse().unwrap();
+        assert!((f - (cel * 1.8 + 32.0 * n)).abs() < 1e-4, "{l}");
+        rows += 1;
+    }
+    assert!(rows > 20, "{out}");
+    assert_eq!(p.pipeline.functions.report()[0].1.calls, 200);
+    // Only numeric columns as arguments; an unknown module is an error.
+    let e = sql(&d, "SELECT k, window_start, SUM(c_to_f(v + 1)) AS f FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND)) GROUP BY k, window_start, window_end;")
+        .unwrap_err();
+    assert!(e.contains("argument of user function"), "{e}");
+    let e =
+        crate::sql::parse("p.sql", "CREATE FUNCTION f AS 'x.wasm' LANGUAGE PYTHON;").unwrap_err();
+    assert!(e.to_string().contains("LANGUAGE PYTHON"), "{e}");
+}
+
+#[test]
+fn weir_run_completes_decoded_values_with_scalar_outputs_or_nan() {
+    let d = dir("with-values");
+    let ok = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"f\"\nmodule = \"celsius.wasm\"\nexport = \"c_to_f\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"value_f\"\n{}",
+            window_on("value_f")
+        ),
+    )
+    .unwrap();
+    for x in [-40.0, 0.0, 21.5] {
+        let got = ok.functions.with_values(0, 1, &[x], |v| v.to_vec());
+        assert_eq!(got, vec![x, x * 1.8 + 32.0]);
+    }
+    let bad = pipeline(
+        &d,
+        &format!(
+            "[[function]]\nid = \"sq\"\nmodule = \"runaway.wasm\"\nexport = \"sqrt_or_trap\"\nsource = \"s\"\nfields = [\"value\"]\noutput = \"root\"\n{}",
+            window_on("root")
+        ),
+    )
+    .unwrap();
+    let got = bad.functions.with_values(0, 1, &[4.0], |v| v.to_vec());
+    assert_eq!(got, vec![4.0, 2.0]);
+    let got = bad.functions.with_values(0, 1, &[-4.0], |v| v.to_vec());
+    assert!(got[1].is_nan(), "{got:?}");
+    // The engine refuses the NaN reading, and the function has the failure.
+    let mut e = bad.spec.clone().build().unwrap();
+    let r = bad
+        .functions
+        .with_values(0, 1_700_000_000_000, &[-4.0], |v| {
+            e.handle_sample(1_700_000_000_000, 0, "k", 1_700_000_000_000, v)
+        });
+    assert_eq!(r, Err(weir_core::prelude::Reject::NonFinite));
+    assert_eq!(bad.functions.failures(), 2);
+}
