@@ -2,7 +2,7 @@
 # Cross test for Pi-class gateways: builds `weir` as a static, size-optimised
 # aarch64-unknown-linux-musl binary, runs a W1 replay with it under
 # qemu-aarch64-static and checks the output equals the host build's, byte for
-# byte. Prints both stripped binary sizes and fails above the 4 MB budget.
+# byte. Prints both stripped binary sizes and fails above the 6 MiB budget.
 #
 # Needs (installed by the caller, not here): gcc-aarch64-linux-gnu and
 # qemu-user-static from apt. The only thing this script installs is the rust
@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 EVENTS="${1:-200000}"
 TARGET=aarch64-unknown-linux-musl
 PROFILE=board                    # what `weir bundle` ships: opt-level "z", lto fat, strip, panic abort
-BUDGET=$((4 * 1024 * 1024))
+# 6 MiB: the engine, agent and decoders (~3.6 MB) plus the Flink SQL front
+# end (sqlparser, ~1.2 MB) and the WebAssembly interpreter for user
+# functions (wasmi, ~0.8 MB). Measured 5.54 MB for rpi4 in Dec 2026.
+BUDGET=$((6 * 1024 * 1024))
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
 export CC_aarch64_unknown_linux_musl="${CC_aarch64_unknown_linux_musl:-aarch64-linux-gnu-gcc}"

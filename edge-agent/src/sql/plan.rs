@@ -1902,6 +1902,8 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         legacy: false,
         slots: Vec::new(),
         flags: Vec::new(),
+        funcs: &[],
+        udfs: Vec::new(),
         at: start,
     };
     let (x, t) = cx.expr(&e, Scope::Row)?;
