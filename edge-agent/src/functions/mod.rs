@@ -490,6 +490,11 @@ impl Scalars {
                 continue;
             };
             let health = &s.def.health;
+            if *output >= values.len() || args.iter().any(|a| *a >= values.len()) {
+                // A plan that does not fit the row: refuse the sample
+                // rather than index out of it.
+                return Err(i);
+            }
             self.args.clear();
             self.args.extend(args.iter().map(|a| values[*a]));
             if health.is_disabled() {

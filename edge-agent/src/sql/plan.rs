@@ -1678,7 +1678,13 @@ fn compile_query(
     let nf = cx.fields.len();
     let lower = |e: &Expr| e.map_cols(&|c| (c >= 2 && usize::from(c - 2) < nf).then(|| c - 2));
     let engine_filter = filter.as_ref().and_then(|f| lower(&f.0));
-    let engine_compute: Option<Vec<Expr>> = cx.computed.iter().map(|c| lower(&c.0)).collect();
+    // A user function fills its field before the engine: then every
+    // computed field stays there, in one place.
+    let engine_compute: Option<Vec<Expr>> = if cx.udfs.is_empty() {
+        cx.computed.iter().map(|c| lower(&c.0)).collect()
+    } else {
+        None
+    };
     let mut source = match &engine_compute {
         Some(exprs) => {
             let mut s = SourceSpec::new(&source_name, field_names[..nf].iter().cloned());
