@@ -37,8 +37,11 @@ use weir_boards::profile::{BoardProfile, BusKind, DurabilityMode, Flash};
 
 use crate::identity;
 
-/// The size the stripped gateway binary must stay under (issue 5).
-pub const BINARY_BUDGET: u64 = 4 * 1024 * 1024;
+/// The size the stripped gateway binary must stay under: 6 MiB, the
+/// engine and agent (~3.6 MB) with the Flink SQL front end (~1.2 MB) and
+/// the WebAssembly interpreter (~0.8 MB); `boards/cross-test.sh` and
+/// `boards/bundle-test.sh` hold the same budget.
+pub const BINARY_BUDGET: u64 = 6 * 1024 * 1024;
 
 /// Where the systemd unit runs the agent from.
 const CONFIG: &str = "/etc/weir/gateway.toml";
