@@ -51,7 +51,7 @@ use weir_core::spec::OperatorKind;
 use weir_core::time::TimeMode;
 
 use super::dedupe;
-use super::mqtt::{self, Link};
+use super::mqtt::Link;
 use super::output::{Encoded, OutputEncoder};
 use super::RunError;
 use crate::decode::{Batch, Decoder};
@@ -252,19 +252,7 @@ impl<T> AgentCore<T> {
     /// not build, [`RunError::Restore`] for a checkpoint of another
     /// pipeline, [`RunError::Store`] when the journal cannot be read.
     pub fn open(cfg: CoreConfig, pf: PipelineFile, store: Store) -> Result<Self, RunError> {
-        let mut decoders = Vec::new();
-        let mut routes = Vec::new();
-        for (i, m) in pf.mqtt.iter().enumerate() {
-            match m {
-                Some(m) => {
-                    for t in &m.topics {
-                        routes.push((t.clone(), i, m.qos));
-                    }
-                    decoders.push(Some(m.decoder.clone()));
-                }
-                None => decoders.push(None),
-            }
-        }
+        let (decoders, routes) = super::routes_of(&pf);
         if routes.is_empty() {
             return Err(RunError::Config(format!(
                 "pipeline `{}`: no source has a [source.mqtt] table, nothing to subscribe to",
@@ -512,19 +500,7 @@ impl<T> AgentCore<T> {
     }
 
     fn route(&mut self, topic: &str) -> Option<usize> {
-        if let Some(r) = self.topic_cache.get(topic) {
-            return *r;
-        }
-        let r = self
-            .routes
-            .iter()
-            .find(|(f, _, _)| mqtt::filter_matches(f, topic))
-            .map(|r| r.1);
-        if self.topic_cache.len() >= 10_000 {
-            self.topic_cache.clear();
-        }
-        self.topic_cache.insert(topic.to_string(), r);
-        r
+        super::route_cached(&self.routes, &mut self.topic_cache, topic)
     }
 
     fn dead(&mut self, topic: &str, reason: &str, detail: String, payload: &[u8], now: i64) {

@@ -745,19 +745,7 @@ impl Agent {
     }
 
     fn route(&mut self, topic: &str) -> Option<usize> {
-        if let Some(r) = self.topic_cache.get(topic) {
-            return *r;
-        }
-        let r = self
-            .routes
-            .iter()
-            .find(|(f, _, _)| mqtt::filter_matches(f, topic))
-            .map(|r| r.1);
-        if self.topic_cache.len() >= 10_000 {
-            self.topic_cache.clear();
-        }
-        self.topic_cache.insert(topic.to_string(), r);
-        r
+        route_cached(&self.routes, &mut self.topic_cache, topic)
     }
 
     fn dead(
@@ -1574,6 +1562,27 @@ async fn control(u: &mut Option<update::Updates>) -> Option<update::Control> {
         Some(u) => u.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The source a topic goes to: the first route whose filter matches it,
+/// remembered per topic (at most 10,000 topics, then forgotten at once).
+fn route_cached(
+    routes: &[(String, usize, u8)],
+    cache: &mut HashMap<String, Option<usize>>,
+    topic: &str,
+) -> Option<usize> {
+    if let Some(r) = cache.get(topic) {
+        return *r;
+    }
+    let r = routes
+        .iter()
+        .find(|(f, _, _)| mqtt::filter_matches(f, topic))
+        .map(|r| r.1);
+    if cache.len() >= 10_000 {
+        cache.clear();
+    }
+    cache.insert(topic.to_string(), r);
+    r
 }
 
 /// The decoders and topic routes of a pipeline's MQTT sources.
