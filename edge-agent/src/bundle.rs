@@ -9,7 +9,7 @@
 //! | `usr/bin/weir` | 0755 | the agent, built with `--profile board --no-default-features --features linux` (real I2C/SPI buses) |
 //! | `etc/weir/board.toml` | 0644 | the board profile, as given |
 //! | `etc/weir/gateway.toml` | 0644 | id, local broker, data dir, pipeline path, durability (`weir_agent::gateway`'s keys) |
-//! | `etc/weir/pipeline.toml` | 0644 | only with `--pipeline` (checked against the board first) |
+//! | `etc/weir/pipeline.toml` | 0644 | only with `--pipeline` (checked against the board first); `pipeline.sql` for a SQL pipeline |
 //! | `etc/weir/identity.key` | 0600 | the device's Ed25519 private key ([`crate::identity`]) |
 //! | `etc/weir/identity.pub` | 0644 | its public key (also printed on stdout for the fleet) |
 //! | `lib/systemd/system/weir.service` | 0644 | the hardened unit |
@@ -46,6 +46,18 @@ pub const BINARY_BUDGET: u64 = 6 * 1024 * 1024;
 /// Where the systemd unit runs the agent from.
 const CONFIG: &str = "/etc/weir/gateway.toml";
 const PIPELINE: &str = "/etc/weir/pipeline.toml";
+/// Where a SQL pipeline goes: `weir run` tells the formats by extension.
+const PIPELINE_SQL: &str = "/etc/weir/pipeline.sql";
+
+/// The pipeline's path on the gateway: `pipeline.sql` for a SQL file
+/// (`weir run` reads a pipeline's format from its extension), else
+/// `pipeline.toml`.
+fn pipeline_install_path(pipeline: Option<&Path>) -> &'static str {
+    match pipeline.and_then(|p| p.extension()) {
+        Some(e) if e.eq_ignore_ascii_case("sql") => PIPELINE_SQL,
+        _ => PIPELINE,
+    }
+}
 
 /// What to bundle.
 #[derive(Debug, Clone)]
@@ -57,7 +69,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Package this binary instead of building one.
     pub binary: Option<PathBuf>,
-    /// A pipeline file to install as `/etc/weir/pipeline.toml`.
+    /// A pipeline file to install as `/etc/weir/pipeline.toml` (or
+    /// `pipeline.sql` for a SQL query).
     pub pipeline: Option<PathBuf>,
     /// The gateway id (default: `<board>-<12 hex digits of the public key>`).
     pub id: Option<String>,
@@ -199,7 +212,11 @@ pub fn main(opts: &Options) -> Result<(), BundleError> {
         b.tarball.display(),
         size(tar_bytes)
     );
-    if !b.entries.iter().any(|e| e.path == PIPELINE[1..]) {
+    if !b
+        .entries
+        .iter()
+        .any(|e| e.path == PIPELINE[1..] || e.path == PIPELINE_SQL[1..])
+    {
         eprintln!(
             "weir bundle: no --pipeline given: put one at {PIPELINE} on the gateway (the service waits for it)"
         );
@@ -226,6 +243,7 @@ pub fn bundle(opts: &Options) -> Result<Bundle, BundleError> {
     let board_text = fs::read_to_string(&board_path).map_err(io(&board_path, "cannot read"))?;
     let board = weir_boards::profile::load(&board_path)?;
     let data_dir = install_data_dir(&board)?;
+    let pipeline_path = pipeline_install_path(opts.pipeline.as_deref());
     let pipeline = match &opts.pipeline {
         None => None,
         Some(p) => {
@@ -286,11 +304,11 @@ pub fn bundle(opts: &Options) -> Result<Bundle, BundleError> {
         file(
             "etc/weir/gateway.toml",
             0o644,
-            gateway_toml(&board, &gateway_id, &data_dir).into_bytes(),
+            gateway_toml(&board, &gateway_id, &data_dir, pipeline_path).into_bytes(),
         ),
     ];
     if let Some(p) = pipeline {
-        entries.push(file(&PIPELINE[1..], 0o644, p));
+        entries.push(file(&pipeline_path[1..], 0o644, p));
     }
     entries.push(file(
         "etc/weir/identity.key",
@@ -305,7 +323,7 @@ pub fn bundle(opts: &Options) -> Result<Bundle, BundleError> {
     entries.push(file(
         "lib/systemd/system/weir.service",
         0o644,
-        unit(&board, &data_dir, version).into_bytes(),
+        unit(&board, &data_dir, version, pipeline_path).into_bytes(),
     ));
     entries.push(file(
         "usr/lib/sysusers.d/weir.conf",
@@ -342,7 +360,15 @@ pub fn bundle(opts: &Options) -> Result<Bundle, BundleError> {
     entries.push(file(
         "usr/share/doc/weir/README",
         0o644,
-        readme(&board, &gateway_id, &tar_name, &data_dir, version).into_bytes(),
+        readme(
+            pipeline_path,
+            &board,
+            &gateway_id,
+            &tar_name,
+            &data_dir,
+            version,
+        )
+        .into_bytes(),
     ));
     let manifest = manifest(&entries);
     entries.push(file(
@@ -737,7 +763,7 @@ fn duration(ms: u64) -> String {
 
 /// `gateway.toml` in `weir_agent::gateway`'s format, with the board's
 /// durability settings.
-fn gateway_toml(board: &BoardProfile, id: &str, data_dir: &Path) -> String {
+fn gateway_toml(board: &BoardProfile, id: &str, data_dir: &Path, pipeline_path: &str) -> String {
     let d = &board.durability;
     let mode = match d.mode {
         DurabilityMode::Journal => "journal",
@@ -750,7 +776,7 @@ fn gateway_toml(board: &BoardProfile, id: &str, data_dir: &Path) -> String {
 # This gateway's id: in topics (weir/<id>/…) and output ids. The fleet knows
 # it together with the public key in /etc/weir/identity.pub.
 id = "{id}"
-pipeline = "{PIPELINE}"
+pipeline = "{pipeline_path}"
 data_dir = "{data_dir}"
 # The board profile: its wired sensors feed the pipeline beside MQTT.
 board = "/etc/weir/board.toml"
@@ -838,7 +864,7 @@ fn devices(board: &BoardProfile) -> (Vec<(String, &'static str)>, Vec<&'static s
 /// The hardened unit. Every line that restricts something says why it is
 /// safe for weir: it only needs its data dir, TCP to the brokers, and the
 /// board's bus devices.
-fn unit(board: &BoardProfile, data_dir: &Path, version: &str) -> String {
+fn unit(board: &BoardProfile, data_dir: &Path, version: &str, pipeline_path: &str) -> String {
     let (devs, groups) = devices(board);
     let mut u = String::new();
     let _ = write!(
@@ -855,7 +881,7 @@ Wants=network-online.target mosquitto.service
 After=network-online.target mosquitto.service
 # Without a pipeline there is nothing to run: rather than a restart loop that
 # writes the same error to the journal every few seconds, wait for one.
-ConditionPathExists={PIPELINE}
+ConditionPathExists={pipeline_path}
 # A gateway has nobody to press a button: never stop restarting.
 StartLimitIntervalSec=0
 
@@ -1024,6 +1050,7 @@ allow_anonymous true
 "#;
 
 fn readme(
+    pipeline_path: &str,
     board: &BoardProfile,
     id: &str,
     tar_name: &str,
@@ -1044,7 +1071,9 @@ On an SD card (its root partition mounted at /mnt, on a Linux machine):
     sudo tar -xzpf {tar_name} -C /mnt
     sudo systemd-sysusers --root=/mnt            # the weir user and bus groups
     sudo systemctl --root=/mnt enable weir.service
-    sudo cp pipeline.toml /mnt{PIPELINE}   # unless bundled with --pipeline
+    sudo cp pipeline.toml /mnt{pipeline_path}   # unless bundled with --pipeline
+    # (a SQL query: copy it to /etc/weir/pipeline.sql and name that path
+    # as `pipeline` in /etc/weir/gateway.toml)
 
 then boot it and, on the gateway, install the local broker:
 `sudo apt-get install mosquitto` (it reads /etc/mosquitto/conf.d/weir.conf).
@@ -1059,12 +1088,12 @@ On a running gateway (Raspberry Pi OS / Debian):
 
 Check it:
 
-    weir --version && weir check /etc/weir/board.toml && weir check {PIPELINE}
+    weir --version && weir check /etc/weir/board.toml && weir check {pipeline_path}
     systemctl status weir; journalctl -u weir -f
     systemd-analyze security weir.service
 
 The service runs `weir run --config {CONFIG}` as user `weir`, writes
-only {data_dir}, waits (without failing) until {PIPELINE}
+only {data_dir}, waits (without failing) until {pipeline_path}
 exists, and restarts 5 s after any exit. Its metrics are on
 http://127.0.0.1:9464/metrics. usr/share/doc/weir/MANIFEST lists every file
 with its mode, size and SHA-256.
@@ -1205,5 +1234,18 @@ mod tests {
         assert!(check_id("a/b").is_err());
         assert!(check_id("").is_err());
         assert!(check_id("a b").is_err());
+    }
+
+    #[test]
+    fn a_sql_pipeline_is_installed_under_its_own_extension_and_named_by_the_config_and_unit() {
+        let sql = pipeline_install_path(Some(Path::new("q.SQL")));
+        assert_eq!(sql, "/etc/weir/pipeline.sql");
+        assert_eq!(pipeline_install_path(Some(Path::new("p.toml"))), PIPELINE);
+        assert_eq!(pipeline_install_path(None), PIPELINE);
+        let rpi4 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/rpi4/board.toml");
+        let board = weir_boards::profile::load(&rpi4).expect("the rpi4 board profile loads");
+        let d = Path::new("/var/lib/weir");
+        assert!(gateway_toml(&board, "g", d, sql).contains("pipeline = \"/etc/weir/pipeline.sql\""));
+        assert!(unit(&board, d, "0", sql).contains("ConditionPathExists=/etc/weir/pipeline.sql"));
     }
 }
