@@ -9,6 +9,10 @@
 # target.
 #
 #   bash boards/cross-test.sh [EVENTS]      # default 200000
+#
+# WEIR_HOST_BIN=path compares against that host binary (e.g. CI's
+# target/release/weir, already built) instead of building the host board
+# profile: the results are the same IEEE arithmetic at any opt-level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,11 +37,13 @@ rustup target add "$TARGET" >/dev/null
 
 echo "== build weir for the host and for $TARGET (profile $PROFILE)"
 # As a gateway gets it: no embedded demo broker, real I2C/SPI buses.
-cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --no-default-features
+if [ -z "${WEIR_HOST_BIN:-}" ]; then
+    cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --no-default-features
+fi
 cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET" --no-default-features --features linux
 # The wired-sensor drivers over /dev/i2c-* and /dev/spidev* (compile check).
 cargo build --locked -q -p weir-boards --features linux --target "$TARGET"
-HOST_BIN="$CARGO_TARGET_DIR/$PROFILE/weir"
+HOST_BIN="${WEIR_HOST_BIN:-$CARGO_TARGET_DIR/$PROFILE/weir}"
 ARM_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
 
 # `file` may be missing; the ELF header check below runs either way.
@@ -63,7 +69,7 @@ qemu-aarch64-static "$ARM_BIN" replay -p examples/w1.toml -i "$WORK/w1.csv" -o "
 host_size=$(stat -c %s "$HOST_BIN")
 arm_size=$(stat -c %s "$ARM_BIN")
 windows=$(wc -l < "$WORK/host.csv")
-echo "host   x86_64 weir ($PROFILE, stripped): $host_size bytes"
+echo "host   x86_64 weir ($HOST_BIN): $host_size bytes"
 echo "target $TARGET weir ($PROFILE, stripped): $arm_size bytes (budget $BUDGET)"
 echo "replay output: $windows lines, $(stat -c %s "$WORK/host.csv") bytes"
 
