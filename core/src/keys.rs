@@ -37,9 +37,7 @@ impl Hasher for FxHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(buf));
+            self.add(tail_word(rest));
         }
     }
     #[inline]
@@ -53,6 +51,27 @@ impl Hasher for FxHasher {
     #[inline]
     fn finish(&self) -> u64 {
         self.h
+    }
+}
+
+/// The 1 to 7 bytes of `rest` as a little-endian word padded with zeros,
+/// from two overlapping loads: copying them into a buffer first costs a
+/// `memcpy` call on every key lookup.
+#[inline(always)]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    let u32_at = |i: usize| {
+        rest.get(i..i + 4).map_or(0, |w| {
+            u32::from_le_bytes(w.try_into().unwrap_or_default()) as u64
+        })
+    };
+    if n >= 4 {
+        // Bytes n−4..4 are in both halves, at the same place: `|` keeps them.
+        u32_at(0) | u32_at(n - 4) << (8 * (n - 4))
+    } else {
+        rest[0] as u64
+            | (rest[n / 2] as u64) << (8 * (n / 2))
+            | (rest[n - 1] as u64) << (8 * (n - 1))
     }
 }
 
@@ -258,6 +277,20 @@ impl KeyTable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tail_word_pads_with_zeros() {
+        let bytes = [0x81u8, 2, 0xf3, 4, 5, 0xa6, 7];
+        for n in 1..=7 {
+            let mut buf = [0u8; 8];
+            buf[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(
+                super::tail_word(&bytes[..n]),
+                u64::from_le_bytes(buf),
+                "{n}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,10 +1,15 @@
-//! Fast, exact number formatting for CSV output.
+//! Fast, exact number formatting for CSV output, and parsing for CSV input.
 //!
 //! Floats are written rounded to 6 decimals, exactly as Rust's `{:.6}`
 //! would (round half to even on the exact binary value), but about ten
 //! times faster: the common case scales by 10⁶ and rounds in integer
 //! arithmetic, and any value whose scaled fraction lies too close to a
 //! rounding boundary falls back to `{:.6}` itself.
+//!
+//! Floats are read by [`parse_f64`], which gives exactly what
+//! `str::parse::<f64>` gives: the usual sensor reading (`[-]digits[.digits]`,
+//! at most 15 significant digits) is one integer and one correctly rounded
+//! division, anything else goes to `str::parse`.
 
 use std::io::Write;
 
@@ -14,14 +19,21 @@ pub fn push_f64(out: &mut Vec<u8>, x: f64) {
     const LIMIT: f64 = 4_503_599_627_370_496.0;
     let scaled = x * 1e6;
     if scaled.is_finite() && scaled.abs() < LIMIT {
-        let r = scaled.round();
-        let frac = (scaled - scaled.trunc()).abs();
+        // Truncation and the fraction by casts (exact below 2^52), not
+        // `trunc`/`round`, which are library calls on baseline x86-64.
+        let t = scaled as i64;
+        let frac = (scaled - t as f64).abs();
         let a = scaled.abs();
         let ulp = f64::from_bits(a.to_bits() + 1) - a;
         // The product is within half an ulp of x·10⁶: only a fraction within
         // an ulp of .5 could round differently from the exact value.
         if (frac - 0.5).abs() > ulp {
-            let v = r as i64;
+            // Rounded half away from zero, as `round` (never exactly .5 here).
+            let v = match frac > 0.5 {
+                false => t,
+                true if scaled < 0.0 => t - 1,
+                true => t + 1,
+            };
             if v == 0 && x.is_sign_negative() && x != 0.0 {
                 out.extend_from_slice(b"-0.000000");
                 return;
@@ -32,13 +44,11 @@ pub fn push_f64(out: &mut Vec<u8>, x: f64) {
             let a = v.unsigned_abs();
             push_u64(out, a / 1_000_000);
             out.push(b'.');
-            let f = a % 1_000_000;
-            let mut buf = [b'0'; 6];
-            let mut f2 = f;
-            for i in (0..6).rev() {
-                buf[i] = b'0' + (f2 % 10) as u8;
-                f2 /= 10;
-            }
+            let f = (a % 1_000_000) as usize;
+            let mut buf = [0u8; 6];
+            buf[..2].copy_from_slice(pair(f / 10_000));
+            buf[2..4].copy_from_slice(pair(f / 100 % 100));
+            buf[4..].copy_from_slice(pair(f % 100));
             out.extend_from_slice(&buf);
             return;
         }
@@ -46,17 +56,107 @@ pub fn push_f64(out: &mut Vec<u8>, x: f64) {
     let _ = write!(out, "{x:.6}");
 }
 
-/// Appends an unsigned integer in decimal.
-pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
+/// `10^i`, exact in `f64` for `i ≤ 22`.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Parses `b` as a float, exactly as `str::parse::<f64>` would (the same
+/// value, bit for bit, and `None` where it gives an error).
+#[inline(always)]
+pub fn parse_f64(b: &[u8]) -> Option<f64> {
+    match parse_decimal(b) {
+        Some(v) => Some(v),
+        None => parse_f64_slow(b),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn parse_f64_slow(b: &[u8]) -> Option<f64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// `[-]digits[.digits]`, at most 19 bytes after the sign, whose digits, read
+/// as one integer `m`, are at most 2^53: then `m` and `10^decimals` are exact
+/// doubles and one IEEE division rounds their quotient correctly, as
+/// `str::parse` does (Clinger's fast path). `None` for anything else.
+#[inline(always)]
+fn parse_decimal(b: &[u8]) -> Option<f64> {
+    let (neg, b) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    // At most 19 digits: `m` < 10^19 cannot overflow.
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    let mut m: u64 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let d = b[i].wrapping_sub(b'0');
+        if d > 9 {
             break;
         }
+        m = m * 10 + d as u64;
+        i += 1;
+    }
+    if i == 0 {
+        return None;
+    }
+    let mut decimals = 0;
+    if i < b.len() {
+        if b[i] != b'.' || i + 1 == b.len() {
+            return None;
+        }
+        let first = i + 1;
+        for &c in &b[first..] {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            m = m * 10 + d as u64;
+        }
+        decimals = b.len() - first;
+    }
+    if m > 1 << 53 {
+        return None;
+    }
+    let v = m as f64 / POW10[decimals];
+    Some(if neg { -v } else { v })
+}
+
+/// `00` to `99`.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// The two digits of `n < 100`.
+#[inline(always)]
+fn pair(n: usize) -> &'static [u8] {
+    &PAIRS[2 * n..2 * n + 2]
+}
+
+/// Appends an unsigned integer in decimal.
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    // Two digits a step: half the divisions of a digit-by-digit loop.
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while v >= 100 {
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(pair((v % 100) as usize));
+        v /= 100;
+    }
+    if v >= 10 {
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(pair(v as usize));
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
     }
     out.extend_from_slice(&buf[i..]);
 }
@@ -108,10 +208,99 @@ mod tests {
         assert_eq!(String::from_utf8(v).unwrap(), i64::MIN.to_string());
     }
 
+    fn std_parse(s: &str) -> Option<u64> {
+        s.parse::<f64>().ok().map(f64::to_bits)
+    }
+
+    fn fast_parse(s: &str) -> Option<u64> {
+        parse_f64(s.as_bytes()).map(f64::to_bits)
+    }
+
+    #[test]
+    fn parse_matches_std_on_edge_cases() {
+        for s in [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "-1",
+            "21.8924",
+            "-21.8924",
+            "0.1",
+            "0.3",
+            "9007199254740992",
+            "9007199254740993",
+            "900719925474099.3",
+            "123456789012345678",
+            "1234567890123456789",
+            "0.000000000000000000001",
+            "0.0000000000000000000001",
+            "1.",
+            ".5",
+            "-",
+            "",
+            "+1.5",
+            "1e5",
+            "1.5e-3",
+            " 1",
+            "1 ",
+            "1..2",
+            "1.2.3",
+            "--1",
+            "inf",
+            "NaN",
+            "-inf",
+            "1,5",
+            "0x10",
+            "00012.50",
+            "99999999999999999999",
+        ] {
+            assert_eq!(fast_parse(s), std_parse(s), "{s:?}");
+        }
+        assert!(parse_f64(b"\xff1").is_none());
+    }
+
     proptest! {
+        #[test]
+        fn parse_matches_std_on_decimals(
+            neg in any::<bool>(),
+            int in "[0-9]{1,12}",
+            frac in proptest::option::of("[0-9]{0,10}"),
+        ) {
+            let s = format!("{}{int}{}", if neg { "-" } else { "" },
+                frac.map_or(String::new(), |f| format!(".{f}")));
+            prop_assert_eq!(fast_parse(&s), std_parse(&s), "{}", s);
+        }
+
+        #[test]
+        fn parse_matches_std_on_printed_floats(x in proptest::num::f64::ANY, d in 0usize..20) {
+            for s in [x.to_string(), format!("{x:.d$}"), format!("{x:e}")] {
+                prop_assert_eq!(fast_parse(&s), std_parse(&s), "{}", s);
+            }
+        }
+
+        #[test]
+        fn parse_matches_std_on_any_text(s in "[-+0-9.eE]{0,24}") {
+            prop_assert_eq!(fast_parse(&s), std_parse(&s), "{}", s);
+        }
+
         #[test]
         fn matches_std_fmt(x in proptest::num::f64::ANY) {
             prop_assert_eq!(f(x), format!("{x:.6}"));
+        }
+
+        #[test]
+        fn integers_match_std(v in any::<u64>(), i in any::<i64>(), d in 0u32..20) {
+            let mut b = Vec::new();
+            for u in [v, v / 10u64.pow(d), d as u64] {
+                b.clear();
+                push_u64(&mut b, u);
+                prop_assert_eq!(String::from_utf8(b.clone()).unwrap(), u.to_string());
+            }
+            b.clear();
+            push_i64(&mut b, i);
+            prop_assert_eq!(String::from_utf8(b).unwrap(), i.to_string());
         }
 
         #[test]

@@ -15,7 +15,7 @@ use weir_core::engine::Reject;
 use weir_core::output::{Emission, Output};
 use weir_core::spec::OperatorKind;
 
-use crate::numfmt::{push_f64, push_i64, push_u64};
+use crate::numfmt::{self, push_f64, push_i64, push_u64};
 use crate::pipeline_file::{Column, CsvMapping, PipelineFile, TsFormat};
 use crate::timefmt::{format_datetime_ms, parse_datetime_ms};
 
@@ -129,6 +129,8 @@ struct Writer {
     engine_ops: Vec<OpInfo>,
     prefix_op: bool,
     ts_format: TsFormat,
+    /// The last window bounds written, and their text `start,end`.
+    span: ((i64, i64), Vec<u8>),
 }
 
 struct OpInfo {
@@ -151,9 +153,15 @@ impl Results for Writer {
                 }
                 b.extend_from_slice(engine.key_name(w.key).as_bytes());
                 b.push(b',');
-                push_i64(b, w.start);
-                b.push(b',');
-                push_i64(b, w.end);
+                if (w.start, w.end) != self.span.0 {
+                    // Windows fire in batches with the same bounds.
+                    self.span.0 = (w.start, w.end);
+                    self.span.1.clear();
+                    push_i64(&mut self.span.1, w.start);
+                    self.span.1.push(b',');
+                    push_i64(&mut self.span.1, w.end);
+                }
+                b.extend_from_slice(&self.span.1);
                 for (i, v) in w.values.as_slice().iter().enumerate() {
                     b.push(b',');
                     if i == 0 && info.count_first {
@@ -216,12 +224,20 @@ impl Results for Writer {
     }
 }
 
+/// A value column: a number, surrounding spaces allowed. A field that
+/// parses is ASCII, so only the others are checked for UTF-8.
 #[inline(always)]
-fn parse_f64(s: &str) -> Result<f64, RowError> {
-    match s.parse() {
-        Ok(v) => Ok(v),
-        Err(_) => s.trim().parse().map_err(|_| RowError::BadNumber),
+fn parse_field(line: Line<'_>, r: Range<usize>) -> Result<f64, RowError> {
+    match numfmt::parse_f64(&line.bytes[r.clone()]) {
+        Some(v) => Ok(v),
+        None => parse_trimmed(line, r),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn parse_trimmed(line: Line<'_>, r: Range<usize>) -> Result<f64, RowError> {
+    line.str(r)?.trim().parse().map_err(|_| RowError::BadNumber)
 }
 
 #[inline(always)]
@@ -234,7 +250,13 @@ fn parse_i64(b: &[u8]) -> Option<i64> {
         return std::str::from_utf8(b).ok()?.parse().ok();
     }
     let mut v: i64 = 0;
-    for &c in digits {
+    // Eight digits at a time (a millisecond timestamp has 13).
+    let mut chunks = digits.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+        v = v * 100_000_000 + eight_digits(w)? as i64;
+    }
+    for &c in chunks.remainder() {
         let d = c.wrapping_sub(b'0');
         if d > 9 {
             return None;
@@ -242,6 +264,68 @@ fn parse_i64(b: &[u8]) -> Option<i64> {
         v = v * 10 + d as i64;
     }
     Some(if neg { -v } else { v })
+}
+
+/// The first comma in `b`, eight bytes at a time.
+#[inline(always)]
+fn find_comma(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(w) = b.get(i..i + 8) {
+        let m = eq_bytes(u64::from_le_bytes(w.try_into().unwrap_or_default()), b',');
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b',').map(|p| i + p)
+}
+
+/// The 1 to 18 digits from `from` up to a comma, as a number, and where
+/// that comma is; `None` if they are not that.
+#[inline(always)]
+fn digits_to_comma(b: &[u8], from: usize) -> Option<(i64, usize)> {
+    let mut v: i64 = 0;
+    let mut i = from;
+    // Wrapping: the value only counts with at most 18 digits.
+    while let Some(w) = b.get(i..i + 8) {
+        match eight_digits(u64::from_le_bytes(w.try_into().unwrap_or_default())) {
+            Some(d) => v = v.wrapping_mul(100_000_000).wrapping_add(d as i64),
+            None => break,
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add(d as i64);
+        i += 1;
+    }
+    let n = i - from;
+    (n > 0 && n <= 18 && b.get(i) == Some(&b',')).then_some((v, i))
+}
+
+/// The value of eight ASCII digits read as a little-endian word, `None`
+/// if one is not a digit (the SWAR method of Lemire's fast_float).
+#[inline(always)]
+fn eight_digits(w: u64) -> Option<u64> {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    // Each byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not
+    // carry into it.
+    if (w & HIGH) | ((w.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333 {
+        return None;
+    }
+    let v = w - 0x3030_3030_3030_3030;
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    let v = (v & MASK)
+        .wrapping_mul(MUL1)
+        .wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2))
+        >> 32;
+    Some(v & 0xFFFF_FFFF)
 }
 
 /// One input line (without its newline) and, when the block it was read in
@@ -310,7 +394,7 @@ impl Decoder<'_> {
             };
             let ts = self.ts(l, c1 + 1..c2)?;
             let v = c2 + 1..bytes.len();
-            self.values[0] = l.str(v.clone()).and_then(parse_f64).map_err(|e| {
+            self.values[0] = parse_field(l, v.clone()).map_err(|e| {
                 if bytes[v].contains(&b',') {
                     RowError::ColumnCount
                 } else {
@@ -351,7 +435,7 @@ impl Decoder<'_> {
                 }
                 Column::Ts => ts = Some(self.ts(l, field.clone()).map_err(miscount)?),
                 Column::Field(k) => {
-                    self.values[*k] = l.str(field.clone()).and_then(parse_f64).map_err(miscount)?
+                    self.values[*k] = parse_field(l, field.clone()).map_err(miscount)?
                 }
                 Column::Skip => {}
                 Column::Text(t) => {
@@ -365,6 +449,26 @@ impl Decoder<'_> {
             }
         }
         Ok((key, ts.ok_or(RowError::BadTimestamp)?))
+    }
+
+    /// A line of the `key,ts,value` layout in its plain form, which the
+    /// general path decodes the same way: a non-empty ASCII key, a
+    /// millisecond timestamp of at most 18 digits and a number. Gives the
+    /// key's end, the timestamp and the value; `None` for any other line.
+    #[inline(always)]
+    fn plain(&self, line: &[u8]) -> Option<(usize, i64, f64)> {
+        if !self.simple || self.map.timestamp != TsFormat::Millis {
+            return None;
+        }
+        let c1 = find_comma(line)?;
+        let key = &line[..c1];
+        if key.is_empty() || !key.is_ascii() {
+            return None;
+        }
+        let (v, c2) = digits_to_comma(line, c1 + 1)?;
+        let ts = v.checked_mul(self.unit_per_ms)?;
+        let value = numfmt::parse_f64(&line[c2 + 1..])?;
+        Some((c1, ts, value))
     }
 
     #[inline(always)]
@@ -411,20 +515,23 @@ struct Seps<'b> {
     at: usize,
     /// 0x80 in each byte of that word still to report.
     mask: u64,
+    /// Report commas too, not only newlines.
+    commas: bool,
 }
 
 impl<'b> Seps<'b> {
-    fn new(b: &'b [u8]) -> Self {
+    fn new(b: &'b [u8], commas: bool) -> Self {
         Seps {
             b,
             at: 0,
-            mask: Self::word(b, 0),
+            mask: Self::word(b, 0, commas),
+            commas,
         }
     }
 
     /// The separator bytes of the word at `at` (zero-padded past the end).
     #[inline(always)]
-    fn word(b: &[u8], at: usize) -> u64 {
+    fn word(b: &[u8], at: usize, commas: bool) -> u64 {
         let x = match b.get(at..at + 8) {
             Some(w) => u64::from_le_bytes(w.try_into().unwrap_or_default()),
             None => {
@@ -434,7 +541,12 @@ impl<'b> Seps<'b> {
                 u64::from_le_bytes(w)
             }
         };
-        eq_bytes(x, b',') | eq_bytes(x, b'\n')
+        let nl = eq_bytes(x, b'\n');
+        if commas {
+            eq_bytes(x, b',') | nl
+        } else {
+            nl
+        }
     }
 
     #[inline(always)]
@@ -444,7 +556,7 @@ impl<'b> Seps<'b> {
             if self.at >= self.b.len() {
                 return None;
             }
-            self.mask = Self::word(self.b, self.at);
+            self.mask = Self::word(self.b, self.at, self.commas);
         }
         let i = self.at + (self.mask.trailing_zeros() / 8) as usize;
         self.mask &= self.mask - 1;
@@ -506,6 +618,7 @@ pub fn replay<R: Read, W: Write>(
         engine_ops: ops,
         prefix_op: pf.spec.operators.len() > 1,
         ts_format: pf.csv[source].timestamp,
+        span: ((0, 0), b"0,0".to_vec()),
     };
     let header: &[u8] = if only_scores {
         b"timestamp,value,anomaly_score\n"
@@ -554,6 +667,8 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
         ],
     };
     let mut scalars = pf.functions.scalars(source);
+    // Without functions, no call per row.
+    let no_scalars = scalars.is_empty();
     let mut obuf: Vec<u8> = Vec::with_capacity(1 << 17);
     obuf.extend_from_slice(header);
     let mut sum = Summary::default();
@@ -584,7 +699,8 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
             .map_or(0, |i| i + 1);
         let (mut base, mut valid, mut text) = (0, 0, "");
         let mut pos = 0;
-        let mut seps = Seps::new(&buf[..end]);
+        // The plain layout finds its own commas (`Decoder::plain`).
+        let mut seps = Seps::new(&buf[..end], !simple);
         while let Some(sep) = seps.next() {
             if buf[sep] == b',' {
                 if commas.len() < want {
@@ -594,6 +710,16 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
             }
             let nl = sep - pos;
             let line = &buf[pos..sep];
+            let plain = if simple { dec.plain(line) } else { None };
+            if simple && plain.is_none() {
+                // Off the plain path: this line's commas, as the general
+                // path finds them.
+                for (i, &c) in line.iter().enumerate() {
+                    if c == b',' && commas.len() < want {
+                        commas.push(i);
+                    }
+                }
+            }
             if sep > valid {
                 // From the start of this line (a character boundary: lines
                 // end in an ASCII newline) up to the first bad byte, if any.
@@ -638,7 +764,14 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                     break 'row;
                 }
                 sum.rows += 1;
-                let res = match dec.decode(&mut row, row_commas) {
+                let decoded = match plain {
+                    Some((c1, ts, v)) => {
+                        dec.values[0] = v;
+                        Ok((Some(0..c1), ts))
+                    }
+                    None => dec.decode(&mut row, row_commas),
+                };
+                let res = match decoded {
                     Ok((key, ts)) => match key.map_or(Ok(map.key.as_str()), |k| row.str(k)) {
                         Ok(key)
                             if !w.keep(
@@ -653,7 +786,11 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                         {
                             Ok(())
                         }
-                        Ok(key) => match scalars.apply(ts, &mut dec.values) {
+                        Ok(key) => match if no_scalars {
+                            Ok(())
+                        } else {
+                            scalars.apply(ts, &mut dec.values)
+                        } {
                             Ok(()) => engine
                                 .handle_sample(ts, source, key, ts, &dec.values)
                                 .map_err(RowError::Rejected),
@@ -721,6 +858,82 @@ mod tests {
     }
 
     const W1: &str = include_str!("../../examples/w1.toml");
+
+    /// What the general path makes of `line`: key range, timestamp, value.
+    fn general(
+        dec: &mut Decoder<'_>,
+        line: &[u8],
+    ) -> Result<(Option<Range<usize>>, i64, f64), RowError> {
+        let commas: Vec<usize> = line
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c == b',')
+            .map(|(i, _)| i)
+            .take(2)
+            .collect();
+        let mut row = Line {
+            bytes: line,
+            text: std::str::from_utf8(line).ok(),
+        };
+        let (key, ts) = dec.decode(&mut row, &commas)?;
+        Ok((key, ts, dec.values[0]))
+    }
+
+    #[test]
+    fn w1_rows_take_the_plain_path() {
+        let pf = crate::pipeline_file::parse("t.toml", W1).unwrap();
+        let dec = Decoder {
+            map: &pf.csv[0],
+            simple: true,
+            unit_per_ms: pf.spec.time.unit.per_milli(),
+            values: vec![0.0],
+            texts: Vec::new(),
+        };
+        assert_eq!(
+            dec.plain(b"s0197,1700000000033,-21.8924"),
+            Some((5, 1700000000033, -21.8924))
+        );
+        for line in [
+            &b"s0197,1700000000033,21.8924\r"[..],
+            b"s\xc3\xa9,1700000000033,21.8924",
+            b",1700000000033,21.8924",
+            b"s1,-1700000000033,21.8924",
+            b"s1,1700000000033,21.8924,",
+            b"s1,17000000000331234567,2",
+            b"s1,1700000000033, 2",
+        ] {
+            assert_eq!(dec.plain(line), None, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_plain_path_decodes_as_the_general_path(
+            line in "[sé,0-9 .\r-]{0,6},[0-9a,-]{0,20},[-0-9.e ,\r]{0,12}"
+        ) {
+            let pf = crate::pipeline_file::parse("t.toml", W1).unwrap();
+            let mut dec = Decoder {
+                map: &pf.csv[0],
+                simple: true,
+                unit_per_ms: pf.spec.time.unit.per_milli(),
+                values: vec![0.0],
+                texts: Vec::new(),
+            };
+            let line = line.as_bytes();
+            if let Some((c1, ts, v)) = dec.plain(line) {
+                let (key, ts2, v2) = general(&mut dec, line).unwrap();
+                proptest::prop_assert_eq!(key, Some(0..c1));
+                proptest::prop_assert_eq!(ts, ts2);
+                proptest::prop_assert_eq!(v.to_bits(), v2.to_bits());
+            }
+        }
+
+        #[test]
+        fn integers_parse_as_std(s in "-?[0-9]{0,20}|[0-9:/ .a-]{0,20}") {
+            let want = s.parse::<i64>().ok().filter(|_| !s.starts_with('+'));
+            proptest::prop_assert_eq!(parse_i64(s.as_bytes()), want, "{}", s);
+        }
+    }
 
     #[test]
     fn a_bad_utf8_byte_spoils_only_its_own_row() {

@@ -36,6 +36,10 @@ pub struct Rows<'q> {
     direct: bool,
     /// The last timestamps formatted (windows of many keys share them).
     ts_cache: [(i64, [u8; 23]); 2],
+    /// The slot of `ts_cache` the next new timestamp replaces.
+    ts_next: usize,
+    /// No filter and no computed fields: every sample is kept as it is.
+    keep_all: bool,
 }
 
 impl<'q> Rows<'q> {
@@ -52,6 +56,8 @@ impl<'q> Rows<'q> {
             pending: HashMap::new(),
             direct,
             ts_cache: [(i64::MIN, [0; 23]); 2],
+            ts_next: 0,
+            keep_all: q.filter.is_none() && q.computed.is_empty(),
         }
     }
 
@@ -68,13 +74,52 @@ impl<'q> Rows<'q> {
         b
     }
 
-    /// Writes `ts` as `YYYY-MM-DD HH:MM:SS.sss` through a small cache.
+    /// Writes `ts` as `YYYY-MM-DD HH:MM:SS.sss` through a small cache: a
+    /// window's start and end, which take turns in the slots (a slot by
+    /// parity would hold only one of two even bounds).
+    #[inline]
     fn push_ts(&mut self, b: &mut Vec<u8>, ts: i64) {
-        let slot = (ts as u64 & 1) as usize;
-        if self.ts_cache[slot].0 != ts {
+        let slot = if self.ts_cache[0].0 == ts {
+            0
+        } else if self.ts_cache[1].0 == ts {
+            1
+        } else {
+            let slot = self.ts_next;
+            self.ts_next ^= 1;
             self.ts_cache[slot] = (ts, ts_bytes(ts));
-        }
+            slot
+        };
         b.extend_from_slice(&self.ts_cache[slot].1);
+    }
+
+    /// [`Results::keep`] with a filter or computed fields.
+    #[inline(never)]
+    fn filter(&mut self, key: &str, ts: i64, values: &mut [f64], texts: &TextFields<'_>) -> bool {
+        let q = self.q;
+        let n = q.columns_in.min(values.len());
+        self.sample.clear();
+        self.sample.push(Value::Str(key.to_string()));
+        self.sample.push(Value::Ts(ts));
+        self.sample
+            .extend(values[..n].iter().map(|v| Value::Num(*v)));
+        for i in 0..q.texts {
+            self.sample.push(
+                texts
+                    .get(i)
+                    .map_or(Value::Null, |t| Value::Str(t.to_string())),
+            );
+        }
+        for (j, e) in q.computed.iter().enumerate() {
+            if let Some(v) = values.get_mut(n + j) {
+                // NULL (or a non-number) makes the sample non-finite: the
+                // engine refuses it and it is counted as a bad row.
+                *v = match e.eval(&self.sample) {
+                    Value::Num(x) => x,
+                    _ => f64::NAN,
+                };
+            }
+        }
+        q.filter.as_ref().is_none_or(|f| f.test(&self.sample))
     }
 
     fn emit(
@@ -164,35 +209,10 @@ impl<'q> Rows<'q> {
 }
 
 impl Results for Rows<'_> {
+    #[inline(always)]
     fn keep(&mut self, key: &str, ts: i64, values: &mut [f64], texts: &TextFields<'_>) -> bool {
-        let q = self.q;
-        if q.filter.is_none() && q.computed.is_empty() {
-            return true;
-        }
-        let n = q.columns_in.min(values.len());
-        self.sample.clear();
-        self.sample.push(Value::Str(key.to_string()));
-        self.sample.push(Value::Ts(ts));
-        self.sample
-            .extend(values[..n].iter().map(|v| Value::Num(*v)));
-        for i in 0..q.texts {
-            self.sample.push(
-                texts
-                    .get(i)
-                    .map_or(Value::Null, |t| Value::Str(t.to_string())),
-            );
-        }
-        for (j, e) in q.computed.iter().enumerate() {
-            if let Some(v) = values.get_mut(n + j) {
-                // NULL (or a non-number) makes the sample non-finite: the
-                // engine refuses it and it is counted as a bad row.
-                *v = match e.eval(&self.sample) {
-                    Value::Num(x) => x,
-                    _ => f64::NAN,
-                };
-            }
-        }
-        q.filter.as_ref().is_none_or(|f| f.test(&self.sample))
+        // Inlined up to here: without a WHERE, no call per sample.
+        self.keep_all || self.filter(key, ts, values, texts)
     }
 
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {
