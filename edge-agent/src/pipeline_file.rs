@@ -712,6 +712,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
                         },
                     )?,
                     order: SampleOrder::EventTime,
+                    fields: Vec::new(),
                 })
             }
         };
@@ -764,6 +765,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
                 on: None,
                 detector: det,
                 order,
+                fields: Vec::new(),
             }),
         });
     }
