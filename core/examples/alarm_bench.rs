@@ -12,6 +12,11 @@
 //!
 //! `kestrel_c` is Kestrel with calibrated alarms (`kind =
 //! "kestrel_calibrated"`, threshold = tail probability 1e-5 per sample).
+//! `composite` is a prototype that is not a detector kind (see
+//! [`Composite`]; docs/detectors.md has why it is not shipped).
+//!
+//! `alarm_bench nab NAB_DIR OUT` writes the prototype's scores over NAB's
+//! series in the scorer's layout instead.
 //!
 //! Faults: white noise with one fault at sample 5,000 — a 10 sigma spike,
 //! a 3 sigma level shift, 3x the noise, a drift of 0.03 sigma per sample.
@@ -19,9 +24,131 @@
 //! detection rate and mean delay (samples) of the detected runs.
 
 use weir_core::detect::{
-    AlertEdge, AlertGate, CusumConfig, Detector, DetectorConfig, EwmaConfig, KestrelConfig,
-    MadConfig, DEFAULT_COOLDOWN, KESTREL_CALIBRATED,
+    surprise_to_unit, AlertEdge, AlertGate, CusumConfig, Detector, DetectorConfig, EwmaConfig,
+    KestrelConfig, MadConfig, DEFAULT_COOLDOWN, KESTREL_CALIBRATED,
 };
+
+/// Prototype (bench only, issue 15 part B): calibrated Kestrel plus two
+/// change detectors on residuals standardized against a slow EWMA baseline
+/// — a two-sided CUSUM of the (clipped) residuals for level shifts and
+/// drift, a one-sided CUSUM of `ln z^2` for more noise — each turned into a
+/// tail probability by Siegmund's average run length (one alarm in ARL
+/// samples ~ p = 1 / ARL); the score is the largest stage's, so the shipped
+/// threshold (p = 1e-5, 5/15) means a tail probability for every stage.
+/// Autocorrelation is measured, not assumed: the level stage's residuals
+/// are scaled by how much more an EWMA of them varies than it would for
+/// independent ones, the variance stage's by the lag-1 autocorrelation.
+struct Composite {
+    k: Detector,
+    m: f64,
+    v: f64,
+    n: u64,
+    up: f64,
+    down: f64,
+    var: f64,
+    c1: f64,
+    c0: f64,
+    zl: f64,
+    sm: f64,
+    sv: f64,
+}
+
+impl Composite {
+    fn new() -> Self {
+        Composite {
+            k: Detector::new(&DetectorConfig::Default(KESTREL_CALIBRATED)),
+            m: 0.0,
+            v: 0.0,
+            n: 0,
+            up: 0.0,
+            down: 0.0,
+            var: 0.0,
+            c1: 0.0,
+            c0: 1.0,
+            zl: 0.0,
+            sm: 0.0,
+            sv: 0.05 / 1.95,
+        }
+    }
+    fn update(&mut self, ts: i64, x: f64) -> f64 {
+        let sk = self.k.update(ts, x).unwrap_or(0.0);
+        self.n += 1;
+        if self.n == 1 {
+            self.m = x;
+            return sk;
+        }
+        let a = (1.0 / self.n as f64).max(0.01);
+        let sd = self.v.sqrt().max(1e-9);
+        let z = ((x - self.m) / sd).clamp(-50.0, 50.0);
+        // lag-1 autocorrelation of the residuals (for the variance stage)
+        let rho = (self.c1 / self.c0.max(1e-12)).clamp(0.0, 0.99);
+        if self.n < 60 {
+            self.learn(a, x, z);
+            return sk;
+        }
+        // clipped (Huber): a heavy-tailed sample moves the mean stage by
+        // at most 3 sigma; spikes are Kestrel's. Scaled to the residuals'
+        // own variability at the stage's horizon: an EWMA of z (rate B)
+        // has variance B / (2 - B) for independent residuals; measured
+        // larger (autocorrelation, an unmodelled season), z counts less
+        let zc = z.clamp(-3.0, 3.0);
+        const B: f64 = 0.05;
+        self.sm += B * (zc - self.sm);
+        let f = (B / (2.0 - B) / self.sv.max(1e-12)).sqrt().min(1.0);
+        let zc = zc * f;
+        self.up = (self.up + zc - 0.5).max(0.0);
+        self.down = (self.down - zc - 0.5).max(0.0);
+        // variance stage on ln z^2 (robust to heavy tails), standardized
+        // for N(0,1) (mean -1.27, sd 2.22), long-run scaled by rho^2
+        let r2 = rho * rho;
+        let u = (libm::log(z * z + 1e-12) + 1.27) / 2.22 * ((1.0 - r2) / (1.0 + r2)).sqrt();
+        self.var = (self.var + u.min(6.0) - 0.5).max(0.0);
+        let cm = self.up.max(self.down);
+        // Siegmund: CUSUM (k = 1/2) average run length to h; one alarm in
+        // ARL samples ~ a tail probability of 1 / ARL (two-sided: / 2)
+        let arl = |s: f64, sides: f64| {
+            let h = s + 1.166;
+            ((h.exp() - 1.0 - h) / 0.5 / sides).max(1.0)
+        };
+        let lm = arl(cm, 2.0).log10();
+        let lv = arl(self.var, 1.0).log10();
+        // the baseline always follows (freezing it on suspicion locks a
+        // wandering signal out); the stages hold what moves faster
+        self.learn(a, x, z);
+        // always learnt, slowly (gating it on suspicion locks a wandering
+        // signal out): over a fault's first 100 samples it moves ~10 %
+        self.sv += 0.001 * (self.sm * self.sm - self.sv);
+        if self.n < 500 {
+            return sk;
+        }
+        sk.max(surprise_to_unit(lm)).max(surprise_to_unit(lv))
+    }
+
+    fn learn(&mut self, a: f64, x: f64, z: f64) {
+        let d = x - self.m;
+        self.m += a * d;
+        // the scale follows 5x slower than the level: a noisier machine
+        // is not absorbed before the variance stage has seen it
+        let av = (a * 0.2).max(1.0 / self.n as f64).min(a);
+        self.v = (1.0 - av) * (self.v + av * d * d);
+        self.c1 += a * (z * self.zl - self.c1);
+        self.c0 += a * (z * z - self.c0);
+        self.zl = z;
+    }
+}
+
+fn raises_composite(v: &[f64]) -> Vec<usize> {
+    let mut d = Composite::new();
+    let mut g = AlertGate::new(5.0 / 15.0, 0.0, DEFAULT_COOLDOWN);
+    let mut out = Vec::new();
+    for (i, &x) in v.iter().enumerate() {
+        let s = d.update(1_700_000_000_000 + i as i64 * 60_000, x);
+        if g.update(s) == Some(AlertEdge::Raised) {
+            out.push(i);
+        }
+    }
+    out
+}
 
 struct Rng(u64);
 impl Rng {
@@ -85,7 +212,10 @@ fn faulty(kind: &str, seed: u64) -> Vec<f64> {
 }
 
 /// Alert raises of one detector over one series, as sample indices.
-fn raises(cfg: &DetectorConfig, v: &[f64]) -> Vec<usize> {
+fn raises(cfg: &Option<DetectorConfig>, v: &[f64]) -> Vec<usize> {
+    let Some(cfg) = cfg else {
+        return raises_composite(v);
+    };
     let mut d = Detector::new(cfg);
     let mut g = AlertGate::new(d.default_threshold(), 0.0, DEFAULT_COOLDOWN);
     let mut out = Vec::new();
@@ -101,16 +231,25 @@ fn raises(cfg: &DetectorConfig, v: &[f64]) -> Vec<usize> {
 }
 
 fn main() {
-    let runs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("nab") {
+        return nab(&args[2], &args[3]);
+    }
+    let runs: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let dets = [
-        ("ewma", DetectorConfig::Ewma(EwmaConfig::default())),
-        ("mad", DetectorConfig::Mad(MadConfig::default())),
-        ("cusum", DetectorConfig::Cusum(CusumConfig::default())),
-        ("kestrel", DetectorConfig::Default(KestrelConfig::default())),
-        ("kestrel_c", DetectorConfig::Default(KESTREL_CALIBRATED)),
+        ("ewma", Some(DetectorConfig::Ewma(EwmaConfig::default()))),
+        ("mad", Some(DetectorConfig::Mad(MadConfig::default()))),
+        ("cusum", Some(DetectorConfig::Cusum(CusumConfig::default()))),
+        (
+            "kestrel",
+            Some(DetectorConfig::Default(KestrelConfig::default())),
+        ),
+        (
+            "kestrel_c",
+            Some(DetectorConfig::Default(KESTREL_CALIBRATED)),
+        ),
+        // the prototype (see `Composite`)
+        ("composite", None),
     ];
     println!(
         "state per key: kestrel / kestrel_c {} B, mad {} B, cusum {} B, ewma {} B",
@@ -166,5 +305,30 @@ fn main() {
             print!(" {:>6.2} {:>7.1}", hit as f64 / runs as f64, mean);
         }
         println!();
+    }
+}
+
+/// `alarm_bench nab NAB_DIR OUT`: the prototype's scores over NAB's series
+/// into the scorer's layout (`OUT/weir/<category>/weir_<name>.csv`,
+/// `timestamp,value,anomaly_score`, one row per input row).
+fn nab(dir: &str, out: &str) {
+    for cat in std::fs::read_dir(format!("{dir}/data")).unwrap() {
+        let cat = cat.unwrap().path();
+        let name = cat.file_name().unwrap().to_string_lossy().to_string();
+        std::fs::create_dir_all(format!("{out}/weir/{name}")).unwrap();
+        for f in std::fs::read_dir(&cat).unwrap() {
+            let f = f.unwrap().path();
+            let text = std::fs::read_to_string(&f).unwrap();
+            let mut d = Composite::new();
+            let mut o = String::from("timestamp,value,anomaly_score\n");
+            for (i, line) in text.lines().skip(1).enumerate() {
+                let (ts, v) = line.split_once(',').unwrap();
+                let x: f64 = v.trim().parse().unwrap();
+                let s = d.update(1_700_000_000_000 + i as i64 * 60_000, x);
+                o.push_str(&format!("{ts},{v},{s:.6}\n"));
+            }
+            let base = f.file_name().unwrap().to_string_lossy().to_string();
+            std::fs::write(format!("{out}/weir/{name}/weir_{base}"), o).unwrap();
+        }
     }
 }

@@ -206,12 +206,27 @@ pub(crate) struct DetectOp {
     pub(crate) per_key: bool,
     pub(crate) kpending: KeyedPending,
     pub(crate) stats: OpStats,
+    /// A multivariate detector's fields (indexes into the source's
+    /// values); empty for a single-field one. Such an operator reads in
+    /// arrival order (validated).
+    pub(crate) fields: Vec<usize>,
 }
 
 impl DetectOp {
-    fn on_sample(&mut self, key: KeyId, ts: i64, x: f64, wm: i64, out: &mut VecDeque<Output>) {
+    fn on_sample(
+        &mut self,
+        key: KeyId,
+        ts: i64,
+        x: f64,
+        values: &[f64],
+        wm: i64,
+        out: &mut VecDeque<Output>,
+    ) {
         self.stats.routed += 1;
-        if self.arrival {
+        if !self.fields.is_empty() {
+            self.stats.on_time += 1;
+            self.score_fields(key, ts, values, out);
+        } else if self.arrival {
             self.stats.on_time += 1;
             self.score(
                 Pending {
@@ -274,6 +289,39 @@ impl DetectOp {
                 ts: p.ts,
                 value: x,
                 verdict,
+                contributions: Default::default(),
+            }));
+        }
+    }
+
+    /// Scores one sample of a multivariate detector, all its fields at
+    /// once. The engine admits only samples with every field finite, so a
+    /// sample the detector refuses (a magnitude beyond `MAX_ABS`) is the
+    /// only kind skipped: routed but not fired.
+    #[cold]
+    fn score_fields(&mut self, key: KeyId, ts: i64, values: &[f64], out: &mut VecDeque<Output>) {
+        let mut xs = [0.0; crate::detect::MAX_FIELDS];
+        let n = self.fields.len().min(xs.len());
+        for (x, &f) in xs.iter_mut().zip(&self.fields) {
+            *x = values.get(f).copied().unwrap_or(f64::NAN);
+        }
+        let k = key as usize;
+        if k >= self.states.len() {
+            self.states.resize_with(k + 1, || None);
+        }
+        let st = self.states[k].get_or_insert_with(|| self.spec.new_state());
+        if let Some((verdict, contributions)) = st.update_fields(ts, &xs[..n]) {
+            self.stats.fired += 1;
+            if verdict.flag {
+                self.stats.flagged += 1;
+            }
+            out.push_back(Output::Score(ScoreResult {
+                op: self.op,
+                key,
+                ts,
+                value: xs[0],
+                verdict,
+                contributions,
             }));
         }
     }
@@ -464,6 +512,11 @@ impl PipelineSpec {
                     per_key: per_key[si],
                     kpending: KeyedPending::default(),
                     stats: OpStats::default(),
+                    fields: d
+                        .fields
+                        .iter()
+                        .map(|f| self.sources[si].field_index(f).expect("validated"))
+                        .collect(),
                 }),
                 OperatorKind::Process(p) => Op::Process(ProcessOp {
                     op: i as u16,
@@ -795,7 +848,7 @@ impl Engine {
             self.route_per_key(now, source, kid, ts, Some(values));
         } else if let [(op, field)] = routes[..] {
             // One operator reads this source: no loop.
-            self.route(op, kid, ts, values[field], wm);
+            self.route(op, kid, ts, values, field, wm);
         } else {
             self.route_all(source, kid, ts, values, wm);
         }
@@ -906,7 +959,7 @@ impl Engine {
         if let Some(values) = values {
             for i in 0..self.routes[source].len() {
                 let (op, field) = self.routes[source][i];
-                self.route(op, kid, ts, values[field], st.wm);
+                self.route(op, kid, ts, values, field, st.wm);
             }
         }
         st.max_ts = st.max_ts.max(ts);
@@ -978,17 +1031,19 @@ impl Engine {
     fn route_all(&mut self, source: usize, kid: KeyId, ts: i64, values: &[f64], wm: i64) {
         for i in 0..self.routes[source].len() {
             let (op, field) = self.routes[source][i];
-            self.route(op, kid, ts, values[field], wm);
+            self.route(op, kid, ts, values, field, wm);
         }
     }
 
-    /// Hands one value to operator `op`.
+    /// Hands value `field` of `values` to operator `op` (a multivariate
+    /// detector reads several of them).
     #[inline(always)]
-    fn route(&mut self, op: u16, kid: KeyId, ts: i64, x: f64, wm: i64) {
+    fn route(&mut self, op: u16, kid: KeyId, ts: i64, values: &[f64], field: usize, wm: i64) {
+        let x = values[field];
         match &mut self.ops[op as usize] {
             Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
             Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
-            Op::Detect(d) => d.on_sample(kid, ts, x, wm, &mut self.out),
+            Op::Detect(d) => d.on_sample(kid, ts, x, values, wm, &mut self.out),
         }
     }
 

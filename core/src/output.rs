@@ -76,10 +76,13 @@ pub struct ScoreResult {
     pub key: KeyId,
     /// The sample's timestamp.
     pub ts: i64,
-    /// The sample's value.
+    /// The sample's value (a multivariate detector's: its first field's).
     pub value: f64,
     /// Score and flag.
     pub verdict: Verdict,
+    /// A multivariate detector's per-field contributions to the score, in
+    /// the order of its fields; empty for a single-field detector.
+    pub contributions: crate::detect::Contributions,
 }
 
 /// A result emitted by a custom operator ([`crate::process`]).

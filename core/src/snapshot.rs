@@ -138,6 +138,9 @@ pub fn state_type(time: &crate::spec::TimeSpec, op: &OperatorSpec) -> String {
         }
         OperatorKind::Detect(d) => {
             let _ = write!(s, "detect/1 {:?} field {}", d.order, op.field);
+            if !d.fields.is_empty() {
+                let _ = write!(s, " fields {}", d.fields.join(","));
+            }
         }
         OperatorKind::Process(p) => {
             let _ = write!(s, "process/1 {} field {}", p.state_type, op.field);

@@ -310,6 +310,11 @@ pub struct DetectSpec {
     pub detector: DetectorSpec,
     /// In which order a raw-sample detector sees a key's samples.
     pub order: SampleOrder,
+    /// A multivariate detector's fields, in order, the operator's `field`
+    /// first (2 to [`MAX_FIELDS`](crate::detect::MAX_FIELDS) distinct
+    /// fields of its source, as many as the detector reads); empty for any
+    /// other detector.
+    pub fields: Vec<String>,
 }
 
 /// The order in which a per-sample detector sees a key's samples.
@@ -509,7 +514,8 @@ impl PipelineSpec {
             match &op.kind {
                 OperatorKind::Window(w) => validate_window(&op.id, w)?,
                 OperatorKind::Detect(d) => {
-                    d.detector.validate().map_err(|e| inv(&op.id, e.into()))?
+                    d.detector.validate().map_err(|e| inv(&op.id, e.into()))?;
+                    validate_fields(op, d, src)?;
                 }
                 OperatorKind::Process(p) => {
                     if (p.factory.0)().state_type() != p.state_type {
@@ -523,6 +529,46 @@ impl PipelineSpec {
         }
         Ok(())
     }
+}
+
+/// A multivariate detector's fields: as many as it reads, distinct, of its
+/// source, its `field` first, read in arrival order; no other detector has
+/// any.
+fn validate_fields(op: &OperatorSpec, d: &DetectSpec, src: &SourceSpec) -> Result<(), BuildError> {
+    let inv = |what: String| BuildError::Invalid {
+        at: op.id.clone(),
+        what,
+    };
+    let want = d.detector.fields();
+    let multi = matches!(d.detector, DetectorSpec::Multivariate { .. });
+    if !multi {
+        if d.fields.is_empty() {
+            return Ok(());
+        }
+        return Err(inv("only a multivariate detector reads `fields`".into()));
+    }
+    if d.fields.len() != want || d.fields.first() != Some(&op.field) {
+        return Err(inv(alloc::format!(
+            "the detector reads {want} fields; `fields` must list them, the operator's field first"
+        )));
+    }
+    for (i, f) in d.fields.iter().enumerate() {
+        if src.field_index(f).is_none() {
+            return Err(BuildError::UnknownField {
+                op: op.id.clone(),
+                field: f.clone(),
+            });
+        }
+        if d.fields[..i].contains(f) {
+            return Err(inv(alloc::format!("field `{f}` is listed twice")));
+        }
+    }
+    if d.order != SampleOrder::Arrival {
+        return Err(inv(
+            "a multivariate detector reads its samples in arrival order".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Column references of the filter and computed fields must be in range,
@@ -619,6 +665,11 @@ fn validate_window(id: &str, w: &WindowSpec) -> Result<(), BuildError> {
                 "the detector's `on` aggregate must be one of the window's aggregates",
             ));
         }
+        if matches!(d.detector, DetectorSpec::Multivariate { .. }) || !d.fields.is_empty() {
+            return Err(inv(
+                "a detector on a window watches one aggregate: make a multivariate detector a [[detect]] of its own",
+            ));
+        }
         d.detector.validate().map_err(inv)?;
     }
     Ok(())
@@ -703,6 +754,25 @@ impl PipelineBuilder {
                 on: None,
                 detector,
                 order: SampleOrder::EventTime,
+                fields: Vec::new(),
+            }),
+        });
+        self
+    }
+
+    /// Adds a multivariate detector `id` over several fields of `source`
+    /// (one machine), keyed by sensor, with the shipped configuration; it
+    /// reads in arrival order.
+    pub fn detect_fields(mut self, id: &str, source: &str, fields: &[&str]) -> Self {
+        self.spec.operators.push(OperatorSpec {
+            id: id.to_string(),
+            source: source.to_string(),
+            field: fields.first().map_or_else(String::new, |f| f.to_string()),
+            kind: OperatorKind::Detect(DetectSpec {
+                on: None,
+                detector: DetectorSpec::multivariate(fields.len().min(255) as u8),
+                order: SampleOrder::Arrival,
+                fields: fields.iter().map(|f| f.to_string()).collect(),
             }),
         });
         self
@@ -781,6 +851,7 @@ impl WindowBuilder {
             on: Some(on),
             detector,
             order: SampleOrder::EventTime,
+            fields: Vec::new(),
         });
         self
     }

@@ -71,6 +71,7 @@ fn mkspec(
                 on: Some(AggKind::Mean),
                 detector: DetectorSpec::default(),
                 order: SampleOrder::EventTime,
+                fields: Vec::new(),
             }),
         }),
     };

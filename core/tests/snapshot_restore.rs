@@ -31,6 +31,7 @@ fn full_spec() -> PipelineSpec {
                 on: Some(AggKind::Mean),
                 detector: DetectorSpec::default(),
                 order: SampleOrder::EventTime,
+                fields: Vec::new(),
             }),
         }),
     };
@@ -60,6 +61,7 @@ fn full_spec() -> PipelineSpec {
                     warmup: 3,
                 },
                 order: SampleOrder::EventTime,
+                fields: Vec::new(),
             }),
         },
         OperatorSpec {
@@ -70,6 +72,7 @@ fn full_spec() -> PipelineSpec {
                 on: None,
                 detector: DetectorSpec::kestrel(),
                 order: SampleOrder::Arrival,
+                fields: Vec::new(),
             }),
         },
     ];
@@ -226,6 +229,7 @@ fn restore_into_a_changed_pipeline_keeps_matching_state() {
                 warmup: 5,
             },
             order: SampleOrder::EventTime,
+            fields: Vec::new(),
         });
     }
     // "count" is removed; "fresh" is new.

@@ -48,6 +48,7 @@ fn the_byte_budget_holds_under_a_flood_and_counts_each_key_s_detector() {
             on: Some(AggKind::Mean),
             detector: DetectorSpec::scored(DetectorConfig::Default(KestrelConfig::default())),
             order: SampleOrder::EventTime,
+            fields: Vec::new(),
         });
     }
     // Kestrel's state (5,728 B) and the windows with their sketches.

@@ -228,6 +228,24 @@ pub enum Workload {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// One simulated pump, 8 channels at 1 Hz, with a labelled
+    /// multi-sensor fault over the third quarter
+    /// (`pump,ts,flow,p_in,p_out,current,vib1,vib2,temp,rpm,fault`), for
+    /// examples/pump_health.toml.
+    Pump {
+        /// Samples (1 s apart).
+        #[arg(long, default_value_t = 2000)]
+        samples: u64,
+        /// The fault: cavitation, bearing or valve.
+        #[arg(long, default_value = "bearing")]
+        fault: crate::gen::PumpFault,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -491,6 +509,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let mut out = open_out(output.as_deref())?;
             crate::gen::W1::new(events, seed).write(&mut out)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen {
+            workload:
+                Workload::Pump {
+                    samples,
+                    fault,
+                    seed,
+                    output,
+                },
+        } => {
+            let mut out = open_out(output.as_deref())?;
+            crate::gen::Pump::new(samples, seed, fault).write(&mut out)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }

@@ -11,7 +11,7 @@ use toml::Spanned;
 use weir_core::agg::AggKind;
 use weir_core::detect::{
     CusumConfig, DetectorConfig, DetectorSpec, EwmaConfig, KestrelConfig, MadConfig,
-    KESTREL_CALIBRATED,
+    KESTREL_CALIBRATED, MAX_FIELDS, MULTIVARIATE_DEFAULT,
 };
 use weir_core::prelude::*;
 use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
@@ -247,8 +247,12 @@ struct RawDetect {
     id: Spanned<String>,
     order: Option<Spanned<String>>,
     source: Spanned<String>,
-    field: Spanned<String>,
+    field: Option<Spanned<String>>,
+    fields: Option<Spanned<Vec<Spanned<String>>>>,
     kind: Spanned<String>,
+    learn: Option<Spanned<u32>>,
+    forget: Option<Spanned<f64>>,
+    beta: Option<Spanned<f64>>,
     alpha: Option<f64>,
     k: Option<f64>,
     warmup: Option<u32>,
@@ -474,17 +478,148 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
         "ewma" => scored(DetectorConfig::Ewma(EwmaConfig::default())),
         "mad" => scored(DetectorConfig::Mad(MadConfig::default())),
         "cusum" => scored(DetectorConfig::Cusum(CusumConfig::default())),
+        "multivariate" => {
+            return Err(ctx.err(
+                Some(kind.span()),
+                "a multivariate detector watches several fields of a source, not a window's aggregate",
+                "make it a [[detect]] of its own with fields = [\"vib\", \"current\", …]",
+            ))
+        }
         other => {
             return Err(ctx.err(
                 Some(kind.span()),
                 format!("unknown detector kind `{other}`"),
-                "use one of: kestrel (the default), kestrel_calibrated, ewma, mad, cusum, ewma_z",
+                "use one of: kestrel (the default), kestrel_calibrated, ewma, mad, cusum, ewma_z, multivariate (with `fields`)",
             ))
         }
     };
     spec.validate()
         .map_err(|e| ctx.err(Some(kind.span()), e, "fix the detector's parameters"))?;
     Ok(spec)
+}
+
+/// A `[[detect]]` of kind `multivariate`: `fields` (2 to `MAX_FIELDS`
+/// distinct fields of its source) instead of `field`, `learn`, `forget`,
+/// `beta`, `threshold`, `hysteresis`, `cooldown`; arrival order.
+fn multivariate(
+    ctx: &Ctx,
+    d: &RawDetect,
+    sources: &[SourceSpec],
+) -> Result<OperatorSpec, ConfigError> {
+    let kind = d.kind.span();
+    if let Some(f) = &d.field {
+        let msg = if d.fields.is_some() {
+            "`field` and `fields` are both given"
+        } else {
+            "a multivariate detector reads `fields`, not `field`"
+        };
+        return Err(ctx.err(
+            Some(f.span()),
+            msg,
+            "list the machine's fields once: fields = [\"vib\", \"current\", …]",
+        ));
+    }
+    let Some(fields) = &d.fields else {
+        return Err(ctx.err(
+            Some(kind),
+            format!("multivariate detector `{}` needs `fields`", d.id.get_ref()),
+            "list 2 to 8 fields of its source: fields = [\"vib\", \"current\", …]",
+        ));
+    };
+    let names = fields.get_ref();
+    if !(2..=MAX_FIELDS).contains(&names.len()) {
+        return Err(ctx.err(
+            Some(fields.span()),
+            format!(
+                "a multivariate detector reads 2 to {MAX_FIELDS} fields, not {}",
+                names.len()
+            ),
+            "list the fields of one machine; split a larger machine into several detectors",
+        ));
+    }
+    let src = sources.iter().find(|s| &s.name == d.source.get_ref());
+    for (i, f) in names.iter().enumerate() {
+        if names[..i].iter().any(|g| g.get_ref() == f.get_ref()) {
+            return Err(ctx.err(
+                Some(f.span()),
+                format!("field `{}` is listed twice", f.get_ref()),
+                "list each field once",
+            ));
+        }
+        if let Some(src) = src {
+            if src.field_index(f.get_ref()).is_none() {
+                return Err(ctx.err(
+                    Some(f.span()),
+                    format!("source `{}` has no field `{}`", src.name, f.get_ref()),
+                    format!(
+                        "use fields listed in the source's `fields`: {}",
+                        src.fields.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(o) = &d.order {
+        if o.get_ref() != "arrival" {
+            return Err(ctx.err(
+                Some(o.span()),
+                "a multivariate detector reads its samples in arrival order",
+                "remove `order` (or write order = \"arrival\")",
+            ));
+        }
+    }
+    if d.alpha.is_some() || d.k.is_some() || d.warmup.is_some() {
+        return Err(ctx.err(
+            Some(kind),
+            "alpha, k and warmup belong to ewma_z",
+            "a multivariate detector takes learn, forget, beta, threshold, hysteresis and cooldown",
+        ));
+    }
+    let mut config = MULTIVARIATE_DEFAULT;
+    if let Some(l) = &d.learn {
+        config.learn = *l.get_ref();
+    }
+    if let Some(f) = &d.forget {
+        config.forget = *f.get_ref();
+    }
+    if let Some(b) = &d.beta {
+        config.beta = *b.get_ref();
+    }
+    if let Some(t) = d.threshold {
+        config.threshold = t;
+    }
+    let DetectorSpec::Multivariate {
+        hysteresis,
+        cooldown,
+        ..
+    } = DetectorSpec::multivariate(names.len() as u8)
+    else {
+        unreachable!("multivariate() builds Multivariate")
+    };
+    let spec = DetectorSpec::Multivariate {
+        config,
+        fields: names.len() as u8,
+        hysteresis: d.hysteresis.unwrap_or(hysteresis),
+        cooldown: d.cooldown.unwrap_or(cooldown),
+    };
+    spec.validate().map_err(|e| {
+        ctx.err(
+            Some(kind),
+            e,
+            "fix the detector's parameters (docs/detectors.md)",
+        )
+    })?;
+    Ok(OperatorSpec {
+        id: d.id.get_ref().clone(),
+        source: d.source.get_ref().clone(),
+        field: names[0].get_ref().clone(),
+        kind: OperatorKind::Detect(DetectSpec {
+            on: None,
+            detector: spec,
+            order: SampleOrder::Arrival,
+            fields: names.iter().map(|f| f.get_ref().clone()).collect(),
+        }),
+    })
 }
 
 /// Reads and validates a pipeline file.
@@ -712,6 +847,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
                         },
                     )?,
                     order: SampleOrder::EventTime,
+                    fields: Vec::new(),
                 })
             }
         };
@@ -732,6 +868,42 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         });
     }
     for d in &raw.detects {
+        if d.kind.get_ref() == "multivariate" {
+            operators.push(multivariate(&ctx, d, &sources)?);
+            continue;
+        }
+        if let Some(f) = &d.fields {
+            return Err(ctx.err(
+                Some(f.span()),
+                format!("a {} detector reads one field", d.kind.get_ref()),
+                "write `field = \"…\"`, or use kind = \"multivariate\" for several fields of one machine",
+            ));
+        }
+        if let Some(sp) = [
+            d.learn.as_ref().map(|x| x.span()),
+            d.forget.as_ref().map(|x| x.span()),
+            d.beta.as_ref().map(|x| x.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(ctx.err(
+                Some(sp),
+                "learn, forget and beta belong to kind = \"multivariate\"",
+                "remove them, or use kind = \"multivariate\" with `fields`",
+            ));
+        }
+        let Some(field) = &d.field else {
+            return Err(ctx.err(
+                Some(d.id.span()),
+                format!(
+                    "detector `{}` needs `field`: the field it watches",
+                    d.id.get_ref()
+                ),
+                "add `field = \"…\"`, a field of its source",
+            ));
+        };
         let order = match d.order.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("event_time") => SampleOrder::EventTime,
             Some("arrival") => SampleOrder::Arrival,
@@ -759,11 +931,12 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         operators.push(OperatorSpec {
             id: d.id.get_ref().clone(),
             source: d.source.get_ref().clone(),
-            field: d.field.get_ref().clone(),
+            field: field.get_ref().clone(),
             kind: OperatorKind::Detect(DetectSpec {
                 on: None,
                 detector: det,
                 order,
+                fields: Vec::new(),
             }),
         });
     }
@@ -944,7 +1117,12 @@ fn build_error(ctx: &Ctx, raw: &RawPipeline, e: &BuildError) -> ConfigError {
             if d.id.get_ref() == id {
                 return Some(match which {
                     "source" => d.source.span(),
-                    "field" => d.field.span(),
+                    "field" => d
+                        .field
+                        .as_ref()
+                        .map(|f| f.span())
+                        .or_else(|| d.fields.as_ref().map(|f| f.span()))
+                        .unwrap_or_else(|| d.id.span()),
                     _ => d.id.span(),
                 });
             }
@@ -1026,6 +1204,105 @@ mod tests {
         assert_eq!(threshold, 5.0 / 15.0);
         let e = err(&nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrate\""));
         assert!(e.help.contains("kestrel_calibrated"), "{e}");
+    }
+
+    #[test]
+    fn the_pump_example_parses_into_a_multivariate_detector() {
+        let p = parse("p.toml", include_str!("../../examples/pump_health.toml")).unwrap();
+        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+            panic!("not a detect operator");
+        };
+        assert_eq!(d.fields.len(), 8);
+        assert_eq!(d.order, SampleOrder::Arrival);
+        assert_eq!(p.spec.operators[0].field, "flow");
+        assert_eq!(d.detector, DetectorSpec::multivariate(8));
+    }
+
+    #[test]
+    fn multivariate_errors_say_where_and_what_to_do() {
+        // line 6: fields; line 7: kind
+        let base = "[[source]]\nname = \"s\"\nfields = [\"a\", \"b\", \"c\"]\n[[detect]]\nid = \"m\"\nfields = [\"a\", \"b\"]\nkind = \"multivariate\"\nsource = \"s\"\n";
+        let p = parse("p.toml", base).unwrap();
+        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+            panic!("not a detect operator");
+        };
+        assert_eq!(d.fields, ["a", "b"]);
+        let with = |old: &str, new: &str| err(&base.replace(old, new));
+        let e = with("[\"a\", \"b\"]", "[\"a\"]");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.msg.contains("2 to 8 fields, not 1"), "{e}");
+        let nine = (0..9)
+            .map(|i| format!("\"f{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = with("[\"a\", \"b\"]", &format!("[{nine}]"));
+        assert!(e.msg.contains("not 9"), "{e}");
+        let e = with("[\"a\", \"b\"]", "[\"a\", \"zz\"]");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(
+            e.msg.contains("no field `zz`") && e.help.contains("a, b, c"),
+            "{e}"
+        );
+        let e = with("[\"a\", \"b\"]", "[\"a\", \"a\"]");
+        assert!(e.msg.contains("twice"), "{e}");
+        let e = with(
+            "kind = \"multivariate\"",
+            "kind = \"multivariate\"\nfield = \"a\"",
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.msg.contains("both"), "{e}");
+        let e = with("fields = [\"a\", \"b\"]", "field = \"a\"");
+        assert!(e.msg.contains("reads `fields`"), "{e}");
+        let e = with("fields = [\"a\", \"b\"]\n", "");
+        assert!(e.msg.contains("needs `fields`"), "{e}");
+        let e = with(
+            "kind = \"multivariate\"",
+            "kind = \"multivariate\"\norder = \"event_time\"",
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.msg.contains("arrival"), "{e}");
+        let e = with(
+            "kind = \"multivariate\"",
+            "kind = \"multivariate\"\nlearn = 5",
+        );
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.msg.contains("learn"), "{e}");
+        let e = with("kind = \"multivariate\"", "kind = \"kestrel\"");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.help.contains("multivariate"), "{e}");
+        let e = err(&base
+            .replace("fields = [\"a\", \"b\"]", "field = \"a\"")
+            .replace("kind = \"multivariate\"", "kind = \"kestrel\"\nlearn = 500"));
+        assert!(e.msg.contains("belong to"), "{e}");
+        let e = with(
+            "kind = \"multivariate\"",
+            "kind = \"multivariate\"\nk = 3.0",
+        );
+        assert!(e.msg.contains("ewma_z"), "{e}");
+        let text = base.replace(
+            "kind = \"multivariate\"",
+            "kind = \"multivariate\"\nlearn = 600\nforget = 0.0\nbeta = 0.2\nthreshold = 0.4\ncooldown = 10",
+        );
+        let p = parse("p.toml", &text).unwrap();
+        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+            panic!("not a detect operator");
+        };
+        let DetectorSpec::Multivariate {
+            config, cooldown, ..
+        } = d.detector
+        else {
+            panic!("not multivariate");
+        };
+        assert_eq!(
+            (
+                config.learn,
+                config.forget,
+                config.beta,
+                config.threshold,
+                cooldown
+            ),
+            (600, 0.0, 0.2, 0.4, 10)
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use weir_core::detect::DetectorSpec;
 use weir_core::engine::Engine;
 use weir_core::engine::Reject;
 use weir_core::output::{Emission, Output};
-use weir_core::spec::OperatorKind;
+use weir_core::spec::{DetectSpec, OperatorKind};
 
 use crate::numfmt::{self, push_f64, push_i64, push_u64};
 use crate::pipeline_file::{Column, CsvMapping, PipelineFile, TsFormat};
@@ -139,6 +140,9 @@ struct OpInfo {
     update_col: bool,
     /// Write the first aggregate (count) as an integer.
     count_first: bool,
+    /// A multivariate detector's shipped threshold: its rows are
+    /// `ts,anomaly_score,alarm,contrib_<field>…`.
+    alarm_at: Option<f64>,
 }
 
 impl Results for Writer {
@@ -188,6 +192,12 @@ impl Results for Writer {
                     Emission::Update => sum.updates += 1,
                 }
             }
+            Output::Score(s) if self.engine_ops[s.op as usize].alarm_at.is_some() => {
+                let at = self.engine_ops[s.op as usize].alarm_at.unwrap_or(1.0);
+                write_multivariate(self, engine, s, at, b);
+                sum.scores += 1;
+                sum.flagged += s.verdict.flag as u64;
+            }
             Output::Score(s) => {
                 if self.prefix_op {
                     b.extend_from_slice(self.engine_ops[s.op as usize].id.as_bytes());
@@ -222,6 +232,37 @@ impl Results for Writer {
             }
         }
     }
+}
+
+/// A multivariate detector's row: `[op,key,]ts,anomaly_score,alarm`, then
+/// one contribution per field. `alarm` is 1 when the score reaches the
+/// shipped threshold `at` (whatever the alert gate's cool-down).
+#[cold]
+fn write_multivariate(
+    w: &Writer,
+    engine: &Engine,
+    s: &weir_core::output::ScoreResult,
+    at: f64,
+    b: &mut Vec<u8>,
+) {
+    if w.prefix_op {
+        b.extend_from_slice(w.engine_ops[s.op as usize].id.as_bytes());
+        b.push(b',');
+        b.extend_from_slice(engine.key_name(s.key).as_bytes());
+        b.push(b',');
+    }
+    match w.ts_format {
+        TsFormat::Datetime => b.extend_from_slice(format_datetime_ms(s.ts).as_bytes()),
+        _ => push_i64(b, s.ts),
+    }
+    b.push(b',');
+    push_f64(b, s.verdict.score);
+    b.extend_from_slice(if s.verdict.score >= at { b",1" } else { b",0" });
+    for c in s.contributions.as_slice() {
+        b.push(b',');
+        push_f64(b, *c as f64);
+    }
+    b.push(b'\n');
 }
 
 /// A value column: a number, surrounding spaces allowed. A field that
@@ -595,6 +636,17 @@ pub fn replay<R: Read, W: Write>(
                 anomaly_col: w.detect.is_some(),
                 update_col: w.allowed_lateness > 0,
                 count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
+                alarm_at: None,
+            },
+            OperatorKind::Detect(DetectSpec {
+                detector: DetectorSpec::Multivariate { config, .. },
+                ..
+            }) => OpInfo {
+                id: o.id.clone(),
+                anomaly_col: false,
+                update_col: false,
+                count_first: false,
+                alarm_at: Some(config.threshold),
             },
             _ => match pf.functions.keyed(&o.id).map(|d| &d.kind) {
                 Some(crate::functions::Kind::Keyed { columns, flag, .. }) => OpInfo {
@@ -602,12 +654,14 @@ pub fn replay<R: Read, W: Write>(
                     anomaly_col: *flag,
                     update_col: false,
                     count_first: columns.first().is_some_and(|c| c == "count"),
+                    alarm_at: None,
                 },
                 _ => OpInfo {
                     id: o.id.clone(),
                     anomaly_col: false,
                     update_col: false,
                     count_first: false,
+                    alarm_at: None,
                 },
             },
         })
@@ -620,12 +674,22 @@ pub fn replay<R: Read, W: Write>(
         ts_format: pf.csv[source].timestamp,
         span: ((0, 0), b"0,0".to_vec()),
     };
-    let header: &[u8] = if only_scores {
-        b"timestamp,value,anomaly_score\n"
+    let mut header: Vec<u8> = if only_scores {
+        b"timestamp,value,anomaly_score\n".to_vec()
     } else {
-        b""
+        Vec::new()
     };
-    replay_with(pf, source, input, out, header, &mut w, on_bad)
+    if let (true, OperatorKind::Detect(d)) = (only_scores, &pf.spec.operators[0].kind) {
+        if !d.fields.is_empty() {
+            header = b"timestamp,anomaly_score,alarm".to_vec();
+            for f in &d.fields {
+                header.extend_from_slice(b",contrib_");
+                header.extend_from_slice(f.as_bytes());
+            }
+            header.push(b'\n');
+        }
+    }
+    replay_with(pf, source, input, out, &header, &mut w, on_bad)
 }
 
 /// [`replay`] with another output: `header` is written first, then what

@@ -367,3 +367,85 @@ fn deadletters_lists_the_table_or_says_why_not() {
     assert_eq!(lines[1]["reason"], "malformed");
     assert_eq!(lines[1]["payload"], "{oops");
 }
+
+/// `weir gen pump` → `weir replay` of examples/pump_health.toml: one row per
+/// input row with the multivariate columns; a bearing fault (vibration 1
+/// and temperature) raises alarms inside the fault, blamed on those two
+/// fields, and the healthy part before it raises none.
+#[test]
+fn replay_scores_a_generated_pump_and_names_the_faulty_fields() {
+    let csv = tmp("pump.csv");
+    let o = weir(&[
+        "gen",
+        "pump",
+        "--samples",
+        "2000",
+        "--fault",
+        "bearing",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pipeline = root().join("examples/pump_health.toml");
+    let o = weir(&[
+        "replay",
+        "-p",
+        pipeline.to_str().unwrap(),
+        "-i",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        &header[..4],
+        ["timestamp", "anomaly_score", "alarm", "contrib_flow"]
+    );
+    assert_eq!(header.len(), 3 + 8);
+    let vib1 = header.iter().position(|h| *h == "contrib_vib1").unwrap();
+    let temp = header.iter().position(|h| *h == "contrib_temp").unwrap();
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2000, "one row per input row");
+    // `weir gen pump` puts the fault over the third quarter: 1000..1500
+    let alarms: Vec<usize> = (0..rows.len()).filter(|&i| rows[i][2] == 1.0).collect();
+    assert!(
+        alarms.iter().all(|&i| i >= 1000),
+        "a false alarm: {alarms:?}"
+    );
+    assert!(
+        alarms.iter().filter(|&&i| i < 1500).count() > 100,
+        "{alarms:?}"
+    );
+    for &i in alarms.iter().filter(|&&i| i < 1500) {
+        let r = &rows[i];
+        assert!(r[1] >= 5.0 / 15.0, "alarm below the threshold at {i}");
+        let mut c: Vec<(f64, usize)> = (3..r.len()).map(|j| (r[j], j)).collect();
+        c.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let top2 = [c[0].1, c[1].1];
+        assert!(
+            top2.contains(&vib1) || top2.contains(&temp),
+            "row {i}: top contributors {top2:?}"
+        );
+    }
+    let mean = |j: usize| {
+        let v: Vec<f64> = alarms
+            .iter()
+            .filter(|&&i| i < 1500)
+            .map(|&i| rows[i][j])
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let others = (3..11)
+        .filter(|&j| j != vib1 && j != temp)
+        .map(mean)
+        .fold(0.0, f64::max);
+    assert!(
+        mean(vib1) > others && mean(temp) > others,
+        "vib1 {} temp {} others {others}",
+        mean(vib1),
+        mean(temp)
+    );
+}

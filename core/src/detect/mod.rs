@@ -41,7 +41,9 @@ pub use ewma::{EwmaConfig, EwmaDetector};
 pub use gate::{AlertEdge, AlertGate};
 pub use kestrel::{Kestrel, KestrelConfig, KESTREL_CALIBRATED};
 pub use mad::{MadConfig, MadDetector};
-pub use multivariate::{Multivariate, MultivariateConfig, MAX_FIELDS};
+pub use multivariate::{
+    Contributions, Multivariate, MultivariateConfig, MAX_FIELDS, MULTIVARIATE_DEFAULT,
+};
 
 /// Which detector, with its parameters (all have sensible `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -369,6 +371,21 @@ pub enum DetectorSpec {
         /// Samples after an alert during which no new one is raised.
         cooldown: u32,
     },
+    /// A [`Multivariate`] detector over several fields of one source (one
+    /// machine) behind an [`AlertGate`] whose threshold is the detector's
+    /// own (`config.threshold`, which also decides what the detector adapts
+    /// to). The operator hands it all its fields at once
+    /// ([`DetectorState::update_fields`]).
+    Multivariate {
+        /// The detector's parameters.
+        config: MultivariateConfig,
+        /// Fields per sample, `2..=MAX_FIELDS`.
+        fields: u8,
+        /// How far below the threshold the score must fall to re-arm.
+        hysteresis: f64,
+        /// Samples after an alert during which no new one is raised.
+        cooldown: u32,
+    },
 }
 
 impl Default for DetectorSpec {
@@ -401,12 +418,57 @@ impl DetectorSpec {
         }
     }
 
+    /// The multivariate detector over `fields` fields with its shipped
+    /// configuration and the default gate.
+    pub fn multivariate(fields: u8) -> Self {
+        DetectorSpec::Multivariate {
+            config: MULTIVARIATE_DEFAULT,
+            fields,
+            hysteresis: 0.0,
+            cooldown: DEFAULT_COOLDOWN,
+        }
+    }
+
+    /// Fields per sample the detector reads at once: 1 except for
+    /// [`DetectorSpec::Multivariate`].
+    pub fn fields(&self) -> usize {
+        match *self {
+            DetectorSpec::Multivariate { fields, .. } => fields as usize,
+            _ => 1,
+        }
+    }
+
     /// Checks the parameters.
     ///
     /// # Errors
     /// What is out of range.
     pub fn validate(&self) -> Result<(), &'static str> {
         match *self {
+            DetectorSpec::Multivariate {
+                config,
+                fields,
+                hysteresis,
+                ..
+            } => {
+                if !(2..=MAX_FIELDS).contains(&(fields as usize)) {
+                    return Err("a multivariate detector reads 2 to 8 fields");
+                }
+                if config.learn < multivariate::MIN_LEARN {
+                    return Err("multivariate learn must be at least 32 samples");
+                }
+                if !(config.forget >= 0.0 && config.forget < 0.5) {
+                    return Err("multivariate forget must be in [0, 0.5)");
+                }
+                if !(config.beta > 0.0 && config.beta <= 1.0) {
+                    return Err("multivariate beta must be in (0, 1]");
+                }
+                if !(config.threshold > 0.0 && config.threshold <= 1.0) {
+                    return Err("threshold must be in (0, 1]");
+                }
+                if !(0.0..1.0).contains(&hysteresis) {
+                    return Err("hysteresis must be in [0, 1)");
+                }
+            }
             DetectorSpec::EwmaZ { alpha, k, .. } => {
                 if !(alpha > 0.0 && alpha <= 1.0) {
                     return Err("ewma alpha must be in (0, 1]");
@@ -443,6 +505,7 @@ pub(crate) fn state_bytes(spec: &DetectorSpec) -> usize {
     match spec {
         DetectorSpec::EwmaZ { .. } => boxed,
         DetectorSpec::Scored { .. } => boxed + core::mem::size_of::<Detector>(),
+        DetectorSpec::Multivariate { .. } => boxed + Multivariate::STATE_BYTES,
     }
 }
 
@@ -452,7 +515,10 @@ mod engine_state {
     use alloc::format;
     use alloc::string::String;
 
-    use super::{AlertEdge, AlertGate, Detector, DetectorSpec, EwmaBaseline, Verdict};
+    use super::{
+        AlertEdge, AlertGate, Contributions, Detector, DetectorSpec, EwmaBaseline, Multivariate,
+        Verdict,
+    };
 
     impl DetectorSpec {
         /// Fresh state for one key.
@@ -469,6 +535,15 @@ mod engine_state {
                 } => DetectorState::Scored {
                     detector: Box::new(Detector::new(&detector)),
                     gate: AlertGate::new(threshold, hysteresis, cooldown),
+                },
+                DetectorSpec::Multivariate {
+                    config,
+                    fields,
+                    hysteresis,
+                    cooldown,
+                } => DetectorState::Multivariate {
+                    detector: Box::new(Multivariate::new(&config, fields as usize)),
+                    gate: AlertGate::new(config.threshold, hysteresis, cooldown),
                 },
             }
         }
@@ -488,6 +563,14 @@ mod engine_state {
                 } => {
                     format!("scored/1 {detector:?} {threshold} {hysteresis} {cooldown}")
                 }
+                DetectorSpec::Multivariate {
+                    config,
+                    fields,
+                    hysteresis,
+                    cooldown,
+                } => {
+                    format!("multivariate/1 {config:?} {fields} {hysteresis} {cooldown}")
+                }
             }
         }
     }
@@ -501,6 +584,13 @@ mod engine_state {
         Scored {
             /// The detector (boxed: Kestrel holds ~5.6 KiB).
             detector: Box<Detector>,
+            /// Its alert gate.
+            gate: AlertGate,
+        },
+        /// See [`DetectorSpec::Multivariate`].
+        Multivariate {
+            /// The detector (boxed: ~1.2 KiB).
+            detector: Box<Multivariate>,
             /// Its alert gate.
             gate: AlertGate,
         },
@@ -519,6 +609,24 @@ mod engine_state {
                     let flag = gate.update(score) == Some(AlertEdge::Raised);
                     Some(Verdict { score, flag })
                 }
+                // reads all its fields at once: see update_fields
+                DetectorState::Multivariate { .. } => None,
+            }
+        }
+
+        /// Scores one sample of several fields (a multivariate detector;
+        /// any other scores `xs[0]` alone, without contributions). `None`
+        /// when the sample has the wrong number of fields or a value that is
+        /// not finite: the state is untouched.
+        pub fn update_fields(&mut self, ts: i64, xs: &[f64]) -> Option<(Verdict, Contributions)> {
+            match self {
+                DetectorState::Multivariate { detector, gate } => {
+                    let score = detector.update(ts, xs)?;
+                    let flag = gate.update(score) == Some(AlertEdge::Raised);
+                    let c = Contributions::of(detector.contributions());
+                    Some((Verdict { score, flag }, c))
+                }
+                _ => Some((self.update(ts, *xs.first()?)?, Contributions::default())),
             }
         }
 
@@ -533,6 +641,11 @@ mod engine_state {
             match self {
                 DetectorState::EwmaZ(b) => b.encode(e),
                 DetectorState::Scored { detector, gate } => {
+                    e.array(2)?;
+                    detector.encode(e)?;
+                    gate.encode(e)
+                }
+                DetectorState::Multivariate { detector, gate } => {
                     e.array(2)?;
                     detector.encode(e)?;
                     gate.encode(e)
@@ -564,6 +677,24 @@ mod engine_state {
                     }
                     let gate = AlertGate::decode(d)?;
                     Ok(DetectorState::Scored {
+                        detector: Box::new(detector),
+                        gate,
+                    })
+                }
+                DetectorSpec::Multivariate { config, fields, .. } => {
+                    if d.array()? != Some(2) {
+                        return Err(minicbor::decode::Error::message(
+                            "multivariate detector: expected array of 2",
+                        ));
+                    }
+                    let detector = Multivariate::decode(d)?;
+                    if detector.cfg != *config || detector.fields() != *fields as usize {
+                        return Err(minicbor::decode::Error::message(
+                            "snapshot holds a multivariate detector of another shape",
+                        ));
+                    }
+                    let gate = AlertGate::decode(d)?;
+                    Ok(DetectorState::Multivariate {
                         detector: Box::new(detector),
                         gate,
                     })

@@ -40,6 +40,9 @@ use super::{dec_blob, enc_blob, expect_array, surprise_to_unit, Clock};
 /// Largest number of fields of one multivariate detector.
 pub const MAX_FIELDS: usize = 8;
 
+/// Fewest learning samples: a shorter `learn` is raised to this.
+pub const MIN_LEARN: u32 = 4 * MAX_FIELDS as u32;
+
 /// Numbers in a snapshot: inflation sum, inflation, smoothed statistic,
 /// mean, contributions, covariance and its factor.
 const STATE_NUMBERS: usize = 3 + 2 * MAX_FIELDS + 2 * MAX_FIELDS * MAX_FIELDS;
@@ -74,6 +77,66 @@ impl Default for MultivariateConfig {
     }
 }
 
+/// Per-field contributions to one score, as fractions of `D^2` in
+/// `[0, 1]`, in the detector's field order (all 0 while learning, and for a
+/// single-field detector, which has none).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Contributions {
+    n: u8,
+    share: [f32; MAX_FIELDS],
+}
+
+impl Contributions {
+    /// Copies the first `MAX_FIELDS` of `c`.
+    pub fn of(c: &[f64]) -> Self {
+        let mut share = [0.0f32; MAX_FIELDS];
+        let n = c.len().min(MAX_FIELDS);
+        for (s, v) in share.iter_mut().zip(&c[..n]) {
+            *s = *v as f32;
+        }
+        Contributions { n: n as u8, share }
+    }
+
+    /// The shares, one per field (empty for a single-field detector).
+    pub fn as_slice(&self) -> &[f32] {
+        &self.share[..self.n as usize]
+    }
+
+    /// Field indexes by decreasing share (ties: lower index first); only
+    /// the first `as_slice().len()` entries count.
+    pub fn ranked(&self) -> [u8; MAX_FIELDS] {
+        let mut idx = [0u8; MAX_FIELDS];
+        for (i, v) in idx.iter_mut().enumerate() {
+            *v = i as u8;
+        }
+        let n = self.n as usize;
+        // insertion sort: at most 8 fields
+        for i in 1..n {
+            let mut j = i;
+            while j > 0 && self.share[idx[j] as usize] > self.share[idx[j - 1] as usize] {
+                idx.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        idx
+    }
+
+    /// The leading contributors, the ones an alert names: the fields by
+    /// decreasing share until together they hold 80 % of `D^2`, at most
+    /// three. Gives the ranked indexes and how many lead (0 when there are
+    /// no shares).
+    pub fn leading(&self) -> ([u8; MAX_FIELDS], usize) {
+        let idx = self.ranked();
+        let mut sum = 0.0f32;
+        let mut k = 0;
+        while k < (self.n as usize).min(3) && sum < 0.8 {
+            sum += self.share[idx[k] as usize];
+            k += 1;
+        }
+        (idx, k)
+    }
+}
+
 /// The multivariate detector for one key (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Multivariate {
@@ -101,7 +164,7 @@ impl Multivariate {
     /// A fresh detector for `fields` fields (clamped to 1..=MAX_FIELDS).
     pub fn new(cfg: &MultivariateConfig, fields: usize) -> Self {
         let mut cfg = *cfg;
-        cfg.learn = cfg.learn.max(4 * MAX_FIELDS as u32);
+        cfg.learn = cfg.learn.max(MIN_LEARN);
         Multivariate {
             cfg,
             d: fields.clamp(1, MAX_FIELDS),

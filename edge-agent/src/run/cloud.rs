@@ -96,6 +96,7 @@ impl CloudOut {
                     o.id.clone(),
                     w.aggregates.iter().map(|a| a.to_string()).collect(),
                 ),
+                OperatorKind::Detect(d) => (o.id.clone(), d.fields.clone()),
                 _ => (o.id.clone(), Vec::new()),
             })
             .collect();
@@ -139,9 +140,14 @@ impl CloudOut {
                 r
             }
             Output::Score(s) if s.verdict.flag => {
-                let Some((op, _)) = self.ops.get(s.op as usize) else {
+                let Some((op, names)) = self.ops.get(s.op as usize) else {
                     return;
                 };
+                let mut fields = vec![("value".into(), s.value)];
+                // a multivariate alert: each field's share of the score
+                for (name, c) in names.iter().zip(s.contributions.as_slice()) {
+                    fields.push((format!("contrib_{name}"), *c as f64));
+                }
                 OutputRecord {
                     id: format!("{}/{lsn}", record_id(gw, op, key, s.ts, 0)),
                     kind: RecordKind::Alert,
@@ -149,7 +155,7 @@ impl CloudOut {
                     op: op.clone(),
                     start: s.ts,
                     end: s.ts,
-                    fields: vec![("value".into(), s.value)],
+                    fields,
                     anomaly: Some(Anomaly {
                         flag: true,
                         score: s.verdict.score,

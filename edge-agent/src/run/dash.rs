@@ -152,6 +152,7 @@ fn detector_name(d: &DetectorSpec) -> String {
                 .unwrap_or("scored")
                 .to_lowercase()
         }
+        DetectorSpec::Multivariate { .. } => "multivariate".into(),
     }
 }
 

@@ -179,6 +179,12 @@ impl OutputEncoder {
                     aggs: w.aggregates.iter().map(|a| a.to_string()).collect(),
                     count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
                 },
+                // A multivariate detector: its fields, to name contributors.
+                OperatorKind::Detect(d) if !d.fields.is_empty() => OpNames {
+                    id: o.id.clone(),
+                    aggs: d.fields.clone(),
+                    count_first: false,
+                },
                 // A custom operator's window rows (a keyed user function).
                 OperatorKind::Process(p) => OpNames {
                     id: o.id.clone(),
@@ -289,6 +295,19 @@ impl OutputEncoder {
                 m.field("value", Val::F(s.value));
                 m.field("score", Val::F(s.verdict.score));
                 m.field("anomaly", Val::B(true));
+                let shares = s.contributions.as_slice();
+                if !shares.is_empty() && shares.len() == op.aggs.len() {
+                    // a multivariate alert names the fields that drive it
+                    let (rank, lead) = s.contributions.leading();
+                    let top: Vec<&str> = rank[..lead]
+                        .iter()
+                        .map(|&i| op.aggs[i as usize].as_str())
+                        .collect();
+                    m.field("top", Val::Str(&top.join(",")));
+                    for (name, c) in op.aggs.iter().zip(shares) {
+                        m.field(&format!("contrib_{name}"), Val::F(*c as f64));
+                    }
+                }
                 m.finish();
                 out.push(Encoded {
                     topic: self.topic(Channel::Alerts, key),
@@ -397,6 +416,41 @@ mod tests {
             assert_eq!(d.map().unwrap(), None);
             assert_eq!(d.str().unwrap(), "id");
             assert_eq!(d.str().unwrap(), j.id);
+        }
+    }
+
+    /// A multivariate alert names the fields that drive it: on a bearing
+    /// fault, vibration 1 and temperature.
+    #[test]
+    fn a_multivariate_alert_names_its_top_fields() {
+        let pf = crate::pipeline_file::parse(
+            "pump_health.toml",
+            include_str!("../../../examples/pump_health.toml"),
+        )
+        .unwrap();
+        let enc = OutputEncoder::new("gw", "weir", OutputFormat::Json, &pf.spec);
+        let mut engine = pf.spec.clone().build().unwrap();
+        let mut csv = Vec::new();
+        crate::gen::Pump::new(2000, 1, crate::gen::PumpFault::Bearing)
+            .write(&mut csv)
+            .unwrap();
+        let mut out = Vec::new();
+        for line in std::str::from_utf8(&csv).unwrap().lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let ts: i64 = f[1].parse().unwrap();
+            let v: Vec<f64> = f[2..10].iter().map(|x| x.parse().unwrap()).collect();
+            engine.handle_sample(ts, 0, f[0], ts, &v).unwrap();
+            while let Some(o) = engine.poll_output() {
+                enc.encode(&o, f[0], 0, true, &mut out);
+            }
+        }
+        assert!(!out.is_empty(), "no alert");
+        for a in &out {
+            assert_eq!(a.topic, "weir/gw/alerts/pump-1");
+            let j: serde_json::Value = serde_json::from_slice(&a.payload).unwrap();
+            let top = j["top"].as_str().unwrap();
+            assert!(top.contains("vib1") || top.contains("temp"), "{j}");
+            assert!(j["contrib_vib1"].is_number() && j["contrib_rpm"].is_number());
         }
     }
 }

@@ -1629,6 +1629,7 @@ fn compile_query(
                 on: Some(*on),
                 detector: *d,
                 order: SampleOrder::EventTime,
+                fields: Vec::new(),
             });
         let field = cx.field_name(*f);
         operators.push(OperatorSpec {
