@@ -400,15 +400,35 @@ impl Functions {
         {
             return f(values);
         }
+        let outputs = self
+            .defs
+            .iter()
+            .filter(|d| d.source == source && matches!(d.kind, Kind::Scalar { .. }))
+            .count();
+        let mut v = values.to_vec();
+        v.resize(values.len() + outputs, 0.0);
+        self.fill(source, ts, &mut v);
+        f(&v)
+    }
+
+    /// Computes the source's scalar functions' fields of `v`, which has
+    /// room for them (a SQL query's computed fields: `crate::sql::stage`).
+    /// A failed or disabled function's field (and those after it) is NaN,
+    /// as in [`Functions::with_values`].
+    pub fn fill(&self, source: usize, ts: i64, v: &mut [f64]) {
+        if !self
+            .defs
+            .iter()
+            .any(|d| d.source == source && matches!(d.kind, Kind::Scalar { .. }))
+        {
+            return;
+        }
         let mut live = lock(&self.live);
         if live.len() <= source {
             live.resize_with(source + 1, || None);
         }
         let sc = live[source].get_or_insert_with(|| self.scalars(source));
-        let outputs = sc.fns.len();
-        let mut v = values.to_vec();
-        v.resize(values.len() + outputs, 0.0);
-        if let Err(i) = sc.apply(ts, &mut v) {
+        if let Err(i) = sc.apply(ts, v) {
             for s in &sc.fns[i..] {
                 if let Kind::Scalar { output, .. } = s.def.kind {
                     if let Some(x) = v.get_mut(output) {
@@ -417,8 +437,6 @@ impl Functions {
                 }
             }
         }
-        drop(live);
-        f(&v)
     }
 
     /// The keyed function whose operator id is `id`.

@@ -107,6 +107,8 @@ pub struct Query {
     pub columns: Vec<ResultColumn>,
     /// What `EXPLAIN` prints.
     pub explain: String,
+    /// Where the `SELECT` is.
+    pub at: Location,
 }
 
 struct Window {
@@ -1820,6 +1822,7 @@ fn compile_query(
             csv: vec![csv],
             mqtt: vec![mqtt],
             functions: Default::default(),
+            sql: None,
         },
         query: Query {
             filter: filter.map(|f| f.0).filter(|_| engine_filter.is_none()),
@@ -1836,6 +1839,7 @@ fn compile_query(
             having: having.map(|h| h.0),
             columns: columns.into_iter().map(|c| c.0).collect(),
             explain: ex,
+            at,
         },
         explain,
         input_path,
