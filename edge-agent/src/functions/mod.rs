@@ -992,6 +992,9 @@ mod tests;
 /// The pipeline does not parse, already embeds modules, or a module cannot
 /// be read.
 pub fn embed(file: &str, text: &str) -> Result<String, String> {
+    if crate::sql::looks_like_sql(file, text) {
+        return embed_sql(file, text);
+    }
     let pf = crate::pipeline_file::parse(file, text).map_err(|e| e.to_string())?;
     let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     if table.contains_key("modules") {
@@ -1016,5 +1019,42 @@ pub fn embed(file: &str, text: &str) -> Result<String, String> {
     }
     // The result must load without the files.
     crate::pipeline_file::parse("embedded.toml", &out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// [`embed`] for SQL text: a comment line per module
+/// ([`crate::sql::MODULE_LINE`]), which `CREATE FUNCTION` then reads
+/// instead of the file.
+fn embed_sql(file: &str, text: &str) -> Result<String, String> {
+    if text
+        .lines()
+        .any(|l| l.trim_start().starts_with(crate::sql::MODULE_LINE))
+    {
+        return Err(format!("{file}: already embeds its modules"));
+    }
+    let p = crate::sql::parse(file, text).map_err(|e| e.to_string())?;
+    let mut out = text.trim_end().to_string();
+    out.push_str("\n\n-- User-function modules, embedded by `weir functions embed`.\n");
+    let mut done = std::collections::BTreeSet::new();
+    for d in &p.pipeline.functions.defs {
+        if !done.insert(d.module_path.clone()) {
+            continue;
+        }
+        if d.module_path.contains(['\n', '\r']) {
+            return Err(format!(
+                "{file}: module name {:?} holds a line break",
+                d.module_path
+            ));
+        }
+        out.push_str(&format!(
+            "{}sha256={} base64={} {}\n",
+            crate::sql::MODULE_LINE,
+            sha256_hex(&d.module),
+            base64_encode(&d.module),
+            d.module_path
+        ));
+    }
+    // The result must load without the files.
+    crate::sql::parse("embedded.sql", &out).map_err(|e| e.to_string())?;
     Ok(out)
 }

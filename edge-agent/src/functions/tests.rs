@@ -566,3 +566,89 @@ fn weir_run_completes_decoded_values_with_scalar_outputs_or_nan() {
     assert_eq!(r, Err(weir_core::prelude::Reject::NonFinite));
     assert_eq!(bad.functions.failures(), 2);
 }
+
+/// A user function under an aggregate in `weir run` and updates: the agent
+/// computes its field on each journal record before the engine, as replay
+/// does; elsewhere in an expression it is refused, by name.
+#[test]
+fn sql_functions_under_aggregates_run_in_the_agent() {
+    let d = dir("sql-run");
+    let text = |select: &str| {
+        format!(
+            "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+{select}"
+        )
+    };
+    let file = d.join("p.sql").display().to_string();
+    let pf = crate::pipeline_file::parse(
+        &file,
+        &text(
+            "SELECT k, window_start, window_end, AVG(c_to_f(v)) AS f
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;",
+        ),
+    )
+    .unwrap();
+    let q = pf
+        .sql
+        .clone()
+        .expect("the field is computed before the engine");
+    let got = q.before_engine(&pf.functions, 0, "k1", 1, &[100.0], |v| v.to_vec());
+    assert_eq!(got, Some(vec![100.0, 212.0]));
+    assert_eq!(pf.functions.report()[0].1.calls, 1);
+    for select in [
+        "SELECT k, window_start, window_end, AVG(v) AS m
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE c_to_f(v) > 50 GROUP BY k, window_start, window_end;",
+        "SELECT k, window_start, window_end, c_to_f(AVG(v)) AS m
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;",
+    ] {
+        let e = crate::pipeline_file::parse(&file, &text(select)).unwrap_err();
+        assert!(
+            e.msg
+                .contains("user function `c_to_f` outside an aggregate")
+                && e.help.contains("AVG(f(v))"),
+            "{e}"
+        );
+    }
+}
+
+/// A SQL update carries its modules: `weir functions embed` appends them as
+/// comment lines, and the text alone then loads, wherever it is; a changed
+/// module is refused.
+#[test]
+fn sql_modules_ride_in_the_update_text() {
+    let d = dir("sql-embed");
+    let text = "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+SELECT k, window_start, window_end, AVG(c_to_f(v)) AS f
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;";
+    let file = d.join("p.sql").display().to_string();
+    // Without the file beside it, the text does not load.
+    assert!(crate::pipeline_file::parse("pipeline update v2", text).is_err());
+    let out = super::embed(&file, text).unwrap();
+    assert!(out.starts_with(text) && out.contains("-- weir:module sha256="));
+    let pf = crate::pipeline_file::parse("pipeline update v2", &out).unwrap();
+    let q = pf.sql.clone().unwrap();
+    let got = q.before_engine(&pf.functions, 0, "k1", 1, &[0.0], |v| v.to_vec());
+    assert_eq!(got, Some(vec![0.0, 32.0]));
+    assert!(super::embed(&file, &out)
+        .unwrap_err()
+        .contains("already embeds"));
+    // One changed byte of the module: refused by its hash.
+    let i = out.find("base64=").unwrap() + "base64=".len() + 20;
+    let mut bad = out.clone().into_bytes();
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let e = crate::pipeline_file::parse("pipeline update v2", &String::from_utf8(bad).unwrap())
+        .unwrap_err();
+    assert!(e.msg.contains("does not match its sha256"), "{e}");
+}

@@ -157,8 +157,26 @@ pub fn load(path: &Path) -> Result<SqlPipeline, ConfigError> {
 pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
     let r = on_big_stack(|| statements(text).and_then(plan::compile));
     let mut p = r.map_err(|e| e.into_config(file))?;
-    attach_functions(file, &mut p).map_err(|e| e.into_config(file))?;
+    let embedded = embedded_modules(text);
+    attach_functions_with(file, &embedded, &mut p).map_err(|e| e.into_config(file))?;
     Ok(p)
+}
+
+/// The line `weir functions embed` appends for each module of a SQL
+/// pipeline: `-- weir:module sha256=<hex> base64=<bytes> <name>` (a
+/// comment, so the text still runs on Flink).
+pub const MODULE_LINE: &str = "-- weir:module ";
+
+/// Modules embedded in SQL text: name → (sha256, base64).
+fn embedded_modules(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let r = l.trim_start().strip_prefix(MODULE_LINE)?;
+            let (sha, r) = r.strip_prefix("sha256=")?.split_once(' ')?;
+            let (b64, name) = r.strip_prefix("base64=")?.split_once(' ')?;
+            Some((name.trim().to_string(), sha.to_string(), b64.to_string()))
+        })
+        .collect()
 }
 
 /// Compiles the user functions a query calls (`CREATE FUNCTION`), their
@@ -167,10 +185,39 @@ pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
 /// # Errors
 /// A module that cannot be read or is not a scalar `f(f64…) -> f64`.
 pub(crate) fn attach_functions(file: &str, p: &mut SqlPipeline) -> Err<()> {
+    attach_functions_with(file, &[], p)
+}
+
+/// Compiles the user functions a query calls (`CREATE FUNCTION`), their
+/// modules read relative to `file`, into the pipeline.
+///
+/// # Errors
+/// A module that cannot be read or is not a scalar `f(f64…) -> f64`.
+fn attach_functions_with(
+    file: &str,
+    embedded: &[(String, String, String)],
+    p: &mut SqlPipeline,
+) -> Err<()> {
     let mut defs = Vec::new();
     for u in &p.udfs {
-        let bytes = crate::functions::read_module(file, &u.module)
-            .map_err(|e| SqlError::at(u.at, e, "the module path is relative to the SQL file"))?;
+        let bytes = match embedded.iter().find(|m| m.0 == u.module) {
+            Some((_, sha, b64)) => {
+                let b = crate::functions::base64_decode(b64).map_err(|e| {
+                    SqlError::at(u.at, format!("embedded module `{}`: {e}", u.module), "embed it again with `weir functions embed`")
+                })?;
+                if crate::functions::sha256_hex(&b) != *sha {
+                    return Err(SqlError::at(
+                        u.at,
+                        format!("embedded module `{}` does not match its sha256", u.module),
+                        "the module's bytes were changed: embed it again with `weir functions embed`",
+                    ));
+                }
+                b
+            }
+            None => crate::functions::read_module(file, &u.module).map_err(|e| {
+                SqlError::at(u.at, e, "the module path is relative to the SQL file (or embed it with `weir functions embed`)")
+            })?,
+        };
         let d = crate::functions::scalar_def(
             &u.id,
             &u.module,

@@ -814,6 +814,13 @@ impl Ctx<'_> {
                     return Err(SqlError::at(at, format!("an aggregate ({}) in WHERE", fname(f)), "filter on aggregates with HAVING"));
                 }
                 let name = fname(f);
+                if self.funcs.iter().any(|d| d.0.eq_ignore_ascii_case(&name)) {
+                    return Err(SqlError::unsupported(
+                        at,
+                        &format!("user function `{}` outside an aggregate (in WHERE, HAVING, a result column or another expression)", f.name),
+                        "the call as an aggregate's argument over numeric columns, e.g. AVG(f(v))",
+                    ));
+                }
                 let func = match name.as_str() {
                     "ABS" => Func::Abs,
                     "SQRT" => Func::Sqrt,
