@@ -42,6 +42,7 @@ impl<'q> Rows<'q> {
     /// Result rows of `q`.
     pub fn new(q: &'q Query) -> Self {
         let direct = q.having.is_none()
+            && q.post.is_empty()
             && q.columns
                 .iter()
                 .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));

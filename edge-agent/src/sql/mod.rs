@@ -222,7 +222,7 @@ fn attach_functions_with(
             &u.id,
             &u.module,
             bytes,
-            0,
+            u.source,
             &u.name,
             u.args.clone(),
             u.output,
@@ -231,6 +231,7 @@ fn attach_functions_with(
         defs.push(d);
     }
     p.pipeline.functions = crate::functions::Functions::from_defs(defs);
+    p.query.functions = p.pipeline.functions.clone();
     Ok(())
 }
 

@@ -26,7 +26,9 @@ impl Query {
     /// Whether rows need the post-window stage: a `HAVING` or a result
     /// column that is not one value of the window row as it is.
     pub fn projects(&self) -> bool {
-        self.having.is_some() || !self.columns.iter().all(|c| matches!(c.expr, Expr::Col(_)))
+        self.having.is_some()
+            || !self.post.is_empty()
+            || !self.columns.iter().all(|c| matches!(c.expr, Expr::Col(_)))
     }
 
     /// Whether samples go through [`Query::keep_sample`] before the engine.
@@ -59,15 +61,33 @@ impl Query {
         for i in 0..self.texts {
             sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
         }
+        let mut failed = false;
         for (j, e) in self.computed.iter().enumerate() {
-            if let Some(v) = values.get_mut(n + j) {
-                *v = match e.eval(sample) {
+            let x = match self.computed_fn.get(j).copied().flatten() {
+                // A user function reads its arguments from `values`.
+                Some(src) => {
+                    self.functions.fill(src, ts, values);
+                    let x = values.get(n + j).copied().unwrap_or(f64::NAN);
+                    failed |= x.is_nan();
+                    x
+                }
+                None => match e.eval(sample) {
                     Value::Num(x) => x,
                     _ => f64::NAN,
-                };
+                },
+            };
+            if let Some(v) = values.get_mut(n + j) {
+                *v = x;
             }
+            sample.push(if x.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(x)
+            });
         }
-        self.filter.as_ref().is_none_or(|f| f.test(sample))
+        // A failed function leaves a NaN: the engine refuses the sample
+        // (counted, dead-lettered) rather than the WHERE dropping it.
+        failed || self.filter.as_ref().is_none_or(|f| f.test(sample))
     }
 
     /// `weir run`'s stage before the engine for one journal record:
@@ -130,6 +150,29 @@ impl Query {
         }
         for &op in &self.flags {
             row.push(Value::Bool(parts.get(op).is_some_and(|p| p.1)));
+        }
+        // User functions over the row, in order (one may read another's
+        // result); a NULL argument gives NULL without a call.
+        for (src, args) in &self.post {
+            let mut v: Vec<f64> = args
+                .iter()
+                .map(|a| match a.eval(row) {
+                    Value::Num(x) => x,
+                    _ => f64::NAN,
+                })
+                .collect();
+            let x = if v.iter().any(|x| x.is_nan()) {
+                f64::NAN
+            } else {
+                v.push(0.0);
+                self.functions.fill(*src, end - 1, &mut v);
+                v[v.len() - 1]
+            };
+            row.push(if x.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(x)
+            });
         }
     }
 
