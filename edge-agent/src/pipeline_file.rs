@@ -29,6 +29,9 @@ pub struct PipelineFile {
     pub mqtt: Vec<Option<MqttSource>>,
     /// User functions in WebAssembly (`[[function]]`, docs/functions.md).
     pub functions: crate::functions::Functions,
+    /// A SQL pipeline's query around the engine (`WHERE` on the key or
+    /// time, `HAVING`, result columns) for `weir run`: `crate::sql::stage`.
+    pub sql: Option<std::sync::Arc<crate::sql::Query>>,
 }
 
 /// Where a source's samples come from over MQTT.
@@ -963,6 +966,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         csv,
         mqtt,
         functions,
+        sql: None,
     })
 }
 

@@ -157,8 +157,8 @@ fn signed_updates_take_sql_the_agent_can_run() {
         w1.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // A WHERE on a text column is applied by weir replay only: the agent
-    // refuses it rather than ignoring it.
+    // A WHERE on a text column other than the key is applied by weir
+    // replay only: the agent refuses it rather than ignoring it.
     let q = d.join("filtered.sql");
     std::fs::write(&q, BIDS).unwrap();
     let sign = |q: &Path| {
@@ -179,12 +179,24 @@ fn signed_updates_take_sql_the_agent_can_run() {
     let out = sign(&q);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("weir run does not apply a WHERE that reads the key"),
+        text(&out.stderr).contains("filtered.sql:7:1: error: weir run does not apply a WHERE")
+            && text(&out.stderr).contains("other than the GROUP BY key"),
         "{}",
         text(&out.stderr)
     );
     // One on a numeric column runs in the engine: the update is signed.
     std::fs::write(&q, BIDS.replace("item <> 'Z'", "price > 1")).unwrap();
+    let out = sign(&q);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // HAVING and computed result columns run in the agent: signed too.
+    let having = BIDS
+        .replace("item <> 'Z'", "price > 1")
+        .replace("SUM(price) AS total_price", "SUM(price) * 2 AS twice")
+        .replace(
+            "GROUP BY window_start, window_end;",
+            "GROUP BY window_start, window_end HAVING COUNT(*) > 1;",
+        );
+    std::fs::write(&q, having).unwrap();
     let out = sign(&q);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

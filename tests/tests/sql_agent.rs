@@ -2,6 +2,7 @@
 //! table's topic, decodes with the table's columns, and publishes the
 //! windows an uninterrupted engine computes for the same plan.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -115,4 +116,128 @@ fn the_agent_runs_a_sql_where_in_the_engine() {
     let s = agent.stop();
     assert_eq!(s.readings, msgs.len() as u64);
     col.assert_matches(&expected);
+}
+
+/// A `WHERE` on the key, `HAVING` and computed result columns, in the
+/// agent: the key filter runs on journal records before the engine, the
+/// rest on window results before they are published, result columns by
+/// name.
+const SQL_HAVING: &str = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (
+  k STRING, t BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+SELECT k AS sensor, window_start, MAX(v) - MIN(v) AS spread,
+       CASE WHEN AVG(v) > 21 THEN 'hot' ELSE 'ok' END AS state, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE k <> 's03'
+GROUP BY k, window_start, window_end
+HAVING MAX(v) - MIN(v) > 1.3;
+";
+
+#[test]
+fn the_agent_runs_sql_having_and_computed_columns() {
+    let pf = weir_agent::pipeline_file::parse("p.sql", SQL_HAVING).expect("weir run takes it");
+    assert!(pf.sql.is_some());
+
+    let msgs = input(20_000, 4, T0);
+    // Which windows fire: the engine on the readings the WHERE keeps.
+    let kept: Vec<Msg> = msgs.iter().filter(|m| m.key != "s03").cloned().collect();
+    let plain = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (
+  k STRING, t BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+SELECT k, window_start, window_end, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;
+";
+    let fired = reference(plain, &kept);
+    // The rows' values by hand: (key, window start) → readings.
+    let mut groups: std::collections::BTreeMap<(String, i64), Vec<f64>> = Default::default();
+    for m in &kept {
+        let start = m.ts - m.ts.rem_euclid(1000);
+        groups.entry((m.key.clone(), start)).or_default().push(m.v);
+    }
+    let mut expected: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut dropped = 0;
+    for ((key, start), vs) in &groups {
+        let id = format!("{GATEWAY}/w/{key}/{start}");
+        if !fired.contains_key(&id) {
+            continue;
+        }
+        let max = vs.iter().cloned().fold(f64::MIN, f64::max);
+        let min = vs.iter().cloned().fold(f64::MAX, f64::min);
+        let mean = vs.iter().sum::<f64>() / vs.len() as f64;
+        if max - min <= 1.3 {
+            dropped += 1;
+            continue;
+        }
+        expected.insert(
+            id.clone(),
+            serde_json::json!({
+                "id": id, "gateway": GATEWAY, "op": "w", "key": key,
+                "start": start, "end": start + 1000, "emission": "final",
+                "sensor": key, "window_start": start, "spread": max - min,
+                "state": if mean > 21.0 { "hot" } else { "ok" }, "n": vs.len(),
+            }),
+        );
+    }
+    assert!(
+        expected.len() > 10 && dropped > 10,
+        "HAVING must keep and drop windows: {} kept, {dropped} dropped",
+        expected.len()
+    );
+    let states: std::collections::HashSet<&str> = expected
+        .values()
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.len(), 2, "both CASE branches: {states:?}");
+
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    let dir = TempDir::new("sql-agent-having");
+    let gw = gateway_file(&dir.0, addr, "");
+    std::fs::write(dir.0.join("pipeline.sql"), SQL_HAVING).unwrap();
+    let text = std::fs::read_to_string(&gw).unwrap();
+    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).unwrap();
+    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    let agent = InProcAgent::start(&gw);
+    agent.wait_subscribed(0);
+    publish_all(addr, &msgs, Duration::from_secs(120));
+    assert!(
+        col.wait_for(expected.len(), Duration::from_secs(120)),
+        "only {} of {} outputs arrived",
+        col.distinct(),
+        expected.len()
+    );
+    wait_until(Duration::from_secs(60), "every reading journaled", || {
+        agent.metrics().readings.load(Relaxed) == msgs.len() as u64
+    });
+    let s = agent.stop();
+    assert_eq!(s.readings, msgs.len() as u64);
+    let got = col.with(|s| {
+        assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
+        s.by_id.clone()
+    });
+    assert_eq!(got.len(), expected.len(), "no more rows than HAVING keeps");
+    for (id, want) in &expected {
+        let payload = got.get(id).unwrap_or_else(|| panic!("row {id} missing"));
+        let g: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let (gm, wm) = (g.as_object().unwrap(), want.as_object().unwrap());
+        assert_eq!(
+            gm.keys().collect::<Vec<_>>(),
+            wm.keys().collect::<Vec<_>>(),
+            "{id}: the envelope and the result columns, by name"
+        );
+        for (k, w) in wm {
+            match (w.as_f64(), g[k].as_f64()) {
+                (Some(w), Some(x)) if k == "spread" => {
+                    assert!((w - x).abs() < 1e-6, "{id}: spread {x}, by hand {w}")
+                }
+                _ => assert_eq!(&g[k], w, "{id}: {k}"),
+            }
+        }
+    }
 }

@@ -400,15 +400,35 @@ impl Functions {
         {
             return f(values);
         }
+        let outputs = self
+            .defs
+            .iter()
+            .filter(|d| d.source == source && matches!(d.kind, Kind::Scalar { .. }))
+            .count();
+        let mut v = values.to_vec();
+        v.resize(values.len() + outputs, 0.0);
+        self.fill(source, ts, &mut v);
+        f(&v)
+    }
+
+    /// Computes the source's scalar functions' fields of `v`, which has
+    /// room for them (a SQL query's computed fields: `crate::sql::stage`).
+    /// A failed or disabled function's field (and those after it) is NaN,
+    /// as in [`Functions::with_values`].
+    pub fn fill(&self, source: usize, ts: i64, v: &mut [f64]) {
+        if !self
+            .defs
+            .iter()
+            .any(|d| d.source == source && matches!(d.kind, Kind::Scalar { .. }))
+        {
+            return;
+        }
         let mut live = lock(&self.live);
         if live.len() <= source {
             live.resize_with(source + 1, || None);
         }
         let sc = live[source].get_or_insert_with(|| self.scalars(source));
-        let outputs = sc.fns.len();
-        let mut v = values.to_vec();
-        v.resize(values.len() + outputs, 0.0);
-        if let Err(i) = sc.apply(ts, &mut v) {
+        if let Err(i) = sc.apply(ts, v) {
             for s in &sc.fns[i..] {
                 if let Kind::Scalar { output, .. } = s.def.kind {
                     if let Some(x) = v.get_mut(output) {
@@ -417,8 +437,6 @@ impl Functions {
                 }
             }
         }
-        drop(live);
-        f(&v)
     }
 
     /// The keyed function whose operator id is `id`.
@@ -974,6 +992,9 @@ mod tests;
 /// The pipeline does not parse, already embeds modules, or a module cannot
 /// be read.
 pub fn embed(file: &str, text: &str) -> Result<String, String> {
+    if crate::sql::looks_like_sql(file, text) {
+        return embed_sql(file, text);
+    }
     let pf = crate::pipeline_file::parse(file, text).map_err(|e| e.to_string())?;
     let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     if table.contains_key("modules") {
@@ -998,5 +1019,42 @@ pub fn embed(file: &str, text: &str) -> Result<String, String> {
     }
     // The result must load without the files.
     crate::pipeline_file::parse("embedded.toml", &out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// [`embed`] for SQL text: a comment line per module
+/// ([`crate::sql::MODULE_LINE`]), which `CREATE FUNCTION` then reads
+/// instead of the file.
+fn embed_sql(file: &str, text: &str) -> Result<String, String> {
+    if text
+        .lines()
+        .any(|l| l.trim_start().starts_with(crate::sql::MODULE_LINE))
+    {
+        return Err(format!("{file}: already embeds its modules"));
+    }
+    let p = crate::sql::parse(file, text).map_err(|e| e.to_string())?;
+    let mut out = text.trim_end().to_string();
+    out.push_str("\n\n-- User-function modules, embedded by `weir functions embed`.\n");
+    let mut done = std::collections::BTreeSet::new();
+    for d in &p.pipeline.functions.defs {
+        if !done.insert(d.module_path.clone()) {
+            continue;
+        }
+        if d.module_path.contains(['\n', '\r']) {
+            return Err(format!(
+                "{file}: module name {:?} holds a line break",
+                d.module_path
+            ));
+        }
+        out.push_str(&format!(
+            "{}sha256={} base64={} {}\n",
+            crate::sql::MODULE_LINE,
+            sha256_hex(&d.module),
+            base64_encode(&d.module),
+            d.module_path
+        ));
+    }
+    // The result must load without the files.
+    crate::sql::parse("embedded.sql", &out).map_err(|e| e.to_string())?;
     Ok(out)
 }

@@ -520,10 +520,11 @@ GROUP BY k, window_start, window_end;",
     }
     assert!(rows > 20, "{out}");
     assert_eq!(p.pipeline.functions.report()[0].1.calls, 200);
-    // Only numeric columns as arguments; an unknown module is an error.
-    let e = sql(&d, "SELECT k, window_start, SUM(c_to_f(v + 1)) AS f FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND)) GROUP BY k, window_start, window_end;")
-        .unwrap_err();
-    assert!(e.contains("argument of user function"), "{e}");
+    // An expression as the argument: computed first. An unknown language
+    // is an error.
+    let p = sql(&d, "SELECT k, window_start, SUM(c_to_f(v + 1)) AS f FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND)) GROUP BY k, window_start, window_end;")
+        .unwrap();
+    assert_eq!(p.query.computed.len(), 2);
     let e =
         crate::sql::parse("p.sql", "CREATE FUNCTION f AS 'x.wasm' LANGUAGE PYTHON;").unwrap_err();
     assert!(e.to_string().contains("LANGUAGE PYTHON"), "{e}");
@@ -565,4 +566,190 @@ fn weir_run_completes_decoded_values_with_scalar_outputs_or_nan() {
         });
     assert_eq!(r, Err(weir_core::prelude::Reject::NonFinite));
     assert_eq!(bad.functions.failures(), 2);
+}
+
+/// A user function under an aggregate in `weir run` and updates: the agent
+/// computes its field on each journal record before the engine, as replay
+/// does; elsewhere in an expression it is refused, by name.
+#[test]
+fn sql_functions_under_aggregates_run_in_the_agent() {
+    let d = dir("sql-run");
+    let text = |select: &str| {
+        format!(
+            "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+{select}"
+        )
+    };
+    let file = d.join("p.sql").display().to_string();
+    let pf = crate::pipeline_file::parse(
+        &file,
+        &text(
+            "SELECT k, window_start, window_end, AVG(c_to_f(v)) AS f
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;",
+        ),
+    )
+    .unwrap();
+    let q = pf
+        .sql
+        .clone()
+        .expect("the field is computed before the engine");
+    let got = q.before_engine(&pf.functions, 0, "k1", 1, &[100.0], |v| v.to_vec());
+    assert_eq!(got, Some(vec![100.0, 212.0]));
+    assert_eq!(pf.functions.report()[0].1.calls, 1);
+}
+
+/// The query with `c_to_f` and the same query with its arithmetic give
+/// the same rows, in every position: WHERE, an expression's argument,
+/// under an aggregate, over aggregates in a result column and HAVING.
+const EVERY_POSITION: &str = "SELECT k, window_start, c_to_f(AVG(v)) AS mf, AVG(c_to_f(v)) AS fm,
+       MAX(c_to_f(v + 1) - 1) AS hi, COUNT(*) AS n, c_to_f(c_to_f(MIN(v))) AS ff
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE c_to_f(v) > 30
+GROUP BY k, window_start, window_end
+HAVING c_to_f(MAX(v)) > 60;";
+
+fn arithmetic(q: &str) -> String {
+    // c_to_f(x) = x * 1.8 + 32, written out (the nested call first).
+    q.replace("c_to_f(c_to_f(MIN(v)))", "((MIN(v) * 1.8 + 32) * 1.8 + 32)")
+        .replace("c_to_f(AVG(v))", "(AVG(v) * 1.8 + 32)")
+        .replace("c_to_f(v + 1)", "((v + 1) * 1.8 + 32)")
+        .replace("c_to_f(v)", "(v * 1.8 + 32)")
+        .replace("c_to_f(MAX(v))", "(MAX(v) * 1.8 + 32)")
+}
+
+#[test]
+fn sql_functions_in_every_position_in_replay() {
+    let d = dir("sql-every");
+    let r = readings(600);
+    let rows = |q: &str| {
+        let p = sql(&d, q).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        crate::sql::exec::replay(&p, csv(&r).as_bytes(), &mut out, |b, _| {
+            panic!("bad row {}: {}", b.line, b.error)
+        })
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .map(|l| {
+                // Doubles to 4 decimals: the two sides round differently.
+                l.split(',')
+                    .map(|c| match c.parse::<f64>() {
+                        Ok(x) if c.contains('.') => format!("{x:.4}"),
+                        _ => c.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect::<Vec<_>>()
+    };
+    let with_fn = rows(EVERY_POSITION);
+    let by_hand = rows(&arithmetic(EVERY_POSITION));
+    assert!(!arithmetic(EVERY_POSITION).contains("c_to_f"));
+    assert_eq!(with_fn, by_hand);
+    // HAVING keeps some windows and drops others; WHERE drops readings.
+    let all = rows("SELECT k, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND)) GROUP BY k, window_start, window_end;");
+    assert!(
+        with_fn.len() > 10 && with_fn.len() < all.len(),
+        "{} of {}",
+        with_fn.len(),
+        all.len()
+    );
+}
+
+#[test]
+fn sql_functions_in_every_position_in_the_agent() {
+    let d = dir("sql-every-run");
+    let file = d.join("p.sql").display().to_string();
+    let text = |select: &str| {
+        format!(
+            "SET 'pipeline.name' = 'q';
+CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+{select}"
+        )
+    };
+    let r = readings(600);
+    let published = |q: &str| {
+        let pf = crate::pipeline_file::parse(&file, &text(q)).unwrap_or_else(|e| panic!("{e}"));
+        let enc = crate::run::output::OutputEncoder::for_pipeline(
+            "gw",
+            "weir",
+            crate::gateway::OutputFormat::Json,
+            &pf,
+        );
+        let stage = pf.sql.clone().expect("a stage");
+        let mut engine = pf.spec.clone().build().unwrap();
+        let mut out = Vec::new();
+        for (lsn, (k, ts, v)) in r.iter().enumerate() {
+            let _ = stage.before_engine(&pf.functions, 0, k, *ts, &[*v], |x| {
+                engine.handle_sample(*ts, 0, k, *ts, x)
+            });
+            while let Some(o) = engine.poll_output() {
+                let key = match &o {
+                    weir_core::output::Output::Window(w) => engine.key_name(w.key).to_string(),
+                    _ => String::new(),
+                };
+                enc.encode(&o, &key, lsn as u64, true, &mut out);
+            }
+        }
+        out.iter()
+            .map(|e| {
+                let mut v: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+                for x in v.as_object_mut().unwrap().values_mut() {
+                    if let Some(f) = x.as_f64().filter(|_| x.is_f64()) {
+                        *x = serde_json::json!((f * 1e4).round() / 1e4);
+                    }
+                }
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    let with_fn = published(EVERY_POSITION);
+    let by_hand = published(&arithmetic(EVERY_POSITION));
+    assert!(with_fn.len() > 10, "{}", with_fn.len());
+    assert_eq!(with_fn, by_hand);
+    assert!(with_fn[0]["mf"].is_number() && with_fn[0]["ff"].is_number());
+}
+
+/// A SQL update carries its modules: `weir functions embed` appends them as
+/// comment lines, and the text alone then loads, wherever it is; a changed
+/// module is refused.
+#[test]
+fn sql_modules_ride_in_the_update_text() {
+    let d = dir("sql-embed");
+    let text = "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;
+CREATE TABLE s (k STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+SELECT k, window_start, window_end, AVG(c_to_f(v)) AS f
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;";
+    let file = d.join("p.sql").display().to_string();
+    // Without the file beside it, the text does not load.
+    assert!(crate::pipeline_file::parse("pipeline update v2", text).is_err());
+    let out = super::embed(&file, text).unwrap();
+    assert!(out.starts_with(text) && out.contains("-- weir:module sha256="));
+    let pf = crate::pipeline_file::parse("pipeline update v2", &out).unwrap();
+    let q = pf.sql.clone().unwrap();
+    let got = q.before_engine(&pf.functions, 0, "k1", 1, &[0.0], |v| v.to_vec());
+    assert_eq!(got, Some(vec![0.0, 32.0]));
+    assert!(super::embed(&file, &out)
+        .unwrap_err()
+        .contains("already embeds"));
+    // One changed byte of the module: refused by its hash.
+    let i = out.find("base64=").unwrap() + "base64=".len() + 20;
+    let mut bad = out.clone().into_bytes();
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let e = crate::pipeline_file::parse("pipeline update v2", &String::from_utf8(bad).unwrap())
+        .unwrap_err();
+    assert!(e.msg.contains("does not match its sha256"), "{e}");
 }

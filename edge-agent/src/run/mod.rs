@@ -517,7 +517,7 @@ impl Agent {
             .clone()
             .build()
             .map_err(|e| RunError::Config(format!("{}: {e}", cfg.pipeline.display())))?;
-        let enc = OutputEncoder::new(&cfg.id, &cfg.prefix, cfg.output_format, &pf.spec);
+        let enc = OutputEncoder::for_pipeline(&cfg.id, &cfg.prefix, cfg.output_format, &pf);
         let own_prefix = enc.own_prefix();
         let tx = chan.as_ref().expect("a channel to build on").0.clone();
         let (ingest, p1) = mqtt::connect(
@@ -670,7 +670,7 @@ impl Agent {
                 id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
             }
             if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
-                let _ = feed(&mut self.engine, &self.pf.functions, &s);
+                let _ = feed(&mut self.engine, &self.pf, &s);
                 self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
             }
             last = lsn;
@@ -968,7 +968,7 @@ impl Agent {
                     *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
                 }
             }
-            if let Err(rej) = feed(&mut self.engine, &self.pf.functions, &s) {
+            if let Err(rej) = feed(&mut self.engine, &self.pf, &s) {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 let (topic, payload) = g.topics.get(r.msg as usize).cloned().unwrap_or_default();
                 let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
@@ -1736,11 +1736,11 @@ impl Agent {
         self.decoders = decoders;
         self.routes = routes;
         self.topic_cache.clear();
-        self.em.enc = OutputEncoder::new(
+        self.em.enc = OutputEncoder::for_pipeline(
             &self.cfg.id,
             &self.cfg.prefix,
             self.cfg.output_format,
-            &pf.spec,
+            &pf,
         );
         if let Some(c) = &mut self.em.cloud {
             c.set_pipeline(&pf.spec);
@@ -2338,16 +2338,19 @@ impl Signals {
     }
 }
 
-/// Offers one journal record to the engine (through the source's scalar
-/// user functions, if it has any: crate::functions).
-fn feed(
-    engine: &mut Engine,
-    fns: &crate::functions::Functions,
-    s: &Sample<'_>,
-) -> Result<(), Reject> {
+/// Offers one journal record to the engine (through a SQL query's stage
+/// before the engine and the source's scalar user functions, if it has
+/// any: crate::sql::stage, crate::functions).
+fn feed(engine: &mut Engine, pf: &PipelineFile, s: &Sample<'_>) -> Result<(), Reject> {
+    let fns = &pf.functions;
     if s.source == TICK_SOURCE {
         engine.handle_time(s.now);
         Ok(())
+    } else if let Some(q) = pf.sql.as_deref().filter(|q| q.filters_before_engine()) {
+        q.before_engine(fns, s.source as usize, s.key, s.ts, s.values, |v| {
+            engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
+        })
+        .unwrap_or(Ok(()))
     } else {
         fns.with_values(s.source as usize, s.ts, s.values, |v| {
             engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)

@@ -18,8 +18,20 @@
 //! `{"id":…,"gateway":…,"op":…,"key":…,"ts":…,"value":…,"score":…,"anomaly":true}`
 //! (scores); floats with 6 decimals, as `weir replay` writes them. CBOR
 //! payloads are the same map.
+//!
+//! A SQL query with `HAVING` or computed result columns publishes its
+//! result rows instead ([`crate::sql::stage`]): the operators' results for
+//! one key and window joined into one row, dropped unless it passes
+//! `HAVING`, with id `<gateway>/<pipeline>/<key>/<window start>` and
+//! `{"id":…,"gateway":…,"op":<pipeline>,"key":…,"start":…,"end":…,
+//! "emission":…,"<result column>":…,…}` (timestamps as epoch ms, `INT` /
+//! `BIGINT` as integers, `NULL` as null); it is also an alert when one of
+//! its detectors flagged the window.
 
-use weir_core::output::{Emission, Output};
+use std::sync::{Arc, Mutex};
+
+use weir_core::expr::Value;
+use weir_core::output::{Emission, Output, WindowResult};
 use weir_core::spec::{OperatorKind, PipelineSpec};
 
 use crate::gateway::OutputFormat;
@@ -60,6 +72,20 @@ pub struct OutputEncoder {
     prefix: String,
     format: OutputFormat,
     ops: Vec<OpNames>,
+    /// A SQL query whose result rows are published instead of the
+    /// operators' windows, with the pipeline's name and the join state.
+    query: Option<SqlRows>,
+}
+
+/// The post-window stage of a SQL query in the agent.
+#[derive(Debug)]
+struct SqlRows {
+    q: Arc<crate::sql::Query>,
+    name: String,
+    /// Windows of one row come from one record's outputs (see
+    /// [`crate::sql::stage::Join`]); behind a lock because encoding
+    /// takes `&self`.
+    join: Mutex<crate::sql::stage::Join>,
 }
 
 impl std::fmt::Debug for OpNames {
@@ -114,6 +140,7 @@ enum Val<'a> {
     F(f64),
     U(u64),
     B(bool),
+    Null,
 }
 
 /// A tiny map writer for both formats.
@@ -136,6 +163,7 @@ impl MapOut<'_> {
                     Val::U(u) => push_u64(self.b, u),
                     Val::F(f) => json_f64(self.b, f),
                     Val::B(x) => self.b.extend_from_slice(if x { b"true" } else { b"false" }),
+                    Val::Null => self.b.extend_from_slice(b"null"),
                 }
             }
             OutputFormat::Cbor => {
@@ -146,6 +174,7 @@ impl MapOut<'_> {
                     Val::U(u) => e.u64(u),
                     Val::F(f) => e.f64(f),
                     Val::B(x) => e.bool(x),
+                    Val::Null => e.null(),
                 });
                 // Writing to a Vec cannot fail.
                 debug_assert!(r.is_ok());
@@ -203,7 +232,25 @@ impl OutputEncoder {
             prefix: prefix.into(),
             format,
             ops,
+            query: None,
         }
+    }
+
+    /// An encoder for a loaded pipeline: a SQL query with `HAVING` or
+    /// computed result columns publishes its result rows.
+    pub fn for_pipeline(
+        gateway: &str,
+        prefix: &str,
+        format: OutputFormat,
+        pf: &crate::pipeline_file::PipelineFile,
+    ) -> Self {
+        let mut e = Self::new(gateway, prefix, format, &pf.spec);
+        e.query = pf.sql.clone().filter(|q| q.projects()).map(|q| SqlRows {
+            q,
+            name: pf.spec.name.clone(),
+            join: Mutex::default(),
+        });
+        e
     }
 
     /// The topic prefix of this gateway's own outputs (`<prefix>/<gateway>/`).
@@ -229,6 +276,7 @@ impl OutputEncoder {
     /// outputs (unflagged scores, late samples) none.
     pub fn encode(&self, o: &Output, key: &str, lsn: u64, windows: bool, out: &mut Vec<Encoded>) {
         match o {
+            Output::Window(w) if self.query.is_some() => self.encode_row(w, key, lsn, windows, out),
             Output::Window(w) => {
                 let op = &self.ops[w.op as usize];
                 let update = w.emission == Emission::Update;
@@ -343,6 +391,91 @@ impl OutputEncoder {
         }
     }
 
+    /// A SQL query's result row, once every operator has given its window.
+    fn encode_row(
+        &self,
+        w: &WindowResult,
+        key: &str,
+        lsn: u64,
+        windows: bool,
+        out: &mut Vec<Encoded>,
+    ) {
+        let Some(sq) = &self.query else { return };
+        let q = &*sq.q;
+        let mut join = sq.join.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Some((flagged, values))) = join.offer(q, key, w, |parts| {
+            let flagged = q.flags.iter().any(|&op| parts.get(op).is_some_and(|p| p.1));
+            let mut row = Vec::new();
+            q.window_row(key, w.start, w.end, parts, &mut row);
+            if !q.passes(&row) {
+                return None;
+            }
+            let mut values = Vec::new();
+            q.project(&row, &mut values);
+            Some((flagged, values))
+        }) else {
+            return;
+        };
+        drop(join);
+        if !windows && !flagged {
+            return;
+        }
+        let update = w.emission == Emission::Update;
+        let id = if update {
+            format!("{}/{}/{}/{}/u{}", self.gateway, sq.name, key, w.start, lsn)
+        } else {
+            format!("{}/{}/{}/{}", self.gateway, sq.name, key, w.start)
+        };
+        let mut payload = Vec::with_capacity(256);
+        let mut m = self.begin(&mut payload);
+        m.field("id", Val::Str(&id));
+        m.field("gateway", Val::Str(&self.gateway));
+        m.field("op", Val::Str(&sq.name));
+        m.field("key", Val::Str(key));
+        m.field("start", Val::I(w.start));
+        m.field("end", Val::I(w.end));
+        m.field(
+            "emission",
+            Val::Str(if update { "update" } else { "final" }),
+        );
+        for (c, v) in q.columns.iter().zip(&values) {
+            let val = match v {
+                Value::Null => Val::Null,
+                Value::Bool(b) => Val::B(*b),
+                Value::Str(s) => Val::Str(s),
+                Value::Ts(t) => Val::I(*t),
+                Value::Num(x)
+                    if matches!(
+                        c.ty,
+                        crate::sql::ddl::SqlType::Int | crate::sql::ddl::SqlType::BigInt
+                    ) && x.fract() == 0.0
+                        && x.abs() < 9.0e15 =>
+                {
+                    Val::I(*x as i64)
+                }
+                Value::Num(x) => Val::F(*x),
+            };
+            m.field(&c.name, val);
+        }
+        m.finish();
+        if flagged {
+            out.push(Encoded {
+                topic: self.topic(Channel::Alerts, key),
+                id: id.clone(),
+                channel: Channel::Alerts,
+                payload: payload.clone(),
+            });
+        }
+        if windows {
+            out.push(Encoded {
+                topic: self.topic(Channel::Windows, key),
+                id,
+                channel: Channel::Windows,
+                payload,
+            });
+        }
+    }
+
     fn topic(&self, ch: Channel, key: &str) -> String {
         let kind = match ch {
             Channel::Windows => "windows",
@@ -451,6 +584,92 @@ mod tests {
             let top = j["top"].as_str().unwrap();
             assert!(top.contains("vib1") || top.contains("temp"), "{j}");
             assert!(j["contrib_vib1"].is_number() && j["contrib_rpm"].is_number());
+        }
+    }
+
+    /// A SQL query with WHERE on the key, HAVING and computed result
+    /// columns over two operators: the agent publishes the joined rows that
+    /// pass HAVING, result columns by name, values by hand.
+    #[test]
+    fn sql_rows_are_joined_filtered_and_projected() {
+        const T0: i64 = 1_700_000_000_000;
+        let sql = "SET 'pipeline.name' = 'q';
+CREATE TABLE s (sensor STRING, ts BIGINT, t DOUBLE, h DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+SELECT sensor, window_start, MAX(t) - MIN(t) AS spread,
+       CASE WHEN AVG(t) > 80 THEN 'hot' ELSE 'ok' END AS state,
+       AVG(h) AS h_mean, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE sensor <> 'skip'
+GROUP BY sensor, window_start, window_end
+HAVING COUNT(*) >= 2;";
+        let pf = crate::pipeline_file::parse("q.sql", sql).unwrap();
+        assert_eq!(pf.spec.operators.len(), 2, "t and h: two operators");
+        let q = pf.sql.clone().unwrap();
+        for format in [OutputFormat::Json, OutputFormat::Cbor] {
+            let enc = OutputEncoder::for_pipeline("gw", "weir", format, &pf);
+            let mut engine = pf.spec.clone().build().unwrap();
+            let mut out = Vec::new();
+            let samples = [
+                ("p1", 0, 70.0, 10.0),
+                ("skip", 100, 1.0, 1.0),
+                ("p2", 100, 50.0, 5.0),
+                ("skip", 200, 2.0, 1.0),
+                ("p1", 500, 90.0, 30.0),
+                ("p1", 1000, 85.0, 1.0),
+                ("p1", 1200, 95.0, 3.0),
+                ("p1", 10_000, 1.0, 1.0),
+            ];
+            for (lsn, (key, dt, t, h)) in samples.into_iter().enumerate() {
+                let ts = T0 + dt;
+                q.before_engine(&pf.functions, 0, key, ts, &[t, h], |v| {
+                    engine.handle_sample(ts, 0, key, ts, v).unwrap()
+                });
+                while let Some(o) = engine.poll_output() {
+                    let key = match &o {
+                        Output::Window(w) => engine.key_name(w.key).to_string(),
+                        _ => String::new(),
+                    };
+                    enc.encode(&o, &key, lsn as u64, true, &mut out);
+                }
+            }
+            // p2's window has one reading (HAVING drops it); `skip` never
+            // reaches the engine.
+            assert_eq!(engine.key_count(), 2);
+            let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                [format!("gw/q/p1/{T0}"), format!("gw/q/p1/{}", T0 + 1000)]
+            );
+            assert!(out.iter().all(|e| e.channel == Channel::Windows));
+            if format == OutputFormat::Cbor {
+                let mut d = minicbor::Decoder::new(&out[0].payload);
+                assert_eq!(d.map().unwrap(), None);
+                continue;
+            }
+            let rows: Vec<serde_json::Value> = out
+                .iter()
+                .map(|e| serde_json::from_slice(&e.payload).unwrap())
+                .collect();
+            let want = [
+                serde_json::json!({"id": format!("gw/q/p1/{T0}"), "gateway": "gw", "op": "q",
+                    "key": "p1", "start": T0, "end": T0 + 1000, "emission": "final",
+                    "sensor": "p1", "window_start": T0, "spread": 20.0, "state": "ok",
+                    "h_mean": 20.0, "n": 2}),
+                serde_json::json!({"id": format!("gw/q/p1/{}", T0 + 1000), "gateway": "gw",
+                    "op": "q", "key": "p1", "start": T0 + 1000, "end": T0 + 2000,
+                    "emission": "final", "sensor": "p1", "window_start": T0 + 1000,
+                    "spread": 10.0, "state": "hot", "h_mean": 2.0, "n": 2}),
+            ];
+            assert_eq!(rows, want);
+            // Result columns in the query's order, after the envelope.
+            let text = String::from_utf8(out[0].payload.clone()).unwrap();
+            assert!(
+                text.ends_with(r#""sensor":"p1","window_start":1700000000000,"spread":20.000000,"state":"ok","h_mean":20.000000,"n":2}"#),
+                "{text}"
+            );
         }
     }
 }

@@ -46,6 +46,7 @@ impl<'q> Rows<'q> {
     /// Result rows of `q`.
     pub fn new(q: &'q Query) -> Self {
         let direct = q.having.is_none()
+            && q.post.is_empty()
             && q.columns
                 .iter()
                 .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)));
@@ -57,7 +58,7 @@ impl<'q> Rows<'q> {
             direct,
             ts_cache: [(i64::MIN, [0; 23]); 2],
             ts_next: 0,
-            keep_all: q.filter.is_none() && q.computed.is_empty(),
+            keep_all: !q.filters_before_engine(),
         }
     }
 
@@ -90,36 +91,6 @@ impl<'q> Rows<'q> {
             slot
         };
         b.extend_from_slice(&self.ts_cache[slot].1);
-    }
-
-    /// [`Results::keep`] with a filter or computed fields.
-    #[inline(never)]
-    fn filter(&mut self, key: &str, ts: i64, values: &mut [f64], texts: &TextFields<'_>) -> bool {
-        let q = self.q;
-        let n = q.columns_in.min(values.len());
-        self.sample.clear();
-        self.sample.push(Value::Str(key.to_string()));
-        self.sample.push(Value::Ts(ts));
-        self.sample
-            .extend(values[..n].iter().map(|v| Value::Num(*v)));
-        for i in 0..q.texts {
-            self.sample.push(
-                texts
-                    .get(i)
-                    .map_or(Value::Null, |t| Value::Str(t.to_string())),
-            );
-        }
-        for (j, e) in q.computed.iter().enumerate() {
-            if let Some(v) = values.get_mut(n + j) {
-                // NULL (or a non-number) makes the sample non-finite: the
-                // engine refuses it and it is counted as a bad row.
-                *v = match e.eval(&self.sample) {
-                    Value::Num(x) => x,
-                    _ => f64::NAN,
-                };
-            }
-        }
-        q.filter.as_ref().is_none_or(|f| f.test(&self.sample))
     }
 
     fn emit(
@@ -171,27 +142,8 @@ impl<'q> Rows<'q> {
             return;
         }
         let mut row = std::mem::take(&mut self.row);
-        row.clear();
-        row.push(if q.keyed {
-            Value::Str(key.to_string())
-        } else {
-            Value::Null
-        });
-        row.push(Value::Ts(w.start));
-        row.push(Value::Ts(w.end));
-        row.push(Value::Ts(w.end - 1));
-        for i in 0..nslots {
-            let v = slot(i);
-            row.push(if v.is_nan() {
-                Value::Null
-            } else {
-                Value::Num(v)
-            });
-        }
-        for &op in &q.flags {
-            row.push(Value::Bool(parts[op].1));
-        }
-        if q.having.as_ref().is_none_or(|h| h.test(&row)) {
+        q.window_row(key, w.start, w.end, parts, &mut row);
+        if q.passes(&row) {
             sum.windows += 1;
             for (i, c) in q.columns.iter().enumerate() {
                 if i > 0 {
@@ -212,7 +164,10 @@ impl Results for Rows<'_> {
     #[inline(always)]
     fn keep(&mut self, key: &str, ts: i64, values: &mut [f64], texts: &TextFields<'_>) -> bool {
         // Inlined up to here: without a WHERE, no call per sample.
-        self.keep_all || self.filter(key, ts, values, texts)
+        self.keep_all
+            || self
+                .q
+                .keep_sample(key, ts, values, |i| texts.get(i), &mut self.sample)
     }
 
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {

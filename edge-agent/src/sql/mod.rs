@@ -21,6 +21,7 @@ pub mod dialect;
 pub mod exec;
 pub mod plan;
 pub mod shell;
+pub mod stage;
 
 use std::path::Path;
 
@@ -156,8 +157,26 @@ pub fn load(path: &Path) -> Result<SqlPipeline, ConfigError> {
 pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
     let r = on_big_stack(|| statements(text).and_then(plan::compile));
     let mut p = r.map_err(|e| e.into_config(file))?;
-    attach_functions(file, &mut p).map_err(|e| e.into_config(file))?;
+    let embedded = embedded_modules(text);
+    attach_functions_with(file, &embedded, &mut p).map_err(|e| e.into_config(file))?;
     Ok(p)
+}
+
+/// The line `weir functions embed` appends for each module of a SQL
+/// pipeline: `-- weir:module sha256=<hex> base64=<bytes> <name>` (a
+/// comment, so the text still runs on Flink).
+pub const MODULE_LINE: &str = "-- weir:module ";
+
+/// Modules embedded in SQL text: name → (sha256, base64).
+fn embedded_modules(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let r = l.trim_start().strip_prefix(MODULE_LINE)?;
+            let (sha, r) = r.strip_prefix("sha256=")?.split_once(' ')?;
+            let (b64, name) = r.strip_prefix("base64=")?.split_once(' ')?;
+            Some((name.trim().to_string(), sha.to_string(), b64.to_string()))
+        })
+        .collect()
 }
 
 /// Compiles the user functions a query calls (`CREATE FUNCTION`), their
@@ -166,15 +185,44 @@ pub fn parse(file: &str, text: &str) -> Result<SqlPipeline, ConfigError> {
 /// # Errors
 /// A module that cannot be read or is not a scalar `f(f64…) -> f64`.
 pub(crate) fn attach_functions(file: &str, p: &mut SqlPipeline) -> Err<()> {
+    attach_functions_with(file, &[], p)
+}
+
+/// Compiles the user functions a query calls (`CREATE FUNCTION`), their
+/// modules read relative to `file`, into the pipeline.
+///
+/// # Errors
+/// A module that cannot be read or is not a scalar `f(f64…) -> f64`.
+fn attach_functions_with(
+    file: &str,
+    embedded: &[(String, String, String)],
+    p: &mut SqlPipeline,
+) -> Err<()> {
     let mut defs = Vec::new();
     for u in &p.udfs {
-        let bytes = crate::functions::read_module(file, &u.module)
-            .map_err(|e| SqlError::at(u.at, e, "the module path is relative to the SQL file"))?;
+        let bytes = match embedded.iter().find(|m| m.0 == u.module) {
+            Some((_, sha, b64)) => {
+                let b = crate::functions::base64_decode(b64).map_err(|e| {
+                    SqlError::at(u.at, format!("embedded module `{}`: {e}", u.module), "embed it again with `weir functions embed`")
+                })?;
+                if crate::functions::sha256_hex(&b) != *sha {
+                    return Err(SqlError::at(
+                        u.at,
+                        format!("embedded module `{}` does not match its sha256", u.module),
+                        "the module's bytes were changed: embed it again with `weir functions embed`",
+                    ));
+                }
+                b
+            }
+            None => crate::functions::read_module(file, &u.module).map_err(|e| {
+                SqlError::at(u.at, e, "the module path is relative to the SQL file (or embed it with `weir functions embed`)")
+            })?,
+        };
         let d = crate::functions::scalar_def(
             &u.id,
             &u.module,
             bytes,
-            0,
+            u.source,
             &u.name,
             u.args.clone(),
             u.output,
@@ -183,6 +231,7 @@ pub(crate) fn attach_functions(file: &str, p: &mut SqlPipeline) -> Err<()> {
         defs.push(d);
     }
     p.pipeline.functions = crate::functions::Functions::from_defs(defs);
+    p.query.functions = p.pipeline.functions.clone();
     Ok(())
 }
 
@@ -238,66 +287,71 @@ pub fn looks_like_sql(file: &str, text: &str) -> bool {
     ) && after.is_some_and(char::is_whitespace)
 }
 
-/// Parses SQL text for `weir run` and signed updates: the engine's plan.
-/// The agent publishes window results in its own envelope, so a query it
-/// runs must select only the key, window columns, aggregates and detector
-/// flags; `HAVING`, computed result columns and a `WHERE` on the key, time
-/// or text columns are applied by `weir replay` only, and are refused here
+/// Envelope fields of the agent's window messages (`run/output.rs`): a
+/// result column the agent publishes by name must not take one of them.
+pub const ENVELOPE: [&str; 7] = ["id", "gateway", "op", "key", "start", "end", "emission"];
+
+/// Parses SQL text for `weir run` and signed updates: the engine's plan,
+/// with the query around it ([`PipelineFile::sql`]): the agent applies a
+/// `WHERE` or aggregated expression on the key or the time before the
+/// engine, and `HAVING` and computed result columns to window results
+/// before it publishes them ([`stage`]). What it cannot apply is refused
 /// rather than ignored (see [`SqlPipeline::agent_can_run`]).
 ///
 /// # Errors
 /// As [`parse`], and a query `weir run` cannot apply.
 pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
     let p = parse(file, text)?;
-    if let Err(msg) = p.agent_can_run() {
-        return Err(ConfigError {
-            file: file.to_string(),
-            line: 0,
-            col: 0,
-            msg,
-            help: "for weir run, select only the key, window_start/window_end, aggregates and EWMA_Z flags, and filter on numeric columns".into(),
-        });
+    if let Err((msg, help)) = p.agent_check() {
+        return Err(SqlError::at(p.query.at, msg, help).into_config(file));
     }
-    Ok(p.pipeline)
+    let mut pf = p.pipeline;
+    if p.query.projects() || p.query.filters_before_engine() {
+        pf.sql = Some(std::sync::Arc::new(p.query));
+    }
+    Ok(pf)
 }
 
 impl SqlPipeline {
-    /// Whether `weir run` can apply the whole query. `WHERE` and
-    /// aggregates over expressions run in the engine when they read only
-    /// numeric columns; the agent publishes window results in its own
-    /// envelope, so `HAVING` and computed result columns are not applied
-    /// yet, nor a `WHERE` or an aggregated expression that reads the key,
-    /// the time or a text column (the engine sees only numeric fields).
+    /// Whether `weir run` can apply the whole query. The agent's decoder
+    /// reads the key, the time and the numeric columns, so a `WHERE` or an
+    /// aggregated expression that reads another text column runs in
+    /// `weir replay` and `weir sql` only; a result column the agent
+    /// publishes by name must not be named like a field of its envelope.
     ///
     /// # Errors
-    /// What it cannot apply.
+    /// What it cannot apply, where, and what to do.
     pub fn agent_can_run(&self) -> Result<(), String> {
+        self.agent_check()
+            .map_err(|(msg, help)| format!("{msg}; {help}"))
+    }
+
+    /// [`SqlPipeline::agent_can_run`]: what is wrong and what to do.
+    fn agent_check(&self) -> Result<(), (String, String)> {
         let q = &self.query;
-        let mut not = Vec::new();
-        if q.filter.is_some() {
-            not.push("a WHERE that reads the key, the time or a text column (a WHERE over numeric columns runs)");
+        if q.texts > 0 {
+            return Err((
+                "weir run does not apply a WHERE or aggregated expression that reads a STRING or BOOLEAN column other than the GROUP BY key (the agent decodes only the key, the time and numeric columns; weir replay applies it)".into(),
+                "the nearest supported construct: a condition on the key column (=, <>, LIKE, IN), the time or numeric columns (see docs/sql.md)".into(),
+            ));
         }
-        if !q.computed.is_empty() {
-            not.push("an aggregated expression that reads the key, the time or a text column (one over numeric columns runs)");
+        if q.projects() {
+            if let Some(c) = q
+                .columns
+                .iter()
+                .find(|c| ENVELOPE.iter().any(|e| c.name.eq_ignore_ascii_case(e)))
+            {
+                return Err((
+                    format!(
+                        "result column `{}` has the name of a field of the agent's window message ({})",
+                        c.name,
+                        ENVELOPE.join(", ")
+                    ),
+                    format!("rename it with AS, e.g. AS `{}_`", c.name),
+                ));
+            }
         }
-        if q.having.is_some() {
-            not.push("HAVING");
-        }
-        if !q
-            .columns
-            .iter()
-            .all(|c| matches!(c.expr, weir_core::expr::Expr::Col(_)))
-        {
-            not.push("computed result columns (select aggregates as they are)");
-        }
-        if not.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "weir run does not apply {} yet (weir replay does)",
-                not.join(", ")
-            ))
-        }
+        Ok(())
     }
 }
 

@@ -43,6 +43,12 @@ pub const WTIME: u16 = 3;
 const SLOTS: u16 = 4;
 /// Placeholder base for detector flags until the slot count is known.
 const FLAG_BASE: u16 = 30_000;
+/// Placeholder base for computed field `j` in the sample row until the
+/// number of text columns is known.
+const COMPUTED_BASE: u16 = 20_000;
+/// Placeholder base for a user function's result in the window row until
+/// the slot and flag counts are known.
+const POST_BASE: u16 = 25_000;
 /// Most distinct aggregates in one query (16 per column, a few columns).
 const MAX_SLOTS: usize = 256;
 /// The field of `COUNT(*)` until the other aggregates are known.
@@ -107,6 +113,17 @@ pub struct Query {
     pub columns: Vec<ResultColumn>,
     /// What `EXPLAIN` prints.
     pub explain: String,
+    /// Where the `SELECT` is.
+    pub at: Location,
+    /// Per computed field: the function source id of the user function
+    /// that fills it (`crate::functions`), or `None` for an expression.
+    pub computed_fn: Vec<Option<usize>>,
+    /// User functions over the window row (`HAVING`, result columns):
+    /// (function source id, arguments), their results appended to the row
+    /// after the detector flags.
+    pub post: Vec<(usize, Vec<Expr>)>,
+    /// The pipeline's user functions (set when they are compiled).
+    pub functions: crate::functions::Functions,
 }
 
 struct Window {
@@ -140,8 +157,10 @@ struct Ctx<'t> {
     at: Location,
     /// `CREATE FUNCTION`s: (name, module, where).
     funcs: &'t [(String, String, Location)],
-    /// Their calls under aggregates.
+    /// Their calls (before the engine and over window rows).
     udfs: Vec<UdfUse>,
+    /// Calls over the window row: (function source id, arguments).
+    post: Vec<(usize, Vec<Expr>)>,
 }
 
 fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
@@ -342,21 +361,15 @@ impl Ctx<'_> {
         let at = loc_of(e, self.at);
         let mut args = Vec::new();
         for (n, a) in args_of(f) {
-            let pos = match (n, ident_name(a)) {
-                (None, Some(id)) => self
-                    .table
-                    .column(&id.value)
-                    .and_then(|ci| self.fields.iter().position(|&x| x == ci)),
-                _ => None,
-            };
-            let Some(pos) = pos else {
+            if n.is_some() {
                 return Err(SqlError::unsupported(
                     at,
-                    &format!("`{a}` as an argument of user function `{name}`"),
-                    "pass numeric columns of the table",
+                    &format!("a named argument of user function `{name}`"),
+                    "arguments by position: f(v, w)",
                 ));
-            };
-            args.push(pos);
+            }
+            // A numeric column, or an expression computed first.
+            args.push(self.field_of(a)?);
         }
         if self.computed.len() >= 16 {
             return Err(SqlError::unsupported(
@@ -376,6 +389,7 @@ impl Ctx<'_> {
             args,
             output,
             at,
+            source: 1 + self.udfs.len(),
         });
         Ok(Some(output))
     }
@@ -812,6 +826,40 @@ impl Ctx<'_> {
                     return Err(SqlError::at(at, format!("an aggregate ({}) in WHERE", fname(f)), "filter on aggregates with HAVING"));
                 }
                 let name = fname(f);
+                if let Some(def) = self.funcs.iter().find(|d| d.0.eq_ignore_ascii_case(&name)) {
+                    let def = def.clone();
+                    if scope == Scope::Row {
+                        // A field computed before the engine, read from
+                        // the sample row after the text columns.
+                        let p = self.field_of(e)?;
+                        let j = p - self.fields.len();
+                        return Ok((Expr::Col(COMPUTED_BASE + j as u16), SqlType::Double));
+                    }
+                    let mut xs = Vec::new();
+                    for (n, a) in args_of(f) {
+                        let (x, t) = self.expr(a, scope)?;
+                        if n.is_some() {
+                            return Err(SqlError::unsupported(at, &format!("a named argument of user function `{name}`"), "arguments by position: f(v, w)"));
+                        }
+                        num(t, a)?;
+                        xs.push(x);
+                    }
+                    if self.post.len() >= 16 {
+                        return Err(SqlError::unsupported(at, "more than 16 user function calls over window rows", "at most 16"));
+                    }
+                    let source = 1 + self.udfs.len();
+                    self.udfs.push(UdfUse {
+                        id: format!("{}#{}", def.0, self.udfs.len()),
+                        name: def.0.clone(),
+                        module: def.1.clone(),
+                        args: (0..xs.len()).collect(),
+                        output: xs.len(),
+                        at,
+                        source,
+                    });
+                    self.post.push((source, xs));
+                    return Ok((Expr::Col(POST_BASE + self.post.len() as u16 - 1), SqlType::Double));
+                }
                 let func = match name.as_str() {
                     "ABS" => Func::Abs,
                     "SQRT" => Func::Sqrt,
@@ -1233,6 +1281,10 @@ pub struct UdfUse {
     pub output: usize,
     /// Where the call is.
     pub at: Location,
+    /// Its own source id among the pipeline's functions (ids from 1: a SQL
+    /// pipeline's source 0 has no per-source scalar functions; the query's
+    /// stages call each function by this id, in order).
+    pub source: usize,
 }
 
 fn compile_query(
@@ -1472,6 +1524,7 @@ fn compile_query(
         at,
         funcs,
         udfs: Vec::new(),
+        post: Vec::new(),
     };
     let filter = match &sel.selection {
         Some(w) => {
@@ -1662,13 +1715,42 @@ fn compile_query(
         })
         .collect();
     let nslots = cx.slots.len() as u16;
+    let nflags = cx.flags.len() as u16;
+    let post_at = |e: &mut Expr| {
+        place_flags(e, nslots);
+        *e = e
+            .map_cols(&|c| {
+                Some(if (POST_BASE..FLAG_BASE).contains(&c) {
+                    SLOTS + nslots + nflags + (c - POST_BASE)
+                } else {
+                    c
+                })
+            })
+            .expect("every column maps");
+    };
     for (c, _) in &mut columns {
-        place_flags(&mut c.expr, nslots);
+        post_at(&mut c.expr);
     }
     let having = having.map(|(mut e, s)| {
-        place_flags(&mut e, nslots);
+        post_at(&mut e);
         (e, s)
     });
+    let mut post = std::mem::take(&mut cx.post);
+    for (_, args) in &mut post {
+        args.iter_mut().for_each(&post_at);
+    }
+    // Computed fields in the sample row come after the text columns.
+    let row_base = 2 + (cx.fields.len() + cx.texts.len()) as u16;
+    let row_at = |e: &Expr| {
+        e.map_cols(&|c| {
+            Some(if (COMPUTED_BASE..POST_BASE).contains(&c) {
+                row_base + (c - COMPUTED_BASE)
+            } else {
+                c
+            })
+        })
+        .expect("every column maps")
+    };
     let field_names: Vec<String> = (0..cx.fields.len() + cx.computed.len())
         .map(|f| cx.field_name(f))
         .collect();
@@ -1681,11 +1763,12 @@ fn compile_query(
     let engine_filter = filter.as_ref().and_then(|f| lower(&f.0));
     // A user function fills its field before the engine: then every
     // computed field stays there, in one place.
-    let engine_compute: Option<Vec<Expr>> = if cx.udfs.is_empty() {
-        cx.computed.iter().map(|c| lower(&c.0)).collect()
-    } else {
-        None
-    };
+    let engine_compute: Option<Vec<Expr>> =
+        if cx.udfs.iter().all(|u| post.iter().any(|p| p.0 == u.source)) {
+            cx.computed.iter().map(|c| lower(&c.0)).collect()
+        } else {
+            None
+        };
     let mut source = match &engine_compute {
         Some(exprs) => {
             let mut s = SourceSpec::new(&source_name, field_names[..nf].iter().cloned());
@@ -1821,15 +1904,32 @@ fn compile_query(
             csv: vec![csv],
             mqtt: vec![mqtt],
             functions: Default::default(),
+            sql: None,
         },
         query: Query {
-            filter: filter.map(|f| f.0).filter(|_| engine_filter.is_none()),
+            filter: filter
+                .map(|f| row_at(&f.0))
+                .filter(|_| engine_filter.is_none()),
             texts: cx.texts.len(),
             columns_in: cx.fields.len(),
             computed: match engine_compute {
                 Some(_) => Vec::new(),
-                None => cx.computed.iter().map(|c| c.0.clone()).collect(),
+                None => cx.computed.iter().map(|c| row_at(&c.0)).collect(),
             },
+            computed_fn: match engine_compute {
+                Some(_) => Vec::new(),
+                None => (0..cx.computed.len())
+                    .map(|j| {
+                        let f = cx.fields.len() + j;
+                        cx.udfs
+                            .iter()
+                            .find(|u| u.output == f && !post.iter().any(|p| p.0 == u.source))
+                            .map(|u| u.source)
+                    })
+                    .collect(),
+            },
+            post,
+            functions: Default::default(),
             keyed: key.is_some(),
             ops: (0..op_fields.len()).collect(),
             slots: slot_place,
@@ -1837,6 +1937,7 @@ fn compile_query(
             having: having.map(|h| h.0),
             columns: columns.into_iter().map(|c| c.0).collect(),
             explain: ex,
+            at,
         },
         explain,
         input_path,
@@ -1911,6 +2012,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         flags: Vec::new(),
         funcs: &[],
         udfs: Vec::new(),
+        post: Vec::new(),
         at: start,
     };
     let (x, t) = cx.expr(&e, Scope::Row)?;

@@ -409,8 +409,12 @@ fn where_on_text_stays_before_the_engine() {
     .unwrap();
     assert!(p.query.filter.is_some());
     assert!(p.pipeline.spec.sources[0].filter.is_none());
+    // `item` is not the GROUP BY key: the agent's decoder does not read it.
     let e = p.agent_can_run().unwrap_err();
-    assert!(e.contains("WHERE that reads the key"), "{e}");
+    assert!(
+        e.contains("other than the GROUP BY key") && e.contains("condition on the key column"),
+        "{e}"
+    );
     let p = parse(
         "q.sql",
         &format!(
@@ -439,23 +443,44 @@ fn where_on_text_stays_before_the_engine() {
     );
 }
 
-/// HAVING and computed result columns are refused by `weir run`, by name.
+/// HAVING and computed result columns run in `weir run` too: the agent
+/// gets the query's stage with the plan.
 #[test]
-fn weir_run_names_what_it_cannot_apply() {
-    let p = parse(
-        "q.sql",
-        &format!(
-            "{BID_DDL}SELECT window_start, SUM(price) + 1 AS s
+fn weir_run_takes_having_and_computed_columns() {
+    let sql = format!(
+        "{BID_DDL}SELECT window_start, SUM(price) + 1 AS s
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
   GROUP BY window_start, window_end HAVING COUNT(*) > 1;"
+    );
+    let p = parse("q.sql", &sql).unwrap();
+    assert!(p.agent_can_run().is_ok(), "{:?}", p.agent_can_run());
+    let pf = parse_for_run("q.sql", &sql).unwrap();
+    let q = pf.sql.expect("the agent gets the query");
+    assert!(q.projects() && !q.filters_before_engine());
+    // A plain query keeps the agent's window messages.
+    let pf = parse_for_run(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, SUM(price) AS s
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
         ),
     )
     .unwrap();
-    let e = p.agent_can_run().unwrap_err();
-    assert!(
-        e.contains("HAVING") && e.contains("computed result columns"),
-        "{e}"
-    );
+    assert!(pf.sql.is_none());
+    // A result column named like a field of the envelope is refused, where
+    // the SELECT is, with what to do.
+    let e = parse_for_run(
+        "q.sql",
+        &format!(
+            "{BID_DDL}SELECT window_start, SUM(price) * 2 AS `start`
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (7, 1), "{e}");
+    assert!(e.msg.contains("`start`") && e.help.contains("AS"), "{e}");
 }
 
 #[test]
@@ -903,4 +928,63 @@ fn source_options_set_the_watermark_mode_future_guard_and_idleness() {
     assert!(e.contains("per-device") && e.contains("per-key"), "{e}");
     let e = with(", 'weir.max-ahead' = 'soon'").unwrap_err().to_string();
     assert!(e.contains("weir.max-ahead"), "{e}");
+}
+
+/// `weir run`'s stage before the engine: a `WHERE` on the key (string
+/// equality, `<>`, `LIKE`, `IN`), on each journal record.
+#[test]
+fn where_on_the_key_runs_before_the_engine_in_weir_run() {
+    let ddl = "CREATE TABLE s (sensor STRING, ts BIGINT, t DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+";
+    let kept = |cond: &str, key: &str, ts: i64, t: f64| -> bool {
+        let sql = format!(
+            "{ddl}SELECT sensor, window_start, window_end, AVG(t) AS m
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE {cond}
+GROUP BY sensor, window_start, window_end;"
+        );
+        let pf = parse_for_run("q.sql", &sql).unwrap_or_else(|e| panic!("{cond}: {e}"));
+        let q = pf.sql.expect("a WHERE on the key runs before the engine");
+        assert!(q.filters_before_engine() && !q.projects());
+        assert!(pf.spec.sources[0].filter.is_none());
+        q.before_engine(&pf.functions, 0, key, ts, &[t], |v| {
+            assert_eq!(v, [t]);
+        })
+        .is_some()
+    };
+    assert!(kept("sensor = 'p1'", "p1", 0, 1.0));
+    assert!(!kept("sensor = 'p1'", "p10", 0, 1.0));
+    assert!(kept("sensor <> 'p1'", "p2", 0, 1.0));
+    assert!(!kept("sensor <> 'p1'", "p1", 0, 1.0));
+    assert!(kept("sensor LIKE 'pump-%'", "pump-7", 0, 1.0));
+    assert!(!kept("sensor LIKE 'pump-%'", "fan-7", 0, 1.0));
+    assert!(kept("sensor NOT LIKE 'pump-_'", "pump-17", 0, 1.0));
+    assert!(kept("sensor IN ('a', 'b')", "b", 0, 1.0));
+    assert!(!kept("sensor IN ('a', 'b')", "c", 0, 1.0));
+    assert!(!kept("sensor NOT IN ('a', 'b')", "a", 0, 1.0));
+    // The key with a numeric column.
+    assert!(kept("sensor = 'a' AND t > 2", "a", 0, 3.0));
+    assert!(!kept("sensor = 'a' AND t > 2", "a", 0, 1.0));
+}
+
+/// An aggregate over an expression that reads the key runs before the
+/// engine in `weir run` as in `weir replay`.
+#[test]
+fn aggregated_expressions_on_the_key_run_before_the_engine_in_weir_run() {
+    let sql = "CREATE TABLE s (sensor STRING, ts BIGINT, t DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+SELECT sensor, window_start, window_end,
+       SUM(CASE WHEN sensor LIKE 'a%' THEN t ELSE 0 END) AS a
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY sensor, window_start, window_end;";
+    let pf = parse_for_run("q.sql", sql).unwrap();
+    let q = pf.sql.clone().unwrap();
+    let got = |key: &str| q.before_engine(&pf.functions, 0, key, 0, &[2.5], |v| v.to_vec());
+    assert_eq!(got("a1"), Some(vec![2.5, 2.5]));
+    assert_eq!(got("b1"), Some(vec![2.5, 0.0]));
 }

@@ -1,0 +1,253 @@
+//! The stateless stages of a query around the engine, shared by
+//! `weir replay` ([`super::exec`]) and `weir run` (`run/output.rs` after
+//! the engine, `run/mod.rs`'s `feed` before it), so both compute the same
+//! rows from the same samples:
+//!
+//! - before the engine, [`Query::keep_sample`]: the aggregated expressions
+//!   and the `WHERE` that read the key, the time or a text column (the
+//!   engine sees only numeric fields);
+//! - after it, [`Join`] joins the window results of the query's operators
+//!   for one key and window, [`Query::window_row`] makes the window row,
+//!   [`Query::passes`] applies `HAVING`, and the result columns are
+//!   evaluated over the row.
+//!
+//! Everything here is a pure function of the samples and window results:
+//! a journal replay after a crash computes the same rows, so the agent
+//! publishes the same ids and payloads.
+
+use std::collections::HashMap;
+
+use weir_core::expr::{Expr, Value};
+use weir_core::output::WindowResult;
+
+use super::plan::Query;
+
+impl Query {
+    /// Whether rows need the post-window stage: a `HAVING` or a result
+    /// column that is not one value of the window row as it is.
+    pub fn projects(&self) -> bool {
+        self.having.is_some()
+            || !self.post.is_empty()
+            || !self.columns.iter().all(|c| matches!(c.expr, Expr::Col(_)))
+    }
+
+    /// Whether samples go through [`Query::keep_sample`] before the engine.
+    pub fn filters_before_engine(&self) -> bool {
+        self.filter.is_some() || !self.computed.is_empty()
+    }
+
+    /// Before the engine: computes the aggregated expressions that read the
+    /// key, the time or a text column into `values[columns_in..]`, and
+    /// tests `WHERE`. `values` holds the source's fields (the first
+    /// `columns_in` read from the input); `text(i)` is the `i`th text
+    /// column `WHERE` reads; `sample` is scratch. A computed `NULL` leaves
+    /// a NaN, which the engine refuses as a non-finite sample.
+    pub fn keep_sample<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &mut [f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+    ) -> bool {
+        if !self.filters_before_engine() {
+            return true;
+        }
+        let n = self.columns_in.min(values.len());
+        sample.clear();
+        sample.push(Value::Str(key.to_string()));
+        sample.push(Value::Ts(ts));
+        sample.extend(values[..n].iter().map(|v| Value::Num(*v)));
+        for i in 0..self.texts {
+            sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
+        }
+        let mut failed = false;
+        for (j, e) in self.computed.iter().enumerate() {
+            let x = match self.computed_fn.get(j).copied().flatten() {
+                // A user function reads its arguments from `values`.
+                Some(src) => {
+                    self.functions.fill(src, ts, values);
+                    let x = values.get(n + j).copied().unwrap_or(f64::NAN);
+                    failed |= x.is_nan();
+                    x
+                }
+                None => match e.eval(sample) {
+                    Value::Num(x) => x,
+                    _ => f64::NAN,
+                },
+            };
+            if let Some(v) = values.get_mut(n + j) {
+                *v = x;
+            }
+            sample.push(if x.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(x)
+            });
+        }
+        // A failed function leaves a NaN: the engine refuses the sample
+        // (counted, dead-lettered) rather than the WHERE dropping it.
+        failed || self.filter.as_ref().is_none_or(|f| f.test(sample))
+    }
+
+    /// `weir run`'s stage before the engine for one journal record:
+    /// `values` (the fields read from the payload) completed by the
+    /// computed fields and the user functions, then `WHERE`; calls `f` with
+    /// the sample's values unless `WHERE` drops it (`None`). The agent's
+    /// decoder reads no text column besides the key
+    /// ([`super::SqlPipeline::agent_can_run`]).
+    pub fn before_engine<R>(
+        &self,
+        fns: &crate::functions::Functions,
+        source: usize,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        f: impl FnOnce(&[f64]) -> R,
+    ) -> Option<R> {
+        let mut v = values.to_vec();
+        v.resize(self.columns_in + self.computed.len(), 0.0);
+        let mut sample = Vec::new();
+        if !self.keep_sample(key, ts, &mut v, |_| None, &mut sample) {
+            return None;
+        }
+        fns.fill(source, ts, &mut v);
+        Some(f(&v))
+    }
+
+    /// The window row `[key, window_start, window_end, window_time,
+    /// aggregate slots…, detector flags…]` of one key and window from the
+    /// results of the query's operators (`parts`, in the order of
+    /// [`Query::ops`]). A NaN aggregate is `NULL`.
+    pub fn window_row(
+        &self,
+        key: &str,
+        start: i64,
+        end: i64,
+        parts: &[(&[f64], bool)],
+        row: &mut Vec<Value>,
+    ) {
+        row.clear();
+        row.push(if self.keyed {
+            Value::Str(key.to_string())
+        } else {
+            Value::Null
+        });
+        row.push(Value::Ts(start));
+        row.push(Value::Ts(end));
+        row.push(Value::Ts(end - 1));
+        for &(op, v) in &self.slots {
+            let x = parts
+                .get(op)
+                .and_then(|p| p.0.get(v))
+                .copied()
+                .unwrap_or(f64::NAN);
+            row.push(if x.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(x)
+            });
+        }
+        for &op in &self.flags {
+            row.push(Value::Bool(parts.get(op).is_some_and(|p| p.1)));
+        }
+        // User functions over the row, in order (one may read another's
+        // result); a NULL argument gives NULL without a call.
+        for (src, args) in &self.post {
+            let mut v: Vec<f64> = args
+                .iter()
+                .map(|a| match a.eval(row) {
+                    Value::Num(x) => x,
+                    _ => f64::NAN,
+                })
+                .collect();
+            let x = if v.iter().any(|x| x.is_nan()) {
+                f64::NAN
+            } else {
+                v.push(0.0);
+                self.functions.fill(*src, end - 1, &mut v);
+                v[v.len() - 1]
+            };
+            row.push(if x.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(x)
+            });
+        }
+    }
+
+    /// Whether a window row passes `HAVING` (`NULL` does not).
+    pub fn passes(&self, row: &[Value]) -> bool {
+        self.having.as_ref().is_none_or(|h| h.test(row))
+    }
+
+    /// The result columns' values over a window row that passed.
+    pub fn project(&self, row: &[Value], out: &mut Vec<Value>) {
+        out.clear();
+        out.extend(self.columns.iter().map(|c| c.expr.eval(row)));
+    }
+}
+
+/// A window row waiting for the other operators' results of the same key
+/// and window.
+#[derive(Debug)]
+struct Pending {
+    parts: Vec<Option<(Vec<f64>, bool)>>,
+    left: usize,
+}
+
+/// Joins the window results of a query's operators (one per aggregated
+/// column) for the same key and window into one row. The engine fires the
+/// windows of one source's operators together, while processing the same
+/// sample, so a row is complete within one record's outputs and nothing
+/// waits across a checkpoint.
+#[derive(Debug, Default)]
+pub struct Join {
+    pending: HashMap<(String, i64, i64), Pending>,
+}
+
+impl Join {
+    /// Offers a window result of engine operator `w.op`; once every
+    /// operator of `q` has given its result for `key` and the window, calls
+    /// `f` with the parts in the order of [`Query::ops`]. A result of an
+    /// operator that is not the query's is ignored (`None`).
+    pub fn offer<R>(
+        &mut self,
+        q: &Query,
+        key: &str,
+        w: &WindowResult,
+        f: impl FnOnce(&[(&[f64], bool)]) -> R,
+    ) -> Option<R> {
+        let pos = q.ops.iter().position(|&op| op == w.op as usize)?;
+        let flag = w.anomaly.is_some_and(|a| a.flag);
+        let n = q.ops.len();
+        if n == 1 {
+            return Some(f(&[(w.values.as_slice(), flag)]));
+        }
+        let k = (key.to_string(), w.start, w.end);
+        let p = self.pending.entry(k.clone()).or_insert_with(|| Pending {
+            parts: vec![None; n],
+            left: n,
+        });
+        if p.parts[pos].is_none() {
+            p.left -= 1;
+        }
+        p.parts[pos] = Some((w.values.as_slice().to_vec(), flag));
+        if p.left > 0 {
+            return None;
+        }
+        let p = self.pending.remove(&k)?;
+        let parts: Vec<(&[f64], bool)> = p
+            .parts
+            .iter()
+            .flatten()
+            .map(|(v, f)| (v.as_slice(), *f))
+            .collect();
+        Some(f(&parts))
+    }
+
+    /// Rows still waiting for an operator's result.
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+}
