@@ -38,9 +38,14 @@
 //!   its identity (the dedupe ring, rebuilt from checkpoint + journal) and
 //!   acknowledged without being counted again.
 //!
-//! `weir run`'s [`Agent`](super) still carries its own copy of these rules
-//! together with the update lifecycle, the cloud outbox, wired sensors and
-//! the write budget; moving it onto this core is the next step (docs/design.md).
+//! `weir run`'s `Agent` (`super`) does not drive this core yet, but runs
+//! its code for three rules: `restore_latest` + `replay_journal`
+//! (recovery), `CheckpointGate` (checkpoints behind acknowledged
+//! outputs) and `identify` (a message's identity and the redelivery
+//! verdict), so the simulation tests run what `weir run` runs for them.
+//! The group commit and its acknowledgements, the ack-debt pause, the
+//! update lifecycle, the cloud outbox, wired sensors and the write budget
+//! are still the `Agent`'s own (docs/design.md says what moves next).
 
 use std::collections::{HashMap, VecDeque};
 
