@@ -38,9 +38,14 @@
 //!   its identity (the dedupe ring, rebuilt from checkpoint + journal) and
 //!   acknowledged without being counted again.
 //!
-//! `weir run`'s [`Agent`](super) still carries its own copy of these rules
-//! together with the update lifecycle, the cloud outbox, wired sensors and
-//! the write budget; moving it onto this core is the next step (docs/design.md).
+//! `weir run`'s `Agent` (`super`) does not drive this core yet, but runs
+//! its code for three rules: `restore_latest` + `replay_journal`
+//! (recovery), `CheckpointGate` (checkpoints behind acknowledged
+//! outputs) and `identify` (a message's identity and the redelivery
+//! verdict), so the simulation tests run what `weir run` runs for them.
+//! The group commit and its acknowledgements, the ack-debt pause, the
+//! update lifecycle, the cloud outbox, wired sensors and the write budget
+//! are still the `Agent`'s own (docs/design.md says what moves next).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -187,6 +192,49 @@ struct Pending {
     mark: u64,
 }
 
+/// The rule "a checkpoint only behind acknowledged outputs": a checkpoint
+/// taken when `mark` outputs had been handed out on the output session is
+/// released for writing only once the broker has acknowledged as many on
+/// that session. So every output after the newest durable checkpoint can
+/// be produced again from the journal. [`AgentCore`] and `weir run` both
+/// checkpoint through it.
+#[derive(Debug, Default)]
+pub(super) struct CheckpointGate {
+    pending: Option<Pending>,
+}
+
+impl CheckpointGate {
+    /// Takes a checkpoint of the journal through `upto` (`snapshot`: the
+    /// engine and the dedupe ring), behind the first `mark` outputs.
+    pub(super) fn take(&mut self, upto: Lsn, snapshot: Vec<u8>, mark: u64) {
+        self.pending = Some(Pending {
+            upto,
+            snapshot,
+            mark,
+        });
+    }
+
+    /// Whether a checkpoint is waiting for acknowledgements.
+    pub(super) fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Forgets the waiting checkpoint (a lost output session restarts the
+    /// count of acknowledgements; a stop or a rollback takes a new one).
+    pub(super) fn clear(&mut self) {
+        self.pending = None;
+    }
+
+    /// The waiting checkpoint `(upto, snapshot)`, handed out once `acked`
+    /// outputs of the session cover its mark.
+    pub(super) fn ready(&mut self, acked: u64) -> Option<(Lsn, Vec<u8>)> {
+        match &self.pending {
+            Some(p) if acked >= p.mark => self.pending.take().map(|p| (p.upto, p.snapshot)),
+            _ => None,
+        }
+    }
+}
+
 /// The agent's ingest rules, sans-IO. `T` is the driver's acknowledgement
 /// token (rumqttc's publish, a packet id in the simulation).
 pub struct AgentCore<T> {
@@ -208,7 +256,7 @@ pub struct AgentCore<T> {
     /// Outputs handed out / acknowledged on the current output session.
     published: u64,
     acked: u64,
-    pending: Option<Pending>,
+    pending: CheckpointGate,
     /// When the last checkpoint was started (`None`: not since open).
     last_ckpt: Option<i64>,
     checkpoint_soon: bool,
@@ -232,14 +280,148 @@ impl<T> std::fmt::Debug for AgentCore<T> {
     }
 }
 
-/// Offers one journal record to the engine.
-fn feed(engine: &mut Engine, s: &Sample<'_>) -> Result<(), weir_core::engine::Reject> {
+/// Offers one journal record to the engine (through a SQL query's stage
+/// before the engine and the source's scalar user functions, if it has
+/// any: `crate::sql::stage`, `crate::functions`), on ingest and on replay
+/// alike.
+pub(super) fn feed(
+    engine: &mut Engine,
+    pf: &PipelineFile,
+    s: &Sample<'_>,
+) -> Result<(), weir_core::engine::Reject> {
+    let fns = &pf.functions;
     if s.source == TICK_SOURCE {
         engine.handle_time(s.now);
         Ok(())
+    } else if let Some(q) = pf.sql.as_deref().filter(|q| q.filters_before_engine()) {
+        q.before_engine(fns, s.source as usize, s.key, s.ts, s.values, |v| {
+            engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
+        })
+        .unwrap_or(Ok(()))
     } else {
-        engine.handle_sample(s.now, s.source as usize, s.key, s.ts, s.values)
+        fns.with_values(s.source as usize, s.ts, s.values, |v| {
+            engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
+        })
     }
+}
+
+/// Records the identity of a decoded message of source `src` (the hash of
+/// its readings the journal can hold: the records a replay sees) and says
+/// whether it is a redelivery. It is looked up in the ring only when
+/// `checkable` (its readings carry payload timestamps) and while the ring
+/// is armed after a connect. Returns the identity (`None` without one)
+/// and the verdict.
+pub(super) fn identify(
+    dedupe: &mut dedupe::Dedupe,
+    src: usize,
+    now: i64,
+    batch: &Batch,
+    checkable: bool,
+) -> (Option<u64>, bool) {
+    let checking = dedupe.armed() && checkable;
+    dedupe.message();
+    let mut id = dedupe::MessageHash::default();
+    for s in batch.iter() {
+        let j = Sample {
+            source: src as u16,
+            key: s.key,
+            ts: s.ts,
+            now,
+            values: s.values,
+        };
+        if Store::fits(&j) {
+            id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
+        }
+    }
+    let id = id.finish();
+    if let Some(h) = id {
+        dedupe.record(h);
+    }
+    (id, checking && id.is_some_and(|h| dedupe.is_duplicate(h)))
+}
+
+/// Restores the newest checkpoint of `store` into a fresh engine of `pf`,
+/// and its dedupe ring into `dedupe` (emptied first). Returns the engine,
+/// the LSN the checkpoint covers (0 without one) and the engine's restore
+/// report. `weir run` and [`AgentCore`] both start (and restart after a
+/// lost output session) here.
+///
+/// # Errors
+/// [`RunError::Config`] for a pipeline that does not build,
+/// [`RunError::Restore`] for a checkpoint that does not restore into it,
+/// [`RunError::Store`] when the store cannot be read.
+pub(super) fn restore_latest(
+    store: &Store,
+    pf: &PipelineFile,
+    dedupe: &mut dedupe::Dedupe,
+) -> Result<(Engine, Lsn, Option<weir_core::snapshot::RestoreReport>), RunError> {
+    let mut engine = pf
+        .spec
+        .clone()
+        .build()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    dedupe.import(&[]);
+    let Some((upto, ckpt)) = store.latest()? else {
+        return Ok((engine, 0, None));
+    };
+    let restore_err = |detail: String| RunError::Restore {
+        path: store.path().display().to_string(),
+        pipeline: pf.spec.name.clone(),
+        detail,
+    };
+    let (hashes, snap) = dedupe::decode_checkpoint(ckpt)
+        .ok_or_else(|| restore_err("not an agent checkpoint (no dedupe ring header)".into()))?;
+    dedupe.import(&hashes);
+    let report = engine
+        .restore(snap)
+        .map_err(|e| restore_err(e.to_string()))?;
+    Ok((engine, upto, Some(report)))
+}
+
+/// Replays the journal after `upto` through `engine`, rebuilding into
+/// `dedupe` the identities of the messages it holds (a record that does
+/// not continue a message closes the one before it, as on ingest).
+/// Records in `skip` (`(after, through]`: those of a pipeline rolled back
+/// since) count for identities but are not fed. `emit(engine, lsn, now)`
+/// drains the engine after each record fed. Returns the records read and
+/// the last LSN read (`upto` if none).
+///
+/// # Errors
+/// [`RunError::Store`] when the journal cannot be read.
+pub(super) fn replay_journal(
+    store: &Store,
+    upto: Lsn,
+    skip: Option<(Lsn, Lsn)>,
+    engine: &mut Engine,
+    pf: &PipelineFile,
+    dedupe: &mut dedupe::Dedupe,
+    mut emit: impl FnMut(&mut Engine, Lsn, i64),
+) -> Result<(u64, Lsn), RunError> {
+    let mut n = 0u64;
+    let mut last = upto;
+    let mut replay = store.replay_from(upto)?;
+    let mut id = dedupe::MessageHash::default();
+    while let Some((lsn, s, cont)) = replay.next_part()? {
+        if s.source != TICK_SOURCE {
+            if !cont {
+                if let Some(h) = id.finish() {
+                    dedupe.record(h);
+                }
+                id = dedupe::MessageHash::default();
+            }
+            id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+        }
+        if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
+            let _ = feed(engine, pf, &s);
+            emit(engine, lsn, s.now);
+        }
+        last = lsn;
+        n += 1;
+    }
+    if let Some(h) = id.finish() {
+        dedupe.record(h);
+    }
+    Ok((n, last))
 }
 
 impl<T> AgentCore<T> {
@@ -264,7 +446,7 @@ impl<T> AgentCore<T> {
             .clone()
             .build()
             .map_err(|e| RunError::Config(e.to_string()))?;
-        let enc = OutputEncoder::new(&cfg.gateway, &cfg.prefix, cfg.format, &pf.spec);
+        let enc = OutputEncoder::for_pipeline(&cfg.gateway, &cfg.prefix, cfg.format, &pf);
         let own_prefix = enc.own_prefix();
         let processing_time = pf.spec.time.mode == TimeMode::Processing
             || pf
@@ -290,7 +472,7 @@ impl<T> AgentCore<T> {
             actions: VecDeque::new(),
             published: 0,
             acked: 0,
-            pending: None,
+            pending: CheckpointGate::default(),
             last_ckpt: None,
             checkpoint_soon: false,
             processed: 0,
@@ -306,62 +488,19 @@ impl<T> AgentCore<T> {
     /// Restores the last checkpoint and replays the journal after it,
     /// queueing what the engine emits for publishing.
     fn recover(&mut self) -> Result<u64, RunError> {
-        let mut engine = self
-            .pf
-            .spec
-            .clone()
-            .build()
-            .map_err(|e| RunError::Config(e.to_string()))?;
-        let mut upto = 0;
-        self.dedupe.import(&[]);
-        if let Some((u, ckpt)) = self.store.latest()? {
-            let restore_err = |detail: String| RunError::Restore {
-                path: self.store.path().display().to_string(),
-                pipeline: self.pf.spec.name.clone(),
-                detail,
-            };
-            let (hashes, snap) = dedupe::decode_checkpoint(ckpt).ok_or_else(|| {
-                restore_err("not an agent checkpoint (no dedupe ring header)".into())
-            })?;
-            self.dedupe.import(&hashes);
-            engine
-                .restore(snap)
-                .map_err(|e| restore_err(e.to_string()))?;
-            upto = u;
-        }
-        self.engine = engine;
-        let mut n = 0u64;
-        let mut last = upto;
-        let mut replay = self.store.replay_from(upto)?;
-        // Message identities as on ingest: a record that does not continue
-        // a message closes the one before it.
-        let mut id = dedupe::MessageHash::default();
+        let (mut engine, upto, _) = restore_latest(&self.store, &self.pf, &mut self.dedupe)?;
         let mut outs = Vec::new();
-        while let Some((lsn, s, cont)) = replay.next_part()? {
-            if s.source != TICK_SOURCE {
-                if !cont {
-                    if let Some(h) = id.finish() {
-                        self.dedupe.record(h);
-                    }
-                    id = dedupe::MessageHash::default();
-                }
-                id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
-            }
-            let _ = feed(&mut self.engine, &s);
-            drain(
-                &mut self.engine,
-                &self.enc,
-                self.cfg.publish_windows,
-                lsn,
-                &mut outs,
-            );
-            last = lsn;
-            n += 1;
-        }
-        if let Some(h) = id.finish() {
-            self.dedupe.record(h);
-        }
-        drop(replay);
+        let (enc, windows) = (&self.enc, self.cfg.publish_windows);
+        let (n, last) = replay_journal(
+            &self.store,
+            upto,
+            None,
+            &mut engine,
+            &self.pf,
+            &mut self.dedupe,
+            |engine, lsn, _| drain(engine, enc, windows, lsn, &mut outs),
+        )?;
+        self.engine = engine;
         for e in outs {
             self.publish(e);
         }
@@ -391,11 +530,11 @@ impl<T> AgentCore<T> {
     /// timer (a source or key going idle). `None`: nothing until an event.
     pub fn poll_timeout(&self) -> Option<i64> {
         let commit = self.group.opened.map(|t| t + self.cfg.commit_ms);
-        let ckpt = match (&self.pending, self.last_ckpt) {
-            (Some(_), _) => None,
-            (None, _) if self.checkpoint_soon => Some(i64::MIN),
-            (None, Some(t)) => Some(t.saturating_add(self.cfg.checkpoint_ms)),
-            (None, None) => None,
+        let ckpt = match (self.pending.is_pending(), self.last_ckpt) {
+            (true, _) => None,
+            (false, _) if self.checkpoint_soon => Some(i64::MIN),
+            (false, Some(t)) => Some(t.saturating_add(self.cfg.checkpoint_ms)),
+            (false, None) => None,
         };
         let engine = self.engine.poll_timeout();
         [commit, ckpt, engine].into_iter().flatten().min()
@@ -473,7 +612,7 @@ impl<T> AgentCore<T> {
         self.actions.retain(|a| !matches!(a, Action::Publish(_)));
         self.published = 0;
         self.acked = 0;
-        self.pending = None;
+        self.pending.clear();
         if self.store.mode() == DurabilityMode::Journal {
             let kept = self.dedupe.keep();
             self.recover()?;
@@ -589,26 +728,8 @@ impl<T> AgentCore<T> {
         for e in batch.errors().to_vec() {
             self.dead(topic, e.reason(), e.to_string(), payload, now);
         }
-        let checking = self.dedupe.armed() && has_ts;
-        self.dedupe.message();
-        let mut id = dedupe::MessageHash::default();
-        for s in batch.iter() {
-            let j = Sample {
-                source: src as u16,
-                key: s.key,
-                ts: s.ts,
-                now,
-                values: s.values,
-            };
-            if Store::fits(&j) {
-                id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
-            }
-        }
-        let id = id.finish();
-        if let Some(h) = id {
-            self.dedupe.record(h);
-        }
-        if checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+        let (_, duplicate) = identify(&mut self.dedupe, src, now, batch, has_ts);
+        if duplicate {
             self.stats.duplicates += batch.len() as u64;
             return Ok(());
         }
@@ -671,7 +792,7 @@ impl<T> AgentCore<T> {
             if r.source != TICK_SOURCE {
                 self.stats.readings += 1;
             }
-            if let Err(rej) = feed(&mut self.engine, &s) {
+            if let Err(rej) = feed(&mut self.engine, &self.pf, &s) {
                 let d = DeadLetter {
                     now,
                     topic: format!("source/{}", r.source),
@@ -741,7 +862,7 @@ impl<T> AgentCore<T> {
     /// A store error.
     pub fn handle_stop(&mut self, now: i64) -> Result<bool, RunError> {
         self.commit_group(now)?;
-        self.pending = None;
+        self.pending.clear();
         self.maybe_checkpoint(now, true)
     }
 
@@ -753,29 +874,26 @@ impl<T> AgentCore<T> {
             || self
                 .last_ckpt
                 .is_some_and(|t| now >= t.saturating_add(self.cfg.checkpoint_ms));
-        if self.pending.is_none() && due && self.group.recs.is_empty() {
+        if !self.pending.is_pending() && due && self.group.recs.is_empty() {
             let engine = self
                 .engine
                 .snapshot()
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
-            self.pending = Some(Pending {
-                upto: self.processed,
-                snapshot: dedupe::encode_checkpoint(&self.dedupe, &engine),
-                mark: self.published,
-            });
+            self.pending.take(
+                self.processed,
+                dedupe::encode_checkpoint(&self.dedupe, &engine),
+                self.published,
+            );
             self.last_ckpt = Some(now);
             self.checkpoint_soon = false;
         }
-        match &self.pending {
-            Some(p) if self.acked >= p.mark => {}
-            _ => return Ok(false),
-        }
-        let p = self.pending.take().expect("checked");
-        self.store.put(p.upto, &p.snapshot)?;
+        let Some((upto, snapshot)) = self.pending.ready(self.acked) else {
+            return Ok(false);
+        };
+        self.store.put(upto, &snapshot)?;
         self.store.sync()?;
         self.stats.checkpoints += 1;
-        self.actions
-            .push_back(Action::Checkpointed { upto: p.upto });
+        self.actions.push_back(Action::Checkpointed { upto });
         Ok(true)
     }
 }

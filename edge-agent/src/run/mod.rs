@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use mqtt::{AckToken, Client, Incoming};
 use tokio::sync::mpsc;
-use weir_core::engine::{Engine, Reject};
+use weir_core::engine::Engine;
 use weir_core::output::Output;
 use weir_core::seam::CheckpointStore;
 use weir_core::spec::OperatorKind;
@@ -396,7 +396,8 @@ struct Agent {
     ack_fifo: VecDeque<u64>,
     /// `Metrics::acks_written` as far as `ack_fifo` has been reaped.
     acks_seen: u64,
-    pending_ckpt: Option<(Lsn, Vec<u8>, u64)>,
+    /// A checkpoint waiting for its outputs' acknowledgements.
+    pending_ckpt: agent_core::CheckpointGate,
     last_ckpt: Instant,
     /// Checkpoint at the next chance, whatever the interval (after a
     /// recovery that replayed records).
@@ -594,7 +595,7 @@ impl Agent {
             acks: VecDeque::new(),
             ack_fifo: VecDeque::new(),
             acks_seen: 0,
-            pending_ckpt: None,
+            pending_ckpt: agent_core::CheckpointGate::default(),
             last_ckpt: Instant::now(),
             checkpoint_soon: false,
             clock: AgentClock::default(),
@@ -607,41 +608,17 @@ impl Agent {
     /// Restores the last checkpoint and replays the journal after it,
     /// queueing what the engine emits for publishing.
     fn recover(&mut self) -> Result<u64, RunError> {
-        let mut engine = self
-            .pf
-            .spec
-            .clone()
-            .build()
-            .map_err(|e| RunError::Config(e.to_string()))?;
-        let mut upto = 0;
-        self.dedupe.import(&[]);
-        if let Some((u, ckpt)) = self.store.latest()? {
-            let (hashes, snap) =
-                dedupe::decode_checkpoint(ckpt).ok_or_else(|| RunError::Restore {
-                    path: self.store.path().display().to_string(),
-                    pipeline: self.pf.spec.name.clone(),
-                    detail: "not an agent checkpoint (no dedupe ring header)".into(),
-                })?;
-            self.dedupe.import(&hashes);
-            let report = engine.restore(snap).map_err(|e| RunError::Restore {
-                path: self.store.path().display().to_string(),
-                pipeline: self.pf.spec.name.clone(),
-                detail: e.to_string(),
-            })?;
-            for (id, outcome) in &report.operators {
-                tracing::info!(operator = id.as_str(), ?outcome, "restored operator state");
-            }
-            for id in &report.dropped {
-                tracing::warn!(
-                    operator = id.as_str(),
-                    "state of an operator no longer in the pipeline was dropped"
-                );
-            }
-            upto = u;
+        let (mut engine, upto, report) =
+            agent_core::restore_latest(&self.store, &self.pf, &mut self.dedupe)?;
+        for (id, outcome) in report.iter().flat_map(|r| &r.operators) {
+            tracing::info!(operator = id.as_str(), ?outcome, "restored operator state");
         }
-        self.engine = engine;
-        let mut n = 0u64;
-        let mut last = upto;
+        for id in report.iter().flat_map(|r| &r.dropped) {
+            tracing::warn!(
+                operator = id.as_str(),
+                "state of an operator no longer in the pipeline was dropped"
+            );
+        }
         if let Some(c) = &mut self.em.cloud {
             c.set_replaying(true);
         }
@@ -655,31 +632,17 @@ impl Agent {
                 "replay skips the journal records of a rolled-back pipeline"
             );
         }
-        let mut replay = self.store.replay_from(upto)?;
-        // Message identities as on ingest: a record that does not continue
-        // a message closes the one before it.
-        let mut id = dedupe::MessageHash::default();
-        while let Some((lsn, s, cont)) = replay.next_part()? {
-            if s.source != TICK_SOURCE {
-                if !cont {
-                    if let Some(h) = id.finish() {
-                        self.dedupe.record(h);
-                    }
-                    id = dedupe::MessageHash::default();
-                }
-                id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
-            }
-            if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
-                let _ = feed(&mut self.engine, &self.pf, &s);
-                self.em.drain(&mut self.engine, lsn, s.now, &self.metrics);
-            }
-            last = lsn;
-            n += 1;
-        }
-        if let Some(h) = id.finish() {
-            self.dedupe.record(h);
-        }
-        drop(replay);
+        let (em, metrics) = (&mut self.em, &self.metrics);
+        let (n, last) = agent_core::replay_journal(
+            &self.store,
+            upto,
+            skip,
+            &mut engine,
+            &self.pf,
+            &mut self.dedupe,
+            |engine, lsn, now| em.drain(engine, lsn, now, metrics),
+        )?;
+        self.engine = engine;
         if let Some(c) = &mut self.em.cloud {
             c.set_replaying(false);
         }
@@ -731,7 +694,7 @@ impl Agent {
         self.em.queue.clear();
         self.em.published = 0;
         self.em.acked = 0;
-        self.pending_ckpt = None;
+        self.pending_ckpt.clear();
         if self.cfg.durability == DurabilityMode::Journal {
             // The ring comes back the same (the group is committed); the
             // ingest link's post-connect check must stay as it was.
@@ -850,25 +813,15 @@ impl Agent {
                 for e in errors {
                     self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
                 }
-                let checking = self.dedupe.armed() && has_ts && !held;
-                self.dedupe.message();
                 // The message's identity: its readings the journal holds
                 // (the same records a replay sees).
-                let mut id = dedupe::MessageHash::default();
-                for s in batch.iter() {
-                    if Store::fits(&journal_sample(src, now, s)) {
-                        id.add(dedupe::reading_hash(src as u16, s.key, s.ts, s.values));
-                    }
-                }
-                let id = id.finish();
-                if let Some(h) = id {
-                    self.dedupe.record(h);
-                }
+                let (id, duplicate) =
+                    agent_core::identify(&mut self.dedupe, src, now, &batch, has_ts && !held);
                 let repeated = match (&mut rerun, id) {
                     (Some(seen), Some(h)) if has_ts => !seen.insert(h),
                     _ => false,
                 };
-                if repeated || checking && id.is_some_and(|h| self.dedupe.is_duplicate(h)) {
+                if repeated || duplicate {
                     dup = true;
                     self.metrics
                         .duplicates
@@ -968,7 +921,7 @@ impl Agent {
                     *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
                 }
             }
-            if let Err(rej) = feed(&mut self.engine, &self.pf, &s) {
+            if let Err(rej) = agent_core::feed(&mut self.engine, &self.pf, &s) {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 let (topic, payload) = g.topics.get(r.msg as usize).cloned().unwrap_or_default();
                 let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
@@ -1153,7 +1106,7 @@ impl Agent {
         // stays the newest (a rollback restores it into the previous
         // pipeline, a restart into the new one): no new checkpoints.
         let watching = self.updates.as_ref().is_some_and(|u| u.checking());
-        if self.pending_ckpt.is_none()
+        if !self.pending_ckpt.is_pending()
             && !watching
             && (force
                 || self.checkpoint_soon
@@ -1167,15 +1120,13 @@ impl Agent {
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
             let snap = dedupe::encode_checkpoint(&self.dedupe, &engine);
             let mark = self.em.published + self.em.queue.len() as u64;
-            self.pending_ckpt = Some((self.processed, snap, mark));
+            self.pending_ckpt.take(self.processed, snap, mark);
             self.last_ckpt = Instant::now();
             self.checkpoint_soon = false;
         }
-        let ready = matches!(&self.pending_ckpt, Some((_, _, mark)) if self.em.acked >= *mark);
-        if !ready {
+        let Some((upto, snap)) = self.pending_ckpt.ready(self.em.acked) else {
             return Ok(false);
-        }
-        let (upto, snap, _) = self.pending_ckpt.take().expect("checked");
+        };
         let t0 = Instant::now();
         self.store.put(upto, &snap)?;
         {
@@ -1479,7 +1430,7 @@ impl Agent {
         // after the restart restores it and replays the journal after it).
         let checking = self.updates.as_ref().is_some_and(|u| u.checking());
         if !checking {
-            self.pending_ckpt = None;
+            self.pending_ckpt.clear();
         }
         let mut written = self.maybe_checkpoint(true)?;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1687,7 +1638,7 @@ impl Agent {
             None => {}
         }
         let boundary = self.group.recs.is_empty()
-            && self.pending_ckpt.is_none()
+            && !self.pending_ckpt.is_pending()
             && self.em.queue.is_empty()
             && self.em.acked >= self.em.published;
         let ready = self.updates.as_ref().is_some_and(|u| u.staged());
@@ -1852,11 +1803,11 @@ impl Agent {
         );
         // At a boundary every output is acknowledged: written at once.
         let mark = self.em.published + self.em.queue.len() as u64;
-        self.pending_ckpt = Some((
+        self.pending_ckpt.take(
             self.processed,
             dedupe::encode_checkpoint(&self.dedupe, &snap),
             mark,
-        ));
+        );
         self.maybe_checkpoint(false)?;
         self.metrics.pipeline_version.store(staged.version, Relaxed);
         tracing::info!(
@@ -1990,7 +1941,7 @@ impl Agent {
         if let Some(u) = &self.updates {
             u.publish_status();
         }
-        self.pending_ckpt = None;
+        self.pending_ckpt.clear();
         self.maybe_checkpoint(true)?;
         self.publish_gauges();
         Ok(())
@@ -2335,26 +2286,6 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-/// Offers one journal record to the engine (through a SQL query's stage
-/// before the engine and the source's scalar user functions, if it has
-/// any: crate::sql::stage, crate::functions).
-fn feed(engine: &mut Engine, pf: &PipelineFile, s: &Sample<'_>) -> Result<(), Reject> {
-    let fns = &pf.functions;
-    if s.source == TICK_SOURCE {
-        engine.handle_time(s.now);
-        Ok(())
-    } else if let Some(q) = pf.sql.as_deref().filter(|q| q.filters_before_engine()) {
-        q.before_engine(fns, s.source as usize, s.key, s.ts, s.values, |v| {
-            engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
-        })
-        .unwrap_or(Ok(()))
-    } else {
-        fns.with_values(s.source as usize, s.ts, s.values, |v| {
-            engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
-        })
     }
 }
 
