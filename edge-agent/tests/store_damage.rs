@@ -148,3 +148,27 @@ fn truncation_cannot_pass_the_durable_journal() {
     let st = StoreConfig::default().build(&path).unwrap();
     assert_eq!((l, st.next_lsn()), (4, 5), "LSNs contiguous across reopen");
 }
+
+/// A SIGKILL or power cut while a gateway first creates its store used to
+/// leave `weir.redb` without redb's header, and every later start failed
+/// ("magic number mismatch") for ever. The store is now made under a
+/// temporary name and renamed into place once complete: what a crash
+/// leaves is that unfinished temporary file, which the next start replaces.
+#[test]
+fn a_store_whose_creation_was_cut_short_is_made_again_on_the_next_start() {
+    let path = dir("create");
+    let tmp = path.with_file_name(".weir.redb.new");
+    std::fs::write(&tmp, [0x5a; 700]).unwrap(); // half a header, then the kill
+    assert!(!path.exists());
+    let mut st = StoreConfig::default().build(&path).unwrap();
+    st.append(&s("k", &[1.0])).unwrap();
+    st.commit().unwrap();
+    drop(st);
+    assert!(!tmp.exists(), "the unfinished file is gone");
+    // A complete store: it opens again, with its reading.
+    let st = StoreConfig::default().build(&path).unwrap();
+    assert_eq!(st.committed_lsn(), 1);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}

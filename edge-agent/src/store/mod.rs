@@ -659,6 +659,9 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
         let path = path.as_ref();
         let io_err = |op| StoreError::db(path, op);
+        if !path.exists() {
+            Store::create(path, &config)?;
+        }
         // Created 0600 (it holds every reading), and the new name is made
         // durable in its directory before anything is written to it.
         let (file, _created) =
@@ -667,6 +670,34 @@ impl Store {
         let backend = redb::backends::FileBackend::new(file)
             .map_err(StoreError::db(path, "open database"))?;
         Store::open_backend(backend, path, config)
+    }
+
+    /// Makes a new, empty store at `path` as a whole: initialised (redb's
+    /// header and weir's tables, committed durably) under a temporary name
+    /// beside it, then renamed into place and the rename made durable. A
+    /// crash or power cut while a gateway creates its store therefore
+    /// leaves either no store or a complete one, never a file without a
+    /// valid header that no later start could open; a temporary file left
+    /// by such a crash is replaced by the next attempt.
+    fn create(path: &Path, config: &StoreConfig) -> Result<(), StoreError> {
+        let io_err = |op| StoreError::db(path, op);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = crate::fsutil::parent_of(path).join(format!(".{name}.new"));
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove an unfinished new database file")(e)),
+        }
+        let (file, _) =
+            crate::fsutil::open_or_create(&tmp, 0o600).map_err(io_err("create database file"))?;
+        restrict_mode(&file);
+        let backend = redb::backends::FileBackend::new(file)
+            .map_err(StoreError::db(path, "open database"))?;
+        drop(Store::open_backend(backend, &tmp, config.clone())?);
+        crate::fsutil::rename_durable(&tmp, path).map_err(io_err("rename the new database file"))
     }
 
     /// Opens the store on any redb [`StorageBackend`](redb::StorageBackend)
