@@ -734,11 +734,14 @@ impl Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            // `per_listener_settings` is global: it must come first.
+            // `per_listener_settings` is global: it must come first. The
+            // queue per client is raised from mosquitto's 1,000 so that a
+            // debug-build agent on a loaded machine falls behind without the
+            // broker dropping messages (a test failure that is not weir's).
             if let Some(rest) = extra.strip_prefix("per_listener_settings true\n") {
-                format!("per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{rest}")
+                format!("per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n{rest}")
             } else {
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n{extra}")
             },
         )
         .expect("mosquitto.conf");
