@@ -313,22 +313,7 @@ impl OutputEncoder {
                     m.field("score", Val::F(a.score));
                 }
                 m.finish();
-                if flagged {
-                    out.push(Encoded {
-                        topic: self.topic(Channel::Alerts, key),
-                        id: id.clone(),
-                        channel: Channel::Alerts,
-                        payload: payload.clone(),
-                    });
-                }
-                if windows {
-                    out.push(Encoded {
-                        topic: self.topic(Channel::Windows, key),
-                        id,
-                        channel: Channel::Windows,
-                        payload,
-                    });
-                }
+                self.push_window(out, key, id, payload, flagged, windows);
             }
             Output::Score(s) if s.verdict.flag => {
                 let op = &self.ops[s.op as usize];
@@ -458,6 +443,20 @@ impl OutputEncoder {
             m.field(&c.name, val);
         }
         m.finish();
+        self.push_window(out, key, id, payload, flagged, windows);
+    }
+
+    /// Queues a window row's message: on the alerts topic when it is
+    /// flagged, and on the windows topic when windows are published.
+    fn push_window(
+        &self,
+        out: &mut Vec<Encoded>,
+        key: &str,
+        id: String,
+        payload: Vec<u8>,
+        flagged: bool,
+        windows: bool,
+    ) {
         if flagged {
             out.push(Encoded {
                 topic: self.topic(Channel::Alerts, key),
