@@ -4,7 +4,6 @@
 //! with `s` decimals, DOUBLE with 6, BOOLEAN as `true`/`false`, NULL as
 //! an empty field; strings are quoted when they hold `,`, `"` or a newline.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use weir_core::engine::Engine;
@@ -13,24 +12,19 @@ use weir_core::output::{Output, WindowResult};
 
 use super::ddl::SqlType;
 use super::plan::{Query, END, KEY, START, WTIME};
+use super::stage::Join;
 use super::SqlPipeline;
 use crate::numfmt::{push_f64, push_i64};
 use crate::replay::{BadRow, Results, Summary, TextFields};
 use crate::timefmt::format_datetime_ms;
-
-/// A window row waiting for the other operators' results of the same key
-/// and window.
-struct Pending {
-    parts: Vec<Option<(Vec<f64>, bool)>>,
-    left: usize,
-}
 
 /// [`Results`] for a compiled query.
 pub struct Rows<'q> {
     q: &'q Query,
     sample: Vec<Value>,
     row: Vec<Value>,
-    pending: HashMap<(String, i64, i64), Pending>,
+    /// Joins the operators' results of one key and window into a row.
+    join: Join,
     /// Every result column reads one value of the window row as it is and
     /// there is no HAVING: rows are written without building a row.
     direct: bool,
@@ -54,7 +48,7 @@ impl<'q> Rows<'q> {
             q,
             sample: Vec::new(),
             row: Vec::new(),
-            pending: HashMap::new(),
+            join: Join::default(),
             direct,
             ts_cache: [(i64::MIN, [0; 23]); 2],
             ts_next: 0,
@@ -173,35 +167,11 @@ impl Results for Rows<'_> {
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {
         match o {
             Output::Window(w) => {
-                let Some(pos) = self.q.ops.iter().position(|&op| op == w.op as usize) else {
-                    return;
-                };
-                let flag = w.anomaly.is_some_and(|a| a.flag);
                 let key = engine.key_name(w.key);
-                let n = self.q.ops.len();
-                if n == 1 {
-                    self.emit(key, w, &[(w.values.as_slice(), flag)], sum, b);
-                    return;
-                }
-                let k = (key.to_string(), w.start, w.end);
-                let p = self.pending.entry(k.clone()).or_insert_with(|| Pending {
-                    parts: vec![None; n],
-                    left: n,
-                });
-                if p.parts[pos].is_none() {
-                    p.left -= 1;
-                }
-                p.parts[pos] = Some((w.values.as_slice().to_vec(), flag));
-                if p.left == 0 {
-                    let p = self.pending.remove(&k).expect("present");
-                    let parts: Vec<(&[f64], bool)> = p
-                        .parts
-                        .iter()
-                        .flatten()
-                        .map(|(v, f)| (v.as_slice(), *f))
-                        .collect();
-                    self.emit(&k.0, w, &parts, sum, b);
-                }
+                // Taken out for the call, so that `emit` can borrow the rest.
+                let mut join = std::mem::take(&mut self.join);
+                join.offer(self.q, key, w, |parts| self.emit(key, w, parts, sum, b));
+                self.join = join;
             }
             // Every operator sees the same late sample: count it once.
             Output::Late(l) if l.op as usize == self.q.ops[0] => sum.late += 1,
