@@ -199,17 +199,7 @@ impl Results for Writer {
                 sum.flagged += s.verdict.flag as u64;
             }
             Output::Score(s) => {
-                if self.prefix_op {
-                    b.extend_from_slice(self.engine_ops[s.op as usize].id.as_bytes());
-                    b.push(b',');
-                    b.extend_from_slice(engine.key_name(s.key).as_bytes());
-                    b.push(b',');
-                }
-                match self.ts_format {
-                    TsFormat::Datetime => b.extend_from_slice(format_datetime_ms(s.ts).as_bytes()),
-                    _ => push_i64(b, s.ts),
-                }
-                b.push(b',');
+                score_head(self, engine, s, b);
                 b.extend_from_slice(s.value.to_string().as_bytes());
                 b.push(b',');
                 push_f64(b, s.verdict.score);
@@ -234,17 +224,9 @@ impl Results for Writer {
     }
 }
 
-/// A multivariate detector's row: `[op,key,]ts,anomaly_score,alarm`, then
-/// one contribution per field. `alarm` is 1 when the score reaches the
-/// shipped threshold `at` (whatever the alert gate's cool-down).
-#[cold]
-fn write_multivariate(
-    w: &Writer,
-    engine: &Engine,
-    s: &weir_core::output::ScoreResult,
-    at: f64,
-    b: &mut Vec<u8>,
-) {
+/// The start of a score row: `[op,key,]ts,` (the operator and key with
+/// several operators), the time in the source's format.
+fn score_head(w: &Writer, engine: &Engine, s: &weir_core::output::ScoreResult, b: &mut Vec<u8>) {
     if w.prefix_op {
         b.extend_from_slice(w.engine_ops[s.op as usize].id.as_bytes());
         b.push(b',');
@@ -256,6 +238,20 @@ fn write_multivariate(
         _ => push_i64(b, s.ts),
     }
     b.push(b',');
+}
+
+/// A multivariate detector's row: `[op,key,]ts,anomaly_score,alarm`, then
+/// one contribution per field. `alarm` is 1 when the score reaches the
+/// shipped threshold `at` (whatever the alert gate's cool-down).
+#[cold]
+fn write_multivariate(
+    w: &Writer,
+    engine: &Engine,
+    s: &weir_core::output::ScoreResult,
+    at: f64,
+    b: &mut Vec<u8>,
+) {
+    score_head(w, engine, s, b);
     push_f64(b, s.verdict.score);
     b.extend_from_slice(if s.verdict.score >= at { b",1" } else { b",0" });
     for c in s.contributions.as_slice() {
