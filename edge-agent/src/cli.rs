@@ -291,159 +291,12 @@ fn config_error(e: ConfigError) -> anyhow::Error {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         #[cfg(feature = "host-tools")]
-        Command::Fleet { action } => {
-            use std::time::Duration;
-            match action {
-                Fleet::Keygen { out } => crate::fleet::keygen(&out)?,
-                Fleet::Sign {
-                    key,
-                    version,
-                    gateways,
-                    pipeline,
-                    output,
-                } => {
-                    let doc = crate::fleet::sign(&key, version, &gateways, &pipeline)?;
-                    let out = output
-                        .unwrap_or_else(|| pipeline.with_extension(format!("v{version}.update")));
-                    crate::fsutil::write_atomic(&out, &doc, 0o644)
-                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-                    println!(
-                        "{} ({} bytes, version {version}, for {})",
-                        out.display(),
-                        doc.len(),
-                        gateways.join(", ")
-                    );
-                }
-                Fleet::Push {
-                    broker,
-                    gateway,
-                    file,
-                    wait,
-                    timeout,
-                } => {
-                    match crate::fleet::push(
-                        &broker,
-                        &gateway,
-                        &file,
-                        wait,
-                        Duration::from_secs(timeout),
-                    )? {
-                        Some(s) => {
-                            println!("{}", crate::fleet::status_line(&s));
-                            if s.last_result != weir_cloud_sync::update::UpdateResult::Applied {
-                                return Ok(ExitCode::from(1));
-                            }
-                        }
-                        None => println!("published to weir/{gateway}/pipeline/set (acknowledged)"),
-                    }
-                }
-                Fleet::Status { broker, timeout } => {
-                    let all = crate::fleet::status(
-                        &broker,
-                        Duration::from_millis(500),
-                        Duration::from_secs(timeout),
-                    )?;
-                    for s in &all {
-                        println!("{}", crate::fleet::status_line(s));
-                    }
-                    if all.is_empty() {
-                        println!("no gateway has published a status");
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Fleet { action } => cmd_fleet(action),
         Command::Check {
             store: Some(dir), ..
-        } => {
-            let r = crate::check_store::check(&dir)
-                .map_err(|e| anyhow::anyhow!("{}: cannot read the store: {e}", dir.display()))?;
-            for l in &r.lines {
-                println!("{l}");
-            }
-            if r.ok {
-                println!("store ok");
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "store damaged: weir moves such a store aside (weir.redb.damaged-<time>) and starts a new one"
-            );
-            Ok(ExitCode::from(1))
-        }
+        } => cmd_check_store(&dir),
         Command::Check { file, .. } => {
-            let file = file.expect("clap requires FILE without --store");
-            if is_gateway_file(&file) {
-                let g = crate::gateway::load(&file).map_err(config_error)?;
-                let pf = pipeline_file::load(&g.pipeline).map_err(config_error)?;
-                let mqtt = pf.mqtt.iter().flatten().count();
-                if mqtt == 0 {
-                    anyhow::bail!(
-                        "{}: the pipeline has no [source.mqtt] table, so weir run would have nothing to subscribe to",
-                        g.pipeline.display()
-                    );
-                }
-                println!(
-                    "{}: ok: gateway `{}`, broker {}:{}{}, {} durability, data in {}; pipeline `{}` ({}): {mqtt} MQTT source(s)",
-                    file.display(),
-                    g.id,
-                    g.broker.host,
-                    g.broker.port,
-                    if g.broker.tls { " (TLS)" } else { "" },
-                    g.durability,
-                    g.data_dir.display(),
-                    pf.spec.name,
-                    g.pipeline.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            if is_board_profile(&file) {
-                let board =
-                    weir_boards::profile::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
-                println!(
-                    "{}: ok: board `{}` ({}): {} bus(es), {} sensor(s)",
-                    file.display(),
-                    board.name,
-                    board.target,
-                    board.buses.len(),
-                    board.sensors.len()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            if crate::sql::is_sql(&file) {
-                let p = crate::sql::load(&file).map_err(config_error)?;
-                if p.explain {
-                    print!("{}", p.query.explain);
-                }
-                let cols: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
-                println!(
-                    "{}: ok: SQL pipeline `{}`: source `{}`, {} window operator(s), result columns {}",
-                    file.display(),
-                    p.pipeline.spec.name,
-                    p.pipeline.spec.sources[0].name,
-                    p.pipeline.spec.operators.len(),
-                    cols.join(", ")
-                );
-                if let Err(why) = p.agent_can_run() {
-                    println!("note: {why}");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let pf = pipeline_file::load(&file).map_err(config_error)?;
-            let windows = pf
-                .spec
-                .operators
-                .iter()
-                .filter(|o| matches!(o.kind, OperatorKind::Window(_)))
-                .count();
-            println!(
-                "{}: ok: pipeline `{}`: {} source(s), {} window operator(s), {} detect operator(s)",
-                file.display(),
-                pf.spec.name,
-                pf.spec.sources.len(),
-                windows,
-                pf.spec.operators.len() - windows
-            );
-            Ok(ExitCode::SUCCESS)
+            cmd_check(&file.expect("clap requires FILE without --store"))
         }
         #[cfg(feature = "host-tools")]
         Command::Bundle {
@@ -474,138 +327,309 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deadletters { config, last } => cmd_deadletters(&config, last),
         Command::Functions {
             action: FunctionsCmd::Embed { pipeline, output },
-        } => {
-            let text = std::fs::read_to_string(&pipeline)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", pipeline.display()))?;
-            let out = crate::functions::embed(&pipeline.display().to_string(), &text)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut w = open_out(output.as_deref())?;
-            w.write_all(out.as_bytes())?;
-            w.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Sql { init } => {
-            let stdin = io::stdin();
-            let prompt = std::io::IsTerminal::is_terminal(&stdin);
-            let init_text = match &init {
-                Some(p) => {
-                    std::fs::read_to_string(p)
-                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
-                        + "\n"
-                }
-                None => String::new(),
-            };
-            let input = io::Read::chain(init_text.as_bytes(), stdin.lock());
-            crate::sql::shell::run(input, io::stdout().lock(), prompt)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Gen {
-            workload:
-                Workload::W1 {
-                    events,
-                    seed,
-                    output,
-                },
-        } => {
-            let mut out = open_out(output.as_deref())?;
-            crate::gen::W1::new(events, seed).write(&mut out)?;
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Gen {
-            workload:
-                Workload::Pump {
-                    samples,
-                    fault,
-                    seed,
-                    output,
-                },
-        } => {
-            let mut out = open_out(output.as_deref())?;
-            crate::gen::Pump::new(samples, seed, fault).write(&mut out)?;
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_functions_embed(&pipeline, output.as_deref()),
+        Command::Sql { init } => cmd_sql(init.as_deref()),
+        Command::Gen { workload } => cmd_gen(workload),
         Command::Replay {
             pipeline,
             input,
             output,
             source,
             show_bad,
+        } => cmd_replay(
+            &pipeline,
+            input.as_deref(),
+            output.as_deref(),
+            source.as_deref(),
+            show_bad,
+        ),
+    }
+}
+
+/// `weir fleet …`: the operator's side of signed updates.
+#[cfg(feature = "host-tools")]
+fn cmd_fleet(action: Fleet) -> anyhow::Result<ExitCode> {
+    use std::time::Duration;
+    match action {
+        Fleet::Keygen { out } => crate::fleet::keygen(&out)?,
+        Fleet::Sign {
+            key,
+            version,
+            gateways,
+            pipeline,
+            output,
         } => {
-            if crate::sql::is_sql(&pipeline) {
-                return cmd_replay_sql(&pipeline, input.as_deref(), output.as_deref(), show_bad);
-            }
-            let Some(input) = input else {
-                anyhow::bail!("--input is required with a TOML pipeline");
-            };
-            let pf = pipeline_file::load(&pipeline).map_err(config_error)?;
-            let src = match &source {
-                None => 0,
-                Some(name) => pf
-                    .spec
-                    .sources
-                    .iter()
-                    .position(|s| &s.name == name)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "{}: no source named `{name}` (sources: {})",
-                            pipeline.display(),
-                            pf.spec
-                                .sources
-                                .iter()
-                                .map(|s| s.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    })?,
-            };
-            if pf.spec.sources.is_empty() {
-                anyhow::bail!(
-                    "{}: the pipeline has no [[source]] to read rows into",
-                    pipeline.display()
-                );
-            }
-            let reader: Box<dyn io::Read> =
-                if input.as_os_str() == "-" {
-                    Box::new(io::stdin().lock())
-                } else {
-                    Box::new(File::open(&input).map_err(|e| {
-                        anyhow::anyhow!("cannot open input {}: {e}", input.display())
-                    })?)
-                };
-            let out = open_out(output.as_deref())?;
-            let mut shown = 0u64;
-            let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
-            let name = input.display().to_string();
-            let (summary, engine) = replay::replay(&pf, src, reader, out, |bad, line| {
-                *by_reason.entry(reason_name(&bad.error)).or_default() += 1;
-                if shown < show_bad {
-                    shown += 1;
-                    let text = String::from_utf8_lossy(&line[..line.len().min(120)]);
-                    eprintln!("{name}:{}: {} (row: {text:?})", bad.line, bad.error);
-                }
-            })?;
-            eprintln!("weir replay: {summary}");
-            if !by_reason.is_empty() {
-                let parts: Vec<String> =
-                    by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
-            }
-            crate::functions::print_report(&pf.functions, show_bad, |k| {
-                engine.key_name(k).to_string()
-            });
-            let st = engine.stats();
-            eprintln!(
-                "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
-                st.accepted,
-                st.rejected_total(),
-                engine.key_count(),
-                replay::peak_rss_kib().map_or("?".into(), |k| k.to_string())
+            let doc = crate::fleet::sign(&key, version, &gateways, &pipeline)?;
+            let out =
+                output.unwrap_or_else(|| pipeline.with_extension(format!("v{version}.update")));
+            crate::fsutil::write_atomic(&out, &doc, 0o644)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+            println!(
+                "{} ({} bytes, version {version}, for {})",
+                out.display(),
+                doc.len(),
+                gateways.join(", ")
             );
-            Ok(ExitCode::SUCCESS)
+        }
+        Fleet::Push {
+            broker,
+            gateway,
+            file,
+            wait,
+            timeout,
+        } => {
+            match crate::fleet::push(&broker, &gateway, &file, wait, Duration::from_secs(timeout))?
+            {
+                Some(s) => {
+                    println!("{}", crate::fleet::status_line(&s));
+                    if s.last_result != weir_cloud_sync::update::UpdateResult::Applied {
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                None => println!("published to weir/{gateway}/pipeline/set (acknowledged)"),
+            }
+        }
+        Fleet::Status { broker, timeout } => {
+            let all = crate::fleet::status(
+                &broker,
+                Duration::from_millis(500),
+                Duration::from_secs(timeout),
+            )?;
+            for s in &all {
+                println!("{}", crate::fleet::status_line(s));
+            }
+            if all.is_empty() {
+                println!("no gateway has published a status");
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir check --store DIR`: reads a gateway's store without changing it.
+fn cmd_check_store(dir: &Path) -> anyhow::Result<ExitCode> {
+    let r = crate::check_store::check(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the store: {e}", dir.display()))?;
+    for l in &r.lines {
+        println!("{l}");
+    }
+    if r.ok {
+        println!("store ok");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "store damaged: weir moves such a store aside (weir.redb.damaged-<time>) and starts a new one"
+    );
+    Ok(ExitCode::from(1))
+}
+
+/// `weir check FILE`: a gateway file (with its pipeline), a board profile,
+/// a SQL or a TOML pipeline, recognised by content.
+fn cmd_check(file: &Path) -> anyhow::Result<ExitCode> {
+    if is_gateway_file(file) {
+        let g = crate::gateway::load(file).map_err(config_error)?;
+        let pf = pipeline_file::load(&g.pipeline).map_err(config_error)?;
+        let mqtt = pf.mqtt.iter().flatten().count();
+        if mqtt == 0 {
+            anyhow::bail!(
+                "{}: the pipeline has no [source.mqtt] table, so weir run would have nothing to subscribe to",
+                g.pipeline.display()
+            );
+        }
+        println!(
+            "{}: ok: gateway `{}`, broker {}:{}{}, {} durability, data in {}; pipeline `{}` ({}): {mqtt} MQTT source(s)",
+            file.display(),
+            g.id,
+            g.broker.host,
+            g.broker.port,
+            if g.broker.tls { " (TLS)" } else { "" },
+            g.durability,
+            g.data_dir.display(),
+            pf.spec.name,
+            g.pipeline.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if is_board_profile(file) {
+        let board = weir_boards::profile::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "{}: ok: board `{}` ({}): {} bus(es), {} sensor(s)",
+            file.display(),
+            board.name,
+            board.target,
+            board.buses.len(),
+            board.sensors.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if crate::sql::is_sql(file) {
+        let p = crate::sql::load(file).map_err(config_error)?;
+        if p.explain {
+            print!("{}", p.query.explain);
+        }
+        let cols: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "{}: ok: SQL pipeline `{}`: source `{}`, {} window operator(s), result columns {}",
+            file.display(),
+            p.pipeline.spec.name,
+            p.pipeline.spec.sources[0].name,
+            p.pipeline.spec.operators.len(),
+            cols.join(", ")
+        );
+        if let Err(why) = p.agent_can_run() {
+            println!("note: {why}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pf = pipeline_file::load(file).map_err(config_error)?;
+    let windows = pf
+        .spec
+        .operators
+        .iter()
+        .filter(|o| matches!(o.kind, OperatorKind::Window(_)))
+        .count();
+    println!(
+        "{}: ok: pipeline `{}`: {} source(s), {} window operator(s), {} detect operator(s)",
+        file.display(),
+        pf.spec.name,
+        pf.spec.sources.len(),
+        windows,
+        pf.spec.operators.len() - windows
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir functions embed`: a `.sql` file with its modules embedded.
+fn cmd_functions_embed(pipeline: &Path, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(pipeline)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", pipeline.display()))?;
+    let out = crate::functions::embed(&pipeline.display().to_string(), &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut w = open_out(output)?;
+    w.write_all(out.as_bytes())?;
+    w.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir sql`: the interactive shell, after the statements of `init`.
+fn cmd_sql(init: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let stdin = io::stdin();
+    let prompt = std::io::IsTerminal::is_terminal(&stdin);
+    let init_text = match init {
+        Some(p) => {
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+                + "\n"
+        }
+        None => String::new(),
+    };
+    let input = io::Read::chain(init_text.as_bytes(), stdin.lock());
+    crate::sql::shell::run(input, io::stdout().lock(), prompt)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir gen`: a generated workload as CSV.
+fn cmd_gen(workload: Workload) -> anyhow::Result<ExitCode> {
+    match workload {
+        Workload::W1 {
+            events,
+            seed,
+            output,
+        } => {
+            let mut out = open_out(output.as_deref())?;
+            crate::gen::W1::new(events, seed).write(&mut out)?;
+            out.flush()?;
+        }
+        Workload::Pump {
+            samples,
+            fault,
+            seed,
+            output,
+        } => {
+            let mut out = open_out(output.as_deref())?;
+            crate::gen::Pump::new(samples, seed, fault).write(&mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir replay` of a TOML pipeline (a SQL one goes to [`cmd_replay_sql`]).
+fn cmd_replay(
+    pipeline: &Path,
+    input: Option<&Path>,
+    output: Option<&Path>,
+    source: Option<&str>,
+    show_bad: u64,
+) -> anyhow::Result<ExitCode> {
+    if crate::sql::is_sql(pipeline) {
+        return cmd_replay_sql(pipeline, input, output, show_bad);
+    }
+    let Some(input) = input else {
+        anyhow::bail!("--input is required with a TOML pipeline");
+    };
+    let pf = pipeline_file::load(pipeline).map_err(config_error)?;
+    let src = match source {
+        None => 0,
+        Some(name) => pf
+            .spec
+            .sources
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no source named `{name}` (sources: {})",
+                    pipeline.display(),
+                    pf.spec
+                        .sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+    };
+    if pf.spec.sources.is_empty() {
+        anyhow::bail!(
+            "{}: the pipeline has no [[source]] to read rows into",
+            pipeline.display()
+        );
+    }
+    let reader: Box<dyn io::Read> = if input.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(
+            File::open(input)
+                .map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?,
+        )
+    };
+    let out = open_out(output)?;
+    let mut shown = 0u64;
+    let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
+    let name = input.display().to_string();
+    let (summary, engine) = replay::replay(&pf, src, reader, out, |bad, line| {
+        *by_reason.entry(reason_name(&bad.error)).or_default() += 1;
+        if shown < show_bad {
+            shown += 1;
+            let text = String::from_utf8_lossy(&line[..line.len().min(120)]);
+            eprintln!("{name}:{}: {} (row: {text:?})", bad.line, bad.error);
+        }
+    })?;
+    eprintln!("weir replay: {summary}");
+    if !by_reason.is_empty() {
+        let parts: Vec<String> = by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
+    }
+    crate::functions::print_report(&pf.functions, show_bad, |k| engine.key_name(k).to_string());
+    let st = engine.stats();
+    eprintln!(
+        "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
+        st.accepted,
+        st.rejected_total(),
+        engine.key_count(),
+        replay::peak_rss_kib().map_or("?".into(), |k| k.to_string())
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir replay` of a SQL pipeline: result rows with a header, or the plan

@@ -661,287 +661,24 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
             "see docs/pipeline.md for the pipeline format",
         )
     })?;
-    let unit = match raw.time.unit.as_ref().map(|u| u.get_ref().as_str()) {
-        None | Some("ms") => TimeUnit::Millis,
-        Some("us") => TimeUnit::Micros,
-        Some(o) => {
-            let sp = raw.time.unit.as_ref().map(|u| u.span());
-            return Err(ctx.err(
-                sp,
-                format!("unknown time unit `{o}`"),
-                "use \"ms\" or \"us\"",
-            ));
-        }
-    };
-    let mut time = TimeSpec::new(unit);
-    time.mode = match raw.time.mode.as_ref().map(|u| u.get_ref().as_str()) {
-        None | Some("event") => TimeMode::Event,
-        Some("ingestion") => TimeMode::Ingestion,
-        Some("processing") => TimeMode::Processing,
-        Some(o) => {
-            let sp = raw.time.mode.as_ref().map(|u| u.span());
-            return Err(ctx.err(
-                sp,
-                format!("unknown time mode `{o}`"),
-                "use \"event\", \"ingestion\" or \"processing\"",
-            ));
-        }
-    };
-    let mut state = StateSpec::default();
-    if let Some(m) = &raw.state.max_keys {
-        if *m.get_ref() < 1 {
-            return Err(ctx.err(
-                Some(m.span()),
-                "max_keys must be at least 1",
-                "set a positive key budget",
-            ));
-        }
-        state.max_keys = *m.get_ref() as usize;
-    }
-    state.ttl = ctx
-        .duration_or_off(raw.state.ttl.as_ref(), DEFAULT_TTL, unit, "ttl")?
-        .map(|t| t.max(1));
-    if let Some(m) = &raw.state.memory {
-        let bytes = match m.get_ref() {
-            SizeValue::Int(n) => usize::try_from(*n).ok(),
-            SizeValue::Str(s) => parse_size(s),
-        };
-        state.max_bytes = match bytes {
-            Some(b) if b >= 1 << 16 => b,
-            _ => {
-                return Err(ctx.err(
-                    Some(m.span()),
-                    "memory is not a size of at least 64KiB",
-                    "write the keyed-state budget as bytes or with a unit: \"64MiB\", \"512KiB\", \"1GiB\"",
-                ))
-            }
-        };
-    }
-    if let Some(p) = &raw.state.on_full {
-        state.on_full = match p.get_ref().as_str() {
-            "reject" => FullPolicy::RejectNew,
-            "evict_idle" => FullPolicy::EvictIdle,
-            o => {
-                return Err(ctx.err(
-                    Some(p.span()),
-                    format!("unknown policy `{o}`"),
-                    "use \"reject\" or \"evict_idle\"",
-                ))
-            }
-        };
-    }
-
+    let time = time_spec(&ctx, &raw.time)?;
+    let unit = time.unit;
+    let state = state_spec(&ctx, &raw.state, unit)?;
     let mut sources = Vec::new();
     let mut csv = Vec::new();
     let mut mqtt = Vec::new();
     for s in &raw.sources {
-        let mut spec = SourceSpec::new(s.name.get_ref(), s.fields.get_ref().iter().cloned());
-        if let Some(d) = &s.max_out_of_orderness {
-            spec.max_out_of_orderness = ctx.duration(d, unit, "max_out_of_orderness")?;
-        }
-        if let Some(d) = &s.idle_timeout {
-            spec.idle_timeout = Some(ctx.duration(d, unit, "idle_timeout")?);
-        }
-        spec.max_ahead =
-            ctx.duration_or_off(s.max_ahead.as_ref(), DEFAULT_MAX_AHEAD, unit, "max_ahead")?;
-        spec.watermark = match s.watermark.as_ref().map(|w| w.get_ref().as_str()) {
-            None | Some("per-key") => WatermarkMode::PerKey,
-            Some("per-source") => WatermarkMode::PerSource,
-            Some(o) => {
-                return Err(ctx.err(
-                    s.watermark.as_ref().map(|w| w.span()),
-                    format!("unknown watermark `{o}`"),
-                    "use \"per-key\" (the default: each key's own watermark fires its windows) or \"per-source\"",
-                ))
-            }
-        };
-        if spec.fields.is_empty() {
-            return Err(ctx.err(
-                Some(s.fields.span()),
-                "a source needs at least one field",
-                "list the numeric fields, e.g. fields = [\"value\"]",
-            ));
-        }
-        stages(&ctx, s, &mut spec)?;
-        csv.push(csv_mapping(&ctx, s, unit)?);
-        mqtt.push(match &s.mqtt {
-            None => None,
-            Some(m) => Some(mqtt_source(&ctx, m, &spec.fields, unit)?),
-        });
+        let (spec, c, m) = source(&ctx, s, unit)?;
         sources.push(spec);
+        csv.push(c);
+        mqtt.push(m);
     }
     let mut operators = Vec::new();
     for w in &raw.windows {
-        let need = |d: &Option<Dur>, what: &str| -> Result<i64, ConfigError> {
-            match d {
-                Some(d) => ctx.duration(d, unit, what),
-                None => Err(ctx.err(
-                    Some(w.kind.span()),
-                    format!("a {} window needs `{what}`", w.kind.get_ref()),
-                    format!("add {what} = \"10s\" (for example) to this window"),
-                )),
-            }
-        };
-        let kind = match w.kind.get_ref().as_str() {
-            "tumbling" => WindowKind::Tumbling {
-                size: need(&w.size, "size")?,
-            },
-            "sliding" => WindowKind::Sliding {
-                size: need(&w.size, "size")?,
-                slide: need(&w.slide, "slide")?,
-            },
-            "session" => WindowKind::Session {
-                gap: need(&w.gap, "gap")?,
-            },
-            "cumulate" => WindowKind::Cumulate {
-                step: need(&w.step, "step")?,
-                size: need(&w.size, "size")?,
-            },
-            "count" => match w.size.as_ref().map(|s| s.get_ref()) {
-                Some(DurationValue::Int(n)) if *n > 0 => WindowKind::Count { size: *n as u64 },
-                _ => {
-                    return Err(ctx.err(
-                        Some(w.kind.span()),
-                        "a count window needs `size`, a positive number of samples",
-                        "add size = 100 (for example)",
-                    ))
-                }
-            },
-            o => {
-                return Err(ctx.err(
-                    Some(w.kind.span()),
-                    format!("unknown window kind `{o}`"),
-                    "use \"tumbling\", \"sliding\", \"cumulate\", \"session\" or \"count\"",
-                ))
-            }
-        };
-        let mut aggregates = Vec::new();
-        for a in w.aggregates.get_ref() {
-            match AggKind::parse(a.get_ref()) {
-                Some(k) => aggregates.push(k),
-                None => return Err(ctx.err(Some(a.span()), format!("unknown aggregate `{}`", a.get_ref()), "use count, sum, min, max, mean, stddev, stddev_sample, variance, rms, p2p, kurtosis, crest, or a percentile such as p95 / p99.9")),
-            }
-        }
-        let detect = match &w.detect {
-            None => None,
-            Some(d) => {
-                let on = match &d.on {
-                    Some(on) => Some(AggKind::parse(on.get_ref()).ok_or_else(|| {
-                        ctx.err(
-                            Some(on.span()),
-                            format!("unknown aggregate `{}`", on.get_ref()),
-                            "`on` names one of the window's aggregates, e.g. \"mean\"",
-                        )
-                    })?),
-                    None => None,
-                };
-                Some(DetectSpec {
-                    on,
-                    detector: detector(
-                        &ctx,
-                        &DetParams {
-                            kind: &d.kind,
-                            alpha: d.alpha,
-                            k: d.k,
-                            warmup: d.warmup,
-                            threshold: d.threshold,
-                            hysteresis: d.hysteresis,
-                            cooldown: d.cooldown,
-                        },
-                    )?,
-                    order: SampleOrder::EventTime,
-                    fields: Vec::new(),
-                })
-            }
-        };
-        let allowed_lateness = match &w.allowed_lateness {
-            Some(d) => ctx.duration(d, unit, "allowed_lateness")?,
-            None => 0,
-        };
-        operators.push(OperatorSpec {
-            id: w.id.get_ref().clone(),
-            source: w.source.get_ref().clone(),
-            field: w.field.get_ref().clone(),
-            kind: OperatorKind::Window(WindowSpec {
-                kind,
-                allowed_lateness,
-                aggregates,
-                detect,
-            }),
-        });
+        operators.push(window_op(&ctx, w, unit)?);
     }
     for d in &raw.detects {
-        if d.kind.get_ref() == "multivariate" {
-            operators.push(multivariate(&ctx, d, &sources)?);
-            continue;
-        }
-        if let Some(f) = &d.fields {
-            return Err(ctx.err(
-                Some(f.span()),
-                format!("a {} detector reads one field", d.kind.get_ref()),
-                "write `field = \"…\"`, or use kind = \"multivariate\" for several fields of one machine",
-            ));
-        }
-        if let Some(sp) = [
-            d.learn.as_ref().map(|x| x.span()),
-            d.forget.as_ref().map(|x| x.span()),
-            d.beta.as_ref().map(|x| x.span()),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        {
-            return Err(ctx.err(
-                Some(sp),
-                "learn, forget and beta belong to kind = \"multivariate\"",
-                "remove them, or use kind = \"multivariate\" with `fields`",
-            ));
-        }
-        let Some(field) = &d.field else {
-            return Err(ctx.err(
-                Some(d.id.span()),
-                format!(
-                    "detector `{}` needs `field`: the field it watches",
-                    d.id.get_ref()
-                ),
-                "add `field = \"…\"`, a field of its source",
-            ));
-        };
-        let order = match d.order.as_ref().map(|o| o.get_ref().as_str()) {
-            None | Some("event_time") => SampleOrder::EventTime,
-            Some("arrival") => SampleOrder::Arrival,
-            Some(o) => {
-                let sp = d.order.as_ref().map(|x| x.span());
-                return Err(ctx.err(
-                    sp,
-                    format!("unknown order `{o}`"),
-                    "use \"event_time\" (the default) or \"arrival\"",
-                ));
-            }
-        };
-        let det = detector(
-            &ctx,
-            &DetParams {
-                kind: &d.kind,
-                alpha: d.alpha,
-                k: d.k,
-                warmup: d.warmup,
-                threshold: d.threshold,
-                hysteresis: d.hysteresis,
-                cooldown: d.cooldown,
-            },
-        )?;
-        operators.push(OperatorSpec {
-            id: d.id.get_ref().clone(),
-            source: d.source.get_ref().clone(),
-            field: field.get_ref().clone(),
-            kind: OperatorKind::Detect(DetectSpec {
-                on: None,
-                detector: det,
-                order,
-                fields: Vec::new(),
-            }),
-        });
+        operators.push(detect_op(&ctx, d, &sources)?);
     }
     // User functions: scalar ones add a field to their source, keyed ones
     // an operator (crate::functions).
@@ -967,6 +704,307 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineFile, ConfigError> {
         mqtt,
         functions,
         sql: None,
+    })
+}
+
+/// `[time]`: the unit and the time mode.
+fn time_spec(ctx: &Ctx<'_>, t: &RawTime) -> Result<TimeSpec, ConfigError> {
+    let unit = match t.unit.as_ref().map(|u| u.get_ref().as_str()) {
+        None | Some("ms") => TimeUnit::Millis,
+        Some("us") => TimeUnit::Micros,
+        Some(o) => {
+            let sp = t.unit.as_ref().map(|u| u.span());
+            return Err(ctx.err(
+                sp,
+                format!("unknown time unit `{o}`"),
+                "use \"ms\" or \"us\"",
+            ));
+        }
+    };
+    let mut time = TimeSpec::new(unit);
+    time.mode = match t.mode.as_ref().map(|u| u.get_ref().as_str()) {
+        None | Some("event") => TimeMode::Event,
+        Some("ingestion") => TimeMode::Ingestion,
+        Some("processing") => TimeMode::Processing,
+        Some(o) => {
+            let sp = t.mode.as_ref().map(|u| u.span());
+            return Err(ctx.err(
+                sp,
+                format!("unknown time mode `{o}`"),
+                "use \"event\", \"ingestion\" or \"processing\"",
+            ));
+        }
+    };
+    Ok(time)
+}
+
+/// `[state]`: the key and byte budgets, the TTL and the policy when full.
+fn state_spec(ctx: &Ctx<'_>, st: &RawState, unit: TimeUnit) -> Result<StateSpec, ConfigError> {
+    let mut state = StateSpec::default();
+    if let Some(m) = &st.max_keys {
+        if *m.get_ref() < 1 {
+            return Err(ctx.err(
+                Some(m.span()),
+                "max_keys must be at least 1",
+                "set a positive key budget",
+            ));
+        }
+        state.max_keys = *m.get_ref() as usize;
+    }
+    state.ttl = ctx
+        .duration_or_off(st.ttl.as_ref(), DEFAULT_TTL, unit, "ttl")?
+        .map(|t| t.max(1));
+    if let Some(m) = &st.memory {
+        let bytes = match m.get_ref() {
+            SizeValue::Int(n) => usize::try_from(*n).ok(),
+            SizeValue::Str(s) => parse_size(s),
+        };
+        state.max_bytes = match bytes {
+            Some(b) if b >= 1 << 16 => b,
+            _ => {
+                return Err(ctx.err(
+                    Some(m.span()),
+                    "memory is not a size of at least 64KiB",
+                    "write the keyed-state budget as bytes or with a unit: \"64MiB\", \"512KiB\", \"1GiB\"",
+                ))
+            }
+        };
+    }
+    if let Some(p) = &st.on_full {
+        state.on_full = match p.get_ref().as_str() {
+            "reject" => FullPolicy::RejectNew,
+            "evict_idle" => FullPolicy::EvictIdle,
+            o => {
+                return Err(ctx.err(
+                    Some(p.span()),
+                    format!("unknown policy `{o}`"),
+                    "use \"reject\" or \"evict_idle\"",
+                ))
+            }
+        };
+    }
+    Ok(state)
+}
+
+/// One `[[source]]`: its spec, its CSV mapping and its MQTT subscription.
+fn source(
+    ctx: &Ctx<'_>,
+    s: &RawSource,
+    unit: TimeUnit,
+) -> Result<(SourceSpec, CsvMapping, Option<MqttSource>), ConfigError> {
+    let mut spec = SourceSpec::new(s.name.get_ref(), s.fields.get_ref().iter().cloned());
+    if let Some(d) = &s.max_out_of_orderness {
+        spec.max_out_of_orderness = ctx.duration(d, unit, "max_out_of_orderness")?;
+    }
+    if let Some(d) = &s.idle_timeout {
+        spec.idle_timeout = Some(ctx.duration(d, unit, "idle_timeout")?);
+    }
+    spec.max_ahead =
+        ctx.duration_or_off(s.max_ahead.as_ref(), DEFAULT_MAX_AHEAD, unit, "max_ahead")?;
+    spec.watermark = match s.watermark.as_ref().map(|w| w.get_ref().as_str()) {
+        None | Some("per-key") => WatermarkMode::PerKey,
+        Some("per-source") => WatermarkMode::PerSource,
+        Some(o) => {
+            return Err(ctx.err(
+                s.watermark.as_ref().map(|w| w.span()),
+                format!("unknown watermark `{o}`"),
+                "use \"per-key\" (the default: each key's own watermark fires its windows) or \"per-source\"",
+            ))
+        }
+    };
+    if spec.fields.is_empty() {
+        return Err(ctx.err(
+            Some(s.fields.span()),
+            "a source needs at least one field",
+            "list the numeric fields, e.g. fields = [\"value\"]",
+        ));
+    }
+    stages(ctx, s, &mut spec)?;
+    let csv = csv_mapping(ctx, s, unit)?;
+    let mqtt = match &s.mqtt {
+        None => None,
+        Some(m) => Some(mqtt_source(ctx, m, &spec.fields, unit)?),
+    };
+    Ok((spec, csv, mqtt))
+}
+
+/// One `[[window]]` operator.
+fn window_op(ctx: &Ctx<'_>, w: &RawWindow, unit: TimeUnit) -> Result<OperatorSpec, ConfigError> {
+    let need = |d: &Option<Dur>, what: &str| -> Result<i64, ConfigError> {
+        match d {
+            Some(d) => ctx.duration(d, unit, what),
+            None => Err(ctx.err(
+                Some(w.kind.span()),
+                format!("a {} window needs `{what}`", w.kind.get_ref()),
+                format!("add {what} = \"10s\" (for example) to this window"),
+            )),
+        }
+    };
+    let kind = match w.kind.get_ref().as_str() {
+        "tumbling" => WindowKind::Tumbling {
+            size: need(&w.size, "size")?,
+        },
+        "sliding" => WindowKind::Sliding {
+            size: need(&w.size, "size")?,
+            slide: need(&w.slide, "slide")?,
+        },
+        "session" => WindowKind::Session {
+            gap: need(&w.gap, "gap")?,
+        },
+        "cumulate" => WindowKind::Cumulate {
+            step: need(&w.step, "step")?,
+            size: need(&w.size, "size")?,
+        },
+        "count" => match w.size.as_ref().map(|s| s.get_ref()) {
+            Some(DurationValue::Int(n)) if *n > 0 => WindowKind::Count { size: *n as u64 },
+            _ => {
+                return Err(ctx.err(
+                    Some(w.kind.span()),
+                    "a count window needs `size`, a positive number of samples",
+                    "add size = 100 (for example)",
+                ))
+            }
+        },
+        o => {
+            return Err(ctx.err(
+                Some(w.kind.span()),
+                format!("unknown window kind `{o}`"),
+                "use \"tumbling\", \"sliding\", \"cumulate\", \"session\" or \"count\"",
+            ))
+        }
+    };
+    let mut aggregates = Vec::new();
+    for a in w.aggregates.get_ref() {
+        match AggKind::parse(a.get_ref()) {
+            Some(k) => aggregates.push(k),
+            None => return Err(ctx.err(Some(a.span()), format!("unknown aggregate `{}`", a.get_ref()), "use count, sum, min, max, mean, stddev, stddev_sample, variance, rms, p2p, kurtosis, crest, or a percentile such as p95 / p99.9")),
+        }
+    }
+    let detect = match &w.detect {
+        None => None,
+        Some(d) => {
+            let on = match &d.on {
+                Some(on) => Some(AggKind::parse(on.get_ref()).ok_or_else(|| {
+                    ctx.err(
+                        Some(on.span()),
+                        format!("unknown aggregate `{}`", on.get_ref()),
+                        "`on` names one of the window's aggregates, e.g. \"mean\"",
+                    )
+                })?),
+                None => None,
+            };
+            Some(DetectSpec {
+                on,
+                detector: detector(
+                    ctx,
+                    &DetParams {
+                        kind: &d.kind,
+                        alpha: d.alpha,
+                        k: d.k,
+                        warmup: d.warmup,
+                        threshold: d.threshold,
+                        hysteresis: d.hysteresis,
+                        cooldown: d.cooldown,
+                    },
+                )?,
+                order: SampleOrder::EventTime,
+                fields: Vec::new(),
+            })
+        }
+    };
+    let allowed_lateness = match &w.allowed_lateness {
+        Some(d) => ctx.duration(d, unit, "allowed_lateness")?,
+        None => 0,
+    };
+    Ok(OperatorSpec {
+        id: w.id.get_ref().clone(),
+        source: w.source.get_ref().clone(),
+        field: w.field.get_ref().clone(),
+        kind: OperatorKind::Window(WindowSpec {
+            kind,
+            allowed_lateness,
+            aggregates,
+            detect,
+        }),
+    })
+}
+
+/// One `[[detect]]` operator (`sources`: the pipeline's, for a
+/// multivariate detector's fields).
+fn detect_op(
+    ctx: &Ctx<'_>,
+    d: &RawDetect,
+    sources: &[SourceSpec],
+) -> Result<OperatorSpec, ConfigError> {
+    if d.kind.get_ref() == "multivariate" {
+        return multivariate(ctx, d, sources);
+    }
+    if let Some(f) = &d.fields {
+        return Err(ctx.err(
+            Some(f.span()),
+            format!("a {} detector reads one field", d.kind.get_ref()),
+            "write `field = \"…\"`, or use kind = \"multivariate\" for several fields of one machine",
+        ));
+    }
+    if let Some(sp) = [
+        d.learn.as_ref().map(|x| x.span()),
+        d.forget.as_ref().map(|x| x.span()),
+        d.beta.as_ref().map(|x| x.span()),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    {
+        return Err(ctx.err(
+            Some(sp),
+            "learn, forget and beta belong to kind = \"multivariate\"",
+            "remove them, or use kind = \"multivariate\" with `fields`",
+        ));
+    }
+    let Some(field) = &d.field else {
+        return Err(ctx.err(
+            Some(d.id.span()),
+            format!(
+                "detector `{}` needs `field`: the field it watches",
+                d.id.get_ref()
+            ),
+            "add `field = \"…\"`, a field of its source",
+        ));
+    };
+    let order = match d.order.as_ref().map(|o| o.get_ref().as_str()) {
+        None | Some("event_time") => SampleOrder::EventTime,
+        Some("arrival") => SampleOrder::Arrival,
+        Some(o) => {
+            let sp = d.order.as_ref().map(|x| x.span());
+            return Err(ctx.err(
+                sp,
+                format!("unknown order `{o}`"),
+                "use \"event_time\" (the default) or \"arrival\"",
+            ));
+        }
+    };
+    let det = detector(
+        ctx,
+        &DetParams {
+            kind: &d.kind,
+            alpha: d.alpha,
+            k: d.k,
+            warmup: d.warmup,
+            threshold: d.threshold,
+            hysteresis: d.hysteresis,
+            cooldown: d.cooldown,
+        },
+    )?;
+    Ok(OperatorSpec {
+        id: d.id.get_ref().clone(),
+        source: d.source.get_ref().clone(),
+        field: field.get_ref().clone(),
+        kind: OperatorKind::Detect(DetectSpec {
+            on: None,
+            detector: det,
+            order,
+            fields: Vec::new(),
+        }),
     })
 }
 
