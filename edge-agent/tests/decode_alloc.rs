@@ -82,14 +82,28 @@ fn steady_state_decoding_does_not_allocate() {
             d.format()
         );
     }
+    // The counter is process-wide: another thread (libtest's own, when the
+    // machine is loaded) may allocate during a measurement. A decoder that
+    // allocates does so in every attempt, so the fewest of a few attempts
+    // still catches it.
     for (d, p) in &cases {
-        let region = Region::new(GLOBAL);
-        for _ in 0..10 {
-            d.decode("t", p, 0, &mut batch).unwrap();
-        }
-        let st = region.change();
-        let n = st.allocations + st.reallocations;
-        assert_eq!(n, 0, "{:?}: {n} allocations in 10 decodes", d.format());
+        let fewest = (0..5)
+            .map(|_| {
+                let region = Region::new(GLOBAL);
+                for _ in 0..10 {
+                    d.decode("t", p, 0, &mut batch).unwrap();
+                }
+                let st = region.change();
+                st.allocations + st.reallocations
+            })
+            .min()
+            .unwrap_or_default();
+        assert_eq!(
+            fewest,
+            0,
+            "{:?}: {fewest} allocations in 10 decodes",
+            d.format()
+        );
         assert_eq!(batch.len(), 60);
     }
 }
