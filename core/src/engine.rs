@@ -693,6 +693,15 @@ impl Engine {
         &self.stats
     }
 
+    /// Counts a sample that a filter outside the engine dropped (a SQL
+    /// `WHERE` that reads the key or a text column, applied before the
+    /// engine) as input and [`EngineStats::filtered`]. Nothing else
+    /// changes: the sample does not advance the watermark.
+    pub fn count_filtered(&mut self) {
+        self.stats.input += 1;
+        self.stats.filtered += 1;
+    }
+
     /// Counters of operator `op` (index in the pipeline's `operators`).
     pub fn op_stats(&self, op: usize) -> Option<OpStats> {
         self.ops.get(op).map(|o| *o.stats())

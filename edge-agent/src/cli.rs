@@ -621,15 +621,27 @@ fn cmd_replay(
         eprintln!("weir replay: bad rows by reason: {}", parts.join(" "));
     }
     crate::functions::print_report(&pf.functions, show_bad, |k| engine.key_name(k).to_string());
+    print_engine_line(&engine);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir replay`'s last line: what the engine took, refused and dropped.
+fn print_engine_line(engine: &weir_core::engine::Engine) {
     let st = engine.stats();
+    let mut dropped = String::new();
+    if st.filtered > 0 {
+        dropped += &format!(", {} filtered", st.filtered);
+    }
+    if st.null_computed > 0 {
+        dropped += &format!(", {} with a NULL computed field", st.null_computed);
+    }
     eprintln!(
-        "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
+        "weir replay: engine: {} accepted, {} rejected{dropped}, {} keys, peak RSS {} KiB",
         st.accepted,
         st.rejected_total(),
         engine.key_count(),
         replay::peak_rss_kib().map_or("?".into(), |k| k.to_string())
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir replay` of a SQL pipeline: result rows with a header, or the plan
@@ -683,14 +695,7 @@ fn cmd_replay_sql(
         }
     })?;
     eprintln!("weir replay: {summary}");
-    let st = engine.stats();
-    eprintln!(
-        "weir replay: engine: {} accepted, {} rejected, {} keys, peak RSS {} KiB",
-        st.accepted,
-        st.rejected_total(),
-        engine.key_count(),
-        replay::peak_rss_kib().map_or("?".into(), |k| k.to_string())
-    );
+    print_engine_line(&engine);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -844,6 +844,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                                 },
                             ) =>
                         {
+                            engine.count_filtered();
                             Ok(())
                         }
                         Ok(key) => match if no_scalars {

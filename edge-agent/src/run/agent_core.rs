@@ -297,7 +297,10 @@ pub(super) fn feed(
         q.before_engine(fns, s.source as usize, s.key, s.ts, s.values, |v| {
             engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)
         })
-        .unwrap_or(Ok(()))
+        .unwrap_or_else(|| {
+            engine.count_filtered();
+            Ok(())
+        })
     } else {
         fns.with_values(s.source as usize, s.ts, s.values, |v| {
             engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v)

@@ -92,6 +92,11 @@ pub struct Metrics {
     pub state_refused: AtomicU64,
     /// See `state_bytes`.
     pub state_evictions: [AtomicU64; 3],
+    /// Samples a filter dropped: the source's `filter`, or a SQL `WHERE`
+    /// (in the engine or before it).
+    pub filtered: AtomicU64,
+    /// Samples dropped because a computed field was not a finite number.
+    pub null_computed: AtomicU64,
     /// The engine's watermark (ms), `i64::MIN` before the first.
     pub watermark: AtomicI64,
     /// The agent clock at the last group (ms).
@@ -237,6 +242,8 @@ impl Metrics {
         for (slot, why) in self.state_evictions.iter().zip(Eviction::ALL) {
             slot.store(st.evicted(why), Relaxed);
         }
+        self.filtered.store(st.filtered, Relaxed);
+        self.null_computed.store(st.null_computed, Relaxed);
     }
 
     /// Counts one bad message or record.
@@ -369,6 +376,16 @@ impl Metrics {
             "late_samples_total",
             "Samples later than their window's lateness (late side output).",
             self.late.load(Relaxed),
+        );
+        c(
+            "filtered_samples_total",
+            "Samples dropped by a source's filter or a SQL WHERE.",
+            self.filtered.load(Relaxed),
+        );
+        c(
+            "null_computed_samples_total",
+            "Samples dropped because a computed field was not a finite number.",
+            self.null_computed.load(Relaxed),
         );
         c(
             "windows_total",
@@ -824,6 +841,55 @@ mod tests {
         ] {
             assert!(out.contains(&line), "{line} missing from\n{out}");
         }
+    }
+
+    /// Drops by a SQL `WHERE` on the key (before the engine, in `weir
+    /// run`'s `feed`) and by a numeric `WHERE` (the engine's filter) both
+    /// reach `/metrics`.
+    #[test]
+    fn samples_a_where_drops_are_counted_in_the_exposition() {
+        use crate::store::Sample;
+        let ddl = "CREATE TABLE s (sensor STRING, ts BIGINT, t DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+";
+        let t0 = 1_780_000_000_000i64;
+        let run = |cond: &str, readings: &[(&str, f64)]| {
+            let sql = format!(
+                "{ddl}SELECT sensor, window_start, window_end, AVG(t) AS m
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE {cond}
+GROUP BY sensor, window_start, window_end;"
+            );
+            let pf = crate::sql::parse_for_run("q.sql", &sql).unwrap();
+            let mut e = pf.spec.clone().build().unwrap();
+            for (i, (key, t)) in readings.iter().enumerate() {
+                let ts = t0 + i as i64;
+                let s = Sample {
+                    source: 0,
+                    key,
+                    ts,
+                    now: ts,
+                    values: &[*t],
+                };
+                super::super::agent_core::feed(&mut e, &pf, &s).unwrap();
+            }
+            let m = Metrics::default();
+            m.set_state(&e);
+            (e.stats().accepted, m.render())
+        };
+        let readings = [("p1", 1.0), ("p2", 5.0), ("p2", 1.0), ("p1", 7.0)];
+        let (accepted, out) = run("sensor = 'p1'", &readings);
+        assert_eq!(accepted, 2);
+        assert!(out.contains("weir_filtered_samples_total 2\n"), "{out}");
+        let (accepted, out) = run("t > 2", &readings);
+        assert_eq!(accepted, 4, "a numeric WHERE runs in the engine");
+        assert!(out.contains("weir_filtered_samples_total 2\n"), "{out}");
+        assert!(
+            out.contains("weir_null_computed_samples_total 0\n"),
+            "{out}"
+        );
     }
 
     #[test]
