@@ -71,6 +71,24 @@ pub fn check_topic_filter(f: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an MQTT topic name to publish on: non-empty, no wildcard, no
+/// NUL, not a `$` topic.
+///
+/// # Errors
+/// What is wrong with the name.
+pub fn check_topic_name(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("a topic cannot be empty".into());
+    }
+    if t.contains(['+', '#', '\0']) {
+        return Err("a topic to publish on cannot contain `+`, `#` or NUL".into());
+    }
+    if t.starts_with('$') {
+        return Err("`$` topics belong to the broker".into());
+    }
+    Ok(())
+}
+
 /// What one CSV column holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {

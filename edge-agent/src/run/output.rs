@@ -236,8 +236,9 @@ impl OutputEncoder {
         }
     }
 
-    /// An encoder for a loaded pipeline: a SQL query with `HAVING` or
-    /// computed result columns publishes its result rows.
+    /// An encoder for a loaded pipeline: a SQL query with `HAVING`,
+    /// computed result columns or an mqtt sink publishes its result rows
+    /// (on the sink's topic, under its column names, when it has one).
     pub fn for_pipeline(
         gateway: &str,
         prefix: &str,
@@ -245,11 +246,15 @@ impl OutputEncoder {
         pf: &crate::pipeline_file::PipelineFile,
     ) -> Self {
         let mut e = Self::new(gateway, prefix, format, &pf.spec);
-        e.query = pf.sql.clone().filter(|q| q.projects()).map(|q| SqlRows {
-            q,
-            name: pf.spec.name.clone(),
-            join: Mutex::default(),
-        });
+        e.query = pf
+            .sql
+            .clone()
+            .filter(|q| q.publishes_rows())
+            .map(|q| SqlRows {
+                q,
+                name: pf.spec.name.clone(),
+                join: Mutex::default(),
+            });
         e
     }
 
@@ -423,7 +428,9 @@ impl OutputEncoder {
             "emission",
             Val::Str(if update { "update" } else { "final" }),
         );
-        for (c, v) in q.columns.iter().zip(&values) {
+        let sink_names = q.sink.as_ref().map(|s| &s.columns[..]).unwrap_or(&[]);
+        for (i, (c, v)) in q.columns.iter().zip(&values).enumerate() {
+            let name = sink_names.get(i).unwrap_or(&c.name);
             let val = match v {
                 Value::Null => Val::Null,
                 Value::Bool(b) => Val::B(*b),
@@ -440,7 +447,7 @@ impl OutputEncoder {
                 }
                 Value::Num(x) => Val::F(*x),
             };
-            m.field(&c.name, val);
+            m.field(name, val);
         }
         m.finish();
         self.push_window(out, key, id, payload, flagged, windows);
@@ -476,6 +483,11 @@ impl OutputEncoder {
     }
 
     fn topic(&self, ch: Channel, key: &str) -> String {
+        if let (Channel::Windows, Some(s)) =
+            (ch, self.query.as_ref().and_then(|q| q.q.sink.as_ref()))
+        {
+            return s.topic.clone();
+        }
         let kind = match ch {
             Channel::Windows => "windows",
             Channel::Alerts => "alerts",
@@ -669,6 +681,59 @@ HAVING COUNT(*) >= 2;";
                 text.ends_with(r#""sensor":"p1","window_start":1700000000000,"spread":20.000000,"state":"ok","h_mean":20.000000,"n":2}"#),
                 "{text}"
             );
+        }
+    }
+
+    /// `INSERT INTO` an mqtt sink: each result row goes to the sink's topic
+    /// under the sink's column names (by position, as in Flink), even
+    /// without `HAVING` or computed columns; alerts keep their topic.
+    #[test]
+    fn rows_inserted_into_an_mqtt_sink_go_to_its_topic_under_its_column_names() {
+        const T0: i64 = 1_700_000_000_000;
+        let ddl = "CREATE TABLE s (sensor STRING, ts BIGINT, t DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+CREATE TABLE agg (device STRING, ws TIMESTAMP(3), hottest DOUBLE)
+  WITH ('connector' = 'mqtt', 'topic' = 'plant/agg');
+INSERT INTO agg
+SELECT sensor, window_start, MAX(t)
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY sensor, window_start, window_end;";
+        let pf = crate::pipeline_file::parse("q.sql", ddl).unwrap();
+        let enc = OutputEncoder::for_pipeline("gw", "weir", OutputFormat::Json, &pf);
+        let mut engine = pf.spec.clone().build().unwrap();
+        let mut out = Vec::new();
+        for (lsn, (dt, t)) in [(0, 7.0), (300, 9.5), (2_500, 1.0)].into_iter().enumerate() {
+            let ts = T0 + dt;
+            engine.handle_sample(ts, 0, "p1", ts, &[t]).unwrap();
+            while let Some(o) = engine.poll_output() {
+                enc.encode(&o, "p1", lsn as u64, true, &mut out);
+            }
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].topic, "plant/agg");
+        let j: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"id": format!("gw/agg/p1/{T0}"), "gateway": "gw", "op": "agg",
+                "key": "p1", "start": T0, "end": T0 + 1000, "emission": "final",
+                "device": "p1", "ws": T0, "hottest": 9.5})
+        );
+        // A sink the source's subscription matches would feed the agent its
+        // own rows; a wildcard or an envelope name cannot be published.
+        for (from, to, says) in [
+            (
+                "'plant/agg'",
+                "'p/agg'",
+                "which the source's subscription 'p/+' matches",
+            ),
+            ("'plant/agg'", "'plant/+'", "cannot contain `+`"),
+            ("hottest DOUBLE", "`end` DOUBLE", "a column `end`"),
+        ] {
+            let e = crate::pipeline_file::parse("q.sql", &ddl.replace(from, to)).unwrap_err();
+            assert!(e.to_string().contains(says), "{to}: {e}");
+            assert!(e.to_string().starts_with("q.sql:"), "{e}");
         }
     }
 }

@@ -306,7 +306,7 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
         return Err(SqlError::at(p.query.at, msg, help).into_config(file));
     }
     let mut pf = p.pipeline;
-    if p.query.projects() || p.query.filters_before_engine() {
+    if p.query.publishes_rows() || p.query.filters_before_engine() {
         pf.sql = Some(std::sync::Arc::new(p.query));
     }
     Ok(pf)
@@ -335,7 +335,38 @@ impl SqlPipeline {
                 "the nearest supported construct: a condition on the key column (=, <>, LIKE, IN), the time or numeric columns (see docs/sql.md)".into(),
             ));
         }
-        if q.projects() {
+        if let Some(s) = &q.sink {
+            if let Some(c) = s
+                .columns
+                .iter()
+                .find(|c| ENVELOPE.iter().any(|e| c.eq_ignore_ascii_case(e)))
+            {
+                return Err((
+                    format!(
+                        "sink `{}` has a column `{c}`, the name of a field of the agent's window message ({})",
+                        s.table,
+                        ENVELOPE.join(", ")
+                    ),
+                    format!("rename the sink's column, e.g. `{c}_`"),
+                ));
+            }
+            let mut topics = self.pipeline.mqtt.iter().flatten().flat_map(|m| &m.topics);
+            if let Err(e) = crate::pipeline_file::check_topic_name(&s.topic) {
+                return Err((
+                    format!("sink `{}`: 'topic' = '{}': {e}", s.table, s.topic),
+                    "give the sink a topic name without wildcards, e.g. 'plant/aggregates'".into(),
+                ));
+            }
+            if let Some(f) = topics.find(|f| crate::run::mqtt::filter_matches(f, &s.topic)) {
+                return Err((
+                    format!(
+                        "sink `{}` publishes on '{}', which the source's subscription '{f}' matches: weir run would read its own results",
+                        s.table, s.topic
+                    ),
+                    "choose a sink topic outside the source's topic filters".into(),
+                ));
+            }
+        } else if q.projects() {
             if let Some(c) = q
                 .columns
                 .iter()

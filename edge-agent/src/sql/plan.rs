@@ -115,6 +115,11 @@ pub struct Query {
     pub explain: String,
     /// Where the `SELECT` is.
     pub at: Location,
+    /// `INSERT INTO` an mqtt sink: its `'topic'` and column names. `weir
+    /// run` publishes each result row there, under the sink's column names
+    /// (Flink maps an `INSERT` by position), instead of on its windows
+    /// topic.
+    pub sink: Option<SinkTopic>,
     /// Per computed field: the function source id of the user function
     /// that fills it (`crate::functions`), or `None` for an expression.
     pub computed_fn: Vec<Option<usize>>,
@@ -124,6 +129,19 @@ pub struct Query {
     pub post: Vec<(usize, Vec<Expr>)>,
     /// The pipeline's user functions (set when they are compiled).
     pub functions: crate::functions::Functions,
+}
+
+/// Where `weir run` publishes a query's result rows: [`Query::sink`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkTopic {
+    /// The sink table's name.
+    pub table: String,
+    /// The sink's `'topic'`.
+    pub topic: String,
+    /// The sink's column names, one per result column.
+    pub columns: Vec<String>,
+    /// Where the `INSERT INTO` names the sink.
+    pub at: Location,
 }
 
 struct Window {
@@ -1793,6 +1811,7 @@ fn compile_query(
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
     let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
     let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()])?;
+    let mut sink_topic = None;
     let sink = match insert {
         None => None,
         Some((s, l)) => {
@@ -1818,6 +1837,14 @@ fn compile_query(
                 .option("connector")
                 .map(|c| c.0.to_string())
                 .unwrap_or_default();
+            if let (true, Some(topic)) = (connector == "mqtt", t.option("topic")) {
+                sink_topic = Some(SinkTopic {
+                    table: t.name.clone(),
+                    topic: topic.0.to_string(),
+                    columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                    at: l,
+                });
+            }
             Some(Sink {
                 name: t.name.clone(),
                 connector,
@@ -1938,6 +1965,7 @@ fn compile_query(
             columns: columns.into_iter().map(|c| c.0).collect(),
             explain: ex,
             at,
+            sink: sink_topic,
         },
         explain,
         input_path,

@@ -31,6 +31,12 @@ impl Query {
             || !self.columns.iter().all(|c| matches!(c.expr, Expr::Col(_)))
     }
 
+    /// Whether `weir run` publishes the query's result rows (by column
+    /// name): it [`Query::projects`], or it inserts into an mqtt sink.
+    pub fn publishes_rows(&self) -> bool {
+        self.projects() || self.sink.is_some()
+    }
+
     /// Whether samples go through [`Query::keep_sample`] before the engine.
     pub fn filters_before_engine(&self) -> bool {
         self.filter.is_some() || !self.computed.is_empty()
