@@ -720,8 +720,10 @@ impl WindowOp {
         let (tier, sketch, lateness) = (self.tier, self.sketch, self.lateness);
         let ks = self.key_state(key);
         // A sample joining a retained session updates it; otherwise its own
-        // session decides whether it is late.
-        let joins = ks.windows.iter().any(|w| w.start < end && ts < w.end);
+        // session decides whether it is late. Sessions that touch merge (a
+        // sample exactly `gap` after the last one joins it), as Flink's
+        // `TimeWindow::intersects` has it.
+        let joins = ks.windows.iter().any(|w| w.start <= end && ts <= w.end);
         if !joins && wm >= end.saturating_sub(1).saturating_add(lateness) {
             self.stats.late += 1;
             out.push_back(Output::Late(LateSample {
@@ -737,7 +739,7 @@ impl WindowOp {
         let mut i = 0;
         while i < ks.windows.len() {
             let w = &ks.windows[i];
-            if w.start < merged.end && merged.start < w.end {
+            if w.start <= merged.end && merged.start <= w.end {
                 let w = ks.windows.swap_remove(i);
                 merged.start = merged.start.min(w.start);
                 merged.end = merged.end.max(w.end);

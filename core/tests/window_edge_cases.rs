@@ -285,3 +285,23 @@ fn session_late_bridge_emissions() {
         "session [0,30) emitted OnTime twice"
     );
 }
+
+// Sessions that touch merge, as in Flink (`TimeWindow::intersects`: start <=
+// other.end && end >= other.start): a sample exactly `gap` after the last one
+// joins its session; one a tick later starts a new one.
+#[test]
+fn a_sample_exactly_gap_after_the_last_joins_its_session() {
+    let s = spec(WindowKind::Session { gap: 10 }, 0, 0);
+    let mut e = s.build().unwrap();
+    for ts in [0, 10, 20, 31] {
+        e.handle_sample(T0, 0, "a", T0 + ts, &[1.0]).unwrap();
+    }
+    e.handle_sample(T0, 0, "b", T0 + 1_000, &[1.0]).unwrap();
+    let rows = rows_of(&mut e);
+    let got: Vec<(i64, i64, f64)> = rows
+        .iter()
+        .filter(|r| r.key == "a")
+        .map(|r| (r.start - T0, r.end - T0, r.vals[0]))
+        .collect();
+    assert_eq!(got, [(0, 30, 3.0), (31, 41, 1.0)], "count per session");
+}

@@ -185,7 +185,7 @@ pub fn reference(kind: WindowKind, evs: &[Ev]) -> Vec<Row> {
                 let mut cur: Option<(i64, i64, Vec<f64>)> = None;
                 for e in &es {
                     match &mut cur {
-                        Some((_, last, vs)) if e.ts - *last < gap => {
+                        Some((_, last, vs)) if e.ts - *last <= gap => {
                             *last = e.ts;
                             vs.push(e.v);
                         }
