@@ -51,6 +51,7 @@ fn record(i: u64) -> OutputRecord {
             score: x / 13.0,
         }),
         emitted_at: start + 12_001,
+        text: Vec::new(),
     }
 }
 

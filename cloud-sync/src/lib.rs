@@ -61,6 +61,7 @@
 //!     fields: vec![("count".into(), 500.0), ("mean".into(), 21.5)],
 //!     anomaly: None,
 //!     emitted_at: 20_002,
+//!     text: Vec::new(),
 //! };
 //! let batch = Batch { gateway: "gw1".into(), records: vec![rec] };
 //! let bytes = batch.to_cbor();

@@ -676,6 +676,7 @@ impl Outbox {
             ],
             anomaly: None,
             emitted_at: now_ms(),
+            text: Vec::new(),
         }
     }
 

@@ -26,6 +26,7 @@
 //! | 7 | anomaly flag (with 8, or neither) | bool |
 //! | 8 | anomaly score in \[0, 1\] | float |
 //! | 9 | emitted at, ms since the epoch (gateway clock) | int |
+//! | 10 | text values, name → text (a SQL result row's `STRING` and `BOOLEAN` columns); only when there are any | map text → text |
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -141,6 +142,10 @@ pub struct OutputRecord {
     pub anomaly: Option<Anomaly>,
     /// When the gateway emitted it, ms since the epoch (its wall clock).
     pub emitted_at: i64,
+    /// Named text values (a SQL result row's `STRING` and `BOOLEAN`
+    /// columns, booleans as `true`/`false`); empty for everything else,
+    /// and then not encoded at all (CBOR key 10, JSON `text`).
+    pub text: Vec<(String, String)>,
 }
 
 /// Many records in one MQTT message.
@@ -228,12 +233,13 @@ impl OutputRecord {
                 .collect(),
             anomaly,
             emitted_at,
+            text: Vec::new(),
         }
     }
 
     /// Appends the record's CBOR map to `out`.
     pub fn encode_cbor_into(&self, out: &mut Vec<u8>) {
-        let n = 8 + if self.anomaly.is_some() { 2 } else { 0 };
+        let n = 8 + if self.anomaly.is_some() { 2 } else { 0 } + u64::from(!self.text.is_empty());
         cbor::map(out, n);
         cbor::uint(out, 0);
         cbor::text(out, &self.id);
@@ -261,6 +267,14 @@ impl OutputRecord {
         }
         cbor::uint(out, 9);
         cbor::int(out, self.emitted_at);
+        if !self.text.is_empty() {
+            cbor::uint(out, 10);
+            cbor::map(out, self.text.len() as u64);
+            for (name, v) in &self.text {
+                cbor::text(out, name);
+                cbor::text(out, v);
+            }
+        }
     }
 
     /// The record alone as CBOR (what the outbox stores).
@@ -333,6 +347,7 @@ fn decode_record(d: &mut minicbor::Decoder<'_>) -> Result<OutputRecord, WireErro
     let mut flag = None;
     let mut score = None;
     let mut emitted_at = None;
+    let mut text = Vec::new();
     for _ in 0..n {
         let kat = d.position();
         let k = d.u64()?;
@@ -374,6 +389,19 @@ fn decode_record(d: &mut minicbor::Decoder<'_>) -> Result<OutputRecord, WireErro
             7 => flag = Some(d.bool()?),
             8 => score = Some(d.f64()?),
             9 => emitted_at = Some(d.i64()?),
+            10 => {
+                let p = d.position();
+                let m = definite(d.map()?, "text map", p)?;
+                text = Vec::with_capacity(m.min(64) as usize);
+                for _ in 0..m {
+                    let np = d.position();
+                    let name = d.str()?;
+                    if text.iter().any(|(n, _): &(String, String)| n == name) {
+                        return Err(invalid(format!("text {name:?} repeated"), np));
+                    }
+                    text.push((name.to_string(), d.str()?.to_string()));
+                }
+            }
             _ => d.skip()?,
         }
     }
@@ -398,6 +426,7 @@ fn decode_record(d: &mut minicbor::Decoder<'_>) -> Result<OutputRecord, WireErro
         fields: fields.ok_or_else(|| need("fields (6)"))?,
         anomaly,
         emitted_at: emitted_at.ok_or_else(|| need("emitted_at (9)"))?,
+        text,
     })
 }
 
@@ -539,6 +568,51 @@ struct JsonRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     anomaly: Option<JsonAnomaly>,
     emitted_at: i64,
+    #[serde(default, skip_serializing_if = "JsonText::is_empty")]
+    text: JsonText,
+}
+
+/// Text values as a JSON object in the record's order.
+#[derive(Default)]
+struct JsonText(Vec<(String, String)>);
+
+impl JsonText {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of names to strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<JsonText, A::Error> {
+                let mut out: Vec<(String, String)> = Vec::new();
+                while let Some((k, v)) = a.next_entry::<String, String>()? {
+                    if out.iter().any(|(n, _)| *n == k) {
+                        return Err(serde::de::Error::custom(format!("text {k:?} repeated")));
+                    }
+                    out.push((k, v));
+                }
+                Ok(JsonText(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -605,6 +679,7 @@ impl From<&OutputRecord> for JsonRecord {
                 score: json_num(a.score),
             }),
             emitted_at: r.emitted_at,
+            text: JsonText(r.text.clone()),
         }
     }
 }
@@ -624,6 +699,7 @@ impl From<JsonRecord> for OutputRecord {
                 score: a.score.unwrap_or(f64::NAN),
             }),
             emitted_at: j.emitted_at,
+            text: j.text.0,
         }
     }
 }

@@ -37,6 +37,7 @@ fn record() -> impl Strategy<Value = OutputRecord> {
         .prop_map(
             |(id, kind, key, op, start, end, fields, anomaly, emitted_at)| OutputRecord {
                 id,
+                text: Vec::new(),
                 kind,
                 key,
                 op,
@@ -152,6 +153,7 @@ fn repeated_and_missing_fields_are_errors() {
         fields: vec![("count".into(), 3.0)],
         anomaly: None,
         emitted_at: 11,
+        text: Vec::new(),
     };
     let b = r.to_cbor();
     // Bump the map length by one and repeat key 0.
@@ -202,10 +204,58 @@ fn the_documented_example_is_what_the_code_writes() {
                 score: 0.125,
             }),
             emitted_at: 1_700_000_012_001,
+            text: Vec::new(),
         }],
     };
     let hex: String = b.to_cbor().iter().map(|x| format!("{x:02x}")).collect();
     assert_eq!(hex, HEX);
     assert_eq!(b.to_json(), JSON);
     assert_eq!(Batch::from_json(JSON).unwrap(), b);
+}
+
+/// A SQL result row's text columns (key 10, JSON `text`) round-trip in
+/// both forms, in their order; a record without any encodes as before
+/// (no key 10), and a repeated name is an error.
+#[test]
+fn text_values_round_trip_and_are_absent_when_empty() {
+    let mut r = OutputRecord {
+        id: "g/q/p1/0".into(),
+        kind: RecordKind::Alert,
+        key: "p1".into(),
+        op: "q".into(),
+        start: 0,
+        end: 1_000,
+        fields: vec![("spread".into(), 20.0), ("n".into(), f64::NAN)],
+        anomaly: None,
+        emitted_at: 1_001,
+        text: Vec::new(),
+    };
+    let plain = r.to_cbor();
+    assert_eq!(plain[0], 0xa8, "eight keys without text");
+    r.text = vec![
+        ("state".into(), "hot".into()),
+        ("hot".into(), "true".into()),
+        ("a".into(), String::new()),
+    ];
+    let b = r.to_cbor();
+    assert_eq!(b[0], 0xa9, "key 10 added");
+    assert_eq!(&b[..plain.len()][1..], &plain[1..], "the rest unchanged");
+    let back = OutputRecord::from_cbor(&b).unwrap();
+    assert_eq!(back.text, r.text);
+    let j = r.to_json();
+    assert!(
+        j.ends_with(r#""text":{"state":"hot","hot":"true","a":""}}"#),
+        "{j}"
+    );
+    let back = OutputRecord::from_json(&j).unwrap();
+    assert_eq!(back.text, r.text);
+    assert!(back.fields[1].1.is_nan());
+    let dup = j.replace(r#""a":"""#, r#""state":"x""#);
+    assert!(OutputRecord::from_json(&dup).is_err(), "{dup}");
+    let mut dup = b.clone();
+    let at = dup.len() - 3; // the last value, "" (0x60), then rename "a" → "state"
+    assert_eq!(&dup[at..], &[0x61, b'a', 0x60]);
+    dup.truncate(at);
+    dup.extend_from_slice(&[0x65, b's', b't', b'a', b't', b'e', 0x60]);
+    assert!(OutputRecord::from_cbor(&dup).is_err());
 }

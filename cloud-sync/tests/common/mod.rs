@@ -63,6 +63,7 @@ pub fn window(key: u32, k: i64) -> OutputRecord {
             score: 0.125,
         }),
         emitted_at: start + 12_000,
+        text: Vec::new(),
     }
 }
 

@@ -41,10 +41,14 @@ use weir_cloud_sync::uplink::{
     Bandwidth, Encoding, TlsFiles, Uplink, UplinkConfig, UplinkCounters,
 };
 use weir_cloud_sync::wire::{record_id, Anomaly, OutputRecord, RecordKind};
-use weir_core::output::{Emission, Output};
-use weir_core::spec::{OperatorKind, PipelineSpec};
+use weir_core::expr::Value;
+use weir_core::output::{Emission, Output, WindowResult};
+use weir_core::spec::OperatorKind;
 
+use super::output::SqlRow;
 use crate::gateway::{CloudConfig, CloudEncoding};
+use crate::pipeline_file::PipelineFile;
+use crate::sql::ddl::SqlType;
 use crate::store::{HookError, Lsn, Store};
 
 /// The agent's own table beside the outbox's: `staged_lsn`.
@@ -57,6 +61,9 @@ const STAGED_LSN: &str = "staged_lsn";
 pub struct CloudOut {
     gateway: String,
     ops: Vec<(String, Vec<String>)>,
+    /// A SQL pipeline that publishes result rows: its name and query
+    /// (window results reach the cloud as those rows, [`CloudOut::push_row`]).
+    rows: Option<(String, Arc<crate::sql::Query>)>,
     pending: Vec<OutputRecord>,
     /// Every output of records ≤ this is in the outbox (durable or in an
     /// open transaction's view).
@@ -70,25 +77,32 @@ pub struct CloudOut {
 }
 
 impl CloudOut {
-    /// A builder for `spec`'s operators; `staged_lsn` as read from the
+    /// A builder for `pf`'s operators; `staged_lsn` as read from the
     /// database ([`read_staged_lsn`]).
-    pub fn new(gateway: &str, spec: &PipelineSpec, staged_lsn: Lsn) -> CloudOut {
+    pub fn new(gateway: &str, pf: &PipelineFile, staged_lsn: Lsn) -> CloudOut {
         let mut c = CloudOut {
             gateway: gateway.to_string(),
             ops: Vec::new(),
+            rows: None,
             pending: Vec::new(),
             staged_lsn,
             seen_lsn: staged_lsn,
             replaying: false,
             skipped: 0,
         };
-        c.set_pipeline(spec);
+        c.set_pipeline(pf);
         c
     }
 
-    /// A new pipeline's operator names (after an update).
-    pub fn set_pipeline(&mut self, spec: &PipelineSpec) {
-        self.ops = spec
+    /// A new pipeline's operator names and SQL query (after an update).
+    pub fn set_pipeline(&mut self, pf: &PipelineFile) {
+        self.rows = pf
+            .sql
+            .as_ref()
+            .filter(|q| q.publishes_rows())
+            .map(|q| (pf.spec.name.clone(), q.clone()));
+        self.ops = pf
+            .spec
             .operators
             .iter()
             .map(|o| match &o.kind {
@@ -161,6 +175,7 @@ impl CloudOut {
                         score: s.verdict.score,
                     }),
                     emitted_at: now,
+                    text: Vec::new(),
                 }
             }
             Output::Custom(c) => {
@@ -177,11 +192,60 @@ impl CloudOut {
                     fields: vec![("value".into(), c.value), ("tag".into(), c.tag as f64)],
                     anomaly: None,
                     emitted_at: now,
+                    text: Vec::new(),
                 }
             }
             Output::Score(_) | Output::Late(_) => return,
         };
         self.pending.push(rec);
+    }
+
+    /// Adds the SQL result row `row` that window result `w` of `key`
+    /// completed (emitted by journal record `lsn`, agent clock `now`): one
+    /// record under the pipeline's name, the id as for a window, numeric and
+    /// timestamp columns in `fields`, text and boolean ones in `text`
+    /// (`docs/wire.md`); a flagged row is an alert. Names as published
+    /// locally (a sink's column names).
+    pub fn push_row(&mut self, w: &WindowResult, key: &str, row: &SqlRow, lsn: Lsn, now: i64) {
+        if self.replaying && lsn <= self.staged_lsn {
+            self.skipped += 1;
+            return;
+        }
+        let Some((op, q)) = &self.rows else { return };
+        self.seen_lsn = self.seen_lsn.max(lsn);
+        let sink = q.sink.as_ref().map_or(&[][..], |s| &s.columns[..]);
+        let (mut fields, mut text) = (Vec::new(), Vec::new());
+        for (i, (c, v)) in q.columns.iter().zip(&row.values).enumerate() {
+            let name = sink.get(i).unwrap_or(&c.name).clone();
+            match v {
+                Value::Num(x) => fields.push((name, *x)),
+                Value::Ts(t) => fields.push((name, *t as f64)),
+                Value::Str(s) => text.push((name, s.clone())),
+                Value::Bool(b) => text.push((name, b.to_string())),
+                Value::Null if matches!(c.ty, SqlType::String | SqlType::Boolean) => {}
+                Value::Null => fields.push((name, f64::NAN)),
+            }
+        }
+        let mut id = record_id(&self.gateway, op, key, w.start, 0);
+        if w.emission == Emission::Update {
+            id.push_str(&format!("/u{lsn}"));
+        }
+        self.pending.push(OutputRecord {
+            id,
+            kind: if row.flagged {
+                RecordKind::Alert
+            } else {
+                RecordKind::Window
+            },
+            key: key.to_string(),
+            op: op.clone(),
+            start: w.start,
+            end: w.end,
+            fields,
+            anomaly: None,
+            emitted_at: now,
+            text,
+        });
     }
 
     /// Marks that the engine has processed every record through `lsn`
@@ -324,5 +388,87 @@ impl CloudLink {
         if let Some(u) = self.uplink.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), u.shutdown()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::OutputFormat;
+    use crate::run::output::OutputEncoder;
+
+    /// A SQL query with `HAVING` and a text result column: the cloud gets
+    /// the rows that pass, as the agent's drain hands them over (numbers in
+    /// `fields`, text in `text`), and nothing for a window `HAVING` drops.
+    #[test]
+    fn sql_result_rows_reach_the_cloud_instead_of_raw_windows() {
+        const T0: i64 = 1_700_000_000_000;
+        let sql = "SET 'pipeline.name' = 'q';
+CREATE TABLE s (sensor STRING, ts BIGINT, t DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+SELECT sensor, window_start, MAX(t) - MIN(t) AS spread,
+       CASE WHEN AVG(t) > 80 THEN 'hot' ELSE 'ok' END AS state, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY sensor, window_start, window_end
+HAVING COUNT(*) >= 2;";
+        let pf = crate::pipeline_file::parse("q.sql", sql).unwrap();
+        let enc = OutputEncoder::for_pipeline("gw", "weir", OutputFormat::Json, &pf);
+        let mut cloud = CloudOut::new("gw", &pf, 0);
+        let mut engine = pf.spec.clone().build().unwrap();
+        let mut out = Vec::new();
+        let samples = [
+            (0, 70.0),
+            (500, 90.0),
+            (1_000, 85.0),
+            (2_000, 95.0),
+            (9_000, 1.0),
+        ];
+        for (i, (dt, t)) in samples.into_iter().enumerate() {
+            let lsn = i as Lsn + 1;
+            engine
+                .handle_sample(T0 + dt, 0, "p1", T0 + dt, &[t])
+                .unwrap();
+            while let Some(o) = engine.poll_output() {
+                let row = enc.encode(&o, "p1", lsn, false, &mut out);
+                match (&o, row) {
+                    (Output::Window(w), Some(row)) => cloud.push_row(w, "p1", &row, lsn, 7),
+                    (Output::Window(_), None) => {}
+                    _ => cloud.push(&o, "p1", lsn, 7),
+                }
+            }
+        }
+        assert!(out.is_empty(), "windows = false: nothing published locally");
+        // [T0, T0+1000) has two readings; the next two windows one each.
+        assert_eq!(cloud.pending.len(), 1, "{:?}", cloud.pending);
+        let r = &cloud.pending[0];
+        assert_eq!(
+            (r.id.as_str(), r.op.as_str(), r.kind, r.start, r.end),
+            (
+                "gw/q/p1/1700000000000",
+                "q",
+                RecordKind::Window,
+                T0,
+                T0 + 1_000
+            )
+        );
+        assert_eq!(
+            r.fields,
+            [
+                ("window_start".to_string(), T0 as f64),
+                ("spread".to_string(), 20.0),
+                ("n".to_string(), 2.0)
+            ]
+        );
+        assert_eq!(
+            r.text,
+            [
+                ("sensor".to_string(), "p1".to_string()),
+                ("state".to_string(), "ok".to_string())
+            ]
+        );
+        let back = OutputRecord::from_cbor(&r.to_cbor()).unwrap();
+        assert_eq!(&back, r);
     }
 }

@@ -236,11 +236,19 @@ impl Emitter {
                     continue;
                 }
             };
-            self.enc
+            let row = self
+                .enc
                 .encode(&o, key, lsn, self.windows, &mut self.scratch);
             self.queue.extend(self.scratch.drain(..));
             if let Some(c) = &mut self.cloud {
-                c.push(&o, key, lsn, now);
+                match (&o, row) {
+                    // A SQL query's window results reach the cloud as its
+                    // result rows (none while a row waits for its other
+                    // operators, or when HAVING drops it).
+                    (Output::Window(w), Some(row)) => c.push_row(w, key, &row, lsn, now),
+                    (Output::Window(_), None) if self.enc.publishes_rows() => {}
+                    _ => c.push(&o, key, lsn, now),
+                }
             }
         }
         if let Some(c) = &mut self.cloud {
@@ -506,10 +514,7 @@ impl Agent {
                     cloud::CloudLink::open(&cfg.id, c, &store).map_err(RunError::Config)?;
                 link.start(cloud::uplink_config(&cfg.id, c))
                     .map_err(|e| RunError::Config(format!("{}: [cloud]: {e}", cfg.file)))?;
-                (
-                    Some(link),
-                    Some(cloud::CloudOut::new(&cfg.id, &pf.spec, staged)),
-                )
+                (Some(link), Some(cloud::CloudOut::new(&cfg.id, &pf, staged)))
             }
             None => (None, None),
         };
@@ -1694,7 +1699,7 @@ impl Agent {
             &pf,
         );
         if let Some(c) = &mut self.em.cloud {
-            c.set_pipeline(&pf.spec);
+            c.set_pipeline(&pf);
         }
         self.idle_timeouts = pf.spec.sources.iter().map(|s| s.idle_timeout).collect();
         self.source_last_now = vec![None; pf.spec.sources.len()];

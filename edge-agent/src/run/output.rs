@@ -37,6 +37,16 @@ use weir_core::spec::{OperatorKind, PipelineSpec};
 use crate::gateway::OutputFormat;
 use crate::numfmt::{push_f64, push_i64, push_u64};
 
+/// A SQL result row of one key and window that passed `HAVING`: the
+/// values of the query's result columns, and whether a detector flagged it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRow {
+    /// A detector of the query flagged the window.
+    pub flagged: bool,
+    /// One value per result column, in the query's order.
+    pub values: Vec<Value>,
+}
+
 /// What kind of topic an output goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -279,9 +289,23 @@ impl OutputEncoder {
     /// the windows channel (if `windows`) and, when flagged, one on the
     /// alerts channel; flagged scores and custom results one alert; other
     /// outputs (unflagged scores, late samples) none.
-    pub fn encode(&self, o: &Output, key: &str, lsn: u64, windows: bool, out: &mut Vec<Encoded>) {
+    ///
+    /// For a pipeline that publishes SQL result rows
+    /// ([`OutputEncoder::publishes_rows`]), returns the row a window result
+    /// completed, if it passed `HAVING` (whether or not it was published
+    /// locally): the cloud link sends that row too.
+    pub fn encode(
+        &self,
+        o: &Output,
+        key: &str,
+        lsn: u64,
+        windows: bool,
+        out: &mut Vec<Encoded>,
+    ) -> Option<SqlRow> {
         match o {
-            Output::Window(w) if self.query.is_some() => self.encode_row(w, key, lsn, windows, out),
+            Output::Window(w) if self.query.is_some() => {
+                return self.encode_row(w, key, lsn, windows, out)
+            }
             Output::Window(w) => {
                 let op = &self.ops[w.op as usize];
                 let update = w.emission == Emission::Update;
@@ -292,7 +316,7 @@ impl OutputEncoder {
                 };
                 let flagged = w.anomaly.is_some_and(|a| a.flag);
                 if !windows && !flagged {
-                    return;
+                    return None;
                 }
                 let mut payload = Vec::with_capacity(256);
                 let mut m = self.begin(&mut payload);
@@ -379,6 +403,13 @@ impl OutputEncoder {
             }
             Output::Score(_) | Output::Late(_) => {}
         }
+        None
+    }
+
+    /// Whether window results become SQL result rows (see
+    /// [`OutputEncoder::for_pipeline`]).
+    pub fn publishes_rows(&self) -> bool {
+        self.query.is_some()
     }
 
     /// A SQL query's result row, once every operator has given its window.
@@ -389,8 +420,8 @@ impl OutputEncoder {
         lsn: u64,
         windows: bool,
         out: &mut Vec<Encoded>,
-    ) {
-        let Some(sq) = &self.query else { return };
+    ) -> Option<SqlRow> {
+        let sq = self.query.as_ref()?;
         let q = &*sq.q;
         let mut join = sq.join.lock().unwrap_or_else(|p| p.into_inner());
         let Some(Some((flagged, values))) = join.offer(q, key, w, |parts| {
@@ -404,11 +435,12 @@ impl OutputEncoder {
             q.project(&row, &mut values);
             Some((flagged, values))
         }) else {
-            return;
+            return None;
         };
         drop(join);
+        let row = SqlRow { flagged, values };
         if !windows && !flagged {
-            return;
+            return Some(row);
         }
         let update = w.emission == Emission::Update;
         let id = if update {
@@ -429,7 +461,7 @@ impl OutputEncoder {
             Val::Str(if update { "update" } else { "final" }),
         );
         let sink_names = q.sink.as_ref().map(|s| &s.columns[..]).unwrap_or(&[]);
-        for (i, (c, v)) in q.columns.iter().zip(&values).enumerate() {
+        for (i, (c, v)) in q.columns.iter().zip(&row.values).enumerate() {
             let name = sink_names.get(i).unwrap_or(&c.name);
             let val = match v {
                 Value::Null => Val::Null,
@@ -451,6 +483,7 @@ impl OutputEncoder {
         }
         m.finish();
         self.push_window(out, key, id, payload, flagged, windows);
+        Some(row)
     }
 
     /// Queues a window row's message: on the alerts topic when it is
