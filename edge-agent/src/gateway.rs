@@ -554,25 +554,42 @@ fn durability(ctx: &Ctx<'_>, d: &Option<Spanned<String>>) -> Result<DurabilityMo
     })
 }
 
-/// `[broker]`: the URL, login and TLS files (relative to `base`), the
-/// MQTT session settings; `id` names the default client id.
-fn broker_config(
+/// What `[broker]` and `[cloud]` share: how to log in to a broker.
+struct Login<'a> {
+    /// The table's name, for messages.
+    table: &'static str,
+    /// The table's span, where a message has no better place.
+    table_span: Option<std::ops::Range<usize>>,
+    /// The URL is `mqtts://`.
+    tls: bool,
+    url: Option<&'a Spanned<String>>,
+    username: &'a Option<String>,
+    password: &'a Option<String>,
+    password_file: &'a Option<Spanned<String>>,
+    ca: &'a Option<Spanned<String>>,
+    cert: &'a Option<Spanned<String>>,
+    key: &'a Option<Spanned<String>>,
+}
+
+/// The password (inline or from `password_file`) and the TLS files
+/// (relative to `base`) of a [`Login`], checked: one password source, a
+/// username with a password, readable PEM files, `cert` with `key`, TLS
+/// files only with `mqtts://`.
+#[allow(clippy::type_complexity)]
+fn login(
     ctx: &Ctx<'_>,
     base: &Path,
-    id: &str,
-    b: &RawBroker,
-) -> Result<BrokerConfig, ConfigError> {
-    let (host, port, tls) = match &b.url {
-        None => ("127.0.0.1".to_string(), 1883, false),
-        Some(u) => parse_url(u.get_ref()).ok_or_else(|| {
-            ctx.err(
-                Some(u.span()),
-                format!("`{}` is not a broker URL", u.get_ref()),
-                "write mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); the port defaults to 1883 / 8883",
-            )
-        })?,
-    };
-    let password = match (&b.password, &b.password_file) {
+    l: Login<'_>,
+) -> Result<
+    (
+        Option<String>,
+        Option<PathBuf>,
+        Option<PathBuf>,
+        Option<PathBuf>,
+    ),
+    ConfigError,
+> {
+    let password = match (l.password, l.password_file) {
         (Some(_), Some(f)) => {
             return Err(ctx.err(
                 Some(f.span()),
@@ -595,11 +612,14 @@ fn broker_config(
         ),
         (None, None) => None,
     };
-    if password.is_some() && b.username.is_none() {
+    if password.is_some() && l.username.is_none() {
         return Err(ctx.err(
-            b.password_file.as_ref().map(|f| f.span()),
+            l.password_file
+                .as_ref()
+                .map(|f| f.span())
+                .or(l.table_span.clone()),
             "a password without a username",
-            "add `username = \"…\"` to [broker]",
+            format!("add `username = \"…\"` to [{}]", l.table),
         ));
     }
     let file_opt = |o: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
@@ -619,21 +639,58 @@ fn broker_config(
             }
         }
     };
-    let (ca, cert, key) = (file_opt(&b.ca)?, file_opt(&b.cert)?, file_opt(&b.key)?);
+    let (ca, cert, key) = (file_opt(l.ca)?, file_opt(l.cert)?, file_opt(l.key)?);
     if cert.is_some() != key.is_some() {
         return Err(ctx.err(
-            b.cert.as_ref().or(b.key.as_ref()).map(|s| s.span()),
+            l.cert.as_ref().or(l.key.as_ref()).map(|s| s.span()),
             "mutual TLS needs both `cert` and `key`",
             "set both, or neither",
         ));
     }
-    if (ca.is_some() || cert.is_some()) && !tls {
+    if (ca.is_some() || cert.is_some()) && !l.tls {
         return Err(ctx.err(
-            b.url.as_ref().map(|s| s.span()),
-            "TLS files are set but the broker URL is not mqtts://",
+            l.url.map(|s| s.span()),
+            format!("TLS files are set but the {} URL is not mqtts://", l.table),
             "write the url as mqtts://HOST:PORT",
         ));
     }
+    Ok((password, ca, cert, key))
+}
+
+/// `[broker]`: the URL, login and TLS files (relative to `base`), the
+/// MQTT session settings; `id` names the default client id.
+fn broker_config(
+    ctx: &Ctx<'_>,
+    base: &Path,
+    id: &str,
+    b: &RawBroker,
+) -> Result<BrokerConfig, ConfigError> {
+    let (host, port, tls) = match &b.url {
+        None => ("127.0.0.1".to_string(), 1883, false),
+        Some(u) => parse_url(u.get_ref()).ok_or_else(|| {
+            ctx.err(
+                Some(u.span()),
+                format!("`{}` is not a broker URL", u.get_ref()),
+                "write mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); the port defaults to 1883 / 8883",
+            )
+        })?,
+    };
+    let (password, ca, cert, key) = login(
+        ctx,
+        base,
+        Login {
+            table: "broker",
+            table_span: None,
+            tls,
+            url: b.url.as_ref(),
+            username: &b.username,
+            password: &b.password,
+            password_file: &b.password_file,
+            ca: &b.ca,
+            cert: &b.cert,
+            key: &b.key,
+        },
+    )?;
     Ok(BrokerConfig {
         host,
         port,
@@ -835,71 +892,22 @@ fn cloud_config(
             )
         })?,
     };
-    let password = match (&c.password, &c.password_file) {
-        (Some(_), Some(f)) => {
-            return Err(ctx.err(
-                Some(f.span()),
-                "both password and password_file are set",
-                "keep one of them",
-            ))
-        }
-        (Some(p), None) => Some(p.clone()),
-        (None, Some(f)) => Some(
-            std::fs::read_to_string(rel(base, f.get_ref()))
-                .map_err(|e| {
-                    ctx.err(
-                        Some(f.span()),
-                        format!("cannot read password_file `{}`: {e}", f.get_ref()),
-                        "check the path (relative paths are taken from the gateway file's folder)",
-                    )
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    if password.is_some() && c.username.is_none() {
-        return Err(ctx.err(
-            c.password_file
-                .as_ref()
-                .map(|f| f.span())
-                .or(Some(t.span())),
-            "a password without a username",
-            "add `username = \"…\"` to [cloud]",
-        ));
-    }
-    let file_opt = |o: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
-        match o {
-            None => Ok(None),
-            Some(s) => {
-                let p = rel(base, s.get_ref());
-                if p.is_file() {
-                    Ok(Some(p))
-                } else {
-                    Err(ctx.err(
-                        Some(s.span()),
-                        format!("`{}` is not a readable file", p.display()),
-                        "give the path of a PEM file (relative paths are taken from the gateway file's folder)",
-                    ))
-                }
-            }
-        }
-    };
-    let (ca, cert, key) = (file_opt(&c.ca)?, file_opt(&c.cert)?, file_opt(&c.key)?);
-    if cert.is_some() != key.is_some() {
-        return Err(ctx.err(
-            c.cert.as_ref().or(c.key.as_ref()).map(|s| s.span()),
-            "mutual TLS needs both `cert` and `key`",
-            "set both, or neither",
-        ));
-    }
-    if (ca.is_some() || cert.is_some()) && !tls {
-        return Err(ctx.err(
-            c.url.as_ref().map(|s| s.span()),
-            "TLS files are set but the cloud URL is not mqtts://",
-            "write the url as mqtts://HOST:PORT",
-        ));
-    }
+    let (password, ca, cert, key) = login(
+        ctx,
+        base,
+        Login {
+            table: "cloud",
+            table_span: Some(t.span()),
+            tls,
+            url: c.url.as_ref(),
+            username: &c.username,
+            password: &c.password,
+            password_file: &c.password_file,
+            ca: &c.ca,
+            cert: &c.cert,
+            key: &c.key,
+        },
+    )?;
     if tls && ca.is_none() {
         return Err(ctx.err(
             c.url.as_ref().map(|s| s.span()),
