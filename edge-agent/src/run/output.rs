@@ -284,6 +284,36 @@ impl OutputEncoder {
         }
     }
 
+    /// A window message's id (`gw/op/key/start`, `…/u<lsn>` for an update)
+    /// and its payload opened with the envelope (`docs/wire.md`).
+    fn window_head<'b>(
+        &self,
+        payload: &'b mut Vec<u8>,
+        op: &str,
+        key: &str,
+        w: &WindowResult,
+        lsn: u64,
+    ) -> (String, MapOut<'b>) {
+        let update = w.emission == Emission::Update;
+        let id = if update {
+            format!("{}/{op}/{key}/{}/u{lsn}", self.gateway, w.start)
+        } else {
+            format!("{}/{op}/{key}/{}", self.gateway, w.start)
+        };
+        let mut m = self.begin(payload);
+        m.field("id", Val::Str(&id));
+        m.field("gateway", Val::Str(&self.gateway));
+        m.field("op", Val::Str(op));
+        m.field("key", Val::Str(key));
+        m.field("start", Val::I(w.start));
+        m.field("end", Val::I(w.end));
+        m.field(
+            "emission",
+            Val::Str(if update { "update" } else { "final" }),
+        );
+        (id, m)
+    }
+
     /// Encodes one output emitted while processing journal record `lsn`.
     /// `key` is the output's key name. Window results give one message on
     /// the windows channel (if `windows`) and, when flagged, one on the
@@ -308,28 +338,12 @@ impl OutputEncoder {
             }
             Output::Window(w) => {
                 let op = &self.ops[w.op as usize];
-                let update = w.emission == Emission::Update;
-                let id = if update {
-                    format!("{}/{}/{}/{}/u{}", self.gateway, op.id, key, w.start, lsn)
-                } else {
-                    format!("{}/{}/{}/{}", self.gateway, op.id, key, w.start)
-                };
                 let flagged = w.anomaly.is_some_and(|a| a.flag);
                 if !windows && !flagged {
                     return None;
                 }
                 let mut payload = Vec::with_capacity(256);
-                let mut m = self.begin(&mut payload);
-                m.field("id", Val::Str(&id));
-                m.field("gateway", Val::Str(&self.gateway));
-                m.field("op", Val::Str(&op.id));
-                m.field("key", Val::Str(key));
-                m.field("start", Val::I(w.start));
-                m.field("end", Val::I(w.end));
-                m.field(
-                    "emission",
-                    Val::Str(if update { "update" } else { "final" }),
-                );
+                let (id, mut m) = self.window_head(&mut payload, &op.id, key, w, lsn);
                 for (i, (name, v)) in op.aggs.iter().zip(w.values.as_slice()).enumerate() {
                     if i == 0 && op.count_first {
                         m.field(name, Val::U(*v as u64));
@@ -442,24 +456,8 @@ impl OutputEncoder {
         if !windows && !flagged {
             return Some(row);
         }
-        let update = w.emission == Emission::Update;
-        let id = if update {
-            format!("{}/{}/{}/{}/u{}", self.gateway, sq.name, key, w.start, lsn)
-        } else {
-            format!("{}/{}/{}/{}", self.gateway, sq.name, key, w.start)
-        };
         let mut payload = Vec::with_capacity(256);
-        let mut m = self.begin(&mut payload);
-        m.field("id", Val::Str(&id));
-        m.field("gateway", Val::Str(&self.gateway));
-        m.field("op", Val::Str(&sq.name));
-        m.field("key", Val::Str(key));
-        m.field("start", Val::I(w.start));
-        m.field("end", Val::I(w.end));
-        m.field(
-            "emission",
-            Val::Str(if update { "update" } else { "final" }),
-        );
+        let (id, mut m) = self.window_head(&mut payload, &sq.name, key, w, lsn);
         let sink_names = q.sink.as_ref().map(|s| &s.columns[..]).unwrap_or(&[]);
         for (i, (c, v)) in q.columns.iter().zip(&row.values).enumerate() {
             let name = sink_names.get(i).unwrap_or(&c.name);
