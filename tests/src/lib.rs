@@ -576,6 +576,46 @@ impl InProcAgent {
     }
 }
 
+/// Runs `weir run` in this process with the SQL pipeline `sql` against a
+/// fresh rumqttd broker: collects `topics` from before the agent starts,
+/// publishes `msgs`, waits until `expected` distinct outputs arrived on the
+/// first topic and every reading is journaled, and stops the agent.
+/// Returns the collectors, in the order of `topics`.
+pub fn run_sql_agent(
+    name: &str,
+    sql: &str,
+    topics: &[&str],
+    msgs: &[Msg],
+    expected: usize,
+) -> Vec<Collector> {
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    let dir = TempDir::new(name);
+    let gw = gateway_file(&dir.0, addr, "");
+    std::fs::write(dir.0.join("pipeline.sql"), sql).expect("write pipeline.sql");
+    let text = std::fs::read_to_string(&gw).expect("gateway.toml");
+    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).expect("gateway.toml");
+    let cols: Vec<Collector> = topics.iter().map(|t| Collector::start(addr, t)).collect();
+    let agent = InProcAgent::start(&gw);
+    agent.wait_subscribed(0);
+    publish_all(addr, msgs, Duration::from_secs(120));
+    assert!(
+        cols[0].wait_for(expected, Duration::from_secs(120)),
+        "only {} of {expected} outputs arrived on {}",
+        cols[0].distinct(),
+        topics[0]
+    );
+    wait_until(Duration::from_secs(60), "every reading journaled", || {
+        agent
+            .metrics()
+            .readings
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == msgs.len() as u64
+    });
+    let s = agent.stop();
+    assert_eq!(s.readings, msgs.len() as u64);
+    cols
+}
+
 /// Debian's mosquitto as a child process on `port`, without persistence.
 #[derive(Debug)]
 pub struct Mosquitto {

@@ -3,8 +3,6 @@
 //! windows an uninterrupted engine computes for the same plan.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use weir_e2e::*;
 
@@ -31,31 +29,12 @@ fn the_agent_runs_a_sql_pipeline() {
     assert_eq!(sql.spec.operators[0].kind, toml.spec.operators[0].kind);
     assert_eq!(sql.spec.operators[0].id, toml.spec.operators[0].id);
 
-    let addr = weir_agent::demo::start_broker().expect("broker");
-    let dir = TempDir::new("sql-agent");
-    let gw = gateway_file(&dir.0, addr, "");
-    std::fs::write(dir.0.join("pipeline.sql"), SQL).unwrap();
-    let text = std::fs::read_to_string(&gw).unwrap();
-    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).unwrap();
-
     let msgs = input(20_000, 4, T0);
     let expected = reference(SQL, &msgs);
     assert!(expected.len() > 20, "the input must fire windows");
-    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
-    let agent = InProcAgent::start(&gw);
-    agent.wait_subscribed(0);
-    publish_all(addr, &msgs, Duration::from_secs(120));
-    assert!(
-        col.wait_for(expected.len(), Duration::from_secs(120)),
-        "only {} of {} outputs arrived",
-        col.distinct(),
-        expected.len()
-    );
-    wait_until(Duration::from_secs(60), "every reading journaled", || {
-        agent.metrics().readings.load(Relaxed) == msgs.len() as u64
-    });
-    let s = agent.stop();
-    assert_eq!(s.readings, msgs.len() as u64);
+    let windows = format!("weir/{GATEWAY}/windows/#");
+    let col = run_sql_agent("sql-agent", SQL, &[&windows], &msgs, expected.len());
+    let col = &col[0];
     col.assert_matches(&expected);
 }
 
@@ -94,27 +73,15 @@ fn the_agent_runs_a_sql_where_in_the_engine() {
     }
     assert!(expected.len() >= by_hand.len());
 
-    let addr = weir_agent::demo::start_broker().expect("broker");
-    let dir = TempDir::new("sql-agent-where");
-    let gw = gateway_file(&dir.0, addr, "");
-    std::fs::write(dir.0.join("pipeline.sql"), SQL_WHERE).unwrap();
-    let text = std::fs::read_to_string(&gw).unwrap();
-    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).unwrap();
-    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
-    let agent = InProcAgent::start(&gw);
-    agent.wait_subscribed(0);
-    publish_all(addr, &msgs, Duration::from_secs(120));
-    assert!(
-        col.wait_for(expected.len(), Duration::from_secs(120)),
-        "only {} of {} outputs arrived",
-        col.distinct(),
-        expected.len()
+    let windows = format!("weir/{GATEWAY}/windows/#");
+    let col = run_sql_agent(
+        "sql-agent-where",
+        SQL_WHERE,
+        &[&windows],
+        &msgs,
+        expected.len(),
     );
-    wait_until(Duration::from_secs(60), "every reading journaled", || {
-        agent.metrics().readings.load(Relaxed) == msgs.len() as u64
-    });
-    let s = agent.stop();
-    assert_eq!(s.readings, msgs.len() as u64);
+    let col = &col[0];
     col.assert_matches(&expected);
 }
 
@@ -196,27 +163,15 @@ GROUP BY k, window_start, window_end;
         .collect();
     assert_eq!(states.len(), 2, "both CASE branches: {states:?}");
 
-    let addr = weir_agent::demo::start_broker().expect("broker");
-    let dir = TempDir::new("sql-agent-having");
-    let gw = gateway_file(&dir.0, addr, "");
-    std::fs::write(dir.0.join("pipeline.sql"), SQL_HAVING).unwrap();
-    let text = std::fs::read_to_string(&gw).unwrap();
-    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).unwrap();
-    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
-    let agent = InProcAgent::start(&gw);
-    agent.wait_subscribed(0);
-    publish_all(addr, &msgs, Duration::from_secs(120));
-    assert!(
-        col.wait_for(expected.len(), Duration::from_secs(120)),
-        "only {} of {} outputs arrived",
-        col.distinct(),
-        expected.len()
+    let windows = format!("weir/{GATEWAY}/windows/#");
+    let col = run_sql_agent(
+        "sql-agent-having",
+        SQL_HAVING,
+        &[&windows],
+        &msgs,
+        expected.len(),
     );
-    wait_until(Duration::from_secs(60), "every reading journaled", || {
-        agent.metrics().readings.load(Relaxed) == msgs.len() as u64
-    });
-    let s = agent.stop();
-    assert_eq!(s.readings, msgs.len() as u64);
+    let col = &col[0];
     let got = col.with(|s| {
         assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
         s.by_id.clone()
@@ -278,27 +233,15 @@ GROUP BY k, window_start, window_end;"
             .or_default() += 1;
     }
 
-    let addr = weir_agent::demo::start_broker().expect("broker");
-    let dir = TempDir::new("sql-agent-sink");
-    let gw = gateway_file(&dir.0, addr, "");
-    std::fs::write(dir.0.join("pipeline.sql"), &sql).unwrap();
-    let text = std::fs::read_to_string(&gw).unwrap();
-    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).unwrap();
-    let col = Collector::start(addr, "cloud/agg");
-    let own = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
-    let agent = InProcAgent::start(&gw);
-    agent.wait_subscribed(0);
-    publish_all(addr, &msgs, Duration::from_secs(120));
-    assert!(
-        col.wait_for(fired.len(), Duration::from_secs(120)),
-        "only {} of {} rows arrived on the sink's topic",
-        col.distinct(),
-        fired.len()
+    let windows = format!("weir/{GATEWAY}/windows/#");
+    let cols = run_sql_agent(
+        "sql-agent-sink",
+        &sql,
+        &["cloud/agg", &windows],
+        &msgs,
+        fired.len(),
     );
-    wait_until(Duration::from_secs(60), "every reading journaled", || {
-        agent.metrics().readings.load(Relaxed) == msgs.len() as u64
-    });
-    agent.stop();
+    let (col, own) = (&cols[0], &cols[1]);
     assert_eq!(own.distinct(), 0, "nothing on the windows topic");
     let got = col.with(|s| {
         assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
