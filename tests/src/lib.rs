@@ -616,6 +616,128 @@ pub fn run_sql_agent(
     cols
 }
 
+/// Builds examples/functions into `target` (a test's
+/// `CARGO_TARGET_TMPDIR` folder); the W1 module's path, or `None`, with a
+/// message, without the wasm32 target.
+pub fn w1_module(target: &Path) -> Option<PathBuf> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !Path::new(&sysroot)
+        .join("lib/rustlib/wasm32-unknown-unknown")
+        .exists()
+    {
+        eprintln!("SKIPPED: rustup target add wasm32-unknown-unknown");
+        return None;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/functions/Cargo.toml");
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(manifest.parent().expect("folder"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo");
+    assert!(st.success(), "building examples/functions failed");
+    Some(target.join("wasm32-unknown-unknown/release/weir_fn_w1.wasm"))
+}
+
+/// The gateway's retained pipeline statuses (`weir/<id>/pipeline/status`)
+/// as they arrive.
+#[derive(Clone)]
+pub struct Statuses(Arc<(Mutex<Vec<weir_cloud_sync::update::Status>>, Condvar)>);
+
+impl Statuses {
+    /// Subscribes on the broker at `addr`; returns once subscribed.
+    pub fn start(addr: SocketAddr) -> Statuses {
+        let s = Statuses(Arc::default());
+        let s2 = s.clone();
+        let id = format!("e2e-status-{}-{}", std::process::id(), free_port());
+        let (c, mut conn) = Client::new(MqttOptions::new(id, "127.0.0.1", addr.port()), 10);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _keep = c.clone();
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c.try_subscribe(
+                            format!("weir/{GATEWAY}/pipeline/status"),
+                            QoS::AtLeastOnce,
+                        );
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let st = weir_cloud_sync::update::Status::from_cbor(&p.payload)
+                            .expect("a CBOR status");
+                        s2.0 .0.lock().unwrap().push(st);
+                        s2.0 .1.notify_all();
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("status subscription");
+        s
+    }
+
+    /// How many statuses have arrived.
+    pub fn len(&self) -> usize {
+        self.0 .0.lock().unwrap().len()
+    }
+
+    /// Whether none has arrived yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits for a status after the first `from` that satisfies `f`.
+    pub fn wait(
+        &self,
+        from: usize,
+        what: &str,
+        f: impl Fn(&weir_cloud_sync::update::Status) -> bool,
+    ) -> weir_cloud_sync::update::Status {
+        self.wait_n(from, 1, what, f)
+    }
+
+    /// Waits for `n` statuses after the first `from` that satisfy `f`;
+    /// returns the first.
+    pub fn wait_n(
+        &self,
+        from: usize,
+        n: usize,
+        what: &str,
+        f: impl Fn(&weir_cloud_sync::update::Status) -> bool,
+    ) -> weir_cloud_sync::update::Status {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut v = self.0 .0.lock().unwrap();
+        loop {
+            let mut hits = v.iter().skip(from).filter(|s| f(s));
+            if let (Some(s), true) = (hits.clone().next(), hits.nth(n - 1).is_some()) {
+                return s.clone();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for a status: {what}; got {:?}",
+                &v[from.min(v.len())..]
+            );
+            v = self.0 .1.wait_timeout(v, left).unwrap().0;
+        }
+    }
+}
+
 /// Debian's mosquitto as a child process on `port`, without persistence.
 #[derive(Debug)]
 pub struct Mosquitto {

@@ -9,46 +9,12 @@
 //! when that target is not installed. `WEIR_CRASH_KILLS` (default 8) and
 //! `WEIR_CRASH_SEED` as in recovery_crash.rs.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use weir_e2e::*;
 
 const T0: i64 = 1_700_000_000_000;
-
-/// Builds examples/functions; the W1 module's path, or `None` without the
-/// wasm32 target.
-fn w1_module() -> Option<PathBuf> {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()?;
-    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !Path::new(&sysroot)
-        .join("lib/rustlib/wasm32-unknown-unknown")
-        .exists()
-    {
-        eprintln!("SKIPPED: rustup target add wasm32-unknown-unknown");
-        return None;
-    }
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/functions/Cargo.toml");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(manifest.parent().expect("folder"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo");
-    assert!(st.success(), "building examples/functions failed");
-    Some(target.join("wasm32-unknown-unknown/release/weir_fn_w1.wasm"))
-}
 
 /// The end-to-end pipeline with its window operator `w` replaced by the
 /// W1 guest under the same id.
@@ -80,7 +46,9 @@ fn tail(path: &Path) -> String {
 
 #[test]
 fn the_guest_computes_the_native_windows_byte_for_byte() {
-    let Some(module) = w1_module() else { return };
+    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions")) else {
+        return;
+    };
     let msgs = input(60_000, 4, T0);
     let native = reference(PIPELINE, &msgs);
     let wasm = reference(&wasm_pipeline(&module), &msgs);
@@ -105,7 +73,9 @@ fn the_guest_computes_the_native_windows_byte_for_byte() {
 
 #[test]
 fn sigkill_while_a_stateful_function_runs_loses_nothing_and_counts_nothing_twice() {
-    let Some(module) = w1_module() else { return };
+    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions")) else {
+        return;
+    };
     let kills: usize = std::env::var("WEIR_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())

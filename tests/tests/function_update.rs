@@ -8,48 +8,14 @@
 //! message, when that target is not installed.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use weir_agent::identity;
-use weir_cloud_sync::update::{self, Status, UpdateResult};
+use weir_cloud_sync::update::{self, UpdateResult};
 use weir_e2e::*;
 
 const T0: i64 = 1_700_000_000_000;
-
-fn w1_module() -> Option<PathBuf> {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()?;
-    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !Path::new(&sysroot)
-        .join("lib/rustlib/wasm32-unknown-unknown")
-        .exists()
-    {
-        eprintln!("SKIPPED: rustup target add wasm32-unknown-unknown");
-        return None;
-    }
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions-update");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/functions/Cargo.toml");
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(manifest.parent().expect("folder"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo");
-    assert!(st.success(), "building examples/functions failed");
-    Some(target.join("wasm32-unknown-unknown/release/weir_fn_w1.wasm"))
-}
 
 /// The end-to-end pipeline with window `w` computed by the W1 guest with
 /// windows of `size` ms (0 makes every call trap), the module embedded.
@@ -64,66 +30,6 @@ fn wasm_update(dir: &Path, module: &Path, size: u32) -> String {
     let embedded = weir_agent::functions::embed(&file.display().to_string(), &text).unwrap();
     assert!(embedded.contains("[modules.\"w1.wasm\"]"));
     embedded
-}
-
-#[derive(Clone)]
-struct Statuses(Arc<(Mutex<Vec<Status>>, Condvar)>);
-
-impl Statuses {
-    fn start(addr: SocketAddr) -> Statuses {
-        let s = Statuses(Arc::default());
-        let s2 = s.clone();
-        let id = format!("e2e-fn-status-{}-{}", std::process::id(), free_port());
-        let (c, mut conn) = Client::new(MqttOptions::new(id, "127.0.0.1", addr.port()), 10);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _keep = c.clone();
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = c.try_subscribe(
-                            format!("weir/{GATEWAY}/pipeline/status"),
-                            QoS::AtLeastOnce,
-                        );
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let st = Status::from_cbor(&p.payload).expect("a CBOR status");
-                        s2.0 .0.lock().unwrap().push(st);
-                        s2.0 .1.notify_all();
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("status subscription");
-        s
-    }
-
-    fn len(&self) -> usize {
-        self.0 .0.lock().unwrap().len()
-    }
-
-    fn wait(&self, from: usize, what: &str, f: impl Fn(&Status) -> bool) -> Status {
-        let end = Instant::now() + Duration::from_secs(30);
-        let mut v = self.0 .0.lock().unwrap();
-        loop {
-            if let Some(s) = v.iter().skip(from).find(|s| f(s)) {
-                return s.clone();
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for a status: {what}; got {:?}",
-                &v[from.min(v.len())..]
-            );
-            v = self.0 .1.wait_timeout(v, left).unwrap().0;
-        }
-    }
 }
 
 fn key() -> ed25519_dalek::SigningKey {
@@ -172,7 +78,10 @@ fn push(addr: SocketAddr, doc: Vec<u8>) {
 
 #[test]
 fn an_update_carrying_a_module_runs_its_function() {
-    let Some(module) = w1_module() else { return };
+    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions-update"))
+    else {
+        return;
+    };
     let s = setup("fn-upd-apply", "health_check = \"200ms\"\n");
     let col = Collector::start(s.addr, &format!("weir/{GATEWAY}/windows/#"));
     let msgs = input(16_000, 4, T0);
@@ -228,7 +137,10 @@ fn an_update_carrying_a_module_runs_its_function() {
 
 #[test]
 fn an_update_whose_function_traps_on_every_call_is_rolled_back() {
-    let Some(module) = w1_module() else { return };
+    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions-update"))
+    else {
+        return;
+    };
     let s = setup("fn-upd-trap", "health_check = \"10s\"\nmax_errors = 20\n");
     let col = Collector::start(s.addr, &format!("weir/{GATEWAY}/windows/#"));
     let v2 = wasm_update(&s.dir.0, &module, 0);

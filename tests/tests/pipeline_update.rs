@@ -9,84 +9,14 @@
 //! rolled-back version is never accepted again.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use weir_agent::identity;
-use weir_cloud_sync::update::{self, Status, UpdateResult};
+use weir_cloud_sync::update::{self, UpdateResult};
 use weir_e2e::*;
 
 const T0: i64 = 1_700_000_000_000;
-
-/// Retained statuses as they arrive.
-#[derive(Clone)]
-struct Statuses(Arc<(Mutex<Vec<Status>>, Condvar)>);
-
-impl Statuses {
-    fn start(addr: SocketAddr) -> Statuses {
-        let s = Statuses(Arc::default());
-        let s2 = s.clone();
-        let id = format!("e2e-status-{}-{}", std::process::id(), free_port());
-        let (c, mut conn) = Client::new(MqttOptions::new(id, "127.0.0.1", addr.port()), 10);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _keep = c.clone();
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = c.try_subscribe(
-                            format!("weir/{GATEWAY}/pipeline/status"),
-                            QoS::AtLeastOnce,
-                        );
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let st = Status::from_cbor(&p.payload).expect("a CBOR status");
-                        s2.0 .0.lock().unwrap().push(st);
-                        s2.0 .1.notify_all();
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("status subscription");
-        s
-    }
-
-    fn len(&self) -> usize {
-        self.0 .0.lock().unwrap().len()
-    }
-
-    /// Waits for a status after the first `from` that satisfies `f`.
-    fn wait(&self, from: usize, what: &str, f: impl Fn(&Status) -> bool) -> Status {
-        self.wait_n(from, 1, what, f)
-    }
-
-    /// Waits for `n` statuses after the first `from` that satisfy `f`;
-    /// returns the first.
-    fn wait_n(&self, from: usize, n: usize, what: &str, f: impl Fn(&Status) -> bool) -> Status {
-        let end = Instant::now() + Duration::from_secs(20);
-        let mut v = self.0 .0.lock().unwrap();
-        loop {
-            let mut hits = v.iter().skip(from).filter(|s| f(s));
-            if let (Some(s), true) = (hits.clone().next(), hits.nth(n - 1).is_some()) {
-                return s.clone();
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for a status: {what}; got {:?}",
-                &v[from.min(v.len())..]
-            );
-            v = self.0 .1.wait_timeout(v, left).unwrap().0;
-        }
-    }
-}
 
 fn key(seed: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
