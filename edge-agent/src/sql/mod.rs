@@ -380,8 +380,9 @@ pub enum Statement {
     CreateTable(ddl::Table),
     /// `SET 'key' = 'value'`.
     Set(String, String, Location),
-    /// `CREATE FUNCTION name AS 'module.wasm' LANGUAGE WASM`: a scalar user
-    /// function (docs/functions.md), usable under aggregates.
+    /// `CREATE FUNCTION name AS 'module.wasm' LANGUAGE WASM`: a user
+    /// function (docs/functions.md), a scalar one in expressions or a keyed
+    /// one as the query's table function.
     CreateFunction {
         /// Its name in the query.
         name: String,
