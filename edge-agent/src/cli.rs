@@ -468,12 +468,24 @@ fn cmd_check(file: &Path) -> anyhow::Result<ExitCode> {
             print!("{}", p.query.explain);
         }
         let cols: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
+        let ops = &p.pipeline.spec.operators;
+        let windows = ops
+            .iter()
+            .filter(|o| matches!(o.kind, OperatorKind::Window(_)))
+            .count();
         println!(
-            "{}: ok: SQL pipeline `{}`: source `{}`, {} window operator(s), result columns {}",
+            "{}: ok: SQL pipeline `{}`: source `{}`, {}, result columns {}",
             file.display(),
             p.pipeline.spec.name,
             p.pipeline.spec.sources[0].name,
-            p.pipeline.spec.operators.len(),
+            if windows == ops.len() {
+                format!("{windows} window operator(s)")
+            } else {
+                format!(
+                    "{windows} window operator(s), {} keyed function(s)",
+                    ops.len() - windows
+                )
+            },
             cols.join(", ")
         );
         if let Err(why) = p.agent_can_run() {
@@ -695,6 +707,9 @@ fn cmd_replay_sql(
         }
     })?;
     eprintln!("weir replay: {summary}");
+    crate::functions::print_report(&p.pipeline.functions, show_bad, |k| {
+        engine.key_name(k).to_string()
+    });
     print_engine_line(&engine);
     Ok(ExitCode::SUCCESS)
 }

@@ -109,6 +109,65 @@ fn w1_in_webassembly_writes_the_same_rows_as_native_w1() {
     }
 }
 
+/// The keyed W1 guest called from SQL as a table function
+/// (examples/w1_wasm.sql) builds the operator of examples/w1_wasm.toml
+/// and writes its rows (the SQL rows with datetimes, a header and the
+/// key first).
+#[test]
+fn w1_as_a_sql_table_function_writes_the_rows_of_the_toml_function() {
+    let Some(dir) = modules() else { return };
+    let toml = std::fs::read_to_string(repo().join("examples/w1_wasm.toml")).unwrap();
+    let toml = load(&with_module(&toml, "functions/wasm/w1.wasm", dir, "w1"));
+    let sql = std::fs::read_to_string(repo().join("examples/w1_wasm.sql")).unwrap();
+    let sql = weir_agent::sql::parse(
+        "w1_wasm.sql",
+        &with_module(&sql, "functions/wasm/w1.wasm", dir, "w1"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (&toml.spec.operators, &sql.pipeline.spec.operators);
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        (&a[0].id, &a[0].source, &a[0].field),
+        (&b[0].id, &b[0].source, &b[0].field)
+    );
+    assert_eq!(
+        toml.spec.sources[0].fields,
+        sql.pipeline.spec.sources[0].fields
+    );
+    assert_eq!(toml.spec.state.max_keys, sql.pipeline.spec.state.max_keys);
+    let mut input = Vec::new();
+    weir_agent::gen::W1::new(100_000, 1)
+        .write(&mut input)
+        .unwrap();
+    let (want, sw) = replay(&toml, &input);
+    let mut out = Vec::new();
+    let (sg, _) = weir_agent::sql::exec::replay(&sql, &input[..], &mut out, |b, _| {
+        panic!("bad row {}: {}", b.line, b.error)
+    })
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("sensor,window_start,window_end,count,mean,min,max,stddev,anomaly")
+    );
+    let ts = |ms: &str| weir_agent::sql::exec::format_ts(ms.parse().unwrap());
+    let want: Vec<String> = want
+        .lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            format!("{},{},{},{}", c[0], ts(c[1]), ts(c[2]), c[3..].join(","))
+        })
+        .collect();
+    let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    let mut got: Vec<&str> = lines.collect();
+    got.sort_unstable();
+    assert!(sw.windows > 100 && sw.flagged > 0, "{sw}");
+    assert_eq!((sg.windows, sg.flagged), (sw.windows, sw.flagged));
+    assert_eq!(got, want);
+}
+
 #[test]
 fn the_unit_conversion_example_computes_its_field() {
     let Some(dir) = modules() else { return };

@@ -628,6 +628,11 @@ pub fn scalar_def(
             && t.results() == [wasmi::ValType::F64]
     });
     if !ok {
+        if compiled.instantiate().is_ok_and(|i| i.is_keyed()) {
+            return Err(format!(
+                "`{export}` is a keyed function (`{module_path}` exports weir_on_sample), not a scalar one: call it as a table function, FROM TABLE({export}(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), DESCRIPTOR(field), …))"
+            ));
+        }
         return Err(format!(
             "`{module_path}` exports no function `{export}` taking {} f64 and returning one f64",
             args.len()
@@ -646,6 +651,108 @@ pub fn scalar_def(
         compiled,
         health: Arc::new(Health::new(100)),
     }))
+}
+
+/// What a keyed function is called with from SQL (a table function):
+/// see [`keyed_def`].
+#[derive(Clone, Debug, Default)]
+pub struct KeyedArgs {
+    /// Field index it reads.
+    pub field: usize,
+    /// Names of the values of its window rows.
+    pub columns: Vec<String>,
+    /// Whether its window rows carry a flag.
+    pub flag: bool,
+    /// Whether samples behind the watermark still reach it.
+    pub sees_late: bool,
+    /// `name=value` lines handed to the guest, in name order (as a TOML
+    /// `config` table gives them).
+    pub config: Vec<(String, String)>,
+}
+
+/// A keyed function for the SQL front end (a table function over
+/// `CREATE FUNCTION id AS 'module'`): the same definition a keyed
+/// `[[function]]` table with the same id builds.
+///
+/// # Errors
+/// Not a valid module, or not a keyed one (then it says how to call a
+/// scalar function).
+pub fn keyed_def(
+    id: &str,
+    module_path: &str,
+    bytes: Vec<u8>,
+    source: usize,
+    a: KeyedArgs,
+) -> Result<Arc<FunctionDef>, String> {
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(format!(
+            "`{module_path}` is {} bytes; the limit is {MAX_MODULE_BYTES}",
+            bytes.len()
+        ));
+    }
+    let mut config = a.config.clone();
+    config.sort();
+    let mut text = String::new();
+    for (k, v) in &config {
+        if k.contains(['=', '\n']) || v.contains('\n') {
+            return Err(format!(
+                "config `{k}` contains `=` in its name or a newline"
+            ));
+        }
+        text.push_str(k);
+        text.push('=');
+        text.push_str(v);
+        text.push('\n');
+    }
+    let compiled = Compiled::new(&bytes, Limits::default(), text.into_bytes())
+        .map_err(|e| format!("`{module_path}` is not a valid WebAssembly module: {e}"))?;
+    let inst = compiled
+        .instantiate()
+        .map_err(|e| format!("`{module_path}` does not instantiate: {}", e.detail))?;
+    if !inst.is_keyed() {
+        return Err(format!(
+            "`{id}` is a scalar function (`{module_path}` exports no weir_on_sample(i64, f64)), not a keyed one: call it in an expression, e.g. AVG({id}(x)) or WHERE {id}(x) > 0"
+        ));
+    }
+    drop(inst);
+    if a.columns.len() > weir_core::spec::MAX_AGGS {
+        return Err(format!("at most {} columns", weir_core::spec::MAX_AGGS));
+    }
+    Ok(Arc::new(FunctionDef {
+        id: id.to_string(),
+        module_path: module_path.to_string(),
+        module: bytes.into(),
+        source,
+        kind: Kind::Keyed {
+            columns: a.columns,
+            flag: a.flag,
+            field: a.field,
+            sees_late: a.sees_late,
+        },
+        compiled,
+        health: Arc::new(Health::new(100)),
+    }))
+}
+
+/// The engine operator of a keyed function (`None` for a scalar one): id
+/// the function's id, reading `field` of `source`.
+pub fn keyed_operator(def: &Arc<FunctionDef>, source: &str, field: &str) -> Option<OperatorSpec> {
+    let Kind::Keyed { columns, .. } = &def.kind else {
+        return None;
+    };
+    let d = def.clone();
+    Some(OperatorSpec {
+        id: def.id.clone(),
+        source: source.to_string(),
+        field: field.to_string(),
+        kind: OperatorKind::Process(ProcessSpec {
+            state_type: keyed::STATE_TYPE.to_string(),
+            factory: weir_core::process::ProcessFactory(Arc::new(move || {
+                Box::new(keyed::WasmProcess::new(d.clone()))
+            })),
+            columns: columns.clone(),
+        }),
+    })
 }
 
 impl Functions {
@@ -936,22 +1043,11 @@ pub(crate) fn wire(
             )),
         });
         if let Kind::Keyed { field, .. } = def.kind {
-            let d = def.clone();
-            operators.push(OperatorSpec {
-                id: id.clone(),
-                source: sources[si].name.clone(),
-                field: sources[si].fields[field].clone(),
-                kind: OperatorKind::Process(ProcessSpec {
-                    state_type: keyed::STATE_TYPE.to_string(),
-                    factory: weir_core::process::ProcessFactory(Arc::new(move || {
-                        Box::new(keyed::WasmProcess::new(d.clone()))
-                    })),
-                    columns: match &def.kind {
-                        Kind::Keyed { columns, .. } => columns.clone(),
-                        Kind::Scalar { .. } => Vec::new(),
-                    },
-                }),
-            });
+            operators.extend(keyed_operator(
+                &def,
+                &sources[si].name,
+                &sources[si].fields[field],
+            ));
         }
         defs.push(def);
     }

@@ -753,3 +753,93 @@ GROUP BY k, window_start, window_end;";
         .unwrap_err();
     assert!(e.msg.contains("does not match its sha256"), "{e}");
 }
+
+/// A keyed function called from SQL as a table function builds the
+/// operator a keyed `[[function]]` table builds (same id, state type,
+/// source and field); a scalar function called as a table function and a
+/// keyed one called in an expression are refused where they are called.
+#[test]
+fn sql_table_functions_are_keyed_functions() {
+    let d = dir("sql-keyed");
+    let text = |create: &str, select: &str| {
+        format!(
+            "{create}
+CREATE TABLE s (k STRING, ts BIGINT, `value` DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '0' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'in.csv', 'format' = 'csv');
+{select}"
+        )
+    };
+    let file = d.join("p.sql").display().to_string();
+    let p = crate::sql::parse(
+        &file,
+        &text(
+            "CREATE FUNCTION cnt AS 'counter.wasm' LANGUAGE WASM;",
+            "SELECT * FROM TABLE(cnt(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(`value`),
+  COLUMNS => DESCRIPTOR(total), limit => 80.5, name => 'x'));",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let toml = counter_pipeline(&d);
+    let (a, b) = (&p.pipeline.spec.operators, &toml.spec.operators);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (&a[0].id, &a[0].source, &a[0].field),
+        (&b[0].id, &b[0].source, &b[0].field)
+    );
+    assert_eq!(
+        format!("{:?}", a[0].kind).split("factory").next(),
+        format!("{:?}", b[0].kind).split("factory").next()
+    );
+    let cols: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        cols,
+        ["k", "window_start", "window_end", "window_time", "total"]
+    );
+    assert!(
+        p.query.explain.contains("config limit=80.5 name=x"),
+        "{}",
+        p.query.explain
+    );
+
+    let err = |create: &str, select: &str| {
+        crate::sql::parse(&file, &text(create, select))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(
+        "CREATE FUNCTION c_to_f AS 'celsius.wasm' LANGUAGE WASM;",
+        "SELECT * FROM TABLE(c_to_f(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(`value`),
+  COLUMNS => DESCRIPTOR(total)));",
+    );
+    assert!(e.contains("p.sql:6:21"), "{e}");
+    assert!(e.contains("`c_to_f` is a scalar function"), "{e}");
+    assert!(e.contains("AVG(c_to_f(x))"), "{e}");
+    let e = err(
+        "CREATE FUNCTION cnt AS 'counter.wasm' LANGUAGE WASM;",
+        "SELECT k, window_start, AVG(cnt(`value`)) AS a
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;",
+    );
+    assert!(e.contains("p.sql:6:29"), "{e}");
+    assert!(e.contains("`cnt` is a keyed function"), "{e}");
+    assert!(e.contains("FROM TABLE(cnt(TABLE t PARTITION BY key"), "{e}");
+    // A table function's rows take no GROUP BY; its columns are checked.
+    let e = err(
+        "CREATE FUNCTION cnt AS 'counter.wasm' LANGUAGE WASM;",
+        "SELECT k, nope FROM TABLE(cnt(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(`value`),
+  COLUMNS => DESCRIPTOR(total)));",
+    );
+    assert!(
+        e.contains("p.sql:6:11") && e.contains("no column `nope`"),
+        "{e}"
+    );
+    let e = err(
+        "CREATE FUNCTION cnt AS 'counter.wasm' LANGUAGE WASM;",
+        "SELECT k FROM TABLE(cnt(TABLE s, DESCRIPTOR(rowtime), DESCRIPTOR(`value`),
+  COLUMNS => DESCRIPTOR(total)));",
+    );
+    assert!(e.contains("needs the key"), "{e}");
+}

@@ -125,6 +125,9 @@ pub struct SqlPipeline {
     pub sink: Option<plan::Sink>,
     /// Calls of user functions, each a field computed before the engine.
     pub udfs: Vec<plan::UdfUse>,
+    /// A keyed user function called as the query's table function: its
+    /// operator is the pipeline's.
+    pub keyed: Option<plan::KeyedUse>,
 }
 
 /// Whether `path` names a SQL pipeline (by its `.sql` extension).
@@ -198,26 +201,41 @@ fn attach_functions_with(
     embedded: &[(String, String, String)],
     p: &mut SqlPipeline,
 ) -> Err<()> {
-    let mut defs = Vec::new();
-    for u in &p.udfs {
-        let bytes = match embedded.iter().find(|m| m.0 == u.module) {
+    let module = |name: &str, at: Location| -> Err<Vec<u8>> {
+        Ok(match embedded.iter().find(|m| m.0 == name) {
             Some((_, sha, b64)) => {
                 let b = crate::functions::base64_decode(b64).map_err(|e| {
-                    SqlError::at(u.at, format!("embedded module `{}`: {e}", u.module), "embed it again with `weir functions embed`")
+                    SqlError::at(at, format!("embedded module `{name}`: {e}"), "embed it again with `weir functions embed`")
                 })?;
                 if crate::functions::sha256_hex(&b) != *sha {
                     return Err(SqlError::at(
-                        u.at,
-                        format!("embedded module `{}` does not match its sha256", u.module),
+                        at,
+                        format!("embedded module `{name}` does not match its sha256"),
                         "the module's bytes were changed: embed it again with `weir functions embed`",
                     ));
                 }
                 b
             }
-            None => crate::functions::read_module(file, &u.module).map_err(|e| {
-                SqlError::at(u.at, e, "the module path is relative to the SQL file (or embed it with `weir functions embed`)")
+            None => crate::functions::read_module(file, name).map_err(|e| {
+                SqlError::at(at, e, "the module path is relative to the SQL file (or embed it with `weir functions embed`)")
             })?,
-        };
+        })
+    };
+    let mut defs = Vec::new();
+    if let Some(k) = &p.keyed {
+        let bytes = module(&k.module, k.at)?;
+        let d = crate::functions::keyed_def(&k.name, &k.module, bytes, 0, k.args.clone())
+            .map_err(|e| SqlError::at(k.at, e, "see docs/functions.md"))?;
+        let spec = &mut p.pipeline.spec;
+        spec.operators.clear();
+        spec.operators
+            .extend(crate::functions::keyed_operator(&d, &k.source, &k.field));
+        spec.validate()
+            .map_err(|e| SqlError::at(k.at, e.to_string(), "fix the query as described"))?;
+        defs.push(d);
+    }
+    for u in &p.udfs {
+        let bytes = module(&u.module, u.at)?;
         let d = crate::functions::scalar_def(
             &u.id,
             &u.module,
@@ -393,8 +411,9 @@ pub enum Statement {
     CreateTable(ddl::Table),
     /// `SET 'key' = 'value'`.
     Set(String, String, Location),
-    /// `CREATE FUNCTION name AS 'module.wasm' LANGUAGE WASM`: a scalar user
-    /// function (docs/functions.md), usable under aggregates.
+    /// `CREATE FUNCTION name AS 'module.wasm' LANGUAGE WASM`: a user
+    /// function (docs/functions.md), a scalar one in expressions or a keyed
+    /// one as the query's table function.
     CreateFunction {
         /// Its name in the query.
         name: String,

@@ -76,6 +76,23 @@ pub struct Sink {
     pub topic: Option<String>,
     /// `'path'` of a filesystem sink.
     pub path: Option<String>,
+    /// The sink's column names.
+    pub columns: Vec<String>,
+    /// Where the `INSERT INTO` names it.
+    pub at: Location,
+}
+
+impl Sink {
+    /// Where `weir run` publishes rows for an mqtt sink with a `'topic'`.
+    pub fn topic_of(&self) -> Option<SinkTopic> {
+        (self.connector == "mqtt").then_some(())?;
+        Some(SinkTopic {
+            table: self.name.clone(),
+            topic: self.topic.clone()?,
+            columns: self.columns.clone(),
+            at: self.at,
+        })
+    }
 }
 
 /// The query around the engine.
@@ -179,6 +196,10 @@ struct Ctx<'t> {
     udfs: Vec<UdfUse>,
     /// Calls over the window row: (function source id, arguments).
     post: Vec<(usize, Vec<Expr>)>,
+    /// A table function's result columns (name, position in its row,
+    /// type): what `SELECT` and `WHERE` read instead of groups and
+    /// aggregates; empty for a window aggregation.
+    row_cols: Vec<(String, u16, SqlType)>,
 }
 
 fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
@@ -243,6 +264,23 @@ impl Ctx<'_> {
         let name = id.value.as_str();
         let rt = t.rowtime.as_ref().expect("checked by the caller");
         let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if scope == Scope::Group && !self.row_cols.is_empty() {
+            return match self.row_cols.iter().find(|c| is(&c.0)) {
+                Some(c) => Ok((Expr::Col(c.1), c.2)),
+                None => Err(SqlError::at(
+                    at,
+                    format!("the table function gives no column `{name}`"),
+                    format!(
+                        "use one of: {}",
+                        self.row_cols
+                            .iter()
+                            .map(|c| c.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            };
+        }
         if scope == Scope::Group {
             if !self.legacy {
                 if is("window_start") {
@@ -1037,33 +1075,10 @@ fn place_flags(e: &mut Expr, nslots: u16) {
 
 /// The window of a TVF call `TUMBLE(TABLE t, DESCRIPTOR(c), …)`: table
 /// name, time column, window.
-fn tvf(
-    f: &ast::Function,
-    at: Location,
-) -> Err<(String, Option<String>, Option<ast::Ident>, Window)> {
-    let name = fname(f);
-    let args = args_of(f);
-    let named = args.iter().any(|a| a.0.is_some());
-    let pick = |pos: usize, key: &str| -> Option<&SExpr> {
-        if named {
-            args.iter()
-                .find(|a| a.0.as_deref() == Some(key))
-                .map(|a| a.1)
-        } else {
-            args.get(pos).map(|a| a.1)
-        }
-    };
-    let need = |pos: usize, key: &str| {
-        pick(pos, key).ok_or_else(|| {
-            SqlError::at(
-                at,
-                format!("{name} is missing its {} argument", key.to_ascii_lowercase()),
-                "write TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND); HOP(TABLE t, DESCRIPTOR(rowtime), slide, size); SESSION(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), gap)",
-            )
-        })
-    };
-    let data = need(0, "DATA")?;
-    let (table, partition) = match data {
+/// A table function's `TABLE name [PARTITION BY key]` argument: the
+/// table's name and the partition key.
+fn table_arg(data: &SExpr, at: Location, name: &str) -> Err<(String, Option<ast::Ident>)> {
+    Ok(match data {
         SExpr::Prefixed { prefix, value } if prefix.value == TABLE_ARG => match &**value {
             SExpr::Tuple(items) => {
                 let n = items
@@ -1095,7 +1110,47 @@ fn tvf(
                 "write TABLE sensors",
             ))
         }
+    })
+}
+
+/// The columns of `DESCRIPTOR(a, b, …)`.
+fn descriptor(e: &SExpr) -> Option<Vec<&ast::Ident>> {
+    match e {
+        SExpr::Function(d) if fname(d) == "DESCRIPTOR" => args_of(d)
+            .into_iter()
+            .map(|(n, c)| if n.is_none() { ident_name(c) } else { None })
+            .collect(),
+        _ => None,
+    }
+}
+
+fn tvf(
+    f: &ast::Function,
+    at: Location,
+) -> Err<(String, Option<String>, Option<ast::Ident>, Window)> {
+    let name = fname(f);
+    let args = args_of(f);
+    let named = args.iter().any(|a| a.0.is_some());
+    let pick = |pos: usize, key: &str| -> Option<&SExpr> {
+        if named {
+            args.iter()
+                .find(|a| a.0.as_deref() == Some(key))
+                .map(|a| a.1)
+        } else {
+            args.get(pos).map(|a| a.1)
+        }
     };
+    let need = |pos: usize, key: &str| {
+        pick(pos, key).ok_or_else(|| {
+            SqlError::at(
+                at,
+                format!("{name} is missing its {} argument", key.to_ascii_lowercase()),
+                "write TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND); HOP(TABLE t, DESCRIPTOR(rowtime), slide, size); SESSION(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), gap)",
+            )
+        })
+    };
+    let data = need(0, "DATA")?;
+    let (table, partition) = table_arg(data, at, &name)?;
     let timecol = need(1, "TIMECOL")?;
     let col = match timecol {
         SExpr::Function(d) if fname(d) == "DESCRIPTOR" => match args_of(d).as_slice() {
@@ -1283,6 +1338,102 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
     compile_query(&tables, &sets, &funcs, explain, insert, &q, at)
 }
 
+/// The `SET` options: the pipeline's name (default: the sink's, else
+/// `query`) and its state limits.
+fn settings(
+    sets: &[(String, String, Location)],
+    insert: Option<&(String, Location)>,
+) -> Err<(String, StateSpec)> {
+    let mut name = insert.map_or_else(|| "query".to_string(), |i| i.0.clone());
+    let mut state = StateSpec {
+        ttl: crate::pipeline_file::parse_duration(
+            crate::pipeline_file::DEFAULT_TTL,
+            TimeUnit::Millis,
+        ),
+        ..StateSpec::default()
+    };
+    for (k, v, l) in sets {
+        let bad = |what: &str| {
+            SqlError::at(
+                *l,
+                format!("'{k}' = '{v}': {what}"),
+                "see docs/sql.md for the SET options",
+            )
+        };
+        match k.as_str() {
+            "pipeline.name" => name = v.clone(),
+            "weir.state.max-keys" => {
+                state.max_keys = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("not a positive number"))?
+            }
+            "table.exec.state.ttl" if v.trim() == "0" || v.trim().eq_ignore_ascii_case("off") => {
+                state.ttl = None
+            }
+            "table.exec.state.ttl" => {
+                state.ttl = Some(
+                    crate::pipeline_file::parse_duration(&v.replace(' ', ""), TimeUnit::Millis)
+                        .filter(|t| *t > 0)
+                        .ok_or_else(|| bad("not a duration such as 1h"))?,
+                )
+            }
+            _ => {
+                return Err(SqlError::unsupported(
+                    *l,
+                    &format!("SET '{k}'"),
+                    "SET 'pipeline.name', 'weir.state.max-keys', 'table.exec.state.ttl'",
+                ))
+            }
+        }
+    }
+    Ok((name, state))
+}
+
+/// The `INSERT INTO` target, checked against the `ncols` result columns.
+fn sink_of(
+    tables: &[Table],
+    insert: Option<(String, Location)>,
+    ncols: usize,
+) -> Err<Option<Sink>> {
+    Ok(match insert {
+        None => None,
+        Some((s, l)) => {
+            let Some(t) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&s)) else {
+                return Err(SqlError::at(
+                    l,
+                    format!("no table `{s}` to insert into"),
+                    "create the sink with CREATE TABLE … WITH ('connector' = 'mqtt', 'topic' = …)",
+                ));
+            };
+            if t.columns.len() != ncols {
+                return Err(SqlError::at(
+                    l,
+                    format!(
+                        "`{s}` has {} columns, the query gives {}",
+                        t.columns.len(),
+                        ncols
+                    ),
+                    "select one value per sink column, in the sink's order",
+                ));
+            }
+            let connector = t
+                .option("connector")
+                .map(|c| c.0.to_string())
+                .unwrap_or_default();
+            Some(Sink {
+                name: t.name.clone(),
+                connector,
+                topic: t.option("topic").map(|x| x.0.to_string()),
+                path: t.option("path").map(|x| x.0.to_string()),
+                columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+                at: l,
+            })
+        }
+    })
+}
+
 /// A call of a user function under an aggregate: a field computed before
 /// the engine by a scalar WebAssembly function.
 #[derive(Clone, Debug)]
@@ -1359,6 +1510,17 @@ fn compile_query(
             "JOIN",
             "one table or one window TVF in FROM",
         ));
+    }
+    // A keyed user function called as a table function.
+    if let TableFactor::TableFunction {
+        expr: SExpr::Function(f),
+        ..
+    } = &from.relation
+    {
+        let n = f.name.to_string();
+        if let Some(def) = funcs.iter().find(|d| d.0.eq_ignore_ascii_case(&n)) {
+            return table_function(tables, sets, funcs, def, explain, insert, sel, f, at);
+        }
     }
     let group: Vec<&SExpr> = match &sel.group_by {
         GroupByExpr::Expressions(v, m) if m.is_empty() => v.iter().collect(),
@@ -1543,6 +1705,7 @@ fn compile_query(
         funcs,
         udfs: Vec::new(),
         post: Vec::new(),
+        row_cols: Vec::new(),
     };
     let filter = match &sel.selection {
         Some(w) => {
@@ -1611,53 +1774,7 @@ fn compile_query(
             "declare the measured value, e.g. `value DOUBLE`",
         ));
     }
-    // Settings.
-    let mut name = insert
-        .as_ref()
-        .map_or_else(|| "query".to_string(), |i| i.0.clone());
-    let mut state = StateSpec {
-        ttl: crate::pipeline_file::parse_duration(
-            crate::pipeline_file::DEFAULT_TTL,
-            TimeUnit::Millis,
-        ),
-        ..StateSpec::default()
-    };
-    for (k, v, l) in sets {
-        let bad = |what: &str| {
-            SqlError::at(
-                *l,
-                format!("'{k}' = '{v}': {what}"),
-                "see docs/sql.md for the SET options",
-            )
-        };
-        match k.as_str() {
-            "pipeline.name" => name = v.clone(),
-            "weir.state.max-keys" => {
-                state.max_keys = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("not a positive number"))?
-            }
-            "table.exec.state.ttl" if v.trim() == "0" || v.trim().eq_ignore_ascii_case("off") => {
-                state.ttl = None
-            }
-            "table.exec.state.ttl" => {
-                state.ttl = Some(
-                    crate::pipeline_file::parse_duration(&v.replace(' ', ""), TimeUnit::Millis)
-                        .filter(|t| *t > 0)
-                        .ok_or_else(|| bad("not a duration such as 1h"))?,
-                )
-            }
-            _ => {
-                return Err(SqlError::unsupported(
-                    *l,
-                    &format!("SET '{k}'"),
-                    "SET 'pipeline.name', 'weir.state.max-keys', 'table.exec.state.ttl'",
-                ))
-            }
-        }
-    }
+    let (name, state) = settings(sets, insert.as_ref())?;
     let first = cx
         .slots
         .iter()
@@ -1811,48 +1928,8 @@ fn compile_query(
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
     let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
     let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()])?;
-    let mut sink_topic = None;
-    let sink = match insert {
-        None => None,
-        Some((s, l)) => {
-            let Some(t) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&s)) else {
-                return Err(SqlError::at(
-                    l,
-                    format!("no table `{s}` to insert into"),
-                    "create the sink with CREATE TABLE … WITH ('connector' = 'mqtt', 'topic' = …)",
-                ));
-            };
-            if t.columns.len() != columns.len() {
-                return Err(SqlError::at(
-                    l,
-                    format!(
-                        "`{s}` has {} columns, the query gives {}",
-                        t.columns.len(),
-                        columns.len()
-                    ),
-                    "select one value per sink column, in the sink's order",
-                ));
-            }
-            let connector = t
-                .option("connector")
-                .map(|c| c.0.to_string())
-                .unwrap_or_default();
-            if let (true, Some(topic)) = (connector == "mqtt", t.option("topic")) {
-                sink_topic = Some(SinkTopic {
-                    table: t.name.clone(),
-                    topic: topic.0.to_string(),
-                    columns: t.columns.iter().map(|c| c.name.clone()).collect(),
-                    at: l,
-                });
-            }
-            Some(Sink {
-                name: t.name.clone(),
-                connector,
-                topic: t.option("topic").map(|x| x.0.to_string()),
-                path: t.option("path").map(|x| x.0.to_string()),
-            })
-        }
-    };
+    let sink = sink_of(tables, insert, columns.len())?;
+    let sink_topic = sink.as_ref().and_then(Sink::topic_of);
     let mut ex = String::new();
     let _ = writeln!(
         ex,
@@ -1971,6 +2048,554 @@ fn compile_query(
         input_path,
         sink,
         udfs: cx.udfs,
+        keyed: None,
+    })
+}
+
+/// A keyed user function called as a table function (`CREATE FUNCTION f
+/// AS 'module.wasm' LANGUAGE WASM`; `FROM TABLE(f(TABLE t PARTITION BY
+/// key, DESCRIPTOR(rowtime), DESCRIPTOR(field), COLUMNS => DESCRIPTOR(…),
+/// FLAG => TRUE, SEES_LATE => TRUE, name => value …))`): its operator is
+/// added when the module is compiled (`super::attach_functions`), the same
+/// operator a keyed `[[function]]` table with id `f` builds.
+#[derive(Clone, Debug)]
+pub struct KeyedUse {
+    /// The function's name: its id and operator id.
+    pub name: String,
+    /// The module file.
+    pub module: String,
+    /// The source table's name.
+    pub source: String,
+    /// The field it reads.
+    pub field: String,
+    /// Field, columns, flag, late samples and config.
+    pub args: crate::functions::KeyedArgs,
+    /// Where the call is.
+    pub at: Location,
+}
+
+/// The named arguments of a keyed table function that are not config.
+const TF_ARGS: [&str; 6] = ["DATA", "TIMECOL", "FIELD", "COLUMNS", "FLAG", "SEES_LATE"];
+
+const TF_FORM: &str = "FROM TABLE(f(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), DESCRIPTOR(field), COLUMNS => DESCRIPTOR(a, b), FLAG => TRUE, name => value …)) (docs/sql.md)";
+
+/// A config value: a number, string or boolean literal, as written.
+fn config_value(e: &SExpr) -> Option<String> {
+    match e {
+        SExpr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => Some(n.to_string()),
+            ast::Value::SingleQuotedString(x) => Some(x.clone()),
+            ast::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        SExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match &**expr {
+            SExpr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => Some(format!("-{n}")),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn table_function(
+    tables: &[Table],
+    sets: &[(String, String, Location)],
+    funcs: &[(String, String, Location)],
+    def: &(String, String, Location),
+    explain: bool,
+    insert: Option<(String, Location)>,
+    sel: &ast::Select,
+    f: &ast::Function,
+    at: Location,
+) -> Err<SqlPipeline> {
+    let fat = loc_of(f, at);
+    let fname = def.0.clone();
+    if !matches!(&sel.group_by, GroupByExpr::Expressions(v, m) if v.is_empty() && m.is_empty())
+        || sel.having.is_some()
+    {
+        return Err(SqlError::unsupported(
+            at,
+            &format!("GROUP BY or HAVING over the rows of table function `{fname}`"),
+            "its rows as they are, filtered with WHERE (the function keeps its own windows)",
+        ));
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(SqlError::at(
+            fat,
+            format!("`{fname}` needs its arguments"),
+            format!("write {TF_FORM}"),
+        ));
+    };
+    let mut data = None;
+    let mut timecol = None;
+    let mut field = None;
+    let mut columns: Vec<String> = Vec::new();
+    let mut flag = false;
+    let mut sees_late = false;
+    let mut config: Vec<(String, String)> = Vec::new();
+    let mut positional = 0;
+    for a in &list.args {
+        let (name, e) = match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (None, e),
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => (Some(name), e),
+            other => {
+                return Err(SqlError::unsupported(
+                    loc_of(other, fat),
+                    &format!("the argument `{other}` of table function `{fname}`"),
+                    TF_FORM,
+                ))
+            }
+        };
+        let eat = loc_of(e, fat);
+        let role = match name {
+            None => {
+                positional += 1;
+                match positional {
+                    1 => "DATA".to_string(),
+                    2 => "TIMECOL".to_string(),
+                    3 => "FIELD".to_string(),
+                    _ => return Err(SqlError::at(
+                        eat,
+                        format!("`{fname}` takes three arguments by position (table, time, field)"),
+                        "name the others: COLUMNS => DESCRIPTOR(…), FLAG => TRUE, size => 10000",
+                    )),
+                }
+            }
+            Some(n) => {
+                let up = n.value.to_ascii_uppercase();
+                if TF_ARGS.contains(&up.as_str()) {
+                    up
+                } else {
+                    // The guest's config, `name=value`.
+                    let Some(v) = config_value(e) else {
+                        return Err(SqlError::at(
+                            eat,
+                            format!("config `{}` of `{fname}` is not a number, string or boolean literal", n.value),
+                            "write name => 10000, name => 'text' or name => TRUE",
+                        ));
+                    };
+                    if config.iter().any(|c| c.0 == n.value) {
+                        return Err(SqlError::at(
+                            eat,
+                            format!("config `{}` is given twice", n.value),
+                            "give it once",
+                        ));
+                    }
+                    config.push((n.value.clone(), v));
+                    continue;
+                }
+            }
+        };
+        let slot_taken = match role.as_str() {
+            "DATA" => data.replace(e).is_some(),
+            "TIMECOL" => timecol.replace(e).is_some(),
+            "FIELD" => field.replace(e).is_some(),
+            "COLUMNS" => {
+                let Some(c) = descriptor(e) else {
+                    return Err(SqlError::at(
+                        eat,
+                        "COLUMNS must be DESCRIPTOR(name, …)",
+                        "write COLUMNS => DESCRIPTOR(`count`, mean)",
+                    ));
+                };
+                columns = c.into_iter().map(|i| i.value.clone()).collect();
+                false
+            }
+            _ => {
+                let SExpr::Value(v) = e else {
+                    return Err(SqlError::at(
+                        eat,
+                        format!("{role} must be TRUE or FALSE"),
+                        format!("write {role} => TRUE"),
+                    ));
+                };
+                let ast::Value::Boolean(b) = v.value else {
+                    return Err(SqlError::at(
+                        eat,
+                        format!("{role} must be TRUE or FALSE"),
+                        format!("write {role} => TRUE"),
+                    ));
+                };
+                if role == "FLAG" {
+                    flag = b;
+                } else {
+                    sees_late = b;
+                }
+                false
+            }
+        };
+        if slot_taken {
+            return Err(SqlError::at(
+                eat,
+                format!(
+                    "`{fname}` is given its {} argument twice",
+                    role.to_ascii_lowercase()
+                ),
+                format!("write {TF_FORM}"),
+            ));
+        }
+    }
+    let missing = |what: &str| {
+        SqlError::at(
+            fat,
+            format!("table function `{fname}` is missing its {what} argument"),
+            format!("write {TF_FORM}"),
+        )
+    };
+    let data = data.ok_or_else(|| missing("table"))?;
+    let (tname, partition) = table_arg(data, fat, &fname)?;
+    let Some(table) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&tname)) else {
+        return Err(SqlError::at(
+            loc_of(data, fat),
+            format!("no table `{tname}`"),
+            "create it first with CREATE TABLE … WITH (…)",
+        ));
+    };
+    let Some(rt) = &table.rowtime else {
+        return Err(SqlError::at(
+            table.at,
+            format!(
+                "table `{}` has no WATERMARK: weir runs on event time",
+                table.name
+            ),
+            "add `WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND`",
+        ));
+    };
+    let timecol = timecol.ok_or_else(|| missing("time (DESCRIPTOR(rowtime))"))?;
+    match descriptor(timecol).as_deref() {
+        Some([c]) if c.value.eq_ignore_ascii_case(&rt.name) => {}
+        _ => {
+            return Err(SqlError::at(
+                loc_of(timecol, fat),
+                format!(
+                "`{fname}`'s second argument must be DESCRIPTOR({}), the time attribute of `{}`",
+                rt.name, table.name
+            ),
+                format!("write DESCRIPTOR({})", rt.name),
+            ))
+        }
+    }
+    let Some(p) = partition else {
+        return Err(SqlError::at(
+            loc_of(data, fat),
+            format!(
+                "keyed function `{fname}` needs the key: TABLE {} PARTITION BY key",
+                table.name
+            ),
+            format!("write TABLE {} PARTITION BY <id column>", table.name),
+        ));
+    };
+    let key = match table.column(&p.value) {
+        Some(ci)
+            if ci != rt.column
+                && matches!(
+                    table.columns[ci].ty,
+                    SqlType::String | SqlType::Int | SqlType::BigInt
+                ) =>
+        {
+            ci
+        }
+        _ => {
+            return Err(SqlError::at(
+                ident_loc(&p, fat),
+                format!(
+                    "`{}` is not a STRING, INT or BIGINT column of `{}`",
+                    p.value, table.name
+                ),
+                "partition by the id column",
+            ))
+        }
+    };
+    let fields: Vec<usize> = (0..table.columns.len())
+        .filter(|&i| i != rt.column && i != key && table.columns[i].ty.is_numeric())
+        .collect();
+    let field_e = field.ok_or_else(|| missing("field (DESCRIPTOR(column))"))?;
+    let read = match descriptor(field_e).as_deref() {
+        Some([c]) => fields
+            .iter()
+            .position(|&fi| table.columns[fi].name.eq_ignore_ascii_case(&c.value)),
+        _ => None,
+    };
+    let Some(read) = read else {
+        return Err(SqlError::at(
+            loc_of(field_e, fat),
+            format!("`{fname}`'s third argument must be DESCRIPTOR(c) of a numeric column of `{}` (a keyed function reads one)", table.name),
+            format!(
+                "use one of: {}",
+                fields.iter().map(|&i| table.columns[i].name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    if columns.is_empty() {
+        return Err(SqlError::unsupported(
+            fat,
+            &format!("table function `{fname}` without COLUMNS (its plain emits)"),
+            "the window rows it emits, named: COLUMNS => DESCRIPTOR(`count`, mean, …)",
+        ));
+    }
+    // Its row: [key, window_start, window_end, window_time, columns…, flag].
+    let keycol = &table.columns[key];
+    let mut row_cols = vec![
+        (keycol.name.clone(), KEY, keycol.ty),
+        ("window_start".to_string(), START, SqlType::Timestamp),
+        ("window_end".to_string(), END, SqlType::Timestamp),
+        ("window_time".to_string(), WTIME, SqlType::Timestamp),
+    ];
+    for (i, c) in columns.iter().enumerate() {
+        // A first `count` is an integer, as in a TOML pipeline's rows.
+        let ty = if i == 0 && c.eq_ignore_ascii_case("count") {
+            SqlType::BigInt
+        } else {
+            SqlType::Double
+        };
+        row_cols.push((c.clone(), SLOTS + i as u16, ty));
+    }
+    let ncols = columns.len() as u16;
+    if flag {
+        row_cols.push(("anomaly".to_string(), SLOTS + ncols, SqlType::Boolean));
+    }
+    for (i, c) in row_cols.iter().enumerate() {
+        if row_cols[..i].iter().any(|o| o.0.eq_ignore_ascii_case(&c.0)) {
+            return Err(SqlError::at(
+                fat,
+                format!("two columns of `{fname}` are named `{}`", c.0),
+                "rename one in COLUMNS",
+            ));
+        }
+    }
+    let mut cx = Ctx {
+        table,
+        fields: fields.clone(),
+        key: Some(key),
+        texts: Vec::new(),
+        computed: Vec::new(),
+        legacy: false,
+        slots: Vec::new(),
+        flags: Vec::new(),
+        at,
+        funcs,
+        udfs: Vec::new(),
+        post: Vec::new(),
+        row_cols: row_cols.clone(),
+    };
+    let no_aggregates = |cx: &Ctx, e: &dyn std::fmt::Display, l: Location| {
+        if cx.slots.is_empty() && cx.flags.is_empty() && cx.computed.is_empty() {
+            Ok(())
+        } else {
+            Err(SqlError::unsupported(
+                l,
+                &format!(
+                    "an aggregate or detector over the rows of table function `{fname}` (`{e}`)"
+                ),
+                "its columns as they are, or expressions over them",
+            ))
+        }
+    };
+    let mut out: Vec<(ResultColumn, String)> = Vec::new();
+    for (i, item) in sel.projection.iter().enumerate() {
+        let (e, alias) = match item {
+            SelectItem::Wildcard(_) => {
+                for c in &row_cols {
+                    out.push((
+                        ResultColumn {
+                            name: c.0.clone(),
+                            ty: c.2,
+                            expr: Expr::Col(c.1),
+                        },
+                        c.0.clone(),
+                    ));
+                }
+                continue;
+            }
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            other => {
+                return Err(SqlError::unsupported(
+                    loc_of(other, at),
+                    &format!("`{other}` in the SELECT list"),
+                    "SELECT * or the function's columns by name",
+                ))
+            }
+        };
+        let (x, ty) = cx.expr(e, Scope::Group)?;
+        no_aggregates(&cx, e, loc_of(e, at))?;
+        let name = alias.unwrap_or_else(|| match e {
+            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
+                ident_name(e).expect("identifier").value.clone()
+            }
+            _ => format!("EXPR${i}"),
+        });
+        out.push((ResultColumn { name, ty, expr: x }, e.to_string()));
+    }
+    for (i, (c, _)) in out.iter().enumerate() {
+        if out[..i]
+            .iter()
+            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
+        {
+            return Err(SqlError::at(
+                at,
+                format!("two result columns are named `{}`", c.name),
+                "give them different aliases with AS",
+            ));
+        }
+    }
+    // WHERE filters the function's rows (its input is the whole table).
+    let filter = match &sel.selection {
+        Some(w) => {
+            let (e, t) = cx.expr(w, Scope::Group)?;
+            no_aggregates(&cx, w, loc_of(w, at))?;
+            cx.boolean(t, w, at)?;
+            Some((e, w.to_string()))
+        }
+        None => None,
+    };
+    let nflags = u16::from(flag);
+    let post_at = |e: &mut Expr| {
+        *e = e
+            .map_cols(&|c| {
+                Some(if (POST_BASE..FLAG_BASE).contains(&c) {
+                    SLOTS + ncols + nflags + (c - POST_BASE)
+                } else {
+                    c
+                })
+            })
+            .expect("every column maps");
+    };
+    for (c, _) in &mut out {
+        post_at(&mut c.expr);
+    }
+    let filter = filter.map(|(mut e, s)| {
+        post_at(&mut e);
+        (e, s)
+    });
+    let mut post = std::mem::take(&mut cx.post);
+    for (_, args) in &mut post {
+        args.iter_mut().for_each(&post_at);
+    }
+    let (name, state) = settings(sets, insert.as_ref())?;
+    let field_names: Vec<String> = fields
+        .iter()
+        .map(|&i| table.columns[i].name.clone())
+        .collect();
+    let mut source = SourceSpec::new(&table.name, field_names.iter().cloned());
+    source.max_out_of_orderness = rt.delay_ms;
+    source_options(table, &mut source)?;
+    let spec = PipelineSpec {
+        name: name.clone(),
+        time: TimeSpec::new(TimeUnit::Millis),
+        sources: vec![source],
+        // The function's operator, once its module is compiled.
+        operators: Vec::new(),
+        state,
+    };
+    let (csv, input_path) = csv_mapping(table, Some(key), &fields, &[])?;
+    let mqtt = mqtt_source(table, Some(key), &field_names)?;
+    let sink = sink_of(tables, insert, out.len())?;
+    let mut ex = String::new();
+    let _ = writeln!(
+        ex,
+        "pipeline `{name}` (event time, ms; state: at most {} keys{})",
+        spec.state.max_keys,
+        spec.state
+            .ttl
+            .map_or(String::new(), |t| format!(", ttl {t} ms"))
+    );
+    let _ = writeln!(
+        ex,
+        "source `{}`: fields [{}], key `{}`, time `{}`, watermark = newest - {} ms - 1",
+        table.name,
+        field_names.join(", "),
+        keycol.name,
+        rt.name,
+        rt.delay_ms
+    );
+    let mut sorted = config.clone();
+    sorted.sort();
+    let _ = writeln!(
+        ex,
+        "operator `{fname}`: keyed WebAssembly function '{}' over `{}`, window rows [{}]{}{}{}",
+        def.1,
+        field_names[read],
+        columns.join(", "),
+        if flag { " with a flag" } else { "" },
+        if sees_late { ", sees late samples" } else { "" },
+        if sorted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", config {}",
+                sorted
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    );
+    if let Some((_, s)) = &filter {
+        let _ = writeln!(ex, "where (on the function's rows): {s}");
+    }
+    let _ = writeln!(ex, "result columns:");
+    for (c, s) in &out {
+        let _ = writeln!(ex, "  {} {} = {s}", c.name, c.ty.name());
+    }
+    if let Some(s) = &sink {
+        let _ = writeln!(ex, "sink `{}` ({})", s.name, s.connector);
+    }
+    Ok(SqlPipeline {
+        pipeline: PipelineFile {
+            spec,
+            csv: vec![csv],
+            mqtt: vec![mqtt],
+            functions: Default::default(),
+            sql: None,
+        },
+        query: Query {
+            filter: None,
+            texts: 0,
+            columns_in: fields.len(),
+            computed: Vec::new(),
+            computed_fn: Vec::new(),
+            post,
+            functions: Default::default(),
+            keyed: true,
+            ops: vec![0],
+            slots: (0..columns.len()).map(|i| (0, i)).collect(),
+            flags: if flag { vec![0] } else { Vec::new() },
+            having: filter.map(|f| f.0),
+            columns: out.into_iter().map(|c| c.0).collect(),
+            explain: ex,
+            at,
+            sink: sink.as_ref().and_then(Sink::topic_of),
+        },
+        explain,
+        input_path,
+        sink,
+        udfs: cx.udfs,
+        keyed: Some(KeyedUse {
+            name: fname.clone(),
+            module: def.1.clone(),
+            source: table.name.clone(),
+            field: field_names[read].clone(),
+            args: crate::functions::KeyedArgs {
+                field: read,
+                columns,
+                flag,
+                sees_late,
+                config,
+            },
+            at: fat,
+        }),
     })
 }
 
@@ -2041,6 +2666,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         funcs: &[],
         udfs: Vec::new(),
         post: Vec::new(),
+        row_cols: Vec::new(),
         at: start,
     };
     let (x, t) = cx.expr(&e, Scope::Row)?;
