@@ -12,11 +12,12 @@
 //!
 //! `kestrel_c` is Kestrel with calibrated alarms (`kind =
 //! "kestrel_calibrated"`, threshold = tail probability 1e-5 per sample).
-//! `composite` and `banded` are prototypes that are not detector kinds
-//! (see [`Composite`] and [`Banded`]; docs/detectors.md has why they are
-//! not shipped).
+//! `kestrel_b` is banded Kestrel (`kind = "kestrel_banded"`: Kestrel's
+//! ranking below the threshold, calibrated alarms at 5/15 = p 1e-5).
+//! `composite` is a prototype that is not a detector kind (see
+//! [`Composite`]; docs/detectors.md has why it is not shipped).
 //!
-//! `alarm_bench nab NAB_DIR OUT [banded|composite]` writes a prototype's
+//! `alarm_bench nab NAB_DIR OUT [kestrel_banded|composite]` writes a prototype's
 //! scores over NAB's series in the scorer's layout instead, then runs the
 //! shared scorer on them (`$SCORER`, default `../shared/eval/nab_score.py`)
 //! at its best threshold and at the shipped 5/15;
@@ -30,7 +31,7 @@
 
 use weir_core::detect::{
     surprise_to_unit, AlertEdge, AlertGate, CusumConfig, Detector, DetectorConfig, EwmaConfig,
-    KestrelConfig, MadConfig, DEFAULT_COOLDOWN, KESTREL_CALIBRATED,
+    KestrelConfig, MadConfig, DEFAULT_COOLDOWN, KESTREL_BANDED, KESTREL_CALIBRATED,
 };
 
 /// Prototype (bench only, issue 15 part B): calibrated Kestrel plus two
@@ -56,8 +57,6 @@ struct Composite {
     zl: f64,
     sm: f64,
     sv: f64,
-    /// Which stage gave the last score: 0 Kestrel, 1 level, 2 variance.
-    src: u8,
 }
 
 impl Composite {
@@ -75,7 +74,6 @@ impl Composite {
             zl: 0.0,
             sm: 0.0,
             sv: 0.05 / 1.95,
-            src: 0,
         }
     }
     fn update(&mut self, ts: i64, x: f64) -> f64 {
@@ -129,15 +127,7 @@ impl Composite {
         if self.n < 500 {
             return sk;
         }
-        let (um, uv) = (surprise_to_unit(lm), surprise_to_unit(lv));
-        self.src = if sk >= um && sk >= uv {
-            0
-        } else if um >= uv {
-            1
-        } else {
-            2
-        };
-        sk.max(um).max(uv)
+        sk.max(surprise_to_unit(lm)).max(surprise_to_unit(lv))
     }
 
     fn learn(&mut self, a: f64, x: f64, z: f64) {
@@ -151,94 +141,6 @@ impl Composite {
         self.c0 += a * (z * z - self.c0);
         self.zl = z;
     }
-}
-
-/// Prototype (issue 15, banded; bench only): Kestrel's ranking below the
-/// shipped threshold, calibrated alarms above it. Every sample scores
-/// `T x kestrel` (a monotone map of Kestrel's score into [0, T), T = 5/15),
-/// so NAB's threshold sweep sees Kestrel's own ordering there. A sample is
-/// lifted to the composite's calibrated score (>= T, i.e. p <= 1e-5 under
-/// the key's past, see [`Composite`]) only when the composite is
-/// calibrated-rare *and* Kestrel raised (score >= 4/14) within `PAIR`
-/// samples of it, once per excursion unless its odds at least double
-/// (`BAND_RISE`). At the shipped threshold only calibrated events alarm;
-/// at NAB's best threshold the alarms are Kestrel's plus the lifted
-/// samples that are not Kestrel's own (the only thing that can cost NAB).
-struct Banded {
-    k: Detector,
-    c: Composite,
-    /// Samples since Kestrel last scored at or above its own threshold.
-    since_k: u32,
-    /// Samples since the composite was last calibrated-rare, and its peak.
-    since_u: u32,
-    u_peak: f64,
-    /// Peak of the last raised excursion (0 = re-armed).
-    peak: f64,
-}
-
-const T_SHIP: f64 = 5.0 / 15.0;
-/// A calibrated-rare composite and a Kestrel event count as one event
-/// within this many samples of each other.
-const PAIR: u32 = 100;
-
-impl Banded {
-    fn new() -> Self {
-        Banded {
-            k: Detector::new(&DetectorConfig::Default(KestrelConfig::default())),
-            c: Composite::new(),
-            since_k: u32::MAX,
-            since_u: u32::MAX,
-            u_peak: 0.0,
-            peak: 0.0,
-        }
-    }
-    fn update(&mut self, ts: i64, x: f64) -> f64 {
-        let k = self.k.update(ts, x).unwrap_or(0.0).min(0.999_999);
-        let u = self.c.update(ts, x);
-        self.since_k = self.since_k.saturating_add(1);
-        self.since_u = self.since_u.saturating_add(1);
-        let k_ev = k >= weir_core::detect::kestrel::KESTREL_THRESHOLD;
-        if k_ev {
-            self.since_k = 0;
-        }
-        if u >= T_SHIP {
-            if self.since_u > PAIR {
-                self.u_peak = 0.0;
-            }
-            self.since_u = 0;
-            self.u_peak = self.u_peak.max(u);
-        }
-        let low = T_SHIP * k;
-        // both agree (within PAIR samples): lift to the composite's
-        // calibrated score, once per excursion unless it escalates
-        let both = (k_ev && self.since_u <= PAIR) || (u >= T_SHIP && self.since_k <= PAIR);
-        let odds = |s: f64| s / (1.0 - s);
-        let up = if both && (self.peak == 0.0 || odds(self.u_peak) >= BAND_RISE * odds(self.peak)) {
-            self.peak = self.u_peak;
-            self.u_peak
-        } else {
-            if self.since_u > PAIR && self.since_k > PAIR {
-                self.peak = 0.0;
-            }
-            0.0
-        };
-        low.max(up)
-    }
-}
-
-const BAND_RISE: f64 = 2.0;
-
-fn raises_banded(v: &[f64]) -> Vec<usize> {
-    let mut d = Banded::new();
-    let mut g = AlertGate::new(T_SHIP, 0.0, DEFAULT_COOLDOWN);
-    let mut out = Vec::new();
-    for (i, &x) in v.iter().enumerate() {
-        let s = d.update(1_700_000_000_000 + i as i64 * 60_000, x);
-        if g.update(s) == Some(AlertEdge::Raised) {
-            out.push(i);
-        }
-    }
-    out
 }
 
 fn raises_composite(v: &[f64]) -> Vec<usize> {
@@ -316,13 +218,9 @@ fn faulty(kind: &str, seed: u64) -> Vec<f64> {
 }
 
 /// Alert raises of one detector over one series, as sample indices.
-fn raises(name: &str, cfg: &Option<DetectorConfig>, v: &[f64]) -> Vec<usize> {
+fn raises(cfg: &Option<DetectorConfig>, v: &[f64]) -> Vec<usize> {
     let Some(cfg) = cfg else {
-        return if name == "banded" {
-            raises_banded(v)
-        } else {
-            raises_composite(v)
-        };
+        return raises_composite(v);
     };
     let mut d = Detector::new(cfg);
     let mut g = AlertGate::new(d.default_threshold(), 0.0, DEFAULT_COOLDOWN);
@@ -341,7 +239,7 @@ fn raises(name: &str, cfg: &Option<DetectorConfig>, v: &[f64]) -> Vec<usize> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("nab") {
-        let which = args.get(4).map(String::as_str).unwrap_or("banded");
+        let which = args.get(4).map(String::as_str).unwrap_or("kestrel_banded");
         nab(&args[2], &args[3], which);
         return score_nab(&args[3]);
     }
@@ -361,21 +259,20 @@ fn main() {
             "kestrel_c",
             Some(DetectorConfig::Default(KESTREL_CALIBRATED)),
         ),
+        ("kestrel_b", Some(DetectorConfig::Default(KESTREL_BANDED))),
         // the prototype (see `Composite`)
         ("composite", None),
-        ("banded", None),
     ];
     println!(
-        "state per key: kestrel / kestrel_c {} B, mad {} B, cusum {} B, ewma {} B",
+        "state per key: kestrel / kestrel_c / kestrel_b {} B, mad {} B, cusum {} B, ewma {} B",
         weir_core::detect::Kestrel::STATE_BYTES,
         std::mem::size_of::<weir_core::detect::MadDetector>(),
         std::mem::size_of::<weir_core::detect::CusumDetector>(),
         std::mem::size_of::<weir_core::detect::EwmaDetector>(),
     );
     println!(
-        "prototypes per key: composite {} B, banded {} B (two Kestrels: ranking and calibrated)",
-        std::mem::size_of::<Composite>(),
-        std::mem::size_of::<Banded>(),
+        "prototype per key: composite {} B",
+        std::mem::size_of::<Composite>()
     );
     let benigns = ["white", "ar0.9", "ar0.95", "seasonal", "student3"];
     let faults = ["spike10", "shift3", "noise3x", "drift"];
@@ -389,7 +286,7 @@ fn main() {
         print!("{name:<10}");
         for b in benigns {
             let n: usize = (0..runs)
-                .map(|s| raises(name, cfg, &benign(b, s + 1)).len())
+                .map(|s| raises(cfg, &benign(b, s + 1)).len())
                 .sum();
             print!(
                 " {:>9.1}",
@@ -410,7 +307,7 @@ fn main() {
             let mut hit = 0usize;
             let mut delay = 0usize;
             for s in 0..runs {
-                let r = raises(name, cfg, &faulty(f, s + 1));
+                let r = raises(cfg, &faulty(f, s + 1));
                 if let Some(&i) = r.iter().find(|&&i| (ONSET..ONSET + WITHIN).contains(&i)) {
                     hit += 1;
                     delay += i - ONSET;
@@ -427,7 +324,7 @@ fn main() {
     }
 }
 
-/// `alarm_bench nab NAB_DIR OUT [banded|composite]`: a prototype's scores over NAB's series
+/// `alarm_bench nab NAB_DIR OUT [kestrel_banded|composite]`: a prototype's scores over NAB's series
 /// into the scorer's layout (`OUT/weir/<category>/weir_<name>.csv`,
 /// `timestamp,value,anomaly_score`, one row per input row).
 fn nab(dir: &str, out: &str, which: &str) {
@@ -438,8 +335,9 @@ fn nab(dir: &str, out: &str, which: &str) {
         for f in std::fs::read_dir(&cat).unwrap() {
             let f = f.unwrap().path();
             let text = std::fs::read_to_string(&f).unwrap();
-            let (mut b, mut c) = (Banded::new(), Composite::new());
-            let mut o = String::from("timestamp,value,anomaly_score,src\n");
+            let mut c = Composite::new();
+            let mut kb = Detector::new(&DetectorConfig::Default(KESTREL_BANDED));
+            let mut o = String::from("timestamp,value,anomaly_score\n");
             for (i, line) in text.lines().skip(1).enumerate() {
                 let (ts, v) = line.split_once(',').unwrap();
                 let x: f64 = v.trim().parse().unwrap();
@@ -447,10 +345,9 @@ fn nab(dir: &str, out: &str, which: &str) {
                 let s = if which == "composite" {
                     c.update(t, x)
                 } else {
-                    b.update(t, x)
+                    kb.update(t, x).unwrap_or(0.0)
                 };
-                let src = if which == "composite" { c.src } else { b.c.src };
-                o.push_str(&format!("{ts},{v},{s:.6},{src}\n"));
+                o.push_str(&format!("{ts},{v},{s:.6}\n"));
             }
             let base = f.file_name().unwrap().to_string_lossy().to_string();
             std::fs::write(format!("{out}/weir/{name}/weir_{base}"), o).unwrap();
@@ -518,7 +415,7 @@ fn score_nab(out: &str) {
         println!("wrote {out}/weir; no scorer at {scorer}");
         return;
     }
-    for thr in [None, Some(T_SHIP)] {
+    for thr in [None, Some(5.0 / 15.0)] {
         let mut c = std::process::Command::new("python3");
         c.arg(&scorer).arg("--results").arg(format!("{out}/weir"));
         if let Some(t) = thr {
