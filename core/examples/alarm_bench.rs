@@ -12,11 +12,17 @@
 //!
 //! `kestrel_c` is Kestrel with calibrated alarms (`kind =
 //! "kestrel_calibrated"`, threshold = tail probability 1e-5 per sample).
+//! `kestrel_b` is banded Kestrel (`kind = "kestrel_banded"`: Kestrel's
+//! ranking below the threshold, calibrated alarms at 5/15 = p 1e-5).
 //! `composite` is a prototype that is not a detector kind (see
 //! [`Composite`]; docs/detectors.md has why it is not shipped).
 //!
-//! `alarm_bench nab NAB_DIR OUT` writes the prototype's scores over NAB's
-//! series in the scorer's layout instead.
+//! `alarm_bench nab NAB_DIR OUT [kestrel_banded|composite]` writes a prototype's
+//! scores over NAB's series in the scorer's layout instead, then runs the
+//! shared scorer on them (`$SCORER`, default `../shared/eval/nab_score.py`)
+//! at its best threshold and at the shipped 5/15;
+//! `alarm_bench dump NAB_DIR FILE` writes Kestrel's non-zero scores and
+//! rule (index, score, `parts()[3]`) on the bench's series and NAB's.
 //!
 //! Faults: white noise with one fault at sample 5,000 — a 10 sigma spike,
 //! a 3 sigma level shift, 3x the noise, a drift of 0.03 sigma per sample.
@@ -25,7 +31,7 @@
 
 use weir_core::detect::{
     surprise_to_unit, AlertEdge, AlertGate, CusumConfig, Detector, DetectorConfig, EwmaConfig,
-    KestrelConfig, MadConfig, DEFAULT_COOLDOWN, KESTREL_CALIBRATED,
+    KestrelConfig, MadConfig, DEFAULT_COOLDOWN, KESTREL_BANDED, KESTREL_CALIBRATED,
 };
 
 /// Prototype (bench only, issue 15 part B): calibrated Kestrel plus two
@@ -233,7 +239,12 @@ fn raises(cfg: &Option<DetectorConfig>, v: &[f64]) -> Vec<usize> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("nab") {
-        return nab(&args[2], &args[3]);
+        let which = args.get(4).map(String::as_str).unwrap_or("kestrel_banded");
+        nab(&args[2], &args[3], which);
+        return score_nab(&args[3]);
+    }
+    if args.get(1).map(String::as_str) == Some("dump") {
+        return dump(&args[2], &args[3]);
     }
     let runs: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let dets = [
@@ -248,15 +259,20 @@ fn main() {
             "kestrel_c",
             Some(DetectorConfig::Default(KESTREL_CALIBRATED)),
         ),
+        ("kestrel_b", Some(DetectorConfig::Default(KESTREL_BANDED))),
         // the prototype (see `Composite`)
         ("composite", None),
     ];
     println!(
-        "state per key: kestrel / kestrel_c {} B, mad {} B, cusum {} B, ewma {} B",
+        "state per key: kestrel / kestrel_c / kestrel_b {} B, mad {} B, cusum {} B, ewma {} B",
         weir_core::detect::Kestrel::STATE_BYTES,
         std::mem::size_of::<weir_core::detect::MadDetector>(),
         std::mem::size_of::<weir_core::detect::CusumDetector>(),
         std::mem::size_of::<weir_core::detect::EwmaDetector>(),
+    );
+    println!(
+        "prototype per key: composite {} B",
+        std::mem::size_of::<Composite>()
     );
     let benigns = ["white", "ar0.9", "ar0.95", "seasonal", "student3"];
     let faults = ["spike10", "shift3", "noise3x", "drift"];
@@ -308,10 +324,10 @@ fn main() {
     }
 }
 
-/// `alarm_bench nab NAB_DIR OUT`: the prototype's scores over NAB's series
+/// `alarm_bench nab NAB_DIR OUT [kestrel_banded|composite]`: a prototype's scores over NAB's series
 /// into the scorer's layout (`OUT/weir/<category>/weir_<name>.csv`,
 /// `timestamp,value,anomaly_score`, one row per input row).
-fn nab(dir: &str, out: &str) {
+fn nab(dir: &str, out: &str, which: &str) {
     for cat in std::fs::read_dir(format!("{dir}/data")).unwrap() {
         let cat = cat.unwrap().path();
         let name = cat.file_name().unwrap().to_string_lossy().to_string();
@@ -319,16 +335,98 @@ fn nab(dir: &str, out: &str) {
         for f in std::fs::read_dir(&cat).unwrap() {
             let f = f.unwrap().path();
             let text = std::fs::read_to_string(&f).unwrap();
-            let mut d = Composite::new();
+            let mut c = Composite::new();
+            let mut kb = Detector::new(&DetectorConfig::Default(KESTREL_BANDED));
             let mut o = String::from("timestamp,value,anomaly_score\n");
             for (i, line) in text.lines().skip(1).enumerate() {
                 let (ts, v) = line.split_once(',').unwrap();
                 let x: f64 = v.trim().parse().unwrap();
-                let s = d.update(1_700_000_000_000 + i as i64 * 60_000, x);
+                let t = 1_700_000_000_000 + i as i64 * 60_000;
+                let s = if which == "composite" {
+                    c.update(t, x)
+                } else {
+                    kb.update(t, x).unwrap_or(0.0)
+                };
                 o.push_str(&format!("{ts},{v},{s:.6}\n"));
             }
             let base = f.file_name().unwrap().to_string_lossy().to_string();
             std::fs::write(format!("{out}/weir/{name}/weir_{base}"), o).unwrap();
+        }
+    }
+}
+
+/// `alarm_bench dump NAB_DIR OUT`: Kestrel's non-zero scores (index, score,
+/// rule) on the bench's series and NAB's, for analysis.
+fn dump(dir: &str, out: &str) {
+    use std::fmt::Write as _;
+    let mut o = String::from("set,name,seed,len,i,score,rule\n");
+    let mut run = |set: &str, name: &str, seed: u64, v: &[f64]| {
+        let mut d = weir_core::detect::Kestrel::new(&KestrelConfig::default());
+        for (i, &x) in v.iter().enumerate() {
+            let s = d.update(1_700_000_000_000 + i as i64 * 60_000, x);
+            if s > 0.0 {
+                writeln!(
+                    o,
+                    "{set},{name},{seed},{},{i},{s:.6},{}",
+                    v.len(),
+                    d.parts()[3]
+                )
+                .unwrap();
+            }
+        }
+    };
+    for b in ["white", "ar0.9", "ar0.95", "seasonal", "student3"] {
+        for s in 0..20 {
+            run("benign", b, s + 1, &benign(b, s + 1));
+        }
+    }
+    for f in ["spike10", "shift3", "noise3x", "drift"] {
+        for s in 0..20 {
+            run("fault", f, s + 1, &faulty(f, s + 1));
+        }
+    }
+    for cat in std::fs::read_dir(format!("{dir}/data")).unwrap() {
+        let cat = cat.unwrap().path();
+        for f in std::fs::read_dir(&cat).unwrap() {
+            let f = f.unwrap().path();
+            let text = std::fs::read_to_string(&f).unwrap();
+            let v: Vec<f64> = text
+                .lines()
+                .skip(1)
+                .map(|l| l.split_once(',').unwrap().1.trim().parse().unwrap())
+                .collect();
+            let name = format!(
+                "{}/{}",
+                cat.file_name().unwrap().to_string_lossy(),
+                f.file_name().unwrap().to_string_lossy()
+            );
+            run("nab", &name, 0, &v);
+        }
+    }
+    std::fs::write(out, o).unwrap();
+}
+
+/// Runs the shared NAB scorer (`$SCORER`, default
+/// `../shared/eval/nab_score.py`, needs numpy and pandas) on `OUT/weir`
+/// at its best threshold and at the prototypes' shipped one, if present.
+fn score_nab(out: &str) {
+    let scorer = std::env::var("SCORER").unwrap_or_else(|_| "../shared/eval/nab_score.py".into());
+    if !std::path::Path::new(&scorer).exists() {
+        println!("wrote {out}/weir; no scorer at {scorer}");
+        return;
+    }
+    for thr in [None, Some(5.0 / 15.0)] {
+        let mut c = std::process::Command::new("python3");
+        c.arg(&scorer).arg("--results").arg(format!("{out}/weir"));
+        if let Some(t) = thr {
+            c.arg("--threshold").arg(format!("{t}"));
+        }
+        match thr {
+            None => println!("== NAB, best threshold"),
+            Some(t) => println!("== NAB, shipped threshold {t:.4}"),
+        }
+        if let Err(e) = c.status() {
+            println!("scorer failed: {e}");
         }
     }
 }

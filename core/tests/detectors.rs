@@ -32,13 +32,14 @@ fn noise(n: usize, seed: u64) -> Vec<f64> {
     (0..n).map(|_| r.gauss()).collect()
 }
 
-fn all_configs() -> [DetectorConfig; 5] {
+fn all_configs() -> [DetectorConfig; 6] {
     [
         DetectorConfig::Ewma(EwmaConfig::default()),
         DetectorConfig::Mad(MadConfig::default()),
         DetectorConfig::Cusum(CusumConfig::default()),
         DetectorConfig::Default(KestrelConfig::default()),
         DetectorConfig::Default(weir_core::detect::KESTREL_CALIBRATED),
+        DetectorConfig::Default(KESTREL_BANDED),
     ]
 }
 
@@ -74,6 +75,7 @@ const QUIET: usize = 3000;
 const LEN: usize = 7000;
 const KESTREL: DetectorConfig = DetectorConfig::Default(KESTREL_DEFAULT);
 use weir_core::detect::kestrel::KESTREL_DEFAULT;
+use weir_core::detect::KESTREL_BANDED;
 
 // ---------------------------------------------------------------- default detector
 
@@ -411,4 +413,104 @@ fn kestrel_spike_right_after_a_false_alarm_is_raised() {
         checked += 1;
     }
     assert!(checked >= 3, "too few false alarms to test with: {checked}");
+}
+
+// ---------------------------------------------------------------- banded Kestrel (issue 15)
+
+/// Raises of a detector behind a gate with no hysteresis (as alarm_bench).
+fn raised_h0(cfg: &DetectorConfig, xs: &[f64]) -> Vec<usize> {
+    let mut d = Detector::new(cfg);
+    let mut g = AlertGate::new(d.default_threshold(), 0.0, 50);
+    let mut out = vec![];
+    for (i, &x) in xs.iter().enumerate() {
+        let s = d.update(T0 + i as i64 * DT, x).unwrap();
+        if g.update(s) == Some(AlertEdge::Raised) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[test]
+fn banded_ranks_every_sample_below_its_threshold_as_kestrel_does() {
+    // NAB's sweep must see Kestrel's own ordering: below the threshold the
+    // banded score is threshold x Kestrel's score, sample for sample
+    let mut xs = noise(8000, 21);
+    for x in &mut xs[5000..] {
+        *x += 3.0;
+    }
+    let mut k = Detector::new(&KESTREL);
+    let b_cfg = DetectorConfig::Default(KESTREL_BANDED);
+    let mut b = Detector::new(&b_cfg);
+    let t = b.default_threshold();
+    assert_eq!(t, 5.0 / 15.0);
+    let mut lifted = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        let ts = T0 + i as i64 * DT;
+        let sk = k.update(ts, x).unwrap();
+        let sb = b.update(ts, x).unwrap();
+        if sb < t {
+            assert_eq!(sb, t * sk.min(0.999_999), "sample {i}");
+        } else {
+            lifted += 1;
+        }
+    }
+    assert!(
+        lifted >= 1,
+        "the level shift was never lifted to the threshold"
+    );
+}
+
+#[test]
+fn banded_white_noise_at_most_5_false_alarms_per_100k() {
+    let cfg = DetectorConfig::Default(KESTREL_BANDED);
+    let n: usize = (1..=10)
+        .map(|seed| raised_h0(&cfg, &noise(10_000, 100 + seed)).len())
+        .sum();
+    assert!(n <= 5, "{n} false alarms in 100,000 samples");
+}
+
+#[test]
+fn banded_finds_spike_shift_noise_and_drift_within_100_samples() {
+    let cfg = DetectorConfig::Default(KESTREL_BANDED);
+    for seed in 1..=3 {
+        for fault in ["spike10", "shift3", "noise3x", "drift"] {
+            let mut xs = noise(6000, 200 + seed);
+            for (i, x) in xs.iter_mut().enumerate().skip(5000) {
+                match fault {
+                    "spike10" if i == 5000 => *x += 10.0,
+                    "shift3" => *x += 3.0,
+                    "noise3x" => *x *= 3.0,
+                    "drift" => *x += 0.03 * (i - 5000) as f64,
+                    _ => {}
+                }
+            }
+            let r = raised_h0(&cfg, &xs);
+            assert!(
+                r.iter().any(|&i| (5000..5100).contains(&i)),
+                "seed {seed}: {fault} not raised within 100 samples: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn banded_much_larger_event_during_an_alert_is_raised() {
+    // a 3 sigma shift is raised; a 30 sigma spike 30 samples later, inside
+    // the gate's cool-down and the banding's excursion, still raises
+    let cfg = DetectorConfig::Default(KESTREL_BANDED);
+    let mut xs = noise(6000, 31);
+    for x in &mut xs[5000..] {
+        *x += 3.0;
+    }
+    let first = *raised_h0(&cfg, &xs)
+        .iter()
+        .find(|&&i| i >= 5000)
+        .expect("shift raised");
+    xs[first + 30] = 33.0;
+    assert!(
+        raised_h0(&cfg, &xs).contains(&(first + 30)),
+        "spike at {} after the raise at {first} not raised",
+        first + 30
+    );
 }

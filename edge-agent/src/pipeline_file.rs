@@ -11,7 +11,7 @@ use toml::Spanned;
 use weir_core::agg::AggKind;
 use weir_core::detect::{
     CusumConfig, DetectorConfig, DetectorSpec, EwmaConfig, KestrelConfig, MadConfig,
-    KESTREL_CALIBRATED, MAX_FIELDS, MULTIVARIATE_DEFAULT,
+    KESTREL_BANDED, KESTREL_CALIBRATED, MAX_FIELDS, MULTIVARIATE_DEFAULT,
 };
 use weir_core::prelude::*;
 use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
@@ -491,11 +491,14 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
                 warmup: p.warmup.unwrap_or(w0),
             }
         }
-        "kestrel" | "kestrel_calibrated" | "ewma" | "mad" | "cusum" if only_ewma_z => {
+        "kestrel" | "kestrel_calibrated" | "kestrel_banded" | "ewma" | "mad" | "cusum"
+            if only_ewma_z =>
+        {
             return Err(ctx.err(Some(kind.span()), format!("{} takes threshold, hysteresis and cooldown; alpha, k and warmup belong to ewma_z", kind.get_ref()), "remove alpha/k/warmup: scoring detectors use one global configuration"));
         }
         "kestrel" => scored(DetectorConfig::Default(KestrelConfig::default())),
         "kestrel_calibrated" => scored(DetectorConfig::Default(KESTREL_CALIBRATED)),
+        "kestrel_banded" => scored(DetectorConfig::Default(KESTREL_BANDED)),
         "ewma" => scored(DetectorConfig::Ewma(EwmaConfig::default())),
         "mad" => scored(DetectorConfig::Mad(MadConfig::default())),
         "cusum" => scored(DetectorConfig::Cusum(CusumConfig::default())),
@@ -510,7 +513,7 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
             return Err(ctx.err(
                 Some(kind.span()),
                 format!("unknown detector kind `{other}`"),
-                "use one of: kestrel (the default), kestrel_calibrated, ewma, mad, cusum, ewma_z, multivariate (with `fields`)",
+                "use one of: kestrel (the default), kestrel_banded, kestrel_calibrated, ewma, mad, cusum, ewma_z, multivariate (with `fields`)",
             ))
         }
     };
@@ -1264,6 +1267,24 @@ mod tests {
         assert_eq!(threshold, 5.0 / 15.0);
         let e = err(&nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrate\""));
         assert!(e.help.contains("kestrel_calibrated"), "{e}");
+        let p = parse(
+            "nab.toml",
+            &nab.replace("kind = \"kestrel\"", "kind = \"kestrel_banded\""),
+        )
+        .unwrap();
+        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+            panic!("not a detect operator");
+        };
+        let DetectorSpec::Scored {
+            detector,
+            threshold,
+            ..
+        } = d.detector
+        else {
+            panic!("not a scored detector");
+        };
+        assert_eq!(detector, DetectorConfig::Default(KESTREL_BANDED));
+        assert_eq!(threshold, 5.0 / 15.0);
     }
 
     #[test]

@@ -191,6 +191,211 @@ impl PotTail {
     }
 }
 
+/// Samples within which a calibrated-rare change and a Kestrel raise
+/// count as one event (banded Kestrel, issue 15).
+pub const PAIR: u32 = 100;
+/// Inside an excursion a lifted score must have this many times the odds
+/// of the last one (as [`super::AlertGate::BREAK_ODDS`]).
+pub const BAND_RISE: f64 = 2.0;
+
+/// Change stages and the banding of banded Kestrel (`kind =
+/// "kestrel_banded"`, issue 15): a two-sided CUSUM (k = 1/2) of residuals
+/// against a slow baseline, clipped at 3 sigma (level shifts, drift), and a
+/// one-sided CUSUM of the standardized `ln z^2` (more noise), each read as a
+/// tail probability through Siegmund's average run length (p = 1 / ARL).
+/// Autocorrelation is measured: the level stage's residuals are scaled by
+/// how much more an EWMA of them (rate 0.05) varies than it would for
+/// independent ones, the variance stage's by the lag-1 autocorrelation; the
+/// baseline's scale follows 5x slower than its level. 112 B.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stages {
+    m: f64,
+    v: f64,
+    up: f64,
+    down: f64,
+    var: f64,
+    c1: f64,
+    c0: f64,
+    zl: f64,
+    sm: f64,
+    sv: f64,
+    /// Peak calibrated score of the current calibrated-rare excursion.
+    u_peak: f64,
+    /// Score of the last lifted sample (0 = re-armed).
+    peak: f64,
+    n: u64,
+    /// Samples since Kestrel raised, since the composite was rare.
+    since_k: u32,
+    since_u: u32,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            m: 0.0,
+            v: 0.0,
+            up: 0.0,
+            down: 0.0,
+            var: 0.0,
+            c1: 0.0,
+            c0: 1.0,
+            zl: 0.0,
+            sm: 0.0,
+            sv: 0.05 / 1.95,
+            u_peak: 0.0,
+            peak: 0.0,
+            n: 0,
+            since_k: u32::MAX,
+            since_u: u32::MAX,
+        }
+    }
+}
+
+impl Stages {
+    /// Feeds one value; returns the larger of the two stages' surprises
+    /// (`-log10 p`, 0 until 500 samples).
+    pub fn update(&mut self, x: f64) -> f64 {
+        self.n = self.n.saturating_add(1);
+        if self.n == 1 {
+            self.m = x;
+            return 0.0;
+        }
+        let a = (1.0 / self.n as f64).max(0.01);
+        let sd = libm::sqrt(self.v).max(1e-9);
+        let z = ((x - self.m) / sd).clamp(-50.0, 50.0);
+        let rho = (self.c1 / self.c0.max(1e-12)).clamp(0.0, 0.99);
+        if self.n < 60 {
+            self.learn(a, x, z);
+            return 0.0;
+        }
+        let zc = z.clamp(-3.0, 3.0);
+        const B: f64 = 0.05;
+        self.sm += B * (zc - self.sm);
+        let f = libm::sqrt(B / (2.0 - B) / self.sv.max(1e-12)).min(1.0);
+        let zc = zc * f;
+        self.up = (self.up + zc - 0.5).max(0.0);
+        self.down = (self.down - zc - 0.5).max(0.0);
+        let r2 = rho * rho;
+        let u = (libm::log(z * z + 1e-12) + 1.27) / 2.22 * libm::sqrt((1.0 - r2) / (1.0 + r2));
+        self.var = (self.var + u.min(6.0) - 0.5).max(0.0);
+        let cm = self.up.max(self.down);
+        // Siegmund: CUSUM (k = 1/2) average run length to h
+        let arl = |s: f64, sides: f64| {
+            let h = s + 1.166;
+            ((libm::exp(h) - 1.0 - h) / 0.5 / sides).max(1.0)
+        };
+        let lm = libm::log10(arl(cm, 2.0));
+        let lv = libm::log10(arl(self.var, 1.0));
+        self.learn(a, x, z);
+        self.sv += 0.001 * (self.sm * self.sm - self.sv);
+        if self.n < 500 {
+            return 0.0;
+        }
+        lm.max(lv)
+    }
+
+    fn learn(&mut self, a: f64, x: f64, z: f64) {
+        let d = x - self.m;
+        self.m += a * d;
+        let av = (a * 0.2).max(1.0 / self.n as f64).min(a);
+        self.v = (1.0 - av) * (self.v + av * d * d);
+        self.c1 += a * (z * self.zl - self.c1);
+        self.c0 += a * (z * z - self.c0);
+        self.zl = z;
+    }
+
+    /// Banding: `plain` (Kestrel's score) is mapped to `t x plain` in
+    /// [0, t); a sample is lifted to the calibrated score `u` (>= t) when it
+    /// is calibrated-rare and Kestrel agrees: it raised (`plain >= raise`)
+    /// within [`PAIR`] samples, or its likelihood is elevated now
+    /// (`plain >= elevated`); once per excursion unless the odds at least
+    /// double ([`BAND_RISE`]).
+    pub fn band(&mut self, plain: f64, u: f64, t: f64, raise: f64, elevated: f64) -> f64 {
+        let k = plain.min(0.999_999);
+        self.since_k = self.since_k.saturating_add(1);
+        self.since_u = self.since_u.saturating_add(1);
+        let k_ev = k >= raise;
+        if k_ev {
+            self.since_k = 0;
+        }
+        if u >= t {
+            if self.since_u > PAIR {
+                self.u_peak = 0.0;
+            }
+            self.since_u = 0;
+            self.u_peak = self.u_peak.max(u);
+        }
+        let both =
+            (k_ev && self.since_u <= PAIR) || (u >= t && (self.since_k <= PAIR || k >= elevated));
+        let odds = |s: f64| s / (1.0 - s);
+        let lifted =
+            if both && (self.peak == 0.0 || odds(self.u_peak) >= BAND_RISE * odds(self.peak)) {
+                self.peak = self.u_peak;
+                self.u_peak
+            } else {
+                if self.since_u > PAIR && self.since_k > PAIR {
+                    self.peak = 0.0;
+                }
+                0.0
+            };
+        (t * k).max(lifted)
+    }
+
+    /// Writes the state as CBOR (one byte string).
+    pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
+        enc_blob(
+            e,
+            &[
+                self.m,
+                self.v,
+                self.up,
+                self.down,
+                self.var,
+                self.c1,
+                self.c0,
+                self.zl,
+                self.sm,
+                self.sv,
+                self.u_peak,
+                self.peak,
+                self.n as f64,
+                self.since_k as f64,
+                self.since_u as f64,
+            ],
+        )
+    }
+
+    /// Reads a state written by [`Stages::encode`].
+    ///
+    /// # Errors
+    /// Malformed input or non-finite values.
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Self, DecError> {
+        let mut f = [0.0f64; 15];
+        dec_blob(d, &mut f)?;
+        if !f.iter().all(|v| v.is_finite()) || f[1] < 0.0 || f[12..].iter().any(|v| *v < 0.0) {
+            return Err(DecError::message("change stages hold a bad value"));
+        }
+        let [m, v, up, down, var, c1, c0, zl, sm, sv, u_peak, peak, n, since_k, since_u] = f;
+        Ok(Stages {
+            m,
+            v,
+            up,
+            down,
+            var,
+            c1,
+            c0,
+            zl,
+            sm,
+            sv,
+            u_peak,
+            peak,
+            n: n as u64,
+            since_k: since_k as u32,
+            since_u: since_u as u32,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,10 +39,10 @@
 //! Nothing is scored before `learn` samples. Detectors are sample-indexed;
 //! timestamps are only checked (see `Clock`), never used in arithmetic.
 
-use super::calib::PotTail;
+use super::calib::{PotTail, Stages};
 use super::knn::{Nn, POINTS_STRIDE1, POINTS_STRIDE2};
+use super::{clamp01, norm_neglog10_sf, surprise_to_unit, Clock};
 use super::{dec_blob, enc_blob, expect_array};
-use super::{norm_neglog10_sf, surprise_to_unit, Clock};
 use minicbor::decode::Error as DecError;
 use minicbor::encode::{Error as EncError, Write};
 use minicbor::{Decoder, Encoder};
@@ -104,6 +104,11 @@ pub struct KestrelConfig {
     /// own past (see [`super::calib`]), and a calibrated extreme value or
     /// level of the value raises on its own.
     pub calibrated: bool,
+    /// Banded alarms (issue 15, [`KESTREL_BANDED`], needs `calibrated`):
+    /// Kestrel's own score ranks every sample below the threshold, and only
+    /// a calibrated-rare event that Kestrel agrees with reaches it (see
+    /// [`Stages::band`]).
+    pub banded: bool,
 }
 
 /// Suppression value of a hard-rule event, above any likelihood z.
@@ -147,6 +152,7 @@ pub const KESTREL_DEFAULT: KestrelConfig = KestrelConfig {
     mask_floor: 1.0,
     threshold: KESTREL_THRESHOLD,
     calibrated: false,
+    banded: false,
 };
 
 /// Shipped threshold of calibrated Kestrel: tail probability 1e-5 per sample.
@@ -158,6 +164,17 @@ pub const KESTREL_CAL_THRESHOLD: f64 = 5.0 / 15.0;
 pub const KESTREL_CALIBRATED: KestrelConfig = KestrelConfig {
     threshold: KESTREL_CAL_THRESHOLD,
     calibrated: true,
+    ..KESTREL_DEFAULT
+};
+
+/// Banded Kestrel (`kind = "kestrel_banded"`, issue 15): Kestrel's ranking
+/// below the shipped threshold (`threshold x` Kestrel's score), calibrated
+/// alarms at and above it (tail probability 1e-5 per sample under the key's
+/// past, from calibrated Kestrel and two change stages, see [`Stages`]).
+pub const KESTREL_BANDED: KestrelConfig = KestrelConfig {
+    threshold: KESTREL_CAL_THRESHOLD,
+    calibrated: true,
+    banded: true,
     ..KESTREL_DEFAULT
 };
 
@@ -208,6 +225,8 @@ pub struct Kestrel {
     base: [f64; 2],
     /// An extremity excursion is being reported (until it re-arms).
     ext_on: bool,
+    /// Change stages and banding (only with `banded`).
+    stages: Stages,
 }
 
 // The memory target per key of issue 15 (it was 25,552 B with copied banks).
@@ -254,6 +273,7 @@ impl Kestrel {
             tails: [PotTail::new(); 3],
             base: [0.0; 2],
             ext_on: false,
+            stages: Stages::default(),
         }
     }
 
@@ -265,6 +285,25 @@ impl Kestrel {
 
     /// Feeds one finite value; returns its score on the shared scale (0 while learning).
     pub fn update(&mut self, ts: i64, x: f64) -> f64 {
+        let (plain, cal) = self.score(ts, x);
+        let c = &self.cfg;
+        if !c.calibrated {
+            return plain;
+        }
+        if !c.banded {
+            return cal;
+        }
+        let l = self.stages.update(x);
+        let u = clamp01(cal).max(surprise_to_unit(l));
+        // Kestrel agrees: it raised (its own threshold), or its likelihood
+        // z is at least its suppression floor now
+        let elevated = surprise_to_unit(norm_neglog10_sf(c.mask_floor));
+        self.stages
+            .band(clamp01(plain), u, c.threshold, KESTREL_THRESHOLD, elevated)
+    }
+
+    /// Kestrel's plain score and (with `calibrated`) its calibrated one.
+    fn score(&mut self, ts: i64, x: f64) -> (f64, f64) {
         self.clock.tick(ts);
         self.n = self.n.saturating_add(1);
         let c = self.cfg;
@@ -361,7 +400,7 @@ impl Kestrel {
         self.parts[2] = r3;
         self.parts[3] = 0.0;
         if self.n <= c.learn as u64 {
-            return 0.0;
+            return (0.0, 0.0);
         }
 
         // short moving average
@@ -442,8 +481,9 @@ impl Kestrel {
                 // stronger event can break an alert gate's cool-down
                 _ => HARD_SURPRISE * dist,
             };
+            let plain = surprise_to_unit(raw);
             if !c.calibrated {
-                return surprise_to_unit(raw);
+                return (plain, 0.0);
             }
             // a surprise the key's past makes common is demoted to its
             // calibrated value; a rare one keeps the larger of the two
@@ -458,9 +498,9 @@ impl Kestrel {
             } else {
                 raw.min(cal)
             };
-            surprise_to_unit(l).max(ext_score)
+            (plain, surprise_to_unit(l).max(ext_score))
         } else {
-            ext_score
+            (0.0, ext_score)
         }
     }
 
@@ -503,7 +543,8 @@ impl Kestrel {
     /// Writes the state (configuration included) as CBOR (about 5.5 KB).
     pub fn encode<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), EncError<W::Error>> {
         let c = &self.cfg;
-        e.array(12)?;
+        // banded: a 13th item, the change stages (older builds refuse it)
+        e.array(if c.banded { 13 } else { 12 })?;
         enc_blob(
             e,
             &[
@@ -573,6 +614,9 @@ impl Kestrel {
         for t in &self.tails {
             t.encode(e)?;
         }
+        if c.banded {
+            self.stages.encode(e)?;
+        }
         Ok(())
     }
 
@@ -594,7 +638,13 @@ impl Kestrel {
         if !(1..=super::SNAPSHOT_VERSION).contains(&version) {
             return Err(DecError::message("unsupported kestrel state version"));
         }
-        expect_array(d, if version >= 3 { 12 } else { 11 })?;
+        // version 3 has 12 items, 13 with banding (the change stages)
+        let banded = match d.array()? {
+            Some(11) if version < 3 => false,
+            Some(12) if version >= 3 => false,
+            Some(13) if version >= 3 => true,
+            _ => return Err(DecError::message("unexpected array length")),
+        };
         let mut f = [0.0; 13];
         dec_blob(d, &mut f)?;
         let mut u = [0u32; 9];
@@ -623,6 +673,7 @@ impl Kestrel {
             like_warmup: u[7],
             rest: u[8],
             calibrated: false,
+            banded: false,
         };
         let mut k = Kestrel::new(&cfg);
         if k.cfg != cfg {
@@ -687,6 +738,15 @@ impl Kestrel {
             for t in &mut k.tails {
                 *t = PotTail::decode(d)?;
             }
+        }
+        if banded {
+            if !k.cfg.calibrated {
+                return Err(DecError::message(
+                    "banded kestrel state without calibration",
+                ));
+            }
+            k.cfg.banded = true;
+            k.stages = Stages::decode(d)?;
         }
         Ok(k)
     }

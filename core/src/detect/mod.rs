@@ -39,7 +39,7 @@ pub use calib::PotTail;
 pub use cusum::{CusumConfig, CusumDetector};
 pub use ewma::{EwmaConfig, EwmaDetector};
 pub use gate::{AlertEdge, AlertGate};
-pub use kestrel::{Kestrel, KestrelConfig, KESTREL_CALIBRATED};
+pub use kestrel::{Kestrel, KestrelConfig, KESTREL_BANDED, KESTREL_CALIBRATED};
 pub use mad::{MadConfig, MadDetector};
 pub use multivariate::{
     Contributions, Multivariate, MultivariateConfig, MAX_FIELDS, MULTIVARIATE_DEFAULT,
