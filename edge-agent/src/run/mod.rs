@@ -1026,14 +1026,14 @@ impl Agent {
     }
 
     /// A timer tick with no group open: journal a tick only when it will
-    /// change something (a source going idle, processing time).
+    /// change something (a source or key going idle, a processing-time
+    /// window or timer due).
     fn on_timer(&mut self) -> Result<(), RunError> {
         let now = self.clock.now();
         // The engine says when a tick changes something (a key or source
-        // going idle); the agent's own check covers sources the engine has
-        // not seen yet.
-        let due = self.processing_time
-            || self.engine.poll_timeout().is_some_and(|t| now >= t)
+        // going idle, a processing-time deadline); the agent's own check
+        // covers sources the engine has not seen yet.
+        let due = self.engine.poll_timeout().is_some_and(|t| now >= t)
             || self
                 .idle_timeouts
                 .iter()
@@ -1058,6 +1058,19 @@ impl Agent {
         }
         self.cloud_metrics();
         Ok(())
+    }
+
+    /// When the engine next has work on a clock tick
+    /// ([`Engine::poll_timeout`]), while no group is open (a group's
+    /// commit feeds the engine its records, and its deadline is looked at
+    /// again after). `None`: nothing until data comes.
+    fn engine_deadline(&mut self) -> Option<Instant> {
+        if self.group.opened.is_some() {
+            return None;
+        }
+        let t = self.engine.poll_timeout()?;
+        let wait = t.saturating_sub(self.clock.now());
+        Some(Instant::now() + Duration::from_millis(wait.max(0) as u64))
     }
 
     /// When the open group is due (`None`: no group open).
@@ -1328,6 +1341,13 @@ impl Agent {
                 tokio::task::yield_now().await;
             } else {
                 let deadline = self.commit_deadline();
+                let engine_at = self.engine_deadline();
+                let engine_due = async {
+                    match engine_at {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let commit_due = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -1380,6 +1400,9 @@ impl Agent {
                         }
                     }
                     _ = commit_due => self.commit_group()?,
+                    // A processing-time window or timer, a source or key
+                    // going idle: one tick, journaled and committed.
+                    _ = engine_due => self.on_timer()?,
                     Some(c) = control(&mut self.updates) => self.on_control(c)?,
                     _ = ticker.tick() => {
                         self.budget_tick();
