@@ -353,6 +353,17 @@ impl AgentClock {
     }
 }
 
+/// A group closes at `group_records` messages, or at this many times as
+/// many records: packs (SenML, arrays) carry many readings a message, and
+/// a group cut at `group_records` readings would pay a commit (an fsync)
+/// every few dozen messages. Staged journal bytes (1 MiB) bound it too.
+pub(crate) const PACK_RECORDS: usize = 16;
+
+/// The records that close a group of `group_records` messages.
+pub(crate) fn pack_records(group_records: usize) -> usize {
+    group_records.saturating_mul(PACK_RECORDS)
+}
+
 /// Most events taken from the poller per loop turn before the loop looks
 /// at its timers again.
 const EVENTS_PER_TURN: usize = 512;
@@ -1218,7 +1229,8 @@ impl Agent {
                 let iv = self.budget.intervals();
                 let due = self.commit_deadline().is_some_and(|d| Instant::now() >= d);
                 if due
-                    || self.group.recs.len() >= iv.group_records
+                    || self.group.topics.len() >= iv.group_records
+                    || self.group.recs.len() >= pack_records(iv.group_records)
                     || self.group.acks.len() >= iv.group_records
                     || self.store.staged_bytes() >= 1 << 20
                 {
