@@ -470,8 +470,8 @@ fn budget_bench(rt: &tokio::runtime::Runtime, weir: &Path, broker: SocketAddr) {
     }
 }
 
-/// 2. SenML packs of 100 readings through the agent against the broker's
-/// ceiling for the same messages.
+/// Figure 2: SenML packs of 100 readings through the agent against the
+/// broker's ceiling for the same messages.
 fn senml_bench(rt: &tokio::runtime::Runtime, weir: &Path, broker: SocketAddr, n: usize) {
     let senml = senml_messages(n * 4, 1_000, 100);
     let c = ceiling(rt, broker, &senml, "pack/+");
