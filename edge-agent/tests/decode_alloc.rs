@@ -83,12 +83,20 @@ fn steady_state_decoding_does_not_allocate() {
         );
     }
     for (d, p) in &cases {
-        let region = Region::new(GLOBAL);
-        for _ in 0..10 {
-            d.decode("t", p, 0, &mut batch).unwrap();
-        }
-        let st = region.change();
-        let n = st.allocations + st.reallocations;
+        // The counter is process-wide: the test harness's own thread may
+        // allocate during a round (seen under load). A decode that
+        // allocates does so in every round, so the fewest of three counts.
+        let n = (0..3)
+            .map(|_| {
+                let region = Region::new(GLOBAL);
+                for _ in 0..10 {
+                    d.decode("t", p, 0, &mut batch).unwrap();
+                }
+                let st = region.change();
+                st.allocations + st.reallocations
+            })
+            .min()
+            .unwrap_or(0);
         assert_eq!(n, 0, "{:?}: {n} allocations in 10 decodes", d.format());
         assert_eq!(batch.len(), 60);
     }
