@@ -6,7 +6,7 @@
 # (bytes per reading and ack wait with and without one, on a steady plant).
 #   bash bench/agent.sh [--readings N] [--rounds R] [--recover-readings M]
 #                       [--steady-rate R] [--steady-secs S] [--budget 2GiB]
-#                       [--only-budget] [--no-board]
+#                       [--only-budget] [--only-senml] [--no-board]
 # --no-board skips the gateway build's RSS (saves a size-optimised build).
 set -euo pipefail
 cd "$(dirname "$0")/.."

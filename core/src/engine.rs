@@ -737,9 +737,13 @@ impl Engine {
         self.keys.live() * self.key_cost + self.keys.name_bytes
     }
 
-    /// The `now` at which [`Engine::handle_time`] next has work (a source
-    /// or a key going idle), if any: a driver that journals clock ticks
-    /// needs one only then.
+    /// The `now` at which [`Engine::handle_time`] next has work, if any: a
+    /// source or a key going idle, a custom operator's processing-time
+    /// timer and, in processing-time mode, whatever the watermark that
+    /// `now` brings passes (a window's end or purge, a sample waiting in a
+    /// count window or an in-order detector, an event-time timer, the TTL
+    /// sweep). A driver that journals clock ticks needs one only then; a
+    /// `handle_time` before it changes nothing but the clock.
     pub fn poll_timeout(&self) -> Option<i64> {
         let mut t = if self.hot.any_per_key {
             self.idle_due
@@ -749,6 +753,45 @@ impl Engine {
         for (s, spec) in self.sources.iter().zip(&self.spec.sources) {
             if let (Some(to), false, Some(_)) = (spec.idle_timeout, s.idle, s.max_ts) {
                 t = t.min(s.last_now.saturating_add(to).saturating_add(1));
+            }
+        }
+        // The earliest event time the watermark must reach for something
+        // to fire (only time moves it under processing time).
+        let mut wm_due = i64::MAX;
+        let ahead = |at: i64| if at > self.wm { at } else { i64::MAX };
+        for op in &self.ops {
+            match op {
+                Op::Window(w) => {
+                    wm_due = wm_due.min(ahead(w.next_timer));
+                    if let Some(Reverse(p)) = w.pending.peek() {
+                        wm_due = wm_due.min(ahead(p.ts));
+                    }
+                }
+                Op::Detect(d) => {
+                    if let Some(Reverse(p)) = d.pending.peek() {
+                        wm_due = wm_due.min(ahead(p.ts));
+                    }
+                }
+                Op::Process(p) => {
+                    if let Some(&(at, _)) = p.timers.processing.first() {
+                        t = t.min(at);
+                    }
+                    if !p.per_key {
+                        if let Some(&(at, _)) = p.timers.event.first() {
+                            wm_due = wm_due.min(ahead(at));
+                        }
+                    }
+                }
+            }
+        }
+        if self.hot.processing {
+            if self.spec.state.ttl.is_some() && self.keys.live() > 0 {
+                wm_due = wm_due.min(ahead(self.next_sweep));
+            }
+            if wm_due != i64::MAX {
+                // The first `now` whose watermark (`watermark_of(now,
+                // max_bound)`) reaches `wm_due`.
+                t = t.min(wm_due.saturating_add(self.max_bound).saturating_add(1));
             }
         }
         (t != i64::MAX).then_some(t)

@@ -113,6 +113,7 @@ fn processing_timers_fire_on_handle_time() {
     let (mut rows, mut late) = (Vec::new(), 0);
     e.handle_sample(5_000, 0, "a", T0, &[1.0]).unwrap();
     e.handle_sample(5_500, 0, "a", T0 + 1, &[1.0]).unwrap();
+    assert_eq!(e.poll_timeout(), Some(6_500), "the processing timer is due");
     e.handle_time(6_499);
     drain(&mut e, &mut rows, &mut late);
     assert!(

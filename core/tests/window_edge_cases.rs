@@ -305,3 +305,52 @@ fn a_sample_exactly_gap_after_the_last_joins_its_session() {
         .collect();
     assert_eq!(got, [(0, 30, 3.0), (31, 41, 1.0)], "count per session");
 }
+
+// Processing time: `poll_timeout` names the `now` at which the next window
+// ends (plus the bound), so a driver that ticks only then fires every
+// window on time and never ticks in between.
+#[test]
+fn processing_mode_poll_timeout_is_the_next_window_end() {
+    for bound in [0, 2_000] {
+        let mut s = spec(WindowKind::Tumbling { size: 10_000 }, bound, 0);
+        s.time.mode = TimeMode::Processing;
+        let mut e = s.build().unwrap();
+        let (mut rows, mut late) = (Vec::new(), 0);
+        assert_eq!(e.poll_timeout(), None, "no window open");
+        let now = T0 + 1_234;
+        e.handle_sample(now, 0, "a", now, &[1.0]).unwrap();
+        let due = e.poll_timeout().expect("a window is open");
+        assert_eq!(due, T0 + 10_000 + bound, "bound {bound}");
+        e.handle_time(due - 1);
+        drain(&mut e, &mut rows, &mut late);
+        assert!(rows.is_empty());
+        assert_eq!(e.poll_timeout(), Some(due), "an early tick moves nothing");
+        e.handle_time(due);
+        drain(&mut e, &mut rows, &mut late);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].start, rows[0].end), (T0, T0 + 10_000));
+        assert_eq!(e.poll_timeout(), None, "idle: nothing is due");
+        // Samples every 3 s for a minute, ticks only when due: each window
+        // fires at its deadline, one tick per window.
+        let (mut ticks, mut now) = (0, due);
+        rows.clear();
+        for i in 1..=20 {
+            let at = due + i * 3_000;
+            while let Some(t) = e.poll_timeout().filter(|t| *t <= at) {
+                assert!(t >= now, "deadlines move forward");
+                now = t;
+                e.handle_time(t);
+                ticks += 1;
+                let before = rows.len();
+                drain(&mut e, &mut rows, &mut late);
+                assert_eq!(rows.len(), before + 1, "a tick at {t} fired a window");
+                assert_eq!(rows.last().unwrap().end + bound, t);
+            }
+            now = at;
+            e.handle_sample(at, 0, "a", at, &[1.0]).unwrap();
+            drain(&mut e, &mut rows, &mut late);
+        }
+        assert_eq!(ticks, rows.len());
+        assert_eq!(late, 0);
+    }
+}

@@ -24,7 +24,7 @@
 //!
 //! [journal]
 //! group_commit = "10ms"          # longest wait before a commit (acks wait for it)
-//! group_records = 2000           # commit once this many records are staged
+//! group_records = 2000           # commit once this many messages (16× as many records) are staged
 //!
 //! [checkpoint]
 //! interval = "10s"
@@ -157,7 +157,8 @@ pub struct GatewayConfig {
     pub broker: BrokerConfig,
     /// Longest wait before a group commit, ms.
     pub group_commit_ms: u64,
-    /// Records that close a group early.
+    /// Messages that close a group early (or 16 times as many records,
+    /// for packs of many readings).
     pub group_records: usize,
     /// Checkpoint interval, ms.
     pub checkpoint_ms: u64,

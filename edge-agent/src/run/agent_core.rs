@@ -78,7 +78,8 @@ pub struct CoreConfig {
     pub publish_windows: bool,
     /// A group is committed at most this long after its first message.
     pub commit_ms: i64,
-    /// … or once it holds this many records or messages.
+    /// … or once it holds this many messages (or 16 times as many
+    /// records: packs).
     pub group_records: usize,
     /// A checkpoint is started this long after the previous one.
     pub checkpoint_ms: i64,
@@ -682,7 +683,7 @@ impl<T> AgentCore<T> {
         if let Some(t) = ack {
             self.group.acks.push(t);
         }
-        if self.group.recs.len() >= self.cfg.group_records
+        if self.group.recs.len() >= super::pack_records(self.cfg.group_records)
             || self.group.messages >= self.cfg.group_records
             || self.store.staged_bytes() >= 1 << 20
             || now >= self.group.opened.unwrap_or(now) + self.cfg.commit_ms

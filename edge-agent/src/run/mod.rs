@@ -361,6 +361,17 @@ impl AgentClock {
     }
 }
 
+/// A group closes at `group_records` messages, or at this many times as
+/// many records: packs (SenML, arrays) carry many readings a message, and
+/// a group cut at `group_records` readings would pay a commit (an fsync)
+/// every few dozen messages. Staged journal bytes (1 MiB) bound it too.
+pub(crate) const PACK_RECORDS: usize = 16;
+
+/// The records that close a group of `group_records` messages.
+pub(crate) fn pack_records(group_records: usize) -> usize {
+    group_records.saturating_mul(PACK_RECORDS)
+}
+
 /// Most events taken from the poller per loop turn before the loop looks
 /// at its timers again.
 const EVENTS_PER_TURN: usize = 512;
@@ -1031,14 +1042,14 @@ impl Agent {
     }
 
     /// A timer tick with no group open: journal a tick only when it will
-    /// change something (a source going idle, processing time).
+    /// change something (a source or key going idle, a processing-time
+    /// window or timer due).
     fn on_timer(&mut self) -> Result<(), RunError> {
         let now = self.clock.now();
         // The engine says when a tick changes something (a key or source
-        // going idle); the agent's own check covers sources the engine has
-        // not seen yet.
-        let due = self.processing_time
-            || self.engine.poll_timeout().is_some_and(|t| now >= t)
+        // going idle, a processing-time deadline); the agent's own check
+        // covers sources the engine has not seen yet.
+        let due = self.engine.poll_timeout().is_some_and(|t| now >= t)
             || self
                 .idle_timeouts
                 .iter()
@@ -1063,6 +1074,19 @@ impl Agent {
         }
         self.cloud_metrics();
         Ok(())
+    }
+
+    /// When the engine next has work on a clock tick
+    /// ([`Engine::poll_timeout`]), while no group is open (a group's
+    /// commit feeds the engine its records, and its deadline is looked at
+    /// again after). `None`: nothing until data comes.
+    fn engine_deadline(&mut self) -> Option<Instant> {
+        if self.group.opened.is_some() {
+            return None;
+        }
+        let t = self.engine.poll_timeout()?;
+        let wait = t.saturating_sub(self.clock.now());
+        Some(Instant::now() + Duration::from_millis(wait.max(0) as u64))
     }
 
     /// When the open group is due (`None`: no group open).
@@ -1210,7 +1234,8 @@ impl Agent {
                 let iv = self.budget.intervals();
                 let due = self.commit_deadline().is_some_and(|d| Instant::now() >= d);
                 if due
-                    || self.group.recs.len() >= iv.group_records
+                    || self.group.topics.len() >= iv.group_records
+                    || self.group.recs.len() >= pack_records(iv.group_records)
                     || self.group.acks.len() >= iv.group_records
                     || self.store.staged_bytes() >= 1 << 20
                 {
@@ -1333,6 +1358,13 @@ impl Agent {
                 tokio::task::yield_now().await;
             } else {
                 let deadline = self.commit_deadline();
+                let engine_at = self.engine_deadline();
+                let engine_due = async {
+                    match engine_at {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let commit_due = async {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -1385,6 +1417,9 @@ impl Agent {
                         }
                     }
                     _ = commit_due => self.commit_group()?,
+                    // A processing-time window or timer, a source or key
+                    // going idle: one tick, journaled and committed.
+                    _ = engine_due => self.on_timer()?,
                     Some(c) = control(&mut self.updates) => self.on_control(c)?,
                     _ = ticker.tick() => {
                         self.budget_tick();
