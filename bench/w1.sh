@@ -11,11 +11,16 @@
 #   bash bench/w1.sh [EVENTS] [RUNS]     (default 10000000 events, 5 runs)
 #
 # Last runs (10 M events, 5 runs, shared 2-core VM, other builds running):
-# TOML 0.744 and 0.851, SQL 0.688 and 0.795 (before the one-pass decoder,
+# TOML 0.744, 0.851 and 0.815, SQL 0.688, 0.795 and 0.775 (before the one-pass decoder,
 # exact fast float parsing and the SQL timestamp cache: 0.61-0.67 and
 # 0.57-0.60). Wall times swing by 2x on that machine; for a change, count
 # instructions instead: valgrind --tool=callgrind on 1 M events gives
 # 1007 (TOML) and 1086 (SQL) per event, the reference 815 (was 1284, 1407).
+# Cache misses matter as much (1,000 keys, ~10 samples a window): under
+# cachegrind (500 k events) weir has 8.4 D1 misses per event, the reference
+# 3.5. Tried and dropped, no gain in wall time: key names inline in the key
+# table's slots (8.4 -> 7.2 misses, +1-4% instructions) and a key's first
+# two windows inline in its state (no fewer misses, +3% instructions).
 #   W1_REFERENCE=DIR  where the reference's Cargo.toml is
 #                     (default ../shared/bench/w1-reference)
 set -euo pipefail
