@@ -258,3 +258,54 @@ GROUP BY k, window_start, window_end;"
         assert!(g.get("n").is_none() && g.get("k").is_none(), "{id}: {g}");
     }
 }
+
+/// A keyed WebAssembly function called from SQL as a table function, under
+/// `weir run`: the W1 guest computes the end-to-end pipeline's 1 s windows
+/// and the agent publishes one message per window (its operator named after
+/// the function), with the values of the native pipeline.
+#[test]
+fn the_agent_runs_a_keyed_function_called_as_a_table_function() {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions-sql");
+    let Some(module) = w1_module(&target) else {
+        return;
+    };
+    let sql = format!(
+        "SET 'pipeline.name' = 'w';
+CREATE FUNCTION w1 AS '{}' LANGUAGE WASM;
+CREATE TABLE s (
+  k STRING, t BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+SELECT k, window_start, window_end, `count`, mean, `min`, `max`, stddev, anomaly
+FROM TABLE(w1(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(v),
+  COLUMNS => DESCRIPTOR(`count`, mean, `min`, `max`, stddev), FLAG => TRUE, SEES_LATE => TRUE,
+  size => 1000, alpha => 0.1, k => 3.0, warmup => 5));
+",
+        module.display()
+    );
+    let msgs = input(6_000, 4, T0);
+    let native = reference(PIPELINE, &msgs);
+    assert!(native.len() > 10, "the input must fire windows");
+    let windows = format!("weir/{GATEWAY}/windows/#");
+    let cols = run_sql_agent("sql-agent-keyed", &sql, &[&windows], &msgs, native.len());
+    let got = cols[0].with(|s| {
+        assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
+        s.by_id.clone()
+    });
+    assert_eq!(got.len(), native.len(), "one row per native window");
+    for (id, want) in &native {
+        // The function's operator is named after it: `w1`, not `w`.
+        let id = id.replacen("/w/", "/w1/", 1);
+        let g: serde_json::Value =
+            serde_json::from_slice(got.get(&id).unwrap_or_else(|| panic!("{id} missing"))).unwrap();
+        let w: serde_json::Value = serde_json::from_slice(want).unwrap();
+        for f in ["count", "mean", "min", "max", "stddev"] {
+            let (a, b) = (g[f].as_f64(), w[f].as_f64());
+            assert!(
+                matches!((a, b), (Some(a), Some(b)) if (a - b).abs() < 1e-6),
+                "{id}: {f} {a:?}, native {b:?}"
+            );
+        }
+    }
+}
