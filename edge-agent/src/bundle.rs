@@ -40,7 +40,7 @@ use crate::identity;
 /// The size the stripped gateway binary must stay under: 4.5 MB (issue
 /// #13), the engine and agent with the Flink SQL front end and the
 /// WebAssembly interpreter, without the unwind tables
-/// ([`drop_unwind_tables`]); `boards/cross-test.sh` and
+/// (`drop_unwind_tables`); `boards/cross-test.sh` and
 /// `boards/bundle-test.sh` hold the same budget.
 pub const BINARY_BUDGET: u64 = 4_500_000;
 
