@@ -265,7 +265,7 @@ GROUP BY k, window_start, window_end;"
 /// the function), with the values of the native pipeline.
 #[test]
 fn the_agent_runs_a_keyed_function_called_as_a_table_function() {
-    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions-sql");
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions");
     let Some(module) = w1_module(&target) else {
         return;
     };
