@@ -78,8 +78,7 @@ fn push(addr: SocketAddr, doc: Vec<u8>) {
 
 #[test]
 fn an_update_carrying_a_module_runs_its_function() {
-    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions"))
-    else {
+    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions")) else {
         return;
     };
     let s = setup("fn-upd-apply", "health_check = \"200ms\"\n");
@@ -137,8 +136,7 @@ fn an_update_carrying_a_module_runs_its_function() {
 
 #[test]
 fn an_update_whose_function_traps_on_every_call_is_rolled_back() {
-    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions"))
-    else {
+    let Some(module) = w1_module(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("functions")) else {
         return;
     };
     let s = setup("fn-upd-trap", "health_check = \"10s\"\nmax_errors = 20\n");
