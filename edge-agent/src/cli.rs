@@ -272,6 +272,18 @@ fn error_line(msg: &str) -> String {
     }
 }
 
+/// The input of `weir replay`: a file, or standard input for `-`.
+fn open_in(input: &Path) -> anyhow::Result<Box<dyn io::Read>> {
+    Ok(if input.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(
+            File::open(input)
+                .map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?,
+        )
+    })
+}
+
 fn open_out(path: Option<&Path>) -> io::Result<Box<dyn Write>> {
     Ok(match path {
         None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
@@ -607,14 +619,7 @@ fn cmd_replay(
             pipeline.display()
         );
     }
-    let reader: Box<dyn io::Read> = if input.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(
-            File::open(input)
-                .map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?,
-        )
-    };
+    let reader = open_in(input)?;
     let out = open_out(output)?;
     let mut shown = 0u64;
     let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
@@ -680,14 +685,7 @@ fn cmd_replay_sql(
             pipeline.display()
         ),
     };
-    let reader: Box<dyn io::Read> = if input.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(
-            File::open(&input)
-                .map_err(|e| anyhow::anyhow!("cannot open input {}: {e}", input.display()))?,
-        )
-    };
+    let reader = open_in(&input)?;
     // INSERT INTO a filesystem table writes to its 'path' (relative to the
     // pipeline file) unless --output says otherwise.
     let sink_path = p

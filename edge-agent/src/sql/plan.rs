@@ -1046,6 +1046,21 @@ fn interval_arg(e: &SExpr, at: Location, what: &str) -> Err<i64> {
     }
 }
 
+/// Moves the placeholder columns of user-function results over the window
+/// row (`POST_BASE..FLAG_BASE`) to their places after the row's `base`
+/// columns.
+fn place_post(e: &mut Expr, base: u16) {
+    *e = e
+        .map_cols(&|c| {
+            Some(if (POST_BASE..FLAG_BASE).contains(&c) {
+                base + (c - POST_BASE)
+            } else {
+                c
+            })
+        })
+        .expect("every column maps");
+}
+
 /// Replaces detector placeholders once the slot count is known.
 fn place_flags(e: &mut Expr, nslots: u16) {
     match e {
@@ -1853,15 +1868,7 @@ fn compile_query(
     let nflags = cx.flags.len() as u16;
     let post_at = |e: &mut Expr| {
         place_flags(e, nslots);
-        *e = e
-            .map_cols(&|c| {
-                Some(if (POST_BASE..FLAG_BASE).contains(&c) {
-                    SLOTS + nslots + nflags + (c - POST_BASE)
-                } else {
-                    c
-                })
-            })
-            .expect("every column maps");
+        place_post(e, SLOTS + nslots + nflags);
     };
     for (c, _) in &mut columns {
         post_at(&mut c.expr);
@@ -2460,17 +2467,7 @@ fn table_function(
         None => None,
     };
     let nflags = u16::from(flag);
-    let post_at = |e: &mut Expr| {
-        *e = e
-            .map_cols(&|c| {
-                Some(if (POST_BASE..FLAG_BASE).contains(&c) {
-                    SLOTS + ncols + nflags + (c - POST_BASE)
-                } else {
-                    c
-                })
-            })
-            .expect("every column maps");
-    };
+    let post_at = |e: &mut Expr| place_post(e, SLOTS + ncols + nflags);
     for (c, _) in &mut out {
         post_at(&mut c.expr);
     }
