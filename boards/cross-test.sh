@@ -44,9 +44,9 @@ echo "== build weir for the host and for $TARGET (profile $PROFILE)"
 if [ -z "${WEIR_HOST_BIN:-}" ]; then
     cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --no-default-features
 fi
+# `--features linux` builds the wired-sensor drivers over /dev/i2c-* and
+# /dev/spidev* (weir-boards/linux) into it.
 cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET" --no-default-features --features linux
-# The wired-sensor drivers over /dev/i2c-* and /dev/spidev* (compile check).
-cargo build --locked -q -p weir-boards --features linux --target "$TARGET"
 HOST_BIN="${WEIR_HOST_BIN:-$CARGO_TARGET_DIR/$PROFILE/weir}"
 BUILT_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
 # As `weir bundle` ships it: the unwind tables left out.
