@@ -555,6 +555,17 @@ fn durability(ctx: &Ctx<'_>, d: &Option<Spanned<String>>) -> Result<DurabilityMo
     })
 }
 
+/// A `url` of `[broker]` or `[cloud]`: host, port and whether it is TLS.
+fn broker_url(ctx: &Ctx<'_>, u: &Spanned<String>) -> Result<(String, u16, bool), ConfigError> {
+    parse_url(u.get_ref()).ok_or_else(|| {
+        ctx.err(
+            Some(u.span()),
+            format!("`{}` is not a broker URL", u.get_ref()),
+            "write mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); the port defaults to 1883 / 8883",
+        )
+    })
+}
+
 /// What `[broker]` and `[cloud]` share: how to log in to a broker.
 struct Login<'a> {
     /// The table's name, for messages.
@@ -668,13 +679,7 @@ fn broker_config(
 ) -> Result<BrokerConfig, ConfigError> {
     let (host, port, tls) = match &b.url {
         None => ("127.0.0.1".to_string(), 1883, false),
-        Some(u) => parse_url(u.get_ref()).ok_or_else(|| {
-            ctx.err(
-                Some(u.span()),
-                format!("`{}` is not a broker URL", u.get_ref()),
-                "write mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); the port defaults to 1883 / 8883",
-            )
-        })?,
+        Some(u) => broker_url(ctx, u)?,
     };
     let (password, ca, cert, key) = login(
         ctx,
@@ -885,13 +890,7 @@ fn cloud_config(
                 "add url = \"mqtts://HOST:PORT\" (or mqtt:// without TLS), or remove [cloud] to run without a cloud link",
             ))
         }
-        Some(u) => parse_url(u.get_ref()).ok_or_else(|| {
-            ctx.err(
-                Some(u.span()),
-                format!("`{}` is not a broker URL", u.get_ref()),
-                "write mqtt://HOST:PORT or mqtts://HOST:PORT (TLS); the port defaults to 1883 / 8883",
-            )
-        })?,
+        Some(u) => broker_url(ctx, u)?,
     };
     let (password, ca, cert, key) = login(
         ctx,

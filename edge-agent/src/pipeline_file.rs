@@ -1247,44 +1247,31 @@ mod tests {
     #[test]
     fn calibrated_kestrel_ships_its_tail_threshold() {
         let nab = include_str!("../../examples/nab.toml");
-        let p = parse(
-            "nab.toml",
-            &nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrated\""),
-        )
-        .unwrap();
-        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
-            panic!("not a detect operator");
-        };
-        let DetectorSpec::Scored {
-            detector,
-            threshold,
-            ..
-        } = d.detector
-        else {
-            panic!("not a scored detector");
-        };
-        assert_eq!(detector, DetectorConfig::Default(KESTREL_CALIBRATED));
-        assert_eq!(threshold, 5.0 / 15.0);
+        for (kind, config) in [
+            ("kestrel_calibrated", KESTREL_CALIBRATED),
+            ("kestrel_banded", KESTREL_BANDED),
+        ] {
+            let p = parse(
+                "nab.toml",
+                &nab.replace("kind = \"kestrel\"", &format!("kind = \"{kind}\"")),
+            )
+            .unwrap();
+            let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
+                panic!("not a detect operator");
+            };
+            let DetectorSpec::Scored {
+                detector,
+                threshold,
+                ..
+            } = d.detector
+            else {
+                panic!("not a scored detector");
+            };
+            assert_eq!(detector, DetectorConfig::Default(config), "{kind}");
+            assert_eq!(threshold, 5.0 / 15.0, "{kind}");
+        }
         let e = err(&nab.replace("kind = \"kestrel\"", "kind = \"kestrel_calibrate\""));
         assert!(e.help.contains("kestrel_calibrated"), "{e}");
-        let p = parse(
-            "nab.toml",
-            &nab.replace("kind = \"kestrel\"", "kind = \"kestrel_banded\""),
-        )
-        .unwrap();
-        let OperatorKind::Detect(d) = &p.spec.operators[0].kind else {
-            panic!("not a detect operator");
-        };
-        let DetectorSpec::Scored {
-            detector,
-            threshold,
-            ..
-        } = d.detector
-        else {
-            panic!("not a scored detector");
-        };
-        assert_eq!(detector, DetectorConfig::Default(KESTREL_BANDED));
-        assert_eq!(threshold, 5.0 / 15.0);
     }
 
     #[test]

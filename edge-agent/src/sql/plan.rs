@@ -1406,6 +1406,18 @@ fn settings(
     Ok((name, state))
 }
 
+/// The end of `EXPLAIN`: the result columns with their expressions, and
+/// the sink.
+fn explain_results(ex: &mut String, columns: &[(ResultColumn, String)], sink: Option<&Sink>) {
+    let _ = writeln!(ex, "result columns:");
+    for (c, s) in columns {
+        let _ = writeln!(ex, "  {} {} = {s}", c.name, c.ty.name());
+    }
+    if let Some(s) = sink {
+        let _ = writeln!(ex, "sink `{}` ({})", s.name, s.connector);
+    }
+}
+
 /// The `INSERT INTO` target, checked against the `ncols` result columns.
 fn sink_of(
     tables: &[Table],
@@ -2002,13 +2014,7 @@ fn compile_query(
     if let Some((_, s)) = &having {
         let _ = writeln!(ex, "having (on window rows, after the engine): {s}");
     }
-    let _ = writeln!(ex, "result columns:");
-    for (c, s) in &columns {
-        let _ = writeln!(ex, "  {} {} = {s}", c.name, c.ty.name());
-    }
-    if let Some(s) = &sink {
-        let _ = writeln!(ex, "sink `{}` ({})", s.name, s.connector);
-    }
+    explain_results(&mut ex, &columns, sink.as_ref());
     Ok(SqlPipeline {
         pipeline: PipelineFile {
             spec,
@@ -2542,13 +2548,7 @@ fn table_function(
     if let Some((_, s)) = &filter {
         let _ = writeln!(ex, "where (on the function's rows): {s}");
     }
-    let _ = writeln!(ex, "result columns:");
-    for (c, s) in &out {
-        let _ = writeln!(ex, "  {} {} = {s}", c.name, c.ty.name());
-    }
-    if let Some(s) = &sink {
-        let _ = writeln!(ex, "sink `{}` ({})", s.name, s.connector);
-    }
+    explain_results(&mut ex, &out, sink.as_ref());
     Ok(SqlPipeline {
         pipeline: PipelineFile {
             spec,
