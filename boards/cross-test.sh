@@ -5,7 +5,9 @@
 # byte. Prints both stripped binary sizes and fails above the 4.5 MB budget
 # (issue #13) for the aarch64 binary as `weir bundle` ships it: without its
 # unwind tables (.eh_frame, .eh_frame_hdr; panic = "abort", nothing
-# unwinds), which aarch64-linux-gnu-objcopy removes.
+# unwinds), which rust-lld discards at link time
+# (boards/no-unwind-tables.ld; the objcopy pass after it, kept from when it
+# did the removing, finds nothing left).
 #
 # Needs (installed by the caller, not here): gcc-aarch64-linux-gnu and
 # qemu-user-static from apt. The only thing this script installs is the rust
@@ -24,8 +26,9 @@ TARGET=aarch64-unknown-linux-musl
 PROFILE=board                    # what `weir bundle` ships: opt-level "z", lto fat, strip, panic abort
 # 4.5 MB (issue #13): the engine, agent and decoders, the Flink SQL front
 # end (sqlparser) and the WebAssembly interpreter for user functions
-# (wasmi), without the ~0.92 MB of unwind tables. Measured 4,486,264 bytes
-# for rpi4 in Dec 2026 (5,403,920 with the tables).
+# (wasmi), without the ~0.92 MB of unwind tables. Measured 4,462,672 bytes
+# for rpi4 in Dec 2026 (5,409,384 with the tables; 4,491,728 when objcopy
+# removed them after the link).
 BUDGET=4500000
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
@@ -46,13 +49,21 @@ if [ -z "${WEIR_HOST_BIN:-}" ]; then
 fi
 # `--features linux` builds the wired-sensor drivers over /dev/i2c-* and
 # /dev/spidev* (weir-boards/linux) into it.
-cargo build --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET" --no-default-features --features linux
+# The same command as `weir bundle`'s (so bundle-test.sh reuses this
+# build): rust-lld discards the unwind tables at link time
+# (boards/no-unwind-tables.ld).
+cargo rustc --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET" --no-default-features --features linux \
+    -- -C "link-arg=-T$(realpath boards/no-unwind-tables.ld)" -C link-arg=--no-eh-frame-hdr
 HOST_BIN="${WEIR_HOST_BIN:-$CARGO_TARGET_DIR/$PROFILE/weir}"
 BUILT_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
 # As `weir bundle` ships it: the unwind tables left out.
 ARM_BIN="$BUILT_BIN.gateway"
 aarch64-linux-gnu-objcopy --remove-section=.eh_frame --remove-section=.eh_frame_hdr "$BUILT_BIN" "$ARM_BIN"
 
+if aarch64-linux-gnu-readelf -SW "$BUILT_BIN" | grep -q '\.eh_frame'; then
+    echo "cross-test: $BUILT_BIN still has unwind tables (boards/no-unwind-tables.ld was not applied)" >&2
+    exit 1
+fi
 # `file` may be missing; the ELF header check below runs either way.
 if command -v file >/dev/null && ! file "$ARM_BIN" | grep -q 'statically linked'; then
     echo "cross-test: $ARM_BIN is not statically linked" >&2
