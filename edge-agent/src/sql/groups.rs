@@ -150,11 +150,15 @@ impl Groups {
 
     /// Appends the key columns of a composite key to a window row: a
     /// `STRING` as text, an `INT`/`BIGINT` as a number (`NULL` if it is
-    /// not one), an absent column as `NULL`.
+    /// not one), an absent column as `NULL`; then per column its grouping
+    /// bit (`GROUPING(col)`: 1 when absent, else 0).
     pub fn split(&self, key: &str, row: &mut Vec<Value>) {
+        let mut bits = Vec::with_capacity(self.cols.len());
         let mut chars = key.chars().peekable();
         for (_, ty) in &self.cols {
-            if chars.next() != Some(PRESENT) {
+            let present = chars.next() == Some(PRESENT);
+            bits.push(if present { 0.0 } else { 1.0 });
+            if !present {
                 row.push(Value::Null);
                 continue;
             }
@@ -175,6 +179,7 @@ impl Groups {
                 _ => s.trim().parse().map_or(Value::Null, Value::Num),
             });
         }
+        row.extend(bits.into_iter().map(Value::Num));
     }
 }
 
@@ -241,7 +246,10 @@ mod tests {
             [
                 Value::Str(texts[0].into()),
                 Value::Num(42.0),
-                Value::Str(String::new())
+                Value::Str(String::new()),
+                Value::Num(0.0),
+                Value::Num(0.0),
+                Value::Num(0.0)
             ]
         );
         row.clear();
@@ -249,11 +257,19 @@ mod tests {
         g.split(&k, &mut row);
         assert_eq!(row[1], Value::Null);
         assert_eq!(row[0], Value::Str(texts[0].into()));
+        assert_eq!(
+            row[3..],
+            [Value::Num(0.0), Value::Num(1.0), Value::Num(0.0)]
+        );
         row.clear();
         g.key(2, |j| Some(texts[j]), &mut k);
         assert!(!k.is_empty());
         g.split(&k, &mut row);
-        assert_eq!(row, [Value::Null, Value::Null, Value::Null]);
+        assert_eq!(row[..3], [Value::Null, Value::Null, Value::Null]);
+        assert_eq!(
+            row[3..],
+            [Value::Num(1.0), Value::Num(1.0), Value::Num(1.0)]
+        );
         assert_eq!((g.suffix(1), g.suffix(2)), ("@a+c".into(), "@".into()));
     }
 }

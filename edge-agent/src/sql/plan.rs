@@ -147,7 +147,8 @@ pub struct Query {
     /// The pipeline's user functions (set when they are compiled).
     pub functions: crate::functions::Functions,
     /// Several key columns or grouping sets: the composite key before the
-    /// engine, the key columns after [`WTIME`]'s flags in the window row
+    /// engine, the key columns and their grouping bits (`GROUPING(col)`)
+    /// after the detector flags in the window row
     /// (then `KEY` is `NULL`, and [`Query::ops`] holds each set's
     /// operators in turn, sets in order).
     pub groups: Option<super::groups::Groups>,
@@ -469,6 +470,49 @@ impl Ctx<'_> {
             source: 1 + self.udfs.len(),
         });
         Ok(Some(output))
+    }
+
+    /// `GROUPING(a)` (1 in the rows of a grouping set that does not group
+    /// by `a`, else 0) and `GROUPING_ID(a, b, …)` (those bits, the first
+    /// argument's the highest), from the window row's grouping bits
+    /// ([`super::groups::Groups::split`]).
+    fn grouping(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let n = self.keys.len() as u16;
+        let mut x: Option<Expr> = None;
+        for (_, a) in args_of(f) {
+            let is = |c: usize| {
+                ident_name(a)
+                    .is_some_and(|id| self.table.columns[c].name.eq_ignore_ascii_case(&id.value))
+            };
+            let bit = match self.keys.iter().position(|&c| is(c)) {
+                Some(i) => Expr::Col(super::groups::KEYS_BASE + n + i as u16),
+                // The one key column of a query without grouping sets.
+                None if self.key.is_some_and(is) => Expr::num(0.0),
+                None => {
+                    return Err(SqlError::at(
+                        loc_of(a, at),
+                        format!("`{a}` in {} is not a GROUP BY key column", fname(f)),
+                        "pass key columns of GROUP BY: GROUPING(supplier_id)",
+                    ))
+                }
+            };
+            x = Some(match x {
+                None => bit,
+                Some(h) => Expr::Bin(
+                    BinOp::Add,
+                    Box::new(Expr::Bin(BinOp::Mul, Box::new(h), Box::new(Expr::num(2.0)))),
+                    Box::new(bit),
+                ),
+            });
+        }
+        let x = x.ok_or_else(|| {
+            SqlError::at(
+                at,
+                format!("{} needs key columns", fname(f)),
+                "write GROUPING(supplier_id)",
+            )
+        })?;
+        Ok((x, SqlType::BigInt))
     }
 
     /// The type of field `f` (a column or a computed expression).
@@ -890,6 +934,9 @@ impl Ctx<'_> {
                     }
                     if fname(f) == "EWMA_Z" {
                         return self.detector(f, at);
+                    }
+                    if matches!(fname(f).as_str(), "GROUPING" | "GROUPING_ID") {
+                        return self.grouping(f, at);
                     }
                     if self.legacy {
                         match fname(f).as_str() {
@@ -1995,8 +2042,8 @@ fn compile_query(
     let nkeys = cx.keys.len() as u16;
     let post_at = |e: &mut Expr| {
         place_flags(e, nslots);
-        super::groups::place_keys(e, SLOTS + nslots + nflags, nkeys);
-        place_post(e, SLOTS + nslots + nflags + nkeys);
+        super::groups::place_keys(e, SLOTS + nslots + nflags, 2 * nkeys);
+        place_post(e, SLOTS + nslots + nflags + 2 * nkeys);
     };
     for (c, _) in &mut columns {
         post_at(&mut c.expr);

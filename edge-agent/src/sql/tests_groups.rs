@@ -271,3 +271,30 @@ FROM TABLE({tumble}) GROUP BY window_start, window_end, plant, line;",
         "{e}"
     );
 }
+
+#[test]
+fn grouping_and_grouping_id_tell_the_sets_apart() {
+    let rows = sorted(run(
+        &format!(
+            "{BID}SELECT window_start, supplier_id, item, GROUPING(supplier_id) AS gs,
+       GROUPING_ID(supplier_id, item) AS gid, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end, CUBE (supplier_id, item)
+  HAVING GROUPING_ID(supplier_id, item) > 0 AND COUNT(*) > 1;"
+        ),
+        BID_ROWS,
+    ));
+    // By hand: (supplier1) has 2 bids in the first window, (supplier2) 2
+    // in the second, () 3 in each; the item sets hold one bid each.
+    let (w1, w2) = ("2020-04-15 08:00:00.000", "2020-04-15 08:10:00.000");
+    assert_eq!(
+        rows,
+        [
+            "window_start,supplier_id,item,gs,gid,n".to_string(),
+            format!("{w1},,,1,3,3"),
+            format!("{w1},supplier1,,0,1,2"),
+            format!("{w2},,,1,3,3"),
+            format!("{w2},supplier2,,0,1,2"),
+        ]
+    );
+}
