@@ -250,6 +250,19 @@ GROUP BY window_start, window_end, {g};"
     assert!(e.contains("the same grouping set twice"), "{e}");
     let e = q("GROUPING SETS ((v), ())", tumble);
     assert!(e.contains("cannot group by `v` (DOUBLE)"), "{e}");
+    let e = parse(
+        "q.sql",
+        &format!(
+            "{M}SELECT window_start, GROUPING(line) AS g, COUNT(*) AS n
+FROM TABLE({tumble}) GROUP BY window_start, window_end, ROLLUP (plant);"
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`line` in GROUPING is not a GROUP BY key column"),
+        "{e}"
+    );
     let e = q(
         "plant, ROLLUP (line)",
         "SESSION(TABLE m PARTITION BY plant, DESCRIPTOR(rowtime), INTERVAL '1' SECOND)",
