@@ -311,3 +311,43 @@ fn grouping_and_grouping_id_tell_the_sets_apart() {
         ]
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// `CUBE (a, b)` against a group-by model: per 10 s window and each of
+    /// the sets (a, b), (a), (b), (), the count and sum of the rows.
+    #[test]
+    fn cube_matches_a_group_by_model(
+        mut rows in proptest::collection::vec((0u8..3, 0u8..3, 0i64..40_000, -5i32..5), 1..60)
+    ) {
+        // In time order: a row behind the watermark would be late.
+        rows.sort_by_key(|r| r.2);
+        let t0 = 1_700_000_000_000i64;
+        let input: String = rows
+            .iter()
+            .map(|(a, b, t, v)| format!("k{a},{b},{},{v}\n", t0 + t))
+            .collect();
+        let sql = "CREATE TABLE t (a STRING, b INT, ts BIGINT, v INT,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rowtime AS rowtime
+) WITH ('connector' = 'filesystem', 'format' = 'csv');
+SELECT a, b, CAST(window_start AS BIGINT) AS ws, COUNT(*) AS n, SUM(v) AS s
+FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND))
+GROUP BY window_start, window_end, CUBE (a, b);";
+        let got = sorted(run(sql, &input));
+        let mut model = std::collections::BTreeMap::new();
+        for (a, b, t, v) in &rows {
+            let ws = (t0 + t) / 10_000 * 10_000;
+            for (ka, kb) in [(true, true), (true, false), (false, true), (false, false)] {
+                let a = if ka { format!("k{a}") } else { String::new() };
+                let b = if kb { b.to_string() } else { String::new() };
+                let e = model.entry((a, b, ws)).or_insert((0, 0));
+                e.0 += 1;
+                e.1 += v;
+            }
+        }
+        let mut want = vec!["a,b,ws,n,s".to_string()];
+        want.extend(model.iter().map(|((a, b, ws), (n, s))| format!("{a},{b},{ws},{n},{s}")));
+        proptest::prop_assert_eq!(got, sorted(want));
+    }
+}
