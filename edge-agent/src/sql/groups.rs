@@ -9,9 +9,9 @@
 //! set's columns. A column a set does not group by is marked absent in the
 //! key and is `NULL` in that set's rows.
 //!
-//! Composite key: per key column, in [`Groups::cols`] order, [`PRESENT`]
-//! and the value (with [`PRESENT`], [`ABSENT`] and [`ESCAPE`] escaped by
-//! [`ESCAPE`]) or [`ABSENT`]. It is never empty.
+//! Composite key: per key column, in [`Groups::cols`] order, U+001F and
+//! the value (U+001F, U+001E and U+001B in it escaped by U+001B), or
+//! U+001E for a column the set does not group by. It is never empty.
 
 use sqlparser::ast::Expr as SExpr;
 use sqlparser::tokenizer::Location;
