@@ -13,6 +13,8 @@
 //! the value (U+001F, U+001E and U+001B in it escaped by U+001B), or
 //! U+001E for a column the set does not group by. It is never empty.
 
+use std::fmt::Write as _;
+
 use sqlparser::ast::Expr as SExpr;
 use sqlparser::tokenizer::Location;
 use weir_core::expr::{Expr, Value};
@@ -139,7 +141,15 @@ impl Groups {
                 continue;
             }
             out.push(PRESENT);
-            for c in text(j).unwrap_or("").chars() {
+            let v = text(j).unwrap_or("");
+            // An INT/BIGINT groups by its value: ` 012` is 12.
+            if self.cols[j].1 != SqlType::String {
+                if let Ok(n) = v.trim().parse::<i64>() {
+                    let _ = write!(out, "{n}");
+                    continue;
+                }
+            }
+            for c in v.chars() {
                 if matches!(c, PRESENT | ABSENT | ESCAPE) {
                     out.push(ESCAPE);
                 }
@@ -271,5 +281,10 @@ mod tests {
             [Value::Num(1.0), Value::Num(1.0), Value::Num(1.0)]
         );
         assert_eq!((g.suffix(1), g.suffix(2)), ("@a+c".into(), "@".into()));
+        // An INT groups by its value.
+        let mut k2 = String::new();
+        g.key(0, |j| Some(["a", "42", ""][j]), &mut k);
+        g.key(0, |j| Some(["a", " 042", ""][j]), &mut k2);
+        assert_eq!(k, k2);
     }
 }
