@@ -121,6 +121,25 @@ pub trait Results {
         true
     }
 
+    /// Offers a kept sample to the engine: by default into `source` under
+    /// the row's key (a SQL query with several key columns or grouping
+    /// sets builds its keys from `texts`).
+    ///
+    /// # Errors
+    /// The engine's refusal.
+    #[inline(always)]
+    fn feed(
+        &mut self,
+        engine: &mut Engine,
+        source: usize,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        _texts: &TextFields<'_>,
+    ) -> Result<(), weir_core::engine::Reject> {
+        engine.handle_sample(ts, source, key, ts, values)
+    }
+
     /// Appends what `o` becomes to `buf` and counts it in `sum`.
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, buf: &mut Vec<u8>);
 }
@@ -852,8 +871,18 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                         } else {
                             scalars.apply(ts, &mut dec.values)
                         } {
-                            Ok(()) => engine
-                                .handle_sample(ts, source, key, ts, &dec.values)
+                            Ok(()) => w
+                                .feed(
+                                    &mut engine,
+                                    source,
+                                    key,
+                                    ts,
+                                    &dec.values,
+                                    &TextFields {
+                                        line: row,
+                                        ranges: &dec.texts,
+                                    },
+                                )
                                 .map_err(RowError::Rejected),
                             Err(i) => Err(RowError::Function(i as u16)),
                         },

@@ -42,6 +42,11 @@ impl Dialect for WeirDialect {
         true
     }
 
+    fn supports_group_by_expr(&self) -> bool {
+        // GROUPING SETS, ROLLUP, CUBE (`super::groups`).
+        true
+    }
+
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
         if !parser.peek_keyword(Keyword::TABLE) {
             return None;

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read, Write};
 
-use weir_core::engine::Engine;
+use weir_core::engine::{Engine, Reject};
 use weir_core::expr::Value;
 use weir_core::output::{Output, WindowResult};
 
@@ -34,12 +34,15 @@ pub struct Rows<'q> {
     ts_next: usize,
     /// No filter and no computed fields: every sample is kept as it is.
     keep_all: bool,
+    /// A grouping set's composite key ([`Query::groups`]).
+    key: String,
 }
 
 impl<'q> Rows<'q> {
     /// Result rows of `q`.
     pub fn new(q: &'q Query) -> Self {
         let direct = q.having.is_none()
+            && q.groups.is_none()
             && q.post.is_empty()
             && q.columns
                 .iter()
@@ -53,6 +56,7 @@ impl<'q> Rows<'q> {
             ts_cache: [(i64::MIN, [0; 23]); 2],
             ts_next: 0,
             keep_all: !q.filters_before_engine(),
+            key: String::new(),
         }
     }
 
@@ -162,6 +166,28 @@ impl Results for Rows<'_> {
             || self
                 .q
                 .keep_sample(key, ts, values, |i| texts.get(i), &mut self.sample)
+    }
+
+    #[inline(always)]
+    fn feed(
+        &mut self,
+        engine: &mut Engine,
+        source: usize,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        texts: &TextFields<'_>,
+    ) -> Result<(), Reject> {
+        let Some(g) = &self.q.groups else {
+            return engine.handle_sample(ts, source, key, ts, values);
+        };
+        // Into each grouping set's source, keyed by its columns (the first
+        // text columns).
+        for set in 0..g.sets.len() {
+            g.key(set, |j| texts.get(j), &mut self.key);
+            engine.handle_sample(ts, source + set, &self.key, ts, values)?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {

@@ -19,6 +19,7 @@
 pub mod ddl;
 pub mod dialect;
 pub mod exec;
+pub mod groups;
 pub mod plan;
 pub mod shell;
 pub mod stage;
@@ -347,6 +348,12 @@ impl SqlPipeline {
     /// [`SqlPipeline::agent_can_run`]: what is wrong and what to do.
     fn agent_check(&self) -> Result<(), (String, String)> {
         let q = &self.query;
+        if q.groups.is_some() {
+            return Err((
+                "weir run does not take several GROUP BY key columns or GROUPING SETS / ROLLUP / CUBE yet (the agent's decoder gives one key per message; weir replay, weir sql and weir check take them)".into(),
+                "the nearest supported construct: GROUP BY window_start, window_end and one key column (a field that names the device, e.g. plant/pump)".into(),
+            ));
+        }
         if q.texts > 0 {
             return Err((
                 "weir run does not apply a WHERE or aggregated expression that reads a STRING or BOOLEAN column other than the GROUP BY key (the agent decodes only the key, the time and numeric columns; weir replay applies it)".into(),
@@ -581,3 +588,5 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_groups;

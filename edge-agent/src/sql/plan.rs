@@ -146,6 +146,12 @@ pub struct Query {
     pub post: Vec<(usize, Vec<Expr>)>,
     /// The pipeline's user functions (set when they are compiled).
     pub functions: crate::functions::Functions,
+    /// Several key columns or grouping sets: the composite key before the
+    /// engine, the key columns and their grouping bits (`GROUPING(col)`)
+    /// after the detector flags in the window row
+    /// (then `KEY` is `NULL`, and [`Query::ops`] holds each set's
+    /// operators in turn, sets in order).
+    pub groups: Option<super::groups::Groups>,
 }
 
 /// Where `weir run` publishes a query's result rows: [`Query::sink`].
@@ -179,6 +185,9 @@ struct Ctx<'t> {
     /// Physical columns that are fields, in order.
     fields: Vec<usize>,
     key: Option<usize>,
+    /// Several key columns or grouping sets: the key columns (the first
+    /// text columns of the sample row).
+    keys: Vec<usize>,
     /// STRING columns `WHERE` reads besides the key, in order of use.
     texts: Vec<usize>,
     /// Expressions under aggregates, computed per sample before the engine
@@ -298,10 +307,14 @@ impl Ctx<'_> {
                     return Ok((Expr::Col(KEY), t.columns[k].ty));
                 }
             }
+            if let Some(i) = self.keys.iter().position(|&c| is(&t.columns[c].name)) {
+                let ty = t.columns[self.keys[i]].ty;
+                return Ok((Expr::Col(super::groups::KEYS_BASE + i as u16), ty));
+            }
             return Err(SqlError::at(
                 at,
                 format!("column `{name}` is neither grouped nor aggregated"),
-                "add it to GROUP BY (one key column) or use it inside an aggregate such as AVG(…)",
+                "add it to GROUP BY or use it inside an aggregate such as AVG(…)",
             ));
         }
         if is(&rt.name) {
@@ -323,6 +336,15 @@ impl Ctx<'_> {
         };
         if Some(ci) == self.key {
             return Ok((Expr::Col(KEY), t.columns[ci].ty));
+        }
+        if let Some(i) = self.keys.iter().position(|&c| c == ci) {
+            // Key columns are read as text, before the other text columns.
+            let col = Expr::Col(2 + (self.fields.len() + i) as u16);
+            let ty = t.columns[ci].ty;
+            return Ok(match ty {
+                SqlType::String => (col, ty),
+                _ => (Expr::Cast(Box::new(col), CastTo::Int), ty),
+            });
         }
         if let Some(p) = self.fields.iter().position(|&f| f == ci) {
             return Ok((Expr::Col(2 + p as u16), t.columns[ci].ty));
@@ -448,6 +470,49 @@ impl Ctx<'_> {
             source: 1 + self.udfs.len(),
         });
         Ok(Some(output))
+    }
+
+    /// `GROUPING(a)` (1 in the rows of a grouping set that does not group
+    /// by `a`, else 0) and `GROUPING_ID(a, b, …)` (those bits, the first
+    /// argument's the highest), from the window row's grouping bits
+    /// ([`super::groups::Groups::split`]).
+    fn grouping(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let n = self.keys.len() as u16;
+        let mut x: Option<Expr> = None;
+        for (_, a) in args_of(f) {
+            let is = |c: usize| {
+                ident_name(a)
+                    .is_some_and(|id| self.table.columns[c].name.eq_ignore_ascii_case(&id.value))
+            };
+            let bit = match self.keys.iter().position(|&c| is(c)) {
+                Some(i) => Expr::Col(super::groups::KEYS_BASE + n + i as u16),
+                // The one key column of a query without grouping sets.
+                None if self.key.is_some_and(is) => Expr::num(0.0),
+                None => {
+                    return Err(SqlError::at(
+                        loc_of(a, at),
+                        format!("`{a}` in {} is not a GROUP BY key column", fname(f)),
+                        "pass key columns of GROUP BY: GROUPING(supplier_id)",
+                    ))
+                }
+            };
+            x = Some(match x {
+                None => bit,
+                Some(h) => Expr::Bin(
+                    BinOp::Add,
+                    Box::new(Expr::Bin(BinOp::Mul, Box::new(h), Box::new(Expr::num(2.0)))),
+                    Box::new(bit),
+                ),
+            });
+        }
+        let x = x.ok_or_else(|| {
+            SqlError::at(
+                at,
+                format!("{} needs key columns", fname(f)),
+                "write GROUPING(supplier_id)",
+            )
+        })?;
+        Ok((x, SqlType::BigInt))
     }
 
     /// The type of field `f` (a column or a computed expression).
@@ -870,6 +935,9 @@ impl Ctx<'_> {
                     if fname(f) == "EWMA_Z" {
                         return self.detector(f, at);
                     }
+                    if matches!(fname(f).as_str(), "GROUPING" | "GROUPING_ID") {
+                        return self.grouping(f, at);
+                    }
                     if self.legacy {
                         match fname(f).as_str() {
                             "TUMBLE_START" | "HOP_START" | "SESSION_START" => return Ok((Expr::Col(START), SqlType::Timestamp)),
@@ -1093,6 +1161,19 @@ fn place_flags(e: &mut Expr, nslots: u16) {
 /// A table function's `TABLE name [PARTITION BY key]` argument: the
 /// table's name and the partition key.
 fn table_arg(data: &SExpr, at: Location, name: &str) -> Err<(String, Option<ast::Ident>)> {
+    let (n, keys) = table_arg_keys(data, at, name)?;
+    if keys.len() > 1 {
+        return Err(SqlError::unsupported(
+            loc_of(data, at),
+            "PARTITION BY several columns",
+            "PARTITION BY one key column",
+        ));
+    }
+    Ok((n, keys.into_iter().next()))
+}
+
+/// [`table_arg`] with any number of partition keys.
+fn table_arg_keys(data: &SExpr, at: Location, name: &str) -> Err<(String, Vec<ast::Ident>)> {
     Ok(match data {
         SExpr::Prefixed { prefix, value } if prefix.value == TABLE_ARG => match &**value {
             SExpr::Tuple(items) => {
@@ -1101,14 +1182,15 @@ fn table_arg(data: &SExpr, at: Location, name: &str) -> Err<(String, Option<ast:
                     .and_then(ident_name)
                     .map(|i| i.value.clone())
                     .unwrap_or_default();
-                if items.len() > 2 {
-                    return Err(SqlError::unsupported(
-                        loc_of(data, at),
-                        "PARTITION BY several columns",
-                        "PARTITION BY one key column",
-                    ));
-                }
-                (n, items.get(1).and_then(ident_name).cloned())
+                (
+                    n,
+                    items
+                        .iter()
+                        .skip(1)
+                        .filter_map(ident_name)
+                        .cloned()
+                        .collect(),
+                )
             }
             _ => {
                 return Err(SqlError::at(
@@ -1139,10 +1221,7 @@ fn descriptor(e: &SExpr) -> Option<Vec<&ast::Ident>> {
     }
 }
 
-fn tvf(
-    f: &ast::Function,
-    at: Location,
-) -> Err<(String, Option<String>, Option<ast::Ident>, Window)> {
+fn tvf(f: &ast::Function, at: Location) -> Err<(String, Option<String>, Vec<ast::Ident>, Window)> {
     let name = fname(f);
     let args = args_of(f);
     let named = args.iter().any(|a| a.0.is_some());
@@ -1165,7 +1244,7 @@ fn tvf(
         })
     };
     let data = need(0, "DATA")?;
-    let (table, partition) = table_arg(data, at, &name)?;
+    let (table, partition) = table_arg_keys(data, at, &name)?;
     let timecol = need(1, "TIMECOL")?;
     let col = match timecol {
         SExpr::Function(d) if fname(d) == "DESCRIPTOR" => match args_of(d).as_slice() {
@@ -1554,8 +1633,8 @@ fn compile_query(
         _ => {
             return Err(SqlError::unsupported(
                 at,
-                "GROUP BY ALL / ROLLUP / CUBE / GROUPING SETS",
-                "GROUP BY window_start, window_end, key",
+                "GROUP BY ALL / WITH ROLLUP / WITH CUBE",
+                "GROUP BY window_start, window_end, ROLLUP (a, b) / CUBE (a, b) / GROUPING SETS ((a), ())",
             ))
         }
     };
@@ -1577,7 +1656,7 @@ fn compile_query(
                 .map(|i| i.value.clone())
                 .unwrap_or_default(),
             None,
-            None,
+            Vec::new(),
             None,
             true,
         ),
@@ -1613,7 +1692,39 @@ fn compile_query(
         }
     }
     // GROUP BY.
-    let mut key: Option<usize> = None;
+    let key_col = |g: &SExpr| -> Err<usize> {
+        let gat = loc_of(g, at);
+        let Some(id) = ident_name(g) else {
+            return Err(SqlError::unsupported(
+                gat,
+                &format!("GROUP BY `{g}`"),
+                "GROUP BY window_start, window_end and key columns",
+            ));
+        };
+        let n = id.value.as_str();
+        let Some(ci) = table.column(n) else {
+            return Err(SqlError::at(
+                gat,
+                format!("`{}` has no column `{n}`", table.name),
+                "group by a column of the table",
+            ));
+        };
+        if !matches!(
+            table.columns[ci].ty,
+            SqlType::String | SqlType::Int | SqlType::BigInt
+        ) || ci == rt.column
+        {
+            return Err(SqlError::at(
+                gat,
+                format!("cannot group by `{n}` ({})", table.columns[ci].ty.name()),
+                "group by a STRING, INT or BIGINT id column",
+            ));
+        }
+        Ok(ci)
+    };
+    // The plain key columns, and the grouping sets' columns.
+    let mut keys: Vec<usize> = Vec::new();
+    let mut grouping: Option<(Vec<Vec<usize>>, Location)> = None;
     let (mut has_start, mut has_end) = (false, false);
     for g in &group {
         let gat = loc_of(*g, at);
@@ -1639,46 +1750,39 @@ fn compile_query(
                 }
             }
         }
-        let Some(id) = ident_name(g) else {
-            return Err(SqlError::unsupported(
-                gat,
-                &format!("GROUP BY `{g}`"),
-                "GROUP BY window_start, window_end and one key column",
-            ));
-        };
-        let n = id.value.as_str();
+        if let Some(sets) = super::groups::expand(g) {
+            if grouping.is_some() {
+                return Err(SqlError::unsupported(
+                    gat,
+                    "two GROUPING SETS / ROLLUP / CUBE in one GROUP BY",
+                    "one of them, e.g. GROUPING SETS ((a, b), (a), ())",
+                ));
+            }
+            let mut out = Vec::new();
+            for set in sets {
+                let mut cols = Vec::new();
+                for e in set {
+                    let ci = key_col(e)?;
+                    if !cols.contains(&ci) {
+                        cols.push(ci);
+                    }
+                }
+                out.push(cols);
+            }
+            grouping = Some((out, gat));
+            continue;
+        }
+        let n = ident_name(g).map_or("", |id| id.value.as_str());
         if !legacy && n.eq_ignore_ascii_case("window_start") {
             has_start = true;
         } else if !legacy && n.eq_ignore_ascii_case("window_end") {
             has_end = true;
         } else if !legacy && n.eq_ignore_ascii_case("window_time") {
         } else {
-            let Some(ci) = table.column(n) else {
-                return Err(SqlError::at(
-                    gat,
-                    format!("`{}` has no column `{n}`", table.name),
-                    "group by a column of the table",
-                ));
-            };
-            if key.is_some_and(|k| k != ci) {
-                return Err(SqlError::unsupported(
-                    gat,
-                    "GROUP BY more than one key column",
-                    "one key column (combine ids upstream, e.g. plant/pump → one `sensor` column)",
-                ));
+            let ci = key_col(g)?;
+            if !keys.contains(&ci) {
+                keys.push(ci);
             }
-            if !matches!(
-                table.columns[ci].ty,
-                SqlType::String | SqlType::Int | SqlType::BigInt
-            ) || ci == rt.column
-            {
-                return Err(SqlError::at(
-                    gat,
-                    format!("cannot group by `{n}` ({})", table.columns[ci].ty.name()),
-                    "group by a STRING, INT or BIGINT id column",
-                ));
-            }
-            key = Some(ci);
         }
     }
     let Some(window) = window else {
@@ -1691,7 +1795,8 @@ fn compile_query(
             "write GROUP BY window_start, window_end[, key]",
         ));
     }
-    if let Some(p) = &partition {
+    let mut pcols = Vec::new();
+    for p in &partition {
         let ci = table.column(&p.value).ok_or_else(|| {
             SqlError::at(
                 ident_loc(p, at),
@@ -1699,31 +1804,70 @@ fn compile_query(
                 "partition by the key column",
             )
         })?;
-        if key.is_some_and(|k| k != ci) {
+        if !keys.is_empty() && !keys.contains(&ci) {
             return Err(SqlError::at(
                 ident_loc(p, at),
                 "PARTITION BY and GROUP BY name different keys",
-                "partition and group by the same column",
+                "partition and group by the same columns",
             ));
         }
-        key = Some(ci);
-    } else if let (WindowKind::Session { .. }, Some(k), false) = (window.kind, key, legacy) {
+        pcols.push(ci);
+    }
+    if !partition.is_empty() && keys.is_empty() {
+        keys = pcols;
+    } else if !partition.is_empty() && keys.iter().any(|k| !pcols.contains(k)) {
+        return Err(SqlError::at(
+            at,
+            "PARTITION BY and GROUP BY name different keys",
+            "partition and group by the same columns",
+        ));
+    } else if let (WindowKind::Session { .. }, false, false, true) =
+        (window.kind, keys.is_empty(), legacy, partition.is_empty())
+    {
         // Flink would merge sessions across keys; weir's sessions are per key.
-        let k = &table.columns[k].name;
+        let k: Vec<&str> = keys
+            .iter()
+            .map(|&k| table.columns[k].name.as_str())
+            .collect();
         return Err(SqlError::at(
             at,
             "a SESSION window grouped by a key needs PARTITION BY that key",
-            format!("write SESSION(TABLE {} PARTITION BY {k}, …)", table.name),
+            format!(
+                "write SESSION(TABLE {} PARTITION BY ({}), …)",
+                table.name,
+                k.join(", ")
+            ),
         ));
     }
+    if let (WindowKind::Session { .. }, Some((_, gat))) = (window.kind, &grouping) {
+        return Err(SqlError::unsupported(
+            *gat,
+            "GROUPING SETS / ROLLUP / CUBE over SESSION windows",
+            "SESSION(TABLE t PARTITION BY (a, b), …) with GROUP BY window_start, window_end, a, b",
+        ));
+    }
+    let groups = super::groups::Groups::of(table, &keys, grouping, at)?;
+    let key = match &groups {
+        None => keys.first().copied(),
+        Some(_) => None,
+    };
+    let gkeys: Vec<usize> = groups.as_ref().map_or(Vec::new(), |g| {
+        g.cols.iter().filter_map(|c| table.column(&c.0)).collect()
+    });
     let fields: Vec<usize> = (0..table.columns.len())
-        .filter(|&i| i != rt.column && Some(i) != key && table.columns[i].ty.is_numeric())
+        .filter(|&i| {
+            i != rt.column
+                && Some(i) != key
+                && !gkeys.contains(&i)
+                && table.columns[i].ty.is_numeric()
+        })
         .collect();
     let mut cx = Ctx {
         table,
         fields,
         key,
-        texts: Vec::new(),
+        keys: gkeys.clone(),
+        texts: gkeys,
         computed: Vec::new(),
         legacy,
         slots: Vec::new(),
@@ -1866,6 +2010,23 @@ fn compile_query(
     if operators.iter().any(|o| matches!(&o.kind, OperatorKind::Window(w) if w.aggregates.len() > weir_core::spec::MAX_AGGS)) {
         return Err(SqlError::unsupported(at, "more than 16 aggregates of one column", "at most 16 aggregates per column"));
     }
+    // Each grouping set runs its own operators on its own source.
+    let nsets = groups.as_ref().map_or(1, |g| g.sets.len());
+    let set_id = |s: usize, id: &str| match &groups {
+        Some(g) => format!("{id}{}", g.suffix(s)),
+        None => id.to_string(),
+    };
+    if nsets > 1 {
+        operators = (0..nsets)
+            .flat_map(|s| {
+                operators.iter().map(move |o| OperatorSpec {
+                    id: set_id(s, &o.id),
+                    source: set_id(s, &o.source),
+                    ..o.clone()
+                })
+            })
+            .collect();
+    }
     let flags: Vec<usize> = cx
         .flags
         .iter()
@@ -1878,9 +2039,11 @@ fn compile_query(
         .collect();
     let nslots = cx.slots.len() as u16;
     let nflags = cx.flags.len() as u16;
+    let nkeys = cx.keys.len() as u16;
     let post_at = |e: &mut Expr| {
         place_flags(e, nslots);
-        place_post(e, SLOTS + nslots + nflags);
+        super::groups::place_keys(e, SLOTS + nslots + nflags, 2 * nkeys);
+        place_post(e, SLOTS + nslots + nflags + 2 * nkeys);
     };
     for (c, _) in &mut columns {
         post_at(&mut c.expr);
@@ -1939,7 +2102,12 @@ fn compile_query(
     let spec = PipelineSpec {
         name: name.clone(),
         time: TimeSpec::new(TimeUnit::Millis),
-        sources: vec![source],
+        sources: (0..nsets)
+            .map(|s| SourceSpec {
+                name: set_id(s, &source.name),
+                ..source.clone()
+            })
+            .collect(),
         operators,
         state,
     };
@@ -1962,13 +2130,31 @@ fn compile_query(
         ex,
         "source `{source_name}`: fields [{}], key {}, time `{}`, watermark = newest - {} ms - 1",
         field_names.join(", "),
-        key.map_or("(none: one group)".to_string(), |k| format!(
-            "`{}`",
-            table.columns[k].name
-        )),
+        match (&groups, key) {
+            (Some(g), _) => format!(
+                "({}) as one composite key",
+                g.cols
+                    .iter()
+                    .map(|c| format!("`{}`", c.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (None, Some(k)) => format!("`{}`", table.columns[k].name),
+            (None, None) => "(none: one group)".to_string(),
+        },
         rt.name,
         rt.delay_ms
     );
+    if let Some(g) = groups.as_ref().filter(|_| nsets > 1) {
+        let _ = writeln!(
+            ex,
+            "grouping sets (a source and its operators each; other key columns NULL): {}",
+            (0..nsets)
+                .map(|s| format!("{} `{}`", g.label(s), set_id(s, &source_name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some((_, s)) = &filter {
         let at = if engine_filter.is_some() {
             "in the engine, after the watermark"
@@ -2048,7 +2234,8 @@ fn compile_query(
             post,
             functions: Default::default(),
             keyed: key.is_some(),
-            ops: (0..op_fields.len()).collect(),
+            ops: (0..op_fields.len() * nsets).collect(),
+            groups,
             slots: slot_place,
             flags,
             having: having.map(|h| h.0),
@@ -2390,6 +2577,7 @@ fn table_function(
         table,
         fields: fields.clone(),
         key: Some(key),
+        keys: Vec::new(),
         texts: Vec::new(),
         computed: Vec::new(),
         legacy: false,
@@ -2566,6 +2754,7 @@ fn table_function(
             post,
             functions: Default::default(),
             keyed: true,
+            groups: None,
             ops: vec![0],
             slots: (0..columns.len()).map(|i| (0, i)).collect(),
             flags: if flag { vec![0] } else { Vec::new() },
@@ -2655,6 +2844,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         table: &table,
         fields: (0..fields.len()).collect(),
         key: None,
+        keys: Vec::new(),
         texts: Vec::new(),
         computed: Vec::new(),
         legacy: false,

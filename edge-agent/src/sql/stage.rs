@@ -122,7 +122,8 @@ impl Query {
     }
 
     /// The window row `[key, window_start, window_end, window_time,
-    /// aggregate slots…, detector flags…]` of one key and window from the
+    /// aggregate slots…, detector flags…, key columns…]` (key columns with
+    /// [`Query::groups`] only) of one key and window from the
     /// results of the query's operators (`parts`, in the order of
     /// [`Query::ops`]). A NaN aggregate is `NULL`.
     pub fn window_row(
@@ -156,6 +157,9 @@ impl Query {
         }
         for &op in &self.flags {
             row.push(Value::Bool(parts.get(op).is_some_and(|p| p.1)));
+        }
+        if let Some(g) = &self.groups {
+            g.split(key, row);
         }
         // User functions over the row, in order (one may read another's
         // result); a NULL argument gives NULL without a call.
@@ -224,9 +228,11 @@ impl Join {
         w: &WindowResult,
         f: impl FnOnce(&[(&[f64], bool)]) -> R,
     ) -> Option<R> {
-        let pos = q.ops.iter().position(|&op| op == w.op as usize)?;
+        // With grouping sets, each set's operators in turn; the composite
+        // key tells the sets' windows apart.
+        let n = q.ops.len() / q.groups.as_ref().map_or(1, |g| g.sets.len());
+        let pos = q.ops.iter().position(|&op| op == w.op as usize)? % n;
         let flag = w.anomaly.is_some_and(|a| a.flag);
-        let n = q.ops.len();
         if n == 1 {
             return Some(f(&[(w.values.as_slice(), flag)]));
         }
