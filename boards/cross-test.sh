@@ -51,9 +51,9 @@ fi
 # /dev/spidev* (weir-boards/linux) into it.
 # The same command as `weir bundle`'s (so bundle-test.sh reuses this
 # build): rust-lld discards the unwind tables at link time
-# (boards/no-unwind-tables.ld).
+# (boards/no-unwind-tables.ld) and folds identical functions (--icf=all).
 cargo rustc --locked -q -p weir-agent --bin weir --profile "$PROFILE" --target "$TARGET" --no-default-features --features linux \
-    -- -C "link-arg=-T$(realpath boards/no-unwind-tables.ld)" -C link-arg=--no-eh-frame-hdr
+    -- -C "link-arg=-T$(realpath boards/no-unwind-tables.ld)" -C link-arg=--no-eh-frame-hdr -C link-arg=--icf=all
 HOST_BIN="${WEIR_HOST_BIN:-$CARGO_TARGET_DIR/$PROFILE/weir}"
 BUILT_BIN="$CARGO_TARGET_DIR/$TARGET/$PROFILE/weir"
 # As `weir bundle` ships it: the unwind tables left out.
