@@ -895,6 +895,7 @@ impl<T> AgentCore<T> {
             return Ok(false);
         };
         self.store.put(upto, &snapshot)?;
+        drop(snapshot);
         self.store.sync()?;
         self.stats.checkpoints += 1;
         self.actions.push_back(Action::Checkpointed { upto });

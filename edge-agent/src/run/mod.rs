@@ -1158,6 +1158,9 @@ impl Agent {
         };
         let t0 = Instant::now();
         self.store.put(upto, &snap)?;
+        // The store holds the record now: one copy at a time.
+        let snap_len = snap.len();
+        drop(snap);
         {
             let (link, co, upd) = (&self.cloud, &self.em.cloud, &self.updates);
             self.store.sync_with(|txn| {
@@ -1181,7 +1184,7 @@ impl Agent {
         m.checkpoints.fetch_add(1, Relaxed);
         m.checkpoint_us
             .store(t0.elapsed().as_micros() as u64, Relaxed);
-        m.checkpoint_bytes.store(snap.len() as u64, Relaxed);
+        m.checkpoint_bytes.store(snap_len as u64, Relaxed);
         if let Ok(len) = self.store.file_len() {
             m.store_file_bytes.store(len, Relaxed);
         }

@@ -127,6 +127,12 @@ pub enum KeyRef<'a> {
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib), table-driven.
 pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32_resume(0, bytes)
+}
+
+/// The CRC-32 of `a` followed by `bytes`, given `crc = crc32(a)`:
+/// `crc32_resume(crc32(a), b) == crc32(a ++ b)`.
+pub fn crc32_resume(crc: u32, bytes: &[u8]) -> u32 {
     static TABLE: [u32; 256] = {
         let mut t = [0u32; 256];
         let mut i = 0;
@@ -146,7 +152,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
         }
         t
     };
-    let mut c = !0u32;
+    let mut c = !crc;
     for &b in bytes {
         c = TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
     }
@@ -524,6 +530,8 @@ mod tests {
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32_resume(crc32(b"1234"), b"56789"), 0xCBF4_3926);
+        assert_eq!(crc32_resume(crc32(b""), b"123456789"), 0xCBF4_3926);
     }
 
     #[test]

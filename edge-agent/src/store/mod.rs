@@ -569,7 +569,15 @@ pub struct Store {
     next_lsn: Lsn,
     committed_lsn: Lsn,
     truncated: Lsn,
-    checkpoint: Option<(Lsn, Vec<u8>)>,
+    /// The newest durable checkpoint's position.
+    checkpoint_lsn: Option<Lsn>,
+    /// Its snapshot, read from the file when [`CheckpointStore::latest`]
+    /// asks for it (at open, for the restore): not held in memory between
+    /// checkpoints, where it would cost its size (the dedupe ring and the
+    /// engine's state: ~450 KB at 1,000 keys) for nothing.
+    checkpoint: std::cell::OnceCell<Option<(Lsn, Vec<u8>)>>,
+    /// A staged checkpoint: its position and its record as it will be
+    /// written ([`encode_checkpoint`]: header, then the snapshot).
     pending: Option<(Lsn, Vec<u8>)>,
     compacted_len: u64,
     stats: StoreStats,
@@ -584,7 +592,7 @@ impl fmt::Debug for Store {
             .field("next_lsn", &self.next_lsn)
             .field("committed_lsn", &self.committed_lsn)
             .field("truncated", &self.truncated)
-            .field("checkpoint", &self.checkpoint.as_ref().map(|c| c.0))
+            .field("checkpoint", &self.checkpoint_lsn)
             .finish_non_exhaustive()
     }
 }
@@ -610,11 +618,9 @@ fn encode_checkpoint(upto: Lsn, snapshot: &[u8]) -> Vec<u8> {
 }
 
 fn checkpoint_crc(v: &[u8]) -> u32 {
-    // Over everything but the CRC field itself.
-    let mut all = Vec::with_capacity(v.len() - 4);
-    all.extend_from_slice(&v[..9]);
-    all.extend_from_slice(&v[CHECKPOINT_HEADER..]);
-    crc32(&all)
+    // Over everything but the CRC field itself (without copying the
+    // snapshot: it is the size of the agent's state).
+    codec::crc32_resume(crc32(&v[..9]), &v[CHECKPOINT_HEADER..])
 }
 
 fn decode_checkpoint(path: &Path, v: &[u8]) -> Result<(Lsn, Vec<u8>), StoreError> {
@@ -843,12 +849,30 @@ impl Store {
             next_lsn: committed + 1,
             committed_lsn: committed,
             truncated,
-            checkpoint,
+            checkpoint_lsn: checkpoint.as_ref().map(|c| c.0),
+            checkpoint: std::cell::OnceCell::from(checkpoint),
             pending: None,
             compacted_len,
             stats: StoreStats::default(),
             dead_staged: Default::default(),
         })
+    }
+
+    /// The newest durable checkpoint, read from the file (checked as at
+    /// open).
+    fn read_checkpoint(&self) -> Result<Option<(Lsn, Vec<u8>)>, StoreError> {
+        let p = &self.path;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(StoreError::db(p, "begin reading the checkpoint"))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(StoreError::db(p, "open meta table"))?;
+        let v = meta
+            .get(CHECKPOINT_KEY)
+            .map_err(StoreError::db(p, "read checkpoint"))?;
+        v.map(|v| decode_checkpoint(p, v.value())).transpose()
     }
 
     /// What the store wrote to the device since it was opened (bytes,
@@ -987,7 +1011,7 @@ impl Store {
         &mut self,
         hook: impl FnOnce(&redb::WriteTransaction) -> Result<(), HookError>,
     ) -> Result<bool, StoreError> {
-        let Some((upto, snapshot)) = self.pending.take() else {
+        let Some((upto, record)) = self.pending.take() else {
             return Ok(false);
         };
         let path = &self.path;
@@ -1000,7 +1024,7 @@ impl Store {
                 let mut meta = txn
                     .open_table(META)
                     .map_err(StoreError::db(path, "open meta table"))?;
-                meta.insert(CHECKPOINT_KEY, &encode_checkpoint(upto, &snapshot)[..])
+                meta.insert(CHECKPOINT_KEY, &record[..])
                     .map_err(StoreError::db(path, "write checkpoint"))?;
             }
             let removed = Self::truncate_in(&txn, path, upto, self.committed_lsn)?;
@@ -1030,7 +1054,7 @@ impl Store {
         let removed = match result {
             Ok(r) => r,
             Err(e) => {
-                self.pending = Some((upto, snapshot));
+                self.pending = Some((upto, record));
                 return Err(e);
             }
         };
@@ -1038,7 +1062,10 @@ impl Store {
         self.stats.checkpoints += 1;
         self.stats.chunks_truncated += removed;
         self.truncated = self.truncated.max(upto);
-        self.checkpoint = Some((upto, snapshot));
+        self.checkpoint_lsn = Some(upto);
+        // Read back from the file if `latest` asks (a rollback's restore).
+        self.checkpoint = std::cell::OnceCell::new();
+        drop(record);
         // The checkpoint is durable: a failed compaction leaves a sound,
         // larger file, and must not read as "nothing new is durable".
         if self.maybe_compact().is_err() {
@@ -1075,7 +1102,7 @@ impl CheckpointStore for Store {
                 truncated: self.truncated,
             });
         }
-        self.pending = Some((upto, snapshot.to_vec()));
+        self.pending = Some((upto, encode_checkpoint(upto, snapshot)));
         Ok(())
     }
 
@@ -1094,10 +1121,17 @@ impl CheckpointStore for Store {
     }
 
     fn latest(&self) -> Result<Option<(u64, &[u8])>, StoreError> {
+        if let Some((upto, record)) = &self.pending {
+            return Ok(Some((*upto, &record[CHECKPOINT_HEADER..])));
+        }
+        if self.checkpoint.get().is_none() {
+            let read = self.read_checkpoint()?;
+            let _ = self.checkpoint.set(read);
+        }
         Ok(self
-            .pending
-            .as_ref()
-            .or(self.checkpoint.as_ref())
+            .checkpoint
+            .get()
+            .and_then(Option::as_ref)
             .map(|(u, s)| (*u, s.as_slice())))
     }
 }
