@@ -40,7 +40,7 @@ use crate::identity;
 /// The size the stripped gateway binary must stay under: 4.5 MB (issue
 /// #13), the engine and agent with the Flink SQL front end and the
 /// WebAssembly interpreter, without the unwind tables
-/// ([`unwind_link_args`], `drop_unwind_tables`); `boards/cross-test.sh` and
+/// (`unwind_link_args`, `drop_unwind_tables`); `boards/cross-test.sh` and
 /// `boards/bundle-test.sh` hold the same budget.
 pub const BINARY_BUDGET: u64 = 4_500_000;
 
@@ -629,8 +629,9 @@ fn cross_env(target: &str) -> Result<Vec<(String, String)>, BundleError> {
 }
 
 /// `cargo rustc --profile board` of `weir` without the demo broker for
-/// `target` (with [`unwind_link_args`] when it links with rust-lld); returns the binary's path (cargo says where, in its JSON
-/// messages, so a custom target dir is found too).
+/// `target` (with [`unwind_link_args`] when it links with rust-lld);
+/// returns the binary's path (cargo says where, in its JSON messages, so a
+/// custom target dir is found too).
 fn build(workspace: &Path, target: &str) -> Result<PathBuf, BundleError> {
     let env = cross_env(target)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
