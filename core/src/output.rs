@@ -29,6 +29,15 @@ impl AggValues {
         }
     }
 
+    /// The first [`MAX_AGGS`] values of `v`.
+    pub fn from_slice(v: &[f64]) -> Self {
+        let mut a = AggValues::default();
+        for &x in v {
+            a.push(x);
+        }
+        a
+    }
+
     /// The values, aligned with the operator's `aggregates`.
     pub fn as_slice(&self) -> &[f64] {
         &self.vals[..self.len as usize]

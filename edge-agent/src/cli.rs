@@ -490,13 +490,20 @@ fn cmd_check(file: &Path) -> anyhow::Result<ExitCode> {
             file.display(),
             p.pipeline.spec.name,
             p.pipeline.spec.sources[0].name,
-            if windows == ops.len() {
-                format!("{windows} window operator(s)")
-            } else {
-                format!(
-                    "{windows} window operator(s), {} keyed function(s)",
-                    ops.len() - windows
-                )
+            {
+                let detectors = ops
+                    .iter()
+                    .filter(|o| matches!(o.kind, OperatorKind::Detect(_)))
+                    .count();
+                let functions = ops.len() - windows - detectors;
+                let mut parts = vec![format!("{windows} window operator(s)")];
+                if detectors > 0 {
+                    parts.push(format!("{detectors} detector(s)"));
+                }
+                if functions > 0 {
+                    parts.push(format!("{functions} keyed function(s)"));
+                }
+                parts.join(", ")
             },
             cols.join(", ")
         );

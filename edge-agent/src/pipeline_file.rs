@@ -448,6 +448,21 @@ struct DetParams<'a> {
     cooldown: Option<u32>,
 }
 
+/// The configuration of a per-sample scoring detector kind (`kestrel`,
+/// `kestrel_calibrated`, `kestrel_banded`, `ewma`, `mad`, `cusum`), as a
+/// TOML `[[detect]]` and SQL's detector table functions name them.
+pub(crate) fn scoring_config(kind: &str) -> Option<DetectorConfig> {
+    Some(match kind {
+        "kestrel" => DetectorConfig::Default(KestrelConfig::default()),
+        "kestrel_calibrated" => DetectorConfig::Default(KESTREL_CALIBRATED),
+        "kestrel_banded" => DetectorConfig::Default(KESTREL_BANDED),
+        "ewma" => DetectorConfig::Ewma(EwmaConfig::default()),
+        "mad" => DetectorConfig::Mad(MadConfig::default()),
+        "cusum" => DetectorConfig::Cusum(CusumConfig::default()),
+        _ => return None,
+    })
+}
+
 fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
     let kind = p.kind;
     let scored = |cfg: DetectorConfig| {
@@ -496,12 +511,7 @@ fn detector(ctx: &Ctx, p: &DetParams) -> Result<DetectorSpec, ConfigError> {
         {
             return Err(ctx.err(Some(kind.span()), format!("{} takes threshold, hysteresis and cooldown; alpha, k and warmup belong to ewma_z", kind.get_ref()), "remove alpha/k/warmup: scoring detectors use one global configuration"));
         }
-        "kestrel" => scored(DetectorConfig::Default(KestrelConfig::default())),
-        "kestrel_calibrated" => scored(DetectorConfig::Default(KESTREL_CALIBRATED)),
-        "kestrel_banded" => scored(DetectorConfig::Default(KESTREL_BANDED)),
-        "ewma" => scored(DetectorConfig::Ewma(EwmaConfig::default())),
-        "mad" => scored(DetectorConfig::Mad(MadConfig::default())),
-        "cusum" => scored(DetectorConfig::Cusum(CusumConfig::default())),
+        k if scoring_config(k).is_some() => scored(scoring_config(k).expect("a scoring kind")),
         "multivariate" => {
             return Err(ctx.err(
                 Some(kind.span()),

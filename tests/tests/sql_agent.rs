@@ -309,3 +309,74 @@ FROM TABLE(w1(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(v),
         }
     }
 }
+
+/// A detector table function under `weir run`: one row per reading the
+/// `WHERE` keeps (a score over 0.05 or an alert), published with the
+/// score the engine computes for the same plan.
+#[test]
+fn the_agent_publishes_a_detector_table_function_s_rows() {
+    let sql = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (
+  k STRING, t BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+SELECT k, rowtime, v, score, anomaly
+FROM TABLE(KESTREL(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(v)))
+WHERE anomaly OR score > 0.05;
+";
+    let pf = weir_agent::pipeline_file::parse("p.sql", sql).expect("weir run takes it");
+    let msgs = input(20_000, 4, T0);
+    // The engine's scores for the same plan.
+    let mut engine = pf.spec.clone().build().expect("engine");
+    let mut expected: HashMap<String, (f64, bool)> = HashMap::new();
+    let mut scored = 0;
+    for m in &msgs {
+        let _ = engine.handle_sample(m.ts, 0, &m.key, m.ts, &[m.v]);
+        while let Some(o) = engine.poll_output() {
+            if let weir_core::output::Output::Score(s) = o {
+                scored += 1;
+                if s.verdict.flag || s.verdict.score > 0.05 {
+                    let key = engine.key_name(s.key);
+                    expected.insert(
+                        format!("{GATEWAY}/w/{key}/{}", s.ts),
+                        (s.verdict.score, s.verdict.flag),
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        !expected.is_empty() && expected.len() < scored,
+        "WHERE keeps some rows and drops others: {} of {scored}",
+        expected.len()
+    );
+    let windows = format!("weir/{GATEWAY}/windows/#");
+    let cols = run_sql_agent(
+        "sql-agent-detector",
+        sql,
+        &[&windows],
+        &msgs,
+        expected.len(),
+    );
+    let got = cols[0].with(|s| {
+        assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
+        s.by_id.clone()
+    });
+    assert_eq!(got.len(), expected.len(), "one row per kept reading");
+    for (id, (score, flag)) in &expected {
+        let payload = got.get(id).unwrap_or_else(|| panic!("row {id} missing"));
+        let g: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        // JSON doubles have 6 decimals.
+        assert!(
+            (g["score"].as_f64().unwrap() - score).abs() <= 5e-7,
+            "{id}: {g}"
+        );
+        assert_eq!(g["anomaly"].as_bool(), Some(*flag), "{id}: {g}");
+        assert_eq!(g["k"], g["key"], "{id}: {g}");
+        assert!(
+            g["rowtime"].as_i64().is_some() && g["v"].as_f64().is_some(),
+            "{g}"
+        );
+    }
+}

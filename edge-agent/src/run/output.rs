@@ -336,6 +336,10 @@ impl OutputEncoder {
             Output::Window(w) if self.query.is_some() => {
                 return self.encode_row(w, key, lsn, windows, out)
             }
+            Output::Score(s) if self.query.as_ref().is_some_and(|q| q.q.scores) => {
+                let w = crate::sql::stage::score_row(s);
+                return self.encode_row(&w, key, lsn, windows, out);
+            }
             Output::Window(w) => {
                 let op = &self.ops[w.op as usize];
                 let flagged = w.anomaly.is_some_and(|a| a.flag);

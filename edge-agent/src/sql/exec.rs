@@ -199,6 +199,10 @@ impl Results for Rows<'_> {
                 join.offer(self.q, key, w, |parts| self.emit(key, w, parts, sum, b));
                 self.join = join;
             }
+            Output::Score(s) if self.q.scores => {
+                let w = super::stage::score_row(s);
+                self.write(engine, &Output::Window(w), sum, b);
+            }
             // Every operator sees the same late sample: count it once.
             Output::Late(l) if l.op as usize == self.q.ops[0] => sum.late += 1,
             _ => {}

@@ -589,4 +589,6 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_detect;
+#[cfg(test)]
 mod tests_groups;

@@ -152,6 +152,11 @@ pub struct Query {
     /// (then `KEY` is `NULL`, and [`Query::ops`] holds each set's
     /// operators in turn, sets in order).
     pub groups: Option<super::groups::Groups>,
+    /// A detector table function (`TABLE(KESTREL(TABLE t PARTITION BY k,
+    /// …))`): its operator's per-sample scores are the rows, each taken as
+    /// a window result ([`super::stage::score_row`]): `window_start` the
+    /// sample's time, values `[value, score]`, the flag the alert.
+    pub scores: bool,
 }
 
 /// Where `weir run` publishes a query's result rows: [`Query::sink`].
@@ -1625,7 +1630,23 @@ fn compile_query(
     {
         let n = f.name.to_string();
         if let Some(def) = funcs.iter().find(|d| d.0.eq_ignore_ascii_case(&n)) {
-            return table_function(tables, sets, funcs, def, explain, insert, sel, f, at);
+            return table_function(tables, sets, funcs, def, None, explain, insert, sel, f, at);
+        }
+        let kind = n.to_ascii_lowercase();
+        if let Some(b) = DETECTOR_TFS.iter().find(|d| **d == kind) {
+            let def = (n.clone(), String::new(), loc_of(f, at));
+            return table_function(
+                tables,
+                sets,
+                funcs,
+                &def,
+                Some(b),
+                explain,
+                insert,
+                sel,
+                f,
+                at,
+            );
         }
     }
     let group: Vec<&SExpr> = match &sel.group_by {
@@ -2236,6 +2257,7 @@ fn compile_query(
             keyed: key.is_some(),
             ops: (0..op_fields.len() * nsets).collect(),
             groups,
+            scores: false,
             slots: slot_place,
             flags,
             having: having.map(|h| h.0),
@@ -2277,6 +2299,20 @@ pub struct KeyedUse {
 /// The named arguments of a keyed table function that are not config.
 const TF_ARGS: [&str; 6] = ["DATA", "TIMECOL", "FIELD", "COLUMNS", "FLAG", "SEES_LATE"];
 
+/// weir's scoring detectors as table functions (the TOML `[[detect]]`
+/// kinds): one row per sample, `[key, rowtime, field, score, anomaly]`.
+const DETECTOR_TFS: [&str; 6] = [
+    "kestrel",
+    "kestrel_banded",
+    "kestrel_calibrated",
+    "ewma",
+    "mad",
+    "cusum",
+];
+
+/// How a detector table function is called.
+const DETECTOR_FORM: &str = "FROM TABLE(KESTREL(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), DESCRIPTOR(field) [, threshold => 0.3, hysteresis => 0.05, cooldown => 50])) (docs/sql.md)";
+
 const TF_FORM: &str = "FROM TABLE(f(TABLE t PARTITION BY key, DESCRIPTOR(rowtime), DESCRIPTOR(field), COLUMNS => DESCRIPTOR(a, b), FLAG => TRUE, name => value …)) (docs/sql.md)";
 
 /// A config value: a number, string or boolean literal, as written.
@@ -2308,6 +2344,7 @@ fn table_function(
     sets: &[(String, String, Location)],
     funcs: &[(String, String, Location)],
     def: &(String, String, Location),
+    builtin: Option<&'static str>,
     explain: bool,
     insert: Option<(String, Location)>,
     sel: &ast::Select,
@@ -2339,6 +2376,8 @@ fn table_function(
     let mut flag = false;
     let mut sees_late = false;
     let mut config: Vec<(String, String)> = Vec::new();
+    // A detector's threshold, hysteresis and cooldown.
+    let mut det: (Option<f64>, Option<f64>, Option<f64>) = (None, None, None);
     let mut positional = 0;
     for a in &list.args {
         let (name, e) = match a {
@@ -2373,7 +2412,40 @@ fn table_function(
             }
             Some(n) => {
                 let up = n.value.to_ascii_uppercase();
-                if TF_ARGS.contains(&up.as_str()) {
+                if builtin.is_some() {
+                    if ["DATA", "TIMECOL", "FIELD"].contains(&up.as_str()) {
+                        up
+                    } else {
+                        let v = literal_num(e).filter(|v| v.is_finite() && *v >= 0.0);
+                        let slot = match up.as_str() {
+                            "THRESHOLD" => &mut det.0,
+                            "HYSTERESIS" => &mut det.1,
+                            "COOLDOWN" => &mut det.2,
+                            _ => {
+                                return Err(SqlError::at(
+                                    eat,
+                                    format!("detector `{fname}` takes no argument `{}`", n.value),
+                                    format!("write {DETECTOR_FORM}"),
+                                ))
+                            }
+                        };
+                        let Some(v) = v else {
+                            return Err(SqlError::at(
+                                eat,
+                                format!("`{}` of `{fname}` must be a number ≥ 0", n.value),
+                                format!("write {DETECTOR_FORM}"),
+                            ));
+                        };
+                        if slot.replace(v).is_some() {
+                            return Err(SqlError::at(
+                                eat,
+                                format!("`{}` is given twice", n.value),
+                                "give it once",
+                            ));
+                        }
+                        continue;
+                    }
+                } else if TF_ARGS.contains(&up.as_str()) {
                     up
                 } else {
                     // The guest's config, `name=value`.
@@ -2536,21 +2608,28 @@ fn table_function(
             ),
         ));
     };
-    if columns.is_empty() {
+    if columns.is_empty() && builtin.is_none() {
         return Err(SqlError::unsupported(
             fat,
             &format!("table function `{fname}` without COLUMNS (its plain emits)"),
             "the window rows it emits, named: COLUMNS => DESCRIPTOR(`count`, mean, …)",
         ));
     }
-    // Its row: [key, window_start, window_end, window_time, columns…, flag].
+    // Its row: [key, window_start, window_end, window_time, columns…, flag];
+    // a detector's: [key, rowtime, field, score, anomaly], one per sample.
     let keycol = &table.columns[key];
-    let mut row_cols = vec![
-        (keycol.name.clone(), KEY, keycol.ty),
-        ("window_start".to_string(), START, SqlType::Timestamp),
-        ("window_end".to_string(), END, SqlType::Timestamp),
-        ("window_time".to_string(), WTIME, SqlType::Timestamp),
-    ];
+    let mut row_cols = vec![(keycol.name.clone(), KEY, keycol.ty)];
+    if builtin.is_some() {
+        columns = vec![table.columns[fields[read]].name.clone(), "score".into()];
+        flag = true;
+        row_cols.push((rt.name.clone(), START, SqlType::Timestamp));
+    } else {
+        row_cols.extend([
+            ("window_start".to_string(), START, SqlType::Timestamp),
+            ("window_end".to_string(), END, SqlType::Timestamp),
+            ("window_time".to_string(), WTIME, SqlType::Timestamp),
+        ]);
+    }
     for (i, c) in columns.iter().enumerate() {
         // A first `count` is an integer, as in a TOML pipeline's rows.
         let ty = if i == 0 && c.eq_ignore_ascii_case("count") {
@@ -2569,7 +2648,11 @@ fn table_function(
             return Err(SqlError::at(
                 fat,
                 format!("two columns of `{fname}` are named `{}`", c.0),
-                "rename one in COLUMNS",
+                if builtin.is_some() {
+                    "a detector's rows have the columns key, time, field, score, anomaly: rename the table's column"
+                } else {
+                    "rename one in COLUMNS"
+                },
             ));
         }
     }
@@ -2681,12 +2764,48 @@ fn table_function(
     let mut source = SourceSpec::new(&table.name, field_names.iter().cloned());
     source.max_out_of_orderness = rt.delay_ms;
     source_options(table, &mut source)?;
+    // A detector's operator: the one a TOML `[[detect]]` with this id and
+    // kind builds (event-time order). A user function's, once its module
+    // is compiled.
+    let mut operators = Vec::new();
+    if let Some(kind) = builtin {
+        let DetectorSpec::Scored {
+            detector,
+            threshold,
+            hysteresis,
+            cooldown,
+        } = DetectorSpec::scored(
+            crate::pipeline_file::scoring_config(kind).expect("a scoring kind"),
+        )
+        else {
+            unreachable!("scored() builds Scored")
+        };
+        let detector = DetectorSpec::Scored {
+            detector,
+            threshold: det.0.unwrap_or(threshold),
+            hysteresis: det.1.unwrap_or(hysteresis),
+            cooldown: det.2.map_or(cooldown, |c| c as u32),
+        };
+        detector
+            .validate()
+            .map_err(|e| SqlError::at(fat, e.to_string(), format!("write {DETECTOR_FORM}")))?;
+        operators.push(OperatorSpec {
+            id: kind.to_string(),
+            source: table.name.clone(),
+            field: field_names[read].clone(),
+            kind: OperatorKind::Detect(DetectSpec {
+                on: None,
+                detector,
+                order: SampleOrder::EventTime,
+                fields: Vec::new(),
+            }),
+        });
+    }
     let spec = PipelineSpec {
         name: name.clone(),
         time: TimeSpec::new(TimeUnit::Millis),
         sources: vec![source],
-        // The function's operator, once its module is compiled.
-        operators: Vec::new(),
+        operators,
         state,
     };
     let (csv, input_path) = csv_mapping(table, Some(key), &fields, &[])?;
@@ -2712,27 +2831,38 @@ fn table_function(
     );
     let mut sorted = config.clone();
     sorted.sort();
-    let _ = writeln!(
-        ex,
-        "operator `{fname}`: keyed WebAssembly function '{}' over `{}`, window rows [{}]{}{}{}",
-        def.1,
-        field_names[read],
-        columns.join(", "),
-        if flag { " with a flag" } else { "" },
-        if sees_late { ", sees late samples" } else { "" },
-        if sorted.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", config {}",
-                sorted
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        }
-    );
+    if let Some(OperatorKind::Detect(d)) = spec.operators.first().map(|o| &o.kind) {
+        let _ = writeln!(
+            ex,
+            "operator `{}`: detector {:?} over `{}`, per key, event-time order (late samples to the late output); one row per sample [{}]",
+            spec.operators[0].id,
+            d.detector,
+            field_names[read],
+            row_cols.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    } else {
+        let _ = writeln!(
+            ex,
+            "operator `{fname}`: keyed WebAssembly function '{}' over `{}`, window rows [{}]{}{}{}",
+            def.1,
+            field_names[read],
+            columns.join(", "),
+            if flag { " with a flag" } else { "" },
+            if sees_late { ", sees late samples" } else { "" },
+            if sorted.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", config {}",
+                    sorted
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            }
+        );
+    }
     if let Some((_, s)) = &filter {
         let _ = writeln!(ex, "where (on the function's rows): {s}");
     }
@@ -2755,6 +2885,7 @@ fn table_function(
             functions: Default::default(),
             keyed: true,
             groups: None,
+            scores: builtin.is_some(),
             ops: vec![0],
             slots: (0..columns.len()).map(|i| (0, i)).collect(),
             flags: if flag { vec![0] } else { Vec::new() },
@@ -2768,7 +2899,7 @@ fn table_function(
         input_path,
         sink,
         udfs: cx.udfs,
-        keyed: Some(KeyedUse {
+        keyed: builtin.is_none().then(|| KeyedUse {
             name: fname.clone(),
             module: def.1.clone(),
             source: table.name.clone(),

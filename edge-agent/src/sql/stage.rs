@@ -18,7 +18,23 @@
 use std::collections::HashMap;
 
 use weir_core::expr::{Expr, Value};
-use weir_core::output::WindowResult;
+use weir_core::output::{AggValues, Emission, ScoreResult, WindowResult};
+
+/// A detector table function's row ([`Query::scores`]) as the window
+/// result the row stages read: `window_start` the sample's time
+/// (`window_end` 1 ms after it, so `window_time` is the time too), values
+/// `[value, score]`, the verdict as the flag.
+pub fn score_row(s: &ScoreResult) -> WindowResult {
+    WindowResult {
+        op: s.op,
+        key: s.key,
+        start: s.ts,
+        end: s.ts.saturating_add(1),
+        emission: Emission::OnTime,
+        values: AggValues::from_slice(&[s.value, s.verdict.score]),
+        anomaly: Some(s.verdict),
+    }
+}
 
 use super::plan::Query;
 
