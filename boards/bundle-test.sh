@@ -18,7 +18,7 @@ BOARD="${1:-rpi4}"
 # 4.5 MB (issue #13): the engine, agent and decoders, the Flink SQL front
 # end (sqlparser) and the WebAssembly interpreter for user functions
 # (wasmi); `weir bundle` ships the binary without its unwind tables
-# (discarded at link time: boards/no-unwind-tables.ld). Measured 4,462,672
+# (discarded at link time: boards/no-unwind-tables.ld). Measured 4,451,504
 # bytes for rpi4 in Dec 2026.
 BUDGET=4500000
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -26,9 +26,9 @@ TARGET=aarch64-unknown-linux-musl
 PROFILE=board                    # what `weir bundle` ships: opt-level "z", lto fat, strip, panic abort
 # 4.5 MB (issue #13): the engine, agent and decoders, the Flink SQL front
 # end (sqlparser) and the WebAssembly interpreter for user functions
-# (wasmi), without the ~0.92 MB of unwind tables. Measured 4,462,672 bytes
-# for rpi4 in Dec 2026 (5,409,384 with the tables; 4,491,728 when objcopy
-# removed them after the link).
+# (wasmi), without the ~0.92 MB of unwind tables. Measured 4,451,504 bytes
+# for rpi4 in Dec 2026 (4,491,728 for a smaller build when objcopy removed
+# them after the link, before identical functions were folded).
 BUDGET=4500000
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}"
