@@ -390,6 +390,10 @@ pub(super) fn restore_latest(
 /// drains the engine after each record fed. Returns the records read and
 /// the last LSN read (`upto` if none).
 ///
+/// Only the last [`dedupe::WINDOW`] identities stay in the ring, so the
+/// readings of messages far from the journal's end are not hashed
+/// ([`Identities`]): the ring ends as if every message had been.
+///
 /// # Errors
 /// [`RunError::Store`] when the journal cannot be read.
 pub(super) fn replay_journal(
@@ -403,17 +407,13 @@ pub(super) fn replay_journal(
 ) -> Result<(u64, Lsn), RunError> {
     let mut n = 0u64;
     let mut last = upto;
+    let mut ids = Identities::new(store.next_lsn().saturating_sub(1));
     let mut replay = store.replay_from(upto)?;
-    let mut id = dedupe::MessageHash::default();
     while let Some((lsn, s, cont)) = replay.next_part()? {
         if s.source != TICK_SOURCE {
-            if !cont {
-                if let Some(h) = id.finish() {
-                    dedupe.record(h);
-                }
-                id = dedupe::MessageHash::default();
-            }
-            id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+            ids.part(lsn, cont, || {
+                dedupe::reading_hash(s.source, s.key, s.ts, s.values)
+            });
         }
         if !skip.is_some_and(|(a, b)| lsn > a && lsn <= b) {
             let _ = feed(engine, pf, &s);
@@ -422,10 +422,141 @@ pub(super) fn replay_journal(
         last = lsn;
         n += 1;
     }
-    if let Some(h) = id.finish() {
-        dedupe.record(h);
-    }
+    drop(replay);
+    ids.finish(store, dedupe)?;
     Ok((n, last))
+}
+
+/// The message identities of a journal replay, in two passes. The first
+/// pass hashes a message's readings only once the journal's end is near
+/// (its remaining records, at the mean message size so far, are within
+/// 1.5 × [`dedupe::WINDOW`] messages) and keeps the first LSN of the
+/// messages before that; [`Identities::finish`] reads again the few of
+/// those that still belong to the last [`dedupe::WINDOW`]. Which messages
+/// are hashed in the first pass is a guess that costs only time when
+/// wrong: the ring is the same either way.
+#[derive(Debug)]
+struct Identities {
+    /// The journal's last LSN.
+    end: Lsn,
+    /// Records and messages begun so far (not ticks).
+    records: u64,
+    messages: u64,
+    /// Hashing from now on (it never stops once it starts).
+    hashing: bool,
+    /// The open message: its first LSN, whether it is hashed, its hash.
+    open: Option<(Lsn, bool)>,
+    cur: dedupe::MessageHash,
+    /// The first LSNs of unhashed messages, then the identities of hashed
+    /// ones, oldest first, each at most [`dedupe::WINDOW`] long.
+    deferred: std::collections::VecDeque<Lsn>,
+    hashed: std::collections::VecDeque<u64>,
+    /// Messages dropped from either (older than the ring can hold).
+    gone: u64,
+}
+
+impl Identities {
+    fn new(end: Lsn) -> Self {
+        Identities {
+            end,
+            records: 0,
+            messages: 0,
+            hashing: false,
+            open: None,
+            cur: dedupe::MessageHash::default(),
+            deferred: Default::default(),
+            hashed: Default::default(),
+            gone: 0,
+        }
+    }
+
+    /// A journal record at `lsn` (not a tick); `hash` gives its reading's
+    /// identity when it is wanted.
+    #[inline]
+    fn part(&mut self, lsn: Lsn, cont: bool, hash: impl FnOnce() -> u64) {
+        if !cont || self.open.is_none() {
+            self.close();
+            if !self.hashing {
+                let mean = (self.records / self.messages.max(1)).max(1);
+                let ahead = self.end.saturating_sub(lsn) + 1;
+                self.hashing = ahead / mean <= (dedupe::WINDOW + dedupe::WINDOW / 2) as u64;
+            }
+            self.open = Some((lsn, self.hashing));
+            self.messages += 1;
+        }
+        self.records += 1;
+        if self.hashing {
+            self.cur.add(hash());
+        }
+    }
+
+    fn close(&mut self) {
+        match self.open.take() {
+            Some((_, true)) => {
+                if let Some(h) = self.cur.finish() {
+                    self.hashed.push_back(h);
+                    if self.hashed.len() > dedupe::WINDOW {
+                        self.hashed.pop_front();
+                        self.gone += 1;
+                    }
+                }
+                self.cur = dedupe::MessageHash::default();
+            }
+            Some((first, false)) => {
+                self.deferred.push_back(first);
+                if self.deferred.len() > dedupe::WINDOW {
+                    self.deferred.pop_front();
+                    self.gone += 1;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Records every message's identity in `dedupe`, in journal order:
+    /// those the ring cannot hold as placeholders it overwrites, then the
+    /// last [`dedupe::WINDOW`], reading again the unhashed ones among them.
+    fn finish(mut self, store: &Store, dedupe: &mut dedupe::Dedupe) -> Result<(), RunError> {
+        self.close();
+        let total = self.gone + (self.deferred.len() + self.hashed.len()) as u64;
+        let keep = total.min(dedupe::WINDOW as u64) as usize;
+        // Never more hashed than kept: both are at most the window.
+        let again = keep - self.hashed.len();
+        for _ in 0..total - keep as u64 {
+            dedupe.record(0);
+        }
+        if again > 0 {
+            let first = self.deferred[self.deferred.len() - again];
+            let mut replay = store.replay_from(first - 1)?;
+            let mut id = dedupe::MessageHash::default();
+            let mut done = 0;
+            while let Some((_, s, cont)) = replay.next_part()? {
+                if s.source == TICK_SOURCE {
+                    continue;
+                }
+                if !cont && id.readings() > 0 {
+                    if let Some(h) = id.finish() {
+                        dedupe.record(h);
+                    }
+                    done += 1;
+                    id = dedupe::MessageHash::default();
+                    if done == again {
+                        break;
+                    }
+                }
+                id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+            }
+            if done < again {
+                if let Some(h) = id.finish() {
+                    dedupe.record(h);
+                }
+            }
+        }
+        for &h in &self.hashed {
+            dedupe.record(h);
+        }
+        Ok(())
+    }
 }
 
 impl<T> AgentCore<T> {
@@ -919,5 +1050,105 @@ fn drain(
             Output::Late(_) => continue,
         };
         enc.encode(&o, key, lsn, windows, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    /// The ring a replay that hashes every message builds (the rule
+    /// [`Identities`] must reproduce).
+    fn every_message(store: &Store, dedupe: &mut dedupe::Dedupe) {
+        let mut replay = store.replay_from(0).unwrap();
+        let mut id = dedupe::MessageHash::default();
+        while let Some((_, s, cont)) = replay.next_part().unwrap() {
+            if s.source == TICK_SOURCE {
+                continue;
+            }
+            if !cont {
+                if let Some(h) = id.finish() {
+                    dedupe.record(h);
+                }
+                id = dedupe::MessageHash::default();
+            }
+            id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+        }
+        if let Some(h) = id.finish() {
+            dedupe.record(h);
+        }
+    }
+
+    /// Journals `layout` (runs of `(messages, readings each)`, a tick
+    /// between runs) and compares the ring of a replay with the ring of
+    /// hashing every message, after the same checkpoint ring.
+    fn same_ring(name: &str, layout: &[(usize, usize)]) {
+        let dir =
+            std::env::temp_dir().join(format!("weir-identities-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = Store::open(dir.join("weir.redb"), StoreConfig::default()).unwrap();
+        let mut ts = 0i64;
+        for (run, &(messages, readings)) in layout.iter().enumerate() {
+            for m in 0..messages {
+                for r in 0..readings {
+                    ts += 1;
+                    let key = format!("s{}", (m + run) % 97);
+                    let values = [(ts % 13) as f64];
+                    let s = Sample {
+                        source: 0,
+                        key: &key,
+                        ts,
+                        now: ts,
+                        values: &values,
+                    };
+                    store.append_part(&s, r > 0).unwrap();
+                }
+            }
+            let tick = Sample {
+                source: TICK_SOURCE,
+                key: "",
+                ts,
+                now: ts,
+                values: &[],
+            };
+            store.append(&tick).unwrap();
+            store.commit().unwrap();
+        }
+        let pf = crate::pipeline_file::parse(
+            "t.toml",
+            "name = \"t\"\n[[source]]\nname = \"s\"\nfields = [\"v\"]\n[[window]]\nid = \"w\"\nsource = \"s\"\nfield = \"v\"\nkind = \"tumbling\"\nsize = \"1s\"\naggregates = [\"count\"]\n",
+        )
+        .unwrap();
+        let checkpoint: Vec<u64> = (1..=500).collect();
+        let mut want = dedupe::Dedupe::default();
+        want.import(&checkpoint);
+        every_message(&store, &mut want);
+        let mut got = dedupe::Dedupe::default();
+        got.import(&checkpoint);
+        let mut engine = pf.spec.clone().build().unwrap();
+        let (n, _) =
+            replay_journal(&store, 0, None, &mut engine, &pf, &mut got, |_, _, _| {}).unwrap();
+        let records: usize = layout.iter().map(|(m, r)| m * r + 1).sum();
+        assert_eq!(n, records as u64, "{name}");
+        assert_eq!(got.inserted(), want.inserted(), "{name}");
+        assert!(got.export() == want.export(), "{name}: rings differ");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_replay_rebuilds_the_ring_of_hashing_every_message() {
+        let w = dedupe::WINDOW;
+        // Fewer messages than the ring holds: all hashed on the first pass.
+        same_ring("short", &[(1_000, 1), (50, 20)]);
+        // Single readings: hashing starts near the end, nothing is read twice.
+        same_ring("singles", &[(w * 3, 1)]);
+        // Packs at the end mislead the guess (made on single readings):
+        // most of the last window's messages are read again.
+        same_ring("packs-last", &[(w * 2, 1), (2_000, 100)]);
+        // Packs, then single readings.
+        same_ring("packs-first", &[(3_000, 50), (w + 7, 1), (10, 3)]);
     }
 }

@@ -106,6 +106,9 @@ impl std::fmt::Debug for OpNames {
 
 /// A topic level from a key: MQTT wildcards and separators become `_`.
 pub fn topic_level(key: &str) -> String {
+    if !key.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0)) {
+        return key.to_owned();
+    }
     key.chars()
         .map(|c| {
             if matches!(c, '/' | '+' | '#' | '\0') {
@@ -117,21 +120,30 @@ pub fn topic_level(key: &str) -> String {
         .collect()
 }
 
+/// A JSON string: `"`, `\\` and control characters escaped, the rest
+/// (UTF-8 included) copied in runs.
 fn json_str(b: &mut Vec<u8>, s: &str) {
+    b.reserve(s.len() + 2);
     b.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => b.extend_from_slice(b"\\\""),
-            '\\' => b.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                b.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            b.extend_from_slice(&bytes[run..i]);
+            match c {
+                b'"' => b.extend_from_slice(b"\\\""),
+                b'\\' => b.extend_from_slice(b"\\\\"),
+                c => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    b.extend_from_slice(b"\\u00");
+                    b.push(HEX[(c >> 4) as usize]);
+                    b.push(HEX[(c & 15) as usize]);
+                }
             }
-            c => {
-                let mut t = [0; 4];
-                b.extend_from_slice(c.encode_utf8(&mut t).as_bytes());
-            }
+            run = i + 1;
         }
     }
+    b.extend_from_slice(&bytes[run..]);
     b.push(b'"');
 }
 
@@ -295,11 +307,17 @@ impl OutputEncoder {
         lsn: u64,
     ) -> (String, MapOut<'b>) {
         let update = w.emission == Emission::Update;
-        let id = if update {
-            format!("{}/{op}/{key}/{}/u{lsn}", self.gateway, w.start)
-        } else {
-            format!("{}/{op}/{key}/{}", self.gateway, w.start)
-        };
+        let mut id = Vec::with_capacity(self.gateway.len() + op.len() + key.len() + 48);
+        for part in [&self.gateway, op, key] {
+            id.extend_from_slice(part.as_bytes());
+            id.push(b'/');
+        }
+        push_i64(&mut id, w.start);
+        if update {
+            id.extend_from_slice(b"/u");
+            push_u64(&mut id, lsn);
+        }
+        let id = String::from_utf8(id).expect("names and decimal digits are UTF-8");
         let mut m = self.begin(payload);
         m.field("id", Val::Str(&id));
         m.field("gateway", Val::Str(&self.gateway));
@@ -346,7 +364,7 @@ impl OutputEncoder {
                 if !windows && !flagged {
                     return None;
                 }
-                let mut payload = Vec::with_capacity(256);
+                let mut payload = Vec::with_capacity(self.window_capacity(op, key));
                 let (id, mut m) = self.window_head(&mut payload, &op.id, key, w, lsn);
                 for (i, (name, v)) in op.aggs.iter().zip(w.values.as_slice()).enumerate() {
                     if i == 0 && op.count_first {
@@ -527,19 +545,47 @@ impl OutputEncoder {
             Channel::Windows => "windows",
             Channel::Alerts => "alerts",
         };
-        format!(
-            "{}/{}/{}/{}",
-            self.prefix,
-            self.gateway,
-            kind,
-            topic_level(key)
-        )
+        let mut t = String::with_capacity(self.prefix.len() + self.gateway.len() + key.len() + 11);
+        for part in [&self.prefix, &self.gateway, kind] {
+            t.push_str(part);
+            t.push('/');
+        }
+        if key.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0)) {
+            t.push_str(&topic_level(key));
+        } else {
+            t.push_str(key);
+        }
+        t
+    }
+
+    /// Room for a window message's payload (the envelope, its values and
+    /// the verdict), so that encoding it does not grow the buffer.
+    fn window_capacity(&self, op: &OpNames, key: &str) -> usize {
+        128 + 2 * (self.gateway.len() + op.id.len() + key.len())
+            + op.aggs.iter().map(|a| a.len() + 24).sum::<usize>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_control_characters() {
+        let mut b = Vec::new();
+        json_str(&mut b, "pump \"7\"\\a\u{1}\n\u{1f}é→x");
+        assert_eq!(
+            std::str::from_utf8(&b).unwrap(),
+            r#""pump \"7\"\\a\u0001\u000a\u001fé→x""#
+        );
+        let back: String = serde_json::from_slice(&b).unwrap();
+        assert_eq!(back, "pump \"7\"\\a\u{1}\n\u{1f}é→x");
+        b.clear();
+        json_str(&mut b, "");
+        assert_eq!(b, b"\"\"");
+        assert_eq!(topic_level("a/b+c#d\0é"), "a_b_c_d_é");
+        assert_eq!(topic_level("pump-3"), "pump-3");
+    }
 
     fn w1() -> crate::pipeline_file::PipelineFile {
         crate::pipeline_file::parse("w1.toml", include_str!("../../../examples/w1.toml")).unwrap()
