@@ -479,7 +479,7 @@ fn senml_bench(rt: &tokio::runtime::Runtime, weir: &Path, broker: SocketAddr, n:
     let senml_rss = agent.proc_field("status", "VmHWM:") as f64 / 1024.0;
     agent.stop();
     println!(
-        "2. SenML packs of 100: weir {a:.0} readings/s ({:.0} messages/s) vs the broker's ceiling {:.0} readings/s: ratio {:.3} (target >= 1,000,000 readings/s)",
+        "2. SenML packs of 100: weir {a:.0} readings/s ({:.0} messages/s) vs the broker's ceiling {:.0} readings/s: ratio {:.3} (target >= 0.9)",
         a / 100.0,
         c * 100.0,
         a / (c * 100.0)
@@ -553,7 +553,7 @@ fn main() {
         best_agent = best_agent.max(a);
     }
     println!(
-        "1. JSON, 1 reading/message, QoS 1, journal on, {n} readings over 1,000 sensors: weir {best_agent:.0}/s vs broker ceiling {best_ceiling:.0}/s (best of {rounds}): ratio {:.3} (target >= 0.9)",
+        "1. JSON, 1 reading/message, QoS 1, journal on, {n} readings over 1,000 sensors: weir {best_agent:.0}/s vs broker ceiling {best_ceiling:.0}/s (best of {rounds}): ratio {:.3} (target >= 1.1)",
         best_agent / best_ceiling
     );
     println!(
@@ -574,7 +574,7 @@ fn main() {
         );
         let r = agent.proc_field("status", "VmHWM:") as f64 / 1024.0;
         agent.stop();
-        println!("   the gateway build ({board}): peak RSS {r:.1} MiB, {a:.0} readings/s");
+        println!("   the gateway build ({board}): peak RSS {r:.1} MiB (target <= 10 MiB), {a:.0} readings/s");
     }
     println!(
         "4. flash written per reading: {flash:.1} B vs payload {:.1} B/reading: {:.2}x (target <= 1.5x)",
@@ -616,7 +616,7 @@ fn main() {
     let line = log.lines().find(|l| l.contains("recovered")).unwrap_or("");
     let clean = line.to_string();
     println!(
-        "5. recovery after SIGKILL, 10,000 keys, {recover_n}-reading journal: {} (process start to connected: {:.0} ms; target <= 1 s)",
+        "5. recovery after SIGKILL, 10,000 keys, {recover_n}-reading journal: {} (process start to connected: {:.0} ms; target: replay <= 400 ms)",
         clean.split("recovered").nth(1).unwrap_or("?").trim(),
         wall.as_secs_f64() * 1e3
     );
