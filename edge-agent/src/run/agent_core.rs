@@ -442,10 +442,11 @@ struct Identities {
     /// Records and messages begun so far (not ticks).
     records: u64,
     messages: u64,
-    /// Hashing from now on (it never stops once it starts).
+    /// Hashing from now on (it never stops once it starts, and starts only
+    /// as a message begins: the open message is hashed if this is set).
     hashing: bool,
-    /// The open message: its first LSN, whether it is hashed, its hash.
-    open: Option<(Lsn, bool)>,
+    /// The open message's first LSN, and its hash while `hashing`.
+    open: Option<Lsn>,
     cur: dedupe::MessageHash,
     /// The first LSNs of unhashed messages, then the identities of hashed
     /// ones, oldest first, each at most [`dedupe::WINDOW`] long.
@@ -481,7 +482,7 @@ impl Identities {
                 let ahead = self.end.saturating_sub(lsn) + 1;
                 self.hashing = ahead / mean <= (dedupe::WINDOW + dedupe::WINDOW / 2) as u64;
             }
-            self.open = Some((lsn, self.hashing));
+            self.open = Some(lsn);
             self.messages += 1;
         }
         self.records += 1;
@@ -492,7 +493,7 @@ impl Identities {
 
     fn close(&mut self) {
         match self.open.take() {
-            Some((_, true)) => {
+            Some(_) if self.hashing => {
                 if let Some(h) = self.cur.finish() {
                     self.hashed.push_back(h);
                     if self.hashed.len() > dedupe::WINDOW {
@@ -502,7 +503,7 @@ impl Identities {
                 }
                 self.cur = dedupe::MessageHash::default();
             }
-            Some((first, false)) => {
+            Some(first) => {
                 self.deferred.push_back(first);
                 if self.deferred.len() > dedupe::WINDOW {
                     self.deferred.pop_front();
@@ -526,30 +527,27 @@ impl Identities {
             dedupe.record(0);
         }
         if again > 0 {
+            // The same rule again, hashing every message, for `again` of them.
             let first = self.deferred[self.deferred.len() - again];
+            let mut ids = Identities {
+                hashing: true,
+                ..Identities::new(self.end)
+            };
             let mut replay = store.replay_from(first - 1)?;
-            let mut id = dedupe::MessageHash::default();
-            let mut done = 0;
-            while let Some((_, s, cont)) = replay.next_part()? {
+            while let Some((lsn, s, cont)) = replay.next_part()? {
                 if s.source == TICK_SOURCE {
                     continue;
                 }
-                if !cont && id.readings() > 0 {
-                    if let Some(h) = id.finish() {
-                        dedupe.record(h);
-                    }
-                    done += 1;
-                    id = dedupe::MessageHash::default();
-                    if done == again {
-                        break;
-                    }
+                if !cont && ids.messages == again as u64 {
+                    break;
                 }
-                id.add(dedupe::reading_hash(s.source, s.key, s.ts, s.values));
+                ids.part(lsn, cont, || {
+                    dedupe::reading_hash(s.source, s.key, s.ts, s.values)
+                });
             }
-            if done < again {
-                if let Some(h) = id.finish() {
-                    dedupe.record(h);
-                }
+            ids.close();
+            for &h in &ids.hashed {
+                dedupe.record(h);
             }
         }
         for &h in &self.hashed {

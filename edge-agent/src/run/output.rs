@@ -106,18 +106,25 @@ impl std::fmt::Debug for OpNames {
 
 /// A topic level from a key: MQTT wildcards and separators become `_`.
 pub fn topic_level(key: &str) -> String {
+    let mut t = String::with_capacity(key.len());
+    push_topic_level(&mut t, key);
+    t
+}
+
+/// Appends [`topic_level`]`(key)` to `t` (a key without those characters
+/// is copied whole).
+fn push_topic_level(t: &mut String, key: &str) {
     if !key.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0)) {
-        return key.to_owned();
+        t.push_str(key);
+        return;
     }
-    key.chars()
-        .map(|c| {
-            if matches!(c, '/' | '+' | '#' | '\0') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+    t.extend(key.chars().map(|c| {
+        if matches!(c, '/' | '+' | '#' | '\0') {
+            '_'
+        } else {
+            c
+        }
+    }));
 }
 
 /// A JSON string: `"`, `\\` and control characters escaped, the rest
@@ -550,11 +557,7 @@ impl OutputEncoder {
             t.push_str(part);
             t.push('/');
         }
-        if key.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0)) {
-            t.push_str(&topic_level(key));
-        } else {
-            t.push_str(key);
-        }
+        push_topic_level(&mut t, key);
         t
     }
 
