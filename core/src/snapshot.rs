@@ -326,13 +326,28 @@ impl Engine {
     /// snapshot is taken between calls, with the queue drained, so that it
     /// and the outputs already handed out describe the same point.
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut buf = Vec::with_capacity(256 + self.keys.names.len() * 64);
+        self.snapshot_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Engine::snapshot`] appended to `buf`, for a caller that frames it
+    /// (a checkpoint record with its header first) without copying it
+    /// again. On an error `buf` is as it was.
+    ///
+    /// # Errors
+    /// As [`Engine::snapshot`].
+    pub fn snapshot_into(&self, buf: &mut Vec<u8>) -> Result<(), SnapshotError> {
         if self.has_output() {
             return Err(SnapshotError::OutputsPending);
         }
-        let mut buf = Vec::with_capacity(256 + self.keys.names.len() * 64);
-        self.encode(&mut Encoder::new(&mut buf))
-            .map_err(|_| SnapshotError::Corrupt("encode"))?;
-        Ok(buf)
+        let start = buf.len();
+        let encoded = self.encode(&mut Encoder::new(&mut *buf));
+        if encoded.is_err() {
+            buf.truncate(start);
+            return Err(SnapshotError::Corrupt("encode"));
+        }
+        Ok(())
     }
 
     fn encode(&self, e: &mut Encoder<&mut Vec<u8>>) -> Result<(), EncErr> {

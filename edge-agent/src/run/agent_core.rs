@@ -261,6 +261,8 @@ pub struct AgentCore<T> {
     /// When the last checkpoint was started (`None`: not since open).
     last_ckpt: Option<i64>,
     checkpoint_soon: bool,
+    /// The last checkpoint's snapshot bytes (to size the next one's buffer).
+    last_snap: usize,
     /// Highest LSN the engine has processed.
     processed: Lsn,
     ingest_once: bool,
@@ -608,6 +610,7 @@ impl<T> AgentCore<T> {
             pending: CheckpointGate::default(),
             last_ckpt: None,
             checkpoint_soon: false,
+            last_snap: 0,
             processed: 0,
             ingest_once: false,
             output_once: false,
@@ -1008,23 +1011,18 @@ impl<T> AgentCore<T> {
                 .last_ckpt
                 .is_some_and(|t| now >= t.saturating_add(self.cfg.checkpoint_ms));
         if !self.pending.is_pending() && due && self.group.recs.is_empty() {
-            let engine = self
-                .engine
-                .snapshot()
+            let mut snap = Store::checkpoint_buffer(self.last_snap + self.last_snap / 8 + 1024);
+            dedupe::encode_checkpoint_into(&self.dedupe, &self.engine, &mut snap)
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
-            self.pending.take(
-                self.processed,
-                dedupe::encode_checkpoint(&self.dedupe, &engine),
-                self.published,
-            );
+            self.last_snap = snap.len() - crate::store::CHECKPOINT_HEADER;
+            self.pending.take(self.processed, snap, self.published);
             self.last_ckpt = Some(now);
             self.checkpoint_soon = false;
         }
         let Some((upto, snapshot)) = self.pending.ready(self.acked) else {
             return Ok(false);
         };
-        self.store.put(upto, &snapshot)?;
-        drop(snapshot);
+        self.store.put_record(upto, snapshot)?;
         self.store.sync()?;
         self.stats.checkpoints += 1;
         self.actions.push_back(Action::Checkpointed { upto });

@@ -1143,11 +1143,12 @@ impl Agent {
                     >= Duration::from_millis(self.budget.intervals().checkpoint_ms))
             && self.group.recs.is_empty()
         {
-            let engine = self
-                .engine
-                .snapshot()
+            // Encoded in place in the store's record (the last one's size
+            // and an eighth more reserved): one copy of the state in memory.
+            let last = self.metrics.checkpoint_bytes.load(Relaxed) as usize;
+            let mut snap = Store::checkpoint_buffer(last + last / 8 + 1024);
+            dedupe::encode_checkpoint_into(&self.dedupe, &self.engine, &mut snap)
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
-            let snap = dedupe::encode_checkpoint(&self.dedupe, &engine);
             let mark = self.em.published + self.em.queue.len() as u64;
             self.pending_ckpt.take(self.processed, snap, mark);
             self.last_ckpt = Instant::now();
@@ -1157,10 +1158,9 @@ impl Agent {
             return Ok(false);
         };
         let t0 = Instant::now();
-        self.store.put(upto, &snap)?;
-        // The store holds the record now: one copy at a time.
-        let snap_len = snap.len();
-        drop(snap);
+        let snap_len = snap.len() - crate::store::CHECKPOINT_HEADER;
+        // The store takes the record as it is.
+        self.store.put_record(upto, snap)?;
         {
             let (link, co, upd) = (&self.cloud, &self.em.cloud, &self.updates);
             self.store.sync_with(|txn| {

@@ -217,7 +217,9 @@ const CHECKPOINT_KEY: &str = "checkpoint";
 const TRUNCATED_KEY: &str = "truncated";
 const LIFETIME_KEY: &str = "bytes_written";
 const CHECKPOINT_VERSION: u8 = 1;
-const CHECKPOINT_HEADER: usize = 13;
+/// Bytes before the snapshot in a checkpoint record: format version, `upto`
+/// (u64 LE), CRC-32 (LE) of the rest.
+pub const CHECKPOINT_HEADER: usize = 13;
 
 /// How much ingest is made durable (the config's `durability`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -577,7 +579,7 @@ pub struct Store {
     /// engine's state: ~450 KB at 1,000 keys) for nothing.
     checkpoint: std::cell::OnceCell<Option<(Lsn, Vec<u8>)>>,
     /// A staged checkpoint: its position and its record as it will be
-    /// written ([`encode_checkpoint`]: header, then the snapshot).
+    /// written ([`frame_checkpoint`]: header, then the snapshot).
     pending: Option<(Lsn, Vec<u8>)>,
     compacted_len: u64,
     stats: StoreStats,
@@ -606,15 +608,13 @@ fn write_truncated(txn: &redb::WriteTransaction, path: &Path, lsn: Lsn) -> Resul
     Ok(())
 }
 
-fn encode_checkpoint(upto: Lsn, snapshot: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(CHECKPOINT_HEADER + snapshot.len());
-    v.push(CHECKPOINT_VERSION);
-    v.extend_from_slice(&upto.to_le_bytes());
-    v.extend_from_slice(&[0; 4]);
-    v.extend_from_slice(snapshot);
-    let crc = checkpoint_crc(&v);
+/// Fills in the header of a record made by [`Store::checkpoint_buffer`]:
+/// version, `upto`, then the CRC of the rest.
+fn frame_checkpoint(upto: Lsn, v: &mut [u8]) {
+    v[0] = CHECKPOINT_VERSION;
+    v[1..9].copy_from_slice(&upto.to_le_bytes());
+    let crc = checkpoint_crc(v);
     v[9..13].copy_from_slice(&crc.to_le_bytes());
-    v
 }
 
 fn checkpoint_crc(v: &[u8]) -> u32 {
@@ -935,6 +935,54 @@ impl Store {
         self.stats
     }
 
+    /// An empty checkpoint record with room for `snapshot_len` bytes of
+    /// snapshot: append the snapshot to it, then hand it to
+    /// [`Store::put_record`]. The snapshot is then never copied on its way
+    /// to the store.
+    pub fn checkpoint_buffer(snapshot_len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(CHECKPOINT_HEADER + snapshot_len);
+        v.resize(CHECKPOINT_HEADER, 0);
+        v
+    }
+
+    /// [`CheckpointStore::put`] of a record made by
+    /// [`Store::checkpoint_buffer`] with the snapshot appended (taken, not
+    /// copied).
+    ///
+    /// # Errors
+    /// As `put`: [`StoreError::CheckpointAhead`] if `upto` is past the last
+    /// LSN given by [`Store::append`] (in journal mode, the last committed
+    /// one); [`StoreError::CheckpointBehind`] if it is before the
+    /// journal's truncation point.
+    ///
+    /// # Panics
+    /// If `record` is shorter than the header `checkpoint_buffer` reserves.
+    pub fn put_record(&mut self, upto: Lsn, mut record: Vec<u8>) -> Result<(), StoreError> {
+        assert!(
+            record.len() >= CHECKPOINT_HEADER,
+            "a checkpoint record starts with Store::checkpoint_buffer's header"
+        );
+        // In journal mode a checkpoint may only cover committed records: one
+        // covering staged records would outlive them in a crash, and their
+        // redelivered messages would then be counted twice.
+        let last = match self.config.mode {
+            DurabilityMode::Journal => self.committed_lsn,
+            DurabilityMode::Checkpoint => self.next_lsn - 1,
+        };
+        if upto > last {
+            return Err(StoreError::CheckpointAhead { upto, last });
+        }
+        if upto < self.truncated {
+            return Err(StoreError::CheckpointBehind {
+                upto,
+                truncated: self.truncated,
+            });
+        }
+        frame_checkpoint(upto, &mut record);
+        self.pending = Some((upto, record));
+        Ok(())
+    }
+
     /// The file's size, in bytes.
     ///
     /// # Errors
@@ -1086,24 +1134,9 @@ impl CheckpointStore for Store {
     /// by [`Store::append`]; [`StoreError::CheckpointBehind`] if it is before
     /// the journal's truncation point.
     fn put(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StoreError> {
-        // In journal mode a checkpoint may only cover committed records: one
-        // covering staged records would outlive them in a crash, and their
-        // redelivered messages would then be counted twice.
-        let last = match self.config.mode {
-            DurabilityMode::Journal => self.committed_lsn,
-            DurabilityMode::Checkpoint => self.next_lsn - 1,
-        };
-        if upto > last {
-            return Err(StoreError::CheckpointAhead { upto, last });
-        }
-        if upto < self.truncated {
-            return Err(StoreError::CheckpointBehind {
-                upto,
-                truncated: self.truncated,
-            });
-        }
-        self.pending = Some((upto, encode_checkpoint(upto, snapshot)));
-        Ok(())
+        let mut record = Self::checkpoint_buffer(snapshot.len());
+        record.extend_from_slice(snapshot);
+        self.put_record(upto, record)
     }
 
     /// Writes the staged checkpoint and truncates the journal through its
