@@ -26,7 +26,8 @@
 //! [--recover-readings M] [--group-commit 50ms] [--steady-rate R]
 //! [--steady-secs S] [--budget 2GiB] [--only-budget]` (group commit
 //! default: the rpi4 board profile's 50 ms). `--weir-board` is the gateway build
-//! (`--profile board --no-default-features`), measured for RSS as well.
+//! (`--profile board --no-default-features`, static musl from
+//! bench/agent.sh), measured for RSS as well.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -561,7 +562,8 @@ fn main() {
         rss as f64 / (1 << 20) as f64
     );
     // What a gateway runs: `--profile board --no-default-features` (no demo
-    // broker, opt-level z), under the same load.
+    // broker, opt-level z; bench/agent.sh builds it static with musl, as
+    // `weir bundle` does), under the same load.
     if let Some(board) = arg("--weir-board") {
         let (a, agent, _dir) = through_agent(
             &rt,
