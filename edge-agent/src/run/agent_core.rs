@@ -309,6 +309,25 @@ pub(super) fn feed(
     }
 }
 
+/// Applies a SQL `WHERE` that reads a text column besides the key to a
+/// decoded message, before its readings are journaled or identified
+/// (`Query::keep_decoded`; the journal holds no such column): drops the
+/// readings it does not keep, counted as filtered by the engine, on
+/// ingest only. A replay of the journal sees the kept readings.
+pub(super) fn filter_decoded(engine: &mut Engine, pf: &PipelineFile, batch: &mut Batch) {
+    let Some(q) = pf.sql.as_deref().filter(|q| q.filters_at_ingest()) else {
+        return;
+    };
+    let mut row = Vec::new();
+    let dropped = batch.retain(|b, i| {
+        let s = b.get(i);
+        q.keep_decoded(s.key, s.ts, s.values, |j| b.text(i, j), &mut row)
+    });
+    for _ in 0..dropped {
+        engine.count_filtered();
+    }
+}
+
 /// Records the identity of a decoded message of source `src` (the hash of
 /// its readings the journal can hold: the records a replay sees) and says
 /// whether it is a redelivery. It is looked up in the ring only when
@@ -843,7 +862,10 @@ impl<T> AgentCore<T> {
                 self.dead(topic, e.reason(), e.to_string(), payload, now);
                 Ok(())
             }
-            Ok(()) => self.stage_batch(now, src, has_ts, topic, payload, &batch),
+            Ok(()) => {
+                filter_decoded(&mut self.engine, &self.pf, &mut batch);
+                self.stage_batch(now, src, has_ts, topic, payload, &batch)
+            }
         };
         self.batch = batch;
         result

@@ -332,10 +332,11 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
 }
 
 impl SqlPipeline {
-    /// Whether `weir run` can apply the whole query. The agent's decoder
-    /// reads the key, the time and the numeric columns, so a `WHERE` or an
-    /// aggregated expression that reads another text column runs in
-    /// `weir replay` and `weir sql` only; a result column the agent
+    /// Whether `weir run` can apply the whole query. The agent journals
+    /// the key, the time and the numeric columns, and applies a `WHERE`
+    /// that reads another text column before the journal, so an
+    /// aggregated expression that reads one runs in `weir replay` and
+    /// `weir sql` only; a result column the agent
     /// publishes by name must not be named like a field of its envelope.
     ///
     /// # Errors
@@ -354,10 +355,20 @@ impl SqlPipeline {
                 "the nearest supported construct: GROUP BY window_start, window_end and one key column (a field that names the device, e.g. plant/pump)".into(),
             ));
         }
-        if q.texts > 0 {
+        // The agent reads text columns for WHERE only, before the journal.
+        let text = 2 + q.columns_in..2 + q.columns_in + q.texts;
+        let reads_text = |e: &weir_core::expr::Expr| {
+            let hit = std::cell::Cell::new(false);
+            let _ = e.map_cols(&|c| {
+                hit.set(hit.get() || text.contains(&usize::from(c)));
+                Some(c)
+            });
+            hit.get()
+        };
+        if q.computed.iter().any(reads_text) {
             return Err((
-                "weir run does not apply a WHERE or aggregated expression that reads a STRING or BOOLEAN column other than the GROUP BY key (the agent decodes only the key, the time and numeric columns; weir replay applies it)".into(),
-                "the nearest supported construct: a condition on the key column (=, <>, LIKE, IN), the time or numeric columns (see docs/sql.md)".into(),
+                "weir run does not apply an aggregated expression that reads a STRING or BOOLEAN column other than the GROUP BY key (the agent journals only the key, the time and numeric columns; weir replay applies it)".into(),
+                "the nearest supported construct: filter on the column in WHERE and aggregate the numeric column, e.g. SUM(price) ... WHERE item = 'A' (see docs/sql.md)".into(),
             ));
         }
         if let Some(s) = &q.sink {

@@ -2135,7 +2135,12 @@ fn compile_query(
     spec.validate()
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
     let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
-    let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()])?;
+    let texts: Vec<String> = cx
+        .texts
+        .iter()
+        .map(|&c| table.columns[c].name.clone())
+        .collect();
+    let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()], &texts)?;
     let sink = sink_of(tables, insert, columns.len())?;
     let sink_topic = sink.as_ref().and_then(Sink::topic_of);
     let mut ex = String::new();
@@ -2809,7 +2814,7 @@ fn table_function(
         state,
     };
     let (csv, input_path) = csv_mapping(table, Some(key), &fields, &[])?;
-    let mqtt = mqtt_source(table, Some(key), &field_names)?;
+    let mqtt = mqtt_source(table, Some(key), &field_names, &[])?;
     let sink = sink_of(tables, insert, out.len())?;
     let mut ex = String::new();
     let _ = writeln!(
@@ -3094,7 +3099,14 @@ fn csv_mapping(
     ))
 }
 
-fn mqtt_source(t: &Table, key: Option<usize>, fields: &[String]) -> Err<Option<MqttSource>> {
+/// The table's mqtt source: `fields` the numeric columns the engine reads,
+/// `texts` the STRING columns a `WHERE` reads besides the key.
+fn mqtt_source(
+    t: &Table,
+    key: Option<usize>,
+    fields: &[String],
+    texts: &[String],
+) -> Err<Option<MqttSource>> {
     if t.option("connector").map(|c| c.0) != Some("mqtt") {
         return Ok(None);
     }
@@ -3185,6 +3197,14 @@ fn mqtt_source(t: &Table, key: Option<usize>, fields: &[String]) -> Err<Option<M
         if let Some(p) = opt(&format!("fields.{}.path", f.to_ascii_lowercase())) {
             cfg.fields.insert(f.clone(), p);
         }
+    }
+    if !senml {
+        cfg.texts = texts
+            .iter()
+            .map(|f| {
+                opt(&format!("fields.{}.path", f.to_ascii_lowercase())).unwrap_or_else(|| f.clone())
+            })
+            .collect();
     }
     let decoder = cfg
         .build(fields, TimeUnit::Millis)

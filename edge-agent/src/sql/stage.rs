@@ -58,6 +58,40 @@ impl Query {
         self.filter.is_some() || !self.computed.is_empty()
     }
 
+    /// Whether `weir run` applies `WHERE` to decoded readings before it
+    /// journals them ([`Query::keep_decoded`]): `WHERE` reads a text
+    /// column besides the key, which the journal does not hold.
+    pub fn filters_at_ingest(&self) -> bool {
+        self.texts > 0 && self.filter.is_some()
+    }
+
+    /// `weir run`'s `WHERE` on a decoded reading whose text columns are
+    /// `text(i)` ([`Query::filters_at_ingest`]): `values` the source's
+    /// fields. Readings it drops are never journaled, so a journal replay
+    /// after a crash feeds the engine the same readings. `WHERE` reads no
+    /// computed field, so this is the same test as [`Query::keep_sample`]'s.
+    pub fn keep_decoded<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+    ) -> bool {
+        let Some(f) = &self.filter else {
+            return true;
+        };
+        sample.clear();
+        sample.push(Value::Str(key.to_string()));
+        sample.push(Value::Ts(ts));
+        let n = self.columns_in.min(values.len());
+        sample.extend(values[..n].iter().map(|v| Value::Num(*v)));
+        for i in 0..self.texts {
+            sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
+        }
+        f.test(sample)
+    }
+
     /// Before the engine: computes the aggregated expressions that read the
     /// key, the time or a text column into `values[columns_in..]`, and
     /// tests `WHERE`. `values` holds the source's fields (the first
@@ -71,6 +105,19 @@ impl Query {
         values: &mut [f64],
         text: impl Fn(usize) -> Option<&'t str>,
         sample: &mut Vec<Value>,
+    ) -> bool {
+        self.stage_sample(key, ts, values, text, sample, true)
+    }
+
+    /// [`Query::keep_sample`], testing `WHERE` only if `filter`.
+    fn stage_sample<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &mut [f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+        filter: bool,
     ) -> bool {
         if !self.filters_before_engine() {
             return true;
@@ -109,14 +156,16 @@ impl Query {
         }
         // A failed function leaves a NaN: the engine refuses the sample
         // (counted, dead-lettered) rather than the WHERE dropping it.
-        failed || self.filter.as_ref().is_none_or(|f| f.test(sample))
+        failed || !filter || self.filter.as_ref().is_none_or(|f| f.test(sample))
     }
 
     /// `weir run`'s stage before the engine for one journal record:
     /// `values` (the fields read from the payload) completed by the
     /// computed fields and the user functions, then `WHERE`; calls `f` with
-    /// the sample's values unless `WHERE` drops it (`None`). The agent's
-    /// decoder reads no text column besides the key
+    /// the sample's values unless `WHERE` drops it (`None`). The journal
+    /// holds no text column besides the key: a `WHERE` that reads one was
+    /// applied before the journal ([`Query::keep_decoded`]) and is skipped
+    /// here, and no computed field reads one
     /// ([`super::SqlPipeline::agent_can_run`]).
     pub fn before_engine<R>(
         &self,
@@ -130,7 +179,8 @@ impl Query {
         let mut v = values.to_vec();
         v.resize(self.columns_in + self.computed.len(), 0.0);
         let mut sample = Vec::new();
-        if !self.keep_sample(key, ts, &mut v, |_| None, &mut sample) {
+        let filter = !self.filters_at_ingest();
+        if !self.stage_sample(key, ts, &mut v, |_| None, &mut sample, filter) {
             return None;
         }
         fns.fill(source, ts, &mut v);
