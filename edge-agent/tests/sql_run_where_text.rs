@@ -17,10 +17,16 @@ CREATE TABLE s (sensor STRING, site STRING, ts BIGINT, temp DOUBLE,
   WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND
 ) WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json',
         'fields.site.path' = 'meta.site');
-SELECT sensor, window_start, COUNT(*) AS n, SUM(temp) AS total
+SELECT sensor, window_start, COUNT(*) AS n, SUM(temp) AS x
 FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
 WHERE site = 'north' AND temp > 20
-GROUP BY sensor, window_start, window_end;";
+GROUP BY sensor, window_start, window_end HAVING COUNT(*) > 0;";
+
+/// `COUNT(DISTINCT …)` of a number in `weir run` (the engine's exact set).
+const DISTINCT: &str = "SELECT sensor, window_start, COUNT(*) AS n, COUNT(DISTINCT temp) AS x
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+WHERE site = 'north'
+GROUP BY sensor, window_start, window_end HAVING COUNT(*) > 0;";
 
 const T0: i64 = 1_780_000_000_000;
 
@@ -34,7 +40,10 @@ const MESSAGES: &[&[Reading]] = &[
         ("a", Some("south"), 100, 30.0),
         ("a", Some("north"), 200, 25.0),
     ],
-    &[("b", Some("north"), 300, 19.0)],
+    &[
+        ("b", Some("north"), 300, 19.0),
+        ("a", Some("north"), 350, 21.0),
+    ],
     &[("b", None, 400, 40.0), ("b", Some("north"), 500, 22.5)],
     &[("a", Some("North"), 1_100, 50.0)],
     &[
@@ -72,18 +81,17 @@ fn cfg() -> CoreConfig {
     }
 }
 
-/// The rows a core published, as `sensor,window_start,n,total` (a plain
-/// query's rows are the agent's window messages).
+/// The rows a core published, as `sensor,window_start,n,x`.
 fn drain(core: &mut AgentCore<u64>, rows: &mut Vec<String>) {
     while let Some(a) = core.poll_action() {
         if let Action::Publish(e) = a {
             let j: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
             rows.push(format!(
                 "{},{},{},{}",
-                j["key"].as_str().unwrap(),
-                format_datetime_ms(j["start"].as_i64().unwrap()),
-                j["count"],
-                j["sum"].as_f64().unwrap()
+                j["sensor"].as_str().unwrap(),
+                format_datetime_ms(j["window_start"].as_i64().unwrap()),
+                j["n"],
+                j["x"].as_f64().unwrap()
             ));
             core.handle_puback();
         }
@@ -93,8 +101,8 @@ fn drain(core: &mut AgentCore<u64>, rows: &mut Vec<String>) {
 /// Runs the messages through an agent; with `crash_after`, the process
 /// dies after that many messages and a new core replays its journal
 /// before the rest (it may publish a window twice: at least once).
-fn run(crash_after: Option<usize>) -> (Vec<String>, u64) {
-    let pf = weir_agent::pipeline_file::parse("q.sql", SQL).unwrap();
+fn run(sql: &str, crash_after: Option<usize>) -> (Vec<String>, u64) {
+    let pf = weir_agent::pipeline_file::parse("q.sql", sql).unwrap();
     let mut disk = SimDisk::new();
     let open = |disk: SimDisk| {
         let store = Store::open_backend(disk, "d/weir.redb", StoreConfig::default()).unwrap();
@@ -128,8 +136,8 @@ fn run(crash_after: Option<usize>) -> (Vec<String>, u64) {
     (rows, core.stats().readings)
 }
 
-fn replay() -> Vec<String> {
-    let p = weir_agent::sql::parse("q.sql", SQL).unwrap();
+fn replay(sql: &str) -> Vec<String> {
+    let p = weir_agent::sql::parse("q.sql", sql).unwrap();
     let mut csv = String::new();
     for (sensor, site, dt, temp) in MESSAGES.iter().flat_map(|m| m.iter()) {
         csv.push_str(&format!(
@@ -156,33 +164,52 @@ fn replay() -> Vec<String> {
         .collect()
 }
 
+/// The agent's rows, sorted, and replay's (without `d`'s window, which
+/// only replay's end of input fires).
+fn both(sql: &str) -> (Vec<String>, Vec<String>, u64) {
+    let (mut rows, readings) = run(sql, None);
+    rows.sort();
+    let mut replayed = replay(sql);
+    replayed.retain(|r| !r.starts_with("d,"));
+    replayed.sort();
+    (rows, replayed, readings)
+}
+
 #[test]
 fn where_on_a_text_column_gives_replays_windows_in_run() {
-    let (mut rows, readings) = run(None);
-    rows.sort();
-    // By hand: `a` [0, 1 s): 21 + 25; `b` [0, 1 s): 22.5 (19 is too cold,
-    // the absent site is NULL); `a` [1 s, 2 s): 24 ('North' differs);
-    // `c` is in the south.
+    let (rows, replayed, readings) = both(SQL);
+    // By hand: `a` [0, 1 s): 21 + 25 + 21; `b` [0, 1 s): 22.5 (19 is too
+    // cold, the absent site is NULL); `a` [1 s, 2 s): 24 ('North'
+    // differs); `c` is in the south.
     let want = [
-        format!("a,{},2,46", format_datetime_ms(T0)),
+        format!("a,{},3,67", format_datetime_ms(T0)),
         format!("a,{},1,24", format_datetime_ms(T0 + 1_000)),
         format!("b,{},1,22.5", format_datetime_ms(T0)),
     ];
     assert_eq!(rows, want);
-    // Replay's end of input fires `d`'s window too; the agent's stays open.
-    let mut replayed = replay();
-    replayed.retain(|r| !r.starts_with("d,"));
-    replayed.sort();
     assert_eq!(rows, replayed, "weir run and weir replay differ");
-    assert_eq!(readings, 5, "only the kept readings are journaled");
+    assert_eq!(readings, 6, "only the kept readings are journaled");
+}
+
+#[test]
+fn count_distinct_gives_replays_windows_in_run() {
+    let (rows, replayed, _) = both(&SQL.replace(&SQL[SQL.find("SELECT").unwrap()..], DISTINCT));
+    // `a` [0, 1 s): 21, 25, 21; `b` [0, 1 s): 19, 22.5.
+    let want = [
+        format!("a,{},3,2", format_datetime_ms(T0)),
+        format!("a,{},1,1", format_datetime_ms(T0 + 1_000)),
+        format!("b,{},2,2", format_datetime_ms(T0)),
+    ];
+    assert_eq!(rows, want);
+    assert_eq!(rows, replayed, "weir run and weir replay differ");
 }
 
 #[test]
 fn a_journal_replay_after_a_crash_gives_the_same_windows() {
-    let (mut whole, _) = run(None);
+    let (mut whole, _) = run(SQL, None);
     whole.sort();
     for at in 1..MESSAGES.len() {
-        let (mut rows, _) = run(Some(at));
+        let (mut rows, _) = run(SQL, Some(at));
         rows.sort();
         rows.dedup();
         assert_eq!(rows, whole, "crash after {at} messages");

@@ -602,4 +602,6 @@ mod tests;
 #[cfg(test)]
 mod tests_detect;
 #[cfg(test)]
+mod tests_distinct;
+#[cfg(test)]
 mod tests_groups;

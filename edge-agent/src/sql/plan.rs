@@ -585,14 +585,26 @@ impl Ctx<'_> {
                 "a window TVF with GROUP BY window_start, window_end",
             ));
         }
+        let distinct = matches!(&f.args, FunctionArguments::List(l)
+            if l.duplicate_treatment == Some(ast::DuplicateTreatment::Distinct));
+        if distinct && name != "COUNT" {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("DISTINCT in {name}(…)"),
+                &format!("COUNT(DISTINCT column), or a plain {name}(column)"),
+            ));
+        }
         if f.filter.is_some()
-            || matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some() || !l.clauses.is_empty())
+            || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty())
         {
             return Err(SqlError::unsupported(
                 at,
-                &format!("DISTINCT / FILTER / clauses in {name}(…)"),
-                &format!("a plain {name}(column)"),
+                &format!("FILTER / clauses in {name}(…)"),
+                &format!("a plain {name}(column) or COUNT(DISTINCT column)"),
             ));
+        }
+        if distinct {
+            return self.count_distinct(f, at).map(Some);
         }
         let args = args_of(f);
         if name == "COUNT" && is_star(f) {
@@ -641,6 +653,60 @@ impl Ctx<'_> {
             col
         };
         Ok(Some((expr, out_ty)))
+    }
+
+    /// `COUNT(DISTINCT x)`: the distinct values of `x` in the window and
+    /// group, `NULL` not counted (Flink). A numeric `x` is counted as it
+    /// is; a STRING or BOOLEAN one through its [`Func::DistinctKey`],
+    /// computed before the engine, whose `NULL` (-1) the `MIN` of the same
+    /// field reveals and the count leaves out.
+    fn count_distinct(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let usage = "write COUNT(DISTINCT column)";
+        let args = args_of(f);
+        if is_star(f) || args.len() != 1 || args[0].0.is_some() {
+            return Err(SqlError::at(
+                at,
+                "COUNT(DISTINCT …) takes one column or expression",
+                usage,
+            ));
+        }
+        let arg = args[0].1;
+        let text = format!("DISTINCT_KEY({arg})");
+        let field = match self.computed.iter().position(|c| c.2 == text) {
+            Some(j) => self.fields.len() + j,
+            None => {
+                let ty = match ident_name(arg).and_then(|id| self.table.column(&id.value)) {
+                    Some(ci) => self.table.columns[ci].ty,
+                    None => self.expr(arg, Scope::Row)?.1,
+                };
+                if ty.is_numeric() {
+                    let f = self.field_of(arg)?;
+                    return Ok((
+                        Expr::Col(self.slot(AggKind::CountDistinct, f, at)?),
+                        SqlType::BigInt,
+                    ));
+                }
+                let (x, _) = self.expr(arg, Scope::Row)?;
+                if self.computed.len() >= 16 {
+                    return Err(SqlError::unsupported(
+                        at,
+                        "more than 16 aggregated expressions",
+                        "at most 16 expressions under aggregates",
+                    ));
+                }
+                let key = Expr::Call(Func::DistinctKey, vec![x]);
+                self.computed.push((key, SqlType::Double, text));
+                self.fields.len() + self.computed.len() - 1
+            }
+        };
+        let n = Expr::Col(self.slot(AggKind::CountDistinct, field, at)?);
+        // A text's NULL is the key -1: then MIN is negative.
+        let min = Expr::Col(self.slot(AggKind::Min, field, at)?);
+        let has_null = Expr::Case(
+            vec![(Expr::bin(BinOp::Lt, min, Expr::num(0.0)), Expr::num(1.0))],
+            Some(Box::new(Expr::num(0.0))),
+        );
+        Ok((Expr::bin(BinOp::Sub, n, has_null), SqlType::BigInt))
     }
 
     fn detector(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
