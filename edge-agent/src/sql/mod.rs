@@ -571,6 +571,20 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
                 || p.peek_token_ref().token == Token::LParen;
             if !starts_query {
                 let t = p.peek_token();
+                if matches!(&t.token, Token::Word(w) if w.keyword == Keyword::CREATE) {
+                    // CREATE [OR REPLACE] [TEMPORARY] VIEW
+                    let view = (1..=4).any(|i| {
+                        matches!(&p.peek_nth_token_ref(i).token,
+                            Token::Word(w) if w.keyword == Keyword::VIEW)
+                    });
+                    if view {
+                        return Err(SqlError::unsupported(
+                            t.span.start,
+                            "CREATE VIEW",
+                            "write the view's WHERE and expressions into the query over its table: SELECT … FROM TABLE(TUMBLE(TABLE t, …)) WHERE <the view's condition> GROUP BY …",
+                        ));
+                    }
+                }
                 return Err(SqlError::unsupported(
                     t.span.start,
                     &format!("the statement starting with `{}`", t.token),

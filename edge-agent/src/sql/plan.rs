@@ -1642,10 +1642,17 @@ fn compile_query(
     q: &ast::Query,
     at: Location,
 ) -> Err<SqlPipeline> {
-    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+    if q.with.is_some() {
         return Err(SqlError::unsupported(
             at,
-            "WITH / ORDER BY / LIMIT / FETCH",
+            "WITH (a named subquery)",
+            "write the subquery's WHERE and expressions into the one query: SELECT … FROM TABLE(TUMBLE(TABLE t, …)) WHERE <its condition> GROUP BY …",
+        ));
+    }
+    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            "ORDER BY / LIMIT / FETCH",
             "a single SELECT … GROUP BY (results come in window order)",
         ));
     }
@@ -1678,14 +1685,14 @@ fn compile_query(
         return Err(SqlError::unsupported(
             at,
             "a query over several tables (or none)",
-            "one table or one window TVF in FROM",
+            "one table or one window TVF in FROM; aggregates of several columns of one table are joined per key and window (SELECT AVG(t), MAX(h) …)",
         ));
     };
     if !from.joins.is_empty() {
         return Err(SqlError::unsupported(
             loc_of(&from.joins[0].relation, at),
             "JOIN",
-            "one table or one window TVF in FROM",
+            "one table with both columns (one topic filter, both fields in the payload): aggregates of several columns of one table are joined per key and window (SELECT AVG(t), MAX(h) …)",
         ));
     }
     // A keyed user function called as a table function.

@@ -990,3 +990,51 @@ GROUP BY sensor, window_start, window_end;";
     assert_eq!(got("a1"), Some(vec![2.5, 2.5]));
     assert_eq!(got("b1"), Some(vec![2.5, 0.0]));
 }
+
+/// A join, a view or a named subquery: refused with the nearest query
+/// weir takes.
+#[test]
+fn joins_and_views_point_to_one_query_over_one_table() {
+    let two = format!(
+        "{BID_DDL}CREATE TABLE Ask (asktime TIMESTAMP(3), item STRING, ask DOUBLE,
+  WATERMARK FOR asktime AS asktime - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'ask.csv', 'format' = 'csv');
+"
+    );
+    let e = err(&format!(
+        "{two}SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES)) b
+  JOIN Ask a ON b.item = a.item
+  GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(
+        e.contains("JOIN is not supported") && e.contains("one table with both columns"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BID_DDL}CREATE VIEW cheap AS SELECT * FROM Bid WHERE price < 3;
+SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE cheap, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(
+        e.contains("q.sql:7:1")
+            && e.contains("CREATE VIEW is not supported")
+            && e.contains("WHERE <the view's condition>"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BID_DDL}WITH cheap AS (SELECT * FROM Bid WHERE price < 3)
+SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE cheap, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(
+        e.contains("WITH (a named subquery) is not supported")
+            && e.contains("WHERE <its condition>"),
+        "{e}"
+    );
+}
