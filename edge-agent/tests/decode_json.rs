@@ -376,6 +376,17 @@ fn text_values_are_read_per_record() {
         ]
     );
     assert_eq!(b.get(1).values, &[4.0]);
+    // Values computed from the texts go after each sample's fields.
+    b.widen(2, |b, i, out| {
+        out[0] = b.text(i, 0).map_or(-1.0, |t| t.len() as f64);
+        out[1] = b.get(i).values[0] * 10.0;
+    });
+    let rows: Vec<Vec<f64>> = b.iter().map(|s| s.values.to_vec()).collect();
+    assert_eq!(
+        rows,
+        [[2.0, 1.0, 20.0], [4.0, -1.0, 40.0], [6.0, 4.0, 60.0]]
+    );
+    assert_eq!(b.text(2, 0), Some("süd"));
 
     let cbor = build(Format::Cbor);
     let mut c = decode_util::cb();

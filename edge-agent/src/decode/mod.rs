@@ -733,6 +733,8 @@ pub struct Batch {
     /// `ntexts` ranges of `text` per entry; `NULL_TEXT` for none.
     text_at: Vec<(u32, u32)>,
     text: String,
+    /// Scratch of [`Batch::widen`].
+    extra: Vec<f64>,
     errors: Vec<DecodeError>,
     records: usize,
     ignored: usize,
@@ -825,6 +827,32 @@ impl Batch {
         self.index.clear();
         self.indexed = 0;
         n - k
+    }
+
+    /// Appends `k` values to every sample's, which `fill(batch, i, out)`
+    /// writes for sample `i` (SQL fields computed from the text columns
+    /// before the journal); later [`Batch::get`]s include them. Keeps the
+    /// buffers.
+    pub fn widen(&mut self, k: usize, mut fill: impl FnMut(&Batch, usize, &mut [f64])) {
+        if k == 0 {
+            return;
+        }
+        let (w, n) = (self.width, self.entries.len());
+        let nw = w + k;
+        self.values.resize(n * nw, f64::NAN);
+        // From the last sample down: a move never lands on one not moved.
+        for i in (0..n).rev() {
+            self.values.copy_within(i * w..(i + 1) * w, i * nw);
+        }
+        self.width = nw;
+        let mut extra = std::mem::take(&mut self.extra);
+        extra.clear();
+        extra.resize(k, f64::NAN);
+        for i in 0..n {
+            fill(self, i, &mut extra);
+            self.values[i * nw + w..(i + 1) * nw].copy_from_slice(&extra);
+        }
+        self.extra = extra;
     }
 
     /// Errors of single records; the other records are samples.

@@ -355,20 +355,17 @@ impl SqlPipeline {
                 "the nearest supported construct: GROUP BY window_start, window_end and one key column (a field that names the device, e.g. plant/pump)".into(),
             ));
         }
-        // The agent reads text columns for WHERE only, before the journal.
-        let text = 2 + q.columns_in..2 + q.columns_in + q.texts;
-        let reads_text = |e: &weir_core::expr::Expr| {
-            let hit = std::cell::Cell::new(false);
-            let _ = e.map_cols(&|c| {
-                hit.set(hit.get() || text.contains(&usize::from(c)));
-                Some(c)
-            });
-            hit.get()
-        };
-        if q.computed.iter().any(reads_text) {
+        // The agent reads text columns before the journal, for WHERE and
+        // the computed fields that read them over the sample alone.
+        let row = 2 + q.columns_in + q.texts;
+        if q.ingest_computed().any(|j| {
+            q.computed[j]
+                .max_col()
+                .is_some_and(|c| usize::from(c) >= row)
+        }) {
             return Err((
-                "weir run does not apply an aggregated expression that reads a STRING or BOOLEAN column other than the GROUP BY key (the agent journals only the key, the time and numeric columns; weir replay applies it)".into(),
-                "the nearest supported construct: filter on the column in WHERE and aggregate the numeric column, e.g. SUM(price) ... WHERE item = 'A' (see docs/sql.md)".into(),
+                "weir run does not apply an aggregated expression that reads both a STRING or BOOLEAN column other than the GROUP BY key and another aggregated expression (weir replay applies it)".into(),
+                "the nearest supported construct: an expression over the table's columns only (see docs/sql.md)".into(),
             ));
         }
         if let Some(s) = &q.sink {
