@@ -280,3 +280,37 @@ fn weir_run_takes_count_distinct_of_numbers_and_text() {
     .unwrap();
     assert!(keyed.agent_can_run().is_ok());
 }
+
+/// A window with more distinct values than a window keeps counts `NULL`,
+/// not a wrong number, and the operator counts it.
+#[test]
+fn a_window_past_the_bound_counts_null_and_is_counted() {
+    let cap = weir_core::distinct::DISTINCT_CAP;
+    let mut input = String::new();
+    for i in 0..=cap {
+        // Window [0, 5 s): cap + 1 values; [5 s, 10 s): two.
+        input.push_str(&format!("2020-04-15 08:00:01,a,north,{i}\n"));
+    }
+    input.push_str("2020-04-15 08:00:06,a,north,1\n2020-04-15 08:00:07,a,north,2\n");
+    let p = parse(
+        "q.sql",
+        &format!(
+            "{R}SELECT window_start, COUNT(DISTINCT v) AS dv, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE r, DESCRIPTOR(ts), INTERVAL '5' SECONDS))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let (_, engine) = exec::replay(&p, input.as_bytes(), &mut out, |b, _| panic!("{b:?}")).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1..],
+        [
+            format!("{},,{}", t("00"), cap + 1),
+            format!("{},2,2", t("05"))
+        ]
+    );
+    assert_eq!(engine.op_stats(0).unwrap().distinct_overflow, 1);
+}
