@@ -39,6 +39,9 @@ pub enum AggKind {
     /// Approximate p-th percentile (p in [0, 100]) from a bounded sketch (see
     /// [`crate::sketch`]); written `p95`, `p99.9` in pipeline files.
     Percentile(f64),
+    /// Number of distinct values, exact up to a bound per window (SQL's
+    /// `COUNT(DISTINCT x)`; `crate::distinct`); written `count_distinct`.
+    CountDistinct,
 }
 
 /// How much per-sample work the aggregates of an operator need.
@@ -56,9 +59,12 @@ impl AggKind {
     /// The tier this aggregate needs.
     pub fn tier(self) -> Tier {
         match self {
-            AggKind::Count | AggKind::Sum | AggKind::Min | AggKind::Max | AggKind::PeakToPeak => {
-                Tier::Basic
-            }
+            AggKind::Count
+            | AggKind::Sum
+            | AggKind::Min
+            | AggKind::Max
+            | AggKind::PeakToPeak
+            | AggKind::CountDistinct => Tier::Basic,
             AggKind::Kurtosis => Tier::Fourth,
             _ => Tier::Second,
         }
@@ -70,6 +76,7 @@ impl AggKind {
     pub fn parse(name: &str) -> Option<AggKind> {
         Some(match name {
             "count" => AggKind::Count,
+            "count_distinct" => AggKind::CountDistinct,
             "sum" => AggKind::Sum,
             "min" => AggKind::Min,
             "max" => AggKind::Max,
@@ -98,6 +105,7 @@ impl fmt::Display for AggKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
             AggKind::Count => "count",
+            AggKind::CountDistinct => "count_distinct",
             AggKind::Sum => "sum",
             AggKind::Min => "min",
             AggKind::Max => "max",
@@ -234,8 +242,8 @@ impl Moments {
         }
     }
 
-    /// The value of a scalar aggregate (NaN where undefined; `Percentile` is
-    /// not scalar and yields NaN here).
+    /// The value of a scalar aggregate (NaN where undefined; `Percentile`
+    /// and `CountDistinct` are not scalar and yield NaN here).
     #[inline]
     pub fn get(&self, kind: AggKind) -> f64 {
         let n = self.n as f64;
@@ -278,7 +286,7 @@ impl Moments {
                     f64::NAN
                 }
             }
-            AggKind::Percentile(_) => f64::NAN,
+            AggKind::Percentile(_) | AggKind::CountDistinct => f64::NAN,
         }
     }
 

@@ -57,6 +57,8 @@ pub mod sketch;
 pub mod time;
 
 #[cfg(feature = "alloc")]
+pub mod distinct;
+#[cfg(feature = "alloc")]
 pub mod engine;
 #[cfg(feature = "alloc")]
 pub mod expr;

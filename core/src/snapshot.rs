@@ -17,6 +17,7 @@ use minicbor::{Decoder, Encoder};
 
 use crate::agg::Moments;
 use crate::detect::DetectorState;
+use crate::distinct::DistinctSet;
 use crate::engine::{Engine, EngineStats, KeyWm, Op};
 use crate::keys::KeyId;
 use crate::sketch::DefaultSketch;
@@ -135,6 +136,9 @@ pub fn state_type(time: &crate::spec::TimeSpec, op: &OperatorSpec) -> String {
             {
                 s.push_str(" sketch");
             }
+            if w.aggregates.contains(&crate::agg::AggKind::CountDistinct) {
+                s.push_str(" distinct");
+            }
         }
         OperatorKind::Detect(d) => {
             let _ = write!(s, "detect/1 {:?} field {}", d.order, op.field);
@@ -251,6 +255,7 @@ fn dec_stats(d: &mut Decoder<'_>) -> Result<OpStats, SnapshotError> {
         fired: d.u64()?,
         updates: d.u64()?,
         flagged: d.u64()?,
+        distinct_overflow: 0,
     })
 }
 
@@ -433,7 +438,9 @@ impl Engine {
                     for (id, ks) in live {
                         e.array(3)?.u32(id as u32)?.array(ks.windows.len() as u64)?;
                         for win in &ks.windows {
-                            e.array(6)?
+                            // A distinct set is a seventh element, written
+                            // only by operators that count distinct values.
+                            e.array(6 + u64::from(win.d.is_some()))?
                                 .i64(win.start)?
                                 .i64(win.end)?
                                 .bool(win.emitted)?
@@ -444,6 +451,9 @@ impl Engine {
                                 None => {
                                     e.null()?;
                                 }
+                            }
+                            if let Some(set) = &win.d {
+                                set.encode(e)?;
                             }
                         }
                         match &ks.detector {
@@ -745,7 +755,12 @@ impl Engine {
                         }
                         let mut ks = KeyState::default();
                         for _ in 0..array_len(d)? {
-                            expect_array(d, 6)?;
+                            let len = array_len(d)?;
+                            if len != 6 + u64::from(w.has_distinct()) {
+                                return Err(SnapshotError::Corrupt(
+                                    "window distinct set does not match the operator",
+                                ));
+                            }
                             let start = d.i64()?;
                             let end = d.i64()?;
                             let emitted = d.bool()?;
@@ -765,6 +780,11 @@ impl Engine {
                                     "window sketch does not match the operator",
                                 ));
                             }
+                            let dset = if w.has_distinct() {
+                                Some(alloc::boxed::Box::new(DistinctSet::decode(d)?))
+                            } else {
+                                None
+                            };
                             ks.windows.push(OpenWindow {
                                 start,
                                 end,
@@ -772,6 +792,7 @@ impl Engine {
                                 superseded,
                                 m,
                                 q,
+                                d: dset,
                             });
                         }
                         if d.datatype()? == Type::Null {

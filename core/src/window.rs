@@ -18,6 +18,7 @@ use alloc::boxed::Box;
 
 use crate::agg::{AggKind, Moments, Tier};
 use crate::detect::{DetectorSpec, DetectorState, Verdict};
+use crate::distinct::{DistinctSet, DISTINCT_CAP};
 use crate::keys::KeyId;
 use crate::output::{AggValues, Emission, LateSample, Output, WindowResult};
 use crate::sketch::DefaultSketch;
@@ -35,10 +36,12 @@ pub(crate) struct OpenWindow {
     pub(crate) m: Moments,
     /// Present only when the operator emits percentiles.
     pub(crate) q: Option<Box<DefaultSketch>>,
+    /// Present only when the operator counts distinct values.
+    pub(crate) d: Option<Box<DistinctSet>>,
 }
 
 impl OpenWindow {
-    fn new(start: i64, end: i64, emitted: bool, sketch: bool) -> Self {
+    fn new(start: i64, end: i64, emitted: bool, sketch: bool, distinct: bool) -> Self {
         OpenWindow {
             start,
             end,
@@ -46,6 +49,7 @@ impl OpenWindow {
             superseded: false,
             m: Moments::new(),
             q: sketch.then(Box::default),
+            d: distinct.then(Box::default),
         }
     }
 
@@ -55,6 +59,9 @@ impl OpenWindow {
         if let Some(q) = self.q.as_mut() {
             q.insert(x);
         }
+        if let Some(d) = self.d.as_mut() {
+            d.insert(x);
+        }
     }
 
     fn merge(&mut self, o: &OpenWindow) {
@@ -62,6 +69,9 @@ impl OpenWindow {
         if let (Some(a), Some(b)) = (self.q.as_mut(), o.q.as_ref()) {
             // Same alpha by construction: merge cannot fail.
             let _ = a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (self.d.as_mut(), o.d.as_ref()) {
+            a.merge(b);
         }
     }
 
@@ -237,6 +247,10 @@ pub struct OpStats {
     pub updates: u64,
     /// Windows flagged by the chained detector.
     pub flagged: u64,
+    /// Window emissions whose `count_distinct` is NaN because the window
+    /// held more than [`DISTINCT_CAP`] distinct values. Not in snapshots:
+    /// counted since the engine was built or restored.
+    pub distinct_overflow: u64,
 }
 
 pub(crate) struct WindowOp {
@@ -249,6 +263,7 @@ pub(crate) struct WindowOp {
     pub(crate) aggs: Vec<AggKind>,
     pub(crate) tier: Tier,
     sketch: bool,
+    distinct: bool,
     pub(crate) detect: Option<(AggKind, DetectorSpec)>,
     pub(crate) keys: Vec<KeyState>,
     /// fire time → keys, in registration order.
@@ -296,6 +311,7 @@ impl WindowOp {
                 .aggregates
                 .iter()
                 .any(|a| matches!(a, AggKind::Percentile(_))),
+            distinct: spec.aggregates.contains(&AggKind::CountDistinct),
             detect: spec
                 .detect
                 .as_ref()
@@ -323,6 +339,10 @@ impl WindowOp {
 
     pub(crate) fn has_sketch(&self) -> bool {
         self.sketch
+    }
+
+    pub(crate) fn has_distinct(&self) -> bool {
+        self.distinct
     }
 
     pub(crate) fn is_empty(&self, key: KeyId) -> bool {
@@ -390,9 +410,16 @@ impl WindowOp {
             .aggregates
             .iter()
             .any(|a| matches!(a, AggKind::Percentile(_)));
+        // A distinct set at its bound: the most it holds.
+        let distinct = spec.aggregates.contains(&AggKind::CountDistinct);
         let per_window = size_of::<OpenWindow>()
             + if sketch {
                 size_of::<DefaultSketch>()
+            } else {
+                0
+            }
+            + if distinct {
+                size_of::<DistinctSet>() + DISTINCT_CAP * size_of::<u64>()
             } else {
                 0
             };
@@ -685,7 +712,7 @@ impl WindowOp {
         let fire_at = end - 1;
         let purge_at = fire_at.saturating_add(self.lateness);
         let fired = wm >= fire_at;
-        let mut w = OpenWindow::new(start, end, fired, self.sketch);
+        let mut w = OpenWindow::new(start, end, fired, self.sketch, self.distinct);
         w.add(x, self.tier);
         let windows = &mut self.key_state(key).windows;
         windows.push(w);
@@ -718,6 +745,7 @@ impl WindowOp {
     ) {
         let end = ts.saturating_add(gap);
         let (tier, sketch, lateness) = (self.tier, self.sketch, self.lateness);
+        let distinct = self.distinct;
         let ks = self.key_state(key);
         // A sample joining a retained session updates it; otherwise its own
         // session decides whether it is late. Sessions that touch merge (a
@@ -734,7 +762,7 @@ impl WindowOp {
             }));
             return;
         }
-        let mut merged = OpenWindow::new(ts, end, false, sketch);
+        let mut merged = OpenWindow::new(ts, end, false, sketch, distinct);
         merged.add(x, tier);
         let mut i = 0;
         while i < ks.windows.len() {
@@ -751,6 +779,7 @@ impl WindowOp {
                 older.merge(&merged);
                 merged.m = older.m;
                 merged.q = older.q;
+                merged.d = older.d;
             } else {
                 i += 1;
             }
@@ -823,10 +852,11 @@ impl WindowOp {
 
     fn count_push(&mut self, p: Pending, size: u64, out: &mut VecDeque<Output>) {
         let tier = self.tier;
-        let sketch = self.sketch;
+        let (sketch, distinct) = (self.sketch, self.distinct);
         let ks = self.key_state(p.key);
         if ks.windows.is_empty() {
-            ks.windows.push(OpenWindow::new(p.ts, p.ts, false, sketch));
+            ks.windows
+                .push(OpenWindow::new(p.ts, p.ts, false, sketch, distinct));
         }
         let w = &mut ks.windows[0];
         w.add(f64::from_bits(p.bits), tier);
@@ -994,8 +1024,12 @@ impl Parts<'_> {
                         .and_then(|q| q.quantile(p / 100.0))
                         .unwrap_or(f64::NAN)
                 }
+                AggKind::CountDistinct => w.d.as_ref().map_or(f64::NAN, |d| d.count()),
                 _ => w.m.get(a),
             });
+        }
+        if w.d.as_ref().is_some_and(|d| d.overflowed()) {
+            self.stats.distinct_overflow += 1;
         }
         let mut anomaly = None;
         if emission == Emission::OnTime {

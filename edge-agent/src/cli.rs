@@ -659,6 +659,16 @@ fn print_engine_line(engine: &weir_core::engine::Engine) {
     if st.null_computed > 0 {
         dropped += &format!(", {} with a NULL computed field", st.null_computed);
     }
+    let over: u64 = (0..)
+        .map_while(|op| engine.op_stats(op))
+        .map(|s| s.distinct_overflow)
+        .sum();
+    if over > 0 {
+        dropped += &format!(
+            ", {over} windows over {} distinct values (COUNT(DISTINCT …) is NULL there)",
+            weir_core::distinct::DISTINCT_CAP
+        );
+    }
     eprintln!(
         "weir replay: engine: {} accepted, {} rejected{dropped}, {} keys, peak RSS {} KiB",
         st.accepted,

@@ -314,3 +314,110 @@ fn reasons_are_stable_snake_case() {
     sorted.dedup();
     assert_eq!(sorted.len(), DecodeError::REASONS.len());
 }
+
+/// Text values a SQL `WHERE` reads besides the key ([`DecoderConfig::texts`]):
+/// a string as it is, an integer in decimal, a boolean as `true`/`false`,
+/// absent or `null` as no value (SQL's `NULL`); a float, an array or an
+/// object is a record error. The same for CBOR. `retain` keeps the texts
+/// with their samples.
+#[test]
+fn text_values_are_read_per_record() {
+    use weir_agent::decode::{Batch, DecoderConfig, Format};
+    let build = |format| {
+        let mut cfg = DecoderConfig::new(format);
+        cfg.key = Some("id".into());
+        cfg.ts = Some("t".into());
+        cfg.texts = vec!["meta.site".into(), "ok".into()];
+        cfg.build(&["v".into()], Millis).unwrap()
+    };
+    let json = build(Format::Json);
+    let payload = br#"[
+        {"id":"a","t":1,"v":1,"meta":{"site":"north"},"ok":true},
+        {"id":"b","t":2,"v":2,"meta":{"site":7},"ok":false},
+        {"id":"c","t":3,"v":3,"meta":{"site":null}},
+        {"id":"d","t":4,"v":4},
+        {"id":"e","t":5,"v":5,"meta":{"site":1.5}},
+        {"id":"f","t":6,"v":6,"meta":{"site":"s\u00fcd"},"ok":"x"}
+    ]"#;
+    let mut b = Batch::new();
+    json.decode("t", payload, 0, &mut b).unwrap();
+    let texts = |b: &Batch| -> Vec<(String, Option<String>, Option<String>)> {
+        (0..b.len())
+            .map(|i| {
+                let t = |j| b.text(i, j).map(str::to_string);
+                (b.get(i).key.to_string(), t(0), t(1))
+            })
+            .collect()
+    };
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        texts(&b),
+        [
+            ("a".into(), some("north"), some("true")),
+            ("b".into(), some("7"), some("false")),
+            ("c".into(), None, None),
+            ("d".into(), None, None),
+            ("f".into(), some("süd"), some("x")),
+        ]
+    );
+    assert_eq!(b.errors().len(), 1);
+    assert_eq!(
+        b.errors()[0].to_string(),
+        "record 4: `meta.site`: expected a string, found a float"
+    );
+    // Dropping samples keeps each one's texts.
+    assert_eq!(b.retain(|b, i| b.get(i).values[0] % 2.0 == 0.0), 2);
+    assert_eq!(
+        texts(&b),
+        [
+            ("b".into(), some("7"), some("false")),
+            ("d".into(), None, None),
+            ("f".into(), some("süd"), some("x")),
+        ]
+    );
+    assert_eq!(b.get(1).values, &[4.0]);
+    // Values computed from the texts go after each sample's fields.
+    b.widen(2, |b, i, out| {
+        out[0] = b.text(i, 0).map_or(-1.0, |t| t.len() as f64);
+        out[1] = b.get(i).values[0] * 10.0;
+    });
+    let rows: Vec<Vec<f64>> = b.iter().map(|s| s.values.to_vec()).collect();
+    assert_eq!(
+        rows,
+        [[2.0, 1.0, 20.0], [4.0, -1.0, 40.0], [6.0, 4.0, 60.0]]
+    );
+    assert_eq!(b.text(2, 0), Some("süd"));
+
+    let cbor = build(Format::Cbor);
+    let mut c = decode_util::cb();
+    c.array(2);
+    c.map(4)
+        .text("id")
+        .text("a")
+        .text("t")
+        .int(1)
+        .text("v")
+        .int(1);
+    c.text("meta").map(1).text("site").text("north");
+    c.map(4)
+        .text("id")
+        .text("b")
+        .text("t")
+        .int(2)
+        .text("v")
+        .int(2);
+    c.text("ok").text("yes");
+    cbor.decode("t", &c.done(), 0, &mut b).unwrap();
+    assert_eq!(
+        texts(&b),
+        [
+            ("a".into(), some("north"), None),
+            ("b".into(), None, some("yes")),
+        ]
+    );
+    // SenML records carry one value per name: no text columns.
+    let mut cfg = DecoderConfig::new(Format::SenmlJson);
+    cfg.texts = vec!["site".into()];
+    let e = cfg.build(&["v".into()], Millis).unwrap_err();
+    assert!(e.to_string().contains("JSON or CBOR"), "{e}");
+}

@@ -184,6 +184,11 @@ pub struct DecoderConfig {
     /// SenML: characters at which a record name splits into key and field.
     #[serde(default = "default_separators")]
     pub name_separators: String,
+    /// Dot paths of text values read per record besides the key (JSON,
+    /// CBOR): a SQL `WHERE` on a STRING column ([`Batch::text`]). Set by
+    /// the SQL front end, not in TOML.
+    #[serde(skip)]
+    pub texts: Vec<String>,
 }
 
 impl DecoderConfig {
@@ -200,6 +205,7 @@ impl DecoderConfig {
             max_payload: default_max_payload(),
             max_records: default_max_records(),
             name_separators: default_separators(),
+            texts: Vec::new(),
         }
     }
 
@@ -276,7 +282,16 @@ impl DecoderConfig {
                 fields[j], fields[i], names[i]
             ));
         }
+        if senml && !self.texts.is_empty() {
+            return err(
+                "SenML records carry one value per name: text columns are read from JSON or CBOR records only"
+                    .into(),
+            );
+        }
         if !senml {
+            for (i, p) in self.texts.iter().enumerate() {
+                plan.insert(p, Target::Text(2 + fields.len() + i))?;
+            }
             if let Some(k) = &self.key {
                 plan.insert(k, Target::Key)?;
             }
@@ -291,6 +306,7 @@ impl DecoderConfig {
             key,
             has_ts: self.ts.is_some(),
             fields: fields.to_vec(),
+            texts: self.texts.len(),
             names,
             plan,
             separators: self.name_separators.clone(),
@@ -503,6 +519,8 @@ pub(crate) enum Target {
     Key,
     Ts,
     Field(usize),
+    /// A text value, by its slot (after the fields').
+    Text(usize),
 }
 
 impl Target {
@@ -512,6 +530,7 @@ impl Target {
             Target::Key => 0,
             Target::Ts => 1,
             Target::Field(i) => 2 + i,
+            Target::Text(s) => s,
         }
     }
 }
@@ -655,8 +674,12 @@ impl Scratch {
     }
 
     pub(crate) fn str(&self, s: Scalar) -> &str {
+        Self::slice(&self.text, s)
+    }
+
+    fn slice(text: &str, s: Scalar) -> &str {
         match s {
-            Scalar::Str(a, b) => &self.text[a..b],
+            Scalar::Str(a, b) => &text[a..b],
             _ => "",
         }
     }
@@ -705,6 +728,13 @@ pub struct Batch {
     keys: String,
     /// `width` values per entry.
     values: Vec<f64>,
+    /// Text values per entry ([`Batch::text`]).
+    ntexts: usize,
+    /// `ntexts` ranges of `text` per entry; `NULL_TEXT` for none.
+    text_at: Vec<(u32, u32)>,
+    text: String,
+    /// Scratch of [`Batch::widen`].
+    extra: Vec<f64>,
     errors: Vec<DecodeError>,
     records: usize,
     ignored: usize,
@@ -760,6 +790,71 @@ impl Batch {
         (0..self.len()).map(|i| self.get(i))
     }
 
+    /// Text value `j` of sample `i` (the decoder's configured text paths,
+    /// [`DecoderConfig::texts`]): `None` when the record has none there
+    /// or `null` (SQL's `NULL`).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn text(&self, i: usize, j: usize) -> Option<&str> {
+        if j >= self.ntexts {
+            return None;
+        }
+        let (a, b) = self.text_at[i * self.ntexts + j];
+        (a != NULL_TEXT).then(|| &self.text[a as usize..b as usize])
+    }
+
+    /// Keeps the samples for which `keep(batch, i)` is true, in order;
+    /// returns how many were dropped. Keeps the buffers.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Batch, usize) -> bool) -> usize {
+        let (w, t) = (self.width, self.ntexts);
+        let n = self.entries.len();
+        let mut k = 0;
+        for i in 0..n {
+            if !keep(self, i) {
+                continue;
+            }
+            if k != i {
+                self.entries[k] = self.entries[i];
+                self.values.copy_within(i * w..(i + 1) * w, k * w);
+                self.text_at.copy_within(i * t..(i + 1) * t, k * t);
+            }
+            k += 1;
+        }
+        self.entries.truncate(k);
+        self.values.truncate(k * w);
+        self.text_at.truncate(k * t);
+        self.index.clear();
+        self.indexed = 0;
+        n - k
+    }
+
+    /// Appends `k` values to every sample's, which `fill(batch, i, out)`
+    /// writes for sample `i` (SQL fields computed from the text columns
+    /// before the journal); later [`Batch::get`]s include them. Keeps the
+    /// buffers.
+    pub fn widen(&mut self, k: usize, mut fill: impl FnMut(&Batch, usize, &mut [f64])) {
+        if k == 0 {
+            return;
+        }
+        let (w, n) = (self.width, self.entries.len());
+        let nw = w + k;
+        self.values.resize(n * nw, f64::NAN);
+        // From the last sample down: a move never lands on one not moved.
+        for i in (0..n).rev() {
+            self.values.copy_within(i * w..(i + 1) * w, i * nw);
+        }
+        self.width = nw;
+        let mut extra = std::mem::take(&mut self.extra);
+        extra.clear();
+        extra.resize(k, f64::NAN);
+        for i in 0..n {
+            fill(self, i, &mut extra);
+            self.values[i * nw + w..(i + 1) * nw].copy_from_slice(&extra);
+        }
+        self.extra = extra;
+    }
+
     /// Errors of single records; the other records are samples.
     pub fn errors(&self) -> &[DecodeError] {
         &self.errors
@@ -780,6 +875,8 @@ impl Batch {
         self.entries.clear();
         self.keys.clear();
         self.values.clear();
+        self.text_at.clear();
+        self.text.clear();
         self.errors.clear();
         self.records = 0;
         self.ignored = 0;
@@ -787,9 +884,10 @@ impl Batch {
         self.indexed = 0;
     }
 
-    fn begin(&mut self, width: usize) {
+    fn begin(&mut self, width: usize, ntexts: usize) {
         self.clear();
         self.width = width;
+        self.ntexts = ntexts;
     }
 
     pub(crate) fn error(&mut self, e: DecodeError) {
@@ -923,9 +1021,14 @@ impl Batch {
             poisoned: false,
         });
         self.values.resize(self.values.len() + self.width, f64::NAN);
+        self.text_at
+            .resize(self.text_at.len() + self.ntexts, (NULL_TEXT, NULL_TEXT));
         self.entries.len() - 1
     }
 }
+
+/// A text range that stands for no value.
+const NULL_TEXT: u32 = u32::MAX;
 
 /// A cheap hasher for the grouping index, whose keys are already hashes
 /// and timestamps (FxHash's mixing step). Collisions only cost a scan.
@@ -972,6 +1075,8 @@ pub struct Decoder {
     key: KeyFrom,
     has_ts: bool,
     fields: Vec<String>,
+    /// Text values per record ([`DecoderConfig::texts`]).
+    texts: usize,
     /// SenML name of each field.
     names: Vec<String>,
     plan: Plan,
@@ -1006,7 +1111,7 @@ impl Decoder {
         now: i64,
         out: &mut Batch,
     ) -> Result<(), DecodeError> {
-        out.begin(self.fields.len());
+        out.begin(self.fields.len(), self.texts);
         if payload.len() > self.max_payload {
             return Err(DecodeError::Oversized {
                 len: payload.len(),
@@ -1034,8 +1139,8 @@ impl Decoder {
             Format::SenmlCbor => senml::decode_cbor(self, &ctx, payload, out),
         };
         if r.is_err() {
-            let w = out.width;
-            out.begin(w);
+            let (w, t) = (out.width, out.ntexts);
+            out.begin(w, t);
         }
         r
     }
@@ -1053,7 +1158,7 @@ impl Decoder {
 
     /// Slots per record for the generic decoders.
     pub(crate) fn slot_count(&self) -> usize {
-        2 + self.fields.len()
+        2 + self.fields.len() + self.texts
     }
 
     /// Turns the filled slots of one JSON/CBOR record into a sample or an
@@ -1154,6 +1259,25 @@ impl Decoder {
             };
             return out.errors.push(e);
         }
+        for j in 0..self.texts {
+            let t = Target::Text(2 + self.fields.len() + j);
+            match sc.slots[t.slot()] {
+                Scalar::Absent
+                | Scalar::Other("null")
+                | Scalar::Str(..)
+                | Scalar::Int(_)
+                | Scalar::UInt(_)
+                | Scalar::Bool(_) => {}
+                s => {
+                    return out.errors.push(DecodeError::WrongType {
+                        record: rec,
+                        at: at(t),
+                        expected: "a string",
+                        found: s.type_name(),
+                    })
+                }
+            }
+        }
         let i = match key {
             KeyVal::Ctx => out.push(ctx.key.unwrap_or_default(), ts, rec),
             KeyVal::Scratch(a, b) => {
@@ -1173,6 +1297,29 @@ impl Decoder {
                 .number()
                 .unwrap_or(f64::NAN);
             out.values[i * w + f] = v;
+        }
+        for j in 0..self.texts {
+            let s = out.scratch.slots[2 + w + j];
+            let a = out.text.len();
+            match s {
+                Scalar::Str(..) => {
+                    let text = std::mem::take(&mut out.scratch.text);
+                    out.text.push_str(Scratch::slice(&text, s));
+                    out.scratch.text = text;
+                }
+                Scalar::Int(v) => {
+                    let mut buf = [0u8; 24];
+                    out.text.push_str(fmt_int(v as i128, &mut buf));
+                }
+                Scalar::UInt(v) => {
+                    let mut buf = [0u8; 24];
+                    out.text.push_str(fmt_int(v as i128, &mut buf));
+                }
+                Scalar::Bool(b) => out.text.push_str(if b { "true" } else { "false" }),
+                _ => continue,
+            }
+            // Payloads are at most `max_payload` bytes: far below 4 GiB.
+            out.text_at[i * self.texts + j] = (a as u32, out.text.len() as u32);
         }
     }
 }

@@ -311,6 +311,34 @@ pub(super) fn feed(
     }
 }
 
+/// Stages a decoded message for a SQL query that reads a text column
+/// besides the key, before its readings are journaled or identified (the
+/// journal holds no such column): `WHERE` drops the readings it does not
+/// keep (`Query::keep_decoded`), counted as filtered by the engine, on
+/// ingest only; the computed fields that read the column are computed
+/// and journaled after the readings' fields
+/// (`Query::computed_at_ingest`). A replay of the journal sees the kept
+/// readings with those fields.
+pub(super) fn filter_decoded(engine: &mut Engine, pf: &PipelineFile, batch: &mut Batch) {
+    let Some(q) = pf.sql.as_deref().filter(|q| q.stages_at_ingest()) else {
+        return;
+    };
+    let mut row = Vec::new();
+    if q.filters_at_ingest() {
+        let dropped = batch.retain(|b, i| {
+            let s = b.get(i);
+            q.keep_decoded(s.key, s.ts, s.values, |j| b.text(i, j), &mut row)
+        });
+        for _ in 0..dropped {
+            engine.count_filtered();
+        }
+    }
+    batch.widen(q.ingest_computed().count(), |b, i, out| {
+        let s = b.get(i);
+        q.computed_at_ingest(s.key, s.ts, s.values, |j| b.text(i, j), &mut row, out);
+    });
+}
+
 /// Records the identity of a decoded message of source `src` (the hash of
 /// its readings the journal can hold: the records a replay sees) and says
 /// whether it is a redelivery. It is looked up in the ring only when
@@ -846,7 +874,10 @@ impl<T> AgentCore<T> {
                 self.dead(topic, e.reason(), e.to_string(), payload, now);
                 Ok(())
             }
-            Ok(()) => self.stage_batch(now, src, has_ts, topic, payload, &batch),
+            Ok(()) => {
+                filter_decoded(&mut self.engine, &self.pf, &mut batch);
+                self.stage_batch(now, src, has_ts, topic, payload, &batch)
+            }
         };
         self.batch = batch;
         result

@@ -825,6 +825,7 @@ impl Agent {
                 self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);
             }
             Ok(()) => {
+                agent_core::filter_decoded(&mut self.engine, &self.pf, &mut batch);
                 let errors: Vec<_> = batch.errors().to_vec();
                 for e in errors {
                     self.dead(&p.topic, e.reason(), e.to_string(), &p.payload, now);

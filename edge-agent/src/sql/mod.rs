@@ -332,10 +332,11 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
 }
 
 impl SqlPipeline {
-    /// Whether `weir run` can apply the whole query. The agent's decoder
-    /// reads the key, the time and the numeric columns, so a `WHERE` or an
-    /// aggregated expression that reads another text column runs in
-    /// `weir replay` and `weir sql` only; a result column the agent
+    /// Whether `weir run` can apply the whole query. The agent journals
+    /// the key, the time and the numeric columns, and applies a `WHERE`
+    /// that reads another text column before the journal, so an
+    /// aggregated expression that reads one runs in `weir replay` and
+    /// `weir sql` only; a result column the agent
     /// publishes by name must not be named like a field of its envelope.
     ///
     /// # Errors
@@ -354,10 +355,17 @@ impl SqlPipeline {
                 "the nearest supported construct: GROUP BY window_start, window_end and one key column (a field that names the device, e.g. plant/pump)".into(),
             ));
         }
-        if q.texts > 0 {
+        // The agent reads text columns before the journal, for WHERE and
+        // the computed fields that read them over the sample alone.
+        let row = 2 + q.columns_in + q.texts;
+        if q.ingest_computed().any(|j| {
+            q.computed[j]
+                .max_col()
+                .is_some_and(|c| usize::from(c) >= row)
+        }) {
             return Err((
-                "weir run does not apply a WHERE or aggregated expression that reads a STRING or BOOLEAN column other than the GROUP BY key (the agent decodes only the key, the time and numeric columns; weir replay applies it)".into(),
-                "the nearest supported construct: a condition on the key column (=, <>, LIKE, IN), the time or numeric columns (see docs/sql.md)".into(),
+                "weir run does not apply an aggregated expression that reads both a STRING or BOOLEAN column other than the GROUP BY key and another aggregated expression (weir replay applies it)".into(),
+                "the nearest supported construct: an expression over the table's columns only (see docs/sql.md)".into(),
             ));
         }
         if let Some(s) = &q.sink {
@@ -560,6 +568,20 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
                 || p.peek_token_ref().token == Token::LParen;
             if !starts_query {
                 let t = p.peek_token();
+                if matches!(&t.token, Token::Word(w) if w.keyword == Keyword::CREATE) {
+                    // CREATE [OR REPLACE] [TEMPORARY] VIEW
+                    let view = (1..=4).any(|i| {
+                        matches!(&p.peek_nth_token_ref(i).token,
+                            Token::Word(w) if w.keyword == Keyword::VIEW)
+                    });
+                    if view {
+                        return Err(SqlError::unsupported(
+                            t.span.start,
+                            "CREATE VIEW",
+                            "write the view's WHERE and expressions into the query over its table: SELECT … FROM TABLE(TUMBLE(TABLE t, …)) WHERE <the view's condition> GROUP BY …",
+                        ));
+                    }
+                }
                 return Err(SqlError::unsupported(
                     t.span.start,
                     &format!("the statement starting with `{}`", t.token),
@@ -590,5 +612,7 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
 mod tests;
 #[cfg(test)]
 mod tests_detect;
+#[cfg(test)]
+mod tests_distinct;
 #[cfg(test)]
 mod tests_groups;

@@ -585,14 +585,26 @@ impl Ctx<'_> {
                 "a window TVF with GROUP BY window_start, window_end",
             ));
         }
+        let distinct = matches!(&f.args, FunctionArguments::List(l)
+            if l.duplicate_treatment == Some(ast::DuplicateTreatment::Distinct));
+        if distinct && name != "COUNT" {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("DISTINCT in {name}(…)"),
+                &format!("COUNT(DISTINCT column), or a plain {name}(column)"),
+            ));
+        }
         if f.filter.is_some()
-            || matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some() || !l.clauses.is_empty())
+            || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty())
         {
             return Err(SqlError::unsupported(
                 at,
-                &format!("DISTINCT / FILTER / clauses in {name}(…)"),
-                &format!("a plain {name}(column)"),
+                &format!("FILTER / clauses in {name}(…)"),
+                &format!("a plain {name}(column) or COUNT(DISTINCT column)"),
             ));
+        }
+        if distinct {
+            return self.count_distinct(f, at).map(Some);
         }
         let args = args_of(f);
         if name == "COUNT" && is_star(f) {
@@ -641,6 +653,60 @@ impl Ctx<'_> {
             col
         };
         Ok(Some((expr, out_ty)))
+    }
+
+    /// `COUNT(DISTINCT x)`: the distinct values of `x` in the window and
+    /// group, `NULL` not counted (Flink). A numeric `x` is counted as it
+    /// is; a STRING or BOOLEAN one through its [`Func::DistinctKey`],
+    /// computed before the engine, whose `NULL` (-1) the `MIN` of the same
+    /// field reveals and the count leaves out.
+    fn count_distinct(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let usage = "write COUNT(DISTINCT column)";
+        let args = args_of(f);
+        if is_star(f) || args.len() != 1 || args[0].0.is_some() {
+            return Err(SqlError::at(
+                at,
+                "COUNT(DISTINCT …) takes one column or expression",
+                usage,
+            ));
+        }
+        let arg = args[0].1;
+        let text = format!("DISTINCT_KEY({arg})");
+        let field = match self.computed.iter().position(|c| c.2 == text) {
+            Some(j) => self.fields.len() + j,
+            None => {
+                let ty = match ident_name(arg).and_then(|id| self.table.column(&id.value)) {
+                    Some(ci) => self.table.columns[ci].ty,
+                    None => self.expr(arg, Scope::Row)?.1,
+                };
+                if ty.is_numeric() {
+                    let f = self.field_of(arg)?;
+                    return Ok((
+                        Expr::Col(self.slot(AggKind::CountDistinct, f, at)?),
+                        SqlType::BigInt,
+                    ));
+                }
+                let (x, _) = self.expr(arg, Scope::Row)?;
+                if self.computed.len() >= 16 {
+                    return Err(SqlError::unsupported(
+                        at,
+                        "more than 16 aggregated expressions",
+                        "at most 16 expressions under aggregates",
+                    ));
+                }
+                let key = Expr::Call(Func::DistinctKey, vec![x]);
+                self.computed.push((key, SqlType::Double, text));
+                self.fields.len() + self.computed.len() - 1
+            }
+        };
+        let n = Expr::Col(self.slot(AggKind::CountDistinct, field, at)?);
+        // A text's NULL is the key -1: then MIN is negative.
+        let min = Expr::Col(self.slot(AggKind::Min, field, at)?);
+        let has_null = Expr::Case(
+            vec![(Expr::bin(BinOp::Lt, min, Expr::num(0.0)), Expr::num(1.0))],
+            Some(Box::new(Expr::num(0.0))),
+        );
+        Ok((Expr::bin(BinOp::Sub, n, has_null), SqlType::BigInt))
     }
 
     fn detector(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
@@ -1576,10 +1642,17 @@ fn compile_query(
     q: &ast::Query,
     at: Location,
 ) -> Err<SqlPipeline> {
-    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+    if q.with.is_some() {
         return Err(SqlError::unsupported(
             at,
-            "WITH / ORDER BY / LIMIT / FETCH",
+            "WITH (a named subquery)",
+            "write the subquery's WHERE and expressions into the one query: SELECT … FROM TABLE(TUMBLE(TABLE t, …)) WHERE <its condition> GROUP BY …",
+        ));
+    }
+    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            "ORDER BY / LIMIT / FETCH",
             "a single SELECT … GROUP BY (results come in window order)",
         ));
     }
@@ -1612,14 +1685,14 @@ fn compile_query(
         return Err(SqlError::unsupported(
             at,
             "a query over several tables (or none)",
-            "one table or one window TVF in FROM",
+            "one table or one window TVF in FROM; aggregates of several columns of one table are joined per key and window (SELECT AVG(t), MAX(h) …)",
         ));
     };
     if !from.joins.is_empty() {
         return Err(SqlError::unsupported(
             loc_of(&from.joins[0].relation, at),
             "JOIN",
-            "one table or one window TVF in FROM",
+            "one table with both columns (one topic filter, both fields in the payload): aggregates of several columns of one table are joined per key and window (SELECT AVG(t), MAX(h) …)",
         ));
     }
     // A keyed user function called as a table function.
@@ -2135,7 +2208,12 @@ fn compile_query(
     spec.validate()
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
     let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
-    let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()])?;
+    let texts: Vec<String> = cx
+        .texts
+        .iter()
+        .map(|&c| table.columns[c].name.clone())
+        .collect();
+    let mqtt = mqtt_source(table, key, &field_names[..cx.fields.len()], &texts)?;
     let sink = sink_of(tables, insert, columns.len())?;
     let sink_topic = sink.as_ref().and_then(Sink::topic_of);
     let mut ex = String::new();
@@ -2809,7 +2887,7 @@ fn table_function(
         state,
     };
     let (csv, input_path) = csv_mapping(table, Some(key), &fields, &[])?;
-    let mqtt = mqtt_source(table, Some(key), &field_names)?;
+    let mqtt = mqtt_source(table, Some(key), &field_names, &[])?;
     let sink = sink_of(tables, insert, out.len())?;
     let mut ex = String::new();
     let _ = writeln!(
@@ -3094,7 +3172,14 @@ fn csv_mapping(
     ))
 }
 
-fn mqtt_source(t: &Table, key: Option<usize>, fields: &[String]) -> Err<Option<MqttSource>> {
+/// The table's mqtt source: `fields` the numeric columns the engine reads,
+/// `texts` the STRING columns a `WHERE` reads besides the key.
+fn mqtt_source(
+    t: &Table,
+    key: Option<usize>,
+    fields: &[String],
+    texts: &[String],
+) -> Err<Option<MqttSource>> {
     if t.option("connector").map(|c| c.0) != Some("mqtt") {
         return Ok(None);
     }
@@ -3185,6 +3270,14 @@ fn mqtt_source(t: &Table, key: Option<usize>, fields: &[String]) -> Err<Option<M
         if let Some(p) = opt(&format!("fields.{}.path", f.to_ascii_lowercase())) {
             cfg.fields.insert(f.clone(), p);
         }
+    }
+    if !senml {
+        cfg.texts = texts
+            .iter()
+            .map(|f| {
+                opt(&format!("fields.{}.path", f.to_ascii_lowercase())).unwrap_or_else(|| f.clone())
+            })
+            .collect();
     }
     let decoder = cfg
         .build(fields, TimeUnit::Millis)

@@ -58,6 +58,100 @@ impl Query {
         self.filter.is_some() || !self.computed.is_empty()
     }
 
+    /// Whether `weir run` applies `WHERE` to decoded readings before it
+    /// journals them ([`Query::keep_decoded`]): `WHERE` reads a text
+    /// column besides the key, which the journal does not hold.
+    pub fn filters_at_ingest(&self) -> bool {
+        self.texts > 0 && self.filter.is_some()
+    }
+
+    /// Whether `e` reads a text column besides the key (in the sample row).
+    pub fn reads_text(&self, e: &Expr) -> bool {
+        let text = 2 + self.columns_in..2 + self.columns_in + self.texts;
+        let hit = std::cell::Cell::new(false);
+        let _ = e.map_cols(&|c| {
+            hit.set(hit.get() || text.contains(&usize::from(c)));
+            Some(c)
+        });
+        hit.get()
+    }
+
+    /// The computed fields that read a text column besides the key, which
+    /// `weir run` computes from decoded readings and journals after the
+    /// fields ([`Query::computed_at_ingest`]), by index in `computed`.
+    pub fn ingest_computed(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.computed.len()).filter(|&j| {
+            self.computed_fn.get(j).copied().flatten().is_none()
+                && self.reads_text(&self.computed[j])
+        })
+    }
+
+    /// Whether `weir run` stages decoded readings before the journal:
+    /// [`Query::filters_at_ingest`], or [`Query::ingest_computed`] fields.
+    pub fn stages_at_ingest(&self) -> bool {
+        self.filters_at_ingest() || self.ingest_computed().next().is_some()
+    }
+
+    /// `weir run`: the [`Query::ingest_computed`] fields of a decoded
+    /// reading (text columns `text(i)`) into `out` (one each, NaN for
+    /// `NULL`), journaled after its fields.
+    pub fn computed_at_ingest<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+        out: &mut [f64],
+    ) {
+        self.sample_row(key, ts, values, text, sample);
+        for (o, j) in out.iter_mut().zip(self.ingest_computed()) {
+            *o = match self.computed[j].eval(sample) {
+                Value::Num(x) => x,
+                _ => f64::NAN,
+            };
+        }
+    }
+
+    /// The sample row `[key, ts, fields…, texts…]`.
+    fn sample_row<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+    ) {
+        sample.clear();
+        sample.push(Value::Str(key.to_string()));
+        sample.push(Value::Ts(ts));
+        let n = self.columns_in.min(values.len());
+        sample.extend(values[..n].iter().map(|v| Value::Num(*v)));
+        for i in 0..self.texts {
+            sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
+        }
+    }
+
+    /// `weir run`'s `WHERE` on a decoded reading whose text columns are
+    /// `text(i)` ([`Query::filters_at_ingest`]): `values` the source's
+    /// fields. Readings it drops are never journaled, so a journal replay
+    /// after a crash feeds the engine the same readings. `WHERE` reads no
+    /// computed field, so this is the same test as [`Query::keep_sample`]'s.
+    pub fn keep_decoded<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &[f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+    ) -> bool {
+        let Some(f) = &self.filter else {
+            return true;
+        };
+        self.sample_row(key, ts, values, text, sample);
+        f.test(sample)
+    }
+
     /// Before the engine: computes the aggregated expressions that read the
     /// key, the time or a text column into `values[columns_in..]`, and
     /// tests `WHERE`. `values` holds the source's fields (the first
@@ -72,6 +166,23 @@ impl Query {
         text: impl Fn(usize) -> Option<&'t str>,
         sample: &mut Vec<Value>,
     ) -> bool {
+        self.stage_sample(key, ts, values, text, sample, true, &[])
+    }
+
+    /// [`Query::keep_sample`], testing `WHERE` only if `filter`; the
+    /// [`Query::ingest_computed`] fields are taken from `given` (in
+    /// order) when it has them.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_sample<'t>(
+        &self,
+        key: &str,
+        ts: i64,
+        values: &mut [f64],
+        text: impl Fn(usize) -> Option<&'t str>,
+        sample: &mut Vec<Value>,
+        filter: bool,
+        given: &[f64],
+    ) -> bool {
         if !self.filters_before_engine() {
             return true;
         }
@@ -84,8 +195,19 @@ impl Query {
             sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
         }
         let mut failed = false;
+        let mut given = given.iter();
         for (j, e) in self.computed.iter().enumerate() {
+            let journaled = if given.len() > 0
+                && self.computed_fn.get(j).copied().flatten().is_none()
+                && self.reads_text(e)
+            {
+                given.next().copied()
+            } else {
+                None
+            };
             let x = match self.computed_fn.get(j).copied().flatten() {
+                // Computed before the journal.
+                _ if journaled.is_some() => journaled.unwrap_or(f64::NAN),
                 // A user function reads its arguments from `values`.
                 Some(src) => {
                     self.functions.fill(src, ts, values);
@@ -109,15 +231,17 @@ impl Query {
         }
         // A failed function leaves a NaN: the engine refuses the sample
         // (counted, dead-lettered) rather than the WHERE dropping it.
-        failed || self.filter.as_ref().is_none_or(|f| f.test(sample))
+        failed || !filter || self.filter.as_ref().is_none_or(|f| f.test(sample))
     }
 
     /// `weir run`'s stage before the engine for one journal record:
-    /// `values` (the fields read from the payload) completed by the
-    /// computed fields and the user functions, then `WHERE`; calls `f` with
-    /// the sample's values unless `WHERE` drops it (`None`). The agent's
-    /// decoder reads no text column besides the key
-    /// ([`super::SqlPipeline::agent_can_run`]).
+    /// `values` (the fields read from the payload, then the
+    /// [`Query::computed_at_ingest`] ones) completed by the other computed
+    /// fields and the user functions, then `WHERE`; calls `f` with the
+    /// sample's values unless `WHERE` drops it (`None`). The journal holds
+    /// no text column besides the key: a `WHERE` that reads one was applied
+    /// before the journal ([`Query::keep_decoded`]) and is skipped here,
+    /// and a computed field that reads one was computed there.
     pub fn before_engine<R>(
         &self,
         fns: &crate::functions::Functions,
@@ -127,10 +251,13 @@ impl Query {
         values: &[f64],
         f: impl FnOnce(&[f64]) -> R,
     ) -> Option<R> {
-        let mut v = values.to_vec();
+        // The journal holds the fields, then the computed_at_ingest ones.
+        let n = self.columns_in.min(values.len());
+        let mut v = values[..n].to_vec();
         v.resize(self.columns_in + self.computed.len(), 0.0);
         let mut sample = Vec::new();
-        if !self.keep_sample(key, ts, &mut v, |_| None, &mut sample) {
+        let filter = !self.filters_at_ingest();
+        if !self.stage_sample(key, ts, &mut v, |_| None, &mut sample, filter, &values[n..]) {
             return None;
         }
         fns.fill(source, ts, &mut v);

@@ -394,7 +394,8 @@ fn where_on_numbers_runs_in_the_engine_after_the_watermark() {
 
 /// A `WHERE` or an aggregated expression that reads the key, the time or a
 /// text column runs on samples before the engine, which sees only numeric
-/// fields; `weir run` refuses it.
+/// fields. `weir run` applies such a `WHERE`, and computes such an
+/// aggregated expression, before its journal.
 #[test]
 fn where_on_text_stays_before_the_engine() {
     let p = parse(
@@ -409,12 +410,9 @@ fn where_on_text_stays_before_the_engine() {
     .unwrap();
     assert!(p.query.filter.is_some());
     assert!(p.pipeline.spec.sources[0].filter.is_none());
-    // `item` is not the GROUP BY key: the agent's decoder does not read it.
-    let e = p.agent_can_run().unwrap_err();
-    assert!(
-        e.contains("other than the GROUP BY key") && e.contains("condition on the key column"),
-        "{e}"
-    );
+    // `item` is not the GROUP BY key: the agent reads it before the journal.
+    assert!(p.agent_can_run().is_ok(), "{:?}", p.agent_can_run());
+    assert!(p.query.filters_at_ingest());
     let p = parse(
         "q.sql",
         &format!(
@@ -426,7 +424,9 @@ fn where_on_text_stays_before_the_engine() {
     .unwrap();
     assert_eq!(p.query.computed.len(), 1);
     assert!(p.pipeline.spec.sources[0].compute.is_empty());
-    assert!(p.agent_can_run().is_err());
+    // The agent computes it before the journal.
+    assert!(p.agent_can_run().is_ok(), "{:?}", p.agent_can_run());
+    assert_eq!(p.query.ingest_computed().count(), 1);
     let rows = bid(
         "SELECT window_start, SUM(CASE WHEN item = 'A' THEN price ELSE 0 END) AS a
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
@@ -987,4 +987,52 @@ GROUP BY sensor, window_start, window_end;";
     let got = |key: &str| q.before_engine(&pf.functions, 0, key, 0, &[2.5], |v| v.to_vec());
     assert_eq!(got("a1"), Some(vec![2.5, 2.5]));
     assert_eq!(got("b1"), Some(vec![2.5, 0.0]));
+}
+
+/// A join, a view or a named subquery: refused with the nearest query
+/// weir takes.
+#[test]
+fn joins_and_views_point_to_one_query_over_one_table() {
+    let two = format!(
+        "{BID_DDL}CREATE TABLE Ask (asktime TIMESTAMP(3), item STRING, ask DOUBLE,
+  WATERMARK FOR asktime AS asktime - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'ask.csv', 'format' = 'csv');
+"
+    );
+    let e = err(&format!(
+        "{two}SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES)) b
+  JOIN Ask a ON b.item = a.item
+  GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(
+        e.contains("JOIN is not supported") && e.contains("one table with both columns"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BID_DDL}CREATE VIEW cheap AS SELECT * FROM Bid WHERE price < 3;
+SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE cheap, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(
+        e.contains("q.sql:7:1")
+            && e.contains("CREATE VIEW is not supported")
+            && e.contains("WHERE <the view's condition>"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{BID_DDL}WITH cheap AS (SELECT * FROM Bid WHERE price < 3)
+SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE cheap, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(
+        e.contains("WITH (a named subquery) is not supported")
+            && e.contains("WHERE <its condition>"),
+        "{e}"
+    );
 }
