@@ -49,6 +49,11 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// QoS 0 messages dropped while ingest was paused on the ack debt.
     pub overload_drops: AtomicU64,
+    /// Messages held aside while ingest is paused on the ack debt, and
+    /// their payload bytes (gauges).
+    pub held_messages: AtomicU64,
+    /// See `held_messages`.
+    pub held_bytes: AtomicU64,
     /// Group commits.
     pub commits: AtomicU64,
     /// Journal chunk bytes written.
@@ -496,6 +501,16 @@ impl Metrics {
                     .is_none(),
             )
             .to_string(),
+        );
+        g(
+            "ingest_held_messages",
+            "Messages held aside while ingest is paused waiting for acks to be written.",
+            self.held_messages.load(Relaxed).to_string(),
+        );
+        g(
+            "ingest_held_bytes",
+            "Payload bytes of the messages held aside while ingest is paused.",
+            self.held_bytes.load(Relaxed).to_string(),
         );
         g(
             "checkpoint_duration_seconds",

@@ -383,6 +383,14 @@ const INGEST_REQUESTS: usize = 4096;
 /// events are dropped (counted as overload drops).
 const HELD_QOS0: usize = 4096;
 
+/// Payload bytes of a held event.
+fn held_len(ev: &(Link, MqttEvent)) -> usize {
+    match &ev.1 {
+        MqttEvent::Publish(p) => p.payload.len(),
+        _ => 0,
+    }
+}
+
 struct Agent {
     cfg: GatewayConfig,
     pf: PipelineFile,
@@ -406,6 +414,8 @@ struct Agent {
     /// Events taken off `rx` while paused on the ack debt (so the pollers,
     /// which write the acks, never wait on a full channel), handled first.
     held: VecDeque<(Link, MqttEvent)>,
+    /// Payload bytes in `held`.
+    held_bytes: usize,
     pollers: Vec<tokio::task::JoinHandle<()>>,
     ingest_once: bool,
     out_once: bool,
@@ -605,6 +615,7 @@ impl Agent {
             tx,
             rx,
             held: VecDeque::new(),
+            held_bytes: 0,
             pollers: vec![p1, p2],
             ingest_once: false,
             out_once: false,
@@ -1205,6 +1216,12 @@ impl Agent {
         oldest.map_or(0, |p| self.dedupe.inserted().saturating_sub(*p))
     }
 
+    fn held_gauges(&self) {
+        let m = &self.metrics;
+        m.held_messages.store(self.held.len() as u64, Relaxed);
+        m.held_bytes.store(self.held_bytes as u64, Relaxed);
+    }
+
     /// Settles acknowledgements rumqttc has written.
     fn reap_acks(&mut self) {
         let written = self.metrics.acks_written.load(Relaxed);
@@ -1354,10 +1371,14 @@ impl Agent {
                         break;
                     }
                     match self.held.pop_front() {
-                        Some(ev) => self.on_event(ev)?,
+                        Some(ev) => {
+                            self.held_bytes -= held_len(&ev);
+                            self.on_event(ev)?
+                        }
                         None => break,
                     }
                 }
+                self.held_gauges();
                 // Signals and timers get their turn.
                 tokio::task::yield_now().await;
             } else {
@@ -1411,8 +1432,10 @@ impl Agent {
                                     continue;
                                 }
                             }
+                            self.held_bytes += held_len(&ev);
                             self.held.push_back(ev);
                         }
+                        self.held_gauges();
                         if self.group.opened.is_some() {
                             self.commit_group()?;
                         }
@@ -1457,6 +1480,7 @@ impl Agent {
         tracing::info!("stopping: final commit and checkpoint");
         // Held messages are not acknowledged (the broker redelivers them);
         // held acks of outputs count.
+        self.held_bytes = 0;
         for ev in std::mem::take(&mut self.held) {
             match ev {
                 (Link::Output, MqttEvent::PubAck) => {
