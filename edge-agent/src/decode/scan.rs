@@ -106,6 +106,38 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An object key without escapes and its colon, borrowed from the
+    /// payload and checked as UTF-8; `None`, with nothing consumed past the opening quote, when
+    /// the key has an escape (read it with [`Scan::key`]).
+    #[inline]
+    pub(crate) fn plain_key(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.err("expected a string key"));
+        }
+        let start = self.i + 1;
+        let mut j = start;
+        let mut high = 0;
+        loop {
+            match self.b.get(j) {
+                Some(b'"') => break,
+                Some(b'\\') => return Ok(None),
+                Some(&c) if c >= 0x20 => {
+                    high |= c;
+                    j += 1;
+                }
+                // A control character or the end: the slow path reports it.
+                _ => return Ok(None),
+            }
+        }
+        let key = &self.b[start..j];
+        if high >= 0x80 && std::str::from_utf8(key).is_err() {
+            return Ok(None);
+        }
+        self.i = j + 1;
+        self.expect(b':', "expected `:`")?;
+        Ok(Some(key))
+    }
+
     /// An object key and its colon, decoded into `text` from byte `a`.
     #[inline]
     pub(crate) fn key(&mut self, text: &mut String) -> Result<(usize, usize), DecodeError> {
@@ -256,9 +288,8 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Scans a number's grammar; returns whether it has a fraction or an
-    /// exponent. `self.i` is at its first byte.
-    fn number_text(&mut self) -> Result<bool, DecodeError> {
+    /// Skips a number, checking only its grammar (as serde_json skips).
+    fn skip_number(&mut self) -> Result<(), DecodeError> {
         let digits = |s: &mut Self| {
             let a = s.i;
             while matches!(s.b.get(s.i), Some(b'0'..=b'9')) {
@@ -281,17 +312,14 @@ impl<'a> Scan<'a> {
             }
             _ => return Err(self.err("invalid number")),
         }
-        let mut float = false;
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
-            float = true;
             if digits(self) == 0 {
                 return Err(self.err("invalid number (no digit after `.`)"));
             }
         }
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
             self.i += 1;
-            float = true;
             if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
             }
@@ -299,51 +327,134 @@ impl<'a> Scan<'a> {
                 return Err(self.err("invalid number (no digit in the exponent)"));
             }
         }
-        Ok(float)
+        Ok(())
     }
 
-    /// A number read as serde_json reads it.
+    /// A number read as serde_json reads it, in one pass: the significant
+    /// digits are gathered while the grammar is checked.
     fn number(&mut self) -> Result<Scalar, DecodeError> {
         let a = self.i;
-        let float = self.number_text()?;
-        let text = &self.b[a..self.i];
-        let (neg, digits) = match text {
-            [b'-', rest @ ..] => (true, rest),
-            _ => (false, text),
+        let neg = self.b.get(self.i) == Some(&b'-');
+        if neg {
+            self.i += 1;
+        }
+        // Digits from the first non-zero one; `sig` is exact while n <= 19.
+        let mut sig = 0u64;
+        let mut n = 0u32;
+        let mut digit = |c: u8| {
+            if sig != 0 || c != b'0' {
+                n += 1;
+            }
+            if n <= 19 {
+                sig = sig * 10 + u64::from(c - b'0');
+            }
         };
-        if !float {
-            let mut sig = 0u64;
-            let mut fits = true;
-            for &c in digits {
-                match sig
-                    .checked_mul(10)
-                    .and_then(|s| s.checked_add(u64::from(c - b'0')))
-                {
-                    Some(s) => sig = s,
-                    None => {
-                        fits = false;
-                        break;
-                    }
+        match self.b.get(self.i) {
+            Some(b'0') => {
+                self.i += 1;
+                if matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+                    return Err(self.err("invalid number (leading zero)"));
                 }
             }
-            if fits {
-                return Ok(if !neg {
-                    i64::try_from(sig).map_or(Scalar::UInt(sig), Scalar::Int)
-                } else {
-                    // serde_json: `-0` and below `i64::MIN` are floats.
-                    let n = (sig as i64).wrapping_neg();
-                    if n >= 0 {
-                        Scalar::Float(-(sig as f64))
-                    } else {
-                        Scalar::Int(n)
-                    }
-                });
+            Some(b'1'..=b'9') => {
+                while let Some(&c @ b'0'..=b'9') = self.b.get(self.i) {
+                    digit(c);
+                    self.i += 1;
+                }
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        let mut float = false;
+        let mut frac = 0usize;
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            float = true;
+            let s = self.i;
+            while let Some(&c @ b'0'..=b'9') = self.b.get(self.i) {
+                digit(c);
+                self.i += 1;
+            }
+            frac = self.i - s;
+            if frac == 0 {
+                return Err(self.err("invalid number (no digit after `.`)"));
             }
         }
-        let f = fast_float(digits)
-            .map(|f| if neg { -f } else { f })
-            .or_else(|| std::str::from_utf8(text).ok()?.parse::<f64>().ok());
-        match f {
+        // The exponent, exact while it has at most 4 digits.
+        let mut exp = 0i32;
+        let mut short_exp = true;
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            float = true;
+            let neg_exp = match self.b.get(self.i) {
+                Some(b'-') => {
+                    self.i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    self.i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let s = self.i;
+            while let Some(&c @ b'0'..=b'9') = self.b.get(self.i) {
+                if self.i - s < 4 {
+                    exp = exp * 10 + i32::from(c - b'0');
+                }
+                self.i += 1;
+            }
+            short_exp = self.i - s <= 4;
+            if self.i == s {
+                return Err(self.err("invalid number (no digit in the exponent)"));
+            }
+            if neg_exp {
+                exp = -exp;
+            }
+        }
+        if !float && n <= 19 {
+            return Ok(if !neg {
+                i64::try_from(sig).map_or(Scalar::UInt(sig), Scalar::Int)
+            } else {
+                // serde_json: `-0` and below `i64::MIN` are floats.
+                let v = (sig as i64).wrapping_neg();
+                if v >= 0 {
+                    Scalar::Float(-(sig as f64))
+                } else {
+                    Scalar::Int(v)
+                }
+            });
+        }
+        if !float && !neg {
+            // 20 digits or more: a u64 up to u64::MAX, else a float.
+            if let Some(v) = parse_u64(&self.b[a..self.i]) {
+                return Ok(i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int));
+            }
+        }
+        // Clinger's fast path: at most 15 significant digits and a power of
+        // ten up to 22 are both exact, so one IEEE operation rounds
+        // correctly, as `f64::from_str` does.
+        if n <= 15 && short_exp && frac <= 22 {
+            const POW10: [f64; 23] = [
+                1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
+                1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+            ];
+            #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+            let e = exp - frac as i32;
+            let f = sig as f64;
+            let f = match e {
+                0..=22 => Some(f * POW10[e as usize]),
+                -22..=-1 => Some(f / POW10[(-e) as usize]),
+                _ => None,
+            };
+            if let Some(f) = f {
+                return Ok(Scalar::Float(if neg { -f } else { f }));
+            }
+        }
+        let text = &self.b[a..self.i];
+        match std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+        {
             Some(f) if f.is_finite() => Ok(Scalar::Float(f)),
             _ => {
                 self.i = a;
@@ -400,7 +511,7 @@ impl<'a> Scan<'a> {
                     self.skip_string()?;
                 }
                 Some(b'-' | b'0'..=b'9') => {
-                    self.number_text()?;
+                    self.skip_number()?;
                 }
                 Some(b't') => self.ident(b"true")?,
                 Some(b'f') => self.ident(b"false")?,
@@ -447,61 +558,11 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// Clinger's fast path: with at most 15 significant digits and a power of
-/// ten up to 22 both operands are exact, so one IEEE operation rounds
-/// correctly, the same result as `f64::from_str`.
-fn fast_float(digits: &[u8]) -> Option<f64> {
-    const POW10: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-    ];
-    let mut sig = 0u64;
-    let mut n = 0;
-    let mut exp = 0i32;
-    let mut k = 0;
-    let mut frac = false;
-    while k < digits.len() {
-        match digits[k] {
-            c @ b'0'..=b'9' => {
-                if sig != 0 || c != b'0' {
-                    n += 1;
-                    if n > 15 {
-                        return None;
-                    }
-                }
-                sig = sig * 10 + u64::from(c - b'0');
-                if frac {
-                    exp -= 1;
-                }
-            }
-            b'.' => frac = true,
-            _ => break,
-        }
-        k += 1;
-    }
-    if k < digits.len() {
-        // An exponent: [eE][+-]?digits, at most 4 of them here.
-        let e = &digits[k + 1..];
-        let (neg, e) = match e {
-            [b'-', r @ ..] => (true, r),
-            [b'+', r @ ..] => (false, r),
-            _ => (false, e),
-        };
-        if e.len() > 4 {
-            return None;
-        }
-        let mut x = 0i32;
-        for &c in e {
-            x = x * 10 + i32::from(c - b'0');
-        }
-        exp += if neg { -x } else { x };
-    }
-    let f = sig as f64;
-    match exp {
-        0..=22 => Some(f * POW10[exp as usize]),
-        -22..=-1 => Some(f / POW10[(-exp) as usize]),
-        _ => None,
-    }
+/// An unsigned integer's digits as a u64, `None` on overflow.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |v, &c| {
+        v.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
 }
 
 /// Which containers a skipped value is inside: one bit per level, `true`

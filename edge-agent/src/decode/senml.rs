@@ -37,20 +37,20 @@ enum Label {
     MustUnderstand,
 }
 
-fn text_label(l: &str) -> Label {
+fn text_label(l: &[u8]) -> Label {
     match l {
-        "bn" => Label::Slot(BN),
-        "bt" => Label::Slot(BT),
-        "bv" => Label::Slot(BV),
-        "bs" => Label::Slot(BS),
-        "n" => Label::Slot(N),
-        "t" => Label::Slot(T),
-        "v" => Label::Slot(V),
-        "vb" => Label::Slot(VB),
-        "s" => Label::Slot(S),
-        "bver" => Label::Slot(BVER),
-        "vs" | "vd" => Label::NonNumeric,
-        l if l.ends_with('_') => Label::MustUnderstand,
+        b"bn" => Label::Slot(BN),
+        b"bt" => Label::Slot(BT),
+        b"bv" => Label::Slot(BV),
+        b"bs" => Label::Slot(BS),
+        b"n" => Label::Slot(N),
+        b"t" => Label::Slot(T),
+        b"v" => Label::Slot(V),
+        b"vb" => Label::Slot(VB),
+        b"s" => Label::Slot(S),
+        b"bver" => Label::Slot(BVER),
+        b"vs" | b"vd" => Label::NonNumeric,
+        [.., b'_'] => Label::MustUnderstand,
         _ => Label::Skip,
     }
 }
@@ -392,15 +392,28 @@ fn record_json(s: &mut Scan<'_>, sc: &mut Scratch) -> Result<(), DecodeError> {
         return Ok(());
     }
     loop {
-        let mark = sc.text.len();
-        let (a, b) = s.key(&mut sc.text)?;
-        let label = text_label(&sc.text[a..b]);
-        if let Label::MustUnderstand = label {
-            if sc.must_understand.is_none() {
-                sc.must_understand = Some(clip(&sc.text[a..b]));
+        let label = match s.plain_key()? {
+            Some(k) => {
+                let label = text_label(k);
+                if let Label::MustUnderstand = label {
+                    let k = std::str::from_utf8(k).unwrap_or_default();
+                    sc.must_understand.get_or_insert_with(|| clip(k));
+                }
+                label
             }
-        }
-        sc.text.truncate(mark);
+            // Escapes: decoded into the scratch text, then dropped.
+            None => {
+                let mark = sc.text.len();
+                let (a, b) = s.key(&mut sc.text)?;
+                let label = text_label(&sc.text.as_bytes()[a..b]);
+                if let Label::MustUnderstand = label {
+                    sc.must_understand
+                        .get_or_insert_with(|| clip(&sc.text[a..b]));
+                }
+                sc.text.truncate(mark);
+                label
+            }
+        };
         match label {
             Label::Slot(i) => sc.slots[i] = s.scalar(sc)?,
             Label::NonNumeric => {
@@ -477,7 +490,7 @@ fn record_cbor(d: &mut Cbor<'_>, sc: &mut Scratch) -> Result<(), Fail> {
             | Type::Int => i64::try_from(i128::from(d.int()?)).map_or(Label::Skip, int_label),
             Type::String => {
                 let l = d.str()?;
-                match text_label(l) {
+                match text_label(l.as_bytes()) {
                     Label::MustUnderstand => {
                         sc.must_understand.get_or_insert_with(|| clip(l));
                         Label::Skip

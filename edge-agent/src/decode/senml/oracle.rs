@@ -102,7 +102,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let sc = self.0;
         while let Some(k) = map.next_key_seed(KeySeed)? {
-            match text_label(&k) {
+            match text_label(k.as_bytes()) {
                 Label::Slot(i) => sc.slots[i] = map.next_value_seed(ScalarSeed(&mut *sc))?,
                 Label::NonNumeric => {
                     sc.has_vs = true;
