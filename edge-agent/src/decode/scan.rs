@@ -107,8 +107,9 @@ impl<'a> Scan<'a> {
     }
 
     /// An object key without escapes and its colon, borrowed from the
-    /// payload and checked as UTF-8; `None`, with nothing consumed past the opening quote, when
-    /// the key has an escape (read it with [`Scan::key`]).
+    /// payload and checked as UTF-8. `None`, with nothing consumed, when the
+    /// key needs the slow path (an escape, or an error that [`Scan::key`]
+    /// then reports).
     #[inline]
     pub(crate) fn plain_key(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         if self.peek() != Some(b'"') {
