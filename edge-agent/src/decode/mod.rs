@@ -101,6 +101,7 @@
 
 mod cbor;
 mod json;
+mod scan;
 mod senml;
 mod time;
 

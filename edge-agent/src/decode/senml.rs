@@ -3,14 +3,11 @@
 //! and times, and groups records into samples (semantics in the module docs
 //! of [`super`]).
 
-use std::fmt;
-
 use minicbor::data::Type;
 use minicbor::Decoder as Cbor;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::cbor::{self, Fail, Items};
-use super::json::{self, KeySeed, ScalarSeed};
+use super::scan::Scan;
 use super::time::{secs_f64_to_ticks, ticks_per_sec};
 use super::{clip, Batch, Ctx, DecodeError, Decoder, Scalar, Scratch};
 
@@ -40,20 +37,20 @@ enum Label {
     MustUnderstand,
 }
 
-fn text_label(l: &str) -> Label {
+fn text_label(l: &[u8]) -> Label {
     match l {
-        "bn" => Label::Slot(BN),
-        "bt" => Label::Slot(BT),
-        "bv" => Label::Slot(BV),
-        "bs" => Label::Slot(BS),
-        "n" => Label::Slot(N),
-        "t" => Label::Slot(T),
-        "v" => Label::Slot(V),
-        "vb" => Label::Slot(VB),
-        "s" => Label::Slot(S),
-        "bver" => Label::Slot(BVER),
-        "vs" | "vd" => Label::NonNumeric,
-        l if l.ends_with('_') => Label::MustUnderstand,
+        b"bn" => Label::Slot(BN),
+        b"bt" => Label::Slot(BT),
+        b"bv" => Label::Slot(BV),
+        b"bs" => Label::Slot(BS),
+        b"n" => Label::Slot(N),
+        b"t" => Label::Slot(T),
+        b"v" => Label::Slot(V),
+        b"vb" => Label::Slot(VB),
+        b"s" => Label::Slot(S),
+        b"bver" => Label::Slot(BVER),
+        b"vs" | b"vd" => Label::NonNumeric,
+        [.., b'_'] => Label::MustUnderstand,
         _ => Label::Skip,
     }
 }
@@ -351,136 +348,83 @@ fn resolve(
 
 // ---- JSON -------------------------------------------------------------
 
+/// Reads the pack with the byte scanner, record by record, resolving each
+/// record before the next is read (so a rejected record stops the scan).
 pub(crate) fn decode_json(
     dec: &Decoder,
     ctx: &Ctx<'_>,
     payload: &[u8],
     out: &mut Batch,
 ) -> Result<(), DecodeError> {
-    let mut de = serde_json::Deserializer::from_slice(payload);
-    let mut st = Pack {
-        dec,
-        ctx,
-        out,
-        fail: None,
-    };
-    let r = (&mut st).deserialize(&mut de).and_then(|()| de.end());
-    match (r, st.fail) {
-        (_, Some(e)) => Err(e),
-        (Ok(()), None) => {
-            st.out.finish_groups(&dec.fields);
-            Ok(())
-        }
-        (Err(e), None) => Err(json::malformed(e)),
-    }
-}
-
-struct Pack<'a, 'c> {
-    dec: &'a Decoder,
-    ctx: &'a Ctx<'c>,
-    out: &'a mut Batch,
-    fail: Option<DecodeError>,
-}
-
-impl<'de> DeserializeSeed<'de> for &mut Pack<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for &mut Pack<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a SenML pack (an array of records)")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut base = Base::new(&mut self.out.scratch);
+    let mut s = Scan::new(payload);
+    s.expect(b'[', "expected a SenML pack (an array of records)")?;
+    let mut base = Base::new(&mut out.scratch);
+    if !s.empty(b']') {
         let mut i = 0;
         loop {
-            self.out.scratch.reset(SLOTS, i);
-            if seq
-                .next_element_seed(RecordSeed(&mut self.out.scratch))?
-                .is_none()
-            {
-                return Ok(());
-            }
-            let r = self
-                .dec
-                .check_records(i + 1)
-                .and_then(|()| resolve(self.dec, self.ctx, &mut base, self.out));
-            if let Err(e) = r {
-                self.fail = Some(e);
-                return Err(de::Error::custom("rejected"));
-            }
+            out.scratch.reset(SLOTS, i);
+            record_json(&mut s, &mut out.scratch)?;
+            dec.check_records(i + 1)?;
+            resolve(dec, ctx, &mut base, out)?;
             i += 1;
-        }
-    }
-}
-
-struct RecordSeed<'a>(&'a mut Scratch);
-
-impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl RecordSeed<'_> {
-    fn wrong<E>(self, found: &'static str) -> Result<(), E> {
-        self.0.wrong_node("", found);
-        Ok(())
-    }
-}
-
-impl<'de> Visitor<'de> for RecordSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a SenML record")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let sc = self.0;
-        while let Some(k) = map.next_key_seed(KeySeed)? {
-            match text_label(&k) {
-                Label::Slot(i) => sc.slots[i] = map.next_value_seed(ScalarSeed(&mut *sc))?,
-                Label::NonNumeric => {
-                    sc.has_vs = true;
-                    map.next_value::<IgnoredAny>()?;
-                }
-                Label::Skip => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                Label::MustUnderstand => {
-                    sc.must_understand.get_or_insert_with(|| clip(&k));
-                    map.next_value::<IgnoredAny>()?;
-                }
+            if !s.more(b']')? {
+                break;
             }
         }
-        Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        self.wrong("an array")
+    s.end()?;
+    out.finish_groups(&dec.fields);
+    Ok(())
+}
+
+fn record_json(s: &mut Scan<'_>, sc: &mut Scratch) -> Result<(), DecodeError> {
+    if !s.eat(b'{') {
+        let found = match s.scalar(sc)? {
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_) => "a number",
+            Scalar::Str(..) => "a string",
+            other => other.type_name(),
+        };
+        sc.wrong_node("", found);
+        return Ok(());
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.wrong("a boolean")
+    if s.empty(b'}') {
+        return Ok(());
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.wrong("a number")
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.wrong("a number")
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.wrong("a number")
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.wrong("a string")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.wrong("null")
+    loop {
+        let label = match s.plain_key()? {
+            Some(k) => {
+                let label = text_label(k);
+                if let Label::MustUnderstand = label {
+                    let k = std::str::from_utf8(k).unwrap_or_default();
+                    sc.must_understand.get_or_insert_with(|| clip(k));
+                }
+                label
+            }
+            // Escapes: decoded into the scratch text, then dropped.
+            None => {
+                let mark = sc.text.len();
+                let (a, b) = s.key(&mut sc.text)?;
+                let label = text_label(&sc.text.as_bytes()[a..b]);
+                if let Label::MustUnderstand = label {
+                    sc.must_understand
+                        .get_or_insert_with(|| clip(&sc.text[a..b]));
+                }
+                sc.text.truncate(mark);
+                label
+            }
+        };
+        match label {
+            Label::Slot(i) => sc.slots[i] = s.scalar(sc)?,
+            Label::NonNumeric => {
+                sc.has_vs = true;
+                s.skip()?;
+            }
+            Label::Skip | Label::MustUnderstand => s.skip()?,
+        }
+        if !s.more(b'}')? {
+            return Ok(());
+        }
     }
 }
 
@@ -546,7 +490,7 @@ fn record_cbor(d: &mut Cbor<'_>, sc: &mut Scratch) -> Result<(), Fail> {
             | Type::Int => i64::try_from(i128::from(d.int()?)).map_or(Label::Skip, int_label),
             Type::String => {
                 let l = d.str()?;
-                match text_label(l) {
+                match text_label(l.as_bytes()) {
                     Label::MustUnderstand => {
                         sc.must_understand.get_or_insert_with(|| clip(l));
                         Label::Skip
@@ -572,3 +516,8 @@ fn record_cbor(d: &mut Cbor<'_>, sc: &mut Scratch) -> Result<(), Fail> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod oracle;
+#[cfg(test)]
+mod tests;
