@@ -259,3 +259,45 @@ fn stages_stay_after_a_snapshot_restore() {
     drain(&mut r, &mut rows);
     assert_eq!(rows, vec![("a".to_string(), 0, 1_000, vec![2.0, 31.0])]);
 }
+
+#[test]
+fn a_window_of_nulls_only_leaves_its_detector_baseline_alone() {
+    let q = Expr::bin(BinOp::Div, Expr::num(1.0), Expr::Col(0));
+    let mut src = SourceSpec::new("s", ["v"]).compute("inv", q);
+    src.nullable = vec![1];
+    let ewma = DetectorSpec::EwmaZ {
+        alpha: 0.5,
+        k: 3.0,
+        warmup: 2,
+    };
+    let mut e = PipelineBuilder::new("p")
+        .source(src)
+        .window("w", "s", "inv", WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Mean])
+        .detect(AggKind::Mean, ewma)
+        .done()
+        .build()
+        .unwrap();
+    // Means 1, 0.5, 1, then a window of NULLs only (its NaN mean is not
+    // scored: DetectorState::update skips non-finite values), then 100.
+    for (i, v) in [1.0, 2.0, 1.0, 0.0, 0.01].into_iter().enumerate() {
+        put(&mut e, "a", i as i64 * 1_000 + 10, &[v]);
+    }
+    e.handle_end_of_input();
+    let mut flags = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Window(w) = o {
+            flags.push((w.start - T0, w.anomaly.map(|a| a.flag)));
+        }
+    }
+    assert_eq!(
+        flags,
+        [
+            (0, Some(false)),
+            (1_000, Some(false)),
+            (2_000, Some(false)),
+            (3_000, None),
+            (4_000, Some(true)),
+        ]
+    );
+}
