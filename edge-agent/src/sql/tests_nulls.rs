@@ -252,3 +252,22 @@ fn count_star_stays_on_an_expression_that_cannot_be_null() {
     let (ops, _) = plan("COUNT(*) AS n, SUM(vib) AS v, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
     assert_eq!(ops, ["query_vib", "query_expr0"]);
 }
+
+#[test]
+fn count_distinct_of_a_numeric_expression_leaves_its_nulls_out() {
+    let got = q(
+        "sensor, window_start, COUNT(*) AS n, COUNT(DISTINCT $W) AS d",
+        &tumble(5),
+        "sensor, window_start, window_end",
+    );
+    assert_eq!(
+        got[1..],
+        [
+            format!("a,{},3,2", t("00")),
+            format!("a,{},1,0", t("05")),
+            format!("b,{},1,0", t("00")),
+            format!("b,{},1,1", t("05")),
+            format!("b,{},1,1", t("10")),
+        ]
+    );
+}
