@@ -271,3 +271,15 @@ fn count_distinct_of_a_numeric_expression_leaves_its_nulls_out() {
         ]
     );
 }
+
+#[test]
+fn every_aggregate_of_nulls_only_is_null() {
+    let got = q(
+        "sensor, window_start, STDDEV_POP($W) AS sd, VAR_SAMP($W) AS vs, RMS($W) AS r,
+    P2P($W) AS p, APPROX_PERCENTILE($W, 0.5) AS med, KURTOSIS($W) AS k, CREST($W) AS c",
+        &tumble(5),
+        "sensor, window_start, window_end",
+    );
+    assert_eq!(got[2], format!("a,{},,,,,,,", t("05")));
+    assert_eq!(got[3], format!("b,{},,,,,,,", t("00")));
+}
