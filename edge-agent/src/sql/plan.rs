@@ -2293,7 +2293,12 @@ fn compile_query(
         } else {
             "computed before the engine"
         };
-        let _ = writeln!(ex, "field `{}` ({at}): {}", field_names[nf + j], c.2);
+        let null = if spec.sources[0].nullable.contains(&(nf + j)) {
+            "; a NULL is left out of its aggregates"
+        } else {
+            ""
+        };
+        let _ = writeln!(ex, "field `{}` ({at}{null}): {}", field_names[nf + j], c.2);
     }
     for o in &spec.operators {
         if let OperatorKind::Window(w) = &o.kind {

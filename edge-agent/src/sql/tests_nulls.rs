@@ -238,18 +238,30 @@ fn count_star_stays_on_an_expression_that_cannot_be_null() {
             .iter()
             .map(|o| o.id.clone())
             .collect();
-        (ops, p.pipeline.spec.sources[0].nullable.clone())
+        (
+            ops,
+            p.pipeline.spec.sources[0].nullable.clone(),
+            p.query.explain,
+        )
     };
     // One operator (named as the query), as before NULL inputs were left
     // out: its id and state stay across an update.
-    let (ops, _) = plan("COUNT(*) AS n, AVG(temp * 1.8 + 32) AS f");
+    let (ops, _, _) = plan("COUNT(*) AS n, AVG(temp * 1.8 + 32) AS f");
     assert_eq!(ops, ["query"]);
     // A CASE without ELSE may be NULL: COUNT(*) counts on a column's
     // operator of its own (and the query's operators are named by field).
-    let (ops, nullable) = plan("COUNT(*) AS n, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
+    let (ops, nullable, explain) =
+        plan("COUNT(*) AS n, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
     assert_eq!(ops, ["query_temp", "query_expr0"]);
     assert_eq!(nullable, [2], "temp, vib, then expr0");
-    let (ops, _) = plan("COUNT(*) AS n, SUM(vib) AS v, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
+    assert!(
+        explain.contains(
+            "field `expr0` (computed in the engine; a NULL is left out of its aggregates): "
+        ),
+        "{explain}"
+    );
+    let (ops, _, _) =
+        plan("COUNT(*) AS n, SUM(vib) AS v, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
     assert_eq!(ops, ["query_vib", "query_expr0"]);
 }
 
