@@ -148,8 +148,10 @@ pub struct EngineStats {
     /// Accepted samples dropped by their source's filter (they advanced the
     /// watermark but reached no operator). Not kept in snapshots.
     pub filtered: u64,
-    /// Accepted samples dropped because a computed field was not a finite
-    /// number (see [`crate::spec::Computed`]). Not kept in snapshots.
+    /// Accepted samples with a computed field that was not a finite number
+    /// (see [`crate::spec::Computed`]), dropped, or with a `NULL` (NaN)
+    /// [`crate::spec::SourceSpec::nullable`] field, which went on to the
+    /// operators as `NULL`. Not kept in snapshots.
     pub null_computed: u64,
 }
 
@@ -402,6 +404,8 @@ struct SrcRt {
     key_idle: i64,
     /// The source has a filter or computed fields ([`Engine::staged`]).
     staged: bool,
+    /// Some given field is nullable ([`crate::spec::SourceSpec::nullable`]).
+    nullable: bool,
 }
 
 /// A source's stateless stages, built from its filter and computed fields,
@@ -413,6 +417,8 @@ struct Stages {
     row: Vec<Value>,
     /// The values the operators read: fields, then computed fields.
     vals: Vec<f64>,
+    /// Per computed field: whether it is nullable.
+    nullable: Vec<bool>,
 }
 
 /// Refusals are rare: kept out of line so the accepting path stays tight.
@@ -551,6 +557,7 @@ impl PipelineSpec {
                 per_key,
                 key_idle: s.idle_timeout.unwrap_or(default_idle),
                 staged: s.has_stages(),
+                nullable: s.nullable.iter().any(|&f| f < s.fields.len()),
             })
             .collect();
         let stages = self
@@ -564,6 +571,9 @@ impl PipelineSpec {
                         compute: s.compute.iter().map(|c| c.expr.clone()).collect(),
                         row: alloc::vec![Value::Null; n],
                         vals: alloc::vec![0.0; n],
+                        nullable: (0..s.compute.len())
+                            .map(|j| s.nullable.contains(&(s.fields.len() + j)))
+                            .collect(),
                     }
                 })
             })
@@ -858,8 +868,12 @@ impl Engine {
         if values.len() != src.nfields {
             return refuse(Reject::FieldCount);
         }
+        let mut nulls = false;
         if values.iter().any(|v| !v.is_finite()) {
-            return refuse(Reject::NonFinite);
+            if !src.nullable || !self.null_inputs(source, values) {
+                return refuse(Reject::NonFinite);
+            }
+            nulls = true;
         }
         let ts = if hot.event_time { ts } else { now };
         if ts < hot.min_ts || ts > hot.max_ts {
@@ -879,6 +893,9 @@ impl Engine {
             None => self.new_key(key, ts)?,
         };
         // Accepted from here on: only now may the sample change state.
+        if nulls {
+            self.stats.null_computed += 1;
+        }
         if now > self.now {
             self.now = now;
             if hot.idle_sources {
@@ -926,6 +943,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether every value of `values` that is not finite is a NaN in a
+    /// nullable field of `source` (SQL's `NULL` aggregate input).
+    #[cold]
+    #[inline(never)]
+    fn null_inputs(&self, source: usize, values: &[f64]) -> bool {
+        let nullable = &self.spec.sources[source].nullable;
+        values
+            .iter()
+            .enumerate()
+            .all(|(i, v)| v.is_finite() || (v.is_nan() && nullable.contains(&i)))
+    }
+
     /// Runs an accepted sample through its source's filter and computed
     /// fields, then routes what passes. A dropped sample has still advanced
     /// the watermark (the caller does that in any case).
@@ -946,10 +975,16 @@ impl Engine {
         };
         let n = values.len();
         for (r, v) in st.row.iter_mut().zip(values) {
-            *r = Value::Num(*v);
+            // A NaN is a nullable field's NULL (admit refuses any other).
+            *r = if v.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(*v)
+            };
         }
         let keep = st.filter.as_ref().is_none_or(|f| f.test(&st.row[..n]));
         let mut ok = keep;
+        let mut nulls = false;
         if keep {
             st.vals[..n].copy_from_slice(values);
             for j in 0..st.compute.len() {
@@ -957,6 +992,12 @@ impl Engine {
                     Value::Num(x) if x.is_finite() => {
                         st.row[n + j] = Value::Num(x);
                         st.vals[n + j] = x;
+                    }
+                    // SQL's NULL aggregate input: on to the operators.
+                    _ if st.nullable[j] => {
+                        st.row[n + j] = Value::Null;
+                        st.vals[n + j] = f64::NAN;
+                        nulls = true;
                     }
                     _ => {
                         ok = false;
@@ -967,7 +1008,8 @@ impl Engine {
         }
         if !keep {
             self.stats.filtered += 1;
-        } else if !ok {
+        } else if (!ok || nulls) && !values.iter().any(|v| v.is_nan()) {
+            // (A sample with a NULL given field was counted in admit.)
             self.stats.null_computed += 1;
         }
         if per_key {
@@ -1093,7 +1135,9 @@ impl Engine {
     fn route(&mut self, op: u16, kid: KeyId, ts: i64, values: &[f64], field: usize, wm: i64) {
         let x = values[field];
         match &mut self.ops[op as usize] {
+            // A NaN (a nullable field's NULL) opens the window, unaggregated.
             Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
+            Op::Process(_) | Op::Detect(_) if x.is_nan() => {}
             Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
             Op::Detect(d) => d.on_sample(kid, ts, x, values, wm, &mut self.out),
         }

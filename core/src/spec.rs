@@ -101,13 +101,25 @@ pub struct SourceSpec {
     /// computed fields before it (`Col(fields.len() + i)`, `i < j`).
     /// Operators read a computed field by name like any other.
     pub compute: Vec<Computed>,
+    /// Fields (by index over `fields`, then the computed fields) that may be
+    /// `NULL` per operator, as SQL's aggregate inputs are: a sample whose
+    /// nullable field is NaN (given, or a computed value that is not a
+    /// finite number) still reaches every operator; a window operator reading
+    /// that field opens or extends its window without aggregating the value
+    /// (`count` leaves it out; `sum`, `min`, … of only `NULL`s are NaN), other
+    /// operators skip it. Counted in
+    /// [`crate::engine::EngineStats::null_computed`]. An infinite value is
+    /// still refused (a given field) or drops the sample (a computed one).
+    /// Empty by default.
+    pub nullable: Vec<usize>,
 }
 
 /// A computed field of a source: `name = expr`.
 ///
 /// A sample whose computed value is not a finite number (`NULL`, a boolean,
 /// a string, an overflow) is dropped for every operator of the source and
-/// counted in [`crate::engine::EngineStats::null_computed`].
+/// counted in [`crate::engine::EngineStats::null_computed`], unless the
+/// field is [`SourceSpec::nullable`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Computed {
     /// The field's name: distinct from the source's fields.
@@ -155,6 +167,7 @@ impl SourceSpec {
             watermark: WatermarkMode::PerSource,
             filter: None,
             compute: Vec::new(),
+            nullable: Vec::new(),
         }
     }
 
@@ -607,6 +620,12 @@ fn validate_stages(s: &SourceSpec) -> Result<(), BuildError> {
     }
     if n + s.compute.len() > u16::MAX as usize {
         return Err(inv("too many fields".into()));
+    }
+    if let Some(f) = s.nullable.iter().find(|&&f| f >= n + s.compute.len()) {
+        return Err(inv(alloc::format!(
+            "nullable field {f}: the source has {} fields",
+            n + s.compute.len()
+        )));
     }
     Ok(())
 }

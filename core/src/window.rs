@@ -53,8 +53,14 @@ impl OpenWindow {
         }
     }
 
+    /// Adds a sample's value; a NaN is SQL's `NULL` input (a nullable
+    /// field, [`crate::spec::SourceSpec::nullable`]): the sample opens or
+    /// extends the window but no aggregate takes it in.
     #[inline(always)]
     fn add(&mut self, x: f64, tier: Tier) {
+        if x.is_nan() {
+            return;
+        }
         self.m.push(x, tier);
         if let Some(q) = self.q.as_mut() {
             q.insert(x);
@@ -1025,6 +1031,8 @@ impl Parts<'_> {
                         .unwrap_or(f64::NAN)
                 }
                 AggKind::CountDistinct => w.d.as_ref().map_or(f64::NAN, |d| d.count()),
+                // Only NULL inputs: SQL's SUM is NULL (COUNT stays 0).
+                AggKind::Sum if w.m.n == 0 => f64::NAN,
                 _ => w.m.get(a),
             });
         }

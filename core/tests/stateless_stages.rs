@@ -119,6 +119,116 @@ fn a_null_computed_value_drops_the_sample_and_is_counted() {
     assert_eq!((e.stats().null_computed, e.stats().filtered), (1, 0));
 }
 
+/// Two operators, over `v` and over the nullable `inv = 1 / v`: `inv`'s
+/// `NULL` is left out of its own aggregates only.
+fn nullable_pipeline(src: SourceSpec) -> PipelineSpec {
+    PipelineBuilder::new("p")
+        .source(src)
+        .window("wv", "s", "v", WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Count])
+        .done()
+        .window("wi", "s", "inv", WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Count, AggKind::Sum, AggKind::Min, AggKind::Mean])
+        .done()
+        .spec()
+}
+
+/// (operator, key, start, aggregates), sorted.
+fn drain_ops(e: &mut Engine) -> Vec<(u16, String, i64, Vec<f64>)> {
+    let mut rows = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Window(w) = o {
+            let key = e.key_name(w.key).to_string();
+            rows.push((w.op, key, w.start - T0, w.values.as_slice().to_vec()));
+        }
+    }
+    rows.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    rows
+}
+
+/// NaN compares unequal: `None` stands for it.
+fn nan_as_none(
+    rows: Vec<(u16, String, i64, Vec<f64>)>,
+) -> Vec<(u16, String, i64, Vec<Option<f64>>)> {
+    rows.into_iter()
+        .map(|(o, k, s, v)| {
+            (
+                o,
+                k,
+                s,
+                v.into_iter().map(|x| (!x.is_nan()).then_some(x)).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_nullable_computed_null_skips_only_its_own_aggregates() {
+    let q = Expr::bin(BinOp::Div, Expr::num(1.0), Expr::Col(0));
+    let mut src = SourceSpec::new("s", ["v"]).compute("inv", q);
+    src.nullable = vec![1];
+    let spec = nullable_pipeline(src);
+    let mut e = spec.clone().build().unwrap();
+    put(&mut e, "a", 10, &[0.0]);
+    put(&mut e, "a", 20, &[4.0]);
+    // A window where `inv` is NULL for every sample still fires, after a
+    // snapshot and restore in its middle (its window is open, empty).
+    put(&mut e, "a", 1_010, &[0.0]);
+    let mut rows = drain_ops(&mut e);
+    let mut e2 = spec.build().unwrap();
+    e2.restore(&e.snapshot().unwrap()).unwrap();
+    e2.handle_end_of_input();
+    rows.extend(drain_ops(&mut e2));
+    rows.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    let a = || "a".to_string();
+    assert_eq!(
+        nan_as_none(rows),
+        vec![
+            (0, a(), 0, vec![Some(2.0)]),
+            (0, a(), 1_000, vec![Some(1.0)]),
+            (
+                1,
+                a(),
+                0,
+                vec![Some(1.0), Some(0.25), Some(0.25), Some(0.25)]
+            ),
+            (1, a(), 1_000, vec![Some(0.0), None, None, None]),
+        ]
+    );
+    assert_eq!((e.stats().null_computed, e.stats().accepted), (2, 3));
+    assert_eq!(e2.stats().null_computed, 0, "not kept in snapshots");
+}
+
+#[test]
+fn a_nullable_given_nan_is_null_and_other_nans_are_refused() {
+    let mut src = SourceSpec::new("s", ["v", "inv"]);
+    src.nullable = vec![1];
+    let mut e = nullable_pipeline(src).build().unwrap();
+    put(&mut e, "a", 10, &[1.0, f64::NAN]);
+    put(&mut e, "a", 20, &[2.0, 0.5]);
+    let r = e.handle_sample(T0 + 30, 0, "a", T0 + 30, &[f64::NAN, 1.0]);
+    assert_eq!(r, Err(Reject::NonFinite), "`v` is not nullable");
+    let r = e.handle_sample(T0 + 40, 0, "a", T0 + 40, &[1.0, f64::INFINITY]);
+    assert_eq!(r, Err(Reject::NonFinite), "an infinity is not NULL");
+    e.handle_end_of_input();
+    assert_eq!(
+        nan_as_none(drain_ops(&mut e)),
+        vec![
+            (0, "a".to_string(), 0, vec![Some(2.0)]),
+            (
+                1,
+                "a".to_string(),
+                0,
+                vec![Some(1.0), Some(0.5), Some(0.5), Some(0.5)]
+            ),
+        ]
+    );
+    assert_eq!(e.stats().null_computed, 1);
+    let mut bad = SourceSpec::new("s", ["v", "inv"]);
+    bad.nullable = vec![2];
+    assert!(nullable_pipeline(bad).build().is_err());
+}
+
 #[test]
 fn validation_catches_bad_columns_and_names() {
     let bad_filter = SourceSpec::new("s", ["v"]).filter(gt(1, 0.0));
@@ -148,4 +258,46 @@ fn stages_stay_after_a_snapshot_restore() {
     let mut rows = Vec::new();
     drain(&mut r, &mut rows);
     assert_eq!(rows, vec![("a".to_string(), 0, 1_000, vec![2.0, 31.0])]);
+}
+
+#[test]
+fn a_window_of_nulls_only_leaves_its_detector_baseline_alone() {
+    let q = Expr::bin(BinOp::Div, Expr::num(1.0), Expr::Col(0));
+    let mut src = SourceSpec::new("s", ["v"]).compute("inv", q);
+    src.nullable = vec![1];
+    let ewma = DetectorSpec::EwmaZ {
+        alpha: 0.5,
+        k: 3.0,
+        warmup: 2,
+    };
+    let mut e = PipelineBuilder::new("p")
+        .source(src)
+        .window("w", "s", "inv", WindowKind::Tumbling { size: 1_000 })
+        .aggregate([AggKind::Mean])
+        .detect(AggKind::Mean, ewma)
+        .done()
+        .build()
+        .unwrap();
+    // Means 1, 0.5, 1, then a window of NULLs only (its NaN mean is not
+    // scored: DetectorState::update skips non-finite values), then 100.
+    for (i, v) in [1.0, 2.0, 1.0, 0.0, 0.01].into_iter().enumerate() {
+        put(&mut e, "a", i as i64 * 1_000 + 10, &[v]);
+    }
+    e.handle_end_of_input();
+    let mut flags = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::Window(w) = o {
+            flags.push((w.start - T0, w.anomaly.map(|a| a.flag)));
+        }
+    }
+    assert_eq!(
+        flags,
+        [
+            (0, Some(false)),
+            (1_000, Some(false)),
+            (2_000, Some(false)),
+            (3_000, None),
+            (4_000, Some(true)),
+        ]
+    );
 }

@@ -100,7 +100,8 @@ pub struct Metrics {
     /// Samples a filter dropped: the source's `filter`, or a SQL `WHERE`
     /// (in the engine or before it).
     pub filtered: AtomicU64,
-    /// Samples dropped because a computed field was not a finite number.
+    /// Samples with a computed field that was not a finite number (dropped,
+    /// or `NULL` for the SQL aggregates of that field).
     pub null_computed: AtomicU64,
     /// The engine's watermark (ms), `i64::MIN` before the first.
     pub watermark: AtomicI64,
@@ -389,7 +390,7 @@ impl Metrics {
         );
         c(
             "null_computed_samples_total",
-            "Samples dropped because a computed field was not a finite number.",
+            "Samples with a computed field that was not a finite number: dropped, or NULL for the SQL aggregates of that field.",
             self.null_computed.load(Relaxed),
         );
         c(

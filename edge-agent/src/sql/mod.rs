@@ -616,3 +616,5 @@ mod tests_detect;
 mod tests_distinct;
 #[cfg(test)]
 mod tests_groups;
+#[cfg(test)]
+mod tests_nulls;

@@ -2040,11 +2040,23 @@ fn compile_query(
         ));
     }
     let (name, state) = settings(sets, insert.as_ref())?;
+    // COUNT(*) counts every row that passed WHERE: it goes on an operator
+    // whose field is never NULL (a NULL input is left out of its counts),
+    // a column's, or an expression's that cannot be NULL; failing both, on
+    // the first column, an operator of its own.
+    let nf = cx.fields.len();
     let first = cx
         .slots
         .iter()
         .map(|s| s.1)
-        .find(|f| *f != ANY_FIELD)
+        .filter(|f| *f != ANY_FIELD)
+        .find(|&f| {
+            f < nf
+                || cx
+                    .computed
+                    .get(f - nf)
+                    .is_some_and(|c| never_null(&c.0, nf))
+        })
         .unwrap_or(0);
     for s in &mut cx.slots {
         if s.1 == ANY_FIELD {
@@ -2191,6 +2203,19 @@ fn compile_query(
         None => SourceSpec::new(&source_name, field_names.iter().cloned()),
     };
     source.filter = engine_filter.clone();
+    // An aggregated expression's NULL is left out of its own aggregates
+    // only (Flink); a user function's field is not nullable: its failure
+    // (a NaN) is still refused.
+    source.nullable = (0..cx.computed.len())
+        .filter(|&j| {
+            engine_compute.is_some()
+                || !cx
+                    .udfs
+                    .iter()
+                    .any(|u| u.output == nf + j && !post.iter().any(|p| p.0 == u.source))
+        })
+        .map(|j| nf + j)
+        .collect();
     source.max_out_of_orderness = rt.delay_ms;
     source_options(table, &mut source)?;
     let spec = PipelineSpec {
@@ -2268,7 +2293,12 @@ fn compile_query(
         } else {
             "computed before the engine"
         };
-        let _ = writeln!(ex, "field `{}` ({at}): {}", field_names[nf + j], c.2);
+        let null = if spec.sources[0].nullable.contains(&(nf + j)) {
+            "; a NULL is left out of its aggregates"
+        } else {
+            ""
+        };
+        let _ = writeln!(ex, "field `{}` ({at}{null}): {}", field_names[nf + j], c.2);
     }
     for o in &spec.operators {
         if let OperatorKind::Window(w) = &o.kind {
@@ -2350,6 +2380,23 @@ fn compile_query(
         udfs: cx.udfs,
         keyed: None,
     })
+}
+
+/// Whether `e`, an expression over the sample row with `nf` numeric
+/// fields, is never `NULL`: arithmetic without division, `ABS`, `FLOOR`,
+/// `CEIL`, `ROUND` and `CASE … ELSE` over the numeric columns and numbers
+/// (an overflow to infinity aside). Conservative: `false` when unsure.
+fn never_null(e: &Expr, nf: usize) -> bool {
+    let nn = |x: &Expr| never_null(x, nf);
+    match e {
+        Expr::Lit(v) => matches!(v, Value::Num(_)),
+        Expr::Col(c) => (2..2 + nf).contains(&usize::from(*c)),
+        Expr::Neg(x) => nn(x),
+        Expr::Bin(BinOp::Add | BinOp::Sub | BinOp::Mul, a, b) => nn(a) && nn(b),
+        Expr::Call(Func::Abs | Func::Floor | Func::Ceil | Func::Round, args) => args.iter().all(nn),
+        Expr::Case(whens, Some(otherwise)) => whens.iter().all(|(_, r)| nn(r)) && nn(otherwise),
+        _ => false,
+    }
 }
 
 /// A keyed user function called as a table function (`CREATE FUNCTION f

@@ -157,7 +157,10 @@ impl Query {
     /// tests `WHERE`. `values` holds the source's fields (the first
     /// `columns_in` read from the input); `text(i)` is the `i`th text
     /// column `WHERE` reads; `sample` is scratch. A computed `NULL` leaves
-    /// a NaN, which the engine refuses as a non-finite sample.
+    /// a NaN, which the engine takes as a `NULL` input of the operators
+    /// reading that field (a nullable field, `SourceSpec::nullable`): it
+    /// is left out of their aggregates only. A failed user function's NaN
+    /// is in a field that is not nullable: the engine refuses the sample.
     pub fn keep_sample<'t>(
         &self,
         key: &str,
