@@ -37,7 +37,7 @@ fn kind(e: &DecodeError) -> String {
 fn run(dec: &Decoder, payload: &[u8], oracle: bool) -> Outcome {
     let mut out = Batch::new();
     let width = dec.fields.len();
-    out.begin(width);
+    out.begin(width, dec.texts);
     let ctx = Ctx {
         now: NOW,
         key: None,
@@ -48,7 +48,7 @@ fn run(dec: &Decoder, payload: &[u8], oracle: bool) -> Outcome {
         super::decode_json(dec, &ctx, payload, &mut out)
     };
     if r.is_err() {
-        out.begin(width);
+        out.begin(width, dec.texts);
     }
     Outcome {
         result: r.as_ref().map_err(kind).copied(),
