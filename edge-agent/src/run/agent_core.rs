@@ -62,7 +62,9 @@ use super::RunError;
 use crate::decode::{Batch, Decoder};
 use crate::gateway::OutputFormat;
 use crate::pipeline_file::PipelineFile;
-use crate::store::{DeadLetter, DurabilityMode, Lsn, Sample, Store, StoreError, TICK_SOURCE};
+use crate::store::{
+    CheckpointRecord, DeadLetter, DurabilityMode, Lsn, Sample, Store, StoreError, TICK_SOURCE,
+};
 
 /// How the core groups commits and spaces checkpoints. All times are in
 /// the driver's clock (ms), the one it passes to every `handle_*`.
@@ -188,7 +190,7 @@ impl<T> Group<T> {
 #[derive(Debug)]
 struct Pending {
     upto: Lsn,
-    snapshot: Vec<u8>,
+    snapshot: CheckpointRecord,
     /// Outputs handed out before it (`published` when it was taken).
     mark: u64,
 }
@@ -207,7 +209,7 @@ pub(super) struct CheckpointGate {
 impl CheckpointGate {
     /// Takes a checkpoint of the journal through `upto` (`snapshot`: the
     /// engine and the dedupe ring), behind the first `mark` outputs.
-    pub(super) fn take(&mut self, upto: Lsn, snapshot: Vec<u8>, mark: u64) {
+    pub(super) fn take(&mut self, upto: Lsn, snapshot: CheckpointRecord, mark: u64) {
         self.pending = Some(Pending {
             upto,
             snapshot,
@@ -228,7 +230,7 @@ impl CheckpointGate {
 
     /// The waiting checkpoint `(upto, snapshot)`, handed out once `acked`
     /// outputs of the session cover its mark.
-    pub(super) fn ready(&mut self, acked: u64) -> Option<(Lsn, Vec<u8>)> {
+    pub(super) fn ready(&mut self, acked: u64) -> Option<(Lsn, CheckpointRecord)> {
         match &self.pending {
             Some(p) if acked >= p.mark => self.pending.take().map(|p| (p.upto, p.snapshot)),
             _ => None,
@@ -1045,7 +1047,7 @@ impl<T> AgentCore<T> {
             let mut snap = Store::checkpoint_buffer(self.last_snap + self.last_snap / 8 + 1024);
             dedupe::encode_checkpoint_into(&self.dedupe, &self.engine, &mut snap)
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;
-            self.last_snap = snap.len() - crate::store::CHECKPOINT_HEADER;
+            self.last_snap = snap.snapshot().len();
             self.pending.take(self.processed, snap, self.published);
             self.last_ckpt = Some(now);
             self.checkpoint_soon = false;

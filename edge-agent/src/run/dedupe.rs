@@ -225,8 +225,9 @@ pub fn encode_checkpoint(d: &Dedupe, engine: &[u8]) -> Vec<u8> {
 pub fn encode_checkpoint_into(
     d: &Dedupe,
     engine: &weir_core::engine::Engine,
-    buf: &mut Vec<u8>,
+    record: &mut crate::store::CheckpointRecord,
 ) -> Result<(), weir_core::snapshot::SnapshotError> {
+    let buf = record.snapshot_mut();
     let start = buf.len();
     buf.reserve(6 + d.ring.len() * 8);
     push_ring(d, buf);
@@ -242,6 +243,15 @@ fn push_ring(d: &Dedupe, v: &mut Vec<u8>) {
     for h in old.iter().chain(new) {
         v.extend_from_slice(&h.to_le_bytes());
     }
+}
+
+/// [`encode_checkpoint`] of an engine snapshot already taken, as a store
+/// record (with the header's room first).
+pub fn checkpoint_record(d: &Dedupe, engine: &[u8]) -> crate::store::CheckpointRecord {
+    let mut r = crate::store::Store::checkpoint_buffer(6 + d.ring.len() * 8 + engine.len());
+    push_ring(d, r.snapshot_mut());
+    r.snapshot_mut().extend_from_slice(engine);
+    r
 }
 
 /// Splits an agent checkpoint into the hashes and the engine snapshot.
@@ -319,9 +329,10 @@ mod tests {
             d.record(h * 31);
         }
         let copied = encode_checkpoint(&d, &engine.snapshot().unwrap());
-        let mut buf = vec![9u8; 13];
-        encode_checkpoint_into(&d, &engine, &mut buf).unwrap();
-        assert_eq!(&buf[..13], &[9u8; 13][..], "what the buffer held stays");
-        assert!(buf[13..] == copied[..], "in place == copied");
+        let mut rec = crate::store::Store::checkpoint_buffer(0);
+        encode_checkpoint_into(&d, &engine, &mut rec).unwrap();
+        assert!(rec.snapshot() == &copied[..], "in place == copied");
+        let made = checkpoint_record(&d, &engine.snapshot().unwrap());
+        assert!(made.snapshot() == &copied[..], "from a snapshot == copied");
     }
 }

@@ -1170,7 +1170,7 @@ impl Agent {
             return Ok(false);
         };
         let t0 = Instant::now();
-        let snap_len = snap.len() - crate::store::CHECKPOINT_HEADER;
+        let snap_len = snap.snapshot().len();
         // The store takes the record as it is.
         self.store.put_record(upto, snap)?;
         {
@@ -1873,7 +1873,7 @@ impl Agent {
         let mark = self.em.published + self.em.queue.len() as u64;
         self.pending_ckpt.take(
             self.processed,
-            dedupe::encode_checkpoint(&self.dedupe, &snap),
+            dedupe::checkpoint_record(&self.dedupe, &snap),
             mark,
         );
         self.maybe_checkpoint(false)?;

@@ -653,6 +653,26 @@ fn restrict_mode(file: &std::fs::File) {
     }
 }
 
+/// A checkpoint record on its way to the store: room for the header
+/// ([`CHECKPOINT_HEADER`] bytes, filled in by [`Store::put_record`]), then
+/// the snapshot. Made only by [`Store::checkpoint_buffer`], so a snapshot
+/// without that room cannot be passed for one.
+#[derive(Debug)]
+pub struct CheckpointRecord(Vec<u8>);
+
+impl CheckpointRecord {
+    /// The buffer to append the snapshot to (it holds the header's room
+    /// first: append only).
+    pub fn snapshot_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
+    /// The snapshot appended so far.
+    pub fn snapshot(&self) -> &[u8] {
+        &self.0[CHECKPOINT_HEADER..]
+    }
+}
+
 impl Store {
     /// Opens the store at `path`, creating the file and its tables if
     /// needed, and loads the key dictionary, the latest checkpoint and the
@@ -936,32 +956,25 @@ impl Store {
     }
 
     /// An empty checkpoint record with room for `snapshot_len` bytes of
-    /// snapshot: append the snapshot to it, then hand it to
-    /// [`Store::put_record`]. The snapshot is then never copied on its way
-    /// to the store.
-    pub fn checkpoint_buffer(snapshot_len: usize) -> Vec<u8> {
+    /// snapshot: append the snapshot to [`CheckpointRecord::snapshot_mut`],
+    /// then hand the record to [`Store::put_record`]. The snapshot is then
+    /// never copied on its way to the store.
+    pub fn checkpoint_buffer(snapshot_len: usize) -> CheckpointRecord {
         let mut v = Vec::with_capacity(CHECKPOINT_HEADER + snapshot_len);
         v.resize(CHECKPOINT_HEADER, 0);
-        v
+        CheckpointRecord(v)
     }
 
     /// [`CheckpointStore::put`] of a record made by
-    /// [`Store::checkpoint_buffer`] with the snapshot appended (taken, not
-    /// copied).
+    /// [`Store::checkpoint_buffer`] (taken, not copied).
     ///
     /// # Errors
     /// As `put`: [`StoreError::CheckpointAhead`] if `upto` is past the last
     /// LSN given by [`Store::append`] (in journal mode, the last committed
     /// one); [`StoreError::CheckpointBehind`] if it is before the
     /// journal's truncation point.
-    ///
-    /// # Panics
-    /// If `record` is shorter than the header `checkpoint_buffer` reserves.
-    pub fn put_record(&mut self, upto: Lsn, mut record: Vec<u8>) -> Result<(), StoreError> {
-        assert!(
-            record.len() >= CHECKPOINT_HEADER,
-            "a checkpoint record starts with Store::checkpoint_buffer's header"
-        );
+    pub fn put_record(&mut self, upto: Lsn, record: CheckpointRecord) -> Result<(), StoreError> {
+        let mut record = record.0;
         // In journal mode a checkpoint may only cover committed records: one
         // covering staged records would outlive them in a crash, and their
         // redelivered messages would then be counted twice.
@@ -1135,7 +1148,7 @@ impl CheckpointStore for Store {
     /// the journal's truncation point.
     fn put(&mut self, upto: u64, snapshot: &[u8]) -> Result<(), StoreError> {
         let mut record = Self::checkpoint_buffer(snapshot.len());
-        record.extend_from_slice(snapshot);
+        record.snapshot_mut().extend_from_slice(snapshot);
         self.put_record(upto, record)
     }
 
