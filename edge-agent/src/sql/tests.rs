@@ -21,7 +21,9 @@ const BID_ROWS: &str = "2020-04-15 08:05:00,4.00,C
 2020-04-15 08:17:00,6.00,F
 ";
 
-fn run(sql: &str, input: &str) -> Vec<String> {
+/// The header and the rows of `weir replay` over `input`, the rows sorted;
+/// no bad row.
+pub(super) fn run(sql: &str, input: &str) -> Vec<String> {
     let p = parse("q.sql", sql).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     let mut bad = Vec::new();
@@ -32,6 +34,11 @@ fn run(sql: &str, input: &str) -> Vec<String> {
     // Rows of different keys fire in key order, not the documentation's.
     lines[1..].sort();
     lines
+}
+
+/// `2020-04-15 08:00:<s>.000`, a time as weir writes it.
+pub(super) fn t(s: &str) -> String {
+    format!("2020-04-15 08:00:{s}.000")
 }
 
 fn bid(query: &str) -> Vec<String> {

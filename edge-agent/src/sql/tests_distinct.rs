@@ -4,6 +4,7 @@
 //! NULLs left out, a checkpoint and restore in the middle of a window, and
 //! errors.
 
+use super::tests::{run, t};
 use super::*;
 
 const R: &str = "CREATE TABLE r (
@@ -27,19 +28,7 @@ const ROWS: &str = "2020-04-15 08:00:01,a,north,1
 ";
 
 fn rows(query: &str) -> Vec<String> {
-    let p = parse("q.sql", &format!("{R}{query}")).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    exec::replay(&p, ROWS.as_bytes(), &mut out, |b, _| bad.push(b.clone())).unwrap();
-    assert!(bad.is_empty(), "{bad:?}");
-    let text = String::from_utf8(out).unwrap();
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines[1..].sort();
-    lines
-}
-
-fn t(s: &str) -> String {
-    format!("2020-04-15 08:00:{s}.000")
+    run(&format!("{R}{query}"), ROWS)
 }
 
 #[test]

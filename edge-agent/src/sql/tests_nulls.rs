@@ -6,6 +6,7 @@
 //! legacy group windows and grouping sets; expressions computed in the
 //! engine and before it (reading a text column).
 
+use super::tests::{run, t};
 use super::*;
 
 const S: &str = "CREATE TABLE s (
@@ -29,19 +30,7 @@ const ROWS: &str = "2020-04-15 08:00:01,a,run,25,1
 ";
 
 fn rows(query: &str) -> Vec<String> {
-    let p = parse("q.sql", &format!("{S}{query}")).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    exec::replay(&p, ROWS.as_bytes(), &mut out, |b, _| bad.push(b.clone())).unwrap();
-    assert!(bad.is_empty(), "{bad:?}");
-    let text = String::from_utf8(out).unwrap();
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines[1..].sort();
-    lines
-}
-
-fn t(s: &str) -> String {
-    format!("2020-04-15 08:00:{s}.000")
+    run(&format!("{S}{query}"), ROWS)
 }
 
 /// `temp > 20`'s vib: NULL for a, 08:00:02 and 06, and b, 03.
