@@ -206,22 +206,14 @@ pub struct Kept {
     inserted: u64,
 }
 
-/// Agent checkpoint: `[b'W', 1, n: u32 LE, n × u64 LE hashes, engine snapshot]`.
-/// Written straight from the ring (no copy of it on the way).
-pub fn encode_checkpoint(d: &Dedupe, engine: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(6 + d.ring.len() * 8 + engine.len());
-    push_ring(d, &mut v);
-    v.extend_from_slice(engine);
-    v
-}
-
-/// [`encode_checkpoint`] of the engine's snapshot, appended to `buf` (the
-/// store's record buffer, [`crate::store::Store::checkpoint_buffer`]): the
-/// snapshot is encoded in place, never copied, so a checkpoint costs its
-/// size once in memory rather than three times.
+/// Agent checkpoint, `[b'W', 1, n: u32 LE, n × u64 LE hashes, engine
+/// snapshot]`, of the engine's state appended to `record` (the store's
+/// record, [`crate::store::Store::checkpoint_buffer`]): the ring is written
+/// straight from memory and the snapshot encoded in place, so the state
+/// is in memory once on its way to the store, not twice.
 ///
 /// # Errors
-/// As [`weir_core::engine::Engine::snapshot`]; `buf` is then as it was.
+/// As [`weir_core::engine::Engine::snapshot`]; `record` is then as it was.
 pub fn encode_checkpoint_into(
     d: &Dedupe,
     engine: &weir_core::engine::Engine,
@@ -245,8 +237,8 @@ fn push_ring(d: &Dedupe, v: &mut Vec<u8>) {
     }
 }
 
-/// [`encode_checkpoint`] of an engine snapshot already taken, as a store
-/// record (with the header's room first).
+/// The agent checkpoint ([`encode_checkpoint_into`]'s format) of an
+/// engine snapshot already taken, as a store record.
 pub fn checkpoint_record(d: &Dedupe, engine: &[u8]) -> crate::store::CheckpointRecord {
     let mut r = crate::store::Store::checkpoint_buffer(6 + d.ring.len() * 8 + engine.len());
     push_ring(d, r.snapshot_mut());
@@ -290,8 +282,9 @@ mod tests {
         );
         assert!(!d.is_duplicate(reading_hash(0, "k", 20, &[1.5])));
         assert!(!d.is_duplicate(reading_hash(1, "k", 20, &[1.0])));
-        let bytes = encode_checkpoint(&d, b"engine");
-        let (hs, rest) = decode_checkpoint(&bytes).unwrap();
+        let record = checkpoint_record(&d, b"engine");
+        let bytes = record.snapshot();
+        let (hs, rest) = decode_checkpoint(bytes).unwrap();
         assert_eq!(rest, b"engine");
         assert_eq!(hs, d.export(), "oldest first, as the ring wrapped");
         let mut e = Dedupe::default();
@@ -311,8 +304,9 @@ mod tests {
         assert!(decode_checkpoint(b"Wx").is_none());
     }
 
-    /// The in-place encoding is byte for byte the copying one, after
-    /// whatever the buffer already held (the store's header).
+    /// The in-place encoding and the one from a snapshot already taken are
+    /// byte for byte the documented format: the ring oldest first, then the
+    /// engine's snapshot.
     #[test]
     fn a_checkpoint_encoded_in_place_is_the_copied_one() {
         let pf = crate::pipeline_file::parse(
@@ -328,7 +322,12 @@ mod tests {
         for h in 0..(WINDOW as u64 + 7) {
             d.record(h * 31);
         }
-        let copied = encode_checkpoint(&d, &engine.snapshot().unwrap());
+        let mut copied = vec![b'W', 1];
+        copied.extend_from_slice(&(WINDOW as u32).to_le_bytes());
+        for h in d.export() {
+            copied.extend_from_slice(&h.to_le_bytes());
+        }
+        copied.extend_from_slice(&engine.snapshot().unwrap());
         let mut rec = crate::store::Store::checkpoint_buffer(0);
         encode_checkpoint_into(&d, &engine, &mut rec).unwrap();
         assert!(rec.snapshot() == &copied[..], "in place == copied");
