@@ -16,7 +16,7 @@ use weir_core::engine::Reject;
 use weir_core::output::{Emission, Output};
 use weir_core::spec::{DetectSpec, OperatorKind};
 
-use crate::numfmt::{self, push_f64, push_i64, push_u64};
+use crate::numfmt::{self, eight_digits, eq_bytes, push_f64, push_i64, push_u64};
 use crate::pipeline_file::{Column, CsvMapping, PipelineFile, TsFormat};
 use crate::timefmt::{format_datetime_ms, parse_datetime_ms};
 
@@ -362,28 +362,6 @@ fn digits_to_comma(b: &[u8], from: usize) -> Option<(i64, usize)> {
     (n > 0 && n <= 18 && b.get(i) == Some(&b',')).then_some((v, i))
 }
 
-/// The value of eight ASCII digits read as a little-endian word, `None`
-/// if one is not a digit (the SWAR method of Lemire's fast_float).
-#[inline(always)]
-fn eight_digits(w: u64) -> Option<u64> {
-    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
-    // Each byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not
-    // carry into it.
-    if (w & HIGH) | ((w.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333 {
-        return None;
-    }
-    let v = w - 0x3030_3030_3030_3030;
-    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
-    const MASK: u64 = 0x0000_00FF_0000_00FF;
-    const MUL1: u64 = 100 + (1_000_000 << 32);
-    const MUL2: u64 = 1 + (10_000 << 32);
-    let v = (v & MASK)
-        .wrapping_mul(MUL1)
-        .wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2))
-        >> 32;
-    Some(v & 0xFFFF_FFFF)
-}
-
 /// One input line (without its newline) and, when the block it was read in
 /// is valid UTF-8, the same line as text: then a field needs no UTF-8 check
 /// of its own. Lines of a block that is not valid UTF-8 check each field
@@ -563,70 +541,31 @@ impl Decoder<'_> {
     }
 }
 
-/// The separators of CSV rows, `,` and `\n`, in order, found eight bytes
-/// at a time (a byte-by-byte search costs several instructions a byte).
-struct Seps<'b> {
-    b: &'b [u8],
-    /// Offset of the word `mask` was taken from.
-    at: usize,
-    /// 0x80 in each byte of that word still to report.
-    mask: u64,
-    /// Report commas too, not only newlines.
-    commas: bool,
+/// The separators of CSV rows, `,` and `\n`, in order, found with the
+/// `memchr` crate's vector search (a byte-by-byte search costs several
+/// instructions a byte, eight bytes a word about two).
+enum Seps<'b> {
+    /// Newlines only (the plain layout finds its own commas).
+    Lines(memchr::Memchr<'b>),
+    /// Commas and newlines.
+    All(memchr::Memchr2<'b>),
 }
 
 impl<'b> Seps<'b> {
     fn new(b: &'b [u8], commas: bool) -> Self {
-        Seps {
-            b,
-            at: 0,
-            mask: Self::word(b, 0, commas),
-            commas,
-        }
-    }
-
-    /// The separator bytes of the word at `at` (zero-padded past the end).
-    #[inline(always)]
-    fn word(b: &[u8], at: usize, commas: bool) -> u64 {
-        let x = match b.get(at..at + 8) {
-            Some(w) => u64::from_le_bytes(w.try_into().unwrap_or_default()),
-            None => {
-                let mut w = [0u8; 8];
-                let rest = b.get(at..).unwrap_or_default();
-                w[..rest.len()].copy_from_slice(rest);
-                u64::from_le_bytes(w)
-            }
-        };
-        let nl = eq_bytes(x, b'\n');
-        if commas {
-            eq_bytes(x, b',') | nl
-        } else {
-            nl
+        match commas {
+            false => Seps::Lines(memchr::memchr_iter(b'\n', b)),
+            true => Seps::All(memchr::memchr2_iter(b',', b'\n', b)),
         }
     }
 
     #[inline(always)]
     fn next(&mut self) -> Option<usize> {
-        while self.mask == 0 {
-            self.at += 8;
-            if self.at >= self.b.len() {
-                return None;
-            }
-            self.mask = Self::word(self.b, self.at, self.commas);
+        match self {
+            Seps::Lines(it) => it.next(),
+            Seps::All(it) => it.next(),
         }
-        let i = self.at + (self.mask.trailing_zeros() / 8) as usize;
-        self.mask &= self.mask - 1;
-        Some(i)
     }
-}
-
-/// 0x80 in each byte of `x` that equals `c`, 0 elsewhere (exact: no carry
-/// crosses a byte).
-#[inline(always)]
-fn eq_bytes(x: u64, c: u8) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let t = x ^ (0x0101_0101_0101_0101 * c as u64);
-    !(((t & LOW7) + LOW7) | t | LOW7)
 }
 
 /// Runs `input` through `pf`'s pipeline reading source `source` (index),
