@@ -383,6 +383,13 @@ const INGEST_REQUESTS: usize = 4096;
 /// events are dropped (counted as overload drops).
 const HELD_QOS0: usize = 4096;
 
+/// Slots of the side queue kept once it is empty again (the rest are
+/// freed: a pause's peak is not held for the rest of the run).
+const HELD_KEEP: usize = 512;
+
+/// Slots the side queue grows by when full (288 KiB).
+const HELD_STEP: usize = 4096;
+
 /// Payload bytes of a held event.
 fn held_len(ev: &(Link, MqttEvent)) -> usize {
     match &ev.1 {
@@ -1381,6 +1388,11 @@ impl Agent {
                         None => break,
                     }
                 }
+                if self.held.is_empty() {
+                    // A pause can hold ~16,000 events (72 bytes a slot,
+                    // 1.2 MiB); the slots are not kept for the next one.
+                    self.held.shrink_to(HELD_KEEP);
+                }
                 self.held_gauges();
                 // Signals and timers get their turn.
                 tokio::task::yield_now().await;
@@ -1436,6 +1448,11 @@ impl Agent {
                                 }
                             }
                             self.held_bytes += held_len(&ev);
+                            if self.held.len() == self.held.capacity() {
+                                // In steps, not doubling: 16,385 events
+                                // took 32,768 slots (2.4 MiB).
+                                self.held.reserve_exact(HELD_STEP);
+                            }
                             self.held.push_back(ev);
                         }
                         self.held_gauges();
