@@ -24,7 +24,7 @@
 //!
 //! `agent_bench --weir PATH [--weir-board PATH] [--readings N] [--rounds R]
 //! [--recover-readings M] [--group-commit 50ms] [--steady-rate R]
-//! [--steady-secs S] [--budget 2GiB] [--only-budget]` (group commit
+//! [--steady-secs S] [--budget 2GiB] [--only-budget] [--only-rss] [--smaps PREFIX]` (group commit
 //! default: the rpi4 board profile's 50 ms). `--weir-board` is the gateway build
 //! (`--profile board --no-default-features`, static musl from
 //! bench/agent.sh), measured for RSS as well.
@@ -521,8 +521,22 @@ fn main() {
     let mut best_agent: f64 = 0.0;
     let mut rss = 0;
     let mut flash = 0.0;
+    // `--only-rss`: the 1,000-sensor runs for peak RSS only (no ceiling,
+    // no later benchmarks); `--smaps PREFIX` keeps each agent's
+    // /proc/<pid>/smaps at the end of its run in PREFIX-<tag>.
+    let only_rss = std::env::args().any(|a| a == "--only-rss");
+    let smaps = |agent: &Agent, tag: &str| {
+        if let Some(p) = arg("--smaps") {
+            let s = std::fs::read_to_string(format!("/proc/{}/smaps", agent.child.id()));
+            let _ = std::fs::write(format!("{p}-{tag}"), s.unwrap_or_default());
+        }
+    };
     for r in 0..rounds {
-        let c = ceiling(&rt, broker, &json, "plant/+/v");
+        let c = if only_rss {
+            f64::NAN
+        } else {
+            ceiling(&rt, broker, &json, "plant/+/v")
+        };
         let (a, agent, _dir) = through_agent(
             &rt,
             &weir,
@@ -548,6 +562,7 @@ fn main() {
             agent.proc_field("status", "RssAnon:") as f64 / 1024.0,
             agent.proc_field("status", "RssFile:") as f64 / 1024.0
         );
+        smaps(&agent, &format!("json{r}"));
         agent.stop();
         println!("round {r}: broker ceiling {:.0} readings/s, weir run (journal) {:.0} readings/s, ratio {:.3}", c, a, a / c);
         best_ceiling = best_ceiling.max(c);
@@ -575,8 +590,17 @@ fn main() {
             "board",
         );
         let r = agent.proc_field("status", "VmHWM:") as f64 / 1024.0;
+        println!(
+            "   the gateway build: RSS now {:.1} MiB heap and stacks + {:.1} MiB mapped files (code)",
+            agent.proc_field("status", "RssAnon:") as f64 / 1024.0,
+            agent.proc_field("status", "RssFile:") as f64 / 1024.0
+        );
+        smaps(&agent, "board");
         agent.stop();
         println!("   the gateway build ({board}): peak RSS {r:.1} MiB (target <= 10 MiB), {a:.0} readings/s");
+    }
+    if only_rss {
+        return;
     }
     println!(
         "4. flash written per reading: {flash:.1} B vs payload {:.1} B/reading: {:.2}x (target <= 1.5x)",

@@ -450,7 +450,10 @@ fn series_of<'a>(s: &'a mut State, key: &str, op: u16, max: usize) -> Option<&'a
             s.series_dropped += 1;
             return None;
         }
-        s.series.insert(key.to_string(), Vec::new());
+        // Room for one operator: most keys have one, and a `push` into an
+        // empty Vec makes room for four (336 bytes a key wasted, 0.33 MiB
+        // with 1,000 sensors).
+        s.series.insert(key.to_string(), Vec::with_capacity(1));
     }
     let list = s.series.get_mut(key)?;
     let at = match list.iter().position(|(o, _)| *o == op) {

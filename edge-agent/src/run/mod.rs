@@ -377,11 +377,20 @@ pub(crate) fn pack_records(group_records: usize) -> usize {
 const EVENTS_PER_TURN: usize = 512;
 /// Requests (acks, subscriptions) queued in rumqttc for the ingest client;
 /// the rest wait in the agent's own queue as 4-byte tokens, not as
-/// rumqttc requests of ~100 bytes each.
-const INGEST_REQUESTS: usize = 4096;
+/// rumqttc requests of ~100 bytes each. rumqttc writes one a turn of its
+/// loop, so a deeper queue writes no faster: at 4,096 its queue held
+/// 0.25 MiB of acks under the benchmark's flood.
+const INGEST_REQUESTS: usize = 1024;
 /// While paused on the ack debt, QoS 0 messages beyond this many held
 /// events are dropped (counted as overload drops).
 const HELD_QOS0: usize = 4096;
+
+/// Slots of the side queue kept once it is empty again (the rest are
+/// freed: a pause's peak is not held for the rest of the run).
+const HELD_KEEP: usize = 512;
+
+/// Slots the side queue grows by when full (288 KiB).
+const HELD_STEP: usize = 4096;
 
 /// Payload bytes of a held event.
 fn held_len(ev: &(Link, MqttEvent)) -> usize {
@@ -461,7 +470,10 @@ fn open_store(cfg: &GatewayConfig) -> Result<Store, RunError> {
         dead_letters_keep: cfg.dead_letters,
         // The journal is written once and read back only on recovery: a
         // small page cache keeps the agent's memory low (12 MB target).
-        cache_bytes: 1 << 20,
+        // A checkpoint's truncation reads every chunk it removes (a 4 KiB
+        // leaf each) and its record is one run of pages: with 1 MiB, the
+        // cache held ~1.6 MiB at a checkpoint, the agent's peak.
+        cache_bytes: 256 << 10,
         ..StoreConfig::default()
     };
     Ok(sc.build(cfg.data_dir.join("weir.redb"))?)
@@ -1378,6 +1390,11 @@ impl Agent {
                         None => break,
                     }
                 }
+                if self.held.is_empty() {
+                    // A pause can hold ~16,000 events (72 bytes a slot,
+                    // 1.2 MiB); the slots are not kept for the next one.
+                    self.held.shrink_to(HELD_KEEP);
+                }
                 self.held_gauges();
                 // Signals and timers get their turn.
                 tokio::task::yield_now().await;
@@ -1433,6 +1450,11 @@ impl Agent {
                                 }
                             }
                             self.held_bytes += held_len(&ev);
+                            if self.held.len() == self.held.capacity() {
+                                // In steps, not doubling: 16,385 events
+                                // took 32,768 slots (2.4 MiB).
+                                self.held.reserve_exact(HELD_STEP);
+                            }
                             self.held.push_back(ev);
                         }
                         self.held_gauges();
