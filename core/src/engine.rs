@@ -623,7 +623,10 @@ impl PipelineSpec {
 fn key_cost(spec: &PipelineSpec, per_key: &[bool]) -> usize {
     use core::mem::size_of;
     // The map slot (name box, id, control byte), the name's slot, last and
-    // first timestamps, admission, proven flag, and a probation entry.
+    // first timestamps, admission, proven flag, and a probation entry. (Not
+    // the key's 8-byte hint stamp, added later: charging it would change
+    // which keys a budget admits, and a journal written before it would
+    // replay differently.)
     let mut c = size_of::<(alloc::boxed::Box<str>, KeyId)>()
         + 1
         + size_of::<Option<alloc::boxed::Box<str>>>()
