@@ -6,7 +6,8 @@
 # (bytes per reading and ack wait with and without one, on a steady plant).
 #   bash bench/agent.sh [--readings N] [--rounds R] [--recover-readings M]
 #                       [--steady-rate R] [--steady-secs S] [--budget 2GiB]
-#                       [--only-budget] [--only-senml] [--no-board]
+#                       [--only-budget] [--only-senml] [--only-recovery]
+#                       [--recover-rounds R] [--weir-compare PATH] [--no-board]
 # --no-board skips the gateway build's RSS (saves a size-optimised static
 # musl build; the others need rustup's $(uname -m)-unknown-linux-musl target).
 set -euo pipefail

@@ -20,7 +20,7 @@ use core::fmt;
 
 use crate::detect::{DetectorSpec, DetectorState};
 use crate::expr::{Expr, Value};
-use crate::keys::{KeyId, KeyTable};
+use crate::keys::{KeyHint, KeyId, KeyTable};
 use crate::output::{Output, ScoreResult};
 use crate::process::ProcessOp;
 use crate::spec::{FullPolicy, OperatorKind, PipelineSpec, WatermarkMode, WindowKind};
@@ -623,7 +623,10 @@ impl PipelineSpec {
 fn key_cost(spec: &PipelineSpec, per_key: &[bool]) -> usize {
     use core::mem::size_of;
     // The map slot (name box, id, control byte), the name's slot, last and
-    // first timestamps, admission, proven flag, and a probation entry.
+    // first timestamps, admission, proven flag, and a probation entry. (Not
+    // the key's 8-byte hint stamp, added later: charging it would change
+    // which keys a budget admits, and a journal written before it would
+    // replay differently.)
     let mut c = size_of::<(alloc::boxed::Box<str>, KeyId)>()
         + 1
         + size_of::<Option<alloc::boxed::Box<str>>>()
@@ -837,7 +840,40 @@ impl Engine {
         values: &[f64],
     ) -> Result<(), Reject> {
         self.stats.input += 1;
-        match self.admit(now, source, key, ts, values) {
+        match self.admit(now, source, key, None, ts, values) {
+            Ok(()) => {
+                self.stats.accepted += 1;
+                Ok(())
+            }
+            Err(r) => {
+                self.stats.rejected[r.index()] += 1;
+                Err(r)
+            }
+        }
+    }
+
+    /// [`Engine::handle_sample`] with a [`KeyHint`] the caller keeps for
+    /// `key`: when the key is still live under the id the hint remembers,
+    /// the engine takes that id without looking the name up (a lookup
+    /// misses the cache up to three times per sample when keys are many);
+    /// otherwise it looks the name up and fills the hint. Same effects and
+    /// result as [`Engine::handle_sample`]. The hint must have been filled
+    /// by this engine for this `key` (or be empty).
+    ///
+    /// # Errors
+    /// As [`Engine::handle_sample`].
+    #[inline(always)]
+    pub fn handle_sample_hinted(
+        &mut self,
+        now: i64,
+        source: usize,
+        key: &str,
+        hint: &mut KeyHint,
+        ts: i64,
+        values: &[f64],
+    ) -> Result<(), Reject> {
+        self.stats.input += 1;
+        match self.admit(now, source, key, Some(hint), ts, values) {
             Ok(()) => {
                 self.stats.accepted += 1;
                 Ok(())
@@ -855,6 +891,7 @@ impl Engine {
         now: i64,
         source: usize,
         key: &str,
+        hint: Option<&mut KeyHint>,
         ts: i64,
         values: &[f64],
     ) -> Result<(), Reject> {
@@ -888,9 +925,25 @@ impl Engine {
         let tracks_idle = src.tracks_idle;
         let per_key = src.per_key;
         let staged = src.staged;
-        let kid = match self.keys.get(key) {
-            Some(k) => k,
-            None => self.new_key(key, ts)?,
+        let kid = match hint {
+            Some(h) => match self.keys.hinted(h) {
+                Some(k) => {
+                    debug_assert_eq!(self.keys.name(k), Some(key), "a hint of another key");
+                    k
+                }
+                None => {
+                    let k = match self.keys.get(key) {
+                        Some(k) => k,
+                        None => self.new_key(key, ts)?,
+                    };
+                    *h = self.keys.hint(k);
+                    k
+                }
+            },
+            None => match self.keys.get(key) {
+                Some(k) => k,
+                None => self.new_key(key, ts)?,
+            },
         };
         // Accepted from here on: only now may the sample change state.
         if nulls {

@@ -10,6 +10,22 @@ use core::hash::{Hash, Hasher};
 /// output queue has been drained, so an id in a pending output stays valid.
 pub type KeyId = u32;
 
+/// A caller's memo of the id one key has in one engine, so that a driver
+/// that already knows its keys by number (the agent's journal dictionary)
+/// spares the engine a lookup by name per sample
+/// ([`Engine::handle_sample_hinted`](crate::engine::Engine::handle_sample_hinted)).
+/// It is checked against a stamp the engine gives the key when it is
+/// admitted (and again when a checkpoint is restored into it), so a key
+/// evicted since, or an id reused by another key, is looked up by name
+/// again. A hint belongs to the engine that filled it, and to one key
+/// name. `KeyHint::default()` is empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyHint {
+    id: KeyId,
+    /// The key's stamp when the hint was filled; 0 for none (no key has 0).
+    stamp: u64,
+}
+
 /// FxHash: a fast, non-cryptographic hash. Keys come from the gateway's own
 /// sensors; the key budget bounds the table, so hash flooding is bounded too.
 #[derive(Default, Clone, Copy)]
@@ -137,6 +153,10 @@ pub(crate) struct KeyTable {
     /// Names of evicted keys whose ids are pending release: outputs still
     /// queued may name them.
     retired: Vec<(KeyId, Box<str>)>,
+    /// Per id: the live key's stamp (from `last_stamp`, never reused), 0
+    /// for a free id. What a [`KeyHint`] is checked against.
+    stamps: Vec<u64>,
+    last_stamp: u64,
 }
 
 impl KeyTable {
@@ -147,6 +167,27 @@ impl KeyTable {
                 same_name(k.as_bytes(), name.as_bytes())
             })
             .map(|&(_, id)| id)
+    }
+
+    /// The id `hint` remembers, if its key is still live under it.
+    #[inline(always)]
+    pub(crate) fn hinted(&self, hint: &KeyHint) -> Option<KeyId> {
+        let live = hint.stamp != 0 && self.stamps.get(hint.id as usize) == Some(&hint.stamp);
+        live.then_some(hint.id)
+    }
+
+    /// A hint for the live key `id`.
+    #[inline(always)]
+    pub(crate) fn hint(&self, id: KeyId) -> KeyHint {
+        KeyHint {
+            id,
+            stamp: self.stamps.get(id as usize).copied().unwrap_or(0),
+        }
+    }
+
+    fn next_stamp(&mut self) -> u64 {
+        self.last_stamp += 1;
+        self.last_stamp
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -163,6 +204,7 @@ impl KeyTable {
             }
             None => {
                 self.names.push(Some(name.into()));
+                self.stamps.push(0);
                 self.last_ts.push(i64::MIN);
                 self.first_ts.push(ts);
                 self.admitted.push(seq);
@@ -171,6 +213,7 @@ impl KeyTable {
             }
         };
         let i = id as usize;
+        self.stamps[i] = self.next_stamp();
         self.last_ts[i] = i64::MIN;
         self.first_ts[i] = ts;
         self.admitted[i] = seq;
@@ -225,6 +268,7 @@ impl KeyTable {
             if let Ok(e) = self.map.find_entry(hash_name(&name), |(k, _)| **k == *name) {
                 e.remove();
             }
+            self.stamps[id as usize] = 0;
             self.name_bytes -= name.len();
             if !self.proven[id as usize] {
                 self.probation.remove(&(self.admitted[id as usize], id));
@@ -264,13 +308,20 @@ impl KeyTable {
         }
     }
 
-    /// Rebuilds the map after `names` was restored.
+    /// Rebuilds the map after `names` was restored, with new stamps: no
+    /// hint from before the restore is taken.
     pub(crate) fn reindex(&mut self) {
         self.map.clear();
-        for (i, n) in self.names.iter().enumerate() {
-            if let Some(n) = n {
-                Self::put(&mut self.map, n.clone(), i as KeyId);
-            }
+        self.stamps.clear();
+        for i in 0..self.names.len() {
+            let stamp = match &self.names[i] {
+                Some(n) => {
+                    Self::put(&mut self.map, n.clone(), i as KeyId);
+                    self.next_stamp()
+                }
+                None => 0,
+            };
+            self.stamps.push(stamp);
         }
     }
 }

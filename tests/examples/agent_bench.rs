@@ -24,7 +24,9 @@
 //!
 //! `agent_bench --weir PATH [--weir-board PATH] [--readings N] [--rounds R]
 //! [--recover-readings M] [--group-commit 50ms] [--steady-rate R]
-//! [--steady-secs S] [--budget 2GiB] [--only-budget] [--only-rss] [--smaps PREFIX]` (group commit
+//! [--steady-secs S] [--budget 2GiB] [--only-budget] [--only-senml]
+//! [--only-rss] [--smaps PREFIX] [--only-recovery] [--recover-rounds R]
+//! [--weir-compare PATH] [--keep-store DIR]` (group commit
 //! default: the rpi4 board profile's 50 ms). `--weir-board` is the gateway build
 //! (`--profile board --no-default-features`, static musl from
 //! bench/agent.sh), measured for RSS as well.
@@ -488,6 +490,92 @@ fn senml_bench(rt: &tokio::runtime::Runtime, weir: &Path, broker: SocketAddr, n:
     println!("   peak RSS during the SenML run: {senml_rss:.1} MiB");
 }
 
+/// Copies the files of `from` (a data directory: no subdirectories) into a
+/// new `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            let dst = to.join(e.file_name());
+            std::fs::copy(e.path(), &dst).unwrap();
+            // Written back now: the agent's first fsync would otherwise
+            // write the whole copy and count in its recovery.
+            std::fs::File::open(&dst).unwrap().sync_all().unwrap();
+        }
+    }
+}
+
+/// Figure 5, recovery: 10,000 keys, a long journal, SIGKILL, restart.
+/// With `--recover-rounds R` the killed agent's data directory is kept and
+/// restarted R times from a fresh copy of it, alternately with
+/// `--weir-compare PATH` when given (the same store for both binaries);
+/// `--keep-store DIR` keeps a copy of it in DIR (for profiling).
+fn recovery_bench(rt: &tokio::runtime::Runtime, weir: &Path, broker: SocketAddr, recover_n: usize) {
+    let dir = TempDir::new("bench-recover");
+    // 10,000 sensors at 10 readings a second each: the journal spans
+    // recover_n / 10,000 s of the plant.
+    let msgs = json_messages(recover_n, 10_000, 10);
+    let agent = start_agent(
+        weir,
+        &dir.0,
+        broker,
+        PIPELINE_JSON,
+        "fill",
+        "[checkpoint]\ninterval = \"1h\"\n",
+    );
+    rt.block_on(publish(broker, &msgs));
+    while (agent.metric("weir_readings_total") as usize) < recover_n {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    agent.kill();
+    let rounds: usize = arg("--recover-rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let compare = arg("--weir-compare").map(PathBuf::from);
+    let kept = TempDir::new("bench-recover-kept");
+    if rounds > 1 || compare.is_some() {
+        copy_dir(&dir.0.join("data"), &kept.0);
+    }
+    if let Some(to) = arg("--keep-store") {
+        copy_dir(&dir.0.join("data"), Path::new(&to));
+        println!("the killed agent's data directory is kept in {to}");
+    }
+    let mut bins = vec![weir.to_path_buf()];
+    bins.extend(compare);
+    for r in 0..rounds {
+        for (b, bin) in bins.iter().enumerate() {
+            if r + b > 0 {
+                copy_dir(&kept.0, &dir.0.join("data"));
+            }
+            let t0 = Instant::now();
+            let agent = start_agent(
+                bin,
+                &dir.0,
+                broker,
+                PIPELINE_JSON,
+                "recover",
+                "[checkpoint]\ninterval = \"1h\"\n",
+            );
+            let wall = t0.elapsed();
+            let log = agent.wait_log("recovered", Duration::from_secs(60));
+            let line = log.lines().find(|l| l.contains("recovered")).unwrap_or("");
+            let what = if bins.len() > 1 || rounds > 1 {
+                format!(" [{}, round {r}]", bin.display())
+            } else {
+                String::new()
+            };
+            println!(
+                "5. recovery after SIGKILL, 10,000 keys, {recover_n}-reading journal{what}: {} (process start to connected: {:.0} ms; target: replay <= 400 ms)",
+                line.split("recovered").nth(1).unwrap_or("?").trim(),
+                wall.as_secs_f64() * 1e3
+            );
+            agent.kill();
+        }
+    }
+}
+
 fn main() {
     let weir = PathBuf::from(arg("--weir").expect("--weir PATH to a release weir binary"));
     let n: usize = arg("--readings")
@@ -507,6 +595,11 @@ fn main() {
         .unwrap();
     if std::env::args().any(|a| a == "--only-budget") {
         budget_bench(&rt, &weir, broker);
+        return;
+    }
+
+    if std::env::args().any(|a| a == "--only-recovery") {
+        recovery_bench(&rt, &weir, broker, recover_n);
         return;
     }
 
@@ -610,42 +703,6 @@ fn main() {
 
     senml_bench(&rt, &weir, broker, n);
 
-    // 5. Recovery: 10,000 keys, a long journal, SIGKILL, restart.
-    let dir = TempDir::new("bench-recover");
-    // 10,000 sensors at 10 readings a second each: the journal spans
-    // recover_n / 10,000 s of the plant.
-    let msgs = json_messages(recover_n, 10_000, 10);
-    let agent = start_agent(
-        &weir,
-        &dir.0,
-        broker,
-        PIPELINE_JSON,
-        "fill",
-        "[checkpoint]\ninterval = \"1h\"\n",
-    );
-    rt.block_on(publish(broker, &msgs));
-    while (agent.metric("weir_readings_total") as usize) < recover_n {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    agent.kill();
-    let t0 = Instant::now();
-    let agent = start_agent(
-        &weir,
-        &dir.0,
-        broker,
-        PIPELINE_JSON,
-        "recover",
-        "[checkpoint]\ninterval = \"1h\"\n",
-    );
-    let wall = t0.elapsed();
-    let log = agent.wait_log("recovered", Duration::from_secs(60));
-    let line = log.lines().find(|l| l.contains("recovered")).unwrap_or("");
-    let clean = line.to_string();
-    println!(
-        "5. recovery after SIGKILL, 10,000 keys, {recover_n}-reading journal: {} (process start to connected: {:.0} ms; target: replay <= 400 ms)",
-        clean.split("recovered").nth(1).unwrap_or("?").trim(),
-        wall.as_secs_f64() * 1e3
-    );
-    agent.stop();
+    recovery_bench(&rt, &weir, broker, recover_n);
     budget_bench(&rt, &weir, broker);
 }

@@ -406,6 +406,21 @@ impl Replay<'_> {
     /// # Errors
     /// As [`next_record`](Replay::next_record).
     pub fn next_part(&mut self) -> Result<Option<(Lsn, Sample<'_>, bool)>, StoreError> {
+        Ok(self.next_keyed()?.map(|(lsn, s, cont, _)| (lsn, s, cont)))
+    }
+
+    /// As [`next_part`](Replay::next_part), with the id of the record's key
+    /// in the store's key dictionary (`None` for a key stored inline): one
+    /// id always names the same key, so a replay can keep per-key memos by
+    /// it (the engine's `KeyHint`s) instead of looking names up.
+    ///
+    /// # Errors
+    /// As [`next_record`](Replay::next_record).
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    pub fn next_keyed(
+        &mut self,
+    ) -> Result<Option<(Lsn, Sample<'_>, bool, Option<u32>)>, StoreError> {
         while self.next == self.recs.len() {
             if !self.load_next()? {
                 return Ok(None);
@@ -414,11 +429,14 @@ impl Replay<'_> {
         let r = self.recs[self.next];
         let lsn = self.first + self.next as u64;
         self.next += 1;
-        let key = match r.key {
-            KeySlot::Dict(id) => &*self.store.names[id as usize],
+        let (key, id) = match r.key {
+            KeySlot::Dict(id) => (&*self.store.names[id as usize], Some(id)),
             KeySlot::Inline(s, e) => {
                 // Checked when the batch was decoded.
-                std::str::from_utf8(&self.buf[s..e]).unwrap_or_default()
+                (
+                    std::str::from_utf8(&self.buf[s..e]).unwrap_or_default(),
+                    None,
+                )
             }
         };
         Ok(Some((
@@ -431,6 +449,7 @@ impl Replay<'_> {
                 values: &self.vals[r.vstart..r.vstart + r.vlen],
             },
             r.cont,
+            id,
         )))
     }
 
