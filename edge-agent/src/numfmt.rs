@@ -123,6 +123,23 @@ pub(crate) fn eight_digits(w: u64) -> Option<u64> {
     if (w & HIGH) | ((w.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333 {
         return None;
     }
+    Some(digits_value(w))
+}
+
+/// Non-zero bits in the bytes of `w` that are not ASCII digits; exact up
+/// to and including the first such byte (a carry out of a byte ≥ 0xFA, not
+/// a digit itself, can only touch the bytes after it).
+#[inline(always)]
+pub(crate) fn not_digits(w: u64) -> u64 {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    ((w & HIGH) ^ ZEROS) | ((w.wrapping_add(0x0606_0606_0606_0606) & HIGH) ^ ZEROS)
+}
+
+/// The value of eight ASCII digits read as a little-endian word (every
+/// byte a digit: see [`eight_digits`]).
+#[inline(always)]
+pub(crate) fn digits_value(w: u64) -> u64 {
     let v = w - 0x3030_3030_3030_3030;
     let v = v.wrapping_mul(10).wrapping_add(v >> 8);
     const MASK: u64 = 0x0000_00FF_0000_00FF;
@@ -132,7 +149,7 @@ pub(crate) fn eight_digits(w: u64) -> Option<u64> {
         .wrapping_mul(MUL1)
         .wrapping_add(((v >> 16) & MASK).wrapping_mul(MUL2))
         >> 32;
-    Some(v & 0xFFFF_FFFF)
+    v & 0xFFFF_FFFF
 }
 
 /// 0x80 in each byte of `x` that equals `c`, 0 elsewhere (exact: no carry

@@ -16,7 +16,9 @@ use weir_core::engine::Reject;
 use weir_core::output::{Emission, Output};
 use weir_core::spec::{DetectSpec, OperatorKind};
 
-use crate::numfmt::{self, eight_digits, eq_bytes, push_f64, push_i64, push_u64};
+use crate::numfmt::{
+    self, digits_value, eight_digits, eq_bytes, not_digits, push_f64, push_i64, push_u64,
+};
 use crate::pipeline_file::{Column, CsvMapping, PipelineFile, TsFormat};
 use crate::timefmt::{format_datetime_ms, parse_datetime_ms};
 
@@ -340,15 +342,33 @@ fn find_comma(b: &[u8]) -> Option<usize> {
 /// that comma is; `None` if they are not that.
 #[inline(always)]
 fn digits_to_comma(b: &[u8], from: usize) -> Option<(i64, usize)> {
+    /// `10^n` for the digits of a part word.
+    const POW10: [i64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
     let mut v: i64 = 0;
     let mut i = from;
+    // A word at a time: eight digits, or the digits before the first byte
+    // that is not one (moved to the top of the word, '0's below them).
     // Wrapping: the value only counts with at most 18 digits.
     while let Some(w) = b.get(i..i + 8) {
-        match eight_digits(u64::from_le_bytes(w.try_into().unwrap_or_default())) {
-            Some(d) => v = v.wrapping_mul(100_000_000).wrapping_add(d as i64),
-            None => break,
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let other = not_digits(w);
+        if other == 0 {
+            v = v
+                .wrapping_mul(100_000_000)
+                .wrapping_add(digits_value(w) as i64);
+            i += 8;
+            continue;
         }
-        i += 8;
+        let n = (other.trailing_zeros() / 8) as usize;
+        if n > 0 {
+            let top = (w << (8 * (8 - n))) | (0x3030_3030_3030_3030 >> (8 * n));
+            v = v
+                .wrapping_mul(POW10[n])
+                .wrapping_add(digits_value(top) as i64);
+            i += n;
+        }
+        let n = i - from;
+        return (n > 0 && n <= 18 && b.get(i) == Some(&b',')).then_some((v, i));
     }
     while let Some(&c) = b.get(i) {
         let d = c.wrapping_sub(b'0');
@@ -955,6 +975,22 @@ mod tests {
                 proptest::prop_assert_eq!(ts, ts2);
                 proptest::prop_assert_eq!(v.to_bits(), v2.to_bits());
             }
+        }
+
+        #[test]
+        fn digits_to_comma_reads_the_digits_up_to_a_comma(
+            pre in "[0-9a-z,]{0,9}",
+            digits in "[0-9]{0,20}",
+            rest in "[0-9,:.\\xfa-\\xff a-]{0,12}",
+        ) {
+            // Byte by byte: 1 to 18 digits from `pre`'s end, then a comma.
+            let line = format!("{pre}{digits}{rest}");
+            let b = line.as_bytes();
+            let from = pre.len();
+            let n = b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let want = (n > 0 && n <= 18 && b.get(from + n) == Some(&b','))
+                .then(|| (line[from..from + n].parse::<i64>().unwrap(), from + n));
+            proptest::prop_assert_eq!(digits_to_comma(b, from), want, "{:?}", line);
         }
 
         #[test]
