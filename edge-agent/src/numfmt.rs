@@ -161,6 +161,51 @@ pub(crate) fn eq_bytes(x: u64, c: u8) -> u64 {
     !(((t & LOW7) + LOW7) | t | LOW7)
 }
 
+/// A number in [`parse_decimal`]'s form followed by a newline, at the
+/// start of `b`: its value (what `parse_decimal` gives for the bytes before
+/// the newline) and the newline's index. `None` for anything else.
+#[inline(always)]
+pub fn parse_decimal_nl(b: &[u8]) -> Option<(f64, usize)> {
+    let neg = b.first() == Some(&b'-');
+    let start = neg as usize;
+    let mut i = start;
+    // Wrapping: `m` only counts with at most 19 digits (checked below).
+    let mut m: u64 = 0;
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        m = m.wrapping_mul(10).wrapping_add(d as u64);
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    let mut decimals = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let first = i;
+        while let Some(&c) = b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            m = m.wrapping_mul(10).wrapping_add(d as u64);
+            i += 1;
+        }
+        decimals = i - first;
+        if decimals == 0 {
+            return None;
+        }
+    }
+    if b.get(i) != Some(&b'\n') || i - start > 19 || m > 1 << 53 {
+        return None;
+    }
+    let v = m as f64 / POW10[decimals];
+    Some((if neg { -v } else { v }, i))
+}
+
 /// `[-]digits[.digits]`, at most 19 bytes after the sign, whose digits, read
 /// as one integer `m`, are at most 2^53: then `m` and `10^decimals` are exact
 /// doubles and one IEEE division rounds their quotient correctly, as
@@ -393,6 +438,17 @@ mod tests {
         #[test]
         fn matches_std_fmt(x in proptest::num::f64::ANY) {
             prop_assert_eq!(f(x), format!("{x:.6}"));
+        }
+
+        #[test]
+        fn a_number_before_a_newline_parses_as_the_number_alone(
+            s in "-?[0-9]{0,21}(\\.[0-9]{0,21})?|[-+0-9.eE]{0,10}",
+            rest in "[0-9,.\n]{0,4}",
+        ) {
+            let line = format!("{s}\n{rest}");
+            let got = parse_decimal_nl(line.as_bytes()).map(|(v, i)| (v.to_bits(), i));
+            let want = parse_decimal(s.as_bytes()).map(|v| (v.to_bits(), s.len()));
+            prop_assert_eq!(got, want, "{:?}", line);
         }
 
         #[test]

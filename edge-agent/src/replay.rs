@@ -338,6 +338,23 @@ fn find_comma(b: &[u8]) -> Option<usize> {
     b[i..].iter().position(|&c| c == b',').map(|p| i + p)
 }
 
+/// The first comma in `b` if it comes before the first newline.
+#[inline(always)]
+fn find_comma_in_line(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(w) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let m = eq_bytes(w, b',') | eq_bytes(w, b'\n');
+        if m != 0 {
+            let at = i + (m.trailing_zeros() / 8) as usize;
+            return (b[at] == b',').then_some(at);
+        }
+        i += 8;
+    }
+    let at = i + b[i..].iter().position(|&c| c == b',' || c == b'\n')?;
+    (b[at] == b',').then_some(at)
+}
+
 /// The 1 to 18 digits from `from` up to a comma, as a number, and where
 /// that comma is; `None` if they are not that.
 #[inline(always)]
@@ -523,6 +540,28 @@ impl Decoder<'_> {
         let ts = v.checked_mul(self.unit_per_ms)?;
         let value = numfmt::parse_f64(&line[c2 + 1..])?;
         Some((c1, ts, value))
+    }
+
+    /// [`Decoder::plain`] for the line at the start of `b` (complete lines,
+    /// each ending in a newline), whose end is found as it is parsed: gives
+    /// the line's length too. `None` wherever `plain` might decode the line
+    /// in another way (a number `str::parse` takes in another form, say):
+    /// the caller then finds the line's end and asks `plain`.
+    #[inline(always)]
+    fn plain_line(&self, b: &[u8]) -> Option<(usize, (usize, i64, f64))> {
+        if !self.simple || self.map.timestamp != TsFormat::Millis {
+            return None;
+        }
+        let c1 = find_comma_in_line(b)?;
+        let key = &b[..c1];
+        if key.is_empty() || !key.is_ascii() {
+            return None;
+        }
+        // Digits cannot run past the line's newline.
+        let (v, c2) = digits_to_comma(b, c1 + 1)?;
+        let ts = v.checked_mul(self.unit_per_ms)?;
+        let (value, len) = numfmt::parse_decimal_nl(&b[c2 + 1..])?;
+        Some((c2 + 1 + len, (c1, ts, value)))
     }
 
     #[inline(always)]
@@ -739,7 +778,28 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
         let mut pos = 0;
         // The plain layout finds its own commas (`Decoder::plain`).
         let mut seps = Seps::new(&buf[..end], !simple);
-        while let Some(sep) = seps.next() {
+        loop {
+            // The next separator; in the plain layout, the next line's end,
+            // found as the line is parsed where it can be.
+            let (sep, plain) = if simple {
+                if pos >= end {
+                    break;
+                }
+                match dec.plain_line(&buf[pos..end]) {
+                    Some((len, p)) => (pos + len, Some(p)),
+                    None => {
+                        let Some(i) = memchr::memchr(b'\n', &buf[pos..end]) else {
+                            break;
+                        };
+                        (pos + i, dec.plain(&buf[pos..pos + i]))
+                    }
+                }
+            } else {
+                match seps.next() {
+                    Some(sep) => (sep, None),
+                    None => break,
+                }
+            };
             if buf[sep] == b',' {
                 if commas.len() < want {
                     commas.push(sep - pos);
@@ -748,7 +808,6 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
             }
             let nl = sep - pos;
             let line = &buf[pos..sep];
-            let plain = if simple { dec.plain(line) } else { None };
             if simple && plain.is_none() {
                 // Off the plain path: this line's commas, as the general
                 // path finds them.
@@ -952,10 +1011,52 @@ mod tests {
             b"s1,1700000000033, 2",
         ] {
             assert_eq!(dec.plain(line), None, "{}", String::from_utf8_lossy(line));
+            let block = [line, b"\ns1,1,2\n"].concat();
+            assert_eq!(
+                dec.plain_line(&block),
+                None,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
+        // In place, in a block of lines: the line's end comes with it.
+        let block = b"s0197,1700000000033,-21.8924\ns1,1,2\n";
+        assert_eq!(
+            dec.plain_line(block),
+            Some((28, (5, 1700000000033, -21.8924)))
+        );
+        // A key does not reach into the next line, nor a value.
+        assert_eq!(dec.plain_line(b"s0197\ns1,1,2\n"), None);
+        assert_eq!(dec.plain_line(b"s0197,1,\n2\n"), None);
+        assert_eq!(dec.plain_line(b"s0197,1,2"), None);
     }
 
     proptest::proptest! {
+        #[test]
+        fn a_line_parsed_in_place_is_the_line_found_first(
+            lines in proptest::collection::vec(
+                "[sé,0-9 .\r-]{0,6},[0-9a,-]{0,20},[-0-9.e ,\r]{0,12}|[a-z0-9,.]{0,8}", 1..4),
+        ) {
+            // plain_line on a block of lines: where it decodes the first
+            // line, it ends where that line ends and agrees with plain.
+            let pf = crate::pipeline_file::parse("t.toml", W1).unwrap();
+            let dec = Decoder {
+                map: &pf.csv[0],
+                simple: true,
+                unit_per_ms: pf.spec.time.unit.per_milli(),
+                values: vec![0.0],
+                texts: Vec::new(),
+            };
+            let block = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+            let b = block.as_bytes();
+            let first = b.iter().position(|&c| c == b'\n').unwrap();
+            if let Some((len, (c1, ts, v))) = dec.plain_line(b) {
+                proptest::prop_assert_eq!(len, first);
+                let (c1b, tsb, vb) = dec.plain(&b[..first]).unwrap();
+                proptest::prop_assert_eq!((c1, ts, v.to_bits()), (c1b, tsb, vb.to_bits()));
+            }
+        }
+
         #[test]
         fn the_plain_path_decodes_as_the_general_path(
             line in "[sé,0-9 .\r-]{0,6},[0-9a,-]{0,20},[-0-9.e ,\r]{0,12}"
