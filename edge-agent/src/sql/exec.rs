@@ -232,6 +232,16 @@ impl Results for Rows<'_> {
         match o {
             Output::Window(w) => {
                 let key = engine.key_name(w.key);
+                if let [op] = self.q.ops[..] {
+                    // One operator: its window is the row, nothing to join.
+                    if self.q.groups.is_none() {
+                        if w.op as usize == op {
+                            let flag = w.anomaly.is_some_and(|a| a.flag);
+                            self.emit(key, w, &[(w.values.as_slice(), flag)], sum, b);
+                        }
+                        return;
+                    }
+                }
                 // Taken out for the call, so that `emit` can borrow the rest.
                 let mut join = std::mem::take(&mut self.join);
                 join.offer(self.q, key, w, |parts| self.emit(key, w, parts, sum, b));
