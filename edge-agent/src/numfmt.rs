@@ -165,7 +165,7 @@ pub(crate) fn eq_bytes(x: u64, c: u8) -> u64 {
 /// start of `b`: its value (what `parse_decimal` gives for the bytes before
 /// the newline) and the newline's index. `None` for anything else.
 #[inline(always)]
-pub fn parse_decimal_nl(b: &[u8]) -> Option<(f64, usize)> {
+pub(crate) fn parse_decimal_nl(b: &[u8]) -> Option<(f64, usize)> {
     let neg = b.first() == Some(&b'-');
     let start = neg as usize;
     let mut i = start;
