@@ -166,44 +166,8 @@ pub(crate) fn eq_bytes(x: u64, c: u8) -> u64 {
 /// the newline) and the newline's index. `None` for anything else.
 #[inline(always)]
 pub(crate) fn parse_decimal_nl(b: &[u8]) -> Option<(f64, usize)> {
-    let neg = b.first() == Some(&b'-');
-    let start = neg as usize;
-    let mut i = start;
-    // Wrapping: `m` only counts with at most 19 digits (checked below).
-    let mut m: u64 = 0;
-    while let Some(&c) = b.get(i) {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        m = m.wrapping_mul(10).wrapping_add(d as u64);
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    let mut decimals = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let first = i;
-        while let Some(&c) = b.get(i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            m = m.wrapping_mul(10).wrapping_add(d as u64);
-            i += 1;
-        }
-        decimals = i - first;
-        if decimals == 0 {
-            return None;
-        }
-    }
-    if b.get(i) != Some(&b'\n') || i - start > 19 || m > 1 << 53 {
-        return None;
-    }
-    let v = m as f64 / POW10[decimals];
-    Some((if neg { -v } else { v }, i))
+    let (v, i) = decimal_prefix(b)?;
+    (b.get(i) == Some(&b'\n')).then_some((v, i))
 }
 
 /// `[-]digits[.digits]`, at most 19 bytes after the sign, whose digits, read
@@ -212,47 +176,50 @@ pub(crate) fn parse_decimal_nl(b: &[u8]) -> Option<(f64, usize)> {
 /// `str::parse` does (Clinger's fast path). `None` for anything else.
 #[inline(always)]
 fn parse_decimal(b: &[u8]) -> Option<f64> {
-    let (neg, b) = match b.first() {
-        Some(b'-') => (true, &b[1..]),
-        _ => (false, b),
-    };
-    // At most 19 digits: `m` < 10^19 cannot overflow.
-    if b.is_empty() || b.len() > 19 {
-        return None;
-    }
-    let mut m: u64 = 0;
-    let mut i = 0;
-    while i < b.len() {
-        let d = b[i].wrapping_sub(b'0');
-        if d > 9 {
-            break;
+    let (v, i) = decimal_prefix(b)?;
+    (i == b.len()).then_some(v)
+}
+
+/// The `[-]digits[.digits]` at the start of `b` (at most 19 bytes after the
+/// sign, digits read as one integer at most 2^53, at least one digit on
+/// each side of a point) and where it stops; `None` if `b` does not start
+/// with one.
+#[inline(always)]
+fn decimal_prefix(b: &[u8]) -> Option<(f64, usize)> {
+    /// The digits from `i` on, folded into `m`: where they stop and `m`.
+    #[inline(always)]
+    fn digits(b: &[u8], mut i: usize, mut m: u64) -> (usize, u64) {
+        // Wrapping: `m` only counts with at most 19 digits (checked below).
+        while let Some(&c) = b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            m = m.wrapping_mul(10).wrapping_add(d as u64);
+            i += 1;
         }
-        m = m * 10 + d as u64;
-        i += 1;
+        (i, m)
     }
-    if i == 0 {
+    let neg = b.first() == Some(&b'-');
+    let start = neg as usize;
+    let (mut i, mut m) = digits(b, start, 0);
+    if i == start {
         return None;
     }
     let mut decimals = 0;
-    if i < b.len() {
-        if b[i] != b'.' || i + 1 == b.len() {
+    if b.get(i) == Some(&b'.') {
+        let first = i + 1;
+        (i, m) = digits(b, first, m);
+        decimals = i - first;
+        if decimals == 0 {
             return None;
         }
-        let first = i + 1;
-        for &c in &b[first..] {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                return None;
-            }
-            m = m * 10 + d as u64;
-        }
-        decimals = b.len() - first;
     }
-    if m > 1 << 53 {
+    if i - start > 19 || m > 1 << 53 {
         return None;
     }
     let v = m as f64 / POW10[decimals];
-    Some(if neg { -v } else { v })
+    Some((if neg { -v } else { v }, i))
 }
 
 /// `00` to `99`.
