@@ -528,18 +528,31 @@ impl Decoder<'_> {
     /// key's end, the timestamp and the value; `None` for any other line.
     #[inline(always)]
     fn plain(&self, line: &[u8]) -> Option<(usize, i64, f64)> {
+        let (c1, ts, c2) = self.plain_head(line, find_comma)?;
+        let value = numfmt::parse_f64(&line[c2 + 1..])?;
+        Some((c1, ts, value))
+    }
+
+    /// The plain layout's key and timestamp at the start of `b`: the key
+    /// ends at the comma `comma` finds. Gives that comma, the timestamp and
+    /// the comma after it.
+    #[inline(always)]
+    fn plain_head(
+        &self,
+        b: &[u8],
+        comma: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Option<(usize, i64, usize)> {
         if !self.simple || self.map.timestamp != TsFormat::Millis {
             return None;
         }
-        let c1 = find_comma(line)?;
-        let key = &line[..c1];
+        let c1 = comma(b)?;
+        let key = &b[..c1];
         if key.is_empty() || !key.is_ascii() {
             return None;
         }
-        let (v, c2) = digits_to_comma(line, c1 + 1)?;
-        let ts = v.checked_mul(self.unit_per_ms)?;
-        let value = numfmt::parse_f64(&line[c2 + 1..])?;
-        Some((c1, ts, value))
+        // Digits cannot run past a line's newline.
+        let (v, c2) = digits_to_comma(b, c1 + 1)?;
+        Some((c1, v.checked_mul(self.unit_per_ms)?, c2))
     }
 
     /// [`Decoder::plain`] for the line at the start of `b` (complete lines,
@@ -549,17 +562,7 @@ impl Decoder<'_> {
     /// the caller then finds the line's end and asks `plain`.
     #[inline(always)]
     fn plain_line(&self, b: &[u8]) -> Option<(usize, (usize, i64, f64))> {
-        if !self.simple || self.map.timestamp != TsFormat::Millis {
-            return None;
-        }
-        let c1 = find_comma_in_line(b)?;
-        let key = &b[..c1];
-        if key.is_empty() || !key.is_ascii() {
-            return None;
-        }
-        // Digits cannot run past the line's newline.
-        let (v, c2) = digits_to_comma(b, c1 + 1)?;
-        let ts = v.checked_mul(self.unit_per_ms)?;
+        let (c1, ts, c2) = self.plain_head(b, find_comma_in_line)?;
         let (value, len) = numfmt::parse_decimal_nl(&b[c2 + 1..])?;
         Some((c2 + 1 + len, (c1, ts, value)))
     }
