@@ -839,17 +839,7 @@ impl Engine {
         ts: i64,
         values: &[f64],
     ) -> Result<(), Reject> {
-        self.stats.input += 1;
-        match self.admit(now, source, key, None, ts, values) {
-            Ok(()) => {
-                self.stats.accepted += 1;
-                Ok(())
-            }
-            Err(r) => {
-                self.stats.rejected[r.index()] += 1;
-                Err(r)
-            }
-        }
+        self.handle(now, source, key, None, ts, values)
     }
 
     /// [`Engine::handle_sample`] with a [`KeyHint`] the caller keeps for
@@ -872,8 +862,22 @@ impl Engine {
         ts: i64,
         values: &[f64],
     ) -> Result<(), Reject> {
+        self.handle(now, source, key, Some(hint), ts, values)
+    }
+
+    /// [`Engine::admit`], counted in the engine's statistics.
+    #[inline(always)]
+    fn handle(
+        &mut self,
+        now: i64,
+        source: usize,
+        key: &str,
+        hint: Option<&mut KeyHint>,
+        ts: i64,
+        values: &[f64],
+    ) -> Result<(), Reject> {
         self.stats.input += 1;
-        match self.admit(now, source, key, Some(hint), ts, values) {
+        match self.admit(now, source, key, hint, ts, values) {
             Ok(()) => {
                 self.stats.accepted += 1;
                 Ok(())
