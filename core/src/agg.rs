@@ -11,8 +11,12 @@ use core::fmt;
 /// One aggregate an operator can emit for a window.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AggKind {
-    /// Number of samples.
+    /// Number of samples whose value is not `NULL` (SQL's `COUNT(x)`).
     Count,
+    /// Number of samples, those whose value is `NULL` included (SQL's
+    /// `COUNT(*)`; a nullable field, [`crate::spec::SourceSpec::nullable`]);
+    /// written `rows`. Without `NULL`s it equals `Count`.
+    Rows,
     /// Sum of values (summed in arrival order).
     Sum,
     /// Smallest value.
@@ -60,6 +64,7 @@ impl AggKind {
     pub fn tier(self) -> Tier {
         match self {
             AggKind::Count
+            | AggKind::Rows
             | AggKind::Sum
             | AggKind::Min
             | AggKind::Max
@@ -70,12 +75,13 @@ impl AggKind {
         }
     }
 
-    /// Parses an aggregate name as written in a pipeline file: `count`, `sum`,
+    /// Parses an aggregate name as written in a pipeline file: `count`, `rows`, `sum`,
     /// `min`, `max`, `mean`, `stddev`, `stddev_sample`, `variance`, `rms`,
     /// `p2p`, `kurtosis`, `crest`, and quantiles as `p50`, `p99`, `p99.9`.
     pub fn parse(name: &str) -> Option<AggKind> {
         Some(match name {
             "count" => AggKind::Count,
+            "rows" => AggKind::Rows,
             "count_distinct" => AggKind::CountDistinct,
             "sum" => AggKind::Sum,
             "min" => AggKind::Min,
@@ -105,6 +111,7 @@ impl fmt::Display for AggKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
             AggKind::Count => "count",
+            AggKind::Rows => "rows",
             AggKind::CountDistinct => "count_distinct",
             AggKind::Sum => "sum",
             AggKind::Min => "min",
@@ -248,14 +255,15 @@ impl Moments {
     pub fn get(&self, kind: AggKind) -> f64 {
         let n = self.n as f64;
         if self.n == 0 {
-            return if kind == AggKind::Count || kind == AggKind::Sum {
+            return if matches!(kind, AggKind::Count | AggKind::Rows | AggKind::Sum) {
                 0.0
             } else {
                 f64::NAN
             };
         }
         match kind {
-            AggKind::Count => n,
+            // Moments see no NULLs: the window adds its own (`OpenWindow`).
+            AggKind::Count | AggKind::Rows => n,
             AggKind::Sum => self.sum,
             AggKind::Min => self.min,
             AggKind::Max => self.max,

@@ -439,8 +439,10 @@ impl Engine {
                         e.array(3)?.u32(id as u32)?.array(ks.windows.len() as u64)?;
                         for win in &ks.windows {
                             // A distinct set is a seventh element, written
-                            // only by operators that count distinct values.
-                            e.array(6 + u64::from(win.d.is_some()))?
+                            // only by operators that count distinct values;
+                            // the count of NULL samples follows, only when
+                            // there are any.
+                            e.array(6 + u64::from(win.d.is_some()) + u64::from(win.nulls > 0))?
                                 .i64(win.start)?
                                 .i64(win.end)?
                                 .bool(win.emitted)?
@@ -454,6 +456,9 @@ impl Engine {
                             }
                             if let Some(set) = &win.d {
                                 set.encode(e)?;
+                            }
+                            if win.nulls > 0 {
+                                e.u32(win.nulls)?;
                             }
                         }
                         match &ks.detector {
@@ -756,7 +761,8 @@ impl Engine {
                         let mut ks = KeyState::default();
                         for _ in 0..array_len(d)? {
                             let len = array_len(d)?;
-                            if len != 6 + u64::from(w.has_distinct()) {
+                            let base = 6 + u64::from(w.has_distinct());
+                            if len != base && len != base + 1 {
                                 return Err(SnapshotError::Corrupt(
                                     "window distinct set does not match the operator",
                                 ));
@@ -785,12 +791,14 @@ impl Engine {
                             } else {
                                 None
                             };
+                            let nulls = if len > base { d.u32()? } else { 0 };
                             ks.windows.push(OpenWindow {
                                 start,
                                 end,
                                 emitted,
                                 superseded,
                                 m,
+                                nulls,
                                 q,
                                 d: dset,
                             });

@@ -34,6 +34,8 @@ pub(crate) struct OpenWindow {
     /// firing is an update, not an on-time result.
     pub(crate) superseded: bool,
     pub(crate) m: Moments,
+    /// Samples whose value was `NULL` (a NaN): in `rows`, not in `m`.
+    pub(crate) nulls: u32,
     /// Present only when the operator emits percentiles.
     pub(crate) q: Option<Box<DefaultSketch>>,
     /// Present only when the operator counts distinct values.
@@ -48,6 +50,7 @@ impl OpenWindow {
             emitted,
             superseded: false,
             m: Moments::new(),
+            nulls: 0,
             q: sketch.then(Box::default),
             d: distinct.then(Box::default),
         }
@@ -59,6 +62,7 @@ impl OpenWindow {
     #[inline(always)]
     fn add(&mut self, x: f64, tier: Tier) {
         if x.is_nan() {
+            self.nulls = self.nulls.saturating_add(1);
             return;
         }
         self.m.push(x, tier);
@@ -72,12 +76,30 @@ impl OpenWindow {
 
     fn merge(&mut self, o: &OpenWindow) {
         self.m.merge(&o.m);
+        self.nulls = self.nulls.saturating_add(o.nulls);
         if let (Some(a), Some(b)) = (self.q.as_mut(), o.q.as_ref()) {
             // Same alpha by construction: merge cannot fail.
             let _ = a.merge(b);
         }
         if let (Some(a), Some(b)) = (self.d.as_mut(), o.d.as_ref()) {
             a.merge(b);
+        }
+    }
+
+    /// The value of aggregate `a` over this window.
+    #[inline(always)]
+    fn value(&self, a: AggKind) -> f64 {
+        match a {
+            AggKind::Percentile(p) => self
+                .q
+                .as_ref()
+                .and_then(|q| q.quantile(p / 100.0))
+                .unwrap_or(f64::NAN),
+            AggKind::CountDistinct => self.d.as_ref().map_or(f64::NAN, |d| d.count()),
+            AggKind::Rows => self.m.n as f64 + f64::from(self.nulls),
+            // Only NULL inputs: SQL's SUM is NULL (COUNT stays 0).
+            AggKind::Sum if self.m.n == 0 => f64::NAN,
+            _ => self.m.get(a),
         }
     }
 
@@ -790,6 +812,7 @@ impl WindowOp {
                 let mut older = w;
                 older.merge(&merged);
                 merged.m = older.m;
+                merged.nulls = older.nulls;
                 merged.q = older.q;
                 merged.d = older.d;
             } else {
@@ -1030,17 +1053,7 @@ impl Parts<'_> {
     ) {
         let mut values = AggValues::default();
         for &a in self.aggs {
-            values.push(match a {
-                AggKind::Percentile(p) => {
-                    w.q.as_ref()
-                        .and_then(|q| q.quantile(p / 100.0))
-                        .unwrap_or(f64::NAN)
-                }
-                AggKind::CountDistinct => w.d.as_ref().map_or(f64::NAN, |d| d.count()),
-                // Only NULL inputs: SQL's SUM is NULL (COUNT stays 0).
-                AggKind::Sum if w.m.n == 0 => f64::NAN,
-                _ => w.m.get(a),
-            });
+            values.push(w.value(a));
         }
         if w.d.as_ref().is_some_and(|d| d.overflowed()) {
             self.stats.distinct_overflow += 1;
@@ -1050,7 +1063,7 @@ impl Parts<'_> {
             self.stats.fired += 1;
             if let Some((on, spec)) = self.detect {
                 let det = detector.get_or_insert_with(|| Box::new(spec.new_state()));
-                anomaly = det.update(w.start, w.m.get(*on));
+                anomaly = det.update(w.start, w.value(*on));
                 if matches!(anomaly, Some(Verdict { flag: true, .. })) {
                     self.stats.flagged += 1;
                 }

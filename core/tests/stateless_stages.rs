@@ -301,3 +301,53 @@ fn a_window_of_nulls_only_leaves_its_detector_baseline_alone() {
         ]
     );
 }
+
+/// `rows` (SQL's `COUNT(*)`) counts every sample that reached the
+/// operator, those whose value is `NULL` too; `count` leaves them out.
+/// The NULL count survives a snapshot taken while the window is open and
+/// adds up when session windows merge.
+#[test]
+fn rows_counts_null_samples_that_count_leaves_out() {
+    let spec_of = |kind: WindowKind| {
+        let mut src = SourceSpec::new("s", ["v"]);
+        src.nullable = vec![0];
+        PipelineBuilder::new("p")
+            .source(src)
+            .window("w", "s", "v", kind)
+            .aggregate([AggKind::Rows, AggKind::Count, AggKind::Sum])
+            .done()
+            .spec()
+    };
+    let nan = f64::NAN;
+    // Tumbling: [0, 1 s) gets 2, NULL, NULL, 3; [1, 2 s) NULL only.
+    let spec = spec_of(WindowKind::Tumbling { size: 1_000 });
+    let mut e = spec.clone().build().unwrap();
+    put(&mut e, "a", 10, &[2.0]);
+    put(&mut e, "a", 20, &[nan]);
+    put(&mut e, "a", 30, &[nan]);
+    let mut r = spec.build().unwrap();
+    r.restore(&e.snapshot().unwrap()).unwrap();
+    put(&mut r, "a", 40, &[3.0]);
+    put(&mut r, "a", 1_010, &[nan]);
+    r.handle_end_of_input();
+    assert_eq!(
+        nan_as_none(drain_ops(&mut r)),
+        vec![
+            (0, "a".into(), 0, vec![Some(4.0), Some(2.0), Some(5.0)]),
+            (0, "a".into(), 1_000, vec![Some(1.0), Some(0.0), None]),
+        ]
+    );
+    // Sessions with a 100 ms gap: a NULL at 0 and one at 150 open two
+    // sessions that 3.0 at 75 merges into one.
+    let mut spec = spec_of(WindowKind::Session { gap: 100 });
+    spec.sources[0].max_out_of_orderness = 1_000;
+    let mut s = spec.build().unwrap();
+    put(&mut s, "a", 0, &[nan]);
+    put(&mut s, "a", 150, &[nan]);
+    put(&mut s, "a", 75, &[3.0]);
+    s.handle_end_of_input();
+    assert_eq!(
+        nan_as_none(drain_ops(&mut s)),
+        vec![(0, "a".into(), 0, vec![Some(3.0), Some(1.0), Some(3.0)])]
+    );
+}
