@@ -129,6 +129,12 @@ pub struct CsvMapping {
     pub timestamp: TsFormat,
     /// Key used when no column holds one.
     pub key: String,
+    /// SQL tables: a numeric cell that is empty (spaces aside), or equal
+    /// to this text when it is not empty (`'csv.null-literal'`), is `NULL`
+    /// (a NaN for the engine, whose field is nullable), not a bad row; a
+    /// `NaN` written out is still not a number. `None` (TOML pipelines):
+    /// every numeric cell must be a number.
+    pub nulls: Option<String>,
 }
 
 pub use weir_boards::config::ConfigError;
@@ -1105,6 +1111,7 @@ fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, C
             header: false,
             timestamp: default_ts,
             key: s.name.get_ref().clone(),
+            nulls: None,
         });
     };
     let timestamp = match c.timestamp.as_ref().map(|t| t.get_ref().as_str()) {
@@ -1172,6 +1179,7 @@ fn csv_mapping(ctx: &Ctx, s: &RawSource, unit: TimeUnit) -> Result<CsvMapping, C
         header: c.header,
         timestamp,
         key: c.key.clone().unwrap_or_else(|| s.name.get_ref().clone()),
+        nulls: None,
     })
 }
 

@@ -282,20 +282,31 @@ fn write_multivariate(
     b.push(b'\n');
 }
 
-/// A value column: a number, surrounding spaces allowed. A field that
+/// A value column: a number, surrounding spaces allowed, or with `nulls`
+/// ([`CsvMapping::nulls`]) a `NULL` cell, given as a NaN. A field that
 /// parses is ASCII, so only the others are checked for UTF-8.
 #[inline(always)]
-fn parse_field(line: Line<'_>, r: Range<usize>) -> Result<f64, RowError> {
+fn parse_field(line: Line<'_>, r: Range<usize>, nulls: Option<&str>) -> Result<f64, RowError> {
     match numfmt::parse_f64(&line.bytes[r.clone()]) {
-        Some(v) => Ok(v),
-        None => parse_trimmed(line, r),
+        Some(v) if !v.is_nan() => Ok(v),
+        _ => parse_trimmed(line, r, nulls),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn parse_trimmed(line: Line<'_>, r: Range<usize>) -> Result<f64, RowError> {
-    line.str(r)?.trim().parse().map_err(|_| RowError::BadNumber)
+fn parse_trimmed(line: Line<'_>, r: Range<usize>, nulls: Option<&str>) -> Result<f64, RowError> {
+    let s = line.str(r)?.trim();
+    match nulls {
+        // A NaN would pass for NULL there: a written-out one is refused.
+        Some(lit) if s.is_empty() || (!lit.is_empty() && s == lit.trim()) => Ok(f64::NAN),
+        Some(_) => s
+            .parse()
+            .ok()
+            .filter(|v: &f64| !v.is_nan())
+            .ok_or(RowError::BadNumber),
+        None => s.parse().map_err(|_| RowError::BadNumber),
+    }
 }
 
 #[inline(always)]
@@ -465,7 +476,7 @@ impl Decoder<'_> {
             };
             let ts = self.ts(l, c1 + 1..c2)?;
             let v = c2 + 1..bytes.len();
-            self.values[0] = parse_field(l, v.clone()).map_err(|e| {
+            self.values[0] = parse_field(l, v.clone(), self.map.nulls.as_deref()).map_err(|e| {
                 if bytes[v].contains(&b',') {
                     RowError::ColumnCount
                 } else {
@@ -506,7 +517,8 @@ impl Decoder<'_> {
                 }
                 Column::Ts => ts = Some(self.ts(l, field.clone()).map_err(miscount)?),
                 Column::Field(k) => {
-                    self.values[*k] = parse_field(l, field.clone()).map_err(miscount)?
+                    self.values[*k] = parse_field(l, field.clone(), self.map.nulls.as_deref())
+                        .map_err(miscount)?
                 }
                 Column::Skip => {}
                 Column::Text(t) => {
@@ -529,7 +541,8 @@ impl Decoder<'_> {
     #[inline(always)]
     fn plain(&self, line: &[u8]) -> Option<(usize, i64, f64)> {
         let (c1, ts, c2) = self.plain_head(line, find_comma)?;
-        let value = numfmt::parse_f64(&line[c2 + 1..])?;
+        // A NaN goes the general way, which knows whether it may be NULL.
+        let value = numfmt::parse_f64(&line[c2 + 1..]).filter(|v| !v.is_nan())?;
         Some((c1, ts, value))
     }
 
@@ -651,7 +664,10 @@ pub fn replay<R: Read, W: Write>(
                 id: o.id.clone(),
                 anomaly_col: w.detect.is_some(),
                 update_col: w.allowed_lateness > 0,
-                count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
+                count_first: matches!(
+                    w.aggregates.first(),
+                    Some(weir_core::agg::AggKind::Count | weir_core::agg::AggKind::Rows)
+                ),
                 alarm_at: None,
             },
             OperatorKind::Detect(DetectSpec {

@@ -190,6 +190,13 @@ pub struct DecoderConfig {
     /// the SQL front end, not in TOML.
     #[serde(skip)]
     pub texts: Vec<String>,
+    /// A field that is absent or `null` (JSON, CBOR), or missing from a
+    /// SenML group, is `NULL`: a NaN in the sample, for a source whose
+    /// fields are nullable (`SourceSpec::nullable`), where it would
+    /// otherwise be `missing_field` or `wrong_type`. Set by the SQL front
+    /// end (Flink's `NULL` columns), not in TOML.
+    #[serde(skip)]
+    pub nulls: bool,
 }
 
 impl DecoderConfig {
@@ -207,6 +214,7 @@ impl DecoderConfig {
             max_records: default_max_records(),
             name_separators: default_separators(),
             texts: Vec::new(),
+            nulls: false,
         }
     }
 
@@ -308,6 +316,7 @@ impl DecoderConfig {
             has_ts: self.ts.is_some(),
             fields: fields.to_vec(),
             texts: self.texts.len(),
+            nulls: self.nulls,
             names,
             plan,
             separators: self.name_separators.clone(),
@@ -976,8 +985,9 @@ impl Batch {
     }
 
     /// Ends SenML grouping: drops poisoned groups, reports and drops
-    /// incomplete ones.
-    pub(crate) fn finish_groups(&mut self, fields: &[String]) {
+    /// incomplete ones, or with `nulls` ([`DecoderConfig::nulls`]) gives
+    /// their missing fields a NaN (`NULL`).
+    pub(crate) fn finish_groups(&mut self, fields: &[String], nulls: bool) {
         let full = if self.width == 64 {
             u64::MAX
         } else {
@@ -990,7 +1000,11 @@ impl Batch {
             if e.poisoned {
                 continue;
             }
-            if e.seen != full {
+            if e.seen != full && nulls {
+                for f in (0..w).filter(|f| e.seen & (1 << f) == 0) {
+                    self.values[i * w + f] = f64::NAN;
+                }
+            } else if e.seen != full {
                 let missing = (0..w).find(|f| e.seen & (1 << f) == 0).unwrap_or(0);
                 self.errors.push(DecodeError::MissingField {
                     record: e.record,
@@ -1078,6 +1092,8 @@ pub struct Decoder {
     fields: Vec<String>,
     /// Text values per record ([`DecoderConfig::texts`]).
     texts: usize,
+    /// [`DecoderConfig::nulls`].
+    nulls: bool,
     /// SenML name of each field.
     names: Vec<String>,
     plan: Plan,
@@ -1247,6 +1263,10 @@ impl Decoder {
                     record: rec,
                     at: at(Target::Field(f)),
                 },
+                // NULL: a NaN below.
+                None if self.nulls && matches!(s, Scalar::Absent | Scalar::Other("null")) => {
+                    continue
+                }
                 None if s == Scalar::Absent => DecodeError::MissingField {
                     record: rec,
                     at: at(Target::Field(f)),

@@ -373,7 +373,7 @@ pub(crate) fn decode_json(
         }
     }
     s.end()?;
-    out.finish_groups(&dec.fields);
+    out.finish_groups(&dec.fields, dec.nulls);
     Ok(())
 }
 
@@ -459,7 +459,7 @@ pub(crate) fn decode_cbor(
         cbor::end(&d)
     })();
     r.map_err(Fail::into_error)?;
-    out.finish_groups(&dec.fields);
+    out.finish_groups(&dec.fields, dec.nulls);
     Ok(())
 }
 

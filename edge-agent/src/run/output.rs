@@ -235,7 +235,10 @@ impl OutputEncoder {
                 OperatorKind::Window(w) => OpNames {
                     id: o.id.clone(),
                     aggs: w.aggregates.iter().map(|a| a.to_string()).collect(),
-                    count_first: w.aggregates.first() == Some(&weir_core::agg::AggKind::Count),
+                    count_first: matches!(
+                        w.aggregates.first(),
+                        Some(weir_core::agg::AggKind::Count | weir_core::agg::AggKind::Rows)
+                    ),
                 },
                 // A multivariate detector: its fields, to name contributors.
                 OperatorKind::Detect(d) if !d.fields.is_empty() => OpNames {

@@ -608,9 +608,9 @@ impl Ctx<'_> {
         }
         let args = args_of(f);
         if name == "COUNT" && is_star(f) {
-            // COUNT(*): a count on whichever field the other aggregates use
-            // (resolved once they are all known).
-            let c = self.slot(AggKind::Count, ANY_FIELD, at)?;
+            // COUNT(*): the rows (NULLs included) of whichever field the
+            // other aggregates use (resolved once they are all known).
+            let c = self.slot(AggKind::Rows, ANY_FIELD, at)?;
             return Ok(Some((Expr::Col(c), SqlType::BigInt)));
         }
         let want = if name == "APPROX_PERCENTILE" { 2 } else { 1 };
@@ -2040,23 +2040,18 @@ fn compile_query(
         ));
     }
     let (name, state) = settings(sets, insert.as_ref())?;
-    // COUNT(*) counts every row that passed WHERE: it goes on an operator
-    // whose field is never NULL (a NULL input is left out of its counts),
-    // a column's, or an expression's that cannot be NULL; failing both, on
-    // the first column, an operator of its own.
+    // COUNT(*) counts every row that passed WHERE: it is `rows` (NULLs
+    // included) on an operator every such row reaches, a column's or an
+    // expression's (a NULL reaches it as a NULL input), not a user
+    // function's (its failure drops the row); failing those, on the first
+    // column, an operator of its own.
     let nf = cx.fields.len();
     let first = cx
         .slots
         .iter()
         .map(|s| s.1)
         .filter(|f| *f != ANY_FIELD)
-        .find(|&f| {
-            f < nf
-                || cx
-                    .computed
-                    .get(f - nf)
-                    .is_some_and(|c| never_null(&c.0, nf))
-        })
+        .find(|&f| f < nf || !cx.udfs.iter().any(|u| u.output == f))
         .unwrap_or(0);
     for s in &mut cx.slots {
         if s.1 == ANY_FIELD {
@@ -2203,18 +2198,22 @@ fn compile_query(
         None => SourceSpec::new(&source_name, field_names.iter().cloned()),
     };
     source.filter = engine_filter.clone();
-    // An aggregated expression's NULL is left out of its own aggregates
+    // A column's NULL (an empty CSV cell, an absent or `null` JSON field)
+    // and an aggregated expression's are left out of their own aggregates
     // only (Flink); a user function's field is not nullable: its failure
     // (a NaN) is still refused.
-    source.nullable = (0..cx.computed.len())
-        .filter(|&j| {
-            engine_compute.is_some()
-                || !cx
-                    .udfs
-                    .iter()
-                    .any(|u| u.output == nf + j && !post.iter().any(|p| p.0 == u.source))
-        })
-        .map(|j| nf + j)
+    source.nullable = (0..nf)
+        .chain(
+            (0..cx.computed.len())
+                .filter(|&j| {
+                    engine_compute.is_some()
+                        || !cx
+                            .udfs
+                            .iter()
+                            .any(|u| u.output == nf + j && !post.iter().any(|p| p.0 == u.source))
+                })
+                .map(|j| nf + j),
+        )
         .collect();
     source.max_out_of_orderness = rt.delay_ms;
     source_options(table, &mut source)?;
@@ -2380,23 +2379,6 @@ fn compile_query(
         udfs: cx.udfs,
         keyed: None,
     })
-}
-
-/// Whether `e`, an expression over the sample row with `nf` numeric
-/// fields, is never `NULL`: arithmetic without division, `ABS`, `FLOOR`,
-/// `CEIL`, `ROUND` and `CASE … ELSE` over the numeric columns and numbers
-/// (an overflow to infinity aside). Conservative: `false` when unsure.
-fn never_null(e: &Expr, nf: usize) -> bool {
-    let nn = |x: &Expr| never_null(x, nf);
-    match e {
-        Expr::Lit(v) => matches!(v, Value::Num(_)),
-        Expr::Col(c) => (2..2 + nf).contains(&usize::from(*c)),
-        Expr::Neg(x) => nn(x),
-        Expr::Bin(BinOp::Add | BinOp::Sub | BinOp::Mul, a, b) => nn(a) && nn(b),
-        Expr::Call(Func::Abs | Func::Floor | Func::Ceil | Func::Round, args) => args.iter().all(nn),
-        Expr::Case(whens, Some(otherwise)) => whens.iter().all(|(_, r)| nn(r)) && nn(otherwise),
-        _ => false,
-    }
 }
 
 /// A keyed user function called as a table function (`CREATE FUNCTION f
@@ -3214,6 +3196,11 @@ fn csv_mapping(
             header,
             timestamp,
             key: t.name.clone(),
+            // An empty cell is NULL, as in Flink's csv format (since 1.18).
+            nulls: Some(
+                t.option("csv.null-literal")
+                    .map_or(String::new(), |l| l.0.to_string()),
+            ),
         },
         path,
     ))
@@ -3326,6 +3313,8 @@ fn mqtt_source(
             })
             .collect();
     }
+    // An absent or null field is NULL, as in Flink's json format.
+    cfg.nulls = true;
     let decoder = cfg
         .build(fields, TimeUnit::Millis)
         .map_err(|e| SqlError::at(t.at, e.to_string(), "see the mqtt options in docs/sql.md"))?;

@@ -113,7 +113,8 @@ impl Query {
         }
     }
 
-    /// The sample row `[key, ts, fields…, texts…]`.
+    /// The sample row `[key, ts, fields…, texts…]`; a field's NaN is its
+    /// `NULL` (an empty CSV cell, an absent or `null` JSON field).
     fn sample_row<'t>(
         &self,
         key: &str,
@@ -126,7 +127,13 @@ impl Query {
         sample.push(Value::Str(key.to_string()));
         sample.push(Value::Ts(ts));
         let n = self.columns_in.min(values.len());
-        sample.extend(values[..n].iter().map(|v| Value::Num(*v)));
+        sample.extend(values[..n].iter().map(|&v| {
+            if v.is_nan() {
+                Value::Null
+            } else {
+                Value::Num(v)
+            }
+        }));
         for i in 0..self.texts {
             sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
         }
@@ -190,13 +197,7 @@ impl Query {
             return true;
         }
         let n = self.columns_in.min(values.len());
-        sample.clear();
-        sample.push(Value::Str(key.to_string()));
-        sample.push(Value::Ts(ts));
-        sample.extend(values[..n].iter().map(|v| Value::Num(*v)));
-        for i in 0..self.texts {
-            sample.push(text(i).map_or(Value::Null, |t| Value::Str(t.to_string())));
-        }
+        self.sample_row(key, ts, values, text, sample);
         let mut failed = false;
         let mut given = given.iter();
         for (j, e) in self.computed.iter().enumerate() {

@@ -8,6 +8,8 @@
 
 use super::tests::{run, t};
 use super::*;
+use weir_core::agg::AggKind;
+use weir_core::spec::OperatorKind;
 
 const S: &str = "CREATE TABLE s (
   ts TIMESTAMP(3),
@@ -213,19 +215,22 @@ fn having_and_projections_over_null_aggregates_are_three_valued() {
 }
 
 #[test]
-fn count_star_stays_on_an_expression_that_cannot_be_null() {
+fn count_star_counts_rows_on_the_first_aggregated_field() {
     let plan = |select: &str| {
         let sql = format!(
             "{S}SELECT {select} FROM {} GROUP BY window_start, window_end;",
             tumble(5)
         );
         let p = parse("q.sql", &sql).unwrap_or_else(|e| panic!("{e}"));
-        let ops: Vec<String> = p
+        let ops: Vec<(String, Vec<AggKind>)> = p
             .pipeline
             .spec
             .operators
             .iter()
-            .map(|o| o.id.clone())
+            .map(|o| match &o.kind {
+                OperatorKind::Window(w) => (o.id.clone(), w.aggregates.clone()),
+                _ => panic!("a window operator"),
+            })
             .collect();
         (
             ops,
@@ -233,16 +238,15 @@ fn count_star_stays_on_an_expression_that_cannot_be_null() {
             p.query.explain,
         )
     };
-    // One operator (named as the query), as before NULL inputs were left
-    // out: its id and state stay across an update.
-    let (ops, _, _) = plan("COUNT(*) AS n, AVG(temp * 1.8 + 32) AS f");
-    assert_eq!(ops, ["query"]);
-    // A CASE without ELSE may be NULL: COUNT(*) counts on a column's
-    // operator of its own (and the query's operators are named by field).
-    let (ops, nullable, explain) =
-        plan("COUNT(*) AS n, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
-    assert_eq!(ops, ["query_temp", "query_expr0"]);
-    assert_eq!(nullable, [2], "temp, vib, then expr0");
+    // COUNT(*) is `rows` (NULLs included) on the operator of whichever
+    // field the other aggregates read, even one that may be NULL: one
+    // operator, named as the query, so its id and state stay across an
+    // update.
+    let (ops, nullable, _) = plan("COUNT(*) AS n, AVG(temp * 1.8 + 32) AS f");
+    assert_eq!(ops, [("query".into(), vec![AggKind::Rows, AggKind::Mean])]);
+    assert_eq!(nullable, [0, 1, 2], "temp, vib (columns), then expr0");
+    let (ops, _, explain) = plan("COUNT(*) AS n, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
+    assert_eq!(ops, [("query".into(), vec![AggKind::Rows, AggKind::Mean])]);
     assert!(
         explain.contains(
             "field `expr0` (computed in the engine; a NULL is left out of its aggregates): "
@@ -251,7 +255,13 @@ fn count_star_stays_on_an_expression_that_cannot_be_null() {
     );
     let (ops, _, _) =
         plan("COUNT(*) AS n, SUM(vib) AS v, AVG(CASE WHEN temp > 20 THEN vib END) AS a");
-    assert_eq!(ops, ["query_vib", "query_expr0"]);
+    assert_eq!(
+        ops,
+        [
+            ("query_vib".into(), vec![AggKind::Rows, AggKind::Sum]),
+            ("query_expr0".into(), vec![AggKind::Mean]),
+        ]
+    );
 }
 
 #[test]
@@ -283,4 +293,51 @@ fn every_aggregate_of_nulls_only_is_null() {
     );
     assert_eq!(got[2], format!("a,{},,,,,,,", t("05")));
     assert_eq!(got[3], format!("b,{},,,,,,,", t("00")));
+}
+
+/// Input NULLs, as Flink's csv format reads them (since 1.18): an empty
+/// numeric cell (spaces aside) and the `'csv.null-literal'` are `NULL`; a
+/// written-out `NaN` is still a bad row, not a `NULL`.
+#[test]
+fn empty_cells_and_the_null_literal_are_null_inputs() {
+    let sql = S.replace(
+        "'format' = 'csv'",
+        "'format' = 'csv', 'csv.null-literal' = 'NULL'",
+    ) + "SELECT sensor, window_start, COUNT(*) AS n, COUNT(temp) AS ct, SUM(temp) AS st,
+    AVG(vib) AS av, COUNT(vib) AS cv, COALESCE(SUM(temp), -1) AS z
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '5' SECONDS))
+WHERE vib IS NULL OR vib < 6
+GROUP BY sensor, window_start, window_end;";
+    let input = "2020-04-15 08:00:01,a,run,25,1
+2020-04-15 08:00:02,a,run,,2
+2020-04-15 08:00:03,a,idle,10,
+2020-04-15 08:00:04,a,run, , 
+2020-04-15 08:00:06,a,idle,NULL,5
+2020-04-15 08:00:07,a,idle,30,7
+2020-04-15 08:00:07,b,run,,
+";
+    assert_eq!(
+        run(&sql, input),
+        [
+            "sensor,window_start,n,ct,st,av,cv,z".to_string(),
+            // Rows 1-4: temp 25, NULL, 10, NULL; vib 1, 2, NULL, NULL.
+            format!("a,{},4,2,35.000000,1.500000,2,35.000000", t("00")),
+            // The NULL literal, then vib 7 fails WHERE.
+            format!("a,{},1,0,,5.000000,1,-1.000000", t("05")),
+            // Every value NULL: still a row (WHERE's IS NULL keeps it).
+            format!("b,{},1,0,,,0,-1.000000", t("05")),
+        ]
+    );
+    // A written-out NaN is a bad row; without the option `NULL` is too.
+    let p = parse("q.sql", &(S.to_string() + "SELECT COUNT(*) AS n FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '5' SECONDS)) GROUP BY window_start, window_end;")).unwrap();
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    let input = "2020-04-15 08:00:01,a,run,NaN,1\n2020-04-15 08:00:02,a,run,NULL,1\n2020-04-15 08:00:03,a,run,,1\n";
+    let (sum, _) =
+        exec::replay(&p, input.as_bytes(), &mut out, |b, _| bad.push(b.clone())).unwrap();
+    let bad: Vec<(u64, crate::replay::RowError)> = bad.iter().map(|b| (b.line, b.error)).collect();
+    use crate::replay::RowError::BadNumber;
+    assert_eq!(bad, [(1, BadNumber), (2, BadNumber)]);
+    assert_eq!(sum.bad_rows, 2);
+    assert_eq!(String::from_utf8(out).unwrap(), format!("n\n1\n"));
 }

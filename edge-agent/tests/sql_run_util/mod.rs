@@ -83,6 +83,18 @@ pub fn run(
     crash_after: Option<usize>,
     row: impl Fn(&serde_json::Value) -> String,
 ) -> (Vec<String>, u64) {
+    let payloads: Vec<Vec<u8>> = MESSAGES.iter().map(|m| payload(m)).collect();
+    run_payloads(sql, &payloads, crash_after, row)
+}
+
+/// [`run`] over these payloads (each published on `p/x`) instead of
+/// [`MESSAGES`].
+pub fn run_payloads(
+    sql: &str,
+    payloads: &[Vec<u8>],
+    crash_after: Option<usize>,
+    row: impl Fn(&serde_json::Value) -> String,
+) -> (Vec<String>, u64) {
     let pf = weir_agent::pipeline_file::parse("q.sql", sql).unwrap();
     let mut disk = SimDisk::new();
     let open = |disk: SimDisk| {
@@ -104,7 +116,7 @@ pub fn run(
     let mut core = open(disk.clone());
     let mut rows = Vec::new();
     let mut now = T0;
-    for (i, m) in MESSAGES.iter().enumerate() {
+    for (i, m) in payloads.iter().enumerate() {
         if crash_after == Some(i) {
             // Committed, then the process dies: the disk keeps its image.
             now += 60;
@@ -116,8 +128,7 @@ pub fn run(
             drain(&mut core, &mut rows);
         }
         now += 100;
-        core.handle_publish(now, "p/x", &payload(m), Some(i as u64))
-            .unwrap();
+        core.handle_publish(now, "p/x", m, Some(i as u64)).unwrap();
         drain(&mut core, &mut rows);
     }
     now += 1_000;

@@ -27,7 +27,7 @@ pub(super) fn decode_json(
     match (r, st.fail) {
         (_, Some(e)) => Err(e),
         (Ok(()), None) => {
-            st.out.finish_groups(&dec.fields);
+            st.out.finish_groups(&dec.fields, dec.nulls);
             Ok(())
         }
         (Err(e), None) => Err(json::malformed(e)),
