@@ -33,7 +33,7 @@ pub enum Command {
         /// filesystem table names a default with its 'path' option.
         #[arg(long, short)]
         input: Option<PathBuf>,
-        /// Where to write results (default: standard output).
+        /// Where to write results (default, or `-`: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
         /// Which source the rows belong to (default: the first).
@@ -287,6 +287,9 @@ fn open_in(input: &Path) -> anyhow::Result<Box<dyn io::Read>> {
 fn open_out(path: Option<&Path>) -> io::Result<Box<dyn Write>> {
     Ok(match path {
         None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+        Some(p) if p.as_os_str() == "-" => {
+            Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+        }
         // not-state: a report the user asked for, not state weir relies on.
         Some(p) => Box::new(BufWriter::with_capacity(1 << 16, File::create(p)?)),
     })
@@ -657,7 +660,7 @@ fn print_engine_line(engine: &weir_core::engine::Engine) {
         dropped += &format!(", {} filtered", st.filtered);
     }
     if st.null_computed > 0 {
-        dropped += &format!(", {} with a NULL computed field", st.null_computed);
+        dropped += &format!(", {} with a NULL field", st.null_computed);
     }
     let over: u64 = (0..)
         .map_while(|op| engine.op_stats(op))
