@@ -169,49 +169,53 @@ impl Dash {
     /// A (new) running pipeline: operator names for what follows. History
     /// of operators that kept their id stays.
     pub fn set_pipeline(&self, spec: &PipelineSpec, info: PipelineInfo) {
-        let ops: Vec<Op> = spec
-            .operators
-            .iter()
-            .map(|o| match &o.kind {
-                OperatorKind::Window(w) => {
-                    let aggs: Vec<String> = w.aggregates.iter().map(|a| a.to_string()).collect();
-                    let on = w.detect.as_ref().and_then(|d| d.on).map(|a| a.to_string());
-                    let primary = on
-                        .as_ref()
-                        .and_then(|n| aggs.iter().position(|a| a == n))
-                        .or_else(|| aggs.iter().position(|a| a == "mean"))
-                        .or_else(|| aggs.iter().position(|a| a != "count"))
-                        .unwrap_or(0);
-                    Op {
-                        id: o.id.clone(),
-                        kind: "window",
-                        field: o.field.clone(),
-                        primary,
-                        detector: w
+        let ops: Vec<Op> =
+            spec.operators
+                .iter()
+                .map(|o| match &o.kind {
+                    OperatorKind::Window(w) => {
+                        let aggs = super::output::agg_names(&w.aggregates);
+                        let on = w
                             .detect
                             .as_ref()
-                            .map(|d| (detector_name(&d.detector), on.clone().unwrap_or_default())),
-                        aggs,
+                            .and_then(|d| d.on)
+                            .and_then(|a| w.aggregates.iter().position(|x| *x == a))
+                            .map(|i| aggs[i].clone());
+                        let primary = on
+                            .as_ref()
+                            .and_then(|n| aggs.iter().position(|a| a == n))
+                            .or_else(|| aggs.iter().position(|a| a == "mean"))
+                            .or_else(|| aggs.iter().position(|a| a != "count"))
+                            .unwrap_or(0);
+                        Op {
+                            id: o.id.clone(),
+                            kind: "window",
+                            field: o.field.clone(),
+                            primary,
+                            detector: w.detect.as_ref().map(|d| {
+                                (detector_name(&d.detector), on.clone().unwrap_or_default())
+                            }),
+                            aggs,
+                        }
                     }
-                }
-                OperatorKind::Detect(d) => Op {
-                    id: o.id.clone(),
-                    kind: "detect",
-                    field: o.field.clone(),
-                    aggs: vec!["value".into(), "score".into()],
-                    primary: 0,
-                    detector: Some((detector_name(&d.detector), o.field.clone())),
-                },
-                OperatorKind::Process(p) => Op {
-                    id: o.id.clone(),
-                    kind: "process",
-                    field: o.field.clone(),
-                    aggs: vec![p.state_type.clone()],
-                    primary: 0,
-                    detector: None,
-                },
-            })
-            .collect();
+                    OperatorKind::Detect(d) => Op {
+                        id: o.id.clone(),
+                        kind: "detect",
+                        field: o.field.clone(),
+                        aggs: vec!["value".into(), "score".into()],
+                        primary: 0,
+                        detector: Some((detector_name(&d.detector), o.field.clone())),
+                    },
+                    OperatorKind::Process(p) => Op {
+                        id: o.id.clone(),
+                        kind: "process",
+                        field: o.field.clone(),
+                        aggs: vec![p.state_type.clone()],
+                        primary: 0,
+                        detector: None,
+                    },
+                })
+                .collect();
         let mut s = self.lock();
         // Series are keyed by operator index: keep those whose operator id
         // is still there, under its new index.

@@ -30,6 +30,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use weir_core::agg::AggKind;
 use weir_core::expr::Value;
 use weir_core::output::{Emission, Output, WindowResult};
 use weir_core::spec::{OperatorKind, PipelineSpec};
@@ -225,6 +226,19 @@ impl MapOut<'_> {
     }
 }
 
+/// The names a window operator's aggregates are published under: their
+/// own, except that `rows` (SQL's `COUNT(*)`) is `count`, as a query
+/// without `NULL`s counts the same, unless the operator has a `count` too.
+pub fn agg_names(aggs: &[AggKind]) -> Vec<String> {
+    let count = aggs.contains(&AggKind::Count);
+    aggs.iter()
+        .map(|a| match a {
+            AggKind::Rows if !count => "count".to_string(),
+            _ => a.to_string(),
+        })
+        .collect()
+}
+
 impl OutputEncoder {
     /// An encoder for `spec`'s operators.
     pub fn new(gateway: &str, prefix: &str, format: OutputFormat, spec: &PipelineSpec) -> Self {
@@ -234,10 +248,10 @@ impl OutputEncoder {
             .map(|o| match &o.kind {
                 OperatorKind::Window(w) => OpNames {
                     id: o.id.clone(),
-                    aggs: w.aggregates.iter().map(|a| a.to_string()).collect(),
+                    aggs: agg_names(&w.aggregates),
                     count_first: matches!(
                         w.aggregates.first(),
-                        Some(weir_core::agg::AggKind::Count | weir_core::agg::AggKind::Rows)
+                        Some(AggKind::Count | AggKind::Rows)
                     ),
                 },
                 // A multivariate detector: its fields, to name contributors.
@@ -575,6 +589,14 @@ impl OutputEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_is_published_as_count_unless_the_operator_has_a_count_too() {
+        use AggKind::*;
+        assert_eq!(agg_names(&[Rows, Mean]), ["count", "mean"]);
+        assert_eq!(agg_names(&[Rows, Count, Sum]), ["rows", "count", "sum"]);
+        assert_eq!(agg_names(&[Count, Max]), ["count", "max"]);
+    }
 
     #[test]
     fn json_strings_escape_quotes_backslashes_and_control_characters() {
