@@ -23,6 +23,7 @@ pub mod groups;
 pub mod plan;
 pub mod shell;
 pub mod stage;
+pub mod views;
 
 use std::path::Path;
 
@@ -437,6 +438,9 @@ pub enum Statement {
         /// Where the statement starts.
         at: Location,
     },
+    /// `CREATE [OR REPLACE] [TEMPORARY] VIEW [IF NOT EXISTS] name [(cols)]
+    /// AS query`: inlined into the query that reads it ([`views`]).
+    CreateView(views::View),
     /// `[EXPLAIN] [INSERT INTO sink] query`.
     Query {
         /// `EXPLAIN` in front.
@@ -540,6 +544,8 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
                 ));
             }
             out.push(Statement::CreateFunction { name, module, at });
+        } else if let Some(v) = create_view(&mut p, at)? {
+            out.push(Statement::CreateView(v));
         } else if p.parse_keyword(Keyword::SET) {
             let (k, v, l) = ddl::set(&mut p)?;
             out.push(Statement::Set(k, v, l));
@@ -568,24 +574,10 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
                 || p.peek_token_ref().token == Token::LParen;
             if !starts_query {
                 let t = p.peek_token();
-                if matches!(&t.token, Token::Word(w) if w.keyword == Keyword::CREATE) {
-                    // CREATE [OR REPLACE] [TEMPORARY] VIEW
-                    let view = (1..=4).any(|i| {
-                        matches!(&p.peek_nth_token_ref(i).token,
-                            Token::Word(w) if w.keyword == Keyword::VIEW)
-                    });
-                    if view {
-                        return Err(SqlError::unsupported(
-                            t.span.start,
-                            "CREATE VIEW",
-                            "write the view's WHERE and expressions into the query over its table: SELECT … FROM TABLE(TUMBLE(TABLE t, …)) WHERE <the view's condition> GROUP BY …",
-                        ));
-                    }
-                }
                 return Err(SqlError::unsupported(
                     t.span.start,
                     &format!("the statement starting with `{}`", t.token),
-                    "CREATE TABLE, SET, SELECT, INSERT INTO … SELECT, EXPLAIN",
+                    "CREATE TABLE, CREATE VIEW, SET, SELECT, INSERT INTO … SELECT, EXPLAIN",
                 ));
             }
             let query = p.parse_query().map_err(SqlError::parser)?;
@@ -608,6 +600,43 @@ pub fn statements(text: &str) -> Err<Vec<Statement>> {
     Ok(out)
 }
 
+/// `CREATE [OR REPLACE] [TEMPORARY] VIEW [IF NOT EXISTS] name [(cols)] AS
+/// query`, if the next tokens start one (nothing is consumed otherwise).
+fn create_view(p: &mut Parser, at: Location) -> Err<Option<views::View>> {
+    let is_view = matches!(&p.peek_token_ref().token, Token::Word(w) if w.keyword == Keyword::CREATE)
+        && (1..=4).any(|i| {
+            matches!(&p.peek_nth_token_ref(i).token,
+                Token::Word(w) if w.keyword == Keyword::VIEW)
+        });
+    if !is_view {
+        return Ok(None);
+    }
+    p.expect_keyword(Keyword::CREATE)
+        .map_err(SqlError::parser)?;
+    let _ = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    let _ = p.parse_keyword(Keyword::TEMPORARY);
+    p.expect_keyword(Keyword::VIEW).map_err(SqlError::parser)?;
+    let _ = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_identifier().map_err(SqlError::parser)?;
+    let columns = if p.consume_token(&Token::LParen) {
+        let c = p
+            .parse_comma_separated(Parser::parse_identifier)
+            .map_err(SqlError::parser)?;
+        p.expect_token(&Token::RParen).map_err(SqlError::parser)?;
+        c
+    } else {
+        Vec::new()
+    };
+    p.expect_keyword(Keyword::AS).map_err(SqlError::parser)?;
+    let query = p.parse_query().map_err(SqlError::parser)?;
+    Ok(Some(views::View {
+        name: name.value,
+        columns,
+        query,
+        at,
+    }))
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -618,3 +647,5 @@ mod tests_distinct;
 mod tests_groups;
 #[cfg(test)]
 mod tests_nulls;
+#[cfg(test)]
+mod tests_views;

@@ -1450,11 +1450,26 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
     let mut tables: Vec<Table> = Vec::new();
     let mut sets: Vec<(String, String, Location)> = Vec::new();
     let mut funcs: Vec<(String, String, Location)> = Vec::new();
+    let mut views: Vec<super::views::View> = Vec::new();
     let mut query = None;
     for s in stmts {
         match s {
+            Statement::CreateView(v) => {
+                let taken = tables.iter().any(|t| t.name.eq_ignore_ascii_case(&v.name))
+                    || views.iter().any(|o| o.name.eq_ignore_ascii_case(&v.name));
+                if taken {
+                    return Err(SqlError::at(
+                        v.at,
+                        format!("`{}` is already a table or view", v.name),
+                        "give each table and view its own name",
+                    ));
+                }
+                views.push(v)
+            }
             Statement::CreateTable(t) => {
-                if tables.iter().any(|o| o.name.eq_ignore_ascii_case(&t.name)) {
+                if tables.iter().any(|o| o.name.eq_ignore_ascii_case(&t.name))
+                    || views.iter().any(|o| o.name.eq_ignore_ascii_case(&t.name))
+                {
                     return Err(SqlError::at(
                         t.at,
                         format!("table `{}` is created twice", t.name),
@@ -1500,7 +1515,12 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
         ));
     };
-    compile_query(&tables, &sets, &funcs, explain, insert, &q, at)
+    let (q, inlined) = super::views::expand(&q, &views, &tables, at)?;
+    let mut p = compile_query(&tables, &sets, &funcs, explain, insert, &q, at)?;
+    if let Some(note) = inlined {
+        p.query.explain.push_str(&note);
+    }
+    Ok(p)
 }
 
 /// The `SET` options: the pipeline's name (default: the sink's, else
@@ -1642,13 +1662,6 @@ fn compile_query(
     q: &ast::Query,
     at: Location,
 ) -> Err<SqlPipeline> {
-    if q.with.is_some() {
-        return Err(SqlError::unsupported(
-            at,
-            "WITH (a named subquery)",
-            "write the subquery's WHERE and expressions into the one query: SELECT … FROM TABLE(TUMBLE(TABLE t, …)) WHERE <its condition> GROUP BY …",
-        ));
-    }
     if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
         return Err(SqlError::unsupported(
             at,

@@ -112,7 +112,9 @@ impl Session {
                     self.kept.push((text.to_string(), s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }
-                Statement::Set(..) | Statement::CreateFunction { .. } => {
+                Statement::Set(..)
+                | Statement::CreateFunction { .. }
+                | Statement::CreateView(_) => {
                     self.kept.push((text.to_string(), s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }

@@ -1,0 +1,146 @@
+//! Views and `WITH`: a query over a view gives the rows, and builds the
+//! plan, of the same query written over the view's table by hand; views
+//! over views; the legacy group window over a view; errors.
+
+use super::tests::{run, t};
+use super::*;
+
+const S: &str = "CREATE TABLE s (
+  ts TIMESTAMP(3),
+  sensor STRING,
+  status STRING,
+  temp DOUBLE,
+  vib DOUBLE,
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');
+";
+
+/// 08:00:00 + seconds, sensor, status, temp, vib.
+const ROWS: &str = "2020-04-15 08:00:01,a,run,25,1
+2020-04-15 08:00:02,a,idle,15,2
+2020-04-15 08:00:03,b,idle,10,3
+2020-04-15 08:00:04,a,run,30,4
+2020-04-15 08:00:06,a,idle,10,5
+2020-04-15 08:00:07,b,run,22,6
+2020-04-15 08:00:12,b,idle,21,8
+";
+
+/// The query over view `warm`, whose columns are `k, t, f, v`.
+const OVER_WARM: &str = "SELECT k, window_start, COUNT(*) AS n, AVG(f) AS avg_f, MAX(v) AS mv
+FROM TABLE(TUMBLE(TABLE warm, DESCRIPTOR(t), INTERVAL '5' SECONDS))
+WHERE v < 8
+GROUP BY k, window_start, window_end;";
+
+/// The same query over `s`, by hand.
+const BY_HAND: &str = "SELECT sensor AS k, window_start, COUNT(*) AS n,
+  AVG(temp * 1.8 + 32) AS avg_f, MAX(vib) AS mv
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '5' SECONDS))
+WHERE temp > 12 AND vib < 8
+GROUP BY sensor, window_start, window_end;";
+
+fn same_as_by_hand(sql: &str) {
+    let want = run(&format!("{S}{BY_HAND}"), ROWS);
+    // temp > 12 and vib < 8: a 08:00:01 (25 °C), 02 (15), 04 (30); b 07 (22).
+    assert_eq!(
+        want,
+        [
+            "k,window_start,n,avg_f,mv".to_string(),
+            format!("a,{},3,74.000000,4.000000", t("00")),
+            format!("b,{},1,71.600000,6.000000", t("05")),
+        ]
+    );
+    assert_eq!(run(sql, ROWS), want, "{sql}");
+    let a = parse("q.sql", sql).unwrap();
+    let b = parse("q.sql", &format!("{S}{BY_HAND}")).unwrap();
+    assert_eq!(
+        a.pipeline.spec, b.pipeline.spec,
+        "the same plan, so the same state"
+    );
+}
+
+#[test]
+fn a_view_with_renamed_and_computed_columns_and_a_where() {
+    same_as_by_hand(&format!(
+        "{S}CREATE TEMPORARY VIEW warm (k, t, f, v) AS
+  SELECT sensor, ts, temp * 1.8 + 32, vib FROM s WHERE temp > 12;
+{OVER_WARM}"
+    ));
+}
+
+#[test]
+fn a_with_item_is_a_view_of_its_query() {
+    same_as_by_hand(&format!(
+        "{S}WITH warm AS (
+  SELECT sensor AS k, ts AS t, temp * 1.8 + 32 AS f, vib AS v FROM s WHERE temp > 12)
+{OVER_WARM}"
+    ));
+    // A WITH item over a view, with a column list.
+    same_as_by_hand(&format!(
+        "{S}CREATE VIEW positive AS SELECT * FROM s WHERE temp > 12;
+WITH warm (k, t, f, v) AS (SELECT sensor, ts, temp * 1.8 + 32, vib FROM positive)
+{OVER_WARM}"
+    ));
+}
+
+#[test]
+fn views_over_views_and_the_legacy_group_window() {
+    let sql = format!(
+        "{S}CREATE VIEW running AS SELECT * FROM s WHERE status = 'run';
+CREATE VIEW hot AS SELECT sensor, ts, temp AS c FROM running WHERE temp > 24;
+SELECT sensor, TUMBLE_START(ts, INTERVAL '5' SECOND) AS ws, COUNT(*) AS n, MIN(c)
+FROM hot GROUP BY sensor, TUMBLE(ts, INTERVAL '5' SECOND);"
+    );
+    let e = parse("q.sql", &sql).unwrap().query.explain;
+    assert!(
+        e.contains("view `hot` over `running` over table `s`: inlined"),
+        "{e}"
+    );
+    // Running and above 24 °C: a 08:00:01 (25) and 04 (30) only.
+    assert_eq!(
+        run(&sql, ROWS),
+        [
+            "sensor,ws,n,EXPR$3".to_string(),
+            format!("a,{},2,25.000000", t("00")),
+        ]
+    );
+}
+
+#[test]
+fn views_that_cannot_be_inlined_say_why() {
+    let err = |sql: &str| {
+        parse("q.sql", &format!("{S}{sql}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let over = |view: &str| {
+        err(&format!(
+            "{view}\nSELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE v, DESCRIPTOR(ts), INTERVAL '5' SECONDS)) GROUP BY window_start, window_end;"
+        ))
+    };
+    let e = over("CREATE VIEW v AS SELECT sensor, ts, COUNT(*) AS n FROM s GROUP BY sensor, ts;");
+    assert!(
+        e.contains("q.sql:9:1")
+            && e.contains("a cascade of queries")
+            && e.contains("is not supported"),
+        "{e}"
+    );
+    let e = over("CREATE VIEW v AS SELECT ts, nope FROM s;");
+    assert!(
+        e.contains("view `v`: `nope` is not a column of what it reads"),
+        "{e}"
+    );
+    let e = over("CREATE VIEW v AS SELECT ts FROM nothing;");
+    assert!(e.contains("which is no table or view"), "{e}");
+    let e = over("CREATE VIEW s AS SELECT ts FROM s;");
+    assert!(e.contains("`s` is already a table or view"), "{e}");
+    // The view leaves `vib` out: the query may not read it.
+    let e = err("CREATE VIEW v AS SELECT sensor, ts, temp FROM s;
+SELECT window_start, MAX(vib) AS m FROM TABLE(TUMBLE(TABLE v, DESCRIPTOR(ts), INTERVAL '5' SECONDS)) GROUP BY window_start, window_end;");
+    assert!(
+        e.contains("q.sql:10:26") && e.contains("the view has no column `vib`"),
+        "{e}"
+    );
+    // Its time column as an expression is no time attribute.
+    let e = over("CREATE VIEW v (ts, x) AS SELECT CAST(ts AS TIMESTAMP(3)), temp FROM s;");
+    assert!(e.contains("is not supported"), "{e}");
+}
