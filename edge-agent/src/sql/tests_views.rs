@@ -144,3 +144,33 @@ SELECT window_start, MAX(vib) AS m FROM TABLE(TUMBLE(TABLE v, DESCRIPTOR(ts), IN
     let e = over("CREATE VIEW v (ts, x) AS SELECT CAST(ts AS TIMESTAMP(3)), temp FROM s;");
     assert!(e.contains("is not supported"), "{e}");
 }
+
+#[test]
+fn a_subquery_in_from_is_a_view_of_its_own() {
+    let q = |from: &str| {
+        format!(
+            "{S}SELECT sensor, TUMBLE_START(ts, INTERVAL '5' SECOND) AS ws, COUNT(*) AS n
+FROM {from} GROUP BY sensor, TUMBLE(ts, INTERVAL '5' SECOND);"
+        )
+    };
+    // Running: a 08:00:01 and 04, b 07.
+    let want = [
+        "sensor,ws,n".to_string(),
+        format!("a,{},2", t("00")),
+        format!("b,{},1", t("05")),
+    ];
+    assert_eq!(
+        run(&q("(SELECT * FROM s WHERE status = 'run') AS r"), ROWS),
+        want
+    );
+    let e = parse(
+        "q.sql",
+        &q("(SELECT sensor, ts, COUNT(*) AS c FROM s GROUP BY sensor, ts)"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("a cascade of queries") && e.contains("is not supported"),
+        "{e}"
+    );
+}

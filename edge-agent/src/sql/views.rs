@@ -150,9 +150,6 @@ pub fn expand(
 
 /// [`expand`] in place; the view it inlined.
 fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<Option<Resolved>> {
-    if views.is_empty() {
-        return Ok(None);
-    }
     let SetExpr::Select(sel) = &mut *q.body else {
         return Ok(None);
     };
@@ -174,6 +171,40 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
             };
             let r = resolve(v, views, tables, 0)?;
             *name = ast::ObjectName::from(vec![Ident::new(&r.base)]);
+            r
+        }
+        // A subquery in FROM: a view of its own.
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias,
+            sample: None,
+        } => {
+            let v = View {
+                name: alias
+                    .as_ref()
+                    .map_or("subquery".to_string(), |a| a.name.value.clone()),
+                columns: alias
+                    .as_ref()
+                    .map(|a| a.columns.iter().map(|c| c.name.clone()).collect())
+                    .unwrap_or_default(),
+                query: subquery.clone(),
+                at: loc(&**subquery, at),
+            };
+            let r = resolve(&v, views, tables, 0)?;
+            from.relation = TableFactor::Table {
+                name: ast::ObjectName::from(vec![Ident::new(&r.base)]),
+                alias: None,
+                args: None,
+                with_hints: Vec::new(),
+                version: None,
+                with_ordinality: false,
+                partitions: Vec::new(),
+                json_path: None,
+                sample: None,
+                index_directives: Vec::new(),
+                inheritance: None,
+            };
             r
         }
         TableFactor::TableFunction {
