@@ -130,6 +130,10 @@ pub struct SqlPipeline {
     /// A keyed user function called as the query's table function: its
     /// operator is the pipeline's.
     pub keyed: Option<plan::KeyedUse>,
+    /// A cascade's first query (the query reads a view that aggregates):
+    /// its result rows are this pipeline's input ([`exec::replay`]); the
+    /// input file is the first query's.
+    pub inner: Option<Box<SqlPipeline>>,
 }
 
 /// Whether `path` names a SQL pipeline (by its `.sql` extension).
@@ -349,6 +353,15 @@ impl SqlPipeline {
 
     /// [`SqlPipeline::agent_can_run`]: what is wrong and what to do.
     fn agent_check(&self) -> Result<(), (String, String)> {
+        if let Some(first) = &self.inner {
+            return Err((
+                format!(
+                    "weir run does not run a cascade of windows yet (the query reads view `{}`, which aggregates); weir replay, weir sql and weir check do",
+                    first.pipeline.spec.name
+                ),
+                "run the view's query on the gateway and the query over its rows where they are published (the cloud)".into(),
+            ));
+        }
         let q = &self.query;
         if q.groups.is_some() {
             return Err((
@@ -639,6 +652,8 @@ fn create_view(p: &mut Parser, at: Location) -> Err<Option<views::View>> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cascade;
 #[cfg(test)]
 mod tests_detect;
 #[cfg(test)]

@@ -1515,12 +1515,133 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
         ));
     };
-    let (q, inlined) = super::views::expand(&q, &views, &tables, at)?;
-    let mut p = compile_query(&tables, &sets, &funcs, explain, insert, &q, at)?;
-    if let Some(note) = inlined {
-        p.query.explain.push_str(&note);
+    match super::views::expand(&q, &views, &tables, at)? {
+        super::views::Expanded::Inlined(q, inlined) => {
+            let mut p = compile_query(&tables, &sets, &funcs, explain, insert, &q, at)?;
+            if let Some(note) = inlined {
+                p.query.explain.push_str(&note);
+            }
+            Ok(p)
+        }
+        super::views::Expanded::Cascade {
+            outer,
+            inner,
+            views,
+        } => {
+            let first = cascade_first(&tables, &sets, &funcs, &views, &inner)?;
+            let table = rows_table(&first, &inner)?;
+            let mut p = compile_query(&[table], &sets, &funcs, explain, insert, &outer, at)?;
+            p.query.explain = format!(
+                "stage 1, view `{}` (its rows are stage 2's table `{}`, read in the order they fire; watermark = newest - 1 ms):\n{}stage 2:\n{}",
+                inner.name, inner.name, first.query.explain, p.query.explain
+            );
+            p.input_path = first.input_path.clone();
+            p.inner = Some(Box::new(first));
+            Ok(p)
+        }
     }
-    Ok(p)
+}
+
+/// The first query of a cascade: view `v`'s, over tables and the views
+/// `views` (which it may read, inlined), under the view's name.
+fn cascade_first(
+    tables: &[Table],
+    sets: &[(String, String, Location)],
+    funcs: &[(String, String, Location)],
+    views: &[super::views::View],
+    v: &super::views::View,
+) -> Err<SqlPipeline> {
+    let q = match super::views::expand(&v.query, views, tables, v.at)? {
+        super::views::Expanded::Inlined(q, _) => q,
+        super::views::Expanded::Cascade { inner, .. } => {
+            return Err(SqlError::unsupported(
+                inner.at,
+                &format!(
+                    "view `{}` over the aggregating view `{}` (a cascade of three queries)",
+                    v.name, inner.name
+                ),
+                "two queries: a view that aggregates a table, and the query over it",
+            ))
+        }
+    };
+    let mut sets = sets.to_vec();
+    sets.push(("pipeline.name".into(), v.name.clone(), v.at));
+    let first = compile_query(tables, &sets, funcs, false, None, &q, v.at)?;
+    if first.keyed.is_some() || first.query.scores || first.query.groups.is_some() {
+        return Err(SqlError::unsupported(
+            v.at,
+            &format!(
+                "view `{}`: a table function or grouping sets in the first query of a cascade",
+                v.name
+            ),
+            "a view that aggregates a window TVF: SELECT key, window_time AS rowtime, SUM(x) AS s FROM TABLE(TUMBLE(…)) GROUP BY key, window_start, window_end, window_time",
+        ));
+    }
+    Ok(first)
+}
+
+/// The table a cascade's second query reads: the first query's result
+/// columns (named by view `v`'s column list if it has one), as `weir
+/// replay` writes them (a header line, then CSV), with the column that is
+/// the first query's `window_time` as the time attribute (a watermark
+/// right behind the newest row, which comes in the order windows fire).
+fn rows_table(first: &SqlPipeline, v: &super::views::View) -> Err<Table> {
+    let cols = &first.query.columns;
+    if !v.columns.is_empty() && v.columns.len() != cols.len() {
+        return Err(SqlError::at(
+            v.at,
+            format!(
+                "view `{}` names {} columns, its query gives {}",
+                v.name,
+                v.columns.len(),
+                cols.len()
+            ),
+            "name as many columns as the query selects",
+        ));
+    }
+    let columns: Vec<super::ddl::Column> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| super::ddl::Column {
+            name: v
+                .columns
+                .get(i)
+                .map_or_else(|| c.name.clone(), |n| n.value.clone()),
+            ty: c.ty,
+            at: v.at,
+        })
+        .collect();
+    let Some(rt) = cols.iter().position(|c| matches!(c.expr, Expr::Col(WTIME))) else {
+        return Err(SqlError::at(
+            v.at,
+            format!(
+                "view `{}` aggregates but gives no time attribute for the query over it",
+                v.name
+            ),
+            "select window_time in the view (window_time AS rowtime, and GROUP BY … window_time) and window the query over it by that column",
+        ));
+    };
+    let at = v.at;
+    Ok(Table {
+        name: v.name.clone(),
+        rowtime: Some(super::ddl::Rowtime {
+            name: columns[rt].name.clone(),
+            column: rt,
+            epoch_precision: None,
+            delay_ms: 0,
+            at,
+        }),
+        columns,
+        options: [
+            ("connector", "filesystem"),
+            ("format", "csv"),
+            ("csv.ignore-first-line", "true"),
+        ]
+        .iter()
+        .map(|(k, val)| (k.to_string(), val.to_string(), at))
+        .collect(),
+        at,
+    })
 }
 
 /// The `SET` options: the pipeline's name (default: the sink's, else
@@ -2391,6 +2512,7 @@ fn compile_query(
         sink,
         udfs: cx.udfs,
         keyed: None,
+        inner: None,
     })
 }
 
@@ -3033,6 +3155,7 @@ fn table_function(
             },
             at: fat,
         }),
+        inner: None,
     })
 }
 

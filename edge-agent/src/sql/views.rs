@@ -2,9 +2,9 @@
 //! (SELECT …)`, inlined into the query that reads them.
 //!
 //! A view is a projection and a filter of one table (or of another view):
-//! `SELECT col, expr AS name, … FROM t [WHERE cond]`, with no `GROUP BY`,
-//! `HAVING` or `DISTINCT` (a view that aggregates would be a cascade of
-//! windows, which weir does not run). A query over it is rewritten, before
+//! `SELECT col, expr AS name, … FROM t [WHERE cond]`, with no `HAVING` or
+//! `DISTINCT`. (A view that aggregates is the first query of a cascade,
+//! [`Expanded::Cascade`], compiled on its own.) A query over it is rewritten, before
 //! it is planned, into the same query over the table: each of the view's
 //! columns becomes its expression, the view's `WHERE` is `AND`ed in front
 //! of the query's, and a result column that read a renamed view column
@@ -117,44 +117,90 @@ fn visible(q: &Query, views: &[View], at: Location) -> Err<Vec<View>> {
     Ok(all)
 }
 
+/// A query with its views dealt with ([`expand`]).
+#[derive(Debug)]
+pub enum Expanded {
+    /// The query over tables only, and what was inlined, for `EXPLAIN`.
+    Inlined(Query, Option<String>),
+    /// The query reads a view that aggregates (`GROUP BY`): a cascade of
+    /// two queries, the view's rows the input of `outer`, which reads them
+    /// as a table named like the view. `views` are the views `inner` may
+    /// read.
+    Cascade {
+        /// The query over the view.
+        outer: Query,
+        /// The view.
+        inner: View,
+        /// The views defined before it.
+        views: Vec<View>,
+    },
+}
+
 /// Rewrites `q` to read tables only (see the module docs), and says which
 /// views it inlined, for `EXPLAIN`. A query that reads no view comes back
-/// as it is, without its `WITH`.
+/// as it is, without its `WITH`; one that reads a view that aggregates
+/// comes back as a cascade.
 ///
 /// # Errors
 /// A view that is not a projection and filter of one table, a column a
 /// view does not have, a view that reads itself.
-pub fn expand(
-    q: &Query,
-    views: &[View],
-    tables: &[Table],
-    at: Location,
-) -> Err<(Query, Option<String>)> {
+pub fn expand(q: &Query, views: &[View], tables: &[Table], at: Location) -> Err<Expanded> {
     let views = visible(q, views, at)?;
     let mut q = q.clone();
     q.with = None;
-    let r = inline(&mut q, &views, tables, at)?;
-    let note = r.map(|r| {
-        format!(
-            "view {} over table `{}`: inlined (its columns are expressions over the table, its WHERE is ANDed to the query's)\n",
-            r.chain
-                .iter()
-                .map(|v| format!("`{v}`"))
-                .collect::<Vec<_>>()
-                .join(" over "),
-            r.base
-        )
-    });
-    Ok((q, note))
+    Ok(match inline(&mut q, &views, tables, at)? {
+        Inline::Nothing => Expanded::Inlined(q, None),
+        Inline::View(r) => {
+            let note = format!(
+                "view {} over table `{}`: inlined (its columns are expressions over the table, its WHERE is ANDed to the query's)\n",
+                r.chain
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(" over "),
+                r.base
+            );
+            Expanded::Inlined(q, Some(note))
+        }
+        Inline::Cascade(v) => {
+            let me = views.iter().position(|o| eq(&o.name, &v.name));
+            let earlier = views[..me.unwrap_or(views.len())].to_vec();
+            Expanded::Cascade {
+                outer: q,
+                inner: v,
+                views: earlier,
+            }
+        }
+    })
 }
 
-/// [`expand`] in place; the view it inlined.
-fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<Option<Resolved>> {
+/// What [`inline`] did.
+enum Inline {
+    /// The query reads no view.
+    Nothing,
+    /// It read this view, now inlined.
+    View(Box<Resolved>),
+    /// It reads this view, which aggregates: left to a cascade.
+    Cascade(View),
+}
+
+/// Whether view `v` aggregates (a cascade's first query).
+fn aggregates(v: &View) -> bool {
+    match &*v.query.body {
+        SetExpr::Select(sel) => {
+            !matches!(&sel.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
+        }
+        _ => false,
+    }
+}
+
+/// [`expand`] in place.
+fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<Inline> {
     let SetExpr::Select(sel) = &mut *q.body else {
-        return Ok(None);
+        return Ok(Inline::Nothing);
     };
     let [from] = &mut sel.from[..] else {
-        return Ok(None);
+        return Ok(Inline::Nothing);
     };
     let view_of = |name: &str| views.iter().find(|v| eq(&v.name, name));
     // The view the query reads, by name in FROM or in a table function's
@@ -167,8 +213,11 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                 .and_then(|p| p.as_ident())
                 .and_then(|i| view_of(&i.value))
             else {
-                return Ok(None);
+                return Ok(Inline::Nothing);
             };
+            if aggregates(v) {
+                return Ok(Inline::Cascade(v.clone()));
+            }
             let r = resolve(v, views, tables, 0)?;
             *name = ast::ObjectName::from(vec![Ident::new(&r.base)]);
             r
@@ -191,9 +240,16 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                 query: subquery.clone(),
                 at: loc(&**subquery, at),
             };
-            let r = resolve(&v, views, tables, 0)?;
+            let cascade = aggregates(&v);
+            let r = if cascade {
+                None
+            } else {
+                Some(resolve(&v, views, tables, 0)?)
+            };
             from.relation = TableFactor::Table {
-                name: ast::ObjectName::from(vec![Ident::new(&r.base)]),
+                name: ast::ObjectName::from(vec![Ident::new(
+                    r.as_ref().map_or(&v.name, |r| &r.base),
+                )]),
                 alias: None,
                 args: None,
                 with_hints: Vec::new(),
@@ -205,14 +261,17 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                 index_directives: Vec::new(),
                 inheritance: None,
             };
-            r
+            match r {
+                Some(r) => r,
+                None => return Ok(Inline::Cascade(v)),
+            }
         }
         TableFactor::TableFunction {
             expr: SExpr::Function(f),
             ..
         } => {
             let FunctionArguments::List(list) = &mut f.args else {
-                return Ok(None);
+                return Ok(Inline::Nothing);
             };
             let table = list.args.iter_mut().find_map(|a| match a {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(SExpr::Prefixed { prefix, value }))
@@ -226,14 +285,17 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                 _ => None,
             });
             let Some(items) = table else {
-                return Ok(None);
+                return Ok(Inline::Nothing);
             };
             let Some(v) = items.first().and_then(|i| match i {
                 SExpr::Identifier(id) => view_of(&id.value),
                 _ => None,
             }) else {
-                return Ok(None);
+                return Ok(Inline::Nothing);
             };
+            if aggregates(v) {
+                return Ok(Inline::Cascade(v.clone()));
+            }
             let r = resolve(v, views, tables, 0)?;
             items[0] = SExpr::Identifier(Ident::new(&r.base));
             // PARTITION BY keys name columns.
@@ -270,7 +332,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
             }
             r
         }
-        _ => return Ok(None),
+        _ => return Ok(Inline::Nothing),
     };
     for item in &mut sel.projection {
         let new = match &*item {
@@ -311,7 +373,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
     if let Some(h) = &mut sel.having {
         *h = subst(&r, h, at)?;
     }
-    Ok(Some(r))
+    Ok(Inline::View(Box::new(r)))
 }
 
 /// A view's columns over its table, recursively through views it reads.
@@ -332,10 +394,10 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
         SqlError::unsupported(
             at,
             &format!(
-                "view `{}`: a view with GROUP BY, HAVING, DISTINCT, a window or a join (a cascade of queries)",
+                "view `{}`: HAVING, DISTINCT, a join, a window TVF without GROUP BY, or reading a view that aggregates",
                 v.name
             ),
-            "a view that selects and filters one table: CREATE VIEW v AS SELECT sensor, ts, temp * 1.8 + 32 AS temp_f FROM t WHERE … (then window it in the query)",
+            "a view that selects and filters one table (CREATE VIEW v AS SELECT sensor, ts, temp * 1.8 + 32 AS temp_f FROM t WHERE …), or one that aggregates a window TVF, read by the query itself (a cascade)",
         )
     };
     if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {

@@ -1,0 +1,129 @@
+//! Cascaded windows: a query over a view that aggregates, Flink's
+//! documented "Cascading Window Aggregation" over the `Bid` table first,
+//! then rows by hand, `EXPLAIN`, and what `weir run` refuses.
+
+use super::tests::run;
+use super::*;
+
+/// Flink's `Bid` table from the window aggregation documentation.
+const BID: &str = "CREATE TABLE Bid (
+  bidtime TIMESTAMP(3),
+  price DECIMAL(10, 2),
+  item STRING,
+  supplier_id STRING,
+  WATERMARK FOR bidtime AS bidtime - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'bid.csv', 'format' = 'csv');
+";
+
+const BID_ROWS: &str = "2020-04-15 08:05:00,4.00,C,supplier1
+2020-04-15 08:07:00,2.00,A,supplier1
+2020-04-15 08:09:00,5.00,D,supplier2
+2020-04-15 08:11:00,3.00,B,supplier2
+2020-04-15 08:13:00,1.00,E,supplier1
+2020-04-15 08:17:00,6.00,F,supplier2
+";
+
+/// Flink's example: 5 minutes per supplier, then 10 minutes in all.
+const CASCADE: &str = "CREATE VIEW window1 AS
+SELECT window_start AS window_5mintumble_start, window_end AS window_5mintumble_end,
+  window_time AS rowtime, SUM(price) AS partial_price
+  FROM TABLE(
+    TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  GROUP BY supplier_id, window_start, window_end, window_time;
+
+SELECT window_start, window_end, SUM(partial_price) AS total_price
+  FROM TABLE(
+      TUMBLE(TABLE window1, DESCRIPTOR(rowtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;";
+
+#[test]
+fn flinks_cascading_window_aggregation() {
+    // 5 minutes: supplier1 6 and supplier2 5 in [08:05, 08:10); supplier1
+    // 1 and supplier2 3 in [08:10, 08:15); supplier2 6 in [08:15, 08:20).
+    assert_eq!(
+        run(&format!("{BID}{CASCADE}"), BID_ROWS),
+        [
+            "window_start,window_end,total_price",
+            "2020-04-15 08:00:00.000,2020-04-15 08:10:00.000,11.00",
+            "2020-04-15 08:10:00.000,2020-04-15 08:20:00.000,10.00",
+        ]
+    );
+    // The same as a WITH item and as a subquery.
+    let with = CASCADE
+        .replace("CREATE VIEW window1 AS\n", "WITH window1 AS (")
+        .replace("window_time;\n", "window_time)\n");
+    assert_eq!(
+        run(&format!("{BID}{with}"), BID_ROWS),
+        run(&format!("{BID}{CASCADE}"), BID_ROWS)
+    );
+}
+
+#[test]
+fn a_cascade_keeps_its_keys_and_exact_doubles() {
+    // Per sensor: 1-second means, then the largest mean of each 2 seconds.
+    let sql = "CREATE TABLE s (sensor STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime
+) WITH ('connector' = 'filesystem', 'format' = 'csv');
+CREATE VIEW means (k, t, m, n) AS
+  SELECT sensor, window_time, AVG(v), COUNT(*)
+  FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+  GROUP BY sensor, window_start, window_end, window_time;
+SELECT k, window_start, MAX(m) AS top, SUM(n) AS n, COUNT(*) AS windows
+FROM TABLE(TUMBLE(TABLE means, DESCRIPTOR(t), INTERVAL '2' SECONDS))
+GROUP BY k, window_start, window_end;";
+    // a: [0, 1 s) 1/3 (1, 0, 0), [1, 2 s) 0.1; b: [1, 2 s) 2, [2, 3 s) 4.
+    let rows = "a,1700000000000,1\na,1700000000100,0\na,1700000000200,0
+a,1700000001000,0.1\nb,1700000001500,2\nb,1700000002000,4\n";
+    let got = run(sql, rows);
+    assert_eq!(
+        got,
+        [
+            "k,window_start,top,n,windows",
+            "a,2023-11-14 22:13:20.000,0.333333,4,2",
+            "b,2023-11-14 22:13:20.000,2.000000,1,1",
+            "b,2023-11-14 22:13:22.000,4.000000,1,1",
+        ]
+    );
+    // The first query's DOUBLEs go on exact: a SUM of its means.
+    let sum = sql.replace("MAX(m) AS top", "SUM(m) * 3 AS top");
+    assert_eq!(run(&sum, rows)[1], "a,2023-11-14 22:13:20.000,1.300000,4,2");
+    let p = parse("q.sql", &sql.replace("\nSELECT k,", "\nEXPLAIN SELECT k,")).unwrap();
+    let e = &p.query.explain;
+    assert!(
+        e.starts_with("stage 1, view `means`")
+            && e.contains("operator `means`: window tumbling, size 1000 ms")
+            && e.contains("stage 2:\npipeline `query`")
+            && e.contains("source `means`: fields [m, n], key `k`, time `t`"),
+        "{e}"
+    );
+    let err = crate::sql::parse_for_run("q.sql", sql)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weir run does not run a cascade of windows yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cascade_needs_the_time_of_its_first_windows() {
+    let e = parse(
+        "q.sql",
+        &format!(
+            "{BID}CREATE VIEW w AS SELECT supplier_id, SUM(price) AS p
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  GROUP BY supplier_id, window_start, window_end;
+SELECT window_start, SUM(p) AS t FROM TABLE(TUMBLE(TABLE w, DESCRIPTOR(rowtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("q.sql:8:1")
+            && e.contains("gives no time attribute")
+            && e.contains("window_time"),
+        "{e}"
+    );
+}
