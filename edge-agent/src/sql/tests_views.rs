@@ -170,3 +170,54 @@ FROM {from} GROUP BY sensor, TUMBLE(ts, INTERVAL '5' SECOND);"
     .to_string();
     assert!(e.contains("a query without a window"), "{e}");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The table's numeric columns and the names a view may give them.
+    const COLS: [&str; 2] = ["temp", "vib"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A view that renames (even swaps) and scales the numeric columns
+        /// and filters on one of them gives, for any aggregate of any view
+        /// column and any threshold, the rows of the query written over
+        /// the table by hand.
+        #[test]
+        fn a_view_is_its_query_written_by_hand(
+            swap in any::<bool>(),
+            scale in prop::sample::select(vec![1.0, 2.5, -1.0]),
+            agg in prop::sample::select(vec!["SUM", "MIN", "MAX", "AVG", "COUNT"]),
+            read_first in any::<bool>(),
+            threshold in 0u8..30,
+            filter_vib in any::<bool>(),
+        ) {
+            // View columns x, y: x = COLS[a] * scale, y = COLS[b].
+            let (a, b) = if swap { (1, 0) } else { (0, 1) };
+            let view = format!(
+                "CREATE VIEW v (k, t, x, y) AS SELECT sensor, ts, {} * {scale:?}, {} FROM s WHERE {} > {threshold};\n",
+                COLS[a], COLS[b], COLS[usize::from(filter_vib)]
+            );
+            let (col, base) = if read_first {
+                ("x", format!("{} * {scale:?}", COLS[a]))
+            } else {
+                ("y", COLS[b].to_string())
+            };
+            let q = |from: &str, key: &str, arg: &str, filter: &str| {
+                format!(
+                    "SELECT {key} AS k, window_start, {agg}({arg}) AS r, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE {from}, DESCRIPTOR({}), INTERVAL '5' SECONDS))
+{filter}GROUP BY {key}, window_start, window_end;",
+                    if from == "v" { "t" } else { "ts" }
+                )
+            };
+            let over_view = format!("{S}{view}{}", q("v", "k", col, ""));
+            let by_hand = format!(
+                "{S}{}",
+                q("s", "sensor", &base, &format!("WHERE {} > {threshold}\n", COLS[usize::from(filter_vib)]))
+            );
+            prop_assert_eq!(run(&over_view, ROWS), run(&by_hand, ROWS));
+        }
+    }
+}
