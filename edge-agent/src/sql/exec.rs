@@ -356,9 +356,20 @@ fn push_value(b: &mut Vec<u8>, v: &Value, ty: SqlType) {
 /// windows, and the late rows of both; the engine is the second's.
 pub fn replay<R: Read, W: Write>(
     p: &SqlPipeline,
-    input: R,
-    out: W,
+    mut input: R,
+    mut out: W,
     mut on_bad: impl FnMut(&BadRow, &[u8]),
+) -> io::Result<(Summary, Engine)> {
+    // Through trait objects: one copy of the replay loop serves every
+    // caller and both stages of a cascade (it reads and writes in blocks).
+    replay_dyn(p, &mut input, &mut out, &mut on_bad)
+}
+
+fn replay_dyn(
+    p: &SqlPipeline,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    on_bad: &mut dyn FnMut(&BadRow, &[u8]),
 ) -> io::Result<(Summary, Engine)> {
     let Some(first) = &p.inner else {
         let mut rows = Rows::new(&p.query);
@@ -372,22 +383,24 @@ pub fn replay<R: Read, W: Write>(
         &first.pipeline,
         0,
         input,
-        &mut between,
+        &mut between as &mut dyn Write,
         &header,
         &mut rows,
-        &mut on_bad,
+        on_bad,
     )?;
     let mut rows = Rows::new(&p.query);
     let header = rows.header();
+    let mut ignore = |_: &BadRow, _: &[u8]| {};
+    let ignore: &mut dyn FnMut(&BadRow, &[u8]) = &mut ignore;
     // The first query's rows parse: a bad one (a NULL time) is counted.
     let (mut s2, engine) = crate::replay::replay_with(
         &p.pipeline,
         0,
-        &between[..],
+        &mut &between[..] as &mut dyn Read,
         out,
         &header,
         &mut rows,
-        |_, _| {},
+        ignore,
     )?;
     s2.bad_rows += s1.bad_rows;
     s2.rows = s1.rows;

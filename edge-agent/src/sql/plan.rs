@@ -774,6 +774,108 @@ impl Ctx<'_> {
         ))
     }
 
+    /// `left op right` (an arithmetic, comparison or boolean operator).
+    fn binary(
+        &mut self,
+        left: &SExpr,
+        op: &B,
+        right: &SExpr,
+        scope: Scope,
+        at: Location,
+    ) -> Err<(Expr, SqlType)> {
+        let num = |t: SqlType, side: &SExpr| -> Err<()> {
+            if t.is_numeric() {
+                Ok(())
+            } else {
+                Err(SqlError::at(
+                    loc_of(side, at),
+                    format!("`{side}` is {}, not a number", t.name()),
+                    "use numeric operands, or CAST(… AS DOUBLE)",
+                ))
+            }
+        };
+        Ok({
+            let (a, ta) = self.expr(left, scope)?;
+            let (b, tb) = self.expr(right, scope)?;
+            let bop = match op {
+                B::Plus => BinOp::Add,
+                B::Minus => BinOp::Sub,
+                B::Multiply => BinOp::Mul,
+                B::Divide => BinOp::Div,
+                B::Modulo => BinOp::Mod,
+                B::Eq => BinOp::Eq,
+                B::NotEq => BinOp::Ne,
+                B::Lt => BinOp::Lt,
+                B::LtEq => BinOp::Le,
+                B::Gt => BinOp::Gt,
+                B::GtEq => BinOp::Ge,
+                B::And => BinOp::And,
+                B::Or => BinOp::Or,
+                _ => {
+                    return Err(SqlError::unsupported(
+                        at,
+                        &format!("the operator {op}"),
+                        "+ - * / %, = <> < <= > >=, AND, OR",
+                    ))
+                }
+            };
+            match bop {
+                BinOp::And | BinOp::Or => {
+                    self.boolean(ta, left, at)?;
+                    self.boolean(tb, right, at)?;
+                    (Expr::bin(bop, a, b), SqlType::Boolean)
+                }
+                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                    let class = |t: SqlType| {
+                        if t.is_numeric() {
+                            0
+                        } else if t.is_time() {
+                            1
+                        } else if t == SqlType::String {
+                            2
+                        } else {
+                            3
+                        }
+                    };
+                    if class(ta) != class(tb) {
+                        return Err(SqlError::at(
+                                at,
+                                format!("cannot compare {} with {}", ta.name(), tb.name()),
+                                "compare values of the same kind; CAST(… AS DOUBLE) or CAST(… AS STRING) converts",
+                            ));
+                    }
+                    (Expr::bin(bop, a, b), SqlType::Boolean)
+                }
+                _ => {
+                    num(ta, left)?;
+                    num(tb, right)?;
+                    let int = |t: SqlType| matches!(t, SqlType::Int | SqlType::BigInt);
+                    let ty = match (ta, tb) {
+                        (x, y) if int(x) && int(y) => SqlType::BigInt,
+                        (SqlType::Decimal(p), SqlType::Decimal(q))
+                            if matches!(bop, BinOp::Add | BinOp::Sub) =>
+                        {
+                            SqlType::Decimal(p.max(q))
+                        }
+                        (SqlType::Decimal(p), y) | (y, SqlType::Decimal(p))
+                            if int(y) && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Mul) =>
+                        {
+                            SqlType::Decimal(p)
+                        }
+                        _ => SqlType::Double,
+                    };
+                    let e = Expr::bin(bop, a, b);
+                    // Flink divides integers as integers.
+                    if ty == SqlType::BigInt && bop == BinOp::Div {
+                        (Expr::Cast(Box::new(e), CastTo::Int), ty)
+                    } else {
+                        (e, ty)
+                    }
+                }
+            }
+        })
+    }
+
     fn expr(&mut self, e: &SExpr, scope: Scope) -> Err<(Expr, SqlType)> {
         let at = loc_of(e, self.at);
         let num = |t: SqlType, side: &SExpr| -> Err<()> {
@@ -827,86 +929,7 @@ impl Ctx<'_> {
                     _ => return Err(SqlError::unsupported(at, &format!("the operator {op}"), "-, NOT")),
                 }
             }
-            SExpr::BinaryOp { left, op, right } => {
-                let (a, ta) = self.expr(left, scope)?;
-                let (b, tb) = self.expr(right, scope)?;
-                let bop = match op {
-                    B::Plus => BinOp::Add,
-                    B::Minus => BinOp::Sub,
-                    B::Multiply => BinOp::Mul,
-                    B::Divide => BinOp::Div,
-                    B::Modulo => BinOp::Mod,
-                    B::Eq => BinOp::Eq,
-                    B::NotEq => BinOp::Ne,
-                    B::Lt => BinOp::Lt,
-                    B::LtEq => BinOp::Le,
-                    B::Gt => BinOp::Gt,
-                    B::GtEq => BinOp::Ge,
-                    B::And => BinOp::And,
-                    B::Or => BinOp::Or,
-                    _ => {
-                        return Err(SqlError::unsupported(
-                            at,
-                            &format!("the operator {op}"),
-                            "+ - * / %, = <> < <= > >=, AND, OR",
-                        ))
-                    }
-                };
-                match bop {
-                    BinOp::And | BinOp::Or => {
-                        self.boolean(ta, left, at)?;
-                        self.boolean(tb, right, at)?;
-                        (Expr::bin(bop, a, b), SqlType::Boolean)
-                    }
-                    BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                        let class = |t: SqlType| {
-                            if t.is_numeric() {
-                                0
-                            } else if t.is_time() {
-                                1
-                            } else if t == SqlType::String {
-                                2
-                            } else {
-                                3
-                            }
-                        };
-                        if class(ta) != class(tb) {
-                            return Err(SqlError::at(
-                                at,
-                                format!("cannot compare {} with {}", ta.name(), tb.name()),
-                                "compare values of the same kind; CAST(… AS DOUBLE) or CAST(… AS STRING) converts",
-                            ));
-                        }
-                        (Expr::bin(bop, a, b), SqlType::Boolean)
-                    }
-                    _ => {
-                        num(ta, left)?;
-                        num(tb, right)?;
-                        let int = |t: SqlType| matches!(t, SqlType::Int | SqlType::BigInt);
-                        let ty = match (ta, tb) {
-                            (x, y) if int(x) && int(y) => SqlType::BigInt,
-                            (SqlType::Decimal(p), SqlType::Decimal(q))
-                                if matches!(bop, BinOp::Add | BinOp::Sub) =>
-                            {
-                                SqlType::Decimal(p.max(q))
-                            }
-                            (SqlType::Decimal(p), y) | (y, SqlType::Decimal(p))
-                                if int(y) && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Mul) =>
-                            {
-                                SqlType::Decimal(p)
-                            }
-                            _ => SqlType::Double,
-                        };
-                        let e = Expr::bin(bop, a, b);
-                        // Flink divides integers as integers.
-                        if ty == SqlType::BigInt && bop == BinOp::Div {
-                            (Expr::Cast(Box::new(e), CastTo::Int), ty)
-                        } else {
-                            (e, ty)
-                        }
-                    }
-                }
-            }
+            SExpr::BinaryOp { left, op, right } => self.binary(left, op, right, scope, at)?,
             SExpr::IsNull(x) | SExpr::IsNotNull(x) => {
                 let (x, _) = self.expr(x, scope)?;
                 (
@@ -930,34 +953,33 @@ impl Ctx<'_> {
                 };
                 (Expr::Like(Box::new(x), p.clone(), *negated), SqlType::Boolean)
             }
+            // Built from comparisons, without copying the syntax tree.
             SExpr::Between { expr, negated, low, high } => {
-                let ge = SExpr::BinaryOp { left: expr.clone(), op: B::GtEq, right: low.clone() };
-                let le = SExpr::BinaryOp { left: expr.clone(), op: B::LtEq, right: high.clone() };
-                let both = SExpr::BinaryOp { left: Box::new(ge), op: B::And, right: Box::new(le) };
-                let (x, t) = self.expr(&both, scope)?;
-                (if *negated { Expr::Not(Box::new(x)) } else { x }, t)
+                let (ge, _) = self.binary(expr, &B::GtEq, low, scope, at)?;
+                let (le, _) = self.binary(expr, &B::LtEq, high, scope, at)?;
+                let x = Expr::bin(BinOp::And, ge, le);
+                (if *negated { Expr::Not(Box::new(x)) } else { x }, SqlType::Boolean)
             }
             SExpr::In { expr, target: ast::InTarget::List(list), negated, global: false } if !list.is_empty() => {
-                let mut acc: Option<SExpr> = None;
+                let mut acc: Option<Expr> = None;
                 for v in list {
-                    let eq = SExpr::BinaryOp { left: expr.clone(), op: B::Eq, right: Box::new(v.clone()) };
+                    let (eq, _) = self.binary(expr, &B::Eq, v, scope, at)?;
                     acc = Some(match acc {
                         None => eq,
-                        Some(a) => SExpr::BinaryOp { left: Box::new(a), op: B::Or, right: Box::new(eq) },
+                        Some(a) => Expr::bin(BinOp::Or, a, eq),
                     });
                 }
-                let (x, t) = self.expr(&acc.expect("non-empty list"), scope)?;
-                (if *negated { Expr::Not(Box::new(x)) } else { x }, t)
+                let x = acc.expect("non-empty list");
+                (if *negated { Expr::Not(Box::new(x)) } else { x }, SqlType::Boolean)
             }
             SExpr::Case { operand, conditions, else_result, .. } => {
                 let mut whens = Vec::new();
                 let mut ty: Option<SqlType> = None;
                 for c in conditions {
-                    let cond = match operand {
-                        Some(op) => SExpr::BinaryOp { left: op.clone(), op: B::Eq, right: Box::new(c.condition.clone()) },
-                        None => c.condition.clone(),
+                    let (ce, ct) = match operand {
+                        Some(op) => self.binary(op, &B::Eq, &c.condition, scope, at)?,
+                        None => self.expr(&c.condition, scope)?,
                     };
-                    let (ce, ct) = self.expr(&cond, scope)?;
                     self.boolean(ct, &c.condition, at)?;
                     let (re, rt) = self.expr(&c.result, scope)?;
                     ty = Some(merge_ty(ty, rt, &c.result, at)?);
@@ -1515,7 +1537,7 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
         ));
     };
-    match super::views::expand(&q, &views, &tables, at)? {
+    match super::views::expand(*q, views, &tables, at)? {
         super::views::Expanded::Inlined(q, inlined) => {
             let mut p = compile_query(&tables, &sets, &funcs, explain, insert, &q, at)?;
             if let Some(note) = inlined {
@@ -1528,12 +1550,18 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             inner,
             views,
         } => {
-            let first = cascade_first(&tables, &sets, &funcs, &views, &inner)?;
-            let table = rows_table(&first, &inner)?;
+            let super::views::View {
+                name,
+                columns,
+                query,
+                at: vat,
+            } = inner;
+            let first = cascade_first(&tables, &sets, &funcs, views, *query, &name, vat)?;
+            let table = rows_table(&first, &name, &columns, vat)?;
             let mut p = compile_query(&[table], &sets, &funcs, explain, insert, &outer, at)?;
             p.query.explain = format!(
-                "stage 1, view `{}` (its rows are stage 2's table `{}`, read in the order they fire; watermark = newest - 1 ms):\n{}stage 2:\n{}",
-                inner.name, inner.name, first.query.explain, p.query.explain
+                "stage 1, view `{name}` (its rows are stage 2's table `{name}`, read in the order they fire; watermark = newest - 1 ms):\n{}stage 2:\n{}",
+                first.query.explain, p.query.explain
             );
             p.input_path = first.input_path.clone();
             p.inner = Some(Box::new(first));
@@ -1542,37 +1570,40 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
     }
 }
 
-/// The first query of a cascade: view `v`'s, over tables and the views
-/// `views` (which it may read, inlined), under the view's name.
+/// The first query of a cascade: `q`, view `name`'s (defined at `at`), over
+/// tables and the views `views` (which it may read, inlined), under the
+/// view's name.
 fn cascade_first(
     tables: &[Table],
     sets: &[(String, String, Location)],
     funcs: &[(String, String, Location)],
-    views: &[super::views::View],
-    v: &super::views::View,
+    views: Vec<super::views::View>,
+    q: ast::Query,
+    name: &str,
+    at: Location,
 ) -> Err<SqlPipeline> {
-    let q = match super::views::expand(&v.query, views, tables, v.at)? {
+    let q = match super::views::expand(q, views, tables, at)? {
         super::views::Expanded::Inlined(q, _) => q,
         super::views::Expanded::Cascade { inner, .. } => {
             return Err(SqlError::unsupported(
                 inner.at,
                 &format!(
                     "view `{}` over the aggregating view `{}` (a cascade of three queries)",
-                    v.name, inner.name
+                    name, inner.name
                 ),
                 "two queries: a view that aggregates a table, and the query over it",
             ))
         }
     };
     let mut sets = sets.to_vec();
-    sets.push(("pipeline.name".into(), v.name.clone(), v.at));
-    let first = compile_query(tables, &sets, funcs, false, None, &q, v.at)?;
+    sets.push(("pipeline.name".into(), name.to_string(), at));
+    let first = compile_query(tables, &sets, funcs, false, None, &q, at)?;
     if first.keyed.is_some() || first.query.scores || first.query.groups.is_some() {
         return Err(SqlError::unsupported(
-            v.at,
+            at,
             &format!(
                 "view `{}`: a table function or grouping sets in the first query of a cascade",
-                v.name
+                name
             ),
             "a view that aggregates a window TVF: SELECT key, window_time AS rowtime, SUM(x) AS s FROM TABLE(TUMBLE(…)) GROUP BY key, window_start, window_end, window_time",
         ));
@@ -1585,15 +1616,15 @@ fn cascade_first(
 /// replay` writes them (a header line, then CSV), with the column that is
 /// the first query's `window_time` as the time attribute (a watermark
 /// right behind the newest row, which comes in the order windows fire).
-fn rows_table(first: &SqlPipeline, v: &super::views::View) -> Err<Table> {
+fn rows_table(first: &SqlPipeline, name: &str, names: &[ast::Ident], at: Location) -> Err<Table> {
     let cols = &first.query.columns;
-    if !v.columns.is_empty() && v.columns.len() != cols.len() {
+    if !names.is_empty() && names.len() != cols.len() {
         return Err(SqlError::at(
-            v.at,
+            at,
             format!(
                 "view `{}` names {} columns, its query gives {}",
-                v.name,
-                v.columns.len(),
+                name,
+                names.len(),
                 cols.len()
             ),
             "name as many columns as the query selects",
@@ -1603,27 +1634,25 @@ fn rows_table(first: &SqlPipeline, v: &super::views::View) -> Err<Table> {
         .iter()
         .enumerate()
         .map(|(i, c)| super::ddl::Column {
-            name: v
-                .columns
+            name: names
                 .get(i)
                 .map_or_else(|| c.name.clone(), |n| n.value.clone()),
             ty: c.ty,
-            at: v.at,
+            at,
         })
         .collect();
     let Some(rt) = cols.iter().position(|c| matches!(c.expr, Expr::Col(WTIME))) else {
         return Err(SqlError::at(
-            v.at,
+            at,
             format!(
                 "view `{}` aggregates but gives no time attribute for the query over it",
-                v.name
+                name
             ),
             "select window_time in the view (window_time AS rowtime, and GROUP BY … window_time) and window the query over it by that column",
         ));
     };
-    let at = v.at;
     Ok(Table {
-        name: v.name.clone(),
+        name: name.to_string(),
         rowtime: Some(super::ddl::Rowtime {
             name: columns[rt].name.clone(),
             column: rt,

@@ -46,7 +46,11 @@ fn take_statements(buf: &mut String) -> Vec<String> {
 /// The session: statements kept across queries.
 #[derive(Default)]
 struct Session {
-    kept: Vec<(String, Statement)>,
+    /// Each kept statement with the text it was read from and its place
+    /// among that text's statements: a query compiles statements read
+    /// again from their text (the syntax tree is not cloned: its `Clone`
+    /// is large code).
+    kept: Vec<(String, usize, Statement)>,
 }
 
 const HELP: &str = "Statements (end each with ;):
@@ -75,7 +79,7 @@ impl Session {
             }
             "SHOW" => {
                 let mut n = 0;
-                for (_, s) in &self.kept {
+                for (_, _, s) in &self.kept {
                     if let Statement::CreateTable(t) = s {
                         writeln!(out, "{}", t.name)?;
                         n += 1;
@@ -93,10 +97,10 @@ impl Session {
                 return Ok(true);
             }
         };
-        for s in parsed {
+        for (i, s) in parsed.into_iter().enumerate() {
             match s {
                 Statement::CreateTable(ref t) => {
-                    let exists = self.kept.iter().any(|(_, k)| {
+                    let exists = self.kept.iter().any(|(_, _, k)| {
                         matches!(k, Statement::CreateTable(o) if o.name.eq_ignore_ascii_case(&t.name))
                     });
                     if exists {
@@ -109,19 +113,26 @@ impl Session {
                         )?;
                         continue;
                     }
-                    self.kept.push((text.to_string(), s));
+                    self.kept.push((text.to_string(), i, s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }
                 Statement::Set(..)
                 | Statement::CreateFunction { .. }
                 | Statement::CreateView(_) => {
-                    self.kept.push((text.to_string(), s));
+                    self.kept.push((text.to_string(), i, s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }
                 q @ Statement::Query { .. } => {
-                    let mut all: Vec<Statement> = self.kept.iter().map(|k| k.1.clone()).collect();
-                    all.push(q);
-                    let compiled = super::on_big_stack(|| plan::compile(all)).and_then(|mut p| {
+                    let kept = &self.kept;
+                    let compiled = super::on_big_stack(move || {
+                        let mut all: Vec<Statement> = kept
+                            .iter()
+                            .filter_map(|(t, i, _)| statements(t).ok()?.into_iter().nth(*i))
+                            .collect();
+                        all.push(q);
+                        plan::compile(all)
+                    })
+                    .and_then(|mut p| {
                         // Modules are relative to the working directory.
                         super::attach_functions("./shell.sql", &mut p).map(|()| p)
                     });

@@ -10,15 +10,21 @@
 //! of the query's, and a result column that read a renamed view column
 //! keeps the view's name. The plan is then exactly the one of the query
 //! written over the table by hand, so its state and operator ids are too.
+//!
+//! Nothing of the syntax tree is cloned: the tree's derived `Clone` would
+//! bring sqlparser's whole `Statement` into the gateway's binary (42 KB).
+//! The query and the views are rewritten in place, and an expression that
+//! goes in several places is written as SQL text and read back.
 
 use sqlparser::ast::{
     self, BinaryOperator, Expr as SExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
     GroupByExpr, Ident, InTarget, Query, SelectItem, SetExpr, Spanned, TableFactor,
 };
-use sqlparser::tokenizer::Location;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Span, Tokenizer};
 
 use super::ddl::Table;
-use super::dialect::TABLE_ARG;
+use super::dialect::{WeirDialect, TABLE_ARG};
 use super::{Err, SqlError};
 
 /// Views may be defined over views this deep.
@@ -37,15 +43,15 @@ pub struct View {
     pub at: Location,
 }
 
-/// What a view reads: its table, and each of its columns as an expression
-/// over that table, and its condition over that table.
+/// What a view reads: its table, each of its columns as an expression over
+/// that table, and its condition over that table (expressions as SQL text).
 struct Resolved {
     /// The table.
     base: String,
     /// (column name, expression over the table).
-    cols: Vec<(String, SExpr)>,
+    cols: Vec<(String, String)>,
     /// The conditions of the view and of the views it reads, `AND`ed.
-    filter: Option<SExpr>,
+    filter: Option<String>,
     /// The table's columns (names), to tell a column the view leaves out
     /// from a name that is not a column at all (`window_start`).
     base_cols: Vec<String>,
@@ -74,47 +80,33 @@ fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-fn and(a: Option<SExpr>, b: Option<SExpr>) -> Option<SExpr> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(SExpr::BinaryOp {
-            left: Box::new(SExpr::Nested(Box::new(a))),
-            op: BinaryOperator::And,
-            right: Box::new(SExpr::Nested(Box::new(b))),
-        }),
-        (a, b) => a.or(b),
+/// Reads back an expression written by [`std::fmt::Display`], without
+/// places (errors in it fall back to the statement's).
+fn read(text: &str, at: Location) -> Err<SExpr> {
+    let bad = |e: String| {
+        SqlError::at(
+            at,
+            format!("cannot read back a view's expression `{text}`: {e}"),
+            "write the view's expression into the query over its table",
+        )
+    };
+    let mut tokens = Tokenizer::new(&WeirDialect, text)
+        .tokenize_with_location()
+        .map_err(|e| bad(e.to_string()))?;
+    for t in &mut tokens {
+        t.span = Span::empty();
     }
+    Parser::new(&WeirDialect)
+        .with_tokens_with_locations(tokens)
+        .parse_expr()
+        .map_err(|e| bad(e.to_string()))
 }
 
-/// The views a query sees: the file's, then its own `WITH` items (which
-/// hide a view or table of the same name).
-fn visible(q: &Query, views: &[View], at: Location) -> Err<Vec<View>> {
-    let mut all = views.to_vec();
-    if let Some(w) = &q.with {
-        if w.recursive {
-            return Err(SqlError::unsupported(
-                at,
-                "WITH RECURSIVE",
-                "WITH v AS (SELECT … FROM t WHERE …)",
-            ));
-        }
-        for c in &w.cte_tables {
-            if c.materialized.is_some() || c.from.is_some() {
-                return Err(SqlError::unsupported(
-                    iloc(&c.alias.name, at),
-                    "MATERIALIZED and FROM in a WITH item",
-                    "WITH v AS (SELECT … FROM t WHERE …)",
-                ));
-            }
-            all.retain(|v| !eq(&v.name, &c.alias.name.value));
-            all.push(View {
-                name: c.alias.name.value.clone(),
-                columns: c.alias.columns.iter().map(|d| d.name.clone()).collect(),
-                query: c.query.clone(),
-                at: iloc(&c.alias.name, at),
-            });
-        }
+fn and(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
+        (a, b) => a.or(b),
     }
-    Ok(all)
 }
 
 /// A query with its views dealt with ([`expand`]).
@@ -124,14 +116,13 @@ pub enum Expanded {
     Inlined(Query, Option<String>),
     /// The query reads a view that aggregates (`GROUP BY`): a cascade of
     /// two queries, the view's rows the input of `outer`, which reads them
-    /// as a table named like the view. `views` are the views `inner` may
-    /// read.
+    /// as a table named like the view.
     Cascade {
         /// The query over the view.
         outer: Query,
         /// The view.
         inner: View,
-        /// The views defined before it.
+        /// The views defined before it, which it may read.
         views: Vec<View>,
     },
 }
@@ -144,10 +135,34 @@ pub enum Expanded {
 /// # Errors
 /// A view that is not a projection and filter of one table, a column a
 /// view does not have, a view that reads itself.
-pub fn expand(q: &Query, views: &[View], tables: &[Table], at: Location) -> Err<Expanded> {
-    let views = visible(q, views, at)?;
-    let mut q = q.clone();
-    q.with = None;
+pub fn expand(mut q: Query, mut views: Vec<View>, tables: &[Table], at: Location) -> Err<Expanded> {
+    // The query's own WITH items hide a view or table of the same name.
+    if let Some(w) = q.with.take() {
+        if w.recursive {
+            return Err(SqlError::unsupported(
+                at,
+                "WITH RECURSIVE",
+                "WITH v AS (SELECT … FROM t WHERE …)",
+            ));
+        }
+        for c in w.cte_tables {
+            let vat = iloc(&c.alias.name, at);
+            if c.materialized.is_some() || c.from.is_some() {
+                return Err(SqlError::unsupported(
+                    vat,
+                    "MATERIALIZED and FROM in a WITH item",
+                    "WITH v AS (SELECT … FROM t WHERE …)",
+                ));
+            }
+            views.retain(|v| !eq(&v.name, &c.alias.name.value));
+            views.push(View {
+                name: c.alias.name.value,
+                columns: c.alias.columns.into_iter().map(|d| d.name).collect(),
+                query: c.query,
+                at: vat,
+            });
+        }
+    }
     Ok(match inline(&mut q, &views, tables, at)? {
         Inline::Nothing => Expanded::Inlined(q, None),
         Inline::View(r) => {
@@ -162,15 +177,20 @@ pub fn expand(q: &Query, views: &[View], tables: &[Table], at: Location) -> Err<
             );
             Expanded::Inlined(q, Some(note))
         }
-        Inline::Cascade(v) => {
-            let me = views.iter().position(|o| eq(&o.name, &v.name));
-            let earlier = views[..me.unwrap_or(views.len())].to_vec();
+        Inline::CascadeAt(i) => {
+            let inner = views.remove(i);
+            views.truncate(i);
             Expanded::Cascade {
                 outer: q,
-                inner: v,
-                views: earlier,
+                inner,
+                views,
             }
         }
+        Inline::Cascade(inner) => Expanded::Cascade {
+            outer: q,
+            inner: *inner,
+            views,
+        },
     })
 }
 
@@ -180,8 +200,10 @@ enum Inline {
     Nothing,
     /// It read this view, now inlined.
     View(Box<Resolved>),
-    /// It reads this view, which aggregates: left to a cascade.
-    Cascade(View),
+    /// It reads the view at this index, which aggregates: left to a cascade.
+    CascadeAt(usize),
+    /// It reads this subquery, which aggregates: left to a cascade.
+    Cascade(Box<View>),
 }
 
 /// Whether view `v` aggregates (a cascade's first query).
@@ -194,6 +216,23 @@ fn aggregates(v: &View) -> bool {
     }
 }
 
+/// A plain table reference.
+fn table_named(name: &str) -> TableFactor {
+    TableFactor::Table {
+        name: ast::ObjectName::from(vec![Ident::new(name)]),
+        alias: None,
+        args: None,
+        with_hints: Vec::new(),
+        version: None,
+        with_ordinality: false,
+        partitions: Vec::new(),
+        json_path: None,
+        sample: None,
+        index_directives: Vec::new(),
+        inheritance: None,
+    }
+}
+
 /// [`expand`] in place.
 fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<Inline> {
     let SetExpr::Select(sel) = &mut *q.body else {
@@ -202,69 +241,58 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
     let [from] = &mut sel.from[..] else {
         return Ok(Inline::Nothing);
     };
-    let view_of = |name: &str| views.iter().find(|v| eq(&v.name, name));
+    let index_of = |name: &str| views.iter().rposition(|v| eq(&v.name, name));
     // The view the query reads, by name in FROM or in a table function's
-    // `TABLE v [PARTITION BY …]`.
+    // `TABLE v [PARTITION BY …]`, or a subquery in FROM.
     let r = match &mut from.relation {
         TableFactor::Table { name, .. } => {
-            let Some(v) = name
+            let Some(i) = name
                 .0
                 .last()
                 .and_then(|p| p.as_ident())
-                .and_then(|i| view_of(&i.value))
+                .and_then(|id| index_of(&id.value))
             else {
                 return Ok(Inline::Nothing);
             };
-            if aggregates(v) {
-                return Ok(Inline::Cascade(v.clone()));
+            if aggregates(&views[i]) {
+                return Ok(Inline::CascadeAt(i));
             }
-            let r = resolve(v, views, tables, 0)?;
+            let r = resolve(&views[i], views, tables, 0)?;
             *name = ast::ObjectName::from(vec![Ident::new(&r.base)]);
             r
         }
-        // A subquery in FROM: a view of its own.
         TableFactor::Derived {
             lateral: false,
-            subquery,
-            alias,
             sample: None,
+            ..
         } => {
+            let TableFactor::Derived {
+                subquery, alias, ..
+            } = std::mem::replace(&mut from.relation, table_named("subquery"))
+            else {
+                unreachable!("matched above")
+            };
+            let qat = loc(&*subquery, at);
+            let (name, columns) = match alias {
+                Some(a) => (
+                    a.name.value,
+                    a.columns.into_iter().map(|c| c.name).collect(),
+                ),
+                None => ("subquery".to_string(), Vec::new()),
+            };
             let v = View {
-                name: alias
-                    .as_ref()
-                    .map_or("subquery".to_string(), |a| a.name.value.clone()),
-                columns: alias
-                    .as_ref()
-                    .map(|a| a.columns.iter().map(|c| c.name.clone()).collect())
-                    .unwrap_or_default(),
-                query: subquery.clone(),
-                at: loc(&**subquery, at),
+                name,
+                columns,
+                query: subquery,
+                at: qat,
             };
-            let cascade = aggregates(&v);
-            let r = if cascade {
-                None
-            } else {
-                Some(resolve(&v, views, tables, 0)?)
-            };
-            from.relation = TableFactor::Table {
-                name: ast::ObjectName::from(vec![Ident::new(
-                    r.as_ref().map_or(&v.name, |r| &r.base),
-                )]),
-                alias: None,
-                args: None,
-                with_hints: Vec::new(),
-                version: None,
-                with_ordinality: false,
-                partitions: Vec::new(),
-                json_path: None,
-                sample: None,
-                index_directives: Vec::new(),
-                inheritance: None,
-            };
-            match r {
-                Some(r) => r,
-                None => return Ok(Inline::Cascade(v)),
+            if aggregates(&v) {
+                from.relation = table_named(&v.name);
+                return Ok(Inline::Cascade(Box::new(v)));
             }
+            let r = resolve(&v, views, tables, 0)?;
+            from.relation = table_named(&r.base);
+            r
         }
         TableFactor::TableFunction {
             expr: SExpr::Function(f),
@@ -287,20 +315,20 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
             let Some(items) = table else {
                 return Ok(Inline::Nothing);
             };
-            let Some(v) = items.first().and_then(|i| match i {
-                SExpr::Identifier(id) => view_of(&id.value),
+            let Some(i) = items.first().and_then(|i| match i {
+                SExpr::Identifier(id) => index_of(&id.value),
                 _ => None,
             }) else {
                 return Ok(Inline::Nothing);
             };
-            if aggregates(v) {
-                return Ok(Inline::Cascade(v.clone()));
+            if aggregates(&views[i]) {
+                return Ok(Inline::CascadeAt(i));
             }
-            let r = resolve(v, views, tables, 0)?;
+            let r = resolve(&views[i], views, tables, 0)?;
             items[0] = SExpr::Identifier(Ident::new(&r.base));
             // PARTITION BY keys name columns.
             for k in items.iter_mut().skip(1) {
-                *k = column_of(&r, k, at, "PARTITION BY by")?;
+                column_of(&r, k, at, "PARTITION BY by")?;
             }
             // DESCRIPTOR(…) names columns; the other arguments are values.
             for a in &mut list.args {
@@ -309,24 +337,21 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                     | FunctionArg::Named {
                         arg: FunctionArgExpr::Expr(e),
                         ..
-                    } if !matches!(e, SExpr::Prefixed { .. }) => {
-                        *e = match e {
-                            SExpr::Function(d)
-                                if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") =>
-                            {
-                                let mut d = d.clone();
-                                if let FunctionArguments::List(l) = &mut d.args {
-                                    for c in &mut l.args {
-                                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(c)) = c {
-                                            *c = column_of(&r, c, at, "DESCRIPTOR of")?;
-                                        }
+                    } => match e {
+                        SExpr::Prefixed { .. } => {}
+                        SExpr::Function(d)
+                            if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") =>
+                        {
+                            if let FunctionArguments::List(l) = &mut d.args {
+                                for c in &mut l.args {
+                                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(c)) = c {
+                                        column_of(&r, c, at, "DESCRIPTOR of")?;
                                     }
                                 }
-                                SExpr::Function(d)
                             }
-                            _ => subst(&r, e, at)?,
                         }
-                    }
+                        _ => subst(&r, e, at)?,
+                    },
                     _ => {}
                 }
             }
@@ -335,48 +360,52 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
         _ => return Ok(Inline::Nothing),
     };
     for item in &mut sel.projection {
-        let new = match &*item {
-            SelectItem::UnnamedExpr(e) => match e {
-                SExpr::Identifier(id) => {
-                    let s = subst(&r, e, at)?;
-                    match &s {
-                        SExpr::Identifier(b) if eq(&b.value, &id.value) => {
-                            SelectItem::UnnamedExpr(s)
-                        }
-                        // A renamed or computed view column keeps its name.
-                        _ => SelectItem::ExprWithAlias {
-                            expr: s,
-                            alias: id.clone(),
-                        },
+        match item {
+            SelectItem::UnnamedExpr(e) => {
+                let id = match e {
+                    SExpr::Identifier(id) => Some(id.clone()),
+                    _ => None,
+                };
+                subst(&r, e, at)?;
+                if let Some(id) = id {
+                    // A renamed or computed view column keeps its name.
+                    if !matches!(&*e, SExpr::Identifier(b) if eq(&b.value, &id.value)) {
+                        let expr = std::mem::replace(e, SExpr::Identifier(id.clone()));
+                        *item = SelectItem::ExprWithAlias { expr, alias: id };
                     }
                 }
-                _ => SelectItem::UnnamedExpr(subst(&r, e, at)?),
-            },
-            SelectItem::ExprWithAlias { expr, alias } => SelectItem::ExprWithAlias {
-                expr: subst(&r, expr, at)?,
-                alias: alias.clone(),
-            },
-            other => other.clone(),
-        };
-        *item = new;
+            }
+            SelectItem::ExprWithAlias { expr, .. } => subst(&r, expr, at)?,
+            _ => {}
+        }
     }
-    let selection = match &sel.selection {
-        Some(e) => Some(subst(&r, e, at)?),
-        None => None,
-    };
-    sel.selection = and(r.filter.clone(), selection);
+    if let Some(e) = &mut sel.selection {
+        subst(&r, e, at)?;
+    }
+    if let Some(f) = &r.filter {
+        let view_where = read(f, at)?;
+        sel.selection = Some(match sel.selection.take() {
+            Some(w) => SExpr::BinaryOp {
+                left: Box::new(SExpr::Nested(Box::new(view_where))),
+                op: BinaryOperator::And,
+                right: Box::new(SExpr::Nested(Box::new(w))),
+            },
+            None => view_where,
+        });
+    }
     if let GroupByExpr::Expressions(v, _) = &mut sel.group_by {
         for e in v {
-            *e = subst(&r, e, at)?;
+            subst(&r, e, at)?;
         }
     }
     if let Some(h) = &mut sel.having {
-        *h = subst(&r, h, at)?;
+        subst(&r, h, at)?;
     }
     Ok(Inline::View(Box::new(r)))
 }
 
-/// A view's columns over its table, recursively through views it reads.
+/// A view's columns over its table, recursively through views it reads
+/// (those before it in `views`).
 fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Resolved> {
     if depth >= MAX_DEPTH {
         return Err(SqlError::at(
@@ -406,9 +435,7 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
     let SetExpr::Select(sel) = &*q.body else {
         return Err(cascade());
     };
-    let grouped =
-        !matches!(&sel.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
-    if grouped
+    if aggregates(v)
         || sel.having.is_some()
         || sel.distinct.is_some()
         || sel.top.is_some()
@@ -434,16 +461,16 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
         .0
         .last()
         .and_then(|p| p.as_ident())
-        .map(|i| i.value.clone())
+        .map(|i| i.value.as_str())
         .unwrap_or_default();
     // A view of the same name further up is the one it reads (a `WITH`
     // item named like a table reads the table).
     let me = views.iter().rposition(|o| std::ptr::eq(o, v));
     let earlier = &views[..me.unwrap_or(views.len())];
-    let inner = match earlier.iter().rfind(|o| eq(&o.name, &inner_name)) {
-        Some(o) => resolve(o, earlier, tables, depth + 1)?,
+    let inner = match earlier.iter().rposition(|o| eq(&o.name, inner_name)) {
+        Some(i) => resolve(&earlier[i], earlier, tables, depth + 1)?,
         None => {
-            let Some(t) = tables.iter().find(|t| eq(&t.name, &inner_name)) else {
+            let Some(t) = tables.iter().find(|t| eq(&t.name, inner_name)) else {
                 return Err(SqlError::at(
                     loc(name, at),
                     format!(
@@ -463,7 +490,7 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
                 base: t.name.clone(),
                 cols: names
                     .iter()
-                    .map(|n| (n.clone(), SExpr::Identifier(Ident::new(n))))
+                    .map(|n| (n.clone(), format!("`{}`", n.replace('`', "``"))))
                     .collect(),
                 filter: None,
                 base_cols: names,
@@ -471,10 +498,18 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
             }
         }
     };
-    let mut cols: Vec<(String, SExpr)> = Vec::new();
+    // An expression of the view over what it reads, as text over the table.
+    let over = |e: &SExpr| -> Err<String> {
+        let mut x = read(&e.to_string(), at)?;
+        subst_strict(&inner, &mut x, at, &v.name)?;
+        Ok(x.to_string())
+    };
+    let mut cols: Vec<(String, String)> = Vec::new();
     for (i, item) in sel.projection.iter().enumerate() {
         match item {
-            SelectItem::Wildcard(_) => cols.extend(inner.cols.iter().cloned()),
+            SelectItem::Wildcard(_) => {
+                cols.extend(inner.cols.iter().map(|(n, e)| (n.clone(), e.clone())))
+            }
             SelectItem::UnnamedExpr(e) => {
                 let name = match e {
                     SExpr::Identifier(id) => id.value.clone(),
@@ -484,13 +519,10 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
                     // Flink's name for an unnamed expression.
                     _ => format!("EXPR${i}"),
                 };
-                cols.push((name, subst_strict(&inner, e, at, &v.name)?));
+                cols.push((name, over(e)?));
             }
             SelectItem::ExprWithAlias { expr, alias } => {
-                cols.push((
-                    alias.value.clone(),
-                    subst_strict(&inner, expr, at, &v.name)?,
-                ));
+                cols.push((alias.value.clone(), over(expr)?));
             }
             other => {
                 return Err(SqlError::unsupported(
@@ -530,7 +562,7 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
         ));
     }
     let own = match &sel.selection {
-        Some(e) => Some(subst_strict(&inner, e, at, &v.name)?),
+        Some(e) => Some(over(e)?),
         None => None,
     };
     let mut chain = vec![v.name.clone()];
@@ -546,27 +578,29 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
 
 /// `e` (a `PARTITION BY` key or a `DESCRIPTOR` column) as the table's
 /// column it names.
-fn column_of(r: &Resolved, e: &SExpr, at: Location, what: &str) -> Err<SExpr> {
-    let s = subst(r, e, at)?;
-    match s {
-        SExpr::Identifier(_) => Ok(s),
+fn column_of(r: &Resolved, e: &mut SExpr, at: Location, what: &str) -> Err<()> {
+    let was = e.to_string();
+    let l = loc(&*e, at);
+    subst(r, e, at)?;
+    match e {
+        SExpr::Identifier(_) => Ok(()),
         _ => Err(SqlError::unsupported(
-            loc(e, at),
-            &format!("{what} a view column that is an expression (`{e}`)"),
+            l,
+            &format!("{what} a view column that is an expression (`{was}`)"),
             "a view column that is a column of its table",
         )),
     }
 }
 
-/// `e` over the view's columns → over its table. A name that is not a view
-/// column is left alone (`window_start`, a table function's result), unless
-/// it is a column of the table the view leaves out.
-fn subst(r: &Resolved, e: &SExpr, at: Location) -> Err<SExpr> {
+/// `e` over the view's columns → over its table, in place. A name that is
+/// not a view column is left alone (`window_start`, a table function's
+/// result), unless it is a column of the table the view leaves out.
+fn subst(r: &Resolved, e: &mut SExpr, at: Location) -> Err<()> {
     walk(
         e,
         at,
         &mut |id| match r.cols.iter().find(|c| eq(&c.0, &id.value)) {
-            Some(c) => Ok(Some(c.1.clone())),
+            Some(c) => Ok(Some(read(&c.1, at)?)),
             None if r.base_cols.iter().any(|b| eq(b, &id.value)) => Err(SqlError::at(
                 iloc(id, at),
                 format!("the view has no column `{}`", id.value),
@@ -586,12 +620,12 @@ fn subst(r: &Resolved, e: &SExpr, at: Location) -> Err<SExpr> {
 
 /// [`subst`] inside view `view`'s own definition: every name must be a
 /// column of what it reads.
-fn subst_strict(r: &Resolved, e: &SExpr, at: Location, view: &str) -> Err<SExpr> {
+fn subst_strict(r: &Resolved, e: &mut SExpr, at: Location, view: &str) -> Err<()> {
     walk(
         e,
         at,
         &mut |id| match r.cols.iter().find(|c| eq(&c.0, &id.value)) {
-            Some(c) => Ok(Some(c.1.clone())),
+            Some(c) => Ok(Some(read(&c.1, at)?)),
             None => Err(SqlError::at(
                 iloc(id, at),
                 format!(
@@ -611,124 +645,88 @@ fn subst_strict(r: &Resolved, e: &SExpr, at: Location, view: &str) -> Err<SExpr>
     )
 }
 
-/// Rebuilds `e` with each column name replaced by what `map` gives (an
-/// expression other than a name in parentheses, so precedence holds;
-/// `None`: the name stays).
-fn walk(e: &SExpr, at: Location, map: &mut dyn FnMut(&Ident) -> Err<Option<SExpr>>) -> Err<SExpr> {
-    Ok(match e {
-        SExpr::Identifier(id) => name(id, e, map)?,
-        SExpr::CompoundIdentifier(p) => match p.last() {
-            Some(id) => name(id, e, map)?,
-            None => e.clone(),
-        },
-        SExpr::Value(_) | SExpr::Interval(_) | SExpr::TypedString { .. } => e.clone(),
-        SExpr::Nested(x) => SExpr::Nested(b(x, at, map)?),
-        SExpr::BinaryOp { left, op, right } => SExpr::BinaryOp {
-            left: b(left, at, map)?,
-            op: op.clone(),
-            right: b(right, at, map)?,
-        },
-        SExpr::UnaryOp { op, expr } => SExpr::UnaryOp {
-            op: *op,
-            expr: b(expr, at, map)?,
-        },
-        SExpr::IsNull(x) => SExpr::IsNull(b(x, at, map)?),
-        SExpr::IsNotNull(x) => SExpr::IsNotNull(b(x, at, map)?),
+/// The column-name replacer [`walk`] calls: `None` keeps the name.
+type Map<'m> = dyn FnMut(&Ident) -> Err<Option<SExpr>> + 'm;
+
+/// Replaces, in place, each column name in `e` with what `map` gives (an
+/// expression other than a name in parentheses, so precedence holds).
+fn walk(e: &mut SExpr, at: Location, map: &mut Map<'_>) -> Err<()> {
+    match e {
+        SExpr::Identifier(id) => {
+            if let Some(x) = map(id)? {
+                *e = nest(x);
+            }
+        }
+        SExpr::CompoundIdentifier(p) => {
+            if let Some(x) = match p.last() {
+                Some(id) => map(id)?,
+                None => None,
+            } {
+                *e = nest(x);
+            }
+        }
+        SExpr::Value(_) | SExpr::TypedString { .. } => {}
+        SExpr::Interval(i) => walk(&mut i.value, at, map)?,
+        SExpr::Nested(x)
+        | SExpr::IsNull(x)
+        | SExpr::IsNotNull(x)
+        | SExpr::UnaryOp { expr: x, .. }
+        | SExpr::Cast { expr: x, .. }
+        | SExpr::Ceil { expr: x, .. }
+        | SExpr::Floor { expr: x, .. } => walk(x, at, map)?,
+        SExpr::BinaryOp { left, right, .. } => {
+            walk(left, at, map)?;
+            walk(right, at, map)?;
+        }
         SExpr::Between {
-            expr,
-            negated,
-            low,
-            high,
-        } => SExpr::Between {
-            expr: b(expr, at, map)?,
-            negated: *negated,
-            low: b(low, at, map)?,
-            high: b(high, at, map)?,
-        },
-        SExpr::Like {
-            negated,
-            any,
-            expr,
-            pattern,
-            escape_char,
-        } => SExpr::Like {
-            negated: *negated,
-            any: *any,
-            expr: b(expr, at, map)?,
-            pattern: b(pattern, at, map)?,
-            escape_char: escape_char.clone(),
-        },
+            expr, low, high, ..
+        } => {
+            walk(expr, at, map)?;
+            walk(low, at, map)?;
+            walk(high, at, map)?;
+        }
+        SExpr::Like { expr, pattern, .. } => {
+            walk(expr, at, map)?;
+            walk(pattern, at, map)?;
+        }
         SExpr::In {
             expr,
             target: InTarget::List(list),
-            negated,
-            global,
-        } => SExpr::In {
-            expr: b(expr, at, map)?,
-            target: InTarget::List(
-                list.iter()
-                    .map(|x| walk(x, at, map))
-                    .collect::<Err<Vec<_>>>()?,
-            ),
-            negated: *negated,
-            global: *global,
-        },
+            ..
+        } => {
+            walk(expr, at, map)?;
+            for x in list {
+                walk(x, at, map)?;
+            }
+        }
         SExpr::Case {
-            case_token,
-            end_token,
             operand,
             conditions,
             else_result,
-        } => SExpr::Case {
-            case_token: case_token.clone(),
-            end_token: end_token.clone(),
-            operand: match operand.as_deref() {
-                Some(x) => Some(b(x, at, map)?),
-                None => None,
-            },
-            conditions: conditions
-                .iter()
-                .map(|c| {
-                    Ok(ast::CaseWhen {
-                        condition: walk(&c.condition, at, map)?,
-                        result: walk(&c.result, at, map)?,
-                    })
-                })
-                .collect::<Err<Vec<_>>>()?,
-            else_result: match else_result.as_deref() {
-                Some(x) => Some(b(x, at, map)?),
-                None => None,
-            },
-        },
-        SExpr::Cast {
-            kind,
-            expr,
-            data_type,
-            format,
-        } => SExpr::Cast {
-            kind: kind.clone(),
-            expr: b(expr, at, map)?,
-            data_type: data_type.clone(),
-            format: format.clone(),
-        },
-        SExpr::Ceil { expr, field } => SExpr::Ceil {
-            expr: b(expr, at, map)?,
-            field: field.clone(),
-        },
-        SExpr::Floor { expr, field } => SExpr::Floor {
-            expr: b(expr, at, map)?,
-            field: field.clone(),
-        },
-        SExpr::Tuple(v) => SExpr::Tuple(
-            v.iter()
-                .map(|x| walk(x, at, map))
-                .collect::<Err<Vec<_>>>()?,
-        ),
-        SExpr::GroupingSets(s) => SExpr::GroupingSets(sets(s, at, map)?),
-        SExpr::Rollup(s) => SExpr::Rollup(sets(s, at, map)?),
-        SExpr::Cube(s) => SExpr::Cube(sets(s, at, map)?),
+            ..
+        } => {
+            if let Some(x) = operand {
+                walk(x, at, map)?;
+            }
+            for c in conditions {
+                walk(&mut c.condition, at, map)?;
+                walk(&mut c.result, at, map)?;
+            }
+            if let Some(x) = else_result {
+                walk(x, at, map)?;
+            }
+        }
+        SExpr::Tuple(v) => {
+            for x in v {
+                walk(x, at, map)?;
+            }
+        }
+        SExpr::GroupingSets(s) | SExpr::Rollup(s) | SExpr::Cube(s) => {
+            for x in s.iter_mut().flatten() {
+                walk(x, at, map)?;
+            }
+        }
         SExpr::Function(f) => {
-            let mut f = f.clone();
             if let FunctionArguments::List(list) = &mut f.args {
                 for a in &mut list.args {
                     match a {
@@ -736,49 +734,30 @@ fn walk(e: &SExpr, at: Location, map: &mut dyn FnMut(&Ident) -> Err<Option<SExpr
                         | FunctionArg::Named {
                             arg: FunctionArgExpr::Expr(x),
                             ..
-                        } => *x = walk(x, at, map)?,
+                        } => walk(x, at, map)?,
                         _ => {}
                     }
                 }
             }
             if let Some(x) = &mut f.filter {
-                *x = b(x, at, map)?;
+                walk(x, at, map)?;
             }
-            SExpr::Function(f)
         }
         other => {
             return Err(SqlError::unsupported(
-                loc(other, at),
+                loc(&*other, at),
                 &format!("`{other}` in a query over a view"),
                 "the expressions of docs/sql.md; or write the query over the view's table",
             ))
         }
-    })
+    }
+    Ok(())
 }
 
-/// [`walk`], boxed.
-fn b(
-    e: &SExpr,
-    at: Location,
-    map: &mut dyn FnMut(&Ident) -> Err<Option<SExpr>>,
-) -> Err<Box<SExpr>> {
-    walk(e, at, map).map(Box::new)
-}
-
-fn name(id: &Ident, e: &SExpr, map: &mut dyn FnMut(&Ident) -> Err<Option<SExpr>>) -> Err<SExpr> {
-    Ok(match map(id)? {
-        Some(x @ SExpr::Identifier(_)) => x,
-        Some(x) => SExpr::Nested(Box::new(x)),
-        None => e.clone(),
-    })
-}
-
-fn sets(
-    s: &[Vec<SExpr>],
-    at: Location,
-    map: &mut dyn FnMut(&Ident) -> Err<Option<SExpr>>,
-) -> Err<Vec<Vec<SExpr>>> {
-    s.iter()
-        .map(|v| v.iter().map(|x| walk(x, at, map)).collect())
-        .collect()
+/// A replacement for a name: in parentheses unless it is a name.
+fn nest(x: SExpr) -> SExpr {
+    match x {
+        SExpr::Identifier(_) => x,
+        _ => SExpr::Nested(Box::new(x)),
+    }
 }
