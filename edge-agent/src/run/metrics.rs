@@ -390,7 +390,7 @@ impl Metrics {
         );
         c(
             "null_computed_samples_total",
-            "Samples with a computed field that was not a finite number: dropped, or NULL for the SQL aggregates of that field.",
+            "Samples with a NULL field: a computed field that was not a finite number (dropped, or NULL for the SQL aggregates of that field), or a SQL column absent or null in the payload.",
             self.null_computed.load(Relaxed),
         );
         c(
