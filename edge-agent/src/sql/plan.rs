@@ -216,7 +216,8 @@ struct Ctx<'t> {
     row_cols: Vec<(String, u16, SqlType)>,
 }
 
-fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
+/// Where `e` starts, or `fallback` for a node without a place.
+pub(super) fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
     let l = e.span().start;
     if l.line == 0 {
         fallback
@@ -225,7 +226,8 @@ fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
     }
 }
 
-fn ident_loc(id: &ast::Ident, fallback: Location) -> Location {
+/// Where `id` is, or `fallback` for a name without a place.
+pub(super) fn ident_loc(id: &ast::Ident, fallback: Location) -> Location {
     if id.span.start.line == 0 {
         fallback
     } else {
@@ -783,94 +785,82 @@ impl Ctx<'_> {
         scope: Scope,
         at: Location,
     ) -> Err<(Expr, SqlType)> {
-        let num = |t: SqlType, side: &SExpr| -> Err<()> {
-            if t.is_numeric() {
-                Ok(())
-            } else {
-                Err(SqlError::at(
-                    loc_of(side, at),
-                    format!("`{side}` is {}, not a number", t.name()),
-                    "use numeric operands, or CAST(… AS DOUBLE)",
+        let num = |t: SqlType, side: &SExpr| numeric(t, side, at);
+        let (a, ta) = self.expr(left, scope)?;
+        let (b, tb) = self.expr(right, scope)?;
+        let bop = match op {
+            B::Plus => BinOp::Add,
+            B::Minus => BinOp::Sub,
+            B::Multiply => BinOp::Mul,
+            B::Divide => BinOp::Div,
+            B::Modulo => BinOp::Mod,
+            B::Eq => BinOp::Eq,
+            B::NotEq => BinOp::Ne,
+            B::Lt => BinOp::Lt,
+            B::LtEq => BinOp::Le,
+            B::Gt => BinOp::Gt,
+            B::GtEq => BinOp::Ge,
+            B::And => BinOp::And,
+            B::Or => BinOp::Or,
+            _ => {
+                return Err(SqlError::unsupported(
+                    at,
+                    &format!("the operator {op}"),
+                    "+ - * / %, = <> < <= > >=, AND, OR",
                 ))
             }
         };
-        Ok({
-            let (a, ta) = self.expr(left, scope)?;
-            let (b, tb) = self.expr(right, scope)?;
-            let bop = match op {
-                B::Plus => BinOp::Add,
-                B::Minus => BinOp::Sub,
-                B::Multiply => BinOp::Mul,
-                B::Divide => BinOp::Div,
-                B::Modulo => BinOp::Mod,
-                B::Eq => BinOp::Eq,
-                B::NotEq => BinOp::Ne,
-                B::Lt => BinOp::Lt,
-                B::LtEq => BinOp::Le,
-                B::Gt => BinOp::Gt,
-                B::GtEq => BinOp::Ge,
-                B::And => BinOp::And,
-                B::Or => BinOp::Or,
-                _ => {
-                    return Err(SqlError::unsupported(
-                        at,
-                        &format!("the operator {op}"),
-                        "+ - * / %, = <> < <= > >=, AND, OR",
-                    ))
-                }
-            };
-            match bop {
-                BinOp::And | BinOp::Or => {
-                    self.boolean(ta, left, at)?;
-                    self.boolean(tb, right, at)?;
-                    (Expr::bin(bop, a, b), SqlType::Boolean)
-                }
-                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                    let class = |t: SqlType| {
-                        if t.is_numeric() {
-                            0
-                        } else if t.is_time() {
-                            1
-                        } else if t == SqlType::String {
-                            2
-                        } else {
-                            3
-                        }
-                    };
-                    if class(ta) != class(tb) {
-                        return Err(SqlError::at(
-                                at,
-                                format!("cannot compare {} with {}", ta.name(), tb.name()),
-                                "compare values of the same kind; CAST(… AS DOUBLE) or CAST(… AS STRING) converts",
-                            ));
-                    }
-                    (Expr::bin(bop, a, b), SqlType::Boolean)
-                }
-                _ => {
-                    num(ta, left)?;
-                    num(tb, right)?;
-                    let int = |t: SqlType| matches!(t, SqlType::Int | SqlType::BigInt);
-                    let ty = match (ta, tb) {
-                        (x, y) if int(x) && int(y) => SqlType::BigInt,
-                        (SqlType::Decimal(p), SqlType::Decimal(q))
-                            if matches!(bop, BinOp::Add | BinOp::Sub) =>
-                        {
-                            SqlType::Decimal(p.max(q))
-                        }
-                        (SqlType::Decimal(p), y) | (y, SqlType::Decimal(p))
-                            if int(y) && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Mul) =>
-                        {
-                            SqlType::Decimal(p)
-                        }
-                        _ => SqlType::Double,
-                    };
-                    let e = Expr::bin(bop, a, b);
-                    // Flink divides integers as integers.
-                    if ty == SqlType::BigInt && bop == BinOp::Div {
-                        (Expr::Cast(Box::new(e), CastTo::Int), ty)
+        Ok(match bop {
+            BinOp::And | BinOp::Or => {
+                self.boolean(ta, left, at)?;
+                self.boolean(tb, right, at)?;
+                (Expr::bin(bop, a, b), SqlType::Boolean)
+            }
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                let class = |t: SqlType| {
+                    if t.is_numeric() {
+                        0
+                    } else if t.is_time() {
+                        1
+                    } else if t == SqlType::String {
+                        2
                     } else {
-                        (e, ty)
+                        3
                     }
+                };
+                if class(ta) != class(tb) {
+                    return Err(SqlError::at(
+                            at,
+                            format!("cannot compare {} with {}", ta.name(), tb.name()),
+                            "compare values of the same kind; CAST(… AS DOUBLE) or CAST(… AS STRING) converts",
+                        ));
+                }
+                (Expr::bin(bop, a, b), SqlType::Boolean)
+            }
+            _ => {
+                num(ta, left)?;
+                num(tb, right)?;
+                let int = |t: SqlType| matches!(t, SqlType::Int | SqlType::BigInt);
+                let ty = match (ta, tb) {
+                    (x, y) if int(x) && int(y) => SqlType::BigInt,
+                    (SqlType::Decimal(p), SqlType::Decimal(q))
+                        if matches!(bop, BinOp::Add | BinOp::Sub) =>
+                    {
+                        SqlType::Decimal(p.max(q))
+                    }
+                    (SqlType::Decimal(p), y) | (y, SqlType::Decimal(p))
+                        if int(y) && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Mul) =>
+                    {
+                        SqlType::Decimal(p)
+                    }
+                    _ => SqlType::Double,
+                };
+                let e = Expr::bin(bop, a, b);
+                // Flink divides integers as integers.
+                if ty == SqlType::BigInt && bop == BinOp::Div {
+                    (Expr::Cast(Box::new(e), CastTo::Int), ty)
+                } else {
+                    (e, ty)
                 }
             }
         })
@@ -878,17 +868,7 @@ impl Ctx<'_> {
 
     fn expr(&mut self, e: &SExpr, scope: Scope) -> Err<(Expr, SqlType)> {
         let at = loc_of(e, self.at);
-        let num = |t: SqlType, side: &SExpr| -> Err<()> {
-            if t.is_numeric() {
-                Ok(())
-            } else {
-                Err(SqlError::at(
-                    loc_of(side, at),
-                    format!("`{side}` is {}, not a number", t.name()),
-                    "use numeric operands, or CAST(… AS DOUBLE)",
-                ))
-            }
-        };
+        let num = |t: SqlType, side: &SExpr| numeric(t, side, at);
         Ok(match e {
             SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
                 self.column(ident_name(e).expect("an identifier"), scope)?
@@ -1166,6 +1146,19 @@ impl Ctx<'_> {
                 "write a condition, e.g. temp > 80",
             ))
         }
+    }
+}
+
+/// `Ok` if `t`, the type of operand `side`, is a number.
+fn numeric(t: SqlType, side: &SExpr, at: Location) -> Err<()> {
+    if t.is_numeric() {
+        Ok(())
+    } else {
+        Err(SqlError::at(
+            loc_of(side, at),
+            format!("`{side}` is {}, not a number", t.name()),
+            "use numeric operands, or CAST(… AS DOUBLE)",
+        ))
     }
 }
 

@@ -18,13 +18,14 @@
 
 use sqlparser::ast::{
     self, BinaryOperator, Expr as SExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, InTarget, Query, SelectItem, SetExpr, Spanned, TableFactor,
+    GroupByExpr, Ident, InTarget, Query, SelectItem, SetExpr, TableFactor,
 };
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Location, Span, Tokenizer};
 
 use super::ddl::Table;
 use super::dialect::{WeirDialect, TABLE_ARG};
+use super::plan::{ident_loc, loc_of};
 use super::{Err, SqlError};
 
 /// Views may be defined over views this deep.
@@ -57,23 +58,6 @@ struct Resolved {
     base_cols: Vec<String>,
     /// The views read, outermost first.
     chain: Vec<String>,
-}
-
-fn loc(e: &impl Spanned, fallback: Location) -> Location {
-    let l = e.span().start;
-    if l.line == 0 {
-        fallback
-    } else {
-        l
-    }
-}
-
-fn iloc(id: &Ident, fallback: Location) -> Location {
-    if id.span.start.line == 0 {
-        fallback
-    } else {
-        id.span.start
-    }
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -146,7 +130,7 @@ pub fn expand(mut q: Query, mut views: Vec<View>, tables: &[Table], at: Location
             ));
         }
         for c in w.cte_tables {
-            let vat = iloc(&c.alias.name, at);
+            let vat = ident_loc(&c.alias.name, at);
             if c.materialized.is_some() || c.from.is_some() {
                 return Err(SqlError::unsupported(
                     vat,
@@ -272,7 +256,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
             else {
                 unreachable!("matched above")
             };
-            let qat = loc(&*subquery, at);
+            let qat = loc_of(&*subquery, at);
             let (name, columns) = match alias {
                 Some(a) => (
                     a.name.value,
@@ -350,7 +334,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                                 }
                             }
                         }
-                        _ => subst(&r, e, at)?,
+                        _ => subst(&r, e, at, None)?,
                     },
                     _ => {}
                 }
@@ -366,7 +350,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                     SExpr::Identifier(id) => Some(id.clone()),
                     _ => None,
                 };
-                subst(&r, e, at)?;
+                subst(&r, e, at, None)?;
                 if let Some(id) = id {
                     // A renamed or computed view column keeps its name.
                     if !matches!(&*e, SExpr::Identifier(b) if eq(&b.value, &id.value)) {
@@ -375,12 +359,12 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                     }
                 }
             }
-            SelectItem::ExprWithAlias { expr, .. } => subst(&r, expr, at)?,
+            SelectItem::ExprWithAlias { expr, .. } => subst(&r, expr, at, None)?,
             _ => {}
         }
     }
     if let Some(e) = &mut sel.selection {
-        subst(&r, e, at)?;
+        subst(&r, e, at, None)?;
     }
     if let Some(f) = &r.filter {
         let view_where = read(f, at)?;
@@ -395,11 +379,11 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
     }
     if let GroupByExpr::Expressions(v, _) = &mut sel.group_by {
         for e in v {
-            subst(&r, e, at)?;
+            subst(&r, e, at, None)?;
         }
     }
     if let Some(h) = &mut sel.having {
-        subst(&r, h, at)?;
+        subst(&r, h, at, None)?;
     }
     Ok(Inline::View(Box::new(r)))
 }
@@ -472,7 +456,7 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
         None => {
             let Some(t) = tables.iter().find(|t| eq(&t.name, inner_name)) else {
                 return Err(SqlError::at(
-                    loc(name, at),
+                    loc_of(name, at),
                     format!(
                         "view `{}` reads `{inner_name}`, which is no table or view",
                         v.name
@@ -501,7 +485,7 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
     // An expression of the view over what it reads, as text over the table.
     let over = |e: &SExpr| -> Err<String> {
         let mut x = read(&e.to_string(), at)?;
-        subst_strict(&inner, &mut x, at, &v.name)?;
+        subst(&inner, &mut x, at, Some(&v.name))?;
         Ok(x.to_string())
     };
     let mut cols: Vec<(String, String)> = Vec::new();
@@ -526,7 +510,7 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
             }
             other => {
                 return Err(SqlError::unsupported(
-                    loc(other, at),
+                    loc_of(other, at),
                     &format!("`{other}` in a view"),
                     "columns, `*` and `expression AS name`",
                 ))
@@ -580,8 +564,8 @@ fn resolve(v: &View, views: &[View], tables: &[Table], depth: usize) -> Err<Reso
 /// column it names.
 fn column_of(r: &Resolved, e: &mut SExpr, at: Location, what: &str) -> Err<()> {
     let was = e.to_string();
-    let l = loc(&*e, at);
-    subst(r, e, at)?;
+    let l = loc_of(&*e, at);
+    subst(r, e, at, None)?;
     match e {
         SExpr::Identifier(_) => Ok(()),
         _ => Err(SqlError::unsupported(
@@ -592,57 +576,33 @@ fn column_of(r: &Resolved, e: &mut SExpr, at: Location, what: &str) -> Err<()> {
     }
 }
 
-/// `e` over the view's columns → over its table, in place. A name that is
-/// not a view column is left alone (`window_start`, a table function's
-/// result), unless it is a column of the table the view leaves out.
-fn subst(r: &Resolved, e: &mut SExpr, at: Location) -> Err<()> {
-    walk(
-        e,
-        at,
-        &mut |id| match r.cols.iter().find(|c| eq(&c.0, &id.value)) {
-            Some(c) => Ok(Some(read(&c.1, at)?)),
-            None if r.base_cols.iter().any(|b| eq(b, &id.value)) => Err(SqlError::at(
-                iloc(id, at),
-                format!("the view has no column `{}`", id.value),
-                format!(
-                    "use one of: {}",
-                    r.cols
-                        .iter()
-                        .map(|c| c.0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-            None => Ok(None),
-        },
-    )
-}
-
-/// [`subst`] inside view `view`'s own definition: every name must be a
-/// column of what it reads.
-fn subst_strict(r: &Resolved, e: &mut SExpr, at: Location, view: &str) -> Err<()> {
-    walk(
-        e,
-        at,
-        &mut |id| match r.cols.iter().find(|c| eq(&c.0, &id.value)) {
-            Some(c) => Ok(Some(read(&c.1, at)?)),
-            None => Err(SqlError::at(
-                iloc(id, at),
-                format!(
-                    "view `{view}`: `{}` is not a column of what it reads",
-                    id.value
-                ),
-                format!(
-                    "use one of: {}",
-                    r.cols
-                        .iter()
-                        .map(|c| c.0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        },
-    )
+/// `e` over the view's columns → over its table, in place. In a query over
+/// the view (`inside` is `None`), a name that is not a view column is left
+/// alone (`window_start`, a table function's result), unless it is a column
+/// of the table the view leaves out; inside view `v`'s own definition
+/// (`inside` is `Some(v)`), every name must be a column of what it reads.
+fn subst(r: &Resolved, e: &mut SExpr, at: Location, inside: Option<&str>) -> Err<()> {
+    walk(e, at, &mut |id| {
+        if let Some(c) = r.cols.iter().find(|c| eq(&c.0, &id.value)) {
+            return Ok(Some(read(&c.1, at)?));
+        }
+        let msg = match inside {
+            Some(view) => format!(
+                "view `{view}`: `{}` is not a column of what it reads",
+                id.value
+            ),
+            None if r.base_cols.iter().any(|b| eq(b, &id.value)) => {
+                format!("the view has no column `{}`", id.value)
+            }
+            None => return Ok(None),
+        };
+        let names: Vec<&str> = r.cols.iter().map(|c| c.0.as_str()).collect();
+        Err(SqlError::at(
+            ident_loc(id, at),
+            msg,
+            format!("use one of: {}", names.join(", ")),
+        ))
+    })
 }
 
 /// The column-name replacer [`walk`] calls: `None` keeps the name.
@@ -745,7 +705,7 @@ fn walk(e: &mut SExpr, at: Location, map: &mut Map<'_>) -> Err<()> {
         }
         other => {
             return Err(SqlError::unsupported(
-                loc(&*other, at),
+                loc_of(&*other, at),
                 &format!("`{other}` in a query over a view"),
                 "the expressions of docs/sql.md; or write the query over the view's table",
             ))
