@@ -453,7 +453,26 @@ struct Decoder<'m> {
     texts: Vec<Range<usize>>,
 }
 
-impl Decoder<'_> {
+impl<'m> Decoder<'m> {
+    /// The decoder of source `source`'s CSV mapping.
+    fn new(pf: &'m PipelineFile, source: usize) -> Self {
+        let map = &pf.csv[source];
+        let nfields = pf.spec.sources[source].fields.len();
+        Decoder {
+            map,
+            simple: map.columns == [Column::Key, Column::Ts, Column::Field(0)] && nfields == 1,
+            unit_per_ms: pf.spec.time.unit.per_milli(),
+            values: vec![0.0; nfields],
+            texts: vec![
+                0..0;
+                map.columns
+                    .iter()
+                    .filter(|c| matches!(c, Column::Text(_)))
+                    .count()
+            ],
+        }
+    }
+
     /// Decodes one line (without its newline) whose first commas, up to one
     /// fewer than the mapping has columns, are at `commas`; gives the key's
     /// byte range in the line, if the mapping has a key column.
@@ -746,22 +765,8 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
         .clone()
         .build()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let map = &pf.csv[source];
-    let nfields = pf.spec.sources[source].fields.len();
-    let simple = map.columns == [Column::Key, Column::Ts, Column::Field(0)] && nfields == 1;
-    let mut dec = Decoder {
-        map,
-        simple,
-        unit_per_ms: pf.spec.time.unit.per_milli(),
-        values: vec![0.0; nfields],
-        texts: vec![
-            0..0;
-            map.columns
-                .iter()
-                .filter(|c| matches!(c, Column::Text(_)))
-                .count()
-        ],
-    };
+    let mut dec = Decoder::new(pf, source);
+    let (map, simple) = (dec.map, dec.simple);
     let mut scalars = pf.functions.scalars(source);
     // Without functions, no call per row.
     let no_scalars = scalars.is_empty();
@@ -1009,13 +1014,7 @@ mod tests {
     #[test]
     fn w1_rows_take_the_plain_path() {
         let pf = crate::pipeline_file::parse("t.toml", W1).unwrap();
-        let dec = Decoder {
-            map: &pf.csv[0],
-            simple: true,
-            unit_per_ms: pf.spec.time.unit.per_milli(),
-            values: vec![0.0],
-            texts: Vec::new(),
-        };
+        let dec = Decoder::new(&pf, 0);
         assert_eq!(
             dec.plain(b"s0197,1700000000033,-21.8924"),
             Some((5, 1700000000033, -21.8924))
@@ -1059,13 +1058,7 @@ mod tests {
             // plain_line on a block of lines: where it decodes the first
             // line, it ends where that line ends and agrees with plain.
             let pf = crate::pipeline_file::parse("t.toml", W1).unwrap();
-            let dec = Decoder {
-                map: &pf.csv[0],
-                simple: true,
-                unit_per_ms: pf.spec.time.unit.per_milli(),
-                values: vec![0.0],
-                texts: Vec::new(),
-            };
+            let dec = Decoder::new(&pf, 0);
             let block = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
             let b = block.as_bytes();
             let first = b.iter().position(|&c| c == b'\n').unwrap();
@@ -1081,13 +1074,7 @@ mod tests {
             line in "[sé,0-9 .\r-]{0,6},[0-9a,-]{0,20},[-0-9.e ,\r]{0,12}"
         ) {
             let pf = crate::pipeline_file::parse("t.toml", W1).unwrap();
-            let mut dec = Decoder {
-                map: &pf.csv[0],
-                simple: true,
-                unit_per_ms: pf.spec.time.unit.per_milli(),
-                values: vec![0.0],
-                texts: Vec::new(),
-            };
+            let mut dec = Decoder::new(&pf, 0);
             let line = line.as_bytes();
             if let Some((c1, ts, v)) = dec.plain(line) {
                 let (key, ts2, v2) = general(&mut dec, line).unwrap();
