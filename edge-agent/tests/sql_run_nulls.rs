@@ -56,6 +56,13 @@ fn run(sql: &str, crash_after: Option<usize>) -> Vec<String> {
 /// `weir replay`'s rows over the same readings, without `c`'s and `d`'s
 /// windows, which only its end of input fires.
 fn replay(sql: &str) -> Vec<String> {
+    as_run(&sql_run_util::replay(sql), &["c,", "d,"])
+}
+
+/// `weir replay`'s CSV rows `sensor,window_start,n,x,y,z` as [`run`] gives
+/// them (6 decimals, `NULL` for an empty field), sorted, without the rows
+/// of the keys `skip` starts.
+fn as_run(lines: &[String], skip: &[&str]) -> Vec<String> {
     let num = |s: &str| {
         if s.is_empty() {
             "NULL".to_string()
@@ -63,9 +70,9 @@ fn replay(sql: &str) -> Vec<String> {
             format!("{:.6}", s.parse::<f64>().unwrap())
         }
     };
-    let mut rows: Vec<String> = sql_run_util::replay(sql)
+    let mut rows: Vec<String> = lines
         .iter()
-        .filter(|l| !l.starts_with("c,") && !l.starts_with("d,"))
+        .filter(|l| !skip.iter().any(|k| l.starts_with(k)))
         .map(|l| {
             let c: Vec<&str> = l.split(',').collect();
             let start = parse_datetime_ms(c[1]).unwrap();
@@ -199,42 +206,11 @@ GROUP BY sensor, window_start, window_end HAVING COUNT(*) > 0;"
         assert_eq!(rows(Some(after)).0, whole, "crash after {after} messages");
     }
     // weir replay over the same readings: `site` empty, temp an empty cell.
-    let p = weir_agent::sql::parse("q.sql", &sql).unwrap();
     let mut csv = String::new();
     for (k, dt, t) in msgs.iter().flat_map(|m| m.iter()) {
         let t = if *t == "null" { "" } else { t };
         csv.push_str(&format!("{k},,{},{t}\n", T0 + dt));
     }
-    let mut out = Vec::new();
-    let mut bad = 0;
-    weir_agent::sql::exec::replay(&p, csv.as_bytes(), &mut out, |_, _| bad += 1).unwrap();
-    assert_eq!(bad, 0);
-    let num = |s: &str| {
-        if s.is_empty() {
-            "NULL".to_string()
-        } else {
-            format!("{:.6}", s.parse::<f64>().unwrap())
-        }
-    };
-    let mut replayed: Vec<String> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| !l.starts_with("c,"))
-        .map(|l| {
-            let c: Vec<&str> = l.split(',').collect();
-            let start = parse_datetime_ms(c[1]).unwrap();
-            format!(
-                "{},{},{},{},{},{}",
-                c[0],
-                format_datetime_ms(start),
-                c[2],
-                c[3],
-                num(c[4]),
-                num(c[5])
-            )
-        })
-        .collect();
-    replayed.sort();
+    let replayed = as_run(&sql_run_util::replay_csv(&sql, &csv), &["c,"]);
     assert_eq!(replayed, whole, "weir run and weir replay differ");
 }

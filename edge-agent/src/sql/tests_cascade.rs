@@ -3,25 +3,8 @@
 //! then rows by hand, `EXPLAIN`, and what `weir run` refuses.
 
 use super::tests::run;
+use super::tests_groups::{BID, BID_ROWS};
 use super::*;
-
-/// Flink's `Bid` table from the window aggregation documentation.
-const BID: &str = "CREATE TABLE Bid (
-  bidtime TIMESTAMP(3),
-  price DECIMAL(10, 2),
-  item STRING,
-  supplier_id STRING,
-  WATERMARK FOR bidtime AS bidtime - INTERVAL '1' SECOND
-) WITH ('connector' = 'filesystem', 'path' = 'bid.csv', 'format' = 'csv');
-";
-
-const BID_ROWS: &str = "2020-04-15 08:05:00,4.00,C,supplier1
-2020-04-15 08:07:00,2.00,A,supplier1
-2020-04-15 08:09:00,5.00,D,supplier2
-2020-04-15 08:11:00,3.00,B,supplier2
-2020-04-15 08:13:00,1.00,E,supplier1
-2020-04-15 08:17:00,6.00,F,supplier2
-";
 
 /// Flink's example: 5 minutes per supplier, then 10 minutes in all.
 const CASCADE: &str = "CREATE VIEW window1 AS

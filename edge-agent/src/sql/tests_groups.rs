@@ -5,7 +5,7 @@
 use super::*;
 
 /// Flink's `Bid` table from the window aggregation documentation.
-const BID: &str = "CREATE TABLE Bid (
+pub(super) const BID: &str = "CREATE TABLE Bid (
   bidtime TIMESTAMP(3),
   price DECIMAL(10, 2),
   item STRING,
@@ -15,7 +15,7 @@ const BID: &str = "CREATE TABLE Bid (
 ";
 
 /// Its rows, as Flink's documentation lists them.
-const BID_ROWS: &str = "2020-04-15 08:05:00,4.00,C,supplier1
+pub(super) const BID_ROWS: &str = "2020-04-15 08:05:00,4.00,C,supplier1
 2020-04-15 08:07:00,2.00,A,supplier1
 2020-04-15 08:09:00,5.00,D,supplier2
 2020-04-15 08:11:00,3.00,B,supplier2

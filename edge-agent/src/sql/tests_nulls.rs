@@ -11,7 +11,7 @@ use super::*;
 use weir_core::agg::AggKind;
 use weir_core::spec::OperatorKind;
 
-const S: &str = "CREATE TABLE s (
+pub(super) const S: &str = "CREATE TABLE s (
   ts TIMESTAMP(3),
   sensor STRING,
   status STRING,
@@ -22,7 +22,7 @@ const S: &str = "CREATE TABLE s (
 ";
 
 /// 08:00:00 + seconds, sensor, status, temp, vib.
-const ROWS: &str = "2020-04-15 08:00:01,a,run,25,1
+pub(super) const ROWS: &str = "2020-04-15 08:00:01,a,run,25,1
 2020-04-15 08:00:02,a,idle,15,2
 2020-04-15 08:00:03,b,idle,10,3
 2020-04-15 08:00:04,a,run,30,4

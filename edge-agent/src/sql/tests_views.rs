@@ -3,27 +3,8 @@
 //! over views; the legacy group window over a view; errors.
 
 use super::tests::{run, t};
+use super::tests_nulls::{ROWS, S};
 use super::*;
-
-const S: &str = "CREATE TABLE s (
-  ts TIMESTAMP(3),
-  sensor STRING,
-  status STRING,
-  temp DOUBLE,
-  vib DOUBLE,
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-) WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');
-";
-
-/// 08:00:00 + seconds, sensor, status, temp, vib.
-const ROWS: &str = "2020-04-15 08:00:01,a,run,25,1
-2020-04-15 08:00:02,a,idle,15,2
-2020-04-15 08:00:03,b,idle,10,3
-2020-04-15 08:00:04,a,run,30,4
-2020-04-15 08:00:06,a,idle,10,5
-2020-04-15 08:00:07,b,run,22,6
-2020-04-15 08:00:12,b,idle,21,8
-";
 
 /// The query over view `warm`, whose columns are `k, t, f, v`.
 const OVER_WARM: &str = "SELECT k, window_start, COUNT(*) AS n, AVG(f) AS avg_f, MAX(v) AS mv

@@ -140,7 +140,6 @@ pub fn run_payloads(
 /// `weir replay`'s CSV rows (header left out) over [`MESSAGES`], an
 /// absent site read as `''` (a CSV file has no NULL text); no bad row.
 pub fn replay(sql: &str) -> Vec<String> {
-    let p = weir_agent::sql::parse("q.sql", sql).unwrap();
     let mut csv = String::new();
     for (sensor, site, dt, temp) in MESSAGES.iter().flat_map(|m| m.iter()) {
         csv.push_str(&format!(
@@ -149,6 +148,12 @@ pub fn replay(sql: &str) -> Vec<String> {
             T0 + dt
         ));
     }
+    replay_csv(sql, &csv)
+}
+
+/// `weir replay`'s CSV rows (header left out) over `csv`; no bad row.
+pub fn replay_csv(sql: &str, csv: &str) -> Vec<String> {
+    let p = weir_agent::sql::parse("q.sql", sql).unwrap();
     let mut out = Vec::new();
     let mut bad = 0;
     weir_agent::sql::exec::replay(&p, csv.as_bytes(), &mut out, |_, _| bad += 1).unwrap();
