@@ -81,7 +81,8 @@ pub enum Func {
     Log10,
     /// `EXP(x)`
     Exp,
-    /// `ROUND(x [, d])`: half away from zero, to `d` decimals (default 0)
+    /// `ROUND(x [, d])`: half away from zero, to `d` decimals (default 0),
+    /// on the decimal that `x` reads as ([`round_decimal`])
     Round,
     /// `FLOOR(x)`
     Floor,
@@ -89,6 +90,45 @@ pub enum Func {
     Ceil,
     /// `COALESCE(a, b, …)`: the first argument that is not `NULL`
     Coalesce,
+    /// `TRUNCATE(x [, d])`: toward zero, to `d` decimals (default 0), on
+    /// the decimal that `x` reads as ([`round_decimal`])
+    Truncate,
+    /// `SIGN(x)`: -1, 0 or 1
+    Sign,
+    /// `LOG2(x)` (`NULL` for x ≤ 0)
+    Log2,
+    /// `LOG(x)` (natural) or `LOG(b, x)` (`NULL` for x ≤ 0, b ≤ 0 or b = 1)
+    Log,
+    /// `SIN(x)` (radians, as every trigonometric function)
+    Sin,
+    /// `COS(x)`
+    Cos,
+    /// `TAN(x)`
+    Tan,
+    /// `COT(x)`: 1 / tan(x)
+    Cot,
+    /// `ASIN(x)`
+    Asin,
+    /// `ACOS(x)`
+    Acos,
+    /// `ATAN(x)`
+    Atan,
+    /// `ATAN2(y, x)`
+    Atan2,
+    /// `SINH(x)`
+    Sinh,
+    /// `COSH(x)`
+    Cosh,
+    /// `TANH(x)`
+    Tanh,
+    /// `DEGREES(x)`: radians to degrees
+    Degrees,
+    /// `RADIANS(x)`: degrees to radians
+    Radians,
+    /// `GREATEST(a, b, …)`: the largest argument (`NULL` if any is)
+    Greatest,
+    /// `LEAST(a, b, …)`: the smallest argument (`NULL` if any is)
+    Least,
     /// The number a text stands for in a distinct count (SQL
     /// `COUNT(DISTINCT s)` over a STRING or BOOLEAN): a string's 53-bit
     /// FNV-1a hash as a whole number (two strings share one with odds of
@@ -99,8 +139,11 @@ pub enum Func {
 /// Target types of `CAST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CastTo {
-    /// `DOUBLE` / `DECIMAL`: numbers stay, booleans become 0/1, strings parse (`NULL` if they do not).
+    /// `DOUBLE`: numbers stay, booleans become 0/1, strings parse (`NULL` if they do not).
     Double,
+    /// `DECIMAL(p, s)`: as `Double`, then rounded half away from zero to
+    /// `s` decimals ([`round_decimal`]).
+    Decimal(u8),
     /// `INT` / `BIGINT`: truncated toward zero.
     Int,
     /// `BOOLEAN`: 0 is false, other numbers true; strings `true`/`false`.
@@ -320,6 +363,19 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
             .find(|v| *v != Value::Null)
             .unwrap_or(Value::Null);
     }
+    if let Func::Greatest | Func::Least = f {
+        let mut best: Option<f64> = None;
+        for a in args {
+            let Some(v) = num(&a.eval(row)) else {
+                return Value::Null;
+            };
+            best = Some(match best {
+                Some(b) if (f == Func::Greatest) == (b >= v) => b,
+                _ => v,
+            });
+        }
+        return best.map_or(Value::Null, Value::Num);
+    }
     let arg = |i: usize| args.get(i).map(|a| a.eval(row)).and_then(|v| num(&v));
     let Some(x) = arg(0) else {
         return Value::Null;
@@ -336,47 +392,158 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
         Func::Ln => libm::log(x),
         Func::Log10 => libm::log10(x),
         Func::Exp => libm::exp(x),
-        Func::Round => {
+        Func::Round | Func::Truncate => {
             let d = if args.len() > 1 {
                 match arg(1) {
-                    Some(d) => d.clamp(-300.0, 300.0) as i32,
+                    Some(d) => d.clamp(-400.0, 400.0) as i32,
                     None => return Value::Null,
                 }
             } else {
                 0
             };
-            let m = libm::pow(10.0, d as f64);
-            libm::round(x * m) / m
+            round_decimal(x, d, f == Func::Truncate)
         }
         Func::Floor => libm::floor(x),
         Func::Ceil => libm::ceil(x),
-        Func::Coalesce | Func::DistinctKey => unreachable!("handled above"),
+        Func::Sign => match x {
+            _ if x > 0.0 => 1.0,
+            _ if x < 0.0 => -1.0,
+            _ => x,
+        },
+        Func::Log2 if x <= 0.0 => return Value::Null,
+        Func::Log2 => libm::log2(x),
+        Func::Log if args.len() > 1 => match arg(1) {
+            Some(y) if x > 0.0 && x != 1.0 && y > 0.0 => libm::log(y) / libm::log(x),
+            _ => return Value::Null,
+        },
+        Func::Log if x <= 0.0 => return Value::Null,
+        Func::Log => libm::log(x),
+        Func::Sin => libm::sin(x),
+        Func::Cos => libm::cos(x),
+        Func::Tan => libm::tan(x),
+        Func::Cot => 1.0 / libm::tan(x),
+        Func::Asin => libm::asin(x),
+        Func::Acos => libm::acos(x),
+        Func::Atan => libm::atan(x),
+        Func::Atan2 => match arg(1) {
+            Some(y) => libm::atan2(x, y),
+            None => return Value::Null,
+        },
+        Func::Sinh => libm::sinh(x),
+        Func::Cosh => libm::cosh(x),
+        Func::Tanh => libm::tanh(x),
+        Func::Degrees => x.to_degrees(),
+        Func::Radians => x.to_radians(),
+        Func::Coalesce | Func::DistinctKey | Func::Greatest | Func::Least => {
+            unreachable!("handled above")
+        }
     };
     Value::Num(v)
+}
+
+/// `10^i`, exact in `f64` for `i ≤ 22`.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// `x` rounded to `d` decimals (`d < 0`: to tens, hundreds, …) half away
+/// from zero, or toward zero when `down`, the way Flink rounds a `DOUBLE`
+/// (`ROUND`, `TRUNCATE`, `CAST(… AS DECIMAL(p, s))`): on the shortest
+/// decimal that reads back as `x` (Java's `BigDecimal.valueOf(x)`), not on
+/// its binary value. So `ROUND(2.675, 2)` is 2.68, though the double nearest
+/// 2.675 lies just below it, and `TRUNCATE(0.29, 2)` is 0.29. The result is
+/// the double nearest the rounded decimal (`+0.0` when that is zero);
+/// non-finite values are returned as they are.
+pub fn round_decimal(x: f64, d: i32, down: bool) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    // Fast path: x·10^d in floating point is within 1.5 units in its last
+    // place of the decimal's own scaled value (half an ulp for x's
+    // decimal, half for the product), so a fraction that far from the
+    // rounding boundary (.5 for half-up; 0 and 1 for toward zero) rounds
+    // the same way on both.
+    if let Ok(i) = usize::try_from(d) {
+        if let Some(&m) = POW10.get(i) {
+            let y = libm::fabs(x) * m;
+            if y < 4.0e15 {
+                let t = libm::trunc(y);
+                let frac = y - t;
+                let ulp = f64::from_bits(y.to_bits() + 1) - y;
+                let margin = 4.0 * ulp;
+                let r = if down {
+                    (frac > margin && frac < 1.0 - margin).then_some(t)
+                } else {
+                    ((frac - 0.5).abs() > margin).then_some(if frac > 0.5 { t + 1.0 } else { t })
+                };
+                if let Some(r) = r {
+                    // Both exact: the quotient is the double nearest r/10^d.
+                    let v = r / m;
+                    return if v == 0.0 { 0.0 } else { v.copysign(x) };
+                }
+            }
+        }
+    }
+    round_decimal_text(x, d, down)
+}
+
+/// [`round_decimal`] on the digits of `x`'s shortest decimal form.
+fn round_decimal_text(x: f64, d: i32, down: bool) -> f64 {
+    // "d.ddde±x": the shortest digits that read back as x.
+    let text = alloc::format!("{:e}", libm::fabs(x));
+    let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    // Digits before the rounding place (x = 0.d₁d₂… × 10^(exp+1)).
+    let keep = exp.saturating_add(1).saturating_add(d);
+    let Ok(k) = usize::try_from(keep) else {
+        return 0.0;
+    };
+    if k >= digits.len() {
+        return x;
+    }
+    let mut n: u64 = digits[..k]
+        .iter()
+        .fold(0, |n, &c| n * 10 + u64::from(c - b'0'));
+    if !down && digits[k] >= b'5' {
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let v: f64 = alloc::format!("{n}e{}", -i64::from(d))
+        .parse()
+        .unwrap_or(f64::NAN);
+    v.copysign(x)
 }
 
 fn cast(v: Value, to: CastTo) -> Value {
     match (v, to) {
         (Value::Null, _) => Value::Null,
         (Value::Num(x), CastTo::Double) => Value::Num(x),
+        (Value::Num(x), CastTo::Decimal(s)) => Value::Num(round_decimal(x, s.into(), false)),
         (Value::Num(x), CastTo::Int) if x.is_finite() => Value::Num(libm::trunc(x)),
         (Value::Num(x), CastTo::Bool) => Value::Bool(x != 0.0),
         (Value::Num(x), CastTo::Str) => Value::Str(x.to_string()),
-        (Value::Bool(b), CastTo::Double | CastTo::Int) => Value::Num(b as u8 as f64),
+        (Value::Bool(b), CastTo::Double | CastTo::Int | CastTo::Decimal(_)) => {
+            Value::Num(b as u8 as f64)
+        }
         (Value::Bool(b), CastTo::Bool) => Value::Bool(b),
         (Value::Bool(b), CastTo::Str) => Value::Str(if b { "TRUE" } else { "FALSE" }.into()),
         (Value::Str(s), CastTo::Str) => Value::Str(s),
-        (Value::Str(s), CastTo::Double | CastTo::Int) => match s.trim().parse::<f64>() {
-            Ok(x) if to == CastTo::Int => Value::Num(libm::trunc(x)),
-            Ok(x) => Value::Num(x),
-            Err(_) => Value::Null,
-        },
+        (Value::Str(s), CastTo::Double | CastTo::Int | CastTo::Decimal(_)) => {
+            match s.trim().parse::<f64>() {
+                Ok(x) => cast(Value::Num(x), to),
+                Err(_) => Value::Null,
+            }
+        }
         (Value::Str(s), CastTo::Bool) => match s.trim().to_ascii_lowercase().as_str() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => Value::Null,
         },
-        (Value::Ts(t), CastTo::Int | CastTo::Double) => Value::Num(t as f64),
+        (Value::Ts(t), CastTo::Int | CastTo::Double | CastTo::Decimal(_)) => Value::Num(t as f64),
         (Value::Ts(t), CastTo::Str) => Value::Str(t.to_string()),
         _ => Value::Null,
     }
@@ -473,6 +640,97 @@ mod tests {
             Value::Null
         );
         assert_eq!(Expr::Col(9).eval(&row), Value::Null);
+    }
+
+    #[test]
+    fn rounding_reads_the_decimal_as_flink_does() {
+        let r = |x: f64, d: i32| round_decimal(x, d, false);
+        let t = |x: f64, d: i32| round_decimal(x, d, true);
+        // The double nearest 2.675 is 2.67499999999999982236431605997495353221893310546875.
+        assert_eq!(r(2.675, 2), 2.68);
+        assert_eq!(r(-2.675, 2), -2.68);
+        assert_eq!(r(26.75 / 10.0, 2), 2.68);
+        assert_eq!(r(1.005, 2), 1.01);
+        assert_eq!(r(0.125, 2), 0.13);
+        assert_eq!(r(2.5, 0), 3.0);
+        assert_eq!(r(-2.5, 0), -3.0);
+        assert_eq!(r(2.4999, 0), 2.0);
+        assert_eq!(r(-0.4, 0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(r(0.6, 0), 1.0);
+        assert_eq!(r(0.04, 0), 0.0);
+        assert_eq!(r(1234.5, -2), 1200.0);
+        assert_eq!(r(1250.0, -2), 1300.0);
+        assert_eq!(r(1.23456, 2), 1.23);
+        assert_eq!(r(1e300, 2), 1e300);
+        assert_eq!(r(5e-324, 2), 0.0);
+        assert_eq!(r(0.1 + 0.2, 1), 0.3);
+        assert!(r(f64::NAN, 2).is_nan());
+        assert_eq!(t(0.29, 2), 0.29);
+        assert_eq!(t(-1.999, 2), -1.99);
+        assert_eq!(t(123.456, -1), 120.0);
+        assert_eq!(t(2.675, 2), 2.67);
+        assert_eq!(t(0.7, 0), 0.0);
+        let call = |f, x: f64, d: f64| Expr::Call(f, vec![Expr::num(x), Expr::num(d)]).eval(&[]);
+        assert_eq!(call(Func::Round, 2.675, 2.0), Value::Num(2.68));
+        assert_eq!(call(Func::Truncate, 0.29, 2.0), Value::Num(0.29));
+        let dec = |x: f64, s: u8| Expr::Cast(Box::new(Expr::num(x)), CastTo::Decimal(s)).eval(&[]);
+        assert_eq!(dec(2.675, 2), Value::Num(2.68));
+        assert_eq!(dec(-0.0049, 2), Value::Num(0.0));
+    }
+
+    proptest::proptest! {
+        /// The fast path agrees with rounding the shortest decimal's digits,
+        /// on numbers written with few decimals (where ties are common) and
+        /// on any double.
+        #[test]
+        fn fast_rounding_agrees_with_the_digits(
+            units in -1_000_000_000i64..1_000_000_000,
+            scale in 0u32..9,
+            bits in proptest::prelude::any::<u64>(),
+            d in -6i32..12,
+            down in proptest::prelude::any::<bool>(),
+        ) {
+            let short = units as f64 / libm::pow(10.0, f64::from(scale));
+            let any = f64::from_bits(bits);
+            for x in [short, any] {
+                if x.is_finite() && x != 0.0 {
+                    let (a, b) = (round_decimal(x, d, down), round_decimal_text(x, d, down));
+                    proptest::prop_assert_eq!(a.to_bits(), b.to_bits(), "x = {:e}, d = {}, down = {}", x, d, down);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn more_functions() {
+        let call =
+            |f, xs: &[f64]| Expr::Call(f, xs.iter().map(|&x| Expr::num(x)).collect()).eval(&[]);
+        assert_eq!(call(Func::Sign, &[-3.5]), Value::Num(-1.0));
+        assert_eq!(call(Func::Sign, &[0.0]), Value::Num(0.0));
+        assert_eq!(call(Func::Sign, &[2.0]), Value::Num(1.0));
+        assert_eq!(call(Func::Log2, &[8.0]), Value::Num(3.0));
+        assert_eq!(call(Func::Log2, &[0.0]), Value::Null);
+        assert_eq!(call(Func::Log, &[2.0, 1024.0]), Value::Num(10.0));
+        assert_eq!(call(Func::Log, &[1.0, 5.0]), Value::Null);
+        assert_eq!(call(Func::Log, &[core::f64::consts::E]), Value::Num(1.0));
+        assert_eq!(
+            call(Func::Degrees, &[core::f64::consts::PI]),
+            Value::Num(180.0)
+        );
+        assert_eq!(
+            call(Func::Radians, &[180.0]),
+            Value::Num(core::f64::consts::PI)
+        );
+        assert_eq!(
+            call(Func::Atan2, &[1.0, 1.0]),
+            Value::Num(core::f64::consts::FRAC_PI_4)
+        );
+        assert_eq!(call(Func::Sin, &[0.0]), Value::Num(0.0));
+        assert_eq!(call(Func::Cos, &[0.0]), Value::Num(1.0));
+        assert_eq!(call(Func::Greatest, &[1.0, 7.0, 3.0]), Value::Num(7.0));
+        assert_eq!(call(Func::Least, &[1.0, 7.0, -3.0]), Value::Num(-3.0));
+        let g = Expr::Call(Func::Greatest, vec![Expr::num(1.0), Expr::Lit(Value::Null)]);
+        assert_eq!(g.eval(&[]), Value::Null);
     }
 
     #[test]

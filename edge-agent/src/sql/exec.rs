@@ -336,8 +336,11 @@ fn push_value(b: &mut Vec<u8>, v: &Value, ty: SqlType) {
             SqlType::Int | SqlType::BigInt if x.abs() < 9.0e15 && (*x as i64) as f64 == *x => {
                 push_i64(b, *x as i64)
             }
+            // Rounded as Flink rounds to a DECIMAL's scale (half up, on
+            // the decimal the double reads as), then printed exactly.
             SqlType::Decimal(s) if x.is_finite() => {
-                b.extend_from_slice(format!("{:.*}", s as usize, x).as_bytes())
+                let r = weir_core::expr::round_decimal(*x, s.into(), false);
+                b.extend_from_slice(format!("{:.*}", s as usize, r).as_bytes())
             }
             _ => push_f64(b, *x),
         },

@@ -271,7 +271,7 @@ fn fname(f: &ast::Function) -> String {
     f.name.to_string().to_ascii_uppercase()
 }
 
-const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG10, EXP, ROUND, FLOOR, CEIL, COALESCE, CAST; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
+const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
 
 impl Ctx<'_> {
     fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
@@ -987,7 +987,7 @@ impl Ctx<'_> {
                     _ if s.starts_with("VARCHAR") => (CastTo::Str, SqlType::String),
                     _ if s.starts_with("DECIMAL") => {
                         let scale = s.split_once(',').and_then(|(_, r)| r.trim().trim_end_matches(')').parse::<u8>().ok()).unwrap_or(0);
-                        (CastTo::Double, SqlType::Decimal(scale.min(18)))
+                        (CastTo::Decimal(scale.min(18)), SqlType::Decimal(scale.min(18)))
                     }
                     _ => return Err(SqlError::unsupported(at, &format!("CAST to {data_type}"), "CAST to DOUBLE, DECIMAL(p, s), INT, BIGINT, BOOLEAN or STRING")),
                 };
@@ -998,6 +998,8 @@ impl Ctx<'_> {
                 let (x, t) = self.expr(expr, scope)?;
                 num(t, expr)?;
                 let f = if matches!(e, SExpr::Ceil { .. }) { Func::Ceil } else { Func::Floor };
+                // Flink: the argument's type, a DECIMAL's scale 0.
+                let t = if let SqlType::Decimal(_) = t { SqlType::Decimal(0) } else { t };
                 (Expr::Call(f, vec![x]), t)
             }
             SExpr::Function(f) => {
@@ -1057,8 +1059,57 @@ impl Ctx<'_> {
                     self.post.push((source, xs));
                     return Ok((Expr::Col(POST_BASE + self.post.len() as u16 - 1), SqlType::Double));
                 }
+                let args = args_of(f);
+                if args.iter().any(|a| a.0.is_some()) {
+                    return Err(SqlError::at(at, format!("a named argument of {name}"), "arguments by position: see docs/sql.md"));
+                }
+                let wrong = || SqlError::at(at, format!("wrong number of arguments to {name}"), "see docs/sql.md for each function's arguments");
+                // Functions that are other expressions (Flink's rules).
+                match (name.as_str(), &args[..]) {
+                    ("PI", []) => return Ok((Expr::num(std::f64::consts::PI), SqlType::Double)),
+                    ("E", []) => return Ok((Expr::num(std::f64::consts::E), SqlType::Double)),
+                    ("PI" | "E", _) => return Err(wrong()),
+                    ("MOD", [(_, a), (_, b)]) => return self.binary(a, &B::Modulo, b, scope, at),
+                    ("IF", [(_, c), (_, a), (_, b)]) => {
+                        let (ce, ct) = self.expr(c, scope)?;
+                        self.boolean(ct, c, at)?;
+                        let (ae, ta) = self.expr(a, scope)?;
+                        let (be, tb) = self.expr(b, scope)?;
+                        let ty = merge_ty(Some(ta), tb, b, at)?;
+                        return Ok((Expr::Case(vec![(ce, ae)], Some(Box::new(be))), ty));
+                    }
+                    ("NULLIF", [(_, a), (_, b)]) => {
+                        let (ae, ta) = self.expr(a, scope)?;
+                        let (be, tb) = self.expr(b, scope)?;
+                        merge_ty(Some(ta), tb, b, at)?;
+                        let same = Expr::bin(BinOp::Eq, ae.clone(), be);
+                        return Ok((Expr::Case(vec![(same, Expr::Lit(Value::Null))], Some(Box::new(ae))), ta));
+                    }
+                    ("MOD" | "IF" | "NULLIF", _) => return Err(wrong()),
+                    _ => {}
+                }
                 let func = match name.as_str() {
                     "ABS" => Func::Abs,
+                    "TRUNCATE" => Func::Truncate,
+                    "SIGN" => Func::Sign,
+                    "LOG2" => Func::Log2,
+                    "LOG" => Func::Log,
+                    "SIN" => Func::Sin,
+                    "COS" => Func::Cos,
+                    "TAN" => Func::Tan,
+                    "COT" => Func::Cot,
+                    "ASIN" => Func::Asin,
+                    "ACOS" => Func::Acos,
+                    "ATAN" => Func::Atan,
+                    "ATAN2" => Func::Atan2,
+                    "SINH" => Func::Sinh,
+                    "COSH" => Func::Cosh,
+                    "TANH" => Func::Tanh,
+                    "DEGREES" => Func::Degrees,
+                    "RADIANS" => Func::Radians,
+                    "GREATEST" => Func::Greatest,
+                    "LEAST" => Func::Least,
+                    "IFNULL" => Func::Coalesce,
                     "SQRT" => Func::Sqrt,
                     "POWER" => Func::Power,
                     "LN" => Func::Ln,
@@ -1070,22 +1121,25 @@ impl Ctx<'_> {
                     "COALESCE" => Func::Coalesce,
                     _ => return Err(SqlError::unsupported(at, &format!("the function {name}"), FUNCS)),
                 };
-                let args = args_of(f);
                 let arity_ok = match func {
-                    Func::Power => args.len() == 2,
-                    Func::Round => args.len() == 1 || args.len() == 2,
-                    Func::Coalesce => !args.is_empty(),
+                    Func::Power | Func::Atan2 => args.len() == 2,
+                    Func::Coalesce if name == "IFNULL" => args.len() == 2,
+                    Func::Round | Func::Truncate | Func::Log => args.len() == 1 || args.len() == 2,
+                    Func::Coalesce | Func::Greatest | Func::Least => !args.is_empty(),
                     _ => args.len() == 1,
                 };
-                if !arity_ok || args.iter().any(|a| a.0.is_some()) {
-                    return Err(SqlError::at(at, format!("wrong number of arguments to {name}"), "see docs/sql.md for each function's arguments"));
+                if !arity_ok {
+                    return Err(wrong());
                 }
                 let mut xs = Vec::new();
                 let mut ty = None;
                 for (_, a) in &args {
                     let (x, t) = self.expr(a, scope)?;
                     let null = matches!(a, SExpr::Value(v) if v.value == ast::Value::Null);
-                    if func == Func::Coalesce {
+                    if matches!(func, Func::Coalesce | Func::Greatest | Func::Least) {
+                        if func != Func::Coalesce {
+                            num(t, a)?;
+                        }
                         if !null {
                             ty = Some(merge_ty(ty, t, a, at)?);
                         }
@@ -1096,9 +1150,29 @@ impl Ctx<'_> {
                     xs.push(x);
                 }
                 let ty = match func {
-                    Func::Coalesce | Func::Abs => ty.unwrap_or(SqlType::Double),
-                    Func::Round if args.len() == 1 => SqlType::BigInt,
-                    Func::Floor | Func::Ceil => SqlType::BigInt,
+                    Func::Coalesce | Func::Abs | Func::Sign | Func::Greatest | Func::Least => {
+                        ty.unwrap_or(SqlType::Double)
+                    }
+                    // Flink's ROUND and TRUNCATE keep their argument's type;
+                    // a DECIMAL's scale becomes the digits kept.
+                    Func::Round | Func::Truncate => match ty {
+                        Some(SqlType::Decimal(s)) => {
+                            let digits = match args.get(1) {
+                                None => Some(0),
+                                Some((_, SExpr::Value(v))) => match &v.value {
+                                    ast::Value::Number(n, _) => n.parse::<u8>().ok(),
+                                    _ => None,
+                                },
+                                Some(_) => None,
+                            };
+                            SqlType::Decimal(digits.map_or(s, |d| d.min(s)))
+                        }
+                        t => t.unwrap_or(SqlType::Double),
+                    },
+                    Func::Floor | Func::Ceil => match ty {
+                        Some(SqlType::Decimal(_)) => SqlType::Decimal(0),
+                        t => t.unwrap_or(SqlType::Double),
+                    },
                     _ => SqlType::Double,
                 };
                 (Expr::Call(func, xs), ty)
@@ -1166,7 +1240,14 @@ fn merge_ty(a: Option<SqlType>, b: SqlType, e: &SExpr, at: Location) -> Err<SqlT
     match a {
         None => Ok(b),
         Some(a) if a == b => Ok(a),
-        Some(a) if a.is_numeric() && b.is_numeric() => Ok(SqlType::Double),
+        // Flink's least restrictive type: INT < BIGINT < DECIMAL < DOUBLE.
+        Some(a) if a.is_numeric() && b.is_numeric() => Ok(match (a, b) {
+            (SqlType::Double, _) | (_, SqlType::Double) => SqlType::Double,
+            (SqlType::Decimal(p), SqlType::Decimal(q)) => SqlType::Decimal(p.max(q)),
+            (SqlType::Decimal(p), _) | (_, SqlType::Decimal(p)) => SqlType::Decimal(p),
+            (SqlType::Int | SqlType::BigInt, SqlType::Int | SqlType::BigInt) => SqlType::BigInt,
+            _ => SqlType::Double,
+        }),
         Some(a) => Err(SqlError::at(
             loc_of(e, at),
             format!("`{e}` is {}, the other branches are {}", b.name(), a.name()),
