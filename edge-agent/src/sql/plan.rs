@@ -643,6 +643,14 @@ impl Ctx<'_> {
             }
             a => a,
         };
+        if matches!(ty, SqlType::Int | SqlType::BigInt)
+            && matches!(
+                agg,
+                AggKind::Mean | AggKind::Stddev | AggKind::StddevSample | AggKind::Variance
+            )
+        {
+            return self.integral_average(&name, field, ty, at).map(Some);
+        }
         let col = Expr::Col(self.slot(agg, field, at)?);
         let out_ty = match (agg, ty) {
             (AggKind::Count, _) => SqlType::BigInt,
@@ -655,6 +663,54 @@ impl Ctx<'_> {
             col
         };
         Ok(Some((expr, out_ty)))
+    }
+
+    /// `AVG`, `STDDEV_*` and `VAR_*` of an `INT` or `BIGINT` argument, as
+    /// Flink computes them: of the argument's type, in integers. `AVG` is
+    /// `SUM / COUNT`; the others are Calcite's reduction,
+    /// `(SUM(x²) − SUM(x)² / n) / n` (`n − 1` for the sample forms, `NULL`
+    /// for one row) with integer divisions, and its square root cast back
+    /// to the type (truncated). `SUM(x²)` is the engine's variance times
+    /// `n` plus `SUM(x)² / n`, rounded to the integer it is.
+    fn integral_average(
+        &mut self,
+        name: &str,
+        field: usize,
+        ty: SqlType,
+        at: Location,
+    ) -> Err<(Expr, SqlType)> {
+        let trunc = |e: Expr| Expr::Cast(Box::new(e), CastTo::Int);
+        let n = Expr::Col(self.slot(AggKind::Count, field, at)?);
+        let sum = Expr::Col(self.slot(AggKind::Sum, field, at)?);
+        if name == "AVG" {
+            return Ok((trunc(Expr::bin(BinOp::Div, sum, n)), ty));
+        }
+        let var = Expr::Col(self.slot(AggKind::Variance, field, at)?);
+        let sq = Expr::bin(BinOp::Mul, sum.clone(), sum);
+        let sumsq = Expr::Call(
+            Func::Round,
+            vec![Expr::bin(
+                BinOp::Add,
+                Expr::bin(BinOp::Mul, var, n.clone()),
+                Expr::bin(BinOp::Div, sq.clone(), n.clone()),
+            )],
+        );
+        let diff = Expr::bin(
+            BinOp::Sub,
+            sumsq,
+            trunc(Expr::bin(BinOp::Div, sq, n.clone())),
+        );
+        let sample = matches!(name, "STDDEV_SAMP" | "STDDEV" | "VAR_SAMP" | "VARIANCE");
+        let denominator = if sample {
+            Expr::bin(BinOp::Sub, n, Expr::num(1.0))
+        } else {
+            n
+        };
+        let v = trunc(Expr::bin(BinOp::Div, diff, denominator));
+        Ok(match name {
+            "STDDEV_POP" | "STDDEV_SAMP" | "STDDEV" => (trunc(Expr::Call(Func::Sqrt, vec![v])), ty),
+            _ => (v, ty),
+        })
     }
 
     /// `COUNT(DISTINCT x)`: the distinct values of `x` in the window and

@@ -327,8 +327,9 @@ fn aggregates_over_expressions() {
         [
             "window_start,twice,far,share_a,s,again",
             // DECIMAL(10, 2) times an integer stays DECIMAL with 2 decimals.
-            "2020-04-15 08:00:00.000,22.00,2.00,0.333333,11.00,23.00",
-            "2020-04-15 08:10:00.000,20.00,3.00,0.000000,10.00,21.00",
+            // share_a averages an INT: an INT in Flink, 1/3 → 0.
+            "2020-04-15 08:00:00.000,22.00,2.00,0,11.00,23.00",
+            "2020-04-15 08:10:00.000,20.00,3.00,0,10.00,21.00",
         ]
     );
     let p = parse(
@@ -536,10 +537,11 @@ SELECT pump, window_start, MAX(temp) AS hot, AVG(rpm) AS rpm, COUNT(*) AS n
     assert_eq!(
         rows,
         [
+            // AVG of an INT is an INT, as in Flink.
             "pump,window_start,hot,rpm,n",
-            "p1,2023-11-14 22:13:20.000,55.000000,1100.000000,2",
-            "p1,2023-11-14 22:13:21.000,40.000000,900.000000,1",
-            "p2,2023-11-14 22:13:20.000,60.000000,2000.000000,1",
+            "p1,2023-11-14 22:13:20.000,55.000000,1100,2",
+            "p1,2023-11-14 22:13:21.000,40.000000,900,1",
+            "p2,2023-11-14 22:13:20.000,60.000000,2000,1",
         ]
     );
     let p = parse("q.sql", ddl).unwrap();
@@ -1117,4 +1119,41 @@ fn rounding_and_more_functions() {
         "{ddl}SELECT FOO(MAX(v)) FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;"
     ));
     assert!(e.to_string().contains("GREATEST"), "{e}");
+}
+
+/// Flink's `AVG`, `STDDEV_*` and `VAR_*` of an `INT` are `INT`s computed in
+/// integers (Calcite's reduction, truncating divisions); worked by hand.
+#[test]
+fn integer_averages_are_integers_as_in_flink() {
+    let ddl = "CREATE TABLE s (
+  ts TIMESTAMP(3),
+  sensor STRING,
+  v INT,
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');
+";
+    let rows = run(
+        &format!(
+            "{ddl}SELECT sensor, AVG(v) AS a, SUM(v) AS s, STDDEV_POP(v) AS sp, STDDEV_SAMP(v) AS ss,
+       VAR_POP(v) AS vp, VAR_SAMP(v) AS vs, AVG(CAST(v AS DOUBLE)) AS ad
+  FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+  GROUP BY sensor, window_start, window_end;"
+        ),
+        "2020-04-15 08:00:01,a,1\n2020-04-15 08:00:02,a,2\n2020-04-15 08:00:03,a,-4\n\
+         2020-04-15 08:00:01,b,5\n2020-04-15 08:00:01,c,3\n2020-04-15 08:00:02,c,4\n",
+    );
+    // a: Σx = -1, Σx² = 21, n = 3: AVG -1/3 → 0; (21 - 1/3) = 21 - 0;
+    //    VAR_POP 21/3 = 7, VAR_SAMP 21/2 = 10, √7 → 2, √10 → 3.
+    // b: one row: VAR_POP (25 - 25/1)/1 = 0, the sample forms NULL.
+    // c: Σx = 7, Σx² = 25, n = 2: AVG 7/2 → 3; 25 - 49/2 = 25 - 24 = 1;
+    //    VAR_POP 1/2 → 0, VAR_SAMP 1, √0 = 0, √1 = 1.
+    assert_eq!(
+        rows,
+        [
+            "sensor,a,s,sp,ss,vp,vs,ad",
+            "a,0,-1,2,3,7,10,-0.333333",
+            "b,5,5,0,,0,,5.000000",
+            "c,3,7,0,1,0,1,3.500000",
+        ]
+    );
 }
