@@ -53,6 +53,17 @@ pub(crate) fn int_to_ticks(v: i64, from: TsUnit, to: TimeUnit) -> Option<i64> {
 /// the fraction's float error is far below half a tick.
 pub(crate) fn secs_f64_to_ticks(s: f64, unit: TimeUnit) -> Option<i64> {
     let tps = ticks_per_sec(unit) as f64;
+    if s.abs() < 4.0e15 {
+        // The same as below by casts (`trunc` and `round` are library
+        // calls on baseline x86-64): the whole seconds and the fraction
+        // are exact, the fraction's ticks rounded half away from zero.
+        let whole = s as i64;
+        let y = (s - whole as f64) * tps;
+        let t = y as i64;
+        let d = y - t as f64;
+        let r = t + i64::from(d >= 0.5) - i64::from(d <= -0.5);
+        return whole.checked_mul(tps as i64)?.checked_add(r);
+    }
     let whole = s.trunc();
     let x = whole * tps + ((s - whole) * tps).round();
     // `i64::MAX as f64` is 2^63 exactly: anything at or beyond it does not fit.
@@ -193,6 +204,29 @@ mod tests {
             let s = format!("{}.{:03}", base + ms / 1000, ms % 1000);
             let x: f64 = s.parse().unwrap();
             assert_eq!(secs_f64_to_ticks(x, Millis), Some(base * 1000 + ms), "{s}");
+        }
+        assert_eq!(secs_f64_to_ticks(-1.0625, Millis), Some(-1063));
+        assert_eq!(secs_f64_to_ticks(0.0004999, Millis), Some(0));
+    }
+
+    proptest::proptest! {
+        /// The conversion by casts gives what `trunc` and `round` give,
+        /// wherever the scaled value is exact (below 2^53 ticks).
+        #[test]
+        fn seconds_by_casts_as_by_rounding(
+            bits in proptest::prelude::any::<u64>(),
+            ms in -4_000_000_000_000i64..4_000_000_000_000,
+            micros in proptest::prelude::any::<bool>(),
+        ) {
+            let unit = if micros { Micros } else { Millis };
+            let tps = ticks_per_sec(unit) as f64;
+            for s in [f64::from_bits(bits), ms as f64 / 1000.0 + 0.0004, ms as f64 / 1000.0] {
+                let whole = s.trunc();
+                let x = whole * tps + ((s - whole) * tps).round();
+                if x.is_finite() && x.abs() < 9.0e15 {
+                    proptest::prop_assert_eq!(secs_f64_to_ticks(s, unit), Some(x as i64), "{}", s);
+                }
+            }
         }
     }
 }

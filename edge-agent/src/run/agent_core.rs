@@ -172,14 +172,21 @@ impl<T> Default for Group<T> {
 
 impl<T> Group<T> {
     fn push(&mut self, lsn: Lsn, sample: &Sample<'_>) {
-        let k0 = self.keys.len() as u32;
-        self.keys.push_str(sample.key);
+        // A pack's readings share their key: kept once.
+        let key = match self.recs.last() {
+            Some(r) if &self.keys[r.key.0 as usize..r.key.1 as usize] == sample.key => r.key,
+            _ => {
+                let k0 = self.keys.len() as u32;
+                self.keys.push_str(sample.key);
+                (k0, self.keys.len() as u32)
+            }
+        };
         let v0 = self.vals.len() as u32;
         self.vals.extend_from_slice(sample.values);
         self.recs.push(Rec {
             lsn,
             source: sample.source,
-            key: (k0, self.keys.len() as u32),
+            key,
             ts: sample.ts,
             now: sample.now,
             vals: (v0, self.vals.len() as u32),
@@ -984,6 +991,7 @@ impl<T> AgentCore<T> {
         self.stats.commits += 1;
         let mut g = std::mem::take(&mut self.group);
         let mut outs = std::mem::take(&mut self.scratch);
+        let mut hint = (KeyHint::default(), (u32::MAX, u32::MAX));
         for r in &g.recs {
             let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
             let vals = &g.vals[r.vals.0 as usize..r.vals.1 as usize];
@@ -997,7 +1005,11 @@ impl<T> AgentCore<T> {
             if r.source != TICK_SOURCE {
                 self.stats.readings += 1;
             }
-            if let Err(rej) = feed(&mut self.engine, &self.pf, &s) {
+            // The engine's id of the key while it stays the same (a pack).
+            if hint.1 != r.key {
+                hint = (KeyHint::default(), r.key);
+            }
+            if let Err(rej) = feed_hinted(&mut self.engine, &self.pf, &s, &mut hint.0) {
                 let d = DeadLetter {
                     now,
                     topic: format!("source/{}", r.source),

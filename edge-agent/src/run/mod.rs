@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use mqtt::{AckToken, Client, Incoming};
 use tokio::sync::mpsc;
 use weir_core::engine::Engine;
+use weir_core::keys::KeyHint;
 use weir_core::output::Output;
 use weir_core::seam::CheckpointStore;
 use weir_core::spec::OperatorKind;
@@ -168,15 +169,22 @@ impl Group {
         now: i64,
         values: &[f64],
     ) {
-        let k0 = self.keys.len() as u32;
-        self.keys.push_str(key);
+        // A pack's readings share their key: kept once.
+        let key = match self.recs.last() {
+            Some(r) if &self.keys[r.key.0 as usize..r.key.1 as usize] == key => r.key,
+            _ => {
+                let k0 = self.keys.len() as u32;
+                self.keys.push_str(key);
+                (k0, self.keys.len() as u32)
+            }
+        };
         let v0 = self.vals.len() as u32;
         self.vals.extend_from_slice(values);
         self.recs.push(Rec {
             lsn,
             source,
             msg,
-            key: (k0, self.keys.len() as u32),
+            key,
             ts,
             now,
             vals: (v0, self.vals.len() as u32),
@@ -942,6 +950,9 @@ impl Agent {
                 .observe_ack_wait(t.elapsed(), g.acks.len() as u64);
         }
         let mut readings = 0u64;
+        // The engine's id of the records' key while it stays the same (a
+        // pack's readings): looked up by name once.
+        let mut hint = (KeyHint::default(), (u32::MAX, u32::MAX));
         for r in &g.recs {
             let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
             let vals = &g.vals[r.vals.0 as usize..r.vals.1 as usize];
@@ -961,7 +972,10 @@ impl Agent {
                     *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
                 }
             }
-            if let Err(rej) = agent_core::feed(&mut self.engine, &self.pf, &s) {
+            if hint.1 != r.key {
+                hint = (KeyHint::default(), r.key);
+            }
+            if let Err(rej) = agent_core::feed_hinted(&mut self.engine, &self.pf, &s, &mut hint.0) {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 let (topic, payload) = g.topics.get(r.msg as usize).cloned().unwrap_or_default();
                 let detail = format!("key `{key}`, ts {}: {rej}", r.ts);

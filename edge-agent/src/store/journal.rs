@@ -61,15 +61,28 @@ impl Store {
         if self.staged.enc.is_empty() {
             self.staged.open_first = lsn;
         }
-        let key = match self.dict.get(sample.key) {
-            Some(&id) => KeyRef::Id(id),
-            None if (self.names.len() as u64) < self.config.max_dict_keys as u64 => {
-                let id = self.names.len() as u32;
-                self.names.push(sample.key.into());
-                self.dict.insert(sample.key.into(), id);
-                KeyRef::Id(id)
+        let key = if self.last_key.1 != u32::MAX && self.last_key.0 == sample.key {
+            KeyRef::Id(self.last_key.1)
+        } else {
+            let id = match self.dict.get(sample.key) {
+                Some(&id) => Some(id),
+                None if (self.names.len() as u64) < self.config.max_dict_keys as u64 => {
+                    let id = self.names.len() as u32;
+                    self.names.push(sample.key.into());
+                    self.dict.insert(sample.key.into(), id);
+                    Some(id)
+                }
+                None => None,
+            };
+            match id {
+                Some(id) => {
+                    self.last_key.0.clear();
+                    self.last_key.0.push_str(sample.key);
+                    self.last_key.1 = id;
+                    KeyRef::Id(id)
+                }
+                None => KeyRef::Inline(sample.key),
             }
-            None => KeyRef::Inline(sample.key),
         };
         self.staged.enc.push_part(key, sample, cont);
         self.next_lsn += 1;

@@ -566,6 +566,9 @@ pub struct Store {
     config: StoreConfig,
     dict: HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
+    /// The dictionary id of the last key appended (`u32::MAX`: none): a
+    /// pack's readings share their key, and the dictionary only grows.
+    last_key: (String, u32),
     persisted_keys: usize,
     staged: journal::Staged,
     next_lsn: Lsn,
@@ -863,6 +866,7 @@ impl Store {
             path,
             config,
             dict,
+            last_key: (String::new(), u32::MAX),
             persisted_keys: names.len(),
             names,
             staged: journal::Staged::default(),
