@@ -273,9 +273,11 @@ fn error_line(msg: &str) -> String {
 }
 
 /// The input of `weir replay`: a file, or standard input for `-`.
-fn open_in(input: &Path) -> anyhow::Result<Box<dyn io::Read>> {
+fn open_in(input: &Path) -> anyhow::Result<Box<dyn io::Read + Send>> {
     Ok(if input.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+        // Locked per read (the replay reads in 1 MiB blocks): a cascade
+        // reads its input on a thread of its own.
+        Box::new(io::stdin())
     } else {
         Box::new(
             File::open(input)

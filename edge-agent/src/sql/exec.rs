@@ -353,15 +353,16 @@ fn push_value(b: &mut Vec<u8>, v: &Value, ty: SqlType) {
 /// # Errors
 /// I/O errors of `input` or `out`. Bad rows are not errors: `on_bad` sees them.
 ///
-/// A cascade ([`SqlPipeline::inner`]) runs its first query over `input`
-/// into memory (its DOUBLEs exact), then the second over those rows; the
+/// A cascade ([`SqlPipeline::inner`]) runs its first query over `input` on
+/// a thread of its own, its rows (their DOUBLEs exact) piped into the
+/// second, so memory stays bounded whatever the input's length; the
 /// summary counts the input's rows and bad rows, the second query's
 /// windows, and the late rows of both; the engine is the second's.
-pub fn replay<R: Read, W: Write>(
+pub fn replay<R: Read + Send, W: Write>(
     p: &SqlPipeline,
     mut input: R,
     mut out: W,
-    mut on_bad: impl FnMut(&BadRow, &[u8]),
+    mut on_bad: impl FnMut(&BadRow, &[u8]) + Send,
 ) -> io::Result<(Summary, Engine)> {
     // Through trait objects: one copy of the replay loop serves every
     // caller and both stages of a cascade (it reads and writes in blocks).
@@ -370,44 +371,113 @@ pub fn replay<R: Read, W: Write>(
 
 fn replay_dyn(
     p: &SqlPipeline,
-    input: &mut dyn Read,
+    input: &mut (dyn Read + Send),
     out: &mut dyn Write,
-    on_bad: &mut dyn FnMut(&BadRow, &[u8]),
+    on_bad: &mut (dyn FnMut(&BadRow, &[u8]) + Send),
 ) -> io::Result<(Summary, Engine)> {
     let Some(first) = &p.inner else {
         let mut rows = Rows::new(&p.query);
         let header = rows.header();
-        return crate::replay::replay_with(&p.pipeline, 0, input, out, &header, &mut rows, on_bad);
+        return replay_one(&p.pipeline, input, out, &header, &mut rows, on_bad);
     };
-    let mut rows = Rows::new(&first.query).exact();
-    let header = rows.header();
-    let mut between = Vec::new();
-    let (s1, _) = crate::replay::replay_with(
-        &first.pipeline,
-        0,
-        input,
-        &mut between as &mut dyn Write,
-        &header,
-        &mut rows,
-        on_bad,
-    )?;
-    let mut rows = Rows::new(&p.query);
-    let header = rows.header();
-    let mut ignore = |_: &BadRow, _: &[u8]| {};
-    let ignore: &mut dyn FnMut(&BadRow, &[u8]) = &mut ignore;
-    // The first query's rows parse: a bad one (a NULL time) is counted.
-    let (mut s2, engine) = crate::replay::replay_with(
-        &p.pipeline,
-        0,
-        &mut &between[..] as &mut dyn Read,
-        out,
-        &header,
-        &mut rows,
-        ignore,
-    )?;
+    // The first query's rows, in blocks of at most 64 KiB, 4 in flight.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (s1, s2) = std::thread::scope(|scope| {
+        let stage1 = std::thread::Builder::new()
+            .name("weir-cascade".into())
+            .spawn_scoped(scope, move || {
+                let mut rows = Rows::new(&first.query).exact();
+                let header = rows.header();
+                let mut pipe = PipeWriter(tx);
+                replay_one(
+                    &first.pipeline,
+                    input,
+                    &mut pipe,
+                    &header,
+                    &mut rows,
+                    on_bad,
+                )
+                .map(|(s, _)| s)
+            })?;
+        let mut rows = Rows::new(&p.query);
+        let header = rows.header();
+        let mut ignore = |_: &BadRow, _: &[u8]| {};
+        let ignore: &mut dyn FnMut(&BadRow, &[u8]) = &mut ignore;
+        // The first query's rows parse: a bad one (a NULL time) is counted.
+        let mut pipe = PipeReader {
+            rx,
+            block: Vec::new(),
+            pos: 0,
+        };
+        let s2 = replay_one(&p.pipeline, &mut pipe, out, &header, &mut rows, ignore);
+        // The reader goes first: a second query that stopped on an error
+        // makes the first one's writes fail rather than wait.
+        drop(pipe);
+        let s1 = stage1
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        io::Result::Ok((s1, s2))
+    })?;
+    // The first query's error (its input) explains the second's.
+    let s1 = s1?;
+    let (mut s2, engine) = s2?;
     s2.bad_rows += s1.bad_rows;
     s2.rows = s1.rows;
     s2.late += s1.late;
-    s2.elapsed += s1.elapsed;
     Ok((s2, engine))
+}
+
+/// The one instantiation of the replay loop for SQL (trait objects).
+fn replay_one(
+    pf: &crate::pipeline_file::PipelineFile,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    header: &[u8],
+    rows: &mut Rows<'_>,
+    on_bad: &mut dyn FnMut(&BadRow, &[u8]),
+) -> io::Result<(Summary, Engine)> {
+    crate::replay::replay_with(pf, 0, input, out, header, rows, on_bad)
+}
+
+/// The writing end of the pipe between a cascade's queries.
+struct PipeWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !buf.is_empty() {
+            self.0.send(buf.to_vec()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the cascade's second query stopped",
+                )
+            })?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading end: end of input once the first query is done.
+struct PipeReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    block: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.block.len() {
+            match self.rx.recv() {
+                Ok(b) => (self.block, self.pos) = (b, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

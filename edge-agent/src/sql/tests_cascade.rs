@@ -110,3 +110,59 @@ SELECT window_start, SUM(p) AS t FROM TABLE(TUMBLE(TABLE w, DESCRIPTOR(rowtime),
         "{e}"
     );
 }
+
+/// A cascade whose first query writes many pipe blocks (12,000 second-long
+/// windows): every row arrives, in order; and an input that fails halfway
+/// fails the replay with its error.
+#[test]
+fn a_long_cascade_streams_through_the_pipe() {
+    let sql = "CREATE TABLE s (sensor STRING, ts BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rowtime AS rowtime
+) WITH ('connector' = 'filesystem', 'format' = 'csv');
+CREATE VIEW secs (k, t, m, n) AS
+  SELECT sensor, window_time, AVG(v), COUNT(*)
+  FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
+  GROUP BY sensor, window_start, window_end, window_time;
+SELECT k, window_start, MAX(m) AS top, SUM(n) AS n, COUNT(*) AS windows
+FROM TABLE(TUMBLE(TABLE secs, DESCRIPTOR(t), INTERVAL '10' SECONDS))
+GROUP BY k, window_start, window_end;";
+    const T0: i64 = 1_700_000_000_000;
+    // 20 sensors, 10 readings a second each for 600 s; a reading's value
+    // is its second, so each second's mean is the second itself.
+    let mut input = String::new();
+    for tenth in 0..6_000i64 {
+        for k in 0..20 {
+            input.push_str(&format!("s{k:02},{},{}\n", T0 + tenth * 100, tenth / 10));
+        }
+    }
+    let rows = run(sql, &input);
+    assert_eq!(rows.len(), 1 + 20 * 60);
+    assert_eq!(rows[0], "k,window_start,top,n,windows");
+    for (i, row) in rows[1..].iter().enumerate() {
+        let (k, w) = (i / 60, i % 60);
+        // T0 is 2023-11-14 22:13:20 UTC, 80,000 s into its day.
+        let t = 80_000 + w * 10;
+        let start = format!(
+            "2023-11-14 {:02}:{:02}:{:02}.000",
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        );
+        let top = w * 10 + 9;
+        assert_eq!(row, &format!("s{k:02},{start},{top}.000000,100,10"));
+    }
+    let p = parse("q.sql", sql).unwrap();
+    let failing = std::io::Read::chain(&input.as_bytes()[..200_000], Failing);
+    let err = exec::replay(&p, failing, Vec::new(), |_, _| {}).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Other);
+    assert!(err.to_string().contains("disk gone"), "{err}");
+}
+
+struct Failing;
+
+impl std::io::Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("disk gone"))
+    }
+}
