@@ -562,6 +562,18 @@ impl Ctx<'_> {
 
     /// An aggregate call, or `None` if `f` is not one.
     fn aggregate(&mut self, f: &ast::Function, at: Location) -> Err<Option<(Expr, SqlType)>> {
+        self.aggregate_as(f, at, true)
+    }
+
+    /// [`Ctx::aggregate`]; `integral`: an `AVG`, `STDDEV_*` or `VAR_*` of
+    /// an integer column is Flink's integer expression (a detector watches
+    /// the engine's own aggregate instead).
+    fn aggregate_as(
+        &mut self,
+        f: &ast::Function,
+        at: Location,
+        integral: bool,
+    ) -> Err<Option<(Expr, SqlType)>> {
         let name = fname(f);
         let agg = match name.as_str() {
             "COUNT" => AggKind::Count,
@@ -643,13 +655,25 @@ impl Ctx<'_> {
             }
             a => a,
         };
-        if matches!(ty, SqlType::Int | SqlType::BigInt)
+        if integral
+            && matches!(ty, SqlType::Int | SqlType::BigInt)
             && matches!(
                 agg,
                 AggKind::Mean | AggKind::Stddev | AggKind::StddevSample | AggKind::Variance
             )
         {
             return self.integral_average(&name, field, ty, at).map(Some);
+        }
+        if let (true, SqlType::Decimal(s), AggKind::Mean) = (integral, ty, agg) {
+            // Flink: DECIMAL(38, max(6, s)), the exact sum (the double sum
+            // rounded to its s decimals) over the count, rounded half up.
+            let n = Expr::Col(self.slot(AggKind::Count, field, at)?);
+            let sum = Expr::Col(self.slot(AggKind::Sum, field, at)?);
+            let exact = Expr::Call(Func::Round, vec![sum, Expr::num(f64::from(s))]);
+            return Ok(Some((
+                Expr::bin(BinOp::Div, exact, n),
+                SqlType::Decimal(s.max(6)),
+            )));
         }
         let col = Expr::Col(self.slot(agg, field, at)?);
         let out_ty = match (agg, ty) {
@@ -784,7 +808,8 @@ impl Ctx<'_> {
                 usage,
             ));
         };
-        let Some((Expr::Col(c), _)) = self.aggregate(inner, loc_of(args[0].1, at))? else {
+        let Some((Expr::Col(c), _)) = self.aggregate_as(inner, loc_of(args[0].1, at), false)?
+        else {
             return Err(SqlError::at(
                 loc_of(args[0].1, at),
                 "EWMA_Z watches one plain aggregate (not VAR_SAMP)",

@@ -309,8 +309,9 @@ fn projection_expressions() {
         rows,
         [
             "window_start,twice,load,top,avg1,spread,same_max,zero,lo,flagged,window_end",
-            "2020-04-15 08:00:00.000,22.00,busy,5,3.700000,3.00,5.000000,0.000000,2.00,true,2020-04-15 08:10:00.000",
-            "2020-04-15 08:10:00.000,20.00,busy,6,3.300000,5.00,6.000000,0.000000,1.00,true,2020-04-15 08:20:00.000",
+            // ROUND(AVG(DECIMAL(10, 2)), 1) is a DECIMAL(38, 1), as in Flink.
+            "2020-04-15 08:00:00.000,22.00,busy,5,3.7,3.00,5.000000,0.000000,2.00,true,2020-04-15 08:10:00.000",
+            "2020-04-15 08:10:00.000,20.00,busy,6,3.3,5.00,6.000000,0.000000,1.00,true,2020-04-15 08:20:00.000",
         ]
     );
 }
@@ -1156,4 +1157,74 @@ fn integer_averages_are_integers_as_in_flink() {
             "c,3,7,0,1,0,1,3.500000",
         ]
     );
+}
+
+/// `EWMA_Z` watches the engine's mean of an `INT` column (weir's own
+/// detector), though `AVG` of it is Flink's integer.
+#[test]
+fn a_detector_watches_the_mean_of_an_integer_column() {
+    let ddl = "CREATE TABLE s (
+  ts TIMESTAMP(3),
+  sensor STRING,
+  v INT,
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');
+";
+    let q = |agg: &str| {
+        run(
+            &format!(
+                "{ddl}SELECT sensor, window_start, {agg} AS a, EWMA_Z({agg}, 0.5, 1.0, 1) AS odd
+  FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+  GROUP BY sensor, window_start, window_end;"
+            ),
+            "2020-04-15 08:00:01,a,1\n2020-04-15 08:00:01.5,a,2\n2020-04-15 08:00:02,a,1\n\
+             2020-04-15 08:00:03,a,1\n2020-04-15 08:00:04,a,9\n",
+        )
+    };
+    // Means 1.5, 1, 1, 9; AVG of the INT shows 1, 1, 1, 9.
+    let ints = q("AVG(v)");
+    let doubles = q("AVG(CAST(v AS DOUBLE))");
+    let flags = |rows: &[String]| {
+        rows.iter()
+            .map(|r| r.rsplit(',').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(flags(&ints), flags(&doubles));
+    assert_eq!(flags(&ints).last().map(String::as_str), Some("true"));
+    let means: Vec<&str> = ints[1..]
+        .iter()
+        .map(|r| r.split(',').nth(2).unwrap())
+        .collect();
+    assert_eq!(means, ["1", "1", "1", "9"]);
+}
+
+/// `AVG` of a `DECIMAL(p, s)` is Flink's `DECIMAL(38, max(6, s))`: the
+/// exact sum over the count, rounded half up. 0.03 / 32 is 0.0009375
+/// exactly; the double nearest 0.03, over 32, lies below it (0.000937 if
+/// rounded on the binary value).
+#[test]
+fn decimal_averages_round_as_flink_does() {
+    let ddl = "CREATE TABLE s (
+  ts TIMESTAMP(3),
+  sensor STRING,
+  price DECIMAL(10, 2),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');
+";
+    let mut input = String::from("2020-04-15 08:00:01,a,0.03\n");
+    for i in 0..31 {
+        input.push_str(&format!("2020-04-15 08:00:02.{i:03},a,0.00\n"));
+    }
+    input.push_str(
+        "2020-04-15 08:00:01,b,4.00\n2020-04-15 08:00:02,b,2.00\n2020-04-15 08:00:03,b,5.00\n",
+    );
+    let rows = run(
+        &format!(
+            "{ddl}SELECT sensor, AVG(price) AS a, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+  GROUP BY sensor, window_start, window_end;"
+        ),
+        &input,
+    );
+    assert_eq!(rows, ["sensor,a,n", "a,0.000938,32", "b,3.666667,3"]);
 }
