@@ -1693,10 +1693,15 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
         ));
     };
     match super::views::expand(*q, views, &tables, at)? {
-        super::views::Expanded::Inlined(q, inlined) => {
+        super::views::Expanded::Inlined(q, inlined, star) => {
             let mut p = compile_query(&tables, &sets, &funcs, explain, insert, &q, at)?;
             if let Some(note) = inlined {
                 p.query.explain.push_str(&note);
+            }
+            if let Some(star) = star {
+                let mut names: Vec<&mut String> =
+                    p.query.columns.iter_mut().map(|c| &mut c.name).collect();
+                star.apply(&mut names);
             }
             Ok(p)
         }
@@ -1738,7 +1743,7 @@ fn cascade_first(
     at: Location,
 ) -> Err<SqlPipeline> {
     let q = match super::views::expand(q, views, tables, at)? {
-        super::views::Expanded::Inlined(q, _) => q,
+        super::views::Expanded::Inlined(q, _, _) => q,
         super::views::Expanded::Cascade { inner, .. } => {
             return Err(SqlError::unsupported(
                 inner.at,

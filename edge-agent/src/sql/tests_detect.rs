@@ -196,3 +196,25 @@ fn the_example_compiles_for_the_agent() {
     assert_eq!(sink.columns, ["pump", "at_ms", "rms", "score"]);
     assert!(p.query.scores && p.query.having.is_some());
 }
+
+/// `SELECT *` over a view names the columns after the view's, and the rows
+/// are those of the query over the table.
+#[test]
+fn select_star_over_a_view_takes_the_views_names() {
+    let input = input();
+    let rows = |q: &str| {
+        let p = parse("q.sql", &format!("{DDL}{q}")).unwrap();
+        let mut out = Vec::new();
+        exec::replay(&p, input.as_bytes(), &mut out, |b, _| panic!("{b:?}")).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let table = rows("SELECT *, score > 0.5 AS high FROM TABLE(KESTREL(TABLE s PARTITION BY sensor, DESCRIPTOR(rowtime), DESCRIPTOR(v)));");
+    let view = rows("CREATE VIEW pumps (pump, t, level) AS SELECT sensor, rowtime, v FROM s;
+SELECT *, score > 0.5 AS high FROM TABLE(KESTREL(TABLE pumps PARTITION BY pump, DESCRIPTOR(t), DESCRIPTOR(level)));");
+    let (th, tb) = table.split_once('\n').unwrap();
+    let (vh, vb) = view.split_once('\n').unwrap();
+    assert_eq!(th, "sensor,rowtime,v,score,anomaly,high");
+    assert_eq!(vh, "pump,t,level,score,anomaly,high");
+    assert_eq!(tb, vb);
+    assert!(tb.lines().count() > 2000);
+}

@@ -93,11 +93,37 @@ fn and(a: Option<String>, b: Option<String>) -> Option<String> {
     }
 }
 
+/// The result columns a table function's `SELECT *` expands to over a
+/// view: named after the table's columns by the planner, renamed here
+/// after the view's.
+#[derive(Debug, Default)]
+pub struct StarNames {
+    /// The `*`'s place in the `SELECT` list.
+    pub at: usize,
+    /// Items in the `SELECT` list.
+    pub items: usize,
+    /// (table column, the view's name for it).
+    pub names: Vec<(String, String)>,
+}
+
+impl StarNames {
+    /// Renames the columns the `*` gave, among `names` (all result columns).
+    pub fn apply(&self, names: &mut [&mut String]) {
+        let count = (names.len() + 1).saturating_sub(self.items);
+        for n in names.iter_mut().skip(self.at).take(count) {
+            if let Some((_, v)) = self.names.iter().find(|(t, _)| eq(t, n)) {
+                **n = v.clone();
+            }
+        }
+    }
+}
+
 /// A query with its views dealt with ([`expand`]).
 #[derive(Debug)]
 pub enum Expanded {
-    /// The query over tables only, and what was inlined, for `EXPLAIN`.
-    Inlined(Query, Option<String>),
+    /// The query over tables only, what was inlined (for `EXPLAIN`), and
+    /// the names of a table function's `SELECT *` over a view.
+    Inlined(Query, Option<String>, Option<StarNames>),
     /// The query reads a view that aggregates (`GROUP BY`): a cascade of
     /// two queries, the view's rows the input of `outer`, which reads them
     /// as a table named like the view.
@@ -148,8 +174,8 @@ pub fn expand(mut q: Query, mut views: Vec<View>, tables: &[Table], at: Location
         }
     }
     Ok(match inline(&mut q, &views, tables, at)? {
-        Inline::Nothing => Expanded::Inlined(q, None),
-        Inline::View(r) => {
+        Inline::Nothing => Expanded::Inlined(q, None, None),
+        Inline::View(r, star) => {
             let note = format!(
                 "view {} over table `{}`: inlined (its columns are expressions over the table, its WHERE is ANDed to the query's)\n",
                 r.chain
@@ -159,7 +185,7 @@ pub fn expand(mut q: Query, mut views: Vec<View>, tables: &[Table], at: Location
                     .join(" over "),
                 r.base
             );
-            Expanded::Inlined(q, Some(note))
+            Expanded::Inlined(q, Some(note), star)
         }
         Inline::CascadeAt(i) => {
             let inner = views.remove(i);
@@ -182,8 +208,8 @@ pub fn expand(mut q: Query, mut views: Vec<View>, tables: &[Table], at: Location
 enum Inline {
     /// The query reads no view.
     Nothing,
-    /// It read this view, now inlined.
-    View(Box<Resolved>),
+    /// It read this view, now inlined (and a table function's `*` over it).
+    View(Box<Resolved>, Option<StarNames>),
     /// It reads the view at this index, which aggregates: left to a cascade.
     CascadeAt(usize),
     /// It reads this subquery, which aggregates: left to a cascade.
@@ -226,6 +252,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
         return Ok(Inline::Nothing);
     };
     let index_of = |name: &str| views.iter().rposition(|v| eq(&v.name, name));
+    let mut tf = false;
     // The view the query reads, by name in FROM or in a table function's
     // `TABLE v [PARTITION BY …]`, or a subquery in FROM.
     let r = match &mut from.relation {
@@ -339,9 +366,34 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
                     _ => {}
                 }
             }
+            tf = true;
             r
         }
         _ => return Ok(Inline::Nothing),
+    };
+    // A table function's `*` is planned over the table: its columns are
+    // renamed after the view's plain columns.
+    let stars: Vec<usize> = (sel.projection.iter().enumerate())
+        .filter(|(_, i)| matches!(i, SelectItem::Wildcard(_)))
+        .map(|(i, _)| i)
+        .collect();
+    let star = match stars[..] {
+        [pos] if tf => {
+            let mut names = Vec::new();
+            for (view, text) in &r.cols {
+                if let Ok(SExpr::Identifier(id)) = read(text, at) {
+                    if !eq(&id.value, view) {
+                        names.push((id.value, view.clone()));
+                    }
+                }
+            }
+            Some(StarNames {
+                at: pos,
+                items: sel.projection.len(),
+                names,
+            })
+        }
+        _ => None,
     };
     for item in &mut sel.projection {
         match item {
@@ -385,7 +437,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
     if let Some(h) = &mut sel.having {
         subst(&r, h, at, None)?;
     }
-    Ok(Inline::View(Box::new(r)))
+    Ok(Inline::View(Box::new(r), star))
 }
 
 /// A view's columns over its table, recursively through views it reads
