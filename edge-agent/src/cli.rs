@@ -121,11 +121,16 @@ pub enum Command {
         action: Fleet,
     },
     /// An interactive Flink SQL shell (as Flink's SQL client): CREATE TABLE,
-    /// SET, then SELECT over the table's file; EXPLAIN prints the plan.
+    /// SET, then SELECT over the table's file or, for an mqtt table, its
+    /// topics on the live broker; EXPLAIN prints the plan.
     Sql {
         /// Run this file's statements first (as Flink's `-i` init file).
         #[arg(long, short)]
         init: Option<PathBuf>,
+        /// The broker queries over mqtt tables read (`SET
+        /// 'weir.sql.broker'` changes it in the session).
+        #[arg(long, default_value = crate::sql::shell::DEFAULT_BROKER)]
+        broker: String,
     },
     /// User functions in WebAssembly (docs/functions.md).
     Functions {
@@ -345,7 +350,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Functions {
             action: FunctionsCmd::Embed { pipeline, output },
         } => cmd_functions_embed(&pipeline, output.as_deref()),
-        Command::Sql { init } => cmd_sql(init.as_deref()),
+        Command::Sql { init, broker } => cmd_sql(init.as_deref(), &broker),
         Command::Gen { workload } => cmd_gen(workload),
         Command::Replay {
             pipeline,
@@ -547,8 +552,26 @@ fn cmd_functions_embed(pipeline: &Path, output: Option<&Path>) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// `weir sql`: the interactive shell, after the statements of `init`.
-fn cmd_sql(init: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `weir sql`: the interactive shell, after the statements of `init`. A
+/// Ctrl-C ends a live query (and the shell when none runs).
+fn cmd_sql(init: Option<&Path>, broker: &str) -> anyhow::Result<ExitCode> {
+    let int: &'static crate::sql::live::Interrupt = Box::leak(Box::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("weir-sql-signal".into())
+        .spawn(move || {
+            rt.block_on(async {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if int.running.load(std::sync::atomic::Ordering::Relaxed) {
+                        int.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        std::process::exit(130);
+                    }
+                }
+            })
+        })?;
     let stdin = io::stdin();
     let prompt = std::io::IsTerminal::is_terminal(&stdin);
     let init_text = match init {
@@ -560,7 +583,7 @@ fn cmd_sql(init: Option<&Path>) -> anyhow::Result<ExitCode> {
         None => String::new(),
     };
     let input = io::Read::chain(init_text.as_bytes(), stdin.lock());
-    crate::sql::shell::run(input, io::stdout().lock(), prompt)?;
+    crate::sql::shell::run_with(input, io::stdout().lock(), prompt, broker, int)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -952,6 +952,13 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
             }
             commas.clear();
         }
+        // What this block's rows gave goes out now: a live input (`weir
+        // sql` over a broker) sends a block as it arrives, and its rows must
+        // not wait for the next one.
+        if !obuf.is_empty() {
+            out.write_all(&obuf)?;
+            obuf.clear();
+        }
         buf.copy_within(pos..filled, 0);
         filled -= pos;
         if filled == buf.len() - 1 || (filled >= MAX_LINE && !eof) {

@@ -5,6 +5,7 @@
 //! an empty field; strings are quoted when they hold `,`, `"` or a newline.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use weir_core::engine::{Engine, Reject};
 use weir_core::expr::Value;
@@ -366,7 +367,99 @@ pub fn replay<R: Read + Send, W: Write>(
 ) -> io::Result<(Summary, Engine)> {
     // Through trait objects: one copy of the replay loop serves every
     // caller and both stages of a cascade (it reads and writes in blocks).
-    replay_dyn(p, &mut input, &mut out, &mut on_bad)
+    let Some(n) = p.query.limit else {
+        return replay_dyn(p, &mut input, &mut out, &mut on_bad);
+    };
+    // `LIMIT n`: the rows after the first n are not written, and the input
+    // ends at the next block once they are out.
+    let done = AtomicBool::new(false);
+    let mut input = UntilDone {
+        inner: input,
+        done: &done,
+    };
+    let mut out = Limited {
+        inner: out,
+        left: n,
+        header: true,
+        quoted: false,
+        done: &done,
+    };
+    if n == 0 {
+        done.store(true, Relaxed);
+    }
+    // Once the rows are out, the input ends mid-block: its last line may
+    // be cut short, and what comes after the limit is not reported.
+    let mut after = 0u64;
+    let mut bad = |b: &BadRow, line: &[u8]| {
+        if done.load(Relaxed) {
+            after += 1;
+        } else {
+            on_bad(b, line);
+        }
+    };
+    let (mut sum, engine) = replay_dyn(p, &mut input, &mut out, &mut bad)?;
+    sum.windows = sum.windows.min(n);
+    sum.bad_rows -= after;
+    Ok((sum, engine))
+}
+
+/// An input that ends once `done` is set ([`Limited`]).
+struct UntilDone<'a, R> {
+    inner: R,
+    done: &'a AtomicBool,
+}
+
+impl<R: Read> Read for UntilDone<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done.load(Relaxed) {
+            return Ok(0);
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// CSV output cut after the header and `left` rows (a newline inside a
+/// quoted field does not end a row); then `done` is set and the rest is
+/// dropped.
+struct Limited<'a, W> {
+    inner: W,
+    left: u64,
+    header: bool,
+    quoted: bool,
+    done: &'a AtomicBool,
+}
+
+impl<W: Write> Write for Limited<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.done.load(Relaxed) && !self.header {
+            return Ok(buf.len());
+        }
+        let mut cut = buf.len();
+        for (i, &c) in buf.iter().enumerate() {
+            match c {
+                b'"' => self.quoted = !self.quoted,
+                b'\n' if !self.quoted => {
+                    if self.header {
+                        self.header = false;
+                    } else {
+                        self.left = self.left.saturating_sub(1);
+                    }
+                    if self.left == 0 {
+                        self.done.store(true, Relaxed);
+                        cut = i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.inner.write_all(&buf[..cut])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn replay_dyn(
@@ -404,11 +497,7 @@ fn replay_dyn(
         let mut ignore = |_: &BadRow, _: &[u8]| {};
         let ignore: &mut dyn FnMut(&BadRow, &[u8]) = &mut ignore;
         // The first query's rows parse: a bad one (a NULL time) is counted.
-        let mut pipe = PipeReader {
-            rx,
-            block: Vec::new(),
-            pos: 0,
-        };
+        let mut pipe = PipeReader::new(rx);
         let s2 = replay_one(&p.pipeline, &mut pipe, out, &header, &mut rows, ignore);
         // The reader goes first: a second query that stopped on an error
         // makes the first one's writes fail rather than wait.
@@ -461,10 +550,21 @@ impl Write for PipeWriter {
 }
 
 /// The reading end: end of input once the first query is done.
-struct PipeReader {
+pub(super) struct PipeReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     block: Vec<u8>,
     pos: usize,
+}
+
+impl PipeReader {
+    /// Reads the blocks `rx` gives, in order, until its senders are gone.
+    pub(super) fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        PipeReader {
+            rx,
+            block: Vec::new(),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for PipeReader {

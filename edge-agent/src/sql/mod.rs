@@ -20,6 +20,7 @@ pub mod ddl;
 pub mod dialect;
 pub mod exec;
 pub mod groups;
+pub mod live;
 pub mod plan;
 pub mod shell;
 pub mod stage;
@@ -363,6 +364,12 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
+        if let Some(n) = q.limit {
+            return Err((
+                format!("weir run does not take LIMIT {n}: a gateway's query runs for as long as readings come (weir replay and weir sql take it)"),
+                "remove the LIMIT".into(),
+            ));
+        }
         if q.groups.is_some() {
             return Err((
                 "weir run does not take several GROUP BY key columns or GROUPING SETS / ROLLUP / CUBE yet (the agent's decoder gives one key per message; weir replay, weir sql and weir check take them)".into(),
@@ -660,6 +667,8 @@ mod tests_detect;
 mod tests_distinct;
 #[cfg(test)]
 mod tests_groups;
+#[cfg(test)]
+mod tests_limit;
 #[cfg(test)]
 mod tests_nulls;
 #[cfg(test)]

@@ -157,6 +157,9 @@ pub struct Query {
     /// a window result ([`super::stage::score_row`]): `window_start` the
     /// sample's time, values `[value, score]`, the flag the alert.
     pub scores: bool,
+    /// `LIMIT n`: the query ends after its first `n` result rows (`weir
+    /// replay`, `weir sql`; `weir run` refuses it).
+    pub limit: Option<u64>,
 }
 
 /// Where `weir run` publishes a query's result rows: [`Query::sink`].
@@ -1758,6 +1761,13 @@ fn cascade_first(
     let mut sets = sets.to_vec();
     sets.push(("pipeline.name".into(), name.to_string(), at));
     let first = compile_query(tables, &sets, funcs, false, None, &q, at)?;
+    if first.query.limit.is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            &format!("view `{name}`: LIMIT in the first query of a cascade"),
+            "LIMIT on the query that reads the view",
+        ));
+    }
     if first.keyed.is_some() || first.query.scores || first.query.groups.is_some() {
         return Err(SqlError::unsupported(
             at,
@@ -1963,6 +1973,7 @@ pub struct UdfUse {
     pub source: usize,
 }
 
+/// A query with its `LIMIT` ([`Query::limit`]).
 fn compile_query(
     tables: &[Table],
     sets: &[(String, String, Location)],
@@ -1972,13 +1983,72 @@ fn compile_query(
     q: &ast::Query,
     at: Location,
 ) -> Err<SqlPipeline> {
-    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+    if q.order_by.is_some() || q.fetch.is_some() {
         return Err(SqlError::unsupported(
             at,
-            "ORDER BY / LIMIT / FETCH",
-            "a single SELECT … GROUP BY (results come in window order)",
+            "ORDER BY / FETCH",
+            "a single SELECT … GROUP BY (results come in window order), with LIMIT n for the first n rows",
         ));
     }
+    let limit = limit_of(q.limit_clause.as_ref(), at)?;
+    let mut p = compile_select(tables, sets, funcs, explain, insert, q, at)?;
+    if let Some(n) = limit {
+        p.query.explain.push_str(&format!(
+            "limit: the first {n} result row(s), then the query ends\n"
+        ));
+    }
+    p.query.limit = limit;
+    Ok(p)
+}
+
+/// `LIMIT n` (Flink's: the first `n` rows, in the order they come).
+fn limit_of(l: Option<&ast::LimitClause>, at: Location) -> Err<Option<u64>> {
+    let Some(l) = l else { return Ok(None) };
+    let (limit, offset) = match l {
+        ast::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        } if limit_by.is_empty() => (limit.as_ref(), offset.is_some()),
+        ast::LimitClause::LimitOffset { .. } => (None, true),
+        ast::LimitClause::OffsetCommaLimit { .. } => (None, true),
+    };
+    if offset {
+        return Err(SqlError::unsupported(
+            at,
+            "OFFSET (or LIMIT BY) in a streaming query",
+            "LIMIT n: the first n result rows",
+        ));
+    }
+    let Some(e) = limit else {
+        // LIMIT ALL
+        return Ok(None);
+    };
+    let count = match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<u64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    count.map(Some).ok_or_else(|| {
+        SqlError::at(
+            loc_of(e, at),
+            format!("LIMIT {e}: not a row count"),
+            "write LIMIT and a whole number of rows, e.g. LIMIT 10",
+        )
+    })
+}
+
+fn compile_select(
+    tables: &[Table],
+    sets: &[(String, String, Location)],
+    funcs: &[(String, String, Location)],
+    explain: bool,
+    insert: Option<(String, Location)>,
+    q: &ast::Query,
+    at: Location,
+) -> Err<SqlPipeline> {
     let SetExpr::Select(sel) = &*q.body else {
         return Err(SqlError::unsupported(
             at,
@@ -2688,6 +2758,7 @@ fn compile_query(
             ops: (0..op_fields.len() * nsets).collect(),
             groups,
             scores: false,
+            limit: None,
             slots: slot_place,
             flags,
             having: having.map(|h| h.0),
@@ -3317,6 +3388,7 @@ fn table_function(
             keyed: true,
             groups: None,
             scores: builtin.is_some(),
+            limit: None,
             ops: vec![0],
             slots: (0..columns.len()).map(|i| (0, i)).collect(),
             flags: if flag { vec![0] } else { Vec::new() },

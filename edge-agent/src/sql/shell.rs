@@ -3,13 +3,15 @@
 //! Statements end with `;` and may span lines. `CREATE TABLE` and `SET`
 //! are kept for the session; a `SELECT` (or `INSERT INTO … SELECT`) runs at
 //! once over the source table's `'path'` file and prints its rows as a
-//! table (Flink's "tableau" result mode); `EXPLAIN` prints the plan. Also:
+//! table (Flink's "tableau" result mode), or over an mqtt table's topics on
+//! the live broker, printing rows as their windows fire until `LIMIT n`
+//! rows or Ctrl-C ([`super::live`]); `EXPLAIN` prints the plan. Also:
 //! `SHOW TABLES`, `HELP`, `QUIT` / `EXIT`.
 
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 
-use super::{plan, statements, Statement};
+use super::{live, plan, statements, Statement};
 
 /// Splits complete statements (ending in `;` outside quotes and `--`
 /// comments) off the front of `buf`; what is left is an unfinished one.
@@ -43,9 +45,16 @@ fn take_statements(buf: &mut String) -> Vec<String> {
     out
 }
 
+/// The broker a live query reads when neither `weir sql --broker` nor
+/// `SET 'weir.sql.broker'` names one.
+pub const DEFAULT_BROKER: &str = "mqtt://localhost:1883";
+
 /// The session: statements kept across queries.
-#[derive(Default)]
-struct Session {
+struct Session<'i> {
+    /// The broker of live queries (`SET 'weir.sql.broker'`).
+    broker: String,
+    /// Ctrl-C during a live query.
+    int: &'i live::Interrupt,
     /// Each kept statement with the text it was read from and its place
     /// among that text's statements: a query compiles statements read
     /// again from their text (the syntax tree is not cloned: its `Clone`
@@ -55,15 +64,18 @@ struct Session {
 
 const HELP: &str = "Statements (end each with ;):
   CREATE TABLE t (...) WITH (...)   register a table for this session
-  SET 'key' = 'value'               pipeline.name, weir.state.max-keys, table.exec.state.ttl
-  SELECT ... / INSERT INTO ...      run over the source table's 'path' and print the rows
+  SET 'key' = 'value'               pipeline.name, weir.state.max-keys, table.exec.state.ttl,
+                                    weir.sql.broker (mqtt://HOST:PORT, for mqtt tables)
+  SELECT ... / INSERT INTO ...      run over the source table's 'path' and print the rows,
+                                    or over an mqtt table's topics on the broker, printing
+                                    rows as windows fire (LIMIT n or Ctrl-C ends it)
   EXPLAIN SELECT ...                print the plan
   SHOW TABLES                       list the registered tables
   HELP                              this text
   QUIT / EXIT                       leave
 The supported Flink SQL is listed in docs/sql.md.";
 
-impl Session {
+impl Session<'_> {
     /// Runs one statement; `Ok(false)` ends the session.
     fn run(&mut self, text: &str, out: &mut dyn Write) -> io::Result<bool> {
         let word = text
@@ -116,6 +128,10 @@ impl Session {
                     self.kept.push((text.to_string(), i, s));
                     writeln!(out, "[INFO] Execute statement succeeded.")?;
                 }
+                Statement::Set(ref k, ref v, _) if k == "weir.sql.broker" => {
+                    self.broker = v.clone();
+                    writeln!(out, "[INFO] Execute statement succeeded.")?;
+                }
                 Statement::Set(..)
                 | Statement::CreateFunction { .. }
                 | Statement::CreateView(_) => {
@@ -151,12 +167,16 @@ impl Session {
             return write!(out, "{}", p.query.explain);
         }
         let Some(path) = &p.input_path else {
+            let src = p.inner.as_deref().unwrap_or(p);
+            if let Some(Some(m)) = src.pipeline.mqtt.first() {
+                return live::run(p, m, &self.broker, self.int, out);
+            }
             return error(
                 out,
                 0,
                 0,
                 "the source table has no 'path' to read",
-                "give the filesystem table 'path' = 'file.csv' (the shell reads files; weir run reads MQTT)",
+                "give the filesystem table 'path' = 'file.csv', or read an mqtt table on the broker",
             );
         };
         let file = match std::fs::File::open(Path::new(path)) {
@@ -184,7 +204,13 @@ impl Session {
     }
 }
 
-fn error(out: &mut dyn Write, line: u64, col: u64, msg: &str, help: &str) -> io::Result<()> {
+pub(super) fn error(
+    out: &mut dyn Write,
+    line: u64,
+    col: u64,
+    msg: &str,
+    help: &str,
+) -> io::Result<()> {
     if line > 0 {
         writeln!(out, "[ERROR] {line}:{col}: {msg}")?;
     } else {
@@ -236,8 +262,33 @@ fn tableau(out: &mut dyn Write, csv: &str) -> io::Result<()> {
 /// # Errors
 /// I/O errors of `input` or `out`. SQL errors are printed and the session
 /// goes on.
-pub fn run<R: BufRead, W: Write>(input: R, mut out: W, prompt: bool) -> io::Result<()> {
-    let mut session = Session::default();
+pub fn run<R: BufRead, W: Write>(input: R, out: W, prompt: bool) -> io::Result<()> {
+    run_with(
+        input,
+        out,
+        prompt,
+        DEFAULT_BROKER,
+        &live::Interrupt::default(),
+    )
+}
+
+/// [`run`], live queries reading `broker` (until `SET 'weir.sql.broker'`)
+/// and ended by `int` (the caller's Ctrl-C handler).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with<R: BufRead, W: Write>(
+    input: R,
+    mut out: W,
+    prompt: bool,
+    broker: &str,
+    int: &live::Interrupt,
+) -> io::Result<()> {
+    let mut session = Session {
+        broker: broker.to_string(),
+        int,
+        kept: Vec::new(),
+    };
     let mut buf = String::new();
     if prompt {
         write!(out, "Flink SQL> ")?;
