@@ -148,8 +148,116 @@ pub enum CastTo {
     Int,
     /// `BOOLEAN`: 0 is false, other numbers true; strings `true`/`false`.
     Bool,
-    /// `STRING`.
-    Str,
+    /// `STRING`, written as Flink writes a value of the argument's type.
+    Str(StrFrom),
+}
+
+/// The argument type of a `CAST(… AS STRING)`: Flink writes a number by
+/// its type ([`to_text`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrFrom {
+    /// A `STRING` or `BOOLEAN` (`TRUE` / `FALSE`), or a number written in
+    /// shortest form.
+    Any,
+    /// `INT` / `BIGINT`: `42`.
+    Int,
+    /// `DOUBLE`: as Java's `Double.toString`, `42.0`, `0.001`, `1.0E7`,
+    /// `1.5E-4`.
+    Double,
+    /// `DECIMAL(p, s)`: `s` decimals, `4.00`.
+    Decimal(u8),
+    /// `TIMESTAMP(3)` / `TIMESTAMP_LTZ(3)` of epoch milliseconds (UTC):
+    /// `2020-04-15 08:05:00.000`.
+    TimestampMs,
+}
+
+/// A number as `CAST(x AS STRING)` writes it for an argument of type `from`.
+pub fn to_text(x: f64, from: StrFrom) -> String {
+    match from {
+        StrFrom::Double => java_double(x),
+        StrFrom::Int if x.is_finite() => alloc::format!("{}", libm::trunc(x) as i64),
+        StrFrom::Decimal(s) if x.is_finite() => {
+            let r = round_decimal(x, s.into(), false);
+            let t = alloc::format!("{:.*}", usize::from(s), r);
+            // No negative zero: Java's BigDecimal has none.
+            if t.starts_with('-') && t.bytes().all(|b| matches!(b, b'-' | b'0' | b'.')) {
+                t[1..].to_string()
+            } else {
+                t
+            }
+        }
+        StrFrom::TimestampMs if x.is_finite() => timestamp_text(x as i64),
+        _ => x.to_string(),
+    }
+}
+
+/// Java's `Double.toString` on the shortest decimal that reads back as
+/// `x`: plain notation with at least one decimal for `1e-3 <= |x| < 1e7`,
+/// else one digit, at least one decimal and `E` with the exponent.
+fn java_double(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x == 0.0 {
+        return alloc::format!("{sign}0.0");
+    }
+    // `d.ddde±n`: the shortest digits and the exponent.
+    let e = alloc::format!("{:e}", libm::fabs(x));
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let ax = libm::fabs(x);
+    if (1e-3..1e7).contains(&ax) {
+        let point = exp + 1; // digits before the decimal point
+        let (int, frac) = if point <= 0 {
+            let zeros = "0".repeat(point.unsigned_abs() as usize);
+            ("0".to_string(), zeros + &digits)
+        } else {
+            let p = point as usize;
+            if digits.len() > p {
+                (digits[..p].to_string(), digits[p..].to_string())
+            } else {
+                (
+                    digits.clone() + &"0".repeat(p - digits.len()),
+                    String::new(),
+                )
+            }
+        };
+        let frac = if frac.is_empty() { "0".into() } else { frac };
+        alloc::format!("{sign}{int}.{frac}")
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let rest = if rest.is_empty() { "0" } else { rest };
+        alloc::format!("{sign}{first}.{rest}E{exp}")
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.sss` of epoch milliseconds (UTC, proleptic
+/// Gregorian calendar).
+fn timestamp_text(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    alloc::format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
 }
 
 /// A scalar expression.
@@ -525,13 +633,13 @@ fn cast(v: Value, to: CastTo) -> Value {
         (Value::Num(x), CastTo::Decimal(s)) => Value::Num(round_decimal(x, s.into(), false)),
         (Value::Num(x), CastTo::Int) if x.is_finite() => Value::Num(libm::trunc(x)),
         (Value::Num(x), CastTo::Bool) => Value::Bool(x != 0.0),
-        (Value::Num(x), CastTo::Str) => Value::Str(x.to_string()),
+        (Value::Num(x), CastTo::Str(from)) => Value::Str(to_text(x, from)),
         (Value::Bool(b), CastTo::Double | CastTo::Int | CastTo::Decimal(_)) => {
             Value::Num(b as u8 as f64)
         }
         (Value::Bool(b), CastTo::Bool) => Value::Bool(b),
-        (Value::Bool(b), CastTo::Str) => Value::Str(if b { "TRUE" } else { "FALSE" }.into()),
-        (Value::Str(s), CastTo::Str) => Value::Str(s),
+        (Value::Bool(b), CastTo::Str(_)) => Value::Str(if b { "TRUE" } else { "FALSE" }.into()),
+        (Value::Str(s), CastTo::Str(_)) => Value::Str(s),
         (Value::Str(s), CastTo::Double | CastTo::Int | CastTo::Decimal(_)) => {
             match s.trim().parse::<f64>() {
                 Ok(x) => cast(Value::Num(x), to),
@@ -544,7 +652,8 @@ fn cast(v: Value, to: CastTo) -> Value {
             _ => Value::Null,
         },
         (Value::Ts(t), CastTo::Int | CastTo::Double | CastTo::Decimal(_)) => Value::Num(t as f64),
-        (Value::Ts(t), CastTo::Str) => Value::Str(t.to_string()),
+        (Value::Ts(t), CastTo::Str(StrFrom::TimestampMs)) => Value::Str(timestamp_text(t)),
+        (Value::Ts(t), CastTo::Str(_)) => Value::Str(t.to_string()),
         _ => Value::Null,
     }
 }
@@ -640,6 +749,62 @@ mod tests {
             Value::Null
         );
         assert_eq!(Expr::Col(9).eval(&row), Value::Null);
+    }
+
+    #[test]
+    fn strings_of_numbers_as_flink_writes_them() {
+        let d = |x: f64| to_text(x, StrFrom::Double);
+        // Java's Double.toString.
+        for (x, want) in [
+            (42.0, "42.0"),
+            (-0.5, "-0.5"),
+            (0.001, "0.001"),
+            (0.000_999, "9.99E-4"),
+            (1.5e-4, "1.5E-4"),
+            (9_999_999.0, "9999999.0"),
+            (1e7, "1.0E7"),
+            (12_345_678.9, "1.23456789E7"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (123.456, "123.456"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (1e300, "1.0E300"),
+            (f64::MIN_POSITIVE, "2.2250738585072014E-308"),
+        ] {
+            assert_eq!(d(x), want, "{x:e}");
+        }
+        assert_eq!(to_text(42.9, StrFrom::Int), "42");
+        assert_eq!(to_text(-7.0, StrFrom::Int), "-7");
+        assert_eq!(to_text(4.0, StrFrom::Decimal(2)), "4.00");
+        assert_eq!(to_text(2.675, StrFrom::Decimal(2)), "2.68");
+        assert_eq!(to_text(-0.001, StrFrom::Decimal(2)), "0.00");
+        assert_eq!(to_text(7.0, StrFrom::Decimal(0)), "7");
+        assert_eq!(
+            to_text(1_586_937_900_000.0, StrFrom::TimestampMs),
+            "2020-04-15 08:05:00.000"
+        );
+        assert_eq!(timestamp_text(-1), "1969-12-31 23:59:59.999");
+        assert_eq!(timestamp_text(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(
+            Expr::Cast(
+                Box::new(Expr::Lit(Value::Ts(1_586_937_900_000))),
+                CastTo::Str(StrFrom::TimestampMs)
+            )
+            .eval(&[]),
+            Value::Str("2020-04-15 08:05:00.000".into())
+        );
+    }
+
+    proptest::proptest! {
+        /// Java's form reads back as the same double.
+        #[test]
+        fn java_doubles_read_back(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL) {
+            let t = to_text(x, StrFrom::Double);
+            proptest::prop_assert_eq!(t.replace('E', "e").parse::<f64>().unwrap(), x, "{}", t);
+            proptest::prop_assert!(t.contains('.'), "{}", t);
+        }
     }
 
     #[test]

@@ -155,7 +155,13 @@ fn query(
         m.topics.join(";")
     )?;
     out.flush()?;
+    // The header at once, before the first window fires.
     let mut table = LiveTable::new(&p.query.columns, &int.stop, out);
+    let names: Vec<String> = p.query.columns.iter().map(|c| c.name.clone()).collect();
+    table.rule()?;
+    table.cells(&names)?;
+    table.rule()?;
+    table.out.flush()?;
     let mut late_bad = 0u64;
     let (sum, _) = super::exec::replay(p, PipeReader::new(rx), &mut table, |_, _| late_bad += 1)?;
     let rows = table.rows;
@@ -387,9 +393,9 @@ impl<'a> LiveTable<'a> {
         writeln!(self.out, "{rule}")
     }
 
-    fn line(&mut self, line: &str) -> io::Result<()> {
+    fn cells(&mut self, cells: &[String]) -> io::Result<()> {
         let mut s = String::new();
-        let mut cells = split_csv(line).into_iter();
+        let mut cells = cells.iter().map(String::as_str);
         for w in &self.width {
             let c = cells.next().unwrap_or_default();
             s.push_str(&format!("| {c:>w$} "));
@@ -397,11 +403,9 @@ impl<'a> LiveTable<'a> {
         writeln!(self.out, "{s}|")
     }
 
-    /// The closing rule (after the header at least).
+    /// The closing rule.
     fn close(mut self) -> io::Result<()> {
-        if !self.header {
-            self.rule()?;
-        }
+        self.rule()?;
         self.out.flush()
     }
 }
@@ -420,14 +424,12 @@ impl Write for LiveTable<'_> {
             match self.part[i] {
                 b'"' => quoted = !quoted,
                 b'\n' if !quoted => {
-                    let line = String::from_utf8_lossy(&self.part[start..i]).into_owned();
+                    // The CSV header line was printed before.
                     if self.header {
-                        self.rule()?;
-                        self.line(&line)?;
-                        self.rule()?;
                         self.header = false;
                     } else {
-                        self.line(&line)?;
+                        let line = String::from_utf8_lossy(&self.part[start..i]).into_owned();
+                        self.cells(&split_csv(&line))?;
                         self.rows += 1;
                     }
                     start = i + 1;

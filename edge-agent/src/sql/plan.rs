@@ -21,7 +21,7 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Location;
 use weir_core::agg::AggKind;
 use weir_core::detect::DetectorSpec;
-use weir_core::expr::{BinOp, CastTo, Expr, Func, Value};
+use weir_core::expr::{BinOp, CastTo, Expr, Func, StrFrom, Value};
 use weir_core::prelude::*;
 use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
 
@@ -1060,15 +1060,22 @@ impl Ctx<'_> {
                 (Expr::Case(whens, otherwise), ty.unwrap_or(SqlType::Double))
             }
             SExpr::Cast { expr, data_type, format: None, .. } => {
-                let (x, _) = self.expr(expr, scope)?;
+                let (x, from) = self.expr(expr, scope)?;
                 let s = data_type.to_string().to_ascii_uppercase();
+                let text = CastTo::Str(match from {
+                    SqlType::Int | SqlType::BigInt => StrFrom::Int,
+                    SqlType::Double => StrFrom::Double,
+                    SqlType::Decimal(s) => StrFrom::Decimal(s),
+                    SqlType::Timestamp | SqlType::TimestampLtz => StrFrom::TimestampMs,
+                    SqlType::String | SqlType::Boolean => StrFrom::Any,
+                });
                 let (to, ty) = match s.as_str() {
                     "DOUBLE" | "FLOAT" => (CastTo::Double, SqlType::Double),
                     "INT" | "INTEGER" => (CastTo::Int, SqlType::Int),
                     "BIGINT" => (CastTo::Int, SqlType::BigInt),
                     "BOOLEAN" => (CastTo::Bool, SqlType::Boolean),
-                    "STRING" => (CastTo::Str, SqlType::String),
-                    _ if s.starts_with("VARCHAR") => (CastTo::Str, SqlType::String),
+                    "STRING" => (text, SqlType::String),
+                    _ if s.starts_with("VARCHAR") => (text, SqlType::String),
                     _ if s.starts_with("DECIMAL") => {
                         let scale = s.split_once(',').and_then(|(_, r)| r.trim().trim_end_matches(')').parse::<u8>().ok()).unwrap_or(0);
                         (CastTo::Decimal(scale.min(18)), SqlType::Decimal(scale.min(18)))
