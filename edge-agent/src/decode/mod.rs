@@ -865,6 +865,27 @@ impl Batch {
         self.extra = extra;
     }
 
+    /// Gives every sample the key `key(batch, i, out)` writes into `out`
+    /// (cleared first): SQL's composite key of several `GROUP BY` columns,
+    /// made from the text columns before the journal.
+    pub fn rekey(&mut self, mut key: impl FnMut(&Batch, usize, &mut String)) {
+        let mut keys = String::with_capacity(self.keys.len() * 2);
+        let mut ranges = Vec::with_capacity(self.entries.len());
+        let mut k = String::new();
+        for i in 0..self.entries.len() {
+            k.clear();
+            key(self, i, &mut k);
+            let a = keys.len();
+            keys.push_str(&k);
+            ranges.push((a, keys.len()));
+        }
+        for (e, r) in self.entries.iter_mut().zip(ranges) {
+            e.key = r;
+            e.hash = fnv(&keys[r.0..r.1]);
+        }
+        self.keys = keys;
+    }
+
     /// Errors of single records; the other records are samples.
     pub fn errors(&self) -> &[DecodeError] {
         &self.errors

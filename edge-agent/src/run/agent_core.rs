@@ -326,9 +326,24 @@ fn feed_with(
     hint: Option<&mut KeyHint>,
 ) -> Result<(), weir_core::engine::Reject> {
     let fns = &pf.functions;
-    let offer = |engine: &mut Engine, v: &[f64]| match hint {
-        Some(h) => engine.handle_sample_hinted(s.now, s.source as usize, s.key, h, s.ts, v),
-        None => engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v),
+    // Grouping sets: the record (keyed by the full composite key) goes
+    // into every set's source, keyed by the set's columns.
+    let sets = pf
+        .sql
+        .as_deref()
+        .and_then(|q| q.groups.as_ref())
+        .filter(|g| g.sets.len() > 1);
+    let offer = |engine: &mut Engine, v: &[f64]| match (sets, hint) {
+        (Some(g), _) => {
+            let mut key = String::with_capacity(s.key.len());
+            for set in 0..g.sets.len() {
+                g.project(s.key, set, &mut key);
+                engine.handle_sample(s.now, s.source as usize + set, &key, s.ts, v)?;
+            }
+            Ok(())
+        }
+        (None, Some(h)) => engine.handle_sample_hinted(s.now, s.source as usize, s.key, h, s.ts, v),
+        (None, None) => engine.handle_sample(s.now, s.source as usize, s.key, s.ts, v),
     };
     if s.source == TICK_SOURCE {
         engine.handle_time(s.now);
@@ -372,6 +387,12 @@ pub(super) fn filter_decoded(engine: &mut Engine, pf: &PipelineFile, batch: &mut
         let s = b.get(i);
         q.computed_at_ingest(s.key, s.ts, s.values, |j| b.text(i, j), &mut row, out);
     });
+    // Several key columns: the reading's key is their composite, every
+    // column present; each grouping set's key is taken from it when the
+    // record is fed ([`feed`]).
+    if let Some(g) = &q.groups {
+        batch.rekey(|b, i, out| g.full_key(|j| b.text(i, j), out));
+    }
 }
 
 /// Records the identity of a decoded message of source `src` (the hash of

@@ -226,6 +226,9 @@ impl CloudOut {
                 Value::Null => fields.push((name, f64::NAN)),
             }
         }
+        // Several key columns: the key as people read it, as on the gateway.
+        let shown = q.groups.as_ref().map(|g| g.display(key));
+        let key = shown.as_deref().unwrap_or(key);
         let mut id = record_id(&self.gateway, op, key, w.start, 0);
         if w.emission == Emission::Update {
             id.push_str(&format!("/u{lsn}"));

@@ -502,6 +502,10 @@ impl OutputEncoder {
         if !windows && !flagged {
             return Some(row);
         }
+        // Several key columns: ids and topics carry the key as people read
+        // it (the row carries each column).
+        let shown = q.groups.as_ref().map(|g| g.display(key));
+        let key = shown.as_deref().unwrap_or(key);
         let mut payload = Vec::with_capacity(256);
         let (id, mut m) = self.window_head(&mut payload, &sq.name, key, w, lsn);
         let sink_names = q.sink.as_ref().map(|s| &s.columns[..]).unwrap_or(&[]);

@@ -134,9 +134,85 @@ impl Groups {
     /// Writes grouping set `set`'s composite key of a sample whose key
     /// column `j` is `text(j)` (a missing one is empty) into `out`.
     pub fn key<'t>(&self, set: usize, text: impl Fn(usize) -> Option<&'t str>, out: &mut String) {
+        self.key_of(self.sets[set], text, out);
+    }
+
+    /// The composite key with every key column present: what `weir run`
+    /// journals as a reading's key ([`Groups::project`] gives each set's).
+    pub fn full_key<'t>(&self, text: impl Fn(usize) -> Option<&'t str>, out: &mut String) {
+        self.key_of(u32::MAX, text, out);
+    }
+
+    /// Grouping set `set`'s key of a reading whose [`Groups::full_key`] is
+    /// `full`, into `out`.
+    pub fn project(&self, full: &str, set: usize, out: &mut String) {
+        out.clear();
+        let mask = self.sets[set];
+        let mut j = 0;
+        let mut keep = true;
+        let mut chars = full.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                PRESENT | ABSENT => {
+                    keep = mask & (1 << j) != 0;
+                    j += 1;
+                    out.push(if keep { c } else { ABSENT });
+                }
+                ESCAPE => {
+                    if keep {
+                        out.push(c);
+                        out.extend(chars.next());
+                    } else {
+                        chars.next();
+                    }
+                }
+                _ if keep => out.push(c),
+                _ => {}
+            }
+        }
+    }
+
+    /// A composite key as people read it, for message ids and topics: the
+    /// key columns' values joined by `,`, `*` for a column its grouping set
+    /// does not group by (the rows it sums over), with `%`, `,` and `*`
+    /// in values written `%25`, `%2C`, `%2A` so that different keys never
+    /// read the same.
+    pub fn display(&self, key: &str) -> String {
+        let mut out = String::with_capacity(key.len());
+        let mut first = true;
+        let mut chars = key.chars();
+        while let Some(c) = chars.next() {
+            let c = match c {
+                PRESENT | ABSENT => {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    if c == ABSENT {
+                        out.push('*');
+                    }
+                    continue;
+                }
+                ESCAPE => match chars.next() {
+                    Some(e) => e,
+                    None => break,
+                },
+                c => c,
+            };
+            match c {
+                '%' => out.push_str("%25"),
+                ',' => out.push_str("%2C"),
+                '*' => out.push_str("%2A"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn key_of<'t>(&self, mask: u32, text: impl Fn(usize) -> Option<&'t str>, out: &mut String) {
         out.clear();
         for j in 0..self.cols.len() {
-            if self.sets[set] & (1 << j) == 0 {
+            if mask & (1 << j) == 0 {
                 out.push(ABSENT);
                 continue;
             }
@@ -281,6 +357,27 @@ mod tests {
             [Value::Num(1.0), Value::Num(1.0), Value::Num(1.0)]
         );
         assert_eq!((g.suffix(1), g.suffix(2)), ("@a+c".into(), "@".into()));
+        // Each set's key is the full key's projection.
+        let mut full = String::new();
+        let mut p = String::new();
+        g.full_key(|j| Some(texts[j]), &mut full);
+        for set in 0..3 {
+            g.key(set, |j| Some(texts[j]), &mut k);
+            g.project(&full, set, &mut p);
+            assert_eq!(p, k, "set {set}");
+        }
+        // Shown to people, unambiguously.
+        let shown = |t: [&str; 3], set: usize| {
+            let mut k = String::new();
+            g.key(set, |j| Some(t[j]), &mut k);
+            g.display(&k)
+        };
+        assert_eq!(shown(["north", "2", "x"], 0), "north,2,x");
+        assert_eq!(shown(["north", "2", "x"], 1), "north,*,x");
+        assert_eq!(shown(["north", "2", "x"], 2), "*,*,*");
+        assert_eq!(shown(["a,b", "2", "*"], 0), "a%2Cb,2,%2A");
+        assert_eq!(shown(["%", "", "\u{1f}"], 0), "%25,,\u{1f}");
+        assert_ne!(shown(["", "", ""], 0), shown(["", "", ""], 2));
         // An INT groups by its value.
         let mut k2 = String::new();
         g.key(0, |j| Some(["a", "42", ""][j]), &mut k);

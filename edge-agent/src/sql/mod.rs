@@ -370,10 +370,16 @@ impl SqlPipeline {
                 "remove the LIMIT".into(),
             ));
         }
-        if q.groups.is_some() {
+        let senml = self.pipeline.mqtt.iter().flatten().any(|m| {
+            matches!(
+                m.decoder.format(),
+                crate::decode::Format::SenmlJson | crate::decode::Format::SenmlCbor
+            )
+        });
+        if q.groups.is_some() && senml {
             return Err((
-                "weir run does not take several GROUP BY key columns or GROUPING SETS / ROLLUP / CUBE yet (the agent's decoder gives one key per message; weir replay, weir sql and weir check take them)".into(),
-                "the nearest supported construct: GROUP BY window_start, window_end and one key column (a field that names the device, e.g. plant/pump)".into(),
+                "weir run does not take several GROUP BY key columns or GROUPING SETS / ROLLUP / CUBE over SenML payloads (their key columns would be text fields, which SenML records do not carry)".into(),
+                "the nearest supported construct: GROUP BY window_start, window_end and one key column (the SenML name), or a 'format' = 'json' table".into(),
             ));
         }
         // The agent reads text columns before the journal, for WHERE and

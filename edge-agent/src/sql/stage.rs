@@ -48,9 +48,10 @@ impl Query {
     }
 
     /// Whether `weir run` publishes the query's result rows (by column
-    /// name): it [`Query::projects`], or it inserts into an mqtt sink.
+    /// name): it [`Query::projects`], inserts into an mqtt sink, or groups
+    /// by several key columns (the row holds each).
     pub fn publishes_rows(&self) -> bool {
-        self.projects() || self.sink.is_some()
+        self.projects() || self.sink.is_some() || self.groups.is_some()
     }
 
     /// Whether samples go through [`Query::keep_sample`] before the engine.
@@ -87,9 +88,10 @@ impl Query {
     }
 
     /// Whether `weir run` stages decoded readings before the journal:
-    /// [`Query::filters_at_ingest`], or [`Query::ingest_computed`] fields.
+    /// [`Query::filters_at_ingest`], [`Query::ingest_computed`] fields, or
+    /// the composite key of several key columns ([`Query::groups`]).
     pub fn stages_at_ingest(&self) -> bool {
-        self.filters_at_ingest() || self.ingest_computed().next().is_some()
+        self.filters_at_ingest() || self.ingest_computed().next().is_some() || self.groups.is_some()
     }
 
     /// `weir run`: the [`Query::ingest_computed`] fields of a decoded
