@@ -227,7 +227,7 @@ impl Emitter {
                         m.alerts.fetch_add(1, Relaxed);
                     }
                     let key = engine.key_name(w.key);
-                    m.dash.window(key, w, now);
+                    m.dash.window(&self.enc.shown_key(key), w, now);
                     key
                 }
                 Output::Score(s) => {
@@ -235,7 +235,7 @@ impl Emitter {
                         m.alerts.fetch_add(1, Relaxed);
                     }
                     let key = engine.key_name(s.key);
-                    m.dash.score(key, s, now);
+                    m.dash.score(&self.enc.shown_key(key), s, now);
                     key
                 }
                 Output::Custom(c) => engine.key_name(c.key),

@@ -472,6 +472,16 @@ impl OutputEncoder {
         self.query.is_some()
     }
 
+    /// `key` as people read it: a SQL query's composite key of several
+    /// key columns as its values joined by `,` (`Groups::display`), any
+    /// other key as it is (the dashboard shows keys this way).
+    pub fn shown_key<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
+        match self.query.as_ref().and_then(|q| q.q.groups.as_ref()) {
+            Some(g) => std::borrow::Cow::Owned(g.display(key)),
+            None => std::borrow::Cow::Borrowed(key),
+        }
+    }
+
     /// A SQL query's result row, once every operator has given its window.
     fn encode_row(
         &self,
