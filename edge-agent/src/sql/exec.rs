@@ -367,6 +367,13 @@ pub fn replay<R: Read + Send, W: Write>(
 ) -> io::Result<(Summary, Engine)> {
     // Through trait objects: one copy of the replay loop serves every
     // caller and both stages of a cascade (it reads and writes in blocks).
+    if !p.query.order.is_empty() {
+        // ORDER BY: every row, sorted once the input ends, then the LIMIT.
+        let mut sorted = Sorted::default();
+        let (mut sum, engine) = replay_dyn(p, &mut input, &mut sorted, &mut on_bad)?;
+        sum.windows = sorted.finish(&p.query, p.query.limit, &mut out)?;
+        return Ok((sum, engine));
+    }
     let Some(n) = p.query.limit else {
         return replay_dyn(p, &mut input, &mut out, &mut on_bad);
     };
@@ -401,6 +408,126 @@ pub fn replay<R: Read + Send, W: Write>(
     sum.windows = sum.windows.min(n);
     sum.bad_rows -= after;
     Ok((sum, engine))
+}
+
+/// The result rows of a query with `ORDER BY`, kept until the input ends.
+#[derive(Default)]
+struct Sorted {
+    text: Vec<u8>,
+}
+
+impl Write for Sorted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A cell's place in the order: `NULL` (an empty cell that is not a
+/// `STRING`), a number, or text (timestamps as written sort as text).
+#[derive(PartialEq, PartialOrd)]
+enum SortCell {
+    Num(f64),
+    Text(String),
+}
+
+impl Sorted {
+    /// Writes the header and the rows sorted by `q.order` (stable: rows
+    /// that tie keep the order they fired in), at most `limit` of them;
+    /// returns how many.
+    fn finish(self, q: &Query, limit: Option<u64>, out: &mut dyn Write) -> io::Result<u64> {
+        let mut lines = Vec::new();
+        let (mut quoted, mut start) = (false, 0);
+        for (i, &c) in self.text.iter().enumerate() {
+            match c {
+                b'"' => quoted = !quoted,
+                b'\n' if !quoted => {
+                    lines.push(&self.text[start..=i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        let Some((header, rows)) = lines.split_first() else {
+            return Ok(0);
+        };
+        out.write_all(header)?;
+        let key = |line: &[u8]| -> Vec<Option<SortCell>> {
+            let cells = split_csv(String::from_utf8_lossy(line).trim_end_matches('\n'));
+            q.order
+                .iter()
+                .map(|k| {
+                    let c = cells.get(k.column).map(String::as_str).unwrap_or("");
+                    let ty = q.columns[k.column].ty;
+                    match ty {
+                        SqlType::String => Some(SortCell::Text(c.to_string())),
+                        _ if c.is_empty() => None,
+                        SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::Decimal(_) => {
+                            c.parse().ok().map(SortCell::Num)
+                        }
+                        // false < true, as the words sort.
+                        SqlType::Boolean | SqlType::Timestamp | SqlType::TimestampLtz => {
+                            Some(SortCell::Text(c.to_string()))
+                        }
+                    }
+                })
+                .collect()
+        };
+        let mut keyed: Vec<(Vec<Option<SortCell>>, &[u8])> =
+            rows.iter().map(|r| (key(r), *r)).collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            for (k, (x, y)) in q.order.iter().zip(a.iter().zip(b)) {
+                let o = match (x, y) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) if k.nulls_first => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(_), None) if k.nulls_first => std::cmp::Ordering::Greater,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (Some(x), Some(y)) => {
+                        let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+                        if k.desc {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    }
+                };
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        let n = limit.map_or(keyed.len(), |n| keyed.len().min(n as usize));
+        for (_, r) in &keyed[..n] {
+            out.write_all(r)?;
+        }
+        out.flush()?;
+        Ok(n as u64)
+    }
+}
+
+/// The cells of a CSV line, quotes removed.
+pub(super) fn split_csv(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cells.last_mut().expect("one").push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => cells.push(String::new()),
+            c => cells.last_mut().expect("one").push(c),
+        }
+    }
+    cells
 }
 
 /// An input that ends once `done` is set ([`Limited`]).

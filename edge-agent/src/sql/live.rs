@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 
 use super::ddl::SqlType;
-use super::exec::PipeReader;
+use super::exec::{split_csv, PipeReader};
 use super::SqlPipeline;
 use crate::decode::Batch;
 use crate::pipeline_file::{Column, CsvMapping, MqttSource, TsFormat};
@@ -61,6 +61,15 @@ pub fn run(
             0,
             "the shell does not connect with TLS (mqtts://) yet",
             "read a local broker, or a bridge of the remote one, with SET 'weir.sql.broker' = 'mqtt://HOST:PORT'",
+        );
+    }
+    if !p.query.order.is_empty() {
+        return super::shell::error(
+            out,
+            0,
+            0,
+            "ORDER BY over the live broker: the stream does not end, so its rows cannot be sorted",
+            "remove the ORDER BY (rows come as windows fire), or query a recording with 'connector' = 'filesystem'",
         );
     }
     let src = p.inner.as_deref().unwrap_or(p);
@@ -448,25 +457,6 @@ impl Write for LiveTable<'_> {
     }
 }
 
-/// The cells of a CSV line, quotes removed.
-fn split_csv(line: &str) -> Vec<String> {
-    let mut cells = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                cells.last_mut().expect("one").push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => cells.push(String::new()),
-            c => cells.last_mut().expect("one").push(c),
-        }
-    }
-    cells
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,6 +586,15 @@ SHOW TABLES;
             "{out}"
         );
         assert_eq!(out.matches("1 table(s)").count(), 2, "{out}");
+        // A stream that does not end cannot be sorted.
+        let sorted = QUERY.replace(" LIMIT 3;", " ORDER BY n;");
+        let mut out = Vec::new();
+        crate::sql::shell::run(format!("{TABLE}{sorted}").as_bytes(), &mut out, false).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("[ERROR] ORDER BY over the live broker"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -364,6 +364,12 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
+        if !q.order.is_empty() {
+            return Err((
+                "weir run does not take ORDER BY: a gateway's query runs for as long as readings come, and its rows go out as windows fire (weir replay and weir sql over files sort them)".into(),
+                "remove the ORDER BY; rows of one key come in window order".into(),
+            ));
+        }
         if let Some(n) = q.limit {
             return Err((
                 format!("weir run does not take LIMIT {n}: a gateway's query runs for as long as readings come (weir replay and weir sql take it)"),

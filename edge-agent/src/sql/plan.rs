@@ -160,6 +160,22 @@ pub struct Query {
     /// `LIMIT n`: the query ends after its first `n` result rows (`weir
     /// replay`, `weir sql`; `weir run` refuses it).
     pub limit: Option<u64>,
+    /// `ORDER BY`: the result rows sorted by these keys once the input
+    /// ends (`weir replay`, `weir sql` over files; `weir run` and the live
+    /// shell refuse it).
+    pub order: Vec<SortKey>,
+}
+
+/// One `ORDER BY` key: a result column, its direction and where `NULL`s go
+/// (Flink's default: first ascending, last descending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortKey {
+    /// The result column's position.
+    pub column: usize,
+    /// `DESC`.
+    pub desc: bool,
+    /// `NULL`s before the values.
+    pub nulls_first: bool,
 }
 
 /// Where `weir run` publishes a query's result rows: [`Query::sink`].
@@ -1768,11 +1784,11 @@ fn cascade_first(
     let mut sets = sets.to_vec();
     sets.push(("pipeline.name".into(), name.to_string(), at));
     let first = compile_query(tables, &sets, funcs, false, None, &q, at)?;
-    if first.query.limit.is_some() {
+    if first.query.limit.is_some() || !first.query.order.is_empty() {
         return Err(SqlError::unsupported(
             at,
-            &format!("view `{name}`: LIMIT in the first query of a cascade"),
-            "LIMIT on the query that reads the view",
+            &format!("view `{name}`: LIMIT or ORDER BY in the first query of a cascade"),
+            "LIMIT and ORDER BY on the query that reads the view",
         ));
     }
     if first.keyed.is_some() || first.query.scores || first.query.groups.is_some() {
@@ -1990,22 +2006,105 @@ fn compile_query(
     q: &ast::Query,
     at: Location,
 ) -> Err<SqlPipeline> {
-    if q.order_by.is_some() || q.fetch.is_some() {
+    if q.fetch.is_some() {
         return Err(SqlError::unsupported(
             at,
-            "ORDER BY / FETCH",
-            "a single SELECT … GROUP BY (results come in window order), with LIMIT n for the first n rows",
+            "FETCH",
+            "LIMIT n for the first n rows",
         ));
     }
     let limit = limit_of(q.limit_clause.as_ref(), at)?;
     let mut p = compile_select(tables, sets, funcs, explain, insert, q, at)?;
+    if let Some(o) = &q.order_by {
+        p.query.order = order_of(o, &p.query.columns, at)?;
+        let keys: Vec<String> = p
+            .query
+            .order
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {} NULLS {}",
+                    p.query.columns[k.column].name,
+                    if k.desc { "DESC" } else { "ASC" },
+                    if k.nulls_first { "FIRST" } else { "LAST" }
+                )
+            })
+            .collect();
+        p.query.explain.push_str(&format!(
+            "order: all result rows, sorted by {} once the input ends\n",
+            keys.join(", ")
+        ));
+    }
     if let Some(n) = limit {
         p.query.explain.push_str(&format!(
-            "limit: the first {n} result row(s), then the query ends\n"
+            "limit: the first {n} result row(s){}\n",
+            if q.order_by.is_some() {
+                " of the sorted rows"
+            } else {
+                ", then the query ends"
+            }
         ));
     }
     p.query.limit = limit;
     Ok(p)
+}
+
+/// `ORDER BY` over the result columns, by name (or alias) or position.
+fn order_of(o: &ast::OrderBy, columns: &[ResultColumn], at: Location) -> Err<Vec<SortKey>> {
+    let how = "ORDER BY result columns by name or position, e.g. ORDER BY total DESC, 1";
+    let ast::OrderByKind::Expressions(exprs) = &o.kind else {
+        return Err(SqlError::unsupported(at, "ORDER BY ALL", how));
+    };
+    exprs
+        .iter()
+        .map(|e| {
+            let l = loc_of(&e.expr, at);
+            if e.with_fill.is_some() {
+                return Err(SqlError::unsupported(l, "WITH FILL", how));
+            }
+            let desc = match &e.options.sort {
+                None | Some(ast::OrderBySort::Asc) => false,
+                Some(ast::OrderBySort::Desc) => true,
+                Some(ast::OrderBySort::Using(_)) => {
+                    return Err(SqlError::unsupported(l, "ORDER BY … USING", how))
+                }
+            };
+            let column = match &e.expr {
+                SExpr::Identifier(id) => columns
+                    .iter()
+                    .position(|c| c.name.eq_ignore_ascii_case(&id.value)),
+                SExpr::Value(v) => match &v.value {
+                    ast::Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&i| (1..=columns.len()).contains(&i))
+                        .map(|i| i - 1),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(column) = column else {
+                return Err(SqlError::at(
+                    l,
+                    format!("ORDER BY {}: not a result column", e.expr),
+                    format!(
+                        "{how}; the result columns: {}",
+                        columns
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            };
+            Ok(SortKey {
+                column,
+                desc,
+                // Flink's default null collation: NULL is the lowest.
+                nulls_first: e.options.nulls_first.unwrap_or(!desc),
+            })
+        })
+        .collect()
 }
 
 /// `LIMIT n` (Flink's: the first `n` rows, in the order they come).
@@ -2766,6 +2865,7 @@ fn compile_select(
             groups,
             scores: false,
             limit: None,
+            order: Vec::new(),
             slots: slot_place,
             flags,
             having: having.map(|h| h.0),
@@ -3396,6 +3496,7 @@ fn table_function(
             groups: None,
             scores: builtin.is_some(),
             limit: None,
+            order: Vec::new(),
             ops: vec![0],
             slots: (0..columns.len()).map(|i| (0, i)).collect(),
             flags: if flag { vec![0] } else { Vec::new() },

@@ -1,6 +1,8 @@
 //! `LIMIT n`: the first `n` result rows in the order they fire (Flink's
 //! streaming `LIMIT` without `ORDER BY`), the input read no further than
-//! the block that gave them; what is refused.
+//! the block that gave them; `ORDER BY` over a bounded input (all rows,
+//! sorted once it ends, `NULL`s placed as Flink places them); what is
+//! refused.
 
 use super::tests_groups::{BID, BID_ROWS};
 use super::*;
@@ -87,15 +89,21 @@ SELECT window_start, SUM(s) AS total
         .replace("window_time;\n", "window_time LIMIT 1;\n")
         .replace(" LIMIT 1;\"", ";");
     let e = parse("q.sql", &view).unwrap_err().to_string();
-    assert!(e.contains("LIMIT in the first query of a cascade"), "{e}");
+    assert!(
+        e.contains("LIMIT or ORDER BY in the first query of a cascade"),
+        "{e}"
+    );
 }
 
 #[test]
-fn offsets_orders_and_odd_limits_are_refused_and_weir_run_refuses_any() {
+fn offsets_and_odd_limits_are_refused_and_weir_run_refuses_any() {
     for (tail, says) in [
         (" LIMIT 2 OFFSET 1", "OFFSET"),
         (" LIMIT 1, 2", "syntax error"),
-        (" ORDER BY window_start", "ORDER BY"),
+        (" ORDER BY nope", "ORDER BY nope: not a result column"),
+        (" ORDER BY 4", "ORDER BY 4: not a result column"),
+        (" ORDER BY total + 1", "not a result column"),
+        (" FETCH FIRST 2 ROWS ONLY", "FETCH"),
         (" LIMIT -1", "not a row count"),
         (" LIMIT 'x'", "not a row count"),
         (" LIMIT 1.5", "not a row count"),
@@ -116,4 +124,72 @@ fn offsets_orders_and_odd_limits_are_refused_and_weir_run_refuses_any() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("weir run does not take LIMIT 3"), "{e}");
+    let e = parse_for_run("q.sql", &format!("{mqtt}{HOP} ORDER BY total;"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("weir run does not take ORDER BY"), "{e}");
+}
+
+#[test]
+fn order_by_sorts_every_row_once_the_input_ends() {
+    let (all, _) = replay(&format!("{BID}{HOP};"), BID_ROWS);
+    // HOP rows as they fire: 08:00 11, 08:05 15, 08:10 10, 08:15 6 (and
+    // 07:55 4): by total, descending, then the first three.
+    let q = |tail: &str| replay(&format!("{BID}{HOP}{tail};"), BID_ROWS).0;
+    let mut by_total = all[1..].to_vec();
+    by_total.sort_by(|a, b| {
+        let t = |r: &String| r.rsplit(',').next().unwrap().parse::<f64>().unwrap();
+        t(b).partial_cmp(&t(a)).unwrap()
+    });
+    assert_eq!(q(" ORDER BY total DESC")[1..], by_total[..]);
+    assert_eq!(q(" ORDER BY 3 DESC")[1..], by_total[..]);
+    assert_eq!(q(" ORDER BY total DESC LIMIT 3")[1..], by_total[..3]);
+    assert_eq!(q(" ORDER BY total DESC LIMIT 3")[0], all[0]);
+    // Numbers sort as numbers (11.00 after 4.00 ascending), times as times.
+    let asc = q(" ORDER BY TOTAL ASC");
+    let mut up = by_total.clone();
+    up.reverse();
+    assert_eq!(asc[1..], up[..]);
+    assert_eq!(q(" ORDER BY window_end DESC")[1], all[all.len() - 1]);
+    // Several keys, ties kept in firing order; EXPLAIN says so.
+    let p = parse(
+        "q.sql",
+        &format!("{BID}EXPLAIN {HOP} ORDER BY window_start DESC, total;"),
+    )
+    .unwrap();
+    assert!(
+        p.query.explain.contains(
+            "order: all result rows, sorted by window_start DESC NULLS LAST, total ASC NULLS FIRST"
+        ),
+        "{}",
+        p.query.explain
+    );
+}
+
+#[test]
+fn nulls_sort_first_ascending_and_last_descending_as_in_flink() {
+    // MAX over the suppliers' CASE: NULL where no bid of supplier2 is over 3.
+    let q = |tail: &str| {
+        replay(
+            &format!(
+                "{BID}SELECT window_start, MAX(CASE WHEN supplier_id = 'supplier2' AND price > 3 THEN price END) AS m
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES))
+  GROUP BY window_start, window_end{tail};"
+            ),
+            BID_ROWS,
+        )
+        .0
+    };
+    let m = |rows: Vec<String>| -> Vec<String> {
+        rows[1..]
+            .iter()
+            .map(|r| r.split(',').nth(1).unwrap().to_string())
+            .collect()
+    };
+    // Windows 08:05 (D 5.00), 08:10 (B 3.00: not over 3), 08:15 (F 6.00).
+    assert_eq!(m(q("")), ["5.00", "", "6.00"]);
+    assert_eq!(m(q(" ORDER BY m")), ["", "5.00", "6.00"]);
+    assert_eq!(m(q(" ORDER BY m DESC")), ["6.00", "5.00", ""]);
+    assert_eq!(m(q(" ORDER BY m NULLS LAST")), ["5.00", "6.00", ""]);
+    assert_eq!(m(q(" ORDER BY m DESC NULLS FIRST")), ["", "6.00", "5.00"]);
 }
