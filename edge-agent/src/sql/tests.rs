@@ -759,9 +759,10 @@ fn errors_point_at_the_place_and_say_what_to_do() {
     assert!(e.msg.contains("avro") && e.help.contains("csv"), "{e}");
     let e = err(&base.replace("price > 0", "").replace(
         "GROUP BY window_start, window_end;",
-        "GROUP BY window_start, window_end ORDER BY window_start;",
+        "GROUP BY window_start, window_end ORDER BY MAX(price);",
     ));
-    assert!(e.msg.contains("ORDER BY"), "{e}");
+    assert!(e.msg.contains("ORDER BY MAX(price): not a result column"), "{e}");
+    assert!(e.help.contains("by name or position"), "{e}");
     let e = err(&base.replace(
         "GROUP BY window_start, window_end;",
         "GROUP BY window_start, window_end; SELECT 1;",
