@@ -128,9 +128,14 @@ pub enum Command {
         #[arg(long, short)]
         init: Option<PathBuf>,
         /// The broker queries over mqtt tables read (`SET
-        /// 'weir.sql.broker'` changes it in the session).
-        #[arg(long, default_value = crate::sql::shell::DEFAULT_BROKER)]
-        broker: String,
+        /// 'weir.sql.broker'` changes it in the session); default: the
+        /// `--config` file's, else mqtt://localhost:1883.
+        #[arg(long)]
+        broker: Option<String>,
+        /// A gateway.toml whose [broker] (URL, user, password, TLS files)
+        /// live queries use: on a gateway, `--config /etc/weir/gateway.toml`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// User functions in WebAssembly (docs/functions.md).
     Functions {
@@ -350,7 +355,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Functions {
             action: FunctionsCmd::Embed { pipeline, output },
         } => cmd_functions_embed(&pipeline, output.as_deref()),
-        Command::Sql { init, broker } => cmd_sql(init.as_deref(), &broker),
+        Command::Sql {
+            init,
+            broker,
+            config,
+        } => cmd_sql(init.as_deref(), broker, config.as_deref()),
         Command::Gen { workload } => cmd_gen(workload),
         Command::Replay {
             pipeline,
@@ -554,7 +563,30 @@ fn cmd_functions_embed(pipeline: &Path, output: Option<&Path>) -> anyhow::Result
 
 /// `weir sql`: the interactive shell, after the statements of `init`. A
 /// Ctrl-C ends a live query (and the shell when none runs).
-fn cmd_sql(init: Option<&Path>, broker: &str) -> anyhow::Result<ExitCode> {
+fn cmd_sql(
+    init: Option<&Path>,
+    broker: Option<String>,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let login = match config {
+        Some(c) => Some(crate::gateway::load(c).map_err(config_error)?.broker),
+        None => None,
+    };
+    let broker = broker.unwrap_or_else(|| match &login {
+        Some(b) if b.host.contains(':') => format!(
+            "{}://[{}]:{}",
+            if b.tls { "mqtts" } else { "mqtt" },
+            b.host,
+            b.port
+        ),
+        Some(b) => format!(
+            "{}://{}:{}",
+            if b.tls { "mqtts" } else { "mqtt" },
+            b.host,
+            b.port
+        ),
+        None => crate::sql::shell::DEFAULT_BROKER.to_string(),
+    });
     let int: &'static crate::sql::live::Interrupt = Box::leak(Box::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -583,7 +615,14 @@ fn cmd_sql(init: Option<&Path>, broker: &str) -> anyhow::Result<ExitCode> {
         None => String::new(),
     };
     let input = io::Read::chain(init_text.as_bytes(), stdin.lock());
-    crate::sql::shell::run_with(input, io::stdout().lock(), prompt, broker, int)?;
+    crate::sql::shell::run_with(
+        input,
+        io::stdout().lock(),
+        prompt,
+        &broker,
+        login.as_ref(),
+        int,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Client, Connection, Event, Packet, QoS};
 
 use super::ddl::SqlType;
 use super::exec::{split_csv, PipeReader};
 use super::SqlPipeline;
 use crate::decode::Batch;
+use crate::gateway::BrokerConfig;
 use crate::pipeline_file::{Column, CsvMapping, MqttSource, TsFormat};
 use crate::timefmt::format_datetime_ms;
 
@@ -32,8 +33,11 @@ pub struct Interrupt {
     pub stop: AtomicBool,
 }
 
-/// Runs `p` over the broker at `broker` (`mqtt://host[:port]`), printing
-/// its rows to `out` as a table until its `LIMIT` or `int.stop`.
+/// Runs `p` over the broker at `broker` (`mqtt://host[:port]` or
+/// `mqtts://`), logging in and checking TLS as `login` says (a
+/// `gateway.toml`'s `[broker]`: user, password, CA and client
+/// certificate; its client id is not used), printing its rows to `out` as a
+/// table until its `LIMIT` or `int.stop`.
 ///
 /// # Errors
 /// Only I/O errors of `out`; a broker that cannot be reached, or a bad
@@ -42,6 +46,7 @@ pub fn run(
     p: &SqlPipeline,
     m: &MqttSource,
     broker: &str,
+    login: Option<&BrokerConfig>,
     int: &Interrupt,
     out: &mut dyn Write,
 ) -> io::Result<()> {
@@ -51,18 +56,41 @@ pub fn run(
             0,
             0,
             &format!("'weir.sql.broker' = '{broker}' is not a broker address"),
-            "SET 'weir.sql.broker' = 'mqtt://HOST:PORT'",
+            "SET 'weir.sql.broker' = 'mqtt://HOST:PORT' (or mqtts:// with weir sql --config gateway.toml for its CA)",
         );
     };
-    if tls {
-        return super::shell::error(
+    let mut b = login.cloned().unwrap_or_else(|| BrokerConfig {
+        host: String::new(),
+        port: 0,
+        tls: false,
+        client_id: String::new(),
+        username: None,
+        password: None,
+        ca: None,
+        cert: None,
+        key: None,
+        keep_alive_ms: 30_000,
+        max_packet: 64 << 10,
+        inflight: 10,
+        protocol: 4,
+    });
+    // Its own clean session: the agent's session (and its queued
+    // messages) stays the agent's.
+    b.host = host;
+    b.port = port;
+    b.tls = tls;
+    b.client_id = format!("weir-sql-{}-{}", std::process::id(), next_id());
+    let mut opts = match crate::run::mqtt::options(&b, crate::run::mqtt::Link::Output) {
+        Ok(o) => o,
+        Err(e) => return super::shell::error(
             out,
             0,
             0,
-            "the shell does not connect with TLS (mqtts://) yet",
-            "read a local broker, or a bridge of the remote one, with SET 'weir.sql.broker' = 'mqtt://HOST:PORT'",
-        );
-    }
+            &format!("cannot read {broker}: {e}"),
+            "for TLS, start weir sql with --config gateway.toml (its [broker] ca, cert and key)",
+        ),
+    };
+    opts.set_clean_session(true);
     if !p.query.order.is_empty() {
         return super::shell::error(
             out,
@@ -74,14 +102,6 @@ pub fn run(
     }
     let src = p.inner.as_deref().unwrap_or(p);
     let map = &src.pipeline.csv[0];
-    let mut opts = MqttOptions::new(
-        format!("weir-sql-{}-{}", std::process::id(), next_id()),
-        host,
-        port,
-    );
-    opts.set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(16 << 20, 64 << 10);
     let (client, conn) = Client::new(opts, 16);
     let (tx, rx) = sync_channel::<Vec<u8>>(64);
     let (ready_tx, ready_rx) = sync_channel::<Result<(), String>>(1);
@@ -152,7 +172,7 @@ fn query(
                 0,
                 0,
                 &format!("cannot read {broker}: {e}"),
-                "start the broker, or name it with SET 'weir.sql.broker' = 'mqtt://HOST:PORT' (or weir sql --broker)",
+                "start the broker, or name it with SET 'weir.sql.broker' = 'mqtt://HOST:PORT' (or weir sql --broker URL, or --config gateway.toml for the gateway's broker and login)",
             )
         }
         // Interrupted before the subscription was acknowledged.
@@ -460,6 +480,7 @@ impl Write for LiveTable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::MqttOptions;
     use std::sync::mpsc::{channel, Sender};
 
     /// The shell's output, sent as it is written.

@@ -53,6 +53,8 @@ pub const DEFAULT_BROKER: &str = "mqtt://localhost:1883";
 struct Session<'i> {
     /// The broker of live queries (`SET 'weir.sql.broker'`).
     broker: String,
+    /// Login and TLS files for it (`weir sql --config gateway.toml`).
+    login: Option<&'i crate::gateway::BrokerConfig>,
     /// Ctrl-C during a live query.
     int: &'i live::Interrupt,
     /// Each kept statement with the text it was read from and its place
@@ -169,7 +171,7 @@ impl Session<'_> {
         let Some(path) = &p.input_path else {
             let src = p.inner.as_deref().unwrap_or(p);
             if let Some(Some(m)) = src.pipeline.mqtt.first() {
-                return live::run(p, m, &self.broker, self.int, out);
+                return live::run(p, m, &self.broker, self.login, self.int, out);
             }
             return error(
                 out,
@@ -268,12 +270,14 @@ pub fn run<R: BufRead, W: Write>(input: R, out: W, prompt: bool) -> io::Result<(
         out,
         prompt,
         DEFAULT_BROKER,
+        None,
         &live::Interrupt::default(),
     )
 }
 
 /// [`run`], live queries reading `broker` (until `SET 'weir.sql.broker'`)
-/// and ended by `int` (the caller's Ctrl-C handler).
+/// with `login`'s user, password and TLS files, ended by `int` (the
+/// caller's Ctrl-C handler).
 ///
 /// # Errors
 /// As [`run`].
@@ -282,10 +286,12 @@ pub fn run_with<R: BufRead, W: Write>(
     mut out: W,
     prompt: bool,
     broker: &str,
+    login: Option<&crate::gateway::BrokerConfig>,
     int: &live::Interrupt,
 ) -> io::Result<()> {
     let mut session = Session {
         broker: broker.to_string(),
+        login,
         int,
         kept: Vec::new(),
     };

@@ -761,7 +761,10 @@ fn errors_point_at_the_place_and_say_what_to_do() {
         "GROUP BY window_start, window_end;",
         "GROUP BY window_start, window_end ORDER BY MAX(price);",
     ));
-    assert!(e.msg.contains("ORDER BY MAX(price): not a result column"), "{e}");
+    assert!(
+        e.msg.contains("ORDER BY MAX(price): not a result column"),
+        "{e}"
+    );
     assert!(e.help.contains("by name or position"), "{e}");
     let e = err(&base.replace(
         "GROUP BY window_start, window_end;",
