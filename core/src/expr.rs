@@ -129,11 +129,109 @@ pub enum Func {
     Greatest,
     /// `LEAST(a, b, …)`: the smallest argument (`NULL` if any is)
     Least,
+    /// `UPPER(s)`
+    Upper,
+    /// `LOWER(s)`
+    Lower,
+    /// `CONCAT(a, b, …)` / `a || b`: `NULL` if any argument is
+    Concat,
+    /// `CHAR_LENGTH(s)`: characters
+    CharLength,
+    /// `SUBSTRING(s, pos [, len])`: from character `pos` (1-based; 0 is 1,
+    /// a negative one counts from the end), `len` characters (all without;
+    /// none if negative)
+    Substring,
+    /// `TRIM(s, chars, side)`: the characters of `chars` off `s`'s start
+    /// (`side` 1), end (2) or both (0)
+    Trim,
+    /// `REPLACE(s, from, to)`: every `from` replaced by `to`
+    Replace,
     /// The number a text stands for in a distinct count (SQL
     /// `COUNT(DISTINCT s)` over a STRING or BOOLEAN): a string's 53-bit
     /// FNV-1a hash as a whole number (two strings share one with odds of
     /// about n²/2⁵⁴), a boolean 0 or 1, `NULL` -1, a number itself.
     DistinctKey,
+}
+
+/// The string functions: any `NULL` argument gives `NULL`.
+fn text_call(f: Func, args: &[Expr], row: &[Value]) -> Value {
+    let mut vals = Vec::with_capacity(args.len());
+    for a in args {
+        match a.eval(row) {
+            Value::Null => return Value::Null,
+            v => vals.push(v),
+        }
+    }
+    let text = |i: usize| match vals.get(i) {
+        Some(Value::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let int = |i: usize| match vals.get(i) {
+        Some(Value::Num(x)) if x.is_finite() => Some(*x as i64),
+        _ => None,
+    };
+    let Some(s) = text(0) else {
+        return Value::Null;
+    };
+    match f {
+        Func::Upper => Value::Str(s.to_uppercase()),
+        Func::Lower => Value::Str(s.to_lowercase()),
+        Func::Concat => {
+            let mut out = String::new();
+            for i in 0..vals.len() {
+                match text(i) {
+                    Some(t) => out.push_str(t),
+                    None => return Value::Null,
+                }
+            }
+            Value::Str(out)
+        }
+        Func::CharLength => Value::Num(s.chars().count() as f64),
+        Func::Substring => {
+            let n = s.chars().count() as i64;
+            let Some(pos) = int(1) else {
+                return Value::Null;
+            };
+            let start = match pos {
+                p if p > 0 => p - 1,
+                p if p < 0 => (n + p).max(0),
+                _ => 0,
+            };
+            let len = if vals.len() > 2 {
+                match int(2) {
+                    Some(l) => l.max(0),
+                    None => return Value::Null,
+                }
+            } else {
+                n
+            };
+            Value::Str(
+                s.chars()
+                    .skip(start.min(n) as usize)
+                    .take(len.min(n) as usize)
+                    .collect(),
+            )
+        }
+        Func::Trim => {
+            let Some(chars) = text(1) else {
+                return Value::Null;
+            };
+            let hit = |c: char| chars.contains(c);
+            Value::Str(
+                match int(2) {
+                    Some(1) => s.trim_start_matches(hit),
+                    Some(2) => s.trim_end_matches(hit),
+                    _ => s.trim_matches(hit),
+                }
+                .to_string(),
+            )
+        }
+        Func::Replace => match (text(1), text(2)) {
+            (Some(from), Some(to)) => Value::Str(s.replace(from, to)),
+            _ => Value::Null,
+        },
+        _ => Value::Null,
+    }
 }
 
 /// Target types of `CAST`.
@@ -450,6 +548,16 @@ fn bin(op: BinOp, a: &Expr, b: &Expr, row: &[Value]) -> Value {
 }
 
 fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
+    if let Func::Upper
+    | Func::Lower
+    | Func::Concat
+    | Func::CharLength
+    | Func::Substring
+    | Func::Trim
+    | Func::Replace = f
+    {
+        return text_call(f, args, row);
+    }
     if f == Func::DistinctKey {
         return Value::Num(match args.first().map(|a| a.eval(row)) {
             Some(Value::Str(s)) => {
@@ -542,7 +650,17 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
         Func::Tanh => libm::tanh(x),
         Func::Degrees => x.to_degrees(),
         Func::Radians => x.to_radians(),
-        Func::Coalesce | Func::DistinctKey | Func::Greatest | Func::Least => {
+        Func::Coalesce
+        | Func::DistinctKey
+        | Func::Greatest
+        | Func::Least
+        | Func::Upper
+        | Func::Lower
+        | Func::Concat
+        | Func::CharLength
+        | Func::Substring
+        | Func::Trim
+        | Func::Replace => {
             unreachable!("handled above")
         }
     };
@@ -749,6 +867,43 @@ mod tests {
             Value::Null
         );
         assert_eq!(Expr::Col(9).eval(&row), Value::Null);
+    }
+
+    #[test]
+    fn string_functions_give_null_for_null() {
+        let s = |x: &str| Expr::Lit(Value::Str(x.into()));
+        let null = Expr::Lit(Value::Null);
+        let call = |f: Func, a: Vec<Expr>| Expr::Call(f, a).eval(&[]);
+        assert_eq!(call(Func::Upper, vec![s("ä-b")]), Value::Str("Ä-B".into()));
+        assert_eq!(call(Func::Concat, vec![s("a"), null.clone()]), Value::Null);
+        assert_eq!(call(Func::CharLength, vec![s("äbc")]), Value::Num(3.0));
+        assert_eq!(
+            call(
+                Func::Substring,
+                vec![s("hello"), Expr::num(-3.0), Expr::num(2.0)]
+            ),
+            Value::Str("ll".into())
+        );
+        assert_eq!(
+            call(Func::Substring, vec![s("hello"), Expr::num(9.0)]),
+            Value::Str(String::new())
+        );
+        assert_eq!(
+            call(
+                Func::Substring,
+                vec![s("hello"), Expr::num(2.0), Expr::num(-1.0)]
+            ),
+            Value::Str(String::new())
+        );
+        assert_eq!(
+            call(Func::Substring, vec![s("hello"), null.clone()]),
+            Value::Null
+        );
+        assert_eq!(
+            call(Func::Replace, vec![s("a.b.c"), s("."), s("")]),
+            Value::Str("abc".into())
+        );
+        assert_eq!(call(Func::Lower, vec![null]), Value::Null);
     }
 
     #[test]

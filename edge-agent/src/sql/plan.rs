@@ -290,7 +290,7 @@ fn fname(f: &ast::Function) -> String {
     f.name.to_string().to_ascii_uppercase()
 }
 
-const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
+const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST, UPPER, LOWER, CONCAT (||), CHAR_LENGTH, SUBSTRING, TRIM, REPLACE; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
 
 impl Ctx<'_> {
     fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
@@ -888,6 +888,11 @@ impl Ctx<'_> {
         let num = |t: SqlType, side: &SExpr| numeric(t, side, at);
         let (a, ta) = self.expr(left, scope)?;
         let (b, tb) = self.expr(right, scope)?;
+        if let B::StringConcat = op {
+            text_arg(ta, left, at)?;
+            text_arg(tb, right, at)?;
+            return Ok((Expr::Call(Func::Concat, vec![a, b]), SqlType::String));
+        }
         let bop = match op {
             B::Plus => BinOp::Add,
             B::Minus => BinOp::Sub,
@@ -1100,6 +1105,38 @@ impl Ctx<'_> {
                 };
                 (Expr::Cast(Box::new(x), to), ty)
             }
+            SExpr::Substring { expr, substring_from, substring_for, .. } => {
+                let (x, t) = self.expr(expr, scope)?;
+                text_arg(t, expr, at)?;
+                let mut xs = vec![x];
+                let from = substring_from.as_deref().ok_or_else(|| {
+                    SqlError::at(at, "SUBSTRING without a start", "SUBSTRING(s FROM 2 FOR 3) or SUBSTRING(s, 2, 3)")
+                })?;
+                for a in std::iter::once(from).chain(substring_for.as_deref()) {
+                    let (x, t) = self.expr(a, scope)?;
+                    num(t, a)?;
+                    xs.push(x);
+                }
+                (Expr::Call(Func::Substring, xs), SqlType::String)
+            }
+            SExpr::Trim { expr, trim_where, trim_what, trim_characters: None } => {
+                let (x, t) = self.expr(expr, scope)?;
+                text_arg(t, expr, at)?;
+                let chars = match trim_what.as_deref() {
+                    Some(w) => {
+                        let (c, ct) = self.expr(w, scope)?;
+                        text_arg(ct, w, at)?;
+                        c
+                    }
+                    None => Expr::Lit(Value::Str(" ".into())),
+                };
+                let side = match trim_where {
+                    None | Some(ast::TrimWhereField::Both) => 0.0,
+                    Some(ast::TrimWhereField::Leading) => 1.0,
+                    Some(ast::TrimWhereField::Trailing) => 2.0,
+                };
+                (Expr::Call(Func::Trim, vec![x, chars, Expr::num(side)]), SqlType::String)
+            }
             SExpr::Ceil { expr, field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime) }
             | SExpr::Floor { expr, field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime) } => {
                 let (x, t) = self.expr(expr, scope)?;
@@ -1194,6 +1231,29 @@ impl Ctx<'_> {
                     }
                     ("MOD" | "IF" | "NULLIF", _) => return Err(wrong()),
                     _ => {}
+                }
+                // String functions: STRING arguments (positions and
+                // lengths are numbers), `NULL` for any `NULL`.
+                let text_fn = match name.as_str() {
+                    "UPPER" => Some((Func::Upper, 1..=1)),
+                    "LOWER" => Some((Func::Lower, 1..=1)),
+                    "CONCAT" => Some((Func::Concat, 1..=64)),
+                    "CHAR_LENGTH" | "CHARACTER_LENGTH" => Some((Func::CharLength, 1..=1)),
+                    "REPLACE" => Some((Func::Replace, 3..=3)),
+                    _ => None,
+                };
+                if let Some((func, arity)) = text_fn {
+                    if !arity.contains(&args.len()) {
+                        return Err(wrong());
+                    }
+                    let mut xs = Vec::new();
+                    for (_, a) in &args {
+                        let (x, t) = self.expr(a, scope)?;
+                        text_arg(t, a, at)?;
+                        xs.push(x);
+                    }
+                    let ty = if func == Func::CharLength { SqlType::Int } else { SqlType::String };
+                    return Ok((Expr::Call(func, xs), ty));
                 }
                 let func = match name.as_str() {
                     "ABS" => Func::Abs,
@@ -1328,6 +1388,18 @@ impl Ctx<'_> {
             ))
         }
     }
+}
+
+/// A string function's argument must be a `STRING`.
+fn text_arg(t: SqlType, e: &SExpr, at: Location) -> Err<()> {
+    if t == SqlType::String {
+        return Ok(());
+    }
+    Err(SqlError::at(
+        loc_of(e, at),
+        format!("`{e}` is a {}, not a STRING", t.name()),
+        format!("CAST({e} AS STRING) first"),
+    ))
 }
 
 /// `Ok` if `t`, the type of operand `side`, is a number.

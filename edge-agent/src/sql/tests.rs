@@ -1254,3 +1254,37 @@ fn cast_to_string_writes_each_type_as_flink_does() {
         ]
     );
 }
+
+#[test]
+fn string_functions_as_in_flink() {
+    // On the key and a text column, in WHERE and in the result columns.
+    use super::tests_groups::{BID as SBID, BID_ROWS as SBID_ROWS};
+    let rows = run(
+        &format!(
+            "{SBID}SELECT UPPER(supplier_id) AS s, CONCAT(supplier_id, '/', LOWER('X')) AS c,
+       supplier_id || '!' AS bang, CHAR_LENGTH(supplier_id) AS n,
+       SUBSTRING(supplier_id FROM 2 FOR 3) AS sub, SUBSTRING(supplier_id, -1) AS last1,
+       SUBSTR(supplier_id, 0, 2) AS first2, REPLACE(supplier_id, 'supplier', 's') AS r,
+       TRIM(BOTH 's' FROM supplier_id) AS t, TRIM(LEADING 'su' FROM supplier_id) AS lt,
+       TRIM(TRAILING '12' FROM supplier_id) AS tt, TRIM('  a ') AS sp, COUNT(*) AS k
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE UPPER(item) <> 'E' AND CHAR_LENGTH(CONCAT(item, supplier_id)) = 10
+  GROUP BY supplier_id, window_start, window_end
+  HAVING SUBSTRING(supplier_id, 9) = '1';"
+        ),
+        SBID_ROWS,
+    );
+    assert_eq!(
+        rows,
+        [
+            "s,c,bang,n,sub,last1,first2,r,t,lt,tt,sp,k",
+            "SUPPLIER1,supplier1/x,supplier1!,9,upp,1,su,s1,upplier1,pplier1,supplier,a,2",
+        ]
+    );
+    let e = err(&format!(
+        "{BID_DDL}SELECT UPPER(MAX(price)) AS u FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES)) GROUP BY window_start, window_end;"
+    ))
+    .to_string();
+    assert!(e.contains("`MAX(price)` is a DECIMAL"), "{e}");
+    assert!(e.contains("CAST(MAX(price) AS STRING)"), "{e}");
+}
