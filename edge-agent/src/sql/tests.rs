@@ -735,6 +735,8 @@ fn errors_point_at_the_place_and_say_what_to_do() {
     let e = err(&base.replace("SUM(price)", "SUM(item)"));
     assert!(e.msg.contains("not a numeric column"), "{e}");
     let e = err(&base.replace("SUM(price)", "SUM(item || 'x')"));
+    assert!(e.msg.contains("STRING"), "{e}");
+    let e = err(&base.replace("SUM(price)", "SUM(price) & 1"));
     assert!(e.msg.contains("not supported"), "{e}");
     let e = err(&base.replace("SUM(price)", "MEDIAN(price)"));
     assert!(
