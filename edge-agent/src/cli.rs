@@ -132,7 +132,7 @@ pub enum Command {
         /// `--config` file's, else mqtt://localhost:1883.
         #[arg(long)]
         broker: Option<String>,
-        /// A gateway.toml whose [broker] (URL, user, password, TLS files)
+        /// A gateway.toml whose `[broker]` (URL, user, password, TLS files)
         /// live queries use: on a gateway, `--config /etc/weir/gateway.toml`.
         #[arg(long, short)]
         config: Option<PathBuf>,
