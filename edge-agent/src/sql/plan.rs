@@ -1096,7 +1096,16 @@ impl Ctx<'_> {
                     "BIGINT" => (CastTo::Int, SqlType::BigInt),
                     "BOOLEAN" => (CastTo::Bool, SqlType::Boolean),
                     "STRING" => (text, SqlType::String),
-                    _ if s.starts_with("VARCHAR") => (text, SqlType::String),
+                    _ if s.starts_with("VARCHAR") => {
+                        // Flink (1.15+) cuts a VARCHAR(n) cast to n
+                        // characters; VARCHAR alone is STRING.
+                        let cast = Expr::Cast(Box::new(x), text);
+                        let n = s.trim_start_matches("VARCHAR").trim().trim_start_matches('(').trim_end_matches(')').trim().parse::<u32>().ok();
+                        return Ok(match n {
+                            Some(n) => (Expr::Call(Func::Substring, vec![cast, Expr::num(1.0), Expr::num(f64::from(n))]), SqlType::String),
+                            None => (cast, SqlType::String),
+                        });
+                    }
                     _ if s.starts_with("DECIMAL") => {
                         let scale = s.split_once(',').and_then(|(_, r)| r.trim().trim_end_matches(')').parse::<u8>().ok()).unwrap_or(0);
                         (CastTo::Decimal(scale.min(18)), SqlType::Decimal(scale.min(18)))

@@ -1241,9 +1241,9 @@ fn cast_to_string_writes_each_type_as_flink_does() {
     // an integer without a point, a timestamp with its milliseconds, a
     // boolean in capitals.
     let rows = bid("SELECT CAST(window_start AS STRING) AS ws, CAST(SUM(price) AS STRING) AS total,
-       CAST(CAST(SUM(price) AS DOUBLE) AS STRING) AS d, CAST(COUNT(*) AS STRING) AS n,
+       CAST(CAST(SUM(price) AS DOUBLE) AS VARCHAR) AS d, CAST(COUNT(*) AS STRING) AS n,
        CAST(SUM(price) * 1000000 AS DOUBLE) AS big, CAST(CAST(SUM(price) * 1000000 AS DOUBLE) AS STRING) AS bigs,
-       CAST(COUNT(*) > 2 AS VARCHAR) AS many, CAST(CAST(SUM(price) AS DOUBLE) / 100000 AS STRING) AS small
+       CAST(COUNT(*) > 2 AS VARCHAR(3)) AS many, CAST(CAST(SUM(price) AS DOUBLE) / 100000 AS STRING) AS small
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
   GROUP BY window_start, window_end
   HAVING CAST(COUNT(*) AS STRING) = '3';");
@@ -1251,8 +1251,8 @@ fn cast_to_string_writes_each_type_as_flink_does() {
         rows,
         [
             "ws,total,d,n,big,bigs,many,small",
-            "2020-04-15 08:00:00.000,11.00,11.0,3,11000000.000000,1.1E7,TRUE,1.1E-4",
-            "2020-04-15 08:10:00.000,10.00,10.0,3,10000000.000000,1.0E7,TRUE,1.0E-4",
+            "2020-04-15 08:00:00.000,11.00,11.0,3,11000000.000000,1.1E7,TRU,1.1E-4",
+            "2020-04-15 08:10:00.000,10.00,10.0,3,10000000.000000,1.0E7,TRU,1.0E-4",
         ]
     );
 }
