@@ -227,8 +227,8 @@ impl CloudOut {
             }
         }
         // Several key columns: the key as people read it, as on the gateway.
-        let shown = q.groups.as_ref().map(|g| g.display(key));
-        let key = shown.as_deref().unwrap_or(key);
+        let shown = q.shown_key(key);
+        let key = &*shown;
         let mut id = record_id(&self.gateway, op, key, w.start, 0);
         if w.emission == Emission::Update {
             id.push_str(&format!("/u{lsn}"));

@@ -472,12 +472,11 @@ impl OutputEncoder {
         self.query.is_some()
     }
 
-    /// `key` as people read it: a SQL query's composite key of several
-    /// key columns as its values joined by `,` (`Groups::display`), any
-    /// other key as it is (the dashboard shows keys this way).
+    /// `key` as people read it ([`crate::sql::Query::shown_key`]); the
+    /// dashboard shows keys this way.
     pub fn shown_key<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
-        match self.query.as_ref().and_then(|q| q.q.groups.as_ref()) {
-            Some(g) => std::borrow::Cow::Owned(g.display(key)),
+        match &self.query {
+            Some(q) => q.q.shown_key(key),
             None => std::borrow::Cow::Borrowed(key),
         }
     }
@@ -514,8 +513,8 @@ impl OutputEncoder {
         }
         // Several key columns: ids and topics carry the key as people read
         // it (the row carries each column).
-        let shown = q.groups.as_ref().map(|g| g.display(key));
-        let key = shown.as_deref().unwrap_or(key);
+        let shown = q.shown_key(key);
+        let key = &*shown;
         let mut payload = Vec::with_capacity(256);
         let (id, mut m) = self.window_head(&mut payload, &sq.name, key, w, lsn);
         let sink_names = q.sink.as_ref().map(|s| &s.columns[..]).unwrap_or(&[]);

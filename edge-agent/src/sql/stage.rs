@@ -54,6 +54,17 @@ impl Query {
         self.projects() || self.sink.is_some() || self.groups.is_some()
     }
 
+    /// `key` as people read it in ids, topics, cloud records and the
+    /// dashboard: with several key columns, the composite key's values
+    /// joined by `,` ([`super::groups::Groups::display`]); any other key as
+    /// it is.
+    pub fn shown_key<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
+        match &self.groups {
+            Some(g) => std::borrow::Cow::Owned(g.display(key)),
+            None => std::borrow::Cow::Borrowed(key),
+        }
+    }
+
     /// Whether samples go through [`Query::keep_sample`] before the engine.
     pub fn filters_before_engine(&self) -> bool {
         self.filter.is_some() || !self.computed.is_empty()
