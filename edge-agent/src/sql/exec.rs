@@ -369,9 +369,9 @@ pub fn replay<R: Read + Send, W: Write>(
     // caller and both stages of a cascade (it reads and writes in blocks).
     if !p.query.order.is_empty() {
         // ORDER BY: every row, sorted once the input ends, then the LIMIT.
-        let mut sorted = Sorted::default();
-        let (mut sum, engine) = replay_dyn(p, &mut input, &mut sorted, &mut on_bad)?;
-        sum.windows = sorted.finish(&p.query, p.query.limit, &mut out)?;
+        let mut rows = Vec::new();
+        let (mut sum, engine) = replay_dyn(p, &mut input, &mut rows, &mut on_bad)?;
+        sum.windows = write_sorted(&rows, &p.query, &mut out)?;
         return Ok((sum, engine));
     }
     let Some(n) = p.query.limit else {
@@ -410,23 +410,6 @@ pub fn replay<R: Read + Send, W: Write>(
     Ok((sum, engine))
 }
 
-/// The result rows of a query with `ORDER BY`, kept until the input ends.
-#[derive(Default)]
-struct Sorted {
-    text: Vec<u8>,
-}
-
-impl Write for Sorted {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.text.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A cell's place in the order: `NULL` (an empty cell that is not a
 /// `STRING`), a number, or text (timestamps as written sort as text).
 #[derive(PartialEq, PartialOrd)]
@@ -435,80 +418,89 @@ enum SortCell {
     Text(String),
 }
 
-impl Sorted {
-    /// Writes the header and the rows sorted by `q.order` (stable: rows
-    /// that tie keep the order they fired in), at most `limit` of them;
-    /// returns how many.
-    fn finish(self, q: &Query, limit: Option<u64>, out: &mut dyn Write) -> io::Result<u64> {
-        let mut lines = Vec::new();
-        let (mut quoted, mut start) = (false, 0);
-        for (i, &c) in self.text.iter().enumerate() {
-            match c {
-                b'"' => quoted = !quoted,
-                b'\n' if !quoted => {
-                    lines.push(&self.text[start..=i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        let Some((header, rows)) = lines.split_first() else {
-            return Ok(0);
-        };
-        out.write_all(header)?;
-        let key = |line: &[u8]| -> Vec<Option<SortCell>> {
-            let cells = split_csv(String::from_utf8_lossy(line).trim_end_matches('\n'));
-            q.order
-                .iter()
-                .map(|k| {
-                    let c = cells.get(k.column).map(String::as_str).unwrap_or("");
-                    let ty = q.columns[k.column].ty;
-                    match ty {
-                        SqlType::String => Some(SortCell::Text(c.to_string())),
-                        _ if c.is_empty() => None,
-                        SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::Decimal(_) => {
-                            c.parse().ok().map(SortCell::Num)
-                        }
-                        // false < true, as the words sort.
-                        SqlType::Boolean | SqlType::Timestamp | SqlType::TimestampLtz => {
-                            Some(SortCell::Text(c.to_string()))
-                        }
-                    }
-                })
-                .collect()
-        };
-        let mut keyed: Vec<(Vec<Option<SortCell>>, &[u8])> =
-            rows.iter().map(|r| (key(r), *r)).collect();
-        keyed.sort_by(|(a, _), (b, _)| {
-            for (k, (x, y)) in q.order.iter().zip(a.iter().zip(b)) {
-                let o = match (x, y) {
-                    (None, None) => std::cmp::Ordering::Equal,
-                    (None, Some(_)) if k.nulls_first => std::cmp::Ordering::Less,
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (Some(_), None) if k.nulls_first => std::cmp::Ordering::Greater,
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (Some(x), Some(y)) => {
-                        let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
-                        if k.desc {
-                            o.reverse()
-                        } else {
-                            o
-                        }
-                    }
-                };
-                if o.is_ne() {
-                    return o;
-                }
-            }
-            std::cmp::Ordering::Equal
-        });
-        let n = limit.map_or(keyed.len(), |n| keyed.len().min(n as usize));
-        for (_, r) in &keyed[..n] {
-            out.write_all(r)?;
-        }
-        out.flush()?;
-        Ok(n as u64)
+/// Writes the header of the CSV result `text` and its rows sorted by
+/// `q.order` (stable: rows that tie keep the order they fired in), at most
+/// `q.limit` of them; returns how many rows.
+fn write_sorted(text: &[u8], q: &Query, out: &mut dyn Write) -> io::Result<u64> {
+    let mut lines = Vec::new();
+    let (mut quoted, mut start) = (false, 0);
+    for i in row_ends(text, &mut quoted) {
+        lines.push(&text[start..=i]);
+        start = i + 1;
     }
+    let Some((header, rows)) = lines.split_first() else {
+        return Ok(0);
+    };
+    out.write_all(header)?;
+    let key = |line: &[u8]| -> Vec<Option<SortCell>> {
+        let cells = split_csv(String::from_utf8_lossy(line).trim_end_matches('\n'));
+        q.order
+            .iter()
+            .map(|k| {
+                let c = cells.get(k.column).map(String::as_str).unwrap_or("");
+                let ty = q.columns[k.column].ty;
+                match ty {
+                    SqlType::String => Some(SortCell::Text(c.to_string())),
+                    _ if c.is_empty() => None,
+                    SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::Decimal(_) => {
+                        c.parse().ok().map(SortCell::Num)
+                    }
+                    // false < true, as the words sort.
+                    SqlType::Boolean | SqlType::Timestamp | SqlType::TimestampLtz => {
+                        Some(SortCell::Text(c.to_string()))
+                    }
+                }
+            })
+            .collect()
+    };
+    let mut keyed: Vec<(Vec<Option<SortCell>>, &[u8])> =
+        rows.iter().map(|r| (key(r), *r)).collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        for (k, (x, y)) in q.order.iter().zip(a.iter().zip(b)) {
+            let o = match (x, y) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) if k.nulls_first => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(_), None) if k.nulls_first => std::cmp::Ordering::Greater,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some(x), Some(y)) => {
+                    let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+                    if k.desc {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+            };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    let n = q.limit.map_or(keyed.len(), |n| keyed.len().min(n as usize));
+    for (_, r) in &keyed[..n] {
+        out.write_all(r)?;
+    }
+    out.flush()?;
+    Ok(n as u64)
+}
+
+/// The positions of the newlines of `buf` that end a CSV row (not those
+/// inside a quoted field); `quoted` says whether a quote is open, before
+/// and after.
+pub(super) fn row_ends<'b>(
+    buf: &'b [u8],
+    quoted: &'b mut bool,
+) -> impl Iterator<Item = usize> + 'b {
+    buf.iter().enumerate().filter_map(move |(i, &c)| match c {
+        b'"' => {
+            *quoted = !*quoted;
+            None
+        }
+        b'\n' if !*quoted => Some(i),
+        _ => None,
+    })
 }
 
 /// The cells of a CSV line, quotes removed.
@@ -562,22 +554,16 @@ impl<W: Write> Write for Limited<'_, W> {
             return Ok(buf.len());
         }
         let mut cut = buf.len();
-        for (i, &c) in buf.iter().enumerate() {
-            match c {
-                b'"' => self.quoted = !self.quoted,
-                b'\n' if !self.quoted => {
-                    if self.header {
-                        self.header = false;
-                    } else {
-                        self.left = self.left.saturating_sub(1);
-                    }
-                    if self.left == 0 {
-                        self.done.store(true, Relaxed);
-                        cut = i + 1;
-                        break;
-                    }
-                }
-                _ => {}
+        for i in row_ends(buf, &mut self.quoted) {
+            if self.header {
+                self.header = false;
+            } else {
+                self.left = self.left.saturating_sub(1);
+            }
+            if self.left == 0 {
+                self.done.store(true, Relaxed);
+                cut = i + 1;
+                break;
             }
         }
         self.inner.write_all(&buf[..cut])?;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rumqttc::{Client, Connection, Event, Packet, QoS};
 
 use super::ddl::SqlType;
-use super::exec::{split_csv, PipeReader};
+use super::exec::{row_ends, split_csv, PipeReader};
 use super::SqlPipeline;
 use crate::decode::Batch;
 use crate::gateway::BrokerConfig;
@@ -50,6 +50,15 @@ pub fn run(
     int: &Interrupt,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    if !p.query.order.is_empty() {
+        return super::shell::error(
+            out,
+            0,
+            0,
+            "ORDER BY over the live broker: the stream does not end, so its rows cannot be sorted",
+            "remove the ORDER BY (rows come as windows fire), or query a recording with 'connector' = 'filesystem'",
+        );
+    }
     let Some((host, port, tls)) = crate::gateway::parse_url(broker) else {
         return super::shell::error(
             out,
@@ -74,11 +83,11 @@ pub fn run(
         inflight: 10,
         protocol: 4,
     });
-    // Its own clean session: the agent's session (and its queued
-    // messages) stays the agent's.
     b.host = host;
     b.port = port;
     b.tls = tls;
+    // Its own client id and a clean session: the agent's session (and its
+    // queued messages) stays the agent's.
     b.client_id = format!("weir-sql-{}-{}", std::process::id(), next_id());
     let mut opts = match crate::run::mqtt::options(&b, crate::run::mqtt::Link::Output) {
         Ok(o) => o,
@@ -91,15 +100,6 @@ pub fn run(
         ),
     };
     opts.set_clean_session(true);
-    if !p.query.order.is_empty() {
-        return super::shell::error(
-            out,
-            0,
-            0,
-            "ORDER BY over the live broker: the stream does not end, so its rows cannot be sorted",
-            "remove the ORDER BY (rows come as windows fire), or query a recording with 'connector' = 'filesystem'",
-        );
-    }
     let src = p.inner.as_deref().unwrap_or(p);
     let map = &src.pipeline.csv[0];
     let (client, conn) = Client::new(opts, 16);
@@ -446,26 +446,19 @@ impl Write for LiveTable<'_> {
             return Ok(buf.len());
         }
         self.part.extend_from_slice(buf);
-        let mut quoted = false;
+        // `part` starts at a row's start: no quote is open there.
+        let ends: Vec<usize> = row_ends(&self.part, &mut false).collect();
         let mut start = 0;
-        let mut i = 0;
-        while i < self.part.len() {
-            match self.part[i] {
-                b'"' => quoted = !quoted,
-                b'\n' if !quoted => {
-                    // The CSV header line was printed before.
-                    if self.header {
-                        self.header = false;
-                    } else {
-                        let line = String::from_utf8_lossy(&self.part[start..i]).into_owned();
-                        self.cells(&split_csv(&line))?;
-                        self.rows += 1;
-                    }
-                    start = i + 1;
-                }
-                _ => {}
+        for i in ends {
+            // The CSV header line was printed before.
+            if self.header {
+                self.header = false;
+            } else {
+                let line = String::from_utf8_lossy(&self.part[start..i]).into_owned();
+                self.cells(&split_csv(&line))?;
+                self.rows += 1;
             }
-            i += 1;
+            start = i + 1;
         }
         self.part.drain(..start);
         self.out.flush()?;
