@@ -335,9 +335,10 @@ fn feed_with(
         .filter(|g| g.sets.len() > 1);
     let offer = |engine: &mut Engine, v: &[f64]| match (sets, hint) {
         (Some(g), _) => {
+            let vals: Vec<_> = crate::sql::groups::values(s.key).collect();
             let mut key = String::with_capacity(s.key.len());
             for set in 0..g.sets.len() {
-                g.project(s.key, set, &mut key);
+                g.key(set, |j| vals.get(j).and_then(|v| v.as_deref()), &mut key);
                 engine.handle_sample(s.now, s.source as usize + set, &key, s.ts, v)?;
             }
             Ok(())

@@ -138,38 +138,10 @@ impl Groups {
     }
 
     /// The composite key with every key column present: what `weir run`
-    /// journals as a reading's key ([`Groups::project`] gives each set's).
+    /// journals as a reading's key (each set's is made again from its
+    /// [`values`]).
     pub fn full_key<'t>(&self, text: impl Fn(usize) -> Option<&'t str>, out: &mut String) {
         self.key_of(u32::MAX, text, out);
-    }
-
-    /// Grouping set `set`'s key of a reading whose [`Groups::full_key`] is
-    /// `full`, into `out`.
-    pub fn project(&self, full: &str, set: usize, out: &mut String) {
-        out.clear();
-        let mask = self.sets[set];
-        let mut j = 0;
-        let mut keep = true;
-        let mut chars = full.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                PRESENT | ABSENT => {
-                    keep = mask & (1 << j) != 0;
-                    j += 1;
-                    out.push(if keep { c } else { ABSENT });
-                }
-                ESCAPE => {
-                    if keep {
-                        out.push(c);
-                        out.extend(chars.next());
-                    } else {
-                        chars.next();
-                    }
-                }
-                _ if keep => out.push(c),
-                _ => {}
-            }
-        }
     }
 
     /// A composite key as people read it, for message ids and topics: the
@@ -179,31 +151,21 @@ impl Groups {
     /// read the same.
     pub fn display(&self, key: &str) -> String {
         let mut out = String::with_capacity(key.len());
-        let mut first = true;
-        let mut chars = key.chars();
-        while let Some(c) = chars.next() {
-            let c = match c {
-                PRESENT | ABSENT => {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    if c == ABSENT {
-                        out.push('*');
-                    }
-                    continue;
-                }
-                ESCAPE => match chars.next() {
-                    Some(e) => e,
-                    None => break,
-                },
-                c => c,
+        for (j, v) in values(key).enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let Some(v) = v else {
+                out.push('*');
+                continue;
             };
-            match c {
-                '%' => out.push_str("%25"),
-                ',' => out.push_str("%2C"),
-                '*' => out.push_str("%2A"),
-                c => out.push(c),
+            for c in v.chars() {
+                match c {
+                    '%' => out.push_str("%25"),
+                    ',' => out.push_str("%2C"),
+                    '*' => out.push_str("%2A"),
+                    c => out.push(c),
+                }
             }
         }
         out
@@ -240,33 +202,59 @@ impl Groups {
     /// bit (`GROUPING(col)`: 1 when absent, else 0).
     pub fn split(&self, key: &str, row: &mut Vec<Value>) {
         let mut bits = Vec::with_capacity(self.cols.len());
-        let mut chars = key.chars().peekable();
+        let mut vals = values(key);
         for (_, ty) in &self.cols {
-            let present = chars.next() == Some(PRESENT);
-            bits.push(if present { 0.0 } else { 1.0 });
-            if !present {
-                row.push(Value::Null);
-                continue;
-            }
-            let mut s = String::new();
-            while let Some(&c) = chars.peek() {
-                if c == PRESENT || c == ABSENT {
-                    break;
-                }
-                chars.next();
-                if c == ESCAPE {
-                    s.extend(chars.next());
-                } else {
-                    s.push(c);
-                }
-            }
-            row.push(match ty {
-                SqlType::String => Value::Str(s),
-                _ => s.trim().parse().map_or(Value::Null, Value::Num),
+            let v = vals.next().flatten();
+            bits.push(if v.is_some() { 0.0 } else { 1.0 });
+            row.push(match (v, ty) {
+                (None, _) => Value::Null,
+                (Some(s), SqlType::String) => Value::Str(s.into_owned()),
+                (Some(s), _) => s.trim().parse().map_or(Value::Null, Value::Num),
             });
         }
         row.extend(bits.into_iter().map(Value::Num));
     }
+}
+
+/// The key columns of a composite key, in order: a column's value
+/// (unescaped; borrowed unless it held an escape), `None` for one its
+/// grouping set leaves out.
+pub fn values(key: &str) -> impl Iterator<Item = Option<std::borrow::Cow<'_, str>>> + '_ {
+    let mut rest = key;
+    std::iter::from_fn(move || {
+        let mut chars = rest.chars();
+        let mark = chars.next()?;
+        let body = chars.as_str();
+        if mark != PRESENT {
+            rest = body;
+            return Some(None);
+        }
+        // The value runs to the next mark that no escape precedes.
+        let (mut end, mut escaped, mut escapes) = (body.len(), false, false);
+        for (i, c) in body.char_indices() {
+            if escaped {
+                escaped = false;
+            } else if c == ESCAPE {
+                escaped = true;
+                escapes = true;
+            } else if c == PRESENT || c == ABSENT {
+                end = i;
+                break;
+            }
+        }
+        let (v, after) = body.split_at(end);
+        rest = after;
+        Some(Some(if escapes {
+            let mut s = String::with_capacity(v.len());
+            let mut cs = v.chars();
+            while let Some(c) = cs.next() {
+                s.extend(if c == ESCAPE { cs.next() } else { Some(c) });
+            }
+            std::borrow::Cow::Owned(s)
+        } else {
+            std::borrow::Cow::Borrowed(v)
+        }))
+    })
 }
 
 /// The grouping sets of one `GROUPING SETS (…)`, `ROLLUP (…)` or `CUBE
@@ -357,13 +345,15 @@ mod tests {
             [Value::Num(1.0), Value::Num(1.0), Value::Num(1.0)]
         );
         assert_eq!((g.suffix(1), g.suffix(2)), ("@a+c".into(), "@".into()));
-        // Each set's key is the full key's projection.
+        // Each set's key, made again from the full key's values, is the
+        // key made from the sample's.
         let mut full = String::new();
         let mut p = String::new();
         g.full_key(|j| Some(texts[j]), &mut full);
+        let vals: Vec<_> = values(&full).collect();
         for set in 0..3 {
             g.key(set, |j| Some(texts[j]), &mut k);
-            g.project(&full, set, &mut p);
+            g.key(set, |j| vals[j].as_deref(), &mut p);
             assert_eq!(p, k, "set {set}");
         }
         // Shown to people, unambiguously.
