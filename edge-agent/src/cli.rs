@@ -573,18 +573,16 @@ fn cmd_sql(
         None => None,
     };
     let broker = broker.unwrap_or_else(|| match &login {
-        Some(b) if b.host.contains(':') => format!(
-            "{}://[{}]:{}",
-            if b.tls { "mqtts" } else { "mqtt" },
-            b.host,
-            b.port
-        ),
-        Some(b) => format!(
-            "{}://{}:{}",
-            if b.tls { "mqtts" } else { "mqtt" },
-            b.host,
-            b.port
-        ),
+        Some(b) => {
+            // An IPv6 address in brackets, as parse_url reads it back.
+            let host = if b.host.contains(':') {
+                format!("[{}]", b.host)
+            } else {
+                b.host.clone()
+            };
+            let scheme = if b.tls { "mqtts" } else { "mqtt" };
+            format!("{scheme}://{host}:{}", b.port)
+        }
         None => crate::sql::shell::DEFAULT_BROKER.to_string(),
     });
     let int: &'static crate::sql::live::Interrupt = Box::leak(Box::default());

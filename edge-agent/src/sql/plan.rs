@@ -2077,7 +2077,8 @@ pub struct UdfUse {
     pub source: usize,
 }
 
-/// A query with its `LIMIT` ([`Query::limit`]).
+/// A query with its `ORDER BY` ([`Query::order`]) and `LIMIT`
+/// ([`Query::limit`]) around its `SELECT` ([`compile_select`]).
 fn compile_query(
     tables: &[Table],
     sets: &[(String, String, Location)],
