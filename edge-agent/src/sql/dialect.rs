@@ -42,6 +42,11 @@ impl Dialect for WeirDialect {
         true
     }
 
+    fn supports_filter_during_aggregation(&self) -> bool {
+        // `COUNT(*) FILTER (WHERE v > 3)` (`Ctx::aggregate_as`).
+        true
+    }
+
     fn supports_group_by_expr(&self) -> bool {
         // GROUPING SETS, ROLLUP, CUBE (`super::groups`).
         true

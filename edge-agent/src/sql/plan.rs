@@ -281,6 +281,33 @@ fn args_of(f: &ast::Function) -> Vec<(Option<String>, &SExpr)> {
     out
 }
 
+/// `f` without its `FILTER (WHERE cond)`: its first argument (`*` read as
+/// `1`) becomes `CASE WHEN cond THEN arg END`.
+fn unfiltered(f: &ast::Function, cond: &SExpr) -> ast::Function {
+    let mut g = f.clone();
+    g.filter = None;
+    if let FunctionArguments::List(l) = &mut g.args {
+        if let Some(first @ FunctionArg::Unnamed(_)) = l.args.first_mut() {
+            let one = SExpr::value(ast::Value::Number("1".into(), false));
+            let arg = match std::mem::replace(first, FunctionArg::Unnamed(FunctionArgExpr::Wildcard)) {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
+                _ => one,
+            };
+            *first = FunctionArg::Unnamed(FunctionArgExpr::Expr(SExpr::Case {
+                case_token: ast::helpers::attached_token::AttachedToken::empty(),
+                end_token: ast::helpers::attached_token::AttachedToken::empty(),
+                operand: None,
+                conditions: vec![ast::CaseWhen {
+                    condition: cond.clone(),
+                    result: arg,
+                }],
+                else_result: None,
+            }));
+        }
+    }
+    g
+}
+
 fn is_star(f: &ast::Function) -> bool {
     matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1
         && matches!(l.args[0], FunctionArg::Unnamed(FunctionArgExpr::Wildcard)))
@@ -627,14 +654,18 @@ impl Ctx<'_> {
                 &format!("COUNT(DISTINCT column), or a plain {name}(column)"),
             ));
         }
-        if f.filter.is_some()
-            || matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty())
-        {
+        if matches!(&f.args, FunctionArguments::List(l) if !l.clauses.is_empty()) {
             return Err(SqlError::unsupported(
                 at,
-                &format!("FILTER / clauses in {name}(…)"),
+                &format!("clauses in {name}(…)"),
                 &format!("a plain {name}(column) or COUNT(DISTINCT column)"),
             ));
+        }
+        if let Some(cond) = &f.filter {
+            // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`:
+            // the rows that fail `c` are NULL inputs, which every aggregate
+            // leaves out (Flink's semantics); `COUNT(*)` counts a 1.
+            return self.aggregate_as(&unfiltered(f, cond), at, integral);
         }
         if distinct {
             return self.count_distinct(f, at).map(Some);
@@ -1178,6 +1209,13 @@ impl Ctx<'_> {
                     return Err(SqlError::at(at, format!("an aggregate ({}) in WHERE", fname(f)), "filter on aggregates with HAVING"));
                 }
                 let name = fname(f);
+                if f.filter.is_some() {
+                    return Err(SqlError::at(
+                        at,
+                        format!("FILTER (WHERE …) after {name}(…), which is not an aggregate"),
+                        "FILTER goes after an aggregate: COUNT(*) FILTER (WHERE v > 3)",
+                    ));
+                }
                 if let Some(def) = self.funcs.iter().find(|d| d.0.eq_ignore_ascii_case(&name)) {
                     let def = def.clone();
                     if scope == Scope::Row {

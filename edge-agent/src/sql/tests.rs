@@ -253,6 +253,35 @@ fn every_aggregate_by_hand() {
 }
 
 #[test]
+fn aggregate_filter_clause_leaves_the_other_rows_out() {
+    // Window 08:00: C 4.00, A 2.00, D 5.00; window 08:10: B 3.00, E 1.00,
+    // F 6.00. HAVING drops the second (E is under 2).
+    let rows = bid(
+        "SELECT window_start, COUNT(*) FILTER (WHERE price > 2) AS n,
+       SUM(price) FILTER (WHERE item <> 'D') AS s,
+       MAX(price) FILTER (WHERE price > 10) AS none,
+       COUNT(DISTINCT item) FILTER (WHERE price >= 3) AS d,
+       AVG(price) FILTER (WHERE item IN ('A', 'C')) AS a
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end
+  HAVING COUNT(*) FILTER (WHERE price < 2) = 0;",
+    );
+    assert_eq!(
+        rows,
+        [
+            "window_start,n,s,none,d,a",
+            "2020-04-15 08:00:00.000,2,6.00,,2,3.000000",
+        ]
+    );
+    let e = err(&format!(
+        "{BID_DDL}SELECT window_start, ABS(MAX(price)) FILTER (WHERE price > 2) AS x
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    ));
+    assert!(e.msg.contains("not an aggregate"), "{e}");
+}
+
+#[test]
 fn where_before_windowing_and_having_after() {
     let rows = bid("SELECT window_start, SUM(price) AS total
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
