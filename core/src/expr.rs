@@ -20,6 +20,8 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use crate::timefn::{self, TimeField};
+
 /// One value of a row.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -151,6 +153,57 @@ pub enum Func {
     /// FNV-1a hash as a whole number (two strings share one with odds of
     /// about n²/2⁵⁴), a boolean 0 or 1, `NULL` -1, a number itself.
     DistinctKey,
+    /// `EXTRACT(field FROM ts)` and its short forms (`HOUR(ts)`…), a
+    /// whole number ([`crate::timefn::extract`])
+    Extract(TimeField),
+    /// `TIMESTAMPDIFF(unit, a, b)`: whole units from `a` to `b`
+    TimestampDiff(TimeField),
+    /// `TIMESTAMPADD(unit, n, ts)`, also `ts ± INTERVAL …`
+    TimestampAdd(TimeField),
+    /// `FLOOR(ts TO unit)`, or `CEIL` when `true`
+    FloorTime(TimeField, bool),
+    /// `DATE_FORMAT(ts, pattern)` ([`crate::timefn::date_format`])
+    DateFormat,
+}
+
+/// The time functions: any `NULL` argument gives `NULL`, so does a result
+/// out of range.
+fn time_call(f: Func, args: &[Expr], row: &[Value]) -> Value {
+    let mut vals = Vec::with_capacity(args.len());
+    for a in args {
+        match a.eval(row) {
+            Value::Null => return Value::Null,
+            v => vals.push(v),
+        }
+    }
+    let ts = |i: usize| match vals.get(i) {
+        Some(Value::Ts(t)) => Some(*t),
+        _ => None,
+    };
+    let int = |i: usize| match vals.get(i) {
+        Some(Value::Num(x)) if x.is_finite() && x.abs() < 9.0e15 => Some(*x as i64),
+        _ => None,
+    };
+    let v = match f {
+        Func::Extract(field) => ts(0).map(|t| Value::Num(timefn::extract(t, field) as f64)),
+        Func::TimestampDiff(unit) => ts(0)
+            .zip(ts(1))
+            .and_then(|(a, b)| timefn::timestamp_diff(unit, a, b))
+            .map(|d| Value::Num(d as f64)),
+        Func::TimestampAdd(unit) => int(0)
+            .zip(ts(1))
+            .and_then(|(n, t)| timefn::timestamp_add(unit, n, t))
+            .map(Value::Ts),
+        Func::FloorTime(unit, up) => ts(0)
+            .and_then(|t| timefn::floor_to(t, unit, up))
+            .map(Value::Ts),
+        Func::DateFormat => match (ts(0), vals.get(1)) {
+            (Some(t), Some(Value::Str(p))) => Some(Value::Str(timefn::date_format(t, p))),
+            _ => None,
+        },
+        _ => None,
+    };
+    v.unwrap_or(Value::Null)
 }
 
 /// The string functions: any `NULL` argument gives `NULL`.
@@ -550,6 +603,14 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
     {
         return text_call(f, args, row);
     }
+    if let Func::Extract(_)
+    | Func::TimestampDiff(_)
+    | Func::TimestampAdd(_)
+    | Func::FloorTime(..)
+    | Func::DateFormat = f
+    {
+        return time_call(f, args, row);
+    }
     if f == Func::DistinctKey {
         return Value::Num(match args.first().map(|a| a.eval(row)) {
             Some(Value::Str(s)) => {
@@ -652,7 +713,12 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
         | Func::CharLength
         | Func::Substring
         | Func::Trim
-        | Func::Replace => {
+        | Func::Replace
+        | Func::Extract(_)
+        | Func::TimestampDiff(_)
+        | Func::TimestampAdd(_)
+        | Func::FloorTime(..)
+        | Func::DateFormat => {
             unreachable!("handled above")
         }
     };

@@ -73,6 +73,8 @@ pub mod snapshot;
 #[cfg(feature = "alloc")]
 pub mod spec;
 #[cfg(feature = "alloc")]
+pub mod timefn;
+#[cfg(feature = "alloc")]
 pub mod window;
 
 #[cfg(feature = "alloc")]

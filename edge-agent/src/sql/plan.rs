@@ -24,6 +24,7 @@ use weir_core::detect::DetectorSpec;
 use weir_core::expr::{BinOp, CastTo, Expr, Func, StrFrom, Value};
 use weir_core::prelude::*;
 use weir_core::spec::{DetectSpec, OperatorKind, OperatorSpec, SampleOrder, WindowSpec};
+use weir_core::timefn::{bad_pattern_letter, TimeField};
 
 use super::ddl::{SqlType, Table};
 use super::{dialect::TABLE_ARG, Err, SqlError, SqlPipeline, Statement};
@@ -289,10 +290,11 @@ fn unfiltered(f: &ast::Function, cond: &SExpr) -> ast::Function {
     if let FunctionArguments::List(l) = &mut g.args {
         if let Some(first @ FunctionArg::Unnamed(_)) = l.args.first_mut() {
             let one = SExpr::value(ast::Value::Number("1".into(), false));
-            let arg = match std::mem::replace(first, FunctionArg::Unnamed(FunctionArgExpr::Wildcard)) {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
-                _ => one,
-            };
+            let arg =
+                match std::mem::replace(first, FunctionArg::Unnamed(FunctionArgExpr::Wildcard)) {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
+                    _ => one,
+                };
             *first = FunctionArg::Unnamed(FunctionArgExpr::Expr(SExpr::Case {
                 case_token: ast::helpers::attached_token::AttachedToken::empty(),
                 end_token: ast::helpers::attached_token::AttachedToken::empty(),
@@ -317,7 +319,7 @@ fn fname(f: &ast::Function) -> String {
     f.name.to_string().to_ascii_uppercase()
 }
 
-const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST, UPPER, LOWER, CONCAT (||), CHAR_LENGTH, SUBSTRING, TRIM, REPLACE; aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
+const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST, UPPER, LOWER, CONCAT (||), CHAR_LENGTH, SUBSTRING, TRIM, REPLACE, EXTRACT, YEAR … SECOND, TIMESTAMPDIFF, TIMESTAMPADD, DATE_FORMAT, FLOOR/CEIL(ts TO unit); aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
 
 impl Ctx<'_> {
     fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
@@ -918,6 +920,18 @@ impl Ctx<'_> {
     ) -> Err<(Expr, SqlType)> {
         let num = |t: SqlType, side: &SExpr| numeric(t, side, at);
         let (a, ta) = self.expr(left, scope)?;
+        if let (B::Plus | B::Minus, SExpr::Interval(iv), true) = (op, right, ta.is_time()) {
+            // `ts ± INTERVAL …`: a timestamp of the same type.
+            let ms = super::ddl::interval_ms(iv, loc_of(right, at))?;
+            let n = if matches!(op, B::Minus) { -ms } else { ms };
+            return Ok((
+                Expr::Call(
+                    Func::TimestampAdd(TimeField::Millisecond),
+                    vec![Expr::num(n as f64), a],
+                ),
+                ta,
+            ));
+        }
         let (b, tb) = self.expr(right, scope)?;
         if let B::StringConcat = op {
             text_arg(ta, left, at)?;
@@ -1186,6 +1200,24 @@ impl Ctx<'_> {
                 let t = if let SqlType::Decimal(_) = t { SqlType::Decimal(0) } else { t };
                 (Expr::Call(f, vec![x]), t)
             }
+            SExpr::Ceil { expr, field: ast::CeilFloorKind::DateTimeField(unit) }
+            | SExpr::Floor { expr, field: ast::CeilFloorKind::DateTimeField(unit) } => {
+                let up = matches!(e, SExpr::Ceil { .. });
+                let (x, t) = self.expr(expr, scope)?;
+                time_arg(t, expr, at)?;
+                let Some(u) = TimeField::parse(&unit.to_string()).filter(|u| !matches!(u, TimeField::Week | TimeField::DayOfYear | TimeField::DayOfWeek)) else {
+                    return Err(SqlError::unsupported(at, &format!("FLOOR/CEIL to {unit}"), "FLOOR(ts TO YEAR | QUARTER | MONTH | DAY | HOUR | MINUTE | SECOND)"));
+                };
+                (Expr::Call(Func::FloorTime(u, up), vec![x]), t)
+            }
+            SExpr::Extract { field, expr, .. } => {
+                let (x, t) = self.expr(expr, scope)?;
+                time_arg(t, expr, at)?;
+                let Some(u) = TimeField::parse(&field.to_string()) else {
+                    return Err(SqlError::unsupported(at, &format!("EXTRACT({field} FROM …)"), "EXTRACT(YEAR | QUARTER | MONTH | WEEK | DAY | DOY | DOW | HOUR | MINUTE | SECOND FROM ts)"));
+                };
+                (Expr::Call(Func::Extract(u), vec![x]), SqlType::BigInt)
+            }
             SExpr::Function(f) => {
                 if scope == Scope::Group {
                     if let Some(r) = self.aggregate(f, at)? {
@@ -1277,6 +1309,45 @@ impl Ctx<'_> {
                         return Ok((Expr::Case(vec![(same, Expr::Lit(Value::Null))], Some(Box::new(ae))), ta));
                     }
                     ("MOD" | "IF" | "NULLIF", _) => return Err(wrong()),
+                    ("YEAR" | "QUARTER" | "MONTH" | "WEEK" | "DAYOFYEAR" | "DAYOFMONTH" | "DAYOFWEEK" | "HOUR" | "MINUTE" | "SECOND", [(_, a)]) => {
+                        let (x, t) = self.expr(a, scope)?;
+                        time_arg(t, a, at)?;
+                        let u = TimeField::parse(&name).ok_or_else(wrong)?;
+                        return Ok((Expr::Call(Func::Extract(u), vec![x]), SqlType::BigInt));
+                    }
+                    ("TIMESTAMPDIFF", [(_, u), (_, a), (_, b)]) => {
+                        let u = self.time_unit(u, at)?;
+                        let (xa, ta) = self.expr(a, scope)?;
+                        time_arg(ta, a, at)?;
+                        let (xb, tb) = self.expr(b, scope)?;
+                        time_arg(tb, b, at)?;
+                        return Ok((Expr::Call(Func::TimestampDiff(u), vec![xa, xb]), SqlType::Int));
+                    }
+                    ("TIMESTAMPADD", [(_, u), (_, n), (_, ts)]) => {
+                        let u = self.time_unit(u, at)?;
+                        let (xn, tn) = self.expr(n, scope)?;
+                        numeric(tn, n, at)?;
+                        let (xt, tt) = self.expr(ts, scope)?;
+                        time_arg(tt, ts, at)?;
+                        return Ok((Expr::Call(Func::TimestampAdd(u), vec![xn, xt]), tt));
+                    }
+                    ("DATE_FORMAT", [(_, a), (_, p)]) => {
+                        let (x, t) = self.expr(a, scope)?;
+                        time_arg(t, a, at)?;
+                        let (xp, tp) = self.expr(p, scope)?;
+                        text_arg(tp, p, at)?;
+                        if let Expr::Lit(Value::Str(pattern)) = &xp {
+                            if let Some(c) = bad_pattern_letter(pattern) {
+                                return Err(SqlError::at(
+                                    loc_of(*p, at),
+                                    format!("DATE_FORMAT's pattern `{pattern}` has `{c}`, which weir does not format"),
+                                    "use the letters y M d D E u H k K h a m s S (Java's SimpleDateFormat), text in single quotes",
+                                ));
+                            }
+                        }
+                        return Ok((Expr::Call(Func::DateFormat, vec![x, xp]), SqlType::String));
+                    }
+                    ("YEAR" | "QUARTER" | "MONTH" | "WEEK" | "DAYOFYEAR" | "DAYOFMONTH" | "DAYOFWEEK" | "HOUR" | "MINUTE" | "SECOND" | "TIMESTAMPDIFF" | "TIMESTAMPADD" | "DATE_FORMAT", _) => return Err(wrong()),
                     _ => {}
                 }
                 // String functions: STRING arguments (positions and
@@ -1424,6 +1495,24 @@ impl Ctx<'_> {
         )
     }
 
+    /// The unit argument of `TIMESTAMPDIFF` / `TIMESTAMPADD` (`SECOND`,
+    /// `MINUTE`, `HOUR`, `DAY`, `WEEK`, `MONTH`, `QUARTER`, `YEAR`).
+    fn time_unit(&self, e: &SExpr, at: Location) -> Err<TimeField> {
+        ident_name(e)
+            .and_then(|id| TimeField::parse(&id.value))
+            .filter(|u| {
+                u.millis().is_some()
+                    || matches!(u, TimeField::Year | TimeField::Quarter | TimeField::Month)
+            })
+            .ok_or_else(|| {
+                SqlError::at(
+                    loc_of(e, at),
+                    format!("`{e}` is not a unit of time"),
+                    "write SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER or YEAR",
+                )
+            })
+    }
+
     fn boolean(&self, t: SqlType, e: &SExpr, at: Location) -> Err<()> {
         if t == SqlType::Boolean {
             Ok(())
@@ -1446,6 +1535,18 @@ fn text_arg(t: SqlType, e: &SExpr, at: Location) -> Err<()> {
         loc_of(e, at),
         format!("`{e}` is a {}, not a STRING", t.name()),
         format!("CAST({e} AS STRING) first"),
+    ))
+}
+
+/// `Ok` if `t`, the type of `e`, is a timestamp.
+fn time_arg(t: SqlType, e: &SExpr, at: Location) -> Err<()> {
+    if t.is_time() {
+        return Ok(());
+    }
+    Err(SqlError::at(
+        loc_of(e, at),
+        format!("`{e}` is {}, not a timestamp", t.name()),
+        "give a TIMESTAMP(3) or TIMESTAMP_LTZ(3): window_start, window_end, the rowtime column, TO_TIMESTAMP_LTZ(ms, 3)",
     ))
 }
 

@@ -282,6 +282,48 @@ fn aggregate_filter_clause_leaves_the_other_rows_out() {
 }
 
 #[test]
+fn time_functions_by_hand() {
+    // 2020-04-15 was a Wednesday (DAYOFWEEK 4, counting from Sunday).
+    let rows = bid(
+        "SELECT window_start, DATE_FORMAT(window_start, 'EEE d MMM yyyy, HH:mm') AS f,
+       EXTRACT(DOW FROM window_start) AS dow, HOUR(window_end) AS h, MINUTE(window_end) AS mi,
+       TIMESTAMPDIFF(MINUTE, window_start, window_end) AS len,
+       window_end - INTERVAL '1' SECOND AS last_second, FLOOR(window_start TO HOUR) AS fh,
+       TIMESTAMPADD(MONTH, -2, window_start) AS back,
+       COUNT(*) FILTER (WHERE MINUTE(bidtime) > 8) AS late_bids
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE EXTRACT(YEAR FROM bidtime) = 2020
+  GROUP BY window_start, window_end;",
+    );
+    assert_eq!(
+        rows,
+        [
+            "window_start,f,dow,h,mi,len,last_second,fh,back,late_bids",
+            "2020-04-15 08:00:00.000,\"Wed 15 Apr 2020, 08:00\",4,8,10,10,\
+             2020-04-15 08:09:59.000,2020-04-15 08:00:00.000,2020-02-15 08:00:00.000,1",
+            "2020-04-15 08:10:00.000,\"Wed 15 Apr 2020, 08:10\",4,8,20,10,\
+             2020-04-15 08:19:59.000,2020-04-15 08:00:00.000,2020-02-15 08:10:00.000,3",
+        ]
+    );
+    for (bad, says) in [
+        ("DATE_FORMAT(window_start, 'yyyy Q')", "`Q`"),
+        ("EXTRACT(MILLISECOND FROM window_start)", "not supported"),
+        (
+            "TIMESTAMPDIFF(FORTNIGHT, window_start, window_end)",
+            "not a unit of time",
+        ),
+        ("HOUR(COUNT(*))", "not a timestamp"),
+    ] {
+        let e = err(&format!(
+            "{BID_DDL}SELECT {bad} AS x
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+        ));
+        assert!(e.msg.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn where_before_windowing_and_having_after() {
     let rows = bid("SELECT window_start, SUM(price) AS total
   FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
