@@ -7,7 +7,7 @@
 use alloc::string::String;
 use core::fmt::Write as _;
 
-use crate::time::civil_from_days;
+use crate::time::{civil_from_days, days_from_civil, days_in_month};
 
 const DAY: i64 = 86_400_000;
 
@@ -86,31 +86,6 @@ impl TimeField {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn leap(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn month_days(y: i64, m: u32) -> u32 {
-    match m {
-        2 if leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 /// `EXTRACT(field FROM ts)`.
 pub fn extract(ts: i64, field: TimeField) -> i64 {
     let days = ts.div_euclid(DAY);
@@ -152,7 +127,7 @@ fn add_months(ts: i64, n: i64) -> Option<i64> {
         .checked_add(i64::from(m) - 1)?
         .checked_add(n)?;
     let (y2, m2) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
-    let d2 = d.min(month_days(y2, m2));
+    let d2 = d.min(days_in_month(y2, m2));
     days_from_civil(y2, m2, d2)
         .checked_mul(DAY)?
         .checked_add(rem)

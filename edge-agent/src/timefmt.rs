@@ -1,19 +1,7 @@
 //! Calendar timestamps (`2014-04-10 07:15:00`, UTC) ↔ milliseconds since
 //! the epoch, without a time-zone database: input timestamps are UTC.
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-pub(crate) use weir_core::time::civil_from_days;
+pub(crate) use weir_core::time::{civil_from_days, days_from_civil, days_in_month};
 
 pub(crate) fn num(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
@@ -64,16 +52,6 @@ pub fn parse_datetime_ms(s: &str) -> Option<i64> {
         ms = v;
     }
     Some(secs * 1000 + ms)
-}
-
-/// Days in month `m` of year `y` (proleptic Gregorian).
-pub(crate) fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
 }
 
 /// Formats UTC milliseconds as `YYYY-MM-DD HH:MM:SS` (with `.fff` when the

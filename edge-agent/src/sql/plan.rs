@@ -1024,6 +1024,17 @@ impl Ctx<'_> {
                 self.column(ident_name(e).expect("an identifier"), scope)?
             }
             SExpr::Nested(x) => self.expr(x, scope)?,
+            SExpr::TypedString(ts) if matches!(ts.data_type, ast::DataType::Timestamp(..)) => {
+                // `TIMESTAMP '2020-04-15 08:05:00'`: a constant.
+                let ms = match &ts.value.value {
+                    ast::Value::SingleQuotedString(t) => crate::timefmt::parse_datetime_ms(t),
+                    _ => None,
+                };
+                let Some(ms) = ms else {
+                    return Err(SqlError::at(at, format!("`{e}` is not a timestamp"), "write TIMESTAMP 'YYYY-MM-DD HH:MM:SS[.sss]'"));
+                };
+                (Expr::Lit(Value::Ts(ms)), SqlType::Timestamp)
+            }
             SExpr::Value(v) => match &v.value {
                 ast::Value::Number(n, _) => {
                     let x: f64 = n.parse().map_err(|_| {

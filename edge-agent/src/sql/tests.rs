@@ -305,7 +305,22 @@ fn time_functions_by_hand() {
              2020-04-15 08:19:59.000,2020-04-15 08:00:00.000,2020-02-15 08:10:00.000,3",
         ]
     );
+    // A TIMESTAMP literal: A (08:07) and D (08:09), then B, E and F.
+    let rows = bid("SELECT window_start, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE bidtime >= TIMESTAMP '2020-04-15 08:07:00'
+  GROUP BY window_start, window_end
+  HAVING window_start < TIMESTAMP '2020-04-15 08:05:00.000' OR COUNT(*) > 2;");
+    assert_eq!(
+        rows,
+        [
+            "window_start,n",
+            "2020-04-15 08:00:00.000,2",
+            "2020-04-15 08:10:00.000,3"
+        ]
+    );
     for (bad, says) in [
+        ("TIMESTAMP '2020-04-15'", "not a timestamp"),
         ("DATE_FORMAT(window_start, 'yyyy Q')", "`Q`"),
         ("EXTRACT(MILLISECOND FROM window_start)", "not supported"),
         (
