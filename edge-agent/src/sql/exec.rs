@@ -38,6 +38,9 @@ pub struct Rows<'q> {
     keep_all: bool,
     /// A grouping set's composite key ([`Query::groups`]).
     key: String,
+    /// The query's grouping sets, if it has several key columns or sets
+    /// (read once per sample: kept here rather than behind `q`).
+    groups: Option<&'q super::groups::Groups>,
     /// DOUBLEs as shortest round-trip decimals, not 6 decimals
     /// ([`Rows::exact`]).
     exact: bool,
@@ -61,6 +64,7 @@ impl<'q> Rows<'q> {
             ts_next: 0,
             keep_all: !q.filters_before_engine(),
             key: String::new(),
+            groups: q.groups.as_ref(),
             exact: false,
         }
     }
@@ -233,7 +237,7 @@ impl Results for Rows<'_> {
         values: &[f64],
         texts: &TextFields<'_>,
     ) -> Result<(), Reject> {
-        let Some(g) = &self.q.groups else {
+        let Some(g) = self.groups else {
             return engine.handle_sample(ts, source, key, ts, values);
         };
         // Into each grouping set's source, keyed by its columns (the first
