@@ -10,8 +10,12 @@
 #
 #   bash bench/w1.sh [EVENTS] [RUNS]     (default 10000000 events, 5 runs)
 #
-# Last runs (Dec 7 2026, 10 M events, 9 runs, shared 2-core VM): best-of
-# ratios TOML 0.962 and 0.875, SQL 0.840 and 0.795; medians of the runs' own
+# Last runs (Dec 7 2026 afternoon, 10 M events, 7 and 5 runs): best-of
+# ratios TOML 0.916 and 0.925, SQL 0.860 and 0.869; medians TOML 0.927 and
+# 0.938, SQL 0.876 and 0.880 (the SQL rows read their grouping sets from
+# themselves, not through the query: SQL 1.22 s -> 1.13 s; instructions per
+# event 931 TOML, 975 SQL, reference 815). Earlier (Dec 7 morning, 9 runs):
+# best-of ratios TOML 0.962 and 0.875, SQL 0.840 and 0.795; medians of the runs' own
 # ratios TOML 0.903 and 0.875, SQL 0.856 and 0.764 (Dec 6: best of 3, TOML
 # 0.908, SQL 0.840; earlier 0.74-0.85 and 0.69-0.80). Wall times swing by
 # 2x on that machine; for a change, count instructions instead: valgrind
