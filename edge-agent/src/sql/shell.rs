@@ -6,7 +6,7 @@
 //! table (Flink's "tableau" result mode), or over an mqtt table's topics on
 //! the live broker, printing rows as their windows fire until `LIMIT n`
 //! rows or Ctrl-C ([`super::live`]); `EXPLAIN` prints the plan. Also:
-//! `SHOW TABLES`, `HELP`, `QUIT` / `EXIT`.
+//! `SHOW TABLES | VIEWS | FUNCTIONS`, `DESCRIBE t`, `HELP`, `QUIT` / `EXIT`.
 
 use std::io::{self, BufRead, Write};
 use std::path::Path;
@@ -72,7 +72,8 @@ const HELP: &str = "Statements (end each with ;):
                                     or over an mqtt table's topics on the broker, printing
                                     rows as windows fire (LIMIT n or Ctrl-C ends it)
   EXPLAIN SELECT ...                print the plan
-  SHOW TABLES                       list the registered tables
+  SHOW TABLES | VIEWS | FUNCTIONS   list what this session created
+  DESCRIBE t                        a table's columns, types and watermark
   HELP                              this text
   QUIT / EXIT                       leave
 The supported Flink SQL is listed in docs/sql.md.";
@@ -92,14 +93,11 @@ impl Session<'_> {
                 return Ok(true);
             }
             "SHOW" => {
-                let mut n = 0;
-                for (_, _, s) in &self.kept {
-                    if let Statement::CreateTable(t) = s {
-                        writeln!(out, "{}", t.name)?;
-                        n += 1;
-                    }
-                }
-                writeln!(out, "{n} table(s)")?;
+                self.show(text, out)?;
+                return Ok(true);
+            }
+            "DESCRIBE" | "DESC" => {
+                self.describe(text, out)?;
                 return Ok(true);
             }
             _ => {}
@@ -164,6 +162,117 @@ impl Session<'_> {
         Ok(true)
     }
 
+    /// `SHOW TABLES`, `SHOW VIEWS`, `SHOW FUNCTIONS` (the created ones).
+    fn show(&self, text: &str, out: &mut dyn Write) -> io::Result<()> {
+        let what: Vec<String> = text
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let (kind, names): (&str, Vec<&str>) = match what.as_slice() {
+            [w] if w == "TABLES" => (
+                "table",
+                self.kept
+                    .iter()
+                    .filter_map(|(_, _, s)| match s {
+                        Statement::CreateTable(t) => Some(t.name.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            [w] if w == "VIEWS" => (
+                "view",
+                self.kept
+                    .iter()
+                    .filter_map(|(_, _, s)| match s {
+                        Statement::CreateView(v) => Some(v.name.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            [w] if w == "FUNCTIONS" => (
+                "function",
+                self.kept
+                    .iter()
+                    .filter_map(|(_, _, s)| match s {
+                        Statement::CreateFunction { name, .. } => Some(name.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => {
+                return error(
+                    out,
+                    0,
+                    0,
+                    &format!("`{}` is not supported", text.trim().trim_end_matches(';')),
+                    "SHOW TABLES, SHOW VIEWS or SHOW FUNCTIONS (the functions created in this session; the built-in ones are in docs/sql.md)",
+                )
+            }
+        };
+        for n in &names {
+            writeln!(out, "{n}")?;
+        }
+        writeln!(out, "{} {kind}(s)", names.len())
+    }
+
+    /// `DESCRIBE t` / `DESC t`: a table's columns as Flink's client shows
+    /// them (name, type, nullability, extras, watermark).
+    fn describe(&self, text: &str, out: &mut dyn Write) -> io::Result<()> {
+        let name = text
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .trim_matches('`');
+        let table = self.kept.iter().find_map(|(_, _, s)| match s {
+            Statement::CreateTable(t) if t.name.eq_ignore_ascii_case(name) => Some(t),
+            _ => None,
+        });
+        let Some(t) = table else {
+            return error(
+                out,
+                0,
+                0,
+                &format!("no table `{name}` in this session"),
+                "SHOW TABLES lists them; DESCRIBE takes a table created with CREATE TABLE",
+            );
+        };
+        let mut rows = vec![["name", "type", "null", "extras", "watermark"]
+            .map(String::from)
+            .to_vec()];
+        for (i, c) in t.columns.iter().enumerate() {
+            let rt = t
+                .rowtime
+                .as_ref()
+                .filter(|r| r.column == i && r.epoch_precision.is_none());
+            rows.push(vec![
+                c.name.clone(),
+                match rt {
+                    Some(_) => format!("{} *ROWTIME*", c.ty.name()),
+                    None => c.ty.name(),
+                },
+                "TRUE".into(),
+                String::new(),
+                rt.map_or(String::new(), |r| watermark_text(&r.name, r.delay_ms)),
+            ]);
+        }
+        if let Some(r) = t.rowtime.as_ref() {
+            if let Some(p) = r.epoch_precision {
+                rows.push(vec![
+                    r.name.clone(),
+                    "TIMESTAMP_LTZ(3) *ROWTIME*".into(),
+                    "TRUE".into(),
+                    format!("AS TO_TIMESTAMP_LTZ(`{}`, {p})", t.columns[r.column].name),
+                    watermark_text(&r.name, r.delay_ms),
+                ]);
+            }
+        }
+        table_rows(out, &rows)?;
+        writeln!(out, "{} row(s) in set", rows.len() - 1)
+    }
+
     fn query(&self, p: &super::SqlPipeline, out: &mut dyn Write) -> io::Result<()> {
         if p.explain {
             return write!(out, "{}", p.query.explain);
@@ -224,17 +333,36 @@ pub(super) fn error(
     Ok(())
 }
 
+/// A watermark as Flink's `DESCRIBE` shows it: `` `rowtime` - INTERVAL … ``.
+fn watermark_text(rowtime: &str, delay_ms: i64) -> String {
+    if delay_ms == 0 {
+        return format!("`{rowtime}`");
+    }
+    let (n, unit) = match delay_ms {
+        d if d % 3_600_000 == 0 => (d / 3_600_000, "HOUR"),
+        d if d % 60_000 == 0 => (d / 60_000, "MINUTE"),
+        d if d % 1000 == 0 => (d / 1000, "SECOND"),
+        d => (d, "MILLISECOND"),
+    };
+    format!("`{rowtime}` - INTERVAL '{n}' {unit}")
+}
+
 /// CSV result text as a bordered table (quoted fields are shown as written).
 fn tableau(out: &mut dyn Write, csv: &str) -> io::Result<()> {
     let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    table_rows(out, &rows)
+}
+
+/// Rows (the first is the header) as a bordered table, cells right-aligned.
+fn table_rows<S: AsRef<str>>(out: &mut dyn Write, rows: &[Vec<S>]) -> io::Result<()> {
     let Some(head) = rows.first() else {
         return Ok(());
     };
-    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
+    let mut width: Vec<usize> = head.iter().map(|h| h.as_ref().chars().count()).collect();
+    for r in rows {
         for (i, c) in r.iter().enumerate() {
             if let Some(w) = width.get_mut(i) {
-                *w = (*w).max(c.chars().count());
+                *w = (*w).max(c.as_ref().chars().count());
             }
         }
     }
@@ -247,7 +375,7 @@ fn tableau(out: &mut dyn Write, csv: &str) -> io::Result<()> {
     for (n, r) in rows.iter().enumerate() {
         let mut line = String::new();
         for (i, w) in width.iter().enumerate() {
-            let c = r.get(i).copied().unwrap_or("");
+            let c = r.get(i).map_or("", |c| c.as_ref());
             line.push_str(&format!("| {c:>w$} "));
         }
         writeln!(out, "{line}|")?;
@@ -384,5 +512,40 @@ Bid
         assert!(rest.contains("table `Bid` already exists"), "{rest}");
         // Nothing after QUIT ran.
         assert_eq!(rest.matches("table(s)").count(), 0, "{rest}");
+    }
+
+    #[test]
+    fn describe_and_show_list_what_the_session_created() {
+        let script = "CREATE TABLE s (sensor STRING, ts BIGINT, `value` DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND)
+  WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');
+CREATE VIEW hot AS SELECT sensor, rowtime, `value` FROM s WHERE `value` > 80;
+DESCRIBE s;
+SHOW VIEWS;
+SHOW FUNCTIONS;
+DESC nope;
+SHOW DATABASES;
+";
+        let mut out = Vec::new();
+        run(script.as_bytes(), &mut out, false).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let want = "[INFO] Execute statement succeeded.
+[INFO] Execute statement succeeded.
++---------+----------------------------+------+------------------------------+---------------------------------+
+|    name |                       type | null |                       extras |                       watermark |
++---------+----------------------------+------+------------------------------+---------------------------------+
+|  sensor |                     STRING | TRUE |                              |                                 |
+|      ts |                     BIGINT | TRUE |                              |                                 |
+|   value |                     DOUBLE | TRUE |                              |                                 |
+| rowtime | TIMESTAMP_LTZ(3) *ROWTIME* | TRUE | AS TO_TIMESTAMP_LTZ(`ts`, 3) | `rowtime` - INTERVAL '2' SECOND |
++---------+----------------------------+------+------------------------------+---------------------------------+
+4 row(s) in set
+hot
+1 view(s)
+0 function(s)
+[ERROR] no table `nope` in this session
+";
+        assert!(out.starts_with(want), "{out}");
+        assert!(out.contains("`SHOW DATABASES` is not supported"), "{out}");
     }
 }
