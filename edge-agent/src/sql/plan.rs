@@ -282,34 +282,6 @@ fn args_of(f: &ast::Function) -> Vec<(Option<String>, &SExpr)> {
     out
 }
 
-/// `f` without its `FILTER (WHERE cond)`: its first argument (`*` read as
-/// `1`) becomes `CASE WHEN cond THEN arg END`.
-fn unfiltered(f: &ast::Function, cond: &SExpr) -> ast::Function {
-    let mut g = f.clone();
-    g.filter = None;
-    if let FunctionArguments::List(l) = &mut g.args {
-        if let Some(first @ FunctionArg::Unnamed(_)) = l.args.first_mut() {
-            let one = SExpr::value(ast::Value::Number("1".into(), false));
-            let arg =
-                match std::mem::replace(first, FunctionArg::Unnamed(FunctionArgExpr::Wildcard)) {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
-                    _ => one,
-                };
-            *first = FunctionArg::Unnamed(FunctionArgExpr::Expr(SExpr::Case {
-                case_token: ast::helpers::attached_token::AttachedToken::empty(),
-                end_token: ast::helpers::attached_token::AttachedToken::empty(),
-                operand: None,
-                conditions: vec![ast::CaseWhen {
-                    condition: cond.clone(),
-                    result: arg,
-                }],
-                else_result: None,
-            }));
-        }
-    }
-    g
-}
-
 fn is_star(f: &ast::Function) -> bool {
     matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1
         && matches!(l.args[0], FunctionArg::Unnamed(FunctionArgExpr::Wildcard)))
@@ -479,6 +451,43 @@ impl Ctx<'_> {
                 "aggregate an INT, BIGINT, DOUBLE or DECIMAL column",
             )
         })
+    }
+
+    /// The field an aggregate with `FILTER (WHERE cond)` reads: `CASE WHEN
+    /// cond THEN e END` computed per sample (`e` `None`: `COUNT(*)`'s 1),
+    /// `NULL` where `cond` does not hold.
+    fn field_where(&mut self, e: Option<&SExpr>, cond: &SExpr, at: Location) -> Err<usize> {
+        let text = match e {
+            Some(e) => format!("{e} FILTER (WHERE {cond})"),
+            None => format!("* FILTER (WHERE {cond})"),
+        };
+        if let Some(j) = self.computed.iter().position(|c| c.2 == text) {
+            return Ok(self.fields.len() + j);
+        }
+        let (c, ct) = self.expr(cond, Scope::Row)?;
+        self.boolean(ct, cond, at)?;
+        let (x, t) = match e {
+            Some(e) => self.expr(e, Scope::Row)?,
+            None => (Expr::num(1.0), SqlType::Int),
+        };
+        if !t.is_numeric() {
+            let e = e.map_or(String::new(), |e| e.to_string());
+            return Err(SqlError::at(
+                at,
+                format!("`{e}` is {}, not a number to aggregate", t.name()),
+                "aggregate a numeric expression",
+            ));
+        }
+        if self.computed.len() >= 16 {
+            return Err(SqlError::unsupported(
+                at,
+                "more than 16 aggregated expressions",
+                "at most 16 expressions under aggregates",
+            ));
+        }
+        self.computed
+            .push((Expr::Case(vec![(c, x)], None), t, text));
+        Ok(self.fields.len() + self.computed.len() - 1)
     }
 
     /// A call of a created function whose arguments are numeric columns:
@@ -663,16 +672,20 @@ impl Ctx<'_> {
                 &format!("a plain {name}(column) or COUNT(DISTINCT column)"),
             ));
         }
-        if let Some(cond) = &f.filter {
-            // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`:
-            // the rows that fail `c` are NULL inputs, which every aggregate
-            // leaves out (Flink's semantics); `COUNT(*)` counts a 1.
-            return self.aggregate_as(&unfiltered(f, cond), at, integral);
-        }
+        // `agg(x) FILTER (WHERE c)` aggregates the computed field `CASE
+        // WHEN c THEN x END`: the rows that fail `c` are NULL inputs, which
+        // every aggregate leaves out (Flink's semantics); `COUNT(*)` counts
+        // a 1 ([`Ctx::field_where`]).
+        let filter = f.filter.as_deref();
         if distinct {
-            return self.count_distinct(f, at).map(Some);
+            return self.count_distinct(f, filter, at).map(Some);
         }
         let args = args_of(f);
+        if let (Some(cond), true) = (filter, name == "COUNT" && is_star(f)) {
+            let c = self.field_where(None, cond, at)?;
+            let c = self.slot(AggKind::Count, c, at)?;
+            return Ok(Some((Expr::Col(c), SqlType::BigInt)));
+        }
         if name == "COUNT" && is_star(f) {
             // COUNT(*): the rows (NULLs included) of whichever field the
             // other aggregates use (resolved once they are all known).
@@ -691,7 +704,10 @@ impl Ctx<'_> {
                 },
             ));
         }
-        let field = self.field_of(args[0].1)?;
+        let field = match filter {
+            Some(cond) => self.field_where(Some(args[0].1), cond, at)?,
+            None => self.field_of(args[0].1)?,
+        };
         let ty = self.field_ty(field);
         let agg = match agg {
             AggKind::Percentile(_) => {
@@ -794,7 +810,12 @@ impl Ctx<'_> {
     /// is; a STRING or BOOLEAN one through its [`Func::DistinctKey`],
     /// computed before the engine, whose `NULL` (-1) the `MIN` of the same
     /// field reveals and the count leaves out.
-    fn count_distinct(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+    fn count_distinct(
+        &mut self,
+        f: &ast::Function,
+        filter: Option<&SExpr>,
+        at: Location,
+    ) -> Err<(Expr, SqlType)> {
         let usage = "write COUNT(DISTINCT column)";
         let args = args_of(f);
         if is_star(f) || args.len() != 1 || args[0].0.is_some() {
@@ -805,7 +826,10 @@ impl Ctx<'_> {
             ));
         }
         let arg = args[0].1;
-        let text = format!("DISTINCT_KEY({arg})");
+        let text = match filter {
+            Some(cond) => format!("DISTINCT_KEY({arg}) FILTER (WHERE {cond})"),
+            None => format!("DISTINCT_KEY({arg})"),
+        };
         let field = match self.computed.iter().position(|c| c.2 == text) {
             Some(j) => self.fields.len() + j,
             None => {
@@ -814,13 +838,21 @@ impl Ctx<'_> {
                     None => self.expr(arg, Scope::Row)?.1,
                 };
                 if ty.is_numeric() {
-                    let f = self.field_of(arg)?;
+                    let f = match filter {
+                        Some(cond) => self.field_where(Some(arg), cond, at)?,
+                        None => self.field_of(arg)?,
+                    };
                     return Ok((
                         Expr::Col(self.slot(AggKind::CountDistinct, f, at)?),
                         SqlType::BigInt,
                     ));
                 }
-                let (x, _) = self.expr(arg, Scope::Row)?;
+                let (mut x, _) = self.expr(arg, Scope::Row)?;
+                if let Some(cond) = filter {
+                    let (c, ct) = self.expr(cond, Scope::Row)?;
+                    self.boolean(ct, cond, at)?;
+                    x = Expr::Case(vec![(c, x)], None);
+                }
                 if self.computed.len() >= 16 {
                     return Err(SqlError::unsupported(
                         at,
