@@ -166,16 +166,22 @@ pub enum Func {
     DateFormat,
 }
 
+/// The values of `args` over `row`; `None` if any is `NULL`.
+fn eval_all(args: &[Expr], row: &[Value]) -> Option<Vec<Value>> {
+    args.iter()
+        .map(|a| match a.eval(row) {
+            Value::Null => None,
+            v => Some(v),
+        })
+        .collect()
+}
+
 /// The time functions: any `NULL` argument gives `NULL`, so does a result
 /// out of range.
 fn time_call(f: Func, args: &[Expr], row: &[Value]) -> Value {
-    let mut vals = Vec::with_capacity(args.len());
-    for a in args {
-        match a.eval(row) {
-            Value::Null => return Value::Null,
-            v => vals.push(v),
-        }
-    }
+    let Some(vals) = eval_all(args, row) else {
+        return Value::Null;
+    };
     let ts = |i: usize| match vals.get(i) {
         Some(Value::Ts(t)) => Some(*t),
         _ => None,
@@ -208,13 +214,9 @@ fn time_call(f: Func, args: &[Expr], row: &[Value]) -> Value {
 
 /// The string functions: any `NULL` argument gives `NULL`.
 fn text_call(f: Func, args: &[Expr], row: &[Value]) -> Value {
-    let mut vals = Vec::with_capacity(args.len());
-    for a in args {
-        match a.eval(row) {
-            Value::Null => return Value::Null,
-            v => vals.push(v),
-        }
-    }
+    let Some(vals) = eval_all(args, row) else {
+        return Value::Null;
+    };
     let text = |i: usize| match vals.get(i) {
         Some(Value::Str(s)) => Some(s.as_str()),
         _ => None,

@@ -291,6 +291,20 @@ fn fname(f: &ast::Function) -> String {
     f.name.to_string().to_ascii_uppercase()
 }
 
+/// `EXTRACT`'s short forms: `HOUR(ts)` is `EXTRACT(HOUR FROM ts)`.
+const EXTRACT_FUNCS: [&str; 10] = [
+    "YEAR",
+    "QUARTER",
+    "MONTH",
+    "WEEK",
+    "DAYOFYEAR",
+    "DAYOFMONTH",
+    "DAYOFWEEK",
+    "HOUR",
+    "MINUTE",
+    "SECOND",
+];
+
 const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST, UPPER, LOWER, CONCAT (||), CHAR_LENGTH, SUBSTRING, TRIM, REPLACE, EXTRACT, YEAR … SECOND, TIMESTAMPDIFF, TIMESTAMPADD, DATE_FORMAT, FLOOR/CEIL(ts TO unit); aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
 
 impl Ctx<'_> {
@@ -409,29 +423,15 @@ impl Ctx<'_> {
         let at = loc_of(e, self.at);
         let Some(id) = ident_name(e) else {
             let text = e.to_string();
-            if let Some(j) = self.computed.iter().position(|c| c.2 == text) {
-                return Ok(self.fields.len() + j);
+            if let Some(f) = self.computed_field(&text) {
+                return Ok(f);
             }
             if let Some(f) = self.udf_call(e)? {
                 return Ok(f);
             }
             let (x, t) = self.expr(e, Scope::Row)?;
-            if !t.is_numeric() {
-                return Err(SqlError::at(
-                    at,
-                    format!("`{e}` is {}, not a number to aggregate", t.name()),
-                    "aggregate a numeric expression",
-                ));
-            }
-            if self.computed.len() >= 16 {
-                return Err(SqlError::unsupported(
-                    at,
-                    "more than 16 aggregated expressions",
-                    "at most 16 expressions under aggregates",
-                ));
-            }
-            self.computed.push((x, t, text));
-            return Ok(self.fields.len() + self.computed.len() - 1);
+            aggregable(t, e, at)?;
+            return self.push_computed(x, t, text, at);
         };
         let ci = self.table.column(&id.value).ok_or_else(|| {
             SqlError::at(
@@ -461,23 +461,39 @@ impl Ctx<'_> {
             Some(e) => format!("{e} FILTER (WHERE {cond})"),
             None => format!("* FILTER (WHERE {cond})"),
         };
-        if let Some(j) = self.computed.iter().position(|c| c.2 == text) {
-            return Ok(self.fields.len() + j);
+        if let Some(f) = self.computed_field(&text) {
+            return Ok(f);
         }
-        let (c, ct) = self.expr(cond, Scope::Row)?;
-        self.boolean(ct, cond, at)?;
         let (x, t) = match e {
-            Some(e) => self.expr(e, Scope::Row)?,
+            Some(e) => {
+                let (x, t) = self.expr(e, Scope::Row)?;
+                aggregable(t, e, at)?;
+                (x, t)
+            }
             None => (Expr::num(1.0), SqlType::Int),
         };
-        if !t.is_numeric() {
-            let e = e.map_or(String::new(), |e| e.to_string());
-            return Err(SqlError::at(
-                at,
-                format!("`{e}` is {}, not a number to aggregate", t.name()),
-                "aggregate a numeric expression",
-            ));
-        }
+        let x = self.only_where(x, cond, at)?;
+        self.push_computed(x, t, text, at)
+    }
+
+    /// `CASE WHEN cond THEN x END`: `x` on the samples where `cond` (a
+    /// row condition) holds, `NULL` on the others.
+    fn only_where(&mut self, x: Expr, cond: &SExpr, at: Location) -> Err<Expr> {
+        let (c, ct) = self.expr(cond, Scope::Row)?;
+        self.boolean(ct, cond, at)?;
+        Ok(Expr::Case(vec![(c, x)], None))
+    }
+
+    /// The computed field whose SQL text is `text`, if the query has one.
+    fn computed_field(&self, text: &str) -> Option<usize> {
+        self.computed
+            .iter()
+            .position(|c| c.2 == text)
+            .map(|j| self.fields.len() + j)
+    }
+
+    /// Adds a field computed per sample before the engine (at most 16).
+    fn push_computed(&mut self, x: Expr, t: SqlType, text: String, at: Location) -> Err<usize> {
         if self.computed.len() >= 16 {
             return Err(SqlError::unsupported(
                 at,
@@ -485,8 +501,7 @@ impl Ctx<'_> {
                 "at most 16 expressions under aggregates",
             ));
         }
-        self.computed
-            .push((Expr::Case(vec![(c, x)], None), t, text));
+        self.computed.push((x, t, text));
         Ok(self.fields.len() + self.computed.len() - 1)
     }
 
@@ -513,17 +528,8 @@ impl Ctx<'_> {
             // A numeric column, or an expression computed first.
             args.push(self.field_of(a)?);
         }
-        if self.computed.len() >= 16 {
-            return Err(SqlError::unsupported(
-                at,
-                "more than 16 aggregated expressions",
-                "at most 16 expressions under aggregates",
-            ));
-        }
         // A placeholder the query leaves at 0: the function fills it in.
-        self.computed
-            .push((Expr::num(0.0), SqlType::Double, e.to_string()));
-        let output = self.fields.len() + self.computed.len() - 1;
+        let output = self.push_computed(Expr::num(0.0), SqlType::Double, e.to_string(), at)?;
         self.udfs.push(UdfUse {
             id: format!("{}#{}", def.0, self.udfs.len()),
             name: def.0.clone(),
@@ -830,8 +836,8 @@ impl Ctx<'_> {
             Some(cond) => format!("DISTINCT_KEY({arg}) FILTER (WHERE {cond})"),
             None => format!("DISTINCT_KEY({arg})"),
         };
-        let field = match self.computed.iter().position(|c| c.2 == text) {
-            Some(j) => self.fields.len() + j,
+        let field = match self.computed_field(&text) {
+            Some(f) => f,
             None => {
                 let ty = match ident_name(arg).and_then(|id| self.table.column(&id.value)) {
                     Some(ci) => self.table.columns[ci].ty,
@@ -849,20 +855,10 @@ impl Ctx<'_> {
                 }
                 let (mut x, _) = self.expr(arg, Scope::Row)?;
                 if let Some(cond) = filter {
-                    let (c, ct) = self.expr(cond, Scope::Row)?;
-                    self.boolean(ct, cond, at)?;
-                    x = Expr::Case(vec![(c, x)], None);
-                }
-                if self.computed.len() >= 16 {
-                    return Err(SqlError::unsupported(
-                        at,
-                        "more than 16 aggregated expressions",
-                        "at most 16 expressions under aggregates",
-                    ));
+                    x = self.only_where(x, cond, at)?;
                 }
                 let key = Expr::Call(Func::DistinctKey, vec![x]);
-                self.computed.push((key, SqlType::Double, text));
-                self.fields.len() + self.computed.len() - 1
+                self.push_computed(key, SqlType::Double, text, at)?
             }
         };
         let n = Expr::Col(self.slot(AggKind::CountDistinct, field, at)?);
@@ -1352,7 +1348,7 @@ impl Ctx<'_> {
                         return Ok((Expr::Case(vec![(same, Expr::Lit(Value::Null))], Some(Box::new(ae))), ta));
                     }
                     ("MOD" | "IF" | "NULLIF", _) => return Err(wrong()),
-                    ("YEAR" | "QUARTER" | "MONTH" | "WEEK" | "DAYOFYEAR" | "DAYOFMONTH" | "DAYOFWEEK" | "HOUR" | "MINUTE" | "SECOND", [(_, a)]) => {
+                    (n, [(_, a)]) if EXTRACT_FUNCS.contains(&n) => {
                         let (x, t) = self.expr(a, scope)?;
                         time_arg(t, a, at)?;
                         let u = TimeField::parse(&name).ok_or_else(wrong)?;
@@ -1390,7 +1386,7 @@ impl Ctx<'_> {
                         }
                         return Ok((Expr::Call(Func::DateFormat, vec![x, xp]), SqlType::String));
                     }
-                    ("YEAR" | "QUARTER" | "MONTH" | "WEEK" | "DAYOFYEAR" | "DAYOFMONTH" | "DAYOFWEEK" | "HOUR" | "MINUTE" | "SECOND" | "TIMESTAMPDIFF" | "TIMESTAMPADD" | "DATE_FORMAT", _) => return Err(wrong()),
+                    (n, _) if EXTRACT_FUNCS.contains(&n) || matches!(n, "TIMESTAMPDIFF" | "TIMESTAMPADD" | "DATE_FORMAT") => return Err(wrong()),
                     _ => {}
                 }
                 // String functions: STRING arguments (positions and
@@ -1590,6 +1586,18 @@ fn time_arg(t: SqlType, e: &SExpr, at: Location) -> Err<()> {
         loc_of(e, at),
         format!("`{e}` is {}, not a timestamp", t.name()),
         "give a TIMESTAMP(3) or TIMESTAMP_LTZ(3): window_start, window_end, the rowtime column, TO_TIMESTAMP_LTZ(ms, 3)",
+    ))
+}
+
+/// `Ok` if `t`, the type of `e`, is a number an aggregate can take.
+fn aggregable(t: SqlType, e: &SExpr, at: Location) -> Err<()> {
+    if t.is_numeric() {
+        return Ok(());
+    }
+    Err(SqlError::at(
+        at,
+        format!("`{e}` is {}, not a number to aggregate", t.name()),
+        "aggregate a numeric expression",
     ))
 }
 

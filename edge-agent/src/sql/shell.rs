@@ -164,43 +164,11 @@ impl Session<'_> {
 
     /// `SHOW TABLES`, `SHOW VIEWS`, `SHOW FUNCTIONS` (the created ones).
     fn show(&self, text: &str, out: &mut dyn Write) -> io::Result<()> {
-        let what: Vec<String> = text
-            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
-            .split_whitespace()
-            .skip(1)
-            .map(str::to_ascii_uppercase)
-            .collect();
-        let (kind, names): (&str, Vec<&str>) = match what.as_slice() {
-            [w] if w == "TABLES" => (
-                "table",
-                self.kept
-                    .iter()
-                    .filter_map(|(_, _, s)| match s {
-                        Statement::CreateTable(t) => Some(t.name.as_str()),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            [w] if w == "VIEWS" => (
-                "view",
-                self.kept
-                    .iter()
-                    .filter_map(|(_, _, s)| match s {
-                        Statement::CreateView(v) => Some(v.name.as_str()),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            [w] if w == "FUNCTIONS" => (
-                "function",
-                self.kept
-                    .iter()
-                    .filter_map(|(_, _, s)| match s {
-                        Statement::CreateFunction { name, .. } => Some(name.as_str()),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
+        let what: Vec<String> = words(text).skip(1).map(str::to_ascii_uppercase).collect();
+        let kind = match what.as_slice() {
+            [w] if w == "TABLES" => "table",
+            [w] if w == "VIEWS" => "view",
+            [w] if w == "FUNCTIONS" => "function",
             _ => {
                 return error(
                     out,
@@ -211,6 +179,18 @@ impl Session<'_> {
                 )
             }
         };
+        let names: Vec<&str> = self
+            .kept
+            .iter()
+            .filter_map(|(_, _, s)| match s {
+                Statement::CreateTable(t) => Some(("table", t.name.as_str())),
+                Statement::CreateView(v) => Some(("view", v.name.as_str())),
+                Statement::CreateFunction { name, .. } => Some(("function", name.as_str())),
+                _ => None,
+            })
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n)
+            .collect();
         for n in &names {
             writeln!(out, "{n}")?;
         }
@@ -220,12 +200,7 @@ impl Session<'_> {
     /// `DESCRIBE t` / `DESC t`: a table's columns as Flink's client shows
     /// them (name, type, nullability, extras, watermark).
     fn describe(&self, text: &str, out: &mut dyn Write) -> io::Result<()> {
-        let name = text
-            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .trim_matches('`');
+        let name = words(text).nth(1).unwrap_or("").trim_matches('`');
         let table = self.kept.iter().find_map(|(_, _, s)| match s {
             Statement::CreateTable(t) if t.name.eq_ignore_ascii_case(name) => Some(t),
             _ => None,
@@ -331,6 +306,12 @@ pub(super) fn error(
         writeln!(out, "  help: {help}")?;
     }
     Ok(())
+}
+
+/// The words of a statement without its closing `;`.
+fn words(text: &str) -> std::str::SplitWhitespace<'_> {
+    text.trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+        .split_whitespace()
 }
 
 /// A watermark as Flink's `DESCRIBE` shows it: `` `rowtime` - INTERVAL … ``.
