@@ -50,15 +50,26 @@ pub fn push_f64(out: &mut Vec<u8>, x: f64) {
         let neg = x.is_sign_negative() as usize;
         let a = v.unsigned_abs();
         let (ip, f) = (a / 1_000_000, (a % 1_000_000) as usize);
-        // sign, at most 10 integer digits (|v| < 2^52), '.', 6 decimals
-        let mut buf = [b'-'; 24];
         let n = digits(ip);
+        // '.' and the 6 decimals, in a register.
+        let frac = b'.' as u64
+            | (pair16(f / 10_000) as u64) << 8
+            | (pair16(f / 100 % 100) as u64) << 24
+            | (pair16(f % 100) as u64) << 40;
+        if n <= 8 {
+            // Sign, digits and decimals put together in registers and
+            // stored once: bytes written one by one into a buffer and then
+            // copied in wider moves stall the copy (no store forwarding).
+            let mut w = (b'-' as u128) * neg as u128;
+            w |= (digit_word(ip, n) as u128) << (8 * neg);
+            w |= (frac as u128) << (8 * (neg + n));
+            push_prefix(out, &w.to_le_bytes(), neg + n + 7);
+            return;
+        }
+        // sign, at most 16 integer digits (|v| < 2^52), '.', 6 decimals
+        let mut buf = [b'-'; 24];
         put_digits(&mut buf[..neg + n], ip);
-        let frac = &mut buf[neg + n..neg + n + 7];
-        frac[0] = b'.';
-        frac[1..3].copy_from_slice(pair(f / 10_000));
-        frac[3..5].copy_from_slice(pair(f / 100 % 100));
-        frac[5..7].copy_from_slice(pair(f % 100));
+        buf[neg + n..neg + n + 7].copy_from_slice(&frac.to_le_bytes()[..7]);
         push_prefix(out, &buf, neg + n + 7);
         return;
     }
@@ -236,6 +247,30 @@ fn pair(n: usize) -> &'static [u8] {
     &PAIRS[2 * n..2 * n + 2]
 }
 
+/// The two digits of `n < 100` as the bytes of a little-endian `u16`.
+#[inline(always)]
+fn pair16(n: usize) -> u16 {
+    u16::from_le_bytes([PAIRS[2 * n], PAIRS[2 * n + 1]])
+}
+
+/// The `n <= 8` digits of `v < 10ⁿ` ([`digits`]), in order in the bytes
+/// of a little-endian `u64` (the first digit in its lowest byte).
+#[inline(always)]
+fn digit_word(mut v: u64, n: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = n;
+    while v >= 100 {
+        i -= 2;
+        w |= (pair16((v % 100) as usize) as u64) << (8 * i);
+        v /= 100;
+    }
+    if v >= 10 {
+        w | (pair16(v as usize) as u64) << (8 * (i - 2))
+    } else {
+        w | (b'0' as u64 + v) << (8 * (i - 1))
+    }
+}
+
 /// The number of decimal digits of `v` (1 for 0).
 #[inline(always)]
 fn digits(v: u64) -> usize {
@@ -272,6 +307,11 @@ fn push_prefix<const N: usize>(out: &mut Vec<u8>, buf: &[u8; N], n: usize) {
 
 /// Appends an unsigned integer in decimal.
 pub fn push_u64(out: &mut Vec<u8>, v: u64) {
+    if v < 100_000_000 {
+        let n = digits(v);
+        push_prefix(out, &digit_word(v, n).to_le_bytes(), n);
+        return;
+    }
     let mut buf = [0u8; 24];
     let n = digits(v);
     put_digits(&mut buf[..n], v);
