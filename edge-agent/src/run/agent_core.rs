@@ -39,17 +39,18 @@
 //!   acknowledged without being counted again.
 //!
 //! `weir run`'s `Agent` (`super`) does not drive this core yet, but runs
-//! its code for three rules: `restore_latest` + `replay_journal`
+//! its code for four rules: `restore_latest` + `replay_journal`
 //! (recovery), `CheckpointGate` (checkpoints behind acknowledged
-//! outputs) and `identify` (a message's identity and the redelivery
-//! verdict), so the simulation tests run what `weir run` runs for them.
-//! The group commit and its acknowledgements, the ack-debt pause, the
-//! update lifecycle, the cloud outbox, wired sensors and the write budget
+//! outputs), `identify` (a message's identity and the redelivery
+//! verdict) and [`Staged`] (a group's records, computed in journal order
+//! once their commit returned), so the simulation tests run what `weir
+//! run` runs for them. When a group closes and its acknowledgements, the
+//! ack-debt pause, the update lifecycle, the cloud outbox, wired sensors and the write budget
 //! are still the `Agent`'s own (docs/design.md says what moves next).
 
 use std::collections::{HashMap, VecDeque};
 
-use weir_core::engine::Engine;
+use weir_core::engine::{Engine, Reject};
 use weir_core::keys::KeyHint;
 use weir_core::output::Output;
 use weir_core::seam::CheckpointStore;
@@ -136,42 +137,36 @@ pub struct CoreStats {
 
 /// A record of the open group, processed after its commit.
 #[derive(Debug, Clone, Copy)]
-struct Rec {
-    lsn: Lsn,
-    source: u16,
+pub(super) struct Rec {
+    /// Its journal position.
+    pub(super) lsn: Lsn,
+    /// Its source ([`TICK_SOURCE`] for a clock tick).
+    pub(super) source: u16,
+    /// The message it came in (the driver's index into its own list).
+    pub(super) msg: u32,
     key: (u32, u32),
-    ts: i64,
-    now: i64,
+    /// Its event time.
+    pub(super) ts: i64,
+    /// The driver's clock when it was staged.
+    pub(super) now: i64,
     vals: (u32, u32),
 }
 
-/// The open group commit.
-#[derive(Debug)]
-struct Group<T> {
-    acks: Vec<T>,
+/// The records of the open group commit: journaled (staged in the store)
+/// and waiting for the commit, after which [`Staged::compute`] feeds them
+/// to the engine. Keys are kept once per run of one key (a pack's
+/// readings), values in one buffer, so a warm group allocates nothing.
+/// `weir run`'s `Agent` and [`AgentCore`] stage and compute through it.
+#[derive(Debug, Default)]
+pub(super) struct Staged {
     recs: Vec<Rec>,
     keys: String,
     vals: Vec<f64>,
-    messages: usize,
-    /// When its first message came (driver clock).
-    opened: Option<i64>,
 }
 
-impl<T> Default for Group<T> {
-    fn default() -> Self {
-        Group {
-            acks: Vec::new(),
-            recs: Vec::new(),
-            keys: String::new(),
-            vals: Vec::new(),
-            messages: 0,
-            opened: None,
-        }
-    }
-}
-
-impl<T> Group<T> {
-    fn push(&mut self, lsn: Lsn, sample: &Sample<'_>) {
+impl Staged {
+    /// Adds the record journaled at `lsn` from message `msg`.
+    pub(super) fn push(&mut self, lsn: Lsn, msg: u32, sample: &Sample<'_>) {
         // A pack's readings share their key: kept once.
         let key = match self.recs.last() {
             Some(r) if &self.keys[r.key.0 as usize..r.key.1 as usize] == sample.key => r.key,
@@ -186,11 +181,79 @@ impl<T> Group<T> {
         self.recs.push(Rec {
             lsn,
             source: sample.source,
+            msg,
             key,
             ts: sample.ts,
             now: sample.now,
             vals: (v0, self.vals.len() as u32),
         });
+    }
+
+    /// Records staged.
+    pub(super) fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Whether no record is staged.
+    pub(super) fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    /// Forgets the records, keeping the buffers.
+    pub(super) fn clear(&mut self) {
+        self.recs.clear();
+        self.keys.clear();
+        self.vals.clear();
+    }
+
+    /// **Compute**, once the commit that holds the records returned: feeds
+    /// each to the engine in journal order ([`feed_hinted`], the engine's
+    /// key id looked up once per run of one key), then calls
+    /// `after(engine, record, sample, verdict)`, where the caller
+    /// dead-letters a refused record and drains the engine's outputs
+    /// (stamped with the record's LSN) before the next record is fed.
+    pub(super) fn compute(
+        &self,
+        engine: &mut Engine,
+        pf: &PipelineFile,
+        mut after: impl FnMut(&mut Engine, &Rec, &Sample<'_>, Result<(), Reject>),
+    ) {
+        let mut hint = (KeyHint::default(), (u32::MAX, u32::MAX));
+        for r in &self.recs {
+            let s = Sample {
+                source: r.source,
+                key: &self.keys[r.key.0 as usize..r.key.1 as usize],
+                ts: r.ts,
+                now: r.now,
+                values: &self.vals[r.vals.0 as usize..r.vals.1 as usize],
+            };
+            if hint.1 != r.key {
+                hint = (KeyHint::default(), r.key);
+            }
+            let verdict = feed_hinted(engine, pf, &s, &mut hint.0);
+            after(engine, r, &s, verdict);
+        }
+    }
+}
+
+/// The open group commit.
+#[derive(Debug)]
+struct Group<T> {
+    acks: Vec<T>,
+    staged: Staged,
+    messages: usize,
+    /// When its first message came (driver clock).
+    opened: Option<i64>,
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Group {
+            acks: Vec::new(),
+            staged: Staged::default(),
+            messages: 0,
+            opened: None,
+        }
     }
 }
 
@@ -910,7 +973,7 @@ impl<T> AgentCore<T> {
         if let Some(t) = ack {
             self.group.acks.push(t);
         }
-        if self.group.recs.len() >= super::pack_records(self.cfg.group_records)
+        if self.group.staged.len() >= super::pack_records(self.cfg.group_records)
             || self.group.messages >= self.cfg.group_records
             || self.store.staged_bytes() >= 1 << 20
             || now >= self.group.opened.unwrap_or(now) + self.cfg.commit_ms
@@ -979,7 +1042,7 @@ impl<T> AgentCore<T> {
             match self.store.append_part(&j, cont) {
                 Ok(lsn) => {
                     cont = true;
-                    self.group.push(lsn, &j);
+                    self.group.staged.push(lsn, 0, &j);
                 }
                 Err(StoreError::Sample(e)) => {
                     self.dead(topic, "too_large", e.to_string(), payload, now);
@@ -1000,57 +1063,43 @@ impl<T> AgentCore<T> {
             values: &[],
         };
         let lsn = self.store.append(&s)?;
-        self.group.push(lsn, &s);
+        self.group.staged.push(lsn, 0, &s);
         Ok(())
     }
 
     /// Closes the group: commit, compute, acknowledge.
     fn commit_group(&mut self, now: i64) -> Result<(), RunError> {
-        if self.group.opened.is_none() && self.group.recs.is_empty() && self.group.acks.is_empty() {
+        if self.group.opened.is_none() && self.group.staged.is_empty() && self.group.acks.is_empty()
+        {
             return Ok(());
         }
         self.store.commit()?;
         self.stats.commits += 1;
         let mut g = std::mem::take(&mut self.group);
         let mut outs = std::mem::take(&mut self.scratch);
-        let mut hint = (KeyHint::default(), (u32::MAX, u32::MAX));
-        for r in &g.recs {
-            let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
-            let vals = &g.vals[r.vals.0 as usize..r.vals.1 as usize];
-            let s = Sample {
-                source: r.source,
-                key,
-                ts: r.ts,
-                now: r.now,
-                values: vals,
-            };
-            if r.source != TICK_SOURCE {
-                self.stats.readings += 1;
-            }
-            // The engine's id of the key while it stays the same (a pack).
-            if hint.1 != r.key {
-                hint = (KeyHint::default(), r.key);
-            }
-            if let Err(rej) = feed_hinted(&mut self.engine, &self.pf, &s, &mut hint.0) {
-                let d = DeadLetter {
-                    now,
-                    topic: format!("source/{}", r.source),
-                    reason: rej.name().to_string(),
-                    detail: format!("key `{key}`, ts {}: {rej}", r.ts),
-                    payload: Vec::new(),
-                };
-                self.store.stage_dead_letter(&d);
-                self.actions.push_back(Action::DeadLetter(d));
-            }
-            drain(
-                &mut self.engine,
-                &self.enc,
-                self.cfg.publish_windows,
-                r.lsn,
-                &mut outs,
-            );
-            self.processed = r.lsn;
-        }
+        let (enc, publish_windows) = (&self.enc, self.cfg.publish_windows);
+        let (stats, store, actions) = (&mut self.stats, &mut self.store, &mut self.actions);
+        let mut processed = self.processed;
+        g.staged
+            .compute(&mut self.engine, &self.pf, |engine, r, s, verdict| {
+                if r.source != TICK_SOURCE {
+                    stats.readings += 1;
+                }
+                if let Err(rej) = verdict {
+                    let d = DeadLetter {
+                        now,
+                        topic: format!("source/{}", r.source),
+                        reason: rej.name().to_string(),
+                        detail: format!("key `{}`, ts {}: {rej}", s.key, r.ts),
+                        payload: Vec::new(),
+                    };
+                    store.stage_dead_letter(&d);
+                    actions.push_back(Action::DeadLetter(d));
+                }
+                drain(engine, enc, publish_windows, r.lsn, &mut outs);
+                processed = r.lsn;
+            });
+        self.processed = processed;
         for e in outs.drain(..) {
             self.publish(e);
         }
@@ -1059,9 +1108,7 @@ impl<T> AgentCore<T> {
             self.actions.push_back(Action::Ack(t));
         }
         // Keep the buffers' capacity.
-        g.recs.clear();
-        g.keys.clear();
-        g.vals.clear();
+        g.staged.clear();
         g.messages = 0;
         g.opened = None;
         self.group = g;
@@ -1113,7 +1160,7 @@ impl<T> AgentCore<T> {
             || self
                 .last_ckpt
                 .is_some_and(|t| now >= t.saturating_add(self.cfg.checkpoint_ms));
-        if !self.pending.is_pending() && due && self.group.recs.is_empty() {
+        if !self.pending.is_pending() && due && self.group.staged.is_empty() {
             let mut snap = Store::checkpoint_buffer(self.last_snap + self.last_snap / 8 + 1024);
             dedupe::encode_checkpoint_into(&self.dedupe, &self.engine, &mut snap)
                 .map_err(|e| RunError::Config(format!("snapshot failed: {e}")))?;

@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use mqtt::{AckToken, Client, Incoming};
 use tokio::sync::mpsc;
 use weir_core::engine::Engine;
-use weir_core::keys::KeyHint;
 use weir_core::output::Output;
 use weir_core::seam::CheckpointStore;
 use weir_core::spec::OperatorKind;
@@ -128,18 +127,6 @@ impl Handle {
     }
 }
 
-/// A record of the open group, processed after its commit.
-#[derive(Clone, Copy, Debug)]
-struct Rec {
-    lsn: Lsn,
-    source: u16,
-    msg: u32,
-    key: (u32, u32),
-    ts: i64,
-    now: i64,
-    vals: (u32, u32),
-}
-
 /// The open group commit.
 #[derive(Default)]
 struct Group {
@@ -148,55 +135,18 @@ struct Group {
     acks: Vec<(AckToken, u64)>,
     /// Topics of the group's messages (index = `Rec::msg`).
     topics: Vec<(String, bytes::Bytes)>,
-    recs: Vec<Rec>,
-    keys: String,
-    vals: Vec<f64>,
+    /// Its journaled records (`Rec::msg` indexes `topics`).
+    staged: agent_core::Staged,
     opened: Option<Instant>,
     /// The arrival of its last message (the write budget's quiet rule).
     last: Option<Instant>,
 }
 
 impl Group {
-    /// Adds a staged record, its key and values copied into the group.
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        lsn: Lsn,
-        source: u16,
-        msg: u32,
-        key: &str,
-        ts: i64,
-        now: i64,
-        values: &[f64],
-    ) {
-        // A pack's readings share their key: kept once.
-        let key = match self.recs.last() {
-            Some(r) if &self.keys[r.key.0 as usize..r.key.1 as usize] == key => r.key,
-            _ => {
-                let k0 = self.keys.len() as u32;
-                self.keys.push_str(key);
-                (k0, self.keys.len() as u32)
-            }
-        };
-        let v0 = self.vals.len() as u32;
-        self.vals.extend_from_slice(values);
-        self.recs.push(Rec {
-            lsn,
-            source,
-            msg,
-            key,
-            ts,
-            now,
-            vals: (v0, self.vals.len() as u32),
-        });
-    }
-
     fn clear(&mut self) {
         self.acks.clear();
         self.topics.clear();
-        self.recs.clear();
-        self.keys.clear();
-        self.vals.clear();
+        self.staged.clear();
         self.opened = None;
         self.last = None;
     }
@@ -881,7 +831,8 @@ impl Agent {
                             Ok(lsn) => {
                                 cont = true;
                                 self.group
-                                    .push(lsn, src as u16, msg, s.key, s.ts, now, s.values);
+                                    .staged
+                                    .push(lsn, msg, &journal_sample(src, now, s));
                             }
                             Err(StoreError::Sample(e)) => {
                                 let t = p.topic.clone();
@@ -914,21 +865,21 @@ impl Agent {
 
     /// Stages a clock tick (journaled, so replay sees the same ticks).
     fn stage_tick(&mut self, now: i64) -> Result<(), RunError> {
-        let lsn = self.store.append(&Sample {
+        let tick = Sample {
             source: TICK_SOURCE,
             key: "",
             ts: now,
             now,
             values: &[],
-        })?;
-        self.group
-            .push(lsn, TICK_SOURCE, u32::MAX, "", now, now, &[]);
+        };
+        let lsn = self.store.append(&tick)?;
+        self.group.staged.push(lsn, u32::MAX, &tick);
         Ok(())
     }
 
     /// Closes the group: commit, compute, acknowledge.
     fn commit_group(&mut self) -> Result<(), RunError> {
-        if self.group.recs.is_empty()
+        if self.group.staged.is_empty()
             && self.group.acks.is_empty()
             && self.group.opened.is_none()
             && !self.updates_dirty()
@@ -950,39 +901,33 @@ impl Agent {
                 .observe_ack_wait(t.elapsed(), g.acks.len() as u64);
         }
         let mut readings = 0u64;
-        // The engine's id of the records' key while it stays the same (a
-        // pack's readings): looked up by name once.
-        let mut hint = (KeyHint::default(), (u32::MAX, u32::MAX));
-        for r in &g.recs {
-            let key = &g.keys[r.key.0 as usize..r.key.1 as usize];
-            let vals = &g.vals[r.vals.0 as usize..r.vals.1 as usize];
-            let s = Sample {
-                source: r.source,
-                key,
-                ts: r.ts,
-                now: r.now,
-                values: vals,
-            };
-            if r.source != TICK_SOURCE {
-                readings += 1;
-                if let Some(t) = self.source_last_now.get_mut(r.source as usize) {
-                    *t = Some(r.now);
+        let (last_now, newest) = (&mut self.source_last_now, &mut self.source_newest);
+        let (em, metrics, topics) = (&mut self.em, &self.metrics, &g.topics);
+        let mut processed = self.processed;
+        let mut refused = Vec::new();
+        g.staged
+            .compute(&mut self.engine, &self.pf, |engine, r, s, verdict| {
+                if r.source != TICK_SOURCE {
+                    readings += 1;
+                    if let Some(t) = last_now.get_mut(r.source as usize) {
+                        *t = Some(r.now);
+                    }
+                    if let Some(t) = newest.get_mut(r.source as usize) {
+                        *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
+                    }
                 }
-                if let Some(t) = self.source_newest.get_mut(r.source as usize) {
-                    *t = Some(t.map_or(r.ts, |x| x.max(r.ts)));
+                if let Err(rej) = verdict {
+                    metrics.rejected.fetch_add(1, Relaxed);
+                    let (topic, payload) = topics.get(r.msg as usize).cloned().unwrap_or_default();
+                    let detail = format!("key `{}`, ts {}: {rej}", s.key, r.ts);
+                    refused.push((topic, rej.name(), detail, payload, r.now));
                 }
-            }
-            if hint.1 != r.key {
-                hint = (KeyHint::default(), r.key);
-            }
-            if let Err(rej) = agent_core::feed_hinted(&mut self.engine, &self.pf, &s, &mut hint.0) {
-                self.metrics.rejected.fetch_add(1, Relaxed);
-                let (topic, payload) = g.topics.get(r.msg as usize).cloned().unwrap_or_default();
-                let detail = format!("key `{key}`, ts {}: {rej}", r.ts);
-                self.dead(&topic, rej.name(), detail, &payload, r.now);
-            }
-            self.em.drain(&mut self.engine, r.lsn, r.now, &self.metrics);
-            self.processed = r.lsn;
+                em.drain(engine, r.lsn, r.now, metrics);
+                processed = r.lsn;
+            });
+        self.processed = processed;
+        for (topic, reason, detail, payload, now) in refused {
+            self.dead(&topic, reason, detail, &payload, now);
         }
         self.metrics.readings.fetch_add(readings, Relaxed);
         self.acks.extend(g.acks);
@@ -992,9 +937,7 @@ impl Agent {
         };
         // Keep the buffers' capacity.
         g2.topics = g.topics;
-        g2.recs = g.recs;
-        g2.keys = g.keys;
-        g2.vals = g.vals;
+        g2.staged = g.staged;
         g2.clear();
         self.group = g2;
         self.publish_gauges();
@@ -1044,7 +987,7 @@ impl Agent {
     /// Makes the update state durable now (a commit of its own, or with
     /// the open group).
     fn persist_updates(&mut self) -> Result<(), RunError> {
-        if self.group.opened.is_some() || !self.group.recs.is_empty() {
+        if self.group.opened.is_some() || !self.group.staged.is_empty() {
             self.commit_group()
         } else {
             self.commit_store()
@@ -1179,7 +1122,7 @@ impl Agent {
                 || self.checkpoint_soon
                 || self.last_ckpt.elapsed()
                     >= Duration::from_millis(self.budget.intervals().checkpoint_ms))
-            && self.group.recs.is_empty()
+            && self.group.staged.is_empty()
         {
             // Encoded in place in the store's record (the last one's size
             // and an eighth more reserved): one copy of the state in memory.
@@ -1282,7 +1225,7 @@ impl Agent {
                 let due = self.commit_deadline().is_some_and(|d| Instant::now() >= d);
                 if due
                     || self.group.topics.len() >= iv.group_records
-                    || self.group.recs.len() >= pack_records(iv.group_records)
+                    || self.group.staged.len() >= pack_records(iv.group_records)
                     || self.group.acks.len() >= iv.group_records
                     || self.store.staged_bytes() >= 1 << 20
                 {
@@ -1331,7 +1274,7 @@ impl Agent {
             }
             (_, MqttEvent::Wired(src, r)) => {
                 self.on_wired(src, &r)?;
-                if self.group.recs.len() >= self.budget.intervals().group_records {
+                if self.group.staged.len() >= self.budget.intervals().group_records {
                     self.commit_group()?;
                 }
             }
@@ -1367,8 +1310,7 @@ impl Agent {
         self.group
             .topics
             .push((format!("wired/{key}"), bytes::Bytes::new()));
-        self.group
-            .push(lsn, src as u16, msg, key, r.ts, now, &r.values);
+        self.group.staged.push(lsn, msg, &sample);
         Ok(())
     }
 
@@ -1503,7 +1445,7 @@ impl Agent {
             self.em.flush(&self.out, &self.metrics);
             // Between groups (the engine has seen every committed record):
             // start a due checkpoint, or write one whose outputs are acked.
-            if self.group.recs.is_empty() {
+            if self.group.staged.is_empty() {
                 self.maybe_checkpoint(false)?;
             }
         }
@@ -1741,7 +1683,7 @@ impl Agent {
             Some(Err(reason)) => self.roll_back(reason)?,
             None => {}
         }
-        let boundary = self.group.recs.is_empty()
+        let boundary = self.group.staged.is_empty()
             && !self.pending_ckpt.is_pending()
             && self.em.queue.is_empty()
             && self.em.acked >= self.em.published;
