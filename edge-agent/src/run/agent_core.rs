@@ -236,6 +236,22 @@ impl Staged {
     }
 }
 
+/// Whether the open group closes now on its size, whatever its deadline:
+/// `group_records` messages (acknowledgements), `PACK_RECORDS` times as
+/// many records (SenML packs), or 1 MiB of journal staged. The driver
+/// closes it on its deadline as well, and `weir run` on the write
+/// budget's rules.
+pub(super) fn group_full(
+    messages: usize,
+    records: usize,
+    staged_bytes: usize,
+    group_records: usize,
+) -> bool {
+    messages >= group_records
+        || records >= super::pack_records(group_records)
+        || staged_bytes >= 1 << 20
+}
+
 /// The open group commit.
 #[derive(Debug)]
 struct Group<T> {
@@ -973,11 +989,13 @@ impl<T> AgentCore<T> {
         if let Some(t) = ack {
             self.group.acks.push(t);
         }
-        if self.group.staged.len() >= super::pack_records(self.cfg.group_records)
-            || self.group.messages >= self.cfg.group_records
-            || self.store.staged_bytes() >= 1 << 20
-            || now >= self.group.opened.unwrap_or(now) + self.cfg.commit_ms
-        {
+        let full = group_full(
+            self.group.messages,
+            self.group.staged.len(),
+            self.store.staged_bytes(),
+            self.cfg.group_records,
+        );
+        if full || now >= self.group.opened.unwrap_or(now) + self.cfg.commit_ms {
             self.commit_group(now)?;
         }
         Ok(())

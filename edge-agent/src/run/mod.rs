@@ -1223,11 +1223,16 @@ impl Agent {
                 // but must still be acknowledged).
                 let iv = self.budget.intervals();
                 let due = self.commit_deadline().is_some_and(|d| Instant::now() >= d);
+                // Messages: those journaled and those only acknowledged
+                // (duplicates, bad input).
+                let messages = self.group.topics.len().max(self.group.acks.len());
                 if due
-                    || self.group.topics.len() >= iv.group_records
-                    || self.group.staged.len() >= pack_records(iv.group_records)
-                    || self.group.acks.len() >= iv.group_records
-                    || self.store.staged_bytes() >= 1 << 20
+                    || agent_core::group_full(
+                        messages,
+                        self.group.staged.len(),
+                        self.store.staged_bytes(),
+                        iv.group_records,
+                    )
                 {
                     self.commit_group()?;
                 }
