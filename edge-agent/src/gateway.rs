@@ -21,6 +21,9 @@
 //! max_packet = 1048576           # bytes, both directions (rumqttc's default is 10 KiB)
 //! inflight = 100                 # outgoing QoS 1 publishes in flight
 //! protocol = 4                   # 4 (MQTT 3.1.1, default) or 5
+//! max_held = "16MiB"             # incoming payloads held while acks are written;
+//!                                # past it QoS 1 messages wait for the broker's
+//!                                # redelivery after a reconnect
 //!
 //! [journal]
 //! group_commit = "10ms"          # longest wait before a commit (acks wait for it)
@@ -135,7 +138,14 @@ pub struct BrokerConfig {
     pub inflight: u16,
     /// MQTT protocol version: 4 (3.1.1) or 5.
     pub protocol: u8,
+    /// Payload bytes of incoming messages held while ingest waits for its
+    /// acknowledgements to be written; past them QoS 1 messages are left
+    /// to the broker's redelivery (`max_held`, default 16 MiB).
+    pub max_held: usize,
 }
+
+/// `[broker] max_held` when not given: 16 MiB.
+pub const DEFAULT_MAX_HELD: usize = 16 << 20;
 
 /// A parsed, validated `gateway.toml`.
 #[derive(Clone, Debug, PartialEq)]
@@ -381,6 +391,7 @@ struct RawBroker {
     max_packet: Option<Spanned<i64>>,
     inflight: Option<Spanned<i64>>,
     protocol: Option<Spanned<i64>>,
+    max_held: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -720,6 +731,20 @@ fn broker_config(
         keep_alive_ms: ms(ctx, &b.keep_alive, 30_000, 5_000, "keep_alive")?,
         max_packet: range_int(ctx, &b.max_packet, 1024, 256 << 20, 1 << 20, "max_packet")? as usize,
         inflight: range_int(ctx, &b.inflight, 1, 65_535, 100, "inflight")? as u16,
+        max_held: match &b.max_held {
+            None => DEFAULT_MAX_HELD,
+            Some(v) => {
+                let n = size(ctx, v, "max_held")?;
+                if !(1024..=1 << 30).contains(&n) {
+                    return Err(ctx.err(
+                        Some(v.span()),
+                        format!("max_held = {n} bytes is out of range"),
+                        "give 1KiB to 1GiB (default \"16MiB\")",
+                    ));
+                }
+                n as usize
+            }
+        },
         protocol: match &b.protocol {
             None => 4,
             Some(p) if matches!(p.get_ref(), 4 | 5) => *p.get_ref() as u8,
@@ -995,6 +1020,7 @@ fn cloud_config(
             keep_alive_ms: ms(ctx, &c.keep_alive, 30_000, 1_000, "keep_alive")?,
             max_packet: 1 << 20,
             inflight: 100,
+            max_held: DEFAULT_MAX_HELD,
             protocol: 4,
         },
         topic,

@@ -49,11 +49,19 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// QoS 0 messages dropped while ingest was paused on the ack debt.
     pub overload_drops: AtomicU64,
+    /// QoS 1 messages left unacknowledged for the broker to redeliver
+    /// because the side queue of a pause was full ([`Metrics::held_bytes`]).
+    pub shed: AtomicU64,
+    /// Ingest reconnections asked for to get shed messages redelivered.
+    pub shed_reconnects: AtomicU64,
     /// Messages held aside while ingest is paused on the ack debt, and
     /// their payload bytes (gauges).
     pub held_messages: AtomicU64,
     /// See `held_messages`.
     pub held_bytes: AtomicU64,
+    /// The most `held_bytes` has been since the start (bounded by
+    /// `[broker] max_held` plus one message).
+    pub held_bytes_peak: AtomicU64,
     /// Group commits.
     pub commits: AtomicU64,
     /// Journal chunk bytes written.
@@ -420,6 +428,16 @@ impl Metrics {
             self.overload_drops.load(Relaxed),
         );
         c(
+            "ingest_shed_messages_total",
+            "QoS 1 messages left unacknowledged under overload (the side queue of a pause was full), redelivered by the broker after a reconnect.",
+            self.shed.load(Relaxed),
+        );
+        c(
+            "ingest_shed_reconnects_total",
+            "Ingest reconnections made to have shed messages redelivered.",
+            self.shed_reconnects.load(Relaxed),
+        );
+        c(
             "journal_commits_total",
             "Durable group commits.",
             self.commits.load(Relaxed),
@@ -512,6 +530,11 @@ impl Metrics {
             "ingest_held_bytes",
             "Payload bytes of the messages held aside while ingest is paused.",
             self.held_bytes.load(Relaxed).to_string(),
+        );
+        g(
+            "ingest_held_bytes_peak",
+            "The most payload bytes held aside at once since the start (at most [broker] max_held plus one message).",
+            self.held_bytes_peak.load(Relaxed).to_string(),
         );
         g(
             "checkpoint_duration_seconds",

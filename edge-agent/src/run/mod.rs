@@ -383,6 +383,19 @@ struct Agent {
     held: VecDeque<(Link, MqttEvent)>,
     /// Payload bytes in `held`.
     held_bytes: usize,
+    /// Shedding QoS 1 messages until the ingest link reconnects, and
+    /// whether that reconnect was asked for.
+    ///
+    /// Payload bytes the side queue of a pause holds at most (`[broker]
+    /// max_held`, [`crate::gateway::DEFAULT_MAX_HELD`]). A broker may
+    /// send far more than its in-flight window (mosquitto 2.0 sent a paused
+    /// agent 140,000 unacknowledged SenML packs, 357 MB), so past this a pause
+    /// sheds QoS 1 messages (neither journaled nor acknowledged: the broker
+    /// still owes them) and every later one until the ingest link reconnects
+    /// and the broker redelivers them in order, once the acks of what was
+    /// taken are written. Memory stays bounded; nothing is lost or reordered.
+    shedding: bool,
+    shed_reconnect: bool,
     pollers: Vec<tokio::task::JoinHandle<()>>,
     ingest_once: bool,
     out_once: bool,
@@ -586,6 +599,8 @@ impl Agent {
             rx,
             held: VecDeque::new(),
             held_bytes: 0,
+            shedding: false,
+            shed_reconnect: false,
             pollers: vec![p1, p2],
             ingest_once: false,
             out_once: false,
@@ -1176,6 +1191,35 @@ impl Agent {
     /// whose acknowledgement is not written yet (0 without one). Below
     /// [`dedupe::WINDOW`] that message is still in the ring, and so is
     /// every later one: whatever the broker may redeliver is recognised.
+    /// Starts shedding QoS 1 messages (`[broker] max_held`).
+    fn start_shedding(&mut self) {
+        if !self.shedding {
+            tracing::warn!(
+                "ingest overloaded: {} MiB held while acks are written; QoS 1 messages are left to the broker until a reconnect",
+                self.held_bytes >> 20
+            );
+        }
+        self.shedding = true;
+    }
+
+    /// Whether `ev`, just taken off the channel, is shed: a QoS 1 message
+    /// while shedding. The ingest link's reconnect ends shedding: what
+    /// comes after it is the broker's redelivery, in order.
+    fn sheds(&mut self, ev: &(Link, MqttEvent)) -> bool {
+        match ev {
+            (Link::Ingest, MqttEvent::Connected { .. }) => {
+                self.shedding = false;
+                self.shed_reconnect = false;
+                false
+            }
+            (Link::Ingest, MqttEvent::Publish(p)) if self.shedding && p.qos > 0 => {
+                self.metrics.shed.fetch_add(1, Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn ack_debt(&self) -> u64 {
         let oldest = self
             .ack_fifo
@@ -1189,6 +1233,7 @@ impl Agent {
         let m = &self.metrics;
         m.held_messages.store(self.held.len() as u64, Relaxed);
         m.held_bytes.store(self.held_bytes as u64, Relaxed);
+        m.held_bytes_peak.fetch_max(self.held_bytes as u64, Relaxed);
     }
 
     /// Settles acknowledgements rumqttc has written.
@@ -1387,12 +1432,15 @@ impl Agent {
                     _ = &mut sigterm => break,
                     ev = self.rx.recv(), if self.ack_debt() < MAX_ACK_DEBT => {
                         let Some(ev) = ev else { break };
-                        self.on_event(ev)?;
+                        if !self.sheds(&ev) {
+                            self.on_event(ev)?;
+                        }
                         for _ in 0..EVENTS_PER_TURN {
                             if self.ack_debt() >= MAX_ACK_DEBT {
                                 break;
                             }
                             match self.rx.try_recv() {
+                                Ok(ev) if self.sheds(&ev) => {}
                                 Ok(ev) => self.on_event(ev)?,
                                 Err(_) => break,
                             }
@@ -1409,6 +1457,12 @@ impl Agent {
                                     self.metrics.overload_drops.fetch_add(1, Relaxed);
                                     continue;
                                 }
+                                if p.qos > 0 && self.held_bytes + p.payload.len() > self.cfg.broker.max_held {
+                                    self.start_shedding();
+                                }
+                            }
+                            if self.sheds(&ev) {
+                                continue;
                             }
                             self.held_bytes += held_len(&ev);
                             if self.held.len() == self.held.capacity() {
@@ -1447,6 +1501,15 @@ impl Agent {
                 &self.metrics,
             );
             self.reap_acks();
+            if self.shedding && !self.shed_reconnect && self.held.is_empty() && self.ack_debt() == 0
+            {
+                // Everything taken is processed and its acks are written:
+                // a new connection has the broker redeliver the rest.
+                self.shed_reconnect = true;
+                self.metrics.shed_reconnects.fetch_add(1, Relaxed);
+                tracing::info!("reconnecting ingest to have the shed messages redelivered");
+                self.ingest.disconnect().await;
+            }
             self.em.flush(&self.out, &self.metrics);
             // Between groups (the engine has seen every committed record):
             // start a due checkpoint, or write one whose outputs are acked.

@@ -82,6 +82,7 @@ pub fn run(
         max_packet: 64 << 10,
         inflight: 10,
         protocol: 4,
+        max_held: crate::gateway::DEFAULT_MAX_HELD,
     });
     b.host = host;
     b.port = port;
