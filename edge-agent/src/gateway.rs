@@ -1288,6 +1288,18 @@ mod tests {
         assert_eq!(g.durability, DurabilityMode::Journal);
         assert_eq!(g.broker.client_id, format!("weir-{}", g.id));
         assert_eq!(g.group_records, 2_000);
+        assert_eq!(g.broker.max_held, 16 << 20);
+    }
+
+    #[test]
+    fn max_held_is_a_size_in_range() {
+        let g = p("[broker]\nmax_held = \"2MiB\"\n").unwrap();
+        assert_eq!(g.broker.max_held, 2 << 20);
+        let e = p("[broker]\n\nmax_held = \"100B\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.help.contains("1KiB to 1GiB"), "{e}");
+        let e = p("[broker]\nmax_held = \"lots\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]
