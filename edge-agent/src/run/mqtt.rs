@@ -110,9 +110,14 @@ fn tls(b: &BrokerConfig) -> Result<Option<Transport>, String> {
     })))
 }
 
+/// The receive maximum the ingest link asks of an MQTT 5 broker: a
+/// quarter of the dedupe ring, half the ack debt's bound.
+pub const RECEIVE_MAXIMUM: u16 = (super::dedupe::WINDOW / 4) as u16;
+
 /// MQTT 5 options for the same connection (`[broker] protocol = 5`): a
 /// session that outlives the connection (clean start off, session expiry
-/// "never"), manual acks on ingest, the same limits and TLS.
+/// "never"), manual acks and a receive maximum ([`RECEIVE_MAXIMUM`]) on
+/// ingest, the same limits and TLS.
 ///
 /// # Errors
 /// A TLS file cannot be read.
@@ -129,6 +134,13 @@ pub fn options_v5(b: &BrokerConfig, link: Link) -> Result<rumqttc::v5::MqttOptio
         .set_max_packet_size(Some(MAX_INCOMING as u32))
         .set_outgoing_inflight_upper_limit(b.inflight)
         .set_pending_throttle(Duration::ZERO);
+    if link == Link::Ingest {
+        // The broker's window toward the agent: unacknowledged messages
+        // stay below the ack debt's bound, so ingest does not pause and
+        // hold (or shed) messages that MQTT 3.1.1 brokers send beyond
+        // their own window.
+        o.set_receive_maximum(Some(RECEIVE_MAXIMUM));
+    }
     if let (Some(u), p) = (&b.username, &b.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
