@@ -42,7 +42,7 @@
 //! its code for four rules: `restore_latest` + `replay_journal`
 //! (recovery), `CheckpointGate` (checkpoints behind acknowledged
 //! outputs), `identify` (a message's identity and the redelivery
-//! verdict) and [`Staged`] (a group's records, computed in journal order
+//! verdict) and `Staged` (a group's records, computed in journal order
 //! once their commit returned), so the simulation tests run what `weir
 //! run` runs for them. When a group closes and its acknowledgements, the
 //! ack-debt pause, the update lifecycle, the cloud outbox, wired sensors and the write budget
