@@ -10,7 +10,12 @@
 #
 #   bash bench/w1.sh [EVENTS] [RUNS]     (default 10000000 events, 5 runs)
 #
-# Last runs (Dec 7 2026 afternoon, 10 M events, 7 and 5 runs): best-of
+# Last run (Dec 7 2026 evening, 10 M events, 7 runs, a quiet machine):
+# best-of ratios TOML 0.927, SQL 0.878; medians TOML 0.941, SQL 0.891
+# (floats written from registers: TOML 1.089 -> 1.071 s; names inline in
+# the key table, a merged SQL row plan and -align-loops=32 were each 2-10%
+# slower in alternating runs, layout, and were dropped).
+# Afternoon runs (Dec 7 2026, 10 M events, 7 and 5 runs): best-of
 # ratios TOML 0.916 and 0.925, SQL 0.860 and 0.869; medians TOML 0.927 and
 # 0.938, SQL 0.876 and 0.880 (the SQL rows read their grouping sets from
 # themselves, not through the query: SQL 1.22 s -> 1.13 s; instructions per
