@@ -1242,16 +1242,14 @@ impl Ctx<'_> {
             SExpr::Ceil { expr, field: ast::CeilFloorKind::DateTimeField(unit) }
             | SExpr::Floor { expr, field: ast::CeilFloorKind::DateTimeField(unit) } => {
                 let up = matches!(e, SExpr::Ceil { .. });
-                let (x, t) = self.expr(expr, scope)?;
-                time_arg(t, expr, at)?;
+                let (x, t) = self.time_expr(expr, scope, at)?;
                 let Some(u) = TimeField::parse(&unit.to_string()).filter(|u| !matches!(u, TimeField::Week | TimeField::DayOfYear | TimeField::DayOfWeek)) else {
                     return Err(SqlError::unsupported(at, &format!("FLOOR/CEIL to {unit}"), "FLOOR(ts TO YEAR | QUARTER | MONTH | DAY | HOUR | MINUTE | SECOND)"));
                 };
                 (Expr::Call(Func::FloorTime(u, up), vec![x]), t)
             }
             SExpr::Extract { field, expr, .. } => {
-                let (x, t) = self.expr(expr, scope)?;
-                time_arg(t, expr, at)?;
+                let (x, _) = self.time_expr(expr, scope, at)?;
                 let Some(u) = TimeField::parse(&field.to_string()) else {
                     return Err(SqlError::unsupported(at, &format!("EXTRACT({field} FROM …)"), "EXTRACT(YEAR | QUARTER | MONTH | WEEK | DAY | DOY | DOW | HOUR | MINUTE | SECOND FROM ts)"));
                 };
@@ -1349,30 +1347,25 @@ impl Ctx<'_> {
                     }
                     ("MOD" | "IF" | "NULLIF", _) => return Err(wrong()),
                     (n, [(_, a)]) if EXTRACT_FUNCS.contains(&n) => {
-                        let (x, t) = self.expr(a, scope)?;
-                        time_arg(t, a, at)?;
+                        let (x, _) = self.time_expr(a, scope, at)?;
                         let u = TimeField::parse(&name).ok_or_else(wrong)?;
                         return Ok((Expr::Call(Func::Extract(u), vec![x]), SqlType::BigInt));
                     }
                     ("TIMESTAMPDIFF", [(_, u), (_, a), (_, b)]) => {
                         let u = self.time_unit(u, at)?;
-                        let (xa, ta) = self.expr(a, scope)?;
-                        time_arg(ta, a, at)?;
-                        let (xb, tb) = self.expr(b, scope)?;
-                        time_arg(tb, b, at)?;
+                        let (xa, _) = self.time_expr(a, scope, at)?;
+                        let (xb, _) = self.time_expr(b, scope, at)?;
                         return Ok((Expr::Call(Func::TimestampDiff(u), vec![xa, xb]), SqlType::Int));
                     }
                     ("TIMESTAMPADD", [(_, u), (_, n), (_, ts)]) => {
                         let u = self.time_unit(u, at)?;
                         let (xn, tn) = self.expr(n, scope)?;
                         numeric(tn, n, at)?;
-                        let (xt, tt) = self.expr(ts, scope)?;
-                        time_arg(tt, ts, at)?;
+                        let (xt, tt) = self.time_expr(ts, scope, at)?;
                         return Ok((Expr::Call(Func::TimestampAdd(u), vec![xn, xt]), tt));
                     }
                     ("DATE_FORMAT", [(_, a), (_, p)]) => {
-                        let (x, t) = self.expr(a, scope)?;
-                        time_arg(t, a, at)?;
+                        let (x, _) = self.time_expr(a, scope, at)?;
                         let (xp, tp) = self.expr(p, scope)?;
                         text_arg(tp, p, at)?;
                         if let Expr::Lit(Value::Str(pattern)) = &xp {
@@ -1532,6 +1525,14 @@ impl Ctx<'_> {
                 | "APPROX_PERCENTILE"
                 | "EWMA_Z"
         )
+    }
+
+    /// `e` compiled, which must be a timestamp ([`time_arg`]'s error
+    /// otherwise, at `at`).
+    fn time_expr(&mut self, e: &SExpr, scope: Scope, at: Location) -> Err<(Expr, SqlType)> {
+        let (x, t) = self.expr(e, scope)?;
+        time_arg(t, e, at)?;
+        Ok((x, t))
     }
 
     /// The unit argument of `TIMESTAMPDIFF` / `TIMESTAMPADD` (`SECOND`,
