@@ -383,18 +383,17 @@ struct Agent {
     held: VecDeque<(Link, MqttEvent)>,
     /// Payload bytes in `held`.
     held_bytes: usize,
-    /// Shedding QoS 1 messages until the ingest link reconnects, and
-    /// whether that reconnect was asked for.
-    ///
-    /// Payload bytes the side queue of a pause holds at most (`[broker]
-    /// max_held`, [`crate::gateway::DEFAULT_MAX_HELD`]). A broker may
-    /// send far more than its in-flight window (mosquitto 2.0 sent a paused
-    /// agent 140,000 unacknowledged SenML packs, 357 MB), so past this a pause
-    /// sheds QoS 1 messages (neither journaled nor acknowledged: the broker
-    /// still owes them) and every later one until the ingest link reconnects
-    /// and the broker redelivers them in order, once the acks of what was
-    /// taken are written. Memory stays bounded; nothing is lost or reordered.
+    /// Shedding QoS 1 messages until the ingest link reconnects. `held`
+    /// holds at most `[broker] max_held` payload bytes
+    /// ([`crate::gateway::DEFAULT_MAX_HELD`]): a broker may send far more
+    /// than its in-flight window (mosquitto 2.0 sent a paused agent 140,000
+    /// unacknowledged SenML packs, 357 MB), so past it a pause sheds QoS 1
+    /// messages (neither journaled nor acknowledged: the broker still owes
+    /// them) and every later one until the ingest link reconnects and the
+    /// broker redelivers them in order, once the acks of what was taken
+    /// are written. Memory stays bounded; nothing is lost or reordered.
     shedding: bool,
+    /// The reconnect that ends shedding was asked for.
     shed_reconnect: bool,
     pollers: Vec<tokio::task::JoinHandle<()>>,
     ingest_once: bool,
@@ -1187,10 +1186,6 @@ impl Agent {
         Ok(true)
     }
 
-    /// Identities recorded in the dedupe ring since the oldest message
-    /// whose acknowledgement is not written yet (0 without one). Below
-    /// [`dedupe::WINDOW`] that message is still in the ring, and so is
-    /// every later one: whatever the broker may redeliver is recognised.
     /// Starts shedding QoS 1 messages (`[broker] max_held`).
     fn start_shedding(&mut self) {
         if !self.shedding {
@@ -1220,6 +1215,10 @@ impl Agent {
         }
     }
 
+    /// Identities recorded in the dedupe ring since the oldest message
+    /// whose acknowledgement is not written yet (0 without one). Below
+    /// [`dedupe::WINDOW`] that message is still in the ring, and so is
+    /// every later one: whatever the broker may redeliver is recognised.
     fn ack_debt(&self) -> u64 {
         let oldest = self
             .ack_fifo
