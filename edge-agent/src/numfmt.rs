@@ -307,13 +307,12 @@ fn push_prefix<const N: usize>(out: &mut Vec<u8>, buf: &[u8; N], n: usize) {
 
 /// Appends an unsigned integer in decimal.
 pub fn push_u64(out: &mut Vec<u8>, v: u64) {
-    if v < 100_000_000 {
-        let n = digits(v);
+    let n = digits(v);
+    if n <= 8 {
         push_prefix(out, &digit_word(v, n).to_le_bytes(), n);
         return;
     }
     let mut buf = [0u8; 24];
-    let n = digits(v);
     put_digits(&mut buf[..n], v);
     push_prefix(out, &buf, n);
 }
