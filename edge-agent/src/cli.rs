@@ -899,6 +899,7 @@ fn reason_name(e: &RowError) -> String {
         RowError::BadNumber => "bad_number".into(),
         RowError::NotUtf8 => "not_utf8".into(),
         RowError::TooLong => "too_long".into(),
+        RowError::BadQuote => "bad_quote".into(),
         RowError::Rejected(r) => Reject::name(*r).into(),
         RowError::Function(_) => "function".into(),
     }

@@ -38,6 +38,9 @@ pub enum RowError {
     NotUtf8,
     /// Longer than [`MAX_LINE`].
     TooLong,
+    /// A field that starts with `"` has no closing quote on its line, or
+    /// text follows its closing quote.
+    BadQuote,
     /// Decoded, but refused by the engine.
     Rejected(Reject),
     /// The source's scalar user function at this index (among the
@@ -56,6 +59,9 @@ impl fmt::Display for RowError {
             RowError::BadNumber => f.write_str("value is not a number"),
             RowError::NotUtf8 => f.write_str("row is not valid UTF-8"),
             RowError::TooLong => f.write_str("row longer than 64 KiB"),
+            RowError::BadQuote => f.write_str(
+                "a quoted field is not closed on its line, or text follows its closing quote",
+            ),
             RowError::Rejected(r) => write!(f, "rejected: {r}"),
             RowError::Function(i) => write!(f, "scalar function #{i} of the source failed"),
         }
@@ -176,7 +182,7 @@ impl Results for Writer {
                     b.extend_from_slice(info.id.as_bytes());
                     b.push(b',');
                 }
-                b.extend_from_slice(engine.key_name(w.key).as_bytes());
+                push_text(b, engine.key_name(w.key));
                 b.push(b',');
                 if (w.start, w.end) != self.span.0 {
                     // Windows fire in batches with the same bounds.
@@ -232,7 +238,7 @@ impl Results for Writer {
             Output::Custom(c) => {
                 b.extend_from_slice(self.engine_ops[c.op as usize].id.as_bytes());
                 b.push(b',');
-                b.extend_from_slice(engine.key_name(c.key).as_bytes());
+                push_text(b, engine.key_name(c.key));
                 b.push(b',');
                 push_i64(b, c.ts);
                 b.push(b',');
@@ -251,7 +257,7 @@ fn score_head(w: &Writer, engine: &Engine, s: &weir_core::output::ScoreResult, b
     if w.prefix_op {
         b.extend_from_slice(w.engine_ops[s.op as usize].id.as_bytes());
         b.push(b',');
-        b.extend_from_slice(engine.key_name(s.key).as_bytes());
+        push_text(b, engine.key_name(s.key));
         b.push(b',');
     }
     match w.ts_format {
@@ -451,6 +457,12 @@ struct Decoder<'m> {
     values: Vec<f64>,
     /// Where the row's text columns are, by their index.
     texts: Vec<Range<usize>>,
+    /// The line being decoded is an [`unquote`]d copy: its last field may
+    /// hold commas.
+    unquoted: bool,
+    /// The last row [`requoted`] read, unquoted, and its separators.
+    copy: Vec<u8>,
+    copy_commas: Vec<usize>,
 }
 
 impl<'m> Decoder<'m> {
@@ -470,6 +482,9 @@ impl<'m> Decoder<'m> {
                     .filter(|c| matches!(c, Column::Text(_)))
                     .count()
             ],
+            unquoted: false,
+            copy: Vec::new(),
+            copy_commas: Vec::new(),
         }
     }
 
@@ -519,7 +534,8 @@ impl<'m> Decoder<'m> {
                 at = p + 1;
                 f
             };
-            let last = i + 1 == n;
+            // (An unquoted last field may hold commas.)
+            let last = i + 1 == n && !self.unquoted;
             let miscount = |e: RowError| {
                 if last && bytes[field.clone()].contains(&b',') {
                     RowError::ColumnCount
@@ -553,6 +569,14 @@ impl<'m> Decoder<'m> {
         Ok((key, ts.ok_or(RowError::BadTimestamp)?))
     }
 
+    /// Whether a decoded row's key or a text field starts with a quote:
+    /// then the line is read again, [`unquote`]d ([`requoted`]).
+    #[inline]
+    fn quoted(&self, line: Line<'_>, key: &Option<Range<usize>>) -> bool {
+        let has = |r: &Range<usize>| line.bytes.get(r.start) == Some(&b'"') && !r.is_empty();
+        key.as_ref().is_some_and(has) || self.texts.iter().any(has)
+    }
+
     /// A line of the `key,ts,value` layout in its plain form, which the
     /// general path decodes the same way: a non-empty ASCII key, a
     /// millisecond timestamp of at most 18 digits and a number. Gives the
@@ -579,7 +603,8 @@ impl<'m> Decoder<'m> {
         }
         let c1 = comma(b)?;
         let key = &b[..c1];
-        if key.is_empty() || !key.is_ascii() {
+        // A key in quotes goes the general way, which unquotes it.
+        if key.is_empty() || key[0] == b'"' || !key.is_ascii() {
             return None;
         }
         // Digits cannot run past a line's newline.
@@ -631,6 +656,153 @@ impl<'m> Decoder<'m> {
                     1,
                 )
             }
+        }
+    }
+}
+
+/// Marks the branch that calls it as rarely taken, so that the loop over
+/// rows keeps its common path together (`std::hint::cold_path` needs Rust
+/// 1.95; weir builds with 1.90).
+#[cold]
+#[inline(never)]
+fn cold() {}
+
+/// Lets a decoded row into the engine if `w` keeps it: its key (`key` for
+/// a mapping without a key column), the source's scalar functions, then
+/// [`Results::feed`].
+#[inline(always)]
+fn admit<S: Results>(
+    (w, engine): (&mut S, &mut Engine),
+    (values, texts): (&mut [f64], &[Range<usize>]),
+    row: Line<'_>,
+    decoded: Result<(Option<Range<usize>>, i64), RowError>,
+    key: &str,
+    (scalars, no_scalars): (&mut crate::functions::Scalars, bool),
+    source: usize,
+) -> Result<(), RowError> {
+    let (k, ts) = decoded?;
+    let key = k.map_or(Ok(key), |k| row.str(k))?;
+    let fields = TextFields {
+        line: row,
+        ranges: texts,
+    };
+    if !w.keep(key, ts, values, &fields) {
+        engine.count_filtered();
+        return Ok(());
+    }
+    if !no_scalars {
+        scalars
+            .apply(ts, values)
+            .map_err(|i| RowError::Function(i as u16))?;
+    }
+    w.feed(engine, source, key, ts, values, &fields)
+        .map_err(RowError::Rejected)
+}
+
+/// [`admit`] for a row with quotes: decoded again from its [`unquote`]d
+/// copy, as a CSV file with quotes (RFC 4180) reads. Out of line, so that
+/// the loop over rows stays as it is.
+#[cold]
+#[inline(never)]
+fn requoted<S: Results>(
+    dec: &mut Decoder<'_>,
+    line: &[u8],
+    to: (&mut S, &mut Engine),
+    key: &str,
+    scalars: (&mut crate::functions::Scalars, bool),
+    source: usize,
+) -> Result<(), RowError> {
+    let want = dec.map.columns.len().saturating_sub(1);
+    let mut copy = std::mem::take(&mut dec.copy);
+    let mut commas = std::mem::take(&mut dec.copy_commas);
+    let res = unquote(line, &mut copy, &mut commas, want).and_then(|()| {
+        let mut row = Line {
+            bytes: &copy,
+            text: std::str::from_utf8(&copy).ok(),
+        };
+        dec.unquoted = true;
+        let decoded = dec.decode(&mut row, &commas);
+        dec.unquoted = false;
+        admit(
+            to,
+            (&mut dec.values, &dec.texts),
+            row,
+            decoded,
+            key,
+            scalars,
+            source,
+        )
+    });
+    dec.copy = copy;
+    dec.copy_commas = commas;
+    res
+}
+
+/// `line`'s fields into `out` without their quotes, joined by commas, and
+/// the positions of those commas (at most `want`) into `commas`. A field
+/// that starts with `"` ends at the next `"` not doubled (`""` inside it is
+/// one `"`) and may hold commas; a field that does not is taken as it is
+/// (a `"` inside it included), as Flink's csv format reads them. A quoted
+/// field cannot span lines.
+///
+/// # Errors
+/// [`RowError::BadQuote`] for a quoted field not closed on the line or
+/// followed by anything but a comma; [`RowError::ColumnCount`] for more
+/// than `want + 1` fields.
+fn unquote(
+    line: &[u8],
+    out: &mut Vec<u8>,
+    commas: &mut Vec<usize>,
+    want: usize,
+) -> Result<(), RowError> {
+    out.clear();
+    commas.clear();
+    let mut i = 0;
+    loop {
+        if line.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match line.get(i) {
+                    None => return Err(RowError::BadQuote),
+                    Some(b'"') if line.get(i + 1) == Some(&b'"') => {
+                        out.push(b'"');
+                        i += 2;
+                    }
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            match line.get(i) {
+                None | Some(b',') => {}
+                // `\r` before the newline is taken off later, as for any row.
+                Some(b'\r') if i + 1 == line.len() => {}
+                Some(_) => return Err(RowError::BadQuote),
+            }
+        } else {
+            let end = memchr::memchr(b',', &line[i..]).map_or(line.len(), |e| i + e);
+            out.extend_from_slice(&line[i..end]);
+            i = end;
+        }
+        match line.get(i) {
+            Some(b',') => {
+                if commas.len() == want {
+                    return Err(RowError::ColumnCount);
+                }
+                commas.push(out.len());
+                out.push(b',');
+                i += 1;
+            }
+            Some(b'\r') => {
+                out.push(b'\r');
+                return Ok(());
+            }
+            _ => return Ok(()),
         }
     }
 }
@@ -812,6 +984,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                 match dec.plain_line(&buf[pos..end]) {
                     Some((len, p)) => (pos + len, Some(p)),
                     None => {
+                        cold();
                         let Some(i) = memchr::memchr(b'\n', &buf[pos..end]) else {
                             break;
                         };
@@ -833,6 +1006,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
             let nl = sep - pos;
             let line = &buf[pos..sep];
             if simple && plain.is_none() {
+                cold();
                 // Off the plain path: this line's commas, as the general
                 // path finds them.
                 for (i, &c) in line.iter().enumerate() {
@@ -842,6 +1016,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                 }
             }
             if sep > valid {
+                cold();
                 // From the start of this line (a character boundary: lines
                 // end in an ASCII newline) up to the first bad byte, if any.
                 let block = &buf[pos..end];
@@ -865,6 +1040,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
             'row: {
                 line_no += 1;
                 if overlong {
+                    cold();
                     overlong = false;
                     sum.rows += 1;
                     sum.bad_rows += 1;
@@ -878,61 +1054,54 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                     break 'row;
                 }
                 if skip_header {
+                    cold();
                     skip_header = false;
                     break 'row;
                 }
                 if line.is_empty() || line == b"\r" {
+                    cold();
                     break 'row;
                 }
                 sum.rows += 1;
-                let decoded = match plain {
-                    Some((c1, ts, v)) => {
-                        dec.values[0] = v;
-                        Ok((Some(0..c1), ts))
-                    }
-                    None => dec.decode(&mut row, row_commas),
-                };
-                let res = match decoded {
-                    Ok((key, ts)) => match key.map_or(Ok(map.key.as_str()), |k| row.str(k)) {
-                        Ok(key)
-                            if !w.keep(
-                                key,
-                                ts,
-                                &mut dec.values,
-                                &TextFields {
-                                    line: row,
-                                    ranges: &dec.texts,
-                                },
-                            ) =>
-                        {
-                            engine.count_filtered();
-                            Ok(())
+                let res = 'res: {
+                    let decoded = match plain {
+                        Some((c1, ts, v)) => {
+                            dec.values[0] = v;
+                            Ok((Some(0..c1), ts))
                         }
-                        Ok(key) => match if no_scalars {
-                            Ok(())
-                        } else {
-                            scalars.apply(ts, &mut dec.values)
-                        } {
-                            Ok(()) => w
-                                .feed(
-                                    &mut engine,
+                        None => {
+                            let d = dec.decode(&mut row, row_commas);
+                            // A row with a key or text in quotes, or a
+                            // failed row with a quote in it, is read again
+                            // unquoted, out of this loop.
+                            if match &d {
+                                Ok((key, _)) => dec.quoted(row, key),
+                                Err(_) => line.contains(&b'"'),
+                            } {
+                                break 'res requoted(
+                                    &mut dec,
+                                    line,
+                                    (w, &mut engine),
+                                    &map.key,
+                                    (&mut scalars, no_scalars),
                                     source,
-                                    key,
-                                    ts,
-                                    &dec.values,
-                                    &TextFields {
-                                        line: row,
-                                        ranges: &dec.texts,
-                                    },
-                                )
-                                .map_err(RowError::Rejected),
-                            Err(i) => Err(RowError::Function(i as u16)),
-                        },
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
+                                );
+                            }
+                            d
+                        }
+                    };
+                    admit(
+                        (w, &mut engine),
+                        (&mut dec.values, &dec.texts),
+                        row,
+                        decoded,
+                        &map.key,
+                        (&mut scalars, no_scalars),
+                        source,
+                    )
                 };
                 if let Err(error) = res {
+                    cold();
                     sum.bad_rows += 1;
                     on_bad(
                         &BadRow {
@@ -946,6 +1115,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                     w.write(&engine, &o, &mut sum, &mut obuf);
                 }
                 if obuf.len() >= 1 << 16 {
+                    cold();
                     out.write_all(&obuf)?;
                     obuf.clear();
                 }
@@ -975,6 +1145,23 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
     out.flush()?;
     sum.elapsed = started.elapsed();
     Ok((sum, engine))
+}
+
+/// `s` as a CSV field: in quotes (a quote doubled) when it holds a comma,
+/// a quote or a line break.
+pub fn push_text(b: &mut Vec<u8>, s: &str) {
+    // Bytes, not a `char` pattern: several times fewer instructions; the
+    // four bytes that need quotes are all at most `,`, so most bytes take
+    // one comparison.
+    if s.bytes()
+        .any(|c| c <= b',' && matches!(c, b',' | b'"' | b'\n' | b'\r'))
+    {
+        b.push(b'"');
+        b.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        b.push(b'"');
+    } else {
+        b.extend_from_slice(s.as_bytes());
+    }
 }
 
 /// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
@@ -1112,6 +1299,60 @@ mod tests {
             let want = s.parse::<i64>().ok().filter(|_| !s.starts_with('+'));
             proptest::prop_assert_eq!(parse_i64(s.as_bytes()), want, "{}", s);
         }
+    }
+
+    /// Fields in quotes, as RFC 4180 writes them: a comma or a doubled
+    /// quote inside, a quoted number; a quote inside an unquoted field is
+    /// text. A key with a comma or quote is written back in quotes.
+    #[test]
+    fn quoted_fields_read_as_csv_files_write_them() {
+        let input = b"s1,1700000000000,1.0\n\
+            \"s,2\",1700000000001,2.0\n\
+            \"s\"\"3\",1700000000002,3.0\n\
+            s1,\"1700000000003\",\"4.5\"\n\
+            q\"x,1700000000004,5.0\n\
+            \"open,1700000000005,6.0\n\
+            \"s1\"x,1700000000006,7.0\n\
+            \"s1\",1700000000007,8.0,\"extra\"\n\
+            \"s1\",1700000000008,9.0\r\n\
+            \"s,2\",1700000000009,\"\"\n";
+        let (sum, bad, out) = run(W1, input);
+        assert_eq!(sum.rows, 10);
+        assert_eq!(
+            bad,
+            [
+                (6, RowError::BadQuote),
+                (7, RowError::BadQuote),
+                (8, RowError::ColumnCount),
+                (10, RowError::BadNumber),
+            ]
+        );
+        let mut rows: Vec<&str> = out.lines().collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                "\"q\"\"x\",1700000000000,1700000010000,1,5.000000,5.000000,5.000000,0.000000,false",
+                "\"s\"\"3\",1700000000000,1700000010000,1,3.000000,3.000000,3.000000,0.000000,false",
+                "\"s,2\",1700000000000,1700000010000,1,2.000000,2.000000,2.000000,0.000000,false",
+                "s1,1700000000000,1700000010000,3,4.833333,1.000000,9.000000,3.274480,false",
+            ]
+        );
+        // The general layout (a skipped column, columns in another order).
+        let general = W1.replace(
+            r#"columns = ["key", "ts", "value"]"#,
+            r#"columns = ["ts", "key", "_", "value"]"#,
+        );
+        assert_ne!(general, W1);
+        let input = b"1700000000000,\"a,b\",\"x,\"\"y\",1.0\n\
+            1700000000001,\"a,x,2.0\n\
+            \"1700000000002\",\"a,b\",,3.0\n";
+        let (sum, bad, out) = run(&general, input);
+        assert_eq!((sum.rows, bad), (3, vec![(2, RowError::BadQuote)]));
+        assert_eq!(
+            out,
+            "\"a,b\",1700000000000,1700000010000,2,2.000000,1.000000,3.000000,1.000000,false\n"
+        );
     }
 
     #[test]

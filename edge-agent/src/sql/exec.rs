@@ -16,7 +16,7 @@ use super::plan::{Query, END, KEY, START, WTIME};
 use super::stage::Join;
 use super::SqlPipeline;
 use crate::numfmt::{push_f64, push_i64};
-use crate::replay::{BadRow, Results, Summary, TextFields};
+use crate::replay::{push_text as push_str, BadRow, Results, Summary, TextFields};
 use crate::timefmt::format_datetime_ms;
 
 /// [`Results`] for a compiled query.
@@ -391,21 +391,6 @@ impl Results for Rows<'_> {
             Output::Late(l) if l.op as usize == self.q.ops[0] => sum.late += 1,
             _ => {}
         }
-    }
-}
-
-fn push_str(b: &mut Vec<u8>, s: &str) {
-    // Bytes, not a `char` pattern: several times fewer instructions; the
-    // four bytes that need quotes are all at most `,`, so most bytes take
-    // one comparison.
-    if s.bytes()
-        .any(|c| c <= b',' && matches!(c, b',' | b'"' | b'\n' | b'\r'))
-    {
-        b.push(b'"');
-        b.extend_from_slice(s.replace('"', "\"\"").as_bytes());
-        b.push(b'"');
-    } else {
-        b.extend_from_slice(s.as_bytes());
     }
 }
 
@@ -850,7 +835,7 @@ mod tests {
         rt AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rt AS rt - INTERVAL '1' SECOND)
         WITH ('connector' = 'filesystem', 'path' = 'x.csv', 'format' = 'csv');";
 
-    /// A key that needs quotes, a one-sample window (STDDEV_SAMP is NULL),
+    /// Keys that need quotes, a one-sample window (STDDEV_SAMP is NULL),
     /// an integer column, a flag: the plain writer and the cell-by-cell
     /// writer give the same bytes.
     #[test]
@@ -858,11 +843,11 @@ mod tests {
         // 2020-04-15 08:00:00 UTC and after (the engine refuses 1970).
         let input: String = [
             ("a", 1000, "1.5"),
-            ("b", 1500, "2"),
-            ("q\"x", 2000, "-3.25"),
+            ("\"b,1\"", 1500, "2"),
+            ("\"q\"\"x\"", 2000, "-3.25"),
             ("a", 2500, "4"),
             ("a", 12000, "1"),
-            ("b", 13000, "7"),
+            ("\"b,1\"", 13000, "7"),
             ("a", 30000, "0"),
         ]
         .iter()

@@ -361,13 +361,20 @@ fn rows_of(
     rows
 }
 
-/// Writes a key or text cell; `false` if it holds a comma or a line break,
-/// which a CSV row without quotes cannot carry.
+/// Writes a key or text cell, in quotes if it holds a comma or a quote;
+/// `false` if it holds a line break, which a CSV row cannot carry (a quoted
+/// field does not span lines in weir's CSV input).
 fn cell(rows: &mut Vec<u8>, s: &str) -> bool {
-    if s.bytes().any(|b| matches!(b, b',' | b'\n' | b'\r')) {
+    if s.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
         return false;
     }
-    rows.extend_from_slice(s.as_bytes());
+    if s.bytes().any(|b| matches!(b, b',' | b'"')) {
+        rows.push(b'"');
+        rows.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        rows.push(b'"');
+    } else {
+        rows.extend_from_slice(s.as_bytes());
+    }
     true
 }
 

@@ -1376,3 +1376,32 @@ fn string_functions_as_in_flink() {
     assert!(e.contains("`MAX(price)` is a DECIMAL"), "{e}");
     assert!(e.contains("CAST(MAX(price) AS STRING)"), "{e}");
 }
+
+#[test]
+fn quoted_csv_fields_are_one_field_each() {
+    // Flink's csv format reads `"…"` as one field: an item named with a
+    // comma, a doubled quote, a quoted time and price.
+    let input = "\"2020-04-15 08:05:00\",4.00,\"C, large\"
+2020-04-15 08:07:00,\"2.00\",A
+2020-04-15 08:09:00,5.00,\"say \"\"D\"\"\"
+2020-04-15 08:11:00,3.00,\"C, large\"
+";
+    let rows = run(
+        &format!(
+            "{BID_DDL}SELECT item, window_start, COUNT(*) AS n, SUM(price) AS s
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  WHERE item <> 'A'
+  GROUP BY item, window_start, window_end;"
+        ),
+        input,
+    );
+    assert_eq!(
+        rows,
+        [
+            "item,window_start,n,s",
+            "\"C, large\",2020-04-15 08:00:00.000,1,4.00",
+            "\"C, large\",2020-04-15 08:10:00.000,1,3.00",
+            "\"say \"\"D\"\"\",2020-04-15 08:00:00.000,1,5.00",
+        ]
+    );
+}
