@@ -11,7 +11,13 @@
 #   bash bench/w1.sh [EVENTS] [RUNS]     (default 10000000 events, 5 runs)
 #
 # Last run (Dec 7 2026 evening, 10 M events, 7 runs, a quiet machine):
-# best-of ratios TOML 0.927, SQL 0.878; medians TOML 0.941, SQL 0.891
+# best-of ratios TOML 0.926, SQL 0.893; medians TOML 0.934, SQL 0.900
+# (SQL rows that are the operator's own window row written as the TOML
+# writer does: SQL 1.12 -> 1.09 s; quoted CSV fields read out of the loop:
+# +0.5% for SQL, the first try with the retry in the loop cost 4-15%, by
+# code layout alone, with equal instruction counts).
+# Earlier the same evening: best-of ratios TOML 0.927, SQL 0.878; medians
+# TOML 0.941, SQL 0.891
 # (floats written from registers: TOML 1.089 -> 1.071 s; names inline in
 # the key table, a merged SQL row plan and -align-loops=32 were each 2-10%
 # slower in alternating runs, layout, and were dropped).
