@@ -1405,3 +1405,28 @@ fn quoted_csv_fields_are_one_field_each() {
         ]
     );
 }
+
+#[test]
+fn group_by_without_an_aggregate_lists_the_groups() {
+    // Flink: the distinct (window, key) groups. Window 08:00 has C, A, D;
+    // 08:10 has B, E, F.
+    let rows = bid("SELECT window_start, window_end, item
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY item, window_start, window_end;");
+    let t = |m: &str| format!("2020-04-15 08:{m}:00.000");
+    let mut want = vec!["window_start,window_end,item".to_string()];
+    for (w, items) in [("00", "ACD"), ("10", "BEF")] {
+        let end = if w == "00" { "10" } else { "20" };
+        for i in items.chars() {
+            want.push(format!("{},{},{i}", t(w), t(end)));
+        }
+    }
+    let mut got = rows.clone();
+    got[1..].sort();
+    want[1..].sort();
+    assert_eq!(got, want);
+    let rows = bid("SELECT window_start
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;");
+    assert_eq!(rows, ["window_start", &t("00"), &t("10")]);
+}
