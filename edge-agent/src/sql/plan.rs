@@ -2654,6 +2654,15 @@ fn compile_select(
     let Some(window) = window else {
         return Err(SqlError::unsupported(at, "a query without a window (a stateless or unbounded aggregation)", "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)) … GROUP BY window_start, window_end"));
     };
+    if group.is_empty() {
+        // Flink's `SELECT * FROM TABLE(TUMBLE(…))`: each row with its
+        // window's bounds, no aggregation.
+        return Err(SqlError::unsupported(
+            at,
+            "a window TVF without GROUP BY (each row with its window bounds)",
+            "an aggregation over the windows: … GROUP BY window_start, window_end[, key]",
+        ));
+    }
     if !(legacy || has_start && has_end) {
         return Err(SqlError::at(
             at,

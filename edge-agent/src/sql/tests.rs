@@ -1430,3 +1430,16 @@ fn group_by_without_an_aggregate_lists_the_groups() {
   GROUP BY window_start, window_end;");
     assert_eq!(rows, ["window_start", &t("00"), &t("10")]);
 }
+
+#[test]
+fn a_window_tvf_without_group_by_says_it_is_unsupported() {
+    let e = err(&format!(
+        "{BID_DDL}SELECT * FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES));"
+    ));
+    assert!(
+        e.msg.contains("without GROUP BY") && e.msg.contains("not supported"),
+        "{e}"
+    );
+    assert!(e.help.contains("GROUP BY window_start, window_end"), "{e}");
+    assert_eq!(e.line, 7, "{e}");
+}
