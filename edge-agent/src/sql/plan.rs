@@ -3965,6 +3965,7 @@ fn csv_mapping(
         Some(_) => TsFormat::Millis,
         None => TsFormat::Datetime,
     };
+    csv_options(t)?;
     let header = match t.option("csv.ignore-first-line") {
         None | Some(("false", _)) => false,
         Some(("true", _)) => true,
@@ -3990,6 +3991,43 @@ fn csv_mapping(
         },
         path,
     ))
+}
+
+/// Checks the table's `csv.*` options (Flink's csv format) that are not
+/// read elsewhere: those whose one value weir reads as Flink does are
+/// accepted, any other value or option is refused rather than ignored (a
+/// `';'` delimiter ignored would make every row a bad row).
+fn csv_options(t: &Table) -> Err<()> {
+    for (k, v, l) in &t.options {
+        let Some(opt) = k.strip_prefix("csv.") else {
+            continue;
+        };
+        let fixed = match opt {
+            "ignore-first-line" | "null-literal" => continue,
+            // Bad rows are skipped, counted and reported either way
+            // (Flink fails the job on one unless this is 'true').
+            "ignore-parse-errors" if matches!(v.as_str(), "true" | "false") => continue,
+            "field-delimiter" => ",",
+            "quote-character" => "\"",
+            "allow-comments" | "disable-quote-character" => "false",
+            _ => {
+                return Err(SqlError::unsupported(
+                    *l,
+                    &format!("the csv option '{k}'"),
+                    "'csv.ignore-first-line', 'csv.null-literal', 'csv.ignore-parse-errors', \
+                     'csv.field-delimiter' = ',', 'csv.quote-character' = '\"'",
+                ))
+            }
+        };
+        if v != fixed {
+            return Err(SqlError::unsupported(
+                *l,
+                &format!("'{k}' = '{v}'"),
+                &format!("'{k}' = '{fixed}' (or leave it out)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The table's mqtt source: `fields` the numeric columns the engine reads,

@@ -1443,3 +1443,43 @@ fn a_window_tvf_without_group_by_says_it_is_unsupported() {
     assert!(e.help.contains("GROUP BY window_start, window_end"), "{e}");
     assert_eq!(e.line, 7, "{e}");
 }
+
+#[test]
+fn csv_options_weir_cannot_honour_are_refused_not_ignored() {
+    let ddl = |opts: &str| {
+        BID_DDL.replace("'format' = 'csv')", &format!("'format' = 'csv', {opts})"))
+            + "SELECT window_start, SUM(price) AS s
+  FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
+  GROUP BY window_start, window_end;"
+    };
+    // Flink's defaults, written out: the same rows as without them.
+    let q = ddl(
+        "'csv.field-delimiter' = ',', 'csv.quote-character' = '\"', \
+                 'csv.ignore-parse-errors' = 'true', 'csv.allow-comments' = 'false'",
+    );
+    assert_ne!(q, ddl(""));
+    assert_eq!(
+        run(&q, BID_ROWS),
+        [
+            "window_start,s",
+            "2020-04-15 08:00:00.000,11.00",
+            "2020-04-15 08:10:00.000,10.00"
+        ]
+    );
+    for (opt, says) in [
+        ("'csv.field-delimiter' = ';'", "'csv.field-delimiter' = ','"),
+        (
+            "'csv.allow-comments' = 'true'",
+            "'csv.allow-comments' = 'false'",
+        ),
+        (
+            "'csv.escape-character' = '\\'",
+            "the csv option 'csv.escape-character'",
+        ),
+    ] {
+        let e = err(&ddl(opt));
+        assert!(e.to_string().contains("not supported"), "{opt}: {e}");
+        assert!(e.to_string().contains(says), "{opt}: {e}");
+        assert_eq!(e.line, 6, "{opt}: {e}");
+    }
+}
