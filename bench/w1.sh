@@ -11,7 +11,8 @@
 #   bash bench/w1.sh [EVENTS] [RUNS]     (default 10000000 events, 5 runs)
 #
 # Last run (Dec 7 2026 evening, 10 M events, 7 runs, a quiet machine):
-# best-of ratios TOML 0.926, SQL 0.893; medians TOML 0.934, SQL 0.900
+# best-of ratios TOML 0.923, SQL 0.900; medians TOML 0.924, SQL 0.902
+# (other runs of that hour: SQL 0.893-0.911 best, 0.900-0.929 median)
 # (SQL rows that are the operator's own window row written as the TOML
 # writer does: SQL 1.12 -> 1.09 s; quoted CSV fields read out of the loop:
 # +0.5% for SQL, the first try with the retry in the loop cost 4-15%, by
