@@ -511,7 +511,7 @@ impl<'m> Decoder<'m> {
             let ts = self.ts(l, c1 + 1..c2)?;
             let v = c2 + 1..bytes.len();
             self.values[0] = parse_field(l, v.clone(), self.map.nulls.as_deref()).map_err(|e| {
-                if bytes[v].contains(&b',') {
+                if !self.unquoted && bytes[v].contains(&b',') {
                     RowError::ColumnCount
                 } else {
                     e
@@ -567,14 +567,6 @@ impl<'m> Decoder<'m> {
             }
         }
         Ok((key, ts.ok_or(RowError::BadTimestamp)?))
-    }
-
-    /// Whether a decoded row's key or a text field starts with a quote:
-    /// then the line is read again, [`unquote`]d ([`requoted`]).
-    #[inline]
-    fn quoted(&self, line: Line<'_>, key: &Option<Range<usize>>) -> bool {
-        let has = |r: &Range<usize>| line.bytes.get(r.start) == Some(&b'"') && !r.is_empty();
-        key.as_ref().is_some_and(has) || self.texts.iter().any(has)
     }
 
     /// A line of the `key,ts,value` layout in its plain form, which the
@@ -699,8 +691,9 @@ fn admit<S: Results>(
         .map_err(RowError::Rejected)
 }
 
-/// [`admit`] for a row with quotes: decoded again from its [`unquote`]d
-/// copy, as a CSV file with quotes (RFC 4180) reads. Out of line, so that
+/// [`admit`] for a row with a quote: decoded from its [`unquote`]d copy,
+/// as a CSV file with quotes (RFC 4180) reads (a `"` inside a field that
+/// does not start with one is text, so such a row decodes as it is). Out of line, so that
 /// the loop over rows stays as it is.
 #[cold]
 #[inline(never)]
@@ -715,7 +708,12 @@ fn requoted<S: Results>(
     let want = dec.map.columns.len().saturating_sub(1);
     let mut copy = std::mem::take(&mut dec.copy);
     let mut commas = std::mem::take(&mut dec.copy_commas);
-    let res = unquote(line, &mut copy, &mut commas, want).and_then(|()| {
+    let res = unquote(line, &mut copy, &mut commas, want).and_then(|extra| {
+        // More fields than columns: only a skipped last column takes them
+        // (as it does in a row without quotes).
+        if extra && dec.map.columns.last() != Some(&Column::Skip) {
+            return Err(RowError::ColumnCount);
+        }
         let mut row = Line {
             bytes: &copy,
             text: std::str::from_utf8(&copy).ok(),
@@ -745,16 +743,20 @@ fn requoted<S: Results>(
 /// (a `"` inside it included), as Flink's csv format reads them. A quoted
 /// field cannot span lines.
 ///
+/// Fields past the `want + 1`-th are joined to it, commas included, as
+/// the last column of an unquoted row spans to the line's end: gives
+/// whether there were any.
+///
 /// # Errors
 /// [`RowError::BadQuote`] for a quoted field not closed on the line or
-/// followed by anything but a comma; [`RowError::ColumnCount`] for more
-/// than `want + 1` fields.
+/// followed by anything but a comma.
 fn unquote(
     line: &[u8],
     out: &mut Vec<u8>,
     commas: &mut Vec<usize>,
     want: usize,
-) -> Result<(), RowError> {
+) -> Result<bool, RowError> {
+    let mut extra = false;
     out.clear();
     commas.clear();
     let mut i = 0;
@@ -792,17 +794,18 @@ fn unquote(
         match line.get(i) {
             Some(b',') => {
                 if commas.len() == want {
-                    return Err(RowError::ColumnCount);
+                    extra = true;
+                } else {
+                    commas.push(out.len());
                 }
-                commas.push(out.len());
                 out.push(b',');
                 i += 1;
             }
             Some(b'\r') => {
                 out.push(b'\r');
-                return Ok(());
+                return Ok(extra);
             }
-            _ => return Ok(()),
+            _ => return Ok(extra),
         }
     }
 }
@@ -1071,13 +1074,10 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
                         }
                         None => {
                             let d = dec.decode(&mut row, row_commas);
-                            // A row with a key or text in quotes, or a
-                            // failed row with a quote in it, is read again
-                            // unquoted, out of this loop.
-                            if match &d {
-                                Ok((key, _)) => dec.quoted(row, key),
-                                Err(_) => line.contains(&b'"'),
-                            } {
+                            // A row with a quote anywhere (a quoted comma
+                            // shifts every field after it, whichever column
+                            // it is in) is read unquoted, out of this loop.
+                            if memchr::memchr(b'"', line).is_some() {
                                 break 'res requoted(
                                     &mut dec,
                                     line,
@@ -1353,6 +1353,29 @@ mod tests {
             out,
             "\"a,b\",1700000000000,1700000010000,2,2.000000,1.000000,3.000000,1.000000,false\n"
         );
+        // A quoted comma in a skipped column shifts nothing (it used to
+        // shift the value after it); fields past a skipped last column are
+        // taken by it, quotes or not.
+        let skips = W1.replace(
+            r#"columns = ["key", "ts", "value"]"#,
+            r#"columns = ["key", "ts", "_", "_", "value", "_"]"#,
+        );
+        let input = b"k,1700000000000,\"a,b\",3.5,1.0,z\n\
+            \"k\",1700000000001,x,3.5,2.0,z,y\n\
+            k,1700000000002,x,3.5,3.0,z,y\n";
+        let (sum, bad, out) = run(&skips, input);
+        assert_eq!((sum.rows, bad), (3, vec![]));
+        assert_eq!(
+            out,
+            "k,1700000000000,1700000010000,3,2.000000,1.000000,3.000000,0.816497,false\n"
+        );
+        // A quoted value with a comma in it is not a number (not a column
+        // too many).
+        let (_, bad, _) = run(
+            W1,
+            b"k,1700000000000,\"1,5\"\n\"k\",1700000000001,\"1,5\"\n",
+        );
+        assert_eq!(bad, [(1, RowError::BadNumber), (2, RowError::BadNumber)]);
     }
 
     #[test]
