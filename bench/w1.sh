@@ -11,7 +11,7 @@
 #   bash bench/w1.sh [EVENTS] [RUNS]     (default 10000000 events, 5 runs)
 #
 # Last run (Dec 7 2026 evening, 10 M events, 7 runs, a quiet machine):
-# best-of ratios TOML 0.923, SQL 0.900; medians TOML 0.924, SQL 0.902
+# best-of ratios TOML 0.911, SQL 0.888; medians TOML 0.928, SQL 0.907
 # (other runs of that hour: SQL 0.893-0.911 best, 0.900-0.929 median)
 # (SQL rows that are the operator's own window row written as the TOML
 # writer does: SQL 1.12 -> 1.09 s; quoted CSV fields read out of the loop:
