@@ -16,7 +16,7 @@ use super::plan::{Query, END, KEY, START, WTIME};
 use super::stage::Join;
 use super::SqlPipeline;
 use crate::numfmt::{push_f64, push_i64};
-use crate::replay::{push_text as push_str, BadRow, Results, Summary, TextFields};
+use crate::replay::{push_text, BadRow, Results, Summary, TextFields};
 use crate::timefmt::format_datetime_ms;
 
 /// [`Results`] for a compiled query.
@@ -94,7 +94,7 @@ impl<'q> Rows<'q> {
             if i > 0 {
                 b.push(b',');
             }
-            push_str(&mut b, &c.name);
+            push_text(&mut b, &c.name);
         }
         b.push(b'\n');
         b
@@ -143,7 +143,7 @@ impl<'q> Rows<'q> {
                     b.push(b',');
                 }
                 match *cell {
-                    Cell::Key => push_str(b, key),
+                    Cell::Key => push_text(b, key),
                     Cell::Start => self.push_ts(b, w.start),
                     Cell::End => self.push_ts(b, w.end),
                     Cell::WindowTime => self.push_ts(b, w.end - 1),
@@ -200,7 +200,7 @@ impl Rows<'_> {
     ) {
         match p.key {
             Some(true) => {
-                push_str(b, key);
+                push_text(b, key);
                 b.push(b',');
             }
             Some(false) => b.push(b','),
@@ -438,7 +438,7 @@ fn push_value(b: &mut Vec<u8>, v: &Value, ty: SqlType) {
     match v {
         Value::Null => {}
         Value::Bool(x) => b.extend_from_slice(if *x { b"true" } else { b"false" }),
-        Value::Str(s) => push_str(b, s),
+        Value::Str(s) => push_text(b, s),
         Value::Ts(t) => b.extend_from_slice(format_ts(*t).as_bytes()),
         Value::Num(x) => match ty {
             // By casts rather than `fract` (a library call on baseline x86-64).

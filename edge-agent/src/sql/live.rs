@@ -368,13 +368,7 @@ fn cell(rows: &mut Vec<u8>, s: &str) -> bool {
     if s.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
         return false;
     }
-    if s.bytes().any(|b| matches!(b, b',' | b'"')) {
-        rows.push(b'"');
-        rows.extend_from_slice(s.replace('"', "\"\"").as_bytes());
-        rows.push(b'"');
-    } else {
-        rows.extend_from_slice(s.as_bytes());
-    }
+    crate::replay::push_text(rows, s);
     true
 }
 
