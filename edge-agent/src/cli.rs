@@ -515,7 +515,13 @@ fn cmd_check(file: &Path) -> anyhow::Result<ExitCode> {
                     .filter(|o| matches!(o.kind, OperatorKind::Detect(_)))
                     .count();
                 let functions = ops.len() - windows - detectors;
-                let mut parts = vec![format!("{windows} window operator(s)")];
+                let mut parts = vec![match &p.query.per_row {
+                    Some(r) if r.windows.is_some() => {
+                        "each row as it comes, with its windows' bounds (no state)".to_string()
+                    }
+                    Some(_) => "each row as it comes (no window, no state)".to_string(),
+                    None => format!("{windows} window operator(s)"),
+                }];
                 if detectors > 0 {
                     parts.push(format!("{detectors} detector(s)"));
                 }

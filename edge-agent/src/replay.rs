@@ -150,6 +150,12 @@ pub trait Results {
 
     /// Appends what `o` becomes to `buf` and counts it in `sum`.
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, buf: &mut Vec<u8>);
+
+    /// Appends to `buf` (and counts in `sum`) the rows made outside the
+    /// engine's outputs since the last call (a SQL query without `GROUP
+    /// BY`, whose rows are its samples); called once per block of input,
+    /// before the block's output is written.
+    fn drain(&mut self, _sum: &mut Summary, _buf: &mut Vec<u8>) {}
 }
 
 /// The output of a TOML pipeline (`docs/pipeline.md`).
@@ -1125,6 +1131,7 @@ pub fn replay_with<R: Read, W: Write, S: Results>(
         // What this block's rows gave goes out now: a live input (`weir
         // sql` over a broker) sends a block as it arrives, and its rows must
         // not wait for the next one.
+        w.drain(&mut sum, &mut obuf);
         if !obuf.is_empty() {
             out.write_all(&obuf)?;
             obuf.clear();

@@ -43,9 +43,12 @@ pub struct Rows<'q> {
     keep_all: bool,
     /// A grouping set's composite key ([`Query::groups`]).
     key: String,
-    /// The query's grouping sets, if it has several key columns or sets
-    /// (read once per sample: kept here rather than behind `q`).
-    groups: Option<&'q super::groups::Groups>,
+    /// Where a kept sample goes (read once per sample: kept here rather
+    /// than behind `q`).
+    to: Feed<'q>,
+    /// A query without `GROUP BY`: its rows written since the last
+    /// [`Results::drain`], and how many.
+    pending: (Vec<u8>, u64),
     /// DOUBLEs as shortest round-trip decimals, not 6 decimals
     /// ([`Rows::exact`]).
     exact: bool,
@@ -54,11 +57,13 @@ pub struct Rows<'q> {
 impl<'q> Rows<'q> {
     /// Result rows of `q`.
     pub fn new(q: &'q Query) -> Self {
-        let direct = if q.having.is_none() && q.groups.is_none() && q.post.is_empty() {
-            q.columns.iter().map(|c| Cell::of(q, c)).collect()
-        } else {
-            None
-        };
+        let direct =
+            if q.having.is_none() && q.groups.is_none() && q.post.is_empty() && q.per_row.is_none()
+            {
+                q.columns.iter().map(|c| Cell::of(q, c)).collect()
+            } else {
+                None
+            };
         let plain = direct.as_deref().and_then(|c| Plain::of(q, c));
         Rows {
             q,
@@ -72,7 +77,12 @@ impl<'q> Rows<'q> {
             ts_next: 0,
             keep_all: !q.filters_before_engine(),
             key: String::new(),
-            groups: q.groups.as_ref(),
+            to: match (&q.groups, &q.per_row) {
+                (Some(g), _) => Feed::Groups(g),
+                (None, Some(r)) => Feed::Rows(r),
+                (None, None) => Feed::Engine,
+            },
+            pending: (Vec::new(), 0),
             exact: false,
         }
     }
@@ -169,22 +179,64 @@ impl<'q> Rows<'q> {
         q.window_row(key, w.start, w.end, parts, &mut row);
         if q.passes(&row) {
             sum.windows += 1;
-            for (i, c) in q.columns.iter().enumerate() {
-                if i > 0 {
-                    b.push(b',');
-                }
-                match c.expr.eval(&row) {
-                    Value::Ts(t) => self.push_ts(b, t),
-                    Value::Num(x) if self.exact && c.ty == SqlType::Double && x.is_finite() => {
-                        b.extend_from_slice(x.to_string().as_bytes())
-                    }
-                    v => push_value(b, &v, c.ty),
-                }
-            }
-            b.push(b'\n');
+            self.write_row(&row, b);
         }
         self.row = row;
     }
+
+    /// Writes the result columns over `row` as one CSV line.
+    fn write_row(&mut self, row: &[Value], b: &mut Vec<u8>) {
+        for (i, c) in self.q.columns.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            match c.expr.eval(row) {
+                Value::Ts(t) => self.push_ts(b, t),
+                Value::Num(x) if self.exact && c.ty == SqlType::Double && x.is_finite() => {
+                    b.extend_from_slice(x.to_string().as_bytes())
+                }
+                v => push_value(b, &v, c.ty),
+            }
+        }
+        b.push(b'\n');
+    }
+
+    /// A query without `GROUP BY`: the kept sample (in `self.sample`, at
+    /// `ts`) as a result row, once per window it falls in, into
+    /// `self.pending`.
+    #[cold]
+    #[inline(never)]
+    fn row_out(&mut self, r: &super::rows::PerRow, ts: i64) {
+        let mut row = std::mem::take(&mut self.sample);
+        let mut out = std::mem::take(&mut self.pending.0);
+        let n = row.len();
+        let mut written = 0;
+        r.each_window(ts, |w| {
+            row.truncate(n);
+            if let Some((start, end)) = w {
+                row.extend([Value::Ts(start), Value::Ts(end), Value::Ts(end - 1)]);
+            }
+            if r.filter.as_ref().is_none_or(|f| f.test(&row)) {
+                written += 1;
+                self.write_row(&row, &mut out);
+            }
+        });
+        row.truncate(n);
+        self.sample = row;
+        self.pending.0 = out;
+        self.pending.1 += written;
+    }
+}
+
+/// Where [`Rows`] sends a kept sample.
+#[derive(Clone, Copy)]
+enum Feed<'q> {
+    /// Into the engine, under its key.
+    Engine,
+    /// Into each grouping set's source, under the set's key.
+    Groups(&'q super::groups::Groups),
+    /// Nowhere: it is a result row ([`Query::per_row`]).
+    Rows(&'q super::rows::PerRow),
 }
 
 impl Rows<'_> {
@@ -352,16 +404,29 @@ impl Results for Rows<'_> {
         values: &[f64],
         texts: &TextFields<'_>,
     ) -> Result<(), Reject> {
-        let Some(g) = self.groups else {
-            return engine.handle_sample(ts, source, key, ts, values);
-        };
-        // Into each grouping set's source, keyed by its columns (the first
-        // text columns).
-        for set in 0..g.sets.len() {
-            g.key(set, |j| texts.get(j), &mut self.key);
-            engine.handle_sample(ts, source + set, &self.key, ts, values)?;
+        match self.to {
+            Feed::Engine => engine.handle_sample(ts, source, key, ts, values),
+            Feed::Groups(g) => {
+                // Into each grouping set's source, keyed by its columns
+                // (the first text columns).
+                for set in 0..g.sets.len() {
+                    g.key(set, |j| texts.get(j), &mut self.key);
+                    engine.handle_sample(ts, source + set, &self.key, ts, values)?;
+                }
+                Ok(())
+            }
+            Feed::Rows(r) => {
+                self.row_out(r, ts);
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    fn drain(&mut self, sum: &mut Summary, b: &mut Vec<u8>) {
+        if self.pending.1 > 0 || !self.pending.0.is_empty() {
+            sum.windows += std::mem::take(&mut self.pending.1);
+            b.append(&mut self.pending.0);
+        }
     }
 
     fn write(&mut self, engine: &Engine, o: &Output, sum: &mut Summary, b: &mut Vec<u8>) {
@@ -388,7 +453,7 @@ impl Results for Rows<'_> {
                 self.write(engine, &Output::Window(w), sum, b);
             }
             // Every operator sees the same late sample: count it once.
-            Output::Late(l) if l.op as usize == self.q.ops[0] => sum.late += 1,
+            Output::Late(l) if self.q.ops.first() == Some(&(l.op as usize)) => sum.late += 1,
             _ => {}
         }
     }

@@ -22,6 +22,7 @@ pub mod exec;
 pub mod groups;
 pub mod live;
 pub mod plan;
+pub mod rows;
 pub mod shell;
 pub mod stage;
 pub mod views;
@@ -364,6 +365,12 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
+        if q.per_row.is_some() {
+            return Err((
+                "weir run does not run a query without GROUP BY yet (it publishes window results; each row of such a query would be a message of its own): weir replay, weir sql and weir check do".into(),
+                "aggregate the rows over windows: … FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end[, key], or score them with a detector's table function (docs/sql.md)".into(),
+            ));
+        }
         if !q.order.is_empty() {
             return Err((
                 "weir run does not take ORDER BY: a gateway's query runs for as long as readings come, and its rows go out as windows fire (weir replay and weir sql over files sort them)".into(),
@@ -683,5 +690,7 @@ mod tests_groups;
 mod tests_limit;
 #[cfg(test)]
 mod tests_nulls;
+#[cfg(test)]
+mod tests_rows;
 #[cfg(test)]
 mod tests_views;

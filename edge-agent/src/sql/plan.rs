@@ -158,6 +158,10 @@ pub struct Query {
     /// a window result ([`super::stage::score_row`]): `window_start` the
     /// sample's time, values `[value, score]`, the flag the alert.
     pub scores: bool,
+    /// A query without `GROUP BY` ([`super::rows`]): each sample that
+    /// passes its `WHERE` is a result row at once, once per window it
+    /// falls in over a window TVF; the engine gets no sample.
+    pub per_row: Option<super::rows::PerRow>,
     /// `LIMIT n`: the query ends after its first `n` result rows (`weir
     /// replay`, `weir sql`; `weir run` refuses it).
     pub limit: Option<u64>,
@@ -192,32 +196,32 @@ pub struct SinkTopic {
     pub at: Location,
 }
 
-struct Window {
-    kind: WindowKind,
-    desc: String,
+pub(super) struct Window {
+    pub(super) kind: WindowKind,
+    pub(super) desc: String,
 }
 
 #[derive(PartialEq, Clone, Copy)]
-enum Scope {
+pub(super) enum Scope {
     /// `WHERE`: a sample's columns.
     Row,
     /// `SELECT` / `HAVING`: group keys, window columns, aggregates.
     Group,
 }
 
-struct Ctx<'t> {
+pub(super) struct Ctx<'t> {
     table: &'t Table,
     /// Physical columns that are fields, in order.
-    fields: Vec<usize>,
+    pub(super) fields: Vec<usize>,
     key: Option<usize>,
     /// Several key columns or grouping sets: the key columns (the first
     /// text columns of the sample row).
     keys: Vec<usize>,
     /// STRING columns `WHERE` reads besides the key, in order of use.
-    texts: Vec<usize>,
+    pub(super) texts: Vec<usize>,
     /// Expressions under aggregates, computed per sample before the engine
     /// into the fields after the columns: (expression, type, SQL text).
-    computed: Vec<(Expr, SqlType, String)>,
+    pub(super) computed: Vec<(Expr, SqlType, String)>,
     legacy: bool,
     /// (aggregate, field position) per slot.
     slots: Vec<(AggKind, usize)>,
@@ -227,14 +231,22 @@ struct Ctx<'t> {
     /// `CREATE FUNCTION`s: (name, module, where).
     funcs: &'t [(String, String, Location)],
     /// Their calls (before the engine and over window rows).
-    udfs: Vec<UdfUse>,
+    pub(super) udfs: Vec<UdfUse>,
     /// Calls over the window row: (function source id, arguments).
     post: Vec<(usize, Vec<Expr>)>,
     /// A table function's result columns (name, position in its row,
     /// type): what `SELECT` and `WHERE` read instead of groups and
     /// aggregates; empty for a window aggregation.
     row_cols: Vec<(String, u16, SqlType)>,
+    /// A query without `GROUP BY` (`super::rows`): `Some(true)` over a
+    /// window TVF, whose `window_start`, `window_end` and `window_time`
+    /// the sample row reads at [`ROW_WINDOW`]`..+3`.
+    per_row: Option<bool>,
 }
+
+/// Placeholder columns of a per-row query's window bounds (`window_start`,
+/// `window_end`, `window_time`) until the sample row's length is known.
+pub(super) const ROW_WINDOW: u16 = 40_000;
 
 /// Where `e` starts, or `fallback` for a node without a place.
 pub(super) fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
@@ -255,7 +267,7 @@ pub(super) fn ident_loc(id: &ast::Ident, fallback: Location) -> Location {
     }
 }
 
-fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
+pub(super) fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
     match e {
         SExpr::Identifier(i) => Some(i),
         SExpr::CompoundIdentifier(v) => v.last(),
@@ -307,8 +319,41 @@ const EXTRACT_FUNCS: [&str; 10] = [
 
 const FUNCS: &str = "ABS, SQRT, POWER, LN, LOG, LOG2, LOG10, EXP, ROUND, TRUNCATE, FLOOR, CEIL, SIGN, MOD, SIN, COS, TAN, COT, ASIN, ACOS, ATAN, ATAN2, SINH, COSH, TANH, DEGREES, RADIANS, PI, E, GREATEST, LEAST, COALESCE, IFNULL, NULLIF, IF, CAST, UPPER, LOWER, CONCAT (||), CHAR_LENGTH, SUBSTRING, TRIM, REPLACE, EXTRACT, YEAR … SECOND, TIMESTAMPDIFF, TIMESTAMPADD, DATE_FORMAT, FLOOR/CEIL(ts TO unit); aggregates COUNT, SUM, AVG, MIN, MAX, STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP, RMS, KURTOSIS, CREST, P2P, APPROX_PERCENTILE; detector EWMA_Z";
 
+impl<'t> Ctx<'t> {
+    /// The context of a query without `GROUP BY` over `table` (no key:
+    /// every numeric column but the time is a field), `windowed` over a
+    /// window TVF.
+    pub(super) fn rows(
+        table: &'t Table,
+        funcs: &'t [(String, String, Location)],
+        windowed: bool,
+        at: Location,
+    ) -> Self {
+        let rt = table.rowtime.as_ref().map(|r| r.column);
+        Ctx {
+            table,
+            fields: (0..table.columns.len())
+                .filter(|&i| Some(i) != rt && table.columns[i].ty.is_numeric())
+                .collect(),
+            key: None,
+            keys: Vec::new(),
+            texts: Vec::new(),
+            computed: Vec::new(),
+            legacy: false,
+            slots: Vec::new(),
+            flags: Vec::new(),
+            at,
+            funcs,
+            udfs: Vec::new(),
+            post: Vec::new(),
+            row_cols: Vec::new(),
+            per_row: Some(windowed),
+        }
+    }
+}
+
 impl Ctx<'_> {
-    fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
+    pub(super) fn column(&mut self, id: &ast::Ident, scope: Scope) -> Err<(Expr, SqlType)> {
         let at = ident_loc(id, self.at);
         let t = self.table;
         let name = id.value.as_str();
@@ -361,6 +406,12 @@ impl Ctx<'_> {
         if is(&rt.name) {
             return Ok((Expr::Col(1), SqlType::Timestamp));
         }
+        if self.per_row == Some(true) {
+            let bounds = ["window_start", "window_end", "window_time"];
+            if let Some(b) = bounds.iter().position(|b| is(b)) {
+                return Ok((Expr::Col(ROW_WINDOW + b as u16), SqlType::Timestamp));
+            }
+        }
         let Some(ci) = t.column(name) else {
             return Err(SqlError::at(
                 at,
@@ -377,6 +428,19 @@ impl Ctx<'_> {
         };
         if Some(ci) == self.key {
             return Ok((Expr::Col(KEY), t.columns[ci].ty));
+        }
+        if let (true, Some(p)) = (ci == rt.column, rt.epoch_precision) {
+            // The epoch number the time attribute is computed from: the
+            // sample's time in its unit.
+            let ms = Expr::Cast(Box::new(Expr::Col(1)), CastTo::Int);
+            let x = match p {
+                0 => Expr::Cast(
+                    Box::new(Expr::bin(BinOp::Div, ms, Expr::num(1000.0))),
+                    CastTo::Int,
+                ),
+                _ => ms,
+            };
+            return Ok((x, t.columns[ci].ty));
         }
         if let Some(i) = self.keys.iter().position(|&c| c == ci) {
             // Key columns are read as text, before the other text columns.
@@ -1044,7 +1108,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn expr(&mut self, e: &SExpr, scope: Scope) -> Err<(Expr, SqlType)> {
+    pub(super) fn expr(&mut self, e: &SExpr, scope: Scope) -> Err<(Expr, SqlType)> {
         let at = loc_of(e, self.at);
         let num = |t: SqlType, side: &SExpr| numeric(t, side, at);
         Ok(match e {
@@ -1274,6 +1338,8 @@ impl Ctx<'_> {
                             _ => {}
                         }
                     }
+                } else if self.is_aggregate_name(f) && self.per_row.is_some() {
+                    return Err(SqlError::at(at, format!("an aggregate ({}) in a query without GROUP BY", fname(f)), "aggregate over windows: … FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end[, key]"));
                 } else if self.is_aggregate_name(f) {
                     return Err(SqlError::at(at, format!("an aggregate ({}) in WHERE", fname(f)), "filter on aggregates with HAVING"));
                 }
@@ -1553,7 +1619,7 @@ impl Ctx<'_> {
             })
     }
 
-    fn boolean(&self, t: SqlType, e: &SExpr, at: Location) -> Err<()> {
+    pub(super) fn boolean(&self, t: SqlType, e: &SExpr, at: Location) -> Err<()> {
         if t == SqlType::Boolean {
             Ok(())
         } else {
@@ -2140,7 +2206,7 @@ fn rows_table(first: &SqlPipeline, name: &str, names: &[ast::Ident], at: Locatio
 
 /// The `SET` options: the pipeline's name (default: the sink's, else
 /// `query`) and its state limits.
-fn settings(
+pub(super) fn settings(
     sets: &[(String, String, Location)],
     insert: Option<&(String, Location)>,
 ) -> Err<(String, StateSpec)> {
@@ -2193,7 +2259,11 @@ fn settings(
 
 /// The end of `EXPLAIN`: the result columns with their expressions, and
 /// the sink.
-fn explain_results(ex: &mut String, columns: &[(ResultColumn, String)], sink: Option<&Sink>) {
+pub(super) fn explain_results(
+    ex: &mut String,
+    columns: &[(ResultColumn, String)],
+    sink: Option<&Sink>,
+) {
     let _ = writeln!(ex, "result columns:");
     for (c, s) in columns {
         let _ = writeln!(ex, "  {} {} = {s}", c.name, c.ty.name());
@@ -2204,7 +2274,7 @@ fn explain_results(ex: &mut String, columns: &[(ResultColumn, String)], sink: Op
 }
 
 /// The `INSERT INTO` target, checked against the `ncols` result columns.
-fn sink_of(
+pub(super) fn sink_of(
     tables: &[Table],
     insert: Option<(String, Location)>,
     ncols: usize,
@@ -2651,18 +2721,15 @@ fn compile_select(
             }
         }
     }
+    if group.is_empty() && sel.having.is_none() {
+        // No aggregation: each row as it comes (with its windows' bounds
+        // over a window TVF).
+        let window = window.as_ref();
+        return super::rows::compile(tables, sets, funcs, explain, insert, sel, table, window, at);
+    }
     let Some(window) = window else {
         return Err(SqlError::unsupported(at, "a query without a window (a stateless or unbounded aggregation)", "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)) … GROUP BY window_start, window_end"));
     };
-    if group.is_empty() {
-        // Flink's `SELECT * FROM TABLE(TUMBLE(…))`: each row with its
-        // window's bounds, no aggregation.
-        return Err(SqlError::unsupported(
-            at,
-            "a window TVF without GROUP BY (each row with its window bounds)",
-            "an aggregation over the windows: … GROUP BY window_start, window_end[, key]",
-        ));
-    }
     if !(legacy || has_start && has_end) {
         return Err(SqlError::at(
             at,
@@ -2752,6 +2819,7 @@ fn compile_select(
         udfs: Vec::new(),
         post: Vec::new(),
         row_cols: Vec::new(),
+        per_row: None,
     };
     let filter = match &sel.selection {
         Some(w) => {
@@ -3145,6 +3213,7 @@ fn compile_select(
             ops: (0..op_fields.len() * nsets).collect(),
             groups,
             scores: false,
+            per_row: None,
             limit: None,
             order: Vec::new(),
             slots: slot_place,
@@ -3561,6 +3630,7 @@ fn table_function(
         udfs: Vec::new(),
         post: Vec::new(),
         row_cols: row_cols.clone(),
+        per_row: None,
     };
     let no_aggregates = |cx: &Ctx, e: &dyn std::fmt::Display, l: Location| {
         if cx.slots.is_empty() && cx.flags.is_empty() && cx.computed.is_empty() {
@@ -3776,6 +3846,7 @@ fn table_function(
             keyed: true,
             groups: None,
             scores: builtin.is_some(),
+            per_row: None,
             limit: None,
             order: Vec::new(),
             ops: vec![0],
@@ -3878,6 +3949,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         udfs: Vec::new(),
         post: Vec::new(),
         row_cols: Vec::new(),
+        per_row: None,
         at: start,
     };
     let (x, t) = cx.expr(&e, Scope::Row)?;
@@ -3900,7 +3972,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
     })
 }
 
-fn csv_mapping(
+pub(super) fn csv_mapping(
     t: &Table,
     key: Option<usize>,
     fields: &[usize],
@@ -4032,7 +4104,7 @@ fn csv_options(t: &Table) -> Err<()> {
 
 /// The table's mqtt source: `fields` the numeric columns the engine reads,
 /// `texts` the STRING columns a `WHERE` reads besides the key.
-fn mqtt_source(
+pub(super) fn mqtt_source(
     t: &Table,
     key: Option<usize>,
     fields: &[String],
@@ -4154,7 +4226,7 @@ fn mqtt_source(
 /// (the future guard against the gateway clock, default `5m`, `off`) and
 /// `'scan.watermark.idle-timeout'` (Flink's name: a source silent that long
 /// stops holding the watermark back).
-fn source_options(table: &Table, source: &mut SourceSpec) -> Result<(), SqlError> {
+pub(super) fn source_options(table: &Table, source: &mut SourceSpec) -> Result<(), SqlError> {
     use weir_core::spec::WatermarkMode;
     let dur = |v: &str, l: Location, what: &str| {
         crate::pipeline_file::parse_duration(&v.replace(' ', ""), TimeUnit::Millis)

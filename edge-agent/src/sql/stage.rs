@@ -67,7 +67,7 @@ impl Query {
 
     /// Whether samples go through [`Query::keep_sample`] before the engine.
     pub fn filters_before_engine(&self) -> bool {
-        self.filter.is_some() || !self.computed.is_empty()
+        self.filter.is_some() || !self.computed.is_empty() || self.per_row.is_some()
     }
 
     /// Whether `weir run` applies `WHERE` to decoded readings before it

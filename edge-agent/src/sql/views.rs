@@ -253,6 +253,12 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
     };
     let index_of = |name: &str| views.iter().rposition(|v| eq(&v.name, name));
     let mut tf = false;
+    // A query without GROUP BY gives rows: its `*` is the view's columns
+    // (then a window TVF's bounds), expanded here.
+    let window_tvf = matches!(&from.relation, TableFactor::TableFunction { expr: SExpr::Function(f), .. }
+        if ["TUMBLE", "HOP", "CUMULATE", "SESSION"].iter().any(|w| eq(&f.name.to_string(), w)));
+    let per_row = matches!(&sel.group_by, GroupByExpr::Expressions(v, _) if v.is_empty())
+        && sel.having.is_none();
     // The view the query reads, by name in FROM or in a table function's
     // `TABLE v [PARTITION BY …]`, or a subquery in FROM.
     let r = match &mut from.relation {
@@ -378,7 +384,7 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
         .map(|(i, _)| i)
         .collect();
     let star = match stars[..] {
-        [pos] if tf => {
+        [pos] if tf && !(window_tvf && per_row) => {
             let mut names = Vec::new();
             for (view, text) in &r.cols {
                 if let Ok(SExpr::Identifier(id)) = read(text, at) {
@@ -414,6 +420,31 @@ fn inline(q: &mut Query, views: &[View], tables: &[Table], at: Location) -> Err<
             SelectItem::ExprWithAlias { expr, .. } => subst(&r, expr, at, None)?,
             _ => {}
         }
+    }
+    if per_row && (!tf || window_tvf) && !stars.is_empty() {
+        let mut items = Vec::new();
+        for item in std::mem::take(&mut sel.projection) {
+            if !matches!(item, SelectItem::Wildcard(_)) {
+                items.push(item);
+                continue;
+            }
+            for (name, e) in &r.cols {
+                let expr = read(e, at)?;
+                items.push(match &expr {
+                    SExpr::Identifier(id) if eq(&id.value, name) => SelectItem::UnnamedExpr(expr),
+                    _ => SelectItem::ExprWithAlias {
+                        expr,
+                        alias: Ident::new(name),
+                    },
+                });
+            }
+            if window_tvf {
+                for w in ["window_start", "window_end", "window_time"] {
+                    items.push(SelectItem::UnnamedExpr(SExpr::Identifier(Ident::new(w))));
+                }
+            }
+        }
+        sel.projection = items;
     }
     if let Some(e) = &mut sel.selection {
         subst(&r, e, at, None)?;

@@ -1,0 +1,328 @@
+//! Queries without `GROUP BY`: each row as it comes.
+//!
+//! `SELECT … FROM t [WHERE …]` and Flink's window TVF without an
+//! aggregation, `SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime),
+//! INTERVAL '10' MINUTES))`, which gives each row once per window it falls
+//! in, with that window's `window_start`, `window_end` and `window_time`.
+//! As in Flink (its aligned window table function), a row goes out when
+//! it comes: nothing waits for the watermark and nothing is late, and no
+//! state is kept. `TUMBLE`, `HOP` and `CUMULATE` are row-wise; `SESSION`
+//! needs the session's end, so it is refused here.
+//!
+//! The row a result column reads is the sample row (`[key, rowtime,
+//! fields…, texts…]`, as `WHERE` reads it before the engine) followed by
+//! the window's three bounds.
+
+use std::fmt::Write as _;
+
+use sqlparser::ast::{self, Expr as SExpr, SelectItem};
+use sqlparser::tokenizer::Location;
+use weir_core::agg::AggKind;
+use weir_core::expr::Expr;
+use weir_core::prelude::*;
+use weir_core::spec::{OperatorKind, OperatorSpec, WindowSpec};
+
+use super::ddl::Table;
+use super::plan::{
+    csv_mapping, explain_results, ident_name, mqtt_source, settings, sink_of, source_options, Ctx,
+    Query, ResultColumn, Scope, Sink, Window, ROW_WINDOW,
+};
+use super::{Err, SqlError, SqlPipeline};
+use crate::pipeline_file::PipelineFile;
+
+/// How a query without `GROUP BY` makes its rows ([`Query::per_row`]).
+#[derive(Debug, Clone)]
+pub struct PerRow {
+    /// The window TVF's windows (tumbling, sliding or cumulating); `None`:
+    /// each row once, without window columns.
+    pub windows: Option<WindowKind>,
+    /// `WHERE`, over the sample row and the window's bounds (a condition
+    /// may read `window_start`).
+    pub filter: Option<Expr>,
+}
+
+impl PerRow {
+    /// Calls `f` with each window a row at `ts` falls in, in the order
+    /// Flink's window assigners give them (`HOP`: the latest start first;
+    /// `CUMULATE`: the earliest end first), or once with `None` without a
+    /// window.
+    pub fn each_window(&self, ts: i64, mut f: impl FnMut(Option<(i64, i64)>)) {
+        let start_of = |size: i64| ts - ts.rem_euclid(size);
+        match self.windows {
+            None => f(None),
+            Some(WindowKind::Tumbling { size }) => {
+                let s = start_of(size);
+                f(Some((s, s.saturating_add(size))));
+            }
+            Some(WindowKind::Sliding { size, slide }) => {
+                let mut s = start_of(slide);
+                while s > ts.saturating_sub(size) {
+                    f(Some((s, s.saturating_add(size))));
+                    s = s.saturating_sub(slide);
+                }
+            }
+            Some(WindowKind::Cumulate { step, size }) => {
+                let s = start_of(size);
+                let last = s.saturating_add(size);
+                let mut e = start_of(step).saturating_add(step);
+                while e <= last {
+                    f(Some((s, e)));
+                    if e == i64::MAX {
+                        break;
+                    }
+                    e = e.saturating_add(step);
+                }
+            }
+            // Refused when compiled.
+            Some(WindowKind::Session { .. } | WindowKind::Count { .. }) => {}
+        }
+    }
+}
+
+/// The names `SELECT *` gives: the table's columns in order, then a
+/// computed time attribute (`rowtime AS TO_TIMESTAMP_LTZ(ts, 3)`), then
+/// the window TVF's `window_start`, `window_end`, `window_time`.
+fn star_columns(table: &Table, windowed: bool) -> Vec<String> {
+    let mut names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+    if let Some(rt) = &table.rowtime {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(&rt.name)) {
+            names.push(rt.name.clone());
+        }
+    }
+    if windowed {
+        names.extend(["window_start", "window_end", "window_time"].map(String::from));
+    }
+    names
+}
+
+/// A `SELECT` without `GROUP BY` or `HAVING` over `table` (through
+/// `window`, a window TVF, if any).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile(
+    tables: &[Table],
+    sets: &[(String, String, Location)],
+    funcs: &[(String, String, Location)],
+    explain: bool,
+    insert: Option<(String, Location)>,
+    sel: &ast::Select,
+    table: &Table,
+    window: Option<&Window>,
+    at: Location,
+) -> Err<SqlPipeline> {
+    if let Some(w) = window {
+        if matches!(
+            w.kind,
+            WindowKind::Session { .. } | WindowKind::Count { .. }
+        ) {
+            return Err(SqlError::unsupported(
+                at,
+                "a SESSION window TVF without GROUP BY (each row with its session's bounds, known only once the session ends)",
+                "an aggregation over the sessions: … GROUP BY window_start, window_end[, key], or TUMBLE / HOP / CUMULATE without GROUP BY",
+            ));
+        }
+    }
+    let rt = table.rowtime.as_ref().expect("checked by the caller");
+    let mut cx = Ctx::rows(table, funcs, window.is_some(), at);
+    let filter = match &sel.selection {
+        Some(w) => {
+            let (e, t) = cx.expr(w, Scope::Row)?;
+            cx.boolean(t, w, at)?;
+            Some((e, w.to_string()))
+        }
+        None => None,
+    };
+    let mut columns: Vec<(ResultColumn, String)> = Vec::new();
+    for (i, item) in sel.projection.iter().enumerate() {
+        let (e, alias) = match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                for name in star_columns(table, window.is_some()) {
+                    let (expr, ty) = cx.column(&ast::Ident::new(&name), Scope::Row)?;
+                    let c = ResultColumn {
+                        name: name.clone(),
+                        ty,
+                        expr,
+                    };
+                    columns.push((c, name));
+                }
+                continue;
+            }
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            other => {
+                return Err(SqlError::unsupported(
+                    super::plan::loc_of(other, at),
+                    &format!("`{other}` in the SELECT list"),
+                    "name each result column: SELECT sensor, v * 1.8 + 32 AS f",
+                ))
+            }
+        };
+        let (expr, ty) = cx.expr(e, Scope::Row)?;
+        let name = alias.unwrap_or_else(|| match e {
+            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
+                ident_name(e).expect("identifier").value.clone()
+            }
+            _ => format!("EXPR${i}"),
+        });
+        columns.push((ResultColumn { name, ty, expr }, e.to_string()));
+    }
+    for (i, (c, _)) in columns.iter().enumerate() {
+        if columns[..i]
+            .iter()
+            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
+        {
+            return Err(SqlError::at(
+                at,
+                format!("two result columns are named `{}`", c.name),
+                "give them different aliases with AS",
+            ));
+        }
+    }
+    if let Some(u) = cx.udfs.first() {
+        return Err(SqlError::unsupported(
+            u.at,
+            &format!("the user function {} in a query without GROUP BY", u.name),
+            "call it under an aggregate of a window query (AVG(f(v))), or as a keyed table function",
+        ));
+    }
+    if !cx.computed.is_empty() {
+        return Err(SqlError::unsupported(
+            at,
+            "an aggregate's FILTER in a query without GROUP BY",
+            "WHERE for the rows a query without GROUP BY gives",
+        ));
+    }
+    // The window's bounds follow the sample row.
+    let nf = cx.fields.len();
+    let base = 2 + (nf + cx.texts.len()) as u16;
+    let place = |e: &Expr| {
+        e.map_cols(&|c| {
+            Some(if (ROW_WINDOW..ROW_WINDOW + 3).contains(&c) {
+                base + (c - ROW_WINDOW)
+            } else {
+                c
+            })
+        })
+        .expect("every column maps")
+    };
+    for (c, _) in &mut columns {
+        c.expr = place(&c.expr);
+    }
+    let (name, state) = settings(sets, insert.as_ref())?;
+    let source_name = table.name.clone();
+    let mut field_names: Vec<String> = cx
+        .fields
+        .iter()
+        .map(|&c| table.columns[c].name.clone())
+        .collect();
+    // The engine needs an operator to be built; it gets no sample (the
+    // rows are written as they come), so its field may be a placeholder.
+    if field_names.is_empty() {
+        field_names.push("_row".into());
+    }
+    let mut source = SourceSpec::new(&source_name, field_names.iter().cloned());
+    source.max_out_of_orderness = rt.delay_ms;
+    source_options(table, &mut source)?;
+    let size = match window.map(|w| w.kind) {
+        Some(WindowKind::Tumbling { size }) | Some(WindowKind::Sliding { size, .. }) => size,
+        Some(WindowKind::Cumulate { size, .. }) => size,
+        _ => 1000,
+    };
+    let spec = PipelineSpec {
+        name: name.clone(),
+        time: TimeSpec::new(TimeUnit::Millis),
+        sources: vec![source],
+        operators: vec![OperatorSpec {
+            id: name.clone(),
+            source: source_name.clone(),
+            field: field_names[0].clone(),
+            kind: OperatorKind::Window(WindowSpec {
+                kind: WindowKind::Tumbling { size },
+                allowed_lateness: 0,
+                aggregates: vec![AggKind::Rows],
+                detect: None,
+            }),
+        }],
+        state,
+    };
+    spec.validate()
+        .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
+    let (csv, input_path) = csv_mapping(table, None, &cx.fields, &cx.texts)?;
+    let texts: Vec<String> = cx
+        .texts
+        .iter()
+        .map(|&c| table.columns[c].name.clone())
+        .collect();
+    let mqtt = mqtt_source(table, None, &field_names[..nf], &texts)?;
+    let sink = sink_of(tables, insert, columns.len())?;
+    let sink_topic = sink.as_ref().and_then(Sink::topic_of);
+    let mut ex = String::new();
+    let _ = writeln!(ex, "pipeline `{name}` (event time, ms; no state)");
+    let _ = writeln!(
+        ex,
+        "source `{source_name}`: columns [{}], time `{}`",
+        field_names[..nf]
+            .iter()
+            .chain(&texts)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        rt.name
+    );
+    match window {
+        Some(w) => {
+            let _ = writeln!(
+                ex,
+                "rows: each row as it comes, once per window {} it falls in, with the window's bounds (no watermark wait, nothing late)",
+                w.desc
+            );
+        }
+        None => {
+            let _ = writeln!(ex, "rows: each row as it comes (no window, no state)");
+        }
+    }
+    if let Some((_, s)) = &filter {
+        let _ = writeln!(ex, "filter (on each row): {s}");
+    }
+    explain_results(&mut ex, &columns, sink.as_ref());
+    Ok(SqlPipeline {
+        pipeline: PipelineFile {
+            spec,
+            csv: vec![csv],
+            mqtt: vec![mqtt],
+            functions: Default::default(),
+            sql: None,
+        },
+        query: Query {
+            filter: None,
+            texts: cx.texts.len(),
+            columns_in: nf,
+            computed: Vec::new(),
+            computed_fn: Vec::new(),
+            post: Vec::new(),
+            functions: Default::default(),
+            keyed: false,
+            ops: Vec::new(),
+            groups: None,
+            scores: false,
+            per_row: Some(PerRow {
+                windows: window.map(|w| w.kind),
+                filter: filter.map(|f| place(&f.0)),
+            }),
+            limit: None,
+            order: Vec::new(),
+            slots: Vec::new(),
+            flags: Vec::new(),
+            having: None,
+            columns: columns.into_iter().map(|c| c.0).collect(),
+            explain: ex,
+            at,
+            sink: sink_topic,
+        },
+        explain,
+        input_path,
+        sink,
+        udfs: Vec::new(),
+        keyed: None,
+        inner: None,
+    })
+}
