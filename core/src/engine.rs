@@ -1195,7 +1195,7 @@ impl Engine {
             // A NaN (a nullable field's NULL) opens the window, unaggregated.
             Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
             Op::Process(_) | Op::Detect(_) if x.is_nan() => {}
-            Op::Process(p) => p.on_sample(kid, ts, x, wm, self.now, &mut self.out),
+            Op::Process(p) => p.on_sample(kid, ts, (x, values), wm, self.now, &mut self.out),
             Op::Detect(d) => d.on_sample(kid, ts, x, values, wm, &mut self.out),
         }
     }

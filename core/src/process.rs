@@ -93,6 +93,7 @@ pub struct Context<'a> {
     key: KeyId,
     watermark: i64,
     now: i64,
+    values: &'a [f64],
     timers: &'a mut Timers,
     out: &'a mut VecDeque<Output>,
 }
@@ -101,8 +102,8 @@ impl<'a> Context<'a> {
     fn new(
         op: u16,
         key: KeyId,
-        watermark: i64,
-        now: i64,
+        (watermark, now): (i64, i64),
+        values: &'a [f64],
         timers: &'a mut Timers,
         out: &'a mut VecDeque<Output>,
     ) -> Self {
@@ -111,6 +112,7 @@ impl<'a> Context<'a> {
             key,
             watermark,
             now,
+            values,
             timers,
             out,
         }
@@ -131,6 +133,13 @@ impl Context<'_> {
     /// The driver's clock.
     pub fn now(&self) -> i64 {
         self.now
+    }
+
+    /// In `on_sample`: every field of the sample (its source's fields and
+    /// computed fields, in order; the operator's own is among them, a
+    /// nullable field's NULL a NaN). Empty in `on_timer`.
+    pub fn values(&self) -> &[f64] {
+        self.values
     }
 
     /// Calls `on_timer` for this key once the watermark reaches `at`.
@@ -263,7 +272,7 @@ impl ProcessOp {
         &mut self,
         key: KeyId,
         ts: i64,
-        x: f64,
+        (x, values): (f64, &[f64]),
         wm: i64,
         now: i64,
         out: &mut VecDeque<Output>,
@@ -280,7 +289,7 @@ impl ProcessOp {
             return;
         }
         self.stats.on_time += 1;
-        let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
+        let mut ctx = Context::new(self.op, key, (wm, now), values, &mut self.timers, out);
         self.f.on_sample(&mut ctx, ts, x);
     }
 
@@ -305,7 +314,7 @@ impl ProcessOp {
                 TimeDomain::ProcessingTime => self.timers.processing.remove(&(at, key)),
             };
             self.stats.fired += 1;
-            let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
+            let mut ctx = Context::new(self.op, key, (wm, now), &[], &mut self.timers, out);
             self.f.on_timer(&mut ctx, at, domain);
         }
     }
@@ -328,7 +337,7 @@ impl ProcessOp {
         {
             self.timers.event.remove(&(at, key));
             self.stats.fired += 1;
-            let mut ctx = Context::new(self.op, key, wm, now, &mut self.timers, out);
+            let mut ctx = Context::new(self.op, key, (wm, now), &[], &mut self.timers, out);
             self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
         }
     }
@@ -341,7 +350,8 @@ impl ProcessOp {
         for (at, key) in pending {
             if self.timers.event.remove(&(at, key)) {
                 self.stats.fired += 1;
-                let mut ctx = Context::new(self.op, key, i64::MAX, now, &mut self.timers, out);
+                let mut ctx =
+                    Context::new(self.op, key, (i64::MAX, now), &[], &mut self.timers, out);
                 self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
             }
         }
