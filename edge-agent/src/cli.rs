@@ -814,7 +814,6 @@ pub fn init_logging() {
 /// reported and the default is used.
 pub fn init_logging_filter(default: &str) {
     use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
     let mut bad = None;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => v.parse::<Targets>().unwrap_or_else(|e| {
@@ -825,15 +824,9 @@ pub fn init_logging_filter(default: &str) {
         }),
         _ => default.parse().unwrap_or_default(),
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
-        .with_target(false);
-    if tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .try_init()
-        .is_ok()
-    {
+    let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
+    let log = crate::log::StderrLog::new(filter, ansi);
+    if tracing::subscriber::set_global_default(log).is_ok() {
         if let Some(msg) = bad {
             tracing::warn!("{msg}");
         }

@@ -46,6 +46,7 @@ pub mod functions;
 pub mod gateway;
 pub mod gen;
 pub mod identity;
+pub mod log;
 pub mod numfmt;
 pub mod pipeline_file;
 pub mod replay;
