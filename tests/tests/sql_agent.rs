@@ -391,3 +391,45 @@ WHERE anomaly OR score > 0.05;
         );
     }
 }
+
+/// A query without `GROUP BY` under `weir run`, inserted into an mqtt
+/// sink: one message per reading that passes `WHERE`, at once (ids
+/// `gw/w/<key>/<ts>/<lsn>`), with the reading's columns and an expression.
+#[test]
+fn the_agent_publishes_each_row_of_a_query_without_group_by() {
+    let sql = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (
+  k STRING, t BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+CREATE TABLE hot (sensor STRING, at_ms BIGINT, v DOUBLE, f DOUBLE)
+  WITH ('connector' = 'mqtt', 'topic' = 'cloud/hot');
+INSERT INTO hot SELECT k, t, v, v * 1.8 + 32 FROM s WHERE v > 22.5;
+";
+    let msgs = input(8_000, 4, T0);
+    let mut expected: HashMap<(String, i64), f64> = HashMap::new();
+    for m in msgs.iter().filter(|m| m.v > 22.5) {
+        expected.insert((m.key.clone(), m.ts), m.v);
+    }
+    assert!(expected.len() > 10 && expected.len() < msgs.len() / 2);
+    let cols = run_sql_agent("sql-agent-rows", sql, &["cloud/hot"], &msgs, expected.len());
+    let got = cols[0].with(|s| {
+        assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
+        s.by_id.clone()
+    });
+    assert_eq!(got.len(), expected.len(), "one row per kept reading");
+    let mut seen = std::collections::HashSet::new();
+    for (id, payload) in &got {
+        let g: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let (k, t) = (g["sensor"].as_str().unwrap(), g["at_ms"].as_i64().unwrap());
+        let v = expected
+            .get(&(k.to_string(), t))
+            .unwrap_or_else(|| panic!("{id}: not a kept reading: {g}"));
+        assert!((g["v"].as_f64().unwrap() - v).abs() <= 5e-7, "{g}");
+        assert!((g["f"].as_f64().unwrap() - (v * 1.8 + 32.0)).abs() <= 5e-6, "{g}");
+        assert!(id.starts_with(&format!("{GATEWAY}/w/{k}/{t}/")), "{id}");
+        assert_eq!(g["start"].as_i64(), Some(t), "{g}");
+        assert!(seen.insert((k.to_string(), t)), "{id}: twice");
+    }
+}

@@ -229,8 +229,22 @@ impl CloudOut {
         // Several key columns: the key as people read it, as on the gateway.
         let shown = q.shown_key(key);
         let key = &*shown;
-        let mut id = record_id(&self.gateway, op, key, w.start, 0);
-        if w.emission == Emission::Update {
+        let (mut id, start, end) = match row.at {
+            // A query without GROUP BY: a row per reading.
+            Some(at) => (
+                record_id(&self.gateway, op, key, at.ts, 0),
+                at.start,
+                at.end,
+            ),
+            None => (
+                record_id(&self.gateway, op, key, w.start, 0),
+                w.start,
+                w.end,
+            ),
+        };
+        if row.at.is_some() {
+            id.push_str(&format!("/{lsn}"));
+        } else if w.emission == Emission::Update {
             id.push_str(&format!("/u{lsn}"));
         }
         self.pending.push(OutputRecord {
@@ -242,8 +256,8 @@ impl CloudOut {
             },
             key: key.to_string(),
             op: op.clone(),
-            start: w.start,
-            end: w.end,
+            start,
+            end,
             fields,
             anomaly: None,
             emitted_at: now,

@@ -46,6 +46,21 @@ pub struct SqlRow {
     pub flagged: bool,
     /// One value per result column, in the query's order.
     pub values: Vec<Value>,
+    /// A row of a query without `GROUP BY` ([`crate::sql::Query::per_row`]):
+    /// the reading's time and the row's span (its window's, or `[ts, ts +
+    /// 1)`); its id is `…/<ts>/<lsn>`, one per reading.
+    pub at: Option<RowAt>,
+}
+
+/// Where a row of a query without `GROUP BY` is ([`SqlRow::at`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowAt {
+    /// The reading's time.
+    pub ts: i64,
+    /// The row's `start` in the envelope.
+    pub start: i64,
+    /// Its `end`.
+    pub end: i64,
 }
 
 /// What kind of topic an output goes to.
@@ -492,6 +507,9 @@ impl OutputEncoder {
     ) -> Option<SqlRow> {
         let sq = self.query.as_ref()?;
         let q = &*sq.q;
+        if let Some(r) = &q.per_row {
+            return self.encode_per_row(sq, r, w, key, lsn, windows, out);
+        }
         let mut join = sq.join.lock().unwrap_or_else(|p| p.into_inner());
         let Some(Some((flagged, values))) = join.offer(q, key, w, |parts| {
             let flagged = q.flags.iter().any(|&op| parts.get(op).is_some_and(|p| p.1));
@@ -507,7 +525,11 @@ impl OutputEncoder {
             return None;
         };
         drop(join);
-        let row = SqlRow { flagged, values };
+        let row = SqlRow {
+            flagged,
+            values,
+            at: None,
+        };
         if !windows && !flagged {
             return Some(row);
         }
@@ -517,8 +539,95 @@ impl OutputEncoder {
         let key = &*shown;
         let mut payload = Vec::with_capacity(256);
         let (id, mut m) = self.window_head(&mut payload, &sq.name, key, w, lsn);
+        self.row_fields(q, &row.values, &mut m);
+        m.finish();
+        self.push_window(out, key, id, payload, flagged, windows);
+        Some(row)
+    }
+
+    /// A row of a query without `GROUP BY` from its [`crate::sql::rows::RowsOp`]
+    /// output `w` (`[ts, ts + 1)`, the reading's fields): the reading's
+    /// row `[key, ts, fields…, key columns…]`, in its tumbling window (if
+    /// the query reads one), through the query's window `WHERE`, as one
+    /// message with id `gw/name/key/ts/lsn`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_per_row(
+        &self,
+        sq: &SqlRows,
+        r: &crate::sql::rows::PerRow,
+        w: &WindowResult,
+        key: &str,
+        lsn: u64,
+        windows: bool,
+        out: &mut Vec<Encoded>,
+    ) -> Option<SqlRow> {
+        let q = &*sq.q;
+        let ts = w.start;
+        let mut row = Vec::with_capacity(2 + q.columns_in + q.texts + 3);
+        row.push(Value::Str(key.to_string()));
+        row.push(Value::Ts(ts));
+        let vals = w.values.as_slice();
+        row.extend((0..q.columns_in).map(|i| match vals.get(i) {
+            Some(x) if !x.is_nan() => Value::Num(*x),
+            _ => Value::Null,
+        }));
+        if q.groups.is_some() {
+            row.extend(
+                crate::sql::groups::values(key)
+                    .take(q.texts)
+                    .map(|v| v.map_or(Value::Null, |s| Value::Str(s.into_owned()))),
+            );
+        }
+        // `weir run` takes at most one window per reading (TUMBLE).
+        let mut span = None;
+        r.each_window(ts, |b| {
+            if span.is_none() {
+                span = Some(b);
+            }
+        });
+        let (start, end) = match span? {
+            Some((s, e)) => {
+                row.extend([Value::Ts(s), Value::Ts(e), Value::Ts(e - 1)]);
+                (s, e)
+            }
+            None => (ts, ts.saturating_add(1)),
+        };
+        if !r.filter.as_ref().is_none_or(|f| f.test(&row)) {
+            return None;
+        }
+        let mut values = Vec::new();
+        q.project(&row, &mut values);
+        let row = SqlRow {
+            flagged: false,
+            values,
+            at: Some(RowAt { ts, start, end }),
+        };
+        if !windows {
+            return Some(row);
+        }
+        let shown = q.shown_key(key);
+        let key = &*shown;
+        let id = format!("{}/{}/{key}/{ts}/{lsn}", self.gateway, sq.name);
+        let mut payload = Vec::with_capacity(256);
+        let mut m = self.begin(&mut payload);
+        m.field("id", Val::Str(&id));
+        m.field("gateway", Val::Str(&self.gateway));
+        m.field("op", Val::Str(&sq.name));
+        m.field("key", Val::Str(key));
+        m.field("start", Val::I(start));
+        m.field("end", Val::I(end));
+        m.field("emission", Val::Str("final"));
+        self.row_fields(q, &row.values, &mut m);
+        m.finish();
+        self.push_window(out, key, id, payload, false, windows);
+        Some(row)
+    }
+
+    /// A result row's columns after the envelope, by name (the sink's
+    /// column names for an `INSERT INTO` an mqtt sink).
+    fn row_fields(&self, q: &crate::sql::Query, values: &[Value], m: &mut MapOut<'_>) {
         let sink_names = q.sink.as_ref().map(|s| &s.columns[..]).unwrap_or(&[]);
-        for (i, (c, v)) in q.columns.iter().zip(&row.values).enumerate() {
+        for (i, (c, v)) in q.columns.iter().zip(values).enumerate() {
             let name = sink_names.get(i).unwrap_or(&c.name);
             let val = match v {
                 Value::Null => Val::Null,
@@ -538,9 +647,6 @@ impl OutputEncoder {
             };
             m.field(name, val);
         }
-        m.finish();
-        self.push_window(out, key, id, payload, flagged, windows);
-        Some(row)
     }
 
     /// Queues a window row's message: on the alerts topic when it is

@@ -77,9 +77,9 @@ impl<'q> Rows<'q> {
             ts_next: 0,
             keep_all: !q.filters_before_engine(),
             key: String::new(),
-            to: match (&q.groups, &q.per_row) {
-                (Some(g), _) => Feed::Groups(g),
-                (None, Some(r)) => Feed::Rows(r),
+            to: match (&q.per_row, &q.groups) {
+                (Some(r), _) => Feed::Rows(r),
+                (None, Some(g)) => Feed::Groups(g),
                 (None, None) => Feed::Engine,
             },
             pending: (Vec::new(), 0),

@@ -582,6 +582,69 @@ SHOW TABLES;
         );
     }
 
+    #[cfg(feature = "demo")]
+    #[test]
+    fn a_query_without_group_by_prints_each_row_as_it_comes() {
+        let addr = crate::demo::start_broker().unwrap();
+        let query = "SELECT sensor, rowtime, v * 10 AS v10, site FROM s WHERE v > 3 LIMIT 3;\n";
+        let script = format!("{TABLE}SET 'weir.sql.broker' = 'mqtt://{addr}';\n{query}");
+        let (otx, orx) = channel::<Vec<u8>>();
+        let shell = std::thread::spawn(move || {
+            crate::sql::shell::run(script.as_bytes(), ChanOut(otx), false)
+        });
+        let mut seen = String::new();
+        while !seen.contains("[INFO] Reading") {
+            let b = orx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{e}: {seen}"));
+            seen.push_str(&String::from_utf8(b).unwrap());
+        }
+        let (client, mut conn) = Client::new(
+            MqttOptions::new("weir-sql-test-rows", addr.ip().to_string(), addr.port()),
+            64,
+        );
+        // Out of order and far apart: rows do not wait for a watermark.
+        for (ts, v, site) in [
+            (5000, 1.0, "north"),
+            (1000, 4.0, "south"),
+            (9000, 2.0, "north"),
+            (2000, 6.5, "north"),
+            (3000, 9.0, "x"),
+        ] {
+            let ts = 1_700_000_000_000u64 + ts;
+            let msg = format!(r#"{{"sensor":"p1","ts":{ts},"v":{v},"site":"{site}"}}"#);
+            client
+                .publish("plant/p1/v", QoS::AtLeastOnce, false, msg)
+                .unwrap();
+        }
+        let publisher = std::thread::spawn(move || {
+            for ev in conn.iter() {
+                if ev.is_err() {
+                    break;
+                }
+            }
+        });
+        // A guard against a stall, not a wait: the shell ends at the limit.
+        loop {
+            match orx.recv_timeout(Duration::from_secs(60)) {
+                Ok(b) => seen.push_str(&String::from_utf8(b).unwrap()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("the query did not end ({e}): {seen}"),
+            }
+        }
+        shell.join().unwrap().unwrap();
+        let _ = client.disconnect();
+        publisher.join().unwrap();
+        for row in [
+            "|           p1 | 2023-11-14 22:13:21.000 |    40.000000 |        south |",
+            "|           p1 | 2023-11-14 22:13:22.000 |    65.000000 |        north |",
+            "|           p1 | 2023-11-14 22:13:23.000 |    90.000000 |            x |",
+        ] {
+            assert!(seen.contains(row), "{row}\n{seen}");
+        }
+        assert!(seen.contains("3 row(s), query ended ("), "{seen}");
+    }
+
     #[test]
     fn a_broker_that_is_not_there_is_an_error_and_the_session_goes_on() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")

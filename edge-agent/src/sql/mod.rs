@@ -365,11 +365,31 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
-        if q.per_row.is_some() {
-            return Err((
-                "weir run does not run a query without GROUP BY yet (it publishes window results; each row of such a query would be a message of its own): weir replay, weir sql and weir check do".into(),
-                "aggregate the rows over windows: … FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end[, key], or score them with a detector's table function (docs/sql.md)".into(),
-            ));
+        if let Some(r) = &q.per_row {
+            if matches!(
+                r.windows,
+                Some(
+                    weir_core::spec::WindowKind::Sliding { .. }
+                        | weir_core::spec::WindowKind::Cumulate { .. }
+                )
+            ) {
+                return Err((
+                    "weir run gives one row per reading in a query without GROUP BY: over a HOP or CUMULATE window TVF a reading is in several windows (weir replay and weir sql give each)".into(),
+                    "the nearest supported construct: TUMBLE without GROUP BY, or no window (SELECT … FROM t WHERE …)".into(),
+                ));
+            }
+            if q.texts > 0 && q.groups.is_none() {
+                return Err((
+                    "weir run keys a query without GROUP BY by the STRING and BOOLEAN columns it reads (at most 8), and this one reads more".into(),
+                    "read at most 8 STRING or BOOLEAN columns".into(),
+                ));
+            }
+            if q.columns_in + 1 > weir_core::spec::MAX_AGGS {
+                return Err((
+                    format!("weir run gives rows of at most {} numeric columns in a query without GROUP BY; the table has {}", weir_core::spec::MAX_AGGS - 1, q.columns_in),
+                    "declare only the columns the query reads in the table".into(),
+                ));
+            }
         }
         if !q.order.is_empty() {
             return Err((

@@ -323,10 +323,13 @@ impl<'t> Ctx<'t> {
     /// The context of a query without `GROUP BY` over `table` (no key:
     /// every numeric column but the time is a field), `windowed` over a
     /// window TVF.
+    /// `key` is the reading's key column, or `keys` its composite key's
+    /// columns (read as the first text columns).
     pub(super) fn rows(
         table: &'t Table,
         funcs: &'t [(String, String, Location)],
         windowed: bool,
+        (key, keys): (Option<usize>, &[usize]),
         at: Location,
     ) -> Self {
         let rt = table.rowtime.as_ref().map(|r| r.column);
@@ -335,9 +338,9 @@ impl<'t> Ctx<'t> {
             fields: (0..table.columns.len())
                 .filter(|&i| Some(i) != rt && table.columns[i].ty.is_numeric())
                 .collect(),
-            key: None,
-            keys: Vec::new(),
-            texts: Vec::new(),
+            key,
+            keys: keys.to_vec(),
+            texts: keys.to_vec(),
             computed: Vec::new(),
             legacy: false,
             slots: Vec::new(),
@@ -427,6 +430,14 @@ impl Ctx<'_> {
             ));
         };
         if Some(ci) == self.key {
+            if t.columns[ci].ty == SqlType::Boolean {
+                // A query without GROUP BY keys its rows by a BOOLEAN
+                // column it reads (its only text column).
+                return Ok((
+                    Expr::Cast(Box::new(Expr::Col(KEY)), CastTo::Bool),
+                    SqlType::Boolean,
+                ));
+            }
             return Ok((Expr::Col(KEY), t.columns[ci].ty));
         }
         if let (true, Some(p)) = (ci == rt.column, rt.epoch_precision) {
@@ -448,6 +459,7 @@ impl Ctx<'_> {
             let ty = t.columns[ci].ty;
             return Ok(match ty {
                 SqlType::String => (col, ty),
+                SqlType::Boolean => (Expr::Cast(Box::new(col), CastTo::Bool), ty),
                 _ => (Expr::Cast(Box::new(col), CastTo::Int), ty),
             });
         }

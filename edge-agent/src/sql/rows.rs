@@ -17,10 +17,11 @@ use std::fmt::Write as _;
 
 use sqlparser::ast::{self, Expr as SExpr, SelectItem};
 use sqlparser::tokenizer::Location;
-use weir_core::agg::AggKind;
 use weir_core::expr::Expr;
+use weir_core::keys::KeyId;
 use weir_core::prelude::*;
-use weir_core::spec::{OperatorKind, OperatorSpec, WindowSpec};
+use weir_core::process::{Context, KeyedProcess, ProcessFactory, TimeDomain};
+use weir_core::spec::{OperatorKind, OperatorSpec, ProcessSpec};
 
 use super::ddl::Table;
 use super::plan::{
@@ -95,34 +96,59 @@ fn star_columns(table: &Table, windowed: bool) -> Vec<String> {
     names
 }
 
-/// A `SELECT` without `GROUP BY` or `HAVING` over `table` (through
-/// `window`, a window TVF, if any).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn compile(
-    tables: &[Table],
-    sets: &[(String, String, Location)],
-    funcs: &[(String, String, Location)],
-    explain: bool,
-    insert: Option<(String, Location)>,
+/// The state type of [`RowsOp`].
+pub const ROWS_STATE: &str = "weir/rows/1";
+
+/// The engine operator of a query without `GROUP BY` in `weir run`: each
+/// sample, at once and never late, as a window result `[ts, ts + 1)`
+/// whose values are the sample's fields ([`Context::values`]); the agent
+/// makes the query's rows from it. No state. (`weir replay` writes the
+/// rows from the samples themselves and feeds the engine nothing.)
+#[derive(Debug, Default)]
+pub struct RowsOp;
+
+impl KeyedProcess for RowsOp {
+    fn state_type(&self) -> &str {
+        ROWS_STATE
+    }
+
+    fn on_sample(&mut self, ctx: &mut Context<'_>, ts: i64, _value: f64) {
+        let values = weir_core::output::AggValues::from_slice(ctx.values());
+        ctx.emit_window(ts, ts.saturating_add(1), values.as_slice(), None);
+    }
+
+    fn on_timer(&mut self, _: &mut Context<'_>, _: i64, _: TimeDomain) {}
+
+    fn clear_key(&mut self, _: KeyId) {}
+
+    fn sees_late(&self) -> bool {
+        true
+    }
+
+    fn encode(
+        &self,
+        e: &mut minicbor::Encoder<&mut Vec<u8>>,
+    ) -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
+        e.null()?;
+        Ok(())
+    }
+
+    fn decode(&mut self, d: &mut minicbor::Decoder<'_>) -> Result<(), minicbor::decode::Error> {
+        d.skip()
+    }
+}
+
+/// `WHERE` and the result columns of a query without `GROUP BY`, compiled
+/// over `cx` (`WHERE` with its text).
+type SelectList = (Option<(Expr, String)>, Vec<(ResultColumn, String)>);
+
+fn select_list(
+    cx: &mut Ctx<'_>,
     sel: &ast::Select,
     table: &Table,
-    window: Option<&Window>,
+    windowed: bool,
     at: Location,
-) -> Err<SqlPipeline> {
-    if let Some(w) = window {
-        if matches!(
-            w.kind,
-            WindowKind::Session { .. } | WindowKind::Count { .. }
-        ) {
-            return Err(SqlError::unsupported(
-                at,
-                "a SESSION window TVF without GROUP BY (each row with its session's bounds, known only once the session ends)",
-                "an aggregation over the sessions: … GROUP BY window_start, window_end[, key], or TUMBLE / HOP / CUMULATE without GROUP BY",
-            ));
-        }
-    }
-    let rt = table.rowtime.as_ref().expect("checked by the caller");
-    let mut cx = Ctx::rows(table, funcs, window.is_some(), at);
+) -> Err<SelectList> {
     let filter = match &sel.selection {
         Some(w) => {
             let (e, t) = cx.expr(w, Scope::Row)?;
@@ -135,7 +161,7 @@ pub(super) fn compile(
     for (i, item) in sel.projection.iter().enumerate() {
         let (e, alias) = match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
-                for name in star_columns(table, window.is_some()) {
+                for name in star_columns(table, windowed) {
                     let (expr, ty) = cx.column(&ast::Ident::new(&name), Scope::Row)?;
                     let c = ResultColumn {
                         name: name.clone(),
@@ -191,6 +217,61 @@ pub(super) fn compile(
             "WHERE for the rows a query without GROUP BY gives",
         ));
     }
+    Ok((filter, columns))
+}
+
+/// A `SELECT` without `GROUP BY` or `HAVING` over `table` (through
+/// `window`, a window TVF, if any).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile(
+    tables: &[Table],
+    sets: &[(String, String, Location)],
+    funcs: &[(String, String, Location)],
+    explain: bool,
+    insert: Option<(String, Location)>,
+    sel: &ast::Select,
+    table: &Table,
+    window: Option<&Window>,
+    at: Location,
+) -> Err<SqlPipeline> {
+    if let Some(w) = window {
+        if matches!(
+            w.kind,
+            WindowKind::Session { .. } | WindowKind::Count { .. }
+        ) {
+            return Err(SqlError::unsupported(
+                at,
+                "a SESSION window TVF without GROUP BY (each row with its session's bounds, known only once the session ends)",
+                "an aggregation over the sessions: … GROUP BY window_start, window_end[, key], or TUMBLE / HOP / CUMULATE without GROUP BY",
+            ));
+        }
+    }
+    let rt = table.rowtime.as_ref().expect("checked by the caller");
+    let windowed = window.is_some();
+    // The STRING and BOOLEAN columns the query reads key its rows (one as
+    // the reading's key, several as a composite key, as several GROUP BY
+    // columns are): `weir run` journals a reading's key, not its other
+    // text columns.
+    let read = {
+        let mut cx = Ctx::rows(table, funcs, windowed, (None, &[]), at);
+        select_list(&mut cx, sel, table, windowed, at)?;
+        let mut read = cx.texts;
+        read.sort_unstable();
+        read
+    };
+    let (key, keys, groups) = match read[..] {
+        [] => (None, Vec::new(), None),
+        [k] => (Some(k), Vec::new(), None),
+        _ if read.len() <= 8 => {
+            let g = super::groups::Groups::of(table, &read, None, at)?;
+            (None, read, g)
+        }
+        // More than a composite key holds: replay reads them as text
+        // columns (`weir run` refuses the query).
+        _ => (None, Vec::new(), None),
+    };
+    let mut cx = Ctx::rows(table, funcs, windowed, (key, &keys), at);
+    let (filter, mut columns) = select_list(&mut cx, sel, table, windowed, at)?;
     // The window's bounds follow the sample row.
     let nf = cx.fields.len();
     let base = 2 + (nf + cx.texts.len()) as u16;
@@ -207,26 +288,27 @@ pub(super) fn compile(
     for (c, _) in &mut columns {
         c.expr = place(&c.expr);
     }
+    // A WHERE that reads no window column is the query's filter before
+    // the engine (in `weir run`, on the decoded reading when it reads a
+    // text column); one that does is tested per window.
+    let (filter, row_filter) = match filter.map(|f| (place(&f.0), f.1)) {
+        Some((e, s)) if e.max_col().is_some_and(|c| c >= base) => (None, Some((e, s))),
+        other => (other, None),
+    };
     let (name, state) = settings(sets, insert.as_ref())?;
     let source_name = table.name.clone();
-    let mut field_names: Vec<String> = cx
+    let field_names: Vec<String> = cx
         .fields
         .iter()
         .map(|&c| table.columns[c].name.clone())
         .collect();
-    // The engine needs an operator to be built; it gets no sample (the
-    // rows are written as they come), so its field may be a placeholder.
-    if field_names.is_empty() {
-        field_names.push("_row".into());
-    }
-    let mut source = SourceSpec::new(&source_name, field_names.iter().cloned());
+    // The engine's operator hands each sample on whole; it reads a
+    // constant field, so that no NULL column keeps a sample from it.
+    let mut source = SourceSpec::new(&source_name, field_names.iter().cloned())
+        .compute(ROW_FIELD, Expr::num(1.0));
+    source.nullable = (0..nf).collect();
     source.max_out_of_orderness = rt.delay_ms;
     source_options(table, &mut source)?;
-    let size = match window.map(|w| w.kind) {
-        Some(WindowKind::Tumbling { size }) | Some(WindowKind::Sliding { size, .. }) => size,
-        Some(WindowKind::Cumulate { size, .. }) => size,
-        _ => 1000,
-    };
     let spec = PipelineSpec {
         name: name.clone(),
         time: TimeSpec::new(TimeUnit::Millis),
@@ -234,38 +316,45 @@ pub(super) fn compile(
         operators: vec![OperatorSpec {
             id: name.clone(),
             source: source_name.clone(),
-            field: field_names[0].clone(),
-            kind: OperatorKind::Window(WindowSpec {
-                kind: WindowKind::Tumbling { size },
-                allowed_lateness: 0,
-                aggregates: vec![AggKind::Rows],
-                detect: None,
+            field: ROW_FIELD.into(),
+            kind: OperatorKind::Process(ProcessSpec {
+                state_type: ROWS_STATE.into(),
+                factory: ProcessFactory(std::sync::Arc::new(|| Box::new(RowsOp))),
+                columns: field_names.clone(),
             }),
         }],
         state,
     };
     spec.validate()
         .map_err(|e| SqlError::at(at, e.to_string(), "fix the query as described"))?;
-    let (csv, input_path) = csv_mapping(table, None, &cx.fields, &cx.texts)?;
+    let (csv, input_path) = csv_mapping(table, key, &cx.fields, &cx.texts)?;
     let texts: Vec<String> = cx
         .texts
         .iter()
         .map(|&c| table.columns[c].name.clone())
         .collect();
-    let mqtt = mqtt_source(table, None, &field_names[..nf], &texts)?;
+    let mqtt = mqtt_source(table, key, &field_names, &texts)?;
     let sink = sink_of(tables, insert, columns.len())?;
     let sink_topic = sink.as_ref().and_then(Sink::topic_of);
     let mut ex = String::new();
     let _ = writeln!(ex, "pipeline `{name}` (event time, ms; no state)");
     let _ = writeln!(
         ex,
-        "source `{source_name}`: columns [{}], time `{}`",
-        field_names[..nf]
-            .iter()
-            .chain(&texts)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", "),
+        "source `{source_name}`: fields [{}], key {}, time `{}`",
+        field_names.join(", "),
+        match (&groups, key) {
+            (Some(_), _) => format!(
+                "({}) as one composite key",
+                texts
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (None, Some(k)) => format!("`{}`", table.columns[k].name),
+            (None, None) if texts.is_empty() => "(none: one group)".to_string(),
+            (None, None) => format!("(none; text columns {})", texts.join(", ")),
+        },
         rt.name
     );
     match window {
@@ -280,7 +369,7 @@ pub(super) fn compile(
             let _ = writeln!(ex, "rows: each row as it comes (no window, no state)");
         }
     }
-    if let Some((_, s)) = &filter {
+    if let Some((_, s)) = filter.as_ref().or(row_filter.as_ref()) {
         let _ = writeln!(ex, "filter (on each row): {s}");
     }
     explain_results(&mut ex, &columns, sink.as_ref());
@@ -293,20 +382,20 @@ pub(super) fn compile(
             sql: None,
         },
         query: Query {
-            filter: None,
+            filter: filter.map(|f| f.0),
             texts: cx.texts.len(),
             columns_in: nf,
             computed: Vec::new(),
             computed_fn: Vec::new(),
             post: Vec::new(),
             functions: Default::default(),
-            keyed: false,
-            ops: Vec::new(),
-            groups: None,
+            keyed: key.is_some(),
+            ops: vec![0],
+            groups,
             scores: false,
             per_row: Some(PerRow {
                 windows: window.map(|w| w.kind),
-                filter: filter.map(|f| place(&f.0)),
+                filter: row_filter.map(|f| f.0),
             }),
             limit: None,
             order: Vec::new(),
@@ -326,3 +415,6 @@ pub(super) fn compile(
         inner: None,
     })
 }
+
+/// The constant field [`RowsOp`] reads.
+const ROW_FIELD: &str = "_row";

@@ -51,7 +51,7 @@ impl Query {
     /// name): it [`Query::projects`], inserts into an mqtt sink, or groups
     /// by several key columns (the row holds each).
     pub fn publishes_rows(&self) -> bool {
-        self.projects() || self.sink.is_some() || self.groups.is_some()
+        self.projects() || self.sink.is_some() || self.groups.is_some() || self.per_row.is_some()
     }
 
     /// `key` as people read it in ids, topics, cloud records and the

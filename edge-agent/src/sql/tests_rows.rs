@@ -238,10 +238,19 @@ fn queries_without_group_by_say_what_they_cannot_do() {
     assert!(e.contains("two result columns are named `item`"), "{e}");
     let e = msg(&format!("{BID}SELECT colour FROM Bid;"));
     assert!(e.contains("no column `colour`"), "{e}");
-    // weir run publishes window results: it refuses the query by name.
+    // weir run gives one row per reading: not over HOP or CUMULATE.
     let p = parse("q.sql", &format!("{BID}SELECT * FROM Bid WHERE price > 2;")).unwrap();
+    p.agent_can_run().unwrap();
+    let p = parse(
+        "q.sql",
+        &format!("{BID}SELECT * FROM TABLE(HOP(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '5' MINUTES, INTERVAL '10' MINUTES));"),
+    )
+    .unwrap();
     let e = p.agent_can_run().unwrap_err();
-    assert!(e.contains("without GROUP BY"), "{e}");
+    assert!(
+        e.contains("one row per reading") && e.contains("TUMBLE"),
+        "{e}"
+    );
     // EXPLAIN says how rows are made.
     let p = parse(
         "q.sql",
