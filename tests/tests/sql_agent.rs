@@ -427,7 +427,10 @@ INSERT INTO hot SELECT k, t, v, v * 1.8 + 32 FROM s WHERE v > 22.5;
             .get(&(k.to_string(), t))
             .unwrap_or_else(|| panic!("{id}: not a kept reading: {g}"));
         assert!((g["v"].as_f64().unwrap() - v).abs() <= 5e-7, "{g}");
-        assert!((g["f"].as_f64().unwrap() - (v * 1.8 + 32.0)).abs() <= 5e-6, "{g}");
+        assert!(
+            (g["f"].as_f64().unwrap() - (v * 1.8 + 32.0)).abs() <= 5e-6,
+            "{g}"
+        );
         assert!(id.starts_with(&format!("{GATEWAY}/w/{k}/{t}/")), "{id}");
         assert_eq!(g["start"].as_i64(), Some(t), "{g}");
         assert!(seen.insert((k.to_string(), t)), "{id}: twice");
