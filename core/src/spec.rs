@@ -477,7 +477,9 @@ impl PipelineSpec {
                     name: s.name.clone(),
                 });
             }
-            if s.fields.is_empty() {
+            // A source of events alone (no value: SQL's `COUNT(*)` of a
+            // table without a numeric column) has a computed field.
+            if s.fields.is_empty() && s.compute.is_empty() {
                 return Err(inv(&s.name, "a source needs at least one field".into()));
             }
             if s.max_out_of_orderness < 0 {

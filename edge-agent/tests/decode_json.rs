@@ -289,7 +289,9 @@ fn config_errors_say_what_to_change() {
         let got = build(t, &["v"]).unwrap_or_default();
         assert!(got.contains(want), "{t:?}: {got:?}");
     }
-    assert!(build("format = \"json\"\nkey = \"k\"", &[]).is_some());
+    // A JSON source may carry events alone (key and time); SenML may not.
+    assert!(build("format = \"json\"\nkey = \"k\"", &[]).is_none());
+    assert!(build("format = \"senml_json\"", &[]).is_some_and(|e| e.contains("no fields")));
     assert!(build("format = \"senml_json\"", &["v"]).is_none());
     assert!(toml::from_str::<DecoderConfig>("format = \"xml\"").is_err());
     assert!(toml::from_str::<DecoderConfig>("format = \"json\"\nkye = \"k\"").is_err());

@@ -226,7 +226,9 @@ impl DecoderConfig {
     pub fn build(&self, fields: &[String], unit: TimeUnit) -> Result<Decoder, DecoderConfigError> {
         let err = |m: String| Err(DecoderConfigError(m));
         let senml = matches!(self.format, Format::SenmlJson | Format::SenmlCbor);
-        if fields.is_empty() {
+        // A JSON or CBOR source may carry events alone (key and time: a
+        // SQL table without a numeric column); SenML records are values.
+        if fields.is_empty() && senml {
             return err("the source has no fields".into());
         }
         if fields.len() > 64 {

@@ -2889,15 +2889,11 @@ fn compile_select(
         // one row, so a row count that is not written makes the windows.
         cx.slot_unchecked(AggKind::Rows, ANY_FIELD);
     }
-    if cx.fields.is_empty() {
-        return Err(SqlError::at(
-            table.at,
-            format!(
-                "table `{}` has no numeric column besides the key and time",
-                table.name
-            ),
-            "declare the measured value, e.g. `value DOUBLE`",
-        ));
+    if cx.fields.is_empty() && cx.computed.is_empty() {
+        // A table of events without a numeric column (`COUNT(*)` of door
+        // openings): the rows are counted on a constant the engine
+        // computes.
+        cx.push_computed(Expr::num(1.0), SqlType::Int, "1".into(), at)?;
     }
     let (name, state) = settings(sets, insert.as_ref())?;
     // COUNT(*) counts every row that passed WHERE: it is `rows` (NULLs
