@@ -792,6 +792,18 @@ fn cmd_replay_sql(
             eprintln!("{name}:{}: {} (row: {text:?})", bad.line, bad.error);
         }
     })?;
+    if p.query.per_row.is_some() {
+        // Rows one by one: written from the decoded rows, without the
+        // engine (no windows, nothing late).
+        eprintln!(
+            "weir replay: {} rows in {:.3} s: {} result rows, {} bad rows",
+            summary.rows,
+            summary.elapsed.as_secs_f64(),
+            summary.windows,
+            summary.bad_rows
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!("weir replay: {summary}");
     crate::functions::print_report(&p.pipeline.functions, show_bad, |k| {
         engine.key_name(k).to_string()

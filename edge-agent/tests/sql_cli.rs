@@ -206,3 +206,42 @@ fn signed_updates_take_sql_the_agent_can_run() {
     let out = sign(&q);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn replay_and_check_take_a_query_without_group_by() {
+    let d = dir();
+    let q = d.join("rows.sql");
+    let ddl = BIDS.split("SELECT").next().unwrap();
+    std::fs::write(
+        &q,
+        format!("{ddl}SELECT item, price, window_start FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES)) WHERE price > 2;\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("bid.csv"),
+        "2020-04-15 08:11:00,3.00,B\n2020-04-15 08:05:00,4.00,C\nnot a row\n2020-04-15 08:07:00,2.00,A\n",
+    )
+    .unwrap();
+    let out = weir(&["replay", "--pipeline", q.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // In input order, the one behind the other not late.
+    assert_eq!(
+        text(&out.stdout),
+        "item,price,window_start\n\
+         B,3.00,2020-04-15 08:10:00.000\n\
+         C,4.00,2020-04-15 08:00:00.000\n"
+    );
+    assert!(
+        text(&out.stderr).contains("4 rows in")
+            && text(&out.stderr).contains(": 2 result rows, 1 bad rows"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = weir(&["check", q.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("each row as it comes, with its windows' bounds"),
+        "{}",
+        text(&out.stdout)
+    );
+}
