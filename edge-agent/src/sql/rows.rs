@@ -11,7 +11,15 @@
 //!
 //! The row a result column reads is the sample row (`[key, rowtime,
 //! fields…, texts…]`, as `WHERE` reads it before the engine) followed by
-//! the window's three bounds.
+//! the window's three bounds. The STRING and BOOLEAN columns the query
+//! reads are the reading's key (several: a composite key, as several
+//! `GROUP BY` columns are), because `weir run` journals a reading's key,
+//! time and numbers only.
+//!
+//! `weir replay` and `weir sql` write the rows from the decoded samples
+//! (`super::exec`), without the engine. `weir run` feeds the engine, whose
+//! one operator, [`RowsOp`], hands each sample on at once; the agent makes
+//! the rows from those outputs (`crate::run::output`).
 
 use std::fmt::Write as _;
 
@@ -37,8 +45,9 @@ pub struct PerRow {
     /// The window TVF's windows (tumbling, sliding or cumulating); `None`:
     /// each row once, without window columns.
     pub windows: Option<WindowKind>,
-    /// `WHERE`, over the sample row and the window's bounds (a condition
-    /// may read `window_start`).
+    /// `WHERE` when it reads a window column (`window_start > …`), over
+    /// the sample row and the window's bounds, tested per window; one that
+    /// does not is the query's [`Query::filter`], tested before.
     pub filter: Option<Expr>,
 }
 
