@@ -236,3 +236,39 @@ SELECT door, state, rowtime FROM doors WHERE state <> 'closed';";
     });
     assert_eq!(rows, want);
 }
+
+/// Over HOP a reading is a row in each of its windows, each its own
+/// message (id `…/<ts>/<lsn>/<window start>`), as `weir replay` gives them.
+#[test]
+fn a_hopping_window_gives_a_row_per_window() {
+    let sql = format!(
+        "{DDL}SELECT sensor, window_start, window_end, temp
+FROM TABLE(HOP(TABLE s, DESCRIPTOR(rowtime), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND))
+WHERE temp > 22;"
+    );
+    let row = |j: &serde_json::Value| {
+        format!(
+            "{},{},{},{:.6}",
+            j["sensor"].as_str().unwrap(),
+            weir_agent::sql::exec::format_ts(j["window_start"].as_i64().unwrap()),
+            weir_agent::sql::exec::format_ts(j["window_end"].as_i64().unwrap()),
+            j["temp"].as_f64().unwrap()
+        )
+    };
+    let want: BTreeSet<String> = sql_run_util::replay(&sql).into_iter().collect();
+    assert!(want.len() >= 8, "{want:?}");
+    for crash in [None, Some(3)] {
+        let (got, _) = run(&sql, crash, row);
+        let rows: BTreeSet<String> = got
+            .values()
+            .map(|v| v.split('|').next().unwrap().to_string())
+            .collect();
+        assert_eq!(rows, want, "crash {crash:?}");
+        // A message per row and window.
+        assert_eq!(got.len(), want.len());
+        for (id, v) in &got {
+            let start = v.split('|').nth(1).unwrap();
+            assert!(id.ends_with(&format!("/{start}")), "{id}: {v}");
+        }
+    }
+}

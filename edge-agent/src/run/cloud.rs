@@ -211,8 +211,18 @@ impl CloudOut {
             self.skipped += 1;
             return;
         }
-        let Some((op, q)) = &self.rows else { return };
+        if self.rows.is_none() {
+            return;
+        }
         self.seen_lsn = self.seen_lsn.max(lsn);
+        for row in std::iter::once(row).chain(&row.more) {
+            self.push_one(w, key, row, lsn, now);
+        }
+    }
+
+    /// One row of [`Uplink::push_row`].
+    fn push_one(&mut self, w: &WindowResult, key: &str, row: &SqlRow, lsn: Lsn, now: i64) {
+        let Some((op, q)) = &self.rows else { return };
         let sink = q.sink.as_ref().map_or(&[][..], |s| &s.columns[..]);
         let (mut fields, mut text) = (Vec::new(), Vec::new());
         for (i, (c, v)) in q.columns.iter().zip(&row.values).enumerate() {
@@ -242,8 +252,11 @@ impl CloudOut {
                 w.end,
             ),
         };
-        if row.at.is_some() {
+        if let Some(at) = row.at {
             id.push_str(&format!("/{lsn}"));
+            if at.window_in_id {
+                id.push_str(&format!("/{}", at.start));
+            }
         } else if w.emission == Emission::Update {
             id.push_str(&format!("/u{lsn}"));
         }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use weir_core::agg::AggKind;
 use weir_core::expr::Value;
 use weir_core::output::{Emission, Output, WindowResult};
-use weir_core::spec::{OperatorKind, PipelineSpec};
+use weir_core::spec::{OperatorKind, PipelineSpec, WindowKind};
 
 use crate::gateway::OutputFormat;
 use crate::numfmt::{push_f64, push_i64, push_u64};
@@ -50,6 +50,9 @@ pub struct SqlRow {
     /// the reading's time and the row's span (its window's, or `[ts, ts +
     /// 1)`); its id is `…/<ts>/<lsn>`, one per reading.
     pub at: Option<RowAt>,
+    /// The reading's rows in its other windows (a query without `GROUP
+    /// BY` over `HOP` or `CUMULATE`), each with its own `at`.
+    pub more: Vec<SqlRow>,
 }
 
 /// Where a row of a query without `GROUP BY` is ([`SqlRow::at`]).
@@ -61,6 +64,8 @@ pub struct RowAt {
     pub start: i64,
     /// Its `end`.
     pub end: i64,
+    /// The reading is in several windows: the id ends with `/<start>`.
+    pub window_in_id: bool,
 }
 
 /// What kind of topic an output goes to.
@@ -529,6 +534,7 @@ impl OutputEncoder {
             flagged,
             values,
             at: None,
+            more: Vec::new(),
         };
         if !windows && !flagged {
             return Some(row);
@@ -578,49 +584,67 @@ impl OutputEncoder {
                     .map(|v| v.map_or(Value::Null, |s| Value::Str(s.into_owned()))),
             );
         }
-        // `weir run` takes at most one window per reading (TUMBLE).
-        let mut span = None;
-        r.each_window(ts, |b| {
-            if span.is_none() {
-                span = Some(b);
-            }
-        });
-        let (start, end) = match span? {
-            Some((s, e)) => {
-                row.extend([Value::Ts(s), Value::Ts(e), Value::Ts(e - 1)]);
-                (s, e)
-            }
-            None => (ts, ts.saturating_add(1)),
-        };
-        if !r.filter.as_ref().is_none_or(|f| f.test(&row)) {
-            return None;
-        }
-        let mut values = Vec::new();
-        q.project(&row, &mut values);
-        let row = SqlRow {
-            flagged: false,
-            values,
-            at: Some(RowAt { ts, start, end }),
-        };
-        if !windows {
-            return Some(row);
-        }
+        // A reading in several windows (HOP, CUMULATE) is a row in each,
+        // its id naming the window's start.
+        let mut spans = Vec::with_capacity(1);
+        r.each_window(ts, |b| spans.push(b));
+        let several = matches!(
+            r.windows,
+            Some(WindowKind::Sliding { .. } | WindowKind::Cumulate { .. })
+        );
         let shown = q.shown_key(key);
-        let key = &*shown;
-        let id = format!("{}/{}/{key}/{ts}/{lsn}", self.gateway, sq.name);
-        let mut payload = Vec::with_capacity(256);
-        let mut m = self.begin(&mut payload);
-        m.field("id", Val::Str(&id));
-        m.field("gateway", Val::Str(&self.gateway));
-        m.field("op", Val::Str(&sq.name));
-        m.field("key", Val::Str(key));
-        m.field("start", Val::I(start));
-        m.field("end", Val::I(end));
-        m.field("emission", Val::Str("final"));
-        self.row_fields(q, &row.values, &mut m);
-        m.finish();
-        self.push_window(out, key, id, payload, false, windows);
-        Some(row)
+        let n = row.len();
+        let mut rows: Vec<SqlRow> = Vec::new();
+        for span in spans {
+            row.truncate(n);
+            let (start, end) = match span {
+                Some((s, e)) => {
+                    row.extend([Value::Ts(s), Value::Ts(e), Value::Ts(e - 1)]);
+                    (s, e)
+                }
+                None => (ts, ts.saturating_add(1)),
+            };
+            if !r.filter.as_ref().is_none_or(|f| f.test(&row)) {
+                continue;
+            }
+            let mut values = Vec::new();
+            q.project(&row, &mut values);
+            let at = RowAt {
+                ts,
+                start,
+                end,
+                window_in_id: several,
+            };
+            if windows {
+                let key = &*shown;
+                let mut id = format!("{}/{}/{key}/{ts}/{lsn}", self.gateway, sq.name);
+                if several {
+                    id.push_str(&format!("/{start}"));
+                }
+                let mut payload = Vec::with_capacity(256);
+                let mut m = self.begin(&mut payload);
+                m.field("id", Val::Str(&id));
+                m.field("gateway", Val::Str(&self.gateway));
+                m.field("op", Val::Str(&sq.name));
+                m.field("key", Val::Str(key));
+                m.field("start", Val::I(start));
+                m.field("end", Val::I(end));
+                m.field("emission", Val::Str("final"));
+                self.row_fields(q, &values, &mut m);
+                m.finish();
+                self.push_window(out, key, id, payload, false, windows);
+            }
+            rows.push(SqlRow {
+                flagged: false,
+                values,
+                at: Some(at),
+                more: Vec::new(),
+            });
+        }
+        let mut rows = rows.into_iter();
+        let mut first = rows.next()?;
+        first.more = rows.collect();
+        Some(first)
     }
 
     /// A result row's columns after the envelope, by name (the sink's

@@ -365,19 +365,7 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
-        if let Some(r) = &q.per_row {
-            if matches!(
-                r.windows,
-                Some(
-                    weir_core::spec::WindowKind::Sliding { .. }
-                        | weir_core::spec::WindowKind::Cumulate { .. }
-                )
-            ) {
-                return Err((
-                    "weir run gives one row per reading in a query without GROUP BY: over a HOP or CUMULATE window TVF a reading is in several windows (weir replay and weir sql give each)".into(),
-                    "the nearest supported construct: TUMBLE without GROUP BY, or no window (SELECT … FROM t WHERE …)".into(),
-                ));
-            }
+        if q.per_row.is_some() {
             if q.texts > 0 && q.groups.is_none() {
                 return Err((
                     "weir run keys a query without GROUP BY by the STRING and BOOLEAN columns it reads (at most 8), and this one reads more".into(),
