@@ -362,18 +362,33 @@ impl OutputEncoder {
             push_u64(&mut id, lsn);
         }
         let id = String::from_utf8(id).expect("names and decimal digits are UTF-8");
+        let m = self.envelope(payload, &id, op, key, (w.start, w.end), update);
+        (id, m)
+    }
+
+    /// `payload` opened with a window message's envelope (`docs/wire.md`):
+    /// id, gateway, op, key, start, end, emission.
+    fn envelope<'b>(
+        &self,
+        payload: &'b mut Vec<u8>,
+        id: &str,
+        op: &str,
+        key: &str,
+        (start, end): (i64, i64),
+        update: bool,
+    ) -> MapOut<'b> {
         let mut m = self.begin(payload);
-        m.field("id", Val::Str(&id));
+        m.field("id", Val::Str(id));
         m.field("gateway", Val::Str(&self.gateway));
         m.field("op", Val::Str(op));
         m.field("key", Val::Str(key));
-        m.field("start", Val::I(w.start));
-        m.field("end", Val::I(w.end));
+        m.field("start", Val::I(start));
+        m.field("end", Val::I(end));
         m.field(
             "emission",
             Val::Str(if update { "update" } else { "final" }),
         );
-        (id, m)
+        m
     }
 
     /// Encodes one output emitted while processing journal record `lsn`.
@@ -622,14 +637,7 @@ impl OutputEncoder {
                     id.push_str(&format!("/{start}"));
                 }
                 let mut payload = Vec::with_capacity(256);
-                let mut m = self.begin(&mut payload);
-                m.field("id", Val::Str(&id));
-                m.field("gateway", Val::Str(&self.gateway));
-                m.field("op", Val::Str(&sq.name));
-                m.field("key", Val::Str(key));
-                m.field("start", Val::I(start));
-                m.field("end", Val::I(end));
-                m.field("emission", Val::Str("final"));
+                let mut m = self.envelope(&mut payload, &id, &sq.name, key, (start, end), false);
                 self.row_fields(q, &values, &mut m);
                 m.finish();
                 self.push_window(out, key, id, payload, false, windows);
