@@ -267,7 +267,7 @@ pub(super) fn ident_loc(id: &ast::Ident, fallback: Location) -> Location {
     }
 }
 
-pub(super) fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
+fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
     match e {
         SExpr::Identifier(i) => Some(i),
         SExpr::CompoundIdentifier(v) => v.last(),
@@ -2404,6 +2404,32 @@ fn compile_query(
     Ok(p)
 }
 
+/// A result column's name, as Flink names it: its alias, else the
+/// column's name, else `EXPR$<position>` (`i`, from 0).
+pub(super) fn result_name(e: &SExpr, alias: Option<String>, i: usize) -> String {
+    alias.unwrap_or_else(|| match ident_name(e) {
+        Some(id) => id.value.clone(),
+        None => format!("EXPR${i}"),
+    })
+}
+
+/// Refuses two result columns with the same name (case-insensitive).
+pub(super) fn unique_names(columns: &[(ResultColumn, String)], at: Location) -> Err<()> {
+    for (i, (c, _)) in columns.iter().enumerate() {
+        if columns[..i]
+            .iter()
+            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
+        {
+            return Err(SqlError::at(
+                at,
+                format!("two result columns are named `{}`", c.name),
+                "give them different aliases with AS",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `ORDER BY` over the result columns, by name (or alias) or position.
 fn order_of(o: &ast::OrderBy, columns: &[ResultColumn], at: Location) -> Err<Vec<SortKey>> {
     let how = "ORDER BY result columns by name or position, e.g. ORDER BY total DESC, 1";
@@ -2855,12 +2881,7 @@ fn compile_select(
             }
         };
         let (x, ty) = cx.expr(e, Scope::Group)?;
-        let name = alias.unwrap_or_else(|| match e {
-            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
-                ident_name(e).expect("identifier").value.clone()
-            }
-            _ => format!("EXPR${i}"),
-        });
+        let name = result_name(e, alias, i);
         columns.push((ResultColumn { name, ty, expr: x }, e.to_string()));
     }
     let having = match &sel.having {
@@ -2871,18 +2892,7 @@ fn compile_select(
         }
         None => None,
     };
-    for (i, (c, _)) in columns.iter().enumerate() {
-        if columns[..i]
-            .iter()
-            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
-        {
-            return Err(SqlError::at(
-                at,
-                format!("two result columns are named `{}`", c.name),
-                "give them different aliases with AS",
-            ));
-        }
-    }
+    unique_names(&columns, at)?;
     if cx.slots.is_empty() {
         // No aggregate (`SELECT key, window_start, window_end … GROUP BY`:
         // which keys had rows in which windows): a window holds at least
@@ -3681,26 +3691,10 @@ fn table_function(
         };
         let (x, ty) = cx.expr(e, Scope::Group)?;
         no_aggregates(&cx, e, loc_of(e, at))?;
-        let name = alias.unwrap_or_else(|| match e {
-            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
-                ident_name(e).expect("identifier").value.clone()
-            }
-            _ => format!("EXPR${i}"),
-        });
+        let name = result_name(e, alias, i);
         out.push((ResultColumn { name, ty, expr: x }, e.to_string()));
     }
-    for (i, (c, _)) in out.iter().enumerate() {
-        if out[..i]
-            .iter()
-            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
-        {
-            return Err(SqlError::at(
-                at,
-                format!("two result columns are named `{}`", c.name),
-                "give them different aliases with AS",
-            ));
-        }
-    }
+    unique_names(&out, at)?;
     // WHERE filters the function's rows (its input is the whole table).
     let filter = match &sel.selection {
         Some(w) => {

@@ -23,7 +23,7 @@
 
 use std::fmt::Write as _;
 
-use sqlparser::ast::{self, Expr as SExpr, SelectItem};
+use sqlparser::ast::{self, SelectItem};
 use sqlparser::tokenizer::Location;
 use weir_core::expr::Expr;
 use weir_core::keys::KeyId;
@@ -33,8 +33,8 @@ use weir_core::spec::{OperatorKind, OperatorSpec, ProcessSpec};
 
 use super::ddl::Table;
 use super::plan::{
-    csv_mapping, explain_results, ident_name, mqtt_source, settings, sink_of, source_options, Ctx,
-    Query, ResultColumn, Scope, Sink, Window, ROW_WINDOW,
+    csv_mapping, explain_results, mqtt_source, result_name, settings, sink_of, source_options,
+    unique_names, Ctx, Query, ResultColumn, Scope, Sink, Window, ROW_WINDOW,
 };
 use super::{Err, SqlError, SqlPipeline};
 use crate::pipeline_file::PipelineFile;
@@ -192,26 +192,10 @@ fn select_list(
             }
         };
         let (expr, ty) = cx.expr(e, Scope::Row)?;
-        let name = alias.unwrap_or_else(|| match e {
-            SExpr::Identifier(_) | SExpr::CompoundIdentifier(_) => {
-                ident_name(e).expect("identifier").value.clone()
-            }
-            _ => format!("EXPR${i}"),
-        });
+        let name = result_name(e, alias, i);
         columns.push((ResultColumn { name, ty, expr }, e.to_string()));
     }
-    for (i, (c, _)) in columns.iter().enumerate() {
-        if columns[..i]
-            .iter()
-            .any(|(o, _)| o.name.eq_ignore_ascii_case(&c.name))
-        {
-            return Err(SqlError::at(
-                at,
-                format!("two result columns are named `{}`", c.name),
-                "give them different aliases with AS",
-            ));
-        }
-    }
+    unique_names(&columns, at)?;
     if let Some(u) = cx.udfs.first() {
         return Err(SqlError::unsupported(
             u.at,
