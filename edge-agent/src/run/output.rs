@@ -584,6 +584,9 @@ impl OutputEncoder {
     ) -> Option<SqlRow> {
         let q = &*sq.q;
         let ts = w.start;
+        if let Some(over) = &r.over {
+            return self.encode_over(sq, over, w, key, windows, out);
+        }
         let mut row = Vec::with_capacity(2 + q.columns_in + q.texts + 3);
         row.push(Value::Str(key.to_string()));
         row.push(Value::Ts(ts));
@@ -653,6 +656,54 @@ impl OutputEncoder {
         let mut first = rows.next()?;
         first.more = rows.collect();
         Some(first)
+    }
+
+    /// A row of an `OVER` aggregation from its operator's result `w`
+    /// ([`crate::sql::over::OverOp`]), as one message with id
+    /// `gw/name/key/ts/n` (`n`: its place among the key's rows of that
+    /// time, which a journal replay gives again).
+    fn encode_over(
+        &self,
+        sq: &SqlRows,
+        over: &crate::sql::over::OverPlan,
+        w: &WindowResult,
+        key: &str,
+        windows: bool,
+        out: &mut Vec<Encoded>,
+    ) -> Option<SqlRow> {
+        let q = &*sq.q;
+        let ts = w.start;
+        let mut row = Vec::new();
+        crate::sql::exec::over_row(q, over, key, w, &mut row);
+        let peer = w
+            .values
+            .as_slice()
+            .get(over.fields + over.aggs.len())
+            .map_or(0, |x| *x as u64);
+        let mut values = Vec::new();
+        q.project(&row, &mut values);
+        if windows {
+            let shown = q.shown_key(key);
+            let key = &*shown;
+            let id = format!("{}/{}/{key}/{ts}/{peer}", self.gateway, sq.name);
+            let mut payload = Vec::with_capacity(256);
+            let span = (ts, ts.saturating_add(1));
+            let mut m = self.envelope(&mut payload, &id, &sq.name, key, span, false);
+            self.row_fields(q, &values, &mut m);
+            m.finish();
+            self.push_window(out, key, id, payload, false, windows);
+        }
+        Some(SqlRow {
+            flagged: false,
+            values,
+            at: Some(RowAt {
+                ts,
+                start: ts,
+                end: ts.saturating_add(1),
+                window_in_id: false,
+            }),
+            more: Vec::new(),
+        })
     }
 
     /// A result row's columns after the envelope, by name (the sink's

@@ -78,9 +78,9 @@ impl<'q> Rows<'q> {
             keep_all: !q.filters_before_engine(),
             key: String::new(),
             to: match (&q.per_row, &q.groups) {
-                (Some(r), _) => Feed::Rows(r),
-                (None, Some(g)) => Feed::Groups(g),
-                (None, None) => Feed::Engine,
+                (Some(r), _) if r.over.is_none() => Feed::Rows(r),
+                (_, Some(g)) => Feed::Groups(g),
+                _ => Feed::Engine,
             },
             pending: (Vec::new(), 0),
             exact: false,
@@ -226,6 +226,54 @@ impl<'q> Rows<'q> {
         self.pending.0 = out;
         self.pending.1 += written;
     }
+}
+
+impl Rows<'_> {
+    /// A row of an `OVER` aggregation from its operator's result `w`
+    /// ([`super::over::OverOp`]): the sample row `[key, ts, fields…, key
+    /// columns…]` followed by the aggregates.
+    fn over_out(
+        &mut self,
+        over: &super::over::OverPlan,
+        key: &str,
+        w: &WindowResult,
+        sum: &mut Summary,
+        b: &mut Vec<u8>,
+    ) {
+        let mut row = std::mem::take(&mut self.row);
+        over_row(self.q, over, key, w, &mut row);
+        sum.windows += 1;
+        self.write_row(&row, b);
+        self.row = row;
+    }
+}
+
+/// The row an `OVER` aggregation's result `w` for `key` stands for: `[key,
+/// ts, fields…, key columns…, aggregates…]` (what the query's columns
+/// read), into `row`. `weir replay` and `weir run` both make it here.
+pub fn over_row(
+    q: &Query,
+    over: &super::over::OverPlan,
+    key: &str,
+    w: &WindowResult,
+    row: &mut Vec<Value>,
+) {
+    let num = |i: usize| match w.values.as_slice().get(i) {
+        Some(x) if !x.is_nan() => Value::Num(*x),
+        _ => Value::Null,
+    };
+    row.clear();
+    row.push(Value::Str(key.to_string()));
+    row.push(Value::Ts(w.start));
+    row.extend((0..q.columns_in).map(num));
+    if q.groups.is_some() {
+        row.extend(
+            super::groups::values(key)
+                .take(q.texts)
+                .map(|v| v.map_or(Value::Null, |s| Value::Str(s.into_owned()))),
+        );
+    }
+    row.extend((over.fields..over.fields + over.aggs.len()).map(num));
 }
 
 /// Where [`Rows`] sends a kept sample.
@@ -433,6 +481,10 @@ impl Results for Rows<'_> {
         match o {
             Output::Window(w) => {
                 let key = engine.key_name(w.key);
+                if let Some(over) = self.q.per_row.as_ref().and_then(|r| r.over.as_ref()) {
+                    self.over_out(over, key, w, sum, b);
+                    return;
+                }
                 if let [op] = self.q.ops[..] {
                     // One operator: its window is the row, nothing to join.
                     if self.q.groups.is_none() {

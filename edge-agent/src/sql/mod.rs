@@ -21,6 +21,7 @@ pub mod dialect;
 pub mod exec;
 pub mod groups;
 pub mod live;
+pub mod over;
 pub mod plan;
 pub mod rows;
 pub mod shell;
@@ -698,6 +699,8 @@ mod tests_groups;
 mod tests_limit;
 #[cfg(test)]
 mod tests_nulls;
+#[cfg(test)]
+mod tests_over;
 #[cfg(test)]
 mod tests_rows;
 #[cfg(test)]

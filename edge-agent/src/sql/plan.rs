@@ -224,7 +224,7 @@ pub(super) struct Ctx<'t> {
     pub(super) computed: Vec<(Expr, SqlType, String)>,
     legacy: bool,
     /// (aggregate, field position) per slot.
-    slots: Vec<(AggKind, usize)>,
+    pub(super) slots: Vec<(AggKind, usize)>,
     /// (field position, aggregate watched, detector) per flag.
     flags: Vec<(usize, AggKind, DetectorSpec)>,
     at: Location,
@@ -242,11 +242,19 @@ pub(super) struct Ctx<'t> {
     /// window TVF, whose `window_start`, `window_end` and `window_time`
     /// the sample row reads at [`ROW_WINDOW`]`..+3`.
     per_row: Option<bool>,
+    /// A query without `GROUP BY` with `OVER` aggregates: their window
+    /// (one per query, as in Flink), and the query's `WINDOW` clause.
+    pub(super) over: Option<super::over::Window>,
+    pub(super) named_windows: Vec<ast::NamedWindowDefinition>,
 }
 
 /// Placeholder columns of a per-row query's window bounds (`window_start`,
 /// `window_end`, `window_time`) until the sample row's length is known.
 pub(super) const ROW_WINDOW: u16 = 40_000;
+
+/// Placeholder columns of a per-row query's `OVER` aggregates (its slots),
+/// until the sample row's length is known.
+pub(super) const ROW_OVER: u16 = 41_000;
 
 /// Where `e` starts, or `fallback` for a node without a place.
 pub(super) fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
@@ -351,6 +359,8 @@ impl<'t> Ctx<'t> {
             post: Vec::new(),
             row_cols: Vec::new(),
             per_row: Some(windowed),
+            over: None,
+            named_windows: Vec::new(),
         }
     }
 }
@@ -696,7 +706,60 @@ impl Ctx<'_> {
                 self.slots.len() - 1
             }
         };
-        SLOTS + i as u16
+        if self.per_row.is_some() {
+            ROW_OVER + i as u16
+        } else {
+            SLOTS + i as u16
+        }
+    }
+
+    /// An aggregate with `OVER` in a query without `GROUP BY`: its slots
+    /// (at [`ROW_OVER`]) are what [`super::over::OverOp`] computes per row.
+    fn over_aggregate(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let over = f.over.as_ref().expect("checked by the caller");
+        let w = super::over::window_of(over, &self.named_windows, self.table, at)?;
+        match &self.over {
+            None => self.over = Some(w),
+            Some(o) if *o == w => {}
+            Some(_) => {
+                return Err(SqlError::unsupported(
+                    at,
+                    "OVER aggregates over different windows in one query",
+                    "one window for all of them, as Flink requires: WINDOW w AS (PARTITION BY … ORDER BY rowtime …) and AGG(x) OVER w",
+                ))
+            }
+        }
+        let name = fname(f);
+        let computed = self.computed.len();
+        let mut plain = f.clone();
+        plain.over = None;
+        let r = self.aggregate_as(&plain, at, true)?;
+        let Some(r) = r else {
+            return Err(SqlError::at(
+                at,
+                format!("{name} is not an aggregate"),
+                "AVG, SUM, COUNT, MIN, MAX, STDDEV_*, VAR_* … OVER w",
+            ));
+        };
+        if self.computed.len() > computed {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("an expression, FILTER or DISTINCT in {name}(…) OVER"),
+                "an aggregate of a column: compute the expression in a view (WITH t AS (SELECT …, v * 2 AS v2 …)) and aggregate its column",
+            ));
+        }
+        if let Some((k, _)) = self
+            .slots
+            .iter()
+            .find(|s| matches!(s.0, AggKind::Percentile(_) | AggKind::CountDistinct))
+        {
+            return Err(SqlError::unsupported(
+                at,
+                &format!("{k} over an OVER window"),
+                "COUNT, SUM, AVG, MIN, MAX, STDDEV_*, VAR_*, RMS, KURTOSIS, CREST, P2P … OVER w",
+            ));
+        }
+        Ok(r)
     }
 
     /// An aggregate call, or `None` if `f` is not one.
@@ -1350,6 +1413,8 @@ impl Ctx<'_> {
                             _ => {}
                         }
                     }
+                } else if self.is_aggregate_name(f) && self.per_row == Some(false) && f.over.is_some() {
+                    return self.over_aggregate(f, at);
                 } else if self.is_aggregate_name(f) && self.per_row.is_some() {
                     return Err(SqlError::at(at, format!("an aggregate ({}) in a query without GROUP BY", fname(f)), "aggregate over windows: … FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end[, key]"));
                 } else if self.is_aggregate_name(f) {
@@ -2550,7 +2615,6 @@ fn compile_select(
         || !sel.lateral_views.is_empty()
         || sel.prewhere.is_some()
         || sel.qualify.is_some()
-        || !sel.named_window.is_empty()
         || !sel.cluster_by.is_empty()
         || !sel.distribute_by.is_empty()
         || !sel.sort_by.is_empty()
@@ -2765,6 +2829,13 @@ fn compile_select(
         let window = window.as_ref();
         return super::rows::compile(tables, sets, funcs, explain, insert, sel, table, window, at);
     }
+    if let Some(w) = sel.named_window.first() {
+        return Err(SqlError::unsupported(
+            ident_loc(&w.0, at),
+            "a WINDOW clause (OVER aggregation) in a query with GROUP BY",
+            "OVER aggregates in a query without GROUP BY: SELECT k, v, AVG(v) OVER w FROM t WINDOW w AS (PARTITION BY k ORDER BY rowtime …)",
+        ));
+    }
     let Some(window) = window else {
         return Err(SqlError::unsupported(at, "a query without a window (a stateless or unbounded aggregation)", "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)) … GROUP BY window_start, window_end"));
     };
@@ -2858,6 +2929,8 @@ fn compile_select(
         post: Vec::new(),
         row_cols: Vec::new(),
         per_row: None,
+        over: None,
+        named_windows: Vec::new(),
     };
     let filter = match &sel.selection {
         Some(w) => {
@@ -3649,6 +3722,8 @@ fn table_function(
         post: Vec::new(),
         row_cols: row_cols.clone(),
         per_row: None,
+        over: None,
+        named_windows: Vec::new(),
     };
     let no_aggregates = |cx: &Ctx, e: &dyn std::fmt::Display, l: Location| {
         if cx.slots.is_empty() && cx.flags.is_empty() && cx.computed.is_empty() {
@@ -3952,6 +4027,8 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         post: Vec::new(),
         row_cols: Vec::new(),
         per_row: None,
+        over: None,
+        named_windows: Vec::new(),
         at: start,
     };
     let (x, t) = cx.expr(&e, Scope::Row)?;

@@ -34,7 +34,7 @@ use weir_core::spec::{OperatorKind, OperatorSpec, ProcessSpec};
 use super::ddl::Table;
 use super::plan::{
     csv_mapping, explain_results, mqtt_source, result_name, settings, sink_of, source_options,
-    unique_names, Ctx, Query, ResultColumn, Scope, Sink, Window, ROW_WINDOW,
+    unique_names, Ctx, Query, ResultColumn, Scope, Sink, Window, ROW_OVER, ROW_WINDOW,
 };
 use super::{Err, SqlError, SqlPipeline};
 use crate::pipeline_file::PipelineFile;
@@ -49,6 +49,11 @@ pub struct PerRow {
     /// the sample row and the window's bounds, tested per window; one that
     /// does not is the query's [`Query::filter`], tested before.
     pub filter: Option<Expr>,
+    /// `OVER` aggregates (`super::over`): each row comes from the engine
+    /// once the watermark passes it, its values the sample's fields, then
+    /// the aggregates (which the row reads after its text columns), then
+    /// its place among rows of the same key and time.
+    pub over: Option<super::over::OverPlan>,
 }
 
 impl PerRow {
@@ -245,12 +250,40 @@ pub(super) fn compile(
     // the reading's key, several as a composite key, as several GROUP BY
     // columns are): `weir run` journals a reading's key, not its other
     // text columns.
-    let read = {
+    let (read, over) = {
         let mut cx = Ctx::rows(table, funcs, windowed, (None, &[]), at);
+        cx.named_windows = sel.named_window.clone();
         select_list(&mut cx, sel, table, windowed, at)?;
         let mut read = cx.texts;
         read.sort_unstable();
-        read
+        (read, cx.over)
+    };
+    // OVER aggregates are keyed by their PARTITION BY columns, the only
+    // text columns such a query may read.
+    let read = match &over {
+        None => read,
+        Some(w) => {
+            if let Some(&c) = read.iter().find(|c| !w.partition.contains(c)) {
+                return Err(SqlError::unsupported(
+                    at,
+                    &format!(
+                        "reading the column `{}`, which is not in the OVER window's PARTITION BY",
+                        table.columns[c].name
+                    ),
+                    "read only the PARTITION BY columns of the STRING and BOOLEAN ones in a query with OVER, or add the column to PARTITION BY",
+                ));
+            }
+            let mut p = w.partition.clone();
+            p.sort_unstable();
+            if p.len() > 8 {
+                return Err(SqlError::unsupported(
+                    at,
+                    "PARTITION BY more than 8 columns",
+                    "PARTITION BY at most 8 STRING or BOOLEAN columns",
+                ));
+            }
+            p
+        }
     };
     let (key, keys, groups) = match read[..] {
         [] => (None, Vec::new(), None),
@@ -264,19 +297,54 @@ pub(super) fn compile(
         _ => (None, Vec::new(), None),
     };
     let mut cx = Ctx::rows(table, funcs, windowed, (key, &keys), at);
+    cx.named_windows = sel.named_window.clone();
     let (filter, mut columns) = select_list(&mut cx, sel, table, windowed, at)?;
-    // The window's bounds follow the sample row.
+    // The window's bounds, or the OVER aggregates, follow the sample row.
     let nf = cx.fields.len();
     let base = 2 + (nf + cx.texts.len()) as u16;
     let place = |e: &Expr| {
         e.map_cols(&|c| {
             Some(if (ROW_WINDOW..ROW_WINDOW + 3).contains(&c) {
                 base + (c - ROW_WINDOW)
+            } else if c >= ROW_OVER {
+                base + (c - ROW_OVER)
             } else {
                 c
             })
         })
         .expect("every column maps")
+    };
+    let over = match cx.over.take() {
+        None => None,
+        Some(w) => {
+            let aggs: Vec<_> = cx
+                .slots
+                .iter()
+                .map(|&(k, f)| (k, (f < nf).then_some(f)))
+                .collect();
+            if nf + aggs.len() + 1 > weir_core::spec::MAX_AGGS {
+                return Err(SqlError::unsupported(
+                    at,
+                    &format!(
+                        "{} numeric columns and {} OVER aggregates in one query",
+                        nf,
+                        aggs.len()
+                    ),
+                    &format!(
+                        "at most {} numeric columns and aggregates together: declare only the columns the query reads",
+                        weir_core::spec::MAX_AGGS - 1
+                    ),
+                ));
+            }
+            Some((
+                w.clone(),
+                super::over::OverPlan {
+                    frame: w.frame,
+                    aggs,
+                    fields: nf,
+                },
+            ))
+        }
     };
     for (c, _) in &mut columns {
         c.expr = place(&c.expr);
@@ -310,10 +378,22 @@ pub(super) fn compile(
             id: name.clone(),
             source: source_name.clone(),
             field: ROW_FIELD.into(),
-            kind: OperatorKind::Process(ProcessSpec {
-                state_type: ROWS_STATE.into(),
-                factory: ProcessFactory(std::sync::Arc::new(|| Box::new(RowsOp))),
-                columns: field_names.clone(),
+            kind: OperatorKind::Process(match &over {
+                None => ProcessSpec {
+                    state_type: ROWS_STATE.into(),
+                    factory: ProcessFactory(std::sync::Arc::new(|| Box::new(RowsOp))),
+                    columns: field_names.clone(),
+                },
+                Some((_, plan)) => {
+                    let plan = plan.clone();
+                    ProcessSpec {
+                        state_type: super::over::OVER_STATE.into(),
+                        factory: ProcessFactory(std::sync::Arc::new(move || {
+                            Box::new(super::over::OverOp::new(plan.clone()))
+                        })),
+                        columns: field_names.clone(),
+                    }
+                }
             }),
         }],
         state,
@@ -330,7 +410,15 @@ pub(super) fn compile(
     let sink = sink_of(tables, insert, columns.len())?;
     let sink_topic = sink.as_ref().and_then(Sink::topic_of);
     let mut ex = String::new();
-    let _ = writeln!(ex, "pipeline `{name}` (event time, ms; no state)");
+    let _ = writeln!(
+        ex,
+        "pipeline `{name}` (event time, ms; {})",
+        if over.is_some() {
+            "keyed state: the OVER frames"
+        } else {
+            "no state"
+        }
+    );
     let _ = writeln!(
         ex,
         "source `{source_name}`: fields [{}], key {}, time `{}`",
@@ -358,9 +446,37 @@ pub(super) fn compile(
                 w.desc
             );
         }
-        None => {
-            let _ = writeln!(ex, "rows: each row as it comes (no window, no state)");
-        }
+        None => match &over {
+            None => {
+                let _ = writeln!(ex, "rows: each row as it comes (no window, no state)");
+            }
+            Some((w, plan)) => {
+                let aggs: Vec<String> = plan
+                    .aggs
+                    .iter()
+                    .map(|(k, f)| match f {
+                        Some(f) => format!("{k}({})", field_names[*f]),
+                        None => format!("{k}(*)"),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    ex,
+                    "over: [{}] per row over (PARTITION BY {} ORDER BY {} {}); each row once the watermark passes it, in time order per partition (late rows dropped)",
+                    aggs.join(", "),
+                    if w.partition.is_empty() {
+                        "nothing: one partition".to_string()
+                    } else {
+                        w.partition
+                            .iter()
+                            .map(|&c| table.columns[c].name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                    rt.name,
+                    w.frame
+                );
+            }
+        },
     }
     if let Some((_, s)) = filter.as_ref().or(row_filter.as_ref()) {
         let _ = writeln!(ex, "filter (on each row): {s}");
@@ -389,6 +505,7 @@ pub(super) fn compile(
             per_row: Some(PerRow {
                 windows: window.map(|w| w.kind),
                 filter: row_filter.map(|f| f.0),
+                over: over.map(|o| o.1),
             }),
             limit: None,
             order: Vec::new(),

@@ -1,0 +1,531 @@
+//! `OVER` aggregations: an aggregate over the rows before each row.
+//!
+//! ```sql
+//! SELECT sensor, rowtime, v,
+//!        AVG(v) OVER w AS avg_10s,
+//!        v - MIN(v) OVER w AS above_min
+//! FROM s
+//! WINDOW w AS (PARTITION BY sensor ORDER BY rowtime
+//!              RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)
+//! ```
+//!
+//! As Flink's over aggregation (its `RowTime*PrecedingFunction`s): every
+//! input row gives one result row, once the watermark passes its time, in
+//! time order per partition (ties in the order they came); a row behind
+//! the watermark is late and dropped. The frame is the partition's rows
+//! `ROWS BETWEEN n PRECEDING AND CURRENT ROW` (the row and the `n` before
+//! it), `RANGE BETWEEN INTERVAL … PRECEDING AND CURRENT ROW` (the rows at
+//! most that much older, the row's peers, rows of the same time, included)
+//! or `UNBOUNDED PRECEDING` (all rows so far); without a frame, Flink's
+//! default `RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`. Every
+//! `OVER` aggregate of a query uses the same window, as Flink requires.
+//!
+//! The engine's operator is [`OverOp`]: keyed by the `PARTITION BY`
+//! columns, it holds the rows waiting for the watermark and the frame, and
+//! emits each row as a window result `[ts, ts + 1)` whose values are the
+//! row's fields, then each aggregate, then the row's place among its peers
+//! (which names it: two rows of one time are two results). `weir replay`
+//! and `weir run` make the query's rows from those results.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use sqlparser::ast::{self, Expr as SExpr, NamedWindowExpr, WindowFrameBound, WindowFrameUnits};
+use sqlparser::tokenizer::Location;
+use weir_core::agg::{AggKind, Moments, Tier};
+use weir_core::keys::KeyId;
+use weir_core::process::{Context, KeyedProcess, TimeDomain};
+
+use super::ddl::Table;
+use super::plan::loc_of;
+use super::{Err, SqlError};
+
+/// The frame of an `OVER` window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW`.
+    Rows(u64),
+    /// `RANGE BETWEEN INTERVAL … PRECEDING AND CURRENT ROW`, in ms.
+    Range(i64),
+    /// `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`.
+    RowsUnbounded,
+    /// `RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW` (the default).
+    RangeUnbounded,
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Rows(n) => write!(f, "ROWS BETWEEN {n} PRECEDING AND CURRENT ROW"),
+            Frame::Range(ms) => write!(
+                f,
+                "RANGE BETWEEN INTERVAL '{ms}' MILLISECOND PRECEDING AND CURRENT ROW"
+            ),
+            Frame::RowsUnbounded => f.write_str("ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+            Frame::RangeUnbounded => {
+                f.write_str("RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
+            }
+        }
+    }
+}
+
+/// An `OVER` window as a query gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// The `PARTITION BY` columns (the table's STRING or BOOLEAN columns).
+    pub partition: Vec<usize>,
+    /// The frame.
+    pub frame: Frame,
+}
+
+/// The window of `over` (inline, or named in the query's `WINDOW` clause,
+/// `named`), over `table`, whose time attribute it must be ordered by.
+pub(super) fn window_of(
+    over: &ast::WindowType,
+    named: &[ast::NamedWindowDefinition],
+    table: &Table,
+    at: Location,
+) -> Err<Window> {
+    let mut spec = match over {
+        ast::WindowType::WindowSpec(s) => s,
+        ast::WindowType::NamedWindow(id) => lookup(id, named, at)?,
+    };
+    // `WINDOW w2 AS w1`: at most a few steps.
+    for _ in 0..8 {
+        match &spec.window_name {
+            Some(id) if spec.partition_by.is_empty() && spec.order_by.is_empty() => {
+                spec = lookup(id, named, at)?
+            }
+            _ => break,
+        }
+    }
+    if spec.window_name.is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            "a window that refines a named window",
+            "one WINDOW w AS (PARTITION BY … ORDER BY rowtime …) and OVER w",
+        ));
+    }
+    let rt = table.rowtime.as_ref().expect("checked by the caller");
+    let mut partition = Vec::new();
+    for p in &spec.partition_by {
+        let ci = match p {
+            SExpr::Identifier(id) => table.column(&id.value),
+            SExpr::CompoundIdentifier(v) => v.last().and_then(|id| table.column(&id.value)),
+            _ => None,
+        };
+        match ci {
+            Some(c) if !table.columns[c].ty.is_numeric() => {
+                if !partition.contains(&c) {
+                    partition.push(c)
+                }
+            }
+            Some(c) => {
+                return Err(SqlError::unsupported(
+                    loc_of(p, at),
+                    &format!(
+                        "PARTITION BY the numeric column `{}`",
+                        table.columns[c].name
+                    ),
+                    "PARTITION BY a STRING or BOOLEAN column (declare a device number as STRING)",
+                ))
+            }
+            None => {
+                return Err(SqlError::at(
+                    loc_of(p, at),
+                    format!("PARTITION BY `{p}`: not a column of `{}`", table.name),
+                    "PARTITION BY one or more of the table's STRING columns",
+                ))
+            }
+        }
+    }
+    let by_time = match &spec.order_by[..] {
+        [o] => {
+            let name = match &o.expr {
+                SExpr::Identifier(id) => Some(&id.value),
+                SExpr::CompoundIdentifier(v) => v.last().map(|id| &id.value),
+                _ => None,
+            };
+            name.is_some_and(|n| n.eq_ignore_ascii_case(&rt.name))
+                && matches!(o.options.sort, None | Some(ast::OrderBySort::Asc))
+        }
+        _ => false,
+    };
+    if !by_time {
+        return Err(SqlError::at(
+            spec.order_by.first().map_or(at, |o| loc_of(&o.expr, at)),
+            format!(
+                "an OVER window must be ordered by the time attribute, ascending: ORDER BY {}",
+                rt.name
+            ),
+            format!("write OVER (PARTITION BY … ORDER BY {} …)", rt.name),
+        ));
+    }
+    let frame = match &spec.window_frame {
+        None => Frame::RangeUnbounded,
+        Some(f) => frame_of(f, at)?,
+    };
+    Ok(Window { partition, frame })
+}
+
+fn lookup<'a>(
+    id: &ast::Ident,
+    named: &'a [ast::NamedWindowDefinition],
+    at: Location,
+) -> Err<&'a ast::WindowSpec> {
+    let def = named
+        .iter()
+        .find(|d| d.0.value.eq_ignore_ascii_case(&id.value));
+    match def.map(|d| &d.1) {
+        Some(NamedWindowExpr::WindowSpec(s)) => Ok(s),
+        Some(NamedWindowExpr::NamedWindow(other)) => lookup(other, named, at),
+        None => Err(SqlError::at(
+            super::plan::ident_loc(id, at),
+            format!("no window named `{}`", id.value),
+            format!(
+                "define it after FROM and WHERE: WINDOW {} AS (PARTITION BY … ORDER BY rowtime …)",
+                id.value
+            ),
+        )),
+    }
+}
+
+fn frame_of(f: &ast::WindowFrame, at: Location) -> Err<Frame> {
+    let hint = "ROWS BETWEEN 10 PRECEDING AND CURRENT ROW, or RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW";
+    if !matches!(f.end_bound, None | Some(WindowFrameBound::CurrentRow)) {
+        return Err(SqlError::unsupported(
+            at,
+            "an OVER frame that ends after the current row (rows of the future)",
+            hint,
+        ));
+    }
+    let rows = match f.units {
+        WindowFrameUnits::Rows => true,
+        WindowFrameUnits::Range => false,
+        WindowFrameUnits::Groups => {
+            return Err(SqlError::unsupported(at, "GROUPS frames", hint));
+        }
+    };
+    Ok(match (&f.start_bound, rows) {
+        (WindowFrameBound::Preceding(None), true) => Frame::RowsUnbounded,
+        (WindowFrameBound::Preceding(None), false) => Frame::RangeUnbounded,
+        (WindowFrameBound::CurrentRow, true) => Frame::Rows(0),
+        (WindowFrameBound::CurrentRow, false) => Frame::Range(0),
+        (WindowFrameBound::Preceding(Some(e)), true) => {
+            let n = match &**e {
+                SExpr::Value(v) => match &v.value {
+                    ast::Value::Number(n, _) => n.parse::<u64>().ok(),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match n {
+                Some(n) => Frame::Rows(n),
+                None => {
+                    return Err(SqlError::at(
+                        loc_of(&**e, at),
+                        format!("ROWS … PRECEDING takes a whole number of rows, found `{e}`"),
+                        "write ROWS BETWEEN 10 PRECEDING AND CURRENT ROW",
+                    ))
+                }
+            }
+        }
+        (WindowFrameBound::Preceding(Some(e)), false) => match &**e {
+            SExpr::Interval(iv) => {
+                let ms = super::ddl::interval_ms(iv, loc_of(&**e, at))?;
+                if ms < 0 {
+                    return Err(SqlError::at(
+                        loc_of(&**e, at),
+                        "a RANGE frame's interval must not be negative",
+                        "write RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW",
+                    ));
+                }
+                Frame::Range(ms)
+            }
+            other => {
+                return Err(SqlError::at(
+                    loc_of(other, at),
+                    format!("RANGE … PRECEDING over the time attribute takes an interval, found `{other}`"),
+                    "write RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW, or ROWS BETWEEN n PRECEDING AND CURRENT ROW",
+                ))
+            }
+        },
+        (WindowFrameBound::Following(_), _) => {
+            return Err(SqlError::unsupported(
+                at,
+                "an OVER frame that starts after the current row",
+                hint,
+            ));
+        }
+    })
+}
+
+/// The state type of [`OverOp`].
+pub const OVER_STATE: &str = "weir/over/1";
+
+/// What [`OverOp`] computes: the frame, the aggregates (kind and field;
+/// `None`: `COUNT(*)`, every row) and how many of the sample's fields a
+/// result carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverPlan {
+    /// The frame.
+    pub frame: Frame,
+    /// Each aggregate: its kind and the field it reads.
+    pub aggs: Vec<(AggKind, Option<usize>)>,
+    /// The sample's fields a result carries, first.
+    pub fields: usize,
+}
+
+/// One partition's rows (one key).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Part {
+    /// Rows waiting for the watermark, in arrival order: (time, fields).
+    pending: Vec<(i64, Vec<f64>)>,
+    /// A bounded frame's rows, in time order.
+    frame: VecDeque<(i64, Vec<f64>)>,
+    /// An unbounded frame's moments, per field, and its row count.
+    acc: Vec<Moments>,
+    rows: u64,
+}
+
+/// The engine operator of an `OVER` aggregation (see the module's docs).
+#[derive(Debug)]
+pub struct OverOp {
+    plan: OverPlan,
+    parts: BTreeMap<KeyId, Part>,
+}
+
+impl OverOp {
+    /// An operator computing `plan`.
+    pub fn new(plan: OverPlan) -> Self {
+        OverOp {
+            plan,
+            parts: BTreeMap::new(),
+        }
+    }
+
+    /// The aggregates over `rows` (a bounded frame) or the running moments.
+    fn values_of(&self, part: &Part, out: &mut Vec<f64>) {
+        let bounded = matches!(self.plan.frame, Frame::Rows(_) | Frame::Range(_));
+        let mut per_field: Vec<(usize, Moments)> = Vec::new();
+        for &(kind, field) in &self.plan.aggs {
+            let Some(f) = field else {
+                out.push(if bounded {
+                    part.frame.len() as f64
+                } else {
+                    part.rows as f64
+                });
+                continue;
+            };
+            let m = if bounded {
+                match per_field.iter().find(|p| p.0 == f) {
+                    Some(p) => p.1,
+                    None => {
+                        let mut m = Moments::new();
+                        for (_, row) in &part.frame {
+                            match row.get(f) {
+                                Some(x) if !x.is_nan() => m.push(*x, Tier::Fourth),
+                                _ => {}
+                            }
+                        }
+                        per_field.push((f, m));
+                        m
+                    }
+                }
+            } else {
+                part.acc.get(f).copied().unwrap_or_default()
+            };
+            out.push(match kind {
+                AggKind::Count | AggKind::Rows => m.n as f64,
+                // Flink: NULL over no value (SUM too).
+                _ if m.n == 0 => f64::NAN,
+                k => m.get(k),
+            });
+        }
+    }
+
+    fn emit(&self, ctx: &mut Context<'_>, part: &Part, rows: &[(i64, Vec<f64>)]) {
+        let mut vals = Vec::with_capacity(self.plan.fields + self.plan.aggs.len() + 1);
+        for (i, (ts, row)) in rows.iter().enumerate() {
+            vals.clear();
+            vals.extend((0..self.plan.fields).map(|f| row.get(f).copied().unwrap_or(f64::NAN)));
+            self.values_of(part, &mut vals);
+            vals.push(i as f64);
+            ctx.emit_window(*ts, ts.saturating_add(1), &vals, None);
+        }
+    }
+
+    /// Adds `row` to an unbounded frame's moments.
+    fn accumulate(part: &mut Part, row: &[f64]) {
+        if part.acc.len() < row.len() {
+            part.acc.resize(row.len(), Moments::new());
+        }
+        for (m, &x) in part.acc.iter_mut().zip(row) {
+            if !x.is_nan() {
+                m.push(x, Tier::Fourth);
+            }
+        }
+        part.rows += 1;
+    }
+}
+
+impl KeyedProcess for OverOp {
+    fn state_type(&self) -> &str {
+        OVER_STATE
+    }
+
+    fn on_sample(&mut self, ctx: &mut Context<'_>, ts: i64, _value: f64) {
+        let n = self.plan.fields.min(ctx.values().len());
+        let row = ctx.values()[..n].to_vec();
+        self.parts
+            .entry(ctx.key())
+            .or_default()
+            .pending
+            .push((ts, row));
+        ctx.register_event_timer(ts);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_>, at: i64, domain: TimeDomain) {
+        if domain != TimeDomain::EventTime {
+            return;
+        }
+        let Some(mut part) = self.parts.remove(&ctx.key()) else {
+            return;
+        };
+        // The rows the watermark passed, in time order (ties as they came).
+        let (mut due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut part.pending)
+            .into_iter()
+            .partition(|r| r.0 <= at);
+        part.pending = rest;
+        due.sort_by_key(|r| r.0);
+        let mut i = 0;
+        while i < due.len() {
+            let t = due[i].0;
+            let j = i + due[i..].iter().take_while(|r| r.0 == t).count();
+            let peers = &due[i..j];
+            match self.plan.frame {
+                Frame::RowsUnbounded => {
+                    for r in peers {
+                        Self::accumulate(&mut part, &r.1);
+                        self.emit(ctx, &part, std::slice::from_ref(r));
+                    }
+                }
+                Frame::RangeUnbounded => {
+                    for r in peers {
+                        Self::accumulate(&mut part, &r.1);
+                    }
+                    self.emit(ctx, &part, peers);
+                }
+                Frame::Rows(n) => {
+                    for r in peers {
+                        part.frame.push_back(r.clone());
+                        while part.frame.len() as u64 > n.saturating_add(1) {
+                            part.frame.pop_front();
+                        }
+                        self.emit(ctx, &part, std::slice::from_ref(r));
+                    }
+                }
+                Frame::Range(ms) => {
+                    part.frame.extend(peers.iter().cloned());
+                    let oldest = t.saturating_sub(ms);
+                    while part.frame.front().is_some_and(|r| r.0 < oldest) {
+                        part.frame.pop_front();
+                    }
+                    self.emit(ctx, &part, peers);
+                }
+            }
+            i = j;
+        }
+        // Rows of the same key for peers: the index restarts per time.
+        self.parts.insert(ctx.key(), part);
+    }
+
+    fn clear_key(&mut self, key: KeyId) {
+        self.parts.remove(&key);
+    }
+
+    fn holds_state(&self, key: KeyId) -> bool {
+        self.parts
+            .get(&key)
+            .is_some_and(|p| !p.pending.is_empty() || !p.frame.is_empty() || p.rows > 0)
+    }
+
+    fn encode(
+        &self,
+        e: &mut minicbor::Encoder<&mut Vec<u8>>,
+    ) -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
+        fn rows<'a>(
+            e: &mut minicbor::Encoder<&mut Vec<u8>>,
+            rows: impl ExactSizeIterator<Item = &'a (i64, Vec<f64>)>,
+        ) -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
+            e.array(rows.len() as u64)?;
+            for (ts, vals) in rows {
+                e.array(1 + vals.len() as u64)?.i64(*ts)?;
+                for v in vals {
+                    e.f64(*v)?;
+                }
+            }
+            Ok(())
+        }
+        e.map(self.parts.len() as u64)?;
+        for (k, p) in &self.parts {
+            e.u32(*k)?.array(4)?;
+            rows(e, p.pending.iter())?;
+            rows(e, p.frame.iter())?;
+            e.array(p.acc.len() as u64)?;
+            for m in &p.acc {
+                m.encode(e)?;
+            }
+            e.u64(p.rows)?;
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, d: &mut minicbor::Decoder<'_>) -> Result<(), minicbor::decode::Error> {
+        fn rows(
+            d: &mut minicbor::Decoder<'_>,
+        ) -> Result<Vec<(i64, Vec<f64>)>, minicbor::decode::Error> {
+            let n = d.array()?.unwrap_or(0);
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let len = d.array()?.unwrap_or(0);
+                if len == 0 {
+                    return Err(minicbor::decode::Error::message("over: a row without time"));
+                }
+                let ts = d.i64()?;
+                let mut vals = Vec::new();
+                for _ in 1..len {
+                    vals.push(d.f64()?);
+                }
+                out.push((ts, vals));
+            }
+            Ok(out)
+        }
+        self.parts.clear();
+        let n = d.map()?.unwrap_or(0);
+        for _ in 0..n {
+            let k = d.u32()?;
+            if d.array()? != Some(4) {
+                return Err(minicbor::decode::Error::message(
+                    "over: expected a partition of 4",
+                ));
+            }
+            let pending = rows(d)?;
+            let frame = rows(d)?.into();
+            let mut acc = Vec::new();
+            for _ in 0..d.array()?.unwrap_or(0) {
+                acc.push(Moments::decode(d)?);
+            }
+            let rows = d.u64()?;
+            self.parts.insert(
+                k,
+                Part {
+                    pending,
+                    frame,
+                    acc,
+                    rows,
+                },
+            );
+        }
+        Ok(())
+    }
+}
