@@ -436,3 +436,60 @@ INSERT INTO hot SELECT k, t, v, v * 1.8 + 32 FROM s WHERE v > 22.5;
         assert!(seen.insert((k.to_string(), t)), "{id}: twice");
     }
 }
+
+/// `OVER` under `weir run`, inserted into an mqtt sink: a moving average
+/// of each sensor's last five readings, one message per reading once the
+/// watermark passes it (ids `gw/w/<key>/<ts>/0`), every reading the
+/// watermark passed once, none twice.
+#[test]
+fn the_agent_publishes_an_over_aggregation_per_reading() {
+    let sql = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (
+  k STRING, t BIGINT, v DOUBLE,
+  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
+  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
+) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+CREATE TABLE smooth (sensor STRING, at_ms BIGINT, v DOUBLE, avg5 DOUBLE, n BIGINT)
+  WITH ('connector' = 'mqtt', 'topic' = 'cloud/smooth');
+INSERT INTO smooth
+SELECT k, t, v, AVG(v) OVER w, COUNT(*) OVER w FROM s
+WINDOW w AS (PARTITION BY k ORDER BY rowtime ROWS BETWEEN 4 PRECEDING AND CURRENT ROW);
+";
+    let msgs = input(6_000, 4, T0);
+    // The watermark after the last reading: newest − 2 s − 1 ms.
+    let wm = msgs.iter().map(|m| m.ts).max().unwrap() - 2_001;
+    let mut last: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut expected: HashMap<(String, i64), (f64, f64, i64)> = HashMap::new();
+    for m in &msgs {
+        let recent = last.entry(m.key.clone()).or_default();
+        recent.push(m.v);
+        let frame = &recent[recent.len().saturating_sub(5)..];
+        let avg = frame.iter().sum::<f64>() / frame.len() as f64;
+        if m.ts <= wm {
+            expected.insert((m.key.clone(), m.ts), (m.v, avg, frame.len() as i64));
+        }
+    }
+    let cols = run_sql_agent(
+        "sql-agent-over",
+        sql,
+        &["cloud/smooth"],
+        &msgs,
+        expected.len(),
+    );
+    let got = cols[0].with(|s| {
+        assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
+        s.by_id.clone()
+    });
+    assert_eq!(got.len(), expected.len(), "one row per reading");
+    for (id, payload) in &got {
+        let g: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let (k, t) = (g["sensor"].as_str().unwrap(), g["at_ms"].as_i64().unwrap());
+        let (v, avg, n) = expected
+            .get(&(k.to_string(), t))
+            .unwrap_or_else(|| panic!("{id}: not a reading the watermark passed: {g}"));
+        assert!((g["v"].as_f64().unwrap() - v).abs() <= 5e-7, "{g}");
+        assert!((g["avg5"].as_f64().unwrap() - avg).abs() <= 5e-6, "{g}");
+        assert_eq!(g["n"].as_i64(), Some(*n), "{g}");
+        assert_eq!(id, &format!("{GATEWAY}/w/{k}/{t}/0"));
+    }
+}
