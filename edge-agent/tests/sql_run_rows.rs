@@ -274,20 +274,22 @@ WHERE temp > 22;"
 }
 
 /// `OVER` aggregates: a moving average of each sensor's last three
-/// readings and a running count, a row per reading once the watermark
-/// passes it.
-const OVER: &str = "SELECT sensor, ts, temp, AVG(temp) OVER w AS avg3, COUNT(*) OVER w AS n
+/// readings, their count and the reading before, a row per reading once
+/// the watermark passes it.
+const OVER: &str = "SELECT sensor, ts, temp, AVG(temp) OVER w AS avg3, COUNT(*) OVER w AS n,
+  LAG(temp, 1, 0) OVER w AS prev
 FROM s WHERE temp < 45
 WINDOW w AS (PARTITION BY sensor ORDER BY rowtime ROWS BETWEEN 2 PRECEDING AND CURRENT ROW);";
 
 fn over_row(j: &serde_json::Value) -> String {
     format!(
-        "{},{},{:.6},{:.6},{}",
+        "{},{},{:.6},{:.6},{},{:.6}",
         j["sensor"].as_str().unwrap(),
         j["ts"].as_i64().unwrap(),
         j["temp"].as_f64().unwrap(),
         j["avg3"].as_f64().unwrap(),
-        j["n"].as_i64().unwrap()
+        j["n"].as_i64().unwrap(),
+        j["prev"].as_f64().unwrap()
     )
 }
 

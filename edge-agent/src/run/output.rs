@@ -678,7 +678,7 @@ impl OutputEncoder {
         let peer = w
             .values
             .as_slice()
-            .get(over.fields + over.aggs.len())
+            .get(over.fields + over.aggs.len() + over.lags.len())
             .map_or(0, |x| *x as u64);
         let mut values = Vec::new();
         q.project(&row, &mut values);

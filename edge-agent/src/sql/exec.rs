@@ -273,7 +273,8 @@ pub fn over_row(
                 .map(|v| v.map_or(Value::Null, |s| Value::Str(s.into_owned()))),
         );
     }
-    row.extend((over.fields..over.fields + over.aggs.len()).map(num));
+    let n = over.aggs.len() + over.lags.len();
+    row.extend((over.fields..over.fields + n).map(num));
 }
 
 /// Where [`Rows`] sends a kept sample.

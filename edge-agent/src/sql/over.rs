@@ -271,6 +271,10 @@ pub struct OverPlan {
     pub frame: Frame,
     /// Each aggregate: its kind and the field it reads.
     pub aggs: Vec<(AggKind, Option<usize>)>,
+    /// Each `LAG`: the field, the offset in rows, the value when there is
+    /// no such row (NaN: NULL). A result carries them after the
+    /// aggregates.
+    pub lags: Vec<(usize, u64, f64)>,
     /// The sample's fields a result carries, first.
     pub fields: usize,
 }
@@ -285,6 +289,9 @@ struct Part {
     /// An unbounded frame's moments, per field, and its row count.
     acc: Vec<Moments>,
     rows: u64,
+    /// The partition's last rows (as many as the largest `LAG` offset
+    /// reaches), in order.
+    history: VecDeque<Vec<f64>>,
 }
 
 /// The engine operator of an `OVER` aggregation (see the module's docs).
@@ -341,10 +348,33 @@ impl OverOp {
                 k => m.get(k),
             });
         }
+        // LAG: from the newest row added (under RANGE, the last of the
+        // time's peers: they share it, as Flink's LAG over RANGE gives).
+        for &(field, offset, default) in &self.plan.lags {
+            let n = part.history.len() as u64;
+            out.push(if offset < n {
+                let row = &part.history[(n - 1 - offset) as usize];
+                row.get(field).copied().unwrap_or(f64::NAN)
+            } else {
+                default
+            });
+        }
+    }
+
+    /// Keeps `row` in the partition's history for `LAG`.
+    fn remember(&self, part: &mut Part, row: &[f64]) {
+        let Some(keep) = self.plan.lags.iter().map(|l| l.1 + 1).max() else {
+            return;
+        };
+        part.history.push_back(row.to_vec());
+        while part.history.len() as u64 > keep {
+            part.history.pop_front();
+        }
     }
 
     fn emit(&self, ctx: &mut Context<'_>, part: &Part, rows: &[(i64, Vec<f64>)]) {
-        let mut vals = Vec::with_capacity(self.plan.fields + self.plan.aggs.len() + 1);
+        let mut vals =
+            Vec::with_capacity(self.plan.fields + self.plan.aggs.len() + self.plan.lags.len() + 1);
         for (i, (ts, row)) in rows.iter().enumerate() {
             vals.clear();
             vals.extend((0..self.plan.fields).map(|f| row.get(f).copied().unwrap_or(f64::NAN)));
@@ -402,10 +432,18 @@ impl KeyedProcess for OverOp {
             let t = due[i].0;
             let j = i + due[i..].iter().take_while(|r| r.0 == t).count();
             let peers = &due[i..j];
+            if self.plan.frame == Frame::RangeUnbounded
+                || matches!(self.plan.frame, Frame::Range(_))
+            {
+                for r in peers {
+                    self.remember(&mut part, &r.1);
+                }
+            }
             match self.plan.frame {
                 Frame::RowsUnbounded => {
                     for r in peers {
                         Self::accumulate(&mut part, &r.1);
+                        self.remember(&mut part, &r.1);
                         self.emit(ctx, &part, std::slice::from_ref(r));
                     }
                 }
@@ -417,6 +455,7 @@ impl KeyedProcess for OverOp {
                 }
                 Frame::Rows(n) => {
                     for r in peers {
+                        self.remember(&mut part, &r.1);
                         part.frame.push_back(r.clone());
                         while part.frame.len() as u64 > n.saturating_add(1) {
                             part.frame.pop_front();
@@ -444,9 +483,9 @@ impl KeyedProcess for OverOp {
     }
 
     fn holds_state(&self, key: KeyId) -> bool {
-        self.parts
-            .get(&key)
-            .is_some_and(|p| !p.pending.is_empty() || !p.frame.is_empty() || p.rows > 0)
+        self.parts.get(&key).is_some_and(|p| {
+            !p.pending.is_empty() || !p.frame.is_empty() || p.rows > 0 || !p.history.is_empty()
+        })
     }
 
     fn encode(
@@ -468,7 +507,7 @@ impl KeyedProcess for OverOp {
         }
         e.map(self.parts.len() as u64)?;
         for (k, p) in &self.parts {
-            e.u32(*k)?.array(4)?;
+            e.u32(*k)?.array(5)?;
             rows(e, p.pending.iter())?;
             rows(e, p.frame.iter())?;
             e.array(p.acc.len() as u64)?;
@@ -476,6 +515,13 @@ impl KeyedProcess for OverOp {
                 m.encode(e)?;
             }
             e.u64(p.rows)?;
+            e.array(p.history.len() as u64)?;
+            for row in &p.history {
+                e.array(row.len() as u64)?;
+                for v in row {
+                    e.f64(*v)?;
+                }
+            }
         }
         Ok(())
     }
@@ -504,9 +550,9 @@ impl KeyedProcess for OverOp {
         let n = d.map()?.unwrap_or(0);
         for _ in 0..n {
             let k = d.u32()?;
-            if d.array()? != Some(4) {
+            if d.array()? != Some(5) {
                 return Err(minicbor::decode::Error::message(
-                    "over: expected a partition of 4",
+                    "over: expected a partition of 5",
                 ));
             }
             let pending = rows(d)?;
@@ -516,6 +562,14 @@ impl KeyedProcess for OverOp {
                 acc.push(Moments::decode(d)?);
             }
             let rows = d.u64()?;
+            let mut history = VecDeque::new();
+            for _ in 0..d.array()?.unwrap_or(0) {
+                let mut row = Vec::new();
+                for _ in 0..d.array()?.unwrap_or(0) {
+                    row.push(d.f64()?);
+                }
+                history.push_back(row);
+            }
             self.parts.insert(
                 k,
                 Part {
@@ -523,6 +577,7 @@ impl KeyedProcess for OverOp {
                     frame,
                     acc,
                     rows,
+                    history,
                 },
             );
         }

@@ -246,6 +246,9 @@ pub(super) struct Ctx<'t> {
     /// (one per query, as in Flink), and the query's `WINDOW` clause.
     pub(super) over: Option<super::over::Window>,
     pub(super) named_windows: Vec<ast::NamedWindowDefinition>,
+    /// `LAG(x, offset, default)` calls over that window: (field, offset,
+    /// default), read at [`ROW_LAG`]` + i`.
+    pub(super) lags: Vec<(usize, u64, f64)>,
 }
 
 /// Placeholder columns of a per-row query's window bounds (`window_start`,
@@ -255,6 +258,10 @@ pub(super) const ROW_WINDOW: u16 = 40_000;
 /// Placeholder columns of a per-row query's `OVER` aggregates (its slots),
 /// until the sample row's length is known.
 pub(super) const ROW_OVER: u16 = 41_000;
+
+/// Placeholder columns of a per-row query's `LAG` calls, after its `OVER`
+/// aggregates.
+pub(super) const ROW_LAG: u16 = 42_000;
 
 /// Where `e` starts, or `fallback` for a node without a place.
 pub(super) fn loc_of(e: &impl Spanned, fallback: Location) -> Location {
@@ -361,6 +368,7 @@ impl<'t> Ctx<'t> {
             per_row: Some(windowed),
             over: None,
             named_windows: Vec::new(),
+            lags: Vec::new(),
         }
     }
 }
@@ -716,19 +724,7 @@ impl Ctx<'_> {
     /// An aggregate with `OVER` in a query without `GROUP BY`: its slots
     /// (at [`ROW_OVER`]) are what [`super::over::OverOp`] computes per row.
     fn over_aggregate(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
-        let over = f.over.as_ref().expect("checked by the caller");
-        let w = super::over::window_of(over, &self.named_windows, self.table, at)?;
-        match &self.over {
-            None => self.over = Some(w),
-            Some(o) if *o == w => {}
-            Some(_) => {
-                return Err(SqlError::unsupported(
-                    at,
-                    "OVER aggregates over different windows in one query",
-                    "one window for all of them, as Flink requires: WINDOW w AS (PARTITION BY … ORDER BY rowtime …) and AGG(x) OVER w",
-                ))
-            }
-        }
+        self.same_window(f, at)?;
         let name = fname(f);
         let computed = self.computed.len();
         let mut plain = f.clone();
@@ -760,6 +756,98 @@ impl Ctx<'_> {
             ));
         }
         Ok(r)
+    }
+
+    /// The window `f` is over, which must be the query's one.
+    fn same_window(&mut self, f: &ast::Function, at: Location) -> Err<()> {
+        let over = f.over.as_ref().expect("checked by the caller");
+        let w = super::over::window_of(over, &self.named_windows, self.table, at)?;
+        match &self.over {
+            None => self.over = Some(w),
+            Some(o) if *o == w => {}
+            Some(_) => {
+                return Err(SqlError::unsupported(
+                    at,
+                    "OVER aggregates over different windows in one query",
+                    "one window for all of them, as Flink requires: WINDOW w AS (PARTITION BY … ORDER BY rowtime …) and AGG(x) OVER w",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// `LAG(x [, offset [, default]]) OVER w`: `x` at the row `offset`
+    /// (1) before the current one in its partition, `default` (NULL) when
+    /// there is none. The other window functions are refused by name.
+    fn over_function(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
+        let name = fname(f);
+        if name != "LAG" {
+            return Err(SqlError::unsupported(
+                at,
+                &format!(
+                    "{name}() OVER (window Top-N, deduplication and LEAD, which needs later rows)"
+                ),
+                "LAG(x) OVER w, or aggregates OVER w (docs/sql.md, OVER aggregations)",
+            ));
+        }
+        self.same_window(f, at)?;
+        let args = args_of(f);
+        if args.is_empty() || args.len() > 3 || args.iter().any(|a| a.0.is_some()) {
+            return Err(SqlError::at(
+                at,
+                "LAG takes a column, then optionally an offset and a default",
+                "write LAG(v), LAG(v, 2) or LAG(v, 1, 0.0)",
+            ));
+        }
+        let offset = match args.get(1) {
+            None => 1,
+            Some((_, e)) => match literal_num(e) {
+                Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 1000.0 => n as u64,
+                _ => return Err(SqlError::at(
+                    loc_of(*e, at),
+                    format!(
+                        "LAG's offset must be a whole number of rows from 0 to 1000, found `{e}`"
+                    ),
+                    "write LAG(v, 2)",
+                )),
+            },
+        };
+        let default = match args.get(2) {
+            None => f64::NAN,
+            Some((_, SExpr::Value(v))) if matches!(v.value, ast::Value::Null) => f64::NAN,
+            Some((_, e)) => match literal_num(e) {
+                Some(x) => x,
+                None => {
+                    return Err(SqlError::at(
+                        loc_of(*e, at),
+                        format!("LAG's default must be a number or NULL, found `{e}`"),
+                        "write LAG(v, 1, 0.0), or COALESCE(LAG(v), v) for the row's own value",
+                    ))
+                }
+            },
+        };
+        let computed = self.computed.len();
+        let field = self.field_of(args[0].1)?;
+        if self.computed.len() > computed {
+            return Err(SqlError::unsupported(
+                at,
+                "an expression in LAG(…)",
+                "LAG of a column: compute the expression in a view and take its column's LAG",
+            ));
+        }
+        let ty = self.field_ty(field);
+        let i = match self
+            .lags
+            .iter()
+            .position(|l| l.0 == field && l.1 == offset && l.2.to_bits() == default.to_bits())
+        {
+            Some(i) => i,
+            None => {
+                self.lags.push((field, offset, default));
+                self.lags.len() - 1
+            }
+        };
+        Ok((Expr::Col(ROW_LAG + i as u16), ty))
     }
 
     /// An aggregate call, or `None` if `f` is not one.
@@ -1415,6 +1503,8 @@ impl Ctx<'_> {
                     }
                 } else if self.is_aggregate_name(f) && self.per_row == Some(false) && f.over.is_some() {
                     return self.over_aggregate(f, at);
+                } else if f.over.is_some() && self.per_row == Some(false) && matches!(fname(f).as_str(), "LAG" | "LEAD" | "ROW_NUMBER" | "RANK" | "DENSE_RANK" | "FIRST_VALUE" | "LAST_VALUE") {
+                    return self.over_function(f, at);
                 } else if self.is_aggregate_name(f) && self.per_row.is_some() {
                     return Err(SqlError::at(at, format!("an aggregate ({}) in a query without GROUP BY", fname(f)), "aggregate over windows: … FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end[, key]"));
                 } else if self.is_aggregate_name(f) {
@@ -2931,6 +3021,7 @@ fn compile_select(
         per_row: None,
         over: None,
         named_windows: Vec::new(),
+        lags: Vec::new(),
     };
     let filter = match &sel.selection {
         Some(w) => {
@@ -3724,6 +3815,7 @@ fn table_function(
         per_row: None,
         over: None,
         named_windows: Vec::new(),
+        lags: Vec::new(),
     };
     let no_aggregates = |cx: &Ctx, e: &dyn std::fmt::Display, l: Location| {
         if cx.slots.is_empty() && cx.flags.is_empty() && cx.computed.is_empty() {
@@ -4029,6 +4121,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         per_row: None,
         over: None,
         named_windows: Vec::new(),
+        lags: Vec::new(),
         at: start,
     };
     let (x, t) = cx.expr(&e, Scope::Row)?;

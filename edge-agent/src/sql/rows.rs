@@ -34,7 +34,7 @@ use weir_core::spec::{OperatorKind, OperatorSpec, ProcessSpec};
 use super::ddl::Table;
 use super::plan::{
     csv_mapping, explain_results, mqtt_source, result_name, settings, sink_of, source_options,
-    unique_names, Ctx, Query, ResultColumn, Scope, Sink, Window, ROW_OVER, ROW_WINDOW,
+    unique_names, Ctx, Query, ResultColumn, Scope, Sink, Window, ROW_LAG, ROW_OVER, ROW_WINDOW,
 };
 use super::{Err, SqlError, SqlPipeline};
 use crate::pipeline_file::PipelineFile;
@@ -302,12 +302,15 @@ pub(super) fn compile(
     // The window's bounds, or the OVER aggregates, follow the sample row.
     let nf = cx.fields.len();
     let base = 2 + (nf + cx.texts.len()) as u16;
+    let nslots = cx.slots.len() as u16;
     let place = |e: &Expr| {
         e.map_cols(&|c| {
             Some(if (ROW_WINDOW..ROW_WINDOW + 3).contains(&c) {
                 base + (c - ROW_WINDOW)
-            } else if c >= ROW_OVER {
+            } else if (ROW_OVER..ROW_LAG).contains(&c) {
                 base + (c - ROW_OVER)
+            } else if c >= ROW_LAG {
+                base + nslots + (c - ROW_LAG)
             } else {
                 c
             })
@@ -322,13 +325,13 @@ pub(super) fn compile(
                 .iter()
                 .map(|&(k, f)| (k, (f < nf).then_some(f)))
                 .collect();
-            if nf + aggs.len() + 1 > weir_core::spec::MAX_AGGS {
+            if nf + aggs.len() + cx.lags.len() + 1 > weir_core::spec::MAX_AGGS {
                 return Err(SqlError::unsupported(
                     at,
                     &format!(
-                        "{} numeric columns and {} OVER aggregates in one query",
+                        "{} numeric columns and {} OVER aggregates and LAGs in one query",
                         nf,
-                        aggs.len()
+                        aggs.len() + cx.lags.len()
                     ),
                     &format!(
                         "at most {} numeric columns and aggregates together: declare only the columns the query reads",
@@ -341,6 +344,7 @@ pub(super) fn compile(
                 super::over::OverPlan {
                     frame: w.frame,
                     aggs,
+                    lags: cx.lags.clone(),
                     fields: nf,
                 },
             ))
@@ -458,6 +462,13 @@ pub(super) fn compile(
                         Some(f) => format!("{k}({})", field_names[*f]),
                         None => format!("{k}(*)"),
                     })
+                    .chain(plan.lags.iter().map(|(f, n, d)| {
+                        if d.is_nan() {
+                            format!("lag({}, {n})", field_names[*f])
+                        } else {
+                            format!("lag({}, {n}, {d})", field_names[*f])
+                        }
+                    }))
                     .collect();
                 let _ = writeln!(
                     ex,

@@ -167,6 +167,56 @@ fn nulls_are_left_out_and_an_integer_average_is_an_integer() {
 }
 
 #[test]
+fn lag_gives_an_earlier_rows_value() {
+    // ROWS: each row the one before it; RANGE (the default frame): rows
+    // of one time share the value before the last of them, as Flink's LAG
+    // over RANGE gives; a default where there is no such row, a NULL
+    // value stays NULL.
+    let sql = |frame: &str| {
+        format!(
+            "SELECT sensor, ts - 1700000000000 AS t, v - LAG(v) OVER w AS delta,
+                    LAG(v, 2, -1) OVER w AS lag2, LAG(v, 0) OVER w AS same
+             FROM s WHERE sensor = 'a'
+             WINDOW w AS (PARTITION BY sensor ORDER BY rowtime {frame});"
+        )
+    };
+    let (rows, _) = replay(
+        &sql("ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+        &sample(),
+    );
+    assert_eq!(
+        rows,
+        [
+            "sensor,t,delta,lag2,same",
+            "a,1000,,-1.000000,1.000000",
+            "a,2000,1.000000,-1.000000,2.000000",
+            "a,2000,1.000000,1.000000,3.000000",
+            "a,4000,2.000000,2.000000,5.000000",
+            "a,5000,-1.000000,3.000000,4.000000",
+            "a,12000,2.000000,5.000000,6.000000",
+        ]
+    );
+    let (rows, _) = replay(&sql(""), &sample());
+    assert_eq!(
+        rows[2..4],
+        [
+            "a,2000,0.000000,1.000000,3.000000",
+            "a,2000,1.000000,1.000000,3.000000"
+        ]
+    );
+    let input = csv(&[
+        ("a", 1000, Some(3.0)),
+        ("a", 2000, None),
+        ("a", 3000, Some(4.0)),
+    ]);
+    let (rows, _) = replay(
+        "SELECT v, LAG(v, 1, 0) OVER (PARTITION BY sensor ORDER BY rowtime) AS prev FROM s;",
+        &input,
+    );
+    assert_eq!(rows[1..], ["3.000000,0.000000", ",3.000000", "4.000000,"]);
+}
+
+#[test]
 fn without_partition_by_all_rows_are_one_partition() {
     let (rows, _) = replay(
         "SELECT v, COUNT(*) OVER (ORDER BY rowtime ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS c,
@@ -242,7 +292,7 @@ fn every_frame_matches_a_brute_force_recomputation() {
             &format!(
                 "SELECT sensor, ts - 1700000000000 AS t, v, COUNT(*) OVER w AS c, COUNT(v) OVER w AS cv,
                         SUM(v) OVER w AS s, MIN(v) OVER w AS lo, MAX(v) OVER w AS hi,
-                        STDDEV_POP(v) OVER w AS sd
+                        STDDEV_POP(v) OVER w AS sd, LAG(v, 3, -1) OVER w AS l3
                  FROM s WINDOW w AS (PARTITION BY sensor ORDER BY rowtime {frame});"
             ),
             &text,
@@ -286,8 +336,20 @@ fn every_frame_matches_a_brute_force_recomputation() {
                         Some(var.sqrt()),
                     )
                 };
+                // LAG: 3 rows before the row (under RANGE, before the last
+                // of its time's peers), -1 before the partition's start.
+                let last = if frame.starts_with("ROWS") {
+                    j
+                } else {
+                    j + part[j..].iter().take_while(|r| r.1 .1 == *t).count() - 1
+                };
+                let l3 = if last >= 3 {
+                    f(part[last - 3].1 .2)
+                } else {
+                    f(Some(-1.0))
+                };
                 want.push(format!(
-                    "{k},{t},{},{},{},{},{},{},{}",
+                    "{k},{t},{},{},{},{},{},{},{},{l3}",
                     f(*v),
                     frame_rows.len(),
                     xs.len(),
@@ -325,7 +387,7 @@ fn the_over_operator_checkpoints_and_restores() {
     let p = parse(
         "q.sql",
         &format!(
-            "{S}SELECT sensor, v, AVG(v) OVER w AS a, COUNT(*) OVER w AS c FROM s
+            "{S}SELECT sensor, v, AVG(v) OVER w AS a, COUNT(*) OVER w AS c, LAG(v, 2) OVER w AS l FROM s
              WINDOW w AS (PARTITION BY sensor ORDER BY rowtime RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW);"
         ),
     )
@@ -410,6 +472,22 @@ fn over_aggregations_say_what_they_cannot_do() {
         (
             "SELECT AVG(v) OVER x FROM s;".into(),
             "no window named `x`",
+        ),
+        (
+            format!("SELECT ROW_NUMBER() OVER w FROM s {w};"),
+            "ROW_NUMBER() OVER (window Top-N",
+        ),
+        (
+            format!("SELECT LEAD(v) OVER w FROM s {w};"),
+            "LEAD() OVER",
+        ),
+        (
+            format!("SELECT LAG(v, -1) OVER w FROM s {w};"),
+            "LAG's offset must be a whole number",
+        ),
+        (
+            format!("SELECT LAG(v, 1, v) OVER w FROM s {w};"),
+            "LAG's default must be a number or NULL",
         ),
         (
             "SELECT AVG(v) OVER (PARTITION BY sensor ORDER BY rowtime RANGE BETWEEN 5 PRECEDING AND CURRENT ROW) FROM s;".into(),
