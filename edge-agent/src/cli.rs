@@ -498,7 +498,10 @@ fn cmd_check(file: &Path) -> anyhow::Result<ExitCode> {
         if p.explain {
             print!("{}", p.query.explain);
         }
-        let cols: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
+        let cols: Vec<&str> = match &p.query.top_n {
+            Some(t) => t.names.iter().map(String::as_str).collect(),
+            None => p.query.columns.iter().map(|c| c.name.as_str()).collect(),
+        };
         let ops = &p.pipeline.spec.operators;
         let windows = ops
             .iter()
@@ -534,6 +537,9 @@ fn cmd_check(file: &Path) -> anyhow::Result<ExitCode> {
                 }
                 if functions > 0 {
                     parts.push(format!("{functions} keyed function(s)"));
+                }
+                if let Some(t) = &p.query.top_n {
+                    parts.push(format!("a window Top-N of {} row(s) per window", t.n));
                 }
                 parts.join(", ")
             },

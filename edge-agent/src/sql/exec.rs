@@ -12,7 +12,7 @@ use weir_core::expr::Value;
 use weir_core::output::{Output, WindowResult};
 
 use super::ddl::SqlType;
-use super::plan::{Query, END, KEY, START, WTIME};
+use super::plan::{Query, SortKey, END, KEY, START, WTIME};
 use super::stage::Join;
 use super::SqlPipeline;
 use crate::numfmt::{push_f64, push_i64};
@@ -593,6 +593,13 @@ pub fn replay<R: Read + Send, W: Write>(
 ) -> io::Result<(Summary, Engine)> {
     // Through trait objects: one copy of the replay loop serves every
     // caller and both stages of a cascade (it reads and writes in blocks).
+    if let Some(t) = &p.query.top_n {
+        // A window Top-N: each window's first rows, once the input ends.
+        let mut w = super::topn::TopNWriter::new(t, &p.query);
+        let (mut sum, engine) = replay_dyn(p, &mut input, &mut w, &mut on_bad)?;
+        sum.windows = w.finish(&mut out)?;
+        return Ok((sum, engine));
+    }
     if !p.query.order.is_empty() {
         // ORDER BY: every row, sorted once the input ends, then the LIMIT.
         let mut rows = Vec::new();
@@ -639,7 +646,7 @@ pub fn replay<R: Read + Send, W: Write>(
 /// A cell's place in the order: `NULL` (an empty cell that is not a
 /// `STRING`), a number, or text (timestamps as written sort as text).
 #[derive(PartialEq, PartialOrd)]
-enum SortCell {
+pub(super) enum SortCell {
     Num(f64),
     Text(String),
 }
@@ -658,58 +665,70 @@ fn write_sorted(text: &[u8], q: &Query, out: &mut dyn Write) -> io::Result<u64> 
         return Ok(0);
     };
     out.write_all(header)?;
-    let key = |line: &[u8]| -> Vec<Option<SortCell>> {
-        let cells = split_csv(String::from_utf8_lossy(line).trim_end_matches('\n'));
-        q.order
-            .iter()
-            .map(|k| {
-                let c = cells.get(k.column).map(String::as_str).unwrap_or("");
-                let ty = q.columns[k.column].ty;
-                match ty {
-                    SqlType::String => Some(SortCell::Text(c.to_string())),
-                    _ if c.is_empty() => None,
-                    SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::Decimal(_) => {
-                        c.parse().ok().map(SortCell::Num)
-                    }
-                    // false < true, as the words sort.
-                    SqlType::Boolean | SqlType::Timestamp | SqlType::TimestampLtz => {
-                        Some(SortCell::Text(c.to_string()))
-                    }
-                }
-            })
-            .collect()
-    };
-    let mut keyed: Vec<(Vec<Option<SortCell>>, &[u8])> =
-        rows.iter().map(|r| (key(r), *r)).collect();
-    keyed.sort_by(|(a, _), (b, _)| {
-        for (k, (x, y)) in q.order.iter().zip(a.iter().zip(b)) {
-            let o = match (x, y) {
-                (None, None) => std::cmp::Ordering::Equal,
-                (None, Some(_)) if k.nulls_first => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(_), None) if k.nulls_first => std::cmp::Ordering::Greater,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (Some(x), Some(y)) => {
-                    let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
-                    if k.desc {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                }
-            };
-            if o.is_ne() {
-                return o;
-            }
-        }
-        std::cmp::Ordering::Equal
-    });
+    let mut keyed: Vec<(Vec<Option<SortCell>>, &[u8])> = rows
+        .iter()
+        .map(|r| {
+            let cells = split_csv(String::from_utf8_lossy(r).trim_end_matches('\n'));
+            (sort_cells(&cells, &q.order, q), *r)
+        })
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| compare_sort(&q.order, a, b));
     let n = q.limit.map_or(keyed.len(), |n| keyed.len().min(n as usize));
     for (_, r) in &keyed[..n] {
         out.write_all(r)?;
     }
     out.flush()?;
     Ok(n as u64)
+}
+
+/// A CSV row's `cells` as `keys` sort them (over `q`'s result columns).
+pub(super) fn sort_cells(cells: &[String], keys: &[SortKey], q: &Query) -> Vec<Option<SortCell>> {
+    keys.iter()
+        .map(|k| {
+            let c = cells.get(k.column).map(String::as_str).unwrap_or("");
+            match q.columns[k.column].ty {
+                SqlType::String => Some(SortCell::Text(c.to_string())),
+                _ if c.is_empty() => None,
+                SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::Decimal(_) => {
+                    c.parse().ok().map(SortCell::Num)
+                }
+                // false < true, as the words sort.
+                SqlType::Boolean | SqlType::Timestamp | SqlType::TimestampLtz => {
+                    Some(SortCell::Text(c.to_string()))
+                }
+            }
+        })
+        .collect()
+}
+
+/// The order of two rows' [`sort_cells`] under `keys`.
+pub(super) fn compare_sort(
+    keys: &[SortKey],
+    a: &[Option<SortCell>],
+    b: &[Option<SortCell>],
+) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (k, (x, y)) in keys.iter().zip(a.iter().zip(b)) {
+        let o = match (x, y) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) if k.nulls_first => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) if k.nulls_first => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(x), Some(y)) => {
+                let o = x.partial_cmp(y).unwrap_or(Ordering::Equal);
+                if k.desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 /// The positions of the newlines of `buf` that end a CSV row (not those

@@ -50,6 +50,15 @@ pub fn run(
     int: &Interrupt,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    if p.query.top_n.is_some() {
+        return super::shell::error(
+            out,
+            0,
+            0,
+            "a window Top-N over the live broker: weir writes a Top-N's rows once its input ends, and the stream does not end",
+            "query a recording with 'connector' = 'filesystem', or drop the ROW_NUMBER() to see every row as windows fire",
+        );
+    }
     if !p.query.order.is_empty() {
         return super::shell::error(
             out,

@@ -26,6 +26,7 @@ pub mod plan;
 pub mod rows;
 pub mod shell;
 pub mod stage;
+pub mod topn;
 pub mod views;
 
 use std::path::Path;
@@ -366,6 +367,12 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
+        if q.top_n.is_some() {
+            return Err((
+                "weir run does not run a window Top-N (ROW_NUMBER() … WHERE rownum <= n) yet: weir writes its rows once the input ends, and a gateway's input does not".into(),
+                "publish every window's rows (drop the ROW_NUMBER()) and rank them where they are collected; weir replay and weir sql run the Top-N over recordings".into(),
+            ));
+        }
         if q.per_row.is_some() {
             if q.texts > 0 && q.groups.is_none() {
                 return Err((
@@ -703,5 +710,7 @@ mod tests_nulls;
 mod tests_over;
 #[cfg(test)]
 mod tests_rows;
+#[cfg(test)]
+mod tests_topn;
 #[cfg(test)]
 mod tests_views;

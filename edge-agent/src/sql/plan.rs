@@ -165,6 +165,10 @@ pub struct Query {
     /// `LIMIT n`: the query ends after its first `n` result rows (`weir
     /// replay`, `weir sql`; `weir run` refuses it).
     pub limit: Option<u64>,
+    /// A window Top-N around the query (`super::topn`): its rows grouped
+    /// per window and cut to the first `n` by an order once the input
+    /// ends (`weir replay`, `weir sql` over files).
+    pub top_n: Option<super::topn::TopN>,
     /// `ORDER BY`: the result rows sorted by these keys once the input
     /// ends (`weir replay`, `weir sql` over files; `weir run` and the live
     /// shell refuse it).
@@ -781,11 +785,18 @@ impl Ctx<'_> {
     /// there is none. The other window functions are refused by name.
     fn over_function(&mut self, f: &ast::Function, at: Location) -> Err<(Expr, SqlType)> {
         let name = fname(f);
+        if name == "ROW_NUMBER" {
+            return Err(SqlError::unsupported(
+                at,
+                "ROW_NUMBER() outside a window Top-N",
+                "a window Top-N: SELECT * FROM (SELECT …, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY x DESC) AS rownum FROM …) WHERE rownum <= 3",
+            ));
+        }
         if name != "LAG" {
             return Err(SqlError::unsupported(
                 at,
                 &format!(
-                    "{name}() OVER (window Top-N, deduplication and LEAD, which needs later rows)"
+                    "{name}() OVER (LEAD needs later rows; the ranking and value functions are not built)"
                 ),
                 "LAG(x) OVER w, or aggregates OVER w (docs/sql.md, OVER aggregations)",
             ));
@@ -803,13 +814,15 @@ impl Ctx<'_> {
             None => 1,
             Some((_, e)) => match literal_num(e) {
                 Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 1000.0 => n as u64,
-                _ => return Err(SqlError::at(
-                    loc_of(*e, at),
-                    format!(
+                _ => {
+                    return Err(SqlError::at(
+                        loc_of(*e, at),
+                        format!(
                         "LAG's offset must be a whole number of rows from 0 to 1000, found `{e}`"
                     ),
-                    "write LAG(v, 2)",
-                )),
+                        "write LAG(v, 2)",
+                    ))
+                }
             },
         };
         let default = match args.get(2) {
@@ -2223,7 +2236,53 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
         ));
     };
-    match super::views::expand(*q, views, &tables, at)? {
+    let (q, top_n) = super::topn::split(*q, &views, at)?;
+    let mut p = compile_expanded(tables, sets, funcs, views, explain, insert, q, at)?;
+    if let Some(t) = top_n {
+        if p.query.limit.is_some() || !p.query.order.is_empty() {
+            return Err(SqlError::unsupported(
+                at,
+                "ORDER BY or LIMIT inside a window Top-N",
+                "the Top-N's own order: ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY …) … WHERE rownum <= n",
+            ));
+        }
+        let t = t.resolve(&p.query)?;
+        p.query.explain.push_str(&format!(
+            "top-N: per ({}), the first {} rows by {}, once the input ends\n",
+            t.partition
+                .iter()
+                .map(|&c| p.query.columns[c].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.n,
+            t.order
+                .iter()
+                .map(|k| format!(
+                    "{}{}",
+                    p.query.columns[k.column].name,
+                    if k.desc { " DESC" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        p.query.top_n = Some(t);
+    }
+    Ok(p)
+}
+
+/// [`compile`]'s query, its views expanded (inlined, or a cascade).
+#[allow(clippy::too_many_arguments)]
+fn compile_expanded(
+    tables: Vec<Table>,
+    sets: Vec<(String, String, Location)>,
+    funcs: Vec<(String, String, Location)>,
+    views: Vec<super::views::View>,
+    explain: bool,
+    insert: Option<(String, Location)>,
+    q: ast::Query,
+    at: Location,
+) -> Err<SqlPipeline> {
+    match super::views::expand(q, views, &tables, at)? {
         super::views::Expanded::Inlined(q, inlined, star) => {
             let mut p = compile_query(&tables, &sets, &funcs, explain, insert, &q, at)?;
             if let Some(note) = inlined {
@@ -2586,7 +2645,11 @@ pub(super) fn unique_names(columns: &[(ResultColumn, String)], at: Location) -> 
 }
 
 /// `ORDER BY` over the result columns, by name (or alias) or position.
-fn order_of(o: &ast::OrderBy, columns: &[ResultColumn], at: Location) -> Err<Vec<SortKey>> {
+pub(super) fn order_of(
+    o: &ast::OrderBy,
+    columns: &[ResultColumn],
+    at: Location,
+) -> Err<Vec<SortKey>> {
     let how = "ORDER BY result columns by name or position, e.g. ORDER BY total DESC, 1";
     let ast::OrderByKind::Expressions(exprs) = &o.kind else {
         return Err(SqlError::unsupported(at, "ORDER BY ALL", how));
@@ -3397,6 +3460,7 @@ fn compile_select(
             scores: false,
             per_row: None,
             limit: None,
+            top_n: None,
             order: Vec::new(),
             slots: slot_place,
             flags,
@@ -4017,6 +4081,7 @@ fn table_function(
             scores: builtin.is_some(),
             per_row: None,
             limit: None,
+            top_n: None,
             order: Vec::new(),
             ops: vec![0],
             slots: (0..columns.len()).map(|i| (0, i)).collect(),

@@ -519,6 +519,7 @@ pub(super) fn compile(
                 over: over.map(|o| o.1),
             }),
             limit: None,
+            top_n: None,
             order: Vec::new(),
             slots: Vec::new(),
             flags: Vec::new(),

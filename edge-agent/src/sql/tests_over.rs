@@ -475,7 +475,7 @@ fn over_aggregations_say_what_they_cannot_do() {
         ),
         (
             format!("SELECT ROW_NUMBER() OVER w FROM s {w};"),
-            "ROW_NUMBER() OVER (window Top-N",
+            "ROW_NUMBER() outside a window Top-N",
         ),
         (
             format!("SELECT LEAD(v) OVER w FROM s {w};"),
