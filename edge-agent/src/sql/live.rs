@@ -50,6 +50,15 @@ pub fn run(
     int: &Interrupt,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    if p.is_unbounded() {
+        return super::shell::error(
+            out,
+            0,
+            0,
+            "an aggregation without a window over the live broker: its rows come once the input ends, and the stream does not end",
+            "aggregate over windows (FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)) … GROUP BY window_start, window_end), or query a recording with 'connector' = 'filesystem'",
+        );
+    }
     if p.query.top_n.is_some() {
         return super::shell::error(
             out,

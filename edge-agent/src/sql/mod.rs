@@ -355,6 +355,19 @@ impl SqlPipeline {
             .map_err(|(msg, help)| format!("{msg}; {help}"))
     }
 
+    /// An aggregation without a window (`GROUP BY sensor` over a plain
+    /// table, or aggregates without `GROUP BY`): its rows come once the
+    /// input ends.
+    pub fn is_unbounded(&self) -> bool {
+        self.pipeline.spec.operators.iter().any(|o| {
+            matches!(
+                &o.kind,
+                weir_core::spec::OperatorKind::Window(w)
+                    if w.kind == weir_core::spec::WindowKind::Tumbling { size: plan::UNBOUNDED }
+            )
+        })
+    }
+
     /// [`SqlPipeline::agent_can_run`]: what is wrong and what to do.
     fn agent_check(&self) -> Result<(), (String, String)> {
         if let Some(first) = &self.inner {
@@ -367,6 +380,12 @@ impl SqlPipeline {
             ));
         }
         let q = &self.query;
+        if self.is_unbounded() {
+            return Err((
+                "weir run does not run an aggregation without a window (GROUP BY without TUMBLE/HOP/CUMULATE/SESSION, or aggregates without GROUP BY): its rows come once the input ends, and a gateway's input does not".into(),
+                "aggregate over windows: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE)) … GROUP BY window_start, window_end[, key]".into(),
+            ));
+        }
         if q.top_n.is_some() {
             return Err((
                 "weir run does not run a window Top-N (ROW_NUMBER() … WHERE rownum <= n) yet: weir writes its rows once the input ends, and a gateway's input does not".into(),
@@ -712,5 +731,7 @@ mod tests_over;
 mod tests_rows;
 #[cfg(test)]
 mod tests_topn;
+#[cfg(test)]
+mod tests_unbounded;
 #[cfg(test)]
 mod tests_views;

@@ -263,6 +263,78 @@ pub(super) const ROW_WINDOW: u16 = 40_000;
 /// until the sample row's length is known.
 pub(super) const ROW_OVER: u16 = 41_000;
 
+/// The window of an aggregation without one: every plausible time falls
+/// in `[0, UNBOUNDED)`, which fires only at the end of the input.
+pub(super) const UNBOUNDED: i64 = 1 << 62;
+
+/// Whether `name` (upper case) is an aggregate function (or `EWMA_Z`,
+/// a detector over one).
+fn is_aggregate(name: &str) -> bool {
+    matches!(
+        name,
+        "COUNT"
+            | "SUM"
+            | "AVG"
+            | "MIN"
+            | "MAX"
+            | "STDDEV_POP"
+            | "STDDEV_SAMP"
+            | "STDDEV"
+            | "VAR_POP"
+            | "VAR_SAMP"
+            | "VARIANCE"
+            | "RMS"
+            | "KURTOSIS"
+            | "CREST"
+            | "P2P"
+            | "APPROX_PERCENTILE"
+            | "EWMA_Z"
+    )
+}
+
+/// Whether `e` calls an aggregate (not over an `OVER` window).
+fn has_aggregate(e: &SExpr) -> bool {
+    let any = |v: &[&SExpr]| v.iter().any(|e| has_aggregate(e));
+    match e {
+        SExpr::Function(f) => {
+            let agg = is_aggregate(&fname(f)) && fname(f) != "EWMA_Z";
+            (agg && f.over.is_none()) || args_of(f).iter().any(|a| has_aggregate(a.1))
+        }
+        SExpr::BinaryOp { left, right, .. } => any(&[left, right]),
+        SExpr::UnaryOp { expr, .. }
+        | SExpr::Nested(expr)
+        | SExpr::Cast { expr, .. }
+        | SExpr::IsNull(expr)
+        | SExpr::IsNotNull(expr)
+        | SExpr::IsTrue(expr)
+        | SExpr::IsFalse(expr)
+        | SExpr::Floor { expr, .. }
+        | SExpr::Ceil { expr, .. }
+        | SExpr::Extract { expr, .. } => has_aggregate(expr),
+        SExpr::Between {
+            expr, low, high, ..
+        } => any(&[expr, low, high]),
+        SExpr::In {
+            expr,
+            target: ast::InTarget::List(list),
+            ..
+        } => has_aggregate(expr) || list.iter().any(has_aggregate),
+        SExpr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => {
+            operand.as_deref().is_some_and(has_aggregate)
+                || else_result.as_deref().is_some_and(has_aggregate)
+                || conditions
+                    .iter()
+                    .any(|c| has_aggregate(&c.condition) || has_aggregate(&c.result))
+        }
+        _ => false,
+    }
+}
+
 /// Placeholder columns of a per-row query's `LAG` calls, after its `OVER`
 /// aggregates.
 pub(super) const ROW_LAG: u16 = 42_000;
@@ -1751,26 +1823,7 @@ impl Ctx<'_> {
     }
 
     fn is_aggregate_name(&self, f: &ast::Function) -> bool {
-        matches!(
-            fname(f).as_str(),
-            "COUNT"
-                | "SUM"
-                | "AVG"
-                | "MIN"
-                | "MAX"
-                | "STDDEV_POP"
-                | "STDDEV_SAMP"
-                | "STDDEV"
-                | "VAR_POP"
-                | "VAR_SAMP"
-                | "VARIANCE"
-                | "RMS"
-                | "KURTOSIS"
-                | "CREST"
-                | "P2P"
-                | "APPROX_PERCENTILE"
-                | "EWMA_Z"
-        )
+        is_aggregate(&fname(f))
     }
 
     /// `e` compiled, which must be a timestamp ([`time_arg`]'s error
@@ -2374,6 +2427,13 @@ fn cascade_first(
 /// the first query's `window_time` as the time attribute (a watermark
 /// right behind the newest row, which comes in the order windows fire).
 fn rows_table(first: &SqlPipeline, name: &str, names: &[ast::Ident], at: Location) -> Err<Table> {
+    if first.is_unbounded() {
+        return Err(SqlError::unsupported(
+            at,
+            &format!("a query over view `{name}`, which aggregates without a window (its rows come only once the input ends, without a time attribute)"),
+            "window the view (FROM TABLE(TUMBLE(…)) … GROUP BY window_start, window_end, … with window_time AS rowtime), or run its aggregation alone",
+        ));
+    }
     let cols = &first.query.columns;
     if !names.is_empty() && names.len() != cols.len() {
         return Err(SqlError::at(
@@ -2976,7 +3036,11 @@ fn compile_select(
             }
         }
     }
-    if group.is_empty() && sel.having.is_none() {
+    let aggregates = sel.projection.iter().any(|i| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => false,
+    });
+    if group.is_empty() && sel.having.is_none() && !(legacy && window.is_none() && aggregates) {
         // No aggregation: each row as it comes (with its windows' bounds
         // over a window TVF).
         let window = window.as_ref();
@@ -2989,9 +3053,15 @@ fn compile_select(
             "OVER aggregates in a query without GROUP BY: SELECT k, v, AVG(v) OVER w FROM t WINDOW w AS (PARTITION BY k ORDER BY rowtime …)",
         ));
     }
-    let Some(window) = window else {
-        return Err(SqlError::unsupported(at, "a query without a window (a stateless or unbounded aggregation)", "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)) … GROUP BY window_start, window_end"));
-    };
+    // A GROUP BY without a window (or aggregates without GROUP BY): one
+    // group per key over the whole input, a window that ends only with it
+    // (Flink's final result of an unbounded aggregation over a bounded
+    // input).
+    let window = window.unwrap_or(Window {
+        kind: WindowKind::Tumbling { size: UNBOUNDED },
+        desc: "unbounded: one group per key for the whole input, its row once the input ends"
+            .into(),
+    });
     if !(legacy || has_start && has_end) {
         return Err(SqlError::at(
             at,

@@ -101,7 +101,7 @@ fn views_that_cannot_be_inlined_say_why() {
     // A view that aggregates is a cascade's first query: it needs a window.
     let e = over("CREATE VIEW v AS SELECT sensor, COUNT(*) AS n FROM s GROUP BY sensor;");
     assert!(
-        e.contains("q.sql:9:18") && e.contains("a query without a window"),
+        e.contains("q.sql:9:1") && e.contains("aggregates without a window"),
         "{e}"
     );
     let e = over("CREATE VIEW v AS SELECT ts, nope FROM s;");
@@ -149,7 +149,7 @@ FROM {from} GROUP BY sensor, TUMBLE(ts, INTERVAL '5' SECOND);"
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("a query without a window"), "{e}");
+    assert!(e.contains("aggregates without a window"), "{e}");
 }
 
 mod props {
