@@ -2805,6 +2805,56 @@ fn limit_of(l: Option<&ast::LimitClause>, at: Location) -> Err<Option<u64>> {
     })
 }
 
+/// `SELECT DISTINCT a, b FROM …` as `SELECT a, b FROM … GROUP BY a, b`
+/// (over a window TVF with both window bounds, as a window aggregation
+/// needs them): the same rows, each once, a window's when it fires, a
+/// whole input's at its end.
+fn distinct_as_group_by(sel: &ast::Select, at: Location) -> Err<ast::Select> {
+    let how = "SELECT DISTINCT over columns by name: SELECT DISTINCT sensor, site FROM t";
+    if sel.group_by != GroupByExpr::Expressions(vec![], vec![]) || sel.having.is_some() {
+        return Err(SqlError::unsupported(
+            at,
+            "SELECT DISTINCT with GROUP BY or HAVING",
+            how,
+        ));
+    }
+    let mut group = Vec::new();
+    for item in &sel.projection {
+        let e = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            other => {
+                return Err(SqlError::unsupported(
+                    loc_of(other, at),
+                    &format!("SELECT DISTINCT {other}"),
+                    how,
+                ))
+            }
+        };
+        if ident_name(e).is_none() || has_aggregate(e) {
+            return Err(SqlError::unsupported(
+                loc_of(e, at),
+                &format!("SELECT DISTINCT over the expression `{e}`"),
+                how,
+            ));
+        }
+        group.push(e.clone());
+    }
+    let named = |n: &str| {
+        group
+            .iter()
+            .any(|e| ident_name(e).is_some_and(|i| i.value.eq_ignore_ascii_case(n)))
+    };
+    let (start, end) = (named("window_start"), named("window_end"));
+    if start != end {
+        let missing = if start { "window_end" } else { "window_start" };
+        group.push(SExpr::Identifier(ast::Ident::new(missing)));
+    }
+    let mut out = sel.clone();
+    out.distinct = None;
+    out.group_by = GroupByExpr::Expressions(group, vec![]);
+    Ok(out)
+}
+
 fn compile_select(
     tables: &[Table],
     sets: &[(String, String, Location)],
@@ -2822,6 +2872,14 @@ fn compile_select(
         ));
     };
     let at = loc_of(&sel.select_token.0, at);
+    let grouped;
+    let sel: &ast::Select = match &sel.distinct {
+        Some(ast::Distinct::Distinct) => {
+            grouped = distinct_as_group_by(sel, at)?;
+            &grouped
+        }
+        _ => sel,
+    };
     if sel.distinct.is_some()
         || sel.top.is_some()
         || sel.into.is_some()
@@ -2968,7 +3026,7 @@ fn compile_select(
             return Err(SqlError::at(
                 gat,
                 format!("cannot group by `{n}` ({})", table.columns[ci].ty.name()),
-                "group by a STRING, INT or BIGINT id column",
+                "group by a STRING, INT or BIGINT id column (SELECT DISTINCT groups by its columns)",
             ));
         }
         Ok(ci)

@@ -71,3 +71,50 @@ fn weir_run_and_window_columns_refuse_it_by_name() {
     .unwrap();
     assert!(!p.is_unbounded());
 }
+
+#[test]
+fn select_distinct_is_a_group_by_of_its_columns() {
+    // Over the whole input: each supplier once, at the end.
+    let rows = replay(
+        &format!("{BID}SELECT DISTINCT supplier_id AS s FROM Bid WHERE price > 1.5;"),
+        BID_ROWS,
+    );
+    let mut got = rows[1..].to_vec();
+    got.sort();
+    assert_eq!(
+        (rows[0].as_str(), got),
+        ("s", vec!["supplier1".to_string(), "supplier2".into()])
+    );
+    // Over a window TVF: each supplier once per window (window_end is
+    // grouped too, as a window aggregation needs).
+    let rows = replay(
+        &format!("{BID}SELECT DISTINCT supplier_id, window_start FROM TABLE(TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES));"),
+        BID_ROWS,
+    );
+    let mut got = rows[1..].to_vec();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "supplier1,2020-04-15 08:00:00.000",
+            "supplier1,2020-04-15 08:10:00.000",
+            "supplier2,2020-04-15 08:00:00.000",
+            "supplier2,2020-04-15 08:10:00.000",
+        ]
+    );
+    let msg = |sql: &str| {
+        parse("q.sql", &format!("{BID}{sql}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = msg("SELECT DISTINCT price FROM Bid;");
+    assert!(
+        e.contains("cannot group by `price`")
+            && e.contains("SELECT DISTINCT groups by its columns"),
+        "{e}"
+    );
+    let e = msg("SELECT DISTINCT * FROM Bid;");
+    assert!(e.contains("SELECT DISTINCT *"), "{e}");
+    let e = msg("SELECT DISTINCT UPPER(item) FROM Bid;");
+    assert!(e.contains("over the expression `UPPER(item)`"), "{e}");
+}
