@@ -130,46 +130,42 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     crc32_resume(0, bytes)
 }
 
-/// The tables of [`crc32_resume`]: `CRC_TABLES[0]` is the classic
-/// byte-at-a-time table; `CRC_TABLES[j][b]` is the CRC of byte `b`
-/// followed by `j` zero bytes, so eight bytes are folded in one step
-/// ("slicing-by-8").
-static CRC_TABLES: [[u32; 256]; 8] = {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
+/// The tables of [`crc32_resume`]: `tables[0]` is the classic
+/// byte-at-a-time table; `tables[j][b]` is the CRC of byte `b` followed by
+/// `j` zero bytes, so eight bytes are folded in one step
+/// ("slicing-by-8"). Computed once, at first use (a few microseconds),
+/// rather than stored: 8 KB less in the gateway binary.
+fn crc_tables() -> &'static [[u32; 256]; 8] {
+    static TABLES: std::sync::OnceLock<Box<[[u32; 256]; 8]>> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut t = Box::new([[0u32; 256]; 8]);
+        for i in 0..256 {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            t[0][i] = c;
         }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut j = 1;
-    while j < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let prev = t[j - 1][i];
-            t[j][i] = t[0][(prev & 0xFF) as usize] ^ (prev >> 8);
-            i += 1;
+        for j in 1..8 {
+            for i in 0..256 {
+                let prev = t[j - 1][i];
+                t[j][i] = t[0][(prev & 0xFF) as usize] ^ (prev >> 8);
+            }
         }
-        j += 1;
-    }
-    t
-};
+        t
+    })
+}
 
 /// The CRC-32 of `a` followed by `bytes`, given `crc = crc32(a)`:
 /// `crc32_resume(crc32(a), b) == crc32(a ++ b)`. Eight bytes a step
 /// (a journal chunk is checked whole on every replay: byte at a time, the
 /// check was a third of decoding it).
 pub fn crc32_resume(crc: u32, bytes: &[u8]) -> u32 {
-    let t = &CRC_TABLES;
+    let t = crc_tables();
     let mut c = !crc;
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
@@ -582,7 +578,7 @@ mod tests {
         fn bytewise(bytes: &[u8]) -> u32 {
             let mut c = !0u32;
             for &b in bytes {
-                c = CRC_TABLES[0][((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+                c = crc_tables()[0][((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
             }
             !c
         }
