@@ -49,6 +49,11 @@ pub struct Rows<'q> {
     /// A query without `GROUP BY`: its rows written since the last
     /// [`Results::drain`], and how many.
     pending: (Vec<u8>, u64),
+    /// Rows inside a window Top-N ([`super::rows::PerRow::drop_late`]):
+    /// the newest time seen, and the rows left out as late since the last
+    /// drain.
+    newest: i64,
+    late: u64,
     /// DOUBLEs as shortest round-trip decimals, not 6 decimals
     /// ([`Rows::exact`]).
     exact: bool,
@@ -83,6 +88,8 @@ impl<'q> Rows<'q> {
                 _ => Feed::Engine,
             },
             pending: (Vec::new(), 0),
+            newest: i64::MIN,
+            late: 0,
             exact: false,
         }
     }
@@ -211,8 +218,19 @@ impl<'q> Rows<'q> {
         let mut out = std::mem::take(&mut self.pending.0);
         let n = row.len();
         let mut written = 0;
+        let wm = match r.drop_late {
+            Some(delay) if self.newest != i64::MIN => {
+                self.newest.saturating_sub(delay).saturating_sub(1)
+            }
+            _ => i64::MIN,
+        };
+        let mut late = 0;
         r.each_window(ts, |w| {
             row.truncate(n);
+            if w.is_some_and(|(_, end)| end.saturating_sub(1) <= wm) {
+                late += 1;
+                return;
+            }
             if let Some((start, end)) = w {
                 row.extend([Value::Ts(start), Value::Ts(end), Value::Ts(end - 1)]);
             }
@@ -225,6 +243,9 @@ impl<'q> Rows<'q> {
         self.sample = row;
         self.pending.0 = out;
         self.pending.1 += written;
+        self.newest = self.newest.max(ts);
+        // A row late for every window it falls in counts once.
+        self.late += (late > 0 && written == 0) as u64;
     }
 }
 
@@ -472,6 +493,7 @@ impl Results for Rows<'_> {
     }
 
     fn drain(&mut self, sum: &mut Summary, b: &mut Vec<u8>) {
+        sum.late += std::mem::take(&mut self.late);
         if self.pending.1 > 0 || !self.pending.0.is_empty() {
             sum.windows += std::mem::take(&mut self.pending.1);
             b.append(&mut self.pending.0);
@@ -593,6 +615,7 @@ pub fn replay<R: Read + Send, W: Write>(
 ) -> io::Result<(Summary, Engine)> {
     // Through trait objects: one copy of the replay loop serves every
     // caller and both stages of a cascade (it reads and writes in blocks).
+    #[cfg(feature = "host-tools")]
     if let Some(t) = &p.query.top_n {
         // A window Top-N: each window's first rows, once the input ends.
         let mut w = super::topn::TopNWriter::new(t, &p.query);

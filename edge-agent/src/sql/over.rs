@@ -27,7 +27,7 @@
 //! (which names it: two rows of one time are two results). `weir replay`
 //! and `weir run` make the query's rows from those results.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use sqlparser::ast::{self, Expr as SExpr, NamedWindowExpr, WindowFrameBound, WindowFrameUnits};
 use sqlparser::tokenizer::Location;
@@ -194,7 +194,7 @@ fn frame_of(f: &ast::WindowFrame, at: Location) -> Err<Frame> {
     if !matches!(f.end_bound, None | Some(WindowFrameBound::CurrentRow)) {
         return Err(SqlError::unsupported(
             at,
-            "an OVER frame that ends after the current row (rows of the future)",
+            "an OVER frame that does not end at the current row (FOLLOWING, or n PRECEDING as its end)",
             hint,
         ));
     }
@@ -277,12 +277,18 @@ pub struct OverPlan {
     pub lags: Vec<(usize, u64, f64)>,
     /// The sample's fields a result carries, first.
     pub fields: usize,
+    /// Its state type: [`OVER_STATE`] and the plan, so that an update that
+    /// changes the frame, the aggregates or the columns does not restore
+    /// state laid out for another plan.
+    pub state: String,
 }
 
 /// One partition's rows (one key).
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Part {
-    /// Rows waiting for the watermark, in arrival order: (time, fields).
+    /// Rows waiting for the watermark, in (time, arrival) order: (time,
+    /// fields). (A sorted vector: rows mostly come in time order, so an
+    /// insert lands at or near the end.)
     pending: Vec<(i64, Vec<f64>)>,
     /// A bounded frame's rows, in time order.
     frame: VecDeque<(i64, Vec<f64>)>,
@@ -298,7 +304,8 @@ struct Part {
 #[derive(Debug)]
 pub struct OverOp {
     plan: OverPlan,
-    parts: BTreeMap<KeyId, Part>,
+    /// Partitions by key, sorted (a key is added once, looked up often).
+    parts: Vec<(KeyId, Part)>,
 }
 
 impl OverOp {
@@ -306,7 +313,7 @@ impl OverOp {
     pub fn new(plan: OverPlan) -> Self {
         OverOp {
             plan,
-            parts: BTreeMap::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -372,14 +379,16 @@ impl OverOp {
         }
     }
 
-    fn emit(&self, ctx: &mut Context<'_>, part: &Part, rows: &[(i64, Vec<f64>)]) {
+    /// Emits `rows` (peers of one time), the first `first` among its
+    /// time's rows.
+    fn emit(&self, ctx: &mut Context<'_>, part: &Part, rows: &[(i64, Vec<f64>)], first: usize) {
         let mut vals =
             Vec::with_capacity(self.plan.fields + self.plan.aggs.len() + self.plan.lags.len() + 1);
         for (i, (ts, row)) in rows.iter().enumerate() {
             vals.clear();
             vals.extend((0..self.plan.fields).map(|f| row.get(f).copied().unwrap_or(f64::NAN)));
             self.values_of(part, &mut vals);
-            vals.push(i as f64);
+            vals.push((first + i) as f64);
             ctx.emit_window(*ts, ts.saturating_add(1), &vals, None);
         }
     }
@@ -400,17 +409,23 @@ impl OverOp {
 
 impl KeyedProcess for OverOp {
     fn state_type(&self) -> &str {
-        OVER_STATE
+        &self.plan.state
     }
 
     fn on_sample(&mut self, ctx: &mut Context<'_>, ts: i64, _value: f64) {
         let n = self.plan.fields.min(ctx.values().len());
         let row = ctx.values()[..n].to_vec();
-        self.parts
-            .entry(ctx.key())
-            .or_default()
-            .pending
-            .push((ts, row));
+        let key = ctx.key();
+        let i = match self.parts.binary_search_by_key(&key, |p| p.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.parts.insert(i, (key, Part::default()));
+                i
+            }
+        };
+        let pending = &mut self.parts[i].1.pending;
+        let at = pending.partition_point(|r| r.0 <= ts);
+        pending.insert(at, (ts, row));
         ctx.register_event_timer(ts);
     }
 
@@ -418,20 +433,19 @@ impl KeyedProcess for OverOp {
         if domain != TimeDomain::EventTime {
             return;
         }
-        let Some(mut part) = self.parts.remove(&ctx.key()) else {
+        let Ok(slot) = self.parts.binary_search_by_key(&ctx.key(), |p| p.0) else {
             return;
         };
+        let mut part = std::mem::take(&mut self.parts[slot].1);
         // The rows the watermark passed, in time order (ties as they came).
-        let (mut due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut part.pending)
-            .into_iter()
-            .partition(|r| r.0 <= at);
-        part.pending = rest;
-        due.sort_by_key(|r| r.0);
+        let n = part.pending.partition_point(|r| r.0 <= at);
+        let due: Vec<(i64, Vec<f64>)> = part.pending.drain(..n).collect();
         let mut i = 0;
         while i < due.len() {
             let t = due[i].0;
             let j = i + due[i..].iter().take_while(|r| r.0 == t).count();
             let peers = &due[i..j];
+            i = j;
             if self.plan.frame == Frame::RangeUnbounded
                 || matches!(self.plan.frame, Frame::Range(_))
             {
@@ -441,26 +455,26 @@ impl KeyedProcess for OverOp {
             }
             match self.plan.frame {
                 Frame::RowsUnbounded => {
-                    for r in peers {
+                    for (k, r) in peers.iter().enumerate() {
                         Self::accumulate(&mut part, &r.1);
                         self.remember(&mut part, &r.1);
-                        self.emit(ctx, &part, std::slice::from_ref(r));
+                        self.emit(ctx, &part, std::slice::from_ref(r), k);
                     }
                 }
                 Frame::RangeUnbounded => {
                     for r in peers {
                         Self::accumulate(&mut part, &r.1);
                     }
-                    self.emit(ctx, &part, peers);
+                    self.emit(ctx, &part, peers, 0);
                 }
                 Frame::Rows(n) => {
-                    for r in peers {
+                    for (k, r) in peers.iter().enumerate() {
                         self.remember(&mut part, &r.1);
                         part.frame.push_back(r.clone());
                         while part.frame.len() as u64 > n.saturating_add(1) {
                             part.frame.pop_front();
                         }
-                        self.emit(ctx, &part, std::slice::from_ref(r));
+                        self.emit(ctx, &part, std::slice::from_ref(r), k);
                     }
                 }
                 Frame::Range(ms) => {
@@ -469,21 +483,23 @@ impl KeyedProcess for OverOp {
                     while part.frame.front().is_some_and(|r| r.0 < oldest) {
                         part.frame.pop_front();
                     }
-                    self.emit(ctx, &part, peers);
+                    self.emit(ctx, &part, peers, 0);
                 }
             }
-            i = j;
         }
         // Rows of the same key for peers: the index restarts per time.
-        self.parts.insert(ctx.key(), part);
+        self.parts[slot].1 = part;
     }
 
     fn clear_key(&mut self, key: KeyId) {
-        self.parts.remove(&key);
+        if let Ok(i) = self.parts.binary_search_by_key(&key, |p| p.0) {
+            self.parts.remove(i);
+        }
     }
 
     fn holds_state(&self, key: KeyId) -> bool {
-        self.parts.get(&key).is_some_and(|p| {
+        let i = self.parts.binary_search_by_key(&key, |p| p.0);
+        i.ok().map(|i| &self.parts[i].1).is_some_and(|p| {
             !p.pending.is_empty() || !p.frame.is_empty() || p.rows > 0 || !p.history.is_empty()
         })
     }
@@ -506,7 +522,7 @@ impl KeyedProcess for OverOp {
             Ok(())
         }
         e.map(self.parts.len() as u64)?;
-        for (k, p) in &self.parts {
+        for (k, p) in self.parts.iter() {
             e.u32(*k)?.array(5)?;
             rows(e, p.pending.iter())?;
             rows(e, p.frame.iter())?;
@@ -556,6 +572,11 @@ impl KeyedProcess for OverOp {
                 ));
             }
             let pending = rows(d)?;
+            if pending.windows(2).any(|w| w[0].0 > w[1].0) {
+                return Err(minicbor::decode::Error::message(
+                    "over: pending rows out of order",
+                ));
+            }
             let frame = rows(d)?.into();
             let mut acc = Vec::new();
             for _ in 0..d.array()?.unwrap_or(0) {
@@ -570,7 +591,10 @@ impl KeyedProcess for OverOp {
                 }
                 history.push_back(row);
             }
-            self.parts.insert(
+            if self.parts.last().is_some_and(|p| p.0 >= k) {
+                return Err(minicbor::decode::Error::message("over: keys out of order"));
+            }
+            self.parts.push((
                 k,
                 Part {
                     pending,
@@ -579,7 +603,7 @@ impl KeyedProcess for OverOp {
                     rows,
                     history,
                 },
-            );
+            ));
         }
         Ok(())
     }

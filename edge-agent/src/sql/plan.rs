@@ -249,7 +249,9 @@ pub(super) struct Ctx<'t> {
     /// A query without `GROUP BY` with `OVER` aggregates: their window
     /// (one per query, as in Flink), and the query's `WINDOW` clause.
     pub(super) over: Option<super::over::Window>,
-    pub(super) named_windows: Vec<ast::NamedWindowDefinition>,
+    pub(super) named_windows: &'t [ast::NamedWindowDefinition],
+    /// Compiling an `OVER` aggregate as its plain aggregate.
+    over_ok: bool,
     /// `LAG(x, offset, default)` calls over that window: (field, offset,
     /// default), read at [`ROW_LAG`]` + i`.
     pub(super) lags: Vec<(usize, u64, f64)>,
@@ -290,6 +292,12 @@ fn is_aggregate(name: &str) -> bool {
             | "APPROX_PERCENTILE"
             | "EWMA_Z"
     )
+}
+
+/// Whether a `GROUP BY` is empty (by shape: comparing syntax trees
+/// would link their derived `PartialEq`, heavy on the gateway binary).
+pub(super) fn no_group_by(g: &GroupByExpr) -> bool {
+    matches!(g, GroupByExpr::Expressions(v, m) if v.is_empty() && m.is_empty())
 }
 
 /// Whether `e` calls an aggregate (not over an `OVER` window).
@@ -443,7 +451,8 @@ impl<'t> Ctx<'t> {
             row_cols: Vec::new(),
             per_row: Some(windowed),
             over: None,
-            named_windows: Vec::new(),
+            named_windows: &[],
+            over_ok: false,
             lags: Vec::new(),
         }
     }
@@ -803,9 +812,10 @@ impl Ctx<'_> {
         self.same_window(f, at)?;
         let name = fname(f);
         let computed = self.computed.len();
-        let mut plain = f.clone();
-        plain.over = None;
-        let r = self.aggregate_as(&plain, at, true)?;
+        self.over_ok = true;
+        let r = self.aggregate_as(f, at, true);
+        self.over_ok = false;
+        let r = r?;
         let Some(r) = r else {
             return Err(SqlError::at(
                 at,
@@ -820,14 +830,16 @@ impl Ctx<'_> {
                 "an aggregate of a column: compute the expression in a view (WITH t AS (SELECT …, v * 2 AS v2 …)) and aggregate its column",
             ));
         }
-        if let Some((k, _)) = self
+        if self
             .slots
             .iter()
-            .find(|s| matches!(s.0, AggKind::Percentile(_) | AggKind::CountDistinct))
+            .any(|s| matches!(s.0, AggKind::Percentile(_) | AggKind::CountDistinct))
         {
             return Err(SqlError::unsupported(
                 at,
-                &format!("{k} over an OVER window"),
+                &format!(
+                    "{name}(…) over an OVER window (as APPROX_PERCENTILE or COUNT(DISTINCT …))"
+                ),
                 "COUNT, SUM, AVG, MIN, MAX, STDDEV_*, VAR_*, RMS, KURTOSIS, CREST, P2P … OVER w",
             ));
         }
@@ -837,7 +849,7 @@ impl Ctx<'_> {
     /// The window `f` is over, which must be the query's one.
     fn same_window(&mut self, f: &ast::Function, at: Location) -> Err<()> {
         let over = f.over.as_ref().expect("checked by the caller");
-        let w = super::over::window_of(over, &self.named_windows, self.table, at)?;
+        let w = super::over::window_of(over, self.named_windows, self.table, at)?;
         match &self.over {
             None => self.over = Some(w),
             Some(o) if *o == w => {}
@@ -911,6 +923,36 @@ impl Ctx<'_> {
                 }
             },
         };
+        if let Some(id) = ident_name(args[0].1) {
+            if let Some(c) = self.table.column(&id.value) {
+                let ty = self.table.columns[c].ty;
+                if !ty.is_numeric() {
+                    return Err(SqlError::unsupported(
+                        loc_of(args[0].1, at),
+                        &format!(
+                            "LAG of the {} column `{}` (weir keeps a reading's numbers for it)",
+                            ty.name(),
+                            id.value
+                        ),
+                        "LAG of a numeric column: LAG(temp) OVER w",
+                    ));
+                }
+                if matches!(ty, SqlType::Int | SqlType::BigInt)
+                    && default.is_finite()
+                    && default.fract() != 0.0
+                {
+                    return Err(SqlError::at(
+                        loc_of(args[2].1, at),
+                        format!(
+                            "LAG's default {default} is not a whole number, and `{}` is {}",
+                            id.value,
+                            ty.name()
+                        ),
+                        "give a default of the column's type: LAG(n, 1, 0)",
+                    ));
+                }
+            }
+        }
         let computed = self.computed.len();
         let field = self.field_of(args[0].1)?;
         if self.computed.len() > computed {
@@ -967,11 +1009,11 @@ impl Ctx<'_> {
             "APPROX_PERCENTILE" => AggKind::Percentile(0.0),
             _ => return Ok(None),
         };
-        if f.over.is_some() {
+        if f.over.is_some() && !self.over_ok {
             return Err(SqlError::unsupported(
                 at,
-                "OVER windows",
-                "a window TVF with GROUP BY window_start, window_end",
+                "an OVER aggregate beside GROUP BY or plain aggregates",
+                "OVER aggregates alone, in a query without GROUP BY (SELECT k, v, AVG(v) OVER w FROM t WINDOW w AS (…)), or a window TVF with GROUP BY window_start, window_end",
             ));
         }
         let distinct = matches!(&f.args, FunctionArguments::List(l)
@@ -2289,7 +2331,7 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             "add INSERT INTO sink SELECT … or a SELECT … FROM TABLE(TUMBLE(…)) GROUP BY window_start, window_end",
         ));
     };
-    let (q, top_n) = super::topn::split(*q, &views, at)?;
+    let (q, top_n) = super::topn::split(*q, &mut views, at)?;
     let mut p = compile_expanded(tables, sets, funcs, views, explain, insert, q, at)?;
     if let Some(t) = top_n {
         if p.query.limit.is_some() || !p.query.order.is_empty() {
@@ -2300,6 +2342,15 @@ pub fn compile(stmts: Vec<Statement>) -> Err<SqlPipeline> {
             ));
         }
         let t = t.resolve(&p.query)?;
+        let delay = p
+            .pipeline
+            .spec
+            .sources
+            .first()
+            .map_or(0, |s| s.max_out_of_orderness);
+        if let Some(r) = p.query.per_row.as_mut() {
+            r.drop_late = Some(delay);
+        }
         p.query.explain.push_str(&format!(
             "top-N: per ({}), the first {} rows by {}, once the input ends\n",
             t.partition
@@ -2807,11 +2858,17 @@ fn limit_of(l: Option<&ast::LimitClause>, at: Location) -> Err<Option<u64>> {
 
 /// `SELECT DISTINCT a, b FROM …` as `SELECT a, b FROM … GROUP BY a, b`
 /// (over a window TVF with both window bounds, as a window aggregation
-/// needs them): the same rows, each once, a window's when it fires, a
-/// whole input's at its end.
-fn distinct_as_group_by(sel: &ast::Select, at: Location) -> Err<ast::Select> {
+/// needs them, `bound` the one it adds): the same rows, each once, a
+/// window's when it fires, a whole input's at its end. The group
+/// expressions, by reference (the syntax tree is not cloned: its derived
+/// `Clone` would weigh on the gateway binary).
+fn distinct_group<'s>(
+    sel: &'s ast::Select,
+    bound: &'s mut Option<SExpr>,
+    at: Location,
+) -> Err<Vec<&'s SExpr>> {
     let how = "SELECT DISTINCT over columns by name: SELECT DISTINCT sensor, site FROM t";
-    if sel.group_by != GroupByExpr::Expressions(vec![], vec![]) || sel.having.is_some() {
+    if !no_group_by(&sel.group_by) || sel.having.is_some() {
         return Err(SqlError::unsupported(
             at,
             "SELECT DISTINCT with GROUP BY or HAVING",
@@ -2837,7 +2894,7 @@ fn distinct_as_group_by(sel: &ast::Select, at: Location) -> Err<ast::Select> {
                 how,
             ));
         }
-        group.push(e.clone());
+        group.push(e);
     }
     let named = |n: &str| {
         group
@@ -2847,12 +2904,9 @@ fn distinct_as_group_by(sel: &ast::Select, at: Location) -> Err<ast::Select> {
     let (start, end) = (named("window_start"), named("window_end"));
     if start != end {
         let missing = if start { "window_end" } else { "window_start" };
-        group.push(SExpr::Identifier(ast::Ident::new(missing)));
+        group.push(bound.insert(SExpr::Identifier(ast::Ident::new(missing))));
     }
-    let mut out = sel.clone();
-    out.distinct = None;
-    out.group_by = GroupByExpr::Expressions(group, vec![]);
-    Ok(out)
+    Ok(group)
 }
 
 fn compile_select(
@@ -2872,15 +2926,12 @@ fn compile_select(
         ));
     };
     let at = loc_of(&sel.select_token.0, at);
-    let grouped;
-    let sel: &ast::Select = match &sel.distinct {
-        Some(ast::Distinct::Distinct) => {
-            grouped = distinct_as_group_by(sel, at)?;
-            &grouped
-        }
-        _ => sel,
+    let mut bound = None;
+    let distinct = match &sel.distinct {
+        Some(ast::Distinct::Distinct) => Some(distinct_group(sel, &mut bound, at)?),
+        _ => None,
     };
-    if sel.distinct.is_some()
+    if matches!(sel.distinct, Some(ast::Distinct::On(_)))
         || sel.top.is_some()
         || sel.into.is_some()
         || !sel.lateral_views.is_empty()
@@ -2938,6 +2989,7 @@ fn compile_select(
         }
     }
     let group: Vec<&SExpr> = match &sel.group_by {
+        _ if distinct.is_some() => distinct.unwrap_or_default(),
         GroupByExpr::Expressions(v, m) if m.is_empty() => v.iter().collect(),
         _ => {
             return Err(SqlError::unsupported(
@@ -3107,7 +3159,7 @@ fn compile_select(
     if let Some(w) = sel.named_window.first() {
         return Err(SqlError::unsupported(
             ident_loc(&w.0, at),
-            "a WINDOW clause (OVER aggregation) in a query with GROUP BY",
+            "a WINDOW clause (OVER aggregation) in a query with GROUP BY or plain aggregates",
             "OVER aggregates in a query without GROUP BY: SELECT k, v, AVG(v) OVER w FROM t WINDOW w AS (PARTITION BY k ORDER BY rowtime …)",
         ));
     }
@@ -3211,7 +3263,8 @@ fn compile_select(
         row_cols: Vec::new(),
         per_row: None,
         over: None,
-        named_windows: Vec::new(),
+        named_windows: &[],
+        over_ok: false,
         lags: Vec::new(),
     };
     let filter = match &sel.selection {
@@ -4006,7 +4059,8 @@ fn table_function(
         row_cols: row_cols.clone(),
         per_row: None,
         over: None,
-        named_windows: Vec::new(),
+        named_windows: &[],
+        over_ok: false,
         lags: Vec::new(),
     };
     let no_aggregates = |cx: &Ctx, e: &dyn std::fmt::Display, l: Location| {
@@ -4313,7 +4367,8 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
         row_cols: Vec::new(),
         per_row: None,
         over: None,
-        named_windows: Vec::new(),
+        named_windows: &[],
+        over_ok: false,
         lags: Vec::new(),
         at: start,
     };

@@ -54,6 +54,10 @@ pub struct PerRow {
     /// the aggregates (which the row reads after its text columns), then
     /// its place among rows of the same key and time.
     pub over: Option<super::over::OverPlan>,
+    /// Inside a window Top-N (`super::topn`): the watermark's delay; a
+    /// row whose window the watermark passed (`end - 1 <= newest - delay
+    /// - 1`) is late and left out, as Flink's window rank drops it.
+    pub drop_late: Option<i64>,
 }
 
 impl PerRow {
@@ -252,7 +256,7 @@ pub(super) fn compile(
     // text columns.
     let (read, over) = {
         let mut cx = Ctx::rows(table, funcs, windowed, (None, &[]), at);
-        cx.named_windows = sel.named_window.clone();
+        cx.named_windows = &sel.named_window;
         select_list(&mut cx, sel, table, windowed, at)?;
         let mut read = cx.texts;
         read.sort_unstable();
@@ -297,7 +301,7 @@ pub(super) fn compile(
         _ => (None, Vec::new(), None),
     };
     let mut cx = Ctx::rows(table, funcs, windowed, (key, &keys), at);
-    cx.named_windows = sel.named_window.clone();
+    cx.named_windows = &sel.named_window;
     let (filter, mut columns) = select_list(&mut cx, sel, table, windowed, at)?;
     // The window's bounds, or the OVER aggregates, follow the sample row.
     let nf = cx.fields.len();
@@ -317,6 +321,11 @@ pub(super) fn compile(
         })
         .expect("every column maps")
     };
+    let field_names: Vec<String> = cx
+        .fields
+        .iter()
+        .map(|&c| table.columns[c].name.clone())
+        .collect();
     let over = match cx.over.take() {
         None => None,
         Some(w) => {
@@ -342,6 +351,25 @@ pub(super) fn compile(
             Some((
                 w.clone(),
                 super::over::OverPlan {
+                    state: {
+                        let mut t = format!(
+                            "{} {} [{}]",
+                            super::over::OVER_STATE,
+                            w.frame,
+                            field_names.join(",")
+                        );
+                        for (k, f) in &aggs {
+                            match f {
+                                Some(f) => write!(t, " {k}({f})"),
+                                None => write!(t, " {k}(*)"),
+                            }
+                            .expect("a String takes it");
+                        }
+                        for (f, n, d) in &cx.lags {
+                            write!(t, " lag({f},{n},{d})").expect("a String takes it");
+                        }
+                        t
+                    },
                     frame: w.frame,
                     aggs,
                     lags: cx.lags.clone(),
@@ -362,11 +390,6 @@ pub(super) fn compile(
     };
     let (name, state) = settings(sets, insert.as_ref())?;
     let source_name = table.name.clone();
-    let field_names: Vec<String> = cx
-        .fields
-        .iter()
-        .map(|&c| table.columns[c].name.clone())
-        .collect();
     // The engine's operator hands each sample on whole; it reads a
     // constant field, so that no NULL column keeps a sample from it.
     let mut source = SourceSpec::new(&source_name, field_names.iter().cloned())
@@ -391,7 +414,7 @@ pub(super) fn compile(
                 Some((_, plan)) => {
                     let plan = plan.clone();
                     ProcessSpec {
-                        state_type: super::over::OVER_STATE.into(),
+                        state_type: plan.state.clone(),
                         factory: ProcessFactory(std::sync::Arc::new(move || {
                             Box::new(super::over::OverOp::new(plan.clone()))
                         })),
@@ -517,6 +540,7 @@ pub(super) fn compile(
                 windows: window.map(|w| w.kind),
                 filter: row_filter.map(|f| f.0),
                 over: over.map(|o| o.1),
+                drop_late: None,
             }),
             limit: None,
             top_n: None,

@@ -451,7 +451,7 @@ fn over_aggregations_say_what_they_cannot_do() {
         ),
         (
             "SELECT AVG(v) OVER (PARTITION BY sensor ORDER BY rowtime ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) FROM s;".into(),
-            "ends after the current row",
+            "does not end at the current row",
         ),
         (
             "SELECT AVG(v) OVER (PARTITION BY n ORDER BY rowtime) FROM s;".into(),
@@ -463,7 +463,7 @@ fn over_aggregations_say_what_they_cannot_do() {
         ),
         (
             format!("SELECT APPROX_PERCENTILE(v, 0.5) OVER w FROM s {w};"),
-            "over an OVER window",
+            "APPROX_PERCENTILE(…) over an OVER window",
         ),
         (
             format!("SELECT AVG(v * 2) OVER w FROM s {w};"),
@@ -488,6 +488,26 @@ fn over_aggregations_say_what_they_cannot_do() {
         (
             format!("SELECT LAG(v, 1, v) OVER w FROM s {w};"),
             "LAG's default must be a number or NULL",
+        ),
+        (
+            format!("SELECT LAG(sensor) OVER w FROM s {w};"),
+            "LAG of the STRING column `sensor`",
+        ),
+        (
+            format!("SELECT LAG(n, 1, 0.5) OVER w FROM s {w};"),
+            "is not a whole number",
+        ),
+        (
+            "SELECT SUM(v) OVER (ORDER BY rowtime ROWS BETWEEN 5 PRECEDING AND 2 PRECEDING) FROM s;".into(),
+            "does not end at the current row",
+        ),
+        (
+            "SELECT SUM(v) AS t, SUM(v) OVER (ORDER BY rowtime) FROM s;".into(),
+            "an OVER aggregate beside GROUP BY or plain aggregates",
+        ),
+        (
+            format!("SELECT COUNT(DISTINCT v) OVER w FROM s {w};"),
+            "COUNT(…) over an OVER window",
         ),
         (
             "SELECT AVG(v) OVER (PARTITION BY sensor ORDER BY rowtime RANGE BETWEEN 5 PRECEDING AND CURRENT ROW) FROM s;".into(),
@@ -516,4 +536,49 @@ fn over_aggregations_say_what_they_cannot_do() {
         p.query.explain
     );
     p.agent_can_run().unwrap();
+}
+
+#[test]
+fn rows_of_one_time_are_numbered_and_a_changed_plan_has_another_state_type() {
+    // The last value of a result is the row's place among its key's rows
+    // of that time: the agent's message id. Under ROWS each row is emitted
+    // on its own, and still numbered.
+    for frame in [
+        "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW",
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+        "RANGE BETWEEN INTERVAL '1' SECOND PRECEDING AND CURRENT ROW",
+        "",
+    ] {
+        let p = parse(
+            "q.sql",
+            &format!("{S}SELECT sensor, v, SUM(v) OVER w AS s FROM s WINDOW w AS (PARTITION BY sensor ORDER BY rowtime {frame});"),
+        )
+        .unwrap();
+        let mut e = p.pipeline.spec.clone().build().unwrap();
+        for v in [1.0, 2.0, 3.0] {
+            e.handle_sample(T0, 0, "a", T0, &[v, 1.0]).unwrap();
+        }
+        e.handle_end_of_input();
+        let places: Vec<f64> = std::iter::from_fn(|| e.poll_output())
+            .filter_map(|o| match o {
+                weir_core::output::Output::Window(w) => w.values.as_slice().last().copied(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(places, [0.0, 1.0, 2.0], "{frame}");
+    }
+    let state = |frame: &str| {
+        let p = parse(
+            "q.sql",
+            &format!("{S}SELECT v, SUM(v) OVER (ORDER BY rowtime {frame}) FROM s;"),
+        )
+        .unwrap();
+        match &p.pipeline.spec.operators[0].kind {
+            weir_core::spec::OperatorKind::Process(ps) => ps.state_type.clone(),
+            _ => panic!("a process operator"),
+        }
+    };
+    assert!(state("ROWS 2 PRECEDING").starts_with("weir/over/1 ROWS"));
+    assert_ne!(state("ROWS 2 PRECEDING"), state("ROWS 3 PRECEDING"));
+    assert_ne!(state("ROWS 2 PRECEDING"), state(""));
 }

@@ -217,3 +217,36 @@ fn top_n_queries_say_what_they_cannot_do() {
     let e = p.agent_can_run().unwrap_err();
     assert!(e.contains("does not run a window Top-N"), "{e}");
 }
+
+#[test]
+fn deduplication_keeps_the_last_of_tied_rows_and_late_rows_are_left_out() {
+    let run = |sql: &str, input: &str| {
+        let p = parse("q.sql", &format!("{BID}{sql}")).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        let (sum, _) =
+            exec::replay(&p, input.as_bytes(), &mut out, |b, _| panic!("{b:?}")).unwrap();
+        (String::from_utf8(out).unwrap(), sum.late)
+    };
+    // Two rows at 08:09: Flink's deduplication keeps the later one.
+    let input = "2020-04-15 08:05:00,4.00,C,supplier1
+2020-04-15 08:09:00,5.00,D,supplier2
+2020-04-15 08:09:00,7.00,X,supplier2
+";
+    let (text, _) = run(&tvf_top("bidtime DESC", 1), input);
+    assert!(text.lines().nth(1).unwrap().contains(",7.00,X,"), "{text}");
+    // Ascending keeps the first; a Top-N by price keeps ties as they came.
+    let (text, _) = run(&tvf_top("bidtime", 1), input);
+    assert!(text.lines().nth(1).unwrap().contains(",4.00,C,"), "{text}");
+    // 08:06 comes once 08:21 moved the watermark past the first window's
+    // end: Flink's window rank drops it as late.
+    let input = "2020-04-15 08:05:00,4.00,C,supplier1
+2020-04-15 08:07:00,2.00,A,supplier1
+2020-04-15 08:21:00,3.00,B,supplier2
+2020-04-15 08:06:00,0.50,LATE,supplier2
+";
+    let (text, late) = run(&tvf_top("price", 1), input);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].contains(",2.00,A,"), "{text}");
+    assert_eq!(late, 1);
+}

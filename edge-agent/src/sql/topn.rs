@@ -22,14 +22,19 @@
 //! it: their streams do not end (Flink emits a window's rows when the
 //! watermark passes its end).
 
+#[cfg(feature = "host-tools")]
 use std::io::{self, Write};
 
 use sqlparser::ast::{self, Expr as SExpr, SelectItem, SetExpr, TableFactor};
 use sqlparser::tokenizer::Location;
 
+#[cfg(feature = "host-tools")]
 use super::exec::{compare_sort, row_ends, sort_cells, split_csv, SortCell};
-use super::plan::{loc_of, Query, SortKey};
+#[cfg(feature = "host-tools")]
+use super::plan::loc_of;
+use super::plan::{Query, SortKey};
 use super::{Err, SqlError};
+#[cfg(feature = "host-tools")]
 use crate::replay::push_text;
 
 /// A Top-N over a query's result rows ([`Query::top_n`]).
@@ -45,11 +50,23 @@ pub struct TopN {
     pub output: Vec<Option<usize>>,
     /// Their names.
     pub names: Vec<String>,
+    /// Window deduplication keeping the last row (one row, by a time
+    /// column descending): a row of the same time replaces the one kept,
+    /// as Flink's deduplication does; otherwise ties keep the first.
+    pub ties_last: bool,
 }
 
-/// The parts of a Top-N query before the query inside it is compiled.
+#[cfg(feature = "host-tools")]
+/// The parts of a Top-N query before the query inside it is compiled
+/// (names only: the syntax tree is moved, never cloned, whose derived
+/// `Clone` would weigh on the gateway binary).
 pub(super) struct Pattern {
-    window: ast::WindowSpec,
+    /// `PARTITION BY` names, where each is.
+    partition: Vec<(String, Location)>,
+    /// `ORDER BY` names: (name, DESC, NULLS FIRST given), where each is.
+    order: Vec<(String, bool, Option<bool>, Location)>,
+    /// A frame was given (refused).
+    framed: bool,
     n: u64,
     rownum: String,
     /// The outer select list: `None` for `*`.
@@ -74,31 +91,108 @@ fn is_row_number(item: &SelectItem) -> Option<(&ast::Function, String)> {
     }
 }
 
+#[cfg(feature = "host-tools")]
+fn name_of(e: &SExpr) -> String {
+    match e {
+        SExpr::Identifier(id) => id.value.clone(),
+        SExpr::CompoundIdentifier(v) => v.last().map_or(String::new(), |i| i.value.clone()),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(feature = "host-tools")]
+/// What the query inside a Top-N reads, when it only names its columns:
+/// a subquery, or a `WITH` query or view (without column names of its
+/// own) by name.
+enum Reads {
+    Subquery,
+    With(usize),
+    View(usize),
+}
+
+#[cfg(feature = "host-tools")]
 /// `q` split into the query inside a Top-N and its pattern, or `q` as it
-/// is when it is not one.
+/// is when it is not one. A view the Top-N reads by name is taken out of
+/// `views` (its query becomes the query inside).
 pub(super) fn split(
     q: ast::Query,
-    views: &[super::views::View],
+    views: &mut Vec<super::views::View>,
     at: Location,
 ) -> Err<(ast::Query, Option<Pattern>)> {
-    let SetExpr::Select(outer) = &*q.body else {
+    let Some((pattern, pos, reads)) = pattern_of(&q, views, at)? else {
         return Ok((q, None));
+    };
+    // Moved out of `q`: the query inside, without its ROW_NUMBER() column.
+    let ast::Query { body, mut with, .. } = q;
+    let SetExpr::Select(outer) = *body else {
+        unreachable!("checked by pattern_of")
+    };
+    let TableFactor::Derived { subquery, .. } =
+        outer.from.into_iter().next().expect("one").relation
+    else {
+        unreachable!("checked by pattern_of")
+    };
+    let mut inner_q = *subquery;
+    if let SetExpr::Select(s) = &mut *inner_q.body {
+        s.projection.remove(pos);
+    }
+    let read = |inner_q: ast::Query, with: &mut Option<ast::With>, views: &mut Vec<_>| match reads {
+        None => inner_q,
+        Some(Reads::Subquery) => {
+            let SetExpr::Select(s) = *inner_q.body else {
+                unreachable!("checked by pattern_of")
+            };
+            let TableFactor::Derived { subquery, .. } =
+                s.from.into_iter().next().expect("one").relation
+            else {
+                unreachable!("checked by pattern_of")
+            };
+            *subquery
+        }
+        Some(Reads::With(i)) => {
+            let w = with.as_mut().expect("checked by pattern_of");
+            *w.cte_tables.remove(i).query
+        }
+        Some(Reads::View(i)) => {
+            let v: super::views::View = views.remove(i);
+            *v.query
+        }
+    };
+    let mut inner_q = read(inner_q, &mut with, views);
+    // The outer query's `WITH` stays visible inside.
+    if inner_q.with.is_none() {
+        inner_q.with = with;
+    }
+    Ok((inner_q, Some(pattern)))
+}
+
+#[cfg(feature = "host-tools")]
+/// Whether `q` is a Top-N: its pattern, the place of the `ROW_NUMBER()`
+/// column in the query inside, and what that query reads when it only
+/// names columns of it.
+fn pattern_of(
+    q: &ast::Query,
+    views: &[super::views::View],
+    at: Location,
+) -> Err<Option<(Pattern, usize, Option<Reads>)>> {
+    let SetExpr::Select(outer) = &*q.body else {
+        return Ok(None);
     };
     let [from] = &outer.from[..] else {
-        return Ok((q, None));
+        return Ok(None);
     };
     let TableFactor::Derived { subquery, .. } = &from.relation else {
-        return Ok((q, None));
+        return Ok(None);
     };
     let SetExpr::Select(inner) = &*subquery.body else {
-        return Ok((q, None));
+        return Ok(None);
     };
     let Some(pos) = inner
         .projection
         .iter()
         .position(|i| is_row_number(i).is_some())
     else {
-        return Ok((q, None));
+        return Ok(None);
     };
     let at = loc_of(&outer.select_token.0, at);
     let how = "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY x DESC) AS rownum FROM …) WHERE rownum <= 3";
@@ -111,7 +205,7 @@ pub(super) fn split(
         ));
     };
     if !from.joins.is_empty()
-        || outer.group_by != ast::GroupByExpr::Expressions(vec![], vec![])
+        || !super::plan::no_group_by(&outer.group_by)
         || outer.having.is_some()
         || q.order_by.is_some()
         || q.limit_clause.is_some()
@@ -155,100 +249,114 @@ pub(super) fn split(
                         ))
                     }
                 };
-                let name = match e {
-                    SExpr::Identifier(id) => id.value.clone(),
-                    SExpr::CompoundIdentifier(v) => {
-                        v.last().map_or(String::new(), |i| i.value.clone())
-                    }
-                    other => {
-                        return Err(SqlError::unsupported(
-                            loc_of(other, at),
-                            &format!("the expression `{other}` around a Top-N"),
-                            "compute it inside: the outer SELECT of a Top-N names columns",
-                        ))
-                    }
-                };
+                if !matches!(e, SExpr::Identifier(_) | SExpr::CompoundIdentifier(_)) {
+                    return Err(SqlError::unsupported(
+                        loc_of(e, at),
+                        &format!("the expression `{e}` around a Top-N"),
+                        "compute it inside: the outer SELECT of a Top-N names columns",
+                    ));
+                }
+                let name = name_of(e);
                 let shown = alias.cloned().unwrap_or_else(|| name.clone());
                 cols.push((name, shown));
             }
             Some(cols)
         }
     };
-    let window = window.clone();
-    // The query inside, without its ROW_NUMBER() column.
-    let mut inner_q = (**subquery).clone();
-    if let SetExpr::Select(s) = &mut *inner_q.body {
-        s.projection.remove(pos);
+    let partition = window
+        .partition_by
+        .iter()
+        .map(|p| (name_of(p), loc_of(p, at)))
+        .collect();
+    let mut order = Vec::new();
+    for o in &window.order_by {
+        let desc = match &o.options.sort {
+            None | Some(ast::OrderBySort::Asc) => false,
+            Some(ast::OrderBySort::Desc) => true,
+            Some(ast::OrderBySort::Using(_)) => {
+                return Err(SqlError::unsupported(
+                    loc_of(&o.expr, at),
+                    "ORDER BY … USING",
+                    how,
+                ))
+            }
+        };
+        order.push((
+            name_of(&o.expr),
+            desc,
+            o.options.nulls_first,
+            loc_of(&o.expr, at),
+        ));
     }
     // `SELECT *, ROW_NUMBER() … FROM (a window aggregation)` (or its
     // columns by name): the Top-N is over the aggregation's rows; the
     // names are what `*` gives outside.
     let mut inner_cols = None;
-    if let (SetExpr::Select(s), [only]) = (&*inner_q.body, &inner.from[..]) {
-        let plain = s.selection.is_none()
-            && s.having.is_none()
-            && s.group_by == ast::GroupByExpr::Expressions(vec![], vec![])
+    let mut reads = None;
+    if let [only] = &inner.from[..] {
+        let plain = inner.selection.is_none()
+            && inner.having.is_none()
+            && super::plan::no_group_by(&inner.group_by)
             && only.joins.is_empty();
-        let names: Option<Vec<String>> = s
-            .projection
-            .iter()
-            .map(|i| match i {
-                SelectItem::UnnamedExpr(SExpr::Identifier(id)) => Some(Some(id.value.clone())),
-                SelectItem::Wildcard(_) => Some(None),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .and_then(|v| match &v[..] {
-                [None] => Some(Vec::new()),
-                _ => v.into_iter().collect(),
-            });
-        // What it reads: a subquery, or a view or `WITH` query (without
-        // column names of its own) by name.
-        let read: Option<ast::Query> = match &only.relation {
-            TableFactor::Derived { subquery: sub, .. } => Some((**sub).clone()),
+        let mut names = Some(Vec::new());
+        for (i, item) in inner.projection.iter().enumerate() {
+            match item {
+                _ if i == pos => {}
+                SelectItem::UnnamedExpr(SExpr::Identifier(id)) => {
+                    if let Some(v) = names.as_mut() {
+                        v.push(id.value.clone())
+                    }
+                }
+                SelectItem::Wildcard(_) if inner.projection.len() == 2 => {}
+                _ => names = None,
+            }
+        }
+        let by_name = match &only.relation {
+            TableFactor::Derived { .. } => Some(Reads::Subquery),
             TableFactor::Table { name, .. } => {
                 let name = name.to_string();
                 let cte = q.with.as_ref().and_then(|w| {
-                    w.cte_tables.iter().find(|c| {
+                    w.cte_tables.iter().position(|c| {
                         c.alias.name.value.eq_ignore_ascii_case(&name) && c.alias.columns.is_empty()
                     })
                 });
                 match cte {
-                    Some(c) => Some((*c.query).clone()),
+                    Some(i) => Some(Reads::With(i)),
                     None => views
                         .iter()
-                        .find(|v| v.name.eq_ignore_ascii_case(&name) && v.columns.is_empty())
-                        .map(|v| (*v.query).clone()),
+                        .position(|v| v.name.eq_ignore_ascii_case(&name) && v.columns.is_empty())
+                        .map(Reads::View),
                 }
             }
             _ => None,
         };
-        if let (true, Some(names), Some(read)) = (plain, names, read) {
+        if let (true, Some(names), Some(r)) = (plain, names, by_name) {
             if !names.is_empty() {
                 inner_cols = Some(names);
             }
-            inner_q = read;
+            reads = Some(r);
         }
     }
-    // The outer query's `WITH` stays visible inside.
-    if inner_q.with.is_none() {
-        inner_q.with = q.with.clone();
-    }
-    Ok((
-        inner_q,
-        Some(Pattern {
-            window,
+    Ok(Some((
+        Pattern {
+            partition,
+            order,
+            framed: window.window_frame.is_some(),
             n,
             rownum,
             outer: outer_cols,
             inner: inner_cols,
             at,
-        }),
-    ))
+        },
+        pos,
+        reads,
+    )))
 }
 
+#[cfg(feature = "host-tools")]
 /// `rownum <= n`, `rownum < n`, `rownum = 1` (and mirrored): the rows kept.
 fn rows_kept(w: &SExpr, rownum: &str) -> Option<u64> {
+    use ast::BinaryOperator as B;
     let SExpr::BinaryOp { left, op, right } = w else {
         return None;
     };
@@ -261,28 +369,29 @@ fn rows_kept(w: &SExpr, rownum: &str) -> Option<u64> {
         },
         _ => None,
     };
-    use ast::BinaryOperator as B;
-    let (op, n) = if is_rownum(left) {
-        (op.clone(), num(right)?)
-    } else if is_rownum(right) {
-        let flipped = match op {
-            B::GtEq => B::LtEq,
-            B::Gt => B::Lt,
-            B::Eq => B::Eq,
-            _ => return None,
-        };
-        (flipped, num(left)?)
-    } else {
-        return None;
+    // (at most, strictly) with rownum on the left.
+    let (le, n) = match (is_rownum(left), is_rownum(right), op) {
+        (true, _, B::LtEq) | (_, true, B::GtEq) => {
+            (Some(true), num(if is_rownum(left) { right } else { left })?)
+        }
+        (true, _, B::Lt) | (_, true, B::Gt) => (
+            Some(false),
+            num(if is_rownum(left) { right } else { left })?,
+        ),
+        (true, _, B::Eq) | (_, true, B::Eq) => {
+            (None, num(if is_rownum(left) { right } else { left })?)
+        }
+        _ => return None,
     };
-    match op {
-        B::LtEq => Some(n),
-        B::Lt => Some(n.saturating_sub(1)),
-        B::Eq if n == 1 => Some(1),
-        _ => None,
+    match le {
+        Some(true) => Some(n),
+        Some(false) => Some(n.saturating_sub(1)),
+        None if n == 1 => Some(1),
+        None => None,
     }
 }
 
+#[cfg(feature = "host-tools")]
 impl Pattern {
     /// The Top-N over `q`'s result columns (the query inside, compiled).
     pub(super) fn resolve(self, q: &Query) -> Err<TopN> {
@@ -300,14 +409,10 @@ impl Pattern {
                 .join(", ")
         };
         let mut partition = Vec::new();
-        for p in &self.window.partition_by {
-            let name = match p {
-                SExpr::Identifier(id) => id.value.clone(),
-                other => other.to_string(),
-            };
-            let Some(c) = col(&name) else {
+        for (name, l) in &self.partition {
+            let Some(c) = col(name) else {
                 return Err(SqlError::at(
-                    loc_of(p, at),
+                    *l,
                     format!("PARTITION BY {name}: not a column of the query inside"),
                     format!("partition by its columns: {}", names()),
                 ));
@@ -326,28 +431,36 @@ impl Pattern {
                 "PARTITION BY window_start, window_end[, …] over a window aggregation or a window TVF",
             ));
         }
-        if self.window.window_frame.is_some() {
+        if self.framed {
             return Err(SqlError::unsupported(
                 at,
                 "a frame in ROW_NUMBER()'s OVER",
                 "OVER (PARTITION BY window_start, window_end ORDER BY …)",
             ));
         }
-        if self.window.order_by.is_empty() {
+        if self.order.is_empty() {
             return Err(SqlError::at(
                 at,
                 "ROW_NUMBER() needs an ORDER BY in its OVER",
                 "OVER (PARTITION BY window_start, window_end ORDER BY price DESC)",
             ));
         }
-        let order = super::plan::order_of(
-            &ast::OrderBy {
-                kind: ast::OrderByKind::Expressions(self.window.order_by.clone()),
-                interpolate: None,
-            },
-            &q.columns,
-            at,
-        )?;
+        let mut order = Vec::new();
+        for (name, desc, nulls_first, l) in &self.order {
+            let Some(column) = col(name) else {
+                return Err(SqlError::at(
+                    *l,
+                    format!("ORDER BY {name}: not a result column"),
+                    format!("order by a column of the query inside: {}", names()),
+                ));
+            };
+            // Flink: NULLs first ascending, last descending, unless given.
+            order.push(SortKey {
+                column,
+                desc: *desc,
+                nulls_first: nulls_first.unwrap_or(!*desc),
+            });
+        }
         let (output, names) = match &self.outer {
             None => {
                 let mut out: Vec<Option<usize>> = Vec::new();
@@ -396,19 +509,25 @@ impl Pattern {
                 (out, shown)
             }
         };
+        let ties_last = self.n == 1
+            && matches!(&order[..], [k] if k.desc
+                && matches!(q.columns[k.column].ty, super::ddl::SqlType::Timestamp | super::ddl::SqlType::TimestampLtz));
         Ok(TopN {
             partition,
             order,
             n: self.n,
             output,
             names,
+            ties_last,
         })
     }
 }
 
+#[cfg(feature = "host-tools")]
 /// One group's kept rows: (sort cells, arrival, the row's cells).
 type Kept = Vec<(Vec<Option<SortCell>>, u64, Vec<String>)>;
 
+#[cfg(feature = "host-tools")]
 /// A writer that takes `weir replay`'s CSV result rows of the query inside
 /// a Top-N and keeps each group's first rows ([`TopNWriter::finish`]
 /// writes them).
@@ -425,6 +544,7 @@ pub struct TopNWriter<'q> {
     seq: u64,
 }
 
+#[cfg(feature = "host-tools")]
 impl<'q> TopNWriter<'q> {
     /// A writer for `t` over `q`'s result rows.
     pub fn new(t: &'q TopN, q: &'q Query) -> Self {
@@ -463,7 +583,15 @@ impl<'q> TopNWriter<'q> {
         let seq = self.seq;
         self.seq += 1;
         // Ties keep their arrival order: a new row goes after its equals.
-        let at = kept.partition_point(|(k, _, _)| compare_sort(&self.t.order, k, &key).is_le());
+        let ties_last = self.t.ties_last;
+        let at = kept.partition_point(|(k, _, _)| {
+            let o = compare_sort(&self.t.order, k, &key);
+            if ties_last {
+                o.is_lt()
+            } else {
+                o.is_le()
+            }
+        });
         if (at as u64) < self.t.n {
             kept.insert(at, (key, seq, cells));
             kept.truncate(self.t.n as usize);
@@ -509,6 +637,7 @@ impl<'q> TopNWriter<'q> {
     }
 }
 
+#[cfg(feature = "host-tools")]
 impl Write for TopNWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);
@@ -527,4 +656,45 @@ impl Write for TopNWriter<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// A gateway build (without `host-tools`) has no window Top-N: `weir run`
+/// refuses one anyway (its input does not end), and the live shell too.
+#[cfg(not(feature = "host-tools"))]
+pub(super) enum Pattern {}
+
+#[cfg(not(feature = "host-tools"))]
+impl Pattern {
+    pub(super) fn resolve(self, _q: &Query) -> Err<TopN> {
+        match self {}
+    }
+}
+
+/// [`split`] of a gateway build: a Top-N is refused by name.
+#[cfg(not(feature = "host-tools"))]
+pub(super) fn split(
+    q: ast::Query,
+    _views: &mut Vec<super::views::View>,
+    at: Location,
+) -> Err<(ast::Query, Option<Pattern>)> {
+    let top_n = match &*q.body {
+        SetExpr::Select(outer) => outer.from.iter().any(|f| match &f.relation {
+            TableFactor::Derived { subquery, .. } => match &*subquery.body {
+                SetExpr::Select(inner) => {
+                    inner.projection.iter().any(|i| is_row_number(i).is_some())
+                }
+                _ => false,
+            },
+            _ => false,
+        }),
+        _ => false,
+    };
+    if top_n {
+        return Err(SqlError::unsupported(
+            at,
+            "a window Top-N in a gateway build (weir run refuses one: its input does not end)",
+            "weir replay or weir sql over a recording on a workstation build",
+        ));
+    }
+    Ok((q, None))
 }
