@@ -332,3 +332,87 @@ fn over_aggregates_publish_replays_rows_once_the_watermark_passes_them() {
         assert_eq!(crashed, clean, "crash after message {crash}");
     }
 }
+
+/// Readings of one sensor at one time (peers), as JSON payloads of `s`.
+fn tied_payloads() -> Vec<Vec<u8>> {
+    let msg = |m: &[(&str, i64, f64)]| {
+        let recs: Vec<String> = m
+            .iter()
+            .map(|(s, dt, t)| {
+                format!(
+                    r#"{{"sensor":"{s}","meta":{{"site":"n"}},"ts":{},"temp":{t}}}"#,
+                    T0 + dt
+                )
+            })
+            .collect();
+        format!("[{}]", recs.join(",")).into_bytes()
+    };
+    vec![
+        msg(&[("a", 0, 21.0), ("a", 0, 22.0)]),
+        msg(&[("a", 500, 23.0)]),
+        msg(&[("a", 500, 24.0), ("b", 600, 29.0)]),
+        msg(&[("a", 1_000, 25.0)]),
+        msg(&[("a", 2_000, 26.0)]),
+        msg(&[("a", 3_000, 27.0)]),
+        msg(&[("a", 5_000, 28.0)]),
+        msg(&[("a", 9_000, 29.0)]),
+    ]
+}
+
+#[test]
+fn over_rows_of_one_time_have_their_own_ids_across_checkpoints_and_crashes() {
+    // Two readings of a sensor at one time are two rows (ids ending /0
+    // and /1); with checkpoints between messages and a crash after any
+    // message, every id comes with one payload and the rows are a clean
+    // run's, for ROWS and RANGE frames.
+    for frame in [
+        "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW",
+        "RANGE BETWEEN INTERVAL '1' SECOND PRECEDING AND CURRENT ROW",
+    ] {
+        let sql = format!(
+            "{DDL}SELECT sensor, ts, temp, SUM(temp) OVER w AS s, LAG(temp, 1, 0) OVER w AS prev FROM s
+             WINDOW w AS (PARTITION BY sensor ORDER BY rowtime {frame});"
+        );
+        let row = |j: &serde_json::Value| {
+            format!(
+                "{}|{},{},{:.6},{:.6},{:.6}",
+                j["id"].as_str().unwrap(),
+                j["sensor"].as_str().unwrap(),
+                j["ts"].as_i64().unwrap(),
+                j["temp"].as_f64().unwrap(),
+                j["s"].as_f64().unwrap(),
+                j["prev"].as_f64().unwrap()
+            )
+        };
+        let by_id = |msgs: Vec<String>| {
+            let mut m = BTreeMap::new();
+            for r in msgs {
+                let (id, rest) = r.split_once('|').unwrap();
+                if let Some(old) = m.insert(id.to_string(), rest.to_string()) {
+                    assert_eq!(old, rest, "{frame}: one id, two payloads");
+                }
+            }
+            m
+        };
+        let payloads = tied_payloads();
+        let (clean, _) = sql_run_util::run_checkpointed(&sql, &payloads, None, Some(150), row);
+        let clean = by_id(clean);
+        assert!(
+            clean.contains_key(&format!("gw/q/a/{T0}/1")),
+            "{frame}: {clean:?}"
+        );
+        assert!(
+            clean.contains_key(&format!("gw/q/a/{}/1", T0 + 500)),
+            "{frame}: {clean:?}"
+        );
+        for crash in 1..payloads.len() {
+            let (crashed, _) =
+                sql_run_util::run_checkpointed(&sql, &payloads, Some(crash), Some(150), row);
+            assert_eq!(
+                by_id(crashed),
+                clean,
+                "{frame}: crash after message {crash}"
+            );
+        }
+    }
+}

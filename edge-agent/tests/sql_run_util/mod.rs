@@ -61,7 +61,7 @@ fn payload(m: &[Reading]) -> Vec<u8> {
     format!("[{}]", recs.join(",")).into_bytes()
 }
 
-fn cfg() -> CoreConfig {
+fn cfg(checkpoint_ms: i64) -> CoreConfig {
     CoreConfig {
         gateway: "gw".into(),
         prefix: "weir".into(),
@@ -69,7 +69,7 @@ fn cfg() -> CoreConfig {
         publish_windows: true,
         commit_ms: 50,
         group_records: 100,
-        checkpoint_ms: 600_000,
+        checkpoint_ms,
     }
 }
 
@@ -95,11 +95,25 @@ pub fn run_payloads(
     crash_after: Option<usize>,
     row: impl Fn(&serde_json::Value) -> String,
 ) -> (Vec<String>, u64) {
+    run_checkpointed(sql, payloads, crash_after, None, row)
+}
+
+/// [`run_payloads`], checkpointing every `checkpoint_ms` (`None`: never in
+/// a run this short), with a clock tick after each message so that
+/// checkpoints are taken between them.
+pub fn run_checkpointed(
+    sql: &str,
+    payloads: &[Vec<u8>],
+    crash_after: Option<usize>,
+    checkpoint_ms: Option<i64>,
+    row: impl Fn(&serde_json::Value) -> String,
+) -> (Vec<String>, u64) {
     let pf = weir_agent::pipeline_file::parse("q.sql", sql).unwrap();
     let mut disk = SimDisk::new();
     let open = |disk: SimDisk| {
         let store = Store::open_backend(disk, "d/weir.redb", StoreConfig::default()).unwrap();
-        let mut core = AgentCore::open(cfg(), pf.clone(), store).unwrap();
+        let cfg = cfg(checkpoint_ms.unwrap_or(600_000));
+        let mut core = AgentCore::open(cfg, pf.clone(), store).unwrap();
         core.handle_connected(T0, Link::Ingest, false).unwrap();
         core.handle_connected(T0, Link::Output, false).unwrap();
         core
@@ -130,10 +144,18 @@ pub fn run_payloads(
         now += 100;
         core.handle_publish(now, "p/x", m, Some(i as u64)).unwrap();
         drain(&mut core, &mut rows);
+        if checkpoint_ms.is_some() {
+            now += 100;
+            core.handle_tick(now).unwrap();
+            drain(&mut core, &mut rows);
+        }
     }
     now += 1_000;
     core.handle_tick(now).unwrap();
     drain(&mut core, &mut rows);
+    if checkpoint_ms.is_some() && crash_after.is_none() {
+        assert!(core.stats().checkpoints > 0, "no checkpoint was taken");
+    }
     (rows, core.stats().readings)
 }
 
