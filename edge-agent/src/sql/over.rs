@@ -306,14 +306,25 @@ pub struct OverOp {
     plan: OverPlan,
     /// Partitions by key, sorted (a key is added once, looked up often).
     parts: Vec<(KeyId, Part)>,
+    /// How much of the moments the aggregates need.
+    tier: Tier,
 }
 
 impl OverOp {
     /// An operator computing `plan`.
     pub fn new(plan: OverPlan) -> Self {
+        // The moments the aggregates read, and no more (M3 and M4 only
+        // for KURTOSIS).
+        let tier = plan
+            .aggs
+            .iter()
+            .map(|a| a.0.tier())
+            .max()
+            .unwrap_or(Tier::Basic);
         OverOp {
             plan,
             parts: Vec::new(),
+            tier,
         }
     }
 
@@ -337,7 +348,7 @@ impl OverOp {
                         let mut m = Moments::new();
                         for (_, row) in &part.frame {
                             match row.get(f) {
-                                Some(x) if !x.is_nan() => m.push(*x, Tier::Fourth),
+                                Some(x) if !x.is_nan() => m.push(*x, self.tier),
                                 _ => {}
                             }
                         }
@@ -394,13 +405,13 @@ impl OverOp {
     }
 
     /// Adds `row` to an unbounded frame's moments.
-    fn accumulate(part: &mut Part, row: &[f64]) {
+    fn accumulate(&self, part: &mut Part, row: &[f64]) {
         if part.acc.len() < row.len() {
             part.acc.resize(row.len(), Moments::new());
         }
         for (m, &x) in part.acc.iter_mut().zip(row) {
             if !x.is_nan() {
-                m.push(x, Tier::Fourth);
+                m.push(x, self.tier);
             }
         }
         part.rows += 1;
@@ -456,14 +467,14 @@ impl KeyedProcess for OverOp {
             match self.plan.frame {
                 Frame::RowsUnbounded => {
                     for (k, r) in peers.iter().enumerate() {
-                        Self::accumulate(&mut part, &r.1);
+                        self.accumulate(&mut part, &r.1);
                         self.remember(&mut part, &r.1);
                         self.emit(ctx, &part, std::slice::from_ref(r), k);
                     }
                 }
                 Frame::RangeUnbounded => {
                     for r in peers {
-                        Self::accumulate(&mut part, &r.1);
+                        self.accumulate(&mut part, &r.1);
                     }
                     self.emit(ctx, &part, peers, 0);
                 }

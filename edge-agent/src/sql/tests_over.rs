@@ -582,3 +582,37 @@ fn rows_of_one_time_are_numbered_and_a_changed_plan_has_another_state_type() {
     assert_ne!(state("ROWS 2 PRECEDING"), state("ROWS 3 PRECEDING"));
     assert_ne!(state("ROWS 2 PRECEDING"), state(""));
 }
+
+#[test]
+fn weirs_own_aggregates_run_over_frames_too() {
+    // KURTOSIS needs the third and fourth moments, RMS and CREST the
+    // second: each frame computes what its aggregates read.
+    let xs = [1.0, 2.0, 3.0, 4.0, 10.0];
+    let input = csv(&xs
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| ("a", 1000 * (i as i64 + 1), Some(x)))
+        .collect::<Vec<_>>());
+    for frame in [
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+        "ROWS BETWEEN 4 PRECEDING AND CURRENT ROW",
+    ] {
+        let (rows, _) = replay(
+            &format!(
+                "SELECT KURTOSIS(v) OVER w AS k, RMS(v) OVER w AS r, CREST(v) OVER w AS c, P2P(v) OVER w AS p
+                 FROM s WINDOW w AS (PARTITION BY sensor ORDER BY rowtime {frame});"
+            ),
+            &input,
+        );
+        let last: Vec<f64> = rows[5].split(',').map(|c| c.parse().unwrap()).collect();
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let m2: f64 = xs.iter().map(|x| (x - mean).powi(2)).sum();
+        let m4: f64 = xs.iter().map(|x| (x - mean).powi(4)).sum();
+        let rms = (xs.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
+        let want = [n * m4 / (m2 * m2), rms, 10.0 / rms, 9.0];
+        for (g, w) in last.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{frame}: {last:?} vs {want:?}");
+        }
+    }
+}
