@@ -8,18 +8,30 @@ use weir_e2e::*;
 
 const T0: i64 = 1_700_000_000_000;
 
-/// The end-to-end pipeline (`weir_e2e::PIPELINE`) in SQL.
-const SQL: &str = "SET 'pipeline.name' = 'w';
+/// The source table every test here reads: the readings of
+/// `weir_e2e::input` on `plant/+/v` (a macro, so that constants can
+/// `concat!` it).
+macro_rules! source {
+    () => {
+        "SET 'pipeline.name' = 'w';
 CREATE TABLE s (
   k STRING, t BIGINT, v DOUBLE,
   rowtime AS TO_TIMESTAMP_LTZ(t, 3),
   WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
 ) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-SELECT k, window_start, window_end, COUNT(*) AS n, AVG(v) AS mean, MIN(v) AS lo,
+"
+    };
+}
+
+/// The end-to-end pipeline (`weir_e2e::PIPELINE`) in SQL.
+const SQL: &str = concat!(
+    source!(),
+    "SELECT k, window_start, window_end, COUNT(*) AS n, AVG(v) AS mean, MIN(v) AS lo,
        MAX(v) AS hi, STDDEV_POP(v) AS sd, EWMA_Z(AVG(v), 0.1, 3.0, 5) AS anomaly
 FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
 GROUP BY k, window_start, window_end;
-";
+"
+);
 
 #[test]
 fn the_agent_runs_a_sql_pipeline() {
@@ -51,18 +63,15 @@ fn the_agent_runs_a_sql_pipeline() {
 
 /// A `WHERE` over a numeric column and an aggregate over an expression, in
 /// the agent: both run in the engine (filter and computed field).
-const SQL_WHERE: &str = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-SELECT k, window_start, window_end, COUNT(*) AS n, MAX(v) AS hi,
+const SQL_WHERE: &str = concat!(
+    source!(),
+    "SELECT k, window_start, window_end, COUNT(*) AS n, MAX(v) AS hi,
        MAX(v * 1.8 + 32) AS hi_f
 FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
 WHERE v < 21.5
 GROUP BY k, window_start, window_end;
-";
+"
+);
 
 #[test]
 fn the_agent_runs_a_sql_where_in_the_engine() {
@@ -100,19 +109,16 @@ fn the_agent_runs_a_sql_where_in_the_engine() {
 /// agent: the key filter runs on journal records before the engine, the
 /// rest on window results before they are published, result columns by
 /// name.
-const SQL_HAVING: &str = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-SELECT k AS sensor, window_start, MAX(v) - MIN(v) AS spread,
+const SQL_HAVING: &str = concat!(
+    source!(),
+    "SELECT k AS sensor, window_start, MAX(v) - MIN(v) AS spread,
        CASE WHEN AVG(v) > 21 THEN 'hot' ELSE 'ok' END AS state, COUNT(*) AS n
 FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
 WHERE k <> 's03'
 GROUP BY k, window_start, window_end
 HAVING MAX(v) - MIN(v) > 1.3;
-";
+"
+);
 
 #[test]
 fn the_agent_runs_sql_having_and_computed_columns() {
@@ -122,16 +128,13 @@ fn the_agent_runs_sql_having_and_computed_columns() {
     let msgs = input(20_000, 4, T0);
     // Which windows fire: the engine on the readings the WHERE keeps.
     let kept: Vec<Msg> = msgs.iter().filter(|m| m.key != "s03").cloned().collect();
-    let plain = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-SELECT k, window_start, window_end, COUNT(*) AS n
+    let plain = concat!(
+        source!(),
+        "SELECT k, window_start, window_end, COUNT(*) AS n
 FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(rowtime), INTERVAL '1' SECOND))
 GROUP BY k, window_start, window_end;
-";
+"
+    );
     let fired = reference(plain, &kept);
     // The rows' values by hand: (key, window start) → readings.
     let mut groups: std::collections::BTreeMap<(String, i64), Vec<f64>> = Default::default();
@@ -213,13 +216,7 @@ GROUP BY k, window_start, window_end;
 /// an `INSERT`), and nothing on its own windows topic.
 #[test]
 fn the_agent_publishes_rows_inserted_into_an_mqtt_sink() {
-    let ddl = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-";
+    let ddl = source!();
     let sql = format!(
         "{ddl}CREATE TABLE agg (sensor STRING, ws BIGINT, readings BIGINT)
   WITH ('connector' = 'mqtt', 'topic' = 'cloud/agg');
@@ -281,18 +278,15 @@ fn the_agent_runs_a_keyed_function_called_as_a_table_function() {
         return;
     };
     let sql = format!(
-        "SET 'pipeline.name' = 'w';
-CREATE FUNCTION w1 AS '{}' LANGUAGE WASM;
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+        concat!(
+            source!(),
+            "CREATE FUNCTION w1 AS '{}' LANGUAGE WASM;
 SELECT k, window_start, window_end, `count`, mean, `min`, `max`, stddev, anomaly
 FROM TABLE(w1(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(v),
   COLUMNS => DESCRIPTOR(`count`, mean, `min`, `max`, stddev), FLAG => TRUE, SEES_LATE => TRUE,
   size => 1000, alpha => 0.1, k => 3.0, warmup => 5));
-",
+"
+        ),
         module.display()
     );
     let msgs = input(6_000, 4, T0);
@@ -326,16 +320,13 @@ FROM TABLE(w1(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(v),
 /// score the engine computes for the same plan.
 #[test]
 fn the_agent_publishes_a_detector_table_function_s_rows() {
-    let sql = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-SELECT k, rowtime, v, score, anomaly
+    let sql = concat!(
+        source!(),
+        "SELECT k, rowtime, v, score, anomaly
 FROM TABLE(KESTREL(TABLE s PARTITION BY k, DESCRIPTOR(rowtime), DESCRIPTOR(v)))
 WHERE anomaly OR score > 0.05;
-";
+"
+    );
     let pf = weir_agent::pipeline_file::parse("p.sql", sql).expect("weir run takes it");
     let msgs = input(20_000, 4, T0);
     // The engine's scores for the same plan.
@@ -397,16 +388,13 @@ WHERE anomaly OR score > 0.05;
 /// `gw/w/<key>/<ts>/<lsn>`), with the reading's columns and an expression.
 #[test]
 fn the_agent_publishes_each_row_of_a_query_without_group_by() {
-    let sql = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-CREATE TABLE hot (sensor STRING, at_ms BIGINT, v DOUBLE, f DOUBLE)
+    let sql = concat!(
+        source!(),
+        "CREATE TABLE hot (sensor STRING, at_ms BIGINT, v DOUBLE, f DOUBLE)
   WITH ('connector' = 'mqtt', 'topic' = 'cloud/hot');
 INSERT INTO hot SELECT k, t, v, v * 1.8 + 32 FROM s WHERE v > 22.5;
-";
+"
+    );
     let msgs = input(8_000, 4, T0);
     let mut expected: HashMap<(String, i64), f64> = HashMap::new();
     for m in msgs.iter().filter(|m| m.v > 22.5) {
@@ -443,18 +431,15 @@ INSERT INTO hot SELECT k, t, v, v * 1.8 + 32 FROM s WHERE v > 22.5;
 /// watermark passed once, none twice.
 #[test]
 fn the_agent_publishes_an_over_aggregation_per_reading() {
-    let sql = "SET 'pipeline.name' = 'w';
-CREATE TABLE s (
-  k STRING, t BIGINT, v DOUBLE,
-  rowtime AS TO_TIMESTAMP_LTZ(t, 3),
-  WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND
-) WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
-CREATE TABLE smooth (sensor STRING, at_ms BIGINT, v DOUBLE, avg5 DOUBLE, n BIGINT)
+    let sql = concat!(
+        source!(),
+        "CREATE TABLE smooth (sensor STRING, at_ms BIGINT, v DOUBLE, avg5 DOUBLE, n BIGINT)
   WITH ('connector' = 'mqtt', 'topic' = 'cloud/smooth');
 INSERT INTO smooth
 SELECT k, t, v, AVG(v) OVER w, COUNT(*) OVER w FROM s
 WINDOW w AS (PARTITION BY k ORDER BY rowtime ROWS BETWEEN 4 PRECEDING AND CURRENT ROW);
-";
+"
+    );
     let msgs = input(6_000, 4, T0);
     // The watermark after the last reading: newest − 2 s − 1 ms.
     let wm = msgs.iter().map(|m| m.ts).max().unwrap() - 2_001;
