@@ -639,11 +639,7 @@ impl OutputEncoder {
                 if several {
                     id.push_str(&format!("/{start}"));
                 }
-                let mut payload = Vec::with_capacity(256);
-                let mut m = self.envelope(&mut payload, &id, &sq.name, key, (start, end), false);
-                self.row_fields(q, &values, &mut m);
-                m.finish();
-                self.push_window(out, key, id, payload, false, windows);
+                self.push_row(sq, key, id, (start, end), &values, out);
             }
             rows.push(SqlRow {
                 flagged: false,
@@ -678,7 +674,7 @@ impl OutputEncoder {
         let peer = w
             .values
             .as_slice()
-            .get(over.fields + over.aggs.len() + over.lags.len())
+            .get(over.place())
             .map_or(0, |x| *x as u64);
         let mut values = Vec::new();
         q.project(&row, &mut values);
@@ -686,12 +682,7 @@ impl OutputEncoder {
             let shown = q.shown_key(key);
             let key = &*shown;
             let id = format!("{}/{}/{key}/{ts}/{peer}", self.gateway, sq.name);
-            let mut payload = Vec::with_capacity(256);
-            let span = (ts, ts.saturating_add(1));
-            let mut m = self.envelope(&mut payload, &id, &sq.name, key, span, false);
-            self.row_fields(q, &values, &mut m);
-            m.finish();
-            self.push_window(out, key, id, payload, false, windows);
+            self.push_row(sq, key, id, (ts, ts.saturating_add(1)), &values, out);
         }
         Some(SqlRow {
             flagged: false,
@@ -704,6 +695,24 @@ impl OutputEncoder {
             }),
             more: Vec::new(),
         })
+    }
+
+    /// Publishes a per-row result (a query without `GROUP BY`): the
+    /// envelope with `id` and `span`, then the row's columns.
+    fn push_row(
+        &self,
+        sq: &SqlRows,
+        key: &str,
+        id: String,
+        span: (i64, i64),
+        values: &[Value],
+        out: &mut Vec<Encoded>,
+    ) {
+        let mut payload = Vec::with_capacity(256);
+        let mut m = self.envelope(&mut payload, &id, &sq.name, key, span, false);
+        self.row_fields(&sq.q, values, &mut m);
+        m.finish();
+        self.push_window(out, key, id, payload, false, true);
     }
 
     /// A result row's columns after the envelope, by name (the sink's

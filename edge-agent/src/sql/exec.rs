@@ -294,8 +294,7 @@ pub fn over_row(
                 .map(|v| v.map_or(Value::Null, |s| Value::Str(s.into_owned()))),
         );
     }
-    let n = over.aggs.len() + over.lags.len();
-    row.extend((over.fields..over.fields + n).map(num));
+    row.extend(over.results().map(num));
 }
 
 /// Where [`Rows`] sends a kept sample.

@@ -283,6 +283,20 @@ pub struct OverPlan {
     pub state: String,
 }
 
+impl OverPlan {
+    /// Where a result's values hold its aggregates, then its `LAG`s
+    /// (after the sample's fields).
+    pub fn results(&self) -> std::ops::Range<usize> {
+        self.fields..self.place()
+    }
+
+    /// Where a result's values hold the row's place among its key's rows
+    /// of that time (the last value).
+    pub fn place(&self) -> usize {
+        self.fields + self.aggs.len() + self.lags.len()
+    }
+}
+
 /// One partition's rows (one key).
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Part {
@@ -308,6 +322,8 @@ pub struct OverOp {
     parts: Vec<(KeyId, Part)>,
     /// How much of the moments the aggregates need.
     tier: Tier,
+    /// How many of a partition's last rows `LAG` reads (0: none kept).
+    history: u64,
 }
 
 impl OverOp {
@@ -321,10 +337,12 @@ impl OverOp {
             .map(|a| a.0.tier())
             .max()
             .unwrap_or(Tier::Basic);
+        let history = plan.lags.iter().map(|l| l.1 + 1).max().unwrap_or(0);
         OverOp {
             plan,
             parts: Vec::new(),
             tier,
+            history,
         }
     }
 
@@ -381,24 +399,27 @@ impl OverOp {
 
     /// Keeps `row` in the partition's history for `LAG`.
     fn remember(&self, part: &mut Part, row: &[f64]) {
-        let Some(keep) = self.plan.lags.iter().map(|l| l.1 + 1).max() else {
+        if self.history == 0 {
             return;
-        };
+        }
         part.history.push_back(row.to_vec());
-        while part.history.len() as u64 > keep {
+        while part.history.len() as u64 > self.history {
             part.history.pop_front();
         }
     }
 
     /// Emits `rows` (peers of one time), the first `first` among its
     /// time's rows.
+    /// The aggregates are the frame's, the same for every peer: computed
+    /// once.
     fn emit(&self, ctx: &mut Context<'_>, part: &Part, rows: &[(i64, Vec<f64>)], first: usize) {
-        let mut vals =
-            Vec::with_capacity(self.plan.fields + self.plan.aggs.len() + self.plan.lags.len() + 1);
+        let mut results = Vec::with_capacity(self.plan.aggs.len() + self.plan.lags.len());
+        self.values_of(part, &mut results);
+        let mut vals = Vec::with_capacity(self.plan.place() + 1);
         for (i, (ts, row)) in rows.iter().enumerate() {
             vals.clear();
             vals.extend((0..self.plan.fields).map(|f| row.get(f).copied().unwrap_or(f64::NAN)));
-            self.values_of(part, &mut vals);
+            vals.extend_from_slice(&results);
             vals.push((first + i) as f64);
             ctx.emit_window(*ts, ts.saturating_add(1), &vals, None);
         }
