@@ -348,34 +348,20 @@ pub(super) fn compile(
                     ),
                 ));
             }
-            Some((
-                w.clone(),
-                super::over::OverPlan {
-                    state: {
-                        let mut t = format!(
-                            "{} {} [{}]",
-                            super::over::OVER_STATE,
-                            w.frame,
-                            field_names.join(",")
-                        );
-                        for (k, f) in &aggs {
-                            match f {
-                                Some(f) => write!(t, " {k}({f})"),
-                                None => write!(t, " {k}(*)"),
-                            }
-                            .expect("a String takes it");
-                        }
-                        for (f, n, d) in &cx.lags {
-                            write!(t, " lag({f},{n},{d})").expect("a String takes it");
-                        }
-                        t
-                    },
-                    frame: w.frame,
-                    aggs,
-                    lags: cx.lags.clone(),
-                    fields: nf,
-                },
-            ))
+            let plan = super::over::OverPlan {
+                state: format!(
+                    "{} {} [{}] {}",
+                    super::over::OVER_STATE,
+                    w.frame,
+                    field_names.join(","),
+                    over_results(&aggs, &cx.lags, &field_names)
+                ),
+                frame: w.frame,
+                aggs,
+                lags: cx.lags.clone(),
+                fields: nf,
+            };
+            Some((w, plan))
         }
     };
     for (c, _) in &mut columns {
@@ -478,25 +464,10 @@ pub(super) fn compile(
                 let _ = writeln!(ex, "rows: each row as it comes (no window, no state)");
             }
             Some((w, plan)) => {
-                let aggs: Vec<String> = plan
-                    .aggs
-                    .iter()
-                    .map(|(k, f)| match f {
-                        Some(f) => format!("{k}({})", field_names[*f]),
-                        None => format!("{k}(*)"),
-                    })
-                    .chain(plan.lags.iter().map(|(f, n, d)| {
-                        if d.is_nan() {
-                            format!("lag({}, {n})", field_names[*f])
-                        } else {
-                            format!("lag({}, {n}, {d})", field_names[*f])
-                        }
-                    }))
-                    .collect();
                 let _ = writeln!(
                     ex,
                     "over: [{}] per row over (PARTITION BY {} ORDER BY {} {}); each row once the watermark passes it, in time order per partition (late rows dropped)",
-                    aggs.join(", "),
+                    over_results(&plan.aggs, &plan.lags, &field_names),
                     if w.partition.is_empty() {
                         "nothing: one partition".to_string()
                     } else {
@@ -560,6 +531,31 @@ pub(super) fn compile(
         keyed: None,
         inner: None,
     })
+}
+
+/// An `OVER` query's aggregates and `LAG`s by name, `mean(v), count(*),
+/// lag(v, 1)` (a default after the offset when there is one): what EXPLAIN
+/// shows and the operator's state type holds.
+fn over_results(
+    aggs: &[(AggKind, Option<usize>)],
+    lags: &[(usize, u64, f64)],
+    fields: &[String],
+) -> String {
+    let mut out = Vec::new();
+    for (k, f) in aggs {
+        out.push(match f {
+            Some(f) => format!("{k}({})", fields[*f]),
+            None => format!("{k}(*)"),
+        });
+    }
+    for (f, n, d) in lags {
+        out.push(if d.is_nan() {
+            format!("lag({}, {n})", fields[*f])
+        } else {
+            format!("lag({}, {n}, {d})", fields[*f])
+        });
+    }
+    out.join(", ")
 }
 
 /// The constant field [`RowsOp`] reads.
