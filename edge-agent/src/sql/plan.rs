@@ -2756,11 +2756,7 @@ pub(super) fn unique_names(columns: &[(ResultColumn, String)], at: Location) -> 
 }
 
 /// `ORDER BY` over the result columns, by name (or alias) or position.
-pub(super) fn order_of(
-    o: &ast::OrderBy,
-    columns: &[ResultColumn],
-    at: Location,
-) -> Err<Vec<SortKey>> {
+fn order_of(o: &ast::OrderBy, columns: &[ResultColumn], at: Location) -> Err<Vec<SortKey>> {
     let how = "ORDER BY result columns by name or position, e.g. ORDER BY total DESC, 1";
     let ast::OrderByKind::Expressions(exprs) = &o.kind else {
         return Err(SqlError::unsupported(at, "ORDER BY ALL", how));
