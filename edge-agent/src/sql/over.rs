@@ -36,7 +36,7 @@ use weir_core::keys::KeyId;
 use weir_core::process::{Context, KeyedProcess, TimeDomain};
 
 use super::ddl::Table;
-use super::plan::loc_of;
+use super::plan::{ident_name, loc_of};
 use super::{Err, SqlError};
 
 /// The frame of an `OVER` window.
@@ -108,11 +108,7 @@ pub(super) fn window_of(
     let rt = table.rowtime.as_ref().expect("checked by the caller");
     let mut partition = Vec::new();
     for p in &spec.partition_by {
-        let ci = match p {
-            SExpr::Identifier(id) => table.column(&id.value),
-            SExpr::CompoundIdentifier(v) => v.last().and_then(|id| table.column(&id.value)),
-            _ => None,
-        };
+        let ci = ident_name(p).and_then(|id| table.column(&id.value));
         match ci {
             Some(c) if !table.columns[c].ty.is_numeric() => {
                 if !partition.contains(&c) {
@@ -140,12 +136,7 @@ pub(super) fn window_of(
     }
     let by_time = match &spec.order_by[..] {
         [o] => {
-            let name = match &o.expr {
-                SExpr::Identifier(id) => Some(&id.value),
-                SExpr::CompoundIdentifier(v) => v.last().map(|id| &id.value),
-                _ => None,
-            };
-            name.is_some_and(|n| n.eq_ignore_ascii_case(&rt.name))
+            ident_name(&o.expr).is_some_and(|n| n.value.eq_ignore_ascii_case(&rt.name))
                 && matches!(o.options.sort, None | Some(ast::OrderBySort::Asc))
         }
         _ => false,

@@ -366,7 +366,8 @@ pub(super) fn ident_loc(id: &ast::Ident, fallback: Location) -> Location {
     }
 }
 
-fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
+/// The name an identifier (or the last part of a dotted one) gives.
+pub(super) fn ident_name(e: &SExpr) -> Option<&ast::Ident> {
     match e {
         SExpr::Identifier(i) => Some(i),
         SExpr::CompoundIdentifier(v) => v.last(),

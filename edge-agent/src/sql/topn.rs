@@ -93,11 +93,7 @@ fn is_row_number(item: &SelectItem) -> Option<(&ast::Function, String)> {
 
 #[cfg(feature = "host-tools")]
 fn name_of(e: &SExpr) -> String {
-    match e {
-        SExpr::Identifier(id) => id.value.clone(),
-        SExpr::CompoundIdentifier(v) => v.last().map_or(String::new(), |i| i.value.clone()),
-        other => other.to_string(),
-    }
+    super::plan::ident_name(e).map_or_else(|| e.to_string(), |i| i.value.clone())
 }
 
 #[cfg(feature = "host-tools")]
@@ -249,7 +245,7 @@ fn pattern_of(
                         ))
                     }
                 };
-                if !matches!(e, SExpr::Identifier(_) | SExpr::CompoundIdentifier(_)) {
+                if super::plan::ident_name(e).is_none() {
                     return Err(SqlError::unsupported(
                         loc_of(e, at),
                         &format!("the expression `{e}` around a Top-N"),
