@@ -202,14 +202,7 @@ fn frame_of(f: &ast::WindowFrame, at: Location) -> Err<Frame> {
         (WindowFrameBound::CurrentRow, true) => Frame::Rows(0),
         (WindowFrameBound::CurrentRow, false) => Frame::Range(0),
         (WindowFrameBound::Preceding(Some(e)), true) => {
-            let n = match &**e {
-                SExpr::Value(v) => match &v.value {
-                    ast::Value::Number(n, _) => n.parse::<u64>().ok(),
-                    _ => None,
-                },
-                _ => None,
-            };
-            match n {
+            match super::plan::literal_count(e) {
                 Some(n) => Frame::Rows(n),
                 None => {
                     return Err(SqlError::at(

@@ -1977,6 +1977,18 @@ fn merge_ty(a: Option<SqlType>, b: SqlType, e: &SExpr, at: Location) -> Err<SqlT
     }
 }
 
+/// A whole number written as it is (`LIMIT 10`, `ROWS 3 PRECEDING`,
+/// `rownum <= 3`).
+pub(super) fn literal_count(e: &SExpr) -> Option<u64> {
+    match e {
+        SExpr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn literal_num(e: &SExpr) -> Option<f64> {
     match e {
         SExpr::Value(v) => match &v.value {
@@ -2837,14 +2849,7 @@ fn limit_of(l: Option<&ast::LimitClause>, at: Location) -> Err<Option<u64>> {
         // LIMIT ALL
         return Ok(None);
     };
-    let count = match e {
-        ast::Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => n.parse::<u64>().ok(),
-            _ => None,
-        },
-        _ => None,
-    };
-    count.map(Some).ok_or_else(|| {
+    literal_count(e).map(Some).ok_or_else(|| {
         SqlError::at(
             loc_of(e, at),
             format!("LIMIT {e}: not a row count"),

@@ -358,13 +358,7 @@ fn rows_kept(w: &SExpr, rownum: &str) -> Option<u64> {
     };
     let is_rownum =
         |e: &SExpr| matches!(e, SExpr::Identifier(id) if id.value.eq_ignore_ascii_case(rownum));
-    let num = |e: &SExpr| match e {
-        SExpr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => n.parse::<u64>().ok(),
-            _ => None,
-        },
-        _ => None,
-    };
+    let num = super::plan::literal_count;
     // (at most, strictly) with rownum on the left.
     let (le, n) = match (is_rownum(left), is_rownum(right), op) {
         (true, _, B::LtEq) | (_, true, B::GtEq) => {
