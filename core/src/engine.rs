@@ -743,11 +743,22 @@ impl Engine {
     }
 
     /// The estimated bytes of all keyed state: every live key at
-    /// [`Engine::key_cost`] plus its name. Never above
-    /// `StateSpec::max_bytes` except by one key's growth into windows it
-    /// did not hold at admission.
+    /// [`Engine::key_cost`] plus its name, and what custom operators hold
+    /// beyond that ([`KeyedProcess::state_bytes`](crate::process::KeyedProcess::state_bytes):
+    /// the rows they keep, which they hold within the budget through
+    /// [`Context::state_room`](crate::process::Context::state_room)).
+    /// Never above `StateSpec::max_bytes` except by one key's growth into
+    /// windows it did not hold at admission.
     pub fn state_bytes(&self) -> usize {
-        self.keys.live() * self.key_cost + self.keys.name_bytes
+        let held: usize = self
+            .ops
+            .iter()
+            .map(|o| match o {
+                Op::Process(p) => p.f.state_bytes(),
+                _ => 0,
+            })
+            .sum();
+        (self.keys.live() * self.key_cost + self.keys.name_bytes).saturating_add(held)
     }
 
     /// The `now` at which [`Engine::handle_time`] next has work, if any: a
@@ -1195,8 +1206,17 @@ impl Engine {
             // A NaN (a nullable field's NULL) opens the window, unaggregated.
             Op::Window(w) => w.on_sample(kid, ts, x, wm, &mut self.out),
             Op::Process(_) | Op::Detect(_) if x.is_nan() => {}
-            Op::Process(p) => p.on_sample(kid, ts, (x, values), wm, self.now, &mut self.out),
+            Op::Process(_) => self.route_process(op, kid, ts, (x, values), wm),
             Op::Detect(d) => d.on_sample(kid, ts, x, values, wm, &mut self.out),
+        }
+    }
+
+    /// Hands a sample to custom operator `op`, with the state budget's room.
+    #[inline(never)]
+    fn route_process(&mut self, op: u16, kid: KeyId, ts: i64, xv: (f64, &[f64]), wm: i64) {
+        let room = self.spec.state.max_bytes.saturating_sub(self.state_bytes());
+        if let Op::Process(p) = &mut self.ops[op as usize] {
+            p.on_sample(kid, ts, xv, (wm, self.now), room, &mut self.out);
         }
     }
 

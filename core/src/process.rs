@@ -94,6 +94,7 @@ pub struct Context<'a> {
     watermark: i64,
     now: i64,
     values: &'a [f64],
+    room: usize,
     timers: &'a mut Timers,
     out: &'a mut VecDeque<Output>,
 }
@@ -103,7 +104,7 @@ impl<'a> Context<'a> {
         op: u16,
         key: KeyId,
         (watermark, now): (i64, i64),
-        values: &'a [f64],
+        (values, room): (&'a [f64], usize),
         timers: &'a mut Timers,
         out: &'a mut VecDeque<Output>,
     ) -> Self {
@@ -113,6 +114,7 @@ impl<'a> Context<'a> {
             watermark,
             now,
             values,
+            room,
             timers,
             out,
         }
@@ -140,6 +142,17 @@ impl Context<'_> {
     /// nullable field's NULL a NaN). Empty in `on_timer`.
     pub fn values(&self) -> &[f64] {
         self.values
+    }
+
+    /// In `on_sample`: the bytes the keyed-state budget has left
+    /// ([`StateSpec::max_bytes`](crate::spec::StateSpec::max_bytes) less
+    /// [`Engine::state_bytes`](crate::engine::Engine::state_bytes), which
+    /// counts every operator's [`KeyedProcess::state_bytes`]). An operator
+    /// that keeps rows lets go of old ones, or refuses the sample, rather
+    /// than grow past it. `usize::MAX` in `on_timer` (a timer moves state,
+    /// it does not add samples).
+    pub fn state_room(&self) -> usize {
+        self.room
     }
 
     /// Calls `on_timer` for this key once the watermark reaches `at`.
@@ -224,6 +237,14 @@ pub trait KeyedProcess: Send {
     fn holds_state(&self, _key: KeyId) -> bool {
         false
     }
+    /// Bytes of state held now beyond the per-key estimate (64 bytes a
+    /// key), e.g. the rows an operator keeps: counted in
+    /// [`Engine::state_bytes`](crate::engine::Engine::state_bytes), so in
+    /// the budget that admits new keys and in [`Context::state_room`]
+    /// (default: none).
+    fn state_bytes(&self) -> usize {
+        0
+    }
     /// Writes all state (the engine writes the timers).
     ///
     /// # Errors
@@ -273,8 +294,8 @@ impl ProcessOp {
         key: KeyId,
         ts: i64,
         (x, values): (f64, &[f64]),
-        wm: i64,
-        now: i64,
+        (wm, now): (i64, i64),
+        room: usize,
         out: &mut VecDeque<Output>,
     ) {
         self.stats.routed += 1;
@@ -289,7 +310,14 @@ impl ProcessOp {
             return;
         }
         self.stats.on_time += 1;
-        let mut ctx = Context::new(self.op, key, (wm, now), values, &mut self.timers, out);
+        let mut ctx = Context::new(
+            self.op,
+            key,
+            (wm, now),
+            (values, room),
+            &mut self.timers,
+            out,
+        );
         self.f.on_sample(&mut ctx, ts, x);
     }
 
@@ -313,10 +341,29 @@ impl ProcessOp {
                 TimeDomain::EventTime => self.timers.event.remove(&(at, key)),
                 TimeDomain::ProcessingTime => self.timers.processing.remove(&(at, key)),
             };
-            self.stats.fired += 1;
-            let mut ctx = Context::new(self.op, key, (wm, now), &[], &mut self.timers, out);
-            self.f.on_timer(&mut ctx, at, domain);
+            self.fire(key, at, domain, (wm, now), out);
         }
+    }
+
+    /// Calls `on_timer` for `key`'s timer at `at` (removed already).
+    fn fire(
+        &mut self,
+        key: KeyId,
+        at: i64,
+        domain: TimeDomain,
+        clocks: (i64, i64),
+        out: &mut VecDeque<Output>,
+    ) {
+        self.stats.fired += 1;
+        let mut ctx = Context::new(
+            self.op,
+            key,
+            clocks,
+            (&[], usize::MAX),
+            &mut self.timers,
+            out,
+        );
+        self.f.on_timer(&mut ctx, at, domain);
     }
 
     /// Per-key watermarks: fires `key`'s event timers up to `wm` (its own
@@ -336,9 +383,7 @@ impl ProcessOp {
             .map(|t| t.0)
         {
             self.timers.event.remove(&(at, key));
-            self.stats.fired += 1;
-            let mut ctx = Context::new(self.op, key, (wm, now), &[], &mut self.timers, out);
-            self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
+            self.fire(key, at, TimeDomain::EventTime, (wm, now), out);
         }
     }
 
@@ -349,10 +394,7 @@ impl ProcessOp {
         let pending: Vec<(i64, KeyId)> = self.timers.event.iter().copied().collect();
         for (at, key) in pending {
             if self.timers.event.remove(&(at, key)) {
-                self.stats.fired += 1;
-                let mut ctx =
-                    Context::new(self.op, key, (i64::MAX, now), &[], &mut self.timers, out);
-                self.f.on_timer(&mut ctx, at, TimeDomain::EventTime);
+                self.fire(key, at, TimeDomain::EventTime, (i64::MAX, now), out);
             }
         }
     }

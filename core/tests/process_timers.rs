@@ -159,3 +159,73 @@ proptest! {
         prop_assert_eq!(play(None), play(Some(cut)));
     }
 }
+
+/// Keeps every value it is handed, while the state budget has room.
+#[derive(Default)]
+struct Keeper {
+    kept: BTreeMap<KeyId, Vec<f64>>,
+    refused: u64,
+}
+
+impl KeyedProcess for Keeper {
+    fn state_type(&self) -> &str {
+        "keeper/1"
+    }
+    fn on_sample(&mut self, ctx: &mut Context<'_>, _ts: i64, v: f64) {
+        if ctx.state_room() < 8 {
+            self.refused += 1;
+            return;
+        }
+        self.kept.entry(ctx.key()).or_default().push(v);
+    }
+    fn on_timer(&mut self, _: &mut Context<'_>, _: i64, _: TimeDomain) {}
+    fn clear_key(&mut self, key: KeyId) {
+        self.kept.remove(&key);
+    }
+    fn state_bytes(&self) -> usize {
+        self.kept.values().map(|v| v.len() * 8).sum()
+    }
+    fn encode(
+        &self,
+        e: &mut minicbor::Encoder<&mut Vec<u8>>,
+    ) -> Result<(), minicbor::encode::Error<core::convert::Infallible>> {
+        e.map(0)?;
+        Ok(())
+    }
+    fn decode(&mut self, d: &mut minicbor::Decoder<'_>) -> Result<(), minicbor::decode::Error> {
+        d.map()?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_custom_operators_rows_count_in_the_state_budget() {
+    // What an operator reports it holds is part of the engine's state
+    // bytes: it sees the room left, and new keys find none once it is full.
+    let mut s = PipelineBuilder::new("keep")
+        .source(SourceSpec::new("s", ["v"]).out_of_orderness(10))
+        .process("keep", "s", "v", "keeper/1", || Box::new(Keeper::default()))
+        .spec();
+    s.state.max_bytes = 64 << 10;
+    let mut e = s.build().unwrap();
+    let base = {
+        e.handle_sample(T0, 0, "a", T0, &[1.0]).unwrap();
+        e.state_bytes() - 8
+    };
+    for i in 1..20_000 {
+        e.handle_sample(T0, 0, "a", T0 + i, &[1.0]).unwrap();
+        assert!(e.state_bytes() <= 64 << 10, "{}", e.state_bytes());
+    }
+    // Every value that found room is counted: the budget is full.
+    let kept = (e.state_bytes() - base) / 8;
+    assert!(
+        e.state_bytes() > (64 << 10) - 8,
+        "{} bytes",
+        e.state_bytes()
+    );
+    assert!((7_000..8_192).contains(&kept), "{kept} values kept");
+    assert!(matches!(
+        e.handle_sample(T0, 0, "b", T0 + 20_000, &[1.0]),
+        Err(Reject::KeyBudget)
+    ));
+}

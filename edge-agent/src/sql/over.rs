@@ -298,7 +298,18 @@ struct Part {
     history: VecDeque<Vec<f64>>,
 }
 
+/// A partition's own bytes, its rows aside.
+const PART_BYTES: usize = std::mem::size_of::<(KeyId, Part)>();
+
 /// The engine operator of an `OVER` aggregation (see the module's docs).
+///
+/// Its rows count in the keyed-state budget
+/// ([`KeyedProcess::state_bytes`]): when a row finds no room
+/// ([`Context::state_room`]), its partition's oldest frame rows leave the
+/// frame early (the aggregates then cover fewer rows than the frame says),
+/// and with none to let go the row is dropped without a result; both are
+/// counted and logged. A new key is refused once the rows fill the budget
+/// (the engine's `KeyBudget` reject).
 #[derive(Debug)]
 pub struct OverOp {
     plan: OverPlan,
@@ -308,6 +319,11 @@ pub struct OverOp {
     tier: Tier,
     /// How many of a partition's last rows `LAG` reads (0: none kept).
     history: u64,
+    /// The estimated bytes of every partition's rows ([`OverOp::part_bytes`]).
+    bytes: usize,
+    /// Frame rows let go early, and rows refused, for the state budget.
+    let_go: u64,
+    refused: u64,
 }
 
 impl OverOp {
@@ -327,6 +343,38 @@ impl OverOp {
             parts: Vec::new(),
             tier,
             history,
+            bytes: 0,
+            let_go: 0,
+            refused: 0,
+        }
+    }
+
+    /// The estimated bytes of a row kept: its slot, its values and the
+    /// allocator's header.
+    fn row_bytes(&self) -> usize {
+        std::mem::size_of::<(i64, Vec<f64>)>() + 16 + 8 * self.plan.fields
+    }
+
+    /// The estimated bytes of a partition's rows and moments.
+    fn part_bytes(&self, p: &Part) -> usize {
+        (p.pending.len() + p.frame.len()) * self.row_bytes()
+            + p.history.len() * (std::mem::size_of::<Vec<f64>>() + 16 + 8 * self.plan.fields)
+            + p.acc.len() * std::mem::size_of::<Moments>()
+    }
+
+    /// Says (at 1, 2, 4, … times) that the state budget cut a frame short
+    /// or refused a row.
+    fn budget_full(&self, n: u64) {
+        if n.is_power_of_two() {
+            tracing::warn!(
+                frame_rows_let_go = self.let_go,
+                rows_refused = self.refused,
+                "OVER ({}): the keyed-state budget is full: a partition's oldest frame rows \
+                 leave its frame early (its aggregates cover fewer rows) and a row with no \
+                 room is dropped without a result; raise SET 'weir.state.memory', shorten \
+                 the frame or bound the keys",
+                self.plan.frame
+            );
         }
     }
 
@@ -429,16 +477,33 @@ impl KeyedProcess for OverOp {
     }
 
     fn on_sample(&mut self, ctx: &mut Context<'_>, ts: i64, _value: f64) {
+        let key = ctx.key();
+        let found = self.parts.binary_search_by_key(&key, |p| p.0);
+        // Within the state budget: the partition's oldest frame rows leave
+        // early to make room; with none left, the row is refused.
+        let need = self.row_bytes() + if found.is_err() { PART_BYTES } else { 0 };
+        let mut room = ctx.state_room();
+        if let Ok(i) = found {
+            let row = self.row_bytes();
+            while room < need && self.parts[i].1.frame.pop_front().is_some() {
+                room = room.saturating_add(row);
+                self.bytes -= row;
+                self.let_go += 1;
+                self.budget_full(self.let_go);
+            }
+        }
+        if room < need {
+            self.refused += 1;
+            self.budget_full(self.refused);
+            return;
+        }
         let n = self.plan.fields.min(ctx.values().len());
         let row = ctx.values()[..n].to_vec();
-        let key = ctx.key();
-        let i = match self.parts.binary_search_by_key(&key, |p| p.0) {
-            Ok(i) => i,
-            Err(i) => {
-                self.parts.insert(i, (key, Part::default()));
-                i
-            }
-        };
+        let i = found.unwrap_or_else(|i| {
+            self.parts.insert(i, (key, Part::default()));
+            i
+        });
+        self.bytes += self.row_bytes();
         let pending = &mut self.parts[i].1.pending;
         let at = pending.partition_point(|r| r.0 <= ts);
         pending.insert(at, (ts, row));
@@ -453,6 +518,7 @@ impl KeyedProcess for OverOp {
             return;
         };
         let mut part = std::mem::take(&mut self.parts[slot].1);
+        self.bytes -= self.part_bytes(&part);
         // The rows the watermark passed, in time order (ties as they came).
         let n = part.pending.partition_point(|r| r.0 <= at);
         let due: Vec<(i64, Vec<f64>)> = part.pending.drain(..n).collect();
@@ -504,13 +570,19 @@ impl KeyedProcess for OverOp {
             }
         }
         // Rows of the same key for peers: the index restarts per time.
+        self.bytes += self.part_bytes(&part);
         self.parts[slot].1 = part;
     }
 
     fn clear_key(&mut self, key: KeyId) {
         if let Ok(i) = self.parts.binary_search_by_key(&key, |p| p.0) {
+            self.bytes -= self.part_bytes(&self.parts[i].1);
             self.parts.remove(i);
         }
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes + self.parts.len() * PART_BYTES
     }
 
     fn holds_state(&self, key: KeyId) -> bool {
@@ -579,6 +651,7 @@ impl KeyedProcess for OverOp {
             Ok(out)
         }
         self.parts.clear();
+        self.bytes = 0;
         let n = d.map()?.unwrap_or(0);
         for _ in 0..n {
             let k = d.u32()?;
@@ -610,16 +683,15 @@ impl KeyedProcess for OverOp {
             if self.parts.last().is_some_and(|p| p.0 >= k) {
                 return Err(minicbor::decode::Error::message("over: keys out of order"));
             }
-            self.parts.push((
-                k,
-                Part {
-                    pending,
-                    frame,
-                    acc,
-                    rows,
-                    history,
-                },
-            ));
+            let part = Part {
+                pending,
+                frame,
+                acc,
+                rows,
+                history,
+            };
+            self.bytes += self.part_bytes(&part);
+            self.parts.push((k, part));
         }
         Ok(())
     }

@@ -2585,6 +2585,11 @@ pub(super) fn settings(
                     .filter(|n| *n > 0)
                     .ok_or_else(|| bad("not a positive number"))?
             }
+            "weir.state.memory" => {
+                state.max_bytes = crate::pipeline_file::parse_size(v.trim())
+                    .filter(|b| *b >= 1 << 16)
+                    .ok_or_else(|| bad("not a size of at least 64KiB such as '64MiB'"))?
+            }
             "table.exec.state.ttl" if v.trim() == "0" || v.trim().eq_ignore_ascii_case("off") => {
                 state.ttl = None
             }
@@ -2599,7 +2604,7 @@ pub(super) fn settings(
                 return Err(SqlError::unsupported(
                     *l,
                     &format!("SET '{k}'"),
-                    "SET 'pipeline.name', 'weir.state.max-keys', 'table.exec.state.ttl'",
+                    "SET 'pipeline.name', 'weir.state.max-keys', 'weir.state.memory', 'table.exec.state.ttl'",
                 ))
             }
         }

@@ -428,6 +428,159 @@ fn the_over_operator_checkpoints_and_restores() {
     assert_eq!(whole, halves);
 }
 
+/// Feeds `samples` (key, time, v) to `engine`, checking after each that
+/// the keyed state keeps within `budget`; the outputs' `Debug` texts.
+fn run_within(
+    engine: &mut weir_core::engine::Engine,
+    samples: &[(String, i64, f64)],
+    budget: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, t, v) in samples {
+        let _ = engine.handle_sample(*t, 0, k, *t, &[*v, 1.0]);
+        assert!(
+            engine.state_bytes() <= budget,
+            "{} bytes of state, budget {budget}",
+            engine.state_bytes()
+        );
+        out.extend(std::iter::from_fn(|| engine.poll_output()).map(|o| format!("{o:?}")));
+    }
+    out
+}
+
+/// The last value of each window row in `outs` (the row's place aside):
+/// here the frame's `COUNT(*)`.
+fn counts(outs: &[String]) -> Vec<u64> {
+    outs.iter()
+        .filter_map(|o| {
+            let v = o.split("vals: [").nth(1)?.split(']').next()?;
+            let len: usize = o.split("len: ").nth(1)?.split(' ').next()?.parse().ok()?;
+            let vals: Vec<&str> = v.split(", ").take(len).collect();
+            vals.get(len.checked_sub(2)?)?
+                .parse::<f64>()
+                .ok()
+                .map(|c| c as u64)
+        })
+        .collect()
+}
+
+#[test]
+fn over_frames_keep_within_the_state_budget() {
+    // An hour's RANGE frame over 4 sensors at 100 Hz: 64 MiB holds every
+    // row, 64 KiB does not. Under the small budget the state never
+    // passes it, every row still gets its result, the frames hold what
+    // fits (their oldest rows leave early), and a snapshot restores the
+    // same bytes (the run after it is the same).
+    let q = |set: &str| {
+        parse(
+            "q.sql",
+            &format!(
+                "{S}{set}SELECT sensor, v, COUNT(*) OVER w AS c FROM s
+                 WINDOW w AS (PARTITION BY sensor ORDER BY rowtime
+                              RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW);"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pipeline
+        .spec
+    };
+    let samples: Vec<(String, i64, f64)> = (0..20_000)
+        .map(|i| (format!("k{}", i % 4), T0 + i * 10, (i % 97) as f64))
+        .collect();
+    let big = q("");
+    let mut a = big.clone().build().unwrap();
+    let mut whole = run_within(&mut a, &samples, big.state.max_bytes);
+    a.handle_end_of_input();
+    whole.extend(std::iter::from_fn(|| a.poll_output()).map(|o| format!("{o:?}")));
+    let c = counts(&whole);
+    assert_eq!(c.len(), 20_000, "{}", whole[0]);
+    assert_eq!(
+        c.iter().max(),
+        Some(&5_000),
+        "every row of a sensor in its frame"
+    );
+
+    for bad in ["lots", "1KiB", "-5"] {
+        let e = parse(
+            "q.sql",
+            &format!("{S}SET 'weir.state.memory' = '{bad}';\nSELECT * FROM s;"),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{bad} accepted"))
+        .to_string();
+        assert!(e.contains("not a size of at least 64KiB"), "{e}");
+    }
+    let small = q("SET 'weir.state.memory' = '64KiB';\n");
+    assert_eq!(small.state.max_bytes, 64 << 10);
+    let mut b = small.clone().build().unwrap();
+    let mut cut = run_within(&mut b, &samples[..10_000], 64 << 10);
+    let snap = b.snapshot().unwrap();
+    let mut r = small.clone().build().unwrap();
+    r.restore(&snap).unwrap();
+    assert_eq!(
+        r.state_bytes(),
+        b.state_bytes(),
+        "restored state, same bytes"
+    );
+    let mut rest_b = run_within(&mut b, &samples[10_000..], 64 << 10);
+    let rest_r = run_within(&mut r, &samples[10_000..], 64 << 10);
+    assert_eq!(rest_b, rest_r, "a restore changes nothing");
+    cut.append(&mut rest_b);
+    b.handle_end_of_input();
+    cut.extend(std::iter::from_fn(|| b.poll_output()).map(|o| format!("{o:?}")));
+    let c = counts(&cut);
+    assert_eq!(c.len(), 20_000, "every row has its result");
+    let top = *c.iter().max().unwrap();
+    assert!((100..1_000).contains(&top), "frames of at most {top} rows");
+    // The frames stay as full as the budget allows: the last rows' frames
+    // are within a tenth of the largest.
+    assert!(
+        c[c.len() - 100..].iter().all(|n| *n * 10 >= top * 9),
+        "{:?}",
+        &c[c.len() - 100..]
+    );
+}
+
+#[test]
+fn rows_without_room_are_refused_and_new_keys_too() {
+    // An unbounded frame keeps moments, not rows; but rows wait for the
+    // watermark, and 20,000 rows of one time never see it pass: beyond
+    // the budget they are refused (no result), and so is a new key.
+    let spec = parse(
+        "q.sql",
+        &format!(
+            "{S}SET 'weir.state.memory' = '64KiB';
+             SELECT sensor, v, SUM(v) OVER (PARTITION BY sensor ORDER BY rowtime) AS total FROM s;"
+        ),
+    )
+    .unwrap()
+    .pipeline
+    .spec;
+    let mut e = spec.clone().build().unwrap();
+    // `a` proves itself first (its rows span time: it is not the first
+    // key evicted for a new one).
+    let mut samples: Vec<(String, i64, f64)> =
+        vec![("a".into(), T0, 1.0), ("a".into(), T0 + 5_000, 1.0)];
+    samples.extend((0..20_000).map(|_| ("a".into(), T0 + 10_000, 1.0)));
+    assert_eq!(run_within(&mut e, &samples, 64 << 10).len(), 2);
+    assert_eq!(
+        e.handle_sample(T0, 0, "b", T0, &[1.0, 1.0]),
+        Err(weir_core::engine::Reject::KeyBudget)
+    );
+    e.handle_end_of_input();
+    let outs: Vec<String> = std::iter::from_fn(|| e.poll_output())
+        .map(|o| format!("{o:?}"))
+        .collect();
+    let n = outs.len();
+    assert!((100..2_000).contains(&n), "{n} rows kept of 20,000");
+    assert!(
+        outs.iter()
+            .all(|o| o.contains("\"a\"") || o.contains("key: 0")),
+        "{}",
+        outs[0]
+    );
+}
+
 #[test]
 fn over_aggregations_say_what_they_cannot_do() {
     let msg = |sql: &str| {
