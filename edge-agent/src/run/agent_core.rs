@@ -846,7 +846,13 @@ impl<T> AgentCore<T> {
             (false, Some(t)) => Some(t.saturating_add(self.cfg.checkpoint_ms)),
             (false, None) => None,
         };
-        let engine = self.engine.poll_timeout();
+        // While a group is open the engine's timers wait for its commit
+        // (a tick then would only be staged behind it): reporting them
+        // would have a driver tick in a loop until the commit is due.
+        let engine = match self.group.opened {
+            Some(_) => None,
+            None => self.engine.poll_timeout(),
+        };
         [commit, ckpt, engine].into_iter().flatten().min()
     }
 
