@@ -777,6 +777,9 @@ fn cmd_replay_sql(
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(why) = p.file_refusal() {
+        anyhow::bail!("{}: {why}", pipeline.display());
+    }
     let input: PathBuf = match (input, &p.input_path) {
         (Some(i), _) => i.to_path_buf(),
         // A relative 'path' is relative to the pipeline file.

@@ -3,6 +3,7 @@
 //! windows an uninterrupted engine computes for the same plan.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use weir_e2e::*;
 
@@ -477,4 +478,66 @@ WINDOW w AS (PARTITION BY k ORDER BY rowtime ROWS BETWEEN 4 PRECEDING AND CURREN
         assert_eq!(g["n"].as_i64(), Some(*n), "{g}");
         assert_eq!(id, &format!("{GATEWAY}/w/{k}/{t}/0"));
     }
+}
+
+/// `PROCTIME()` under `weir run`: readings stamped on arrival by the
+/// agent's clock, in 1-second processing-time windows that the clock
+/// closes (the last window with no reading after it): every reading is
+/// counted once, in windows of the time the agent ran.
+#[test]
+fn the_agent_closes_proctime_windows_on_its_clock() {
+    let sql = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (k STRING, v DOUBLE, pt AS PROCTIME())
+  WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+SELECT k, window_start, window_end, COUNT(*) AS n, MAX(v) AS hi
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(pt), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;
+";
+    let msgs = input(3_000, 4, T0);
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    let dir = TempDir::new("sql-agent-proctime");
+    let gw = gateway_file(&dir.0, addr, "");
+    std::fs::write(dir.0.join("pipeline.sql"), sql).expect("write pipeline.sql");
+    let text = std::fs::read_to_string(&gw).expect("gateway.toml");
+    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).expect("gateway.toml");
+    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let agent = InProcAgent::start(&gw);
+    agent.wait_subscribed(0);
+    let started = wall();
+    publish_all(addr, &msgs, Duration::from_secs(120));
+    let counted = |s: &Seen| -> i64 {
+        s.by_id
+            .values()
+            .map(|p| {
+                let g: serde_json::Value = serde_json::from_slice(p).unwrap();
+                g["count"].as_i64().unwrap()
+            })
+            .sum()
+    };
+    // The clock alone closes the last windows: no reading follows.
+    wait_until(
+        Duration::from_secs(60),
+        "every reading in a closed window",
+        || col.with(|s| counted(s)) >= msgs.len() as i64,
+    );
+    let ended = wall();
+    agent.stop();
+    col.with(|s| {
+        assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
+        assert_eq!(counted(s), msgs.len() as i64, "each reading once");
+        for p in s.by_id.values() {
+            let g: serde_json::Value = serde_json::from_slice(p).unwrap();
+            let (start, end) = (g["start"].as_i64().unwrap(), g["end"].as_i64().unwrap());
+            assert_eq!(end - start, 1_000, "{g}");
+            assert_eq!(start % 1_000, 0, "{g}");
+            // Windows of the agent's clock, not of the payloads' `t`.
+            assert!(start > started - 2_000 && end <= ended + 1_000, "{g}");
+        }
+    });
 }

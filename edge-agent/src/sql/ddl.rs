@@ -84,6 +84,10 @@ pub struct Rowtime {
     pub delay_ms: i64,
     /// Where the watermark is declared.
     pub at: Location,
+    /// `name AS PROCTIME()`: processing time, the gateway's clock when a
+    /// row arrives (`column` is a column of the table that no payload or
+    /// file fills: each row's arrival time).
+    pub proctime: bool,
 }
 
 /// A `CREATE TABLE`.
@@ -247,11 +251,15 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
         break;
     }
     for (name, e, loc) in computed {
+        if is_proctime(&e) {
+            proctime(&mut t, name, watermark.as_ref(), loc)?;
+            continue;
+        }
         let Some((col, prec)) = epoch_call(&e) else {
             return Err(SqlError::unsupported(
                 loc,
                 &format!("the computed column `{name} AS {e}`"),
-                "`rowtime AS TO_TIMESTAMP_LTZ(epoch_column, 3)` (or precision 0 for seconds); compute other values in the SELECT list",
+                "`rowtime AS TO_TIMESTAMP_LTZ(epoch_column, 3)` (or precision 0 for seconds), `pt AS PROCTIME()`; compute other values in the SELECT list",
             ));
         };
         let Some(ci) = t.column(&col) else {
@@ -291,6 +299,7 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
             epoch_precision: Some(prec),
             delay_ms: 0,
             at: loc,
+            proctime: false,
         });
     }
     match watermark {
@@ -318,6 +327,7 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
                     epoch_precision: None,
                     delay_ms: 0,
                     at: loc,
+                    proctime: false,
                 });
             }
             let rt = t.rowtime.as_mut().expect("set above");
@@ -326,6 +336,55 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
         }
     }
     Ok(t)
+}
+
+/// `PROCTIME()`.
+fn is_proctime(e: &Expr) -> bool {
+    let Expr::Function(f) = e else { return false };
+    let no_args = match &f.args {
+        ast::FunctionArguments::None => true,
+        ast::FunctionArguments::List(l) => l.args.is_empty(),
+        ast::FunctionArguments::Subquery(_) => false,
+    };
+    no_args && f.name.to_string().eq_ignore_ascii_case("PROCTIME")
+}
+
+/// `name AS PROCTIME()`: the table's time attribute is the arrival time,
+/// a `TIMESTAMP_LTZ(3)` column no payload fills.
+fn proctime(
+    t: &mut Table,
+    name: String,
+    watermark: Option<&(String, Expr, Location)>,
+    loc: Location,
+) -> Result<(), SqlError> {
+    if let Some((col, _, wloc)) = watermark {
+        return Err(SqlError::unsupported(
+            *wloc,
+            &format!("WATERMARK FOR `{col}` in a table with a PROCTIME() column"),
+            "one time attribute per table: event time (WATERMARK FOR rowtime …) or processing time (pt AS PROCTIME()), not both",
+        ));
+    }
+    if t.rowtime.is_some() || t.column(&name).is_some() {
+        return Err(SqlError::at(
+            loc,
+            format!("`{name} AS PROCTIME()`: the table has a time attribute or a column of that name already"),
+            "declare one PROCTIME() column, under a name of its own",
+        ));
+    }
+    t.columns.push(Column {
+        name: name.clone(),
+        ty: SqlType::TimestampLtz,
+        at: loc,
+    });
+    t.rowtime = Some(Rowtime {
+        name,
+        column: t.columns.len() - 1,
+        epoch_precision: Some(3),
+        delay_ms: 0,
+        at: loc,
+        proctime: true,
+    });
+    Ok(())
 }
 
 /// `TO_TIMESTAMP_LTZ(col, p)` → (col, p).

@@ -341,6 +341,18 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
 }
 
 impl SqlPipeline {
+    /// Why the query cannot read a file, if it cannot: its time is
+    /// `PROCTIME()`, the moment a row arrives, which over a file is when
+    /// weir reads it.
+    pub fn file_refusal(&self) -> Option<&'static str> {
+        let src = self.inner.as_deref().unwrap_or(self);
+        (src.pipeline.spec.time.mode == weir_core::time::TimeMode::Processing).then_some(
+            "the query's time is PROCTIME(), the moment a row arrives: over a file that is when weir reads it, \
+             so its windows would only say how fast weir reads; run it with `weir run` (or the live shell) over MQTT, \
+             or give the file's table its time column: rowtime AS TO_TIMESTAMP_LTZ(ts, 3) with a WATERMARK",
+        )
+    }
+
     /// Whether `weir run` can apply the whole query. The agent journals
     /// the key, the time and the numeric columns, and applies a `WHERE`
     /// that reads another text column before the journal, so an
@@ -727,6 +739,8 @@ mod tests_limit;
 mod tests_nulls;
 #[cfg(test)]
 mod tests_over;
+#[cfg(test)]
+mod tests_proctime;
 #[cfg(test)]
 mod tests_rows;
 #[cfg(test)]

@@ -2540,6 +2540,7 @@ fn rows_table(first: &SqlPipeline, name: &str, names: &[ast::Ident], at: Locatio
             epoch_precision: None,
             delay_ms: 0,
             at,
+            proctime: false,
         }),
         columns,
         options: [
@@ -2552,6 +2553,40 @@ fn rows_table(first: &SqlPipeline, name: &str, names: &[ast::Ident], at: Locatio
         .collect(),
         at,
     })
+}
+
+/// The pipeline's time: event time, or processing time over a
+/// `PROCTIME()` attribute (windows close on the gateway's clock).
+pub(super) fn time_of(rt: &super::ddl::Rowtime) -> TimeSpec {
+    let mut t = TimeSpec::new(TimeUnit::Millis);
+    if rt.proctime {
+        t.mode = weir_core::time::TimeMode::Processing;
+    }
+    t
+}
+
+/// `EXPLAIN`'s name of the pipeline's time.
+pub(super) fn time_mode_text(rt: &super::ddl::Rowtime) -> &'static str {
+    if rt.proctime {
+        "processing time"
+    } else {
+        "event time"
+    }
+}
+
+/// `EXPLAIN`'s time attribute and watermark.
+pub(super) fn time_text(rt: &super::ddl::Rowtime) -> String {
+    if rt.proctime {
+        format!(
+            "time `{}` = PROCTIME() (the gateway's clock on arrival; windows close on it)",
+            rt.name
+        )
+    } else {
+        format!(
+            "time `{}`, watermark = newest - {} ms - 1",
+            rt.name, rt.delay_ms
+        )
+    }
 }
 
 /// The `SET` options: the pipeline's name (default: the sink's, else
@@ -3500,7 +3535,7 @@ fn compile_select(
     source_options(table, &mut source)?;
     let spec = PipelineSpec {
         name: name.clone(),
-        time: TimeSpec::new(TimeUnit::Millis),
+        time: time_of(rt),
         sources: (0..nsets)
             .map(|s| SourceSpec {
                 name: set_id(s, &source.name),
@@ -3524,7 +3559,8 @@ fn compile_select(
     let mut ex = String::new();
     let _ = writeln!(
         ex,
-        "pipeline `{name}` (event time, ms; state: at most {} keys{})",
+        "pipeline `{name}` ({}, ms; state: at most {} keys{})",
+        time_mode_text(rt),
         spec.state.max_keys,
         spec.state
             .ttl
@@ -3532,7 +3568,7 @@ fn compile_select(
     );
     let _ = writeln!(
         ex,
-        "source `{source_name}`: fields [{}], key {}, time `{}`, watermark = newest - {} ms - 1",
+        "source `{source_name}`: fields [{}], key {}, {}",
         field_names.join(", "),
         match (&groups, key) {
             (Some(g), _) => format!(
@@ -3546,8 +3582,7 @@ fn compile_select(
             (None, Some(k)) => format!("`{}`", table.columns[k].name),
             (None, None) => "(none: one group)".to_string(),
         },
-        rt.name,
-        rt.delay_ms
+        time_text(rt)
     );
     if let Some(g) = groups.as_ref().filter(|_| nsets > 1) {
         let _ = writeln!(
@@ -3936,6 +3971,13 @@ fn table_function(
             "add `WATERMARK FOR rowtime AS rowtime - INTERVAL '2' SECOND`",
         ));
     };
+    if rt.proctime {
+        return Err(SqlError::unsupported(
+            rt.at,
+            "a per-row detector or table function over a PROCTIME() table",
+            "a table with event time (rowtime AS TO_TIMESTAMP_LTZ(ts, 3) and a WATERMARK), or window aggregations over PROCTIME()",
+        ));
+    }
     let timecol = timecol.ok_or_else(|| missing("time (DESCRIPTOR(rowtime))"))?;
     match descriptor(timecol).as_deref() {
         Some([c]) if c.value.eq_ignore_ascii_case(&rt.name) => {}
@@ -4185,7 +4227,7 @@ fn table_function(
     }
     let spec = PipelineSpec {
         name: name.clone(),
-        time: TimeSpec::new(TimeUnit::Millis),
+        time: time_of(rt),
         sources: vec![source],
         operators,
         state,
@@ -4354,6 +4396,7 @@ pub fn scalar_over_fields(text: &str, fields: &[String], condition: bool) -> Err
             epoch_precision: None,
             delay_ms: 0,
             at: start,
+            proctime: false,
         }),
         options: Vec::new(),
         at: start,
@@ -4605,7 +4648,20 @@ pub(super) fn mqtt_source(
             None => cfg.key_const = Some(t.name.clone()),
         }
     }
-    if !senml {
+    if rt.proctime {
+        if let Some((o, l)) = ["timestamp.path", "timestamp.unit"]
+            .iter()
+            .find_map(|o| t.option(o).map(|v| (o, v.1)))
+        {
+            return Err(SqlError::at(
+                l,
+                format!("'{o}' in a table whose time is PROCTIME(): its rows are stamped on arrival"),
+                format!("drop '{o}', or declare the payload's time as the time attribute: rowtime AS TO_TIMESTAMP_LTZ(ts, 3) with a WATERMARK"),
+            ));
+        }
+        // Stamped with the gateway's clock on arrival.
+        cfg.ts = None;
+    } else if !senml {
         cfg.ts = Some(opt("timestamp.path").unwrap_or_else(|| t.columns[rt.column].name.clone()));
     } else {
         cfg.ts = opt("timestamp.path");

@@ -328,6 +328,13 @@ pub(super) fn compile(
         .collect();
     let over = match cx.over.take() {
         None => None,
+        Some(_) if rt.proctime => {
+            return Err(SqlError::unsupported(
+                rt.at,
+                "OVER aggregations over a PROCTIME() table",
+                "a table with event time (rowtime AS TO_TIMESTAMP_LTZ(ts, 3) and a WATERMARK), or window aggregations over PROCTIME()",
+            ))
+        }
         Some(w) => {
             let aggs: Vec<_> = cx
                 .slots
@@ -385,7 +392,7 @@ pub(super) fn compile(
     source_options(table, &mut source)?;
     let spec = PipelineSpec {
         name: name.clone(),
-        time: TimeSpec::new(TimeUnit::Millis),
+        time: super::plan::time_of(rt),
         sources: vec![source],
         operators: vec![OperatorSpec {
             id: name.clone(),
@@ -425,7 +432,8 @@ pub(super) fn compile(
     let mut ex = String::new();
     let _ = writeln!(
         ex,
-        "pipeline `{name}` (event time, ms; {})",
+        "pipeline `{name}` ({}, ms; {})",
+        super::plan::time_mode_text(rt),
         if over.is_some() {
             "keyed state: the OVER frames"
         } else {

@@ -218,6 +218,23 @@ impl Session<'_> {
             .map(String::from)
             .to_vec()];
         for (i, c) in t.columns.iter().enumerate() {
+            if t.rowtime
+                .as_ref()
+                .is_some_and(|r| r.proctime && r.column == i)
+            {
+                rows.push(
+                    [
+                        &c.name,
+                        "TIMESTAMP_LTZ(3) NOT NULL *PROCTIME*",
+                        "FALSE",
+                        "AS PROCTIME()",
+                        "",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                );
+                continue;
+            }
             let rt = t
                 .rowtime
                 .as_ref()
@@ -233,7 +250,7 @@ impl Session<'_> {
                 rt.map_or(String::new(), |r| watermark_text(&r.name, r.delay_ms)),
             ]);
         }
-        if let Some(r) = t.rowtime.as_ref() {
+        if let Some(r) = t.rowtime.as_ref().filter(|r| !r.proctime) {
             if let Some(p) = r.epoch_precision {
                 rows.push(vec![
                     r.name.clone(),
@@ -265,6 +282,9 @@ impl Session<'_> {
                 "give the filesystem table 'path' = 'file.csv', or read an mqtt table on the broker",
             );
         };
+        if let Some(why) = p.file_refusal() {
+            return error(out, 0, 0, why, "read an mqtt table on the broker");
+        }
         let file = match std::fs::File::open(Path::new(path)) {
             Ok(f) => f,
             Err(e) => {

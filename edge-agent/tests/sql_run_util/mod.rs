@@ -61,7 +61,9 @@ fn payload(m: &[Reading]) -> Vec<u8> {
     format!("[{}]", recs.join(",")).into_bytes()
 }
 
-fn cfg(checkpoint_ms: i64) -> CoreConfig {
+/// The agent's settings in these tests: commits 50 ms after a group's
+/// first message, checkpoints every `checkpoint_ms`.
+pub fn cfg(checkpoint_ms: i64) -> CoreConfig {
     CoreConfig {
         gateway: "gw".into(),
         prefix: "weir".into(),
