@@ -646,8 +646,8 @@ fn key_cost(spec: &PipelineSpec, per_key: &[bool]) -> usize {
                 size_of::<Option<DetectorState>>() + crate::detect::state_bytes(&d.detector)
                     - size_of::<DetectorState>()
             }
-            // A custom operator keeps its own state: a guess.
-            OperatorKind::Process(_) => 64,
+            // A custom operator keeps its own state: its estimate.
+            OperatorKind::Process(p) => (p.factory.0)().key_bytes(),
         };
     }
     c
@@ -734,6 +734,13 @@ impl Engine {
     /// first to be evicted when the budget is full).
     pub fn unproven_keys(&self) -> usize {
         self.keys.probation.len()
+    }
+
+    /// The latest driver clock (`now`) it was handed, `i64::MIN` before
+    /// any; a snapshot keeps it. A driver whose clock went back across a
+    /// restart resumes from it (processing time never goes back).
+    pub fn now(&self) -> i64 {
+        self.now
     }
 
     /// The estimated bytes of one key's state, its name aside (see

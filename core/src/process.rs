@@ -237,8 +237,15 @@ pub trait KeyedProcess: Send {
     fn holds_state(&self, _key: KeyId) -> bool {
         false
     }
-    /// Bytes of state held now beyond the per-key estimate (64 bytes a
-    /// key), e.g. the rows an operator keeps: counted in
+    /// The estimated bytes of one key's state at most, its rows aside
+    /// (what [`KeyedProcess::state_bytes`] counts): charged to every key
+    /// from its admission ([`Engine::key_cost`](crate::engine::Engine::key_cost)).
+    /// Default 64, a guess.
+    fn key_bytes(&self) -> usize {
+        64
+    }
+    /// Bytes of state held now beyond [`KeyedProcess::key_bytes`] a key,
+    /// e.g. the rows an operator keeps: counted in
     /// [`Engine::state_bytes`](crate::engine::Engine::state_bytes), so in
     /// the budget that admits new keys and in [`Context::state_room`]
     /// (default: none).

@@ -298,12 +298,12 @@ struct Part {
     history: VecDeque<Vec<f64>>,
 }
 
-/// A partition's own bytes, its rows aside.
-const PART_BYTES: usize = std::mem::size_of::<(KeyId, Part)>();
-
 /// The engine operator of an `OVER` aggregation (see the module's docs).
 ///
-/// Its rows count in the keyed-state budget
+/// A partition's bounded state (its slot, the `LAG` history, an unbounded
+/// frame's moments) is charged to its key from admission
+/// ([`KeyedProcess::key_bytes`]); its rows (pending and a bounded
+/// frame's) count in the keyed-state budget as they come
 /// ([`KeyedProcess::state_bytes`]): when a row finds no room
 /// ([`Context::state_room`]), its partition's oldest frame rows leave the
 /// frame early (the aggregates then cover fewer rows than the frame says),
@@ -319,7 +319,8 @@ pub struct OverOp {
     tier: Tier,
     /// How many of a partition's last rows `LAG` reads (0: none kept).
     history: u64,
-    /// The estimated bytes of every partition's rows ([`OverOp::part_bytes`]).
+    /// The estimated bytes of every partition's pending and frame rows
+    /// ([`OverOp::part_bytes`]).
     bytes: usize,
     /// Frame rows let go early, and rows refused, for the state budget.
     let_go: u64,
@@ -355,11 +356,9 @@ impl OverOp {
         std::mem::size_of::<(i64, Vec<f64>)>() + 16 + 8 * self.plan.fields
     }
 
-    /// The estimated bytes of a partition's rows and moments.
+    /// The estimated bytes of a partition's pending and frame rows.
     fn part_bytes(&self, p: &Part) -> usize {
         (p.pending.len() + p.frame.len()) * self.row_bytes()
-            + p.history.len() * (std::mem::size_of::<Vec<f64>>() + 16 + 8 * self.plan.fields)
-            + p.acc.len() * std::mem::size_of::<Moments>()
     }
 
     /// Says (at 1, 2, 4, … times) that the state budget cut a frame short
@@ -481,7 +480,7 @@ impl KeyedProcess for OverOp {
         let found = self.parts.binary_search_by_key(&key, |p| p.0);
         // Within the state budget: the partition's oldest frame rows leave
         // early to make room; with none left, the row is refused.
-        let need = self.row_bytes() + if found.is_err() { PART_BYTES } else { 0 };
+        let need = self.row_bytes();
         let mut room = ctx.state_room();
         if let Ok(i) = found {
             let row = self.row_bytes();
@@ -581,8 +580,20 @@ impl KeyedProcess for OverOp {
         }
     }
 
+    fn key_bytes(&self) -> usize {
+        let history =
+            self.history as usize * (std::mem::size_of::<Vec<f64>>() + 16 + 8 * self.plan.fields);
+        let moments = match self.plan.frame {
+            Frame::RowsUnbounded | Frame::RangeUnbounded => {
+                self.plan.fields * std::mem::size_of::<Moments>()
+            }
+            _ => 0,
+        };
+        std::mem::size_of::<(KeyId, Part)>() + history + moments
+    }
+
     fn state_bytes(&self) -> usize {
-        self.bytes + self.parts.len() * PART_BYTES
+        self.bytes
     }
 
     fn holds_state(&self, key: KeyId) -> bool {

@@ -542,6 +542,48 @@ fn over_frames_keep_within_the_state_budget() {
 }
 
 #[test]
+fn a_lag_history_is_charged_to_its_key_and_never_stops_the_rows() {
+    // LAG(v, 500) keeps a key's last 501 rows: bounded, so charged to the
+    // key when it is admitted; the keys whose histories fit are admitted,
+    // the others refused, and the admitted keys' rows keep coming (the
+    // histories once filled the budget and then every row was refused).
+    let spec = parse(
+        "q.sql",
+        &format!(
+            "{S}SET 'weir.state.memory' = '64KiB';
+             SELECT sensor, v, LAG(v, 500) OVER (PARTITION BY sensor ORDER BY rowtime) AS l FROM s;"
+        ),
+    )
+    .unwrap()
+    .pipeline
+    .spec;
+    let mut e = spec.build().unwrap();
+    assert!(e.key_cost() > 500 * 40, "{} bytes a key", e.key_cost());
+    let mut per_chunk = Vec::new();
+    let mut refused = 0;
+    for chunk in 0..8 {
+        let mut n = 0;
+        for i in chunk * 1_000..(chunk + 1) * 1_000 {
+            // k0 and k1 first (their rows span time: proven keys, not
+            // the first evicted for a new one), then all four.
+            let k = format!("k{}", if i < 200 { i % 2 } else { i % 4 });
+            let t = T0 + i * 10;
+            if e.handle_sample(t, 0, &k, t, &[1.0, 1.0])
+                == Err(weir_core::engine::Reject::KeyBudget)
+            {
+                refused += 1;
+            }
+            assert!(e.state_bytes() <= 64 << 10, "{}", e.state_bytes());
+            n += std::iter::from_fn(|| e.poll_output()).count();
+        }
+        per_chunk.push(n);
+    }
+    assert_eq!(e.key_count(), 2, "two histories fit");
+    assert_eq!(refused, 3_900, "the other two keys' rows");
+    assert!(per_chunk[1..].iter().all(|n| *n >= 450), "{per_chunk:?}");
+}
+
+#[test]
 fn rows_without_room_are_refused_and_new_keys_too() {
     // An unbounded frame keeps moments, not rows; but rows wait for the
     // watermark, and 20,000 rows of one time never see it pass: beyond
