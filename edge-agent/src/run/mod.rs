@@ -654,6 +654,10 @@ impl Agent {
             |engine, lsn, now| em.drain(engine, lsn, now, metrics),
         )?;
         self.engine = engine;
+        // A gateway without a battery-backed clock may start behind the
+        // time it journaled: the agent's clock never goes back, even
+        // across a restart (processing-time windows and ticks rely on it).
+        self.clock.last = self.clock.last.max(self.engine.now());
         if let Some(c) = &mut self.em.cloud {
             c.set_replaying(false);
         }

@@ -143,7 +143,9 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
         options: Vec::new(),
         at,
     };
-    let mut computed: Vec<(String, Expr, Location)> = Vec::new();
+    // Computed columns with the place they are declared at among the
+    // physical ones.
+    let mut computed: Vec<(String, Expr, Location, usize)> = Vec::new();
     let mut watermark: Option<(String, Expr, Location)> = None;
     loop {
         let loc = here(p);
@@ -173,7 +175,7 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
             let id = p.parse_identifier().map_err(SqlError::parser)?;
             if p.parse_keyword(Keyword::AS) {
                 let e = p.parse_expr().map_err(SqlError::parser)?;
-                computed.push((id.value, e, loc));
+                computed.push((id.value, e, loc, t.columns.len()));
             } else {
                 let dt = p.parse_data_type().map_err(SqlError::parser)?;
                 let ty = data_type(&dt, loc)?;
@@ -250,9 +252,9 @@ pub fn create_table(p: &mut Parser, at: Location) -> Result<Table, SqlError> {
         p.expect_token(&Token::RParen).map_err(SqlError::parser)?;
         break;
     }
-    for (name, e, loc) in computed {
+    for (name, e, loc, at) in computed {
         if is_proctime(&e) {
-            proctime(&mut t, name, watermark.as_ref(), loc)?;
+            proctime(&mut t, (name, at), watermark.as_ref(), loc)?;
             continue;
         }
         let Some((col, prec)) = epoch_call(&e) else {
@@ -349,11 +351,13 @@ fn is_proctime(e: &Expr) -> bool {
     no_args && f.name.to_string().eq_ignore_ascii_case("PROCTIME")
 }
 
-/// `name AS PROCTIME()`: the table's time attribute is the arrival time,
-/// a `TIMESTAMP_LTZ(3)` column no payload fills.
+/// `name AS PROCTIME()` declared before physical column `at`: the
+/// table's time attribute is the arrival time, a `TIMESTAMP_LTZ(3)`
+/// column (in its declared place, as `SELECT *` lists it) that no payload
+/// fills.
 fn proctime(
     t: &mut Table,
-    name: String,
+    (name, at): (String, usize),
     watermark: Option<&(String, Expr, Location)>,
     loc: Location,
 ) -> Result<(), SqlError> {
@@ -371,14 +375,19 @@ fn proctime(
             "declare one PROCTIME() column, under a name of its own",
         ));
     }
-    t.columns.push(Column {
-        name: name.clone(),
-        ty: SqlType::TimestampLtz,
-        at: loc,
-    });
+    // No other column index is kept yet (a second time attribute is
+    // refused above), so the insert moves none.
+    t.columns.insert(
+        at,
+        Column {
+            name: name.clone(),
+            ty: SqlType::TimestampLtz,
+            at: loc,
+        },
+    );
     t.rowtime = Some(Rowtime {
         name,
-        column: t.columns.len() - 1,
+        column: at,
         epoch_precision: Some(3),
         delay_ms: 0,
         at: loc,

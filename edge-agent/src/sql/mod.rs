@@ -343,7 +343,8 @@ pub fn parse_for_run(file: &str, text: &str) -> Result<PipelineFile, ConfigError
 impl SqlPipeline {
     /// Why the query cannot read a file, if it cannot: its time is
     /// `PROCTIME()`, the moment a row arrives, which over a file is when
-    /// weir reads it.
+    /// weir reads it (`weir replay --input` over an mqtt table; a
+    /// filesystem table by `PROCTIME()` does not compile).
     pub fn file_refusal(&self) -> Option<&'static str> {
         let src = self.inner.as_deref().unwrap_or(self);
         (src.pipeline.spec.time.mode == weir_core::time::TimeMode::Processing).then_some(

@@ -4451,6 +4451,13 @@ pub(super) fn csv_mapping(
     let rt = t.rowtime.as_ref().expect("checked");
     let conn = t.option("connector");
     let path = match conn {
+        Some(("filesystem", l)) if rt.proctime => {
+            return Err(SqlError::unsupported(
+                l,
+                "a filesystem table whose time is PROCTIME()",
+                "give the file's table its time column (rowtime AS TO_TIMESTAMP_LTZ(ts, 3) with a WATERMARK); PROCTIME() is for mqtt tables, whose rows arrive as the gateway runs",
+            ))
+        }
         Some(("filesystem", _)) => {
             match t.option("format") {
                 Some(("csv", _)) => {}
@@ -4649,14 +4656,26 @@ pub(super) fn mqtt_source(
         }
     }
     if rt.proctime {
-        if let Some((o, l)) = ["timestamp.path", "timestamp.unit"]
-            .iter()
-            .find_map(|o| t.option(o).map(|v| (o, v.1)))
+        if let Some((o, l)) = [
+            "timestamp.path",
+            "timestamp.unit",
+            "weir.watermark",
+            "scan.watermark.idle-timeout",
+        ]
+        .iter()
+        .find_map(|o| t.option(o).map(|v| (o, v.1)))
         {
             return Err(SqlError::at(
                 l,
-                format!("'{o}' in a table whose time is PROCTIME(): its rows are stamped on arrival"),
+                format!("'{o}' in a table whose time is PROCTIME(): its rows are stamped on arrival and have no watermark"),
                 format!("drop '{o}', or declare the payload's time as the time attribute: rowtime AS TO_TIMESTAMP_LTZ(ts, 3) with a WATERMARK"),
+            ));
+        }
+        if senml {
+            return Err(SqlError::unsupported(
+                rt.at,
+                "PROCTIME() over SenML ('format' = 'senml-json' or 'senml-cbor')",
+                "SenML records carry their own time (bt and t, a missing one meaning now): declare `rowtime AS TO_TIMESTAMP_LTZ(ts, 3)` with a WATERMARK, or read 'json'/'cbor' by PROCTIME()",
             ));
         }
         // Stamped with the gateway's clock on arrival.

@@ -282,9 +282,6 @@ impl Session<'_> {
                 "give the filesystem table 'path' = 'file.csv', or read an mqtt table on the broker",
             );
         };
-        if let Some(why) = p.file_refusal() {
-            return error(out, 0, 0, why, "read an mqtt table on the broker");
-        }
         let file = match std::fs::File::open(Path::new(path)) {
             Ok(f) => f,
             Err(e) => {

@@ -108,6 +108,27 @@ fn proctime_is_refused_where_it_cannot_mean_anything_with_the_reason() {
         ),
         (
             format!(
+                "CREATE TABLE s (sensor STRING, temp DOUBLE, pt AS PROCTIME())
+                   WITH ('connector' = 'mqtt', 'topic' = 'p', 'format' = 'json', 'weir.watermark' = 'per-key');\n{q}"
+            ),
+            "'weir.watermark' in a table whose time is PROCTIME()",
+        ),
+        (
+            format!(
+                "CREATE TABLE s (sensor STRING, temp DOUBLE, pt AS PROCTIME())
+                   WITH ('connector' = 'mqtt', 'topic' = 'p', 'format' = 'senml-json');\n{q}"
+            ),
+            "PROCTIME() over SenML",
+        ),
+        (
+            format!(
+                "CREATE TABLE s (sensor STRING, temp DOUBLE, pt AS PROCTIME())
+                   WITH ('connector' = 'filesystem', 'path' = 's.csv', 'format' = 'csv');\n{q}"
+            ),
+            "a filesystem table whose time is PROCTIME()",
+        ),
+        (
+            format!(
                 "{DDL}SELECT sensor, AVG(temp) OVER (PARTITION BY sensor ORDER BY pt) AS a FROM s;"
             ),
             "OVER aggregations over a PROCTIME() table",
@@ -132,7 +153,7 @@ fn proctime_is_refused_where_it_cannot_mean_anything_with_the_reason() {
 }
 
 #[test]
-fn the_shell_describes_a_proctime_column_and_will_not_read_a_file_by_it() {
+fn the_shell_describes_a_proctime_column_and_refuses_a_file_read_by_it() {
     let script = "CREATE TABLE s (sensor STRING, temp DOUBLE, pt AS PROCTIME())
   WITH ('connector' = 'filesystem', 'path' = 'nowhere.csv', 'format' = 'csv');
 DESCRIBE s;
@@ -148,7 +169,20 @@ SELECT sensor, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(pt), INTERVAL
     );
     assert!(out.contains("3 row(s) in set"), "{out}");
     assert!(
-        out.contains("[ERROR] the query's time is PROCTIME()"),
+        out.contains("a filesystem table whose time is PROCTIME()"),
         "{out}"
     );
+}
+
+#[test]
+fn select_star_lists_a_proctime_column_where_it_is_declared() {
+    let p = parse(
+        "q.sql",
+        "CREATE TABLE s (pt AS PROCTIME(), sensor STRING, temp DOUBLE)
+           WITH ('connector' = 'mqtt', 'topic' = 'p/+', 'format' = 'json');
+         SELECT * FROM s;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = p.query.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["pt", "sensor", "temp"]);
 }
