@@ -576,6 +576,26 @@ impl InProcAgent {
     }
 }
 
+/// An in-process broker and a gateway folder (`TempDir::new(name)`) whose
+/// pipeline is `sql` (`pipeline.sql`): the broker's address, the folder and
+/// its gateway.toml.
+pub fn sql_gateway(name: &str, sql: &str) -> (SocketAddr, TempDir, PathBuf) {
+    let addr = weir_agent::demo::start_broker().expect("broker");
+    let dir = TempDir::new(name);
+    let gw = gateway_file(&dir.0, addr, "");
+    std::fs::write(dir.0.join("pipeline.sql"), sql).expect("write pipeline.sql");
+    let text = std::fs::read_to_string(&gw).expect("gateway.toml");
+    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).expect("gateway.toml");
+    (addr, dir, gw)
+}
+
+/// Wall-clock ms since the epoch.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Runs `weir run` in this process with the SQL pipeline `sql` against a
 /// fresh rumqttd broker: collects `topics` from before the agent starts,
 /// publishes `msgs`, waits until `expected` distinct outputs arrived on the
@@ -588,12 +608,7 @@ pub fn run_sql_agent(
     msgs: &[Msg],
     expected: usize,
 ) -> Vec<Collector> {
-    let addr = weir_agent::demo::start_broker().expect("broker");
-    let dir = TempDir::new(name);
-    let gw = gateway_file(&dir.0, addr, "");
-    std::fs::write(dir.0.join("pipeline.sql"), sql).expect("write pipeline.sql");
-    let text = std::fs::read_to_string(&gw).expect("gateway.toml");
-    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).expect("gateway.toml");
+    let (addr, _dir, gw) = sql_gateway(name, sql);
     let cols: Vec<Collector> = topics.iter().map(|t| Collector::start(addr, t)).collect();
     let agent = InProcAgent::start(&gw);
     agent.wait_subscribed(0);

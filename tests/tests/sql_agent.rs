@@ -494,43 +494,23 @@ FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(pt), INTERVAL '1' SECOND))
 GROUP BY k, window_start, window_end;
 ";
     let msgs = input(3_000, 4, T0);
-    let addr = weir_agent::demo::start_broker().expect("broker");
-    let dir = TempDir::new("sql-agent-proctime");
-    let gw = gateway_file(&dir.0, addr, "");
-    std::fs::write(dir.0.join("pipeline.sql"), sql).expect("write pipeline.sql");
-    let text = std::fs::read_to_string(&gw).expect("gateway.toml");
-    std::fs::write(&gw, text.replace("pipeline.toml", "pipeline.sql")).expect("gateway.toml");
+    let (addr, _dir, gw) = sql_gateway("sql-agent-proctime", sql);
     let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
-    let wall = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
     let agent = InProcAgent::start(&gw);
     agent.wait_subscribed(0);
-    let started = wall();
+    let started = wall_ms();
     publish_all(addr, &msgs, Duration::from_secs(120));
-    let counted = |s: &Seen| -> i64 {
-        s.by_id
-            .values()
-            .map(|p| {
-                let g: serde_json::Value = serde_json::from_slice(p).unwrap();
-                g["count"].as_i64().unwrap()
-            })
-            .sum()
-    };
     // The clock alone closes the last windows: no reading follows.
     wait_until(
         Duration::from_secs(60),
         "every reading in a closed window",
-        || col.with(|s| counted(s)) >= msgs.len() as i64,
+        || col.with(counted_windows) >= msgs.len() as i64,
     );
-    let ended = wall();
+    let ended = wall_ms();
     agent.stop();
     col.with(|s| {
         assert!(s.conflicts.is_empty(), "{:?}", s.conflicts);
-        assert_eq!(counted(s), msgs.len() as i64, "each reading once");
+        assert_eq!(counted_windows(s), msgs.len() as i64, "each reading once");
         for p in s.by_id.values() {
             let g: serde_json::Value = serde_json::from_slice(p).unwrap();
             let (start, end) = (g["start"].as_i64().unwrap(), g["end"].as_i64().unwrap());
@@ -540,4 +520,76 @@ GROUP BY k, window_start, window_end;
             assert!(start > started - 2_000 && end <= ended + 1_000, "{g}");
         }
     });
+}
+
+/// A gateway whose wall clock starts behind the journal (no battery-backed
+/// clock, before NTP): the agent's clock resumes from the journal's, so
+/// readings are stamped after the journaled ones and counted, not dropped
+/// as behind processing time.
+#[test]
+fn a_clock_behind_the_journal_resumes_from_it() {
+    let sql = "SET 'pipeline.name' = 'w';
+CREATE TABLE s (k STRING, v DOUBLE, pt AS PROCTIME())
+  WITH ('connector' = 'mqtt', 'topic' = 'plant/+/v', 'qos' = '1', 'format' = 'json');
+SELECT k, window_start, window_end, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(pt), INTERVAL '1' SECOND))
+GROUP BY k, window_start, window_end;
+";
+    let (addr, dir, gw) = sql_gateway("sql-agent-proctime-clock", sql);
+    // Three readings journaled by a clock 3 s ahead of this one.
+    let ahead = wall_ms() + 3_000;
+    std::fs::create_dir_all(dir.0.join("data")).unwrap();
+    {
+        let mut store = weir_agent::store::StoreConfig::default()
+            .build(dir.0.join("data/weir.redb"))
+            .unwrap();
+        for i in 0..3 {
+            let s = weir_agent::store::Sample {
+                source: 0,
+                key: "s00",
+                ts: ahead + i,
+                now: ahead + i,
+                values: &[1.0],
+            };
+            store.append(&s).unwrap();
+        }
+        store.commit().unwrap();
+    }
+    let col = Collector::start(addr, &format!("weir/{GATEWAY}/windows/#"));
+    let agent = InProcAgent::start(&gw);
+    agent.wait_subscribed(0);
+    let msgs = input(200, 2, T0);
+    publish_all(addr, &msgs, Duration::from_secs(60));
+    wait_until(
+        Duration::from_secs(60),
+        "every reading in a closed window",
+        || col.with(counted_windows) >= 203,
+    );
+    agent.stop();
+    col.with(|s| {
+        assert_eq!(
+            counted_windows(s),
+            203,
+            "the journaled readings and the new ones, once"
+        );
+        for p in s.by_id.values() {
+            let g: serde_json::Value = serde_json::from_slice(p).unwrap();
+            let start = g["start"].as_i64().unwrap();
+            assert!(
+                start >= ahead - ahead % 1_000,
+                "a window before the journal's clock: {g}"
+            );
+        }
+    });
+}
+
+/// The readings counted in the windows `s` collected (their `count`s).
+fn counted_windows(s: &Seen) -> i64 {
+    s.by_id
+        .values()
+        .map(|p| {
+            let g: serde_json::Value = serde_json::from_slice(p).unwrap();
+            g["count"].as_i64().unwrap()
+        })
+        .sum()
 }
