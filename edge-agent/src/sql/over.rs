@@ -483,10 +483,10 @@ impl KeyedProcess for OverOp {
         let need = self.row_bytes();
         let mut room = ctx.state_room();
         if let Ok(i) = found {
-            let row = self.row_bytes();
+            // A frame row is the size of the row to come.
             while room < need && self.parts[i].1.frame.pop_front().is_some() {
-                room = room.saturating_add(row);
-                self.bytes -= row;
+                room = room.saturating_add(need);
+                self.bytes -= need;
                 self.let_go += 1;
                 self.budget_full(self.let_go);
             }
@@ -502,7 +502,7 @@ impl KeyedProcess for OverOp {
             self.parts.insert(i, (key, Part::default()));
             i
         });
-        self.bytes += self.row_bytes();
+        self.bytes += need;
         let pending = &mut self.parts[i].1.pending;
         let at = pending.partition_point(|r| r.0 <= ts);
         pending.insert(at, (ts, row));
