@@ -353,6 +353,10 @@ pub struct AgentCore<T> {
     /// The last checkpoint's snapshot bytes (to size the next one's buffer).
     last_snap: usize,
     /// Highest LSN the engine has processed.
+    /// The latest `now` handed in, or the engine's restored clock: the
+    /// core's time never goes back, even when the driver's does (a
+    /// gateway without a battery-backed clock, restarted).
+    clock: i64,
     processed: Lsn,
     ingest_once: bool,
     output_once: bool,
@@ -786,6 +790,7 @@ impl<T> AgentCore<T> {
             checkpoint_soon: false,
             last_snap: 0,
             processed: 0,
+            clock: i64::MIN,
             ingest_once: false,
             output_once: false,
             processing_time,
@@ -811,6 +816,7 @@ impl<T> AgentCore<T> {
             |engine, lsn, _| drain(engine, enc, windows, lsn, &mut outs),
         )?;
         self.engine = engine;
+        self.clock = self.clock.max(self.engine.now());
         for e in outs {
             self.publish(e);
         }
@@ -822,6 +828,12 @@ impl<T> AgentCore<T> {
             self.checkpoint_soon = true;
         }
         Ok(n)
+    }
+
+    /// The driver's `now`, never behind a time the core has seen.
+    fn clock(&mut self, now: i64) -> i64 {
+        self.clock = self.clock.max(now);
+        self.clock
     }
 
     fn publish(&mut self, e: Encoded) {
@@ -894,6 +906,7 @@ impl<T> AgentCore<T> {
         link: Link,
         session_present: bool,
     ) -> Result<(), RunError> {
+        let now = self.clock(now);
         match link {
             Link::Ingest => {
                 if self.ingest_once && !session_present {
@@ -983,6 +996,7 @@ impl<T> AgentCore<T> {
         payload: &[u8],
         ack: Option<T>,
     ) -> Result<(), RunError> {
+        let now = self.clock(now);
         self.stats.messages += 1;
         if self.group.opened.is_none() {
             self.group.opened = Some(now);
@@ -1146,6 +1160,7 @@ impl<T> AgentCore<T> {
     /// # Errors
     /// A store error (the driver stops and reopens).
     pub fn handle_tick(&mut self, now: i64) -> Result<(), RunError> {
+        let now = self.clock(now);
         if self.last_ckpt.is_none() {
             self.last_ckpt = Some(now);
         }
@@ -1171,6 +1186,7 @@ impl<T> AgentCore<T> {
     /// # Errors
     /// A store error.
     pub fn handle_stop(&mut self, now: i64) -> Result<bool, RunError> {
+        let now = self.clock(now);
         self.commit_group(now)?;
         self.pending.clear();
         self.maybe_checkpoint(now, true)
