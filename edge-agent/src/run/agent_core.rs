@@ -352,11 +352,11 @@ pub struct AgentCore<T> {
     checkpoint_soon: bool,
     /// The last checkpoint's snapshot bytes (to size the next one's buffer).
     last_snap: usize,
-    /// Highest LSN the engine has processed.
     /// The latest `now` handed in, or the engine's restored clock: the
     /// core's time never goes back, even when the driver's does (a
     /// gateway without a battery-backed clock, restarted).
     clock: i64,
+    /// Highest LSN the engine has processed.
     processed: Lsn,
     ingest_once: bool,
     output_once: bool,
