@@ -178,6 +178,10 @@ pub const DEFAULT_MAX_AHEAD: &str = "5m";
 /// Default key TTL: `ttl = "1d"`.
 pub const DEFAULT_TTL: &str = "1d";
 
+/// The least keyed-state budget (`[state] memory`, SQL's
+/// `SET 'weir.state.memory'`): 64 KiB.
+pub const MIN_STATE_MEMORY: usize = 1 << 16;
+
 /// Parses `"64MiB"`, `"512KiB"`, `"1GiB"`, `"1000"` (bytes).
 pub fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
@@ -797,7 +801,7 @@ fn state_spec(ctx: &Ctx<'_>, st: &RawState, unit: TimeUnit) -> Result<StateSpec,
             SizeValue::Str(s) => parse_size(s),
         };
         state.max_bytes = match bytes {
-            Some(b) if b >= 1 << 16 => b,
+            Some(b) if b >= MIN_STATE_MEMORY => b,
             _ => {
                 return Err(ctx.err(
                     Some(m.span()),

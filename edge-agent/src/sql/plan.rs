@@ -2565,6 +2565,16 @@ pub(super) fn time_of(rt: &super::ddl::Rowtime) -> TimeSpec {
     t
 }
 
+/// `what` is refused over a `PROCTIME()` table: it reads rows in event-time
+/// order.
+pub(super) fn proctime_refused(rt: &super::ddl::Rowtime, what: &str) -> SqlError {
+    SqlError::unsupported(
+        rt.at,
+        what,
+        "a table with event time (rowtime AS TO_TIMESTAMP_LTZ(ts, 3) and a WATERMARK), or window aggregations over PROCTIME()",
+    )
+}
+
 /// `EXPLAIN`'s name of the pipeline's time.
 pub(super) fn time_mode_text(rt: &super::ddl::Rowtime) -> &'static str {
     if rt.proctime {
@@ -2622,7 +2632,7 @@ pub(super) fn settings(
             }
             "weir.state.memory" => {
                 state.max_bytes = crate::pipeline_file::parse_size(v.trim())
-                    .filter(|b| *b >= 1 << 16)
+                    .filter(|b| *b >= crate::pipeline_file::MIN_STATE_MEMORY)
                     .ok_or_else(|| bad("not a size of at least 64KiB such as '64MiB'"))?
             }
             "table.exec.state.ttl" if v.trim() == "0" || v.trim().eq_ignore_ascii_case("off") => {
@@ -3972,10 +3982,9 @@ fn table_function(
         ));
     };
     if rt.proctime {
-        return Err(SqlError::unsupported(
-            rt.at,
+        return Err(proctime_refused(
+            rt,
             "a per-row detector or table function over a PROCTIME() table",
-            "a table with event time (rowtime AS TO_TIMESTAMP_LTZ(ts, 3) and a WATERMARK), or window aggregations over PROCTIME()",
         ));
     }
     let timecol = timecol.ok_or_else(|| missing("time (DESCRIPTOR(rowtime))"))?;

@@ -329,10 +329,9 @@ pub(super) fn compile(
     let over = match cx.over.take() {
         None => None,
         Some(_) if rt.proctime => {
-            return Err(SqlError::unsupported(
-                rt.at,
+            return Err(super::plan::proctime_refused(
+                rt,
                 "OVER aggregations over a PROCTIME() table",
-                "a table with event time (rowtime AS TO_TIMESTAMP_LTZ(ts, 3) and a WATERMARK), or window aggregations over PROCTIME()",
             ))
         }
         Some(w) => {
